@@ -1,0 +1,26 @@
+# Set-up on a fresh machine: `make demo` and `make test` install on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+EXTRAS := plot,moo,torch,test,postgres
+
+.PHONY: install test test-fast demo pipeline bench clean
+
+$(STAMP): setup.cfg constraints.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q -n 2 --timeout 300
+
+demo: $(STAMP)
+	mkdir -p out/demo
+	$(PY) -m search.pareto --export out/demo/front.json --plot out/demo/front.png
+
+clean:
+	rm -rf out .pytest_cache

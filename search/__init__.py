@@ -1,0 +1,20 @@
+"""Search exit configurations on a prediction cache. numpy only: never imports torch."""
+from __future__ import annotations
+
+from ._validation import SearchError
+from .budget import Budget
+from .config import ExitConfig
+from .engines import BaseEngine, create_engine, list_engines, register_engine
+from .front import Front, non_dominated
+from .problem import Evaluation, ExitProblem
+
+__all__ = ["ExitProblem", "ExitConfig", "Evaluation", "Front", "Budget", "SearchError", "BaseEngine",
+           "run_search", "create_engine", "list_engines", "register_engine", "non_dominated"]
+
+
+def run_search(problem: ExitProblem, engine: str | BaseEngine, *, budget: Budget | None = None, seed=0,
+               callback=None) -> Front:
+    """Run ``engine`` (a name or an engine object) on ``problem``; the caller's engine is not changed."""
+    if isinstance(engine, str):
+        engine = create_engine(engine)
+    return engine.run(problem, budget=budget, seed=seed, callback=callback)

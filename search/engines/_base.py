@@ -1,0 +1,55 @@
+"""``BaseEngine``: options in ``__init__``, the problem in ``run``; every engine returns a Front."""
+from __future__ import annotations
+
+import inspect
+import time
+from abc import ABC, abstractmethod
+from typing import Callable
+
+import numpy as np
+
+from .._validation import as_generator
+from ..budget import Budget
+from ..config import ExitConfig
+from ..front import Front
+
+__all__ = ["BaseEngine"]
+
+
+class BaseEngine(ABC):
+    """Subclasses store their keyword options as attributes of the same name and write ``_run``.
+
+    ``_run(problem, budget, rng, callback)`` returns candidate ExitConfigs (any number); ``run``
+    evaluates them once, keeps the non-dominated ones and records evaluations and time.
+    ``callback(engine, problem)``, when given, is called by engines after each step (progress bars).
+    """
+
+    name: str = ""
+
+    def get_params(self) -> dict:
+        """The constructor's options as JSON-ready values (stored in exports)."""
+        sig = inspect.signature(type(self).__init__)
+        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
+        return f"{type(self).__name__}({args})"
+
+    def run(self, problem, *, budget: Budget | None = None, seed=0,
+            callback: Callable | None = None) -> Front:
+        budget = (budget or Budget()).start(problem)
+        rng = as_generator(seed)
+        evals0, t0 = problem.n_evals, time.perf_counter()
+        result = self._run(problem, budget, rng, callback)
+        configs, message = result if isinstance(result, tuple) else (result, "")
+        configs = list(dict.fromkeys(configs))  # drop duplicates, keep order
+        F = problem.evaluate(configs) if configs else np.zeros((0, 2))
+        problem.n_evals -= len(configs)  # re-scoring the result is bookkeeping, not search
+        front = Front(configs, F, self.name, self.get_params(), problem.n_evals - evals0,
+                      time.perf_counter() - t0, message).pareto()
+        return front
+
+    @abstractmethod
+    def _run(self, problem, budget: Budget, rng: np.random.Generator,
+             callback: Callable | None) -> list[ExitConfig] | tuple[list[ExitConfig], str]:
+        """Search; return candidate configurations (and optionally a message)."""

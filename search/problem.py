@@ -1,0 +1,158 @@
+"""``ExitProblem``: one split of a cache + a cost model -> objectives of exit configurations."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import SearchError, check_split
+from .config import ExitConfig
+from .costs import CostModel
+from .scores import compute_scores
+
+__all__ = ["ExitProblem", "Evaluation"]
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What one configuration does on one split."""
+
+    accuracy: float
+    relative_cost: float
+    cost: float
+    exit_fractions: tuple[float, ...]
+
+    @property
+    def error(self) -> float:
+        return 1.0 - self.accuracy
+
+
+class ExitProblem:
+    """Scores and correctness of every exit on one split, and the cost model.
+
+    ``evaluate(configs)`` gives ``F`` ``(n_configs, 2)`` = ``[error, relative_cost]``, both minimised,
+    and counts evaluations in ``n_evals``. ``positions`` are the early positions in execution order;
+    ``position_exits[j]`` lists the exit indices (head types) standing at ``positions[j]``.
+    """
+
+    def __init__(self, cache, split: str = "search", *, objective: str = "macs", score: str = "max_prob",
+                 costs: CostModel | None = None):
+        self.cache, self.split, self.score = cache, check_split(cache, split), score
+        self.objective = objective
+        self.costs = costs if costs is not None else CostModel.from_cache(cache, objective)
+        self.scores = compute_scores(cache, split, score)                 # (n_exits, n_samples) float32
+        labels = np.asarray(cache.labels(split))
+        ids = cache.topk_ids(split)
+        self.correct = np.empty(self.scores.shape, dtype=bool)            # (n_exits, n_samples)
+        for e in range(self.scores.shape[0]):
+            np.equal(ids[e, 0], labels, out=self.correct[e])
+        early = cache.exits[:-1]
+        self.positions = sorted({e.position for e in early})
+        self.position_exits = [[i for i, e in enumerate(early) if e.position == p] for p in self.positions]
+        self.position_of_exit = {i: j for j, ex in enumerate(self.position_exits) for i in ex}
+        self.n_evals = 0
+
+    # -- sizes -------------------------------------------------------------------------------
+    @property
+    def n_samples(self) -> int:
+        return self.scores.shape[1]
+
+    @property
+    def n_exits(self) -> int:
+        return self.scores.shape[0]
+
+    @property
+    def n_positions(self) -> int:
+        return len(self.positions)
+
+    @property
+    def final_exit(self) -> int:
+        return self.n_exits - 1
+
+    def on_split(self, split: str) -> "ExitProblem":
+        """The same problem (cost model, score kind) on another split of the cache."""
+        return ExitProblem(self.cache, split, score=self.score, costs=self.costs, objective=self.objective)
+
+    # -- evaluation --------------------------------------------------------------------------
+    def assign(self, config: ExitConfig) -> np.ndarray:
+        """Exit index ``(n_samples,)`` at which every sample leaves under ``config``."""
+        out = np.full(self.n_samples, self.final_exit, dtype=np.int32)
+        remaining = np.ones(self.n_samples, dtype=bool)
+        leave = np.empty(self.n_samples, dtype=bool)
+        for e, t in zip(config.exits, config.thresholds):
+            np.greater(self.scores[e], t, out=leave)
+            leave &= remaining
+            out[leave] = e
+            remaining &= ~leave
+        return out
+
+    def _counts(self, exits, thresholds) -> tuple[np.ndarray, int]:
+        """Samples leaving at each enabled exit (then final), and how many of all are correct."""
+        remaining = np.ones(self.n_samples, dtype=bool)
+        leave = np.empty(self.n_samples, dtype=bool)
+        counts = np.empty(len(exits) + 1, dtype=np.int64)
+        n_correct = 0
+        for j, (e, t) in enumerate(zip(exits, thresholds)):
+            np.greater(self.scores[e], t, out=leave)
+            leave &= remaining
+            counts[j] = np.count_nonzero(leave)
+            if counts[j]:
+                n_correct += np.count_nonzero(leave & self.correct[e])
+                remaining &= ~leave
+        counts[-1] = np.count_nonzero(remaining)
+        n_correct += np.count_nonzero(remaining & self.correct[self.final_exit])
+        return counts, n_correct
+
+    def evaluate_one(self, config: ExitConfig) -> Evaluation:
+        """Accuracy, cost and exit fractions of one configuration (counts as one evaluation)."""
+        self.n_evals += 1
+        counts, n_correct = self._counts(config.exits, config.thresholds)
+        cost = float(counts @ self.costs.exit_costs(config.exits)) / self.n_samples
+        return Evaluation(float(n_correct) / self.n_samples, cost / self.costs.base_cost, cost,
+                          tuple((counts / self.n_samples).tolist()))
+
+    def evaluate(self, configs) -> np.ndarray:
+        """``F`` ``(n_configs, 2)`` = ``[error, relative_cost]`` of ExitConfigs."""
+        configs = list(configs)
+        F = np.empty((len(configs), 2))
+        for i, c in enumerate(configs):
+            F[i] = self._objectives(c.exits, c.thresholds)
+        self.n_evals += len(configs)
+        return F
+
+    def evaluate_arrays(self, choice: np.ndarray, thresholds: np.ndarray) -> np.ndarray:
+        """Vectorised entry for population engines.
+
+        ``choice`` ``(n_configs, n_positions)`` int: per position the index into ``position_exits[j]``
+        of the enabled head type, or -1 for none; ``thresholds`` the same shape. Returns ``F``.
+        """
+        choice, thresholds = np.asarray(choice), np.asarray(thresholds, dtype=np.float64)
+        if choice.ndim != 2 or choice.shape != thresholds.shape or choice.shape[1] != self.n_positions:
+            raise SearchError(f"choice and thresholds must both be (n_configs, {self.n_positions}); "
+                              f"got {choice.shape} and {thresholds.shape}")
+        F = np.empty((choice.shape[0], 2))
+        for i in range(choice.shape[0]):
+            exits, thr = self.decode(choice[i], thresholds[i])
+            F[i] = self._objectives(exits, thr)
+        self.n_evals += choice.shape[0]
+        return F
+
+    def decode(self, choice_row, threshold_row) -> tuple[list[int], list[float]]:
+        """Turn one row of ``evaluate_arrays`` input into enabled exit indices and thresholds."""
+        exits, thr = [], []
+        for j, c in enumerate(choice_row):
+            if c >= 0:
+                exits.append(self.position_exits[j][int(c)])
+                thr.append(float(threshold_row[j]))
+        return exits, thr
+
+    def _objectives(self, exits, thresholds) -> tuple[float, float]:
+        counts, n_correct = self._counts(exits, thresholds)
+        cost = float(counts @ self.costs.exit_costs(exits)) / self.n_samples
+        return 1.0 - float(n_correct) / self.n_samples, cost / self.costs.base_cost
+
+    @property
+    def base(self) -> Evaluation:
+        """The base model: no early exit enabled (not counted as an evaluation)."""
+        n_correct = int(np.count_nonzero(self.correct[self.final_exit]))
+        return Evaluation(n_correct / self.n_samples, 1.0, self.costs.base_cost, (1.0,))

@@ -1,0 +1,73 @@
+"""Score kinds: how confident an exit is in a sample. The reference the runtime is tested against.
+
+Every kind is computed in float32 from what the cache stores, exactly as the runtime computes it
+from a softmax vector: ``max_prob = p[0]``, ``margin = p[0] - p[1]`` (top-k probabilities sorted
+descending), ``neg_entropy = sum(p * log p)`` over the full softmax of the stored float16 logits.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ._validation import SearchError
+
+__all__ = ["SCORE_KINDS", "score_range", "compute_scores", "scores_from_probs"]
+
+SCORE_KINDS = ("max_prob", "margin", "neg_entropy")
+
+
+def score_range(kind: str, n_classes: int) -> tuple[float, float]:
+    """The closed interval every score of ``kind`` lies in (thresholds are checked against it)."""
+    check_kind(kind)
+    if kind == "neg_entropy":
+        return (-float(np.log(n_classes)), 0.0)
+    return (0.0, 1.0)
+
+
+def check_kind(kind: str) -> str:
+    if kind not in SCORE_KINDS:
+        raise SearchError(f"unknown score kind {kind!r}; choose one of {list(SCORE_KINDS)}")
+    return kind
+
+
+def _neg_entropy(logits: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float32)
+    z = z - z.max(axis=-1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
+    return (np.exp(logp) * logp).sum(axis=-1).astype(np.float32)
+
+
+def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None) -> np.ndarray:
+    """Scores ``(n_exits, n_samples)`` float32 of the chosen exits (all by default)."""
+    check_kind(kind)
+    exits = range(len(cache.exits)) if exits is None else list(exits)
+    n = cache.n_samples(split)
+    out = np.empty((len(exits), n), dtype=np.float32)
+    if kind == "neg_entropy":
+        logits = cache.logits(split)
+        if logits is None:
+            raise SearchError(f"score 'neg_entropy' needs logits, and split {split!r} of this cache has none; "
+                              "dump with --logits or use max_prob/margin")
+        for j, e in enumerate(exits):
+            out[j] = _neg_entropy(np.asarray(logits[e]))
+        return out
+    if kind == "margin" and cache.k < 2:
+        raise SearchError("score 'margin' needs the top-2 probabilities; this cache stores k=1")
+    probs = cache.topk_probs(split)
+    for j, e in enumerate(exits):
+        if kind == "max_prob":
+            out[j] = probs[e, 0]
+        else:
+            out[j] = np.asarray(probs[e, 0]) - np.asarray(probs[e, 1])
+    return out
+
+
+def scores_from_probs(kind: str, probs: np.ndarray) -> np.ndarray:
+    """Scores from full softmax probabilities ``(n_samples, n_classes)`` float32 (max_prob, margin)."""
+    check_kind(kind)
+    p = np.asarray(probs, dtype=np.float32)
+    if kind == "max_prob":
+        return p.max(axis=-1)
+    if kind == "margin":
+        top2 = -np.sort(-p, axis=-1)[..., :2]
+        return (top2[..., 0] - top2[..., 1]).astype(np.float32)
+    return (p * np.log(np.clip(p, np.finfo(np.float32).tiny, None))).sum(axis=-1).astype(np.float32)
