@@ -5,9 +5,9 @@ import fnmatch
 import importlib
 
 from .._validation import SearchError
-from ._base import BaseEngine
+from ._base import BaseEngine, Candidates
 
-__all__ = ["BaseEngine", "register_engine", "create_engine", "list_engines", "engine_class"]
+__all__ = ["BaseEngine", "Candidates", "register_engine", "create_engine", "list_engines", "engine_class"]
 
 _ENGINES: dict[str, type] = {}
 _MODULES = ("dp", "exhaustive", "baselines", "pymoo_nsga2", "optuna_engine")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import inspect
 import time
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -13,14 +14,24 @@ from ..budget import Budget
 from ..config import ExitConfig
 from ..front import Front
 
-__all__ = ["BaseEngine"]
+__all__ = ["BaseEngine", "Candidates"]
+
+
+@dataclass
+class Candidates:
+    """What ``_run`` may return instead of a list: configs with their exact ``F`` (skips re-scoring)."""
+
+    configs: list[ExitConfig]
+    F: np.ndarray | None = None
+    message: str = ""
 
 
 class BaseEngine(ABC):
     """Subclasses store their keyword options as attributes of the same name and write ``_run``.
 
-    ``_run(problem, budget, rng, callback)`` returns candidate ExitConfigs (any number); ``run``
-    evaluates them once, keeps the non-dominated ones and records evaluations and time.
+    ``_run(problem, budget, rng, callback)`` returns candidate ExitConfigs (any number, optionally
+    with a message as ``(configs, message)``) or :class:`Candidates` carrying their exact ``F``;
+    ``run`` evaluates what has no ``F``, keeps the non-dominated ones, records evaluations and time.
     ``callback(engine, problem)``, when given, is called by engines after each step (progress bars).
     """
 
@@ -41,13 +52,16 @@ class BaseEngine(ABC):
         rng = as_generator(seed)
         evals0, t0 = problem.n_evals, time.perf_counter()
         result = self._run(problem, budget, rng, callback)
-        configs, message = result if isinstance(result, tuple) else (result, "")
-        configs = list(dict.fromkeys(configs))  # drop duplicates, keep order
-        F = problem.evaluate(configs) if configs else np.zeros((0, 2))
-        problem.n_evals -= len(configs)  # re-scoring the result is bookkeeping, not search
-        front = Front(configs, F, self.name, self.get_params(), problem.n_evals - evals0,
-                      time.perf_counter() - t0, message).pareto()
-        return front
+        if not isinstance(result, Candidates):
+            configs, message = result if isinstance(result, tuple) else (result, "")
+            result = Candidates(list(configs), None, message)
+        configs, F = result.configs, result.F
+        if F is None:
+            configs = list(dict.fromkeys(configs))  # drop duplicates, keep order
+            F = problem.evaluate(configs) if configs else np.zeros((0, 2))
+            problem.n_evals -= len(configs)  # re-scoring the result is bookkeeping, not search
+        return Front(configs, F, self.name, self.get_params(), problem.n_evals - evals0,
+                     time.perf_counter() - t0, result.message).pareto()
 
     @abstractmethod
     def _run(self, problem, budget: Budget, rng: np.random.Generator,
