@@ -1,6 +1,7 @@
 """Plain records of a cache (exits, compute units, metadata) and the reader interface."""
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
@@ -10,6 +11,8 @@ from . import format as fmt
 from .errors import CacheFormatError
 
 __all__ = ["UnitInfo", "ExitInfo", "CacheMeta", "CacheReader", "meta_from_manifest", "meta_to_manifest"]
+
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 
 
 @dataclass(frozen=True)
@@ -87,6 +90,9 @@ def _check_meta(meta: CacheMeta) -> list[str]:
     if meta.k < 1 or meta.k > max(meta.n_classes, 1):
         problems.append(f"k: must be in [1, n_classes={meta.n_classes}] (got {meta.k})")
     for split, n in meta.splits.items():
+        if not _SPLIT_NAME.fullmatch(split):
+            problems.append(f"splits: {split!r}: a split name is a folder name: letters, digits, '_', '-', '.', "
+                            "not starting with '.'")
         if n < 1:
             problems.append(f"splits: {split}: n_samples must be >= 1 (got {n})")
     return problems
@@ -94,6 +100,8 @@ def _check_meta(meta: CacheMeta) -> list[str]:
 
 def meta_from_manifest(d: dict, source: str = "manifest.json") -> CacheMeta:
     """Parse and check a manifest dict; raise CacheFormatError listing every problem."""
+    if not isinstance(d, dict):
+        raise CacheFormatError(f"{source}: malformed manifest: a JSON object expected (got {type(d).__name__})")
     tag = d.get("format")
     if tag != fmt.format_tag():
         raise CacheFormatError(

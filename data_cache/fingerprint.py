@@ -43,15 +43,16 @@ def digest_arrays(named: dict[str, np.ndarray]) -> str:
 def cache_fingerprint(manifest: dict) -> str:
     """Hash of what a cache holds: exits, unit MACs, classes and every file's checksum.
 
-    Creation time, command, device, provenance and measured latencies are left out, so the same
-    dump with the same seed gives the same fingerprint.
+    Creation time, command, device, provenance, split definitions, cost notes and measured latencies
+    are left out, so the same dump with the same seed gives the same fingerprint. MACs are hashed as
+    floats (``1000`` and ``1000.0`` agree).
     """
     content = {
         "format": manifest["format"],
         "n_classes": manifest["n_classes"],
         "k": manifest["k"],
         "exits": manifest["exits"],
-        "units": [{"name": u["name"], "kind": u["kind"], "macs": u["macs"]} for u in manifest["units"]],
+        "units": [{"name": u["name"], "kind": u["kind"], "macs": float(u["macs"])} for u in manifest["units"]],
         "splits": {s: {f: v["sha256"] for f, v in sorted(d.get("files", {}).items())}
                    for s, d in sorted(manifest["splits"].items())},
     }

@@ -14,20 +14,34 @@ __all__ = ["InMemoryCache"]
 class InMemoryCache(CacheReader):
     """A cache held in numpy arrays.
 
-    ``arrays[split][fname]`` uses the file names and shapes of :mod:`data_cache.format`.
+    ``arrays[split][fname]`` uses the file names and shapes of :mod:`data_cache.format`; the arrays
+    are copied and made read-only, shapes are checked (values are not: see ``validate``).
     """
 
     def __init__(self, meta: CacheMeta, arrays: dict[str, dict[str, np.ndarray]]):
         self.meta = meta
         self._arrays = {}
-        for split in meta.splits:
+        problems = []
+        for split, n in meta.splits.items():
             if split not in arrays:
-                raise CacheFormatError(f"<memory>: {split}: no arrays given for this split")
+                problems.append(f"<memory>: {split}: no arrays given for this split")
+                continue
             self._arrays[split] = {}
+            for fname in fmt.SPLIT_FILES:
+                if fname not in arrays[split]:
+                    problems.append(f"<memory>: {split}/{fname}: missing")
             for fname, arr in arrays[split].items():
-                a = np.asarray(arr, dtype=fmt.DTYPES[fname])
+                if fname not in fmt.DTYPES:
+                    problems.append(f"<memory>: {split}/{fname}: unknown file; known: {list(fmt.DTYPES)}")
+                    continue
+                a = np.array(arr, dtype=fmt.DTYPES[fname])  # a copy: later changes by the caller cannot leak in
+                want = fmt.expected_shape(fname, n_exits=meta.n_exits, k=meta.k, n_samples=n, n_classes=meta.n_classes)
+                if a.shape != want:
+                    problems.append(f"<memory>: {split}/{fname}: shape: {a.shape}, expected {want}")
                 a.setflags(write=False)
                 self._arrays[split][fname] = a
+        if problems:
+            raise CacheFormatError(problems[0], problems)
         self.fingerprint = cache_fingerprint(self.manifest())
 
     def _array(self, split: str, fname: str) -> np.ndarray | None:

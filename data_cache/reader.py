@@ -26,7 +26,10 @@ class MemmapCache(CacheReader):
             if (self.path / fmt.PARTS_DIR).exists():
                 raise CacheIncompleteError(f"{manifest_path}: missing: the cache is half-written; resume the dump")
             raise CacheFormatError(f"{manifest_path}: missing file (is {self.path} a cache folder?)")
-        self.manifest = json.loads(manifest_path.read_text())
+        try:
+            self.manifest = json.loads(manifest_path.read_text())
+        except (ValueError, OSError) as exc:
+            raise CacheFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
         self.meta = meta_from_manifest(self.manifest, source=str(manifest_path))
         self.fingerprint = self.manifest.get("fingerprint", "")
         self._open: dict[tuple[str, str], np.ndarray | None] = {}

@@ -21,44 +21,58 @@ __all__ = ["validate_cache", "check_split_arrays", "main"]
 _EXIT_CHUNK = 8  # exits checked at a time, bounds memory on big caches
 
 
+def _exits_named(meta: CacheMeta, idx: list[int]) -> str:
+    names = [meta.exits[i].name for i in idx[:3]]
+    return f"at exit{'s' if len(idx) > 1 else ''} {', '.join(names)}" + (f" and {len(idx) - 3} more" if len(idx) > 3 else "")
+
+
 def check_split_arrays(where: str, split: str, arrays: dict[str, np.ndarray], meta: CacheMeta) -> list[str]:
-    """Content checks of one split's arrays (shapes already right): values, ranges, ordering."""
+    """Content checks of one split's arrays (shapes already right): values, ranges, ordering.
+
+    One line per kind of problem, naming the file, the field and the first exits affected.
+    """
     problems = []
     c, n = meta.n_classes, meta.splits[split]
+    base = f"{where}/{split}"
     labels = arrays[fmt.LABELS]
     if labels.size and (labels.min() < 0 or labels.max() >= c):
-        problems.append(f"{where}/{split}/{fmt.LABELS}: labels: outside [0, {c}) (min {labels.min()}, max {labels.max()})")
+        problems.append(f"{base}/{fmt.LABELS}: labels: outside [0, {c}) (min {labels.min()}, max {labels.max()})")
     sidx = arrays[fmt.SAMPLE_INDEX]
     if np.unique(sidx).size != n:
-        problems.append(f"{where}/{split}/{fmt.SAMPLE_INDEX}: sample_index: values must be unique")
+        problems.append(f"{base}/{fmt.SAMPLE_INDEX}: sample_index: values must be unique")
     ids, probs = arrays[fmt.TOPK_IDS], arrays[fmt.TOPK_PROBS]
+    found: dict[str, list[int]] = {"nonfinite": [], "range": [], "order": [], "ids": []}
     for e0 in range(0, meta.n_exits, _EXIT_CHUNK):
-        p = np.asarray(probs[e0:e0 + _EXIT_CHUNK], dtype=np.float64)
+        p = np.asarray(probs[e0:e0 + _EXIT_CHUNK], dtype=np.float64)  # (chunk, k, n_samples)
         i = np.asarray(ids[e0:e0 + _EXIT_CHUNK])
-        bad = []
-        if not np.isfinite(p).all():
-            bad.append(f"{where}/{split}/{fmt.TOPK_PROBS}: probabilities: NaN or inf values")
-        elif p.min() < 0 or p.max() > 1 + 1e-6 or (p.sum(axis=1) > 1 + 1e-3).any():
-            bad.append(f"{where}/{split}/{fmt.TOPK_PROBS}: probabilities: outside [0, 1] or summing above 1")
-        if (np.diff(p, axis=1) > 0).any():
-            bad.append(f"{where}/{split}/{fmt.TOPK_PROBS}: top-k must be sorted descending; "
-                       "re-import or re-dump with the current version")
-        if i.size and (i.min() < 0 or i.max() >= c):
-            bad.append(f"{where}/{split}/{fmt.TOPK_IDS}: class ids outside [0, {c})")
-        for line in bad:
-            if line not in problems:
-                problems.append(line)
+        nonfinite = ~np.isfinite(p).all(axis=(1, 2))
+        out = ((p < 0) | (p > 1 + 1e-6)).any(axis=(1, 2)) | (p.sum(axis=1) > 1 + 1e-3).any(axis=1)
+        flags = {"nonfinite": nonfinite, "range": out & ~nonfinite,
+                 "order": (np.diff(p, axis=1) > 0).any(axis=(1, 2)),
+                 "ids": ((i < 0) | (i >= c)).any(axis=(1, 2))}
+        for kind, f in flags.items():
+            found[kind].extend(int(e0 + j) for j in np.flatnonzero(f))
+    lines = {
+        "nonfinite": f"{base}/{fmt.TOPK_PROBS}: probabilities: NaN or inf values",
+        "range": f"{base}/{fmt.TOPK_PROBS}: probabilities: outside [0, 1] or top-k summing above 1",
+        "order": f"{base}/{fmt.TOPK_PROBS}: order: top-k not sorted descending",
+        "ids": f"{base}/{fmt.TOPK_IDS}: class ids: outside [0, {c})",
+    }
+    problems.extend(f"{lines[kind]} {_exits_named(meta, idx)}" + ("; re-import or re-dump with the current version"
+                                                                  if kind == "order" else "")
+                    for kind, idx in found.items() if idx)
     logits = arrays.get(fmt.LOGITS)
     if logits is not None:
-        for e0 in range(0, meta.n_exits, _EXIT_CHUNK):
-            if not np.isfinite(np.asarray(logits[e0:e0 + _EXIT_CHUNK], dtype=np.float32)).all():
-                problems.append(f"{where}/{split}/{fmt.LOGITS}: logits: NaN or inf values")
-                break
+        bad = [e0 + j for e0 in range(0, meta.n_exits, _EXIT_CHUNK)
+               for j in np.flatnonzero(~np.isfinite(np.asarray(logits[e0:e0 + _EXIT_CHUNK])).all(axis=(1, 2)))]
+        if bad:
+            problems.append(f"{base}/{fmt.LOGITS}: logits: NaN or inf values {_exits_named(meta, [int(b) for b in bad])}")
     return problems
 
 
 def _load_split(path: Path, split: str, meta: CacheMeta, entries: dict, problems: list[str]) -> dict | None:
-    arrays = {}
+    """The split's arrays memory-mapped, or None (problems appended) when any file is missing or malformed."""
+    arrays, n_before = {}, len(problems)
     for fname in fmt.SPLIT_FILES + fmt.OPTIONAL_SPLIT_FILES:
         f = path / split / fname
         if fname in fmt.OPTIONAL_SPLIT_FILES and fname not in entries:
@@ -80,7 +94,7 @@ def _load_split(path: Path, split: str, meta: CacheMeta, entries: dict, problems
             problems.append(f"{f}: dtype: {a.dtype}, expected {fmt.DTYPES[fname]}")
             continue
         arrays[fname] = a
-    return arrays if len(arrays) >= len(fmt.SPLIT_FILES) and not any(str(path / split) in p for p in problems) else None
+    return arrays if len(problems) == n_before else None
 
 
 def validate_cache(path: str | Path, *, content: bool = True, checksums: bool = True) -> list[str]:
@@ -116,11 +130,17 @@ def validate_cache(path: str | Path, *, content: bool = True, checksums: bool = 
                 if want is None:
                     problems.append(f"{manifest_path}: splits.{split}.files: no checksum for {fname}")
                 elif array_digest(a) != want:
-                    problems.append(f"{path / split / fname}: checksum mismatch (file changed since it was written)")
+                    problems.append(f"{path / split / fname}: sha256: checksum mismatch (the file changed since it was "
+                                    "written; re-run the dump or the import)")
         if content:
             problems.extend(check_split_arrays(str(path), split, arrays, meta))
-    if manifest.get("fingerprint") != cache_fingerprint(manifest):
-        problems.append(f"{manifest_path}: fingerprint: does not match the manifest's content")
+    try:
+        fingerprint = cache_fingerprint(manifest)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        problems.append(f"{manifest_path}: malformed manifest: {type(exc).__name__}: {exc}")
+    else:
+        if manifest.get("fingerprint") != fingerprint:
+            problems.append(f"{manifest_path}: fingerprint: does not match the manifest's content")
     return problems
 
 

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +22,7 @@ from .fingerprint import array_digest, cache_fingerprint
 __all__ = ["CacheWriter", "create_cache", "save_cache"]
 
 _META = "meta.json"
+_SHARD = re.compile(r"^(\d{10})_(\d{10})\.npz$")  # rows [start, stop); temp files never match
 
 
 def _atomic_json(path: Path, obj: dict) -> None:
@@ -28,62 +31,106 @@ def _atomic_json(path: Path, obj: dict) -> None:
     os.replace(tmp, path)
 
 
-def _comparable(manifest: dict) -> dict:
-    """Manifest fields that must agree between a resumed writer and the one it resumes."""
-    return {k: manifest[k] for k in ("format", "n_classes", "k", "exits", "splits")}
+def _same_run(old: dict, new: dict) -> bool:
+    """Whether two writers' manifests agree on what the shards hold (so one may resume or join the other)."""
+    keys = ("format", "n_classes", "k", "exits", "splits", "with_logits")
+    return all(old.get(k) == new.get(k) for k in keys)
 
 
 def create_cache(path: str | Path, meta: CacheMeta, *, with_logits: bool = False, overwrite: bool = False,
-                 resume: bool = False, rank: int = 0, world_size: int = 1) -> "CacheWriter":
+                 resume: bool = False, rank: int = 0, world_size: int = 1,
+                 join_timeout_s: float = 300.0) -> "CacheWriter":
     """Open a writer for a new cache at ``path`` (see :class:`CacheWriter`)."""
     return CacheWriter(Path(path), meta, with_logits=with_logits, overwrite=overwrite, resume=resume,
-                       rank=rank, world_size=world_size)
+                       rank=rank, world_size=world_size, join_timeout_s=join_timeout_s)
 
 
 class CacheWriter:
     """Writes rows ``[start, stop)`` of each split as shards; ``finalize`` assembles the cache.
 
-    Several ranks may write into the same folder (disjoint rows); one of them finalises.
+    Several ranks may write into the same folder (disjoint rows); one of them finalises. Rank 0
+    decides (refuse, resume or overwrite) and creates ``.parts/``; ranks > 0 wait up to
+    ``join_timeout_s`` for it and join when it was started with the same exits, splits and classes.
     """
 
     def __init__(self, path: Path, meta: CacheMeta, *, with_logits: bool, overwrite: bool, resume: bool,
-                 rank: int, world_size: int):
+                 rank: int, world_size: int, join_timeout_s: float = 300.0):
         meta_from_manifest(meta_to_manifest(meta), source=f"{path}: meta")  # same checks as on load
+        if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
+            raise CacheInputError(f"{path}: rank must be in [0, world_size) (got rank={rank!r}, world_size={world_size!r})")
+        if path.exists() and not path.is_dir():
+            raise CacheExistsError(f"{path}: exists and is not a folder; choose a folder path")
         self.path, self.meta, self.with_logits = path, meta, with_logits
         self.rank, self.world_size = rank, world_size
         self.parts = path / fmt.PARTS_DIR
         wanted = dict(meta_to_manifest(meta), with_logits=with_logits)
-        manifest = path / fmt.MANIFEST
+        try:
+            json.dumps(wanted)
+        except (TypeError, ValueError) as exc:
+            raise CacheInputError(f"{path}: meta: costs and provenance must hold plain JSON values ({exc})") from None
+        if rank == 0:
+            self._start(wanted, overwrite=overwrite, resume=resume)
+        else:
+            self._join(wanted, overwrite=overwrite, timeout_s=join_timeout_s)
+
+    def _start(self, wanted: dict, *, overwrite: bool, resume: bool) -> None:
+        """Rank 0: refuse, resume or clear what is at ``path``, then create ``.parts/``."""
+        path, manifest = self.path, self.path / fmt.MANIFEST
         if manifest.exists():
             if not overwrite:
                 raise CacheExistsError(f"{path}: already holds a complete cache; pass overwrite to replace it")
-            if rank == 0:
-                manifest.unlink()  # first, so a kill from here on leaves an incomplete cache
-                for split in meta.splits:
-                    shutil.rmtree(path / split, ignore_errors=True)
+            try:
+                old_splits = list(json.loads(manifest.read_text()).get("splits", {}))
+            except (ValueError, OSError, AttributeError):
+                old_splits = []
+            manifest.unlink()  # first, so a kill from here on leaves an incomplete cache
+            for split in set(old_splits) | set(self.meta.splits):
+                if (path / split).is_dir():
+                    shutil.rmtree(path / split)
+            shutil.rmtree(self.parts, ignore_errors=True)
         elif (self.parts / _META).exists():
             old = json.loads((self.parts / _META).read_text())
-            if overwrite and rank == 0 and not resume:
+            if resume:
+                if not _same_run(old, wanted):
+                    raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
+                                          "splits or classes; use --overwrite to start again")
+            elif overwrite:
                 shutil.rmtree(self.parts)
-            elif not resume and not overwrite:
+            else:
                 raise CacheIncompleteError(
                     f"{path}: holds a half-written cache; resume it (--resume) or start again (--overwrite)")
-            elif resume and (_comparable(old) != _comparable(wanted) or old.get("with_logits") != with_logits):
-                raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
-                                      "splits or classes; use --overwrite to start again")
         elif path.exists() and any(path.iterdir()) and not overwrite:
             raise CacheExistsError(f"{path}: folder is not empty and holds no cache; choose an empty folder")
-        for split in meta.splits:
+        for split in self.meta.splits:
             (self.parts / split).mkdir(parents=True, exist_ok=True)
         if not (self.parts / _META).exists():
-            _atomic_json(self.parts / _META, wanted)
+            _atomic_json(self.parts / _META, wanted)  # last: ranks > 0 wait for it
+
+    def _join(self, wanted: dict, *, overwrite: bool, timeout_s: float) -> None:
+        """Rank > 0: wait for rank 0's ``.parts/`` and check it describes the same cache."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            complete = (self.path / fmt.MANIFEST).exists()
+            if complete and not overwrite:
+                raise CacheExistsError(f"{self.path}: already holds a complete cache; pass overwrite to replace it")
+            if not complete and (self.parts / _META).exists():
+                break
+            if time.monotonic() >= deadline:
+                raise CacheIncompleteError(
+                    f"{self.path}: rank {self.rank}: rank 0 did not start the cache within {timeout_s:g} s; "
+                    "open the writer on rank 0 first")
+            time.sleep(0.05)
+        if not _same_run(json.loads((self.parts / _META).read_text()), wanted):
+            raise CacheInputError(f"{self.path}: rank {self.rank}: rank 0 started this cache with other exits, "
+                                  "splits or classes")
 
     # -- shards ------------------------------------------------------------------------------
     def _shards(self, split: str) -> list[tuple[int, int, Path]]:
         out = []
-        for p in (self.parts / split).glob("*.npz"):
-            a, b = p.stem.split("_")
-            out.append((int(a), int(b), p))
+        for p in (self.parts / split).iterdir():
+            m = _SHARD.match(p.name)
+            if m:
+                out.append((int(m.group(1)), int(m.group(2)), p))
         return sorted(out)
 
     def done_rows(self, split: str) -> np.ndarray:
@@ -116,8 +163,9 @@ class CacheWriter:
         if start < 0 or start + b > n:
             raise CacheInputError(f"write: {split}: rows [{start}, {start + b}) outside [0, {n})")
         final = self.parts / split / f"{start:010d}_{start + b:010d}.npz"
-        tmp = final.with_name(final.stem + f".tmp{os.getpid()}.npz")
-        np.savez(tmp, **{name: arr for name, (arr, _) in arrays.items()})
+        tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
+        with open(tmp, "wb") as f:
+            np.savez(f, **{name: arr for name, (arr, _) in arrays.items()})
         os.replace(tmp, final)
 
     # -- assembly ----------------------------------------------------------------------------
