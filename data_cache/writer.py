@@ -78,7 +78,8 @@ class CacheWriter:
         path, manifest = self.path, self.path / fmt.MANIFEST
         if manifest.exists():
             if not overwrite:
-                raise CacheExistsError(f"{path}: already holds a complete cache; pass overwrite to replace it")
+                raise CacheExistsError(f"{path}: already holds a complete cache; "
+                                       "pass overwrite=True (--overwrite) to replace it")
             try:
                 old_splits = list(json.loads(manifest.read_text()).get("splits", {}))
             except (ValueError, OSError, AttributeError):
@@ -112,7 +113,8 @@ class CacheWriter:
         while True:
             complete = (self.path / fmt.MANIFEST).exists()
             if complete and not overwrite:
-                raise CacheExistsError(f"{self.path}: already holds a complete cache; pass overwrite to replace it")
+                raise CacheExistsError(f"{self.path}: already holds a complete cache; "
+                                       "pass overwrite=True (--overwrite) to replace it")
             if not complete and (self.parts / _META).exists():
                 break
             if time.monotonic() >= deadline:
