@@ -1,0 +1,365 @@
+"""``ExitModel``: a frozen backbone cut into segments, exit heads at chosen positions, an optional saver.
+
+``attach_exits("resnet50", points="blocks", heads=("linear", "mlp3_h500"))`` discovers the positions,
+builds one head per (position, head type) and describes every exit and compute unit in the terms of
+the cache (``data_cache.ExitInfo`` / ``UnitInfo``). The backbone is never modified; its own head is
+the final exit. A saver (TinySaver) is an independent model run first on the same input.
+
+Naming (see docs/exits.md): exits ``<module>/<head type>``, the final exit ``head`` (head type
+``final``), the saver's own output ``saver`` (head ``saver``), a saver's exits ``saver:<module>/<head>``.
+Units: backbone segments ``segment:<module>`` (the last, with the model's head, ``segment:head``),
+heads ``head:<exit name>``, saver ``saver`` (a saver with exits: ``saver:<module>`` ... ``saver``).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from data_cache import ExitInfo, UnitInfo
+
+from ._registry import create_head, head_entrypoint
+from .errors import ExitsError, UnknownModelError
+from .fingerprint import weights_fingerprint
+from .points import ExitPoint, discover_points, probe_features, resolve_point_names
+from .segments import BackbonePlan, Segment, cut_segments, plan_for, whole_plan
+
+__all__ = ["ExitSpec", "UnitSpec", "ExitModel", "attach_exits", "create_backbone", "head_key", "normalize_heads"]
+
+PointsArg = str | Sequence[str]
+HeadsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ExitSpec:
+    """An exit in execution order; ``units`` are every compute unit its output needs.
+
+    ``key`` is the head's key in ``ExitModel.heads`` (None for the final and the saver exit);
+    ``module`` the backbone (or saver) module whose output the head reads.
+    """
+
+    name: str
+    position: int
+    head: str
+    units: tuple[str, ...]
+    final: bool = False
+    key: str | None = None
+    module: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class UnitSpec:
+    """A compute unit: ``module(input)`` where the input is the output of unit ``source`` (None: the image)."""
+
+    name: str
+    kind: str
+    module: nn.Module
+    source: str | None
+
+
+@dataclass
+class _Chain:
+    """One model run from the input: its plan, exit points and segments."""
+
+    model: nn.Module
+    plan: BackbonePlan
+    points: list[ExitPoint]
+    segments: list[Segment]
+    exit_prefix: str
+    final_exit: str
+    final_head: str
+    unit_kind: str
+    head_labels: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def head_key(exit_name: str) -> str:
+    """The ``nn.ModuleDict`` key of an exit's head (``'.'`` is not allowed in module names)."""
+    return exit_name.replace(".", "-")
+
+
+def normalize_heads(heads: HeadsArg) -> dict[str, dict[str, Any]]:
+    """``"linear"``, ``("linear", "mlp")`` or ``{"mlp_h256": {"type": "mlp", "hidden": 256}}`` ->
+    ``{label: {"type": registered name, **options}}``; checks that every type is registered."""
+    if isinstance(heads, str):
+        heads = (heads,)
+    items = heads.items() if isinstance(heads, Mapping) else ((h, {}) for h in heads)
+    out: dict[str, dict[str, Any]] = {}
+    for label, opts in items:
+        opts = dict(opts or {})
+        htype = opts.pop("type", label)
+        head_entrypoint(htype)
+        if not label or "/" in label or ":" in label:
+            raise ExitsError(f"head label {label!r} must be non-empty and contain no '/' or ':'")
+        out[label] = {"type": htype, **opts}
+    return out
+
+
+def create_backbone(name: str, *, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
+    """A timm model by name, random init unless ``pretrained`` is given; ``None`` options are dropped."""
+    import timm
+
+    if not timm.is_model(name):
+        raise UnknownModelError(f"unknown model name {name!r} (not in timm's registry; try timm.list_models('{name}*'))")
+    kwargs = {k: v for k, v in dict(kwargs, num_classes=num_classes).items() if v is not None}
+    kwargs.setdefault("pretrained", False)
+    return timm.create_model(name, **kwargs)
+
+
+def _model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    arch = cfg.get("architecture")
+    if arch:
+        return f"{arch}.{cfg['tag']}" if cfg.get("tag") else arch
+    return type(model).__name__
+
+
+def _input_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[int, ...]:
+    if input_size is not None:
+        return tuple(int(v) for v in input_size)
+    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    if img_size is not None:
+        return (3, *(int(v) for v in img_size))
+    if "input_size" in cfg:
+        return tuple(int(v) for v in cfg["input_size"])
+    raise ExitsError(f"{type(model).__name__}: no input size known; pass input_size=(C, H, W)")
+
+
+class ExitModel(nn.Module):
+    """A frozen backbone with exit heads (and an optional saver), described for the cache.
+
+    Attributes: ``backbone`` (frozen, kept in eval mode), ``heads`` (``nn.ModuleDict``, one per
+    (position, head type), keys from ``head_key``), ``saver``, ``exits`` (``ExitSpec``, execution
+    order, final last), ``segments`` (backbone segments; ``segments[i]`` ends at exit point i and the
+    last one, with the model's head, at the final position), ``units`` (``UnitSpec``, execution
+    order), ``exit_points``/``saver_exit_points``, ``num_classes``, ``input_size``, ``model_name``.
+
+    Positions are 0-based in execution order: a saver's exit points, the saver's output, then the
+    backbone's exit points and its final exit.
+    """
+
+    def __init__(self, backbone: nn.Module, *, points: PointsArg = "blocks", heads: HeadsArg = ("linear",),
+                 num_classes: int | None = None, saver: nn.Module | None = None,
+                 saver_points: PointsArg | None = None, saver_heads: HeadsArg | None = None,
+                 train_saver: bool = False, input_size: Sequence[int] | None = None,
+                 model_name: str | None = None, saver_name: str | None = None):
+        super().__init__()
+        self.backbone = backbone.eval().requires_grad_(False)
+        self.saver = saver
+        self.train_saver = bool(saver is not None and train_saver)
+        if saver is not None:
+            saver.train(self.train_saver).requires_grad_(self.train_saver)
+        self.model_name = model_name or _model_name(backbone)
+        self.saver_name = None if saver is None else (saver_name or _model_name(saver))
+        self.input_size = _input_size(backbone, input_size)
+        self.head_configs = normalize_heads(heads)
+        self.saver_head_configs = normalize_heads(saver_heads) if saver_heads is not None else dict(self.head_configs)
+        self.heads = nn.ModuleDict()
+        self._chains: list[_Chain] = []
+        position = 0
+        if saver is not None:
+            chain = self._build_chain(saver, self.saver_name, saver_points or [], self.saver_head_configs, position,
+                                      exit_prefix="saver:", seg_prefix="saver:", tail_name="saver",
+                                      final_exit="saver", final_head="saver", unit_kind="saver",
+                                      num_classes=num_classes)
+            num_classes = self._chain_classes
+            position = chain.segments[-1].position + 1
+        self._build_chain(backbone, self.model_name, points, self.head_configs, position,
+                          exit_prefix="", seg_prefix="segment:", tail_name="segment:head",
+                          final_exit="head", final_head="final", unit_kind="segment", num_classes=num_classes)
+        self.num_classes = self._chain_classes
+        self.exits, self.units = self._describe()
+
+    # -- construction -------------------------------------------------------------------------
+    def _build_chain(self, model: nn.Module, name: str, points: PointsArg, head_configs: dict[str, dict[str, Any]],
+                     first_position: int, *, exit_prefix: str, seg_prefix: str, tail_name: str,
+                     final_exit: str, final_head: str, unit_kind: str, num_classes: int | None) -> _Chain:
+        plan = plan_for(model) if (points if isinstance(points, str) else list(points)) else whole_plan(model)
+        names = resolve_point_names(plan, points, model_name=name,
+                                    module_names={n for n, _ in model.named_modules()}) if plan.steps else []
+        probe = probe_features(plan, self.input_size)
+        out = probe[-1]
+        if out.ndim != 2:
+            raise ExitsError(f"{name}: the model's output must be logits (B, num_classes), got shape {tuple(out.shape)}")
+        classes = int(out.shape[-1])
+        if num_classes is not None and classes != num_classes:
+            raise ExitsError(f"{name}: outputs {classes} classes but num_classes={num_classes} was expected")
+        self._chain_classes = classes
+        exit_points = discover_points(plan, names, self.input_size, first_position=first_position, probe=probe)
+        segments = cut_segments(plan, names, prefix=seg_prefix, tail_name=tail_name, first_position=first_position)
+        chain = _Chain(model, plan, exit_points, segments, exit_prefix, final_exit, final_head, unit_kind, head_configs)
+        for p in exit_points:
+            for label, cfg in head_configs.items():
+                opts = {k: v for k, v in cfg.items() if k != "type"}
+                self.heads[head_key(f"{exit_prefix}{p.module}/{label}")] = create_head(
+                    cfg["type"], p.num_chs, classes, layout=p.layout, num_prefix_tokens=p.num_prefix_tokens, **opts)
+        self._chains.append(chain)
+        return chain
+
+    def _describe(self) -> tuple[list[ExitSpec], list[UnitSpec]]:
+        exits: list[ExitSpec] = []
+        units: list[UnitSpec] = []
+        for chain in self._chains:
+            needed: list[str] = []
+            for i, seg in enumerate(chain.segments):
+                units.append(UnitSpec(seg.name, chain.unit_kind, seg, needed[-1] if needed else None))
+                needed.append(seg.name)
+                if i == len(chain.points):
+                    exits.append(ExitSpec(chain.final_exit, seg.position, chain.final_head, tuple(needed),
+                                          final=chain.final_exit == "head"))
+                    continue
+                point = chain.points[i]
+                for label in chain.head_labels:
+                    name = f"{chain.exit_prefix}{point.module}/{label}"
+                    unit = f"head:{name}"
+                    units.append(UnitSpec(unit, "head", self.heads[head_key(name)], seg.name))
+                    exits.append(ExitSpec(name, point.position, label, (*needed, unit), key=head_key(name),
+                                          module=point.module))
+        return exits, units
+
+    # -- structure ----------------------------------------------------------------------------
+    @property
+    def segments(self) -> list[Segment]:
+        """Backbone segments in order; the last includes the backbone's own norm and head."""
+        return self._chains[-1].segments
+
+    @property
+    def saver_segments(self) -> list[Segment]:
+        """The saver's segments (one when it carries no exits); empty without a saver."""
+        return self._chains[0].segments if self.saver is not None else []
+
+    @property
+    def exit_points(self) -> list[ExitPoint]:
+        return list(self._chains[-1].points)
+
+    @property
+    def saver_exit_points(self) -> list[ExitPoint]:
+        return list(self._chains[0].points) if self.saver is not None else []
+
+    @property
+    def n_positions(self) -> int:
+        return self.exits[-1].position + 1
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        return dict(getattr(self.backbone, "pretrained_cfg", None) or {})
+
+    @property
+    def data_config(self) -> dict[str, Any]:
+        """timm data config (input_size, mean, std, crop_pct, interpolation, crop_mode) at ``input_size``."""
+        from timm.data import resolve_data_config
+
+        cfg = resolve_data_config({}, model=self.backbone) if self.pretrained_cfg else resolve_data_config({})
+        cfg["input_size"] = tuple(self.input_size)
+        return cfg
+
+    def exit(self, name: str) -> ExitSpec:
+        """The exit called ``name``."""
+        for e in self.exits:
+            if e.name == name:
+                return e
+        raise ExitsError(f"{self.model_name} has no exit {name!r}; exits are {[e.name for e in self.exits]}")
+
+    def head_parameters(self) -> list[nn.Parameter]:
+        """Trainable parameters: every head's, and the saver's when ``train_saver``."""
+        params = list(self.heads.parameters())
+        if self.train_saver:
+            params += list(self.saver.parameters())
+        return params
+
+    def train(self, mode: bool = True) -> "ExitModel":
+        """Heads (and a trainable saver) follow ``mode``; the backbone stays in eval mode."""
+        super().train(mode)
+        self.backbone.eval()
+        if self.saver is not None and not self.train_saver:
+            self.saver.eval()
+        return self
+
+    # -- forward ------------------------------------------------------------------------------
+    def forward_features_at(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per position (length ``n_positions``): the features heads read there; at a chain's last
+        position (the saver's output, the final exit) its logits ``(B, num_classes)``."""
+        out = []
+        for chain in self._chains:
+            h = x
+            for seg in chain.segments:
+                h = seg(h)
+                out.append(h)
+        return out
+
+    def forward_heads(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+        """Logits ``(B, num_classes)`` of every exit from ``forward_features_at``'s output."""
+        return [features[e.position] if e.key is None else self.heads[e.key](features[e.position]) for e in self.exits]
+
+    def forward_exits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Logits ``(B, num_classes)`` of every exit in ``exits`` order (final last), in one pass."""
+        return self.forward_heads(self.forward_features_at(x))
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return self.forward_exits(x)
+
+    # -- cache records ------------------------------------------------------------------------
+    def cache_exits(self) -> list[ExitInfo]:
+        return [ExitInfo(e.name, e.position, e.head, e.units, e.final) for e in self.exits]
+
+    def cache_units(self, macs: Mapping[str, float], latency_s: Mapping[str, float] | None = None) -> list[UnitInfo]:
+        """``UnitInfo`` per unit (execution order) with per-sample ``macs`` and optional latency."""
+        missing = [u.name for u in self.units if u.name not in macs]
+        if missing:
+            raise ExitsError(f"cache_units: no MACs for units {missing}")
+        latency_s = latency_s or {}
+        return [UnitInfo(u.name, u.kind, float(macs[u.name]),
+                         None if latency_s.get(u.name) is None else float(latency_s[u.name])) for u in self.units]
+
+    def fingerprint(self) -> str:
+        """Fingerprint of the backbone's weights (``sha256:...``)."""
+        return weights_fingerprint(self.backbone)
+
+    def head_fingerprint(self) -> str:
+        return weights_fingerprint(self.heads)
+
+    def saver_fingerprint(self) -> str | None:
+        return None if self.saver is None else weights_fingerprint(self.saver)
+
+    def provenance(self) -> dict[str, Any]:
+        """JSON-ready description for a cache: names, fingerprints, heads, points, input and normalisation."""
+        import timm
+
+        cfg = self.data_config
+        return {
+            "model": {"name": self.model_name, "fingerprint": self.fingerprint()},
+            "heads": {"configs": self.head_configs, "fingerprint": self.head_fingerprint()},
+            "points": [p.module for p in self.exit_points],
+            "saver": None if self.saver is None else {
+                "name": self.saver_name, "fingerprint": self.saver_fingerprint(),
+                "points": [p.module for p in self.saver_exit_points], "heads": self.saver_head_configs},
+            "input": {"input_size": list(cfg["input_size"]), "mean": list(cfg["mean"]), "std": list(cfg["std"]),
+                      "interpolation": cfg.get("interpolation"), "crop_pct": cfg.get("crop_pct"),
+                      "crop_mode": cfg.get("crop_mode")},
+            "versions": {"torch": torch.__version__, "timm": timm.__version__},
+        }
+
+
+def attach_exits(backbone: nn.Module | str, *, points: PointsArg = "blocks", heads: HeadsArg = ("linear",),
+                 num_classes: int | None = None, saver: nn.Module | str | None = None,
+                 saver_points: PointsArg | None = None, saver_heads: HeadsArg | None = None,
+                 train_saver: bool = False, input_size: Sequence[int] | None = None,
+                 saver_kwargs: Mapping[str, Any] | None = None, **timm_kwargs: Any) -> ExitModel:
+    """Attach exit heads to a backbone (a module or a timm model name, random init unless
+    ``pretrained``/``pretrained_cfg_overlay`` say otherwise) and an optional saver.
+
+    ``points``: ``"blocks"`` (after every block), ``"stages"`` or a list of module names.
+    ``heads``: head types, or ``{label: {"type": ..., **options}}``. ``timm_kwargs`` go to
+    ``timm.create_model`` for the backbone, ``saver_kwargs`` for a saver given by name.
+    """
+    name = backbone if isinstance(backbone, str) else None
+    if isinstance(backbone, str):
+        backbone = create_backbone(backbone, num_classes=num_classes, **timm_kwargs)
+    saver_name = saver if isinstance(saver, str) else None
+    if isinstance(saver, str):
+        saver = create_backbone(saver, num_classes=num_classes, **dict(saver_kwargs or {}))
+    return ExitModel(backbone, points=points, heads=heads, num_classes=num_classes, saver=saver,
+                     saver_points=saver_points, saver_heads=saver_heads, train_saver=train_saver,
+                     input_size=input_size, model_name=name, saver_name=saver_name)

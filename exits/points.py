@@ -1,0 +1,159 @@
+"""Exit points: where, in a backbone's execution order, an exit head may read features.
+
+``discover_points(plan, points)`` resolves ``"blocks"`` (after every block, as DyCE), ``"stages"``
+(after every stage) or a list of module names into a validated list of ``ExitPoint`` records, sized
+by one probe forward pass (never by guessing). ``take_indices`` picks positions by index, as timm's
+``feature_take_indices`` does.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Sequence
+
+import torch
+
+from .errors import ExitsError, UnknownModuleError
+from .segments import BackbonePlan
+
+__all__ = ["ExitPoint", "LAYOUTS", "resolve_point_names", "discover_points", "probe_features",
+           "check_points", "take_indices"]
+
+LAYOUTS = ("nchw", "nhwc", "nlc", "nc")
+
+
+@dataclass(frozen=True)
+class ExitPoint:
+    """A position at which heads read the features the backbone hands to its next step.
+
+    ``position`` is 0-based in execution order; ``module`` the name of the module that produced the
+    features; ``num_chs`` their channels; ``reduction`` the input/feature stride (0 for flat ``nc``);
+    ``layout`` one of ``nchw``, ``nhwc`` (channels last), ``nlc`` (tokens), ``nc`` (flat).
+    """
+
+    position: int
+    module: str
+    num_chs: int
+    reduction: int
+    layout: str
+    num_prefix_tokens: int = 0
+
+
+def resolve_point_names(plan: BackbonePlan, points: str | Sequence[str], *, model_name: str = "model",
+                        module_names: set[str] | None = None) -> list[str]:
+    """Step names (execution order) for ``"blocks"``, ``"stages"`` or a list of module names.
+
+    A stage name stands for its last block. Raises ``UnknownModuleError`` naming a module the model
+    lacks, or one that is not a block boundary.
+    """
+    if isinstance(points, str):
+        if points == "blocks":
+            return plan.blocks
+        if points == "stages":
+            return list(plan.stage_ends().values()) if plan.stages else plan.blocks
+        raise ExitsError(f"points={points!r}: expected 'blocks', 'stages' or a list of module names")
+    order = {name: i for i, name in enumerate(plan.boundaries)}
+    stage_ends = plan.stage_ends()
+    chosen: dict[str, str] = {}
+    for name in points:
+        step = stage_ends.get(name, name)
+        if step not in order:
+            if module_names is not None and name not in module_names:
+                raise UnknownModuleError(f"{model_name} has no module {name!r}")
+            examples = ", ".join(repr(n) for n in (plan.blocks[:2] + list(plan.stages[:1])))
+            raise UnknownModuleError(
+                f"module {name!r} of {model_name} is not a block boundary; name a block or stage such as {examples}")
+        if step in chosen:
+            raise ExitsError(f"points {chosen[step]!r} and {name!r} of {model_name} are the same position")
+        chosen[step] = name
+    return sorted(chosen, key=order.__getitem__)
+
+
+def _layout(plan: BackbonePlan, feat: torch.Tensor) -> str:
+    if plan.layout is not None:
+        return plan.layout
+    return {4: "nchw", 3: "nlc", 2: "nc"}.get(feat.ndim, "")
+
+
+def _reduction(plan: BackbonePlan, layout: str, feat: torch.Tensor, input_hw: tuple[int, int]) -> int:
+    if layout == "nchw":
+        return round(input_hw[0] / feat.shape[2])
+    if layout == "nhwc":
+        return round(input_hw[0] / feat.shape[1])
+    if layout == "nlc":
+        if plan.patch_size:
+            return plan.patch_size
+        n_tokens = max(feat.shape[1] - plan.num_prefix_tokens, 1)
+        return round(math.sqrt(input_hw[0] * input_hw[1] / n_tokens))
+    return 0
+
+
+@torch.no_grad()
+def probe_features(plan: BackbonePlan, input_size: Sequence[int]) -> list[torch.Tensor]:
+    """Outputs of every step of ``plan`` for one zero image of ``input_size`` (C, H, W)."""
+    x = torch.zeros(1, *input_size, device=_device_of(plan))
+    outs = []
+    for step in plan.steps:
+        x = step.fn(x)
+        outs.append(x)
+    return outs
+
+
+def _device_of(plan: BackbonePlan) -> torch.device:
+    for step in plan.steps:
+        for m in step.modules:
+            for p in m.parameters():
+                return p.device
+    return torch.device("cpu")
+
+
+def discover_points(plan: BackbonePlan, names: Sequence[str], input_size: Sequence[int], *,
+                    first_position: int = 0, probe: list[torch.Tensor] | None = None) -> list[ExitPoint]:
+    """``ExitPoint`` records for the step ``names`` (from ``resolve_point_names``), checked."""
+    outs = probe if probe is not None else probe_features(plan, input_size)
+    by_name = {s.name: out for s, out in zip(plan.steps, outs)}
+    points = []
+    for i, name in enumerate(names):
+        feat = by_name[name]
+        layout = _layout(plan, feat)
+        num_chs = int(feat.shape[1] if layout == "nchw" else feat.shape[-1])
+        points.append(ExitPoint(first_position + i, name, num_chs, _reduction(plan, layout, feat, input_size[1:]),
+                                layout, plan.num_prefix_tokens if layout == "nlc" else 0))
+    check_points(points)
+    return points
+
+
+def check_points(points: Sequence[ExitPoint]) -> None:
+    """Raise ``ExitsError`` unless positions increase, channels > 0, layouts are known and spatial
+    reductions never decrease."""
+    last_red = 0
+    for i, p in enumerate(points):
+        if p.layout not in LAYOUTS:
+            raise ExitsError(f"exit point {p.module!r}: unsupported feature layout {p.layout!r} (expected {LAYOUTS})")
+        if p.num_chs <= 0:
+            raise ExitsError(f"exit point {p.module!r}: num_chs must be > 0 (got {p.num_chs})")
+        if i and p.position <= points[i - 1].position:
+            raise ExitsError(f"exit point {p.module!r}: positions must increase (got {p.position} after "
+                             f"{points[i - 1].position})")
+        if p.layout != "nc":
+            if p.reduction < last_red:
+                raise ExitsError(f"exit point {p.module!r}: reduction {p.reduction} is below the previous {last_red}")
+            last_red = p.reduction
+
+
+def take_indices(n: int, indices: int | Sequence[int] | None = None) -> list[int]:
+    """Absolute, checked indices into ``n`` items: None -> all, an int k -> the last k,
+    a list -> those indices (negatives count from the end)."""
+    if indices is None:
+        return list(range(n))
+    if isinstance(indices, int):
+        if not 0 <= indices <= n:
+            raise ExitsError(f"take_indices: the last {indices} of {n} positions is out of range")
+        return list(range(n - indices, n))
+    out = []
+    for idx in indices:
+        a = idx + n if idx < 0 else idx
+        if not 0 <= a < n:
+            raise ExitsError(f"take_indices: index {idx} is out of range for {n} positions")
+        out.append(a)
+    return out

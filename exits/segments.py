@@ -1,0 +1,241 @@
+"""Cut a backbone into explicit, ordered steps and group them into segments between exit points.
+
+A *plan* lists what a model's ``forward`` runs, in order, using the model's own pieces: a stem, its
+blocks (and any glue between them, such as a stage's downsample), and a tail (final norm and
+``forward_head``). Nothing is patched: running every step in order is ``model(x)``. Plans are
+registered per model class with ``@register_plan(cls)``; any ``nn.Sequential`` is a plan of its own
+(every child a block, the last child the tail).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from .errors import UnsupportedModelError
+
+__all__ = ["Step", "BackbonePlan", "Segment", "register_plan", "plan_for", "whole_plan", "cut_segments"]
+
+STEP_KINDS = ("stem", "block", "glue", "tail")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One piece of a forward pass: ``fn(x)`` with the modules it runs.
+
+    ``name`` is the module name whose output the step produces (``layer1.0``, ``stages.1.downsample``);
+    the tail's name is ``head``. ``kind`` is one of ``stem``, ``block``, ``glue``, ``tail``.
+    """
+
+    name: str
+    kind: str
+    fn: Callable[[torch.Tensor], torch.Tensor]
+    modules: tuple[nn.Module, ...]
+
+
+@dataclass(frozen=True)
+class BackbonePlan:
+    """The ordered steps of a model, its stage module names and its feature layout.
+
+    ``layout`` is ``nchw``, ``nhwc`` or ``nlc`` for every step but the tail, or None to infer it from
+    each feature's rank (4: nchw, 3: nlc, 2: nc).
+    """
+
+    family: str
+    steps: tuple[Step, ...]
+    stages: tuple[str, ...] = ()
+    layout: str | None = None
+    num_prefix_tokens: int = 0
+    patch_size: int | None = None
+
+    @property
+    def boundaries(self) -> list[str]:
+        """Names of the steps after which an exit may stand (every step but the tail)."""
+        return [s.name for s in self.steps if s.kind != "tail"]
+
+    @property
+    def blocks(self) -> list[str]:
+        return [s.name for s in self.steps if s.kind == "block"]
+
+    def stage_ends(self) -> dict[str, str]:
+        """Stage module name -> name of its last block (the step whose output leaves the stage)."""
+        ends = {}
+        for stage in self.stages:
+            inside = [s.name for s in self.steps if s.kind == "block" and (s.name == stage or s.name.startswith(stage + "."))]
+            if inside:
+                ends[stage] = inside[-1]
+        return ends
+
+
+class Segment(nn.Module):
+    """A run of consecutive steps of a backbone; ``forward(x)`` runs them in order.
+
+    ``name`` is the compute-unit name (``segment:layer2.1``; the tail segment ends in ``head``),
+    ``position`` the exit position at which it ends. The modules are the backbone's own (shared).
+    """
+
+    def __init__(self, name: str, steps: Iterable[Step], position: int):
+        super().__init__()
+        steps = tuple(steps)
+        self.name = name
+        self.position = position
+        self.step_names = tuple(s.name for s in steps)
+        self._fns = [s.fn for s in steps]
+        unique: dict[int, nn.Module] = {}
+        for s in steps:
+            for m in s.modules:
+                unique.setdefault(id(m), m)
+        self.parts = nn.ModuleList(unique.values())
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for fn in self._fns:
+            x = fn(x)
+        return x
+
+    def extra_repr(self) -> str:
+        return f"name={self.name!r}, position={self.position}, steps={list(self.step_names)}"
+
+
+_plans: dict[type, Callable[[nn.Module], BackbonePlan]] = {}
+
+
+def register_plan(cls: type) -> Callable:
+    """Decorator: register ``fn(model) -> BackbonePlan`` for models of class ``cls`` (and subclasses)."""
+    def deco(fn: Callable[[nn.Module], BackbonePlan]) -> Callable[[nn.Module], BackbonePlan]:
+        _plans[cls] = fn
+        return fn
+    return deco
+
+
+def plan_for(model: nn.Module) -> BackbonePlan:
+    """The registered plan of ``model``'s class (nearest in its MRO); any ``nn.Sequential`` works."""
+    for cls in type(model).__mro__:
+        if cls in _plans:
+            return _plans[cls](model)
+    known = sorted(c.__name__ for c in _plans)
+    raise UnsupportedModelError(
+        f"no segment plan for model class {type(model).__name__!r}; supported: {', '.join(known)} "
+        f"(add one with exits.segments.register_plan)")
+
+
+def whole_plan(model: nn.Module) -> BackbonePlan:
+    """A plan of one tail step: the whole model (any module; used for savers without exits)."""
+    return BackbonePlan(type(model).__name__, (Step("head", "tail", model, (model,)),))
+
+
+def cut_segments(plan: BackbonePlan, ends: list[str], *, prefix: str = "segment:", tail_name: str = "segment:head",
+                 first_position: int = 0) -> list[Segment]:
+    """Segments ending after each step named in ``ends`` (execution order), plus the tail segment.
+
+    Segment i is named ``prefix + ends[i]`` and ends at position ``first_position + i``; the last,
+    which includes the model's own head, is named ``tail_name``.
+    """
+    index = {s.name: i for i, s in enumerate(plan.steps)}
+    cuts = [index[name] + 1 for name in ends] + [len(plan.steps)]
+    segments, start = [], 0
+    for i, stop in enumerate(cuts):
+        name = prefix + ends[i] if i < len(ends) else tail_name
+        segments.append(Segment(name, plan.steps[start:stop], first_position + i))
+        start = stop
+    return segments
+
+
+# -- plans --------------------------------------------------------------------------------------
+
+def _call_chain(*mods: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+    def run(x: torch.Tensor) -> torch.Tensor:
+        for m in mods:
+            x = m(x)
+        return x
+    return run
+
+
+def _stage_blocks(prefix: str, stages: Iterable[tuple[str, nn.Module]]) -> list[Step]:
+    return [Step(f"{prefix}{si}.{bi}", "block", blk, (blk,))
+            for si, stage in stages for bi, blk in enumerate(stage)]
+
+
+@register_plan(nn.Sequential)
+def _sequential_plan(model: nn.Sequential) -> BackbonePlan:
+    named = list(model.named_children())
+    steps = [Step(n, "block", m, (m,)) for n, m in named[:-1]]
+    if named:
+        n, m = named[-1]
+        steps.append(Step("head", "tail", m, (m,)))
+    return BackbonePlan("sequential", tuple(steps), stages=tuple(n for n, _ in named[:-1]))
+
+
+def _register_timm_plans() -> None:
+    from timm.models.convnext import ConvNeXt
+    from timm.models.efficientnet import EfficientNet
+    from timm.models.mobilenetv3 import MobileNetV3
+    from timm.models.resnet import ResNet
+    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.vision_transformer import VisionTransformer
+
+    @register_plan(ResNet)
+    def _resnet(m: ResNet) -> BackbonePlan:
+        layers = [f"layer{i}" for i in range(1, 5)]
+        steps = [Step("maxpool", "stem", _call_chain(m.conv1, m.bn1, m.act1, m.maxpool),
+                      (m.conv1, m.bn1, m.act1, m.maxpool))]
+        steps += [Step(f"{ln}.{bi}", "block", blk, (blk,)) for ln in layers
+                  for bi, blk in enumerate(getattr(m, ln))]
+        steps.append(Step("head", "tail", m.forward_head, (m.global_pool, m.fc)))
+        return BackbonePlan("resnet", tuple(steps), tuple(layers), "nchw")
+
+    @register_plan(ConvNeXt)
+    def _convnext(m: ConvNeXt) -> BackbonePlan:
+        steps = [Step("stem", "stem", m.stem, (m.stem,))]
+        for si, stage in enumerate(m.stages):
+            steps.append(Step(f"stages.{si}.downsample", "glue", stage.downsample, (stage.downsample,)))
+            steps += [Step(f"stages.{si}.blocks.{bi}", "block", blk, (blk,)) for bi, blk in enumerate(stage.blocks)]
+        steps.append(Step("head", "tail", _call_chain(m.norm_pre, m.forward_head), (m.norm_pre, m.head)))
+        return BackbonePlan("convnext", tuple(steps), tuple(f"stages.{i}" for i in range(len(m.stages))), "nchw")
+
+    def _effnet_like(m: nn.Module, family: str, tail: Step) -> BackbonePlan:
+        steps = [Step("bn1", "stem", _call_chain(m.conv_stem, m.bn1), (m.conv_stem, m.bn1))]
+        steps += _stage_blocks("blocks.", enumerate(m.blocks))
+        steps.append(tail)
+        return BackbonePlan(family, tuple(steps), tuple(f"blocks.{i}" for i in range(len(m.blocks))), "nchw")
+
+    @register_plan(EfficientNet)
+    def _efficientnet(m: EfficientNet) -> BackbonePlan:
+        tail = Step("head", "tail", _call_chain(m.conv_head, m.bn2, m.forward_head),
+                    (m.conv_head, m.bn2, m.global_pool, m.classifier))
+        return _effnet_like(m, "efficientnet", tail)
+
+    @register_plan(MobileNetV3)
+    def _mobilenetv3(m: MobileNetV3) -> BackbonePlan:
+        tail = Step("head", "tail", m.forward_head,
+                    (m.global_pool, m.conv_head, m.norm_head, m.act2, m.classifier))
+        return _effnet_like(m, "mobilenetv3", tail)
+
+    @register_plan(VisionTransformer)
+    def _vit(m: VisionTransformer) -> BackbonePlan:
+        def stem(x: torch.Tensor) -> torch.Tensor:
+            x = m.patch_embed(x)
+            x = m._pos_embed(x)
+            x = m.patch_drop(x)
+            return m.norm_pre(x)
+
+        steps = [Step("norm_pre", "stem", stem, (m.patch_embed, m.patch_drop, m.norm_pre))]
+        steps += [Step(f"blocks.{i}", "block", blk, (blk,)) for i, blk in enumerate(m.blocks)]
+        head_mods = tuple(x for x in (m.norm, m.attn_pool, m.fc_norm, m.head) if x is not None)
+        steps.append(Step("head", "tail", _call_chain(m.norm, m.forward_head), head_mods))
+        patch = m.patch_embed.patch_size
+        return BackbonePlan("vit", tuple(steps), (), "nlc", num_prefix_tokens=int(m.num_prefix_tokens),
+                            patch_size=int(patch[0]) if isinstance(patch, (tuple, list)) else int(patch))
+
+    @register_plan(SwinTransformer)
+    def _swin(m: SwinTransformer) -> BackbonePlan:
+        steps = [Step("patch_embed", "stem", m.patch_embed, (m.patch_embed,))]
+        for si, stage in enumerate(m.layers):
+            steps.append(Step(f"layers.{si}.downsample", "glue", stage.downsample, (stage.downsample,)))
+            steps += [Step(f"layers.{si}.blocks.{bi}", "block", blk, (blk,)) for bi, blk in enumerate(stage.blocks)]
+        steps.append(Step("head", "tail", _call_chain(m.norm, m.forward_head), (m.norm, m.head)))
+        return BackbonePlan("swin", tuple(steps), tuple(f"layers.{i}" for i in range(len(m.layers))), "nhwc")
+
+
+_register_timm_plans()
