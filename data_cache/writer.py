@@ -150,24 +150,32 @@ class CacheWriter:
         """
         if split not in self.meta.splits:
             raise CacheInputError(f"write: split {split!r} is not declared; declared: {list(self.meta.splits)}")
-        labels = np.asarray(labels)
-        b = labels.shape[0]
+        given = {"labels": labels, "sample_index": sample_index, "topk_ids": topk_ids, "topk_probs": topk_probs}
+        if self.with_logits and logits is None:
+            raise CacheInputError("write: this writer was opened with_logits; pass logits")
+        if logits is not None:
+            if not self.with_logits:
+                raise CacheInputError("write: logits given, but this writer was opened without with_logits")
+            given["logits"] = logits
+        given = {name: np.asarray(a) for name, a in given.items()}
+        lengths = {name: a.shape[0] if a.ndim else None for name, a in given.items()}
+        if len(set(lengths.values())) != 1 or None in lengths.values():
+            raise CacheInputError(f"write: {split}: the arrays must share their first axis (rows); got "
+                                  + ", ".join(f"{name} {shape}" for name, shape in
+                                              ((m, given[m].shape) for m in given)))
+        b = lengths["labels"]
         n, e, k, c = self.meta.splits[split], self.meta.n_exits, self.meta.k, self.meta.n_classes
-        arrays = {"labels": (labels, (b,)), "sample_index": (np.asarray(sample_index), (b,)),
-                  "topk_ids": (np.asarray(topk_ids), (b, e, k)), "topk_probs": (np.asarray(topk_probs), (b, e, k))}
-        if self.with_logits:
-            if logits is None:
-                raise CacheInputError("write: this writer was opened with_logits; pass logits")
-            arrays["logits"] = (np.asarray(logits), (b, e, c))
-        for name, (arr, shape) in arrays.items():
-            if arr.shape != shape:
-                raise CacheInputError(f"write: {split}: {name}: shape {arr.shape}, expected {shape}")
+        want = {"labels": (b,), "sample_index": (b,), "topk_ids": (b, e, k), "topk_probs": (b, e, k),
+                "logits": (b, e, c)}
+        for name, arr in given.items():
+            if arr.shape != want[name]:
+                raise CacheInputError(f"write: {split}: {name}: shape {arr.shape}, expected {want[name]}")
         if start < 0 or start + b > n:
             raise CacheInputError(f"write: {split}: rows [{start}, {start + b}) outside [0, {n})")
         final = self.parts / split / f"{start:010d}_{start + b:010d}.npz"
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         with open(tmp, "wb") as f:
-            np.savez(f, **{name: arr for name, (arr, _) in arrays.items()})
+            np.savez(f, **given)
         os.replace(tmp, final)
 
     # -- assembly ----------------------------------------------------------------------------
