@@ -10,7 +10,7 @@ EXTRAS := plot,moo,torch,test,postgres
 $(STAMP): setup.cfg constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[$(EXTRAS)]' --config-settings editable_mode=compat
 	touch $(STAMP)
 
 install: $(STAMP)

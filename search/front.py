@@ -17,12 +17,9 @@ def non_dominated(F: np.ndarray) -> np.ndarray:
     if F.shape[0] == 0:
         return np.zeros(0, dtype=np.int64)
     order = np.lexsort((F[:, 0], F[:, 1]))  # by cost, then error
-    keep, best_err = [], np.inf
-    for i in order:
-        if F[i, 0] < best_err:
-            keep.append(i)
-            best_err = F[i, 0]
-    return np.asarray(keep, dtype=np.int64)
+    err = F[order, 0]
+    best_before = np.concatenate([[np.inf], np.minimum.accumulate(err)[:-1]])
+    return order[err < best_before].astype(np.int64)
 
 
 @dataclass

@@ -1,0 +1,169 @@
+"""Constrained queries answered directly: "cheapest within X of the base accuracy", "most accurate
+within a cost budget", and a risk-controlled version of the first.
+
+Both constrained queries bisect the trade-off weight lam of the exact DP, then repair and polish
+with exact *constrained* coordinate steps: at each position, among every option and threshold cut,
+take the cheapest (or most accurate) one that keeps the constraint on the search split. Each such
+step keeps the constraint and never makes the objective worse.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import stats
+
+from ._validation import SearchError, check_scalar
+from .config import ExitConfig
+from .engines.dp import DPSolver
+from .front import Front
+from .problem import Evaluation, ExitProblem
+
+__all__ = ["Answer", "cheapest_within_drop", "most_accurate_within_budget", "risk_controlled_within_drop",
+           "drop_upper_bound"]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """A configuration chosen for a query and what it does on the split it was chosen on."""
+
+    config: ExitConfig
+    evaluation: Evaluation
+    query: str
+    bound: float | None = None  # the risk-controlled upper bound on the drop, when computed
+
+
+def _max_errors(problem: ExitProblem, max_drop: float) -> int:
+    base_err = problem.n_samples - int(np.count_nonzero(problem.correct[problem.final_exit]))
+    return base_err + int(np.floor(max_drop * problem.n_samples + 1e-9))
+
+
+def _polish(solver: DPSolver, slots, taus, feasible, key, max_sweeps: int = 20) -> None:
+    """Constrained exact coordinate sweeps: move only to feasible cuts with a strictly smaller key.
+
+    ``feasible(err, cost)`` and ``key(err, cost) -> (primary, secondary)`` work on arrays.
+    """
+    def select(curves, slots_, taus_, j):
+        e0, c0 = solver.current_point(curves)
+        p0, s0 = key(np.array([e0]), np.array([c0]))
+        best_key, best = (p0[0], s0[0]), None
+        for c in curves:
+            ok = np.flatnonzero(feasible(c.err, c.cost))
+            if ok.size == 0:
+                continue
+            prim, sec = key(c.err[ok], c.cost[ok])
+            m = np.lexsort((sec, prim))[0]
+            if (prim[m], sec[m]) < best_key:
+                best_key, best = (prim[m], sec[m]), (c.slot, float(c.tau[ok[m]]))
+        return best
+
+    for i in range(max_sweeps):
+        if not solver.sweep(slots, taus, select, backward=(i % 2 == 0)):
+            return
+
+
+def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, feasible_at_high: bool):
+    """Bisect log lam for the best feasible weighted optimum, then polish it with constrained steps.
+
+    Feasibility is monotone in lam: for a drop limit it holds at large lam (accurate end), for a
+    cost budget at small lam (cheap end); the bisection keeps a feasible end and moves the other.
+    """
+    solver = DPSolver(problem)
+
+    def solve_at(log_lam, state):
+        s, t = state[0].copy(), state[1].copy()
+        solver.solve(s, t, solver.weighted_select(float(np.exp(log_lam))))
+        return (s, t, *solver.totals(s, t))
+
+    def rank(r):
+        p, q = key(np.array([r[2]]), np.array([r[3]]))
+        return (p[0], q[0])
+
+    ends = {"low": np.log(0.01), "high": np.log(1e5)}
+    good, bad = ("high", "low") if feasible_at_high else ("low", "high")
+    cands = [(*solver.empty_state(), *solver.totals(*solver.empty_state()))]
+    ok_end = solve_at(ends[good], cands[0][:2])
+    cands.append(ok_end)
+    g, b = ends[good], ends[bad]
+    if feasible(ok_end[2], ok_end[3]):
+        state = ok_end
+        for _ in range(n_bisect):
+            mid = (g + b) / 2
+            r = solve_at(mid, state[:2])
+            cands.append(r)
+            if feasible(r[2], r[3]):
+                g, state = mid, r
+            else:
+                b = mid
+    feasible_cands = [r for r in cands if feasible(r[2], r[3])]
+    if not feasible_cands:
+        return None
+    best = min(feasible_cands, key=rank)
+    s, t = best[0].copy(), best[1].copy()
+    _polish(solver, s, t, feasible, key)
+    return solver.to_config(s, t)
+
+
+def cheapest_within_drop(problem: ExitProblem, max_drop: float, *, n_bisect: int = 14) -> Answer:
+    """The cheapest configuration whose accuracy on ``problem``'s split is >= base - ``max_drop``.
+
+    ``max_drop`` is a fraction (0.005 = half a point of top-1). The base model always qualifies.
+    """
+    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+    limit = _max_errors(problem, max_drop)
+    config = _bisect_then_polish(problem, lambda e, c: e <= limit, lambda e, c: (c, e), n_bisect,
+                                 feasible_at_high=True)
+    return Answer(config, problem.evaluate_one(config), f"cheapest within {max_drop:.4%} drop")
+
+
+def most_accurate_within_budget(problem: ExitProblem, budget: float, *, n_bisect: int = 14) -> Answer:
+    """The most accurate configuration with relative cost <= ``budget`` on ``problem``'s split."""
+    check_scalar(budget, "budget", min_val=0.0)
+    limit = budget * problem.n_samples * problem.costs.base_cost * (1 + 1e-12)
+    config = _bisect_then_polish(problem, lambda e, c: c <= limit, lambda e, c: (e, c), n_bisect,
+                                 feasible_at_high=False)
+    if config is None:
+        cheapest = min(problem.costs.standalone_cost(e) for ex in problem.position_exits for e in ex)
+        raise SearchError(f"no configuration meets relative cost <= {budget}: the cheapest reachable is "
+                          f"{cheapest / problem.costs.base_cost:.4f} (everything leaving at the cheapest exit)")
+    return Answer(config, problem.evaluate_one(config), f"most accurate within relative cost {budget}")
+
+
+def drop_upper_bound(problem: ExitProblem, config: ExitConfig, delta: float) -> float:
+    """Upper confidence bound (level 1 - delta) on the accuracy drop of ``config`` versus the base.
+
+    Paired on the split: losses L (base right, config wrong) and gains G (base wrong, config right);
+    drop = (L - G) / n <= CP_upper(L) - CP_lower(G), each one-sided Clopper-Pearson at delta / 2.
+    """
+    n = problem.n_samples
+    leave = problem.assign(config)
+    right = problem.correct[leave, np.arange(n)]
+    base = problem.correct[problem.final_exit]
+    losses = int(np.count_nonzero(base & ~right))
+    gains = int(np.count_nonzero(~base & right))
+    a = delta / 2
+    upper_l = 1.0 if losses == n else float(stats.beta.ppf(1 - a, losses + 1, n - losses))
+    lower_g = 0.0 if gains == 0 else float(stats.beta.ppf(a, gains, n - gains + 1))
+    return upper_l - lower_g
+
+
+def risk_controlled_within_drop(problem: ExitProblem, front: Front, max_drop: float, *,
+                                delta: float = 0.05) -> Answer:
+    """The cheapest configuration of ``front`` whose drop bound (level 1 - delta) is <= ``max_drop``.
+
+    Fixed-sequence testing: configurations are tested from the most accurate to the cheapest and the
+    walk stops at the first one whose bound exceeds ``max_drop``, so no correction for the number of
+    tests is needed. The front was fitted on the same split, so the level is approximate; the test
+    suite measures how often the bound holds on holdout.
+    """
+    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+    check_scalar(delta, "delta", min_val=1e-9, max_val=0.5)
+    chosen, bound, cost = ExitConfig(score=problem.score), 0.0, 1.0
+    for i in np.argsort(front.F[:, 0], kind="stable"):
+        b = drop_upper_bound(problem, front.configs[i], delta)
+        if b > max_drop:
+            break
+        if front.F[i, 1] < cost:
+            chosen, bound, cost = front.configs[i], b, front.F[i, 1]
+    return Answer(chosen, problem.evaluate_one(chosen), f"risk-controlled within {max_drop:.4%} drop "
+                  f"(level {1 - delta:.0%})", bound)
