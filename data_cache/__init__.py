@@ -7,7 +7,7 @@ from .errors import CacheError, CacheExistsError, CacheFormatError, CacheIncompl
 from .format import FORMAT_VERSION
 from .memory import InMemoryCache
 from .reader import MemmapCache, open_cache
-from .validate import validate_cache
+from ._validation import validate_cache
 from .writer import CacheWriter, create_cache, save_cache
 
 __all__ = [

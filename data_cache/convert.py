@@ -15,7 +15,7 @@ from .errors import CacheError
 from .importers import get_importer
 from .importers.dyce import LAYOUTS
 from .reader import MemmapCache
-from .validate import describe
+from ._validation import describe
 
 __all__ = ["main"]
 

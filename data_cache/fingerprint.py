@@ -53,7 +53,7 @@ def cache_fingerprint(manifest: dict) -> str:
         "k": manifest["k"],
         "exits": manifest["exits"],
         "units": [{"name": u["name"], "kind": u["kind"], "macs": float(u["macs"])} for u in manifest["units"]],
-        "splits": {s: {f: v["sha256"] for f, v in sorted(d.get("files", {}).items())}
+        "splits": {s: {f: v.get("sha256") for f, v in sorted(d.get("files", {}).items())}
                    for s, d in sorted(manifest["splits"].items())},
     }
     blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()

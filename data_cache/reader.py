@@ -9,7 +9,7 @@ import numpy as np
 from . import format as fmt
 from ._base import CacheReader, meta_from_manifest
 from .errors import CacheFormatError, CacheIncompleteError
-from .validate import validate_cache
+from ._validation import validate_cache
 
 __all__ = ["MemmapCache", "open_cache", "FULL_CHECK_BYTES"]
 

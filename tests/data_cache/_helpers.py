@@ -39,10 +39,16 @@ def rewrite(path: Path, split: str, fname: str, arr: np.ndarray, *, rehash: bool
         (path / fmt.MANIFEST).write_text(json.dumps(m))
 
 
-def edit_manifest(path: Path, fn) -> None:
-    """Apply ``fn`` to the manifest dict and write it back (fingerprint left as it was)."""
+def edit_manifest(path: Path, fn, *, refingerprint: bool = True) -> None:
+    """Apply ``fn`` to the manifest dict and write it back, with a fingerprint that matches the edit
+    when it can be computed (so only the edit itself is a problem)."""
     m = json.loads((path / fmt.MANIFEST).read_text())
     fn(m)
+    if refingerprint:
+        try:
+            m["fingerprint"] = cache_fingerprint(m)
+        except (KeyError, TypeError):
+            pass
     (path / fmt.MANIFEST).write_text(json.dumps(m))
 
 

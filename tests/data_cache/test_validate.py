@@ -1,0 +1,178 @@
+"""data_cache.validate: one line per problem, naming the file and the field; the command line."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_cache import format as fmt
+from data_cache import save_cache, validate_cache
+from data_cache.validate import main
+
+from ._helpers import edit_manifest, rewrite, small_cache
+
+
+@pytest.fixture
+def cache_dir(tmp_path):
+    save_cache(tmp_path / "c", small_cache())
+    return tmp_path / "c"
+
+
+def _load(path, split, fname):
+    return np.array(np.load(path / split / fname))
+
+
+def _set(split, fname, fn, *, rehash=True):
+    def corrupt(path):
+        a = _load(path, split, fname)
+        rewrite(path, split, fname, fn(a), rehash=rehash)
+    return corrupt
+
+
+def _nan(a):
+    a[2, 0, 5] = np.nan
+    return a
+
+
+def _inf(a):
+    a[2, 0, 5] = np.inf
+    return a
+
+
+def _above_one(a):
+    a[0, :, 7] = [1.5, 0, 0, 0, 0]
+    return a
+
+
+def _negative(a):
+    a[0, 4, 7] = -0.1
+    return a
+
+
+def _unsorted(a):
+    a[3, :, 9] = a[3, ::-1, 9]
+    return a
+
+
+def _label(a):
+    a[4] = 10
+    return a
+
+
+def _ids(a):
+    a[5, 1, 0] = -3
+    return a
+
+
+def _dup_index(a):
+    a[1] = a[0]
+    return a
+
+
+def _unlink(split, fname):
+    return lambda path: (path / split / fname).unlink()
+
+
+def _not_npy(path):
+    (path / "search" / fmt.LABELS).write_bytes(b"not an array")
+
+
+# (name, corruption, substrings every reported line must contain -- exactly one line expected)
+CASES = [
+    ("wrong shape", _set("search", fmt.LABELS, lambda a: a[:-1]), ["search/labels.npy", "shape: (59,), expected (60,)"]),
+    ("wrong dtype", _set("holdout", fmt.TOPK_IDS, lambda a: a.astype(np.int64)),
+     ["holdout/topk_ids.npy", "dtype: int64, expected int32"]),
+    ("NaN", _set("search", fmt.TOPK_PROBS, _nan), ["search/topk_probs.npy", "probabilities: NaN or inf", "at exit"]),
+    ("inf", _set("search", fmt.TOPK_PROBS, _inf), ["search/topk_probs.npy", "probabilities: NaN or inf"]),
+    ("probability above 1", _set("search", fmt.TOPK_PROBS, _above_one),
+     ["search/topk_probs.npy", "probabilities: outside [0, 1]"]),
+    ("negative probability", _set("holdout", fmt.TOPK_PROBS, _negative),
+     ["holdout/topk_probs.npy", "probabilities: outside [0, 1]"]),
+    ("unsorted top-k", _set("search", fmt.TOPK_PROBS, _unsorted),
+     ["search/topk_probs.npy", "order: top-k not sorted descending", "re-import"]),
+    ("label out of range", _set("holdout", fmt.LABELS, _label), ["holdout/labels.npy", "labels: outside [0, 10)"]),
+    ("class id out of range", _set("search", fmt.TOPK_IDS, _ids), ["search/topk_ids.npy", "class ids: outside [0, 10)"]),
+    ("duplicate sample index", _set("search", fmt.SAMPLE_INDEX, _dup_index),
+     ["search/sample_index.npy", "sample_index: values must be unique"]),
+    ("missing file", _unlink("holdout", fmt.TOPK_PROBS), ["holdout/topk_probs.npy", "missing file"]),
+    ("not a .npy file", _not_npy, ["search/labels.npy", "not a readable .npy file"]),
+    ("checksum mismatch", _set("search", fmt.TOPK_PROBS, lambda a: a * 0.5, rehash=False),
+     ["search/topk_probs.npy", "sha256: checksum mismatch"]),
+    ("unknown format version", lambda p: edit_manifest(p, lambda m: m.update(format="exitcache/2")),
+     ["manifest.json", "format: unknown format version 'exitcache/2'"]),
+    ("fingerprint", lambda p: edit_manifest(p, lambda m: m["units"][0].update(macs=1.0), refingerprint=False),
+     ["manifest.json", "fingerprint: does not match"]),
+    ("missing checksum", lambda p: edit_manifest(p, lambda m: m["splits"]["search"]["files"][fmt.LABELS].pop("sha256")),
+     ["manifest.json", "splits.search.files: no checksum for labels.npy"]),
+    ("required split", lambda p: edit_manifest(p, lambda m: m["splits"].pop("holdout")),
+     ["manifest.json", "splits: required split 'holdout' is missing"]),
+    ("no final exit", lambda p: edit_manifest(p, lambda m: m["exits"][-1].update(final=False)),
+     ["manifest.json", "exits: exactly one exit, the last, must be marked final"]),
+    ("unknown unit", lambda p: edit_manifest(p, lambda m: m["exits"][0]["units"].append("ghost")),
+     ["manifest.json", "needs unknown units ['ghost']"]),
+    ("negative macs", lambda p: edit_manifest(p, lambda m: m["units"][0].update(macs=-1)),
+     ["manifest.json", "units: segment0: macs must be a finite number >= 0"]),
+    ("malformed manifest", lambda p: edit_manifest(p, lambda m: m.pop("units")), ["manifest.json", "malformed manifest"]),
+]
+
+
+def test_valid_cache_has_no_problems(cache_dir):
+    assert validate_cache(cache_dir) == []
+
+
+@pytest.mark.parametrize("corrupt, expected", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_each_problem_is_one_line_naming_file_and_field(cache_dir, corrupt, expected):
+    corrupt(cache_dir)
+    problems = validate_cache(cache_dir)
+    assert len(problems) == 1, problems
+    for part in expected:
+        assert part in problems[0]
+    assert "\n" not in problems[0]
+
+
+def test_several_problems_give_several_lines(cache_dir):
+    for name in ("NaN", "label out of range", "missing file", "checksum mismatch"):  # 2 lines on one file
+        dict((c[0], c[1]) for c in CASES)[name](cache_dir)
+    problems = validate_cache(cache_dir)
+    assert len(problems) == 4, problems
+    assert len(set(problems)) == 4
+
+
+def test_content_and_checksum_switches(cache_dir):
+    _set("search", fmt.TOPK_PROBS, _nan, rehash=False)(cache_dir)
+    assert len(validate_cache(cache_dir)) == 2
+    assert validate_cache(cache_dir, content=False, checksums=False) == []
+    assert validate_cache(cache_dir, content=False)[0].endswith("re-run the dump or the import)")
+
+
+def test_not_a_folder_and_half_written(tmp_path):
+    assert validate_cache(tmp_path / "nothing") == [f"{tmp_path / 'nothing'}: not a folder"]
+    assert "missing file (is this a cache folder?)" in validate_cache(tmp_path)[0]
+    (tmp_path / fmt.PARTS_DIR).mkdir()
+    assert "half-written" in validate_cache(tmp_path)[0]
+
+
+def test_cli_valid(cache_dir, capsys):
+    assert main([str(cache_dir)]) == 0
+    out = capsys.readouterr().out
+    assert "valid" in out and "fingerprint: sha256:" in out and "holdout acc" in out
+    assert main([str(cache_dir), "--quiet", "--no-checksums"]) == 0
+    assert capsys.readouterr().out.strip() == f"{cache_dir}: valid"
+
+
+def test_cli_invalid_prints_one_line_per_problem(cache_dir, capsys):
+    dict((c[0], c[1]) for c in CASES)["NaN"](cache_dir)
+    dict((c[0], c[1]) for c in CASES)["missing file"](cache_dir)
+    assert main([str(cache_dir)]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 2 and "Traceback" not in captured.err and captured.out == ""
+
+
+def test_cli_as_module_exits_2_without_traceback(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "data_cache.validate", str(tmp_path / "nothing")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2
+    assert r.stderr.strip() == f"{tmp_path / 'nothing'}: not a folder"
