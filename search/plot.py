@@ -109,9 +109,12 @@ def plot_hv_history(histories: dict[str, list[tuple[int, float]]], *, ax=None, p
         raise SearchError("`histories` must be a dict of method name -> list of (evaluations, hypervolume)")
     fig, ax = _axes(ax)
     for method, hist in histories.items():
-        arr = np.asarray(hist, dtype=np.float64).reshape(-1, 2) if len(hist) else np.zeros((0, 2))
-        if arr.shape[1:] != (2,):
-            raise SearchError(f"history of {method!r} must be (evaluations, hypervolume) pairs")
+        try:
+            arr = np.asarray(hist, dtype=np.float64).reshape(len(hist), -1) if len(hist) else np.zeros((0, 2))
+        except (TypeError, ValueError):
+            arr = None
+        if arr is None or arr.shape[1] != 2:
+            raise SearchError(f"history of {method!r} must be a list of (evaluations, hypervolume) pairs")
         ax.step(arr[:, 0], arr[:, 1], where="post", marker=".", label=method)
     ax.set_xlabel("evaluations")
     ax.set_ylabel("hypervolume (ref. point (1, 1))")
