@@ -1,0 +1,237 @@
+"""``python -m search.pareto [CACHE]``: Pareto-optimal exit configurations of a cache.
+
+Runs the chosen methods on the ``search`` split, re-scores every front on ``holdout``, prints a table
+(points, hypervolume, cost saved at 0.5 and 1 point drop, evaluations, seconds), answers the
+constrained queries (``--max-drop``, ``--budget``), exports ``exitconfig/1`` JSON and draws figures.
+Data errors print one line each and exit with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from data_cache import CacheError, open_cache
+from data_cache.bundled import bundled_cache_path
+
+from . import queries
+from ._validation import SearchError
+from .budget import Budget
+from .engines import create_engine, engine_class, list_engines
+from .export import build_export, write_export
+from .front import Front
+from .indicators import HV, saving_at_drop
+from .problem import ExitProblem
+from .scores import SCORE_KINDS
+from .standalone import oracle_bound, standalone_table
+
+__all__ = ["main", "build_parser"]
+
+DEFAULT_METHODS = "dp,global,geometric,greedy"
+# options the CLI may hand to an engine; each engine receives those its constructor accepts
+ENGINE_OPTIONS = ("storage", "study_name", "workers", "sampler", "pop_size", "encoding")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m search.pareto",
+        description="Search early-exit configurations on a prediction cache: Pareto fronts of accuracy "
+                    "against cost, constrained queries, JSON export and plots.")
+    p.add_argument("cache", nargs="?", help="cache folder (default: the cache bundled in data_cache/)")
+    p.add_argument("--methods", default=DEFAULT_METHODS,
+                   help=f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all")
+    p.add_argument("--objective", choices=("macs", "latency"), default="macs",
+                   help="cost measure: counted MACs, or measured latency if the cache has it (default macs)")
+    p.add_argument("--score", choices=SCORE_KINDS, default="max_prob",
+                   help="confidence score compared with thresholds (default max_prob)")
+    p.add_argument("--max-drop", type=float, metavar="POINTS",
+                   help="answer: cheapest configuration within POINTS percentage points of the base top-1 "
+                        "accuracy on the search split (e.g. 0.5)")
+    p.add_argument("--risk", type=float, metavar="DELTA",
+                   help="with --max-drop: choose so that the drop bound holds with confidence 1-DELTA "
+                        "(Clopper-Pearson, fixed-sequence testing along the front)")
+    p.add_argument("--budget", type=float, metavar="REL_COST",
+                   help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6)")
+    p.add_argument("--export", metavar="FILE.json", help="write the Pareto set (all methods) as exitconfig/1 JSON")
+    p.add_argument("--export-choice", metavar="FILE.json",
+                   help="write the configuration chosen by --max-drop/--budget alone (for deployment)")
+    p.add_argument("--plot", metavar="FILE.png",
+                   help="draw every front on search and holdout (base and oracle marked); the exit "
+                        "distribution of the chosen configuration goes to FILE_exits.png")
+    p.add_argument("--evaluations", type=int, help="evaluation budget per method (population engines)")
+    p.add_argument("--time-limit", type=float, metavar="SECONDS", help="wall-time budget per method")
+    p.add_argument("--seed", type=int, default=0, help="random seed for stochastic methods (default 0)")
+    p.add_argument("--storage", help="optuna storage URL or journal file (optuna method)")
+    p.add_argument("--study-name", help="optuna study name (optuna method)")
+    p.add_argument("--workers", type=int, help="worker processes (optuna method)")
+    p.add_argument("--sampler", help="optuna sampler: tpe or nsga2")
+    p.add_argument("--pop-size", type=int, help="population size (nsga2)")
+    p.add_argument("--encoding", help="threshold encoding of population engines: float or quantile")
+    p.add_argument("--standalone", action="store_true", help="also print every exit's accuracy and cost alone")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    return p
+
+
+def _engine(name: str, args) -> object:
+    accepted = inspect.signature(engine_class(name).__init__).parameters
+    opts = {k: getattr(args, k) for k in ENGINE_OPTIONS if k in accepted}
+    return create_engine(name, **opts)
+
+
+def _resolve_cache(path: str | None):
+    if path is None:
+        bundled = bundled_cache_path()
+        if bundled is None:
+            raise SearchError("no CACHE given and no cache is bundled in data_cache/bundled/; name a cache folder")
+        path = bundled
+    return open_cache(path)
+
+
+def _fmt(x, spec=".4f") -> str:
+    return "-" if x is None else format(x, spec)
+
+
+def _table(rows: list[dict]) -> str:
+    cols = [("method", "method", "<11", None), ("points", "points", ">6", None),
+            ("HV search", "hv_search", ">9", ".4f"), ("HV holdout", "hv_holdout", ">10", ".4f"),
+            ("save@0.5%", "save05", ">9", ".1%"), ("save@1%", "save1", ">8", ".1%"),
+            ("evals", "evals", ">10", None), ("seconds", "seconds", ">8", ".2f")]
+    lines = ["  ".join(format(h, w) for h, _, w, _ in cols)]
+    for r in rows:
+        lines.append("  ".join(format(_fmt(r[k], f) if f else str(r[k]), w) for _, k, w, f in cols))
+    return "\n".join(lines)
+
+
+def _describe_choice(title: str, config, search, holdout) -> str:
+    s, h = search.evaluate_one(config), holdout.evaluate_one(config)
+    exits = ", ".join(f"{search.cache.exits[e].name}>{t:.4f}" for e, t in zip(config.exits, config.thresholds))
+    return (f"{title}\n  exits: {exits or '(none: base model)'}\n"
+            f"  search : accuracy {s.accuracy:.4%} (drop {search.base.accuracy - s.accuracy:+.3%}), "
+            f"relative cost {s.relative_cost:.4f}\n"
+            f"  holdout: accuracy {h.accuracy:.4%} (drop {holdout.base.accuracy - h.accuracy:+.3%}), "
+            f"relative cost {h.relative_cost:.4f}")
+
+
+def _run(args, out) -> int:
+    if args.methods == "list":
+        print("\n".join(list_engines()), file=out)
+        return 0
+    if args.risk is not None and args.max_drop is None:
+        raise SearchError("--risk needs --max-drop")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods:
+        raise SearchError("--methods is empty; name at least one method (see --methods list)")
+    engines = {m: _engine(m, args) for m in methods}
+    budget = Budget(max_evals=args.evaluations, max_seconds=args.time_limit)
+    cache = _resolve_cache(args.cache)
+    search = ExitProblem(cache, "search", objective=args.objective, score=args.score)
+    holdout = search.on_split("holdout")
+    from tqdm import tqdm
+
+    fronts: dict[str, Front] = {}
+    with tqdm(total=len(methods), desc="search", disable=args.no_progress or not sys.stderr.isatty(),
+              file=sys.stderr) as bar:
+        for name, engine in engines.items():
+            bar.set_postfix_str(name)
+            fronts[name] = engine.run(search, budget=budget, seed=args.seed)
+            bar.update()
+    hv, rows = HV(), []
+    for name, front in fronts.items():
+        Fh = holdout.evaluate(front.configs) if len(front) else np.zeros((0, 2))
+        rows.append({"method": name, "points": len(front), "hv_search": hv(front.F), "hv_holdout": hv(Fh),
+                     "save05": saving_at_drop(Fh, holdout.base.accuracy, 0.005),
+                     "save1": saving_at_drop(Fh, holdout.base.accuracy, 0.01),
+                     "evals": front.n_evals, "seconds": front.exec_time})
+    oracle = oracle_bound(search)
+    print(f"cache {cache.fingerprint[:19]}  exits {len(cache.exits)}  search {search.n_samples}  "
+          f"holdout {holdout.n_samples}  objective {args.objective}  score {args.score}", file=out)
+    print(f"base: search accuracy {search.base.accuracy:.4%}, holdout {holdout.base.accuracy:.4%}; "
+          f"oracle bound (search): accuracy {oracle[0]:.4%} at relative cost {oracle[1]:.4f}", file=out)
+    print(_table(rows), file=out)
+    print("HV: hypervolume of [error, relative cost] against the fixed reference point (1, 1); "
+          "save@X: cost saved by the cheapest front configuration within X of the base accuracy, "
+          "both on holdout.", file=out)
+    if args.standalone:
+        print("\nstandalone (search split):", file=out)
+        for r in standalone_table(search):
+            print(f"  {r['name']:<40} pos {r['position']:>3}  accuracy {r['accuracy']:.4f}  "
+                  f"relative cost {r['relative_cost']:.4f}", file=out)
+
+    entries = [(name, c) for name, f in fronts.items() for c in f.configs]
+    chosen = None
+    if args.max_drop is not None:
+        drop = args.max_drop / 100
+        if args.risk is not None:
+            union = Front([c for _, c in entries], search.evaluate([c for _, c in entries]), "union").pareto()
+            ans = queries.risk_controlled_within_drop(search, union, drop, delta=args.risk)
+            title = (f"\nrisk-controlled: cheapest within {args.max_drop} points with confidence "
+                     f"{1 - args.risk:.0%} (drop bound {ans.bound:.3%})")
+        else:
+            ans = queries.cheapest_within_drop(search, drop)
+            title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on search):"
+        chosen = ans.config
+        entries.append(("query", chosen))
+        print(_describe_choice(title, chosen, search, holdout), file=out)
+    if args.budget is not None:
+        ans = queries.most_accurate_within_budget(search, args.budget)
+        chosen = chosen or ans.config
+        entries.append(("query", ans.config))
+        print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on search):",
+                               ans.config, search, holdout), file=out)
+
+    method_info = {name: {"engine": {"name": name, "params": f.params}, "n_evals": f.n_evals,
+                          "seconds": f.exec_time, "message": f.message} for name, f in fronts.items()}
+    if args.export:
+        doc = build_export(entries, search=search, holdout=holdout, method_info=method_info)
+        write_export(args.export, doc)
+        print(f"\nexported {len(doc['configs'])} configurations to {args.export}", file=out)
+    if args.export_choice:
+        if chosen is None:
+            raise SearchError("--export-choice needs --max-drop or --budget to choose a configuration")
+        write_export(args.export_choice, build_export([("query", chosen)], search=search, holdout=holdout,
+                                                      method_info=method_info, pareto=False))
+        print(f"exported the chosen configuration to {args.export_choice}", file=out)
+    if args.plot:
+        _plots(Path(args.plot), fronts, search, holdout, oracle, chosen)
+        print(f"plots written to {args.plot}", file=out)
+    return 0
+
+
+def _plots(path: Path, fronts, search, holdout, oracle, chosen) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    from .plot import plot_exit_distribution, plot_fronts
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig = Figure(figsize=(12, 4.8))
+    ax_s, ax_h = fig.subplots(1, 2, sharey=True)
+    plot_fronts(fronts, base=(search.base.accuracy, 1.0), oracle=oracle, title="search split", ax=ax_s)
+    on_holdout = {m: Front(f.configs, holdout.evaluate(f.configs), m) for m, f in fronts.items() if len(f)}
+    plot_fronts(on_holdout, base=(holdout.base.accuracy, 1.0), title="holdout split (same configurations)",
+                ax=ax_h)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    if chosen is not None:
+        plot_exit_distribution(holdout, chosen, path=path.with_name(path.stem + "_exits" + path.suffix))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args, sys.stdout)
+    except (CacheError, SearchError) as exc:
+        if args.debug:
+            raise
+        for line in getattr(exc, "problems", None) or [str(exc)]:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
