@@ -87,7 +87,7 @@ class SyntheticSpec:
         e, c, k = len(self.exits), self.n_classes, self.k
         labels = rng.integers(0, c, n)
         difficulty = rng.normal(0.0, 1.0, n)
-        rho = 0.85
+        rho = 0.95
         noise = np.empty((e, n))
         prev = rng.normal(size=n)
         for j in range(e):
