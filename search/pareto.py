@@ -51,8 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="answer: cheapest configuration within POINTS percentage points of the base top-1 "
                         "accuracy on the search split (e.g. 0.5)")
     p.add_argument("--risk", type=float, metavar="DELTA",
-                   help="with --max-drop: choose so that the drop bound holds with confidence 1-DELTA "
-                        "(Clopper-Pearson, fixed-sequence testing along the front)")
+                   help="with --max-drop: fit on half the search split and choose on the other half so "
+                        "that the drop bound holds with confidence 1-DELTA (Clopper-Pearson, "
+                        "fixed-sequence testing along the front)")
     p.add_argument("--budget", type=float, metavar="REL_COST",
                    help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6)")
     p.add_argument("--export", metavar="FILE.json", help="write the Pareto set (all methods) as exitconfig/1 JSON")
@@ -162,22 +163,23 @@ def _run(args, out) -> int:
                   f"relative cost {r['relative_cost']:.4f}", file=out)
 
     entries = [(name, c) for name, f in fronts.items() for c in f.configs]
+    union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
     chosen = None
     if args.max_drop is not None:
         drop = args.max_drop / 100
         if args.risk is not None:
-            union = Front([c for _, c in entries], search.evaluate([c for _, c in entries]), "union").pareto()
-            ans = queries.risk_controlled_within_drop(search, union, drop, delta=args.risk)
+            ans = queries.risk_controlled_within_drop(search, drop, delta=args.risk, seed=args.seed)
             title = (f"\nrisk-controlled: cheapest within {args.max_drop} points with confidence "
-                     f"{1 - args.risk:.0%} (drop bound {ans.bound:.3%})")
+                     f"{1 - args.risk:.0%} (fitted on half the search split, drop bound {ans.bound:.3%} "
+                     "on the other half)")
         else:
-            ans = queries.cheapest_within_drop(search, drop)
+            ans = queries.cheapest_within_drop(search, drop, front=union)
             title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on search):"
         chosen = ans.config
         entries.append(("query", chosen))
         print(_describe_choice(title, chosen, search, holdout), file=out)
     if args.budget is not None:
-        ans = queries.most_accurate_within_budget(search, args.budget)
+        ans = queries.most_accurate_within_budget(search, args.budget, front=union)
         chosen = chosen or ans.config
         entries.append(("query", ans.config))
         print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on search):",

@@ -69,6 +69,13 @@ class ExitProblem:
     def final_exit(self) -> int:
         return self.n_exits - 1
 
+    def take(self, idx) -> "ExitProblem":
+        """The same problem restricted to the samples ``idx`` (e.g. a calibration part of the split)."""
+        sub = object.__new__(ExitProblem)
+        sub.__dict__.update(self.__dict__)
+        sub.scores, sub.correct, sub.n_evals = self.scores[:, idx], self.correct[:, idx], 0
+        return sub
+
     def on_split(self, split: str) -> "ExitProblem":
         """The same problem (cost model, score kind) on another split of the cache."""
         return ExitProblem(self.cache, split, score=self.score, costs=self.costs, objective=self.objective)

@@ -80,6 +80,14 @@ class DPSolver:
         lookup[en + [self.final]] = self.problem.costs.exit_costs(en)
         return lookup
 
+    def state_of(self, config: ExitConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Inverse of :meth:`to_config`."""
+        slots, taus = self.empty_state()
+        for e, t in zip(config.exits, config.thresholds):
+            j = self.problem.position_of_exit[e]
+            slots[j], taus[j] = self.problem.position_exits[j].index(e), t
+        return slots, taus
+
     def to_config(self, slots, taus) -> ExitConfig:
         pairs = [(self.exit_of(j, s), float(taus[j])) for j, s in enumerate(slots) if s >= 0]
         return ExitConfig(tuple(e for e, _ in pairs), tuple(t for _, t in pairs), self.problem.score)

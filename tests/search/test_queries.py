@@ -1,0 +1,70 @@
+"""Constrained and risk-controlled queries."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_cache.synthetic import make_synthetic_cache
+from search import ExitProblem, SearchError, create_engine, run_search
+from search.queries import (cheapest_within_drop, drop_upper_bound, most_accurate_within_budget,
+                            risk_controlled_within_drop)
+
+
+@pytest.fixture(scope="module")
+def small():
+    problem = ExitProblem(make_synthetic_cache(4000, 3, n_head_types=2, seed=11))
+    return problem, run_search(problem, create_engine("exhaustive", levels=32))
+
+
+@pytest.mark.parametrize("drop", [0.0, 0.005, 0.02])
+def test_cheapest_within_drop_holds_and_beats_the_grid(small, drop):
+    problem, grid = small
+    ans = cheapest_within_drop(problem, drop)
+    assert ans.evaluation.accuracy >= problem.base.accuracy - drop - 1e-12
+    ok = grid.accuracy >= problem.base.accuracy - drop - 1e-12
+    assert ans.evaluation.relative_cost <= grid.relative_cost[ok].min() + 0.01
+
+
+@pytest.mark.parametrize("budget", [0.3, 0.5, 0.8])
+def test_most_accurate_within_budget_holds(small, budget):
+    problem, grid = small
+    ans = most_accurate_within_budget(problem, budget)
+    assert ans.evaluation.relative_cost <= budget + 1e-12
+    ok = grid.relative_cost <= budget
+    if ok.any():
+        assert ans.evaluation.accuracy >= grid.accuracy[ok].max() - 0.01
+
+
+def test_unreachable_budget_says_what_is_reachable(small):
+    problem, _ = small
+    with pytest.raises(SearchError, match="cheapest reachable is"):
+        most_accurate_within_budget(problem, 0.01)
+
+
+def test_bad_query_values():
+    problem = ExitProblem(make_synthetic_cache(200, 2, seed=0))
+    with pytest.raises(SearchError, match="max_drop"):
+        cheapest_within_drop(problem, -0.1)
+    with pytest.raises(SearchError, match="budget"):
+        most_accurate_within_budget(problem, float("nan"))
+
+
+def test_drop_bound_is_above_the_observed_drop(small):
+    problem, grid = small
+    for config in grid.configs[::20]:
+        observed = problem.base.accuracy - problem.evaluate_one(config).accuracy
+        assert drop_upper_bound(problem, config, 0.05) >= observed
+
+
+def test_risk_controlled_choice_holds_on_holdout_at_its_level():
+    """Over independent caches, the chosen configuration's holdout drop stays within the limit
+    at least as often as the stated confidence says (the holdout's own sampling noise included)."""
+    max_drop, delta, held = 0.01, 0.1, []
+    for seed in range(30):
+        cache = make_synthetic_cache(6000, 4, n_head_types=1, seed=100 + seed)
+        search = ExitProblem(cache)
+        ans = risk_controlled_within_drop(search, max_drop, delta=delta, seed=seed)
+        holdout = search.on_split("holdout")
+        held.append(holdout.base.accuracy - holdout.evaluate_one(ans.config).accuracy <= max_drop)
+        assert ans.bound <= max_drop
+    assert np.mean(held) >= 1 - delta
