@@ -166,8 +166,8 @@ def describe(cache) -> str:
         lines.append(f"split {s}: {cache.n_samples(s)} samples; {cache.meta.split_definitions.get(s, '')}")
     units = {u.name: u for u in cache.units}
     base = sum(units[u].macs for u in cache.exits[-1].units) or 1.0
-    header = f"{'#':>3} {'exit':<40} {'pos':>4} {'head':<12} {'rel.MACs':>9}" + "".join(f" {s + ' acc':>12}" for s in cache.splits())
-    lines.append(header)
+    lines.append(f"{'#':>3} {'exit':<40} {'pos':>4} {'head':<12} {'rel.MACs':>9}"
+                 + "".join(f" {s + ' acc':>12}" for s in cache.splits()))
     for i, e in enumerate(cache.exits):
         accs = []
         for s in cache.splits():

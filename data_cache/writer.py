@@ -57,7 +57,8 @@ class CacheWriter:
                  rank: int, world_size: int, join_timeout_s: float = 300.0):
         meta_from_manifest(meta_to_manifest(meta), source=f"{path}: meta")  # same checks as on load
         if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
-            raise CacheInputError(f"{path}: rank must be in [0, world_size) (got rank={rank!r}, world_size={world_size!r})")
+            raise CacheInputError(f"{path}: rank must be in [0, world_size) "
+                                  f"(got rank={rank!r}, world_size={world_size!r})")
         if path.exists() and not path.is_dir():
             raise CacheExistsError(f"{path}: exists and is not a folder; choose a folder path")
         self.path, self.meta, self.with_logits = path, meta, with_logits
@@ -201,7 +202,7 @@ class CacheWriter:
         n, e, k, c = self.meta.splits[split], self.meta.n_exits, self.meta.k, self.meta.n_classes
         out_dir = self.path / split
         out_dir.mkdir(parents=True, exist_ok=True)
-        files = [fmt.LABELS, fmt.SAMPLE_INDEX, fmt.TOPK_IDS, fmt.TOPK_PROBS] + ([fmt.LOGITS] if self.with_logits else [])
+        files = list(fmt.SPLIT_FILES) + ([fmt.LOGITS] if self.with_logits else [])
         tmp = {f: out_dir / (f + ".tmp") for f in files}
         mm = {f: np.lib.format.open_memmap(tmp[f], mode="w+", dtype=fmt.DTYPES[f],
                                            shape=fmt.expected_shape(f, n_exits=e, k=k, n_samples=n, n_classes=c))

@@ -146,7 +146,8 @@ def read_macs_info(path: str | Path) -> MacsInfo:
     drop = np.flatnonzero(np.diff(cum) < 0)
     if drop.size:
         p = int(drop[0]) + 1
-        raise CacheInputError(f"{src}: backbone.macs: must be cumulative (non-decreasing{' with shared.macs added' if smacs is not None else ''}); "
+        what = "backbone.macs + shared.macs" if smacs is not None else "backbone.macs"
+        raise CacheInputError(f"{src}: backbone.macs: must be cumulative ({what} non-decreasing); "
                               f"position {p} has {cum[p]:g} < {cum[p - 1]:g} at position {p - 1}")
     ori = backbone.get("ori_macs")
     ori = float(ori) if isinstance(ori, (int, float)) and not isinstance(ori, bool) else None
@@ -328,8 +329,8 @@ def import_dyce(out: str | Path, *, search: str | Path, holdout: str | Path, mac
         if rec.shape[0] != R:
             hint = (f"the records fit P={(rec.shape[0] - 1) // T + 1} positions" if (rec.shape[0] - 1) % T == 0
                     else f"R-1 is not a multiple of T={T}")
-            problems.append(f"{rec.source}: R: preds has R={rec.shape[0]} rows, but {macs.source} gives P={P} positions "
-                            f"and T={T} head types, so (P-1)*T+1 = {R} rows ({hint})")
+            problems.append(f"{rec.source}: R: preds has R={rec.shape[0]} rows, but {macs.source} gives "
+                            f"P={P} positions and T={T} head types, so (P-1)*T+1 = {R} rows ({hint})")
     k = recs["search"].shape[2]
     if recs["holdout"].shape[2] != k:
         problems.append(f"{recs['holdout'].source}: k: preds has k={recs['holdout'].shape[2]}, "

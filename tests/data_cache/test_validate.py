@@ -81,7 +81,8 @@ def _not_npy(path):
 
 # (name, corruption, substrings every reported line must contain -- exactly one line expected)
 CASES = [
-    ("wrong shape", _set("search", fmt.LABELS, lambda a: a[:-1]), ["search/labels.npy", "shape: (59,), expected (60,)"]),
+    ("wrong shape", _set("search", fmt.LABELS, lambda a: a[:-1]),
+     ["search/labels.npy", "shape: (59,), expected (60,)"]),
     ("wrong dtype", _set("holdout", fmt.TOPK_IDS, lambda a: a.astype(np.int64)),
      ["holdout/topk_ids.npy", "dtype: int64, expected int32"]),
     ("NaN", _set("search", fmt.TOPK_PROBS, _nan), ["search/topk_probs.npy", "probabilities: NaN or inf", "at exit"]),
@@ -93,7 +94,8 @@ CASES = [
     ("unsorted top-k", _set("search", fmt.TOPK_PROBS, _unsorted),
      ["search/topk_probs.npy", "order: top-k not sorted descending", "re-import"]),
     ("label out of range", _set("holdout", fmt.LABELS, _label), ["holdout/labels.npy", "labels: outside [0, 10)"]),
-    ("class id out of range", _set("search", fmt.TOPK_IDS, _ids), ["search/topk_ids.npy", "class ids: outside [0, 10)"]),
+    ("class id out of range", _set("search", fmt.TOPK_IDS, _ids),
+     ["search/topk_ids.npy", "class ids: outside [0, 10)"]),
     ("duplicate sample index", _set("search", fmt.SAMPLE_INDEX, _dup_index),
      ["search/sample_index.npy", "sample_index: values must be unique"]),
     ("missing file", _unlink("holdout", fmt.TOPK_PROBS), ["holdout/topk_probs.npy", "missing file"]),
@@ -114,7 +116,8 @@ CASES = [
      ["manifest.json", "needs unknown units ['ghost']"]),
     ("negative macs", lambda p: edit_manifest(p, lambda m: m["units"][0].update(macs=-1)),
      ["manifest.json", "units: segment0: macs must be a finite number >= 0"]),
-    ("malformed manifest", lambda p: edit_manifest(p, lambda m: m.pop("units")), ["manifest.json", "malformed manifest"]),
+    ("malformed manifest", lambda p: edit_manifest(p, lambda m: m.pop("units")),
+     ["manifest.json", "malformed manifest"]),
 ]
 
 
