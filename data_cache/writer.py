@@ -32,9 +32,15 @@ def _atomic_json(path: Path, obj: dict) -> None:
 
 
 def _same_run(old: dict, new: dict) -> bool:
-    """Whether two writers' manifests agree on what the shards hold (so one may resume or join the other)."""
+    """Whether two writers' manifests describe the same cache (so one may resume or join the other).
+
+    Measured latencies and provenance may differ; exits, splits, classes and unit MACs may not.
+    """
     keys = ("format", "n_classes", "k", "exits", "splits", "with_logits")
-    return all(old.get(k) == new.get(k) for k in keys)
+
+    def costs(m: dict) -> list:
+        return [(u.get("name"), u.get("kind"), float(u.get("macs", 0))) for u in m.get("units", [])]
+    return all(old.get(k) == new.get(k) for k in keys) and costs(old) == costs(new)
 
 
 def create_cache(path: str | Path, meta: CacheMeta, *, with_logits: bool = False, overwrite: bool = False,
@@ -80,7 +86,8 @@ class CacheWriter:
         if manifest.exists():
             if not overwrite:
                 raise CacheExistsError(f"{path}: already holds a complete cache; "
-                                       "pass overwrite=True (--overwrite) to replace it")
+                                       + ("nothing to resume; " if resume else "")
+                                       + "pass overwrite=True (--overwrite) to replace it")
             try:
                 old_splits = list(json.loads(manifest.read_text()).get("splits", {}))
             except (ValueError, OSError, AttributeError):
@@ -95,7 +102,7 @@ class CacheWriter:
             if resume:
                 if not _same_run(old, wanted):
                     raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
-                                          "splits or classes; use --overwrite to start again")
+                                          "splits, classes or unit costs; use --overwrite to start again")
             elif overwrite:
                 shutil.rmtree(self.parts)
             else:
@@ -125,7 +132,7 @@ class CacheWriter:
             time.sleep(0.05)
         if not _same_run(json.loads((self.parts / _META).read_text()), wanted):
             raise CacheInputError(f"{self.path}: rank {self.rank}: rank 0 started this cache with other exits, "
-                                  "splits or classes")
+                                  "splits, classes or unit costs")
 
     # -- shards ------------------------------------------------------------------------------
     def _shards(self, split: str) -> list[tuple[int, int, Path]]:

@@ -1,6 +1,7 @@
 """data_cache.writer: round trip, kill and resume, refusals, several ranks in several processes."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import multiprocessing as mp
 
@@ -191,3 +192,20 @@ def test_two_ranks_in_two_processes_make_one_cache(tmp_path):
     cache = open_cache(tmp_path / "c", validate="full")
     assert cache.fingerprint == single.fingerprint
     _assert_same_content(cache, single)
+
+
+def test_resume_with_other_unit_costs_is_refused_but_latency_may_change(tmp_path):
+    mem = small_cache()
+    _partial(tmp_path / "c", mem, stop=20)
+    units = list(mem.meta.units)
+    units[0] = dataclasses.replace(units[0], latency_s=0.5)
+    create_cache(tmp_path / "c", dataclasses.replace(mem.meta, units=tuple(units)), resume=True)
+    units[0] = dataclasses.replace(units[0], macs=units[0].macs + 1)
+    with pytest.raises(CacheInputError, match="unit costs"):
+        create_cache(tmp_path / "c", dataclasses.replace(mem.meta, units=tuple(units)), resume=True)
+
+
+def test_resume_of_a_complete_cache_says_nothing_to_resume(tmp_path):
+    save_cache(tmp_path / "c", small_cache())
+    with pytest.raises(CacheExistsError, match="nothing to resume"):
+        create_cache(tmp_path / "c", small_cache().meta, resume=True)
