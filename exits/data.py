@@ -271,7 +271,7 @@ class _ToMode:
 class ExitDataset(Dataset):
     """Rows ``indices`` of a source part; item ``j`` is ``(image tensor, label, sample_index)``."""
 
-    def __init__(self, source: _Source, indices: np.ndarray, transform: Callable[[Image.Image], torch.Tensor]):
+    def __init__(self, source: _Source, indices: np.ndarray, transform: Callable[[Image.Image], torch.Tensor] | None):
         self.source, self.indices, self.transform = source, np.asarray(indices, dtype=np.int64), transform
 
     def __len__(self) -> int:
@@ -279,6 +279,8 @@ class ExitDataset(Dataset):
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, int, int]:
         i = int(self.indices[j])
+        if self.transform is None:
+            raise DataError("no transform set; call DataSplits.set_transform(model data config) first")
         return self.transform(self.source.image(i)), int(self.source.labels[i]), i
 
     @property
@@ -319,17 +321,25 @@ class DataSplits:
     definitions: dict[str, str]
     parameters: dict = field(default_factory=dict)
 
+    def set_transform(self, data_config: dict) -> None:
+        """Use the evaluation transform of ``data_config`` (see :func:`eval_transform`) in every split."""
+        tf = eval_transform(data_config)
+        for ds in (self.train, self.search, self.holdout):
+            ds.transform = tf
+
     def cache_splits(self) -> dict[str, ExitDataset]:
         """The splits a cache holds, in order."""
         return {"search": self.search, "holdout": self.holdout}
 
 
-def load_splits(name: str, root: str | Path | None = None, *, data_config: dict, search_fraction: float = 0.1,
+def load_splits(name: str, root: str | Path | None = None, *, data_config: dict | None, search_fraction: float = 0.1,
                 seed: int = 0, max_samples: int | None = None, download: bool = False) -> DataSplits:
     """Load dataset ``name`` and cut it into train / search / holdout.
 
     ``search`` = a seeded random ``search_fraction`` of the training part (sorted by row), ``train`` = the
     rest, ``holdout`` = the test part. ``max_samples`` keeps the first rows of each split (quick runs).
+    Items are transformed with :func:`eval_transform` of ``data_config``; with None, set one later
+    (:meth:`DataSplits.set_transform`) before reading items.
     """
     if name not in _DATASETS:
         raise DataError(f"unknown dataset {name!r}; known: {list_datasets()}")
@@ -364,7 +374,7 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict,
     parameters = {"dataset": name, "root": None if root is None else str(root), "search_fraction": search_fraction,
                   "seed": seed, "max_samples": max_samples,
                   "parts": {p: len(s) for p, s in parts.items()}}
-    tf = eval_transform(data_config)
+    tf = eval_transform(data_config) if data_config is not None else None
     return DataSplits(name=name, n_classes=n_classes, train=ExitDataset(pool, train_idx, tf),
                       search=ExitDataset(pool, search_idx, tf), holdout=ExitDataset(holdout_src, holdout_idx, tf),
                       definitions=definitions, parameters=parameters)
