@@ -1,4 +1,5 @@
-"""Baselines every search is compared against (``methods.md``): ``global``, ``geometric``, ``greedy``.
+"""Baselines every search is compared against (``methods.md``): ``global``, ``geometric``, ``greedy``
+(and ``circular``).
 
 - ``global``: every chosen position enabled with one head type, one threshold shared by all of them,
   swept over score quantiles (Shallow-Deep Networks / ZTW practice; DyCE's *samethres*).
@@ -10,6 +11,7 @@
   position by position, front to back, later positions disabled; per position try every head type
   with a bounded scalar minimiser (``scipy.optimize.minimize_scalar(method='bounded')``) over its
   threshold in ``[min score, max score]`` of that exit, and "none"; keep the best; no backtracking.
+- ``circular``: DyCE's best-improvement repeat over all positions, started from the onepass result.
 
 Thresholds are always float32 values (the dtype of the scores), so ``score > threshold`` reads the
 same in float32 and in float64.
@@ -24,7 +26,8 @@ from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine
 
-__all__ = ["GlobalThreshold", "Geometric", "Greedy", "select_exits", "snap_threshold"]
+__all__ = ["GlobalThreshold", "Geometric", "Greedy", "Circular", "select_exits", "snap_threshold",
+           "geometric_thresholds"]
 
 _CHUNK = 16  # configurations evaluated between budget checks
 
@@ -32,10 +35,10 @@ _CHUNK = 16  # configurations evaluated between budget checks
 # -- helpers shared by the baselines (and the exhaustive engine) ---------------------------------------
 def snap_threshold(t: float, lo: float, hi: float) -> float:
     """The float32 value nearest ``t`` inside ``[lo, hi]`` (as a Python float)."""
-    v = np.float32(t)
-    if v < lo:
+    v = np.float32(min(max(float(t), lo), hi))
+    if float(v) < lo:                                   # compare in float64, not float32
         v = np.nextafter(v, np.float32(np.inf))
-    if v > hi:
+    if float(v) > hi:
         v = np.nextafter(v, np.float32(-np.inf))
     return float(v)
 
@@ -153,7 +156,7 @@ class GlobalThreshold(BaseEngine):
             pooled = np.sort(problem.scores[exits].ravel())
             probs = np.linspace(0.0, 1.0, self.n_thresholds)
             grid = pooled[np.floor(probs * (pooled.size - 1)).astype(np.int64)].astype(np.float64)
-            grid = np.unique(np.concatenate([[snap_threshold(lo, lo, hi), snap_threshold(hi, lo, hi)], grid]))
+            grid = np.unique([snap_threshold(t, lo, hi) for t in [lo, hi, *grid]])
             configs += [ExitConfig(tuple(exits), (float(t),) * len(exits), problem.score) for t in grid]
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
@@ -182,7 +185,7 @@ def geometric_thresholds(scores: np.ndarray, q: float, lo: float, hi: float) -> 
         elif m >= s.size:
             t = snap_threshold(lo, lo, hi)
         else:
-            t = float(s[m])                             # scores > s[m] leave: at most m of them
+            t = snap_threshold(s[m], lo, hi)            # scores > s[m] leave: at most m of them
         thresholds.append(t)
         leave = present & (scores[i] > np.float32(t))
         left += int(np.count_nonzero(leave))
@@ -222,12 +225,13 @@ class Geometric(BaseEngine):
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
 
-# -- greedy (DyCE onepass) ----------------------------------------------------------------------------
+# -- greedy (DyCE onepass) and circular ---------------------------------------------------------------
 class _Prefix:
     """Enabled exits of the positions decided so far, with what they already account for.
 
-    Evaluates ``prefix + [exit e at threshold t]`` (later positions disabled) on the problem's
-    split in O(n_samples), counting each as one evaluation of the problem.
+    ``objectives(tail)`` evaluates ``prefix + tail`` (``tail`` = (exit, threshold) pairs of later
+    positions, in order) on the problem's split in O(n_samples * len(tail)), counting each call as
+    one evaluation of the problem.
     """
 
     def __init__(self, problem):
@@ -239,33 +243,49 @@ class _Prefix:
         self.cost = 0.0                                    # summed cost of the samples that left
         self.used = np.zeros(problem.costs.unit_costs.shape[0], dtype=bool)
 
-    def _unit_cost(self, used: np.ndarray) -> float:
-        return float(self.problem.costs.unit_costs[used].sum())
+    def _leave(self, state, e: int, t: float):
+        """``state`` = (present, n_correct, cost, used) after exit ``e`` at threshold ``t``."""
+        pb = self.problem
+        present, n_correct, cost, used = state
+        used = used | pb.costs.needs[e]
+        leave = present & (pb.scores[e] > np.float32(t))
+        return (present & ~leave, n_correct + int(np.count_nonzero(leave & pb.correct[e])),
+                cost + np.count_nonzero(leave) * float(pb.costs.unit_costs[used].sum()), used)
 
-    def objectives(self, e: int | None = None, t: float = 0.0) -> tuple[float, float]:
-        """``(error, relative_cost)`` of the prefix plus exit ``e`` at threshold ``t`` (None: prefix only)."""
-        pb, costs = self.problem, self.problem.costs
+    def objectives(self, tail=()) -> tuple[float, float]:
+        """``(error, relative_cost)`` of the prefix followed by ``tail``, then the final exit."""
+        pb = self.problem
         pb.n_evals += 1
-        n_correct, cost, used, present = self.n_correct, self.cost, self.used, self.present
-        if e is not None:
-            used = used | costs.needs[e]
-            leave = present & (pb.scores[e] > np.float32(t))
-            n_correct += int(np.count_nonzero(leave & pb.correct[e]))
-            cost += np.count_nonzero(leave) * self._unit_cost(used)
-            present = present & ~leave
-        n_correct += int(np.count_nonzero(present & pb.correct[pb.final_exit]))
-        cost += np.count_nonzero(present) * self._unit_cost(used | costs.needs[pb.final_exit])
-        return 1.0 - n_correct / pb.n_samples, cost / pb.n_samples / costs.base_cost
+        state = (self.present, self.n_correct, self.cost, self.used)
+        for e, t in tail:
+            state = self._leave(state, e, t)
+        present, n_correct, cost, used = self._leave(state, pb.final_exit, -np.inf)
+        return 1.0 - n_correct / pb.n_samples, cost / pb.n_samples / pb.costs.base_cost
 
     def push(self, e: int, t: float) -> None:
-        pb = self.problem
-        self.used = self.used | pb.costs.needs[e]
-        leave = self.present & (pb.scores[e] > np.float32(t))
-        self.n_correct += int(np.count_nonzero(leave & pb.correct[e]))
-        self.cost += np.count_nonzero(leave) * self._unit_cost(self.used)
-        self.present &= ~leave
+        self.present, self.n_correct, self.cost, self.used = self._leave(
+            (self.present, self.n_correct, self.cost, self.used), e, t)
         self.exits.append(e)
         self.thresholds.append(t)
+
+
+def _best_option(problem, exits_j, J, lo_all, hi_all, xatol: float):
+    """The best of "none" and every head type of one position with its bounded-minimiser threshold:
+    ``(value, (exit, threshold) or None)``. ``J(option)`` scores an option."""
+    from scipy.optimize import minimize_scalar
+
+    best_val, best = J(None), None
+    for e in exits_j:
+        lo, hi = float(lo_all[e]), float(hi_all[e])
+        if hi > lo:
+            res = minimize_scalar(lambda t: J((e, t)), bounds=(lo, hi), method="bounded", options={"xatol": xatol})
+            t = snap_threshold(res.x, lo, hi)
+        else:
+            t = lo
+        val = J((e, t))
+        if val < best_val:
+            best_val, best = val, (e, t)
+    return best_val, best
 
 
 @register_engine
@@ -295,42 +315,83 @@ class Greedy(BaseEngine):
 
     def _run(self, problem, budget, rng, callback):
         lams = self._lams()
-        lo_all, hi_all = problem.scores.min(axis=1), problem.scores.max(axis=1)
+        lo, hi = _score_bounds(problem)
+        bounds = ([snap_threshold(v, lo, hi) for v in problem.scores.min(axis=1)],
+                  [snap_threshold(v, lo, hi) for v in problem.scores.max(axis=1)])
         configs, message = [], ""
         for i in _coarse_to_fine(len(lams)):
             if budget.exhausted(problem):
                 message = f"budget exhausted after {len(configs)} of {len(lams)} lam values"
                 break
-            configs.append(self._onepass(problem, float(lams[i]), lo_all, hi_all, budget))
+            configs.append(self._per_lam(problem, float(lams[i]), bounds, budget))
             if callback is not None:
                 callback(self, problem)
         return configs, message
 
-    def _onepass(self, problem, lam: float, lo_all: np.ndarray, hi_all: np.ndarray, budget) -> ExitConfig:
-        from scipy.optimize import minimize_scalar
-
+    def _onepass(self, problem, lam: float, bounds, budget) -> ExitConfig:
         prefix = _Prefix(problem)
 
-        def J(e, t: float = 0.0) -> float:
-            err, cost = prefix.objectives(e, t)
+        def J(option) -> float:
+            err, cost = prefix.objectives(() if option is None else (option,))
             return lam * err + (1.0 - lam) * cost
 
         for exits_j in problem.position_exits:
             if budget.exhausted(problem):
                 break
-            best_val, best = J(None), None
-            for e in exits_j:
-                lo, hi = float(lo_all[e]), float(hi_all[e])
-                if hi > lo:
-                    res = minimize_scalar(lambda t: J(e, t), bounds=(lo, hi), method="bounded",
-                                          options={"xatol": self.xatol})
-                    t = snap_threshold(res.x, lo, hi)
-                else:
-                    t = lo
-                val = J(e, t)
-                if val < best_val:
-                    best_val, best = val, (e, t)
+            _, best = _best_option(problem, exits_j, J, *bounds, self.xatol)
             if best is not None:
                 prefix.push(*best)
         return ExitConfig(tuple(prefix.exits), tuple(prefix.thresholds), problem.score)
 
+    def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
+        return self._onepass(problem, lam, bounds, budget)
+
+
+@register_engine
+class Circular(Greedy):
+    """DyCE *circular*: from the onepass result, repeat the best single-position move (another head
+    type with its minimised threshold, or "none") over all positions until none improves ``J`` or
+    ``max_rounds`` moves were made. Same options as ``greedy``; much slower on many positions."""
+
+    name = "circular"
+
+    def __init__(self, *, lam_min: float = 0.5, lam_max: float = 1.0, lam_step: float = 0.01, xatol: float = 1e-4,
+                 max_rounds: int = 50):
+        super().__init__(lam_min=lam_min, lam_max=lam_max, lam_step=lam_step, xatol=xatol)
+        self.max_rounds = max_rounds
+
+    def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
+        check_scalar(self.max_rounds, "max_rounds", min_val=0, integer=True)
+        config = self._onepass(problem, lam, bounds, budget)
+        chosen = {problem.position_of_exit[e]: (e, t) for e, t in zip(config.exits, config.thresholds)}
+        current = None
+        for _ in range(self.max_rounds):
+            best_val, best_move = np.inf, None
+            for j, exits_j in enumerate(problem.position_exits):
+                if budget.exhausted(problem):
+                    break
+                prefix = _Prefix(problem)
+                for k in sorted(chosen):
+                    if k < j:
+                        prefix.push(*chosen[k])
+                suffix = tuple(chosen[k] for k in sorted(chosen) if k > j)
+
+                def J(option) -> float:
+                    err, cost = prefix.objectives((() if option is None else (option,)) + suffix)
+                    return lam * err + (1.0 - lam) * cost
+
+                if current is None:
+                    current = J(chosen.get(j))
+                val, option = _best_option(problem, exits_j, J, *bounds, self.xatol)
+                if val < best_val:
+                    best_val, best_move = val, (j, option)
+            if best_move is None or not best_val < current - 1e-12:
+                break
+            j, option = best_move
+            if option is None:
+                chosen.pop(j, None)
+            else:
+                chosen[j] = option
+            current = best_val
+        picked = [chosen[k] for k in sorted(chosen)]
+        return ExitConfig(tuple(e for e, _ in picked), tuple(t for _, t in picked), problem.score)

@@ -4,7 +4,7 @@ Per early exit the grid holds ``levels`` thresholds: the lower score bound (ever
 present leaves) and the score quantiles ``i / levels`` (i = 1..levels-1) of that exit on the
 problem's split, without values at or above the exit's largest score (nobody would leave: "none" is
 never worse). ``levels=None`` takes every distinct score instead, which makes the enumeration exact:
-any configuration is matched by a grid configuration with the same exits of every sample. Per
+any configuration is matched (every sample leaves at the same exit) or beaten by one on the grid. Per
 position the choice is "none" or (head type, level); all combinations are counted and evaluated with
 a vectorised fast path (the last position's options in one numpy pass per prefix).
 """
@@ -32,7 +32,9 @@ def threshold_levels(scores: np.ndarray, levels: int | None, lo: float, hi: floa
     else:
         probs = np.arange(1, levels) / levels
         cand = s[np.floor(probs * (s.size - 1)).astype(np.int64)]
-    grid = np.unique(np.concatenate([[np.float32(snap_threshold(lo, lo, hi))], cand]).astype(np.float32))
+    c64 = cand.astype(np.float64)
+    cand = cand[(c64 >= lo) & (c64 <= hi)]              # float32 rounding may step just outside the range
+    grid = np.unique(np.concatenate([np.float32([snap_threshold(lo, lo, hi)]), cand]))
     return grid[grid < s[-1]]
 
 

@@ -115,3 +115,34 @@ def test_budgeted_grid_baselines_still_span(small_problem):
     front = run_search(small_problem, "global", budget=Budget(max_evals=20))
     assert front.n_evals <= 32
     assert front.F[:, 1].min() < 0.4 and front.F[:, 0].min() < 1 - small_problem.base.accuracy + 0.03
+
+
+def test_circular_never_worse_than_onepass(small_problem):
+    for lam in (0.6, 0.9):
+        J = lambda F: lam * F[:, 0] + (1 - lam) * F[:, 1]
+        one = create_engine("greedy", lam_min=lam, lam_max=lam).run(small_problem)
+        circ = create_engine("circular", lam_min=lam, lam_max=lam, max_rounds=5).run(small_problem)
+        assert J(circ.F).min() <= J(one.F).min() + 1e-12
+    with pytest.raises(SearchError, match="`max_rounds` == -1"):
+        create_engine("circular", max_rounds=-1).run(small_problem)
+
+
+@pytest.mark.parametrize("score", ["margin", "neg_entropy"])
+def test_other_score_kinds(make_cache, chain, score):
+    cache = make_cache(*chain(3), n_samples=200, n_classes=6, seed=1, logits=True)
+    problem = ExitProblem(cache, score=score)
+    for method, opts in [("global", {}), ("geometric", {}), ("greedy", {"lam_step": 0.1}), ("exhaustive", {"levels": 5})]:
+        front = create_engine(method, **opts).run(problem)
+        assert len(front) >= 1 and front.n_evals >= 1, method
+        for c in front.configs:
+            assert c.score == score
+            c.check(cache)
+
+
+def test_snap_threshold_stays_inside_the_range():
+    from search.engines.baselines import snap_threshold
+
+    lo = -float(np.log(6))
+    for t in (lo, lo - 1e-3, np.float32(lo), 0.0, 1e-9, 0.25):
+        v = snap_threshold(t, lo, 0.0)
+        assert lo <= v <= 0.0 and is_float32(v)

@@ -75,7 +75,7 @@ def test_exact_grid_dominates_every_other_configuration():
                 thr.append(float(rng.choice([rng.random(), problem.scores[ex[c]][rng.integers(problem.n_samples)]])))
         configs.append(ExitConfig(tuple(exits), tuple(thr)))
     assert weakly_dominated_by(problem.evaluate(configs), exact.F)
-    for method in ("global", "geometric", "greedy"):
+    for method in ("global", "geometric", "greedy", "circular"):
         assert weakly_dominated_by(run_search(problem, method).F, exact.F), method
 
 
