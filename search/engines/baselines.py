@@ -114,19 +114,21 @@ def _coarse_to_fine(n: int) -> list[int]:
     return order
 
 
-def _evaluate_within_budget(engine, problem, budget, callback, configs: list[ExitConfig]) -> list[ExitConfig]:
-    """Evaluate ``configs`` coarse-to-fine in chunks until the budget runs out; the evaluated ones."""
+def _evaluate_within_budget(engine, problem, budget, callback,
+                            configs: list[ExitConfig]) -> tuple[list[ExitConfig], str]:
+    """Evaluate ``configs`` coarse-to-fine in chunks until the budget runs out: the evaluated ones
+    and a message saying how far it got (empty when all were)."""
     order = _coarse_to_fine(len(configs))
     done = []
     for a in range(0, len(order), _CHUNK):
         if budget.exhausted(problem):
-            break
+            return done, f"budget exhausted after {len(done)} of {len(configs)} configurations"
         chunk = [configs[i] for i in order[a:a + _CHUNK]]
         problem.evaluate(chunk)
         done += chunk
         if callback is not None:
             callback(engine, problem)
-    return done
+    return done, ""
 
 
 # -- global -------------------------------------------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search import Budget, ExitProblem, SearchError, create_engine, list_engines, run_search
+from search import Budget, ExitConfig, ExitProblem, SearchError, create_engine, list_engines, run_search
 from search.engines.baselines import geometric_thresholds, select_exits
 
 BASELINES = ("global", "geometric", "greedy")
@@ -67,8 +67,6 @@ def test_geometric_fractions_follow_q(small_problem):
     exits = select_exits(small_problem, None)
     scores = small_problem.scores[exits]
     n = small_problem.n_samples
-    from search import ExitConfig
-
     for q in (0.5, 1.0, 2.0):
         thr = geometric_thresholds(scores, q, 0.0, 1.0)
         frac = np.array(small_problem.evaluate_one(ExitConfig(tuple(exits), tuple(thr))).exit_fractions)
@@ -113,7 +111,8 @@ def test_greedy_bad_options(small_problem):
 
 def test_budgeted_grid_baselines_still_span(small_problem):
     front = run_search(small_problem, "global", budget=Budget(max_evals=20))
-    assert front.n_evals <= 32
+    assert front.n_evals <= 32 and front.message.startswith("budget exhausted after 32 of ")
+    assert run_search(small_problem, "geometric").message == ""
     assert front.F[:, 1].min() < 0.4 and front.F[:, 0].min() < 1 - small_problem.base.accuracy + 0.03
 
 
