@@ -56,7 +56,8 @@ class CacheWriter:
 
     Several ranks may write into the same folder (disjoint rows); one of them finalises. Rank 0
     decides (refuse, resume or overwrite) and creates ``.parts/``; ranks > 0 wait up to
-    ``join_timeout_s`` for it and join when it was started with the same exits, splits and classes.
+    ``join_timeout_s`` for it and join when it was started with the same exits, splits, classes and
+    unit MACs. After all ranks are done, one rank finalises (later ``finalize`` calls get the reader).
     """
 
     def __init__(self, path: Path, meta: CacheMeta, *, with_logits: bool, overwrite: bool, resume: bool,
@@ -135,9 +136,16 @@ class CacheWriter:
                                   "splits, classes or unit costs")
 
     # -- shards ------------------------------------------------------------------------------
+    def _split_parts(self, split: str) -> Path:
+        d = self.parts / split
+        if not d.is_dir():
+            raise CacheIncompleteError(f"{d}: missing: the cache was finalised or cleared by another writer; "
+                                       "open it with open_cache, or start again with --overwrite")
+        return d
+
     def _shards(self, split: str) -> list[tuple[int, int, Path]]:
         out = []
-        for p in (self.parts / split).iterdir():
+        for p in self._split_parts(split).iterdir():
             m = _SHARD.match(p.name)
             if m:
                 out.append((int(m.group(1)), int(m.group(2)), p))
@@ -180,7 +188,7 @@ class CacheWriter:
                 raise CacheInputError(f"write: {split}: {name}: shape {arr.shape}, expected {want[name]}")
         if start < 0 or start + b > n:
             raise CacheInputError(f"write: {split}: rows [{start}, {start + b}) outside [0, {n})")
-        final = self.parts / split / f"{start:010d}_{start + b:010d}.npz"
+        final = self._split_parts(split) / f"{start:010d}_{start + b:010d}.npz"
         tmp = final.with_name(f".{final.name}.tmp{os.getpid()}")
         with open(tmp, "wb") as f:
             np.savez(f, **given)
@@ -191,6 +199,8 @@ class CacheWriter:
         """Check every row is written, assemble final arrays, write the manifest last; return the reader."""
         from .reader import open_cache
 
+        if not self.parts.exists() and (self.path / fmt.MANIFEST).exists():
+            return open_cache(self.path)  # another rank (or an earlier call) finalised it
         for split, n in self.meta.splits.items():
             missing = np.flatnonzero(~self.done_rows(split))
             if missing.size:

@@ -209,3 +209,14 @@ def test_resume_of_a_complete_cache_says_nothing_to_resume(tmp_path):
     save_cache(tmp_path / "c", small_cache())
     with pytest.raises(CacheExistsError, match="nothing to resume"):
         create_cache(tmp_path / "c", small_cache().meta, resume=True)
+
+
+def test_finalize_twice_and_write_after_finalize(tmp_path):
+    mem = small_cache()
+    w = create_cache(tmp_path / "c", mem.meta)
+    for s in mem.splits():
+        w.write(s, 0, **rows_of(mem, s, 0, mem.n_samples(s)))
+    first = w.finalize()
+    assert w.finalize().fingerprint == first.fingerprint
+    with pytest.raises(CacheIncompleteError, match=r"\.parts/search: missing: the cache was finalised"):
+        w.write("search", 0, **rows_of(mem, "search", 0, 5))
