@@ -40,20 +40,21 @@ class ExitPoint:
 
 
 def resolve_point_names(plan: BackbonePlan, points: str | Sequence[str], *, model_name: str = "model",
-                        module_names: set[str] | None = None) -> list[str]:
-    """Step names (execution order) for ``"blocks"``, ``"stages"`` or a list of module names.
+                        module_names: set[str] | None = None) -> list[tuple[str, str]]:
+    """``(step name, point name)`` pairs in execution order for ``"blocks"``, ``"stages"`` or a list
+    of module names.
 
-    A stage name stands for its last block. Raises ``UnknownModuleError`` naming a module the model
-    lacks, or one that is not a block boundary.
+    A stage stands for the output of its last block and keeps the stage's name (``layer2``). Raises
+    ``UnknownModuleError`` naming a module the model lacks, or one that is not a block boundary.
     """
+    stage_ends = plan.stage_ends()
     if isinstance(points, str):
-        if points == "blocks":
-            return plan.blocks
+        if points == "blocks" or (points == "stages" and not stage_ends):
+            return [(b, b) for b in plan.blocks]
         if points == "stages":
-            return list(plan.stage_ends().values()) if plan.stages else plan.blocks
+            return [(end, stage) for stage, end in stage_ends.items()]
         raise ExitsError(f"points={points!r}: expected 'blocks', 'stages' or a list of module names")
     order = {name: i for i, name in enumerate(plan.boundaries)}
-    stage_ends = plan.stage_ends()
     chosen: dict[str, str] = {}
     for name in points:
         step = stage_ends.get(name, name)
@@ -66,7 +67,7 @@ def resolve_point_names(plan: BackbonePlan, points: str | Sequence[str], *, mode
         if step in chosen:
             raise ExitsError(f"points {chosen[step]!r} and {name!r} of {model_name} are the same position")
         chosen[step] = name
-    return sorted(chosen, key=order.__getitem__)
+    return sorted(chosen.items(), key=lambda kv: order[kv[0]])
 
 
 def _layout(plan: BackbonePlan, feat: torch.Tensor) -> str:
@@ -107,14 +108,14 @@ def _device_of(plan: BackbonePlan) -> torch.device:
     return torch.device("cpu")
 
 
-def discover_points(plan: BackbonePlan, names: Sequence[str], input_size: Sequence[int], *,
+def discover_points(plan: BackbonePlan, names: Sequence[tuple[str, str]], input_size: Sequence[int], *,
                     first_position: int = 0, probe: list[torch.Tensor] | None = None) -> list[ExitPoint]:
-    """``ExitPoint`` records for the step ``names`` (from ``resolve_point_names``), checked."""
+    """Checked ``ExitPoint`` records for ``(step name, point name)`` pairs from ``resolve_point_names``."""
     outs = probe if probe is not None else probe_features(plan, input_size)
     by_name = {s.name: out for s, out in zip(plan.steps, outs)}
     points = []
-    for i, name in enumerate(names):
-        feat = by_name[name]
+    for i, (step, name) in enumerate(names):
+        feat = by_name[step]
         layout = _layout(plan, feat)
         num_chs = int(feat.shape[1] if layout == "nchw" else feat.shape[-1])
         points.append(ExitPoint(first_position + i, name, num_chs, _reduction(plan, layout, feat, input_size[1:]),

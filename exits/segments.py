@@ -125,18 +125,18 @@ def whole_plan(model: nn.Module) -> BackbonePlan:
     return BackbonePlan(type(model).__name__, (Step("head", "tail", model, (model,)),))
 
 
-def cut_segments(plan: BackbonePlan, ends: list[str], *, prefix: str = "segment:", tail_name: str = "segment:head",
-                 first_position: int = 0) -> list[Segment]:
-    """Segments ending after each step named in ``ends`` (execution order), plus the tail segment.
+def cut_segments(plan: BackbonePlan, cuts: list[tuple[str, str]], *, prefix: str = "segment:",
+                 tail_name: str = "segment:head", first_position: int = 0) -> list[Segment]:
+    """Segments ending after each ``(step name, point name)`` in ``cuts`` (execution order), plus the tail.
 
-    Segment i is named ``prefix + ends[i]`` and ends at position ``first_position + i``; the last,
+    Segment i is named ``prefix + point name`` and ends at position ``first_position + i``; the last,
     which includes the model's own head, is named ``tail_name``.
     """
     index = {s.name: i for i, s in enumerate(plan.steps)}
-    cuts = [index[name] + 1 for name in ends] + [len(plan.steps)]
+    stops = [index[step] + 1 for step, _ in cuts] + [len(plan.steps)]
     segments, start = [], 0
-    for i, stop in enumerate(cuts):
-        name = prefix + ends[i] if i < len(ends) else tail_name
+    for i, stop in enumerate(stops):
+        name = prefix + cuts[i][1] if i < len(cuts) else tail_name
         segments.append(Segment(name, plan.steps[start:stop], first_position + i))
         start = stop
     return segments
