@@ -121,7 +121,7 @@ def meta_from_manifest(d: dict, source: str = "manifest.json") -> CacheMeta:
             costs=dict(d.get("costs", {})),
             provenance=dict(d.get("provenance", {})),
         )
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise CacheFormatError(f"{source}: malformed manifest: {type(exc).__name__}: {exc}") from None
     problems = _check_meta(meta)
     if problems:

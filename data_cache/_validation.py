@@ -138,10 +138,14 @@ def validate_cache(path: str | Path, *, content: bool = True, checksums: bool = 
             problems.append(f"{manifest_path}: splits: required split {split!r} is missing")
     for split in meta.splits:
         entries = manifest["splits"][split].get("files", {})
+        if not isinstance(entries, dict):
+            problems.append(f"{manifest_path}: splits.{split}.files: must be an object (file name -> checksum)")
+            entries = {}
         arrays = _load_split(path, split, meta, entries, problems)
         if checksums:
             for fname, a in arrays.items():
-                want = entries.get(fname, {}).get("sha256")
+                entry = entries.get(fname)
+                want = entry.get("sha256") if isinstance(entry, dict) else None
                 if want is None:
                     problems.append(f"{manifest_path}: splits.{split}.files: no checksum for {fname}")
                 elif array_digest(a) != want:
