@@ -1,6 +1,6 @@
 """DyCE / TinySaver record files -> a cache (``docs/cache-format.md``, "DyCE import").
 
-One ``.npz`` per split: ``label`` (N, 1), ``preds`` (R, N, k) class ids, ``confs`` (R, N, k)
+One ``.npz`` per split: ``label`` (N, 1) (or (N,)), ``preds`` (R, N, k) class ids, ``confs`` (R, N, k)
 descending probabilities, optionally ``meta_info`` (a pickled object: never read, so no file needs
 ``allow_pickle``) and ``sample_index`` (N,) (not in their format; used when present, else 0..N-1).
 Rows are position-major, head-type-minor: row ``p * T + t`` is head type ``t`` at position ``p`` for
