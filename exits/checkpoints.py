@@ -113,12 +113,15 @@ def _short(fp: str | None) -> str:
 
 def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[str, Any] | None = None,
                     include_backbone: bool = False, backbone_weights: str | None = None,
-                    timm_kwargs: Mapping[str, Any] | None = None, train_state: Mapping[str, Any] | None = None) -> Path:
+                    timm_kwargs: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
+                    train_state: Mapping[str, Any] | None = None) -> Path:
     """Write ``model``'s heads (and saver) with the backbone fingerprint; atomic (temp file, then rename).
 
     ``include_backbone`` stores the backbone's weights too (needed when they were trained here);
     otherwise ``backbone_weights`` names where they come from (``"offline"`` or a file) for
-    :func:`model_from_checkpoint`. ``train_state`` is what resuming needs (epoch, optimiser, history).
+    :func:`model_from_checkpoint`. ``data`` records the training data and split (dataset, search_fraction,
+    seed) so a dump can keep its search split out of the heads' training rows. ``train_state`` is what
+    resuming needs (epoch, optimiser, history).
     """
     path = Path(path)
     ckpt = {
@@ -136,6 +139,7 @@ def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[
             "timm_kwargs": dict(timm_kwargs or {}),
         },
         "data_config": dict(data_config if data_config is not None else model.data_config),
+        "data": dict(data or {}),
         "backbone_fingerprint": model.fingerprint(),
         "head_fingerprint": model.head_fingerprint(),
         "saver_fingerprint": model.saver_fingerprint(),

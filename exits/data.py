@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 from .errors import ExitsError
 
 __all__ = [
-    "DataError", "ExitDataset", "DataSplits", "TensorDataset", "read_idx", "load_splits", "list_datasets",
+    "DataError", "ExitDataset", "DataSplits", "TensorDataset", "read_idx", "write_idx", "load_splits", "list_datasets",
     "eval_transform", "FASHION_MNIST_DEB_DIR",
 ]
 
@@ -68,6 +68,17 @@ def read_idx(path: str | Path) -> np.ndarray:
     if len(raw) - offset < count * dtype.itemsize:
         raise DataError(f"{path}: truncated IDX file ({len(raw) - offset} data bytes, expected {count * dtype.itemsize})")
     return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
+
+
+def write_idx(path: str | Path, arr: np.ndarray) -> Path:
+    """Write uint8 ``arr`` as an IDX file (gzip-compressed when ``path`` ends in ``.gz``); return the path."""
+    path = Path(path)
+    arr = np.ascontiguousarray(arr, dtype=np.uint8)
+    blob = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes() + arr.tobytes()
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "wb") as f:
+        f.write(blob)
+    return path
 
 
 class _Source:

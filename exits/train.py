@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=args.num_workers, drop_last=len(train) >= args.batch_size * world,
                         generator=torch.Generator().manual_seed(args.seed))
+    data = {"dataset": args.dataset, "search_fraction": args.search_fraction, "seed": args.seed}
     amp = False if args.no_amp else None
     show = rank == 0 and not args.quiet
     bars: dict[str, Any] = {}
@@ -361,7 +362,7 @@ def main(argv: list[str] | None = None) -> int:
                 done = dict(state, **{info["phase"]: info["state"]})
                 done["phase"] = info["phase"]
                 save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                                backbone_weights=args.backbone_weights, train_state=done)
+                                backbone_weights=args.backbone_weights, data=data, train_state=done)
                 state.update(done)
 
     common = dict(amp=amp, device=device, callback=on_event, weight_decay=args.weight_decay,
@@ -374,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
                           temperature=args.temperature, resume=state.get("heads"), **common)
     if rank == 0:
         save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                        backbone_weights=args.backbone_weights, train_state=dict(state, phase="heads"))
+                        backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"))
         if history:
             last = history[-1]
             print(f"epoch {last['epoch']}: loss {last['loss']:.4f}; training accuracy per exit:")

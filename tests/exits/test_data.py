@@ -1,7 +1,6 @@
 """Offline datasets: IDX parsing, splits, transforms; tiny IDX files written per test."""
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
 import numpy as np
@@ -10,21 +9,14 @@ import torch
 from PIL import Image
 
 from exits.data import (FASHION_MNIST_DEB_DIR, DataError, TensorDataset, eval_transform, list_datasets,
-                        load_splits, read_idx)
+                        load_splits, read_idx, write_idx)
 
 CFG = dict(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0,
            interpolation="bilinear", crop_mode="center")
 
 
-def write_idx(path: Path, arr: np.ndarray, *, compress: bool = True) -> None:
-    """An IDX file: magic (0, 0, 0x08 = uint8, ndim), big-endian int32 dims, then the bytes."""
-    head = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes()
-    blob = head + np.ascontiguousarray(arr, dtype=np.uint8).tobytes()
-    if compress:
-        with gzip.open(str(path) + ".gz", "wb") as f:
-            f.write(blob)
-    else:
-        path.write_bytes(blob)
+def write_raw_idx(path: Path, arr: np.ndarray, *, compress: bool = True) -> None:
+    write_idx(str(path) + ".gz" if compress else path, arr)
 
 
 def make_mnist_like(root: Path, n_train: int = 40, n_test: int = 12, *, compress: bool = True) -> dict:
@@ -33,19 +25,19 @@ def make_mnist_like(root: Path, n_train: int = 40, n_test: int = 12, *, compress
     for part, n, prefix in (("train", n_train, "train"), ("test", n_test, "t10k")):
         x = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
         y = (np.arange(n) % 10).astype(np.uint8)
-        write_idx(root / f"{prefix}-images-idx3-ubyte", x, compress=compress)
-        write_idx(root / f"{prefix}-labels-idx1-ubyte", y, compress=compress)
+        write_raw_idx(root / f"{prefix}-images-idx3-ubyte", x, compress=compress)
+        write_raw_idx(root / f"{prefix}-labels-idx1-ubyte", y, compress=compress)
         data[part] = (x, y)
     return data
 
 
 def test_read_idx_header_offsets(tmp_path):
     x = np.arange(2 * 28 * 28, dtype=np.uint8).reshape(2, 28, 28)
-    write_idx(tmp_path / "img", x, compress=False)
+    write_raw_idx(tmp_path / "img", x, compress=False)
     raw = (tmp_path / "img").read_bytes()
     assert raw[16:] == x.tobytes()  # images start at byte 16
     np.testing.assert_array_equal(read_idx(tmp_path / "img"), x)
-    write_idx(tmp_path / "lab", np.array([3, 1, 4], dtype=np.uint8))
+    write_raw_idx(tmp_path / "lab", np.array([3, 1, 4], dtype=np.uint8))
     assert read_idx(str(tmp_path / "lab") + ".gz").tolist() == [3, 1, 4]
 
 
@@ -53,7 +45,7 @@ def test_read_idx_rejects_garbage(tmp_path):
     (tmp_path / "bad").write_bytes(b"\x01\x02\x03\x04")
     with pytest.raises(DataError, match="not an IDX file"):
         read_idx(tmp_path / "bad")
-    write_idx(tmp_path / "short", np.zeros((4, 28, 28), np.uint8), compress=False)
+    write_raw_idx(tmp_path / "short", np.zeros((4, 28, 28), np.uint8), compress=False)
     (tmp_path / "short").write_bytes((tmp_path / "short").read_bytes()[:100])
     with pytest.raises(DataError, match="truncated"):
         read_idx(tmp_path / "short")
