@@ -17,7 +17,7 @@ from .fingerprint import array_digest, cache_fingerprint
 
 __all__ = ["validate_cache", "check_split_arrays", "describe"]
 
-_EXIT_CHUNK = 8  # exits checked at a time, bounds memory on big caches
+_CHUNK_ELEMENTS = 1 << 22  # values checked at a time (whole exits, at least one); bounds memory
 
 
 def _exits_named(meta: CacheMeta, idx: list[int]) -> str:
@@ -29,8 +29,9 @@ def _exits_named(meta: CacheMeta, idx: list[int]) -> str:
 def _flag_exits(a: np.ndarray, n_exits: int, checks: dict) -> dict[str, list[int]]:
     """Exit indices where each ``checks[kind](chunk) -> (chunk_exits,) bool`` holds, chunk by chunk."""
     found: dict[str, list[int]] = {kind: [] for kind in checks}
-    for e0 in range(0, n_exits, _EXIT_CHUNK):
-        chunk = np.asarray(a[e0:e0 + _EXIT_CHUNK])
+    step = max(1, _CHUNK_ELEMENTS // max(1, a[:1].size))
+    for e0 in range(0, n_exits, step):
+        chunk = np.asarray(a[e0:e0 + step])
         for kind, check in checks.items():
             found[kind].extend(int(e0 + j) for j in np.flatnonzero(check(chunk)))
     return found

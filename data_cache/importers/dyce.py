@@ -34,7 +34,7 @@ __all__ = ["MacsInfo", "DyceRecords", "read_macs_info", "read_records", "dyce_me
 
 LAYOUTS = ("auto", "dyce", "tinysaver")
 FINAL_HEAD = "final"  # head name of the final exit (the model's own output)
-_ROW_CHUNK = 8  # record rows checked at a time, bounds memory
+_CHUNK_ELEMENTS = 1 << 22  # values checked at a time (whole rows, at least one): bounds memory
 
 
 @dataclass(frozen=True)
@@ -276,9 +276,10 @@ def _check_content(rec: DyceRecords, exits: tuple[ExitInfo, ...], n_classes: int
     if rec.labels.min() < 0 or rec.labels.max() >= n_classes:
         problems.append(f"{src}: label: outside [0, {n_classes}) (min {rec.labels.min()}, max {rec.labels.max()})")
     found: dict[str, list[int]] = {"nonfinite": [], "range": [], "order": [], "ids": []}
-    for r0 in range(0, rec.shape[0], _ROW_CHUNK):
-        c = np.asarray(rec.confs[r0:r0 + _ROW_CHUNK], dtype=np.float64)  # (rows, N, k)
-        i = rec.preds[r0:r0 + _ROW_CHUNK]
+    step = max(1, _CHUNK_ELEMENTS // max(1, rec.confs[:1].size))
+    for r0 in range(0, rec.shape[0], step):
+        c = np.asarray(rec.confs[r0:r0 + step], dtype=np.float64)  # (rows, N, k)
+        i = rec.preds[r0:r0 + step]
         nonfinite = ~np.isfinite(c).all(axis=(1, 2))
         out = ((c < 0) | (c > 1 + 1e-6)).any(axis=(1, 2)) | (c.sum(axis=2) > 1 + 1e-3).any(axis=1)
         flags = {"nonfinite": nonfinite, "range": out & ~nonfinite,

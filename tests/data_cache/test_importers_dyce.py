@@ -270,3 +270,15 @@ def test_manifest_is_json_with_plain_numbers(tmp_path, files):
     _import(tmp_path, files)
     m = json.loads((tmp_path / "out" / "manifest.json").read_text())
     assert all(isinstance(u["macs"], float) for u in m["units"])
+
+
+@pytest.mark.parametrize("chunk", [1, 100, 1 << 22])  # one row at a time, a few rows, everything
+def test_value_problems_name_the_rows_whatever_the_chunking(tmp_path, files, monkeypatch, chunk):
+    import data_cache.importers.dyce as impl
+
+    monkeypatch.setattr(impl, "_CHUNK_ELEMENTS", chunk)
+    _records(confs=lambda a: _set(_set(a, (1, 0, 0), np.inf), (5, 3, 1), np.nan))(files)
+    with pytest.raises(CacheInputError) as info:
+        _import(tmp_path, files)
+    assert info.value.problems == [f"{files['search']}: confs: NaN or inf values at rows 1 (pos0/mlp1x200), "
+                                   "5 (pos2/mlp1x200)"]

@@ -179,3 +179,17 @@ def test_cli_as_module_exits_2_without_traceback(tmp_path):
                        capture_output=True, text=True)
     assert r.returncode == 2
     assert r.stderr.strip() == f"{tmp_path / 'nothing'}: not a folder"
+
+
+@pytest.mark.parametrize("chunk", [1, 700, 1 << 22])  # one exit at a time, a few exits, everything
+def test_value_problems_name_the_exits_whatever_the_chunking(cache_dir, monkeypatch, chunk):
+    import data_cache._validation as impl
+
+    monkeypatch.setattr(impl, "_CHUNK_ELEMENTS", chunk)
+    probs = _load(cache_dir, "search", fmt.TOPK_PROBS)
+    probs[2, 0, 5] = probs[5, 1, 0] = np.nan
+    rewrite(cache_dir, "search", fmt.TOPK_PROBS, probs)
+    problems = validate_cache(cache_dir)
+    names = small_cache().exits
+    assert problems == [f"{cache_dir}/search/topk_probs.npy: probabilities: NaN or inf values "
+                        f"at exits {names[2].name}, {names[5].name}"]
