@@ -29,7 +29,7 @@ class _DyceCommand:
         parser.add_argument("--search", required=True, metavar="S.npz", help="records of the search split")
         parser.add_argument("--holdout", required=True, metavar="H.npz", help="records of the holdout split")
         parser.add_argument("--macs-info", required=True, metavar="M.json", help="their macs_info JSON")
-        parser.add_argument("--n-classes", type=int, default=None,
+        parser.add_argument("--n-classes", type=int, default=None, metavar="C",
                             help="number of classes (default: the largest class id in the records + 1)")
         parser.add_argument("--layout", choices=LAYOUTS, default="auto",
                             help="'tinysaver' maps a P=2, T=1 pair to a saver and a base model (auto: detect)")
