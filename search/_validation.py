@@ -5,7 +5,7 @@ from numbers import Real
 
 import numpy as np
 
-from data_cache.synthetic import as_generator
+from data_cache.synthetic import as_generator as _as_generator
 
 __all__ = ["SearchError", "check_scalar", "check_split", "as_generator"]
 
@@ -35,3 +35,11 @@ def check_split(cache, split: str) -> str:
     if cache.n_samples(split) == 0:
         raise SearchError(f"split {split!r} is empty")
     return split
+
+
+def as_generator(seed) -> np.random.Generator:
+    """None, an int or a numpy Generator -> a Generator; anything else is a SearchError quoting it."""
+    try:
+        return _as_generator(seed)
+    except ValueError as exc:
+        raise SearchError(str(exc)) from None

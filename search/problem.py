@@ -83,11 +83,12 @@ class ExitProblem:
     # -- evaluation --------------------------------------------------------------------------
     def assign(self, config: ExitConfig) -> np.ndarray:
         """Exit index ``(n_samples,)`` at which every sample leaves under ``config``."""
+        self.check_config(config)
         out = np.full(self.n_samples, self.final_exit, dtype=np.int32)
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
         for e, t in zip(config.exits, config.thresholds):
-            np.greater(self.scores[e], t, out=leave)
+            np.greater(self.scores[e], np.float64(t), out=leave)  # compared in float64, as the spec reads
             leave &= remaining
             out[leave] = e
             remaining &= ~leave
@@ -100,7 +101,7 @@ class ExitProblem:
         counts = np.empty(len(exits) + 1, dtype=np.int64)
         n_correct = 0
         for j, (e, t) in enumerate(zip(exits, thresholds)):
-            np.greater(self.scores[e], t, out=leave)
+            np.greater(self.scores[e], np.float64(t), out=leave)
             leave &= remaining
             counts[j] = np.count_nonzero(leave)
             if counts[j]:
@@ -110,8 +111,15 @@ class ExitProblem:
         n_correct += np.count_nonzero(remaining & self.correct[self.final_exit])
         return counts, n_correct
 
+    def check_config(self, config: ExitConfig) -> ExitConfig:
+        """Raise SearchError unless ``config`` fits this cache and uses this problem's score kind."""
+        if config.score != self.score:
+            raise SearchError(f"configuration uses score {config.score!r} but the problem was built for {self.score!r}")
+        return config.check(self.cache)
+
     def evaluate_one(self, config: ExitConfig) -> Evaluation:
         """Accuracy, cost and exit fractions of one configuration (counts as one evaluation)."""
+        self.check_config(config)
         self.n_evals += 1
         counts, n_correct = self._counts(config.exits, config.thresholds)
         cost = float(counts @ self.costs.exit_costs(config.exits)) / self.n_samples
@@ -120,7 +128,7 @@ class ExitProblem:
 
     def evaluate(self, configs) -> np.ndarray:
         """``F`` ``(n_configs, 2)`` = ``[error, relative_cost]`` of ExitConfigs."""
-        configs = list(configs)
+        configs = [self.check_config(c) for c in configs]
         F = np.empty((len(configs), 2))
         for i, c in enumerate(configs):
             F[i] = self._objectives(c.exits, c.thresholds)
@@ -137,6 +145,12 @@ class ExitProblem:
         if choice.ndim != 2 or choice.shape != thresholds.shape or choice.shape[1] != self.n_positions:
             raise SearchError(f"choice and thresholds must both be (n_configs, {self.n_positions}); "
                               f"got {choice.shape} and {thresholds.shape}")
+        n_heads = np.array([len(ex) for ex in self.position_exits])
+        bad = (choice < -1) | (choice >= n_heads[None, :])
+        if bad.any():
+            i, j = np.argwhere(bad)[0]
+            raise SearchError(f"choice[{i}, {j}] = {choice[i, j]}: position {j} has head slots 0..{n_heads[j] - 1} "
+                              "(or -1 for none)")
         F = np.empty((choice.shape[0], 2))
         for i in range(choice.shape[0]):
             exits, thr = self.decode(choice[i], thresholds[i])

@@ -152,12 +152,21 @@ def test_bad_inputs_are_one_clear_error(small_problem):
         small_problem.evaluate_arrays(np.zeros((2, 2), dtype=int), np.zeros((2, 2)))
 
 
-@pytest.mark.xfail(strict=True, reason="core compares float32 scores with the threshold rounded to float32; "
-                                       "the spec's `score > threshold` on the exported float64 value differs")
 def test_thresholds_between_float32_values_follow_the_spec():
+    """Scores are float32, thresholds float64: compared as float64, never with the threshold rounded."""
     cache = make_synthetic_cache(200, 1, seed=0)
     problem = ExitProblem(cache)
     s = problem.scores[0]
     t = float(s[0]) - 1e-12          # just below a score, not representable in float32
     where = problem.assign(ExitConfig((0,), (t,)))
     assert where[0] == 0              # float(s[0]) > t, so sample 0 must leave at exit 0
+
+
+def test_configs_that_do_not_fit_are_refused(small_problem):
+    from search import ExitConfig
+    with pytest.raises(SearchError, match="score 'margin'"):
+        small_problem.evaluate([ExitConfig((0,), (0.5,), "margin")])
+    with pytest.raises(SearchError, match="execution order"):
+        small_problem.evaluate_one(ExitConfig((1, 0), (0.5, 0.5)))
+    with pytest.raises(SearchError, match=r"choice\[0, 0\] = 5"):
+        small_problem.evaluate_arrays(np.array([[5, -1, -1]]), np.zeros((1, 3)))
