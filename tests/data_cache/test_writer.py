@@ -7,6 +7,8 @@ import multiprocessing as mp
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from data_cache import (CacheExistsError, CacheIncompleteError, CacheInputError, create_cache, open_cache,
                         save_cache, validate_cache)
@@ -220,3 +222,19 @@ def test_finalize_twice_and_write_after_finalize(tmp_path):
     assert w.finalize().fingerprint == first.fingerprint
     with pytest.raises(CacheIncompleteError, match=r"\.parts/search: missing: the cache was finalised"):
         w.write("search", 0, **rows_of(mem, "search", 0, 5))
+
+
+_MEM = small_cache()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cuts=st.lists(st.integers(1, 59), max_size=6, unique=True), seed=st.integers(0, 1000))
+def test_any_shard_layout_and_order_gives_the_same_cache(tmp_path_factory, cuts, seed):
+    path = tmp_path_factory.mktemp("c") / "c"
+    w = create_cache(path, _MEM.meta)
+    rng = np.random.default_rng(seed)
+    for s in _MEM.splits():
+        edges = [0] + sorted(cuts) + [60]
+        for i in rng.permutation(len(edges) - 1):
+            w.write(s, edges[i], **rows_of(_MEM, s, edges[i], edges[i + 1]))
+    assert w.finalize().fingerprint == _MEM.fingerprint
