@@ -179,7 +179,12 @@ class ExitModel(nn.Module):
         plan = plan_for(model) if (points if isinstance(points, str) else list(points)) else whole_plan(model)
         names = resolve_point_names(plan, points, model_name=name,
                                     module_names={n for n, _ in model.named_modules()}) if plan.steps else []
-        probe = probe_features(plan, self.input_size)
+        was_training = model.training
+        model.eval()
+        try:
+            probe = probe_features(plan, self.input_size)
+        finally:
+            model.train(was_training)
         out = probe[-1]
         if out.ndim != 2:
             raise ExitsError(f"{name}: the model's output must be logits (B, num_classes), got shape {tuple(out.shape)}")
