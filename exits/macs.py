@@ -49,8 +49,10 @@ def count_macs(module: nn.Module, input_size: Sequence[int], *, batch_size: int 
     return flops / 2 / batch_size
 
 
-def _model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+def _input(model: ExitModel, batch_size: int, fill: Callable[..., torch.Tensor]) -> torch.Tensor:
+    """An input batch at ``model.input_size`` on the backbone's device, in its float dtype."""
+    p = next(model.backbone.parameters())
+    return fill(batch_size, *model.input_size, device=p.device, dtype=p.dtype if p.is_floating_point() else None)
 
 
 def unit_macs(model: ExitModel, *, batch_size: int = 1) -> dict[str, float]:
@@ -60,8 +62,7 @@ def unit_macs(model: ExitModel, *, batch_size: int = 1) -> dict[str, float]:
     """
     was_training = model.training
     model.eval()
-    x = torch.zeros(batch_size, *model.input_size, device=_model_device(model))
-    outputs: dict[str | None, torch.Tensor] = {None: x}
+    outputs: dict[str | None, torch.Tensor] = {None: _input(model, batch_size, torch.zeros)}
     macs: dict[str, float] = {}
     try:
         for unit in model.units:
@@ -85,10 +86,10 @@ def measure_latency(model: ExitModel, batch_size: int = 1, device: torch.device 
     """
     if device is not None:
         model.to(device)
-    dev = _model_device(model)
+    x = _input(model, batch_size, torch.randn)
     was_training = model.training
     model.eval()
-    outputs: dict[str | None, torch.Tensor] = {None: torch.randn(batch_size, *model.input_size, device=dev)}
+    outputs: dict[str | None, torch.Tensor] = {None: x}
     latency: dict[str, float] = {}
     try:
         with torch.inference_mode():
@@ -98,10 +99,10 @@ def measure_latency(model: ExitModel, batch_size: int = 1, device: torch.device 
                     unit.module(inp)
                 times = []
                 for _ in range(repeats):
-                    _sync(dev)
+                    _sync(x.device)
                     t0 = time.perf_counter()
                     out = unit.module(inp)
-                    _sync(dev)
+                    _sync(x.device)
                     times.append(time.perf_counter() - t0)
                 outputs[unit.name] = out
                 latency[unit.name] = statistics.median(times) / batch_size

@@ -71,6 +71,7 @@ class _Chain:
     final_exit: str
     final_head: str
     unit_kind: str
+    num_classes: int
     head_labels: dict[str, dict[str, Any]] = field(default_factory=dict)
 
 
@@ -158,27 +159,31 @@ class ExitModel(nn.Module):
         self.saver_head_configs = normalize_heads(saver_heads) if saver_heads is not None else dict(self.head_configs)
         self.heads = nn.ModuleDict()
         self._chains: list[_Chain] = []
-        position = 0
+        position, expected = 0, f"num_classes={num_classes}"
         if saver is not None:
             chain = self._build_chain(saver, self.saver_name, saver_points or [], self.saver_head_configs, position,
                                       exit_prefix="saver:", seg_prefix="saver:", tail_name="saver",
                                       final_exit="saver", final_head="saver", unit_kind="saver",
                                       num_classes=num_classes)
-            num_classes = self._chain_classes
+            if num_classes is None:
+                num_classes, expected = chain.num_classes, f"the saver's {chain.num_classes}"
             position = chain.segments[-1].position + 1
-        self._build_chain(backbone, self.model_name, points, self.head_configs, position,
-                          exit_prefix="", seg_prefix="segment:", tail_name="segment:head",
-                          final_exit="head", final_head="final", unit_kind="segment", num_classes=num_classes)
-        self.num_classes = self._chain_classes
+        chain = self._build_chain(backbone, self.model_name, points, self.head_configs, position,
+                                  exit_prefix="", seg_prefix="segment:", tail_name="segment:head",
+                                  final_exit="head", final_head="final", unit_kind="segment",
+                                  num_classes=num_classes, expected=expected)
+        self.num_classes = chain.num_classes
         self.exits, self.units = self._describe()
 
     # -- construction -------------------------------------------------------------------------
     def _build_chain(self, model: nn.Module, name: str, points: PointsArg, head_configs: dict[str, dict[str, Any]],
                      first_position: int, *, exit_prefix: str, seg_prefix: str, tail_name: str,
-                     final_exit: str, final_head: str, unit_kind: str, num_classes: int | None) -> _Chain:
-        plan = plan_for(model) if (points if isinstance(points, str) else list(points)) else whole_plan(model)
-        names = resolve_point_names(plan, points, model_name=name,
-                                    module_names={n for n, _ in model.named_modules()}) if plan.steps else []
+                     final_exit: str, final_head: str, unit_kind: str, num_classes: int | None,
+                     expected: str = "") -> _Chain:
+        """Cut ``model`` at ``points``, probe it once, build its heads; ``num_classes`` must match."""
+        has_points = isinstance(points, str) or len(points) > 0
+        plan = plan_for(model) if has_points else whole_plan(model)
+        names = resolve_point_names(plan, points, model_name=name, module_names={n for n, _ in model.named_modules()})
         was_training = model.training
         model.eval()
         try:
@@ -190,11 +195,11 @@ class ExitModel(nn.Module):
             raise ExitsError(f"{name}: the model's output must be logits (B, num_classes), got shape {tuple(out.shape)}")
         classes = int(out.shape[-1])
         if num_classes is not None and classes != num_classes:
-            raise ExitsError(f"{name}: outputs {classes} classes but num_classes={num_classes} was expected")
-        self._chain_classes = classes
+            raise ExitsError(f"{name}: outputs {classes} classes, expected {expected or num_classes}")
         exit_points = discover_points(plan, names, self.input_size, first_position=first_position, probe=probe)
         segments = cut_segments(plan, names, prefix=seg_prefix, tail_name=tail_name, first_position=first_position)
-        chain = _Chain(model, plan, exit_points, segments, exit_prefix, final_exit, final_head, unit_kind, head_configs)
+        chain = _Chain(model, plan, exit_points, segments, exit_prefix, final_exit, final_head, unit_kind, classes,
+                       head_configs)
         for p in exit_points:
             for label, cfg in head_configs.items():
                 opts = {k: v for k, v in cfg.items() if k != "type"}

@@ -92,7 +92,7 @@ def _reduction(plan: BackbonePlan, layout: str, feat: torch.Tensor, input_hw: tu
 @torch.no_grad()
 def probe_features(plan: BackbonePlan, input_size: Sequence[int]) -> list[torch.Tensor]:
     """Outputs of every step of ``plan`` for one zero image of ``input_size`` (C, H, W)."""
-    x = torch.zeros(1, *input_size, device=_device_of(plan))
+    x = _zeros_like_params(plan, input_size)
     outs = []
     for step in plan.steps:
         x = step.fn(x)
@@ -100,12 +100,13 @@ def probe_features(plan: BackbonePlan, input_size: Sequence[int]) -> list[torch.
     return outs
 
 
-def _device_of(plan: BackbonePlan) -> torch.device:
+def _zeros_like_params(plan: BackbonePlan, input_size: Sequence[int]) -> torch.Tensor:
+    """A zero image ``(1, *input_size)`` on the device, in the float dtype, of the plan's first parameter."""
     for step in plan.steps:
         for m in step.modules:
             for p in m.parameters():
-                return p.device
-    return torch.device("cpu")
+                return torch.zeros(1, *input_size, device=p.device, dtype=p.dtype if p.is_floating_point() else None)
+    return torch.zeros(1, *input_size)
 
 
 def discover_points(plan: BackbonePlan, names: Sequence[tuple[str, str]], input_size: Sequence[int], *,

@@ -145,6 +145,8 @@ def test_plain_module_needs_an_input_size():
     (dict(heads=("linear", "fancy")), UnknownHeadError, "'fancy'"),
     (dict(num_classes=9, backbone=None), ExitsError, "num_classes=9"),
     (dict(heads={"a/b": {"type": "linear"}}), ExitsError, "'a/b'"),
+    (dict(saver="mobilenetv3_small_050", backbone=None), ExitsError, "outputs 5 classes, expected the saver's 1000"),
+    (dict(saver="no_such_saver"), UnknownModelError, "'no_such_saver'"),
 ])
 def test_bad_input_is_one_line_naming_the_culprit(kwargs, error, culprit):
     kwargs = dict(kwargs)
