@@ -45,6 +45,19 @@ class Curve:
     current: int | None = None  # index of the cut the current state takes, on the current option's curve
 
 
+def descending_order(scores: np.ndarray) -> np.ndarray:
+    """Indices sorting float32 ``scores`` descending, ties in sample order: an exact O(n) radix sort.
+
+    float32 bit patterns are mapped to uint32 keys that sort like the values (-0.0 made +0.0 first),
+    then two stable 16-bit passes (numpy's radix sort) order them.
+    """
+    u = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 ties with 0.0
+    key = ~np.where(u >> 31, ~u, u | np.uint32(0x80000000))     # ascending key = descending score
+    first = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
+    second = np.argsort((key[first] >> 16).astype(np.uint16), kind="stable")
+    return first[second].astype(np.int32)
+
+
 class DPSolver:
     """Exact coordinate steps on one :class:`ExitProblem`; a state is ``(slots, taus)`` per position.
 
@@ -57,9 +70,7 @@ class DPSolver:
         self.final = problem.final_exit
         self.lo, self.hi = score_range(problem.score, problem.cache.n_classes)
         self.base_cost = problem.costs.base_cost
-        # exits' scores sorted descending once; ties keep sample order (stable)
-        self.order = {e: np.argsort(-problem.scores[e], kind="stable").astype(np.int32)
-                      for ex in problem.position_exits for e in ex}
+        self.order = {e: descending_order(problem.scores[e]) for ex in problem.position_exits for e in ex}
         self.flat_correct = problem.correct.reshape(-1)
         self.n_cut_evals = 0
 
@@ -295,23 +306,29 @@ class DPEngine(BaseEngine):
 
     Options: ``n_lams`` trade-off weights on a log grid (or ``lams`` explicitly), ``max_sweeps`` per
     lam, ``per_curve`` non-dominated cuts kept per step, ``max_configs`` to thin the returned front
-    evenly along cost (None keeps all).
+    evenly along cost (None keeps all). ``subsample``: on splits larger than this, fit on a seeded
+    random subsample of that many samples, then score the returned configurations exactly on the
+    whole split (for ImageNet-train-sized caches; None fits on every sample).
     """
 
     name = "dp"
 
     def __init__(self, *, n_lams: int = 24, lams: list[float] | None = None, max_sweeps: int = 12,
-                 per_curve: int = 64, max_configs: int | None = 256):
+                 per_curve: int = 64, max_configs: int | None = 256, subsample: int | None = None):
         self.n_lams = n_lams
         self.lams = lams
         self.max_sweeps = max_sweeps
         self.per_curve = per_curve
         self.max_configs = max_configs
+        self.subsample = subsample
 
     def _run(self, problem, budget, rng, callback):
         if self.n_lams < 1 or self.max_sweeps < 1 or self.per_curve < 1:
             raise SearchError(f"dp: n_lams, max_sweeps and per_curve must be >= 1 (got {self.get_params()})")
         lams = np.asarray(self.lams if self.lams is not None else default_lams(self.n_lams), dtype=float)
+        full = problem
+        if self.subsample is not None and problem.n_samples > self.subsample:
+            problem = full.take(np.sort(rng.choice(full.n_samples, self.subsample, replace=False)))
         solver = DPSolver(problem)
         archive = _Archive(self.per_curve)
         slots, taus = solver.empty_state()
@@ -321,12 +338,16 @@ class DPEngine(BaseEngine):
                                    harvest=archive)
             if callback is not None:
                 callback(self, problem)
-        problem.n_evals += solver.n_cut_evals
+        full.n_evals += solver.n_cut_evals
         configs, F = archive.front(solver)
         if self.max_configs is not None and len(configs) > self.max_configs:
             keep = _thin(F, self.max_configs)
             configs, F = [configs[i] for i in keep], F[keep]
-        return Candidates(configs, F, f"{len(lams)} lams, {sweeps} sweeps, {solver.n_cut_evals} cuts scored")
+        message = f"{len(lams)} lams, {sweeps} sweeps, {solver.n_cut_evals} cuts scored"
+        if problem is not full:
+            F = full.evaluate(configs)
+            message += f"; fitted on {problem.n_samples} of {full.n_samples} samples, scored on all"
+        return Candidates(configs, F, message)
 
 
 def _thin(F: np.ndarray, k: int) -> np.ndarray:
