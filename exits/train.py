@@ -130,7 +130,7 @@ def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: 
             scaler.update()
             with torch.no_grad():
                 n = y.shape[0]
-                sums[0] += float(loss) * n
+                sums[0] += float(loss.detach()) * n
                 sums[1] += n
                 for j, z in enumerate(logits):
                     sums[2 + j] += float((z.argmax(1) == y).sum())
