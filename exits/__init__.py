@@ -4,11 +4,13 @@ from . import heads as _heads  # noqa: F401  (registers the built-in heads)
 from ._registry import create_head, is_head, list_heads, register_head
 from .errors import ExitsError, UnknownHeadError, UnknownModelError, UnknownModuleError, UnsupportedModelError
 from .model import ExitModel, ExitSpec, UnitSpec, attach_exits, create_backbone, head_key
+from .macs import measure_latency, unit_macs
 from .points import ExitPoint, take_indices
 from .segments import Segment, register_plan
 
 __all__ = [
     "attach_exits", "ExitModel", "ExitSpec", "UnitSpec", "ExitPoint", "Segment", "create_backbone", "head_key",
     "create_head", "list_heads", "register_head", "is_head", "register_plan", "take_indices",
+    "unit_macs", "measure_latency",
     "ExitsError", "UnknownHeadError", "UnknownModelError", "UnknownModuleError", "UnsupportedModelError",
 ]

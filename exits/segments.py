@@ -9,6 +9,7 @@ registered per model class with ``@register_plan(cls)``; any ``nn.Sequential`` i
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Iterable
 
 import torch
@@ -144,12 +145,15 @@ def cut_segments(plan: BackbonePlan, cuts: list[tuple[str, str]], *, prefix: str
 
 # -- plans --------------------------------------------------------------------------------------
 
-def _call_chain(*mods: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-    def run(x: torch.Tensor) -> torch.Tensor:
-        for m in mods:
-            x = m(x)
-        return x
-    return run
+def _run_sequence(mods: tuple[Callable[[torch.Tensor], torch.Tensor], ...], x: torch.Tensor) -> torch.Tensor:
+    for m in mods:
+        x = m(x)
+    return x
+
+
+def _call_chain(*mods: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``x -> mods[-1](...mods[0](x))``; a partial (not a closure), so deepcopy and pickle follow the modules."""
+    return partial(_run_sequence, mods)
 
 
 def _stage_blocks(prefix: str, stages: Iterable[tuple[str, nn.Module]]) -> list[Step]:
@@ -214,12 +218,7 @@ def _register_timm_plans() -> None:
 
     @register_plan(VisionTransformer)
     def _vit(m: VisionTransformer) -> BackbonePlan:
-        def stem(x: torch.Tensor) -> torch.Tensor:
-            x = m.patch_embed(x)
-            x = m._pos_embed(x)
-            x = m.patch_drop(x)
-            return m.norm_pre(x)
-
+        stem = _call_chain(m.patch_embed, m._pos_embed, m.patch_drop, m.norm_pre)
         steps = [Step("norm_pre", "stem", stem, (m.patch_embed, m.patch_drop, m.norm_pre))]
         steps += [Step(f"blocks.{i}", "block", blk, (blk,)) for i, blk in enumerate(m.blocks)]
         head_mods = tuple(x for x in (m.norm, m.attn_pool, m.fc_norm, m.head) if x is not None)

@@ -132,3 +132,20 @@ def test_unsupported_model_class_names_it():
 
     with pytest.raises(UnsupportedModelError, match="'Odd'"):
         plan_for(Odd())
+
+
+@pytest.mark.parametrize("name", ["vit_tiny_patch16_224", "efficientnet_b0"])
+def test_deepcopy_and_pickle_follow_the_copied_backbone(name):
+    import copy
+    import pickle
+
+    backbone, input_size = make(name)
+    model = attach_exits(backbone, points="stages", heads="linear", input_size=input_size)
+    x = torch.randn(2, *model.input_size)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        with torch.no_grad():
+            for p in clone.backbone.parameters():
+                p.mul_(0.5)
+            assert torch.equal(_run_segments(clone, x), clone.backbone(x))
+            assert torch.equal(_run_segments(model, x), backbone(x))
+            assert not torch.equal(clone.backbone(x), backbone(x))
