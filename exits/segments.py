@@ -173,6 +173,7 @@ def _sequential_plan(model: nn.Sequential) -> BackbonePlan:
 
 def _register_timm_plans() -> None:
     from timm.models.convnext import ConvNeXt
+    from timm.models.davit import DaVit
     from timm.models.efficientnet import EfficientNet
     from timm.models.mobilenetv3 import MobileNetV3
     from timm.models.resnet import ResNet
@@ -189,14 +190,17 @@ def _register_timm_plans() -> None:
         steps.append(Step("head", "tail", m.forward_head, (m.global_pool, m.fc)))
         return BackbonePlan("resnet", tuple(steps), tuple(layers), "nchw")
 
-    @register_plan(ConvNeXt)
-    def _convnext(m: ConvNeXt) -> BackbonePlan:
+    def _stem_stages_norm_head(m: nn.Module, family: str) -> BackbonePlan:
+        """stem -> stages (each: downsample, blocks) -> norm_pre -> forward_head."""
         steps = [Step("stem", "stem", m.stem, (m.stem,))]
         for si, stage in enumerate(m.stages):
             steps.append(Step(f"stages.{si}.downsample", "glue", stage.downsample, (stage.downsample,)))
             steps += [Step(f"stages.{si}.blocks.{bi}", "block", blk, (blk,)) for bi, blk in enumerate(stage.blocks)]
         steps.append(Step("head", "tail", _call_chain(m.norm_pre, m.forward_head), (m.norm_pre, m.head)))
-        return BackbonePlan("convnext", tuple(steps), tuple(f"stages.{i}" for i in range(len(m.stages))), "nchw")
+        return BackbonePlan(family, tuple(steps), tuple(f"stages.{i}" for i in range(len(m.stages))), "nchw")
+
+    register_plan(ConvNeXt)(partial(_stem_stages_norm_head, family="convnext"))
+    register_plan(DaVit)(partial(_stem_stages_norm_head, family="davit"))
 
     def _effnet_like(m: nn.Module, family: str, tail: Step) -> BackbonePlan:
         steps = [Step("bn1", "stem", _call_chain(m.conv_stem, m.bn1), (m.conv_stem, m.bn1))]

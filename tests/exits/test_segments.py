@@ -30,6 +30,8 @@ FAMILIES = {
     "vit_tiny_patch16_224": (dict(img_size=32, depth=4), None, "nlc"),
     "deit_tiny_distilled_patch16_224": (dict(img_size=32, depth=2), None, "nlc"),
     "swin_tiny_patch4_window7_224": (SWIN_SMALL, None, "nhwc"),
+    "davit_tiny": (dict(depths=(1, 1, 2, 1), embed_dims=(16, 32, 64, 128), num_heads=(1, 1, 2, 2)),
+                   (3, 32, 32), "nchw"),
 }
 
 
