@@ -358,7 +358,7 @@ def attach_exits(backbone: nn.Module | str, *, points: PointsArg = "blocks", hea
                  train_saver: bool = False, input_size: Sequence[int] | None = None,
                  saver_kwargs: Mapping[str, Any] | None = None, **timm_kwargs: Any) -> ExitModel:
     """Attach exit heads to a backbone (a module or a timm model name, random init unless
-    ``pretrained``/``pretrained_cfg_overlay`` say otherwise) and an optional saver.
+    ``pretrained=True``; a local file: ``pretrained_cfg_overlay=dict(file=PATH)``) and an optional saver.
 
     ``points``: ``"blocks"`` (after every block), ``"stages"`` or a list of module names.
     ``heads``: head types, or ``{label: {"type": ..., **options}}``. ``timm_kwargs`` go to
