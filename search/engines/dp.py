@@ -103,20 +103,25 @@ class DPSolver:
         pairs = [(self.exit_of(j, s), float(taus[j])) for j, s in enumerate(slots) if s >= 0]
         return ExitConfig(tuple(e for e, _ in pairs), tuple(t for _, t in pairs), self.problem.score)
 
+    def _leave(self, j: int, slots, taus, remaining: np.ndarray, lookup: np.ndarray) -> tuple[int, float]:
+        """Let the remaining samples that pass position j leave (``remaining`` is updated in place);
+        return the errors and summed cost of those that left."""
+        if slots[j] < 0:
+            return 0, 0.0
+        e = self.exit_of(j, slots[j])
+        leave = remaining & (self.problem.scores[e] > taus[j])
+        k = int(np.count_nonzero(leave))
+        remaining &= ~leave
+        return k - int(np.count_nonzero(leave & self.problem.correct[e])), lookup[e] * k
+
     def totals(self, slots, taus) -> tuple[int, float]:
         """Errors (count) and summed cost of a state on the whole split."""
         lookup = self.cost_lookup(slots)
         remaining = np.ones(self.n, dtype=bool)
         err, cost = 0, 0.0
-        for j, s in enumerate(slots):
-            if s < 0:
-                continue
-            e = self.exit_of(j, s)
-            leave = remaining & (self.problem.scores[e] > taus[j])
-            k = int(np.count_nonzero(leave))
-            err += k - int(np.count_nonzero(leave & self.problem.correct[e]))
-            cost += lookup[e] * k
-            remaining &= ~leave
+        for j in range(self.J):
+            de, dc = self._leave(j, slots, taus, remaining, lookup)
+            err, cost = err + de, cost + dc
         k = int(np.count_nonzero(remaining))
         err += k - int(np.count_nonzero(remaining & self.problem.correct[self.final]))
         return err, cost + lookup[self.final] * k
@@ -172,7 +177,7 @@ class DPSolver:
     # -- sweeps ---------------------------------------------------------------------------------
     def sweep(self, slots, taus, select: Callable, *, backward: bool, harvest: Callable | None = None) -> bool:
         """One pass over all positions applying ``select(curves, slots, taus, j)``; True if anything changed."""
-        scores, correct = self.problem.scores, self.problem.correct
+        scores = self.problem.scores
         changed = False
         if backward:
             lookup = self.cost_lookup(slots)
@@ -182,13 +187,8 @@ class DPSolver:
             for j in range(self.J):
                 reach_at.append(remaining.copy())
                 fixed.append((err, cost))
-                if slots[j] >= 0:
-                    e = self.exit_of(j, slots[j])
-                    leave = remaining & (scores[e] > taus[j])
-                    k = int(np.count_nonzero(leave))
-                    err += k - int(np.count_nonzero(leave & correct[e]))
-                    cost += lookup[e] * k
-                    remaining &= ~leave
+                de, dc = self._leave(j, slots, taus, remaining, lookup)
+                err, cost = err + de, cost + dc
             nxt = np.full(self.n, self.final, dtype=np.int64)
             for j in reversed(range(self.J)):
                 curves = self.curves(slots, taus, j, reach_at[j], nxt, *fixed[j])
@@ -213,13 +213,8 @@ class DPSolver:
             if harvest is not None:
                 harvest(curves, slots, taus)
             changed |= self._apply(select(curves, slots, taus, j), slots, taus, j)
-            if slots[j] >= 0:
-                e = self.exit_of(j, slots[j])
-                leave = remaining & (scores[e] > taus[j])
-                k = int(np.count_nonzero(leave))
-                err += k - int(np.count_nonzero(leave & correct[e]))
-                cost += self.cost_lookup(slots)[e] * k
-                remaining &= ~leave
+            de, dc = self._leave(j, slots, taus, remaining, self.cost_lookup(slots))
+            err, cost = err + de, cost + dc
         return changed
 
     @staticmethod
