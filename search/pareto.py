@@ -138,7 +138,9 @@ def _run(args, out) -> int:
               file=sys.stderr) as bar:
         for name, engine in engines.items():
             bar.set_postfix_str(name)
-            fronts[name] = engine.run(search, budget=budget, seed=args.seed)
+            fronts[name] = engine.run(search, budget=budget, seed=args.seed,
+                                      callback=lambda eng, prob, name=name: bar.set_postfix_str(
+                                          f"{name}: {prob.n_evals} evaluations", refresh=True))
             bar.update()
     hv, rows = HV(), []
     for name, front in fronts.items():

@@ -82,3 +82,26 @@ def test_invalid_cache_contents(cache_dir, tmp_path, capsys):
     manifest["format"] = "exitcache/99"
     (bad / "manifest.json").write_text(json.dumps(manifest))
     assert "unknown format version" in _error(capsys, [str(bad), "--methods", "dp"])
+
+
+def test_runs_on_a_cache_converted_from_dyce_records(tmp_path, capsys):
+    """DyCE records (built from a synthetic cache's predictions) -> convert -> search, end to end."""
+    from data_cache.convert import main as convert
+    cache = make_synthetic_cache(2000, 3, n_head_types=2, seed=5)
+    macs = {"head": [{"name": "mlp1x1000", "macs": [3.0, 4.0, 5.0, 0]},
+                     {"name": "mlp3x500", "macs": [6.0, 7.0, 8.0, 0]}],
+            "backbone": {"name": "tinynet", "macs": [100.0, 200.0, 300.0, 400.0], "ori_macs": 400.0}}
+    (tmp_path / "macs.json").write_text(json.dumps(macs))
+    for split in ("search", "holdout"):
+        ids, probs = np.asarray(cache.topk_ids(split)), np.asarray(cache.topk_probs(split))
+        np.savez(tmp_path / f"{split}.npz", label=cache.labels(split).astype(np.int16)[:, None],
+                 preds=np.transpose(ids, (0, 2, 1)).astype(np.int16),
+                 confs=np.transpose(probs, (0, 2, 1)).astype(np.float32))
+    assert convert(["dyce", "--search", str(tmp_path / "search.npz"), "--holdout", str(tmp_path / "holdout.npz"),
+                    "--macs-info", str(tmp_path / "macs.json"), "--out", str(tmp_path / "cache")]) == 0
+    capsys.readouterr()
+    assert main([str(tmp_path / "cache"), "--methods", "dp,greedy", "--max-drop", "1", "--no-progress",
+                 "--export", str(tmp_path / "front.json")]) == 0
+    doc = json.loads((tmp_path / "front.json").read_text())
+    heads = {e["head"] for c in doc["configs"] for e in c["exits"]}
+    assert heads <= {"mlp1x1000", "mlp3x500"} and doc["configs"]
