@@ -1,0 +1,388 @@
+"""``ExitRuntime``: run an exported exit configuration on the real model, really exiting early.
+
+The model runs segment by segment. At each enabled exit the head runs on the samples still in the
+batch, the score is computed exactly as ``search/scores.py`` reads the cache (softmax in float32;
+``max_prob`` = top-1 probability, ``margin`` = top-1 minus top-2, ``neg_entropy`` from the logits
+rounded to float16 as the cache stores them) and compared in float64 (``score > threshold``); the
+samples that pass leave the batch (compaction: the survivors are index-selected) and the rest go on.
+Disabled heads never run. With a saver exit enabled the saver runs first on the whole batch; the
+samples it does not release start the backbone from the input.
+
+MACs are accounted per sample from the unit table (the cache's, else ``exits.macs.unit_macs``): every
+unit that ran on a sample adds its MACs, so the mean over samples is the relative cost the search predicted.
+
+A configuration comes from an ``exitconfig/1`` export (one entry, or a table to switch between with
+:meth:`ExitRuntime.set_config` / :meth:`ExitRuntime.select`). It is refused (``RuntimeConfigError``)
+when it was searched for another backbone, on another cache (or one dumped from other heads), names
+exits the model lacks, or holds a threshold outside its score's range.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import torch
+from torch import nn
+
+from .errors import ExitsError
+from .model import ExitModel, ExitSpec
+
+__all__ = [
+    "RuntimeConfigError", "EnabledExit", "RuntimeConfig", "RunResult", "ExitRuntime", "EXPORT_FORMAT",
+    "SCORE_KINDS", "read_config_file", "exit_scores",
+]
+
+EXPORT_FORMAT = "exitconfig/1"
+SCORE_KINDS = ("max_prob", "margin", "neg_entropy")
+
+
+class RuntimeConfigError(ExitsError):
+    """A configuration that does not belong to this model or cache, or that is malformed."""
+
+
+def _short(fp: str | None) -> str:
+    return "none" if not fp else fp[:19] + "..."
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Load an ``exitconfig/1`` JSON file and check its format tag and ``configs`` list."""
+    path = Path(path)
+    try:
+        doc = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RuntimeConfigError(f"{path}: configuration file does not exist") from None
+    except ValueError as exc:
+        raise RuntimeConfigError(f"{path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise RuntimeConfigError(f"{path}: format {got!r} is not {EXPORT_FORMAT!r}")
+    if not isinstance(doc.get("configs"), list):
+        raise RuntimeConfigError(f"{path}: 'configs' must be a list")
+    return doc
+
+
+def exit_scores(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)``.
+
+    Computed as the dump and ``search.scores`` do: softmax of float32 logits, sorted top-k.
+    """
+    z = logits.float()
+    top = torch.softmax(z, dim=1).topk(2 if kind == "margin" else 1, dim=1, largest=True, sorted=True)
+    pred = top.indices[:, 0]
+    if kind == "max_prob":
+        return top.values[:, 0], pred
+    if kind == "margin":
+        return top.values[:, 0] - top.values[:, 1], pred
+    zz = z.half().float()  # the cache holds float16 logits; neg_entropy is computed from those
+    zz = zz - zz.amax(dim=1, keepdim=True)
+    logp = zz - torch.log(torch.exp(zz).sum(dim=1, keepdim=True))
+    return (torch.exp(logp) * logp).sum(dim=1), pred
+
+
+def _score_range(kind: str, n_classes: int) -> tuple[float, float]:
+    return (-math.log(n_classes), 0.0) if kind == "neg_entropy" else (0.0, 1.0)
+
+
+@dataclass(frozen=True)
+class EnabledExit:
+    """An enabled early exit resolved against the model: ``index`` into ``model.exits``."""
+
+    index: int
+    name: str
+    position: int
+    threshold: float
+    key: str | None
+    saver: bool
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """One configuration of a table: its id, enabled exits (execution order), score kind and the
+    numbers the cache predicted (``predicted["search"|"holdout"] = {accuracy, relative_cost, ...}``)."""
+
+    id: str
+    exits: tuple[EnabledExit, ...]
+    score: str = "max_prob"
+    predicted: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    def relative_cost(self, split: str = "search") -> float | None:
+        return (self.predicted.get(split) or {}).get("relative_cost")
+
+    def accuracy(self, split: str = "search") -> float | None:
+        return (self.predicted.get(split) or {}).get("accuracy")
+
+
+@dataclass
+class RunResult:
+    """Per sample (input order): ``predictions`` (n,) int64, ``exits`` (n,) int64 (index into
+    ``model.exits`` = the cache's exit index), ``scores`` (n,) float32 at the exit it left (the final
+    exit's score for samples that reached it), ``macs`` (n,) float64 MACs spent on it. ``base_macs`` is
+    the base model's cost per sample."""
+
+    predictions: torch.Tensor
+    exits: torch.Tensor
+    scores: torch.Tensor
+    macs: torch.Tensor
+    base_macs: float
+
+    @property
+    def relative_cost(self) -> float:
+        """Mean MACs per sample / base MACs."""
+        return float(self.macs.mean()) / self.base_macs if len(self.macs) else 0.0
+
+
+class ExitRuntime:
+    """Runs ``model`` under one configuration of a table, dropping samples from the batch as they exit.
+
+    ``configs``: an ``exitconfig/1`` document or its path (None: only the base model). The export's
+    cache is checked against ``cache`` (a reader or a folder: same fingerprint, dumped from this
+    backbone, heads and saver) or, without one, against ``cache_fingerprint``; one of the two is needed
+    when ``configs`` is given. ``unit_macs`` defaults to the cache's unit table, else is counted on the
+    model. ``compile`` wraps every segment and head in ``torch.compile(dynamic=True)``.
+    """
+
+    def __init__(self, model: ExitModel, configs: Mapping[str, Any] | str | Path | None = None, *,
+                 cache: Any = None, cache_fingerprint: str | None = None,
+                 unit_macs: Mapping[str, float] | None = None, device: torch.device | str | None = None,
+                 compile: bool = False):
+        self.model = model
+        self.device = torch.device(device) if device is not None else next(model.parameters()).device
+        model.to(self.device).eval()
+        if cache is not None and not hasattr(cache, "fingerprint"):
+            from data_cache import open_cache
+
+            cache = open_cache(cache)
+        self.cache = cache
+        self.unit_macs = self._unit_macs(unit_macs)
+        final = model.exits[-1]
+        self.base_macs = float(sum(self.unit_macs[u] for u in final.units))
+        self._modules: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
+        self._compile = compile
+        self.base_config = RuntimeConfig("base", (), "max_prob", {})
+        self.configs: list[RuntimeConfig] = []
+        self.doc: dict[str, Any] | None = None
+        if configs is not None:
+            doc = read_config_file(configs) if isinstance(configs, (str, Path)) else dict(configs)
+            self._check_provenance(doc, cache, cache_fingerprint)
+            self.doc = doc
+            self.configs = [self._resolve(entry, i, doc.get("score", "max_prob"))
+                            for i, entry in enumerate(doc["configs"])]
+        self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: str | Path | Mapping[str, Any], configs: Mapping[str, Any] | str | Path | None,
+                        *, backbone_weights: str | Path | None = None, **kwargs: Any) -> "ExitRuntime":
+        """Rebuild the model a head checkpoint was saved from (``exits.checkpoints``) and wrap it."""
+        from .checkpoints import model_from_checkpoint
+
+        return cls(model_from_checkpoint(checkpoint, backbone_weights=backbone_weights), configs, **kwargs)
+
+    # -- checks ---------------------------------------------------------------------------------
+    def _unit_macs(self, given: Mapping[str, float] | None) -> dict[str, float]:
+        names = [u.name for u in self.model.units]
+        if given is None and self.cache is not None:
+            given = {u.name: u.macs for u in self.cache.units}
+        if given is None:
+            from .macs import unit_macs
+
+            given = unit_macs(self.model)
+        missing = [n for n in names if n not in given]
+        if missing:
+            raise RuntimeConfigError(f"the unit table has no MACs for units {missing[:3]} of this model; "
+                                     "is it another model's cache?")
+        return {n: float(given[n]) for n in names}
+
+    def _check_provenance(self, doc: Mapping[str, Any], cache: Any, cache_fingerprint: str | None) -> None:
+        model = self.model
+        want = (doc.get("model") or {}).get("fingerprint")
+        fp = model.fingerprint()
+        if want != fp:
+            raise RuntimeConfigError(
+                f"configuration is for model {(doc.get('model') or {}).get('name')!r} ({_short(want)}), not for this "
+                f"{model.model_name} ({_short(fp)}); search a cache dumped from these weights")
+        cache_fp = (doc.get("cache") or {}).get("fingerprint")
+        if cache is not None:
+            if cache.fingerprint != cache_fp:
+                raise RuntimeConfigError(f"configuration was searched on cache {_short(cache_fp)}, not on the "
+                                         f"given cache ({_short(cache.fingerprint)})")
+            prov = cache.meta.provenance
+            checks = [("backbone", (prov.get("model") or {}).get("fingerprint"), fp),
+                      ("heads", (prov.get("heads") or {}).get("fingerprint"), model.head_fingerprint())]
+            if prov.get("saver") is not None or model.saver is not None:
+                checks.append(("saver", (prov.get("saver") or {}).get("fingerprint"), model.saver_fingerprint()))
+            for what, dumped, here in checks:
+                if dumped != here:
+                    raise RuntimeConfigError(f"the cache was dumped from other {what} weights ({_short(dumped)}) "
+                                             f"than this model's ({_short(here)})")
+        elif cache_fingerprint is not None:
+            if cache_fingerprint != cache_fp:
+                raise RuntimeConfigError(f"configuration was searched on cache {_short(cache_fp)}, not on the "
+                                         f"expected cache ({_short(cache_fingerprint)})")
+        else:
+            raise RuntimeConfigError("the configuration's cache cannot be checked: pass the cache it was searched on "
+                                     "(cache=) or that cache's fingerprint (cache_fingerprint=)")
+
+    def _resolve(self, entry: Mapping[str, Any], i: int, default_score: str) -> RuntimeConfig:
+        model = self.model
+        cid = str(entry.get("id", i))
+        by_name = {e.name: (j, e) for j, e in enumerate(model.exits)}
+        items = entry.get("exits", [])
+        if not isinstance(items, list):
+            raise RuntimeConfigError(f"config {cid}: 'exits' must be a list")
+        scores = {d.get("score", default_score) for d in items if isinstance(d, Mapping)} or {default_score}
+        if len(scores) > 1:
+            raise RuntimeConfigError(f"config {cid}: mixed score kinds {sorted(scores)} in one configuration")
+        score = scores.pop()
+        if score not in SCORE_KINDS:
+            raise RuntimeConfigError(f"config {cid}: unknown score kind {score!r}; choose one of {list(SCORE_KINDS)}")
+        lo, hi = _score_range(score, model.num_classes)
+        enabled: list[EnabledExit] = []
+        for d in items:
+            if not isinstance(d, Mapping) or not {"name", "position", "threshold"} <= set(d):
+                raise RuntimeConfigError(f"config {cid}: exit entry {d!r} lacks name, position or threshold")
+            name = d["name"]
+            if name not in by_name:
+                raise RuntimeConfigError(f"config {cid}: exit {name!r} is not an exit of this model "
+                                         f"({model.model_name} has {len(model.exits)} exits, e.g. "
+                                         f"{[e.name for e in model.exits[:3]]})")
+            j, spec = by_name[name]
+            if spec.final:
+                raise RuntimeConfigError(f"config {cid}: exit {name!r} is the final exit; it cannot be an early exit")
+            if spec.position != d["position"] or ("head" in d and d["head"] != spec.head):
+                raise RuntimeConfigError(f"config {cid}: exit {name!r} is at position {spec.position} with head "
+                                         f"{spec.head!r} in this model, not {d['position']} / {d.get('head')!r}")
+            t = d["threshold"]
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not lo <= float(t) <= hi:
+                raise RuntimeConfigError(f"config {cid}: exit {name!r}: threshold {t!r} outside [{lo:g}, {hi:g}] "
+                                         f"for score {score!r}")
+            if enabled and spec.position <= enabled[-1].position:
+                raise RuntimeConfigError(f"config {cid}: exit {name!r}: enabled exits must be in execution order, "
+                                         "one per position")
+            enabled.append(EnabledExit(j, name, spec.position, float(t), spec.key, self._on_saver(spec)))
+        predicted = {k: dict(entry[k]) for k in ("search", "holdout") if isinstance(entry.get(k), Mapping)}
+        return RuntimeConfig(cid, tuple(enabled), score, predicted)
+
+    def _on_saver(self, spec: ExitSpec) -> bool:
+        return self.model.saver is not None and spec.position < self.model.segments[0].position
+
+    # -- choosing -------------------------------------------------------------------------------
+    @property
+    def ids(self) -> list[str]:
+        return [c.id for c in self.configs]
+
+    def set_config(self, config: str | int | RuntimeConfig | None) -> RuntimeConfig:
+        """Switch to a configuration of the table by id or index (None: the base model); no reloading."""
+        if config is None:
+            self.config = self.base_config
+        elif isinstance(config, RuntimeConfig):
+            self.config = config
+        elif isinstance(config, int):
+            if not -len(self.configs) <= config < len(self.configs):
+                raise RuntimeConfigError(f"config index {config} out of range (the table holds {len(self.configs)})")
+            self.config = self.configs[config]
+        else:
+            match = [c for c in self.configs if c.id == config]
+            if not match:
+                raise RuntimeConfigError(f"no configuration with id {config!r}; ids: {self.ids[:5]}"
+                                         f"{'...' if len(self.configs) > 5 else ''}")
+            self.config = match[0]
+        return self.config
+
+    def select(self, budget: float, *, split: str = "search") -> RuntimeConfig:
+        """Switch to the most accurate configuration whose predicted relative cost on ``split`` is
+        <= ``budget`` (ties: the cheaper); return it."""
+        fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
+        if not fits:
+            costs = [c.relative_cost(split) for c in self.configs if c.relative_cost(split) is not None]
+            raise RuntimeConfigError(f"no configuration within relative cost {budget} on {split}; the cheapest costs "
+                                     f"{min(costs) if costs else 'nothing known'}")
+        best = max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split)))
+        return self.set_config(best)
+
+    # -- running --------------------------------------------------------------------------------
+    def _fn(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
+        fn = self._modules.get(id(module))
+        if fn is None:
+            fn = torch.compile(module, dynamic=True) if self._compile else module
+            self._modules[id(module)] = fn
+        return fn
+
+    def base_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The plain base model (the backbone's own forward, no heads): logits ``(b, n_classes)``."""
+        with torch.inference_mode():
+            return self._fn(self.model.backbone)(x.to(self.device, non_blocking=True))
+
+    def __call__(self, x: torch.Tensor, config: str | int | RuntimeConfig | None = None) -> RunResult:
+        return self.run(x, config)
+
+    def run(self, x: torch.Tensor, config: str | int | RuntimeConfig | None = None) -> RunResult:
+        """Run a batch ``(b, C, H, W)`` under the current configuration (or ``config``, without switching)."""
+        cfg = self.config if config is None else self._lookup(config)
+        model, macs = self.model, self.unit_macs
+        x = x.to(self.device, non_blocking=True)
+        n = x.shape[0]
+        with torch.inference_mode():
+            pred = torch.empty(n, dtype=torch.int64, device=self.device)
+            exit_of = torch.empty(n, dtype=torch.int64, device=self.device)
+            score_of = torch.empty(n, dtype=torch.float32, device=self.device)
+            cost = torch.empty(n, dtype=torch.float64, device=self.device)
+            idx = torch.arange(n, device=self.device)
+            spent = 0.0
+            saver_exits = [e for e in cfg.exits if e.saver]
+            chains = []
+            if saver_exits:
+                chains.append((model.saver_segments, {e.position: e for e in saver_exits}, saver_exits[-1].position))
+            chains.append((model.segments, {e.position: e for e in cfg.exits if not e.saver}, None))
+            final = len(model.exits) - 1
+            for segments, at, stop in chains:
+                h = x.index_select(0, idx) if idx.shape[0] != n else x
+                for seg in segments:
+                    h = self._fn(seg)(h)
+                    spent += macs[seg.name]
+                    if stop is None and seg is segments[-1]:  # the final exit: everyone still here leaves
+                        s, p = exit_scores(h, cfg.score)
+                        pred[idx], exit_of[idx], score_of[idx], cost[idx] = p, final, s, spent
+                        idx = idx[:0]
+                        break
+                    e = at.get(seg.position)
+                    if e is None:
+                        continue
+                    if e.key is not None:
+                        logits = self._fn(model.heads[e.key])(h)
+                        spent += macs[f"head:{e.name}"]
+                    else:
+                        logits = h
+                    s, p = exit_scores(logits, cfg.score)
+                    leave = s.double() > e.threshold
+                    out = idx[leave]
+                    if out.numel():
+                        pred[out], exit_of[out], score_of[out], cost[out] = p[leave], e.index, s[leave], spent
+                        keep = torch.nonzero(~leave).squeeze(1)
+                        idx = idx.index_select(0, keep)
+                        if idx.numel() == 0:
+                            break
+                        h = h.index_select(0, keep)
+                    if stop is not None and seg.position >= stop:
+                        break
+                if idx.numel() == 0:
+                    break
+        return RunResult(pred.cpu(), exit_of.cpu(), score_of.cpu(), cost.cpu(), self.base_macs)
+
+    def _lookup(self, config: str | int | RuntimeConfig) -> RuntimeConfig:
+        current = self.config
+        try:
+            return self.set_config(config)
+        finally:
+            self.config = current
+
+    def run_loader(self, batches: Sequence[torch.Tensor] | Any) -> RunResult:
+        """Run an iterable of input batches (or ``(x, ...)`` tuples) and concatenate the results."""
+        parts = [self.run(b[0] if isinstance(b, (tuple, list)) else b) for b in batches]
+        if not parts:
+            empty = torch.empty(0, dtype=torch.int64)
+            return RunResult(empty, empty, torch.empty(0), torch.empty(0, dtype=torch.float64), self.base_macs)
+        return RunResult(torch.cat([p.predictions for p in parts]), torch.cat([p.exits for p in parts]),
+                         torch.cat([p.scores for p in parts]), torch.cat([p.macs for p in parts]), self.base_macs)

@@ -1,0 +1,72 @@
+"""Shared fixtures of the runtime and validation tests: a tiny dumped model and an export searched on it."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from exits import attach_exits
+from exits.data import TensorDataset
+from exits.dump import dump_cache
+from search.config import ExitConfig
+from search.export import build_export
+from search.problem import ExitProblem
+
+__all__ = ["tiny_model", "tiny_splits", "dump", "safe_thresholds", "make_export"]
+
+
+def tiny_model(seed: int = 0, **kwargs):
+    torch.manual_seed(seed)
+    kwargs.setdefault("heads", ("linear", "mlp"))
+    return attach_exits("resnet10t", points="blocks", num_classes=10, input_size=(3, 16, 16), **kwargs)
+
+
+def tiny_splits(n_search: int = 40, n_holdout: int = 48, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return {s: TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g),
+                             sample_index=np.arange(n) * 2 + 5) for s, n in (("search", n_search), ("holdout", n_holdout))}
+
+
+def dump(model, splits, out: Path, **kwargs):
+    return dump_cache(model, splits, out, k=3, with_logits=True, batch_size=16, **kwargs)
+
+
+def safe_thresholds(scores: np.ndarray, quantile: float) -> float:
+    """A threshold near ``quantile`` of ``scores``, midway in a gap wider than 1e-5 (else the widest gap),
+    so that no score lies within float rounding of it."""
+    s = np.unique(scores.astype(np.float64))
+    if len(s) < 2:
+        return float(s[0] - 1e-3)
+    diff = np.diff(s)
+    gaps = np.flatnonzero(diff > 1e-5)
+    if not len(gaps):
+        gaps = np.array([int(np.argmax(diff))])
+    j = gaps[np.argmin(np.abs(gaps - quantile * (len(s) - 1)))]
+    return float((s[j] + s[j + 1]) / 2)
+
+
+def make_export(cache, score: str = "max_prob", split: str = "holdout") -> dict:
+    """An export of several configurations (one, two and three early exits; the base) on ``cache``."""
+    search = ExitProblem(cache, "search", score=score)
+    holdout = search.on_split("holdout")
+    ref = holdout if split == "holdout" else search
+    early = [i for i, e in enumerate(cache.exits[:-1])]
+    by_pos: dict[int, list[int]] = {}
+    for i in early:
+        by_pos.setdefault(cache.exits[i].position, []).append(i)
+    positions = sorted(by_pos)
+    plans = [[(positions[0], 0, 0.5)], [(positions[1], 1, 0.3), (positions[-1], 0, 0.5)],
+             [(positions[0], 1, 0.6), (positions[1], 0, 0.4), (positions[2], 1, 0.3)], []]
+    entries = []
+    for plan in plans:
+        exits, thr = [], []
+        remaining = np.ones(ref.n_samples, dtype=bool)
+        for pos, slot, q in plan:
+            e = by_pos[pos][slot % len(by_pos[pos])]
+            t = safe_thresholds(ref.scores[e][remaining] if remaining.any() else ref.scores[e], q)
+            exits.append(e)
+            thr.append(t)
+            remaining &= ~(ref.scores[e] > t)
+        entries.append(("test", ExitConfig(tuple(exits), tuple(thr), score)))
+    return build_export(entries, search=search, holdout=holdout, pareto=False)

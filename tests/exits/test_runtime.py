@@ -1,0 +1,210 @@
+"""ExitRuntime: agreement with the cache, compaction, MACs really spent, switching, refusals."""
+from __future__ import annotations
+
+import copy
+import json
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores
+from search.config import ExitConfig
+from search.problem import ExitProblem
+
+from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    model = tiny_model()
+    splits = tiny_splits()
+    cache = dump(model, splits, tmp_path_factory.mktemp("rt") / "cache")
+    return model, splits, cache
+
+
+def _expected(cache, config, split="holdout"):
+    problem = ExitProblem(cache, split, score=config.score)
+    cfg = ExitConfig(tuple(e.index for e in config.exits), tuple(e.threshold for e in config.exits), config.score)
+    exits = problem.assign(cfg)
+    preds = np.asarray(cache.topk_ids(split))[exits, 0, np.arange(len(exits))]
+    return exits, preds, problem.evaluate_one(cfg)
+
+
+@pytest.mark.parametrize("score", ["max_prob", "margin", "neg_entropy"])
+def test_agreement_with_cache_and_macs_equal_prediction(setup, score):
+    model, splits, cache = setup
+    runtime = ExitRuntime(model, make_export(cache, score), cache=cache)
+    x = splits["holdout"].images
+    n_exits_used = set()
+    for config in runtime.configs:
+        result = runtime.run(x, config)
+        exits, preds, ev = _expected(cache, config)
+        np.testing.assert_array_equal(result.exits.numpy(), exits)
+        np.testing.assert_array_equal(result.predictions.numpy(), preds)
+        assert result.relative_cost == pytest.approx(ev.relative_cost, rel=1e-12)
+        assert result.relative_cost == pytest.approx(config.relative_cost("holdout"), rel=1e-12)
+        n_exits_used |= set(exits.tolist())
+    assert len(n_exits_used) >= 4  # samples really leave at several exits
+
+
+def test_scores_computed_as_the_cache_stores_them(setup):
+    model, splits, cache = setup
+    x = splits["holdout"].images
+    with torch.inference_mode():
+        logits = model.forward_exits(x)
+    probs = np.asarray(cache.topk_probs("holdout"))
+    for i, z in enumerate(logits):
+        s, p = exit_scores(z, "max_prob")
+        np.testing.assert_array_equal(s.numpy(), probs[i, 0])
+        np.testing.assert_array_equal(p.numpy(), np.asarray(cache.topk_ids("holdout"))[i, 0])
+        m, _ = exit_scores(z, "margin")
+        np.testing.assert_array_equal(m.numpy(), probs[i, 0] - probs[i, 1])
+
+
+def test_a_sample_alone_equals_the_sample_in_a_batch(setup):
+    model, splits, cache = setup
+    runtime = ExitRuntime(model, make_export(cache), cache=cache)
+    x = splits["holdout"].images[:12]
+    for config in runtime.configs:
+        batch = runtime.run(x, config)
+        for i in range(len(x)):
+            alone = runtime.run(x[i:i + 1], config)
+            assert int(alone.exits[0]) == int(batch.exits[i])
+            assert int(alone.predictions[0]) == int(batch.predictions[i])
+            assert float(alone.scores[0]) == pytest.approx(float(batch.scores[i]), abs=1e-6)
+            assert float(alone.macs[0]) == float(batch.macs[i])
+
+
+def test_flops_counted_during_the_run_equal_the_accounted_macs(setup):
+    model, splits, cache = setup
+    runtime = ExitRuntime(model, make_export(cache), cache=cache)
+    x = splits["holdout"].images
+    for config in runtime.configs:
+        with FlopCounterMode(display=False) as counter:
+            result = runtime.run(x, config)
+        assert counter.get_total_flops() / 2 == pytest.approx(float(result.macs.sum()), rel=1e-9)
+    with FlopCounterMode(display=False) as counter:
+        runtime.base_forward(x)
+    assert counter.get_total_flops() / 2 / len(x) == pytest.approx(runtime.base_macs, rel=1e-9)
+
+
+def test_disabled_heads_never_run(setup):
+    model, splits, cache = setup
+    runtime = ExitRuntime(model, make_export(cache), cache=cache)
+    config = runtime.configs[0]
+    calls: dict[str, int] = {}
+    hooks = [head.register_forward_hook(lambda m, i, o, k=k: calls.__setitem__(k, calls.get(k, 0) + 1))
+             for k, head in model.heads.items()]
+    try:
+        runtime.run(splits["holdout"].images, config)
+    finally:
+        for h in hooks:
+            h.remove()
+    assert set(calls) == {e.key for e in config.exits}
+
+
+def test_switching_and_selecting_by_budget(setup):
+    model, splits, cache = setup
+    doc = make_export(cache)
+    runtime = ExitRuntime(model, doc, cache=cache)
+    assert runtime.config.id == "base" and runtime.ids == [c["id"] for c in doc["configs"]]
+    x = splits["holdout"].images
+    seen = {}
+    for cid in runtime.ids:
+        runtime.set_config(cid)
+        seen[cid] = runtime.run(x).exits.numpy()
+        assert runtime.config.id == cid
+    assert len({tuple(v) for v in seen.values()}) == len(seen)
+    runtime.set_config(0)
+    np.testing.assert_array_equal(runtime.run(x, runtime.ids[-1]).exits.numpy(), seen[runtime.ids[-1]])
+    assert runtime.config.id == runtime.ids[0]  # run(config=...) does not switch
+    budget = sorted(c["search"]["relative_cost"] for c in doc["configs"])[1] + 1e-9
+    chosen = runtime.select(budget)
+    fits = [c for c in doc["configs"] if c["search"]["relative_cost"] <= budget]
+    assert chosen.id == max(fits, key=lambda c: (c["search"]["accuracy"], -c["search"]["relative_cost"]))["id"]
+    assert runtime.config is chosen
+    with pytest.raises(RuntimeConfigError, match="no configuration within"):
+        runtime.select(0.01)
+    runtime.set_config(None)
+    assert runtime.run(x).exits.eq(len(model.exits) - 1).all()
+
+
+def test_single_configuration_is_active_at_once(setup):
+    model, _, cache = setup
+    doc = make_export(cache)
+    doc["configs"] = doc["configs"][1:2]
+    assert ExitRuntime(model, doc, cache_fingerprint=cache.fingerprint).config.id == doc["configs"][0]["id"]
+
+
+def test_config_file_round_trip(setup, tmp_path):
+    model, splits, cache = setup
+    doc = make_export(cache)
+    path = tmp_path / "front.json"
+    path.write_text(json.dumps(doc))
+    runtime = ExitRuntime(model, path, cache=cache.path if hasattr(cache, "path") else cache)
+    assert runtime.ids == [c["id"] for c in doc["configs"]]
+
+
+def _refused(model, doc, match, **kwargs):
+    with pytest.raises(RuntimeConfigError, match=match) as info:
+        ExitRuntime(model, doc, **kwargs)
+    assert "\n" not in str(info.value)
+
+
+def test_refusals(setup, tmp_path):
+    model, splits, cache = setup
+    doc = make_export(cache)
+    _refused(tiny_model(seed=1), doc, "configuration is for model", cache=cache)
+    _refused(model, doc, "cannot be checked")
+    _refused(model, doc, "not on the expected cache", cache_fingerprint="sha256:" + "0" * 64)
+    other = copy.deepcopy(doc)
+    other["cache"]["fingerprint"] = "sha256:" + "1" * 64
+    _refused(model, other, "not on the given cache", cache=cache)
+    bad = copy.deepcopy(doc)
+    bad["configs"][0]["exits"][0]["name"] = "layer9.0/linear"
+    _refused(model, bad, "is not an exit of this model", cache=cache)
+    bad = copy.deepcopy(doc)
+    bad["configs"][0]["exits"][0]["threshold"] = 1.5
+    _refused(model, bad, r"threshold 1.5 outside \[0, 1\]", cache=cache)
+    bad = copy.deepcopy(doc)
+    for d in bad["configs"][0]["exits"]:
+        d["score"] = "confidence"
+    _refused(model, bad, "unknown score kind", cache=cache)
+    bad = copy.deepcopy(doc)
+    bad["configs"][0]["exits"][0]["position"] += 1
+    _refused(model, bad, "is at position", cache=cache)
+    # same backbone, retrained heads: the cache was dumped from other heads
+    retrained = tiny_model()
+    with torch.no_grad():
+        next(iter(retrained.heads.values())).fc.weight.add_(1.0)
+    _refused(retrained, doc, "other heads weights", cache=cache)
+    with pytest.raises(RuntimeConfigError, match="does not exist"):
+        ExitRuntime(model, tmp_path / "missing.json", cache=cache)
+
+
+def test_saver_runs_first_and_releases_samples(tmp_path):
+    model = tiny_model(heads=("linear",), saver="resnet10t")
+    splits = tiny_splits(24, 32)
+    cache = dump(model, splits, tmp_path / "cache")
+    problem = ExitProblem(cache, "holdout")
+    saver = cache.exit_index("saver")
+    late = next(i for i, e in enumerate(cache.exits) if e.name == "layer3.0/linear")
+    t0 = float(np.median(problem.scores[saver]))
+    doc = make_export(cache)
+    doc["configs"] = [{"id": "saver", "exits": [
+        {"name": "saver", "position": cache.exits[saver].position, "head": "saver", "score": "max_prob",
+         "threshold": t0},
+        {"name": "layer3.0/linear", "position": cache.exits[late].position, "head": "linear", "score": "max_prob",
+         "threshold": float(np.median(problem.scores[late]))}]}]
+    runtime = ExitRuntime(model, doc, cache=cache)
+    x = splits["holdout"].images
+    result = runtime.run(x)
+    exits, preds, ev = _expected(cache, runtime.config)
+    np.testing.assert_array_equal(result.exits.numpy(), exits)
+    np.testing.assert_array_equal(result.predictions.numpy(), preds)
+    assert result.relative_cost == pytest.approx(ev.relative_cost, rel=1e-12) and result.relative_cost > 0
+    with FlopCounterMode(display=False) as counter:
+        runtime.run(x)
+    assert counter.get_total_flops() / 2 == pytest.approx(float(result.macs.sum()), rel=1e-9)
