@@ -1,0 +1,194 @@
+"""Optuna storages for the ``optuna`` engine: one normaliser, and studies tied to one problem.
+
+``get_storage`` accepts ``None`` or ``"memory"`` (in this process only), ``sqlite:///FILE``, a
+journal file (``journal:///PATH``, or a path ending in ``.log``/``.journal``), a
+``postgresql://user:pass@host:port/db`` URL (any other SQLAlchemy URL goes to optuna's
+``RDBStorage`` too) or an optuna ``BaseStorage`` object. A server that cannot be reached raises
+SearchError within ``timeout`` seconds instead of hanging.
+
+A study remembers which problem it searches: ``open_study`` stores a fingerprint (cache, split,
+score kind, cost measure, positions and their exits, encoding, a digest of the scores and costs)
+in the study's user attributes and refuses to continue a study made for another problem.
+optuna is imported lazily.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+
+from data_cache.fingerprint import digest_arrays
+
+from ._validation import SearchError
+
+__all__ = ["JOURNAL_SUFFIXES", "get_storage", "describe_storage", "is_shared", "problem_fingerprint",
+           "default_study_name", "open_study", "FINGERPRINT_ATTR"]
+
+JOURNAL_SUFFIXES = (".log", ".journal")
+FINGERPRINT_ATTR = "exitsearch"
+_MEMORY = ("memory", ":memory:")
+
+
+def _optuna():
+    try:
+        import optuna
+    except ModuleNotFoundError:
+        raise SearchError("engine 'optuna' needs optuna: pip install optuna") from None
+    return optuna
+
+
+def _journal_path(storage: str) -> str | None:
+    """The file of a journal storage string, or None if ``storage`` names no journal."""
+    if storage.startswith("journal:"):
+        rest = storage[len("journal:"):]
+        return rest[2:] if rest.startswith("//") else rest
+    if "://" not in storage and storage.endswith(JOURNAL_SUFFIXES):
+        return storage
+    return None
+
+
+def describe_storage(storage) -> str:
+    """A printable name of a storage, passwords hidden."""
+    if storage is None or (isinstance(storage, str) and storage in _MEMORY):
+        return "memory"
+    if not isinstance(storage, str):
+        return type(storage).__name__
+    if _journal_path(storage) is not None or "://" not in storage:
+        return storage
+    try:
+        from sqlalchemy.engine import make_url
+        return make_url(storage).render_as_string(hide_password=True)
+    except Exception:  # an unparsable URL: show the scheme only
+        return storage.split("://", 1)[0] + "://..."
+
+
+def is_shared(storage) -> bool:
+    """Whether several processes can use ``storage`` (a string naming a file or a server)."""
+    return isinstance(storage, str) and storage not in _MEMORY and storage != "sqlite://"
+
+
+def get_storage(storage=None, *, timeout: float = 5.0):
+    """An optuna ``BaseStorage`` for ``storage`` (see module docstring); SearchError if unusable."""
+    optuna = _optuna()
+    if storage is None or (isinstance(storage, str) and storage in _MEMORY):
+        return optuna.storages.InMemoryStorage()
+    if isinstance(storage, optuna.storages.BaseStorage):
+        return storage
+    if not isinstance(storage, str) or not storage:
+        raise SearchError(f"storage must be 'memory', sqlite:///FILE, journal:///FILE or a database URL "
+                          f"(got {storage!r})")
+    path = _journal_path(storage)
+    if path is not None:
+        return _journal(optuna, path)
+    if "://" not in storage:
+        raise SearchError(f"storage {storage!r} is not understood; use 'memory', sqlite:///FILE, "
+                          f"journal:///FILE (or FILE{JOURNAL_SUFFIXES[0]}) or postgresql://USER:PASS@HOST/DB")
+    return _rdb(optuna, storage, timeout)
+
+
+def _journal(optuna, path: str):
+    if not path:
+        raise SearchError("journal storage needs a file: journal:///PATH/TO/FILE.log")
+    parent = Path(path).expanduser().resolve().parent
+    if not parent.is_dir():
+        raise SearchError(f"journal storage {path}: folder {parent} does not exist; create it first")
+    from optuna.storages.journal import JournalFileBackend
+    try:
+        return optuna.storages.JournalStorage(JournalFileBackend(str(Path(path).expanduser())))
+    except OSError as exc:
+        raise SearchError(f"journal storage {path}: {exc.strerror or exc}") from None
+
+
+def _rdb(optuna, url: str, timeout: float):
+    import sqlalchemy.event
+    import sqlalchemy.exc
+
+    scheme = url.split("://", 1)[0].split("+")[0].lower()
+    connect_args: dict = {}
+    if scheme == "sqlite":
+        file = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        if file and not Path(file).expanduser().resolve().parent.is_dir():
+            raise SearchError(f"storage {url}: folder {Path(file).resolve().parent} does not exist; create it first")
+        connect_args["timeout"] = 60  # seconds to wait for another worker's write lock
+    elif scheme in ("postgresql", "postgres", "mysql"):
+        connect_args["connect_timeout"] = max(1, int(round(timeout)))
+    engine_kwargs = {"connect_args": connect_args, "pool_pre_ping": True} if connect_args else {}
+    name = describe_storage(url)
+    try:
+        storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
+    except ImportError as exc:
+        driver = {"postgresql": "psycopg2-binary", "postgres": "psycopg2-binary", "mysql": "pymysql"}.get(scheme)
+        hint = f": pip install {driver}" if driver else ""
+        raise SearchError(f"storage {name}: the database driver is missing{hint} ({exc.__cause__ or exc})") from None
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise SearchError(f"storage {name}: not a valid database URL ({exc})") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise SearchError(f"storage {name} cannot be reached (timeout {timeout:g} s): {reason}") from None
+    if scheme == "sqlite":
+        sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
+        storage.engine.dispose()  # connections opened from now on get the pragmas
+    return storage
+
+
+def _sqlite_pragmas(connection, _record) -> None:
+    """Write-ahead log: readers never block the writer; a killed process loses no committed trial."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def problem_fingerprint(problem, encoding: str) -> dict:
+    """What identifies a search problem: a study continues only on an equal fingerprint."""
+    cache = problem.cache
+    data = digest_arrays({"scores": problem.scores, "correct": problem.correct,
+                          "unit_costs": np.asarray(problem.costs.unit_costs),
+                          "needs": np.asarray(problem.costs.needs)})
+    fp = {"format": "exitsearch-study/1", "cache": str(getattr(cache, "fingerprint", "")),
+          "split": problem.split, "score": problem.score, "objective": problem.objective,
+          "n_samples": int(problem.n_samples), "positions": [int(p) for p in problem.positions],
+          "exits": [[cache.exits[e].name for e in ex] for ex in problem.position_exits],
+          "encoding": encoding, "data": data}
+    return json.loads(json.dumps(fp))
+
+
+def default_study_name(fingerprint: dict) -> str:
+    """A study name derived from the fingerprint: the same problem resumes the same study."""
+    blob = json.dumps(fingerprint, sort_keys=True).encode()
+    return "exitsearch-" + hashlib.sha256(blob).hexdigest()[:12]
+
+
+def open_study(storage, study_name: str | None, fingerprint: dict, *, sampler=None, create: bool = True):
+    """Create or load the two-objective study ``study_name`` in ``storage`` (an optuna storage).
+
+    A study already holding trials of another problem, or created for other directions, is refused.
+    ``create=False`` only loads (worker processes).
+    """
+    optuna = _optuna()
+    directions = ["minimize", "minimize"]
+    where = describe_storage(storage)
+    try:
+        if create:
+            study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name,
+                                        directions=directions, load_if_exists=True)
+        else:
+            study = optuna.load_study(storage=storage, sampler=sampler, study_name=study_name)
+    except KeyError:
+        raise SearchError(f"study {study_name!r} does not exist in {where}") from None
+    if [d.name.lower() for d in study.directions] != directions:
+        raise SearchError(f"study {study.study_name!r} in {where} was created for other objectives "
+                          f"({[d.name.lower() for d in study.directions]}); choose another study name")
+    stored = study.user_attrs.get(FINGERPRINT_ATTR)
+    if stored is None:
+        if study.get_trials(deepcopy=False):
+            raise SearchError(f"study {study.study_name!r} in {where} holds trials of an unknown problem; "
+                              "choose another study name")
+        study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
+    elif stored != fingerprint:
+        diff = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
+        raise SearchError(f"study {study.study_name!r} in {where} was made for another problem (differs in "
+                          f"{', '.join(diff)}); choose another study name or storage")
+    return study
