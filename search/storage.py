@@ -14,6 +14,7 @@ optuna is imported lazily.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import json
 from pathlib import Path
 
@@ -101,10 +102,22 @@ def _journal(optuna, path: str):
         raise SearchError(f"journal storage {path}: {exc.strerror or exc}") from None
 
 
+def _postgres_driver(url: str) -> str:
+    """``postgresql://`` with the driver that is installed (SQLAlchemy 2.1 assumes psycopg 3)."""
+    scheme, rest = url.split("://", 1)
+    if scheme.lower() not in ("postgresql", "postgres"):
+        return url
+    for module, dialect in (("psycopg", "postgresql+psycopg"), ("psycopg2", "postgresql+psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"{dialect}://{rest}"
+    return f"postgresql://{rest}"
+
+
 def _rdb(optuna, url: str, timeout: float):
     import sqlalchemy.event
     import sqlalchemy.exc
 
+    url = _postgres_driver(url)
     scheme = url.split("://", 1)[0].split("+")[0].lower()
     connect_args: dict = {}
     if scheme == "sqlite":
