@@ -1,0 +1,428 @@
+"""``python -m exits.validate``: run exported configurations on the real model and compare with the cache.
+
+For every chosen configuration of an ``exitconfig/1`` export, on one split of the dataset (the cache's
+samples, joined on ``sample_index``):
+
+- measured accuracy and MACs: the runtime's per-sample accounting from the unit table and, independently,
+  ``FlopCounterMode`` over the whole run (MACs = FLOPs / 2);
+- per-sample agreement with the cache: same exit and same prediction as ``search.ExitProblem.assign``
+  gives; disagreements where a cached score lies within ``--tolerance`` of a threshold it was compared
+  with are counted apart (float rounding: batch composition changes the last bits of a convolution);
+- throughput at batch 64 and median latency at batch 1 (after warm-up), measured in rounds that alternate
+  the plain base model (the backbone's forward alone) and the configuration in the same process.
+
+Writes a JSON report (``exitvalidation/1``) and a figure (predicted vs measured front; measured speedup
+against MAC saving). Bad input (configuration for another model or cache, missing checkpoint, exits the
+model lacks, thresholds out of range) prints one line and exits with status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["REPORT_FORMAT", "validate", "main"]
+
+REPORT_FORMAT = "exitvalidation/1"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _machine(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "device": str(device), "torch": torch.__version__, "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        pass
+    return info
+
+
+def _spread(configs: list, n: int | None) -> list:
+    """At most ``n`` configurations spread evenly over the predicted cost range (ends kept)."""
+    if n is None or len(configs) <= n:
+        return configs
+    order = sorted(configs, key=lambda c: c.relative_cost("search") or 0.0)
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(order) - 1, n)})
+    return [order[i] for i in picks]
+
+
+def _time_batches(fn: Callable[[torch.Tensor], Any], batches: Sequence[torch.Tensor], device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    for b in batches:
+        fn(b)
+    _sync(device)
+    return time.perf_counter() - t0
+
+
+def _latencies(fn: Callable[[torch.Tensor], Any], samples: Sequence[torch.Tensor], device: torch.device) -> list[float]:
+    out = []
+    for x in samples:
+        _sync(device)
+        t0 = time.perf_counter()
+        fn(x)
+        _sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """MACs (FLOPs / 2) of ``fn()`` by ``FlopCounterMode`` (attention included), and its result."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from .macs import ATTENTION_FORMULAS
+
+    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS) as counter:
+        out = fn()
+    return counter.get_total_flops() / 2, out
+
+
+def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
+             latency_samples: list[torch.Tensor], rounds: int = 3, tolerance: float = 1e-6,
+             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``configs`` (``RuntimeConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
+    in the cache's row order) and time them against the base model; return the report dictionary."""
+    from search.config import ExitConfig
+    from search.problem import ExitProblem
+    from search.scores import compute_scores
+
+    device = runtime.device
+    say = progress or (lambda msg: None)
+    labels = np.asarray(cache.labels(split))
+    ids = cache.topk_ids(split)
+    n = len(labels)
+    base_counted, _ = _counted_macs(lambda: runtime.base_forward(timing_batches[0][:1] if timing_batches
+                                                                 else next(iter(loader))[0][:1]))
+    # base accuracy, measured on the real model
+    say("base model")
+    seen_labels, base_correct = [], 0
+    for x, y, _ in loader:
+        base_correct += int((runtime.base_forward(x).argmax(1).cpu() == y).sum())
+        seen_labels.append(y.numpy())
+    if not np.array_equal(np.concatenate(seen_labels), labels):
+        raise ValueError("the dataset's labels differ from the cache's on the same sample_index")
+
+    def time_base_and(fn: Callable[[torch.Tensor], Any] | None) -> dict[str, Any]:
+        """Alternate rounds of the base model and ``fn``: median times at batch 64 and per sample at batch 1."""
+        res: dict[str, Any] = {}
+        if timing_batches:
+            for f in (runtime.base_forward, fn):  # warm-up
+                for b in timing_batches[:2]:
+                    f(b)
+            tb, tc = [], []
+            for _ in range(rounds):
+                tb.append(_time_batches(runtime.base_forward, timing_batches, device))
+                tc.append(_time_batches(fn, timing_batches, device))
+            n_t = sum(len(b) for b in timing_batches)
+            res["b64"] = {"n_samples": n_t, "base_s": statistics.median(tb), "config_s": statistics.median(tc),
+                          "base_throughput": n_t / statistics.median(tb), "throughput": n_t / statistics.median(tc),
+                          "speedup": statistics.median(tb) / statistics.median(tc),
+                          "speedup_per_round": [b / c for b, c in zip(tb, tc)]}
+        if latency_samples:
+            for f in (runtime.base_forward, fn):
+                for x in latency_samples[:5]:
+                    f(x)
+            lb, lc = [], []
+            for _ in range(rounds):
+                lb += _latencies(runtime.base_forward, latency_samples, device)
+                lc += _latencies(fn, latency_samples, device)
+            res["b1"] = {"n_samples": len(latency_samples), "rounds": rounds,
+                         "base_median_s": statistics.median(lb), "median_s": statistics.median(lc),
+                         "base_mean_s": statistics.fmean(lb), "mean_s": statistics.fmean(lc),
+                         "speedup_median": statistics.median(lb) / statistics.median(lc),
+                         "speedup_mean": statistics.fmean(lb) / statistics.fmean(lc)}
+        return res
+
+    reports = []
+    problems: dict[str, ExitProblem] = {}
+    for c in configs:
+        say(f"config {c.id}")
+        if c.score not in problems:
+            problems[c.score] = ExitProblem(cache, split, score=c.score)
+        problem = problems[c.score]
+        cfg = ExitConfig(tuple(e.index for e in c.exits), tuple(e.threshold for e in c.exits), c.score)
+        want_exit = problem.assign(cfg)
+        want_pred = np.asarray(ids[want_exit, 0, np.arange(n)])
+        ev = problem.evaluate_one(cfg)
+        counted, result = _counted_macs(lambda: _run_all(runtime, loader, c))
+        got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
+        differ = (got_exit != want_exit) | (got_pred != want_pred)
+        near = np.zeros(n, dtype=bool)
+        if differ.any():
+            scores = compute_scores(cache, split, c.score, exits=[e.index for e in c.exits])
+            for j, e in enumerate(c.exits):
+                near |= np.abs(scores[j].astype(np.float64) - e.threshold) <= tolerance
+        t = time_base_and(lambda x, c=c: runtime.run(x, c))
+        predicted = c.predicted.get(split) or {}
+        entry = {
+            "id": c.id,
+            "exits": [{"name": e.name, "threshold": e.threshold} for e in c.exits],
+            "score": c.score,
+            "predicted": {"accuracy": predicted.get("accuracy", ev.accuracy),
+                          "relative_cost": predicted.get("relative_cost", ev.relative_cost),
+                          "exit_fractions": list(ev.exit_fractions)},
+            "measured": {"accuracy": float(np.mean(got_pred == labels)),
+                         "relative_cost": counted / n / base_counted,
+                         "relative_cost_accounted": result.relative_cost,
+                         "macs_per_sample": counted / n,
+                         "exit_fractions": _fractions(got_exit, [e.index for e in c.exits],
+                                                     len(runtime.model.exits) - 1)},
+            "agreement": float(1.0 - differ.mean()),
+            "n_disagree": int(differ.sum()),
+            "n_disagree_near_threshold": int((differ & near).sum()),
+            "n_disagree_exit": int((got_exit != want_exit).sum()),
+            "n_disagree_prediction": int((got_pred != want_pred).sum()),
+            "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
+        }
+        if "b64" in t:
+            entry["throughput_speedup_b64"] = t["b64"]["speedup"]
+            entry["throughput_b64"] = t["b64"]
+            entry["throughput_vs_ideal"] = t["b64"]["speedup"] / entry["ideal_speedup"]
+        if "b1" in t:
+            entry["latency_speedup_b1"] = t["b1"]["speedup_median"]
+            entry["latency_b1"] = t["b1"]
+        reports.append(entry)
+    base_acc = base_correct / n
+    return {"format": REPORT_FORMAT, "split": split, "n_samples": n, "tolerance": tolerance,
+            "cache": {"fingerprint": cache.fingerprint},
+            "model": {"name": runtime.model.model_name, "fingerprint": runtime.model.fingerprint()},
+            "machine": _machine(device), "rounds": rounds,
+            "base": {"predicted": {"accuracy": float(np.mean(np.asarray(ids[-1, 0]) == labels)), "relative_cost": 1.0},
+                     "measured": {"accuracy": base_acc, "macs_per_sample": base_counted,
+                                  "macs_unit_table": runtime.base_macs}},
+            "configs": reports}
+
+
+def _run_all(runtime, loader: Any, config) -> Any:
+    from .runtime import RunResult
+
+    parts = [runtime.run(x, config) for x, _, _ in loader]
+    return RunResult(torch.cat([p.predictions for p in parts]), torch.cat([p.exits for p in parts]),
+                     torch.cat([p.scores for p in parts]), torch.cat([p.macs for p in parts]), runtime.base_macs)
+
+
+def _fractions(exits: np.ndarray, enabled: list[int], final: int) -> list[float]:
+    """Fraction of samples leaving at each enabled exit, then at the final exit."""
+    return [float(np.mean(exits == e)) if len(exits) else 0.0 for e in (*enabled, final)]
+
+
+# -- figure and table ----------------------------------------------------------------------------
+
+def plot_report(report: dict[str, Any], path: str | Path) -> None:
+    """Predicted vs measured front (left); measured speedup against MAC saving, with the ideal (right)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib.figure import Figure
+
+    rows = sorted(report["configs"], key=lambda c: c["predicted"]["relative_cost"])
+    fig = Figure(figsize=(12, 4.8))
+    ax1, ax2 = fig.subplots(1, 2)
+    ax1.plot([c["predicted"]["relative_cost"] for c in rows], [100 * c["predicted"]["accuracy"] for c in rows],
+             "o-", label="predicted by the cache")
+    ax1.plot([c["measured"]["relative_cost"] for c in rows], [100 * c["measured"]["accuracy"] for c in rows],
+             "x--", ms=9, label="measured on the model")
+    ax1.plot([1.0], [100 * report["base"]["measured"]["accuracy"]], "k*", ms=12, label="base model")
+    ax1.set_xlabel("relative MACs")
+    ax1.set_ylabel(f"top-1 accuracy on {report['split']} (%)")
+    ax1.set_title("predicted vs measured front")
+    ax1.grid(alpha=0.3)
+    ax1.legend()
+    saving = [1.0 - c["measured"]["relative_cost"] for c in rows]
+    top = max(saving + [0.1])
+    xs = np.linspace(min(saving + [0.0]), top, 100)
+    ax2.plot(xs, 1 / (1 - xs), "k-", lw=1, label="ideal: 1 / relative MACs")
+    ax2.plot(xs, 0.8 / (1 - xs), "k:", lw=1, label="0.8 x ideal")
+    if any("throughput_speedup_b64" in c for c in rows):
+        ax2.plot(saving, [c.get("throughput_speedup_b64", np.nan) for c in rows], "o", label="throughput, batch 64")
+    if any("latency_speedup_b1" in c for c in rows):
+        ax2.plot(saving, [c.get("latency_speedup_b1", np.nan) for c in rows], "s", mfc="none",
+                 label="median latency, batch 1")
+    ax2.axhline(1.0, color="grey", lw=0.8)
+    ax2.set_xlabel("MAC saving (1 - measured relative MACs)")
+    ax2.set_ylabel("measured speedup over the base model")
+    ax2.set_title(f"measured speedup ({report['machine']['device']}, {report['machine']['torch_threads']} threads)")
+    ax2.grid(alpha=0.3)
+    ax2.legend()
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """One line per configuration: predicted vs measured accuracy and cost, agreement, speedups."""
+    b = report["base"]
+    lines = [f"{report['split']}: {report['n_samples']} samples; base accuracy measured {b['measured']['accuracy']:.4%} "
+             f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
+             f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
+             f"{'agree':>8} {'near':>4} {'ideal':>6} {'b64 x':>6} {'b1 x':>6}"]
+    for c in report["configs"]:
+        p, m = c["predicted"], c["measured"]
+        lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
+                     f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
+                     f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} "
+                     f"{c.get('throughput_speedup_b64', float('nan')):>6.2f} {c.get('latency_speedup_b1', float('nan')):>6.2f}")
+    lines.append("agree: same exit and prediction as the cache; near: disagreements within the tolerance of a "
+                 "threshold; ideal: 1 / relative MACs; b64 x / b1 x: measured throughput (batch 64) and median "
+                 "latency (batch 1) speedups over the base model")
+    return "\n".join(lines)
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m exits.validate",
+                                description="Run exported exit configurations on the real model: accuracy, MACs, "
+                                            "agreement with the cache, speed against the base model.")
+    p.add_argument("--config", required=True, help="exitconfig/1 file (python -m search.pareto --export)")
+    p.add_argument("--checkpoint", required=True, help="head checkpoint (python -m exits.train / exits.pipeline)")
+    p.add_argument("--model", default=None, help="timm name of the backbone (checked against the checkpoint)")
+    p.add_argument("--backbone-weights", default=None, help="when the checkpoint holds no backbone weights")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the cache's)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
+    p.add_argument("--split", default="holdout", help="split of the cache to run (default holdout)")
+    p.add_argument("--cache", default=None, help="the cache the configurations were searched on "
+                                                 "(default: the bundled cache, if it is that one)")
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--all", action="store_true", help="every configuration of the file (the default)")
+    which.add_argument("--id", default=None, help="only the configuration with this id")
+    p.add_argument("--max-configs", type=int, default=None,
+                   help="with many configurations: this many, spread over the predicted cost range")
+    p.add_argument("--report", required=True, help="JSON report to write")
+    p.add_argument("--plot", default=None, help="figure to write (png)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size of the runs and the throughput timing")
+    p.add_argument("--timing-samples", type=int, default=4096, help="samples timed at batch 64 (default 4096)")
+    p.add_argument("--latency-samples", type=int, default=200, help="samples timed at batch 1 (default 200)")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds, base and configuration alternating")
+    p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--tolerance", type=float, default=1e-6,
+                   help="a disagreement whose cached score is this close to a threshold counts as float rounding")
+    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--compile", action="store_true", help="torch.compile every segment and head")
+    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _open_cache(arg: str | None, want: str | None) -> Any:
+    from data_cache import open_cache
+    from data_cache.bundled import bundled_cache_path
+
+    from .runtime import RuntimeConfigError
+
+    if arg is not None:
+        return open_cache(arg)
+    bundled = bundled_cache_path()
+    if bundled is not None:
+        cache = open_cache(bundled)
+        if cache.fingerprint == want:
+            return cache
+    raise RuntimeConfigError("the configuration was not searched on the bundled cache; pass the cache it was "
+                             "searched on with --cache")
+
+
+def _split_rows(args: argparse.Namespace, ckpt: dict, cache: Any) -> Any:
+    """The split's dataset rows in the cache's row order (joined on ``sample_index``)."""
+    from torch.utils.data import Subset
+
+    from .data import DataError, load_splits
+
+    if args.split not in cache.splits():
+        raise DataError(f"split {args.split!r} is not in the cache; it has {cache.splits()}")
+    dumped = cache.meta.provenance.get("dataset") or {}
+    params, trained = dumped.get("parameters") or {}, ckpt.get("data") or {}
+    dataset = args.dataset or dumped.get("name") or trained.get("dataset")
+    if dataset is None:
+        raise DataError("the cache names no dataset; pass --dataset")
+    if args.split not in ("search", "holdout"):
+        raise DataError(f"split {args.split!r}: only search and holdout can be rebuilt from the dataset")
+    splits = load_splits(dataset, args.data_root, data_config=ckpt["data_config"],
+                         search_fraction=params.get("search_fraction", trained.get("search_fraction", 0.1)),
+                         seed=params.get("seed", trained.get("seed", 0)), max_samples=params.get("max_samples"))
+    ds = getattr(splits, args.split)
+    where = {int(s): i for i, s in enumerate(ds.indices)}
+    want = np.asarray(cache.sample_index(args.split))
+    missing = [int(s) for s in want if int(s) not in where]
+    if missing:
+        raise DataError(f"{dataset} {args.split}: {len(missing)} of the cache's samples (sample_index "
+                        f"{missing[:3]}...) are not in this dataset split")
+    return Subset(ds, [where[int(s)] for s in want])
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 with one line on bad input."""
+    args = _parser().parse_args(argv)
+    from torch.utils.data import DataLoader
+
+    from data_cache import CacheError
+
+    from .checkpoints import model_from_checkpoint, read_checkpoint
+    from .errors import ExitsError
+    from .runtime import ExitRuntime, read_config_file
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        doc = read_config_file(args.config)
+        ckpt = read_checkpoint(args.checkpoint)
+        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
+        cache = _open_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"))
+        runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile)
+        configs = [runtime.set_config(args.id)] if args.id is not None else _spread(runtime.configs, args.max_configs)
+        rows = _split_rows(args, ckpt, cache)
+    except (CacheError, ExitsError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    say(f"loading {len(rows)} samples of {args.split}")
+    loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))
+    timing, latency = [], []
+    if not args.no_timing:
+        xs = torch.cat([b[0] for b in loader])[: args.timing_samples].to(device)
+        timing = list(xs.split(args.batch_size))
+        if not args.no_latency:
+            latency = [x.unsqueeze(0) for x in xs[: args.latency_samples]]
+    report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
+                      latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
+    report["config_file"] = str(args.config)
+    report["compile"] = args.compile
+    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
+    print(format_table(report))
+    print(f"report written to {args.report}")
+    if args.plot:
+        plot_report(report, args.plot)
+        print(f"figure written to {args.plot}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

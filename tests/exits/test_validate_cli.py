@@ -1,0 +1,104 @@
+"""python -m exits.validate: report fields, full agreement on a small model, refusals with exit status 2."""
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from _runtime_fixtures import make_export, tiny_model
+from exits.checkpoints import save_checkpoint
+from exits.data import load_splits, write_idx
+from exits.dump import dump_cache, dump_provenance
+from exits.validate import main
+
+
+def _fashion_files(root: Path, n_train: int = 60, n_test: int = 30) -> Path:
+    rng = np.random.default_rng(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
+        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, 10, n))
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("validate")
+    root = _fashion_files(tmp / "fm")
+    model = tiny_model()
+    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
+    ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
+    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
+    prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
+                           split_parameters=splits.parameters, seed=0)
+    cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
+                       split_definitions=splits.definitions, provenance=prov)
+    doc = make_export(cache)
+    (tmp / "front.json").write_text(json.dumps(doc))
+    base = ["--checkpoint", str(ckpt), "--dataset", "fashion_mnist", "--data-root", str(root), "--split", "holdout",
+            "--cache", str(tmp / "cache"), "--timing-samples", "16", "--latency-samples", "3", "--rounds", "1",
+            "--quiet"]
+    return tmp, base, doc
+
+
+def test_report_agrees_with_the_cache(setup, capsys):
+    tmp, base, doc = setup
+    code = main(["--config", str(tmp / "front.json"), "--all", "--report", str(tmp / "r.json"),
+                 "--plot", str(tmp / "r.png")] + base)
+    out = capsys.readouterr().out
+    assert code == 0
+    report = json.loads((tmp / "r.json").read_text())
+    assert report["format"] == "exitvalidation/1" and report["n_samples"] == 30
+    assert [c["id"] for c in report["configs"]] == [c["id"] for c in doc["configs"]]
+    for c, want in zip(report["configs"], doc["configs"]):
+        assert c["agreement"] == 1.0 and c["n_disagree"] == 0
+        assert c["predicted"]["accuracy"] == want["holdout"]["accuracy"]
+        assert c["measured"]["accuracy"] == pytest.approx(want["holdout"]["accuracy"], abs=1e-12)
+        assert c["measured"]["relative_cost"] == pytest.approx(want["holdout"]["relative_cost"], rel=1e-9)
+        assert c["measured"]["relative_cost_accounted"] == pytest.approx(want["holdout"]["relative_cost"], rel=1e-12)
+        assert c["throughput_speedup_b64"] > 0 and c["latency_speedup_b1"] > 0
+    assert report["base"]["measured"]["accuracy"] == report["base"]["predicted"]["accuracy"]
+    assert (tmp / "r.png").stat().st_size > 0 and doc["configs"][0]["id"] in out
+
+
+def test_one_configuration_by_id(setup, capsys):
+    tmp, base, doc = setup
+    cid = doc["configs"][1]["id"]
+    assert main(["--config", str(tmp / "front.json"), "--id", cid, "--report", str(tmp / "one.json"),
+                 "--no-timing"] + base) == 0
+    report = json.loads((tmp / "one.json").read_text())
+    assert [c["id"] for c in report["configs"]] == [cid] and "throughput_speedup_b64" not in report["configs"][0]
+
+
+def _refused(setup, capsys, doc=None, extra=(), match=""):
+    tmp, base, good = setup
+    path = tmp / "bad.json"
+    path.write_text(json.dumps(doc if doc is not None else good))
+    argv = ["--config", str(path), "--report", str(tmp / "bad_report.json")] + base + list(extra)
+    code = main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and match in err, err
+
+
+def test_refusals_exit_2_with_one_line(setup, capsys):
+    tmp, base, doc = setup
+    other_model = copy.deepcopy(doc)
+    other_model["model"]["fingerprint"] = "sha256:" + "2" * 64
+    _refused(setup, capsys, other_model, match="configuration is for model")
+    other_cache = copy.deepcopy(doc)
+    other_cache["cache"]["fingerprint"] = "sha256:" + "3" * 64
+    _refused(setup, capsys, other_cache, match="not on the given cache")
+    lacking = copy.deepcopy(doc)
+    lacking["configs"][0]["exits"][0]["name"] = "blocks.99/linear"
+    _refused(setup, capsys, lacking, match="is not an exit of this model")
+    threshold = copy.deepcopy(doc)
+    threshold["configs"][0]["exits"][0]["threshold"] = -0.25
+    _refused(setup, capsys, threshold, match="outside [0, 1]")
+    _refused(setup, capsys, extra=["--checkpoint", str(tmp / "nope.pt")], match="checkpoint does not exist")
+    _refused(setup, capsys, extra=["--model", "resnet18"], match="not 'resnet18'")
+    _refused(setup, capsys, extra=["--cache", str(tmp / "nowhere")], match="nowhere")
+    (tmp / "broken.json").write_text("{")
+    assert main(["--config", str(tmp / "broken.json"), "--report", str(tmp / "x.json")] + base) == 2
