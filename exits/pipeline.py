@@ -1,0 +1,224 @@
+"""``python -m exits.pipeline``: the Fashion-MNIST demo end to end, from scratch, on a CPU.
+
+Steps (outputs under ``--out``, default ``out/pipeline/``):
+
+1. ``train``: a narrow timm ResNet-18 for 28x28 grey images (8 blocks, an exit position after each)
+   trained for a few epochs, then ``linear`` and ``mlp`` heads at every block on the frozen backbone
+   -> ``checkpoint.pt``.
+2. ``dump``: every exit's top-2 on ``search`` (a seeded 10% slice of train, kept out of training) and
+   ``holdout`` (the test part) -> ``cache/``.
+3. ``search``: ``python -m search.pareto`` -> ``front.json``, ``front.png`` and ``choice.json`` (the
+   cheapest configuration within ``--max-drop`` points of the base accuracy on the search split).
+4. ``validate``: ``python -m exits.validate`` on holdout: the chosen configuration (``report_choice.json``)
+   and a spread of the front (``report_front.json``, ``report_front.png``).
+
+Finally the cache fingerprint is compared with the bundled cache's (``data_cache/bundled/fashion_mnist``).
+Training is deterministic: fixed seed, ``torch.use_deterministic_algorithms``, ``num_workers=0``, a fixed
+thread count (``--threads``; a different count changes the float reductions, hence the weights).
+Set ``OMP_WAIT_POLICY=PASSIVE`` when the machine is shared (the Makefile does).
+"""
+from __future__ import annotations
+
+import argparse
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["DATA_CONFIG", "TIMM_KWARGS", "build_model", "train_demo", "dump_demo", "main"]
+
+MODEL = "resnet18"
+TIMM_KWARGS: dict[str, Any] = {"in_chans": 1, "channels": [32, 64, 128, 256], "stem_width": 32}
+HEADS = ("linear", "mlp")
+DATA_CONFIG: dict[str, Any] = {"input_size": (1, 28, 28), "interpolation": "bilinear", "mean": (0.2860,),
+                               "std": (0.3530,), "crop_pct": 1.0, "crop_mode": "center"}
+DATASET = "fashion_mnist"
+SEARCH_FRACTION = 0.1
+STEPS = ("train", "dump", "search", "validate")
+BUNDLED = Path(__file__).resolve().parents[1] / "data_cache" / "bundled" / DATASET
+
+
+def build_model(seed: int):
+    """The demo's ``ExitModel`` (random init from ``seed``): narrow ResNet-18, heads at every block."""
+    from .model import ExitModel, create_backbone
+
+    torch.manual_seed(seed)
+    backbone = create_backbone(MODEL, num_classes=10, **TIMM_KWARGS)
+    return ExitModel(backbone, points="blocks", heads=HEADS, num_classes=10, input_size=DATA_CONFIG["input_size"],
+                     model_name=MODEL)
+
+
+def _train_tensors(splits) -> torch.utils.data.TensorDataset:
+    """The training rows as one tensor, computed exactly as the evaluation transform does (ToTensor, Normalize)."""
+    ds = splits.train
+    x = torch.from_numpy(ds.source.images[ds.indices]).unsqueeze(1).float().div(255)
+    mean = torch.tensor(DATA_CONFIG["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(DATA_CONFIG["std"]).view(1, -1, 1, 1)
+    return torch.utils.data.TensorDataset((x - mean) / std, torch.from_numpy(ds.labels))
+
+
+def train_demo(splits, out: Path, *, seed: int, backbone_epochs: int, head_epochs: int, batch_size: int,
+               log=print) -> Path:
+    """Train the backbone, then the heads on it (frozen); write ``out/checkpoint.pt``."""
+    from torch.utils.data import DataLoader
+
+    from .checkpoints import save_checkpoint
+    from .train import train_backbone, train_heads
+
+    model = build_model(seed)
+    data = _train_tensors(splits)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=True, num_workers=0, drop_last=True,
+                        generator=torch.Generator().manual_seed(seed))
+
+    def on_event(event: str, info: dict) -> None:
+        if event == "epoch":
+            r = info["record"]
+            accs = list(r["acc"].values())
+            log(f"  {info['phase']} epoch {r['epoch']}: loss {r['loss']:.4f}, training accuracy "
+                f"{'final ' if len(accs) == 1 else 'first/last exit '}"
+                f"{' / '.join(f'{a:.4f}' for a in (accs[:1] if len(accs) == 1 else (accs[0], accs[-1])))} "
+                f"({r['seconds']:.0f} s)")
+
+    train_backbone(model.backbone, loader, epochs=backbone_epochs, lr=2e-3, weight_decay=0.05, warmup_epochs=0.3,
+                   device="cpu", callback=on_event)
+    train_heads(model, loader, epochs=head_epochs, lr=2e-3, weight_decay=0.01, warmup_epochs=0.3, device="cpu",
+                callback=on_event)
+    return save_checkpoint(out / "checkpoint.pt", model, data_config=DATA_CONFIG, include_backbone=True,
+                           timm_kwargs=TIMM_KWARGS,
+                           data={"dataset": DATASET, "search_fraction": SEARCH_FRACTION, "seed": seed})
+
+
+def dump_demo(checkpoint: Path, splits, out: Path, *, seed: int, command: str) -> Any:
+    """Dump every exit's top-2 on search and holdout to ``out/cache`` (deterministic fp32)."""
+    from .checkpoints import model_from_checkpoint
+    from .dump import dump_cache, dump_provenance
+
+    model = model_from_checkpoint(checkpoint)
+    prov = dump_provenance(model, data_config=DATA_CONFIG, dataset=DATASET, split_parameters=splits.parameters,
+                           seed=seed, command=command)
+    return dump_cache(model, splits.cache_splits(), out / "cache", k=2, batch_size=64, overwrite=True,
+                      split_definitions=splits.definitions, provenance=prov)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m exits.pipeline",
+                                description="The Fashion-MNIST early-exit demo from scratch: train, dump, search, "
+                                            "validate; compare with the bundled cache.")
+    p.add_argument("--out", default="out/pipeline", help="output folder (default out/pipeline)")
+    p.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX files "
+                                                     "(default /usr/share/datasets/fashion-mnist)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=2, help="torch threads (fixed: part of what makes the run "
+                                                          "reproducible; default 2)")
+    p.add_argument("--backbone-epochs", type=int, default=4)
+    p.add_argument("--head-epochs", type=int, default=2)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--from-step", choices=STEPS, default="train",
+                   help="start at this step, reusing the earlier steps' outputs in --out (default: from scratch)")
+    p.add_argument("--max-drop", type=float, default=0.0,
+                   help="the demo configuration: cheapest within this many points of the base accuracy on the "
+                        "search split (default 0: the search split is a slice of train, where the exits look "
+                        "better than on the test part)")
+    p.add_argument("--front-configs", type=int, default=8,
+                   help="configurations of the front validated (spread over the cost range; default 8)")
+    p.add_argument("--bundled", default=str(BUNDLED), help="the bundled cache to compare with")
+    p.add_argument("--update-bundled", action="store_true", help="copy the new cache over the bundled one")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chain; exit status 0 when the cache matches the bundled one, 1 when it differs, 2 on bad input."""
+    args = _parser().parse_args(argv)
+    from data_cache import CacheError, open_cache
+
+    from .data import load_splits
+    from .dump import deterministic
+    from .errors import ExitsError
+
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(args.threads)
+    start = STEPS.index(args.from_step)
+    t_all = time.perf_counter()
+    times: dict[str, float] = {}
+
+    def step(name: str) -> bool:
+        run = STEPS.index(name) >= start
+        if run:
+            print(f"[{name}] {time.strftime('%H:%M:%S')}", flush=True)
+        return run
+
+    try:
+        splits = load_splits(DATASET, args.data_root, data_config=DATA_CONFIG, search_fraction=SEARCH_FRACTION,
+                             seed=args.seed)
+        ckpt = out / "checkpoint.pt"
+        if step("train"):
+            t0 = time.perf_counter()
+            with deterministic():
+                train_demo(splits, out, seed=args.seed, backbone_epochs=args.backbone_epochs,
+                           head_epochs=args.head_epochs, batch_size=args.batch_size)
+            times["train"] = time.perf_counter() - t0
+        if step("dump"):
+            t0 = time.perf_counter()
+            command = "python -m exits.pipeline " + " ".join(sys.argv[1:] if argv is None else argv)
+            dump_demo(ckpt, splits, out, seed=args.seed, command=command)
+            times["dump"] = time.perf_counter() - t0
+        if step("search"):
+            from search.pareto import main as pareto_main
+
+            t0 = time.perf_counter()
+            code = pareto_main([str(out / "cache"), "--export", str(out / "front.json"), "--plot",
+                                str(out / "front.png"), "--max-drop", str(args.max_drop), "--export-choice",
+                                str(out / "choice.json"), "--no-progress"])
+            if code:
+                return code
+            times["search"] = time.perf_counter() - t0
+        if step("validate"):
+            from .validate import main as validate_main
+
+            t0 = time.perf_counter()
+            common = ["--checkpoint", str(ckpt), "--dataset", DATASET, "--split", "holdout", "--cache",
+                      str(out / "cache"), "--channels-last", "--threads", str(args.threads)]
+            common += ["--data-root", args.data_root] if args.data_root else []
+            code = validate_main(["--config", str(out / "choice.json"), "--all", "--report",
+                                  str(out / "report_choice.json"), "--plot", str(out / "report_choice.png")] + common)
+            if code:
+                return code
+            code = validate_main(["--config", str(out / "front.json"), "--all", "--max-configs",
+                                  str(args.front_configs), "--report", str(out / "report_front.json"), "--plot",
+                                  str(out / "report_front.png"), "--latency-samples", "100"] + common)
+            if code:
+                return code
+            times["validate"] = time.perf_counter() - t0
+        cache = open_cache(out / "cache")
+    except (CacheError, ExitsError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    total = time.perf_counter() - t_all
+    print("\ntimes: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {total:.0f} s "
+          f"({total / 60:.1f} min)")
+    bundled = Path(args.bundled)
+    if args.update_bundled:
+        if bundled.exists():
+            shutil.rmtree(bundled)
+        shutil.copytree(out / "cache", bundled)
+        print(f"bundled cache replaced: {bundled}")
+    try:
+        ref = open_cache(bundled).fingerprint
+    except (CacheError, FileNotFoundError):
+        ref = None
+    print(f"cache fingerprint  (new):     {cache.fingerprint}")
+    print(f"cache fingerprint  (bundled): {ref}")
+    if ref != cache.fingerprint:
+        print("the new cache differs from the bundled one (another seed, thread count, CPU or library version "
+              "changes the float results)")
+        return 1
+    print("the pipeline reproduced the bundled cache")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
