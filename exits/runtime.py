@@ -141,16 +141,19 @@ class ExitRuntime:
     cache is checked against ``cache`` (a reader or a folder: same fingerprint, dumped from this
     backbone, heads and saver) or, without one, against ``cache_fingerprint``; one of the two is needed
     when ``configs`` is given. ``unit_macs`` defaults to the cache's unit table, else is counted on the
-    model. ``compile`` wraps every segment and head in ``torch.compile(dynamic=True)``.
+    model. ``compile`` wraps every segment and head in ``torch.compile(dynamic=True)``; ``channels_last``
+    stores convolution weights and image batches channels-last (the base model too: often much faster on
+    CPU, e.g. for a max-pool stem; the last bits of a convolution may differ from a contiguous dump).
     """
 
     def __init__(self, model: ExitModel, configs: Mapping[str, Any] | str | Path | None = None, *,
                  cache: Any = None, cache_fingerprint: str | None = None,
                  unit_macs: Mapping[str, float] | None = None, device: torch.device | str | None = None,
-                 compile: bool = False):
+                 compile: bool = False, channels_last: bool = False):
         self.model = model
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
-        model.to(self.device).eval()
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        model.to(self.device, memory_format=self.memory_format).eval()
         if cache is not None and not hasattr(cache, "fingerprint"):
             from data_cache import open_cache
 
@@ -310,10 +313,14 @@ class ExitRuntime:
             self._modules[id(module)] = fn
         return fn
 
+    def _input(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.to(self.device, non_blocking=True)
+        return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x
+
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The plain base model (the backbone's own forward, no heads): logits ``(b, n_classes)``."""
         with torch.inference_mode():
-            return self._fn(self.model.backbone)(x.to(self.device, non_blocking=True))
+            return self._fn(self.model.backbone)(self._input(x))
 
     def __call__(self, x: torch.Tensor, config: str | int | RuntimeConfig | None = None) -> RunResult:
         return self.run(x, config)
@@ -322,7 +329,7 @@ class ExitRuntime:
         """Run a batch ``(b, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
         model, macs = self.model, self.unit_macs
-        x = x.to(self.device, non_blocking=True)
+        x = self._input(x)
         n = x.shape[0]
         with torch.inference_mode():
             pred = torch.empty(n, dtype=torch.int64, device=self.device)
