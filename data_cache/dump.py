@@ -14,6 +14,7 @@ nothing already written is touched.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import sys
 
@@ -98,6 +99,7 @@ def _build(args: argparse.Namespace):
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 on success, 2 with one line per problem on bad input or a cache error."""
     args = _parser().parse_args(argv)
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before CUDA starts
     from data_cache.errors import CacheError
     from exits.data import load_splits
     from exits.dump import dump_cache, dump_provenance

@@ -29,7 +29,7 @@ from data_cache import CacheMeta, CacheReader, create_cache
 from .errors import ExitsError
 from .macs import MACS_COUNTER, measure_latency, unit_macs
 from .model import ExitModel
-from .train import _world
+from .train import dist_info
 
 __all__ = ["exit_topk", "cache_meta", "dump_provenance", "dump_cache", "deterministic"]
 
@@ -151,7 +151,7 @@ def dump_cache(model: ExitModel, splits: Mapping[str, Dataset], out: str | Path,
     if batch_size < 1:
         raise ExitsError(f"batch_size must be >= 1 (got {batch_size})")
     _check_labels(splits, model.num_classes)
-    rank, world = _world()
+    rank, world = dist_info()
     device = torch.device(device) if device is not None else next(model.parameters()).device
     model.to(device).eval()
     use_amp = bool(amp) and device.type == "cuda"

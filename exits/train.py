@@ -29,7 +29,7 @@ from torch import nn
 
 from .model import ExitModel
 
-__all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "main"]
+__all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "dist_info", "init_distributed", "main"]
 
 Callback = Callable[[str, dict], None]
 
@@ -42,7 +42,8 @@ def lr_at(step: int, total_steps: int, *, base_lr: float, warmup_steps: int, min
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
 
 
-def _world() -> tuple[int, int]:
+def dist_info() -> tuple[int, int]:
+    """``(rank, world_size)`` of the current process group, ``(0, 1)`` without one."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
@@ -52,7 +53,7 @@ def _world() -> tuple[int, int]:
 
 def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
     """Sum ``t`` over ranks in place (no-op without a process group)."""
-    if _world()[1] > 1:
+    if dist_info()[1] > 1:
         import torch.distributed as dist
 
         dist.all_reduce(t)
@@ -60,7 +61,7 @@ def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
 
 
 def _average_grads(params: list[nn.Parameter]) -> None:
-    world = _world()[1]
+    world = dist_info()[1]
     if world == 1:
         return
     grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
@@ -201,7 +202,7 @@ def train_backbone(backbone: nn.Module, loader: Iterable, *, epochs: int, lr: fl
         return F.cross_entropy(z.float(), y), [z]
 
     def sync_buffers(event: str, info: dict) -> None:
-        if event == "epoch" and _world()[1] > 1:
+        if event == "epoch" and dist_info()[1] > 1:
             import torch.distributed as dist
 
             for b in backbone.buffers():
@@ -308,7 +309,7 @@ def _build(args: argparse.Namespace, n_classes: int) -> tuple[ExitModel, dict, d
     cfg = dict(model.data_config)
     if args.crop_pct is not None:
         cfg["crop_pct"] = args.crop_pct
-    return model, cfg, {}, args.backbone_weights != "offline"
+    return model, cfg, {}, args.backbone_weights != "offline" or args.train_backbone_epochs > 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,7 +1,6 @@
 """The dump: recorded top-k equal the model's outputs, ranks and resume give the same cache, refusals."""
 from __future__ import annotations
 
-import json
 import multiprocessing as mp
 import os
 import subprocess
@@ -202,8 +201,12 @@ def test_cli_refusals_exit_2_and_keep_files(cli_setup, capsys):
         assert _snapshot(tmp_path / "c") == before
 
     refused(base + out, "already holds a complete cache")
-    swap = lambda flag, value: [value if a == base[base.index(flag) + 1] and i == base.index(flag) + 1 else a
-                                for i, a in enumerate(base)]
+
+    def swap(flag: str, value: str) -> list[str]:
+        argv = list(base)
+        argv[argv.index(flag) + 1] = value
+        return argv
+
     refused(swap("--model", "resnet_nope") + out, "resnet_nope")
     refused(swap("--data-root", str(tmp_path / "missing")) + out, "missing")
     refused(swap("--model", "resnet18") + out, "not 'resnet18'")
