@@ -57,7 +57,7 @@ class PeakAnon:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--exact", action="store_true", help="also fit on every sample (slow: minutes)")
-    ap.add_argument("--subsample", type=int, default=131072, help="dp subsample size (default 131072)")
+    ap.add_argument("--subsample", type=int, default=32768, help="dp subsample size (default 32768)")
     args = ap.parse_args()
     if not (CACHE / "manifest.json").exists():
         t0 = time.perf_counter()
