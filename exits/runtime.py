@@ -22,7 +22,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
@@ -364,14 +364,16 @@ class ExitRuntime:
                         logits = h
                     s, p = exit_scores(logits, cfg.score)
                     leave = s.double() > e.threshold
-                    out = idx[leave]
-                    if out.numel():
-                        pred[out], exit_of[out], score_of[out], cost[out] = p[leave], e.index, s[leave], spent
-                        keep = torch.nonzero(~leave).squeeze(1)
-                        idx = idx.index_select(0, keep)
-                        if idx.numel() == 0:
+                    rows = torch.nonzero(leave).squeeze(1)
+                    if rows.numel():
+                        out = idx.index_select(0, rows)
+                        pred[out], exit_of[out], cost[out] = p.index_select(0, rows), e.index, spent
+                        score_of[out] = s.index_select(0, rows)
+                        if rows.numel() == idx.numel():
+                            idx = idx[:0]
                             break
-                        h = h.index_select(0, keep)
+                        keep = torch.nonzero(~leave).squeeze(1)
+                        idx, h = idx.index_select(0, keep), h.index_select(0, keep)
                     if stop is not None and seg.position >= stop:
                         break
                 if idx.numel() == 0:
@@ -385,9 +387,9 @@ class ExitRuntime:
         finally:
             self.config = current
 
-    def run_loader(self, batches: Sequence[torch.Tensor] | Any) -> RunResult:
+    def run_loader(self, batches: Iterable[Any], config: str | int | RuntimeConfig | None = None) -> RunResult:
         """Run an iterable of input batches (or ``(x, ...)`` tuples) and concatenate the results."""
-        parts = [self.run(b[0] if isinstance(b, (tuple, list)) else b) for b in batches]
+        parts = [self.run(b[0] if isinstance(b, (tuple, list)) else b, config) for b in batches]
         if not parts:
             empty = torch.empty(0, dtype=torch.int64)
             return RunResult(empty, empty, torch.empty(0), torch.empty(0, dtype=torch.float64), self.base_macs)

@@ -167,7 +167,7 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
         want_exit = problem.assign(cfg)
         want_pred = np.asarray(ids[want_exit, 0, np.arange(n)])
         ev = problem.evaluate_one(cfg)
-        counted, result = _counted_macs(lambda: _run_all(runtime, loader, c))
+        counted, result = _counted_macs(lambda: runtime.run_loader(loader, c))
         got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
         differ = (got_exit != want_exit) | (got_pred != want_pred)
         near = np.zeros(n, dtype=bool)
@@ -214,14 +214,6 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
                      "measured": {"accuracy": base_acc, "macs_per_sample": base_counted,
                                   "macs_unit_table": runtime.base_macs}},
             "configs": reports}
-
-
-def _run_all(runtime, loader: Any, config) -> Any:
-    from .runtime import RunResult
-
-    parts = [runtime.run(x, config) for x, _, _ in loader]
-    return RunResult(torch.cat([p.predictions for p in parts]), torch.cat([p.exits for p in parts]),
-                     torch.cat([p.scores for p in parts]), torch.cat([p.macs for p in parts]), runtime.base_macs)
 
 
 def _fractions(exits: np.ndarray, enabled: list[int], final: int) -> list[float]:
