@@ -312,6 +312,18 @@ def _build(args: argparse.Namespace, n_classes: int) -> tuple[ExitModel, dict, d
     return model, cfg, {}, args.backbone_weights != "offline" or args.train_backbone_epochs > 0
 
 
+def _check_same_split(args: argparse.Namespace) -> None:
+    """Resuming must keep the training rows: same dataset, search fraction and seed as the checkpoint."""
+    from .checkpoints import read_checkpoint
+    from .errors import ExitsError
+
+    ckpt = read_checkpoint(args.out)
+    recorded = ckpt.get("data") or {}
+    wanted = {"dataset": args.dataset, "search_fraction": args.search_fraction, "seed": args.seed}
+    if recorded and {k: recorded.get(k) for k in wanted} != wanted:
+        raise ExitsError(f"{args.out}: was trained on {recorded}; resuming with {wanted} would change the training rows")
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m exits.train``: exit status 0, or 2 with one line on bad input."""
     from torch.utils.data import DataLoader, DistributedSampler
@@ -324,6 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, world, device = init_distributed(args.device)
         torch.manual_seed(args.seed)
+        if args.resume:
+            _check_same_split(args)
         splits = load_splits(args.dataset, args.data_root, data_config=None, search_fraction=args.search_fraction,
                              seed=args.seed, max_samples=args.max_samples, download=args.download)
         model, data_config, state, include_backbone = _build(args, splits.n_classes)

@@ -44,9 +44,9 @@ def test_heads_loss_distillation():
     logits = [torch.randn(5, 4, requires_grad=True), torch.randn(5, 4)]
     y = torch.randint(0, 4, (5,))
     ce = heads_loss(logits, y, [0])
-    assert float(ce.detach()) == pytest.approx(float(torch.nn.functional.cross_entropy(logits[0], y)))
+    assert float(ce.detach()) == pytest.approx(float(torch.nn.functional.cross_entropy(logits[0].detach(), y)))
     same = [logits[1].clone().requires_grad_(True), logits[1]]
-    assert float(heads_loss(same, y, [0], distill=1.0, temperature=3.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(heads_loss(same, y, [0], distill=1.0, temperature=3.0).detach()) == pytest.approx(0.0, abs=1e-6)
 
 
 def test_train_heads_learns_and_keeps_backbone_frozen():
@@ -136,6 +136,8 @@ def test_cli_train_then_resume(tmp_path, capsys):
     assert ckpt["backbone"] is not None and ckpt["data_config"]["crop_pct"] == 1.0
     assert ckpt["data"] == {"dataset": "fashion_mnist", "search_fraction": 0.1, "seed": 0}
     assert len(ckpt["train"]["heads"]["history"]) == 1 and ckpt["train"]["backbone"]["epoch"] == 1
+    assert main(base + ["--train-backbone-epochs", "1", "--epochs", "2", "--resume", "--seed", "1"]) == 2
+    assert "would change the training rows" in capsys.readouterr().err
     assert main(base + ["--train-backbone-epochs", "1", "--epochs", "2", "--resume"]) == 0
     ckpt = read_checkpoint(out)
     assert [h["epoch"] for h in ckpt["train"]["heads"]["history"]] == [1, 2]
