@@ -6,11 +6,12 @@ from .errors import ExitsError, UnknownHeadError, UnknownModelError, UnknownModu
 from .model import ExitModel, ExitSpec, UnitSpec, attach_exits, create_backbone, head_key
 from .macs import measure_latency, unit_macs
 from .points import ExitPoint, take_indices
+from .runtime import ExitRuntime, RuntimeConfigError
 from .segments import Segment, register_plan
 
 __all__ = [
     "attach_exits", "ExitModel", "ExitSpec", "UnitSpec", "ExitPoint", "Segment", "create_backbone", "head_key",
     "create_head", "list_heads", "register_head", "is_head", "register_plan", "take_indices",
-    "unit_macs", "measure_latency",
+    "unit_macs", "measure_latency", "ExitRuntime", "RuntimeConfigError",
     "ExitsError", "UnknownHeadError", "UnknownModelError", "UnknownModuleError", "UnsupportedModelError",
 ]
