@@ -78,6 +78,10 @@ def _build(args: argparse.Namespace):
         if not timm.is_model(name):
             raise UnknownModelError(f"unknown model name {name!r} (not in timm's registry; try timm.list_models('{name}*'))")
     if args.checkpoint:
+        given = [f for f, v in (("--saver", args.saver), ("--saver-weights", args.saver_weights),
+                                ("--input-size", args.input_size)) if v is not None]
+        if given:
+            raise ExitsError(f"{args.checkpoint}: the checkpoint fixes the model; drop {', '.join(given)}")
         ckpt = read_checkpoint(args.checkpoint)
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
         return model, dict(ckpt["data_config"]), ckpt

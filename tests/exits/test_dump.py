@@ -216,6 +216,7 @@ def test_cli_refusals_exit_2_and_keep_files(cli_setup, capsys):
     torch.save(ck, other)
     refused(swap("--checkpoint", str(other)) + out, "heads were trained for backbone")
     refused(base + ["--out", str(tmp_path / "c"), "--search-fraction", "0.5"], "search_fraction=0.2")
+    refused(base + ["--out", str(tmp_path / "c"), "--input-size", "64"], "drop --input-size")
 
 
 def test_cli_killed_then_resumed(cli_setup, capsys, monkeypatch):
