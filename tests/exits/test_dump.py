@@ -256,3 +256,11 @@ def test_torchrun_two_ranks_cli(cli_setup):
     subprocess.run([sys.executable, "-m", "data_cache.dump"] + base + ["--out", str(tmp_path / "single")],
                    check=True, env=env, cwd=REPO, capture_output=True, timeout=120)
     assert open_cache(tmp_path / "multi").fingerprint == open_cache(tmp_path / "single").fingerprint
+
+
+def test_latency_is_recorded_per_unit(tmp_path):
+    torch.manual_seed(0)
+    model = attach_exits("resnet10t", points="stages", heads="linear", num_classes=10, input_size=(3, 32, 32))
+    cache = dump_cache(model, tiny_splits((("search", 4), ("holdout", 4))), tmp_path / "c", latency_batch_size=2)
+    assert all(u.latency_s is not None and u.latency_s > 0 for u in cache.units)
+    assert cache.meta.costs["latency"]["batch_size"] == 2 and "cpu" in cache.meta.costs["latency"]["device"]
