@@ -264,3 +264,29 @@ def test_latency_is_recorded_per_unit(tmp_path):
     cache = dump_cache(model, tiny_splits((("search", 4), ("holdout", 4))), tmp_path / "c", latency_batch_size=2)
     assert all(u.latency_s is not None and u.latency_s > 0 for u in cache.units)
     assert cache.meta.costs["latency"]["batch_size"] == 2 and "cpu" in cache.meta.costs["latency"]["device"]
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_uninterrupted(cli_setup, capsys):
+    import signal
+    import time
+
+    tmp_path, base = cli_setup
+    argv = list(base)
+    argv[argv.index("--batch-size") + 1] = "1"  # one shard per row
+    assert _run(argv + ["--out", str(tmp_path / "full")], capsys)[0] == 0
+    out = tmp_path / "part"
+    proc = subprocess.Popen([sys.executable, "-m", "data_cache.dump"] + argv + ["--out", str(out)], cwd=REPO,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(list(out.glob(".parts/*/0*.npz"))) < 3:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (out / "manifest.json").exists():
+        pytest.skip("the dump finished before it could be killed")
+    done = len(list(out.glob(".parts/*/0*.npz")))
+    assert 3 <= done < 16 and not (out / "manifest.json").exists()
+    assert _run(argv + ["--out", str(out), "--resume"], capsys)[0] == 0
+    assert open_cache(out).fingerprint == open_cache(tmp_path / "full").fingerprint
