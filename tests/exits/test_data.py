@@ -97,6 +97,10 @@ def test_errors_name_the_culprit(tmp_path):
     with pytest.raises(DataError, match="search_fraction"):
         load_splits("fashion_mnist", tmp_path, data_config=CFG, search_fraction=1.5)
     assert "fashion_mnist" in list_datasets()
+    with pytest.raises(DataError, match="does not exist"):
+        load_splits("cifar10", tmp_path / "nope", data_config=CFG)
+    with pytest.raises(DataError, match="cifar10"):  # torchvision finds no CIFAR files there
+        load_splits("cifar10", tmp_path, data_config=CFG)
 
 
 def test_eval_transform_resolution_crop_and_norm():
