@@ -172,8 +172,7 @@ def dump_cache(model: ExitModel, splits: Mapping[str, Dataset], out: str | Path,
         for split, ds in splits.items():
             n = len(ds)
             done = writer.done_rows(split)
-            batches = [list(range(a, min(n, a + batch_size))) for a in range(0, n, batch_size)]
-            mine = [b for i, b in enumerate(batches) if i % world == rank]
+            mine = [range(a, min(n, a + batch_size)) for a in range(rank * batch_size, n, world * batch_size)]
             total = sum(len(b) for b in mine)
             todo = [b for b in mine if not done[b[0]:b[-1] + 1].all()]
             count = total - sum(len(b) for b in todo)
