@@ -116,7 +116,7 @@ def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: 
             sampler.set_epoch(epoch)
         module.train()
         t0 = time.perf_counter()
-        sums = torch.zeros(2 + len(names), dtype=torch.float64)  # loss * n, n, correct per exit
+        sums = torch.zeros(2 + len(names), dtype=torch.float64, device=device)  # loss * n, n, correct per exit
         for i, batch in enumerate(loader):
             x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
             step = epoch * steps_per_epoch + i
@@ -129,16 +129,15 @@ def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: 
             _average_grads(params)
             scaler.step(opt)
             scaler.update()
-            with torch.no_grad():
+            with torch.no_grad():  # metrics stay on the device: no synchronisation per exit
                 n = y.shape[0]
-                sums[0] += float(loss.detach()) * n
+                sums[0] += loss.detach().double() * n
                 sums[1] += n
-                for j, z in enumerate(logits):
-                    sums[2 + j] += float((z.argmax(1) == y).sum())
+                sums[2:] += torch.stack([(z.argmax(1) == y).sum() for z in logits]).double()
             if callback is not None:
                 callback("batch", {"phase": phase, "epoch": epoch, "step": i, "steps": steps_per_epoch,
                                    "loss": float(sums[0] / sums[1]), "acc": (sums[2:] / sums[1]).tolist()})
-        sums = _all_reduce_(sums.to(device)).cpu()
+        sums = _all_reduce_(sums).cpu()
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": float(sums[0] / sums[1]),
                   "n_samples": int(sums[1]), "seconds": time.perf_counter() - t0,
                   "acc": dict(zip(names, (sums[2:] / sums[1]).tolist()))}
