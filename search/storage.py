@@ -117,6 +117,7 @@ def _rdb(optuna, url: str, timeout: float):
     import sqlalchemy.event
     import sqlalchemy.exc
 
+    name = describe_storage(url)
     url = _postgres_driver(url)
     scheme = url.split("://", 1)[0].split("+")[0].lower()
     connect_args: dict = {}
@@ -128,7 +129,6 @@ def _rdb(optuna, url: str, timeout: float):
     elif scheme in ("postgresql", "postgres", "mysql"):
         connect_args["connect_timeout"] = max(1, int(round(timeout)))
     engine_kwargs = {"connect_args": connect_args, "pool_pre_ping": True} if connect_args else {}
-    name = describe_storage(url)
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as exc:
