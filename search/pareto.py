@@ -23,7 +23,7 @@ from .budget import Budget
 from .engines import create_engine, engine_class, list_engines
 from .export import build_export, write_export
 from .front import Front
-from .indicators import HV, saving_at_drop
+from .indicators import HV, IGDPlus, saving_at_drop
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table
@@ -99,6 +99,7 @@ def _fmt(x, spec=".4f") -> str:
 def _table(rows: list[dict]) -> str:
     cols = [("method", "method", "<11", None), ("points", "points", ">6", None),
             ("HV search", "hv_search", ">9", ".4f"), ("HV holdout", "hv_holdout", ">10", ".4f"),
+            ("IGD+", "igd", ">7", ".4f"),
             ("save@0.5%", "save05", ">9", ".1%"), ("save@1%", "save1", ">8", ".1%"),
             ("evals", "evals", ">10", None), ("seconds", "seconds", ">8", ".2f")]
     lines = ["  ".join(format(h, w) for h, _, w, _ in cols)]
@@ -143,9 +144,13 @@ def _run(args, out) -> int:
                                           f"{name}: {prob.n_evals} evaluations", refresh=True))
             bar.update()
     hv, rows = HV(), []
+    entries = [(name, c) for name, f in fronts.items() for c in f.configs]
+    union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
+    best_known = IGDPlus(union.F)
     for name, front in fronts.items():
         Fh = holdout.evaluate(front.configs) if len(front) else np.zeros((0, 2))
         rows.append({"method": name, "points": len(front), "hv_search": hv(front.F), "hv_holdout": hv(Fh),
+                     "igd": best_known(front.F) if len(front) else None,
                      "save05": saving_at_drop(Fh, holdout.base.accuracy, 0.005),
                      "save1": saving_at_drop(Fh, holdout.base.accuracy, 0.01),
                      "evals": front.n_evals, "seconds": front.exec_time})
@@ -155,17 +160,15 @@ def _run(args, out) -> int:
     print(f"base: search accuracy {search.base.accuracy:.4%}, holdout {holdout.base.accuracy:.4%}; "
           f"oracle bound (search): accuracy {oracle[0]:.4%} at relative cost {oracle[1]:.4f}", file=out)
     print(_table(rows), file=out)
-    print("HV: hypervolume of [error, relative cost] against the fixed reference point (1, 1); "
-          "save@X: cost saved by the cheapest front configuration within X of the base accuracy, "
-          "both on holdout.", file=out)
+    print("HV: hypervolume of [error, relative cost] against the fixed reference point (1, 1); IGD+: distance "
+          "to the best known front (the union of all methods' fronts) on search; save@X: cost saved by the "
+          "cheapest front configuration within X of the base accuracy, on holdout.", file=out)
     if args.standalone:
         print("\nstandalone (search split):", file=out)
         for r in standalone_table(search):
             print(f"  {r['name']:<40} pos {r['position']:>3}  accuracy {r['accuracy']:.4f}  "
                   f"relative cost {r['relative_cost']:.4f}", file=out)
 
-    entries = [(name, c) for name, f in fronts.items() for c in f.configs]
-    union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
     chosen = None
     if args.max_drop is not None:
         drop = args.max_drop / 100
