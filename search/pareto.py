@@ -146,11 +146,11 @@ def _run(args, out) -> int:
     hv, rows = HV(), []
     entries = [(name, c) for name, f in fronts.items() for c in f.configs]
     union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
-    best_known = IGDPlus(union.F)
+    best_known = IGDPlus(union.F) if len(union) else None
     for name, front in fronts.items():
         Fh = holdout.evaluate(front.configs) if len(front) else np.zeros((0, 2))
         rows.append({"method": name, "points": len(front), "hv_search": hv(front.F), "hv_holdout": hv(Fh),
-                     "igd": best_known(front.F) if len(front) else None,
+                     "igd": best_known(front.F) if best_known and len(front) else None,
                      "save05": saving_at_drop(Fh, holdout.base.accuracy, 0.005),
                      "save1": saving_at_drop(Fh, holdout.base.accuracy, 0.01),
                      "evals": front.n_evals, "seconds": front.exec_time})
