@@ -1,8 +1,8 @@
 """The runtime on the real demo model: agreement with the cache, MACs, accuracy and speed against the base model.
 
 Needs the outputs of ``make pipeline`` (``out/pipeline/``: checkpoint, cache, ``choice.json``, ``front.json``).
-Runs ``python -m exits.validate`` on holdout for the demo configuration (contiguous and channels-last memory
-format) and for a spread of the front, then writes ``benchmarks/results/runtime.json``::
+Runs ``python -m exits.validate`` on holdout for the demo configuration (1 and 2 threads, channels-last and
+contiguous memory format) and for a spread of the front, then writes ``benchmarks/results/runtime.json``::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_runtime.py [--pipeline-dir out/pipeline]
 
@@ -102,31 +102,34 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pipeline-dir", default="out/pipeline")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--threads", type=int, default=2, help="threads of the per-unit time model")
     p.add_argument("--front-configs", type=int, default=8)
     args = p.parse_args()
     pipeline = Path(args.pipeline_dir)
     if not (pipeline / "checkpoint.pt").is_file():
         print(f"{pipeline}/checkpoint.pt not found: run make pipeline first", file=sys.stderr)
         return 2
-    timing = ["--threads", str(args.threads), "--rounds", str(args.rounds), "--timing-samples", "10000",
-              "--latency-samples", "300"]
-    figures: dict = {"time_model": time_model(pipeline, pipeline / "choice.json", threads=args.threads)}
+    timing = ["--rounds", str(args.rounds), "--timing-samples", "10000", "--latency-samples", "300"]
+    settings = {"demo_1thread_channels_last": ["--threads", "1", "--channels-last"],
+                "demo_2threads_channels_last": ["--threads", "2", "--channels-last"],
+                "demo_2threads_contiguous": ["--threads", "2"]}
+    figures: dict = {"time_model": time_model(pipeline, pipeline / "choice.json", threads=args.threads),
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for name, extra in (("demo_contiguous", []), ("demo_channels_last", ["--channels-last"])):
+        for name, extra in settings.items():
             report = _validate(pipeline, pipeline / "choice.json", tmp / f"{name}.json", timing + extra)
             figures[name] = _summary(report)
         report = _validate(pipeline, pipeline / "front.json", tmp / "front.json",
-                           ["--threads", str(args.threads), "--rounds", str(args.rounds), "--timing-samples", "4096",
+                           ["--threads", "1", "--rounds", str(args.rounds), "--timing-samples", "4096",
                             "--latency-samples", "100", "--channels-last", "--all", "--max-configs",
                             str(args.front_configs)])
-        figures["front_channels_last"] = _summary(report)
+        figures["front_1thread_channels_last"] = _summary(report)
     front = json.loads((pipeline / "front.json").read_text())
     figures["cache_fingerprint"] = front["cache"]["fingerprint"]
     figures["model"] = front["model"]
     path = save_results("runtime", figures)
-    for name in ("demo_contiguous", "demo_channels_last", "front_channels_last"):
+    for name in (*settings, "front_1thread_channels_last"):
         f = figures[name]
         print(f"\n{name}: base accuracy {f['base']['accuracy']:.4%}")
         for r in f["configs"]:

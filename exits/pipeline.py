@@ -113,6 +113,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=2, help="torch threads (fixed: part of what makes the run "
                                                           "reproducible; default 2)")
+    p.add_argument("--validate-threads", type=int, default=1,
+                   help="torch threads while validating and timing (default 1: steadiest on a shared machine)")
     p.add_argument("--backbone-epochs", type=int, default=4)
     p.add_argument("--head-epochs", type=int, default=2)
     p.add_argument("--batch-size", type=int, default=128)
@@ -181,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.perf_counter()
             common = ["--checkpoint", str(ckpt), "--dataset", DATASET, "--split", "holdout", "--cache",
-                      str(out / "cache"), "--channels-last", "--threads", str(args.threads)]
+                      str(out / "cache"), "--channels-last", "--threads", str(args.validate_threads)]
             common += ["--data-root", args.data_root] if args.data_root else []
             code = validate_main(["--config", str(out / "choice.json"), "--all", "--report",
                                   str(out / "report_choice.json"), "--plot", str(out / "report_choice.png")] + common)

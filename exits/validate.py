@@ -123,9 +123,12 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
         base_correct += int((runtime.base_forward(x).argmax(1).cpu() == y).sum())
         seen_labels.append(y.numpy())
     if not np.array_equal(np.concatenate(seen_labels), labels):
-        raise ValueError("the dataset's labels differ from the cache's on the same sample_index")
+        from .data import DataError
 
-    def time_base_and(fn: Callable[[torch.Tensor], Any] | None) -> dict[str, Any]:
+        raise DataError("the dataset's labels differ from the cache's on the same sample_index; "
+                        "is it another dataset or version?")
+
+    def time_base_and(fn: Callable[[torch.Tensor], Any]) -> dict[str, Any]:
         """Alternate rounds of the base model and ``fn``: median times at batch 64 and per sample at batch 1."""
         res: dict[str, Any] = {}
         if timing_batches:
@@ -171,10 +174,11 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
         got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
         differ = (got_exit != want_exit) | (got_pred != want_pred)
         near = np.zeros(n, dtype=bool)
-        if differ.any():
+        if differ.any():  # near: the cached score at an exit the sample reached lies within tolerance of its threshold
             scores = compute_scores(cache, split, c.score, exits=[e.index for e in c.exits])
+            reached = np.array([cache.exits[i].position for i in range(len(cache.exits))])[want_exit]
             for j, e in enumerate(c.exits):
-                near |= np.abs(scores[j].astype(np.float64) - e.threshold) <= tolerance
+                near |= (np.abs(scores[j].astype(np.float64) - e.threshold) <= tolerance) & (reached >= e.position)
         t = time_base_and(lambda x, c=c: runtime.run(x, c))
         predicted = c.predicted.get(split) or {}
         entry = {
@@ -405,8 +409,14 @@ def main(argv: list[str] | None = None) -> int:
         timing = list(xs.split(args.batch_size))
         if not args.no_latency:
             latency = [x.unsqueeze(0) for x in xs[: args.latency_samples]]
-    report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
-                      latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
+    try:
+        report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
+                          latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
+    except ExitsError as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     report["config_file"] = str(args.config)
     report["compile"] = args.compile
     report["channels_last"] = args.channels_last
