@@ -24,7 +24,7 @@ import shutil
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
@@ -61,8 +61,9 @@ def _train_tensors(splits) -> torch.utils.data.TensorDataset:
 
 
 def train_demo(splits, out: Path, *, seed: int, backbone_epochs: int, head_epochs: int, batch_size: int,
-               log=print) -> Path:
-    """Train the backbone, then the heads on it (frozen); write ``out/checkpoint.pt``."""
+               log: Callable[[str], None] | None = None) -> Path:
+    """Train the backbone, then the heads on it (frozen); write ``out/checkpoint.pt``; ``log`` gets one line
+    per epoch."""
     from torch.utils.data import DataLoader
 
     from .checkpoints import save_checkpoint
@@ -74,7 +75,7 @@ def train_demo(splits, out: Path, *, seed: int, backbone_epochs: int, head_epoch
                         generator=torch.Generator().manual_seed(seed))
 
     def on_event(event: str, info: dict) -> None:
-        if event == "epoch":
+        if event == "epoch" and log is not None:
             r = info["record"]
             accs = list(r["acc"].values())
             log(f"  {info['phase']} epoch {r['epoch']}: loss {r['loss']:.4f}, training accuracy "
@@ -161,7 +162,8 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             with deterministic():
                 train_demo(splits, out, seed=args.seed, backbone_epochs=args.backbone_epochs,
-                           head_epochs=args.head_epochs, batch_size=args.batch_size)
+                           head_epochs=args.head_epochs, batch_size=args.batch_size,
+                           log=lambda line: print(line, flush=True))
             times["train"] = time.perf_counter() - t0
         if step("dump"):
             t0 = time.perf_counter()

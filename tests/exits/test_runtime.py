@@ -16,6 +16,14 @@ from search.problem import ExitProblem
 from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
 
 
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread per test process: the tiny models gain nothing from more, and xdist runs two."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     model = tiny_model()
