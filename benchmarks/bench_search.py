@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
 from data_cache.synthetic import make_synthetic_cache  # noqa: E402
-from search import ExitProblem, create_engine, run_search  # noqa: E402
+from search import ExitProblem, run_search  # noqa: E402
 from search.indicators import HV, saving_at_drop  # noqa: E402
 
 METHODS = ("dp", "global", "geometric", "greedy")

@@ -18,7 +18,6 @@ exits the model lacks, or holds a threshold outside its score's range.
 """
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +25,10 @@ from typing import Any, Callable, Iterable, Mapping
 
 import torch
 from torch import nn
+
+from search import SearchError
+from search.export import EXPORT_FORMAT, read_export
+from search.scores import SCORE_KINDS
 
 from .errors import ExitsError
 from .model import ExitModel, ExitSpec
@@ -35,8 +38,6 @@ __all__ = [
     "SCORE_KINDS", "read_config_file", "exit_scores",
 ]
 
-EXPORT_FORMAT = "exitconfig/1"
-SCORE_KINDS = ("max_prob", "margin", "neg_entropy")
 
 
 class RuntimeConfigError(ExitsError):
@@ -48,20 +49,11 @@ def _short(fp: str | None) -> str:
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
-    """Load an ``exitconfig/1`` JSON file and check its format tag and ``configs`` list."""
-    path = Path(path)
+    """Load an ``exitconfig/1`` JSON file (``search.export.read_export``) as a RuntimeConfigError on failure."""
     try:
-        doc = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise RuntimeConfigError(f"{path}: configuration file does not exist") from None
-    except ValueError as exc:
-        raise RuntimeConfigError(f"{path}: not valid JSON ({exc})") from None
-    if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
-        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise RuntimeConfigError(f"{path}: format {got!r} is not {EXPORT_FORMAT!r}")
-    if not isinstance(doc.get("configs"), list):
-        raise RuntimeConfigError(f"{path}: 'configs' must be a list")
-    return doc
+        return read_export(path)
+    except SearchError as exc:
+        raise RuntimeConfigError(str(exc)) from None
 
 
 def exit_scores(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:

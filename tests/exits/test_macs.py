@@ -8,13 +8,7 @@ from exits import attach_exits
 from exits.macs import count_flops, count_macs, measure_latency, unit_macs
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """pytest -n 2 on 2 cores: a second intra-op thread per worker only spins; one is much faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 def test_vit_attention_is_counted():

@@ -14,13 +14,7 @@ from exits.macs import unit_macs
 SIZE = (3, 32, 32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """pytest -n 2 on 2 cores: a second intra-op thread per worker only spins; one is much faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(scope="module")

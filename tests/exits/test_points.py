@@ -9,13 +9,7 @@ from exits.points import check_points, resolve_point_names
 from exits.segments import plan_for
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """pytest -n 2 on 2 cores: a second intra-op thread per worker only spins; one is much faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 @pytest.fixture(scope="module")

@@ -17,13 +17,9 @@ from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread per test process: the tiny models gain nothing from more, and xdist runs two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     model = tiny_model()
@@ -188,7 +184,7 @@ def test_refusals(setup, tmp_path):
     with torch.no_grad():
         next(iter(retrained.heads.values())).fc.weight.add_(1.0)
     _refused(retrained, doc, "other heads weights", cache=cache)
-    with pytest.raises(RuntimeConfigError, match="does not exist"):
+    with pytest.raises(RuntimeConfigError, match="no such configuration file"):
         ExitRuntime(model, tmp_path / "missing.json", cache=cache)
 
 

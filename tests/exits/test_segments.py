@@ -9,13 +9,7 @@ from exits.errors import UnsupportedModelError
 from exits.segments import cut_segments, plan_for, whole_plan
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_intra_op_thread():
-    """pytest -n 2 on 2 cores: a second intra-op thread per worker only spins; one is much faster."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 SWIN_SMALL = dict(img_size=32, window_size=2, embed_dim=24, depths=(1, 1, 2, 1), num_heads=(1, 1, 1, 1))

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from _runtime_fixtures import make_export, tiny_model
 from exits.checkpoints import save_checkpoint
@@ -26,13 +25,9 @@ def _fashion_files(root: Path, n_train: int = 60, n_test: int = 30) -> Path:
 
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread per test process: the tiny models gain nothing from more, and xdist runs two."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("validate")
