@@ -72,13 +72,18 @@ def load_paired_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) ->
     module.load_state_dict(mapped, strict=True)
 
 
-def _read_state(path: Path) -> dict[str, torch.Tensor]:
+def _torch_load(path: Path, what: str) -> Any:
+    """``torch.load`` on the CPU (weights only), with one-line errors naming the file."""
     if not path.is_file():
-        raise CheckpointError(f"{path}: weight file does not exist")
+        raise CheckpointError(f"{path}: {what} does not exist")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises several types for unreadable files
-        raise CheckpointError(f"{path}: not a readable torch file ({type(exc).__name__}: {exc})") from None
+        raise CheckpointError(f"{path}: not a readable {what} ({type(exc).__name__}: {exc})") from None
+
+
+def _read_state(path: Path) -> dict[str, torch.Tensor]:
+    state = _torch_load(path, "weight file")
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -159,12 +164,7 @@ def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[
 def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Load a checkpoint file (tensors on the CPU) and check its format tag."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint does not exist")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for unreadable files
-        raise CheckpointError(f"{path}: not a readable checkpoint ({type(exc).__name__}: {exc})") from None
+    ckpt = _torch_load(path, "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != CHECKPOINT_FORMAT:
         got = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         raise CheckpointError(f"{path}: format: {got!r}, expected {CHECKPOINT_FORMAT!r}")
