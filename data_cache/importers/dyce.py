@@ -155,6 +155,16 @@ def read_macs_info(path: str | Path) -> MacsInfo:
                     cumulative=cum, head_macs=np.stack(hmacs), ori_macs=ori)
 
 
+def _column(a: np.ndarray | None, where: str, expected: str, problems: list[str]) -> np.ndarray | None:
+    """An ``(N,)`` or ``(N, 1)`` array as ``(N,)``; another shape adds a problem line."""
+    if a is None or a.ndim == 1:
+        return a
+    if a.ndim == 2 and a.shape[1] == 1:
+        return a[:, 0]
+    problems.append(f"{where}: shape {a.shape}, expected {expected}")
+    return a
+
+
 def read_records(path: str | Path) -> DyceRecords:
     """Load one split's record file (never unpickling); check keys, shapes and dtypes."""
     path = Path(path)
@@ -189,18 +199,8 @@ def read_records(path: str | Path) -> DyceRecords:
     for key, a in (("preds", preds), ("confs", confs)):
         if a is not None and a.ndim != 3:
             problems.append(f"{src}: {key}: shape {a.shape}, expected (R, N, k)")
-    labels = arrays.get("label")
-    if labels is not None:
-        if labels.ndim == 2 and labels.shape[1] == 1:
-            labels = labels[:, 0]
-        elif labels.ndim != 1:
-            problems.append(f"{src}: label: shape {labels.shape}, expected (N, 1)")
-    sidx = arrays.get("sample_index")
-    if sidx is not None:
-        if sidx.ndim == 2 and sidx.shape[1] == 1:
-            sidx = sidx[:, 0]
-        elif sidx.ndim != 1:
-            problems.append(f"{src}: sample_index: shape {sidx.shape}, expected (N,)")
+    labels = _column(arrays.get("label"), f"{src}: label", "(N, 1)", problems)
+    sidx = _column(arrays.get("sample_index"), f"{src}: sample_index", "(N,)", problems)
     if problems:
         raise CacheInputError(problems[0], problems)
     if preds.shape[:2] != confs.shape[:2]:
