@@ -3,8 +3,10 @@
 The model runs segment by segment. At each enabled exit the head runs on the samples still in the
 batch, the score is computed exactly as ``search/scores.py`` reads the cache (softmax in float32;
 ``max_prob`` = top-1 probability, ``margin`` = top-1 minus top-2, ``neg_entropy`` from the logits
-rounded to float16 as the cache stores them) and compared in float64 (``score > threshold``); the
-samples that pass leave the batch (compaction: the survivors are index-selected) and the rest go on.
+rounded to float16 as the cache stores them) and compared as the spec reads, ``score > threshold`` in
+float64 (done in float32 against the largest float32 <= threshold, which decides every float32 score
+the same way); the samples that pass leave the batch (compaction: the survivors are index-selected)
+and the rest go on.
 Disabled heads never run. With a saver exit enabled the saver runs first on the whole batch; the
 samples it does not release start the backbone from the input.
 
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -78,9 +81,16 @@ def _score_range(kind: str, n_classes: int) -> tuple[float, float]:
     return (-math.log(n_classes), 0.0) if kind == "neg_entropy" else (0.0, 1.0)
 
 
+def float32_cut(threshold: float) -> float:
+    """The largest float32 <= ``threshold``: for a float32 score s, ``s > cut`` iff ``float64(s) > threshold``."""
+    cut = float(np.float32(threshold))
+    return float(np.nextafter(np.float32(cut), np.float32(-np.inf))) if cut > threshold else cut
+
+
 @dataclass(frozen=True)
 class EnabledExit:
-    """An enabled early exit resolved against the model: ``index`` into ``model.exits``."""
+    """An enabled early exit resolved against the model: ``index`` into ``model.exits``; ``cut`` is
+    :func:`float32_cut` of ``threshold``."""
 
     index: int
     name: str
@@ -88,6 +98,10 @@ class EnabledExit:
     threshold: float
     key: str | None
     saver: bool
+    cut: float = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "cut", float32_cut(self.threshold))
 
 
 @dataclass(frozen=True)
@@ -124,6 +138,10 @@ class RunResult:
     def relative_cost(self) -> float:
         """Mean MACs per sample / base MACs."""
         return float(self.macs.mean()) / self.base_macs if len(self.macs) else 0.0
+
+
+_Left = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, int, float]
+"""Rows that left the batch together (input rows; None: all), their predictions, scores, exit, MACs each."""
 
 
 class ExitRuntime:
@@ -323,29 +341,19 @@ class ExitRuntime:
         model, macs = self.model, self.unit_macs
         x = self._input(x)
         n = x.shape[0]
+        left: list[_Left] = []
         with torch.inference_mode():
-            pred = torch.empty(n, dtype=torch.int64, device=self.device)
-            exit_of = torch.empty(n, dtype=torch.int64, device=self.device)
-            score_of = torch.empty(n, dtype=torch.float32, device=self.device)
-            cost = torch.empty(n, dtype=torch.float64, device=self.device)
-            idx = torch.arange(n, device=self.device)
+            idx: torch.Tensor | None = None  # the input rows still in the batch; None: all of them
             spent = 0.0
-            saver_exits = [e for e in cfg.exits if e.saver]
-            chains = []
-            if saver_exits:
-                chains.append((model.saver_segments, {e.position: e for e in saver_exits}, saver_exits[-1].position))
-            chains.append((model.segments, {e.position: e for e in cfg.exits if not e.saver}, None))
-            final = len(model.exits) - 1
-            for segments, at, stop in chains:
-                h = x.index_select(0, idx) if idx.shape[0] != n else x
+            for segments, at, stop in self._chains(cfg):
+                h = x if idx is None else x.index_select(0, idx)
                 for seg in segments:
                     h = self._fn(seg)(h)
                     spent += macs[seg.name]
                     if stop is None and seg is segments[-1]:  # the final exit: everyone still here leaves
                         s, p = exit_scores(h, cfg.score)
-                        pred[idx], exit_of[idx], score_of[idx], cost[idx] = p, final, s, spent
-                        idx = idx[:0]
-                        break
+                        left.append((idx, p, s, len(model.exits) - 1, spent))
+                        return self._collect(left, n)
                     e = at.get(seg.position)
                     if e is None:
                         continue
@@ -355,22 +363,45 @@ class ExitRuntime:
                     else:
                         logits = h
                     s, p = exit_scores(logits, cfg.score)
-                    leave = s.double() > e.threshold
+                    leave = s > e.cut
                     rows = torch.nonzero(leave).squeeze(1)
+                    if rows.numel() == h.shape[0]:
+                        left.append((idx, p, s, e.index, spent))
+                        return self._collect(left, n)
                     if rows.numel():
-                        out = idx.index_select(0, rows)
-                        pred[out], exit_of[out], cost[out] = p.index_select(0, rows), e.index, spent
-                        score_of[out] = s.index_select(0, rows)
-                        if rows.numel() == idx.numel():
-                            idx = idx[:0]
-                            break
+                        left.append((rows if idx is None else idx.index_select(0, rows), p.index_select(0, rows),
+                                     s.index_select(0, rows), e.index, spent))
                         keep = torch.nonzero(~leave).squeeze(1)
-                        idx, h = idx.index_select(0, keep), h.index_select(0, keep)
+                        idx = keep if idx is None else idx.index_select(0, keep)
+                        h = h.index_select(0, keep)
                     if stop is not None and seg.position >= stop:
                         break
-                if idx.numel() == 0:
-                    break
-        return RunResult(pred.cpu(), exit_of.cpu(), score_of.cpu(), cost.cpu(), self.base_macs)
+        raise AssertionError("unreachable: the backbone chain ends at the final exit")
+
+    def _chains(self, cfg: RuntimeConfig) -> list[tuple[list, dict[int, EnabledExit], int | None]]:
+        """(segments, enabled exits by position, last position to run) per model run: the saver up to its
+        last enabled exit (if any is enabled), then the backbone to its final exit."""
+        model = self.model
+        saver_exits = [e for e in cfg.exits if e.saver]
+        chains = []
+        if saver_exits:
+            chains.append((model.saver_segments, {e.position: e for e in saver_exits}, saver_exits[-1].position))
+        chains.append((model.segments, {e.position: e for e in cfg.exits if not e.saver}, None))
+        return chains
+
+    def _collect(self, left: list[_Left], n: int) -> RunResult:
+        """One ``RunResult`` in input order from the groups of rows that left together."""
+        counts = [n if rows is None else rows.numel() for rows, *_ in left]
+        exits = torch.repeat_interleave(torch.tensor([g[3] for g in left]), torch.tensor(counts))
+        cost = torch.repeat_interleave(torch.tensor([g[4] for g in left], dtype=torch.float64), torch.tensor(counts))
+        preds = torch.cat([g[1] for g in left]).cpu()
+        scores = torch.cat([g[2] for g in left]).float().cpu()
+        if len(left) == 1 and left[0][0] is None:
+            return RunResult(preds, exits, scores, cost, self.base_macs)
+        rows = torch.cat([torch.arange(n, device=self.device) if r is None else r for r, *_ in left]).cpu()
+        order = torch.empty_like(rows)
+        order[rows] = torch.arange(n)
+        return RunResult(preds[order], exits[order], scores[order], cost[order], self.base_macs)
 
     def _lookup(self, config: str | int | RuntimeConfig) -> RuntimeConfig:
         current = self.config

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores
+from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores, float32_cut
 from search.config import ExitConfig
 from search.problem import ExitProblem
 
@@ -65,6 +65,18 @@ def test_scores_computed_as_the_cache_stores_them(setup):
         np.testing.assert_array_equal(p.numpy(), np.asarray(cache.topk_ids("holdout"))[i, 0])
         m, _ = exit_scores(z, "margin")
         np.testing.assert_array_equal(m.numpy(), probs[i, 0] - probs[i, 1])
+
+
+def test_float32_cut_decides_every_float32_score_as_the_float64_comparison():
+    rng = np.random.default_rng(0)
+    thresholds = np.concatenate([rng.uniform(0, 1, 300), rng.uniform(-2.3, 0, 100),
+                                 rng.uniform(0, 1, 100).astype(np.float32).astype(np.float64), [0.0, 1.0, -0.0]])
+    for t in thresholds:
+        cut = float32_cut(float(t))
+        assert float(np.float32(cut)) == cut <= t
+        near = np.float32(t) + np.arange(-3, 4, dtype=np.float32) * np.spacing(np.float32(t))
+        scores = np.concatenate([near, rng.uniform(-2.3, 1, 20).astype(np.float32)])
+        assert np.array_equal(torch.from_numpy(scores) > cut, scores.astype(np.float64) > t)
 
 
 def test_a_sample_alone_equals_the_sample_in_a_batch(setup):
