@@ -15,8 +15,10 @@ from data_cache import open_cache
 from data_cache.dump import main as dump_main
 from exits import attach_exits
 from exits.checkpoints import save_checkpoint
-from exits.data import TensorDataset, write_idx
+from exits.data import TensorDataset
 from exits.dump import deterministic, dump_cache, exit_topk
+
+from _fashion import fashion_files
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -143,18 +145,9 @@ def test_two_ranks_give_the_single_process_cache(tmp_path):
 
 # -- command line --------------------------------------------------------------------------------
 
-def fashion_files(root: Path, n_train: int = 30, n_test: int = 10) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    return root
-
-
 @pytest.fixture
 def cli_setup(tmp_path):
-    data = fashion_files(tmp_path / "fm")
+    data = fashion_files(tmp_path / "fm", 30, 10)
     model = tiny_model()
     ckpt = save_checkpoint(tmp_path / "ckpt.pt", model, include_backbone=True,
                            data={"dataset": "fashion_mnist", "search_fraction": 0.2, "seed": 0})

@@ -11,8 +11,10 @@ from torch.utils.data import DataLoader
 
 from exits import attach_exits
 from exits.checkpoints import model_from_checkpoint, read_checkpoint, save_checkpoint
-from exits.data import TensorDataset, write_idx
+from exits.data import TensorDataset
 from exits.train import heads_loss, lr_at, main, train_backbone, train_heads
+
+from _fashion import fashion_files
 
 
 def tiny(seed: int = 0, heads=("linear",)):
@@ -112,15 +114,6 @@ def test_two_ranks_hold_the_same_heads(tmp_path):
     results = [queue.get(timeout=5) for _ in range(2)]
     assert results[0][1] == results[1][1] != tiny().head_fingerprint()
     assert results[0][2] == 48  # metrics summed over ranks
-
-
-def fashion_files(root: Path, n: int = 40) -> Path:
-    rng = np.random.default_rng(0)
-    root.mkdir(parents=True, exist_ok=True)
-    for prefix in ("train", "t10k"):
-        write_idx(root / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (n, 28, 28)))
-        write_idx(root / f"{prefix}-labels-idx1-ubyte.gz", np.arange(n) % 10)
-    return root
 
 
 def test_cli_train_then_resume(tmp_path, capsys):
