@@ -1,10 +1,11 @@
 """The runtime on the real demo model: agreement with the cache, MACs, accuracy and speed against the base model.
 
 Needs the outputs of ``make pipeline`` (``out/pipeline/``: checkpoint, cache, ``choice.json``, ``front.json``).
-Runs ``python -m exits.validate`` on holdout for the demo configuration (1 and 2 threads, channels-last and
-contiguous memory format) and for a spread of the front, then writes ``benchmarks/results/runtime.json``::
+Runs ``python -m exits.validate`` (one process per setting: OpenMP reads its wait policy once) on holdout for
+the demo configuration (1 thread; 2 threads with passive and with active OpenMP waiting) and for a spread of
+the front (1 thread), then writes ``benchmarks/results/runtime.json``::
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_runtime.py [--pipeline-dir out/pipeline]
+    .venv/bin/python benchmarks/bench_runtime.py [--pipeline-dir out/pipeline]
 
 Targets (issue 4): >= 99.9% of samples at the cached exit with the cached prediction; measured MACs within
 0.5% of predicted; at the demo configuration, accuracy within 0.5 points of the base on holdout and batch-64
@@ -15,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -26,14 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._machine import save_results  # noqa: E402
 
 
-def _validate(pipeline: Path, config: Path, report: Path, extra: list[str]) -> dict:
-    from exits.validate import main
-
-    argv = ["--config", str(config), "--checkpoint", str(pipeline / "checkpoint.pt"), "--dataset", "fashion_mnist",
-            "--split", "holdout", "--cache", str(pipeline / "cache"), "--report", str(report), "--quiet"] + extra
-    if main(argv) != 0:
+def _validate(pipeline: Path, config: Path, report: Path, extra: list[str], wait_policy: str = "PASSIVE") -> dict:
+    argv = [sys.executable, "-m", "exits.validate", "--config", str(config), "--checkpoint",
+            str(pipeline / "checkpoint.pt"), "--dataset", "fashion_mnist", "--split", "holdout", "--cache",
+            str(pipeline / "cache"), "--report", str(report), "--quiet"] + extra
+    env = dict(os.environ, OMP_WAIT_POLICY=wait_policy)
+    if subprocess.run(argv, env=env, stdout=subprocess.DEVNULL).returncode != 0:
         raise SystemExit(f"validation failed: {' '.join(argv)}")
-    return json.loads(report.read_text())
+    return dict(json.loads(report.read_text()), omp_wait_policy=wait_policy)
 
 
 def _summary(report: dict) -> dict:
@@ -64,11 +66,11 @@ def _summary(report: dict) -> dict:
                        base_latency_b1_median_ms=1e3 * b1["base_median_s"], latency_b1_median_ms=1e3 * b1["median_s"])
         rows.append(row)
     return {"base": {"accuracy": base["measured"]["accuracy"], "macs_per_sample": base["measured"]["macs_per_sample"]},
-            "machine": report["machine"], "channels_last": report.get("channels_last", False), "configs": rows}
+            "machine": report["machine"], "omp_wait_policy": report["omp_wait_policy"], "configs": rows}
 
 
-def time_model(pipeline: Path, config: Path, *, batch_size: int = 64, threads: int = 2) -> dict:
-    """Where the time goes: each backbone unit's share of MACs and of measured time (channels-last, batch 64),
+def time_model(pipeline: Path, config: Path, *, batch_size: int = 64, threads: int = 1) -> dict:
+    """Where the time goes: each backbone unit's share of MACs and of measured time (batch 64),
     and the speedup the configuration would reach if time followed the measured per-unit times."""
     import numpy as np
     import torch
@@ -82,7 +84,7 @@ def time_model(pipeline: Path, config: Path, *, batch_size: int = 64, threads: i
 
     torch.set_num_threads(threads)
     cache = open_cache(pipeline / "cache")
-    model = model_from_checkpoint(pipeline / "checkpoint.pt").to(memory_format=torch.channels_last)
+    model = model_from_checkpoint(pipeline / "checkpoint.pt")
     latency = measure_latency(model, batch_size, warmup=5, repeats=30)
     macs = {u.name: u.macs for u in cache.units}
     segs = [s.name for s in model.segments]
@@ -102,7 +104,7 @@ def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pipeline-dir", default="out/pipeline")
     p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=2, help="threads of the per-unit time model")
+    p.add_argument("--threads", type=int, default=1, help="threads of the per-unit time model")
     p.add_argument("--front-configs", type=int, default=8)
     args = p.parse_args()
     pipeline = Path(args.pipeline_dir)
@@ -110,26 +112,25 @@ def main() -> int:
         print(f"{pipeline}/checkpoint.pt not found: run make pipeline first", file=sys.stderr)
         return 2
     timing = ["--rounds", str(args.rounds), "--timing-samples", "10000", "--latency-samples", "300"]
-    settings = {"demo_1thread_channels_last": ["--threads", "1", "--channels-last"],
-                "demo_2threads_channels_last": ["--threads", "2", "--channels-last"],
-                "demo_2threads_contiguous": ["--threads", "2"]}
-    figures: dict = {"time_model": time_model(pipeline, pipeline / "choice.json", threads=args.threads),
-                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+    settings = {"demo_1thread": (1, "PASSIVE"), "demo_2threads_passive": (2, "PASSIVE"),
+                "demo_2threads_active": (2, "ACTIVE")}
+    figures: dict = {"time_model": time_model(pipeline, pipeline / "choice.json", threads=args.threads)}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        for name, extra in settings.items():
-            report = _validate(pipeline, pipeline / "choice.json", tmp / f"{name}.json", timing + extra)
+        for name, (threads, policy) in settings.items():
+            report = _validate(pipeline, pipeline / "choice.json", tmp / f"{name}.json",
+                               timing + ["--threads", str(threads)], policy)
             figures[name] = _summary(report)
         report = _validate(pipeline, pipeline / "front.json", tmp / "front.json",
                            ["--threads", "1", "--rounds", str(args.rounds), "--timing-samples", "4096",
-                            "--latency-samples", "100", "--channels-last", "--all", "--max-configs",
+                            "--latency-samples", "100", "--all", "--max-configs",
                             str(args.front_configs)])
-        figures["front_1thread_channels_last"] = _summary(report)
+        figures["front_1thread"] = _summary(report)
     front = json.loads((pipeline / "front.json").read_text())
     figures["cache_fingerprint"] = front["cache"]["fingerprint"]
     figures["model"] = front["model"]
     path = save_results("runtime", figures)
-    for name in (*settings, "front_1thread_channels_last"):
+    for name in (*settings, "front_1thread"):
         f = figures[name]
         print(f"\n{name}: base accuracy {f['base']['accuracy']:.4%}")
         for r in f["configs"]:
@@ -140,7 +141,7 @@ def main() -> int:
                   f"{r.get('throughput_speedup_b64', float('nan')):.2f} (ideal {r['ideal_speedup']:.2f}, target "
                   f"{0.8 * r['ideal_speedup']:.2f})  b1 x{r.get('latency_speedup_b1', float('nan')):.2f}")
     tm = figures["time_model"]
-    print("\nshare of MACs / of measured time per backbone segment (channels-last, batch 64): " +
+    print("\nshare of MACs / of measured time per backbone segment (batch 64): " +
           ", ".join(f"{k.split(':')[1]} {v['macs']:.2f}/{v['time']:.2f}" for k, v in tm["unit_shares"].items()))
     print(f"demo configuration if time followed the per-unit latencies: relative time "
           f"{tm['relative_time_from_unit_latency']:.3f}, speedup {tm['speedup_if_time_followed_unit_latency']:.2f}")
