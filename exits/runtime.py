@@ -38,7 +38,7 @@ from .model import ExitModel, ExitSpec
 
 __all__ = [
     "RuntimeConfigError", "EnabledExit", "RuntimeConfig", "RunResult", "ExitRuntime", "EXPORT_FORMAT",
-    "SCORE_KINDS", "read_config_file", "exit_scores",
+    "SCORE_KINDS", "read_config_file", "exit_scores", "float32_cut",
 ]
 
 
