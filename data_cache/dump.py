@@ -106,13 +106,13 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before CUDA starts
     from data_cache.errors import CacheError
     from exits.data import load_splits
+    from exits.distributed import close_distributed, init_distributed
     from exits.dump import dump_cache, dump_provenance
     from exits.errors import ExitsError
-    from exits.train import init_distributed
 
     bars: dict = {}
     try:
-        rank, world, device = init_distributed(args.device)
+        rank, _, device = init_distributed(args.device)
         model, data_config, ckpt = _build(args)
         fraction, seed = _split_params(args, ckpt)
         splits = load_splits(args.dataset, args.data_root, data_config=data_config, search_fraction=fraction,
@@ -150,10 +150,7 @@ def main(argv: list[str] | None = None) -> int:
 
         print(describe(cache))
         print(f"{args.out}: written")
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    close_distributed()
     return 0
 
 

@@ -29,7 +29,7 @@ from data_cache import CacheMeta, CacheReader, create_cache
 from .errors import ExitsError
 from .macs import MACS_COUNTER, measure_latency, unit_macs
 from .model import ExitModel
-from .train import dist_info
+from .distributed import dist_info
 
 __all__ = ["exit_topk", "cache_meta", "dump_provenance", "dump_cache", "deterministic"]
 

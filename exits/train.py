@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
 import sys
 import time
 from typing import Any, Callable, Iterable, Mapping
@@ -27,9 +26,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .distributed import close_distributed, dist_info, init_distributed
 from .model import ExitModel
 
-__all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "dist_info", "init_distributed", "main"]
+__all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "main"]
 
 Callback = Callable[[str, dict], None]
 
@@ -40,15 +40,6 @@ def lr_at(step: int, total_steps: int, *, base_lr: float, warmup_steps: int, min
         return base_lr * (step + 1) / warmup_steps
     progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
     return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def dist_info() -> tuple[int, int]:
-    """``(rank, world_size)`` of the current process group, ``(0, 1)`` without one."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_rank(), dist.get_world_size()
-    return 0, 1
 
 
 def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
@@ -263,21 +254,6 @@ def _split_list(s: str) -> list[str]:
     return [v.strip() for v in s.split(",") if v.strip()]
 
 
-def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
-    """Join the ``torchrun`` process group (gloo on CPU, nccl on GPU); return rank, world size, device."""
-    import torch.distributed as dist
-
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    local = int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
-    dev = torch.device(f"cuda:{local}" if cuda else (device or "cpu"))
-    if cuda:
-        torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if cuda else "gloo")
-    return (dist.get_rank() if world > 1 else 0), world, dev
-
-
 def _build(args: argparse.Namespace, n_classes: int) -> tuple[ExitModel, dict, dict, bool]:
     """The model (fresh or from --out when resuming), its data config, the resume state, include_backbone."""
     from .checkpoints import load_backbone_weights, model_from_checkpoint, read_checkpoint
@@ -396,10 +372,7 @@ def main(argv: list[str] | None = None) -> int:
             for name, acc in last["acc"].items():
                 print(f"  {name:<40} {acc:.4f}")
         print(f"heads saved to {args.out} (backbone {model.fingerprint()[:19]}...)")
-    if world > 1:
-        import torch.distributed as dist
-
-        dist.destroy_process_group()
+    close_distributed()
     return 0
 
 
