@@ -16,6 +16,7 @@ import numpy as np
 
 from data_cache import CacheError, open_cache
 from data_cache.bundled import bundled_cache_path
+from data_cache.outputs import cli_entry
 
 from . import queries
 from ._validation import SearchError
@@ -122,20 +123,37 @@ def _run(args, out) -> int:
     if args.methods == "list":
         print("\n".join(list_engines()), file=out)
         return 0
-    if args.risk is not None and args.max_drop is None:
-        raise SearchError("--risk needs --max-drop")
+    _check_args(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise SearchError("--methods is empty; name at least one method (see --methods list)")
     engines = {m: _engine(m, args) for m in methods}
-    budget = Budget(max_evals=args.evaluations, max_seconds=args.time_limit)
     cache = _resolve_cache(args.cache)
     search = ExitProblem(cache, "search", objective=args.objective, score=args.score)
     holdout = search.on_split("holdout")
+    fronts = _search(args, engines, search)
+    entries = [(name, c) for name, f in fronts.items() for c in f.configs]
+    union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
+    oracle = oracle_bound(search)
+    _report(args, out, cache, fronts, union, search, holdout, oracle)
+    chosen = _answer_queries(args, out, search, holdout, union, entries)
+    _write_outputs(args, out, fronts, entries, chosen, search, holdout, oracle)
+    return 0
+
+
+def _check_args(args) -> None:
+    """Combinations of options that cannot work, refused before any work."""
+    if args.risk is not None and args.max_drop is None:
+        raise SearchError("--risk needs --max-drop")
+
+
+def _search(args, engines: dict, search: ExitProblem) -> dict[str, Front]:
+    """Run every engine on the search split, with a progress bar on a terminal."""
     from tqdm import tqdm
 
+    budget = Budget(max_evals=args.evaluations, max_seconds=args.time_limit)
     fronts: dict[str, Front] = {}
-    with tqdm(total=len(methods), desc="search", disable=args.no_progress or not sys.stderr.isatty(),
+    with tqdm(total=len(engines), desc="search", disable=args.no_progress or not sys.stderr.isatty(),
               file=sys.stderr) as bar:
         for name, engine in engines.items():
             bar.set_postfix_str(name)
@@ -143,9 +161,13 @@ def _run(args, out) -> int:
                                       callback=lambda eng, prob, name=name: bar.set_postfix_str(
                                           f"{name}: {prob.n_evals} evaluations", refresh=True))
             bar.update()
+    return fronts
+
+
+def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: ExitProblem,
+            holdout: ExitProblem, oracle) -> None:
+    """The header, the table of methods and (with --standalone) every exit alone."""
     hv, rows = HV(), []
-    entries = [(name, c) for name, f in fronts.items() for c in f.configs]
-    union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
     best_known = IGDPlus(union.F) if len(union) else None
     for name, front in fronts.items():
         Fh = holdout.evaluate(front.configs) if len(front) else np.zeros((0, 2))
@@ -154,7 +176,6 @@ def _run(args, out) -> int:
                      "save05": saving_at_drop(Fh, holdout.base.accuracy, 0.005),
                      "save1": saving_at_drop(Fh, holdout.base.accuracy, 0.01),
                      "evals": front.n_evals, "seconds": front.exec_time})
-    oracle = oracle_bound(search)
     print(f"cache {cache.fingerprint[:19]}  exits {len(cache.exits)}  search {search.n_samples}  "
           f"holdout {holdout.n_samples}  objective {args.objective}  score {args.score}", file=out)
     print(f"base: search accuracy {search.base.accuracy:.4%}, holdout {holdout.base.accuracy:.4%}; "
@@ -169,6 +190,9 @@ def _run(args, out) -> int:
             print(f"  {r['name']:<40} pos {r['position']:>3}  accuracy {r['accuracy']:.4f}  "
                   f"relative cost {r['relative_cost']:.4f}", file=out)
 
+
+def _answer_queries(args, out, search: ExitProblem, holdout: ExitProblem, union: Front, entries: list):
+    """Answer --max-drop / --budget; append each answer to ``entries``; return the configuration chosen."""
     chosen = None
     if args.max_drop is not None:
         drop = args.max_drop / 100
@@ -189,7 +213,12 @@ def _run(args, out) -> int:
         entries.append(("query", ans.config))
         print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on search):",
                                ans.config, search, holdout), file=out)
+    return chosen
 
+
+def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, search: ExitProblem,
+                   holdout: ExitProblem, oracle) -> None:
+    """--export, --export-choice and --plot."""
     method_info = {name: {"engine": {"name": name, "params": f.params}, "n_evals": f.n_evals,
                           "seconds": f.exec_time, "message": f.message} for name, f in fronts.items()}
     if args.export:
@@ -205,7 +234,6 @@ def _run(args, out) -> int:
     if args.plot:
         _plots(Path(args.plot), fronts, search, holdout, oracle, chosen)
         print(f"plots written to {args.plot}", file=out)
-    return 0
 
 
 def _plots(path: Path, fronts, search, holdout, oracle, chosen) -> None:
@@ -241,4 +269,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_entry(main))

@@ -1,0 +1,104 @@
+"""Output files of every command line: checked before any work, written atomically, never replaced unasked.
+
+One policy for the whole project (``docs/outputs.md``):
+
+- :func:`check_output_file` runs at the boundary, before any work: an existing folder, a missing parent
+  folder, a parent that is a file, an unwritable folder or an unwanted suffix is one line naming the
+  path; an existing file is refused unless the command was given ``--overwrite``.
+- :func:`atomic_output` / :func:`write_text_atomic` write a temporary file in the same folder and rename
+  it over the target, so a full disk or a kill never leaves a half-written file that looks valid.
+- :func:`cli_entry` ends a command quietly (status 0 for what it already printed) when stdout is closed
+  under it (``... | head -1``).
+
+Standard library only: ``search`` (numpy), ``data_cache`` and ``exits`` (torch) all use it.
+"""
+from __future__ import annotations
+
+import contextlib
+import errno
+import os
+import sys
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+__all__ = ["OutputError", "check_output_file", "atomic_output", "write_text_atomic", "cli_entry"]
+
+
+class OutputError(ValueError):
+    """An output path that cannot be used, or a write that failed; the message is one line."""
+
+
+def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str = "output",
+                      suffixes: Sequence[str] | None = None) -> Path:
+    """``path`` as a Path if a file can be written there, else :class:`OutputError` naming it.
+
+    ``option`` names the command-line option in messages (``--export``); ``suffixes`` (lower case,
+    with the dot) restricts the file's suffix. An existing file is accepted only with ``overwrite``.
+    """
+    p = Path(path)
+    if str(path) == "" or p.name in ("", ".", ".."):
+        raise OutputError(f"{option} {str(path)!r}: not a file name")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
+    if not parent.exists():
+        raise OutputError(f"{option} {p}: folder {parent} does not exist; create it first")
+    if p.is_dir():
+        raise OutputError(f"{option} {p}: is a folder; name a file inside it")
+    if p.exists() or p.is_symlink():
+        if not p.is_file():
+            raise OutputError(f"{option} {p}: exists and is not a regular file")
+        if not overwrite:
+            raise OutputError(f"{option} {p}: file exists; pass --overwrite to replace it")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {p}: folder {parent} is not writable")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, option: str = "output") -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
+
+    An ``OSError`` while writing (a full disk, a vanished folder) becomes :class:`OutputError`.
+    """
+    target = Path(path)
+    if target.exists() and not target.is_file():
+        raise OutputError(f"{option} {target}: exists and is not a regular file")
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
+        raise OutputError(f"{option} {target}: could not write ({reason})") from None
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, option: str = "output") -> None:
+    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename, fsynced)."""
+    with atomic_output(path, option=option) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def cli_entry(main: Callable[[], int]) -> int:
+    """Run a command line's ``main``; a closed stdout (``| head``) ends it quietly with status 0."""
+    try:
+        status = main()
+        sys.stdout.flush()
+        return status
+    except BrokenPipeError:
+        # stdout is gone: point it at /dev/null so the interpreter's final flush raises nothing
+        with contextlib.suppress(OSError):
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+        return 0
