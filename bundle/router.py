@@ -14,6 +14,7 @@ segments in a row), run through the same code.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
@@ -23,6 +24,8 @@ import numpy as np
 from .errors import BundleError
 from .manifest import GraphInfo, Manifest, read_manifest, sha256_bytes
 from .scores import SCORE_KINDS, exit_scores, float32_cut, score_range
+
+EXITCONFIG_FORMAT = "exitconfig/1"
 
 __all__ = ["RouteExit", "RouteConfig", "RouteResult", "BundleRouter", "open_bundle"]
 
@@ -114,12 +117,16 @@ class BundleRouter:
 
     ``threads`` sets onnxruntime's intra-op threads per session (None: its default, every core);
     ``providers`` its execution providers (default CPU). Every graph file is checked against the manifest's
-    SHA-256 before it is loaded. A bundle with one configuration starts on it, a table on the base model.
+    SHA-256 before it is loaded. ``configs`` replaces the manifest's table by another ``exitconfig/1`` document
+    (or file) searched on the same cache, whose exits the bundle serves. A table of one configuration starts on
+    it, a longer one on the base model.
     """
 
-    def __init__(self, path: str | Path, *, threads: int | None = 1, providers: Sequence[Any] | None = None):
+    def __init__(self, path: str | Path, *, configs: Mapping[str, Any] | str | Path | None = None,
+                 threads: int | None = 1, providers: Sequence[Any] | None = None):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
+        doc = self.manifest.exitconfig if configs is None else self._outside_table(configs)
         self.threads = threads
         options = self._session_options(threads)
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
@@ -128,7 +135,6 @@ class BundleRouter:
         self.base_macs = self.manifest.base_macs
         self.final_exit = self.manifest.final_exit[1]
         self.base_config = RouteConfig("base", ())
-        doc = self.manifest.exitconfig
         self.configs = [self._resolve(entry, i, doc.get("score", "max_prob")) for i, entry in enumerate(doc["configs"])]
         self._plans = {id(c): self._plan(c) for c in (self.base_config, *self.configs)}
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
@@ -158,6 +164,25 @@ class BundleRouter:
             raise BundleError(f"{path}: graph {info.name!r} does not match the manifest's fingerprint "
                               f"({info.sha256[:19]}...); the file was altered after export: export the bundle again")
         return data
+
+    def _outside_table(self, configs: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
+        """An ``exitconfig/1`` document (or file) searched on the bundle's cache for the bundle's model."""
+        where = "configs"
+        if not isinstance(configs, Mapping):
+            where = str(configs)
+            try:
+                configs = json.loads(Path(configs).read_text(encoding="utf-8"))
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                raise BundleError(f"{where}: not a readable exitconfig/1 file ({exc})") from None
+        if not isinstance(configs, Mapping) or configs.get("format") != EXITCONFIG_FORMAT \
+                or not isinstance(configs.get("configs"), list):
+            raise BundleError(f"{where}: not an {EXITCONFIG_FORMAT} document with a list of configs")
+        for what, ours in (("cache", self.manifest.doc["cache"]), ("model", self.manifest.doc["model"])):
+            theirs = (configs.get(what) or {}).get("fingerprint")
+            if theirs != ours.get("fingerprint"):
+                raise BundleError(f"{where}: searched for {what} {str(theirs)[:19]}..., not this bundle's "
+                                  f"({str(ours.get('fingerprint'))[:19]}...)")
+        return configs
 
     def _resolve(self, entry: Any, i: int, default_score: str) -> RouteConfig:
         served = self.manifest.exits
@@ -314,6 +339,7 @@ class BundleRouter:
         return RouteResult.concat([self.run(b, config) for b in batches], self.base_macs)
 
 
-def open_bundle(path: str | Path, *, threads: int | None = 1, providers: Sequence[Any] | None = None) -> BundleRouter:
+def open_bundle(path: str | Path, *, configs: Mapping[str, Any] | str | Path | None = None, threads: int | None = 1,
+                providers: Sequence[Any] | None = None) -> BundleRouter:
     """Load a bundle folder (``python -m exits.export_bundle``) into a :class:`BundleRouter`."""
-    return BundleRouter(path, threads=threads, providers=providers)
+    return BundleRouter(path, configs=configs, threads=threads, providers=providers)
