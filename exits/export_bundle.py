@@ -216,7 +216,7 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
         raise BundleExportError(f"unknown exporter {exporter!r}; choose one of {list(EXPORTERS)}")
     out = check_output_folder(out, overwrite=overwrite, option="--out", marker=MANIFEST)
     runtime = ExitRuntime(model, configs, cache=cache, device="cpu")
-    chosen = runtime.configs if ids is None else [runtime.set_config(i) for i in ids]
+    chosen = runtime.configs if ids is None else list({i: runtime.set_config(i) for i in ids}.values())
     if not chosen:
         raise BundleExportError("the configuration file holds no configuration to export")
     parts = plan_parts(model, _served(chosen), base=base)
@@ -255,7 +255,8 @@ def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[RuntimeCo
     import onnx
 
     doc = dict(runtime.doc or {})
-    doc["configs"] = [entry for entry in doc.get("configs", []) if str(entry.get("id")) in {c.id for c in chosen}]
+    entries = {str(entry.get("id", i)): entry for i, entry in enumerate(doc.get("configs", []))}
+    doc["configs"] = [dict(entries[c.id], id=c.id) for c in chosen]  # ids kept as the router reads them
     graph_of = {p.name: p for p in parts}
     exits = [{"name": e.name, "index": e.index, "position": e.position, "head": model.exits[e.index].head,
               "chain": "saver" if e.saver else "backbone",

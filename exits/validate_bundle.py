@@ -21,7 +21,6 @@ import argparse
 import json
 import statistics
 import sys
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np

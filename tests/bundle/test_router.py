@@ -16,12 +16,17 @@ from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
 from bundle import BundleError, open_bundle
 from bundle.scores import exit_scores, float32_cut
 from exits import attach_exits
+from exits.checkpoints import save_checkpoint
 from exits.export_bundle import export_bundle
 from exits.runtime import ExitRuntime, exit_scores as torch_exit_scores, float32_cut as runtime_float32_cut
 from search.config import ExitConfig
 from search.problem import ExitProblem
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(Path.home())}
 
 
 @pytest.fixture(scope="module")
@@ -134,15 +139,25 @@ def test_one_configuration_fuses_segments_and_skips_disabled_heads(resnet, tmp_p
     _same_as_runtime(router, runtime, splits["holdout"].images, [(router.config, runtime.set_config(entry["id"]))])
 
 
+@pytest.mark.slow
 def test_vit_bundle_with_the_dynamo_exporter(tmp_path):
+    timm_kwargs = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)
     torch.manual_seed(0)
     model = attach_exits("vit_tiny_patch16_224", points="blocks", heads=("linear", "mlp"), num_classes=10,
-                         img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)
+                         **timm_kwargs)
     splits = tiny_splits(32, 40)
     cache = dump(model, splits, tmp_path / "cache")
     doc = make_export(cache)
     doc["configs"] = [c for c in doc["configs"] if len(c["exits"]) == 1]  # three graphs: dynamo exports slowly
-    manifest = export_bundle(model, doc, tmp_path / "vit", cache=cache, exporter="dynamo", base=False)
+    (tmp_path / "one.json").write_text(json.dumps(doc))
+    save_checkpoint(tmp_path / "ckpt.pt", model, include_backbone=True, timm_kwargs=timm_kwargs)
+    # in a process of its own: after torch.export a process cannot fork workers that use autograd
+    proc = subprocess.run([sys.executable, "-m", "exits.export_bundle", "--checkpoint", str(tmp_path / "ckpt.pt"),
+                           "--config", str(tmp_path / "one.json"), "--cache", str(tmp_path / "cache"), "--out",
+                           str(tmp_path / "vit"), "--exporter", "dynamo", "--no-base", "--quiet"],
+                          capture_output=True, text=True, cwd=ROOT, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "vit" / "manifest.json").read_text())
     assert manifest["onnx"]["exporter"] == "dynamo" and manifest["onnx"]["opset"] == 18
     assert manifest["onnx"]["check"]["max_abs_diff"] <= 1e-4
     assert not [g for g in manifest["graphs"] if g["kind"] == "base"]
@@ -199,7 +214,6 @@ def test_importing_and_running_the_router_loads_neither_torch_nor_exits(resnet, 
         "assert len(out.exits) == 5\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'exits', 'search', 'data_cache', 'timm'))\n"
         "print(bad)\n")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                          env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
