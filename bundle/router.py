@@ -89,12 +89,19 @@ class RouteResult:
                    base_macs)
 
 
+def _onnxruntime() -> Any:
+    try:
+        import onnxruntime
+    except ImportError:
+        raise BundleError("running a bundle needs onnxruntime: pip install onnxruntime") from None
+    return onnxruntime
+
+
 class _Graph:
     """An onnxruntime session of one graph of the bundle."""
 
     def __init__(self, info: GraphInfo, data: bytes, options: Any, providers: Sequence[Any]):
-        import onnxruntime as ort
-
+        ort = _onnxruntime()
         self.info = info
         try:
             self.session = ort.InferenceSession(data, sess_options=options, providers=list(providers))
@@ -142,8 +149,7 @@ class BundleRouter:
     # -- loading --------------------------------------------------------------------------------
     @staticmethod
     def _session_options(threads: int | None) -> Any:
-        import onnxruntime as ort
-
+        ort = _onnxruntime()
         options = ort.SessionOptions()
         if threads is not None:
             if threads < 1:

@@ -57,12 +57,28 @@ class BundleExportError(ExitsError):
     """A model or configuration that cannot be exported as a bundle, or a graph that does not match PyTorch."""
 
 
+def _has_dynamo_argument() -> bool:
+    """``torch.onnx.export(dynamo=...)`` exists from torch 2.5; from 2.9 it defaults to True."""
+    return "dynamo" in inspect.signature(torch.onnx.export).parameters
+
+
 def default_exporter() -> str:
     """``dynamo`` where ``torch.onnx.export`` has it and onnxscript is installed, else ``torchscript``."""
     import importlib.util
 
-    has_dynamo = "dynamo" in inspect.signature(torch.onnx.export).parameters
-    return "dynamo" if has_dynamo and importlib.util.find_spec("onnxscript") is not None else "torchscript"
+    return "dynamo" if _has_dynamo_argument() and importlib.util.find_spec("onnxscript") is not None else "torchscript"
+
+
+def _check_packages(exporter: str) -> None:
+    import importlib.util
+
+    needed = ["onnx", "onnxruntime"] + (["onnxscript"] if exporter == "dynamo" else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BundleExportError(f"exporting a bundle with the {exporter} exporter needs {', '.join(missing)}: "
+                                "pip install 'exitsearch[bundle]'")
+    if exporter == "dynamo" and not _has_dynamo_argument():
+        raise BundleExportError(f"torch {torch.__version__} has no dynamo ONNX exporter; use --exporter torchscript")
 
 
 class _Run(nn.Module):
@@ -152,9 +168,10 @@ def _export_graph(part: _Part, example: torch.Tensor, path: Path, *, opset: int,
                                             dynamic_shapes=({0: torch.export.Dim("batch")},))
                 program.save(str(path))
             else:
-                torch.onnx.export(module, (example,), str(path), dynamo=False, input_names=["input"],
-                                  output_names=["output"], opset_version=opset,
-                                  dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+                legacy = {"dynamo": False} if _has_dynamo_argument() else {}  # torch 2.4 has no such argument
+                torch.onnx.export(module, (example,), str(path), input_names=["input"], output_names=["output"],
+                                  opset_version=opset, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                                  **legacy)
     except Exception as exc:  # the exporters raise many types; one line naming the graph
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         raise BundleExportError(f"graph {part.name!r}: the {exporter} exporter failed ({type(exc).__name__}: "
@@ -214,6 +231,7 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
     exporter = exporter or default_exporter()
     if exporter not in EXPORTERS:
         raise BundleExportError(f"unknown exporter {exporter!r}; choose one of {list(EXPORTERS)}")
+    _check_packages(exporter)
     out = check_output_folder(out, overwrite=overwrite, option="--out", marker=MANIFEST)
     runtime = ExitRuntime(model, configs, cache=cache, device="cpu")
     chosen = runtime.configs if ids is None else list({i: runtime.set_config(i) for i in ids}.values())
