@@ -7,6 +7,9 @@ One policy for the whole project (``docs/outputs.md``):
   path; an existing file is refused unless the command was given ``--overwrite``.
 - :func:`atomic_output` / :func:`write_text_atomic` write a temporary file in the same folder and rename
   it over the target, so a full disk or a kill never leaves a half-written file that looks valid.
+- :func:`check_output_folder` / :func:`atomic_folder` do the same for a folder written whole (a bundle): a
+  non-empty folder is refused unless ``--overwrite`` (and then only one holding the tool's own marker file);
+  the folder is built under a temporary name beside it and renamed into place at the end.
 - :func:`cli_entry` ends a command quietly (status 0 for what it already printed) when stdout is closed
   under it (``... | head -1``).
 
@@ -17,11 +20,13 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
-__all__ = ["OutputError", "check_output_file", "atomic_output", "write_text_atomic", "cli_entry"]
+__all__ = ["OutputError", "check_output_file", "atomic_output", "write_text_atomic", "check_output_folder",
+           "atomic_folder", "cli_entry"]
 
 
 class OutputError(ValueError):
@@ -88,6 +93,66 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, option: str = "outp
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
+
+
+def check_output_folder(path: str | os.PathLike, *, overwrite: bool, option: str = "--out",
+                        marker: str | None = None) -> Path:
+    """``path`` as a Path if a folder can be written there as a whole, else :class:`OutputError` naming it.
+
+    A missing or empty folder is accepted; a non-empty one only with ``overwrite``, and then, when ``marker``
+    is given, only if it holds that file (the tool's own manifest: a folder the tool did not write is never
+    replaced).
+    """
+    p = Path(path)
+    if str(path) == "" or p.name in ("", ".", ".."):
+        raise OutputError(f"{option} {str(path)!r}: not a folder name")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
+    if not parent.exists():
+        raise OutputError(f"{option} {p}: folder {parent} does not exist; create it first")
+    if p.exists() or p.is_symlink():
+        if not p.is_dir() or p.is_symlink():
+            raise OutputError(f"{option} {p}: exists and is not a folder")
+        if any(p.iterdir()):
+            if not overwrite:
+                raise OutputError(f"{option} {p}: folder is not empty; pass --overwrite to replace it")
+            if marker is not None and not (p / marker).is_file():
+                raise OutputError(f"{option} {p}: folder holds files but no {marker}; it was not written by this "
+                                  "tool and is not replaced: choose another folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {p}: folder {parent} is not writable")
+    return p
+
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, option: str = "--out") -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``path``; on success it takes ``path``'s place (a folder already
+    there is moved aside first and removed after the swap), on failure it is removed.
+
+    An ``OSError`` (a full disk, a vanished folder) becomes :class:`OutputError`.
+    """
+    target = Path(path)
+    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        yield tmp
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists() and not target.exists():  # the swap failed half-way: put the old folder back
+            with contextlib.suppress(OSError):
+                os.replace(old, target)
+        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
+        raise OutputError(f"{option} {target}: could not write ({reason})") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def cli_entry(main: Callable[[], int]) -> int:

@@ -1,0 +1,11 @@
+"""A deployable early-exit bundle: ONNX graphs (segments, heads, saver, base model) plus a router that runs them
+with onnxruntime and numpy alone. Importing this package loads neither torch nor the ``exits`` package.
+
+``python -m exits.export_bundle`` writes a bundle; :func:`open_bundle` loads one (``docs/bundle.md``).
+"""
+from .errors import BundleError
+from .manifest import BUNDLE_FORMAT, Manifest, read_manifest
+from .router import BundleRouter, RouteConfig, RouteResult, open_bundle
+
+__all__ = ["BundleError", "BUNDLE_FORMAT", "Manifest", "read_manifest", "BundleRouter", "RouteConfig",
+           "RouteResult", "open_bundle"]

@@ -1,0 +1,193 @@
+"""The bundle manifest (``exitbundle/1``): what a bundle holds, read and checked with the standard library.
+
+A bundle is a folder::
+
+    manifest.json        this document, sealed by its own fingerprint
+    graphs/<name>.onnx   one ONNX graph per backbone segment run, per enabled head, per saver part, and the base model
+
+The manifest lists every graph (file, kind, chain, the exit position its output stands at, the compute units
+it fuses and their MACs, input and output shapes without the batch axis, SHA-256 of the file), the exits the
+bundle serves (resolved to graphs), the ``exitconfig/1`` document whose configurations it runs, the input
+(size and normalisation), the exporter and opset, and the tolerance every graph was checked to against
+PyTorch. ``fingerprint`` is the SHA-256 of the rest of the manifest in canonical JSON, so an edited manifest is
+refused (:func:`read_manifest`); each graph's ``sha256`` catches an altered graph (checked when loading).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from .errors import BundleError
+
+__all__ = ["BUNDLE_FORMAT", "MANIFEST", "GRAPHS_DIR", "GraphInfo", "ServedExit", "Manifest", "seal_manifest",
+           "manifest_fingerprint", "read_manifest", "sha256_bytes"]
+
+BUNDLE_FORMAT = "exitbundle/1"
+MANIFEST = "manifest.json"
+GRAPHS_DIR = "graphs"
+GRAPH_KINDS = ("segment", "head", "base")
+CHAINS = ("saver", "backbone")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def manifest_fingerprint(doc: Mapping[str, Any]) -> str:
+    """SHA-256 of ``doc`` without its ``fingerprint`` field, as canonical JSON (sorted keys, no spaces)."""
+    body = {k: v for k, v in doc.items() if k != "fingerprint"}
+    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+
+
+def seal_manifest(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """``doc`` with its ``fingerprint`` set (written last by the exporter)."""
+    return {**doc, "fingerprint": manifest_fingerprint(doc)}
+
+
+@dataclass(frozen=True)
+class GraphInfo:
+    """One ONNX graph: ``input (b, *input_shape) -> output (b, *output_shape)`` float32.
+
+    ``kind``: ``segment`` (consecutive units of the saver or backbone ``chain``), ``head`` or ``base`` (the
+    whole backbone). ``position`` is the exit position its output stands at; ``final`` marks a graph whose
+    output is the final exit's logits. ``units`` are the compute units it runs; ``macs`` their sum per sample.
+    """
+
+    name: str
+    file: str
+    kind: str
+    chain: str | None
+    position: int
+    final: bool
+    units: tuple[str, ...]
+    macs: float
+    input_shape: tuple[int, ...]
+    output_shape: tuple[int, ...]
+    sha256: str
+
+
+@dataclass(frozen=True)
+class ServedExit:
+    """An early exit the bundle can enable: ``index`` in the cache's exit list, its ``chain`` and the head
+    ``graph`` that turns the chain's output at ``position`` into logits (None: the chain's output is logits)."""
+
+    name: str
+    index: int
+    position: int
+    head: str
+    chain: str
+    graph: str | None
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A checked manifest. ``chains`` maps ``saver``/``backbone`` to segment graph names in execution order;
+    ``base`` is the base model's graph name (None when not exported)."""
+
+    doc: dict[str, Any]
+    graphs: dict[str, GraphInfo]
+    chains: dict[str, tuple[str, ...]]
+    exits: dict[str, ServedExit]
+    base: str | None
+    final_exit: tuple[str, int]
+    input_shape: tuple[int, ...]
+    num_classes: int
+    base_macs: float
+
+    @property
+    def exitconfig(self) -> dict[str, Any]:
+        """The ``exitconfig/1`` document whose configurations the bundle runs."""
+        return self.doc["exitconfig"]
+
+
+def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
+    if not isinstance(obj, Mapping) or key not in obj:
+        raise BundleError(f"{where}: missing field {key!r}")
+    value = obj[key]
+    if isinstance(value, bool) and kind is not bool or not isinstance(value, kind):
+        raise BundleError(f"{where}: field {key!r} has the wrong type ({type(value).__name__})")
+    return value
+
+
+def _shape(value: Any, where: str) -> tuple[int, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+        raise BundleError(f"{where}: a shape must be a list of positive integers (got {value!r})")
+    return tuple(value)
+
+
+def _graph(d: Any, i: int, path: Path) -> GraphInfo:
+    where = f"{path}: graphs[{i}]"
+    name = _field(d, "name", str, where)
+    where = f"{path}: graph {name!r}"
+    kind = _field(d, "kind", str, where)
+    if kind not in GRAPH_KINDS:
+        raise BundleError(f"{where}: unknown kind {kind!r}; expected one of {list(GRAPH_KINDS)}")
+    chain = d.get("chain")
+    if (kind == "segment") != (chain in CHAINS):
+        raise BundleError(f"{where}: chain {chain!r} does not fit kind {kind!r}")
+    file = _field(d, "file", str, where)
+    if Path(file).is_absolute() or ".." in Path(file).parts:
+        raise BundleError(f"{where}: file {file!r} must be a path inside the bundle")
+    return GraphInfo(name, file, kind, chain, _field(d, "position", int, where), bool(d.get("final", False)),
+                     tuple(_field(d, "units", list, where)), float(_field(d, "macs", (int, float), where)),
+                     _shape(_field(d, "input_shape", list, where), where),
+                     _shape(_field(d, "output_shape", list, where), where), _field(d, "sha256", str, where))
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Read and check ``folder/manifest.json``: format, fingerprint, structure. Raises :class:`BundleError`."""
+    folder = Path(folder)
+    path = folder / MANIFEST
+    if not folder.is_dir():
+        raise BundleError(f"{folder}: no such bundle folder")
+    if not path.is_file():
+        raise BundleError(f"{folder}: no {MANIFEST}; not a bundle (export one with python -m exits.export_bundle)")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise BundleError(f"{path}: not readable JSON ({exc})") from None
+    if not isinstance(doc, dict) or doc.get("format") != BUNDLE_FORMAT:
+        got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise BundleError(f"{path}: format {got!r} is not {BUNDLE_FORMAT!r}")
+    want = doc.get("fingerprint")
+    if want != manifest_fingerprint(doc):
+        raise BundleError(f"{path}: content does not match its fingerprint ({str(want)[:19]}...); the manifest was "
+                          "altered after export: export the bundle again")
+    graphs: dict[str, GraphInfo] = {}
+    for i, d in enumerate(_field(doc, "graphs", list, str(path))):
+        g = _graph(d, i, path)
+        if g.name in graphs:
+            raise BundleError(f"{path}: graph name {g.name!r} appears twice")
+        graphs[g.name] = g
+    chains = {c: tuple(n for n, g in graphs.items() if g.chain == c) for c in CHAINS}
+    if not chains["backbone"] or not graphs[chains["backbone"][-1]].final:
+        raise BundleError(f"{path}: the backbone chain must end with the final graph")
+    exits: dict[str, ServedExit] = {}
+    for i, d in enumerate(_field(doc, "exits", list, str(path))):
+        where = f"{path}: exits[{i}]"
+        e = ServedExit(_field(d, "name", str, where), _field(d, "index", int, where), _field(d, "position", int, where),
+                       _field(d, "head", str, where), _field(d, "chain", str, where), d.get("graph"))
+        if e.chain not in CHAINS or not chains[e.chain]:
+            raise BundleError(f"{where}: exit {e.name!r} is on chain {e.chain!r}, which the bundle does not hold")
+        if e.graph is not None and (e.graph not in graphs or graphs[e.graph].kind != "head"):
+            raise BundleError(f"{where}: exit {e.name!r} names head graph {e.graph!r}, which the bundle does not hold")
+        if not any(graphs[n].position == e.position for n in chains[e.chain]):
+            raise BundleError(f"{where}: no segment of chain {e.chain!r} ends at position {e.position}")
+        exits[e.name] = e
+    base = [n for n, g in graphs.items() if g.kind == "base"]
+    final = _field(doc, "final_exit", dict, str(path))
+    exitconfig = _field(doc, "exitconfig", dict, str(path))
+    _field(exitconfig, "configs", list, f"{path}: exitconfig")
+    model_input = _field(doc, "input", dict, str(path))
+    first = graphs[(chains["saver"] or chains["backbone"])[0]]
+    shape = _shape(_field(model_input, "shape", list, f"{path}: input"), f"{path}: input")
+    if first.input_shape != shape:
+        raise BundleError(f"{path}: input shape {list(shape)} differs from graph {first.name!r}'s "
+                          f"{list(first.input_shape)}")
+    return Manifest(doc, graphs, chains, exits, base[0] if base else None,
+                    (_field(final, "name", str, f"{path}: final_exit"), _field(final, "index", int, f"{path}: final_exit")),
+                    shape, _field(doc, "num_classes", int, str(path)),
+                    float(_field(doc, "base_macs", (int, float), str(path))))

@@ -1,0 +1,376 @@
+"""``python -m exits.export_bundle``: an exit configuration (or a switchable table) as ONNX graphs plus a manifest.
+
+The model is cut at the positions of the exits the configurations enable (for a table: the union of them, so
+every configuration can run). Each run of backbone segments between two cuts becomes one graph (segments
+that no enabled exit separates are fused), each enabled head one graph, the saver (when a configuration enables
+one of its exits) one graph per run of its segments up to its last enabled exit, and the whole backbone one
+more graph, ``base`` (the plain model: what the router runs for the base configuration and what validation
+times the bundle against). Disabled heads are not exported. Every graph takes and returns one float32 tensor
+with a dynamic batch axis.
+
+Each graph is checked against PyTorch at export: on random images (batch 1 and 3, other sizes than the
+example the exporter traced at batch 2) its onnxruntime output must match the PyTorch output of the same
+input within ``|ort - torch| <= atol + rtol * |torch|`` (default rtol 1e-3, atol 1e-4; the manifest records
+them and each graph's largest difference). The manifest (``bundle.manifest``) records the exitconfig it
+serves, the SHA-256 of every graph, input size and normalisation, exporter and opset, and each graph's
+MACs from the cache's unit table. The folder follows the output policy (``docs/outputs.md``): a non-empty
+folder is refused unless ``--overwrite`` (and then only a bundle is replaced), and the bundle is written
+under a temporary name and renamed into place at the end.
+
+Exporters: ``dynamo`` (``torch.onnx.export(dynamo=True)``, torch >= 2.5 with onnxscript; the default where
+available) or ``torchscript`` (the older tracer, deprecated since torch 2.9 but faster to export).
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import re
+import sys
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from bundle.manifest import BUNDLE_FORMAT, GRAPHS_DIR, MANIFEST, seal_manifest, sha256_bytes
+from data_cache.outputs import atomic_folder, check_output_folder, cli_entry, write_text_atomic
+
+from .errors import ExitsError
+from .model import ExitModel
+from .runtime import EnabledExit, ExitRuntime, RuntimeConfig
+
+__all__ = ["BundleExportError", "EXPORTERS", "DEFAULT_OPSET", "RTOL", "ATOL", "default_exporter", "export_bundle",
+           "main"]
+
+EXPORTERS = ("dynamo", "torchscript")
+DEFAULT_OPSET = 18
+RTOL, ATOL = 1e-3, 1e-4
+CHECK_BATCHES = (1, 3)
+
+
+class BundleExportError(ExitsError):
+    """A model or configuration that cannot be exported as a bundle, or a graph that does not match PyTorch."""
+
+
+def _has_dynamo_argument() -> bool:
+    """``torch.onnx.export(dynamo=...)`` exists from torch 2.5; from 2.9 it defaults to True."""
+    return "dynamo" in inspect.signature(torch.onnx.export).parameters
+
+
+def default_exporter() -> str:
+    """``dynamo`` where ``torch.onnx.export`` has it and onnxscript is installed, else ``torchscript``."""
+    import importlib.util
+
+    return "dynamo" if _has_dynamo_argument() and importlib.util.find_spec("onnxscript") is not None else "torchscript"
+
+
+def _check_packages(exporter: str) -> None:
+    import importlib.util
+
+    needed = ["onnx", "onnxruntime"] + (["onnxscript"] if exporter == "dynamo" else [])
+    missing = [m for m in needed if importlib.util.find_spec(m) is None]
+    if missing:
+        raise BundleExportError(f"exporting a bundle with the {exporter} exporter needs {', '.join(missing)}: "
+                                "pip install 'exitsearch[bundle]'")
+    if exporter == "dynamo" and not _has_dynamo_argument():
+        raise BundleExportError(f"torch {torch.__version__} has no dynamo ONNX exporter; use --exporter torchscript")
+
+
+class _Run(nn.Module):
+    """Consecutive segments of one chain, run in order (one graph)."""
+
+    def __init__(self, segments: Sequence[nn.Module]):
+        super().__init__()
+        self.segments = nn.ModuleList(segments)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        for seg in self.segments:
+            x = seg(x)
+        return x
+
+
+@dataclass
+class _Part:
+    """A graph to export: ``module(input)``, the input being the output of part ``source`` (None: the image)."""
+
+    name: str
+    kind: str
+    chain: str | None
+    position: int
+    final: bool
+    module: nn.Module
+    units: tuple[str, ...]
+    source: str | None
+
+
+def _runs(segments: Sequence[Any], cuts: set[int], chain: str, last: int | None) -> list[_Part]:
+    """Segments grouped into runs that end at each cut position (and at ``last`` / the chain's end)."""
+    parts, run = [], []
+    for i, seg in enumerate(segments):
+        run.append(seg)
+        end = seg.position == last or (last is None and i == len(segments) - 1)
+        if seg.position in cuts or end:
+            parts.append(_Part(f"{chain}.{len(parts)}", "segment", chain, seg.position, chain == "backbone" and end,
+                               _Run(run), tuple(s.name for s in run), parts[-1].name if parts else None))
+            run = []
+        if end:
+            break
+    return parts
+
+
+def plan_parts(model: ExitModel, served: Sequence[EnabledExit], *, base: bool = True) -> list[_Part]:
+    """The graphs that serve the enabled exits ``served`` (execution order): saver runs, backbone runs, heads, base."""
+    saver = [e for e in served if e.saver]
+    parts = _runs(model.saver_segments, {e.position for e in saver}, "saver", saver[-1].position) if saver else []
+    parts += _runs(model.segments, {e.position for e in served if not e.saver}, "backbone", None)
+    ends = {(p.chain, p.position): p.name for p in parts}
+    for e in served:
+        if e.key is not None:
+            parts.append(_Part(f"head:{e.name}", "head", None, e.position, False, model.heads[e.key],
+                               (f"head:{e.name}",), ends[("saver" if e.saver else "backbone", e.position)]))
+    if base:
+        parts.append(_Part("base", "base", None, model.segments[-1].position, True, model.backbone,
+                           tuple(s.name for s in model.segments), None))
+    return parts
+
+
+def _probe(parts: Sequence[_Part], x: torch.Tensor) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """``(input, output)`` of every part on images ``x``, in PyTorch; refuses a segment that passes on more
+    than one tensor (the bundle's graphs take and return one)."""
+    seen: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+    with torch.inference_mode():
+        for part in parts:
+            inp = x if part.source is None else seen[part.source][1]
+            h = inp
+            for seg in part.module.segments if isinstance(part.module, _Run) else (part.module,):
+                h = seg(h)
+                if not isinstance(h, torch.Tensor):
+                    what = f"{len(h)} tensors" if isinstance(h, (tuple, list, dict)) else type(h).__name__
+                    raise BundleExportError(f"{getattr(seg, 'name', part.name)}: passes on {what}, not one tensor; "
+                                            "the bundle exporter handles single-tensor segments only")
+            seen[part.name] = (inp, h)
+    return seen
+
+
+def _export_graph(part: _Part, example: torch.Tensor, path: Path, *, opset: int, exporter: str) -> None:
+    module = part.module.eval()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            if exporter == "dynamo":
+                program = torch.onnx.export(module, (example,), dynamo=True, input_names=["input"],
+                                            output_names=["output"], opset_version=opset, verbose=False,
+                                            dynamic_shapes=({0: torch.export.Dim("batch")},))
+                program.save(str(path))
+            else:
+                legacy = {"dynamo": False} if _has_dynamo_argument() else {}  # torch 2.4 has no such argument
+                torch.onnx.export(module, (example,), str(path), input_names=["input"], output_names=["output"],
+                                  opset_version=opset, dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}},
+                                  **legacy)
+    except Exception as exc:  # the exporters raise many types; one line naming the graph
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise BundleExportError(f"graph {part.name!r}: the {exporter} exporter failed ({type(exc).__name__}: "
+                                f"{first[:300]})") from None
+
+
+def _check_graph(part: _Part, data: bytes, cases: Sequence[tuple[torch.Tensor, torch.Tensor]], *, rtol: float,
+                 atol: float) -> float:
+    """Largest ``|ort - torch|`` of the graph over ``cases`` (input, PyTorch output); refuses a graph out of tolerance."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    session = ort.InferenceSession(data, sess_options=options, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for inp, want in cases:
+        got = session.run(None, {session.get_inputs()[0].name: inp.numpy()})[0]
+        ref = want.numpy()
+        if got.shape != ref.shape:
+            raise BundleExportError(f"graph {part.name!r}: onnxruntime gives shape {got.shape}, PyTorch {ref.shape}")
+        diff = np.abs(got.astype(np.float64) - ref)
+        worst = max(worst, float(diff.max()) if diff.size else 0.0)
+        if not np.all(diff <= atol + rtol * np.abs(ref)):
+            raise BundleExportError(f"graph {part.name!r}: onnxruntime differs from PyTorch by up to {worst:.3g} at "
+                                    f"batch {len(inp)} (tolerance {atol:g} + {rtol:g} x |value|)")
+    return worst
+
+
+def _file_name(i: int, name: str) -> str:
+    return f"{GRAPHS_DIR}/{i:02d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.onnx"
+
+
+def _served(configs: Sequence[RuntimeConfig]) -> list[EnabledExit]:
+    by_index = {e.index: e for c in configs for e in c.exits}
+    return [by_index[i] for i in sorted(by_index, key=lambda i: by_index[i].position)]
+
+
+def _onnx_opset(data: bytes) -> int | None:
+    import onnx
+
+    model = onnx.load_from_string(data)
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
+
+
+def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out: str | Path, *, cache: Any,
+                  ids: Sequence[str] | None = None, data_config: Mapping[str, Any] | None = None,
+                  data: Mapping[str, Any] | None = None, exporter: str | None = None, opset: int = DEFAULT_OPSET,
+                  base: bool = True, rtol: float = RTOL, atol: float = ATOL, overwrite: bool = False, seed: int = 0,
+                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Export the configurations of ``configs`` (an ``exitconfig/1`` document or file, searched on ``cache``;
+    ``ids``: only these) for ``model`` into the bundle folder ``out``; return the manifest.
+
+    ``data_config`` (input size and normalisation; default the model's) and ``data`` (the dataset and split the
+    heads were trained with, from the checkpoint) go into the manifest for whoever runs or validates the bundle.
+    """
+    say = progress or (lambda msg: None)
+    exporter = exporter or default_exporter()
+    if exporter not in EXPORTERS:
+        raise BundleExportError(f"unknown exporter {exporter!r}; choose one of {list(EXPORTERS)}")
+    _check_packages(exporter)
+    out = check_output_folder(out, overwrite=overwrite, option="--out", marker=MANIFEST)
+    runtime = ExitRuntime(model, configs, cache=cache, device="cpu")
+    chosen = runtime.configs if ids is None else list({i: runtime.set_config(i) for i in ids}.values())
+    if not chosen:
+        raise BundleExportError("the configuration file holds no configuration to export")
+    parts = plan_parts(model, _served(chosen), base=base)
+    g = torch.Generator().manual_seed(seed)
+    example = _probe(parts, torch.randn(2, *model.input_size, generator=g))
+    checks = [_probe(parts, torch.randn(b, *model.input_size, generator=g)) for b in CHECK_BATCHES]
+    graphs = []
+    with atomic_folder(out, option="--out") as tmp:
+        (tmp / GRAPHS_DIR).mkdir()
+        for i, part in enumerate(parts):
+            say(f"graph {part.name}: {len(part.units)} unit(s)")
+            file = _file_name(i, part.name)
+            _export_graph(part, example[part.name][0], tmp / file, opset=opset, exporter=exporter)
+            data_bytes = (tmp / file).read_bytes()
+            worst = _check_graph(part, data_bytes, [c[part.name] for c in checks], rtol=rtol, atol=atol)
+            inp, outp = example[part.name]
+            graphs.append({"name": part.name, "file": file, "kind": part.kind, "chain": part.chain,
+                           "position": part.position, "final": part.final, "units": list(part.units),
+                           "macs": float(sum(runtime.unit_macs[u] for u in part.units)),
+                           "input_shape": list(inp.shape[1:]), "output_shape": list(outp.shape[1:]),
+                           "sha256": sha256_bytes(data_bytes), "opset": _onnx_opset(data_bytes),
+                           "max_abs_diff": worst})
+        manifest = seal_manifest(_manifest(model, runtime, chosen, parts, graphs, cache, exporter, rtol, atol,
+                                           data_config, data))
+        write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n", option="--out")
+        from bundle.router import BundleRouter
+
+        BundleRouter(tmp, threads=1)  # the bundle loads as written: fingerprints, graphs, configurations
+    say(f"bundle written to {out}: {len(graphs)} graphs")
+    return manifest
+
+
+def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[RuntimeConfig], parts: Sequence[_Part],
+              graphs: list[dict[str, Any]], cache: Any, exporter: str, rtol: float, atol: float,
+              data_config: Mapping[str, Any] | None, data: Mapping[str, Any] | None) -> dict[str, Any]:
+    import onnx
+
+    doc = dict(runtime.doc or {})
+    entries = {str(entry.get("id", i)): entry for i, entry in enumerate(doc.get("configs", []))}
+    doc["configs"] = [dict(entries[c.id], id=c.id) for c in chosen]  # ids kept as the router reads them
+    graph_of = {p.name: p for p in parts}
+    exits = [{"name": e.name, "index": e.index, "position": e.position, "head": model.exits[e.index].head,
+              "chain": "saver" if e.saver else "backbone",
+              "graph": f"head:{e.name}" if f"head:{e.name}" in graph_of else None} for e in _served(chosen)]
+    cfg = dict(data_config if data_config is not None else model.data_config)
+    final = model.exits[-1]
+    return {
+        "format": BUNDLE_FORMAT,
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "model": {"name": model.model_name, "fingerprint": model.fingerprint(),
+                  "heads_fingerprint": model.head_fingerprint(),
+                  "saver": None if model.saver is None else {"name": model.saver_name,
+                                                              "fingerprint": model.saver_fingerprint()}},
+        "cache": {"fingerprint": cache.fingerprint},
+        "input": {"shape": list(model.input_size), "dtype": "float32",
+                  **{k: (list(v) if isinstance(v, tuple) else v) for k, v in cfg.items() if k != "input_size"}},
+        "data": dict(data or {}),
+        "num_classes": model.num_classes,
+        "final_exit": {"name": final.name, "index": len(model.exits) - 1},
+        "base_macs": runtime.base_macs,
+        "macs_convention": "MACs = FLOPs / 2, per sample, from the cache's unit table",
+        "onnx": {"exporter": exporter, "opset": graphs[0]["opset"], "torch": torch.__version__, "onnx": onnx.__version__,
+                 "check": {"rtol": rtol, "atol": atol, "batch_sizes": list(CHECK_BATCHES),
+                           "max_abs_diff": max(g["max_abs_diff"] for g in graphs)}},
+        "graphs": graphs,
+        "exits": exits,
+        "exitconfig": doc,
+    }
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m exits.export_bundle",
+                                description="Export an exit configuration (or a table of them) as ONNX graphs "
+                                            "plus a manifest, runnable with onnxruntime and numpy (docs/bundle.md).")
+    p.add_argument("--checkpoint", required=True, help="head checkpoint (python -m exits.train / exits.pipeline)")
+    p.add_argument("--config", required=True, help="exitconfig/1 file (python -m search.pareto --export / "
+                                                   "--export-choice)")
+    p.add_argument("--out", required=True, help="bundle folder to write (must be empty or absent)")
+    p.add_argument("--id", action="append", default=None,
+                   help="export only the configuration with this id (repeat for several; default: all)")
+    p.add_argument("--cache", default=None, help="the cache the configurations were searched on "
+                                                 "(default: the bundled cache, if it is that one)")
+    p.add_argument("--model", default=None, help="timm name of the backbone (checked against the checkpoint)")
+    p.add_argument("--backbone-weights", default=None, help="when the checkpoint holds no backbone weights")
+    p.add_argument("--exporter", choices=EXPORTERS, default=None,
+                   help="torch.onnx exporter (default: dynamo where available, else torchscript)")
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--no-base", action="store_true", help="do not export the whole model as the base graph")
+    p.add_argument("--rtol", type=float, default=RTOL, help=f"relative tolerance of the check against PyTorch "
+                                                            f"(default {RTOL:g})")
+    p.add_argument("--atol", type=float, default=ATOL, help=f"absolute tolerance (default {ATOL:g})")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    from bundle.errors import BundleError
+    from data_cache import CacheError
+    from data_cache.outputs import OutputError
+
+    from .checkpoints import model_from_checkpoint, read_checkpoint
+    from .runtime import read_config_file
+    from .validate import _open_cache
+
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        check_output_folder(args.out, overwrite=args.overwrite, option="--out", marker=MANIFEST)
+        doc = read_config_file(args.config)
+        ckpt = read_checkpoint(args.checkpoint)
+        model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
+        cache = _open_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"))
+        manifest = export_bundle(model, doc, args.out, cache=cache, ids=args.id, data_config=ckpt.get("data_config"),
+                                 data=ckpt.get("data"), exporter=args.exporter, opset=args.opset,
+                                 base=not args.no_base, rtol=args.rtol, atol=args.atol, overwrite=args.overwrite,
+                                 progress=say)
+    except (CacheError, ExitsError, OutputError, BundleError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    check = manifest["onnx"]["check"]
+    print(f"{args.out}: {len(manifest['graphs'])} graphs, {len(manifest['exitconfig']['configs'])} configuration(s), "
+          f"{manifest['onnx']['exporter']} exporter, opset {manifest['onnx']['opset']}; largest difference from "
+          f"PyTorch {check['max_abs_diff']:.2g} (tolerance {check['atol']:g} + {check['rtol']:g} x |value|)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 with one line on bad input."""
+    return cli_entry(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

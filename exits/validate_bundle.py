@@ -1,0 +1,264 @@
+"""``python -m exits.validate_bundle``: run an exported bundle on a split of the dataset and compare with the cache.
+
+The bundle runs through ``bundle.BundleRouter`` (onnxruntime and numpy; this module uses torch only to load the
+dataset). For every configuration of the bundle, on one split of the cache (the dataset's samples joined on
+``sample_index``):
+
+- per-sample agreement with the cache: the same exit and prediction as ``search.ExitProblem.assign`` gives;
+  disagreements where a cached score lies within ``--tolerance`` of a threshold the sample was compared with are
+  counted apart (onnxruntime's float rounding differs from PyTorch's in the last bits);
+- measured accuracy and MACs (the router's per-sample accounting from the manifest's per-graph MACs) against the
+  cache's prediction;
+- throughput at batch 64 and median latency at batch 1, in rounds that alternate the bundle's base graph (the whole
+  model as one ONNX graph, run through the same router) and the configuration, in the same process.
+
+Writes a JSON report (``bundlevalidation/1``) and prints a table. Bad input (a bundle with a missing or altered
+manifest or graph, a cache other than the bundle's, an unknown configuration id) prints one line, exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+from data_cache.outputs import check_output_file, cli_entry, write_text_atomic
+
+from .validate import _fractions, _latencies, _machine, _open_cache, _split_rows, _time_batches
+
+__all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
+
+REPORT_FORMAT = "bundlevalidation/1"
+_CPU = torch.device("cpu")
+
+
+def _timings(router: Any, config: Any, timing_batches: Sequence[np.ndarray], latency_samples: Sequence[np.ndarray],
+             rounds: int) -> dict[str, Any]:
+    """Alternate rounds of the base graph and ``config``: batch-64 throughput, batch-1 median latency."""
+    base = lambda x: router.run(x, router.base_config)  # noqa: E731
+    conf = lambda x: router.run(x, config)  # noqa: E731
+    res: dict[str, Any] = {}
+    if timing_batches:
+        for f in (base, conf):  # warm-up
+            for b in timing_batches[:2]:
+                f(b)
+        tb, tc = [], []
+        for _ in range(rounds):
+            tb.append(_time_batches(base, timing_batches, _CPU))
+            tc.append(_time_batches(conf, timing_batches, _CPU))
+        n = sum(len(b) for b in timing_batches)
+        mb, mc = statistics.median(tb), statistics.median(tc)
+        res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
+                      "base_throughput": n / mb, "throughput": n / mc, "speedup": mb / mc,
+                      "speedup_per_round": [b / c for b, c in zip(tb, tc)]}
+    if latency_samples:
+        for f in (base, conf):
+            for x in latency_samples[:5]:
+                f(x)
+        lb, lc = [], []
+        for _ in range(rounds):
+            lb += _latencies(base, latency_samples, _CPU)
+            lc += _latencies(conf, latency_samples, _CPU)
+        res["b1"] = {"n_samples": len(latency_samples), "rounds": rounds, "base_median_s": statistics.median(lb),
+                     "median_s": statistics.median(lc), "speedup_median": statistics.median(lb) / statistics.median(lc),
+                     "speedup_mean": statistics.fmean(lb) / statistics.fmean(lc)}
+    return res
+
+
+def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple[np.ndarray, np.ndarray]], *,
+                    split: str, cache: Any, timing_batches: Sequence[np.ndarray] = (),
+                    latency_samples: Sequence[np.ndarray] = (), rounds: int = 3, tolerance: float = 1e-5,
+                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Run ``configs`` (``bundle.RouteConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
+    row order of ``split``), time them against the base graph; return the report dictionary."""
+    from search.config import ExitConfig
+    from search.problem import ExitProblem
+    from search.scores import compute_scores
+
+    say = progress or (lambda msg: None)
+    labels = np.asarray(cache.labels(split))
+    ids = cache.topk_ids(split)
+    n = len(labels)
+    seen = np.concatenate([y for _, y in batches]) if batches else np.empty(0, np.int64)
+    if not np.array_equal(seen, labels):
+        from .data import DataError
+
+        raise DataError("the dataset's labels differ from the cache's on the same sample_index; "
+                        "is it another dataset or version?")
+    images = [x for x, _ in batches]
+    say("base graph")
+    base = router.run_batches(images, router.base_config)
+    cached_final = np.asarray(ids[-1, 0])
+    reports = []
+    problems: dict[str, ExitProblem] = {}
+    for c in configs:
+        say(f"config {c.id}")
+        problem = problems.setdefault(c.score, ExitProblem(cache, split, score=c.score))
+        cfg = ExitConfig(tuple(e.index for e in c.exits), tuple(e.threshold for e in c.exits), c.score)
+        want_exit = problem.assign(cfg)
+        want_pred = np.asarray(ids[want_exit, 0, np.arange(n)])
+        ev = problem.evaluate_one(cfg)
+        result = router.run_batches(images, c)
+        differ = (result.exits != want_exit) | (result.predictions != want_pred)
+        near = np.zeros(n, dtype=bool)
+        if differ.any():  # near: the cached score at an exit the sample reached lies within tolerance of its threshold
+            scores = compute_scores(cache, split, c.score, exits=[e.index for e in c.exits])
+            reached = np.array([e.position for e in cache.exits])[want_exit]
+            for j, e in enumerate(c.exits):
+                near |= (np.abs(scores[j].astype(np.float64) - e.threshold) <= tolerance) & (reached >= e.position)
+        predicted = c.predicted.get(split) or {}
+        entry: dict[str, Any] = {
+            "id": c.id,
+            "exits": [{"name": e.name, "threshold": e.threshold} for e in c.exits],
+            "score": c.score,
+            "predicted": {"accuracy": predicted.get("accuracy", ev.accuracy),
+                          "relative_cost": predicted.get("relative_cost", ev.relative_cost),
+                          "exit_fractions": list(ev.exit_fractions)},
+            "measured": {"accuracy": float(np.mean(result.predictions == labels)),
+                         "relative_cost": result.relative_cost,
+                         "macs_per_sample": float(result.macs.mean()),
+                         "exit_fractions": _fractions(result.exits, [e.index for e in c.exits], router.final_exit)},
+            "agreement": float(1.0 - differ.mean()),
+            "n_disagree": int(differ.sum()),
+            "n_disagree_near_threshold": int((differ & near).sum()),
+            "n_disagree_exit": int((result.exits != want_exit).sum()),
+            "n_disagree_prediction": int((result.predictions != want_pred).sum()),
+            "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
+        }
+        t = _timings(router, c, timing_batches, latency_samples, rounds)
+        if "b64" in t:
+            entry.update(throughput_speedup_b64=t["b64"]["speedup"], throughput_b64=t["b64"],
+                         throughput_vs_ideal=t["b64"]["speedup"] / entry["ideal_speedup"])
+        if "b1" in t:
+            entry.update(latency_speedup_b1=t["b1"]["speedup_median"], latency_b1=t["b1"])
+        reports.append(entry)
+    import onnxruntime
+
+    manifest = router.manifest.doc
+    return {"format": REPORT_FORMAT, "split": split, "n_samples": n, "tolerance": tolerance,
+            "bundle": {"path": str(router.path), "fingerprint": manifest["fingerprint"],
+                       "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
+                       "n_graphs": len(manifest["graphs"])},
+            "cache": {"fingerprint": cache.fingerprint}, "model": dict(manifest["model"]),
+            "machine": {**_machine(_CPU), "onnxruntime": onnxruntime.__version__, "ort_threads": router.threads},
+            "rounds": rounds,
+            "base": {"predicted": {"accuracy": float(np.mean(cached_final == labels)), "relative_cost": 1.0},
+                     "measured": {"accuracy": float(np.mean(base.predictions == labels)),
+                                  "agreement_with_cache": float(np.mean(base.predictions == cached_final)),
+                                  "macs_per_sample": router.base_macs}},
+            "configs": reports}
+
+
+def format_table(report: dict[str, Any]) -> str:
+    """One line per configuration: predicted vs measured accuracy and cost, agreement, speedups."""
+    b = report["base"]
+    lines = [f"{report['split']}: {report['n_samples']} samples; base graph accuracy {b['measured']['accuracy']:.4%} "
+             f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
+             f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
+             f"{'agree':>8} {'near':>4} {'ideal':>6} {'b64 x':>6} {'b1 x':>6}"]
+    for c in report["configs"]:
+        p, m = c["predicted"], c["measured"]
+        lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
+                     f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
+                     f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} "
+                     f"{c.get('throughput_speedup_b64', float('nan')):>6.2f} {c.get('latency_speedup_b1', float('nan')):>6.2f}")
+    lines.append("agree: same exit and prediction as the cache; near: disagreements within the tolerance of a "
+                 "threshold; ideal: 1 / relative MACs; b64 x / b1 x: throughput (batch 64) and median latency "
+                 "(batch 1) speedups over the bundle's base graph, both on onnxruntime")
+    return "\n".join(lines)
+
+
+# -- command line --------------------------------------------------------------------------------
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m exits.validate_bundle",
+                                description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
+                                            "with the cache, accuracy, MACs, speed against the base graph.")
+    p.add_argument("--bundle", required=True, help="bundle folder (python -m exits.export_bundle)")
+    p.add_argument("--report", required=True, help="JSON report to write")
+    p.add_argument("--split", default="holdout", help="split of the cache to run (default holdout)")
+    p.add_argument("--cache", default=None, help="the cache the bundle's configurations were searched on "
+                                                 "(default: the bundled cache, if it is that one)")
+    p.add_argument("--dataset", default=None, help="dataset name (default: the cache's)")
+    p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
+    p.add_argument("--id", default=None, help="only the configuration with this id (default: all)")
+    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per graph (default 1)")
+    p.add_argument("--batch-size", type=int, default=64, help="batch size of the runs and the throughput timing")
+    p.add_argument("--timing-samples", type=int, default=4096, help="samples timed at batch 64 (default 4096)")
+    p.add_argument("--latency-samples", type=int, default=200, help="samples timed at batch 1 (default 200)")
+    p.add_argument("--rounds", type=int, default=3, help="timing rounds, base and configuration alternating")
+    p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--tolerance", type=float, default=1e-5,
+                   help="a disagreement whose cached score is this close to a threshold counts as float rounding")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing report")
+    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--debug", action="store_true", help="show tracebacks")
+    return p
+
+
+def load_split(router: Any, cache: Any, split: str, *, dataset: str | None = None, data_root: str | None = None,
+               batch_size: int = 64) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The split's images and labels as numpy batches in the cache's row order, transformed as the manifest says."""
+    from torch.utils.data import DataLoader
+
+    manifest = router.manifest.doc
+    model_input = manifest["input"]
+    data_config = {"input_size": model_input["shape"],
+                   **{k: v for k, v in model_input.items() if k not in ("shape", "dtype")}}
+    args = argparse.Namespace(split=split, dataset=dataset, data_root=data_root)
+    rows = _split_rows(args, {"data_config": data_config, "data": manifest.get("data") or {}}, cache)
+    return [(x.numpy(), y.numpy()) for x, y, _ in DataLoader(rows, batch_size=batch_size, shuffle=False)]
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    from bundle import BundleError, open_bundle
+    from data_cache import CacheError
+    from data_cache.outputs import OutputError
+
+    from .errors import ExitsError
+
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    try:
+        report_path = check_output_file(args.report, overwrite=args.overwrite, option="--report", suffixes=(".json",))
+        router = open_bundle(args.bundle, threads=args.threads)
+        want = router.manifest.doc["cache"]["fingerprint"]
+        cache = _open_cache(args.cache, want)
+        if cache.fingerprint != want:
+            raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
+                              f"{args.cache} ({cache.fingerprint[:19]}...)")
+        configs = [router.set_config(args.id)] if args.id is not None else router.configs
+        say(f"loading {args.split}")
+        batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
+                             batch_size=args.batch_size)
+        timing, latency = [], []
+        if not args.no_timing:
+            xs = np.concatenate([x for x, _ in batches])[: args.timing_samples]
+            timing = [xs[i:i + args.batch_size] for i in range(0, len(xs), args.batch_size)]
+            latency = [] if args.no_latency else [xs[i:i + 1] for i in range(min(args.latency_samples, len(xs)))]
+        report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
+                                 latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
+        report["batch_size"] = args.batch_size
+        write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report")
+    except (BundleError, CacheError, ExitsError, OutputError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(report))
+    print(f"report written to {args.report}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Exit status 0, or 2 with one line on bad input."""
+    return cli_entry(lambda: _main(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,219 @@
+"""The bundle's router against ExitRuntime, sample by sample: ResNet-like, ViT-like and saver models;
+compaction, switching, MAC accounting, the graphs exported, and a run without torch."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from _bundles import resnet_setup
+from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+from bundle import BundleError, open_bundle
+from bundle.scores import exit_scores, float32_cut
+from exits import attach_exits
+from exits.checkpoints import save_checkpoint
+from exits.export_bundle import export_bundle
+from exits.runtime import ExitRuntime, exit_scores as torch_exit_scores, float32_cut as runtime_float32_cut
+from search.config import ExitConfig
+from search.problem import ExitProblem
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env() -> dict[str, str]:
+    return {"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(Path.home())}
+
+
+@pytest.fixture(scope="module")
+def resnet(tmp_path_factory):
+    return resnet_setup(tmp_path_factory.mktemp("resnet"))
+
+
+def _same_as_runtime(router, runtime, x: torch.Tensor, pairs) -> set[int]:
+    """Assert the router and the runtime agree sample by sample on every (route config, runtime config)."""
+    used: set[int] = set()
+    for rc, tc in pairs:
+        got, want = router.run(x.numpy(), rc), runtime.run(x, tc)
+        np.testing.assert_array_equal(got.exits, want.exits.numpy())
+        np.testing.assert_array_equal(got.predictions, want.predictions.numpy())
+        np.testing.assert_array_equal(got.macs, want.macs.numpy())
+        np.testing.assert_allclose(got.scores, want.scores.numpy(), atol=1e-5)
+        assert got.relative_cost == pytest.approx(want.relative_cost, rel=1e-12)
+        used |= set(got.exits.tolist())
+    return used
+
+
+def test_resnet_router_agrees_with_exit_runtime_and_the_cache(resnet):
+    model, splits, cache, doc, path = resnet
+    router = open_bundle(path)
+    runtime = ExitRuntime(model, doc, cache=cache)
+    assert router.ids == runtime.ids and router.config.id == "base"
+    x = splits["holdout"].images
+    used = _same_as_runtime(router, runtime, x, zip(router.configs, runtime.configs))
+    assert len(used) >= 4  # samples really leave at several exits
+    for c in router.configs:  # and as the search predicted, on the cache
+        problem = ExitProblem(cache, "holdout", score=c.score)
+        cfg = ExitConfig(tuple(e.index for e in c.exits), tuple(e.threshold for e in c.exits), c.score)
+        result = router.run(x.numpy(), c)
+        np.testing.assert_array_equal(result.exits, problem.assign(cfg))
+        assert result.relative_cost == pytest.approx(c.relative_cost("holdout"), rel=1e-12)
+
+
+def test_scores_as_the_runtime_computes_them():
+    rng = np.random.default_rng(0)
+    logits = (rng.standard_normal((500, 7)) * 5).astype(np.float32)
+    for kind in ("max_prob", "margin", "neg_entropy"):
+        s, p = exit_scores(logits, kind)
+        ts, tp = torch_exit_scores(torch.from_numpy(logits), kind)
+        assert s.dtype == np.float32 and p.dtype == np.int64
+        np.testing.assert_array_equal(p, tp.numpy())
+        np.testing.assert_allclose(s, ts.numpy(), atol=1e-6)
+    for t in np.concatenate([rng.uniform(-2, 1, 300), [0.0, 1.0, 0.5]]):
+        assert float32_cut(float(t)) == runtime_float32_cut(float(t))
+
+
+def test_a_sample_alone_equals_the_sample_in_a_batch(resnet):
+    _, splits, _, _, path = resnet
+    router = open_bundle(path)
+    x = splits["holdout"].images[:10].numpy()
+    for config in router.configs:
+        batch = router.run(x, config)
+        for i in range(len(x)):
+            alone = router.run(x[i:i + 1], config)
+            assert (alone.exits[0], alone.predictions[0], alone.macs[0]) == \
+                (batch.exits[i], batch.predictions[i], batch.macs[i])
+            assert alone.scores[0] == pytest.approx(batch.scores[i], abs=1e-5)
+    empty = router.run(x[:0], router.configs[1])
+    assert len(empty.exits) == 0 and empty.relative_cost == 0.0
+
+
+def test_switching_without_reloading(resnet):
+    model, splits, cache, doc, path = resnet
+    router = open_bundle(path, threads=2)
+    x = splits["holdout"].images.numpy()
+    sessions = {n: g.session for n, g in router.graphs.items()}
+    seen = {}
+    for cid in router.ids:
+        assert router.set_config(cid).id == cid
+        seen[cid] = router.run(x).exits
+    assert {n: g.session for n, g in router.graphs.items()} == sessions
+    assert len({tuple(v) for v in seen.values()}) >= 6
+    router.set_config(0)
+    np.testing.assert_array_equal(router.run(x, router.ids[1]).exits, seen[router.ids[1]])
+    assert router.config.id == router.ids[0]  # run(config=...) does not switch
+    budget = sorted(c["search"]["relative_cost"] for c in doc["configs"])[3] + 1e-9
+    fits = [c for c in doc["configs"] if c["search"]["relative_cost"] <= budget]
+    best = max(fits, key=lambda c: (c["search"]["accuracy"], -c["search"]["relative_cost"]))
+    assert router.select(budget).id == best["id"] and router.config.id == best["id"]
+    base = router.run(x, router.set_config(None))
+    assert (base.exits == len(model.exits) - 1).all() and (base.macs == router.base_macs).all()
+    np.testing.assert_array_equal(base.predictions, np.asarray(cache.topk_ids("holdout"))[-1, 0])
+    with pytest.raises(BundleError, match="no configuration with id"):
+        router.set_config("nope")
+    with pytest.raises(BundleError, match="out of range"):
+        router.set_config(len(router.ids))
+    with pytest.raises(BundleError, match="no configuration within"):
+        router.select(0.0)
+
+
+def test_one_configuration_fuses_segments_and_skips_disabled_heads(resnet, tmp_path):
+    model, splits, cache, doc, _ = resnet
+    entry = next(c for c in doc["configs"] if len(c["exits"]) == 1)
+    manifest = export_bundle(model, doc, tmp_path / "one", cache=cache, ids=[entry["id"]], exporter="torchscript")
+    graphs = {g["name"]: g for g in manifest["graphs"]}
+    position = entry["exits"][0]["position"]
+    assert sorted(graphs) == sorted(["backbone.0", "backbone.1", f"head:{entry['exits'][0]['name']}", "base"])
+    assert graphs["backbone.0"]["position"] == position and graphs["backbone.1"]["final"]
+    assert graphs["backbone.0"]["units"] + graphs["backbone.1"]["units"] == [s.name for s in model.segments]
+    assert graphs["backbone.0"]["macs"] + graphs["backbone.1"]["macs"] == pytest.approx(manifest["base_macs"])
+    assert graphs["base"]["macs"] == pytest.approx(manifest["base_macs"])
+    assert [c["id"] for c in manifest["exitconfig"]["configs"]] == [entry["id"]]
+    router = open_bundle(tmp_path / "one")
+    assert router.config.id == entry["id"]  # a single configuration is active at once
+    runtime = ExitRuntime(model, doc, cache=cache)
+    _same_as_runtime(router, runtime, splits["holdout"].images, [(router.config, runtime.set_config(entry["id"]))])
+
+
+@pytest.mark.slow
+def test_vit_bundle_with_the_dynamo_exporter(tmp_path):
+    timm_kwargs = dict(img_size=16, patch_size=4, embed_dim=32, depth=3, num_heads=2)
+    torch.manual_seed(0)
+    model = attach_exits("vit_tiny_patch16_224", points="blocks", heads=("linear", "mlp"), num_classes=10,
+                         **timm_kwargs)
+    splits = tiny_splits(32, 40)
+    cache = dump(model, splits, tmp_path / "cache")
+    doc = make_export(cache)
+    doc["configs"] = [c for c in doc["configs"] if len(c["exits"]) == 1]  # three graphs: dynamo exports slowly
+    (tmp_path / "one.json").write_text(json.dumps(doc))
+    save_checkpoint(tmp_path / "ckpt.pt", model, include_backbone=True, timm_kwargs=timm_kwargs)
+    # in a process of its own: after torch.export a process cannot fork workers that use autograd
+    proc = subprocess.run([sys.executable, "-m", "exits.export_bundle", "--checkpoint", str(tmp_path / "ckpt.pt"),
+                           "--config", str(tmp_path / "one.json"), "--cache", str(tmp_path / "cache"), "--out",
+                           str(tmp_path / "vit"), "--exporter", "dynamo", "--no-base", "--quiet"],
+                          capture_output=True, text=True, cwd=ROOT, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((tmp_path / "vit" / "manifest.json").read_text())
+    assert manifest["onnx"]["exporter"] == "dynamo" and manifest["onnx"]["opset"] == 18
+    assert manifest["onnx"]["check"]["max_abs_diff"] <= 1e-4
+    assert not [g for g in manifest["graphs"] if g["kind"] == "base"]
+    router = open_bundle(tmp_path / "vit")
+    runtime = ExitRuntime(model, doc, cache=cache)
+    used = _same_as_runtime(router, runtime, splits["holdout"].images, [(router.config, runtime.configs[0]),
+                                                                      (router.base_config, runtime.base_config)])
+    assert len(used) == 2
+    base = router.run(splits["holdout"].images.numpy(), router.base_config)  # without a base graph: the segments
+    assert (base.macs == router.base_macs).all()
+
+
+def test_saver_runs_first_and_releases_samples(tmp_path):
+    model = tiny_model(heads=("linear",), saver="resnet10t")
+    splits = tiny_splits(24, 32)
+    cache = dump(model, splits, tmp_path / "cache")
+    problem = ExitProblem(cache, "holdout")
+    saver = cache.exit_index("saver")
+    late = next(i for i, e in enumerate(cache.exits) if e.name == "layer3.0/linear")
+    doc = make_export(cache)
+    doc["configs"] = [{"id": "saver", "exits": [
+        {"name": "saver", "position": cache.exits[saver].position, "head": "saver", "score": "max_prob",
+         "threshold": float(np.median(problem.scores[saver]))},
+        {"name": "layer3.0/linear", "position": cache.exits[late].position, "head": "linear", "score": "max_prob",
+         "threshold": float(np.median(problem.scores[late]))}]}]
+    manifest = export_bundle(model, doc, tmp_path / "saver", cache=cache, exporter="torchscript")
+    chains = [g["chain"] for g in manifest["graphs"] if g["kind"] == "segment"]
+    assert chains == ["saver", "backbone", "backbone"]
+    router = open_bundle(tmp_path / "saver")
+    runtime = ExitRuntime(model, doc, cache=cache)
+    used = _same_as_runtime(router, runtime, splits["holdout"].images, [(router.config, runtime.configs[0])])
+    assert used == {saver, late, len(model.exits) - 1}
+
+
+def test_configs_from_outside_the_manifest(resnet, tmp_path):
+    model, splits, cache, doc, path = resnet
+    table = {**doc, "configs": doc["configs"][:2]}
+    (tmp_path / "t.json").write_text(json.dumps(table))
+    router = open_bundle(path, configs=tmp_path / "t.json")
+    assert router.ids == [c["id"] for c in table["configs"]]
+    other = {**table, "cache": {"fingerprint": "sha256:0000"}}
+    with pytest.raises(BundleError, match="searched for cache"):
+        open_bundle(path, configs=other)
+
+
+def test_importing_and_running_the_router_loads_neither_torch_nor_exits(resnet, tmp_path):
+    _, splits, _, _, path = resnet
+    np.save(tmp_path / "x.npy", splits["holdout"].images[:5].numpy())
+    code = (
+        "import sys, numpy as np\n"
+        "import bundle\n"
+        f"r = bundle.open_bundle({str(path)!r})\n"
+        f"out = r.run(np.load({str(tmp_path / 'x.npy')!r}), r.ids[1])\n"
+        "assert len(out.exits) == 5\n"
+        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'exits', 'search', 'data_cache', 'timm'))\n"
+        "print(bad)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
