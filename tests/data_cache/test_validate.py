@@ -115,9 +115,9 @@ CASES = [
     ("unknown unit", lambda p: edit_manifest(p, lambda m: m["exits"][0]["units"].append("ghost")),
      ["manifest.json", "needs unknown units ['ghost']"]),
     ("negative macs", lambda p: edit_manifest(p, lambda m: m["units"][0].update(macs=-1)),
-     ["manifest.json", "units: segment0: macs must be a finite number >= 0"]),
+     ["manifest.json", "units[0].macs: must be a finite number >= 0 (got -1)"]),
     ("malformed manifest", lambda p: edit_manifest(p, lambda m: m.pop("units")),
-     ["manifest.json", "malformed manifest"]),
+     ["manifest.json", "units: must be a non-empty list of unit objects (missing)"]),
 ]
 
 
