@@ -22,7 +22,7 @@ import numpy as np
 from . import format as fmt
 from ._base import CacheMeta
 
-__all__ = ["CHUNK_BYTES", "NpyLayout", "read_npy_layout", "FileJob", "split_jobs", "run_jobs", "default_workers"]
+__all__ = ["CHUNK_BYTES", "has_duplicates", "NpyLayout", "read_npy_layout", "FileJob", "split_jobs", "run_jobs", "default_workers"]
 
 CHUNK_BYTES = 1 << 24  # bytes read (and scanned) at a time per thread; at least one exit of top-k arrays
 
@@ -56,6 +56,12 @@ def read_npy_layout(path: Path) -> NpyLayout:
     if size != want:
         raise ValueError(f"{size} bytes, but its header needs {want} ({'truncated' if size < want else 'extra data'})")
     return NpyLayout(offset, tuple(shape), dtype)
+
+
+def has_duplicates(values: np.ndarray) -> bool:
+    """Whether a 1-D array holds a value twice (sorting beats numpy's hash-based ``unique`` many times over)."""
+    ordered = np.sort(values)
+    return bool((ordered[1:] == ordered[:-1]).any())
 
 
 def _exits_named(meta: CacheMeta, idx: list[int]) -> str:
@@ -100,9 +106,9 @@ class _SampleIndex(_Scan):
         self.values[start:start + values.size] = values
 
     def problems(self):
-        unique = np.unique(self.values).size == self.values.size
+        duplicates = has_duplicates(self.values)
         self.values = None
-        return [] if unique else [f"{self.where}: sample_index: values must be unique"]
+        return [] if not duplicates else [f"{self.where}: sample_index: values must be unique"]
 
 
 class _PerExit(_Scan):

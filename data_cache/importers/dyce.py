@@ -26,6 +26,7 @@ import numpy as np
 from .._base import CacheMeta, ExitInfo, UnitInfo
 from ..errors import CacheInputError
 from ..fingerprint import file_digest
+from ..integrity import has_duplicates
 from ..reader import MemmapCache
 from ..writer import create_cache
 from . import register_importer
@@ -212,7 +213,7 @@ def read_records(path: str | Path) -> DyceRecords:
     if sidx is not None:
         if sidx.shape[0] != labels.shape[0]:
             problems.append(f"{src}: N: sample_index has {sidx.shape[0]} entries, label has N={labels.shape[0]}")
-        elif np.unique(sidx).size != sidx.size:
+        elif has_duplicates(sidx):
             problems.append(f"{src}: sample_index: values must be unique")
     if min(preds.shape) < 1:
         problems.append(f"{src}: preds: shape {preds.shape}: R, N and k must all be >= 1")
