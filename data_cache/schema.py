@@ -67,7 +67,10 @@ def cost_problems(measure: str, unit_costs: dict[str, float], base_units, max_sa
     (``base_field`` names them in messages). The search multiplies a cost by at most ``max_samples``
     and divides it by the base cost.
     """
-    total = math.fsum(unit_costs.values()) if all(math.isfinite(c) for c in unit_costs.values()) else math.inf
+    try:
+        total = math.fsum(unit_costs.values())
+    except OverflowError:  # an intermediate sum overflowed
+        total = math.inf
     if math.isinf(total) or not math.isfinite(total * max(1, max_samples)):
         return [f"units: the {measure} of all units sum to {total:g}, which overflows when multiplied by "
                 f"{max(1, max_samples)} samples; give costs in a smaller unit"]
