@@ -40,12 +40,13 @@ def read_npy_layout(path: Path) -> NpyLayout:
     """Parse a ``.npy`` header; ValueError (one line) when it is not a C-order .npy file of the right size."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(f)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(f)
-        else:
+        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        if version not in readers:
             raise ValueError(f"unsupported .npy version {version}")
+        try:
+            shape, fortran, dtype = readers[version](f)
+        except Exception as exc:  # numpy evaluates the header text: any failure there is a damaged header
+            raise ValueError(f"damaged header ({type(exc).__name__})") from None
         offset = f.tell()
     if fortran:
         raise ValueError("stored in Fortran order; the format stores C order")

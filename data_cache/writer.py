@@ -248,6 +248,9 @@ class CacheWriter:
 
 def save_cache(path: str | Path, cache, *, overwrite: bool = False, chunk: int = 1 << 16):
     """Write any reader (e.g. an :class:`InMemoryCache`) to ``path``; return the on-disk reader."""
+    source = getattr(cache, "path", None)
+    if overwrite and source is not None and Path(path).resolve() == Path(source).resolve():
+        raise CacheExistsError(f"{path}: is the cache being saved; save it to another folder")
     with_logits = all(cache.has_logits(s) for s in cache.splits())
     w = create_cache(path, cache.meta, with_logits=with_logits, overwrite=overwrite)
     for split in cache.splits():

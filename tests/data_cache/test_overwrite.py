@@ -171,3 +171,12 @@ def test_an_unreadable_old_manifest_is_refused_untouched(tmp_path):
     with pytest.raises(CacheExistsError, match="manifest.json"):
         save_cache(out, small_cache(seed=2), overwrite=True)
     assert _tree(out) == before
+
+
+def test_a_cache_is_not_saved_over_itself(tmp_path):
+    out = tmp_path / "cache"
+    save_cache(out, small_cache())
+    before = _tree(out)
+    with pytest.raises(CacheExistsError, match="is the cache being saved"):
+        save_cache(out, open_cache(out), overwrite=True)
+    assert _tree(out) == before
