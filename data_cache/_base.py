@@ -57,10 +57,10 @@ class CacheMeta:
         return len(self.exits)
 
 
-def meta_from_manifest(d: dict, source: str = "manifest.json", *, with_files: bool = True) -> CacheMeta:
+def meta_from_manifest(d: dict, source: str = "manifest.json", *, with_files: bool = False) -> CacheMeta:
     """Check a manifest dict against the schema (``schema.py``) and parse it; raise CacheFormatError
-    listing every problem as ``source: field: problem``. ``with_files``: a finished cache (file entries
-    and fingerprint required)."""
+    listing every problem as ``source: field: problem``. ``with_files``: a finished cache on disk (file
+    entries and fingerprint required)."""
     problems = manifest_problems(d, with_files=with_files)
     if problems:
         raise CacheFormatError(f"{source}: {problems[0]}", [f"{source}: {p}" for p in problems])

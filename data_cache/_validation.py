@@ -70,7 +70,7 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
     except (ValueError, OSError) as exc:
         return [f"{manifest_path}: not valid JSON ({exc})"]
     try:
-        meta = meta_from_manifest(manifest, source=str(manifest_path))
+        meta = meta_from_manifest(manifest, source=str(manifest_path), with_files=True)
     except CacheError as exc:
         return exc.problems
     problems: list[str] = []

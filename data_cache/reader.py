@@ -31,7 +31,7 @@ class MemmapCache(CacheReader):
             self.manifest = json.loads(manifest_path.read_text())
         except (ValueError, OSError) as exc:
             raise CacheFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
-        self.meta = meta_from_manifest(self.manifest, source=str(manifest_path))
+        self.meta = meta_from_manifest(self.manifest, source=str(manifest_path), with_files=True)
         self.fingerprint = self.manifest["fingerprint"]
         self._open: dict[tuple[str, str], np.ndarray | None] = {}
 

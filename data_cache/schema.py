@@ -89,7 +89,7 @@ def file_entry_problems(split: str, files, expected: dict[str, tuple[tuple, str]
     """
     field = f"splits.{split}.files"
     if not isinstance(files, dict):
-        return [f"{field}: must be an object (file name -> checksum) ({_got(files)})"]
+        return [f"{field}: must be an object (file name -> checksum) ({'missing' if files is None else _got(files)})"]
     problems = []
     for fname in files:
         if fname not in expected:
