@@ -37,7 +37,8 @@ def _layout(root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, proble
     try:
         layout = read_npy_layout(f)
     except (ValueError, OSError, EOFError) as exc:
-        problems.append(f"{f}: not a readable .npy file ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})")
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        problems.append(f"{f}: not a readable .npy file ({reason})")
         return None
     if layout.shape != want_shape:
         problems.append(f"{f}: shape: {layout.shape}, expected {want_shape}")
@@ -88,7 +89,7 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
             if layout is not None:
                 layouts[fname] = layout
         if not skip_integrity_check:
-            jobs.extend(split_jobs(path, split, meta, layouts, entries, checksums=checksums, values=True))
+            jobs.extend(split_jobs(path, split, meta, layouts, entries, checksums=checksums))
     problems.extend(run_jobs(jobs, workers) if jobs else [])
     if manifest.get("fingerprint") != cache_fingerprint(manifest):
         problems.append(f"{manifest_path}: fingerprint: does not match the manifest's content")

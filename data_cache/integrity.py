@@ -22,7 +22,8 @@ import numpy as np
 from . import format as fmt
 from ._base import CacheMeta
 
-__all__ = ["CHUNK_BYTES", "has_duplicates", "NpyLayout", "read_npy_layout", "FileJob", "split_jobs", "run_jobs", "default_workers"]
+__all__ = ["CHUNK_BYTES", "has_duplicates", "NpyLayout", "read_npy_layout", "FileJob", "split_jobs", "run_jobs",
+           "default_workers"]
 
 CHUNK_BYTES = 1 << 24  # bytes read (and scanned) at a time per thread; at least one exit of top-k arrays
 
@@ -72,7 +73,11 @@ def _exits_named(meta: CacheMeta, idx: list[int]) -> str:
 
 
 class _Scan:
-    """Value checks of one file fed chunk by chunk; ``align`` elements are never split across chunks."""
+    """Value checks of one file fed chunk by chunk; ``align`` elements are never split across chunks.
+
+    Built as ``Scan(where, meta, split, exit_size)``: the file (for messages), the cache's metadata,
+    the split, and the elements of one exit's block (3-D files).
+    """
 
     align = 1
 
@@ -84,8 +89,8 @@ class _Scan:
 
 
 class _Labels(_Scan):
-    def __init__(self, where: str, n_classes: int):
-        self.where, self.c, self.lo, self.hi = where, n_classes, None, None
+    def __init__(self, where: str, meta: CacheMeta, split: str, exit_size: int):
+        self.where, self.c, self.lo, self.hi = where, meta.n_classes, None, None
 
     def update(self, start, values):
         if values.size:
@@ -100,8 +105,8 @@ class _Labels(_Scan):
 
 
 class _SampleIndex(_Scan):
-    def __init__(self, where: str, n: int):
-        self.where, self.values = where, np.empty(n, dtype=fmt.DTYPES[fmt.SAMPLE_INDEX])
+    def __init__(self, where: str, meta: CacheMeta, split: str, exit_size: int):
+        self.where, self.values = where, np.empty(meta.splits[split], dtype=fmt.DTYPES[fmt.SAMPLE_INDEX])
 
     def update(self, start, values):
         self.values[start:start + values.size] = values
@@ -117,7 +122,7 @@ class _PerExit(_Scan):
 
     lines: dict[str, str] = {}
 
-    def __init__(self, where: str, meta: CacheMeta, exit_size: int):
+    def __init__(self, where: str, meta: CacheMeta, split: str, exit_size: int):
         self.where, self.meta, self.exit_size = where, meta, exit_size
         self.found: dict[str, set[int]] = {kind: set() for kind in self.lines}
 
@@ -153,8 +158,8 @@ class _TopkProbs(_PerExit):
              "range": "probabilities: outside [0, 1] or top-k summing above 1",
              "order": "order: top-k not sorted descending"}
 
-    def __init__(self, where, meta, exit_size):
-        super().__init__(where, meta, exit_size)
+    def __init__(self, where, meta, split, exit_size):
+        super().__init__(where, meta, split, exit_size)
         self.align = exit_size  # the checks compare ranks of one sample: whole exits only
         # float32 sums of k values <= 1 err by less than k * 2**-23: a margin keeps the fast test stricter
         self.sum_fast = np.float32(1 + 1e-3 - (meta.k + 2) * 2.0 ** -22)
@@ -183,13 +188,17 @@ class _TopkProbs(_PerExit):
 class _Logits(_PerExit):
     lines = {"nonfinite": "logits: NaN or inf values"}
 
-    def __init__(self, where, meta, exit_size):
-        super().__init__(where, meta, exit_size)
+    def __init__(self, where, meta, split, exit_size):
+        super().__init__(where, meta, split, exit_size)
         self.align = meta.n_classes  # one sample's row; an exit may span many chunks
 
     def check_exit(self, e, piece):
         if e not in self.found["nonfinite"] and not np.isfinite(piece).all():
             self.found["nonfinite"].add(e)
+
+
+_SCANS = {fmt.LABELS: _Labels, fmt.SAMPLE_INDEX: _SampleIndex, fmt.TOPK_IDS: _TopkIds, fmt.TOPK_PROBS: _TopkProbs,
+          fmt.LOGITS: _Logits}
 
 
 @dataclass
@@ -199,7 +208,7 @@ class FileJob:
     path: Path
     layout: NpyLayout
     sha256: str | None
-    scan: _Scan | None
+    scan: _Scan
 
     @property
     def nbytes(self) -> int:
@@ -207,22 +216,13 @@ class FileJob:
 
 
 def split_jobs(path: Path, split: str, meta: CacheMeta, layouts: dict[str, NpyLayout], entries: dict, *,
-               checksums: bool, values: bool) -> list[FileJob]:
+               checksums: bool) -> list[FileJob]:
     """A job per readable file of one split (``layouts``: the files whose headers are right)."""
     jobs = []
     for fname, layout in layouts.items():
-        where = str(path / split / fname)
-        scan = None
-        if values:
-            per_exit = int(np.prod(layout.shape[1:], dtype=np.int64)) if len(layout.shape) > 1 else 1
-            scan = {fmt.LABELS: lambda: _Labels(where, meta.n_classes),
-                    fmt.SAMPLE_INDEX: lambda: _SampleIndex(where, meta.splits[split]),
-                    fmt.TOPK_IDS: lambda: _TopkIds(where, meta, per_exit),
-                    fmt.TOPK_PROBS: lambda: _TopkProbs(where, meta, per_exit),
-                    fmt.LOGITS: lambda: _Logits(where, meta, per_exit)}[fname]()
-        sha = entries[fname]["sha256"] if checksums else None
-        if sha is not None or scan is not None:
-            jobs.append(FileJob(path / split / fname, layout, sha, scan))
+        per_exit = int(np.prod(layout.shape[1:], dtype=np.int64)) if len(layout.shape) > 1 else 1
+        scan = _SCANS[fname](str(path / split / fname), meta, split, per_exit)
+        jobs.append(FileJob(path / split / fname, layout, entries[fname]["sha256"] if checksums else None, scan))
     return jobs
 
 
@@ -240,7 +240,7 @@ def _run(job: FileJob) -> list[str]:
     lay = job.layout
     item = lay.dtype.itemsize
     total = int(np.prod(lay.shape, dtype=np.int64))
-    align = job.scan.align if job.scan is not None else 1
+    align = job.scan.align
     per = max(align, (CHUNK_BYTES // item) // align * align)
     digest = hashlib.sha256(f"{lay.dtype.str}|{tuple(lay.shape)}|".encode()) if job.sha256 else None
     buf = memoryview(bytearray(min(per, max(total, 1)) * item))
@@ -256,15 +256,13 @@ def _run(job: FileJob) -> list[str]:
                 return [f"{job.path}: truncated while reading (the file changed during the check?)"]
             if digest is not None:
                 digest.update(view)
-            if job.scan is not None:
-                job.scan.update(pos, np.frombuffer(view, dtype=lay.dtype))
+            job.scan.update(pos, np.frombuffer(view, dtype=lay.dtype))
             pos += n
     problems = []
     if digest is not None and "sha256:" + digest.hexdigest() != job.sha256:
         problems.append(f"{job.path}: sha256: checksum mismatch (the file changed since it was written; re-run "
                         "the dump or the import)")
-    if job.scan is not None:
-        problems.extend(job.scan.problems())
+    problems.extend(job.scan.problems())
     return problems
 
 

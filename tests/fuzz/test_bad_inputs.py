@@ -13,7 +13,6 @@ minute) and ``long`` (``EXITSEARCH_FUZZ=long``, ten times the examples, new ones
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import json
 import math
@@ -566,7 +565,8 @@ def test_data_files_replaced_by_links(valid, split, fname, how):
 
 
 @FUZZ
-@given(where=st.sampled_from(["", "search", "holdout"]), name=st.from_regex(r"[a-z_]{1,8}\.(npy|json|txt)", fullmatch=True),
+@given(where=st.sampled_from(["", "search", "holdout"]),
+       name=st.from_regex(r"[a-z_]{1,8}\.(npy|json|txt)", fullmatch=True),
        what=st.sampled_from(["sparse 1 GiB", "dangling link", "small file", "folder", "link to the manifest"]))
 def test_stray_files_change_nothing(valid, where, name, what):
     def mutate(p):
