@@ -68,7 +68,7 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
         return [f"{manifest_path}: missing file (is this a cache folder?)"]
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         return [f"{manifest_path}: not valid JSON ({exc})"]
     try:
         meta = meta_from_manifest(manifest, source=str(manifest_path), with_files=True)

@@ -53,7 +53,7 @@ def owned_by_cache(path: Path) -> Owned:
     manifest_path = path / fmt.MANIFEST
     try:
         manifest = json.loads(manifest_path.read_text())
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise _refuse(manifest_path, f"not a readable manifest ({type(exc).__name__})") from None
     if not isinstance(manifest, dict) or not isinstance(manifest.get("splits"), dict):
         raise _refuse(manifest_path, "splits: not a manifest of this format")
@@ -73,7 +73,7 @@ def owned_by_parts(path: Path) -> Owned:
     owned = Owned()
     try:
         splits = json.loads((path / fmt.PARTS_DIR / PARTS_META).read_text()).get("splits", {})
-    except (OSError, ValueError, AttributeError):
+    except (OSError, ValueError, RecursionError, AttributeError):
         return owned
     for split in splits if isinstance(splits, dict) else ():
         if split_name_problem(split) is None and not (path / split).is_symlink():

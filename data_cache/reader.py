@@ -29,7 +29,7 @@ class MemmapCache(CacheReader):
             raise CacheFormatError(f"{manifest_path}: missing file (is {self.path} a cache folder?)")
         try:
             self.manifest = json.loads(manifest_path.read_text())
-        except (ValueError, OSError) as exc:
+        except (ValueError, OSError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
             raise CacheFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
         self.meta = meta_from_manifest(self.manifest, source=str(manifest_path), with_files=True)
         self.fingerprint = self.manifest["fingerprint"]

@@ -34,7 +34,7 @@ def _read_json(path: Path) -> dict | None:
     """A JSON object from ``path``, or None when it is missing or unreadable."""
     try:
         d = json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
         return None
     return d if isinstance(d, dict) else None
 

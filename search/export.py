@@ -74,7 +74,7 @@ def read_export(path: str | Path) -> dict:
         raise SearchError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise SearchError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise SearchError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__

@@ -107,7 +107,7 @@ def read_macs_info(path: str | Path) -> MacsInfo:
         raise CacheInputError(f"{src}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CacheInputError(f"{src}: cannot read ({exc})") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CacheInputError(f"{src}: not valid JSON ({exc})") from None
     problems: list[str] = []
     if not isinstance(d, dict):

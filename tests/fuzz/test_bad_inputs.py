@@ -362,7 +362,8 @@ def test_manifest_structure_broken(valid, kind, i):
 
 
 @FUZZ
-@given(text=st.one_of(st.just(""), st.just("{"), st.just("[]"), st.just("null"), st.text(max_size=20)),
+@given(text=st.one_of(st.just(""), st.just("{"), st.just("[]"), st.just("null"), st.just("[" * 100_000),
+                     st.text(max_size=20)),
        binary=st.booleans())
 def test_manifest_not_a_json_object(valid, text, binary):
     def mutate(p):
@@ -697,7 +698,7 @@ def test_export_names_that_are_paths(valid, data, name):
 @FUZZ
 @given(data=st.data(), kind=st.sampled_from(["configs numbers", "configs object", "exits object", "exits numbers",
                                              "duplicate id", "reversed exits", "not an object", "format",
-                                             "not json", "accuracy", "fractions"]))
+                                             "not json", "deep", "accuracy", "fractions"]))
 def test_export_structure_broken(valid, data, kind):
     def mutate(doc):
         i = data.draw(st.integers(0, len(doc["configs"]) - 1))
@@ -738,11 +739,11 @@ def test_export_structure_broken(valid, data, kind):
         doc["configs"][i]["search"]["exit_fractions"] = data.draw(st.lists(st.floats(0, 1), max_size=1))
         return (f"configs[{i}].search.exit_fractions",)
 
-    if kind == "not json":
+    if kind in ("not json", "deep"):
         cache, _, export = valid
         with tempfile.TemporaryDirectory(prefix="fuzz") as tmp:
             path = Path(tmp) / "export.json"
-            path.write_text(export.read_text()[: data.draw(st.integers(0, 200))])
+            path.write_text("[" * 100_000 if kind == "deep" else export.read_text()[: data.draw(st.integers(0, 200))])
             ok, lines, _ = _export_outcome(cache, path)
         assert not ok and len(lines) == 1 and lines[0].startswith(f"{path}: ")
         return
