@@ -12,8 +12,8 @@ For each: wall seconds, CPU seconds, peak resident set (``ru_maxrss`` of the chi
 then the ratio check / search. The page cache is left as it is (warm after the first command); pass
 ``--cold`` to drop this cache's pages (``posix_fadvise``) before each command.
 
-Usage: python benchmarks/bench_integrity.py [--cache DIR] [--repeats 2] [--no-search] [--cold]
-Figures go to benchmarks/results/integrity.json.
+Usage: python benchmarks/bench_integrity.py [--cache DIR] [--repeats 2] [--no-search] [--cold] [--results NAME]
+Figures go to benchmarks/results/NAME.json (default integrity.json).
 """
 from __future__ import annotations
 
@@ -80,6 +80,7 @@ def main() -> None:
     ap.add_argument("--no-search", action="store_true", help="time the check only")
     ap.add_argument("--cold", action="store_true", help="drop the cache's pages before each command")
     ap.add_argument("--timeout", type=float, default=900.0, help="seconds before a command is stopped")
+    ap.add_argument("--results", default="integrity", help="name of the results file (default integrity)")
     args = ap.parse_args()
     if not (args.cache / "manifest.json").exists():
         sys.exit(f"{args.cache}: no cache there; run benchmarks/bench_scale.py first or pass --cache")
@@ -108,7 +109,7 @@ def main() -> None:
                "best_peak_rss_mb": {n: (b or {}).get("peak_rss_mb") for n, b in best.items()}}
     if best.get("search") and best.get("check"):
         figures["check_over_search"] = round(best["check"]["seconds"] / best["search"]["seconds"], 3)
-    path = save_results("integrity", figures)
+    path = save_results(args.results, figures)
     print(f"best seconds {figures['best_seconds']}; ratio check/search {figures.get('check_over_search')}; "
           f"saved {path}")
 
