@@ -135,7 +135,8 @@ class CacheWriter:
                     f"{self.path}: rank {self.rank}: rank 0 did not start the cache within {timeout_s:g} s; "
                     "open the writer on rank 0 first")
             time.sleep(0.05)
-        if not _same_run(json.loads((self.parts / PARTS_META).read_text()), wanted):
+        old = _read_json(self.parts / PARTS_META)
+        if old is None or not _same_run(old, wanted):
             raise CacheInputError(f"{self.path}: rank {self.rank}: rank 0 started this cache with other exits, "
                                   "splits, classes or unit costs")
 
