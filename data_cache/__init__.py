@@ -3,7 +3,8 @@
 numpy only; the dump (``python -m data_cache.dump``) imports torch lazily.
 """
 from ._base import CacheMeta, CacheReader, ExitInfo, UnitInfo
-from .errors import CacheError, CacheExistsError, CacheFormatError, CacheIncompleteError, CacheInputError
+from .errors import (CacheError, CacheExistsError, CacheFormatError, CacheIncompleteError, CacheInputError,
+                     CacheWarning)
 from .format import FORMAT_VERSION
 from .memory import InMemoryCache
 from .reader import MemmapCache, open_cache
@@ -13,5 +14,5 @@ from .writer import CacheWriter, create_cache, save_cache
 __all__ = [
     "CacheMeta", "CacheReader", "ExitInfo", "UnitInfo", "InMemoryCache", "MemmapCache", "CacheWriter",
     "open_cache", "create_cache", "save_cache", "validate_cache", "FORMAT_VERSION",
-    "CacheError", "CacheExistsError", "CacheFormatError", "CacheIncompleteError", "CacheInputError",
+    "CacheError", "CacheExistsError", "CacheFormatError", "CacheIncompleteError", "CacheInputError", "CacheWarning",
 ]

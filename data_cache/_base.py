@@ -1,7 +1,7 @@
 """Plain records of a cache (exits, compute units, metadata) and the reader interface."""
 from __future__ import annotations
 
-import re
+import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 
@@ -9,10 +9,10 @@ import numpy as np
 
 from . import format as fmt
 from .errors import CacheFormatError
+from .schema import manifest_problems
 
-__all__ = ["UnitInfo", "ExitInfo", "CacheMeta", "CacheReader", "meta_from_manifest", "meta_to_manifest"]
-
-_SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
+__all__ = ["UnitInfo", "ExitInfo", "CacheMeta", "CacheReader", "meta_from_manifest", "meta_to_manifest",
+           "check_meta"]
 
 
 @dataclass(frozen=True)
@@ -57,76 +57,37 @@ class CacheMeta:
         return len(self.exits)
 
 
-def _check_meta(meta: CacheMeta) -> list[str]:
-    problems = []
-    unit_names = [u.name for u in meta.units]
-    if len(set(unit_names)) != len(unit_names):
-        problems.append("units: unit names must be unique")
-    for u in meta.units:
-        if u.kind not in fmt.UNIT_KINDS:
-            problems.append(f"units: {u.name}: kind {u.kind!r} is not one of {list(fmt.UNIT_KINDS)}")
-        if not np.isfinite(u.macs) or u.macs < 0:
-            problems.append(f"units: {u.name}: macs must be a finite number >= 0 (got {u.macs})")
-        if u.latency_s is not None and (not np.isfinite(u.latency_s) or u.latency_s < 0):
-            problems.append(f"units: {u.name}: latency_s must be a finite number >= 0 (got {u.latency_s})")
-    if not meta.exits:
-        problems.append("exits: a cache needs at least one exit (the final one)")
-    else:
-        if not meta.exits[-1].final or any(e.final for e in meta.exits[:-1]):
-            problems.append("exits: exactly one exit, the last, must be marked final")
-        names = [e.name for e in meta.exits]
-        if len(set(names)) != len(names):
-            problems.append("exits: exit names must be unique")
-        positions = [e.position for e in meta.exits]
-        if any(b < a for a, b in zip(positions, positions[1:])):
-            problems.append("exits: positions must be non-decreasing in execution order")
-        known = set(unit_names)
-        for e in meta.exits:
-            missing = [u for u in e.units if u not in known]
-            if missing:
-                problems.append(f"exits: {e.name}: needs unknown units {missing}")
-    if meta.n_classes < 1:
-        problems.append(f"n_classes: must be >= 1 (got {meta.n_classes})")
-    if meta.k < 1 or meta.k > max(meta.n_classes, 1):
-        problems.append(f"k: must be in [1, n_classes={meta.n_classes}] (got {meta.k})")
-    for split, n in meta.splits.items():
-        if not _SPLIT_NAME.fullmatch(split):
-            problems.append(f"splits: {split!r}: a split name is a folder name: letters, digits, '_', '-', '.', "
-                            "not starting with '.'")
-        if n < 1:
-            problems.append(f"splits: {split}: n_samples must be >= 1 (got {n})")
-    return problems
-
-
-def meta_from_manifest(d: dict, source: str = "manifest.json") -> CacheMeta:
-    """Parse and check a manifest dict; raise CacheFormatError listing every problem."""
-    if not isinstance(d, dict):
-        raise CacheFormatError(f"{source}: malformed manifest: a JSON object expected (got {type(d).__name__})")
-    tag = d.get("format")
-    if tag != fmt.format_tag():
-        raise CacheFormatError(
-            f"{source}: format: unknown format version {tag!r} (this version reads {fmt.format_tag()!r})")
-    try:
-        meta = CacheMeta(
-            exits=tuple(ExitInfo(name=str(e["name"]), position=int(e["position"]), head=str(e["head"]),
-                                 units=tuple(str(u) for u in e["units"]), final=bool(e.get("final", False)))
-                        for e in d["exits"]),
-            units=tuple(UnitInfo(name=str(u["name"]), kind=str(u["kind"]), macs=float(u["macs"]),
-                                 latency_s=None if u.get("latency_s") is None else float(u["latency_s"]))
-                        for u in d["units"]),
-            n_classes=int(d["n_classes"]),
-            k=int(d["k"]),
-            splits={str(s): int(v["n_samples"]) for s, v in d["splits"].items()},
-            split_definitions={str(s): str(v.get("definition", "")) for s, v in d["splits"].items()},
-            costs=dict(d.get("costs", {})),
-            provenance=dict(d.get("provenance", {})),
-        )
-    except (KeyError, TypeError, ValueError, AttributeError) as exc:
-        raise CacheFormatError(f"{source}: malformed manifest: {type(exc).__name__}: {exc}") from None
-    problems = _check_meta(meta)
+def meta_from_manifest(d: dict, source: str = "manifest.json", *, with_files: bool = False) -> CacheMeta:
+    """Check a manifest dict against the schema (``schema.py``) and parse it; raise CacheFormatError
+    listing every problem as ``source: field: problem``. ``with_files``: a finished cache on disk (file
+    entries and fingerprint required)."""
+    problems = manifest_problems(d, with_files=with_files)
     if problems:
         raise CacheFormatError(f"{source}: {problems[0]}", [f"{source}: {p}" for p in problems])
-    return meta
+    return CacheMeta(
+        exits=tuple(ExitInfo(name=e["name"], position=e["position"], head=e["head"], units=tuple(e["units"]),
+                             final=e.get("final", False)) for e in d["exits"]),
+        units=tuple(UnitInfo(name=u["name"], kind=u["kind"], macs=float(u["macs"]),
+                             latency_s=None if u.get("latency_s") is None else float(u["latency_s"]))
+                    for u in d["units"]),
+        n_classes=d["n_classes"],
+        k=d["k"],
+        splits={s: v["n_samples"] for s, v in d["splits"].items()},
+        split_definitions={s: v.get("definition", "") for s, v in d["splits"].items()},
+        costs=dict(d.get("costs") or {}),
+        provenance=dict(d.get("provenance") or {}),
+    )
+
+
+def check_meta(meta: CacheMeta, source: str) -> dict:
+    """The manifest fields of ``meta`` as plain JSON, checked like a manifest read from disk (no files yet)."""
+    try:
+        manifest = json.loads(json.dumps(meta_to_manifest(meta), allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise CacheFormatError(f"{source}: meta: every field must hold plain JSON values (no numpy scalars, "
+                               f"NaN or inf) ({exc})") from None
+    meta_from_manifest(manifest, source, with_files=False)
+    return manifest
 
 
 def meta_to_manifest(meta: CacheMeta) -> dict:

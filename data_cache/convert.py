@@ -10,10 +10,12 @@ from __future__ import annotations
 import argparse
 import shlex
 import sys
+import warnings
 
-from .errors import CacheError
+from .errors import CacheError, CacheWarning
 from .importers import get_importer
 from .importers.dyce import LAYOUTS
+from .outputs import cli_entry
 from .reader import MemmapCache
 from ._validation import describe
 
@@ -63,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "python -m data_cache.convert " + shlex.join(argv)
     try:
-        cache = _COMMANDS[args.importer].take_action(args, command)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", CacheWarning)
+            try:
+                cache = _COMMANDS[args.importer].take_action(args, command)
+            finally:
+                for w in caught:
+                    print(f"warning: {w.message}", file=sys.stderr)
     except (CacheError, OSError) as exc:
         if args.debug:
             raise
@@ -81,4 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_entry(main))

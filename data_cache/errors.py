@@ -1,7 +1,8 @@
 """Exceptions of the cache package; messages read ``file: field: problem``."""
 from __future__ import annotations
 
-__all__ = ["CacheError", "CacheFormatError", "CacheIncompleteError", "CacheExistsError", "CacheInputError"]
+__all__ = ["CacheError", "CacheFormatError", "CacheIncompleteError", "CacheExistsError", "CacheInputError",
+           "CacheWarning"]
 
 
 class CacheError(ValueError):
@@ -26,3 +27,7 @@ class CacheExistsError(CacheError):
 
 class CacheInputError(CacheError):
     """What a user handed to a writer or importer is inconsistent."""
+
+
+class CacheWarning(UserWarning):
+    """Suspicious but legal input (the same records as search and holdout); command lines print one line."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import format as fmt
-from ._base import CacheMeta, CacheReader, meta_to_manifest
+from ._base import CacheMeta, CacheReader, check_meta, meta_to_manifest
 from .errors import CacheFormatError
 from .fingerprint import array_digest, cache_fingerprint
 
@@ -15,10 +15,12 @@ class InMemoryCache(CacheReader):
     """A cache held in numpy arrays.
 
     ``arrays[split][fname]`` uses the file names and shapes of :mod:`data_cache.format`; the arrays
-    are copied and made read-only, shapes are checked (values are not: see ``validate``).
+    are copied and made read-only; ``meta`` is checked like a manifest and shapes are checked (values
+    are not: see ``validate``).
     """
 
     def __init__(self, meta: CacheMeta, arrays: dict[str, dict[str, np.ndarray]]):
+        check_meta(meta, "<memory>")
         self.meta = meta
         self._arrays = {}
         problems = []

@@ -7,10 +7,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._validation import check_split_arrays, describe, validate_cache
-from .reader import open_cache
+from ._validation import describe, validate_cache
+from .outputs import cli_entry
+from .reader import MemmapCache
 
-__all__ = ["validate_cache", "check_split_arrays", "describe", "main"]
+__all__ = ["validate_cache", "describe", "main"]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,19 +19,22 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m data_cache.validate",
                                      description="Check a prediction cache and print what it holds.")
     parser.add_argument("cache", help="cache folder")
-    parser.add_argument("--no-checksums", action="store_true", help="skip checksums (faster on big caches)")
+    parser.add_argument("--skip-integrity-check", action="store_true",
+                        help="check the manifest, file headers and fingerprint only: no checksums, no value scan")
+    parser.add_argument("--no-checksums", action="store_true", help="scan the values but skip the checksums")
     parser.add_argument("--quiet", action="store_true", help="print problems only")
     args = parser.parse_args(argv)
-    problems = validate_cache(args.cache, checksums=not args.no_checksums)
+    problems = validate_cache(args.cache, skip_integrity_check=args.skip_integrity_check,
+                              checksums=not args.no_checksums)
     if problems:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
     if not args.quiet:
-        print(describe(open_cache(args.cache, validate="none")))
+        print(describe(MemmapCache(args.cache)))
     print(f"{args.cache}: valid")
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(cli_entry(main))

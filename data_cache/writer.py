@@ -8,20 +8,19 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
 from . import format as fmt
-from ._base import CacheMeta, meta_from_manifest, meta_to_manifest
+from ._base import CacheMeta, check_meta, meta_to_manifest
 from .errors import CacheExistsError, CacheIncompleteError, CacheInputError
 from .fingerprint import array_digest, cache_fingerprint
+from .ownership import PARTS_META, check_targets, clear_parts, owned_by_cache, owned_by_parts, remove_owned
 
 __all__ = ["CacheWriter", "create_cache", "save_cache"]
 
-_META = "meta.json"
 _SHARD = re.compile(r"^(\d{10})_(\d{10})\.npz$")  # rows [start, stop); temp files never match
 
 
@@ -29,6 +28,15 @@ def _atomic_json(path: Path, obj: dict) -> None:
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
     os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``, or None when it is missing or unreadable."""
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def _same_run(old: dict, new: dict) -> bool:
@@ -62,7 +70,7 @@ class CacheWriter:
 
     def __init__(self, path: Path, meta: CacheMeta, *, with_logits: bool, overwrite: bool, resume: bool,
                  rank: int, world_size: int, join_timeout_s: float = 300.0):
-        meta_from_manifest(meta_to_manifest(meta), source=f"{path}: meta")  # same checks as on load
+        wanted = dict(check_meta(meta, f"{path}: meta"), with_logits=with_logits)  # the same checks as on load
         if not (isinstance(world_size, int) and world_size >= 1 and isinstance(rank, int) and 0 <= rank < world_size):
             raise CacheInputError(f"{path}: rank must be in [0, world_size) "
                                   f"(got rank={rank!r}, world_size={world_size!r})")
@@ -71,50 +79,46 @@ class CacheWriter:
         self.path, self.meta, self.with_logits = path, meta, with_logits
         self.rank, self.world_size = rank, world_size
         self.parts = path / fmt.PARTS_DIR
-        wanted = dict(meta_to_manifest(meta), with_logits=with_logits)
-        try:
-            json.dumps(wanted)
-        except (TypeError, ValueError) as exc:
-            raise CacheInputError(f"{path}: meta: costs and provenance must hold plain JSON values ({exc})") from None
         if rank == 0:
             self._start(wanted, overwrite=overwrite, resume=resume)
         else:
             self._join(wanted, overwrite=overwrite, timeout_s=join_timeout_s)
 
     def _start(self, wanted: dict, *, overwrite: bool, resume: bool) -> None:
-        """Rank 0: refuse, resume or clear what is at ``path``, then create ``.parts/``."""
+        """Rank 0: refuse, resume or clear what the tool wrote at ``path``, then create ``.parts/``.
+
+        Only what the old manifest lists (or the writer's own shards) is removed; other files stay, and a
+        non-empty folder holding no cache of ours is refused even with ``overwrite`` (``ownership.py``).
+        """
         path, manifest = self.path, self.path / fmt.MANIFEST
-        if manifest.exists():
+        if manifest.exists() or manifest.is_symlink():
             if not overwrite:
                 raise CacheExistsError(f"{path}: already holds a complete cache; "
                                        + ("nothing to resume; " if resume else "")
                                        + "pass overwrite=True (--overwrite) to replace it")
-            try:
-                old_splits = list(json.loads(manifest.read_text()).get("splits", {}))
-            except (ValueError, OSError, AttributeError):
-                old_splits = []
-            manifest.unlink()  # first, so a kill from here on leaves an incomplete cache
-            for split in set(old_splits) | set(self.meta.splits):
-                if (path / split).is_dir():
-                    shutil.rmtree(path / split)
-            shutil.rmtree(self.parts, ignore_errors=True)
-        elif (self.parts / _META).exists():
-            old = json.loads((self.parts / _META).read_text())
-            if resume:
+            owned = owned_by_cache(path)
+            check_targets(path, self.meta.splits, owned)
+            remove_owned(path, owned)  # data files first, the manifest last: a kill leaves it refusing to load
+            clear_parts(self.parts)
+        elif self.parts.is_dir() and not self.parts.is_symlink():
+            old = _read_json(self.parts / PARTS_META)
+            if resume and old is not None:
                 if not _same_run(old, wanted):
                     raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
                                           "splits, classes or unit costs; use --overwrite to start again")
-            elif overwrite:
-                shutil.rmtree(self.parts)
-            else:
+            elif not overwrite:
                 raise CacheIncompleteError(
                     f"{path}: holds a half-written cache; resume it (--resume) or start again (--overwrite)")
-        elif path.exists() and any(path.iterdir()) and not overwrite:
-            raise CacheExistsError(f"{path}: folder is not empty and holds no cache; choose an empty folder")
+            check_targets(path, self.meta.splits, owned_by_parts(path))
+            if not (resume and old is not None):
+                clear_parts(self.parts)
+        elif path.exists() and any(path.iterdir()):
+            raise CacheExistsError(f"{path}: folder is not empty and holds files but no cache written by this tool; "
+                                   "nothing in it is touched; choose an empty or new folder")
         for split in self.meta.splits:
             (self.parts / split).mkdir(parents=True, exist_ok=True)
-        if not (self.parts / _META).exists():
-            _atomic_json(self.parts / _META, wanted)  # last: ranks > 0 wait for it
+        if not (self.parts / PARTS_META).exists():
+            _atomic_json(self.parts / PARTS_META, wanted)  # last: ranks > 0 wait for it
 
     def _join(self, wanted: dict, *, overwrite: bool, timeout_s: float) -> None:
         """Rank > 0: wait for rank 0's ``.parts/`` and check it describes the same cache."""
@@ -124,14 +128,15 @@ class CacheWriter:
             if complete and not overwrite:
                 raise CacheExistsError(f"{self.path}: already holds a complete cache; "
                                        "pass overwrite=True (--overwrite) to replace it")
-            if not complete and (self.parts / _META).exists():
+            if not complete and (self.parts / PARTS_META).exists():
                 break
             if time.monotonic() >= deadline:
                 raise CacheIncompleteError(
                     f"{self.path}: rank {self.rank}: rank 0 did not start the cache within {timeout_s:g} s; "
                     "open the writer on rank 0 first")
             time.sleep(0.05)
-        if not _same_run(json.loads((self.parts / _META).read_text()), wanted):
+        old = _read_json(self.parts / PARTS_META)
+        if old is None or not _same_run(old, wanted):
             raise CacheInputError(f"{self.path}: rank {self.rank}: rank 0 started this cache with other exits, "
                                   "splits, classes or unit costs")
 
@@ -212,7 +217,7 @@ class CacheWriter:
             manifest["splits"][split]["files"] = self._assemble(split)
         manifest["fingerprint"] = cache_fingerprint(manifest)
         _atomic_json(self.path / fmt.MANIFEST, manifest)
-        shutil.rmtree(self.parts, ignore_errors=True)
+        clear_parts(self.parts)
         return open_cache(self.path)
 
     def _assemble(self, split: str) -> dict:
@@ -244,6 +249,9 @@ class CacheWriter:
 
 def save_cache(path: str | Path, cache, *, overwrite: bool = False, chunk: int = 1 << 16):
     """Write any reader (e.g. an :class:`InMemoryCache`) to ``path``; return the on-disk reader."""
+    source = getattr(cache, "path", None)
+    if overwrite and source is not None and Path(path).resolve() == Path(source).resolve():
+        raise CacheExistsError(f"{path}: is the cache being saved; save it to another folder")
     with_logits = all(cache.has_logits(s) for s in cache.splits())
     w = create_cache(path, cache.meta, with_logits=with_logits, overwrite=overwrite)
     for split in cache.splits():

@@ -323,21 +323,23 @@ def _parser() -> argparse.ArgumentParser:
                    help="channels-last weights and inputs, for the base model too (often faster on CPU)")
     p.add_argument("--num-workers", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--skip-integrity-check", action="store_true",
+                   help="skip the checksums and value scan of the cache (on by default, at every size)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 
 
-def _open_cache(arg: str | None, want: str | None) -> Any:
+def _open_cache(arg: str | None, want: str | None, *, skip_integrity_check: bool = False) -> Any:
     from data_cache import open_cache
     from data_cache.bundled import bundled_cache_path
 
     from .runtime import RuntimeConfigError
 
     if arg is not None:
-        return open_cache(arg)
+        return open_cache(arg, skip_integrity_check=skip_integrity_check)
     bundled = bundled_cache_path()
     if bundled is not None:
-        cache = open_cache(bundled)
+        cache = open_cache(bundled, skip_integrity_check=skip_integrity_check)
         if cache.fingerprint == want:
             return cache
     raise RuntimeConfigError("the configuration was not searched on the bundled cache; pass the cache it was "
@@ -391,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
         ckpt = read_checkpoint(args.checkpoint)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
-        cache = _open_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"))
+        cache = _open_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
+                            skip_integrity_check=args.skip_integrity_check)
         runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile,
                               channels_last=args.channels_last)
         configs = [runtime.set_config(args.id)] if args.id is not None else _spread(runtime.configs, args.max_configs)

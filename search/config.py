@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ._validation import SearchError
+from .export_schema import exit_entries_problems
 from .scores import check_kind, score_range
 
 __all__ = ["ExitConfig"]
@@ -52,19 +53,21 @@ class ExitConfig:
 
     @classmethod
     def from_json(cls, entries: list[dict], cache) -> "ExitConfig":
-        """Inverse of :meth:`to_json`; exits are looked up by name and position."""
+        """Inverse of :meth:`to_json`; exits are looked up by name and position (exact types checked:
+        ``exit_entries_problems``). A problem reads ``exits[j].field: problem``."""
+        problems = exit_entries_problems(entries)
+        if problems:
+            raise SearchError(problems[0])
         by_name = {e.name: i for i, e in enumerate(cache.exits)}
         exits, thresholds, scores = [], [], set()
-        for d in entries:
-            try:
-                name, pos, thr = d["name"], d["position"], d["threshold"]
-            except (KeyError, TypeError):
-                raise SearchError(f"exit entry {d!r} lacks name, position or threshold") from None
+        for j, d in enumerate(entries):
+            name, pos = d["name"], d["position"]
             if name not in by_name or cache.exits[by_name[name]].position != pos:
-                raise SearchError(f"exit {name!r} at position {pos} is not in this cache")
+                raise SearchError(f"exits[{j}]: exit {name!r} at position {pos} is not in this cache")
             exits.append(by_name[name])
-            thresholds.append(thr)
+            thresholds.append(d["threshold"])
             scores.add(d.get("score", "max_prob"))
-        if len(scores) > 1:
-            raise SearchError(f"mixed score kinds {sorted(scores)} in one configuration are not supported")
-        return cls(tuple(exits), tuple(thresholds), scores.pop() if scores else "max_prob").check(cache)
+        try:
+            return cls(tuple(exits), tuple(thresholds), scores.pop() if scores else "max_prob").check(cache)
+        except SearchError as exc:
+            raise SearchError(f"exits: {exc}") from None

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from data_cache.schema import cost_problems
+
 from ._validation import SearchError
 
 __all__ = ["CostModel", "OBJECTIVES"]
@@ -42,10 +44,12 @@ class CostModel:
         needs = np.zeros((len(cache.exits), len(names)), dtype=bool)
         for i, e in enumerate(cache.exits):
             needs[i, [col[u] for u in e.units]] = True
-        model = cls(costs, needs, names, objective)
-        if model.base_cost <= 0:
-            raise SearchError(f"the final exit costs {model.base_cost} {objective}; costs must be positive")
-        return model
+        n_max = max((cache.n_samples(s) for s in cache.splits()), default=1)
+        problems = cost_problems("MACs" if objective == "macs" else "latency_s", dict(zip(names, costs.tolist())),
+                                 cache.exits[-1].units, n_max)  # the very check the cache's schema makes
+        if problems:
+            raise SearchError(problems[0])
+        return cls(costs, needs, names, objective)
 
     @property
     def final_exit(self) -> int:

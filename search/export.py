@@ -8,6 +8,7 @@ import numpy as np
 
 from ._validation import SearchError
 from .config import ExitConfig
+from .export_schema import export_problems
 from .front import non_dominated
 
 __all__ = ["EXPORT_FORMAT", "build_export", "write_export", "read_export", "export_configs", "check_export_cache"]
@@ -63,18 +64,26 @@ def write_export(path: str | Path, doc: dict) -> None:
 
 
 def read_export(path: str | Path) -> dict:
-    """Load an export and check its format tag."""
+    """Load an export and check it against the ``exitconfig/1`` schema (``export_schema.py``).
+
+    Every problem is a SearchError line ``file: field: problem`` (all of them in ``exc.problems``).
+    """
     try:
         doc = json.loads(Path(path).read_text())
     except FileNotFoundError:
         raise SearchError(f"{path}: no such configuration file") from None
-    except ValueError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SearchError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise SearchError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
         got = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise SearchError(f"{path}: format {got!r} is not {EXPORT_FORMAT!r}")
-    if not isinstance(doc.get("configs"), list):
-        raise SearchError(f"{path}: 'configs' must be a list")
+        raise SearchError(f"{path}: format: {got!r} is not {EXPORT_FORMAT!r}")
+    problems = [f"{path}: {p}" for p in export_problems(doc)]
+    if problems:
+        exc = SearchError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
+        exc.problems = problems
+        raise exc
     return doc
 
 
@@ -85,7 +94,13 @@ def check_export_cache(doc: dict, cache) -> None:
         raise SearchError(f"configuration was searched on cache {want!r}, not on this one ({cache.fingerprint!r})")
 
 
-def export_configs(doc: dict, cache) -> list[tuple[str, ExitConfig]]:
-    """``(id, ExitConfig)`` for every entry of an export, resolved against ``cache``."""
-    return [(d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache))
-            for i, d in enumerate(doc["configs"])]
+def export_configs(doc: dict, cache, *, source: str = "export") -> list[tuple[str, ExitConfig]]:
+    """``(id, ExitConfig)`` for every entry of an export, resolved against ``cache``; a problem names
+    ``source`` and the field."""
+    out = []
+    for i, d in enumerate(doc["configs"]):
+        try:
+            out.append((d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache)))
+        except SearchError as exc:
+            raise SearchError(f"{source}: configs[{i}].{exc}") from None
+    return out

@@ -74,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoding", help="threshold encoding of population engines: float or quantile")
     p.add_argument("--standalone", action="store_true", help="also print every exit's accuracy and cost alone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--skip-integrity-check", action="store_true",
+                   help="skip the checksums and value scan of the cache (on by default, at every size)")
     p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
     return p
 
@@ -84,13 +86,13 @@ def _engine(name: str, args) -> object:
     return create_engine(name, **opts)
 
 
-def _resolve_cache(path: str | None):
+def _resolve_cache(path: str | None, *, skip_integrity_check: bool = False):
     if path is None:
         bundled = bundled_cache_path()
         if bundled is None:
             raise SearchError("no CACHE given and no cache is bundled in data_cache/bundled/; name a cache folder")
         path = bundled
-    return open_cache(path)
+    return open_cache(path, skip_integrity_check=skip_integrity_check)
 
 
 def _fmt(x, spec=".4f") -> str:
@@ -128,7 +130,7 @@ def _run(args, out) -> int:
     if not methods:
         raise SearchError("--methods is empty; name at least one method (see --methods list)")
     engines = {m: _engine(m, args) for m in methods}
-    cache = _resolve_cache(args.cache)
+    cache = _resolve_cache(args.cache, skip_integrity_check=args.skip_integrity_check)
     search = ExitProblem(cache, "search", objective=args.objective, score=args.score)
     holdout = search.on_split("holdout")
     fronts = _search(args, engines, search)

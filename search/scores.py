@@ -36,8 +36,17 @@ def _neg_entropy(logits: np.ndarray) -> np.ndarray:
     return (np.exp(logp) * logp).sum(axis=-1).astype(np.float32)
 
 
+def _refuse_nonfinite(cache, split: str, kind: str, exit_index: int) -> None:
+    """A NaN or inf score names the cache file and the exit, never a threshold the user did not give."""
+    fname = "logits.npy" if kind == "neg_entropy" else "topk_probs.npy"
+    field = "logits" if kind == "neg_entropy" else "probabilities"
+    where = f"{getattr(cache, 'path', '<memory>')}/{split}/{fname}"
+    raise SearchError(f"{where}: {field}: NaN or inf values at exit {cache.exits[exit_index].name} give "
+                      f"non-finite {kind} scores; check the cache with python -m data_cache.validate")
+
+
 def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None) -> np.ndarray:
-    """Scores ``(n_exits, n_samples)`` float32 of the chosen exits (all by default)."""
+    """Scores ``(n_exits, n_samples)`` float32 of the chosen exits (all by default); NaN or inf is refused."""
     check_kind(kind)
     exits = range(len(cache.exits)) if exits is None else list(exits)
     n = cache.n_samples(split)
@@ -47,17 +56,19 @@ def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None) -> 
         if logits is None:
             raise SearchError(f"score 'neg_entropy' needs logits, and split {split!r} of this cache has none; "
                               "dump with --logits or use max_prob/margin")
-        for j, e in enumerate(exits):
-            out[j] = _neg_entropy(np.asarray(logits[e]))
-        return out
-    if kind == "margin" and cache.k < 2:
+    elif kind == "margin" and cache.k < 2:
         raise SearchError("score 'margin' needs the top-2 probabilities; this cache stores k=1")
-    probs = cache.topk_probs(split)
+    else:
+        probs = cache.topk_probs(split)
     for j, e in enumerate(exits):
-        if kind == "max_prob":
+        if kind == "neg_entropy":
+            out[j] = _neg_entropy(np.asarray(logits[e]))
+        elif kind == "max_prob":
             out[j] = probs[e, 0]
         else:
             out[j] = np.asarray(probs[e, 0]) - np.asarray(probs[e, 1])
+        if not np.isfinite(out[j]).all():  # the row is in cache now: the check is nearly free
+            _refuse_nonfinite(cache, split, kind, e)
     return out
 
 

@@ -17,6 +17,9 @@ from __future__ import annotations
 
 import json
 import platform
+import warnings
+import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -24,8 +27,9 @@ from pathlib import Path
 import numpy as np
 
 from .._base import CacheMeta, ExitInfo, UnitInfo
-from ..errors import CacheInputError
+from ..errors import CacheInputError, CacheWarning
 from ..fingerprint import file_digest
+from ..integrity import has_duplicates
 from ..reader import MemmapCache
 from ..writer import create_cache
 from . import register_importer
@@ -103,7 +107,7 @@ def read_macs_info(path: str | Path) -> MacsInfo:
         raise CacheInputError(f"{src}: no such file") from None
     except (OSError, UnicodeDecodeError) as exc:
         raise CacheInputError(f"{src}: cannot read ({exc})") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:
         raise CacheInputError(f"{src}: not valid JSON ({exc})") from None
     problems: list[str] = []
     if not isinstance(d, dict):
@@ -173,7 +177,7 @@ def read_records(path: str | Path) -> DyceRecords:
         raise CacheInputError(f"{src}: no such file")
     try:
         z = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CacheInputError(f"{src}: not a NumPy .npz file ({exc})") from None
     if not isinstance(z, np.lib.npyio.NpzFile):
         raise CacheInputError(f"{src}: not a NumPy .npz file (it holds a single array)")
@@ -187,9 +191,18 @@ def read_records(path: str | Path) -> DyceRecords:
                     problems.append(f"{src}: {key}: missing (the file holds {sorted(keys)})")
                 continue
             try:
-                arrays[key] = z[key]
-            except ValueError:
-                problems.append(f"{src}: {key}: stored as Python objects; expected a numeric array")
+                value = z[key]
+            except ValueError as exc:
+                problems.append(f"{src}: {key}: stored as Python objects; expected a numeric array" if "pickle" in str(exc)
+                                else f"{src}: {key}: not a readable array ({exc})")
+                continue
+            except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+                problems.append(f"{src}: {key}: damaged or truncated ({type(exc).__name__}: {exc})")
+                continue
+            if not isinstance(value, np.ndarray):
+                problems.append(f"{src}: {key}: not a .npy array inside the .npz")
+                continue
+            arrays[key] = value
     kinds = {"label": ("iu", "int16"), "preds": ("iu", "int16"), "confs": ("f", "float32"),
              "sample_index": ("iu", "int64")}
     for key, a in arrays.items():
@@ -212,7 +225,7 @@ def read_records(path: str | Path) -> DyceRecords:
     if sidx is not None:
         if sidx.shape[0] != labels.shape[0]:
             problems.append(f"{src}: N: sample_index has {sidx.shape[0]} entries, label has N={labels.shape[0]}")
-        elif np.unique(sidx).size != sidx.size:
+        elif has_duplicates(sidx):
             problems.append(f"{src}: sample_index: values must be unique")
     if min(preds.shape) < 1:
         problems.append(f"{src}: preds: shape {preds.shape}: R, N and k must all be >= 1")
@@ -350,8 +363,12 @@ def import_dyce(out: str | Path, *, search: str | Path, holdout: str | Path, mac
     if macs.ori_macs is not None:
         costs["dyce_ori_macs"] = macs.ori_macs
     source = {"format": "dyce-records", "macs_info": {"file": str(macs_info), "sha256": file_digest(macs_info)}}
+    digests = {s: file_digest(r.source) for s, r in recs.items()}
+    if digests["search"] == digests["holdout"]:
+        warnings.warn(CacheWarning(f"{recs['holdout'].source}: holdout: the same records as the search split "
+                                   f"({recs['search'].source}); holdout figures will not be independent of the search"))
     for s, r in recs.items():
-        source[s] = {"file": str(r.source), "sha256": file_digest(r.source),
+        source[s] = {"file": str(r.source), "sha256": digests[s],
                      "sample_index": "from the record file" if r.sample_index is not None else "row order 0..N-1",
                      "meta_info": "present, not read (pickled)" if r.has_meta_info else "absent"}
     prov = {"model": {"name": macs.backbone, "fingerprint": None}, "source": source,

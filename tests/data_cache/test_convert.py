@@ -84,3 +84,64 @@ def test_as_module(argv, tmp_path):
     r = subprocess.run([sys.executable, "-m", "data_cache.convert"] + argv, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip() == f"{tmp_path / 's.npz.missing'}: no such file"
     assert not (tmp_path / "out").exists()
+
+
+def _damage(kind):
+    def edit(path):
+        data = bytearray(path.read_bytes())
+        if kind == "truncated":
+            path.write_bytes(bytes(data[: len(data) // 2]))
+        elif kind == "empty":
+            path.write_bytes(b"")
+        elif kind == "garbage":
+            path.write_bytes(bytes(range(256)) * 4)
+        elif kind == "crc":
+            middle = len(data) // 3
+            data[middle:middle + 40] = bytes(40)
+            path.write_bytes(bytes(data))
+        elif kind == "text member":
+            import zipfile
+            with zipfile.ZipFile(path, "w") as z:
+                for key in ("label", "preds", "confs"):
+                    z.writestr(f"{key}.npy", "hello")
+    return edit
+
+
+@pytest.mark.parametrize("kind, part", [("truncated", "not a NumPy .npz file (File is not a zip file)"),
+                                        ("empty", "not a NumPy .npz file"),
+                                        ("garbage", "not a NumPy .npz file"),
+                                        ("crc", "damaged or truncated (BadZipFile: Bad CRC-32"),
+                                        ("text member", "label: not a .npy array inside the .npz")])
+def test_damaged_record_files_are_one_line(argv, capsys, kind, part):
+    from pathlib import Path
+
+    _damage(kind)(Path(argv[2]))
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert "Traceback" not in captured.err and lines and all(line.startswith(argv[2]) for line in lines)
+    assert part in lines[0], lines
+
+
+def test_same_records_for_search_and_holdout_warn_in_one_line(argv, capsys, tmp_path):
+    import shutil
+
+    same = list(argv)
+    same[4] = same[2]
+    assert main(same + ["--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("warning: ") and "the same records as the search split" in err[0]
+    copy = tmp_path / "copy.npz"
+    shutil.copy(argv[2], copy)
+    again = list(argv)
+    again[4] = str(copy)
+    assert main(again + ["--quiet", "--overwrite"]) == 0
+    assert "the same records" in capsys.readouterr().err
+
+
+def test_same_records_warn_from_the_library(argv):
+    from data_cache import CacheWarning
+    from data_cache.importers import get_importer
+
+    with pytest.warns(CacheWarning, match="the same records"):
+        get_importer("dyce")(argv[-1], search=argv[2], holdout=argv[2], macs_info=argv[6])

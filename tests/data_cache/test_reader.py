@@ -41,20 +41,37 @@ def test_reader_interface(cache_dir):
     assert "MemmapCache(exits=8" in repr(cache)
 
 
-def test_validation_levels(cache_dir):
+def test_integrity_check_on_by_default_and_skipped_by_name(cache_dir):
     probs = np.array(np.load(cache_dir / "search" / fmt.TOPK_PROBS))
     probs[1, 0, 3] = np.nan
     rewrite(cache_dir, "search", fmt.TOPK_PROBS, probs)  # checksums still agree: a content problem only
     with pytest.raises(CacheFormatError, match="NaN or inf"):
-        open_cache(cache_dir)  # auto: a small cache gets the full check
-    with pytest.raises(CacheFormatError, match="NaN or inf"):
-        open_cache(cache_dir, validate="full")
-    assert np.isnan(open_cache(cache_dir, validate="fast").topk_probs("search")[1, 0, 3])
-    open_cache(cache_dir, validate="none")
+        open_cache(cache_dir)
+    assert np.isnan(open_cache(cache_dir, skip_integrity_check=True).topk_probs("search")[1, 0, 3])
     rewrite(cache_dir, "search", fmt.TOPK_PROBS, probs[:, :, :10])
     with pytest.raises(CacheFormatError, match=r"topk_probs.npy: shape"):
-        open_cache(cache_dir, validate="fast")
-    open_cache(cache_dir, validate="none")
+        open_cache(cache_dir, skip_integrity_check=True)  # headers are always checked
+
+
+def test_old_validate_levels_still_work_and_warn(cache_dir):
+    probs = np.array(np.load(cache_dir / "search" / fmt.TOPK_PROBS))
+    probs[1, 0, 3] = np.nan
+    rewrite(cache_dir, "search", fmt.TOPK_PROBS, probs)
+    for level, skips in (("auto", False), ("full", False), ("fast", True), ("none", True)):
+        with pytest.warns(DeprecationWarning, match="skip_integrity_check"):
+            if skips:
+                open_cache(cache_dir, validate=level)
+            else:
+                with pytest.raises(CacheFormatError, match="NaN or inf"):
+                    open_cache(cache_dir, validate=level)
+
+
+def test_nbytes_counts_only_the_caches_own_files(cache_dir):
+    own = open_cache(cache_dir).nbytes()
+    with open(cache_dir / "junk.npy", "wb") as f:
+        f.truncate(1 << 30)
+    (cache_dir / "search" / "extra.npy").write_bytes(b"x" * 1000)
+    assert open_cache(cache_dir).nbytes() == own
 
 
 def test_error_lists_every_problem(cache_dir):
@@ -92,4 +109,4 @@ def test_broken_manifest(cache_dir):
 def test_unknown_format_version(cache_dir):
     edit_manifest(cache_dir, lambda m: m.update(format="exitcache/99"))
     with pytest.raises(CacheFormatError, match="format: unknown format version 'exitcache/99'"):
-        open_cache(cache_dir, validate="none")
+        open_cache(cache_dir, skip_integrity_check=True)

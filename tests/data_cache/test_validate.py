@@ -115,9 +115,9 @@ CASES = [
     ("unknown unit", lambda p: edit_manifest(p, lambda m: m["exits"][0]["units"].append("ghost")),
      ["manifest.json", "needs unknown units ['ghost']"]),
     ("negative macs", lambda p: edit_manifest(p, lambda m: m["units"][0].update(macs=-1)),
-     ["manifest.json", "units: segment0: macs must be a finite number >= 0"]),
+     ["manifest.json", "units[0].macs: must be a finite number >= 0 (got -1)"]),
     ("malformed manifest", lambda p: edit_manifest(p, lambda m: m.pop("units")),
-     ["manifest.json", "malformed manifest"]),
+     ["manifest.json", "units: must be a non-empty list of unit objects (missing)"]),
 ]
 
 
@@ -143,11 +143,19 @@ def test_several_problems_give_several_lines(cache_dir):
     assert len(set(problems)) == 4
 
 
-def test_content_and_checksum_switches(cache_dir):
+def test_integrity_and_checksum_switches(cache_dir):
     _set("search", fmt.TOPK_PROBS, _nan, rehash=False)(cache_dir)
     assert len(validate_cache(cache_dir)) == 2
-    assert validate_cache(cache_dir, content=False, checksums=False) == []
-    assert validate_cache(cache_dir, content=False)[0].endswith("re-run the dump or the import)")
+    assert validate_cache(cache_dir, skip_integrity_check=True) == []
+    assert validate_cache(cache_dir, checksums=False) == [
+        f"{cache_dir}/search/topk_probs.npy: probabilities: NaN or inf values at exit {small_cache().exits[2].name}"]
+
+
+def test_one_thread_and_many_threads_agree(cache_dir):
+    for name in ("NaN", "label out of range", "class id out of range", "duplicate sample index"):
+        dict((c[0], c[1]) for c in CASES)[name](cache_dir)
+    one = validate_cache(cache_dir, workers=1)
+    assert len(one) == 4 and validate_cache(cache_dir, workers=4) == one
 
 
 def test_not_a_folder_and_half_written(tmp_path):
@@ -162,6 +170,8 @@ def test_cli_valid(cache_dir, capsys):
     out = capsys.readouterr().out
     assert "valid" in out and "fingerprint: sha256:" in out and "holdout acc" in out
     assert main([str(cache_dir), "--quiet", "--no-checksums"]) == 0
+    assert capsys.readouterr().out.strip() == f"{cache_dir}: valid"
+    assert main([str(cache_dir), "--quiet", "--skip-integrity-check"]) == 0
     assert capsys.readouterr().out.strip() == f"{cache_dir}: valid"
 
 
@@ -181,15 +191,39 @@ def test_cli_as_module_exits_2_without_traceback(tmp_path):
     assert r.stderr.strip() == f"{tmp_path / 'nothing'}: not a folder"
 
 
-@pytest.mark.parametrize("chunk", [1, 700, 1 << 22])  # one exit at a time, a few exits, everything
+@pytest.mark.parametrize("chunk", [1, 700, 1 << 24])  # one exit at a time, a few exits, everything
 def test_value_problems_name_the_exits_whatever_the_chunking(cache_dir, monkeypatch, chunk):
-    import data_cache._validation as impl
+    import data_cache.integrity as impl
 
-    monkeypatch.setattr(impl, "_CHUNK_ELEMENTS", chunk)
+    monkeypatch.setattr(impl, "CHUNK_BYTES", chunk)
     probs = _load(cache_dir, "search", fmt.TOPK_PROBS)
     probs[2, 0, 5] = probs[5, 1, 0] = np.nan
     rewrite(cache_dir, "search", fmt.TOPK_PROBS, probs)
+    ids = _load(cache_dir, "holdout", fmt.TOPK_IDS)
+    ids[7, 0, 59] = 10
+    rewrite(cache_dir, "holdout", fmt.TOPK_IDS, ids)
     problems = validate_cache(cache_dir)
     names = small_cache().exits
     assert problems == [f"{cache_dir}/search/topk_probs.npy: probabilities: NaN or inf values "
-                        f"at exits {names[2].name}, {names[5].name}"]
+                        f"at exits {names[2].name}, {names[5].name}",
+                        f"{cache_dir}/holdout/topk_ids.npy: class ids: outside [0, 10) at exit {names[7].name}"]
+
+
+@pytest.mark.parametrize("chunk", [2, 64, 1 << 24])  # a piece of a row, rows, everything
+def test_logits_scanned_in_pieces_of_an_exit(tmp_path, monkeypatch, chunk):
+    import data_cache.integrity as impl
+    from data_cache import InMemoryCache
+
+    monkeypatch.setattr(impl, "CHUNK_BYTES", chunk)
+    mem = small_cache()
+    arrays = {s: {f: mem._array(s, f) for f in fmt.SPLIT_FILES} for s in mem.splits()}
+    for s in arrays:
+        arrays[s][fmt.LOGITS] = np.zeros((mem.meta.n_exits, mem.n_samples(s), mem.n_classes))
+    save_cache(tmp_path / "c", InMemoryCache(mem.meta, arrays))
+    logits = _load(tmp_path / "c", "holdout", fmt.LOGITS)
+    logits[3, 59, 9] = np.inf
+    logits[6, 0, 0] = np.nan
+    rewrite(tmp_path / "c", "holdout", fmt.LOGITS, logits)
+    assert validate_cache(tmp_path / "c") == [
+        f"{tmp_path / 'c'}/holdout/logits.npy: logits: NaN or inf values at exits {mem.exits[3].name}, "
+        f"{mem.exits[6].name}"]

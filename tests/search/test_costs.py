@@ -2,10 +2,12 @@
 from __future__ import annotations
 
 import itertools
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
+from data_cache import CacheFormatError
 from data_cache._base import ExitInfo, UnitInfo
 from search import ExitConfig, ExitProblem, SearchError
 from search.costs import CostModel
@@ -72,5 +74,16 @@ def test_bad_objectives_and_costs(make_cache, chain):
     with pytest.raises(SearchError, match="unknown objective 'flops'"):
         CostModel.from_cache(make_cache(exits, units), "flops")
     free = [UnitInfo(u.name, u.kind, 0.0) for u in units]
-    with pytest.raises(SearchError, match="costs must be positive"):
-        CostModel.from_cache(make_cache(exits, free))
+    with pytest.raises(CacheFormatError, match=r"the final exit costs 0 MACs \(the base cost\); it must be positive"):
+        make_cache(exits, free)
+
+
+@pytest.mark.parametrize("macs, match", [(0.0, "the final exit costs 0 MACs"), (1e308, "overflows")])
+def test_cost_model_makes_the_caches_own_check(make_cache, chain, macs, match):
+    """A reader whose meta was never checked still meets the one shared cost check."""
+    exits, units = chain(1)
+    cache = make_cache(exits, units)
+    bad = [UnitInfo(u.name, u.kind, macs) for u in units]
+    reader = SimpleNamespace(units=tuple(bad), exits=cache.exits, splits=cache.splits, n_samples=cache.n_samples)
+    with pytest.raises(SearchError, match=match):
+        CostModel.from_cache(reader)

@@ -1,0 +1,179 @@
+"""The ``exitconfig/1`` schema on read: known fields checked with exact types, unknown fields accepted.
+
+Every problem is one ``field: problem`` line (``read_export`` puts the file in front). Fields this
+version does not know (a per-config ``certificate``, a note on a subsample, ...) are accepted as they
+are, so newer writers stay readable; known fields must have exactly their type: a position is an
+``int`` (never ``1.9``, ``true`` or ``"1"``), a threshold a finite number, names plain names.
+"""
+from __future__ import annotations
+
+import math
+
+from data_cache.schema import name_problem
+
+from .costs import OBJECTIVES
+from .scores import SCORE_KINDS
+
+__all__ = ["export_problems", "exit_entries_problems"]
+
+
+def _got(x) -> str:
+    text = repr(x)
+    return f"got {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _int(x) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _threshold_problem(t, score) -> str | None:
+    if not _number(t):
+        return f"must be a finite number ({_got(t)})"
+    if score == "neg_entropy":
+        return None if t <= 0 else f"{t} outside [-log(n_classes), 0] for score 'neg_entropy'"
+    return None if 0 <= t <= 1 else f"{t} outside [0, 1] for score {score!r}"
+
+
+def exit_entries_problems(entries, field: str = "exits", default_score: str = "max_prob") -> list[str]:
+    """Problems of a configuration's ``exits`` list (enabled early exits in execution order); an entry
+    without ``score`` uses ``default_score``."""
+    if not isinstance(entries, list):
+        return [f"{field}: must be a list of exit objects ({_got(entries)})"]
+    problems, scores, last = [], set(), None
+    for j, d in enumerate(entries):
+        f = f"{field}[{j}]"
+        if not isinstance(d, dict):
+            problems.append(f"{f}: must be an object with name, position and threshold ({_got(d)})")
+            continue
+        for key in ("name", "position", "threshold"):
+            if key not in d:
+                problems.append(f"{f}.{key}: missing")
+        if "name" in d and name_problem(d["name"]):
+            problems.append(f"{f}.name: {name_problem(d['name'])}")
+        if "head" in d and name_problem(d["head"]):
+            problems.append(f"{f}.head: {name_problem(d['head'])}")
+        pos = d.get("position")
+        if "position" in d:
+            if not _int(pos) or pos < 0:
+                problems.append(f"{f}.position: must be an integer >= 0 ({_got(pos)})")
+            elif last is not None and pos <= last:
+                problems.append(f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
+                                "position")
+            else:
+                last = pos
+        score = d.get("score", default_score)
+        if score not in SCORE_KINDS:
+            problems.append(f"{f}.score: must be one of {list(SCORE_KINDS)} ({_got(score)})")
+        else:
+            scores.add(score)
+        if "threshold" in d:
+            problem = _threshold_problem(d["threshold"], score)
+            if problem:
+                problems.append(f"{f}.threshold: {problem}")
+    if len(scores) > 1:
+        problems.append(f"{field}: mixed score kinds {sorted(scores)} in one configuration are not supported")
+    return problems
+
+
+def _numbers(d, field: str, n_exits: int | None) -> list[str]:
+    """A config's ``search``/``holdout`` numbers, or the ``base`` figures."""
+    if not isinstance(d, dict):
+        return [f"{field}: must be an object ({_got(d)})"]
+    problems = []
+    if "accuracy" in d and not (_number(d["accuracy"]) and 0 <= d["accuracy"] <= 1):
+        problems.append(f"{field}.accuracy: must be a number in [0, 1] ({_got(d['accuracy'])})")
+    for key in ("relative_cost", "cost"):
+        if key in d and not (_number(d[key]) and d[key] >= 0):
+            problems.append(f"{field}.{key}: must be a finite number >= 0 ({_got(d[key])})")
+    if "exit_fractions" in d:
+        fr = d["exit_fractions"]
+        if not isinstance(fr, list) or not all(_number(x) and 0 <= x <= 1 for x in fr):
+            problems.append(f"{field}.exit_fractions: must be a list of numbers in [0, 1] ({_got(fr)})")
+        elif n_exits is not None and len(fr) != n_exits + 1:
+            problems.append(f"{field}.exit_fractions: {len(fr)} entries, expected {n_exits + 1} (each enabled exit, "
+                            "then the final one)")
+    return problems
+
+
+def _optional(d: dict, key: str, check, problems: list[str]) -> None:
+    if key in d:
+        problem = check(d[key])
+        if problem:
+            problems.append(f"{key}: {problem}")
+
+
+def _one_of(choices):
+    return lambda v: None if v in choices else f"must be one of {list(choices)} ({_got(v)})"
+
+
+def _config_problems(c, i: int, ids: set, default_score: str) -> list[str]:
+    f = f"configs[{i}]"
+    if not isinstance(c, dict):
+        return [f"{f}: must be an object with 'exits' ({_got(c)})"]
+    problems = []
+    if "id" in c:
+        if not isinstance(c["id"], str) or not c["id"]:
+            problems.append(f"{f}.id: must be a non-empty string ({_got(c['id'])})")
+        elif c["id"] in ids:
+            problems.append(f"{f}.id: {c['id']!r} is used twice; ids pick a configuration")
+        else:
+            ids.add(c["id"])
+    if "method" in c and not isinstance(c["method"], str):
+        problems.append(f"{f}.method: must be a string ({_got(c['method'])})")
+    if "exits" not in c:
+        problems.append(f"{f}.exits: missing")
+    else:
+        problems.extend(exit_entries_problems(c["exits"], f"{f}.exits", default_score))
+    n_exits = len(c["exits"]) if isinstance(c.get("exits"), list) else None
+    for split in ("search", "holdout"):
+        if split in c:
+            problems.extend(_numbers(c[split], f"{f}.{split}", n_exits))
+    return problems
+
+
+def export_problems(doc) -> list[str]:
+    """Every schema problem of an ``exitconfig/1`` document (``format`` already checked)."""
+    if not isinstance(doc, dict):
+        return [f"document: must be a JSON object ({_got(doc)})"]
+    problems: list[str] = []
+    _optional(doc, "objective", _one_of(OBJECTIVES), problems)
+    _optional(doc, "score", _one_of(SCORE_KINDS), problems)
+    cache = doc.get("cache")
+    if not isinstance(cache, dict):
+        problems.append(f"cache: must be an object with the cache's fingerprint ({_got(cache)})")
+    else:
+        if not isinstance(cache.get("fingerprint"), str) or not cache["fingerprint"]:
+            problems.append(f"cache.fingerprint: must be a non-empty string ({_got(cache.get('fingerprint'))})")
+        if "n_exits" in cache and not (_int(cache["n_exits"]) and cache["n_exits"] >= 1):
+            problems.append(f"cache.n_exits: must be an integer >= 1 ({_got(cache['n_exits'])})")
+    model = doc.get("model")
+    if "model" in doc:
+        if not isinstance(model, dict):
+            problems.append(f"model: must be an object ({_got(model)})")
+        else:
+            for key in ("name", "fingerprint"):
+                if model.get(key) is not None and not isinstance(model[key], str):
+                    problems.append(f"model.{key}: must be a string or null ({_got(model[key])})")
+    base = doc.get("base")
+    if "base" in doc:
+        if not isinstance(base, dict):
+            problems.append(f"base: must be an object ({_got(base)})")
+        else:
+            for split in ("search", "holdout"):
+                if split in base:
+                    problems.extend(_numbers(base[split], f"base.{split}", None))
+    if "methods" in doc and not isinstance(doc["methods"], dict):
+        problems.append(f"methods: must be an object ({_got(doc['methods'])})")
+    configs = doc.get("configs")
+    if not isinstance(configs, list):
+        problems.append(f"configs: must be a list of configuration objects ({_got(configs)})")
+    else:
+        ids: set = set()
+        score = doc.get("score") if doc.get("score") in SCORE_KINDS else "max_prob"
+        for i, c in enumerate(configs):
+            problems.extend(_config_problems(c, i, ids, score))
+    return problems
