@@ -10,7 +10,7 @@ import numpy as np
 
 from ._validation import SearchError
 
-__all__ = ["SCORE_KINDS", "score_range", "compute_scores", "scores_from_probs"]
+__all__ = ["SCORE_KINDS", "score_range", "compute_scores", "scores_from_probs", "float32_cut"]
 
 SCORE_KINDS = ("max_prob", "margin", "neg_entropy")
 
@@ -21,6 +21,16 @@ def score_range(kind: str, n_classes: int) -> tuple[float, float]:
     if kind == "neg_entropy":
         return (-float(np.log(n_classes)), 0.0)
     return (0.0, 1.0)
+
+
+def float32_cut(threshold: float) -> np.float32:
+    """The largest float32 <= ``threshold``: for a float32 score s, ``s > cut`` iff ``float64(s) > threshold``.
+
+    Comparing float32 scores with this cut gives the semantics of the spec (float64 comparison) at
+    float32 speed; ``exits.runtime.float32_cut`` is the same rule on the torch side.
+    """
+    cut = np.float32(threshold)
+    return np.nextafter(cut, np.float32(-np.inf)) if float(cut) > threshold else cut
 
 
 def check_kind(kind: str) -> str:
