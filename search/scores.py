@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_cache.blocks import BlockReader
+
 from ._validation import SearchError
 
 __all__ = ["SCORE_KINDS", "score_range", "compute_scores", "scores_from_probs", "float32_cut"]
@@ -46,28 +48,37 @@ def _neg_entropy(logits: np.ndarray) -> np.ndarray:
     return (np.exp(logp) * logp).sum(axis=-1).astype(np.float32)
 
 
-def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None) -> np.ndarray:
-    """Scores ``(n_exits, n_samples)`` float32 of the chosen exits (all by default)."""
+def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None, start: int = 0,
+                   stop: int | None = None, reader: BlockReader | None = None) -> np.ndarray:
+    """Scores ``(n_exits, stop - start)`` float32 of the chosen exits (all by default) for the
+    samples ``start:stop`` of ``split`` (all by default).
+
+    Memory-mapped caches are read block by block with ``reader`` (see :mod:`data_cache.blocks`), so
+    the pages read never pile up in the process.
+    """
     check_kind(kind)
     exits = range(len(cache.exits)) if exits is None else list(exits)
-    n = cache.n_samples(split)
-    out = np.empty((len(exits), n), dtype=np.float32)
+    stop = cache.n_samples(split) if stop is None else stop
+    if reader is None:
+        with BlockReader() as own:
+            return compute_scores(cache, split, kind, exits=exits, start=start, stop=stop, reader=own)
+    out = np.empty((len(exits), stop - start), dtype=np.float32)
     if kind == "neg_entropy":
         logits = cache.logits(split)
         if logits is None:
             raise SearchError(f"score 'neg_entropy' needs logits, and split {split!r} of this cache has none; "
                               "dump with --logits or use max_prob/margin")
         for j, e in enumerate(exits):
-            out[j] = _neg_entropy(np.asarray(logits[e]))
+            out[j] = _neg_entropy(reader.read(logits[e, start:stop]))
         return out
     if kind == "margin" and cache.k < 2:
         raise SearchError("score 'margin' needs the top-2 probabilities; this cache stores k=1")
     probs = cache.topk_probs(split)
+    second = np.empty(stop - start, dtype=np.float32) if kind == "margin" else None
     for j, e in enumerate(exits):
-        if kind == "max_prob":
-            out[j] = probs[e, 0]
-        else:
-            out[j] = np.asarray(probs[e, 0]) - np.asarray(probs[e, 1])
+        reader.read(probs[e, 0, start:stop], out[j])
+        if second is not None:
+            out[j] -= reader.read(probs[e, 1, start:stop], second)
     return out
 
 
