@@ -92,10 +92,11 @@ class Curve:
 
     def weighted_best(self, scale_cost: float, scale_err: float) -> tuple[float, int]:
         """``(value, m)`` minimising ``scale_cost * cost + scale_err * err`` over the cuts."""
-        val = self.cost_at * scale_cost + self.err_at * scale_err
+        val = self.err_at * (scale_err / scale_cost)
+        val += self.cost_at                                    # the objective / scale_cost
         val[self.blocked] = np.inf
         m = int(np.argmin(val))
-        return float(val[m]), m
+        return float(self.cost_at[m] * scale_cost + self.err_at[m] * scale_err), m
 
     def locate(self, tau: float) -> int:
         """The ``m`` threshold ``tau`` makes (ties never split, so it is always a cut)."""
@@ -249,18 +250,22 @@ class DPSolver:
         return curves, fresh
 
     def _compute(self, slots, j: int, ctx: _Context) -> list[Curve]:
-        trial = np.array(slots)
-        trial[j] = -1
-        none_lookup = self.cost_lookup(trial)
+        costs = self.problem.costs
+        sl = slots.tolist()
+        before = [self.exit_of(i, s) for i, s in enumerate(sl[:j]) if s >= 0]
+        later = [self.exit_of(i, s) for i, s in enumerate(sl) if i > j and s >= 0] + [self.final]
+        used_before = np.logical_or.reduce(costs.needs[before], axis=0)             # units paid before j
+        used_later = used_before | np.logical_or.accumulate(costs.needs[later], axis=0)  # ... to go on (j off)
+        none_lookup = np.zeros(self.problem.n_exits)
+        none_lookup[later] = used_later @ costs.unit_costs
         go_cost = none_lookup[ctx.nxt]                                   # (n,) cost where each would go
         n_reach = int(np.count_nonzero(ctx.reach))
         err0 = ctx.fixed_err + int(np.count_nonzero(ctx.go_wrong & ctx.reach))
-        later = [self.exit_of(i, s) for i, s in enumerate(slots) if i > j and s >= 0] + [self.final]
         go_wrong = ctx.go_wrong.view(np.int8)
         bounds, out, go_cost_sum = (self.lo, self.hi), [], 0.0
         for slot, e in enumerate(self.problem.position_exits[j]):
-            trial[j] = slot
-            lookup = self.cost_lookup(trial)
+            leave_cost = float((used_before | costs.needs[e]) @ costs.unit_costs)
+            extra = (costs.needs[e] & ~used_later) @ costs.unit_costs   # what enabling e adds to going on
             o = self.order[e]
             if n_reach == self.n:                                        # everyone reaches j
                 idx, s, leave_wrong = o, self.sorted_scores[e], self.sorted_wrong[e]
@@ -270,12 +275,13 @@ class DPSolver:
             k = s.size
             stay_cost = go_cost.take(idx)
             go_cost_sum = float(stay_cost.sum())
-            extra = lookup[later] - none_lookup[later]                   # what enabling e adds to going on
-            if np.all(np.abs(extra - extra[0]) <= 1e-13 * abs(extra[0])):  # the same for all (up to rounding)
-                stay_sum, leave_gain = go_cost_sum + extra[0] * k, lookup[e] - extra[0]
+            if np.all(extra == extra[0]):                                # the same wherever they go on
+                stay_sum, leave_gain = go_cost_sum + extra[0] * k, leave_cost - extra[0]
             else:
+                lookup = none_lookup.copy()
+                lookup[later] += extra
                 stay_cost = lookup.take(ctx.nxt.take(idx))
-                stay_sum, leave_gain = float(stay_cost.sum()), lookup[e]
+                stay_sum, leave_gain = float(stay_cost.sum()), leave_cost
             err_at = np.empty(k + 1, dtype=np.int64)                     # totals as prefix sums of
             err_at[0] = err0                                             # (leave here - go on)
             np.subtract(leave_wrong, go_wrong.take(idx), out=err_at[1:])
@@ -384,11 +390,14 @@ def _spread(size: int, k: int) -> np.ndarray:
     """``k`` distinct indices spread evenly over ``range(size)`` (all of them when ``size <= k``)."""
     if size <= k:
         return np.arange(size)
-    return np.linspace(0, size - 1, k).round().astype(np.int64)  # step > 1: distinct after rounding
+    # round(i * (size - 1) / (k - 1)), halves to even as np.round, in integers; steps above 1: distinct
+    q, r = np.divmod(np.arange(k, dtype=np.int64) * (size - 1), k - 1)
+    return q + ((2 * r > k - 1) | ((2 * r == k - 1) & (q % 2 == 1)))
 
 
 class _Archive:
-    """Non-dominated threshold cuts seen during the sweeps, with enough to rebuild their configs."""
+    """Non-dominated threshold cuts seen during the sweeps, with enough to rebuild their configs:
+    per harvested curve, its points ``F`` and ``(state, j, slot, thresholds)``."""
 
     def __init__(self, per_curve: int):
         self.per_curve = per_curve
@@ -396,29 +405,47 @@ class _Archive:
         self.refs: list[tuple] = []
 
     def __call__(self, curves: list[Curve], slots, taus) -> None:
-        snap = (tuple(slots.tolist()), tuple(taus.tolist()))
-        for c in curves:
-            ms = c.cut_at(_spread(c.n_cuts, 8 * self.per_curve))  # bound the work: scan an even subset of the cuts
-            F = np.column_stack([c.err_at[ms], c.cost_at[ms]]).astype(np.float64)
-            keep = non_dominated(F)
-            keep = keep[_spread(keep.size, self.per_curve)]
-            self.F.append(F[keep])
-            self.refs.extend((snap, c.j, c.slot, t) for t in c.thresholds_at(ms[keep]).tolist())
+        """Keep each curve's non-dominated cuts (at most ``per_curve``, spread along the curve), found
+        among an even subset of ``8 * per_curve`` of its cuts; all curves of a step at once."""
+        ms = [c.cut_at(_spread(c.n_cuts, 8 * self.per_curve)) for c in curves]
+        sizes = np.array([m.size for m in ms])
+        seg = np.repeat(np.arange(len(curves)), sizes)
+        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms)])
+        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms)])
+        # non-dominated within each curve: sort by (curve, cost, err); shifting each curve's errors
+        # below all earlier curves' makes one running minimum restart at every curve
+        order = np.lexsort((err, cost, seg))
+        shifted = err[order] - seg[order] * (int(err.max()) - int(err.min()) + 1)
+        best_before = np.concatenate([[np.iinfo(np.int64).max], np.minimum.accumulate(shifted)[:-1]])
+        kept = order[shifted < best_before]                   # grouped by curve, cheapest first
+        kept_seg = seg[kept]
+        bounds = np.searchsorted(kept_seg, np.arange(len(curves) + 1))
+        state = (slots.copy(), taus.copy())
+        firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        for i, c in enumerate(curves):
+            mine = kept[bounds[i]:bounds[i + 1]]
+            mine = mine[_spread(mine.size, self.per_curve)]
+            if mine.size:
+                self.F.append(np.column_stack([err[mine], cost[mine]]).astype(np.float64))
+                self.refs.append((state, c.j, c.slot, c.thresholds_at(ms[i][mine - firsts[i]])))
 
     def front(self, solver: DPSolver, max_configs: int | None) -> tuple[list[ExitConfig], np.ndarray]:
         """The non-dominated cuts (cost-sorted), thinned to ``max_configs`` along cost, as configs."""
         if not self.F:
             return [], np.zeros((0, 2))
+        sizes = np.array([f.shape[0] for f in self.F])
         F = np.concatenate(self.F)
         F = np.column_stack([F[:, 0] / solver.n, F[:, 1] / (solver.n * solver.base_cost)])
         idx = non_dominated(F)
         if max_configs is not None and idx.size > max_configs:
             idx = idx[_thin(F[idx], max_configs)]
+        owner = np.repeat(np.arange(sizes.size), sizes)
+        first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         configs = []
         for i in idx:
-            (slots, taus), j, slot, tau = self.refs[i]
-            s, t = np.array(slots), np.array(taus)
-            s[j], t[j] = slot, tau
+            (slots, taus), j, slot, thresholds = self.refs[owner[i]]
+            s, t = slots.copy(), taus.copy()
+            s[j], t[j] = slot, thresholds[i - first[owner[i]]]
             configs.append(solver.to_config(s, t))
         return configs, F[idx]
 

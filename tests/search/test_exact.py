@@ -9,6 +9,7 @@ from data_cache import open_cache, save_cache
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitConfig, ExitProblem, run_search
 from search.exact import SplitEvaluator
+from search.scores import score_range
 from search.standalone import oracle_bound, standalone_table
 
 
@@ -29,12 +30,13 @@ def _configs(problem, rng, n: int) -> list[ExitConfig]:
     """Random configurations whose thresholds often sit exactly on score values (ties at the cut)."""
     out = [ExitConfig(score=problem.score)]
     values = np.unique(problem.scores)
+    lo, hi = score_range(problem.score, problem.cache.n_classes)
     for _ in range(n):
         exits, thr = [], []
         for ex in problem.position_exits:
             if rng.random() < 0.6:
                 exits.append(int(rng.choice(ex)))
-                t = float(rng.choice(values)) if rng.random() < 0.5 else float(rng.random())
+                t = float(rng.choice(values)) if rng.random() < 0.5 else lo + (hi - lo) * float(rng.random())
                 thr.append(t)
         out.append(ExitConfig(tuple(exits), tuple(thr), problem.score))
     return out
@@ -89,3 +91,12 @@ def test_refuses_other_score_kinds_and_partial_problems(tied_problem):
         ev.evaluate([ExitConfig((0,), (0.5,), "margin")])
     with pytest.raises(ValueError, match="every sample"):
         SplitEvaluator.of_problem(tied_problem.take(np.arange(10)))
+
+
+@pytest.mark.parametrize("score", ["margin", "neg_entropy"])
+def test_other_score_kinds(make_cache, chain, score):
+    cache = make_cache(*chain(3), n_samples=400, n_classes=7, k=3, seed=4, logits=True)
+    problem = ExitProblem(cache, "holdout", score=score)
+    configs = _configs(problem, np.random.default_rng(0), 30)
+    assert SplitEvaluator.like(problem, "holdout", chunk_size=97).evaluations(configs) == \
+        [problem.evaluate_one(c) for c in configs]

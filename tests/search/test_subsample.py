@@ -25,7 +25,7 @@ def test_plan(cache):
 
 
 def test_indices_are_seeded_sorted_and_distinct():
-    a, b, c = FitSample(500, 10_000, 1).indices(), FitSample(500, 10_000, 1).indices(), FitSample(500, 10_000, 2).indices()
+    a, b, c = (FitSample(500, 10_000, seed).indices() for seed in (1, 1, 2))
     assert np.array_equal(a, b) and not np.array_equal(a, c)
     assert a.size == 500 and np.all(np.diff(a) > 0) and 0 <= a[0] and a[-1] < 10_000
     assert FitSample(500, 10_000, 1).to_json() == {"subsample": 500, "of": 10_000, "seed": 1}
