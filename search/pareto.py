@@ -26,6 +26,7 @@ from data_cache.outputs import cli_entry
 from ._validation import SearchError, SearchWarning
 from .budget import Budget
 from .chunks import DEFAULT_CHUNK_SIZE
+from .config import ExitConfig
 from .engines import create_engine, engine_class, list_engines
 from .exact import SplitEvaluator
 from .export import build_export, write_export
@@ -302,7 +303,10 @@ def _answer_queries(args, out, fit: ExitProblem, search: SplitEvaluator, holdout
     from . import queries                                    # scipy.stats: only when a query is asked
 
     chosen = None
-    on = "search" if fit.samples is None else f"the fitted subsample of search ({fit.n_samples:,} samples)"
+    on = "search"
+    if fit.samples is not None:
+        on = (f"the fitted subsample of search ({fit.n_samples:,} samples), then the best of it and the "
+              f"fronts that meets the limit on all {search.n_samples:,} search samples")
     if args.max_drop is not None:
         drop = args.max_drop / 100
         if args.risk is not None:
@@ -314,15 +318,33 @@ def _answer_queries(args, out, fit: ExitProblem, search: SplitEvaluator, holdout
             ans = queries.cheapest_within_drop(fit, drop, front=union)
             title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on {on}):"
         chosen = ans.config
+        if fit.samples is not None and args.risk is None:
+            chosen = _best_on_all(search, [ans.config, *union.configs, ExitConfig(score=fit.score)],
+                                  lambda e: search.base.accuracy - e.accuracy <= drop + 1e-12,
+                                  lambda e: (e.relative_cost, e.error))
         entries.append(("query", chosen))
         print(_describe_choice(title, chosen, search, holdout), file=out)
     if args.budget is not None:
         ans = queries.most_accurate_within_budget(fit, args.budget, front=union)
-        chosen = chosen or ans.config
-        entries.append(("query", ans.config))
+        config = ans.config
+        if fit.samples is not None:
+            config = _best_on_all(search, [ans.config, *union.configs],
+                                  lambda e: e.relative_cost <= args.budget * (1 + 1e-12),
+                                  lambda e: (e.error, e.relative_cost)) or config
+        chosen = chosen or config
+        entries.append(("query", config))
         print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on {on}):",
-                               ans.config, search, holdout), file=out)
+                               config, search, holdout), file=out)
     return chosen
+
+
+def _best_on_all(search: SplitEvaluator, candidates: list, meets, key):
+    """Of ``candidates``, the best by ``key`` that ``meets`` the limit on every search sample (None if
+    none does). A query answered on a subsample holds there only; its exact numbers on the whole split
+    decide."""
+    evaluations = search.evaluations(candidates)
+    ok = [(key(e), i) for i, e in enumerate(evaluations) if meets(e)]
+    return candidates[min(ok)[1]] if ok else None
 
 
 def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, search: SplitEvaluator,

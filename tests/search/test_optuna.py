@@ -122,9 +122,12 @@ def test_runs_accumulate_in_one_study(small_problem, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_on_one_sqlite_study(disk_cache, tmp_path):
+@pytest.mark.parametrize("samples", [None, "subsample"])
+def test_two_workers_on_one_sqlite_study(disk_cache, tmp_path, samples):
+    """Also on a problem fitted on a subsample: the worker rebuilds the same one (same fingerprint)."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    problem = ExitProblem(disk_cache)
+    indices = None if samples is None else np.sort(np.random.default_rng(0).choice(600, 250, replace=False))
+    problem = ExitProblem(disk_cache, samples=indices)
     engine = create_engine("optuna", storage=storage, study_name="w", workers=2, sampler="nsga2", pop_size=8)
     front = engine.run(problem, budget=Budget(max_evals=40), seed=0)
     trials = _complete(storage, "w")

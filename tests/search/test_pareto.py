@@ -130,7 +130,10 @@ def test_subsample_path_scores_every_number_on_all_samples(cache_dir, tmp_path, 
     assert "chosen on the fitted subsample of search (600 samples)" in text
     doc = json.loads(out.read_text())
     assert doc["fit"] == {"split": "search", "subsample": 600, "of": 1500, "seed": 0}
-    assert json.loads((tmp_path / "chosen.json").read_text())["fit"] == doc["fit"]
+    chosen = json.loads((tmp_path / "chosen.json").read_text())
+    assert chosen["fit"] == doc["fit"]
+    # the answer meets the drop limit on every search sample, not only on the fitted subsample
+    assert chosen["base"]["search"]["accuracy"] - chosen["configs"][0]["search"]["accuracy"] <= 0.005 + 1e-12
     assert len(doc["configs"]) >= 20
     cache = open_cache(cache_dir)
     problems = {s: ExitProblem(cache, s) for s in ("search", "holdout")}
