@@ -60,17 +60,15 @@ class _Batch:
             self.exits[row, :len(c.exits)] = c.exits
             self.cuts[row, :len(c.exits)] = [float32_cut(t) for t in c.thresholds]
         on = self.exits >= 0
-        pairs = np.unique(np.stack([self.exits[on].astype(np.float64), self.cuts[on]], axis=1), axis=0)
-        self.groups = []                                   # (exit, its distinct cuts, first pair row)
-        for e in np.unique(pairs[:, 0]).astype(np.int64):
-            rows = np.flatnonzero(pairs[:, 0] == e)
-            self.groups.append((int(e), pairs[rows, 1].astype(np.float32), int(rows[0])))
+        pairs, which = np.unique(np.stack([self.exits[on].astype(np.float64), self.cuts[on]], axis=1), axis=0,
+                                 return_inverse=True)        # sorted by exit, then cut
         self.n_pairs = len(pairs)
         self.pair = np.full((K, L), self.n_pairs, dtype=np.int64)    # n_pairs: an all-zero row
-        for e, cuts, first in self.groups:
-            for l in range(L):
-                rows = np.flatnonzero(self.exits[:, l] == e)
-                self.pair[rows, l] = first + np.searchsorted(cuts, self.cuts[rows, l])
+        self.pair[on] = which.reshape(-1)
+        starts = np.flatnonzero(np.diff(pairs[:, 0], prepend=-1.0)) if self.n_pairs else np.zeros(0, dtype=np.int64)
+        ends = np.append(starts[1:], self.n_pairs)
+        # (exit, its distinct cuts, first pair row)
+        self.groups = [(int(pairs[a, 0]), pairs[a:b, 1].astype(np.float32), int(a)) for a, b in zip(starts, ends)]
         self.active = [int(np.count_nonzero(self.n_enabled > l)) for l in range(L)]  # rows with slot l
 
     def count(self, scores: np.ndarray, correct: np.ndarray, final: int) -> tuple[np.ndarray, np.ndarray]:
@@ -121,12 +119,12 @@ class SplitEvaluator:
         self._stats: SplitStats | None = None
 
     @classmethod
-    def of_problem(cls, problem) -> "SplitEvaluator":
+    def of_problem(cls, problem, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "SplitEvaluator":
         """An evaluator over the arrays of ``problem``, which must hold its whole split."""
         if problem.samples is not None:
             raise ValueError("of_problem needs a problem holding every sample of its split")
         return cls(problem.cache, problem.split, costs=problem.costs, score=problem.score,
-                   objective=problem.objective, problem=problem)
+                   objective=problem.objective, chunk_size=chunk_size, problem=problem)
 
     @classmethod
     def like(cls, problem, split: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "SplitEvaluator":
@@ -136,13 +134,14 @@ class SplitEvaluator:
 
     # -- reading -------------------------------------------------------------------------------
     def _blocks(self):
-        if self._problem is not None:
-            yield self._problem.scores, self._problem.correct
-            return
+        """``(scores, correct)`` of consecutive chunks: slices of the problem's arrays, or read."""
         with BlockReader() as reader:
             for start in range(0, self.n_samples, self.chunk_size):
                 stop = min(self.n_samples, start + self.chunk_size)
-                yield read_block(self.cache, self.split, self.score, start, stop, reader)
+                if self._problem is not None:
+                    yield self._problem.scores[:, start:stop], self._problem.correct[:, start:stop]
+                else:
+                    yield read_block(self.cache, self.split, self.score, start, stop, reader)
 
     def _pass(self, configs: list[ExitConfig]) -> None:
         """One pass over the split: evaluate ``configs`` (and the split's stats, the first time)."""

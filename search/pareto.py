@@ -180,8 +180,8 @@ def _run(args, out) -> int:
                      args.memory_limit * 1e9)
     fit = fit_problem(cache, "search", sample, objective=args.objective, score=args.score,
                       chunk_size=args.chunk_size)
-    search = SplitEvaluator.of_problem(fit) if sample is None else SplitEvaluator.like(fit, "search",
-                                                                                        chunk_size=args.chunk_size)
+    search = (SplitEvaluator.of_problem(fit, chunk_size=args.chunk_size) if sample is None
+              else SplitEvaluator.like(fit, "search", chunk_size=args.chunk_size))
     holdout = SplitEvaluator.like(fit, "holdout", chunk_size=args.chunk_size)
     fronts = _search(args, engines, fit)
     if sample is not None:
@@ -303,10 +303,10 @@ def _answer_queries(args, out, fit: ExitProblem, search: SplitEvaluator, holdout
     from . import queries                                    # scipy.stats: only when a query is asked
 
     chosen = None
-    on = "search"
+    on, then = "search", ""
     if fit.samples is not None:
-        on = (f"the fitted subsample of search ({fit.n_samples:,} samples), then the best of it and the "
-              f"fronts that meets the limit on all {search.n_samples:,} search samples")
+        on = f"the fitted subsample of search ({fit.n_samples:,} samples)"
+        then = f", then the best of it and the fronts that meets the limit on all {search.n_samples:,} search samples"
     if args.max_drop is not None:
         drop = args.max_drop / 100
         if args.risk is not None:
@@ -316,7 +316,7 @@ def _answer_queries(args, out, fit: ExitProblem, search: SplitEvaluator, holdout
                      "on the other half)")
         else:
             ans = queries.cheapest_within_drop(fit, drop, front=union)
-            title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on {on}):"
+            title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on {on}{then}):"
         chosen = ans.config
         if fit.samples is not None and args.risk is None:
             chosen = _best_on_all(search, [ans.config, *union.configs, ExitConfig(score=fit.score)],
@@ -333,7 +333,7 @@ def _answer_queries(args, out, fit: ExitProblem, search: SplitEvaluator, holdout
                                   lambda e: (e.error, e.relative_cost)) or config
         chosen = chosen or config
         entries.append(("query", config))
-        print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on {on}):",
+        print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on {on}{then}):",
                                config, search, holdout), file=out)
     return chosen
 

@@ -51,6 +51,7 @@ def test_streamed_equals_in_memory(tied_problem, tmp_path_factory, chunk_size):
     configs = _configs(problem, np.random.default_rng(chunk_size), 60)
     configs += configs[:5]                                          # repeats are answered from memory
     for ev in (SplitEvaluator.like(problem, "holdout", chunk_size=chunk_size),
+               SplitEvaluator.of_problem(problem, chunk_size=chunk_size),
                SplitEvaluator(open_cache(path), "holdout", costs=problem.costs, score=problem.score,
                               objective=problem.objective, chunk_size=chunk_size)):
         got = ev.evaluations(configs)

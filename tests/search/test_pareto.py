@@ -144,6 +144,9 @@ def test_subsample_path_scores_every_number_on_all_samples(cache_dir, tmp_path, 
             assert entry[split] == {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
                                     "exit_fractions": list(ev.exit_fractions)}
     assert "dp" in {c["method"] for c in doc["configs"]}
+    assert main([str(cache_dir), "--methods", "dp", "--subsample", "600", "--subsample-above", "1000",
+                 "--max-drop", "1", "--risk", "0.1", "--no-progress"]) == 0
+    assert "fitted on half of the fitted subsample of search (600 samples)" in capsys.readouterr().out
 
 
 def test_full_fit_is_stated_in_the_export(cache_dir, tmp_path, capsys):
