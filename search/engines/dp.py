@@ -13,6 +13,7 @@ See ``docs/search.md`` for what this guarantees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -62,19 +63,19 @@ class Curve:
         shifted = self.blocked - np.arange(self.blocked.size)   # blocked m minus blocked ones before it
         return i + np.searchsorted(shifted, i, side="right")
 
-    @property
+    @cached_property
     def cuts(self) -> np.ndarray:
         return self.cut_at(np.arange(self.n_cuts))
 
-    @property
+    @cached_property
     def err(self) -> np.ndarray:
         return self.err_at[self.cuts]
 
-    @property
+    @cached_property
     def cost(self) -> np.ndarray:
         return self.cost_at[self.cuts]
 
-    @property
+    @cached_property
     def tau(self) -> np.ndarray:
         return self.thresholds_at(self.cuts)
 

@@ -188,3 +188,13 @@ def test_postgresql_storage(small_problem, saver_cache):
     with pytest.raises(SearchError, match="another problem"):
         create_engine("optuna", storage=url, study_name=name).run(ExitProblem(saver_cache),
                                                                   budget=Budget(max_evals=2))
+
+
+def test_default_sampler_is_optunas_multi_objective_default(small_problem):
+    """NSGA-II, as Optuna itself picks for multi-objective studies; trials asked a population at a time."""
+    from search.engines.optuna_engine import _make_sampler
+    engine = create_engine("optuna", pop_size=10)
+    assert engine.get_params()["sampler"] == "nsga2"
+    assert isinstance(_make_sampler(optuna, engine.sampler, 0, 10), optuna.samplers.NSGAIISampler)
+    front = engine.run(small_problem, budget=Budget(max_evals=30), seed=0)
+    assert front.n_evals == 30 and len(front) > 0
