@@ -1,90 +1,115 @@
-"""The dp front at ImageNet-train scale: 1,280,000 search samples x 50 positions x 5 head types.
+"""The dp front at ImageNet-train scale, through the command line as a user runs it.
 
-The cache (k=2, 1000 classes, search and holdout splits of 1.28M each, about 10 GB) is generated
-once under benchmarks/_caches/ (about 10 minutes here) and memory-mapped. Peak memory is reported
-two ways: the process's anonymous memory (sampled every 20 ms: what the search itself allocates)
-and VmHWM (which also counts the memory-mapped cache pages the kernel keeps resident).
+``python -m search.pareto CACHE --methods dp --export F.json`` on a memory-mapped cache of 1,280,000
+search (and as many holdout) samples x 50 positions x 5 head types (k=2, 1000 classes, about 10 GB),
+timed end to end under ``/usr/bin/time -v``: wall time (and CPU time: user + system), maximum resident set size
+(memory-mapped pages included) and the number of exported configurations. Then the hypervolume the default subsample fit
+loses: on a 200k-sample cache of the same generator, the same command with its defaults (fit on a
+subsample) against a fit on every sample (``--subsample-above`` raised), both hypervolumes computed
+from the exported search-split numbers. The caches are generated once into folders outside the
+repository (the big one takes about 4 minutes here).
 
-Usage: python benchmarks/bench_scale.py [--exact] ; figures go to benchmarks/results/scale.json.
+``--skip-check-flag FLAG``: when the command line has an option that skips the cache's integrity
+check at open, run the command with it too and report the check's time (the difference).
+
+Usage: python benchmarks/bench_scale.py [--cache DIR] [--reference DIR] [--skip-check-flag FLAG];
+figures go to benchmarks/results/scale.json.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import re
+import subprocess
 import sys
-import threading
+import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
-from data_cache import open_cache  # noqa: E402
 from data_cache.synthetic import write_synthetic_cache  # noqa: E402
-from search import ExitProblem, create_engine, run_search  # noqa: E402
 from search.indicators import HV  # noqa: E402
 
-CACHE = Path(__file__).parent / "_caches" / "imagenet_scale"
+GENERATOR = dict(n_positions=50, n_head_types=5, n_classes=1000, k=2, seed=0)
+SCALE_SAMPLES = 2_560_000          # 1.28M search + 1.28M holdout
+REFERENCE_SAMPLES = 400_000        # 200k search + 200k holdout
 
 
-def _status(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) * 1024
-    return 0
+def _ensure(path: Path, n_samples: int) -> None:
+    if not (path / "manifest.json").exists():
+        t0 = time.perf_counter()
+        write_synthetic_cache(path, n_samples, **GENERATOR)
+        print(f"generated {path} in {time.perf_counter() - t0:.0f} s", flush=True)
 
 
-class PeakAnon:
-    """Samples RssAnon in a thread; ``peak`` in bytes."""
+def _cli(args: list[str]) -> dict:
+    """Run ``python -m search.pareto ARGS`` under /usr/bin/time -v: wall seconds, peak RSS, stdout."""
+    with tempfile.NamedTemporaryFile("r", suffix=".time") as tf:
+        cmd = ["/usr/bin/time", "-v", "-o", tf.name, sys.executable, "-m", "search.pareto", *args, "--no-progress"]
+        run = subprocess.run(cmd, capture_output=True, text=True, env=dict(os.environ, PYTHONPATH=str(ROOT)))
+        report = Path(tf.name).read_text()
+    if run.returncode != 0:
+        raise SystemExit(f"command failed ({run.returncode}): {' '.join(cmd)}\n{run.stderr}")
+    wall = re.search(r"Elapsed \(wall clock\) time \(h:mm:ss or m:ss\): (\S+)", report).group(1)
+    seconds = sum(float(x) * 60 ** i for i, x in enumerate(reversed(wall.split(":"))))
+    rss = int(re.search(r"Maximum resident set size \(kbytes\): (\d+)", report).group(1)) * 1024
+    cpu = sum(float(re.search(rf"{kind} time \(seconds\): (\S+)", report).group(1)) for kind in ("User", "System"))
+    return {"command": "python -m search.pareto " + " ".join(args), "wall_s": seconds, "cpu_s": cpu,
+            "peak_rss_bytes": rss, "stdout": run.stdout}
 
-    def __init__(self):
-        self.peak, self._stop = 0, threading.Event()
-        self._t = threading.Thread(target=self._loop, daemon=True)
 
-    def _loop(self):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _status("RssAnon"))
-            time.sleep(0.02)
+def _export_hv(path: Path) -> tuple[float, int, dict]:
+    doc = json.loads(path.read_text())
+    F = [[1 - c["search"]["accuracy"], c["search"]["relative_cost"]] for c in doc["configs"]]
+    return HV()(F), len(F), doc.get("fit")
 
-    def __enter__(self):
-        self._t.start()
-        return self
 
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._t.join()
+def _loadavg() -> list[str]:
+    return Path("/proc/loadavg").read_text().split()[:3]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--exact", action="store_true", help="also fit on every sample (slow: minutes)")
-    ap.add_argument("--subsample", type=int, default=32768, help="dp subsample size (default 32768)")
+    ap.add_argument("--cache", type=Path, default=Path("/work/caches/imagenet_scale"),
+                    help="the 1.28M cache (generated there if missing; default %(default)s)")
+    ap.add_argument("--reference", type=Path,
+                    default=Path(tempfile.gettempdir()) / "exitsearch-bench" / "scale_200k",
+                    help="the 200k-sample cache of the same generator (generated if missing; default %(default)s)")
+    ap.add_argument("--skip-check-flag", help="option of search.pareto that skips the integrity check at open")
     args = ap.parse_args()
-    if not (CACHE / "manifest.json").exists():
-        t0 = time.perf_counter()
-        write_synthetic_cache(CACHE, 2_560_000, 50, n_head_types=5, n_classes=1000, k=2, seed=0,
-                              overwrite=True, chunk=1 << 16)
-        print(f"generated the cache in {time.perf_counter() - t0:.0f} s")
-    figures = {"cache": {"search": 1_280_000, "positions": 50, "head_types": 5, "k": 2, "classes": 1000}}
-    with PeakAnon() as peak:
-        t0 = time.perf_counter()
-        cache = open_cache(CACHE)
-        problem = ExitProblem(cache)
-        t_problem = time.perf_counter() - t0
-        runs = {}
-        variants = [("dp_subsample", create_engine("dp", subsample=args.subsample))]
-        if args.exact:
-            variants.append(("dp_exact", create_engine("dp")))
-        for name, engine in variants:
-            t1 = time.perf_counter()
-            front = run_search(problem, engine)
-            runs[name] = {"seconds_search": time.perf_counter() - t1, "points": len(front),
-                          "hv_search": HV()(front.F), "message": front.message}
-            print(f"{name}: {runs[name]['seconds_search']:.1f} s search + {t_problem:.1f} s loading scores, "
-                  f"{len(front)} configurations, HV {runs[name]['hv_search']:.4f}; {front.message}", flush=True)
-    figures.update(seconds_load_scores=t_problem, runs=runs, peak_anon_bytes=peak.peak,
-                   vm_hwm_bytes=_status("VmHWM"))
-    print(f"peak anonymous memory {peak.peak / 2**30:.2f} GiB; VmHWM (with mapped cache pages) "
-          f"{figures['vm_hwm_bytes'] / 2**30:.2f} GiB")
+    _ensure(args.cache, SCALE_SAMPLES)
+    _ensure(args.reference, REFERENCE_SAMPLES)
+    figures: dict = {"cache": {"path": str(args.cache), "search": SCALE_SAMPLES // 2, **GENERATOR}}
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        run = _cli([str(args.cache), "--methods", "dp", "--export", str(tmp / "F.json")])
+        hv, n_configs, fit = _export_hv(tmp / "F.json")
+        figures["scale"] = {**{k: v for k, v in run.items() if k != "stdout"}, "configs": n_configs,
+                            "hv_search": hv, "fit": fit, "loadavg_after": _loadavg(), "table": run["stdout"]}
+        print(run["stdout"])
+        print(f"1.28M x 50 x 5: {run['wall_s']:.1f} s wall end to end ({run['cpu_s']:.1f} s CPU), peak RSS "
+              f"{run['peak_rss_bytes'] / 2**30:.2f} GiB, {n_configs} configurations (load average after: "
+              f"{' '.join(_loadavg())})", flush=True)
+        if args.skip_check_flag:
+            fast = _cli([str(args.cache), "--methods", "dp", args.skip_check_flag, "--export", str(tmp / "G.json")])
+            figures["scale"]["wall_s_without_check"] = fast["wall_s"]
+            figures["scale"]["check_s"] = run["wall_s"] - fast["wall_s"]
+            print(f"without the integrity check: {fast['wall_s']:.1f} s (the check: about "
+                  f"{run['wall_s'] - fast['wall_s']:.1f} s)", flush=True)
+        ref = {}
+        for name, extra in (("subsample_fit", []), ("full_fit", ["--subsample-above", str(10 ** 12)])):
+            r = _cli([str(args.reference), "--methods", "dp", *extra, "--export", str(tmp / f"{name}.json")])
+            hv, n_configs, fit = _export_hv(tmp / f"{name}.json")
+            ref[name] = {"wall_s": r["wall_s"], "cpu_s": r["cpu_s"], "peak_rss_bytes": r["peak_rss_bytes"],
+                         "hv_search": hv, "configs": n_configs, "fit": fit}
+            print(f"200k cache, {name}: HV {hv:.5f}, {n_configs} configurations, {r['wall_s']:.1f} s", flush=True)
+        ref["hv_loss"] = 1 - ref["subsample_fit"]["hv_search"] / ref["full_fit"]["hv_search"]
+        print(f"hypervolume lost by the subsample fit on the 200k cache: {ref['hv_loss']:.4%}")
+        figures["reference_200k"] = ref
     print("saved", save_results("scale", figures))
 
 

@@ -1,15 +1,15 @@
 """Search exit configurations on a prediction cache. numpy only: never imports torch."""
 from __future__ import annotations
 
-from ._validation import SearchError
+from ._validation import SearchError, SearchWarning
 from .budget import Budget
 from .config import ExitConfig
 from .engines import BaseEngine, create_engine, list_engines, register_engine
 from .front import Front, non_dominated
 from .problem import Evaluation, ExitProblem
 
-__all__ = ["ExitProblem", "ExitConfig", "Evaluation", "Front", "Budget", "SearchError", "BaseEngine",
-           "run_search", "create_engine", "list_engines", "register_engine", "non_dominated"]
+__all__ = ["ExitProblem", "ExitConfig", "Evaluation", "Front", "Budget", "SearchError", "SearchWarning",
+           "BaseEngine", "run_search", "create_engine", "list_engines", "register_engine", "non_dominated"]
 
 
 def run_search(problem: ExitProblem, engine: str | BaseEngine, *, budget: Budget | None = None, seed=0,

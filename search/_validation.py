@@ -7,11 +7,15 @@ import numpy as np
 
 from data_cache.synthetic import as_generator as _as_generator
 
-__all__ = ["SearchError", "check_scalar", "check_split", "as_generator"]
+__all__ = ["SearchError", "SearchWarning", "check_scalar", "check_split", "as_generator"]
 
 
 class SearchError(ValueError):
     """A user's input to the search cannot be used; the CLI prints it as one line and exits 2."""
+
+
+class SearchWarning(UserWarning):
+    """Something a user should know before a long run; the CLI prints it as one line."""
 
 
 def check_scalar(x, name: str, *, min_val: float | None = None, max_val: float | None = None,

@@ -23,11 +23,13 @@ def _numbers(problem, config: ExitConfig) -> dict:
 
 
 def build_export(entries: list[tuple[str, ExitConfig]], *, search, holdout, method_info: dict | None = None,
-                 pareto: bool = True) -> dict:
+                 pareto: bool = True, fit: dict | None = None) -> dict:
     """The ``exitconfig/1`` document for ``(method, config)`` pairs, cheapest first.
 
-    ``search``/``holdout`` are ExitProblems on the two splits (same cost model); every number is an
-    independent evaluation there. With ``pareto`` only the search-split non-dominated set is kept.
+    ``search``/``holdout`` evaluate on the two whole splits (ExitProblems or SplitEvaluators, same cost
+    model); every number is an exact evaluation there. With ``pareto`` only the search-split
+    non-dominated set is kept. ``fit`` (plain JSON, e.g. ``{"split": "search", "subsample": 65536,
+    "of": 1280000, "seed": 0}``) says what the methods were fitted on; written as the ``fit`` field.
     """
     cache = search.cache
     configs = [c for _, c in entries]
@@ -47,6 +49,8 @@ def build_export(entries: list[tuple[str, ExitConfig]], *, search, holdout, meth
         "methods": method_info or {},
         "configs": [],
     }
+    if fit is not None:
+        doc["fit"] = fit
     counters: dict[str, int] = {}
     for i in keep:
         method, config = entries[i]

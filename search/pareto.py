@@ -1,15 +1,20 @@
 """``python -m search.pareto [CACHE]``: Pareto-optimal exit configurations of a cache.
 
-Runs the chosen methods on the ``search`` split, re-scores every front on ``holdout``, prints a table
-(points, hypervolume, cost saved at 0.5 and 1 point drop, evaluations, seconds), answers the
-constrained queries (``--max-drop``, ``--budget``), exports ``exitconfig/1`` JSON and draws figures.
-Data errors print one line each and exit with status 2.
+Runs the chosen methods on the ``search`` split (on a seeded random subsample of it when it is large:
+``--subsample``, ``--subsample-above``), scores every front exactly on all of ``search`` and on
+``holdout`` chunk by chunk (bounded memory), prints a table (points, hypervolume, cost saved at 0.5
+and 1 point drop, evaluations, seconds), answers the constrained queries (``--max-drop``,
+``--budget``), exports ``exitconfig/1`` JSON and draws figures. Data errors print one line each and
+exit with status 2.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import inspect
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,22 +23,50 @@ from data_cache import CacheError, open_cache
 from data_cache.bundled import bundled_cache_path
 from data_cache.outputs import cli_entry
 
-from . import queries
-from ._validation import SearchError
+from ._validation import SearchError, SearchWarning
 from .budget import Budget
+from .chunks import DEFAULT_CHUNK_SIZE
+from .config import ExitConfig
 from .engines import create_engine, engine_class, list_engines
+from .exact import SplitEvaluator
 from .export import build_export, write_export
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table
+from .subsample import (DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE, FitSample, check_fit_memory, fit_problem,
+                        plan_fit)
 
 __all__ = ["main", "build_parser"]
 
 DEFAULT_METHODS = "dp,global,geometric,greedy"
 # options the CLI may hand to an engine; each engine receives those its constructor accepts
 ENGINE_OPTIONS = ("storage", "study_name", "workers", "sampler", "pop_size", "encoding")
+DEFAULT_MEMORY_LIMIT_GB = 8.0
+
+
+def _count(minimum: int):
+    """argparse type: an integer >= ``minimum``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
+        return value
+    return parse
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,9 +102,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage", help="optuna storage URL or journal file (optuna method)")
     p.add_argument("--study-name", help="optuna study name (optuna method)")
     p.add_argument("--workers", type=int, help="worker processes (optuna method)")
-    p.add_argument("--sampler", help="optuna sampler: tpe or nsga2")
+    p.add_argument("--sampler", help="optuna sampler: nsga2 (default, as Optuna's own multi-objective default), "
+                                     "tpe (slow beyond a few thousand trials) or random")
     p.add_argument("--pop-size", type=int, help="population size (nsga2)")
     p.add_argument("--encoding", help="threshold encoding of population engines: float or quantile")
+    p.add_argument("--subsample", type=_count(1), default=DEFAULT_SUBSAMPLE, metavar="N",
+                   help="on a search split larger than --subsample-above, every method fits on a seeded random "
+                        f"subsample of N samples (--seed) and its front is then scored exactly on all samples "
+                        f"(default {DEFAULT_SUBSAMPLE})")
+    p.add_argument("--subsample-above", type=_count(0), default=DEFAULT_SUBSAMPLE_ABOVE, metavar="N",
+                   help=f"search splits up to N samples are fitted on every sample (default {DEFAULT_SUBSAMPLE_ABOVE})")
+    p.add_argument("--chunk-size", type=_count(1), default=DEFAULT_CHUNK_SIZE, metavar="N",
+                   help=f"samples read at a time when scoring on a whole split (bounds memory; default "
+                        f"{DEFAULT_CHUNK_SIZE})")
+    p.add_argument("--memory-limit", type=_positive_float, default=DEFAULT_MEMORY_LIMIT_GB, metavar="GB",
+                   help="refuse a fit whose arrays would need more memory than this, before reading anything "
+                        f"(default {DEFAULT_MEMORY_LIMIT_GB:g})")
     p.add_argument("--standalone", action="store_true", help="also print every exit's accuracy and cost alone")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--skip-integrity-check", action="store_true",
@@ -131,16 +177,38 @@ def _run(args, out) -> int:
         raise SearchError("--methods is empty; name at least one method (see --methods list)")
     engines = {m: _engine(m, args) for m in methods}
     cache = _resolve_cache(args.cache, skip_integrity_check=args.skip_integrity_check)
-    search = ExitProblem(cache, "search", objective=args.objective, score=args.score)
-    holdout = search.on_split("holdout")
-    fronts = _search(args, engines, search)
+    sample = plan_fit(cache, "search", subsample=args.subsample, above=args.subsample_above, seed=args.seed)
+    check_fit_memory(sample.size if sample else cache.n_samples("search"), len(cache.exits), methods,
+                     args.memory_limit * 1e9)
+    fit = fit_problem(cache, "search", sample, objective=args.objective, score=args.score,
+                      chunk_size=args.chunk_size)
+    search = (SplitEvaluator.of_problem(fit, chunk_size=args.chunk_size) if sample is None
+              else SplitEvaluator.like(fit, "search", chunk_size=args.chunk_size))
+    holdout = SplitEvaluator.like(fit, "holdout", chunk_size=args.chunk_size)
+    fronts = _search(args, engines, fit)
+    if sample is not None:
+        fronts = _rescore(fronts, search, sample)
     entries = [(name, c) for name, f in fronts.items() for c in f.configs]
     union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
+    holdout.evaluations([c for _, c in entries])          # one pass over holdout for every front
     oracle = oracle_bound(search)
-    _report(args, out, cache, fronts, union, search, holdout, oracle)
-    chosen = _answer_queries(args, out, search, holdout, union, entries)
-    _write_outputs(args, out, fronts, entries, chosen, search, holdout, oracle)
+    _report(args, out, cache, fronts, union, search, holdout, oracle, sample)
+    chosen = _answer_queries(args, out, fit, search, holdout, union, entries)
+    _write_outputs(args, out, fronts, entries, chosen, search, holdout, oracle, sample)
     return 0
+
+
+def _rescore(fronts: dict[str, Front], search: SplitEvaluator, sample: FitSample) -> dict[str, Front]:
+    """Fronts fitted on a subsample, scored exactly on the whole search split (one pass for all) and
+    kept non-dominated there."""
+    search.evaluations([c for f in fronts.values() for c in f.configs])
+    out = {}
+    for name, f in fronts.items():
+        exact = dataclasses.replace(f, F=search.evaluate(f.configs) if len(f) else np.zeros((0, 2))).pareto()
+        note = (f"fitted on {sample.size:,} of {sample.of:,} samples; {len(exact)} of {len(f)} configurations "
+                "non-dominated on all")
+        out[name] = dataclasses.replace(exact, message="; ".join(m for m in (f.message, note) if m))
+    return out
 
 
 def _check_args(args) -> None:
@@ -149,25 +217,56 @@ def _check_args(args) -> None:
         raise SearchError("--risk needs --max-drop")
 
 
-def _search(args, engines: dict, search: ExitProblem) -> dict[str, Front]:
-    """Run every engine on the search split, with a progress bar on a terminal."""
-    from tqdm import tqdm
-
+def _search(args, engines: dict, problem: ExitProblem) -> dict[str, Front]:
+    """Run every engine on ``problem``, with a progress bar on a terminal; warnings as one line each."""
     budget = Budget(max_evals=args.evaluations, max_seconds=args.time_limit)
     fronts: dict[str, Front] = {}
-    with tqdm(total=len(engines), desc="search", disable=args.no_progress or not sys.stderr.isatty(),
-              file=sys.stderr) as bar:
+    with _progress(len(engines), disable=args.no_progress or not sys.stderr.isatty()) as bar, _warning_lines():
         for name, engine in engines.items():
             bar.set_postfix_str(name)
-            fronts[name] = engine.run(search, budget=budget, seed=args.seed,
+            fronts[name] = engine.run(problem, budget=budget, seed=args.seed,
                                       callback=lambda eng, prob, name=name: bar.set_postfix_str(
                                           f"{name}: {prob.n_evals} evaluations", refresh=True))
             bar.update()
     return fronts
 
 
-def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: ExitProblem,
-            holdout: ExitProblem, oracle) -> None:
+class _NoBar:
+    """What the progress bar offers, doing nothing (tqdm is not even imported)."""
+
+    def set_postfix_str(self, *args, **kwargs) -> None:
+        pass
+
+    def update(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _progress(total: int, *, disable: bool):
+    if disable:
+        yield _NoBar()
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, desc="search", file=sys.stderr) as bar:
+        yield bar
+
+
+@contextlib.contextmanager
+def _warning_lines():
+    """Warnings raised meanwhile (e.g. a sampler asked for more trials than it handles) print as
+    ``warning: ...`` on stderr, one line each."""
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SearchWarning)
+        warnings.showwarning = show
+        yield
+
+
+def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: SplitEvaluator,
+            holdout: SplitEvaluator, oracle, sample: FitSample | None) -> None:
     """The header, the table of methods and (with --standalone) every exit alone."""
     hv, rows = HV(), []
     best_known = IGDPlus(union.F) if len(union) else None
@@ -180,6 +279,9 @@ def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: Ex
                      "evals": front.n_evals, "seconds": front.exec_time})
     print(f"cache {cache.fingerprint[:19]}  exits {len(cache.exits)}  search {search.n_samples}  "
           f"holdout {holdout.n_samples}  objective {args.objective}  score {args.score}", file=out)
+    if sample is not None:
+        print(f"fit: every method fitted on a seeded random subsample of {sample.size:,} of the {sample.of:,} "
+              f"search samples (--seed {sample.seed}); every number below is scored on all samples", file=out)
     print(f"base: search accuracy {search.base.accuracy:.4%}, holdout {holdout.base.accuracy:.4%}; "
           f"oracle bound (search): accuracy {oracle[0]:.4%} at relative cost {oracle[1]:.4f}", file=out)
     print(_table(rows), file=out)
@@ -193,45 +295,76 @@ def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: Ex
                   f"relative cost {r['relative_cost']:.4f}", file=out)
 
 
-def _answer_queries(args, out, search: ExitProblem, holdout: ExitProblem, union: Front, entries: list):
-    """Answer --max-drop / --budget; append each answer to ``entries``; return the configuration chosen."""
+def _answer_queries(args, out, fit: ExitProblem, search: SplitEvaluator, holdout: SplitEvaluator, union: Front,
+                    entries: list):
+    """Answer --max-drop / --budget on the problem the methods fitted on (the search split, or its
+    subsample), report each answer's exact numbers on both splits, append it to ``entries``; return
+    the configuration chosen."""
+    if args.max_drop is None and args.budget is None:
+        return None
+    from . import queries                                    # scipy.stats: only when a query is asked
+
     chosen = None
+    on, then = "search", ""
+    if fit.samples is not None:
+        on = f"the fitted subsample of search ({fit.n_samples:,} samples)"
+        then = f", then the best of it and the fronts that meets the limit on all {search.n_samples:,} search samples"
     if args.max_drop is not None:
         drop = args.max_drop / 100
         if args.risk is not None:
-            ans = queries.risk_controlled_within_drop(search, drop, delta=args.risk, seed=args.seed)
+            ans = queries.risk_controlled_within_drop(fit, drop, delta=args.risk, seed=args.seed)
             title = (f"\nrisk-controlled: cheapest within {args.max_drop} points with confidence "
-                     f"{1 - args.risk:.0%} (fitted on half the search split, drop bound {ans.bound:.3%} "
+                     f"{1 - args.risk:.0%} (fitted on half of {on}, drop bound {ans.bound:.3%} "
                      "on the other half)")
         else:
-            ans = queries.cheapest_within_drop(search, drop, front=union)
-            title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on search):"
+            ans = queries.cheapest_within_drop(fit, drop, front=union)
+            title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on {on}{then}):"
         chosen = ans.config
+        if fit.samples is not None and args.risk is None:
+            chosen = _best_on_all(search, [ans.config, *union.configs, ExitConfig(score=fit.score)],
+                                  lambda e: search.base.accuracy - e.accuracy <= drop + 1e-12,
+                                  lambda e: (e.relative_cost, e.error))
         entries.append(("query", chosen))
         print(_describe_choice(title, chosen, search, holdout), file=out)
     if args.budget is not None:
-        ans = queries.most_accurate_within_budget(search, args.budget, front=union)
-        chosen = chosen or ans.config
-        entries.append(("query", ans.config))
-        print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on search):",
-                               ans.config, search, holdout), file=out)
+        ans = queries.most_accurate_within_budget(fit, args.budget, front=union)
+        config = ans.config
+        if fit.samples is not None:
+            config = _best_on_all(search, [ans.config, *union.configs],
+                                  lambda e: e.relative_cost <= args.budget * (1 + 1e-12),
+                                  lambda e: (e.error, e.relative_cost)) or config
+        chosen = chosen or config
+        entries.append(("query", config))
+        print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on {on}{then}):",
+                               config, search, holdout), file=out)
     return chosen
 
 
-def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, search: ExitProblem,
-                   holdout: ExitProblem, oracle) -> None:
+def _best_on_all(search: SplitEvaluator, candidates: list, meets, key):
+    """Of ``candidates``, the best by ``key`` that ``meets`` the limit on every search sample (None if
+    none does). A query answered on a subsample holds there only; its exact numbers on the whole split
+    decide."""
+    evaluations = search.evaluations(candidates)
+    ok = [(key(e), i) for i, e in enumerate(evaluations) if meets(e)]
+    return candidates[min(ok)[1]] if ok else None
+
+
+def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, search: SplitEvaluator,
+                   holdout: SplitEvaluator, oracle, sample: FitSample | None) -> None:
     """--export, --export-choice and --plot."""
+    fit = {"split": "search", **(sample.to_json() if sample else {"subsample": None, "of": search.n_samples,
+                                                                   "seed": None})}
     method_info = {name: {"engine": {"name": name, "params": f.params}, "n_evals": f.n_evals,
                           "seconds": f.exec_time, "message": f.message} for name, f in fronts.items()}
     if args.export:
-        doc = build_export(entries, search=search, holdout=holdout, method_info=method_info)
+        doc = build_export(entries, search=search, holdout=holdout, method_info=method_info, fit=fit)
         write_export(args.export, doc)
         print(f"\nexported {len(doc['configs'])} configurations to {args.export}", file=out)
     if args.export_choice:
         if chosen is None:
             raise SearchError("--export-choice needs --max-drop or --budget to choose a configuration")
         write_export(args.export_choice, build_export([("query", chosen)], search=search, holdout=holdout,
-                                                      method_info=method_info, pareto=False))
+                                                      method_info=method_info, pareto=False, fit=fit))
         print(f"exported the chosen configuration to {args.export_choice}", file=out)
     if args.plot:
         _plots(Path(args.plot), fronts, search, holdout, oracle, chosen)

@@ -78,16 +78,14 @@ def plot_fronts(fronts_by_method: dict[str, Front], *, base=None, oracle=None, t
 
 def plot_exit_distribution(problem, config, *, ax=None, path=None):
     """Bar chart of the fraction of samples leaving at each enabled exit and the final one,
-    each bar labelled with the accuracy of the samples that left there."""
+    each bar labelled with the accuracy of the samples that left there. ``problem``: an ExitProblem
+    or a SplitEvaluator of the split."""
     config.check(problem.cache)
-    where = problem.assign(config)
-    exits = list(config.exits) + [problem.final_exit]
+    counts, right = problem.exit_outcomes(config)
+    exits = list(config.exits) + [len(problem.cache.exits) - 1]
     names = [problem.cache.exits[e].name for e in exits]
-    frac, acc = [], []
-    for e in exits:
-        mask = where == e
-        frac.append(np.count_nonzero(mask) / problem.n_samples)
-        acc.append(np.count_nonzero(problem.correct[e][mask]) / max(1, np.count_nonzero(mask)))
+    frac = (counts / problem.n_samples).tolist()
+    acc = (right / np.maximum(1, counts)).tolist()
     fig, ax = _axes(ax, figsize=(max(4.0, 0.6 * len(exits) + 2.0), 4.0))
     x = np.arange(len(exits))
     bars = ax.bar(x, frac, color="tab:blue")

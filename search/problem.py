@@ -6,9 +6,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import SearchError, check_split
+from .chunks import DEFAULT_CHUNK_SIZE, load_split
 from .config import ExitConfig
 from .costs import CostModel
-from .scores import compute_scores
+from .scores import float32_cut
 
 __all__ = ["ExitProblem", "Evaluation"]
 
@@ -33,19 +34,20 @@ class ExitProblem:
     ``evaluate(configs)`` gives ``F`` ``(n_configs, 2)`` = ``[error, relative_cost]``, both minimised,
     and counts evaluations in ``n_evals``. ``positions`` are the early positions in execution order;
     ``position_exits[j]`` lists the exit indices (head types) standing at ``positions[j]``.
+
+    ``samples``: sorted indices of the split's samples to hold (all when None: ``self.samples`` is
+    None); the split is read ``chunk_size`` samples at a time, so only what is held stays in memory.
     """
 
     def __init__(self, cache, split: str = "search", *, objective: str = "macs", score: str = "max_prob",
-                 costs: CostModel | None = None):
+                 costs: CostModel | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.cache, self.split, self.score = cache, check_split(cache, split), score
         self.objective = objective
         self.costs = costs if costs is not None else CostModel.from_cache(cache, objective)
-        self.scores = compute_scores(cache, split, score)                 # (n_exits, n_samples) float32
-        labels = np.asarray(cache.labels(split))
-        ids = cache.topk_ids(split)
-        self.correct = np.empty(self.scores.shape, dtype=bool)            # (n_exits, n_samples)
-        for e in range(self.scores.shape[0]):
-            np.equal(ids[e, 0], labels, out=self.correct[e])
+        self.split_size = cache.n_samples(split)
+        self.samples = None if samples is None else _check_samples(samples, self.split_size)
+        # (n_exits, n_samples) float32 scores and bool correctness
+        self.scores, self.correct = load_split(cache, split, score, samples=self.samples, chunk_size=chunk_size)
         early = cache.exits[:-1]
         self.positions = sorted({e.position for e in early})
         self.position_exits = [[i for i, e in enumerate(early) if e.position == p] for p in self.positions]
@@ -74,6 +76,7 @@ class ExitProblem:
         sub = object.__new__(ExitProblem)
         sub.__dict__.update(self.__dict__)
         sub.scores, sub.correct, sub.n_evals = self.scores[:, idx], self.correct[:, idx], 0
+        sub.samples = np.arange(self.n_samples)[idx] if self.samples is None else self.samples[idx]
         return sub
 
     def on_split(self, split: str) -> "ExitProblem":
@@ -88,11 +91,19 @@ class ExitProblem:
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
         for e, t in zip(config.exits, config.thresholds):
-            np.greater(self.scores[e], np.float64(t), out=leave)  # compared in float64, as the spec reads
+            np.greater(self.scores[e], float32_cut(t), out=leave)  # = float64 comparison, as the spec reads
             leave &= remaining
             out[leave] = e
             remaining &= ~leave
         return out
+
+    def exit_outcomes(self, config: ExitConfig) -> tuple[np.ndarray, np.ndarray]:
+        """Samples leaving at each enabled exit, then at the final one, and how many of them are right."""
+        where = self.assign(config)
+        exits = list(config.exits) + [self.final_exit]
+        counts = np.array([np.count_nonzero(where == e) for e in exits], dtype=np.int64)
+        right = np.array([np.count_nonzero(self.correct[e][where == e]) for e in exits], dtype=np.int64)
+        return counts, right
 
     def _counts(self, exits, thresholds) -> tuple[np.ndarray, int]:
         """Samples leaving at each enabled exit (then final), and how many of all are correct."""
@@ -101,7 +112,7 @@ class ExitProblem:
         counts = np.empty(len(exits) + 1, dtype=np.int64)
         n_correct = 0
         for j, (e, t) in enumerate(zip(exits, thresholds)):
-            np.greater(self.scores[e], np.float64(t), out=leave)
+            np.greater(self.scores[e], float32_cut(t), out=leave)
             leave &= remaining
             counts[j] = np.count_nonzero(leave)
             if counts[j]:
@@ -177,3 +188,15 @@ class ExitProblem:
         """The base model: no early exit enabled (not counted as an evaluation)."""
         n_correct = int(np.count_nonzero(self.correct[self.final_exit]))
         return Evaluation(n_correct / self.n_samples, 1.0, self.costs.base_cost, (1.0,))
+
+
+def _check_samples(samples, n: int) -> np.ndarray:
+    """``samples`` as sorted, distinct int64 indices into a split of ``n`` samples, else SearchError."""
+    idx = np.asarray(samples)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise SearchError(f"samples must be a non-empty 1-D array of sample indices; got shape {idx.shape}, "
+                          f"dtype {idx.dtype}")
+    idx = idx.astype(np.int64)
+    if idx[0] < 0 or idx[-1] >= n or (idx.size > 1 and not (np.diff(idx) > 0).all()):
+        raise SearchError(f"samples must be sorted, distinct indices in [0, {n})")
+    return idx

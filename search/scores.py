@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_cache.blocks import BlockReader
+
 from ._validation import SearchError
 
-__all__ = ["SCORE_KINDS", "score_range", "compute_scores", "scores_from_probs"]
+__all__ = ["SCORE_KINDS", "score_range", "compute_scores", "scores_from_probs", "float32_cut"]
 
 SCORE_KINDS = ("max_prob", "margin", "neg_entropy")
 
@@ -21,6 +23,16 @@ def score_range(kind: str, n_classes: int) -> tuple[float, float]:
     if kind == "neg_entropy":
         return (-float(np.log(n_classes)), 0.0)
     return (0.0, 1.0)
+
+
+def float32_cut(threshold: float) -> np.float32:
+    """The largest float32 <= ``threshold``: for a float32 score s, ``s > cut`` iff ``float64(s) > threshold``.
+
+    Comparing float32 scores with this cut gives the semantics of the spec (float64 comparison) at
+    float32 speed; ``exits.runtime.float32_cut`` is the same rule on the torch side.
+    """
+    cut = np.float32(threshold)
+    return np.nextafter(cut, np.float32(-np.inf)) if float(cut) > threshold else cut
 
 
 def check_kind(kind: str) -> str:
@@ -36,8 +48,13 @@ def _neg_entropy(logits: np.ndarray) -> np.ndarray:
     return (np.exp(logp) * logp).sum(axis=-1).astype(np.float32)
 
 
-def _refuse_nonfinite(cache, split: str, kind: str, exit_index: int) -> None:
-    """A NaN or inf score names the cache file and the exit, never a threshold the user did not give."""
+def _check_finite(row: np.ndarray, cache, split: str, kind: str, exit_index: int) -> None:
+    """A NaN or inf score names the cache file and the exit, never a threshold the user did not give.
+
+    The row was just computed, so the check is nearly free.
+    """
+    if np.isfinite(row).all():
+        return
     fname = "logits.npy" if kind == "neg_entropy" else "topk_probs.npy"
     field = "logits" if kind == "neg_entropy" else "probabilities"
     where = f"{getattr(cache, 'path', '<memory>')}/{split}/{fname}"
@@ -45,30 +62,39 @@ def _refuse_nonfinite(cache, split: str, kind: str, exit_index: int) -> None:
                       f"non-finite {kind} scores; check the cache with python -m data_cache.validate")
 
 
-def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None) -> np.ndarray:
-    """Scores ``(n_exits, n_samples)`` float32 of the chosen exits (all by default); NaN or inf is refused."""
+def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None, start: int = 0,
+                   stop: int | None = None, reader: BlockReader | None = None) -> np.ndarray:
+    """Scores ``(n_exits, stop - start)`` float32 of the chosen exits (all by default) for the
+    samples ``start:stop`` of ``split`` (all by default).
+
+    Memory-mapped caches are read block by block with ``reader`` (see :mod:`data_cache.blocks`), so
+    the pages read never pile up in the process. A NaN or inf score is refused, naming the file.
+    """
     check_kind(kind)
     exits = range(len(cache.exits)) if exits is None else list(exits)
-    n = cache.n_samples(split)
-    out = np.empty((len(exits), n), dtype=np.float32)
+    stop = cache.n_samples(split) if stop is None else stop
+    if reader is None:
+        with BlockReader() as own:
+            return compute_scores(cache, split, kind, exits=exits, start=start, stop=stop, reader=own)
+    out = np.empty((len(exits), stop - start), dtype=np.float32)
     if kind == "neg_entropy":
         logits = cache.logits(split)
         if logits is None:
             raise SearchError(f"score 'neg_entropy' needs logits, and split {split!r} of this cache has none; "
                               "dump with --logits or use max_prob/margin")
-    elif kind == "margin" and cache.k < 2:
+        for j, e in enumerate(exits):
+            out[j] = _neg_entropy(reader.read(logits[e, start:stop]))
+            _check_finite(out[j], cache, split, kind, e)
+        return out
+    if kind == "margin" and cache.k < 2:
         raise SearchError("score 'margin' needs the top-2 probabilities; this cache stores k=1")
-    else:
-        probs = cache.topk_probs(split)
+    probs = cache.topk_probs(split)
+    second = np.empty(stop - start, dtype=np.float32) if kind == "margin" else None
     for j, e in enumerate(exits):
-        if kind == "neg_entropy":
-            out[j] = _neg_entropy(np.asarray(logits[e]))
-        elif kind == "max_prob":
-            out[j] = probs[e, 0]
-        else:
-            out[j] = np.asarray(probs[e, 0]) - np.asarray(probs[e, 1])
-        if not np.isfinite(out[j]).all():  # the row is in cache now: the check is nearly free
-            _refuse_nonfinite(cache, split, kind, e)
+        reader.read(probs[e, 0, start:stop], out[j])
+        if second is not None:
+            out[j] -= reader.read(probs[e, 1, start:stop], second)
+        _check_finite(out[j], cache, split, kind, e)
     return out
 
 

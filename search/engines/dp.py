@@ -13,6 +13,7 @@ See ``docs/search.md`` for what this guarantees.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Callable
 
 import numpy as np
@@ -20,29 +21,91 @@ import numpy as np
 from .._validation import SearchError
 from ..config import ExitConfig
 from ..front import non_dominated
-from ..scores import score_range
+from ..scores import float32_cut, score_range
 from . import register_engine
 from ._base import BaseEngine, Candidates
 
 __all__ = ["DPEngine", "DPSolver", "Curve"]
 
 _EPS = 1e-12
+_CACHE_BYTES = 256 << 20  # curves kept for reuse across sweeps, at most this much
 
 
 @dataclass
 class Curve:
     """Exact objectives of every threshold cut of one option (head slot, or -1 = none) at position j.
 
-    ``err`` (int counts) and ``cost`` (summed cost) are totals over the whole split; ``tau[m]`` is
-    the threshold that lets exactly the first ``m`` reaching samples (by score) leave.
+    The reaching samples sorted by ``scores`` (descending); letting the first ``m`` of them leave
+    gives ``err_at[m]`` errors (a count) and ``cost_at[m]`` summed cost, totals over the whole split,
+    for ``m = 0..k``. A threshold can make every ``m`` except those in ``blocked`` (inside a run of
+    equal scores, which stay together, and ``k`` when the last score is the lower bound). ``cuts``
+    lists the others; ``err``, ``cost`` and ``tau`` give the objectives and thresholds per cut.
     """
 
     j: int
     slot: int
-    err: np.ndarray
-    cost: np.ndarray
-    tau: np.ndarray
-    current: int | None = None  # index of the cut the current state takes, on the current option's curve
+    err_at: np.ndarray
+    cost_at: np.ndarray
+    scores: np.ndarray
+    blocked: np.ndarray
+    bounds: tuple[float, float]
+    current: int | None = None  # the m the current state takes, on the current option's curve
+
+    @property
+    def n_cuts(self) -> int:
+        return self.err_at.size - self.blocked.size
+
+    def cut_at(self, i) -> np.ndarray:
+        """The ``m`` of cuts ``i`` (the i-th m that is not blocked)."""
+        i = np.asarray(i, dtype=np.int64)
+        if not self.blocked.size:
+            return i
+        shifted = self.blocked - np.arange(self.blocked.size)   # blocked m minus blocked ones before it
+        return i + np.searchsorted(shifted, i, side="right")
+
+    @cached_property
+    def cuts(self) -> np.ndarray:
+        return self.cut_at(np.arange(self.n_cuts))
+
+    @cached_property
+    def err(self) -> np.ndarray:
+        return self.err_at[self.cuts]
+
+    @cached_property
+    def cost(self) -> np.ndarray:
+        return self.cost_at[self.cuts]
+
+    @cached_property
+    def tau(self) -> np.ndarray:
+        return self.thresholds_at(self.cuts)
+
+    def thresholds_at(self, m) -> np.ndarray:
+        """Thresholds letting the first ``m`` leave: the midpoint between the last score that leaves
+        and the first that stays (the upper bound for no one, midway to the lower bound for everyone)."""
+        m = np.asarray(m, dtype=np.int64)
+        lo, hi = self.bounds
+        k = self.scores.size
+        if k == 0:
+            return np.full(m.shape, hi)
+        last_out = self.scores[np.maximum(m - 1, 0)].astype(np.float64)
+        first_in = np.where(m < k, self.scores[np.minimum(m, k - 1)].astype(np.float64), lo)
+        return np.where(m == 0, hi, (last_out + first_in) / 2)
+
+    def weighted_best(self, scale_cost: float, scale_err: float) -> tuple[float, int]:
+        """``(value, m)`` minimising ``scale_cost * cost + scale_err * err`` over the cuts."""
+        val = self.err_at * (scale_err / scale_cost)
+        val += self.cost_at                                    # the objective / scale_cost
+        val[self.blocked] = np.inf
+        m = int(np.argmin(val))
+        return float(self.cost_at[m] * scale_cost + self.err_at[m] * scale_err), m
+
+    def locate(self, tau: float) -> int:
+        """The ``m`` threshold ``tau`` makes (ties never split, so it is always a cut)."""
+        return int(np.count_nonzero(self.scores > float32_cut(tau)))
+
+    @property
+    def nbytes(self) -> int:
+        return self.err_at.nbytes + self.cost_at.nbytes + self.scores.nbytes + self.blocked.nbytes
 
 
 def descending_order(scores: np.ndarray) -> np.ndarray:
@@ -58,10 +121,26 @@ def descending_order(scores: np.ndarray) -> np.ndarray:
     return first[second].astype(np.int32)
 
 
+@dataclass
+class _Context:
+    """What position j sees from the rest of a state: the samples reaching it, where each would leave
+    if it went on (``nxt``), whether that exit is wrong for it, and the totals of those that left before."""
+
+    reach: np.ndarray
+    nxt: np.ndarray
+    go_wrong: np.ndarray
+    fixed_err: int
+    fixed_cost: float
+
+
 class DPSolver:
     """Exact coordinate steps on one :class:`ExitProblem`; a state is ``(slots, taus)`` per position.
 
     ``slots[j]`` indexes ``problem.position_exits[j]`` (-1 = disabled); ``taus[j]`` its threshold.
+    Each early exit's samples are sorted by score once. The curves of a step depend only on the rest
+    of the state, so the last ones computed at each position are kept and reused while the rest of
+    the state is unchanged (typically half of all steps: the sweep that confirms a solution, and the
+    first sweep of the next lam).
     """
 
     def __init__(self, problem):
@@ -70,9 +149,18 @@ class DPSolver:
         self.final = problem.final_exit
         self.lo, self.hi = score_range(problem.score, problem.cache.n_classes)
         self.base_cost = problem.costs.base_cost
-        self.order = {e: descending_order(problem.scores[e]) for ex in problem.position_exits for e in ex}
-        self.flat_correct = problem.correct.reshape(-1)
+        self.wrong = ~problem.correct                                             # (n_exits, n) bool
+        self.exit_dtype = np.int16 if problem.n_exits <= np.iinfo(np.int16).max else np.int32
+        self.order, self.sorted_scores, self.sorted_wrong = {}, {}, {}
+        for ex in problem.position_exits:
+            for e in ex:
+                o = self.order[e] = descending_order(problem.scores[e])
+                self.sorted_scores[e] = problem.scores[e][o]
+                self.sorted_wrong[e] = self.wrong[e][o].view(np.int8)
         self.n_cut_evals = 0
+        self._lookups: dict[tuple, np.ndarray] = {}
+        self._cache: dict[int, tuple[tuple, list[Curve]]] = {}
+        self._cache_bytes = 0
 
     # -- configurations -----------------------------------------------------------------------
     def empty_state(self) -> tuple[np.ndarray, np.ndarray]:
@@ -86,9 +174,15 @@ class DPSolver:
 
     def cost_lookup(self, slots) -> np.ndarray:
         """Cost of leaving at each enabled exit (and the final one) under ``slots``; 0 elsewhere."""
-        en = self.enabled(slots)
-        lookup = np.zeros(self.problem.n_exits)
-        lookup[en + [self.final]] = self.problem.costs.exit_costs(en)
+        key = tuple(int(s) for s in slots)
+        lookup = self._lookups.get(key)
+        if lookup is None:
+            if len(self._lookups) > 4096:
+                self._lookups.clear()
+            en = self.enabled(slots)
+            lookup = np.zeros(self.problem.n_exits)
+            lookup[en + [self.final]] = self.problem.costs.exit_costs(en)
+            self._lookups[key] = lookup
         return lookup
 
     def state_of(self, config: ExitConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -103,16 +197,21 @@ class DPSolver:
         pairs = [(self.exit_of(j, s), float(taus[j])) for j, s in enumerate(slots) if s >= 0]
         return ExitConfig(tuple(e for e, _ in pairs), tuple(t for _, t in pairs), self.problem.score)
 
+    def _passes(self, j: int, slots, taus) -> tuple[int, np.ndarray]:
+        """The exit enabled at position j and the samples whose score there is above its threshold."""
+        e = self.exit_of(j, slots[j])
+        return e, self.problem.scores[e] > float32_cut(taus[j])
+
     def _leave(self, j: int, slots, taus, remaining: np.ndarray, lookup: np.ndarray) -> tuple[int, float]:
         """Let the remaining samples that pass position j leave (``remaining`` is updated in place);
         return the errors and summed cost of those that left."""
         if slots[j] < 0:
             return 0, 0.0
-        e = self.exit_of(j, slots[j])
-        leave = remaining & (self.problem.scores[e] > taus[j])
+        e, leave = self._passes(j, slots, taus)
+        leave &= remaining
         k = int(np.count_nonzero(leave))
         remaining &= ~leave
-        return k - int(np.count_nonzero(leave & self.problem.correct[e])), lookup[e] * k
+        return int(np.count_nonzero(leave & self.wrong[e])), lookup[e] * k
 
     def totals(self, slots, taus) -> tuple[int, float]:
         """Errors (count) and summed cost of a state on the whole split."""
@@ -123,61 +222,103 @@ class DPSolver:
             de, dc = self._leave(j, slots, taus, remaining, lookup)
             err, cost = err + de, cost + dc
         k = int(np.count_nonzero(remaining))
-        err += k - int(np.count_nonzero(remaining & self.problem.correct[self.final]))
+        err += int(np.count_nonzero(remaining & self.wrong[self.final]))
         return err, cost + lookup[self.final] * k
 
     # -- one exact coordinate step ------------------------------------------------------------
-    def curves(self, slots, taus, j: int, reach: np.ndarray, nxt: np.ndarray, fixed_err: int,
-               fixed_cost: float) -> list[Curve]:
-        """Every option at position ``j`` with all its threshold cuts, exactly.
+    def curves(self, slots, taus, j: int, ctx: _Context) -> tuple[list[Curve], bool]:
+        """Every option at position ``j`` with all its threshold cuts, exactly, and whether they were
+        computed now (False: reused, the rest of the state being the same as when they were)."""
+        sl, tl = slots.tolist(), taus.tolist()
+        key = (tuple(sl[:j] + sl[j + 1:]), tuple(t for i, t in enumerate(tl) if i != j and sl[i] >= 0))
+        cached = self._cache.get(j)
+        fresh = cached is None or cached[0] != key
+        if fresh:
+            curves = self._compute(slots, j, ctx)
+            if cached is not None:
+                self._cache_bytes -= sum(c.nbytes for c in cached[1])
+                del self._cache[j]
+            size = sum(c.nbytes for c in curves)
+            if self._cache_bytes + size <= _CACHE_BYTES:
+                self._cache[j] = (key, curves)
+                self._cache_bytes += size
+        else:
+            curves = cached[1]
+        for c in curves:
+            c.current = None
+            if c.slot == slots[j]:
+                c.current = c.locate(taus[j])
+        return curves, fresh
 
-        ``reach`` ``(n,)`` bool: samples arriving at j; ``nxt`` ``(n,)``: the exit each would leave at if
-        it went on past j; ``fixed_err``/``fixed_cost``: totals of the samples that left before j.
-        """
-        out = []
-        trial = np.array(slots)
-        reach_idx = np.flatnonzero(reach)
-        nxt_r = nxt[reach_idx]
-        cont_err_none = int(reach_idx.size - np.count_nonzero(self.flat_correct[nxt_r * self.n + reach_idx]))
-        trial[j] = -1
-        lookup = self.cost_lookup(trial)
-        out.append(Curve(j, -1, np.array([fixed_err + cont_err_none]),
-                         np.array([fixed_cost + lookup[nxt_r].sum()]), np.array([self.hi]),
-                         0 if slots[j] < 0 else None))
+    def _compute(self, slots, j: int, ctx: _Context) -> list[Curve]:
+        costs = self.problem.costs
+        sl = slots.tolist()
+        before = [self.exit_of(i, s) for i, s in enumerate(sl[:j]) if s >= 0]
+        later = [self.exit_of(i, s) for i, s in enumerate(sl) if i > j and s >= 0] + [self.final]
+        used_before = np.logical_or.reduce(costs.needs[before], axis=0)             # units paid before j
+        used_later = used_before | np.logical_or.accumulate(costs.needs[later], axis=0)  # ... to go on (j off)
+        none_lookup = np.zeros(self.problem.n_exits)
+        none_lookup[later] = used_later @ costs.unit_costs
+        go_cost = none_lookup[ctx.nxt]                                   # (n,) cost where each would go
+        n_reach = int(np.count_nonzero(ctx.reach))
+        err0 = ctx.fixed_err + int(np.count_nonzero(ctx.go_wrong & ctx.reach))
+        go_wrong = ctx.go_wrong.view(np.int8)
+        bounds, out, go_cost_sum = (self.lo, self.hi), [], 0.0
         for slot, e in enumerate(self.problem.position_exits[j]):
-            trial[j] = slot
-            lookup = self.cost_lookup(trial)
+            leave_cost = float((used_before | costs.needs[e]) @ costs.unit_costs)
+            extra = (costs.needs[e] & ~used_later) @ costs.unit_costs   # what enabling e adds to going on
             o = self.order[e]
-            idx = o[reach[o]]                                    # reaching samples, best score first
-            cont = nxt[idx]
-            cont_cost = lookup[cont]
-            cont_wrong = ~self.flat_correct[cont * self.n + idx]
-            delta = (~self.problem.correct[e][idx]).view(np.int8) - cont_wrong.view(np.int8)
-            d_err = np.zeros(idx.size + 1, dtype=np.int64)
-            np.cumsum(delta, out=d_err[1:])
-            d_cost = np.zeros(idx.size + 1)
-            np.cumsum(lookup[e] - cont_cost, out=d_cost[1:])
-            s = self.problem.scores[e][idx]
-            # cut m lets the first m leave: allowed where the score strictly drops (ties stay together)
-            cuts = np.flatnonzero(s[:-1] != s[1:]) + 1
-            tail = [idx.size] if idx.size and s[-1] > self.lo else []
-            ms = np.concatenate([[0], cuts, tail]).astype(np.int64)
-            cut_tau = np.concatenate([[self.hi], (s[cuts - 1].astype(np.float64) + s[cuts]) / 2,
-                                      [(float(s[-1]) + self.lo) / 2] if tail else []])
-            err = fixed_err + int(np.count_nonzero(cont_wrong)) + d_err[ms]
-            cost = fixed_cost + cont_cost.sum() + d_cost[ms]
-            current = None
-            if slot == slots[j]:
-                current = int(np.searchsorted(ms, np.count_nonzero(s > taus[j])))
-            out.append(Curve(j, slot, err, cost, cut_tau, current))
-            self.n_cut_evals += ms.size
+            if n_reach == self.n:                                        # everyone reaches j
+                idx, s, leave_wrong = o, self.sorted_scores[e], self.sorted_wrong[e]
+            else:
+                pos = np.flatnonzero(ctx.reach.take(o))                  # reaching samples, best score first
+                idx, s, leave_wrong = o.take(pos), self.sorted_scores[e].take(pos), self.sorted_wrong[e].take(pos)
+            k = s.size
+            stay_cost = go_cost.take(idx)
+            go_cost_sum = float(stay_cost.sum())
+            if np.all(extra == extra[0]):                                # the same wherever they go on
+                stay_sum, leave_gain = go_cost_sum + extra[0] * k, leave_cost - extra[0]
+            else:
+                lookup = none_lookup.copy()
+                lookup[later] += extra
+                stay_cost = lookup.take(ctx.nxt.take(idx))
+                stay_sum, leave_gain = float(stay_cost.sum()), leave_cost
+            err_at = np.empty(k + 1, dtype=np.int64)                     # totals as prefix sums of
+            err_at[0] = err0                                             # (leave here - go on)
+            np.subtract(leave_wrong, go_wrong.take(idx), out=err_at[1:])
+            np.cumsum(err_at, out=err_at)
+            cost_at = np.empty(k + 1)
+            cost_at[0] = ctx.fixed_cost + stay_sum
+            np.subtract(leave_gain, stay_cost, out=cost_at[1:])
+            np.cumsum(cost_at, out=cost_at)
+            # m lets the first m leave: blocked inside runs of equal scores (they stay together)
+            blocked = np.flatnonzero(s[:-1] == s[1:]) + 1
+            if k and not s[-1] > self.lo:
+                blocked = np.append(blocked, k)
+            out.append(Curve(j, slot, err_at, cost_at, s, blocked, bounds))
+            self.n_cut_evals += k + 1 - blocked.size
         self.n_cut_evals += 1
-        return out
+        none = Curve(j, -1, np.array([err0]), np.array([ctx.fixed_cost + go_cost_sum]),
+                     np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), bounds)
+        return [none] + out
 
     # -- sweeps ---------------------------------------------------------------------------------
+    def _step(self, slots, taus, j, ctx, select, harvest) -> bool:
+        curves, fresh = self.curves(slots, taus, j, ctx)
+        if harvest is not None and fresh:
+            harvest(curves, slots, taus)
+        return self._apply(select(curves, slots, taus, j), slots, taus, j)
+
+    def _go_on(self, j, slots, taus, nxt, go_wrong) -> None:
+        """Samples passing position j's enabled exit now leave there when they reach it (in place)."""
+        if slots[j] >= 0:
+            e, leave = self._passes(j, slots, taus)
+            nxt += (e - nxt) * leave                                     # np.where, but faster
+            go_wrong &= ~leave
+            go_wrong |= leave & self.wrong[e]
+
     def sweep(self, slots, taus, select: Callable, *, backward: bool, harvest: Callable | None = None) -> bool:
         """One pass over all positions applying ``select(curves, slots, taus, j)``; True if anything changed."""
-        scores = self.problem.scores
         changed = False
         if backward:
             lookup = self.cost_lookup(slots)
@@ -189,30 +330,23 @@ class DPSolver:
                 fixed.append((err, cost))
                 de, dc = self._leave(j, slots, taus, remaining, lookup)
                 err, cost = err + de, cost + dc
-            nxt = np.full(self.n, self.final, dtype=np.int64)
+            nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
+            go_wrong = self.wrong[self.final].copy()
             for j in reversed(range(self.J)):
-                curves = self.curves(slots, taus, j, reach_at[j], nxt, *fixed[j])
-                if harvest is not None:
-                    harvest(curves, slots, taus)
-                changed |= self._apply(select(curves, slots, taus, j), slots, taus, j)
-                if slots[j] >= 0:
-                    e = self.exit_of(j, slots[j])
-                    nxt = np.where(scores[e] > taus[j], e, nxt)
+                changed |= self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, *fixed[j]),
+                                      select, harvest)
+                self._go_on(j, slots, taus, nxt, go_wrong)
             return changed
-        nxt_at = [None] * self.J
-        nxt = np.full(self.n, self.final, dtype=np.int64)
+        after = [None] * self.J
+        nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
+        go_wrong = self.wrong[self.final].copy()
         for j in reversed(range(self.J)):
-            nxt_at[j] = nxt
-            if slots[j] >= 0:
-                e = self.exit_of(j, slots[j])
-                nxt = np.where(scores[e] > taus[j], e, nxt)
+            after[j] = (nxt.copy(), go_wrong.copy())
+            self._go_on(j, slots, taus, nxt, go_wrong)
         remaining = np.ones(self.n, dtype=bool)
         err, cost = 0, 0.0
         for j in range(self.J):
-            curves = self.curves(slots, taus, j, remaining, nxt_at[j], err, cost)
-            if harvest is not None:
-                harvest(curves, slots, taus)
-            changed |= self._apply(select(curves, slots, taus, j), slots, taus, j)
+            changed |= self._step(slots, taus, j, _Context(remaining, *after[j], err, cost), select, harvest)
             de, dc = self._leave(j, slots, taus, remaining, self.cost_lookup(slots))
             err, cost = err + de, cost + dc
         return changed
@@ -229,7 +363,7 @@ class DPSolver:
     def current_point(curves: list[Curve]) -> tuple[int, float]:
         """``(err, cost)`` of the current state, read off the current option's curve."""
         cur = next(c for c in curves if c.current is not None)
-        return int(cur.err[cur.current]), float(cur.cost[cur.current])
+        return int(cur.err_at[cur.current]), float(cur.cost_at[cur.current])
 
     def weighted_select(self, lam: float) -> Callable:
         """Selection rule minimising ``relative_cost + lam * error``; keeps the current option on ties."""
@@ -239,10 +373,9 @@ class DPSolver:
             e0, c0 = self.current_point(curves)
             best_val, best = c0 * scale_c + e0 * scale_e - _EPS, None
             for c in curves:
-                val = c.cost * scale_c + c.err * scale_e
-                m = int(np.argmin(val))
-                if val[m] < best_val:
-                    best_val, best = val[m], (c.slot, float(c.tau[m]))
+                val, m = c.weighted_best(scale_c, scale_e)
+                if val < best_val:
+                    best_val, best = val, (c.slot, float(c.thresholds_at(m)))
             return best
         return select
 
@@ -254,8 +387,18 @@ class DPSolver:
         return max_sweeps
 
 
+def _spread(size: int, k: int) -> np.ndarray:
+    """``k`` distinct indices spread evenly over ``range(size)`` (all of them when ``size <= k``)."""
+    if size <= k:
+        return np.arange(size)
+    # round(i * (size - 1) / (k - 1)), halves to even as np.round, in integers; steps above 1: distinct
+    q, r = np.divmod(np.arange(k, dtype=np.int64) * (size - 1), k - 1)
+    return q + ((2 * r > k - 1) | ((2 * r == k - 1) & (q % 2 == 1)))
+
+
 class _Archive:
-    """Non-dominated threshold cuts seen during the sweeps, with enough to rebuild their configs."""
+    """Non-dominated threshold cuts seen during the sweeps, with enough to rebuild their configs:
+    per harvested curve, its points ``F`` and ``(state, j, slot, thresholds)``."""
 
     def __init__(self, per_curve: int):
         self.per_curve = per_curve
@@ -263,29 +406,47 @@ class _Archive:
         self.refs: list[tuple] = []
 
     def __call__(self, curves: list[Curve], slots, taus) -> None:
-        snap = (tuple(slots), tuple(taus))
-        for c in curves:
-            pick = np.arange(c.err.size)
-            if pick.size > 8 * self.per_curve:  # bound the work: scan an even subset of the cuts
-                pick = np.unique(np.linspace(0, pick.size - 1, 8 * self.per_curve).round().astype(np.int64))
-            F = np.column_stack([c.err[pick], c.cost[pick]]).astype(np.float64)
-            keep = non_dominated(F)
-            if keep.size > self.per_curve:
-                keep = keep[np.unique(np.linspace(0, keep.size - 1, self.per_curve).round().astype(int))]
-            self.F.append(F[keep])
-            self.refs.extend((snap, c.j, c.slot, float(c.tau[m])) for m in pick[keep])
+        """Keep each curve's non-dominated cuts (at most ``per_curve``, spread along the curve), found
+        among an even subset of ``8 * per_curve`` of its cuts; all curves of a step at once."""
+        ms = [c.cut_at(_spread(c.n_cuts, 8 * self.per_curve)) for c in curves]
+        sizes = np.array([m.size for m in ms])
+        seg = np.repeat(np.arange(len(curves)), sizes)
+        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms)])
+        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms)])
+        # non-dominated within each curve: sort by (curve, cost, err); shifting each curve's errors
+        # below all earlier curves' makes one running minimum restart at every curve
+        order = np.lexsort((err, cost, seg))
+        shifted = err[order] - seg[order] * (int(err.max()) - int(err.min()) + 1)
+        best_before = np.concatenate([[np.iinfo(np.int64).max], np.minimum.accumulate(shifted)[:-1]])
+        kept = order[shifted < best_before]                   # grouped by curve, cheapest first
+        kept_seg = seg[kept]
+        bounds = np.searchsorted(kept_seg, np.arange(len(curves) + 1))
+        state = (slots.copy(), taus.copy())
+        firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        for i, c in enumerate(curves):
+            mine = kept[bounds[i]:bounds[i + 1]]
+            mine = mine[_spread(mine.size, self.per_curve)]
+            if mine.size:
+                self.F.append(np.column_stack([err[mine], cost[mine]]).astype(np.float64))
+                self.refs.append((state, c.j, c.slot, c.thresholds_at(ms[i][mine - firsts[i]])))
 
-    def front(self, solver: DPSolver) -> tuple[list[ExitConfig], np.ndarray]:
+    def front(self, solver: DPSolver, max_configs: int | None) -> tuple[list[ExitConfig], np.ndarray]:
+        """The non-dominated cuts (cost-sorted), thinned to ``max_configs`` along cost, as configs."""
         if not self.F:
             return [], np.zeros((0, 2))
+        sizes = np.array([f.shape[0] for f in self.F])
         F = np.concatenate(self.F)
         F = np.column_stack([F[:, 0] / solver.n, F[:, 1] / (solver.n * solver.base_cost)])
         idx = non_dominated(F)
+        if max_configs is not None and idx.size > max_configs:
+            idx = idx[_thin(F[idx], max_configs)]
+        owner = np.repeat(np.arange(sizes.size), sizes)
+        first = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         configs = []
         for i in idx:
-            (slots, taus), j, slot, tau = self.refs[i]
-            s, t = np.array(slots), np.array(taus)
-            s[j], t[j] = slot, tau
+            (slots, taus), j, slot, thresholds = self.refs[owner[i]]
+            s, t = slots.copy(), taus.copy()
+            s[j], t[j] = slot, thresholds[i - first[owner[i]]]
             configs.append(solver.to_config(s, t))
         return configs, F[idx]
 
@@ -301,29 +462,24 @@ class DPEngine(BaseEngine):
 
     Options: ``n_lams`` trade-off weights on a log grid (or ``lams`` explicitly), ``max_sweeps`` per
     lam, ``per_curve`` non-dominated cuts kept per step, ``max_configs`` to thin the returned front
-    evenly along cost (None keeps all). ``subsample``: on splits larger than this, fit on a seeded
-    random subsample of that many samples, then score the returned configurations exactly on the
-    whole split (for ImageNet-train-sized caches; None fits on every sample).
+    evenly along cost (None keeps all). For ImageNet-train-sized splits, fit on a subsample and
+    score the front exactly on every sample: :mod:`search.subsample` (the command line does so).
     """
 
     name = "dp"
 
     def __init__(self, *, n_lams: int = 24, lams: list[float] | None = None, max_sweeps: int = 12,
-                 per_curve: int = 64, max_configs: int | None = 256, subsample: int | None = None):
+                 per_curve: int = 64, max_configs: int | None = 256):
         self.n_lams = n_lams
         self.lams = lams
         self.max_sweeps = max_sweeps
         self.per_curve = per_curve
         self.max_configs = max_configs
-        self.subsample = subsample
 
     def _run(self, problem, budget, rng, callback):
         if self.n_lams < 1 or self.max_sweeps < 1 or self.per_curve < 1:
             raise SearchError(f"dp: n_lams, max_sweeps and per_curve must be >= 1 (got {self.get_params()})")
         lams = np.asarray(self.lams if self.lams is not None else default_lams(self.n_lams), dtype=float)
-        full = problem
-        if self.subsample is not None and problem.n_samples > self.subsample:
-            problem = full.take(np.sort(rng.choice(full.n_samples, self.subsample, replace=False)))
         solver = DPSolver(problem)
         archive = _Archive(self.per_curve)
         slots, taus = solver.empty_state()
@@ -333,20 +489,14 @@ class DPEngine(BaseEngine):
                                    harvest=archive)
             if callback is not None:
                 callback(self, problem)
-        full.n_evals += solver.n_cut_evals
-        configs, F = archive.front(solver)
-        if self.max_configs is not None and len(configs) > self.max_configs:
-            keep = _thin(F, self.max_configs)
-            configs, F = [configs[i] for i in keep], F[keep]
+        problem.n_evals += solver.n_cut_evals
+        configs, F = archive.front(solver, self.max_configs)
         message = f"{len(lams)} lams, {sweeps} sweeps, {solver.n_cut_evals} cuts scored"
-        if problem is not full:
-            F = full.evaluate(configs)
-            message += f"; fitted on {problem.n_samples} of {full.n_samples} samples, scored on all"
         return Candidates(configs, F, message)
 
 
 def _thin(F: np.ndarray, k: int) -> np.ndarray:
     """``k`` indices of a cost-sorted front spread evenly along relative cost, both ends kept."""
     targets = np.linspace(F[0, 1], F[-1, 1], k)
-    idx = np.unique(np.searchsorted(F[:, 1], targets).clip(0, len(F) - 1))
-    return idx
+    idx = np.searchsorted(F[:, 1], targets).clip(0, len(F) - 1)       # sorted: drop repeats
+    return idx[np.concatenate([[True], idx[1:] != idx[:-1]])]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .._validation import SearchError, check_scalar
+from .._validation import SearchError, SearchWarning, check_scalar
 from ..budget import Budget
 from ..encoding import MixedEncoding, check_constraints, constraint_values
 from ..front import non_dominated
@@ -37,10 +37,13 @@ from . import register_engine
 from ._base import BaseEngine, Candidates
 from ._population import dp_front, import_optional
 
-__all__ = ["OptunaEngine", "SAMPLERS", "worker_main"]
+__all__ = ["OptunaEngine", "SAMPLERS", "TPE_TRIALS_WARN", "worker_main"]
 
-SAMPLERS = ("tpe", "nsga2", "random")
+SAMPLERS = ("nsga2", "tpe", "random")
 DEFAULT_TRIALS = 500
+# TPE scans every earlier trial on each ask (and multivariate TPE refits its densities): on this
+# problem it ran about 2,000 trials a minute at the start and far fewer after a few thousand
+TPE_TRIALS_WARN = 2_000
 
 
 @contextlib.contextmanager
@@ -139,7 +142,8 @@ def _worker(spec: dict) -> list[int]:
     optuna = import_optional("optuna", "optuna", "optuna")
     with _quiet(optuna):
         problem = ExitProblem(open_cache(spec["cache_path"], skip_integrity_check=True), spec["split"],
-                              objective=spec["objective"], score=spec["score"])   # the data digest is checked below
+                              objective=spec["objective"], score=spec["score"],
+                              samples=spec["samples"])   # the data digest is checked below
         fp = problem_fingerprint(problem, spec["encoding"])
         sampler = _make_sampler(optuna, spec["sampler"], spec["seed"], spec["pop_size"])
         study = open_study(get_storage(spec["storage"]), spec["study_name"], fp, sampler=sampler, create=False)
@@ -213,8 +217,9 @@ def _shares(total: int | None, n: int) -> list[int | None]:
 class OptunaEngine(BaseEngine):
     """A two-objective optuna study (see module docstring).
 
-    Options: ``sampler`` ``'tpe'`` (multivariate TPE, default), ``'nsga2'``, ``'random'`` or any
-    optuna ``BaseSampler``; ``storage`` (None/``'memory'``, ``sqlite:///FILE``, ``journal:///FILE``
+    Options: ``sampler`` ``'nsga2'`` (default: Optuna's own default for multi-objective studies),
+    ``'tpe'`` (multivariate TPE; a :class:`SearchWarning` when asked for more than ``TPE_TRIALS_WARN``
+    trials, which take long), ``'random'`` or any optuna ``BaseSampler``; ``storage`` (None/``'memory'``, ``sqlite:///FILE``, ``journal:///FILE``
     or ``FILE.log``, ``postgresql://...``); ``study_name`` (default for a shared storage: derived
     from the problem, so the same problem resumes the same study); ``workers`` processes (> 1 needs
     a shared storage and a cache on disk); ``encoding``; ``max_drop``/``max_cost`` constraints as in
@@ -226,7 +231,7 @@ class OptunaEngine(BaseEngine):
 
     name = "optuna"
 
-    def __init__(self, *, sampler="tpe", storage=None, study_name: str | None = None, workers: int = 1,
+    def __init__(self, *, sampler="nsga2", storage=None, study_name: str | None = None, workers: int = 1,
                  encoding: str = "quantile", max_drop: float | None = None, max_cost: float | None = None,
                  seed_with_dp: bool = False, pop_size: int = 50, batch_size: int | None = None,
                  n_trials: int | None = None):
@@ -297,11 +302,13 @@ class OptunaEngine(BaseEngine):
         n_trials = self.n_trials
         if n_trials is None and budget.max_evals is None and budget.max_seconds is None:
             n_trials = DEFAULT_TRIALS
+        self._warn_if_slow(n_trials, budget, problem)
         evals0 = problem.n_evals
         deadline = None if budget.max_seconds is None else time.time() + budget.max_seconds
         evals_left = None if budget.max_evals is None else int(budget.evals_left(problem))
         shares, trial_shares = _shares(evals_left, self.workers), _shares(n_trials, self.workers)
-        specs = [dict(cache_path=str(getattr(problem.cache, "path", "")), split=problem.split,
+        samples = None if problem.samples is None else problem.samples.tolist()   # a fit on a subsample
+        specs = [dict(cache_path=str(getattr(problem.cache, "path", "")), split=problem.split, samples=samples,
                       objective=problem.objective, score=problem.score, encoding=self.encoding,
                       sampler=self.sampler, seed=seed + i, pop_size=self.pop_size, storage=self.storage,
                       study_name=study.study_name, deadline=deadline, max_evals=shares[i],
@@ -321,6 +328,14 @@ class OptunaEngine(BaseEngine):
         problem.n_evals += len(others)  # evaluations made in the other processes
         told += others
         return self._result(study, space, problem, set(told), problem.n_evals - evals0, note)
+
+    def _warn_if_slow(self, n_trials: int | None, budget: Budget, problem) -> None:
+        planned = min(n_trials or math.inf, budget.evals_left(problem))
+        if self.sampler == "tpe" and TPE_TRIALS_WARN < planned < math.inf:
+            warnings.warn(SearchWarning(
+                f"optuna: {int(planned)} trials with the TPE sampler will take long (each trial scans every "
+                f"earlier one; above {TPE_TRIALS_WARN} expect many minutes); the default sampler nsga2 "
+                "handles such budgets"), stacklevel=2)
 
     def _result(self, study, space: _Space, problem, run_numbers: set[int], n_evals: int, note: str) -> Candidates:
         """Candidates from every COMPLETE trial; ``history_`` over this run's trials in completion order."""

@@ -82,12 +82,3 @@ def test_no_early_exit_gives_the_base_model():
 def test_descending_order_is_a_stable_sort(scores):
     from search.engines.dp import descending_order
     np.testing.assert_array_equal(descending_order(scores), np.argsort(-scores.astype(np.float64), kind="stable"))
-
-
-def test_subsample_fits_on_part_and_scores_on_all():
-    problem = ExitProblem(make_synthetic_cache(8000, 4, n_head_types=2, seed=9))
-    full = run_search(problem, "dp")
-    part = run_search(problem, create_engine("dp", subsample=2000))
-    np.testing.assert_allclose(problem.evaluate(part.configs), part.F, atol=1e-12)
-    assert "fitted on 2000 of 4000" in part.message
-    assert HV()(part.F) >= 0.98 * HV()(full.F)

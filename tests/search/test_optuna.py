@@ -122,9 +122,12 @@ def test_runs_accumulate_in_one_study(small_problem, tmp_path):
 
 
 @pytest.mark.slow
-def test_two_workers_on_one_sqlite_study(disk_cache, tmp_path):
+@pytest.mark.parametrize("samples", [None, "subsample"])
+def test_two_workers_on_one_sqlite_study(disk_cache, tmp_path, samples):
+    """Also on a problem fitted on a subsample: the worker rebuilds the same one (same fingerprint)."""
     storage = f"sqlite:///{tmp_path}/s.db"
-    problem = ExitProblem(disk_cache)
+    indices = None if samples is None else np.sort(np.random.default_rng(0).choice(600, 250, replace=False))
+    problem = ExitProblem(disk_cache, samples=indices)
     engine = create_engine("optuna", storage=storage, study_name="w", workers=2, sampler="nsga2", pop_size=8)
     front = engine.run(problem, budget=Budget(max_evals=40), seed=0)
     trials = _complete(storage, "w")
@@ -185,3 +188,13 @@ def test_postgresql_storage(small_problem, saver_cache):
     with pytest.raises(SearchError, match="another problem"):
         create_engine("optuna", storage=url, study_name=name).run(ExitProblem(saver_cache),
                                                                   budget=Budget(max_evals=2))
+
+
+def test_default_sampler_is_optunas_multi_objective_default(small_problem):
+    """NSGA-II, as Optuna itself picks for multi-objective studies; trials asked a population at a time."""
+    from search.engines.optuna_engine import _make_sampler
+    engine = create_engine("optuna", pop_size=10)
+    assert engine.get_params()["sampler"] == "nsga2"
+    assert isinstance(_make_sampler(optuna, engine.sampler, 0, 10), optuna.samplers.NSGAIISampler)
+    front = engine.run(small_problem, budget=Budget(max_evals=30), seed=0)
+    assert front.n_evals == 30 and len(front) > 0

@@ -2,6 +2,11 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -9,6 +14,8 @@ import pytest
 from data_cache import save_cache
 from data_cache.synthetic import make_synthetic_cache
 from search.pareto import main
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -105,3 +112,110 @@ def test_runs_on_a_cache_converted_from_dyce_records(tmp_path, capsys):
     doc = json.loads((tmp_path / "front.json").read_text())
     heads = {e["head"] for c in doc["configs"] for e in c["exits"]}
     assert heads <= {"mlp1x1000", "mlp3x500"} and doc["configs"]
+
+
+def test_subsample_path_scores_every_number_on_all_samples(cache_dir, tmp_path, capsys):
+    """A search split above --subsample-above: methods fit on a seeded subsample; the table and the
+    export say so, and every exported number is the exact evaluation on the whole split."""
+    from data_cache import open_cache
+    from search import ExitConfig, ExitProblem
+
+    out = tmp_path / "front.json"
+    rc = main([str(cache_dir), "--methods", "dp,global,geometric,greedy", "--subsample", "600",
+               "--subsample-above", "1000", "--chunk-size", "257", "--max-drop", "0.5", "--budget", "0.6",
+               "--export", str(out), "--export-choice", str(tmp_path / "chosen.json"), "--no-progress"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "fitted on a seeded random subsample of 600 of the 1,500 search samples" in text
+    assert "chosen on the fitted subsample of search (600 samples)" in text
+    doc = json.loads(out.read_text())
+    assert doc["fit"] == {"split": "search", "subsample": 600, "of": 1500, "seed": 0}
+    chosen = json.loads((tmp_path / "chosen.json").read_text())
+    assert chosen["fit"] == doc["fit"]
+    # the answer meets the drop limit on every search sample, not only on the fitted subsample
+    assert chosen["base"]["search"]["accuracy"] - chosen["configs"][0]["search"]["accuracy"] <= 0.005 + 1e-12
+    assert len(doc["configs"]) >= 20
+    cache = open_cache(cache_dir)
+    problems = {s: ExitProblem(cache, s) for s in ("search", "holdout")}
+    for entry in doc["configs"]:
+        config = ExitConfig.from_json(entry["exits"], cache)
+        for split, problem in problems.items():
+            ev = problem.evaluate_one(config)
+            assert entry[split] == {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
+                                    "exit_fractions": list(ev.exit_fractions)}
+    assert "dp" in {c["method"] for c in doc["configs"]}
+    assert main([str(cache_dir), "--methods", "dp", "--subsample", "600", "--subsample-above", "1000",
+                 "--max-drop", "1", "--risk", "0.1", "--no-progress"]) == 0
+    assert "fitted on half of the fitted subsample of search (600 samples)" in capsys.readouterr().out
+
+
+def test_full_fit_is_stated_in_the_export(cache_dir, tmp_path, capsys):
+    assert main([str(cache_dir), "--methods", "dp", "--export", str(tmp_path / "f.json"), "--no-progress"]) == 0
+    assert "fitted on a seeded random subsample" not in capsys.readouterr().out
+    doc = json.loads((tmp_path / "f.json").read_text())
+    assert doc["fit"] == {"split": "search", "subsample": None, "of": 1500, "seed": None}
+
+
+def test_large_cache_options_refuse_bad_values(cache_dir, capsys):
+    assert "below the number of exit positions (4)" in _error(capsys, [str(cache_dir), "--methods", "dp",
+                                                                       "--subsample", "3", "--subsample-above", "10"])
+    assert "needs about" in _error(capsys, [str(cache_dir), "--methods", "dp", "--memory-limit", "0.01"])
+    for argv in (["--chunk-size", "0"], ["--subsample", "0"], ["--subsample-above", "-1"], ["--memory-limit", "0"],
+                 ["--chunk-size", "many"]):
+        with pytest.raises(SystemExit) as exc:
+            main([str(cache_dir), *argv])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert argv[0] in err and "Traceback" not in err
+
+
+def test_tpe_warns_in_one_line_when_asked_for_many_trials(cache_dir, capsys):
+    from search.engines.optuna_engine import TPE_TRIALS_WARN
+    n = TPE_TRIALS_WARN + 1000
+    assert main([str(cache_dir), "--methods", "optuna", "--sampler", "tpe", "--evaluations", str(n),
+                 "--time-limit", "0.3", "--no-progress"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"warning: optuna: {n} trials with the TPE sampler")
+    assert main([str(cache_dir), "--methods", "optuna", "--evaluations", str(n), "--time-limit", "0.3",
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().err == ""                       # the default sampler (NSGA-II) does not warn
+
+
+def _python(code: str, *args, **kwargs) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    return subprocess.run([sys.executable, "-c", code, *args], env=env, capture_output=True, text=True,
+                          timeout=120, **kwargs)
+
+
+def test_start_up_imports_only_what_is_used(cache_dir):
+    """--help, and a dp search on a small cache, load none of scipy, optuna, pymoo, matplotlib, tqdm."""
+    heavy = ("scipy", "optuna", "pymoo", "matplotlib", "tqdm")
+    code = textwrap.dedent(f"""
+        import runpy, sys
+        for args in (["--help"], [{str(cache_dir)!r}, "--methods", "dp", "--no-progress"]):
+            sys.argv = ["search.pareto", *args]
+            try:
+                runpy.run_module("search.pareto", run_name="__main__")
+            except SystemExit as exc:
+                assert exc.code in (0, None), exc.code
+            print("loaded:", sorted({{m.split(".")[0] for m in sys.modules}} & set({heavy!r})))
+    """)
+    run = _python(code)
+    assert run.returncode == 0, run.stderr
+    assert [ln for ln in run.stdout.splitlines() if ln.startswith("loaded:")] == ["loaded: []"] * 2
+
+
+def test_a_closed_pipe_ends_quietly(cache_dir):
+    """``python -m search.pareto ... | head -1``: the reader goes away; no traceback, status 0."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen([sys.executable, "-m", "search.pareto", str(cache_dir), "--methods", "dp,global",
+                             "--standalone", "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+    proc.stdout.close()                                        # closed before anything is written
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 0
+    assert "Traceback" not in err and "BrokenPipe" not in err
+    shell = subprocess.run(f"{sys.executable} -m search.pareto {cache_dir} --methods dp --standalone --no-progress "
+                           "| head -1", shell=True, env=env, capture_output=True, text=True, timeout=120)
+    assert shell.stdout.startswith("cache ") and shell.stdout.count("\n") == 1
+    assert "Traceback" not in shell.stderr

@@ -1,0 +1,98 @@
+"""The command line as a user meets it: start-up time, and Optuna's default sampler at 20,000 trials.
+
+1. ``python -m search.pareto --help``: wall time of the whole process, best and median of 10 runs,
+   next to ``python -c pass`` and ``python -c "import numpy"`` measured the same way (what any
+   command costs here), with the load average.
+2. ``python -m search.pareto CACHE_A --methods dp,optuna --evaluations 20000`` with the default sampler
+   (NSGA-II) on the 12-position benchmark cache (cache A of bench_search.py: 50k samples, 25k in the
+   search split, 12 positions x 2 head types, written to a temporary folder): that it finishes, its
+   time, and the ratio of its search-split hypervolume to dp's, read from the printed table.
+
+Usage: python benchmarks/bench_cli.py [--evaluations N]; figures go to benchmarks/results/cli.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._machine import save_results  # noqa: E402
+from data_cache.synthetic import write_synthetic_cache  # noqa: E402
+
+CACHE_A = dict(n_samples=50_000, n_positions=12, n_head_types=2, seed=1)
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+
+
+def _wall(cmd: list[str], repeats: int) -> dict:
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        subprocess.run(cmd, env=ENV, check=True, capture_output=True)
+        times.append(time.perf_counter() - t0)
+    return {"best_s": min(times), "median_s": statistics.median(times), "all_s": times}
+
+
+def start_up(repeats: int = 10) -> dict:
+    py = sys.executable
+    return {"help": _wall([py, "-m", "search.pareto", "--help"], repeats),
+            "python_pass": _wall([py, "-c", "pass"], repeats),
+            "python_import_numpy": _wall([py, "-c", "import numpy"], repeats)}
+
+
+def _rows(table: str) -> dict[str, list[str]]:
+    lines = table.splitlines()
+    head = next(i for i, ln in enumerate(lines) if ln.startswith("method"))
+    rows = {}
+    for ln in lines[head + 1:]:
+        if not ln.strip() or ln.startswith("HV:"):
+            break
+        cells = ln.split()
+        rows[cells[0]] = cells
+    return rows
+
+
+def optuna_default(evaluations: int) -> dict:
+    with tempfile.TemporaryDirectory() as tmp:
+        cache = Path(tmp) / "cache_a"
+        write_synthetic_cache(cache, **CACHE_A)
+        t0 = time.perf_counter()
+        run = subprocess.run([sys.executable, "-m", "search.pareto", str(cache), "--methods", "dp,optuna",
+                              "--evaluations", str(evaluations), "--no-progress"], env=ENV, capture_output=True,
+                             text=True)
+        wall = time.perf_counter() - t0
+    if run.returncode != 0:
+        raise SystemExit(f"search.pareto failed: {run.stderr}")
+    rows = _rows(run.stdout)
+    hv_dp, hv_optuna = float(rows["dp"][2]), float(rows["optuna"][2])
+    return {"evaluations": evaluations, "finished": True, "wall_s_whole_command": wall,
+            "optuna_seconds": float(rows["optuna"][-1]), "optuna_evals": int(rows["optuna"][-2]),
+            "hv_search_dp": hv_dp, "hv_search_optuna": hv_optuna, "hv_ratio": hv_optuna / hv_dp,
+            "stderr": run.stderr, "table": run.stdout}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--evaluations", type=int, default=20_000, help="optuna trials (default %(default)s)")
+    args = ap.parse_args()
+    figures = {"start_up": start_up()}
+    s = figures["start_up"]
+    print(f"--help: best {s['help']['best_s']:.3f} s, median {s['help']['median_s']:.3f} s (python -c pass "
+          f"{s['python_pass']['best_s']:.3f} s, import numpy {s['python_import_numpy']['best_s']:.3f} s)", flush=True)
+    figures["optuna_default_sampler"] = o = optuna_default(args.evaluations)
+    print(o["table"])
+    print(f"optuna (default sampler) {o['optuna_evals']} evaluations in {o['optuna_seconds']:.0f} s: "
+          f"{o['hv_ratio']:.4f} of dp's search-split hypervolume")
+    figures["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+    print("saved", save_results("cli", figures))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,63 @@
+"""A split of a cache read chunk by chunk: every exit's scores and correctness for a range of samples.
+
+Memory-mapped caches are read with :class:`data_cache.blocks.BlockReader`, so memory stays bounded by
+one chunk (``n_exits x chunk_size`` scores and flags) whatever the size of the split.
+"""
+from __future__ import annotations
+
+from typing import Iterator
+
+import numpy as np
+
+from data_cache.blocks import BlockReader
+
+from .scores import compute_scores
+
+__all__ = ["DEFAULT_CHUNK_SIZE", "read_block", "iter_blocks", "load_split"]
+
+DEFAULT_CHUNK_SIZE = 1 << 16
+
+
+def read_block(cache, split: str, score: str, start: int, stop: int, reader: BlockReader
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(n_exits, stop - start)`` float32 and whether each exit's top-1 is right (same shape, bool)."""
+    scores = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
+    labels = reader.read(cache.labels(split)[start:stop])
+    ids = cache.topk_ids(split)
+    correct = np.empty(scores.shape, dtype=bool)
+    top1 = np.empty(stop - start, dtype=ids.dtype)
+    for e in range(scores.shape[0]):
+        np.equal(reader.read(ids[e, 0, start:stop], top1), labels, out=correct[e])
+    return scores, correct
+
+
+def iter_blocks(cache, split: str, score: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+    """``(start, stop, scores, correct)`` for consecutive chunks of ``chunk_size`` samples."""
+    n = cache.n_samples(split)
+    with BlockReader() as reader:
+        for start in range(0, n, chunk_size):
+            stop = min(n, start + chunk_size)
+            yield (start, stop, *read_block(cache, split, score, start, stop, reader))
+
+
+def load_split(cache, split: str, score: str, *, samples: np.ndarray | None = None,
+               chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+    """Scores ``(n_exits, n)`` and correctness of the ``samples`` (sorted indices; all when None),
+    read chunk by chunk."""
+    n = cache.n_samples(split) if samples is None else samples.size
+    n_exits = len(cache.exits)
+    scores, correct = np.empty((n_exits, n), dtype=np.float32), np.empty((n_exits, n), dtype=bool)
+    if samples is None:
+        with BlockReader() as reader:
+            for start in range(0, n, chunk_size):
+                stop = min(n, start + chunk_size)
+                scores[:, start:stop], correct[:, start:stop] = read_block(cache, split, score, start, stop, reader)
+        return scores, correct
+    bounds = np.searchsorted(samples, np.arange(0, cache.n_samples(split) + chunk_size, chunk_size))
+    for i, (start, stop, s, c) in enumerate(iter_blocks(cache, split, score, chunk_size=chunk_size)):
+        lo, hi = bounds[i], bounds[i + 1]
+        if hi > lo:
+            picked = samples[lo:hi] - start
+            scores[:, lo:hi], correct[:, lo:hi] = s[:, picked], c[:, picked]
+    return scores, correct

@@ -1,0 +1,82 @@
+"""What a search fits on: the whole search split, or a seeded random subsample of a large one.
+
+Every method searches an :class:`ExitProblem` held in memory. For a split larger than ``above``
+samples the problem holds a seeded random subsample of ``size`` samples instead (read chunk by chunk
+from the cache), so any method runs in bounded memory and time; the configurations it returns are
+then scored exactly on every sample by :class:`search.exact.SplitEvaluator`. The defaults come from
+``benchmarks/bench_subsample.py`` (hypervolume lost against a fit on every sample, and time, on caches
+of 100k-300k samples): see ``docs/search.md``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import SearchError
+from .chunks import DEFAULT_CHUNK_SIZE
+from .problem import ExitProblem
+
+__all__ = ["DEFAULT_SUBSAMPLE", "DEFAULT_SUBSAMPLE_ABOVE", "FitSample", "plan_fit", "fit_problem",
+           "check_fit_memory"]
+
+DEFAULT_SUBSAMPLE = 65_536          # lost 0.08-0.16% of the full fit's hypervolume at 100k-300k samples
+DEFAULT_SUBSAMPLE_ABOVE = 131_072   # up to twice the subsample, a fit on every sample costs at most ~2x
+
+
+@dataclass(frozen=True)
+class FitSample:
+    """A seeded random subsample of ``size`` of the ``of`` samples of a split."""
+
+    size: int
+    of: int
+    seed: int
+
+    def indices(self) -> np.ndarray:
+        """The sorted sample indices (the same for the same size, split size and seed)."""
+        rng = np.random.default_rng([self.seed, self.of, self.size])
+        return np.sort(rng.choice(self.of, self.size, replace=False))
+
+    def to_json(self) -> dict:
+        return {"subsample": self.size, "of": self.of, "seed": self.seed}
+
+
+def plan_fit(cache, split: str = "search", *, subsample: int = DEFAULT_SUBSAMPLE,
+             above: int = DEFAULT_SUBSAMPLE_ABOVE, seed: int = 0) -> FitSample | None:
+    """The subsample to fit on, or None to fit on the whole split; SearchError for a size that cannot work."""
+    n_positions = len({e.position for e in cache.exits[:-1]})
+    if subsample < max(1, n_positions):
+        raise SearchError(f"subsample size {subsample} is below the number of exit positions ({n_positions}); "
+                          f"a fit needs more samples than positions (the default is {DEFAULT_SUBSAMPLE})")
+    n_samples = cache.n_samples(split)
+    if n_samples <= above or n_samples <= subsample:
+        return None
+    return FitSample(subsample, n_samples, seed)
+
+
+def fit_problem(cache, split: str = "search", fit: FitSample | None = None, *, objective: str = "macs",
+                score: str = "max_prob", chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExitProblem:
+    """The problem methods search: the whole split (``fit`` None) or the subsample ``fit``."""
+    return ExitProblem(cache, split, objective=objective, score=score, chunk_size=chunk_size,
+                       samples=None if fit is None else fit.indices())
+
+
+# bytes per (sample, exit) a method holds besides the problem's own 5 (float32 score, bool correctness)
+_METHOD_BYTES = {"dp": 9, "nsga2": 8, "optuna": 8, "global": 4, "geometric": 4}
+
+
+def check_fit_memory(n_samples: int, n_exits: int, methods, limit_bytes: float) -> None:
+    """SearchError naming the method when fitting it on ``n_samples`` x ``n_exits`` would need more than
+    ``limit_bytes``, checked before anything is read.
+
+    The estimate: the problem's arrays (5 bytes per sample and exit) plus what the method adds (dp: its
+    per-exit sorted copies, and 256 MB of reused curves; nsga2/optuna: the quantile tables of the
+    encoding; global/geometric: sorted scores of the enabled exits; others: about one byte).
+    """
+    for m in methods:
+        need = n_samples * n_exits * (5 + _METHOD_BYTES.get(m, 1)) + (256 << 20 if m == "dp" else 0)
+        if need > limit_bytes:
+            raise SearchError(
+                f"method {m!r} on {n_samples:,} samples x {n_exits} exits needs about {need / 1e9:.1f} GB of "
+                f"memory, over the limit of {limit_bytes / 1e9:.1f} GB; fit on a subsample (--subsample, "
+                "--subsample-above) or raise --memory-limit")
