@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from ._validation import SearchError, check_scalar
+from ._validation import SearchError
 
 __all__ = ["PairedLosses", "Bound", "BOUNDS", "DEFAULT_BOUND", "get_bound", "paired_losses", "trinomial_p_value",
            "betting_p_value", "cp_union_upper_bound", "mean_upper_bound", "accuracy_lower_bound",
@@ -85,8 +85,7 @@ def paired_losses(config_right: np.ndarray, base_right: np.ndarray) -> PairedLos
 
 def check_delta(delta: float) -> float:
     """``delta`` if it is a risk level in (0, 0.5], else a SearchError naming it."""
-    check_scalar(delta, "delta (--risk)")
-    if not 0.0 < delta <= 0.5:
+    if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 < delta <= 0.5:
         raise SearchError(f"--risk {delta}: the risk level delta must be in (0, 0.5] (e.g. 0.1 for 90% confidence)")
     return float(delta)
 

@@ -19,12 +19,15 @@ from data_cache.bundled import bundled_cache_path
 from data_cache.outputs import cli_entry
 
 from . import queries
-from ._validation import SearchError
+from ._validation import SearchError, check_scalar
 from .budget import Budget
+from .certify import BOUNDS, DEFAULT_BOUND, check_delta
 from .engines import create_engine, engine_class, list_engines
 from .export import build_export, write_export
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
+from .pareto_testing import (DEFAULT_DELTA, DEFAULT_FRACTION, certified_within_budget, certified_within_drop,
+                             check_calibration_split, check_certifiable, check_fraction, planned_calibration_size)
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table
@@ -50,13 +53,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confidence score compared with thresholds (default max_prob)")
     p.add_argument("--max-drop", type=float, metavar="POINTS",
                    help="answer: cheapest configuration within POINTS percentage points of the base top-1 "
-                        "accuracy on the search split (e.g. 0.5)")
-    p.add_argument("--risk", type=float, metavar="DELTA",
-                   help="with --max-drop: fit on half the search split and choose on the other half so "
-                        "that the drop bound holds with confidence 1-DELTA (Clopper-Pearson, "
-                        "fixed-sequence testing along the front)")
+                        "accuracy (e.g. 0.5), certified on calibration data with confidence 1-DELTA (--risk)")
     p.add_argument("--budget", type=float, metavar="REL_COST",
-                   help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6)")
+                   help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6), the "
+                        "mean cost certified with confidence 1-DELTA, with a lower bound on its accuracy")
+    p.add_argument("--risk", type=float, metavar="DELTA",
+                   help=f"risk level of the certificates, in (0, 0.5] (default {DEFAULT_DELTA}: 90%% confidence)")
+    p.add_argument("--uncertified", action="store_true",
+                   help="answer on the search split alone, without a certificate (promises nothing on unseen data)")
+    p.add_argument("--show-uncertified", action="store_true",
+                   help="also print the uncertified answer to --max-drop, for contrast")
+    p.add_argument("--calibration-fraction", type=float, metavar="F",
+                   help=f"without a calibration split in the cache: the share of the search split cut off "
+                        f"(seeded by --seed) to certify on (default {DEFAULT_FRACTION})")
+    p.add_argument("--bound", choices=tuple(BOUNDS), default=DEFAULT_BOUND,
+                   help=f"the test behind a drop certificate (default {DEFAULT_BOUND}; docs/certification.md)")
     p.add_argument("--export", metavar="FILE.json", help="write the Pareto set (all methods) as exitconfig/1 JSON")
     p.add_argument("--export-choice", metavar="FILE.json",
                    help="write the configuration chosen by --max-drop/--budget alone (for deployment)")
@@ -129,6 +140,7 @@ def _run(args, out) -> int:
         raise SearchError("--methods is empty; name at least one method (see --methods list)")
     engines = {m: _engine(m, args) for m in methods}
     cache = _resolve_cache(args.cache)
+    _check_certification(args, cache)
     search = ExitProblem(cache, "search", objective=args.objective, score=args.score)
     holdout = search.on_split("holdout")
     fronts = _search(args, engines, search)
@@ -143,8 +155,38 @@ def _run(args, out) -> int:
 
 def _check_args(args) -> None:
     """Combinations of options that cannot work, refused before any work."""
-    if args.risk is not None and args.max_drop is None:
-        raise SearchError("--risk needs --max-drop")
+    if args.uncertified and (args.risk is not None or args.calibration_fraction is not None):
+        raise SearchError("--uncertified answers on the search split alone; drop --risk / --calibration-fraction")
+    if args.max_drop is None and args.budget is None:
+        given = [o for o, v in (("--risk", args.risk), ("--calibration-fraction", args.calibration_fraction),
+                                ("--uncertified", args.uncertified or None),
+                                ("--show-uncertified", args.show_uncertified or None)) if v is not None]
+        if given:
+            raise SearchError(f"{given[0]} needs --max-drop or --budget")
+    if args.max_drop is not None:
+        check_scalar(args.max_drop, "--max-drop", min_val=0.0, max_val=100.0)
+    if args.risk is not None:
+        check_delta(args.risk)
+    if args.calibration_fraction is not None:
+        check_fraction(args.calibration_fraction)
+
+
+def _check_certification(args, cache) -> None:
+    """Before any search: the calibration data can serve, and can certify the asked drop at all."""
+    if args.uncertified or (args.max_drop is None and args.budget is None):
+        return
+    check_calibration_split(cache)
+    n_cal = planned_calibration_size(cache, _fraction(args))
+    if args.max_drop is not None:
+        check_certifiable(args.max_drop / 100, n_cal, _delta(args), args.bound)
+
+
+def _delta(args) -> float:
+    return DEFAULT_DELTA if args.risk is None else args.risk
+
+
+def _fraction(args) -> float:
+    return DEFAULT_FRACTION if args.calibration_fraction is None else args.calibration_fraction
 
 
 def _search(args, engines: dict, search: ExitProblem) -> dict[str, Front]:
@@ -192,28 +234,82 @@ def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: Ex
 
 
 def _answer_queries(args, out, search: ExitProblem, holdout: ExitProblem, union: Front, entries: list):
-    """Answer --max-drop / --budget; append each answer to ``entries``; return the configuration chosen."""
+    """Answer --max-drop / --budget (certified unless --uncertified); append each answer to ``entries``
+    (with its certificate); return the configuration chosen."""
     chosen = None
     if args.max_drop is not None:
         drop = args.max_drop / 100
-        if args.risk is not None:
-            ans = queries.risk_controlled_within_drop(search, drop, delta=args.risk, seed=args.seed)
-            title = (f"\nrisk-controlled: cheapest within {args.max_drop} points with confidence "
-                     f"{1 - args.risk:.0%} (fitted on half the search split, drop bound {ans.bound:.3%} "
-                     "on the other half)")
-        else:
+        if args.uncertified:
             ans = queries.cheapest_within_drop(search, drop, front=union)
-            title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on search):"
-        chosen = ans.config
-        entries.append(("query", chosen))
-        print(_describe_choice(title, chosen, search, holdout), file=out)
+            chosen = ans.config
+            entries.append(("query", chosen))
+            print(_describe_choice(f"\nuncertified: cheapest within {args.max_drop} points of the base accuracy on "
+                                   "the search split (no guarantee on unseen data):", chosen, search, holdout), file=out)
+        else:
+            cert = certified_within_drop(search, drop, delta=_delta(args), bound=args.bound, fraction=_fraction(args),
+                                         seed=args.seed, front=union)
+            chosen = cert.config
+            entries.append(("query", chosen, cert.certificate.to_json()) if cert.certificate else ("query", chosen))
+            print(_describe_choice(_certified_drop_title(args, cert), chosen, search, holdout), file=out)
+            if args.show_uncertified:
+                loose = queries.cheapest_within_drop(search, drop, front=union).config
+                print(_describe_choice(f"for contrast, uncertified (chosen on the whole search split, no guarantee "
+                                       f"on unseen data):", loose, search, holdout), file=out)
     if args.budget is not None:
-        ans = queries.most_accurate_within_budget(search, args.budget, front=union)
-        chosen = chosen or ans.config
-        entries.append(("query", ans.config))
-        print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on search):",
-                               ans.config, search, holdout), file=out)
+        if args.uncertified:
+            config = queries.most_accurate_within_budget(search, args.budget, front=union).config
+            entries.append(("query", config))
+            title = f"\nuncertified: most accurate within relative cost {args.budget} on the search split:"
+        else:
+            cert = certified_within_budget(search, args.budget, delta=_delta(args), fraction=_fraction(args),
+                                           seed=args.seed, front=union)
+            if cert.certificate is None:
+                raise SearchError(_budget_failure(args, cert))
+            config = cert.config
+            entries.append(("query", config, cert.certificate.to_json()))
+            title = _certified_budget_title(args, cert)
+        chosen = chosen or config
+        print(_describe_choice(title, config, search, holdout), file=out)
     return chosen
+
+
+def _calibration_words(roles) -> str:
+    where = (f"the cache's calibration split" if roles.fraction is None
+             else f"{roles.fraction:.0%} of the search split, cut with seed {roles.seed}")
+    return f"{roles.calibration.n_samples:,} calibration samples ({where})"
+
+
+def _certified_drop_title(args, cert) -> str:
+    delta, c = _delta(args), cert.certificate
+    if c is None:
+        smallest = "-" if cert.smallest_certifiable is None else f"{100 * cert.smallest_certifiable:.3f}"
+        need = ("no calibration size would (no configuration drops less than that on calibration)"
+                if cert.samples_needed is None else
+                f"about {cert.samples_needed:,} calibration samples would certify {args.max_drop} points")
+        return (f"\ncertified: nothing cheaper than the base model is certified within {args.max_drop} points at "
+                f"delta {delta:g} on {_calibration_words(cert.roles)}: the smallest drop certifiable here is "
+                f"{smallest} points; {need}")
+    return (f"\ncertified: cheapest within {args.max_drop} points of the base accuracy, with confidence "
+            f"{1 - delta:.0%}\n  drop <= {args.max_drop} points certified at delta {delta:g} on "
+            f"{_calibration_words(cert.roles)} by the {BOUNDS[c.bound].title}; observed drop there "
+            f"{100 * c.observed:.3f} points (p = {c.p_value:.3g}); {c.tested} of {c.sequence} configurations of the "
+            "sequence tested")
+
+
+def _certified_budget_title(args, cert) -> str:
+    delta, c = _delta(args), cert.certificate
+    return (f"\ncertified: most accurate within relative cost {args.budget}, with confidence {1 - delta:.0%}\n"
+            f"  mean relative cost <= {args.budget} certified at delta {delta:g} on {_calibration_words(cert.roles)} "
+            f"by betting (Waudby-Smith-Ramdas) on per-sample cost; observed there {c.observed:.4f}; accuracy >= "
+            f"{c.accuracy_lower_bound:.3%} (confidence {1 - delta:.0%}, simultaneous over the {c.sequence} "
+            "configurations of the sequence)")
+
+
+def _budget_failure(args, cert) -> str:
+    least = "" if cert.smallest_certifiable is None else (
+        f"; the lowest mean relative cost certifiable here is {cert.smallest_certifiable:.4f}")
+    return (f"no configuration is certified within relative cost {args.budget} at delta {_delta(args):g} on "
+            f"{_calibration_words(cert.roles)}{least}")
 
 
 def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, search: ExitProblem,
@@ -228,7 +324,8 @@ def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, s
     if args.export_choice:
         if chosen is None:
             raise SearchError("--export-choice needs --max-drop or --budget to choose a configuration")
-        write_export(args.export_choice, build_export([("query", chosen)], search=search, holdout=holdout,
+        entry = next(e for e in reversed(entries) if e[1] == chosen)
+        write_export(args.export_choice, build_export([entry], search=search, holdout=holdout,
                                                       method_info=method_info, pareto=False))
         print(f"exported the chosen configuration to {args.export_choice}", file=out)
     if args.plot:

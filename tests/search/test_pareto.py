@@ -20,27 +20,24 @@ def cache_dir(tmp_path_factory):
 
 def test_table_queries_export_and_plots(cache_dir, tmp_path, capsys):
     out = tmp_path / "out"
-    rc = main([str(cache_dir), "--methods", "dp,global,geometric,greedy", "--max-drop", "0.5",
+    rc = main([str(cache_dir), "--methods", "dp,global,geometric,greedy", "--max-drop", "0.5", "--uncertified",
                "--budget", "0.6", "--export", str(out / "front.json"), "--export-choice",
                str(out / "chosen.json"), "--plot", str(out / "front.png"), "--standalone", "--no-progress"])
     text = capsys.readouterr().out
     assert rc == 0
     for word in ("dp", "global", "geometric", "greedy", "HV search", "save@0.5%", "oracle", "standalone",
-                 "cheapest within 0.5 points", "most accurate within relative cost 0.6"):
+                 "uncertified: cheapest within 0.5 points", "no guarantee on unseen data",
+                 "uncertified: most accurate within relative cost 0.6"):
         assert word in text
     doc = json.loads((out / "front.json").read_text())
     assert doc["format"] == "exitconfig/1" and len(doc["configs"]) >= 50
     assert {c["method"] for c in doc["configs"]} <= {"dp", "global", "geometric", "greedy", "query"}
+    assert not any("certificate" in c for c in doc["configs"])
     chosen = json.loads((out / "chosen.json").read_text())
     assert len(chosen["configs"]) == 1
     drop = chosen["base"]["search"]["accuracy"] - chosen["configs"][0]["search"]["accuracy"]
     assert drop <= 0.005 + 1e-12
     assert (out / "front.png").stat().st_size > 0 and (out / "front_exits.png").stat().st_size > 0
-
-
-def test_risk_controlled_choice(cache_dir, capsys):
-    assert main([str(cache_dir), "--methods", "dp", "--max-drop", "1", "--risk", "0.1", "--no-progress"]) == 0
-    assert "confidence 90%" in capsys.readouterr().out
 
 
 def test_methods_list(capsys):
@@ -63,9 +60,12 @@ def test_bad_inputs_give_one_line_and_status_2(cache_dir, tmp_path, capsys):
     assert "manifest.json" in _error(capsys, [str(tmp_path), "--methods", "dp"])
     assert "needs logits" in _error(capsys, [str(cache_dir), "--methods", "dp", "--score", "neg_entropy"])
     assert "latency" in _error(capsys, [str(cache_dir), "--methods", "dp", "--objective", "latency"])
-    assert "cheapest reachable" in _error(capsys, [str(cache_dir), "--methods", "dp", "--budget", "0.001"])
-    assert "max_drop" in _error(capsys, [str(cache_dir), "--methods", "dp", "--max-drop", "-3"])
-    assert "--risk needs --max-drop" in _error(capsys, [str(cache_dir), "--risk", "0.1"])
+    assert "cheapest reachable" in _error(capsys, [str(cache_dir), "--methods", "dp", "--budget", "0.001",
+                                                   "--uncertified"])
+    assert "no configuration is certified within relative cost 0.001" in _error(
+        capsys, [str(cache_dir), "--methods", "dp", "--budget", "0.001"])
+    assert "--max-drop" in _error(capsys, [str(cache_dir), "--methods", "dp", "--max-drop", "-3"])
+    assert "--risk needs --max-drop or --budget" in _error(capsys, [str(cache_dir), "--risk", "0.1"])
     assert "evaluation budget" in _error(capsys, [str(cache_dir), "--methods", "global", "--evaluations", "0"])
 
 
