@@ -137,7 +137,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--front-configs", type=int, default=8,
                    help="configurations of the front validated (spread over the cost range; default 8)")
     p.add_argument("--bundled", default=str(BUNDLED), help="the bundled cache to compare with")
-    p.add_argument("--update-bundled", action="store_true", help="copy the new cache over the bundled one")
+    p.add_argument("--update-bundled", action="store_true",
+                   help="copy the new cache over the bundled one, and the checkpoint beside it")
     return p
 
 
@@ -219,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         if bundled.exists():
             shutil.rmtree(bundled)
         shutil.copytree(out / "cache", bundled)
-        print(f"bundled cache replaced: {bundled}")
+        shutil.copyfile(ckpt, bundled.with_name(bundled.name + ".checkpoint.pt"))
+        print(f"bundled cache and checkpoint replaced: {bundled}")
     try:
         ref = open_cache(bundled).fingerprint
     except (CacheError, FileNotFoundError):

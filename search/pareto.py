@@ -2,7 +2,8 @@
 
 Runs the chosen methods on the ``search`` split, re-scores every front on ``holdout``, prints a table
 (points, hypervolume, cost saved at 0.5 and 1 point drop, evaluations, seconds), answers the
-constrained queries (``--max-drop``, ``--budget``), exports ``exitconfig/1`` JSON and draws figures.
+constrained queries (``--max-drop``, ``--budget``; certified on calibration data unless ``--uncertified``,
+``search.pareto_testing``), exports ``exitconfig/1`` JSON and draws figures.
 Data errors print one line each and exit with status 2.
 """
 from __future__ import annotations
@@ -26,7 +27,8 @@ from .engines import create_engine, engine_class, list_engines
 from .export import build_export, write_export
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
-from .pareto_testing import (DEFAULT_DELTA, DEFAULT_FRACTION, certified_within_budget, certified_within_drop,
+from .pareto_testing import (CALIBRATION_SPLIT, DEFAULT_DELTA, DEFAULT_FRACTION, certified_within_budget,
+                             certified_within_drop,
                              check_calibration_split, check_certifiable, check_fraction, planned_calibration_size)
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
@@ -176,6 +178,9 @@ def _check_certification(args, cache) -> None:
     if args.uncertified or (args.max_drop is None and args.budget is None):
         return
     check_calibration_split(cache)
+    if CALIBRATION_SPLIT in cache.splits() and args.calibration_fraction is not None:
+        raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
+                          "calibration set; --calibration-fraction only cuts a search split when there is none")
     n_cal = planned_calibration_size(cache, _fraction(args))
     if args.max_drop is not None:
         check_certifiable(args.max_drop / 100, n_cal, _delta(args), args.bound)

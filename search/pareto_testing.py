@@ -33,7 +33,8 @@ from .queries import cheapest_within_drop, most_accurate_within_budget
 
 __all__ = ["DEFAULT_DELTA", "DEFAULT_FRACTION", "CALIBRATION_SPLIT", "Roles", "Certificate", "CertifiedAnswer",
            "calibration_roles", "check_calibration_split", "check_fraction", "planned_calibration_size",
-           "check_certifiable", "certified_within_drop", "certified_within_budget", "fixed_sequence_test"]
+           "check_certifiable", "certified_within_drop", "certified_within_budget", "certify_drop", "certify_budget",
+           "fixed_sequence_test"]
 
 DEFAULT_DELTA = 0.1
 DEFAULT_FRACTION = 0.5
@@ -224,12 +225,10 @@ def fixed_sequence_test(sequence: list, passes) -> int:
 
 # -- the drop query --------------------------------------------------------------------------------
 
-def _fit_front(roles: Roles, front: Front | None) -> Front:
-    """Configurations searched on fit data only: ``front`` when it was searched on the whole search split
-    and the calibration data is a split of its own, else dp on the fit part."""
-    if front is not None and roles.split == CALIBRATION_SPLIT:
-        return front
-    return DPEngine().run(roles.fit)
+def _fit_front(roles: Roles, front: Front | None) -> Front | None:
+    """``front`` when it may serve as the fit front: searched on the whole search split while the
+    calibration data is a split of its own; else None (dp on the fit part)."""
+    return front if front is not None and roles.split == CALIBRATION_SPLIT else None
 
 
 def _dedupe(configs: list[ExitConfig]) -> list[ExitConfig]:
@@ -269,10 +268,17 @@ def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float 
     search split (used as candidates only when the cache has a calibration split of its own)."""
     check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
     check_delta(delta)
-    b = get_bound(bound)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
+    return certify_drop(roles, max_drop, delta=delta, bound=bound, fit_front=_fit_front(roles, front))
+
+
+def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
+                 fit_front: Front | None = None) -> CertifiedAnswer:
+    """Pareto Testing for a drop limit on given roles; ``fit_front`` must have been searched on
+    ``roles.fit`` alone (default: dp on it)."""
+    b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
-    fit_front = _fit_front(roles, front)
+    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
     ladder = [cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0).config
               for k in range(_LADDER_STEPS)]
     sequence = _drop_sequence(fit, _dedupe(fit_front.configs + ladder), max_drop, delta, cal.n_samples)
@@ -284,7 +290,7 @@ def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float 
 
     n_pass = fixed_sequence_test(sequence, passes)
     if n_pass == 0:
-        return CertifiedAnswer(ExitConfig(score=search.score), None, roles, sequence,
+        return CertifiedAnswer(ExitConfig(score=fit.score), None, roles, sequence,
                                *_what_it_would_take(sequence, cal, max_drop, delta, b.name))
     chosen = sequence[n_pass - 1]
     L = losses[chosen]
@@ -344,8 +350,14 @@ def certified_within_budget(search: ExitProblem, budget: float, *, delta: float 
     check_scalar(budget, "budget", min_val=0.0)
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
+    return certify_budget(roles, budget, delta=delta, fit_front=_fit_front(roles, front))
+
+
+def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
+                   fit_front: Front | None = None) -> CertifiedAnswer:
+    """Pareto Testing for a cost budget on given roles; ``fit_front`` searched on ``roles.fit`` alone."""
     fit, cal = roles.fit, roles.calibration
-    fit_front = _fit_front(roles, front)
+    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
     margin = 0.5 * math.sqrt(2 * math.log(1 / delta) / cal.n_samples)
     ladder = []
     for k in range(_LADDER_STEPS):

@@ -31,5 +31,6 @@ def test_pipeline_runs_every_step_and_reproduces_its_cache(tmp_path, capsys):
 
     assert main(["--out", str(tmp_path / "first"), "--from-step", "search", "--update-bundled"] + common) == 0
     assert open_cache(bundled).fingerprint == cache.fingerprint
+    assert (tmp_path / "bundled.checkpoint.pt").read_bytes() == (first / "checkpoint.pt").read_bytes()
     assert main(["--out", str(tmp_path / "second")] + common) == 0  # trained and dumped again from scratch
     assert "the pipeline reproduced the bundled cache" in capsys.readouterr().out

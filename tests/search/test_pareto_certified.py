@@ -118,6 +118,8 @@ def test_a_calibration_split_is_the_calibration_set(cal_cache, tmp_path, capsys)
     chosen = json.loads((tmp_path / "c.json").read_text())["configs"][0]
     assert chosen["certificate"]["split"] == "calibration" and "fraction" not in chosen["certificate"]
     _recheck(tmp_path / "cache", chosen)
+    assert "only cuts a search split when there is none" in _error(
+        capsys, [str(tmp_path / "cache"), "--max-drop", "1", "--calibration-fraction", "0.3"])
 
 
 def test_bad_input_is_one_line_before_any_search(cache_dir, cal_cache, tmp_path, capsys):
