@@ -43,7 +43,8 @@ from search import ExitProblem  # noqa: E402
 from search.certify import BOUNDS, DEFAULT_BOUND, PairedLosses, get_bound, paired_losses  # noqa: E402
 from search.engines.dp import DPEngine  # noqa: E402
 from search.indicators import saving_at_drop  # noqa: E402
-from search.pareto_testing import DEFAULT_DELTA, DEFAULT_FRACTION, Roles, certify_drop  # noqa: E402
+from search.calibration import DEFAULT_FRACTION, Roles  # noqa: E402
+from search.pareto_testing import DEFAULT_DELTA, certify_drop  # noqa: E402
 from search.queries import cheapest_within_drop  # noqa: E402
 
 DELTA = 0.1

@@ -27,9 +27,9 @@ from .engines import create_engine, engine_class, list_engines
 from .export import build_export, write_export
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
-from .pareto_testing import (CALIBRATION_SPLIT, DEFAULT_DELTA, DEFAULT_FRACTION, certified_within_budget,
-                             certified_within_drop,
-                             check_calibration_split, check_certifiable, check_fraction, planned_calibration_size)
+from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
+                          check_fraction, planned_calibration_size)
+from .pareto_testing import DEFAULT_DELTA, certified_within_budget, certified_within_drop
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table

@@ -1,9 +1,9 @@
 """Pareto Testing: the configuration a query asks for, certified on data it was not chosen on.
 
 Three roles (Laufer-Goldshtein et al., ICLR 2023): *fit* (the front is searched), *calibration* (only
-tests), *holdout* (only reports; not used here). The cache's ``calibration`` split is the calibration
-set when it has one (fit = the whole search split); otherwise the search split is cut at random
-(``fraction`` of it, seeded) into calibration and fit.
+tests), *holdout* (only reports; not used here). ``search.calibration`` decides where the calibration
+data comes from: the cache's ``calibration`` split (fit = the whole search split), else a seeded cut of
+the search split.
 
 For "cheapest within a drop eps": the candidates are the dp front of the fit part plus the constrained
 answers at a ladder of drops below eps. Before calibration is looked at they are ordered safest first
@@ -22,7 +22,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import SearchError, as_generator, check_scalar
+from ._validation import SearchError, check_scalar
+from .calibration import CALIBRATION_SPLIT, DEFAULT_FRACTION, Roles, calibration_roles
 from .certify import (DEFAULT_BOUND, PairedLosses, accuracy_lower_bound, betting_p_value, check_delta, get_bound,
                       mean_upper_bound, paired_losses, samples_to_certify, smallest_certifiable_drop)
 from .config import ExitConfig
@@ -31,114 +32,12 @@ from .front import Front
 from .problem import ExitProblem
 from .queries import cheapest_within_drop, most_accurate_within_budget
 
-__all__ = ["DEFAULT_DELTA", "DEFAULT_FRACTION", "CALIBRATION_SPLIT", "Roles", "Certificate", "CertifiedAnswer",
-           "calibration_roles", "check_calibration_split", "check_fraction", "planned_calibration_size",
-           "check_certifiable", "certified_within_drop", "certified_within_budget", "certify_drop", "certify_budget",
-           "fixed_sequence_test"]
+__all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
+           "certify_drop", "certify_budget", "fixed_sequence_test"]
 
 DEFAULT_DELTA = 0.1
-DEFAULT_FRACTION = 0.5
-CALIBRATION_SPLIT = "calibration"
 _LADDER_STEPS = 8          # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
 _SLACK = 1.0               # keep candidates whose predicted z on calibration is within this of passing
-_MISMATCH_Z = 8.0          # an exit whose accuracy differs this much between search and calibration is refused
-
-
-# -- roles -------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Roles:
-    """The fit and calibration parts of one certification; ``calibration`` rows are in a seeded random order."""
-
-    fit: ExitProblem
-    calibration: ExitProblem
-    split: str                 # "calibration" (the cache's split) or "search" (cut from it)
-    fraction: float | None     # the calibration share of the search split when cut
-    seed: int
-
-
-def check_fraction(fraction: float) -> float:
-    if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
-        raise SearchError(f"--calibration-fraction {fraction}: must be in (0, 1) (the share of the search split "
-                          "kept for calibration, e.g. 0.5)")
-    return float(fraction)
-
-
-def _split_parts(cache) -> dict | None:
-    """Which dataset part each split's ``sample_index`` counts rows of, when the dump recorded it."""
-    dataset = cache.meta.provenance.get("dataset")
-    parts = (dataset.get("parameters") or {}).get("split_parts") if isinstance(dataset, dict) else None
-    return parts if isinstance(parts, dict) else None
-
-
-def check_calibration_split(cache) -> None:
-    """Refuse a ``calibration`` split that cannot serve as calibration data for this cache's search split.
-
-    Its rows must not be rows of ``search`` or ``holdout`` (``sample_index`` disjoint, where the two splits
-    count rows of the same dataset part; without a record of parts, one index space is assumed), and its
-    exits must be the search split's: an exit whose top-1 accuracy differs by more than 8 standard errors
-    between the two splits marks predictions from other heads or another model.
-    """
-    if CALIBRATION_SPLIT not in cache.splits():
-        return
-    if cache.n_samples(CALIBRATION_SPLIT) == 0:
-        raise SearchError("the cache's calibration split is empty")
-    cal = np.asarray(cache.sample_index(CALIBRATION_SPLIT))
-    parts = _split_parts(cache)
-    if np.unique(cal).size != cal.size:
-        raise SearchError("calibration split: sample_index repeats rows; each calibration sample must be distinct")
-    for other in ("search", "holdout"):
-        if other not in cache.splits() or (parts and parts.get(other) != parts.get(CALIBRATION_SPLIT)):
-            continue
-        shared = np.intersect1d(cal, np.asarray(cache.sample_index(other)))
-        if shared.size:
-            raise SearchError(f"calibration split shares {shared.size} rows with {other} (sample_index "
-                              f"{shared[:3].tolist()}...); calibration data must be unseen by the search and the "
-                              "holdout: dump it again with --calibration-size")
-    labels_s, labels_c = np.asarray(cache.labels("search")), np.asarray(cache.labels(CALIBRATION_SPLIT))
-    ids_s, ids_c = cache.topk_ids("search"), cache.topk_ids(CALIBRATION_SPLIT)
-    for e, info in enumerate(cache.exits):
-        a, b = np.mean(ids_s[e, 0] == labels_s), np.mean(ids_c[e, 0] == labels_c)
-        pooled = (a * labels_s.size + b * labels_c.size) / (labels_s.size + labels_c.size)
-        se = math.sqrt(max(pooled * (1 - pooled), 1e-12) * (1 / labels_s.size + 1 / labels_c.size))
-        if abs(a - b) > _MISMATCH_Z * se:
-            raise SearchError(f"calibration split: exit {info.name!r} is right on {b:.2%} of calibration but "
-                              f"{a:.2%} of search; its predictions come from other exits or another model")
-
-
-def planned_calibration_size(cache, fraction: float) -> int:
-    """How many calibration samples a certification on ``cache`` will use."""
-    if CALIBRATION_SPLIT in cache.splits():
-        return cache.n_samples(CALIBRATION_SPLIT)
-    return int(round(cache.n_samples("search") * fraction))
-
-
-def check_certifiable(max_drop: float, n_cal: int, delta: float, bound: str = DEFAULT_BOUND) -> None:
-    """Refuse a drop no configuration without gains over the base could be certified for at this size."""
-    least = smallest_certifiable_drop(n_cal, delta, bound)
-    if max_drop < least:
-        raise SearchError(f"a calibration set of {n_cal} samples cannot certify a drop of {100 * max_drop:g} points at "
-                          f"delta {delta:g}: the smallest drop it certifies is {100 * least:.3f} points (a "
-                          "configuration that agrees with the base model on every calibration sample); ask for more, "
-                          "add calibration samples (data_cache.dump --calibration-size, --calibration-fraction) "
-                          "or pass --uncertified")
-
-
-def calibration_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION, seed: int = 0) -> Roles:
-    """Fit and calibration parts for ``search`` (an ExitProblem on the ``search`` split)."""
-    rng = as_generator(seed)
-    cache = search.cache
-    if CALIBRATION_SPLIT in cache.splits():
-        check_calibration_split(cache)
-        cal = search.on_split(CALIBRATION_SPLIT)
-        return Roles(search, cal.take(rng.permutation(cal.n_samples)), CALIBRATION_SPLIT, None, int(seed))
-    check_fraction(fraction)
-    perm = rng.permutation(search.n_samples)
-    n_cal = int(round(search.n_samples * fraction))
-    if not 0 < n_cal < search.n_samples:
-        raise SearchError(f"a calibration fraction of {fraction} of {search.n_samples} search samples leaves the fit "
-                          "or the calibration part empty")
-    return Roles(search.take(np.sort(perm[n_cal:])), search.take(perm[:n_cal]), "search", float(fraction), int(seed))
 
 
 # -- per-sample outcomes -------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Pareto Testing (search/pareto_testing.py): roles, the sequence, fixed-sequence testing, certified answers."""
+"""Pareto Testing (search/pareto_testing.py, search/calibration.py): roles, the sequence, fixed-sequence
+testing, certified answers."""
 from __future__ import annotations
 
 import dataclasses
@@ -11,9 +12,9 @@ from data_cache.memory import InMemoryCache
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitConfig, ExitProblem, SearchError
 from search.certify import get_bound, paired_losses
-from search.pareto_testing import (calibration_roles, certified_within_budget, certified_within_drop,
-                                   check_calibration_split, check_certifiable, fixed_sequence_test,
-                                   planned_calibration_size)
+from search.calibration import (calibration_roles, check_calibration_split, check_certifiable,
+                                planned_calibration_size)
+from search.pareto_testing import certified_within_budget, certified_within_drop, fixed_sequence_test
 
 
 @pytest.fixture(scope="module")
