@@ -20,15 +20,16 @@ from data_cache.bundled import bundled_cache_path
 from data_cache.outputs import cli_entry
 
 from . import queries
+from ._certified_text import budget_failure, budget_title, drop_title
 from ._validation import SearchError, check_scalar
 from .budget import Budget
+from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
+                          check_fraction, planned_calibration_size)
 from .certify import BOUNDS, DEFAULT_BOUND, check_delta
 from .engines import create_engine, engine_class, list_engines
 from .export import build_export, write_export
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
-from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
-                          check_fraction, planned_calibration_size)
 from .pareto_testing import DEFAULT_DELTA, certified_within_budget, certified_within_drop
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
@@ -255,11 +256,11 @@ def _answer_queries(args, out, search: ExitProblem, holdout: ExitProblem, union:
                                          seed=args.seed, front=union)
             chosen = cert.config
             entries.append(("query", chosen, cert.certificate.to_json()) if cert.certificate else ("query", chosen))
-            print(_describe_choice(_certified_drop_title(args, cert), chosen, search, holdout), file=out)
+            print(_describe_choice(drop_title(cert, args.max_drop, _delta(args)), chosen, search, holdout), file=out)
             if args.show_uncertified:
                 loose = queries.cheapest_within_drop(search, drop, front=union).config
-                print(_describe_choice(f"for contrast, uncertified (chosen on the whole search split, no guarantee "
-                                       f"on unseen data):", loose, search, holdout), file=out)
+                print(_describe_choice("for contrast, uncertified (chosen on the whole search split, no guarantee "
+                                       "on unseen data):", loose, search, holdout), file=out)
     if args.budget is not None:
         if args.uncertified:
             config = queries.most_accurate_within_budget(search, args.budget, front=union).config
@@ -269,52 +270,13 @@ def _answer_queries(args, out, search: ExitProblem, holdout: ExitProblem, union:
             cert = certified_within_budget(search, args.budget, delta=_delta(args), fraction=_fraction(args),
                                            seed=args.seed, front=union)
             if cert.certificate is None:
-                raise SearchError(_budget_failure(args, cert))
+                raise SearchError(budget_failure(cert, args.budget, _delta(args)))
             config = cert.config
             entries.append(("query", config, cert.certificate.to_json()))
-            title = _certified_budget_title(args, cert)
+            title = budget_title(cert, args.budget, _delta(args))
         chosen = chosen or config
         print(_describe_choice(title, config, search, holdout), file=out)
     return chosen
-
-
-def _calibration_words(roles) -> str:
-    where = (f"the cache's calibration split" if roles.fraction is None
-             else f"{roles.fraction:.0%} of the search split, cut with seed {roles.seed}")
-    return f"{roles.calibration.n_samples:,} calibration samples ({where})"
-
-
-def _certified_drop_title(args, cert) -> str:
-    delta, c = _delta(args), cert.certificate
-    if c is None:
-        smallest = "-" if cert.smallest_certifiable is None else f"{100 * cert.smallest_certifiable:.3f}"
-        need = ("no calibration size would (no configuration drops less than that on calibration)"
-                if cert.samples_needed is None else
-                f"about {cert.samples_needed:,} calibration samples would certify {args.max_drop} points")
-        return (f"\ncertified: nothing cheaper than the base model is certified within {args.max_drop} points at "
-                f"delta {delta:g} on {_calibration_words(cert.roles)}: the smallest drop certifiable here is "
-                f"{smallest} points; {need}")
-    return (f"\ncertified: cheapest within {args.max_drop} points of the base accuracy, with confidence "
-            f"{1 - delta:.0%}\n  drop <= {args.max_drop} points certified at delta {delta:g} on "
-            f"{_calibration_words(cert.roles)} by the {BOUNDS[c.bound].title}; observed drop there "
-            f"{100 * c.observed:.3f} points (p = {c.p_value:.3g}); {c.tested} of {c.sequence} configurations of the "
-            "sequence tested")
-
-
-def _certified_budget_title(args, cert) -> str:
-    delta, c = _delta(args), cert.certificate
-    return (f"\ncertified: most accurate within relative cost {args.budget}, with confidence {1 - delta:.0%}\n"
-            f"  mean relative cost <= {args.budget} certified at delta {delta:g} on {_calibration_words(cert.roles)} "
-            f"by betting (Waudby-Smith-Ramdas) on per-sample cost; observed there {c.observed:.4f}; accuracy >= "
-            f"{c.accuracy_lower_bound:.3%} (confidence {1 - delta:.0%}, simultaneous over the {c.sequence} "
-            "configurations of the sequence)")
-
-
-def _budget_failure(args, cert) -> str:
-    least = "" if cert.smallest_certifiable is None else (
-        f"; the lowest mean relative cost certifiable here is {cert.smallest_certifiable:.4f}")
-    return (f"no configuration is certified within relative cost {args.budget} at delta {_delta(args):g} on "
-            f"{_calibration_words(cert.roles)}{least}")
 
 
 def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, search: ExitProblem,
