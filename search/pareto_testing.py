@@ -42,21 +42,18 @@ _SLACK = 1.0               # keep candidates whose predicted z on calibration is
 
 # -- per-sample outcomes -------------------------------------------------------------------------
 
-def _right(problem: ExitProblem, config: ExitConfig) -> np.ndarray:
-    """Whether each sample is right under ``config`` ``(n,)`` bool."""
-    return problem.correct[problem.assign(config), np.arange(problem.n_samples)]
-
-
-def _relative_costs(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, float]:
-    """Per-sample relative cost under ``config`` ``(n,)`` and its largest possible value (any sample)."""
+def _outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
+    cost any sample can have under it."""
+    leave = problem.assign(config)
     exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
     lookup = np.zeros(problem.n_exits)
     lookup[list(config.exits) + [problem.final_exit]] = exit_costs
-    return lookup[problem.assign(config)], float(exit_costs.max())
+    return problem.correct[leave, np.arange(problem.n_samples)], lookup[leave], float(exit_costs.max())
 
 
 def _losses(problem: ExitProblem, config: ExitConfig) -> PairedLosses:
-    return paired_losses(_right(problem, config), problem.correct[problem.final_exit])
+    return paired_losses(_outcomes(problem, config)[0], problem.correct[problem.final_exit])
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -144,9 +141,10 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     base = fit.correct[fit.final_exit]
     rows = []
     for c in candidates:
-        L = paired_losses(_right(fit, c), base)
+        right, cost, _ = _outcomes(fit, c)
+        L = paired_losses(right, base)
         var = max(L.discordance - L.drop ** 2, 1.0 / n_f)
-        rows.append(((eps - L.drop) / math.sqrt(var), fit.evaluate_one(c).relative_cost, c))
+        rows.append(((eps - L.drop) / math.sqrt(var), float(cost.mean()), c))
     rows.sort(key=lambda r: (-r[0], -r[1]))
     z_pass = float(stats.norm.ppf(1 - delta)) - _SLACK
     sequence, cheapest = [], math.inf
@@ -180,7 +178,9 @@ def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA,
     fit_front = DPEngine().run(fit) if fit_front is None else fit_front
     ladder = [cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0).config
               for k in range(_LADDER_STEPS)]
-    sequence = _drop_sequence(fit, _dedupe(fit_front.configs + ladder), max_drop, delta, cal.n_samples)
+    base_error = 1.0 - fit.base.accuracy
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
+    sequence = _drop_sequence(fit, _dedupe(in_reach + ladder), max_drop, delta, cal.n_samples)
     losses = {}
 
     def passes(c: ExitConfig) -> bool:
@@ -225,9 +225,9 @@ def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: flo
 
     rows = []
     for c in candidates:
-        cost, _ = _relative_costs(fit, c)
+        right, cost, _ = _outcomes(fit, c)
         unit_z = (budget - cost.mean()) / max(float(cost.std()), 1.0 / fit.n_samples)
-        rows.append((unit_z, float(np.mean(_right(fit, c))), c))
+        rows.append((unit_z, float(right.mean()), c))
     rows.sort(key=lambda r: (-r[0], -r[1]))
     z_pass = float(stats.norm.ppf(1 - delta)) - _SLACK
     sequence, best = [], -math.inf
@@ -270,18 +270,18 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
     p_values = {}
 
     def passes(c: ExitConfig) -> bool:
-        cost, top = _relative_costs(cal, c)
+        _, cost, top = _outcomes(cal, c)
         p_values[c] = betting_p_value(cost / top, budget / top, delta)
         return p_values[c] <= delta
 
     n_pass = fixed_sequence_test(sequence, passes)
     if n_pass == 0:
-        safest = sequence[0] if sequence else min(fit_front.configs, key=lambda c: fit.evaluate_one(c).relative_cost)
-        cost, top = _relative_costs(cal, safest)
+        safest = sequence[0] if sequence else fit_front.configs[int(np.argmin(fit_front.F[:, 1]))]
+        _, cost, top = _outcomes(cal, safest)
         return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=top * mean_upper_bound(cost / top, delta))
     chosen = sequence[n_pass - 1]
-    cost, _ = _relative_costs(cal, chosen)
-    n_right = int(np.count_nonzero(_right(cal, chosen)))
+    right, cost, _ = _outcomes(cal, chosen)
+    n_right = int(np.count_nonzero(right))
     cert = Certificate("cost", "betting", float(delta), cal.n_samples, float(budget), roles.split, roles.fraction,
                        roles.seed, p_values[chosen], float(cost.mean()), len(p_values), len(sequence),
                        accuracy_lower_bound(n_right, cal.n_samples, delta / len(sequence)))

@@ -80,7 +80,8 @@ def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, f
 
     Feasibility is monotone in lam: for a drop limit it holds at large lam (accurate end), for a
     cost budget at small lam (cheap end); the bisection keeps a feasible end and moves the other.
-    The configurations of ``front`` (a dp front when None) are candidates too.
+    The configurations of ``front`` (a dp front when None) are candidates too; with ``n_bisect = 0``
+    they (and the base model) are the only ones, and no weighted problem is solved.
     """
     solver = DPSolver(problem)
     if front is None:
@@ -98,10 +99,11 @@ def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, f
     ends = {"low": np.log(0.01), "high": np.log(1e5)}
     good, bad = ("high", "low") if feasible_at_high else ("low", "high")
     cands = [(*solver.empty_state(), *solver.totals(*solver.empty_state()))]
-    ok_end = solve_at(ends[good], cands[0][:2])
-    cands.append(ok_end)
+    ok_end = solve_at(ends[good], cands[0][:2]) if n_bisect else None
+    if ok_end is not None:
+        cands.append(ok_end)
     g, b = ends[good], ends[bad]
-    if feasible(ok_end[2], ok_end[3]):
+    if ok_end is not None and feasible(ok_end[2], ok_end[3]):
         state = ok_end
         for _ in range(n_bisect):
             mid = (g + b) / 2
