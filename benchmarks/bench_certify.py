@@ -225,7 +225,8 @@ def main() -> None:
     args = ap.parse_args()
     if args.quick:
         args.draws, args.tight_draws = min(args.draws, 50), min(args.tight_draws, 5)
-        args.resamples, args.hindsight, args.fraction_resamples = 3, min(args.hindsight, 2), min(args.fraction_resamples, 2)
+        args.resamples, args.hindsight = 3, min(args.hindsight, 2)
+        args.fraction_resamples = min(args.fraction_resamples, 2)
     rng = np.random.default_rng(0)
     name = "certify_quick" if args.quick else "certify"
     figures = json.loads((RESULTS / f"{name}.json").read_text()) if args.merge and (RESULTS / f"{name}.json").exists() \
@@ -247,10 +248,11 @@ def main() -> None:
         for asked, s in e2e[cname]["summary"].items():
             extra = ("" if "saving_over_hindsight_mean" not in s else
                      f"; saving / hindsight mean {s['saving_over_hindsight_mean']:.3f} (min "
-                     f"{s['saving_over_hindsight_min']:.3f}); uncertified violates {s['uncertified_violation_rate']:.2f}")
+                     f"{s['saving_over_hindsight_min']:.3f}); uncertified violates "
+                     f"{s['uncertified_violation_rate']:.2f}")
             print(f"  asked {100 * float(asked):.1f} pt: violations {s['violation_rate']:.3f} of {s['resamples']} "
-                  f"(MC s.e. {s['mc_se']:.3f}), certified {s['certified_share']:.2f}, mean saving {s['mean_saving']:.3f}"
-                  + extra, flush=True)
+                  f"(MC s.e. {s['mc_se']:.3f}), certified {s['certified_share']:.2f}, "
+                  f"mean saving {s['mean_saving']:.3f}" + extra, flush=True)
         for row in e2e[cname]["table_resample_0"]:
             print("  resample 0: " + ", ".join(f"{k} {v:.4f}" if v is not None else f"{k} -" for k, v in row.items()))
         if "fraction_mean_saving" in e2e[cname]:

@@ -370,7 +370,8 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
         raise DataError(f"search_fraction must be in (0, 1) (got {search_fraction})")
     if max_samples is not None and max_samples < 1:
         raise DataError(f"max_samples must be >= 1 (got {max_samples})")
-    if isinstance(calibration_size, bool) or not isinstance(calibration_size, (int, np.integer)) or calibration_size < 0:
+    if isinstance(calibration_size, bool) or not isinstance(calibration_size, (int, np.integer)) \
+            or calibration_size < 0:
         raise DataError(f"calibration_size must be an integer >= 0 (got {calibration_size!r})")
     build, n_classes = _DATASETS[name]
     parts = build(None if root is None else Path(root), download)
@@ -404,8 +405,8 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
     }
     if n_cal:
         definitions["calibration"] = (
-            f"{name} {pool_name}: the {n_cal} rows after the search slice in the same seeded permutation (seed={seed}), "
-            f"never trained on, sorted by row{limit}; sample_index = row in the {pool_name}")
+            f"{name} {pool_name}: the {n_cal} rows after the search slice in the same seeded permutation "
+            f"(seed={seed}), never trained on, sorted by row{limit}; sample_index = row in the {pool_name}")
     parameters = {"dataset": name, "root": None if root is None else str(root), "search_fraction": search_fraction,
                   "seed": seed, "max_samples": max_samples, "parts": {p: len(s) for p, s in parts.items()}}
     if n_cal:
