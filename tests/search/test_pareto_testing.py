@@ -111,15 +111,16 @@ def test_nothing_certified_returns_the_base_model_and_what_it_would_take(problem
 
 def test_certified_drop_holds_on_fresh_data():
     """Over seeded caches, the certified configuration's drop on a large fresh holdout stays within the asked
-    drop in all but a delta share of them (here: at most 5 of 20, a loose allowance for 20 draws)."""
+    drop in all but a delta share of them (here: at most 4 of 12, a loose allowance for 12 draws; the
+    benchmark measures the rate over 200 resamples)."""
     eps, violations = 0.01, 0
-    for seed in range(20):
+    for seed in range(12):
         cache = make_synthetic_cache(30_000, 3, n_head_types=1, seed=300 + seed, holdout_fraction=0.8)
         search = ExitProblem(cache)
         ans = certified_within_drop(search, eps, delta=0.1, seed=seed)
         holdout = search.on_split("holdout")
         violations += holdout.base.accuracy - holdout.evaluate_one(ans.config).accuracy > eps
-    assert violations <= 5, violations
+    assert violations <= 4, violations
 
 
 def test_certified_budget_answer(problem):
