@@ -5,7 +5,8 @@
    and discordance 3% / 8%, delta = 0.1; a valid bound stays <= delta within Monte-Carlo error.
 2. Tightness: each bound's margin above the observed drop at delta = 0.1 (true drop 0.5 point), mean over
    --tight-draws draws per setting.
-3. End to end: on caches A, B, C of bench_search.py and the bundled demo cache, --resamples (default 200)
+3. End to end: on caches A, B, C of bench_search.py, a small cache S (6,000 search samples) and the bundled
+   demo cache, --resamples (default 200)
    seeded fit / calibration / holdout resamples. Synthetic caches: their search and holdout samples pooled,
    then cut at random into a search part of the original size (itself cut into fit and calibration by the
    default fraction) and a holdout; the demo cache: its search and calibration splits pooled and re-cut to
@@ -15,7 +16,7 @@
    saving of the certified answer against what the dp front fitted on that resample's whole search part
    saves in hindsight at the same holdout drop; the uncertified answer's holdout drop for contrast.
 5. Calibration fraction: the certified answers' mean holdout saving at fractions 0.3 / 0.5 / 0.7 over the
-   first --fraction-resamples resamples of the synthetic caches.
+   first --fraction-resamples resamples of the synthetic caches (S: all --resamples of them).
 
 Usage: python benchmarks/bench_certify.py [--quick]; figures go to benchmarks/results/certify.json.
 """
@@ -53,6 +54,8 @@ SIZES = (3_000, 10_000, 50_000)
 DISCORDANCES = (0.03, 0.08)
 ASKED = (0.005, 0.01)
 FRACTIONS = (0.3, 0.5, 0.7)
+# a small cache (6,000 search samples, like the demo before it had a calibration split): the fraction matters most
+SMALL = {"S": dict(n_samples=12_000, n_positions=8, n_head_types=2, seed=4)}
 
 
 def _draw(rng, n: int, s: float, drop: float) -> PairedLosses:
@@ -219,7 +222,7 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=200)
     ap.add_argument("--hindsight", type=int, default=20)
     ap.add_argument("--fraction-resamples", type=int, default=40)
-    ap.add_argument("--caches", default="A,B,C,demo", help="which caches to run end to end ('' for none)")
+    ap.add_argument("--caches", default="A,B,C,S,demo", help="which caches to run end to end ('' for none)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other parts of an existing results file (run parts separately)")
     args = ap.parse_args()
@@ -239,12 +242,13 @@ def main() -> None:
                                            **validity(args.draws, rng)}
     if args.tight_draws:
         figures["tightness"] = {"draws": args.tight_draws, **tightness(args.tight_draws, rng)}
-    caches = {k.split(":")[0]: spec for k, spec in CACHES.items()}
+    caches = {**{k.split(":")[0]: spec for k, spec in CACHES.items()}, **SMALL}
     e2e = figures.setdefault("end_to_end", {})
     for cname in filter(None, args.caches.split(",")):
         cache = open_cache(bundled_cache_path()) if cname == "demo" else make_synthetic_cache(**caches[cname])
         print(f"end to end on {cname}", flush=True)
-        e2e[cname] = end_to_end(cname, cache, args.resamples, args.hindsight, args.fraction_resamples)
+        e2e[cname] = end_to_end(cname, cache, args.resamples, args.hindsight,
+                                args.resamples if cname in SMALL else args.fraction_resamples)
         for asked, s in e2e[cname]["summary"].items():
             extra = ("" if "saving_over_hindsight_mean" not in s else
                      f"; saving / hindsight mean {s['saving_over_hindsight_mean']:.3f} (min "
