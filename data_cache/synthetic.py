@@ -119,14 +119,19 @@ class SyntheticSpec:
 
 def make_synthetic_cache(n_samples: int, n_positions: int, *, n_head_types: int = 1, n_classes: int = 10,
                          k: int = 5, saver: bool = False, holdout_fraction: float = 0.5, seed: int = 0,
-                         with_latency: bool = False) -> InMemoryCache:
-    """An in-memory cache with ``search`` and ``holdout`` splits (``n_samples`` in all)."""
+                         with_latency: bool = False, calibration_fraction: float = 0.0) -> InMemoryCache:
+    """An in-memory cache with ``search`` and ``holdout`` splits (``n_samples`` in all), and a
+    ``calibration`` split of ``calibration_fraction`` of them when that is above 0."""
     spec = SyntheticSpec(n_positions, n_head_types=n_head_types, n_classes=n_classes, k=k, saver=saver,
                          seed=seed, with_latency=with_latency)
     n_hold = int(round(n_samples * holdout_fraction))
-    sizes = {"search": n_samples - n_hold, "holdout": n_hold}
+    n_cal = int(round(n_samples * calibration_fraction))
+    sizes = {"search": n_samples - n_hold - n_cal, "holdout": n_hold}
+    if n_cal:
+        sizes["calibration"] = n_cal
     if min(sizes.values()) < 1:
-        raise ValueError(f"n_samples={n_samples} with holdout_fraction={holdout_fraction} leaves a split empty")
+        raise ValueError(f"n_samples={n_samples} with holdout_fraction={holdout_fraction} and calibration_fraction="
+                         f"{calibration_fraction} leaves a split empty")
     arrays, start = {}, 0
     for i, (split, n) in enumerate(sizes.items()):
         a = spec.rows(n, np.random.default_rng([seed, i]))

@@ -12,9 +12,12 @@ Sources, all readable without a network:
 - ``foolbox_imagenet``: the 20 labelled ImageNet-val images shipped with ``foolbox`` (a fixture).
 
 Splits: ``search`` is a seeded random slice of the training part (thresholds are fitted on it; the heads
-train on the rest), ``holdout`` is the test part. A dataset with a single part (``foolbox_imagenet``)
-gives no training rows: ``search`` is its seeded slice and ``holdout`` the remainder. ``sample_index`` is
-the row in the part a split draws from. Each split carries a one-line definition stored in the cache.
+train on the rest), ``holdout`` is the test part. With ``calibration_size`` N, the next N rows of the same
+seeded permutation form a ``calibration`` split (certificates are tested on it), also kept out of the
+training rows. A dataset with a single part (``foolbox_imagenet``) gives no training rows: ``search`` and
+``calibration`` are its seeded slices and ``holdout`` the remainder. ``sample_index`` is the row in the part
+a split draws from (``parameters["split_parts"]`` names that part per split). Each split carries a one-line
+definition stored in the cache.
 """
 from __future__ import annotations
 
@@ -322,7 +325,8 @@ class TensorDataset(Dataset):
 
 @dataclass
 class DataSplits:
-    """The ``train`` (may be empty), ``search`` and ``holdout`` splits of one dataset, with definitions."""
+    """The ``train`` (may be empty), ``search``, ``calibration`` (may be empty) and ``holdout`` splits of one
+    dataset, with definitions."""
 
     name: str
     n_classes: int
@@ -331,25 +335,33 @@ class DataSplits:
     holdout: ExitDataset
     definitions: dict[str, str]
     parameters: dict = field(default_factory=dict)
+    calibration: ExitDataset | None = None
 
     def set_transform(self, data_config: dict) -> None:
         """Use the evaluation transform of ``data_config`` (see :func:`eval_transform`) in every split."""
         tf = eval_transform(data_config)
-        for ds in (self.train, self.search, self.holdout):
-            ds.transform = tf
+        for ds in (self.train, self.search, self.calibration, self.holdout):
+            if ds is not None:
+                ds.transform = tf
 
     def cache_splits(self) -> dict[str, ExitDataset]:
-        """The splits a cache holds, in order."""
-        return {"search": self.search, "holdout": self.holdout}
+        """The splits a cache holds, in order (``calibration`` only when it has rows)."""
+        splits = {"search": self.search}
+        if self.calibration is not None and len(self.calibration):
+            splits["calibration"] = self.calibration
+        splits["holdout"] = self.holdout
+        return splits
 
 
 def load_splits(name: str, root: str | Path | None = None, *, data_config: dict | None, search_fraction: float = 0.1,
-                seed: int = 0, max_samples: int | None = None, download: bool = False) -> DataSplits:
-    """Load dataset ``name`` and cut it into train / search / holdout.
+                seed: int = 0, max_samples: int | None = None, download: bool = False,
+                calibration_size: int = 0) -> DataSplits:
+    """Load dataset ``name`` and cut it into train / search / calibration / holdout.
 
-    ``search`` = a seeded random ``search_fraction`` of the training part (sorted by row), ``train`` = the
-    rest, ``holdout`` = the test part. ``max_samples`` keeps the first rows of each split (quick runs).
-    Items are transformed with :func:`eval_transform` of ``data_config``; with None, set one later
+    A seeded permutation of the training part gives ``search`` (its first ``search_fraction``), then
+    ``calibration`` (the next ``calibration_size`` rows; none by default), ``train`` = the rest; each is
+    sorted by row. ``holdout`` = the test part. ``max_samples`` keeps the first rows of each split (quick
+    runs). Items are transformed with :func:`eval_transform` of ``data_config``; with None, set one later
     (:meth:`DataSplits.set_transform`) before reading items.
     """
     if name not in _DATASETS:
@@ -358,6 +370,9 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
         raise DataError(f"search_fraction must be in (0, 1) (got {search_fraction})")
     if max_samples is not None and max_samples < 1:
         raise DataError(f"max_samples must be >= 1 (got {max_samples})")
+    if isinstance(calibration_size, bool) or not isinstance(calibration_size, (int, np.integer)) \
+            or calibration_size < 0:
+        raise DataError(f"calibration_size must be an integer >= 0 (got {calibration_size!r})")
     build, n_classes = _DATASETS[name]
     parts = build(None if root is None else Path(root), download)
     if not n_classes:
@@ -365,27 +380,40 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
     rng = np.random.default_rng(seed)
     single = "train" not in parts
     pool = parts["test"] if single else parts["train"]
+    pool_part = "test" if single else "train"
     perm = rng.permutation(len(pool))
     n_search = max(1, int(round(search_fraction * len(pool))))
-    search_idx, rest_idx = np.sort(perm[:n_search]), np.sort(perm[n_search:])
+    n_cal = int(calibration_size)
+    if n_search + n_cal + int(single) > len(pool):
+        raise DataError(f"{name}: the {pool_part} part has {len(pool)} rows; {n_search} search and {n_cal} "
+                        f"calibration rows{' plus a holdout' if single else ''} do not fit (lower calibration_size)")
+    search_idx = np.sort(perm[:n_search])
+    cal_idx, rest_idx = np.sort(perm[n_search:n_search + n_cal]), np.sort(perm[n_search + n_cal:])
     if single:
         train_idx, holdout_src, holdout_idx = np.zeros(0, np.int64), pool, rest_idx
     else:
         train_idx, holdout_src, holdout_idx = rest_idx, parts["test"], np.arange(len(parts["test"]))
     cut = (lambda a: a[:max_samples]) if max_samples is not None else (lambda a: a)
-    search_idx, holdout_idx, train_idx = cut(search_idx), cut(holdout_idx), cut(train_idx)
+    search_idx, cal_idx, holdout_idx, train_idx = cut(search_idx), cut(cal_idx), cut(holdout_idx), cut(train_idx)
     limit = f"; first {max_samples} rows kept" if max_samples is not None else ""
     pool_name = "single part" if single else "train part"
     definitions = {
         "search": (f"{name} {pool_name}: seeded random {search_fraction:g} slice (seed={seed}), "
                    f"{n_search} of {len(pool)} rows, sorted by row{limit}; sample_index = row in the {pool_name}"),
-        "holdout": (f"{name} single part: the other {len(pool) - n_search} rows{limit}" if single else
+        "holdout": (f"{name} single part: the other {len(pool) - n_search - n_cal} rows{limit}" if single else
                     f"{name} test part: all {len(holdout_src)} rows{limit}; sample_index = row in the test part"),
     }
+    if n_cal:
+        definitions["calibration"] = (
+            f"{name} {pool_name}: the {n_cal} rows after the search slice in the same seeded permutation "
+            f"(seed={seed}), never trained on, sorted by row{limit}; sample_index = row in the {pool_name}")
     parameters = {"dataset": name, "root": None if root is None else str(root), "search_fraction": search_fraction,
-                  "seed": seed, "max_samples": max_samples,
-                  "parts": {p: len(s) for p, s in parts.items()}}
+                  "seed": seed, "max_samples": max_samples, "parts": {p: len(s) for p, s in parts.items()}}
+    if n_cal:
+        parameters["calibration_size"] = n_cal
+        parameters["split_parts"] = {"search": pool_part, "calibration": pool_part, "holdout": "test"}
     tf = eval_transform(data_config) if data_config is not None else None
     return DataSplits(name=name, n_classes=n_classes, train=ExitDataset(pool, train_idx, tf),
                       search=ExitDataset(pool, search_idx, tf), holdout=ExitDataset(holdout_src, holdout_idx, tf),
-                      definitions=definitions, parameters=parameters)
+                      definitions=definitions, parameters=parameters,
+                      calibration=ExitDataset(pool, cal_idx, tf) if n_cal else None)

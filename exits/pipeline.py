@@ -8,10 +8,12 @@ Steps (outputs under ``--out``, default ``out/pipeline/``):
    identical: a block's share of the time is its share of the MACs, so MACs an early exit saves become
    time saved (a ResNet shrunk to 28x28 inputs runs its last stages on 2x2 and 1x1 maps, whose counted
    MACs are mostly zero padding and whose time is mostly reading weights; see docs/runtime.md).
-2. ``dump``: every exit's top-2 on ``search`` (a seeded 10% slice of train, kept out of training) and
-   ``holdout`` (the test part) -> ``cache/``.
+2. ``dump``: every exit's top-2 on ``search`` (a seeded 10% slice of train), ``calibration`` (the next
+   ``--calibration-size`` rows of the same permutation; both kept out of training) and ``holdout`` (the
+   test part) -> ``cache/``.
 3. ``search``: ``python -m search.pareto`` -> ``front.json``, ``front.png`` and ``choice.json`` (the
-   cheapest configuration within ``--max-drop`` points of the base accuracy on the search split).
+   cheapest configuration certified, on the calibration split, to lose at most ``--max-drop`` points of
+   the base accuracy with 90% confidence).
 4. ``validate``: ``python -m exits.validate`` on holdout: the chosen configuration (``report_choice.json``)
    and a spread of the front (``report_front.json``, ``report_front.png``).
 
@@ -41,6 +43,7 @@ DATA_CONFIG: dict[str, Any] = {"input_size": (1, 28, 28), "interpolation": "bili
                                "std": (0.3530,), "crop_pct": 1.0, "crop_mode": "center"}
 DATASET = "fashion_mnist"
 SEARCH_FRACTION = 0.1
+CALIBRATION_SIZE = 10_000
 STEPS = ("train", "dump", "search", "validate")
 BUNDLED = Path(__file__).resolve().parents[1] / "data_cache" / "bundled" / DATASET
 
@@ -93,7 +96,8 @@ def train_demo(splits, out: Path, *, seed: int, backbone_epochs: int, head_epoch
                 callback=on_event)
     return save_checkpoint(out / "checkpoint.pt", model, data_config=DATA_CONFIG, include_backbone=True,
                            timm_kwargs=TIMM_KWARGS,
-                           data={"dataset": DATASET, "search_fraction": SEARCH_FRACTION, "seed": seed})
+                           data={"dataset": DATASET, "search_fraction": SEARCH_FRACTION, "seed": seed,
+                                 "calibration_size": splits.parameters.get("calibration_size", 0)})
 
 
 def dump_demo(checkpoint: Path, splits, out: Path, *, seed: int, command: str) -> Any:
@@ -125,14 +129,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--from-step", choices=STEPS, default="train",
                    help="start at this step, reusing the earlier steps' outputs in --out (default: from scratch)")
-    p.add_argument("--max-drop", type=float, default=0.0,
-                   help="the demo configuration: cheapest within this many points of the base accuracy on the "
-                        "search split (default 0: the search split is a slice of train, where the exits look "
-                        "better than on the test part)")
+    p.add_argument("--calibration-size", type=int, default=CALIBRATION_SIZE,
+                   help=f"rows of train kept out of training for the calibration split (default {CALIBRATION_SIZE})")
+    p.add_argument("--max-drop", type=float, default=0.5,
+                   help="the demo configuration: cheapest certified within this many points of the base accuracy "
+                        "(default 0.5, at 90%% confidence)")
     p.add_argument("--front-configs", type=int, default=8,
                    help="configurations of the front validated (spread over the cost range; default 8)")
     p.add_argument("--bundled", default=str(BUNDLED), help="the bundled cache to compare with")
-    p.add_argument("--update-bundled", action="store_true", help="copy the new cache over the bundled one")
+    p.add_argument("--update-bundled", action="store_true",
+                   help="copy the new cache over the bundled one, and the checkpoint beside it")
     return p
 
 
@@ -160,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         splits = load_splits(DATASET, args.data_root, data_config=DATA_CONFIG, search_fraction=SEARCH_FRACTION,
-                             seed=args.seed)
+                             seed=args.seed, calibration_size=args.calibration_size)
         ckpt = out / "checkpoint.pt"
         if step("train"):
             t0 = time.perf_counter()
@@ -179,8 +185,8 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.perf_counter()
             code = pareto_main([str(out / "cache"), "--export", str(out / "front.json"), "--plot",
-                                str(out / "front.png"), "--max-drop", str(args.max_drop), "--export-choice",
-                                str(out / "choice.json"), "--no-progress"])
+                                str(out / "front.png"), "--max-drop", str(args.max_drop), "--show-uncertified",
+                                "--export-choice", str(out / "choice.json"), "--no-progress"])
             if code:
                 return code
             times["search"] = time.perf_counter() - t0
@@ -214,7 +220,8 @@ def main(argv: list[str] | None = None) -> int:
         if bundled.exists():
             shutil.rmtree(bundled)
         shutil.copytree(out / "cache", bundled)
-        print(f"bundled cache replaced: {bundled}")
+        shutil.copyfile(ckpt, bundled.with_name(bundled.name + ".checkpoint.pt"))
+        print(f"bundled cache and checkpoint replaced: {bundled}")
     try:
         ref = open_cache(bundled).fingerprint
     except (CacheError, FileNotFoundError):

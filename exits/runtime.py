@@ -107,7 +107,8 @@ class EnabledExit:
 @dataclass(frozen=True)
 class RuntimeConfig:
     """One configuration of a table: its id, enabled exits (execution order), score kind and the
-    numbers the cache predicted (``predicted["search"|"holdout"] = {accuracy, relative_cost, ...}``)."""
+    numbers the cache predicted (``predicted["search"|"holdout"] = {accuracy, relative_cost, ...}``;
+    ``predicted["certificate"]``: the export's certificate, when it has one)."""
 
     id: str
     exits: tuple[EnabledExit, ...]
@@ -275,7 +276,7 @@ class ExitRuntime:
                 raise RuntimeConfigError(f"config {cid}: exit {name!r}: enabled exits must be in execution order, "
                                          "one per position")
             enabled.append(EnabledExit(j, name, spec.position, float(t), spec.key, self._on_saver(spec)))
-        predicted = {k: dict(entry[k]) for k in ("search", "holdout") if isinstance(entry.get(k), Mapping)}
+        predicted = {k: dict(entry[k]) for k in ("search", "holdout", "certificate") if isinstance(entry.get(k), Mapping)}
         return RuntimeConfig(cid, tuple(enabled), score, predicted)
 
     def _on_saver(self, spec: ExitSpec) -> bool:
@@ -304,9 +305,18 @@ class ExitRuntime:
             self.config = match[0]
         return self.config
 
-    def select(self, budget: float, *, split: str = "search") -> RuntimeConfig:
-        """Switch to the most accurate configuration whose predicted relative cost on ``split`` is
-        <= ``budget`` (ties: the cheaper); return it."""
+    def select(self, budget: float | None = None, *, max_drop: float | None = None,
+               split: str = "search") -> RuntimeConfig:
+        """Switch to a configuration of the table and return it.
+
+        ``budget``: the most accurate whose predicted relative cost on ``split`` is <= ``budget`` (ties: the
+        cheaper). ``max_drop``: the cheapest (predicted on ``split``) whose certificate (``search.pareto``)
+        certifies an accuracy drop <= ``max_drop``, a fraction (0.005 = half a point).
+        """
+        if (budget is None) == (max_drop is None):
+            raise RuntimeConfigError("select needs exactly one of budget= and max_drop=")
+        if max_drop is not None:
+            return self.set_config(self._certified_within(max_drop, split))
         fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
         if not fits:
             costs = [c.relative_cost(split) for c in self.configs if c.relative_cost(split) is not None]
@@ -314,6 +324,17 @@ class ExitRuntime:
                                      f"{min(costs) if costs else 'nothing known'}")
         best = max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split)))
         return self.set_config(best)
+
+    def _certified_within(self, max_drop: float, split: str) -> RuntimeConfig:
+        certified = {c.id: (c.predicted.get("certificate") or {}).get("certified_drop") for c in self.configs}
+        fits = [c for c in self.configs if certified[c.id] is not None and certified[c.id] <= max_drop + 1e-12]
+        if not fits:
+            known = sorted(v for v in certified.values() if v is not None)
+            raise RuntimeConfigError(f"no configuration of the table is certified within a drop of {max_drop}; "
+                                     + (f"certified drops: {known}" if known else
+                                        "it holds no drop certificate (search.pareto --max-drop without --uncertified)"))
+        return min(fits, key=lambda c: (c.relative_cost(split) if c.relative_cost(split) is not None else 1.0,
+                                        -(c.accuracy(split) or 0.0)))
 
     # -- running --------------------------------------------------------------------------------
     def _fn(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -240,6 +240,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the final exit, in [0, 1]")
     p.add_argument("--temperature", type=float, default=2.0)
     p.add_argument("--search-fraction", type=float, default=0.1, help="slice of train kept out for the search split")
+    p.add_argument("--calibration-size", type=int, default=0,
+                   help="rows of train kept out for a calibration split as well (certificates; default 0)")
     p.add_argument("--max-samples", type=int, default=None, help="use only the first N training rows (quick runs)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
@@ -287,15 +289,21 @@ def _build(args: argparse.Namespace, n_classes: int) -> tuple[ExitModel, dict, d
     return model, cfg, {}, args.backbone_weights != "offline" or args.train_backbone_epochs > 0
 
 
+def _data_record(args: argparse.Namespace) -> dict:
+    """What the checkpoint records of the rows kept out of training (the dump reuses it)."""
+    return {"dataset": args.dataset, "search_fraction": args.search_fraction, "seed": args.seed,
+            "calibration_size": args.calibration_size}
+
+
 def _check_same_split(args: argparse.Namespace) -> None:
-    """Resuming must keep the training rows: same dataset, search fraction and seed as the checkpoint."""
+    """Resuming must keep the training rows: same dataset, search fraction, calibration size and seed."""
     from .checkpoints import read_checkpoint
     from .errors import ExitsError
 
     ckpt = read_checkpoint(args.out)
     recorded = ckpt.get("data") or {}
-    wanted = {"dataset": args.dataset, "search_fraction": args.search_fraction, "seed": args.seed}
-    if recorded and {k: recorded.get(k) for k in wanted} != wanted:
+    wanted = _data_record(args)
+    if recorded and {k: recorded.get(k, 0 if k == "calibration_size" else None) for k in wanted} != wanted:
         raise ExitsError(f"{args.out}: was trained on {recorded}; resuming with {wanted} would change the training rows")
 
 
@@ -314,7 +322,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.resume:
             _check_same_split(args)
         splits = load_splits(args.dataset, args.data_root, data_config=None, search_fraction=args.search_fraction,
-                             seed=args.seed, max_samples=args.max_samples, download=args.download)
+                             seed=args.seed, max_samples=args.max_samples, download=args.download,
+                             calibration_size=args.calibration_size)
         model, data_config, state, include_backbone = _build(args, splits.n_classes)
         splits.set_transform(data_config)
     except ExitsError as exc:
@@ -328,7 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     loader = DataLoader(train, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                         num_workers=args.num_workers, drop_last=len(train) >= args.batch_size * world,
                         generator=torch.Generator().manual_seed(args.seed))
-    data = {"dataset": args.dataset, "search_fraction": args.search_fraction, "seed": args.seed}
+    data = _data_record(args)
     amp = False if args.no_amp else None
     show = rank == 0 and not args.quiet
     bars: dict[str, Any] = {}

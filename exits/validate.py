@@ -9,7 +9,9 @@ samples, joined on ``sample_index``):
   gives; disagreements where a cached score lies within ``--tolerance`` of a threshold it was compared
   with are counted apart (float rounding: batch composition changes the last bits of a convolution);
 - throughput at batch 64 and median latency at batch 1 (after warm-up), measured in rounds that alternate
-  the plain base model (the backbone's forward alone) and the configuration in the same process.
+  the plain base model (the backbone's forward alone) and the configuration in the same process;
+- for a configuration exported with a certificate: the measured accuracy drop against the base model next
+  to the certified one (or the measured relative cost next to the certified budget).
 
 Writes a JSON report (``exitvalidation/1``) and a figure (predicted vs measured front; measured speedup
 against MAC saving). Bad input (configuration for another model or cache, missing checkpoint, exits the
@@ -201,6 +203,10 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
             "n_disagree_prediction": int((got_pred != want_pred).sum()),
             "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
         }
+        cert = c.predicted.get("certificate")
+        if cert is not None:
+            entry["certificate"] = dict(cert)
+            entry["measured_drop"] = base_correct / n - entry["measured"]["accuracy"]
         if "b64" in t:
             entry["throughput_speedup_b64"] = t["b64"]["speedup"]
             entry["throughput_b64"] = t["b64"]
@@ -280,6 +286,17 @@ def format_table(report: dict[str, Any]) -> str:
                      f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
                      f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} "
                      f"{c.get('throughput_speedup_b64', float('nan')):>6.2f} {c.get('latency_speedup_b1', float('nan')):>6.2f}")
+    for c in report["configs"]:
+        cert = c.get("certificate")
+        if cert is None:
+            continue
+        how = f"delta {cert.get('delta')}, {cert.get('n_cal')} calibration samples, {cert.get('bound')}"
+        if "certified_drop" in cert:
+            lines.append(f"{c['id']}: certified drop <= {100 * cert['certified_drop']:.3f} points ({how}); measured "
+                         f"drop on {report['split']}: {100 * c['measured_drop']:.3f} points")
+        elif "certified_relative_cost" in cert:
+            lines.append(f"{c['id']}: certified relative cost <= {cert['certified_relative_cost']:.4f} ({how}); "
+                         f"measured on {report['split']}: {c['measured']['relative_cost']:.4f}")
     lines.append("agree: same exit and prediction as the cache; near: disagreements within the tolerance of a "
                  "threshold; ideal: 1 / relative MACs; b64 x / b1 x: measured throughput (batch 64) and median "
                  "latency (batch 1) speedups over the base model")
@@ -359,11 +376,12 @@ def _split_rows(args: argparse.Namespace, ckpt: dict, cache: Any) -> Any:
     dataset = args.dataset or dumped.get("name") or trained.get("dataset")
     if dataset is None:
         raise DataError("the cache names no dataset; pass --dataset")
-    if args.split not in ("search", "holdout"):
-        raise DataError(f"split {args.split!r}: only search and holdout can be rebuilt from the dataset")
+    if args.split not in ("search", "calibration", "holdout"):
+        raise DataError(f"split {args.split!r}: only search, calibration and holdout can be rebuilt from the dataset")
     splits = load_splits(dataset, args.data_root, data_config=ckpt["data_config"],
                          search_fraction=params.get("search_fraction", trained.get("search_fraction", 0.1)),
-                         seed=params.get("seed", trained.get("seed", 0)), max_samples=params.get("max_samples"))
+                         seed=params.get("seed", trained.get("seed", 0)), max_samples=params.get("max_samples"),
+                         calibration_size=params.get("calibration_size", 0))
     ds = getattr(splits, args.split)
     where = {int(s): i for i, s in enumerate(ds.indices)}
     want = np.asarray(cache.sample_index(args.split))

@@ -22,19 +22,27 @@ def _numbers(problem, config: ExitConfig) -> dict:
             "exit_fractions": list(ev.exit_fractions)}
 
 
-def build_export(entries: list[tuple[str, ExitConfig]], *, search, holdout, method_info: dict | None = None,
+def build_export(entries: list[tuple], *, search, holdout, method_info: dict | None = None,
                  pareto: bool = True, fit: dict | None = None) -> dict:
-    """The ``exitconfig/1`` document for ``(method, config)`` pairs, cheapest first.
+    """The ``exitconfig/1`` document for ``(method, config)`` or ``(method, config, certificate)`` entries,
+    cheapest first.
 
     ``search``/``holdout`` evaluate on the two whole splits (ExitProblems or SplitEvaluators, same cost
     model); every number is an exact evaluation there. With ``pareto`` only the search-split
-    non-dominated set is kept. ``fit`` (plain JSON, e.g. ``{"split": "search", "subsample": 65536,
-    "of": 1280000, "seed": 0}``) says what the methods were fitted on; written as the ``fit`` field.
+    non-dominated set is kept, plus every certified entry; a certificate
+    (``search.pareto_testing.Certificate.to_json``) is written as it is. ``fit`` (plain JSON, e.g.
+    ``{"split": "search", "subsample": 65536, "of": 1280000, "seed": 0}``) says what the methods were
+    fitted on; written as the ``fit`` field.
     """
     cache = search.cache
-    configs = [c for _, c in entries]
+    configs = [e[1] for e in entries]
+    certificates = [e[2] if len(e) > 2 else None for e in entries]
     F = search.evaluate(configs) if configs else np.zeros((0, 2))
-    keep = non_dominated(F) if pareto else np.argsort(F[:, 1], kind="stable")
+    if pareto:
+        keep = np.union1d(non_dominated(F), [i for i, c in enumerate(certificates) if c is not None]).astype(int)
+        keep = keep[np.lexsort((F[keep, 0], F[keep, 1]))]
+    else:
+        keep = np.argsort(F[:, 1], kind="stable")
     model = cache.meta.provenance.get("model", {})
     base_s, base_h = search.base, holdout.base
     doc = {
@@ -53,11 +61,13 @@ def build_export(entries: list[tuple[str, ExitConfig]], *, search, holdout, meth
         doc["fit"] = fit
     counters: dict[str, int] = {}
     for i in keep:
-        method, config = entries[i]
+        method, config = entries[i][:2]
         n = counters[method] = counters.get(method, -1) + 1
-        doc["configs"].append({
-            "id": f"{method}-{n:04d}", "method": method, "exits": config.to_json(cache),
-            "search": _numbers(search, config), "holdout": _numbers(holdout, config)})
+        entry = {"id": f"{method}-{n:04d}", "method": method, "exits": config.to_json(cache),
+                 "search": _numbers(search, config), "holdout": _numbers(holdout, config)}
+        if certificates[i] is not None:
+            entry["certificate"] = dict(certificates[i])
+        doc["configs"].append(entry)
     return doc
 
 

@@ -3,9 +3,9 @@
 Runs the chosen methods on the ``search`` split (on a seeded random subsample of it when it is large:
 ``--subsample``, ``--subsample-above``), scores every front exactly on all of ``search`` and on
 ``holdout`` chunk by chunk (bounded memory), prints a table (points, hypervolume, cost saved at 0.5
-and 1 point drop, evaluations, seconds), answers the constrained queries (``--max-drop``,
-``--budget``), exports ``exitconfig/1`` JSON and draws figures. Data errors print one line each and
-exit with status 2.
+and 1 point drop, evaluations, seconds), answers the constrained queries (``--max-drop``, ``--budget``;
+certified on calibration data unless ``--uncertified``, ``search.pareto_testing``), exports
+``exitconfig/1`` JSON and draws figures. Data errors print one line each and exit with status 2.
 """
 from __future__ import annotations
 
@@ -23,8 +23,12 @@ from data_cache import CacheError, open_cache
 from data_cache.bundled import bundled_cache_path
 from data_cache.outputs import cli_entry
 
-from ._validation import SearchError, SearchWarning
+from ._certified_text import budget_failure, budget_title, drop_title
+from ._validation import SearchError, SearchWarning, check_scalar
 from .budget import Budget
+from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, calibration_roles, check_calibration_split,
+                          check_certifiable, check_fraction, planned_calibration_size)
+from .certify import BOUNDS, DEFAULT_BOUND, check_delta
 from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
 from .engines import create_engine, engine_class, list_engines
@@ -32,6 +36,7 @@ from .exact import SplitEvaluator
 from .export import build_export, write_export
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
+from .pareto_testing import DEFAULT_DELTA, certify_budget, certify_drop, fit_front
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table
@@ -83,13 +88,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help="confidence score compared with thresholds (default max_prob)")
     p.add_argument("--max-drop", type=float, metavar="POINTS",
                    help="answer: cheapest configuration within POINTS percentage points of the base top-1 "
-                        "accuracy on the search split (e.g. 0.5)")
-    p.add_argument("--risk", type=float, metavar="DELTA",
-                   help="with --max-drop: fit on half the search split and choose on the other half so "
-                        "that the drop bound holds with confidence 1-DELTA (Clopper-Pearson, "
-                        "fixed-sequence testing along the front)")
+                        "accuracy (e.g. 0.5), certified on calibration data with confidence 1-DELTA (--risk)")
     p.add_argument("--budget", type=float, metavar="REL_COST",
-                   help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6)")
+                   help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6), the "
+                        "mean cost certified with confidence 1-DELTA, with a lower bound on its accuracy")
+    p.add_argument("--risk", type=float, metavar="DELTA",
+                   help=f"risk level of the certificates, in (0, 0.5] (default {DEFAULT_DELTA}: 90%% confidence)")
+    p.add_argument("--uncertified", action="store_true",
+                   help="answer on the search split alone, without a certificate (promises nothing on unseen data)")
+    p.add_argument("--show-uncertified", action="store_true",
+                   help="also print the uncertified answer to --max-drop, for contrast")
+    p.add_argument("--calibration-fraction", type=float, metavar="F",
+                   help=f"without a calibration split in the cache: the share of the search split cut off "
+                        f"(seeded by --seed) to certify on (default {DEFAULT_FRACTION})")
+    p.add_argument("--bound", choices=tuple(BOUNDS), default=DEFAULT_BOUND,
+                   help=f"the test behind a drop certificate (default {DEFAULT_BOUND}; docs/certification.md)")
     p.add_argument("--export", metavar="FILE.json", help="write the Pareto set (all methods) as exitconfig/1 JSON")
     p.add_argument("--export-choice", metavar="FILE.json",
                    help="write the configuration chosen by --max-drop/--budget alone (for deployment)")
@@ -177,6 +190,7 @@ def _run(args, out) -> int:
         raise SearchError("--methods is empty; name at least one method (see --methods list)")
     engines = {m: _engine(m, args) for m in methods}
     cache = _resolve_cache(args.cache, skip_integrity_check=args.skip_integrity_check)
+    _check_certification(args, cache)
     sample = plan_fit(cache, "search", subsample=args.subsample, above=args.subsample_above, seed=args.seed)
     check_fit_memory(sample.size if sample else cache.n_samples("search"), len(cache.exits), methods,
                      args.memory_limit * 1e9)
@@ -186,16 +200,23 @@ def _run(args, out) -> int:
               else SplitEvaluator.like(fit, "search", chunk_size=args.chunk_size))
     holdout = SplitEvaluator.like(fit, "holdout", chunk_size=args.chunk_size)
     fronts = _search(args, engines, fit)
+    fit_union = _union(fronts)                               # on the problem the methods fitted on
     if sample is not None:
         fronts = _rescore(fronts, search, sample)
     entries = [(name, c) for name, f in fronts.items() for c in f.configs]
-    union = Front([c for _, c in entries], np.concatenate([f.F for f in fronts.values()]), "union").pareto()
+    union = _union(fronts)
     holdout.evaluations([c for _, c in entries])          # one pass over holdout for every front
     oracle = oracle_bound(search)
     _report(args, out, cache, fronts, union, search, holdout, oracle, sample)
-    chosen = _answer_queries(args, out, fit, search, holdout, union, entries)
+    chosen = _answer_queries(args, out, fit, fit_union, search, holdout, union, entries)
     _write_outputs(args, out, fronts, entries, chosen, search, holdout, oracle, sample)
     return 0
+
+
+def _union(fronts: dict[str, Front]) -> Front:
+    """The non-dominated configurations of every method's front, as their own numbers say."""
+    configs = [c for f in fronts.values() for c in f.configs]
+    return Front(configs, np.concatenate([f.F for f in fronts.values()]), "union").pareto()
 
 
 def _rescore(fronts: dict[str, Front], search: SplitEvaluator, sample: FitSample) -> dict[str, Front]:
@@ -213,8 +234,41 @@ def _rescore(fronts: dict[str, Front], search: SplitEvaluator, sample: FitSample
 
 def _check_args(args) -> None:
     """Combinations of options that cannot work, refused before any work."""
-    if args.risk is not None and args.max_drop is None:
-        raise SearchError("--risk needs --max-drop")
+    if args.uncertified and (args.risk is not None or args.calibration_fraction is not None):
+        raise SearchError("--uncertified answers on the search split alone; drop --risk / --calibration-fraction")
+    if args.max_drop is None and args.budget is None:
+        given = [o for o, v in (("--risk", args.risk), ("--calibration-fraction", args.calibration_fraction),
+                                ("--uncertified", args.uncertified or None),
+                                ("--show-uncertified", args.show_uncertified or None)) if v is not None]
+        if given:
+            raise SearchError(f"{given[0]} needs --max-drop or --budget")
+    if args.max_drop is not None:
+        check_scalar(args.max_drop, "--max-drop", min_val=0.0, max_val=100.0)
+    if args.risk is not None:
+        check_delta(args.risk)
+    if args.calibration_fraction is not None:
+        check_fraction(args.calibration_fraction)
+
+
+def _check_certification(args, cache) -> None:
+    """Before any search: the calibration data can serve, and can certify the asked drop at all."""
+    if args.uncertified or (args.max_drop is None and args.budget is None):
+        return
+    check_calibration_split(cache)
+    if CALIBRATION_SPLIT in cache.splits() and args.calibration_fraction is not None:
+        raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
+                          "calibration set; --calibration-fraction only cuts a search split when there is none")
+    n_cal = planned_calibration_size(cache, _fraction(args))
+    if args.max_drop is not None:
+        check_certifiable(args.max_drop / 100, n_cal, _delta(args), args.bound)
+
+
+def _delta(args) -> float:
+    return DEFAULT_DELTA if args.risk is None else args.risk
+
+
+def _fraction(args) -> float:
+    return DEFAULT_FRACTION if args.calibration_fraction is None else args.calibration_fraction
 
 
 def _search(args, engines: dict, problem: ExitProblem) -> dict[str, Front]:
@@ -295,49 +349,69 @@ def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: Sp
                   f"relative cost {r['relative_cost']:.4f}", file=out)
 
 
-def _answer_queries(args, out, fit: ExitProblem, search: SplitEvaluator, holdout: SplitEvaluator, union: Front,
-                    entries: list):
-    """Answer --max-drop / --budget on the problem the methods fitted on (the search split, or its
-    subsample), report each answer's exact numbers on both splits, append it to ``entries``; return
-    the configuration chosen."""
+def _answer_queries(args, out, fit: ExitProblem, fit_union: Front, search: SplitEvaluator,
+                    holdout: SplitEvaluator, union: Front, entries: list):
+    """Answer --max-drop / --budget (certified unless --uncertified); report each answer's exact numbers
+    on both whole splits; append it to ``entries`` (with its certificate); return the configuration chosen.
+
+    ``fit`` is the problem the methods fitted on (the search split, or its subsample) and ``fit_union``
+    their front on it; ``union`` is the front on all of search. Certified answers take their candidates
+    from ``fit`` alone and test them on calibration data it never saw (``search.calibration``).
+    """
     if args.max_drop is None and args.budget is None:
         return None
-    from . import queries                                    # scipy.stats: only when a query is asked
+    from . import queries                                    # scipy: only when a query is asked
 
     chosen = None
-    on, then = "search", ""
-    if fit.samples is not None:
-        on = f"the fitted subsample of search ({fit.n_samples:,} samples)"
-        then = f", then the best of it and the fronts that meets the limit on all {search.n_samples:,} search samples"
+    roles = None if args.uncertified else calibration_roles(fit, fraction=_fraction(args), seed=args.seed)
+    on = "the whole search split" if fit.samples is None else f"the fitted subsample of search ({fit.n_samples:,} samples)"
     if args.max_drop is not None:
         drop = args.max_drop / 100
-        if args.risk is not None:
-            ans = queries.risk_controlled_within_drop(fit, drop, delta=args.risk, seed=args.seed)
-            title = (f"\nrisk-controlled: cheapest within {args.max_drop} points with confidence "
-                     f"{1 - args.risk:.0%} (fitted on half of {on}, drop bound {ans.bound:.3%} "
-                     "on the other half)")
+        if args.uncertified:
+            chosen = _uncertified_drop(queries, fit, fit_union, search, union, drop)
+            entries.append(("query", chosen))
+            print(_describe_choice(f"\nuncertified: cheapest within {args.max_drop} points of the base accuracy on "
+                                   f"{on} (no guarantee on unseen data):", chosen, search, holdout), file=out)
         else:
-            ans = queries.cheapest_within_drop(fit, drop, front=union)
-            title = f"\ncheapest within {args.max_drop} points of the base accuracy (chosen on {on}{then}):"
-        chosen = ans.config
-        if fit.samples is not None and args.risk is None:
-            chosen = _best_on_all(search, [ans.config, *union.configs, ExitConfig(score=fit.score)],
-                                  lambda e: search.base.accuracy - e.accuracy <= drop + 1e-12,
-                                  lambda e: (e.relative_cost, e.error))
-        entries.append(("query", chosen))
-        print(_describe_choice(title, chosen, search, holdout), file=out)
+            cert = certify_drop(roles, drop, delta=_delta(args), bound=args.bound, fit_front=fit_front(roles, fit_union))
+            chosen = cert.config
+            entries.append(("query", chosen, cert.certificate.to_json()) if cert.certificate else ("query", chosen))
+            print(_describe_choice(drop_title(cert, args.max_drop, _delta(args)), chosen, search, holdout), file=out)
+            if args.show_uncertified:
+                loose = _uncertified_drop(queries, fit, fit_union, search, union, drop)
+                print(_describe_choice(f"for contrast, uncertified (chosen on {on}, no guarantee on unseen data):",
+                                       loose, search, holdout), file=out)
     if args.budget is not None:
-        ans = queries.most_accurate_within_budget(fit, args.budget, front=union)
-        config = ans.config
-        if fit.samples is not None:
-            config = _best_on_all(search, [ans.config, *union.configs],
-                                  lambda e: e.relative_cost <= args.budget * (1 + 1e-12),
-                                  lambda e: (e.error, e.relative_cost)) or config
+        if args.uncertified:
+            config = queries.most_accurate_within_budget(fit, args.budget, front=fit_union).config
+            if fit.samples is not None:
+                config = _best_on_all(search, [config, *union.configs],
+                                      lambda e: e.relative_cost <= args.budget * (1 + 1e-12),
+                                      lambda e: (e.error, e.relative_cost)) or config
+            entries.append(("query", config))
+            title = f"\nuncertified: most accurate within relative cost {args.budget} on {on}:"
+        else:
+            cert = certify_budget(roles, args.budget, delta=_delta(args), fit_front=fit_front(roles, fit_union))
+            if cert.certificate is None:
+                raise SearchError(budget_failure(cert, args.budget, _delta(args)))
+            config = cert.config
+            entries.append(("query", config, cert.certificate.to_json()))
+            title = budget_title(cert, args.budget, _delta(args))
         chosen = chosen or config
-        entries.append(("query", config))
-        print(_describe_choice(f"\nmost accurate within relative cost {args.budget} (chosen on {on}{then}):",
-                               config, search, holdout), file=out)
+        print(_describe_choice(title, config, search, holdout), file=out)
     return chosen
+
+
+def _uncertified_drop(queries, fit: ExitProblem, fit_union: Front, search: SplitEvaluator, union: Front,
+                      drop: float) -> ExitConfig:
+    """Today's answer: the cheapest within ``drop`` on the fit problem; on a subsample, the best of it and
+    the fronts that meets the limit on all search samples (a subsample's answer alone overfits)."""
+    config = queries.cheapest_within_drop(fit, drop, front=fit_union).config
+    if fit.samples is None:
+        return config
+    return _best_on_all(search, [config, *union.configs, ExitConfig(score=fit.score)],
+                        lambda e: search.base.accuracy - e.accuracy <= drop + 1e-12,
+                        lambda e: (e.relative_cost, e.error))
 
 
 def _best_on_all(search: SplitEvaluator, candidates: list, meets, key):
@@ -363,7 +437,8 @@ def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, s
     if args.export_choice:
         if chosen is None:
             raise SearchError("--export-choice needs --max-drop or --budget to choose a configuration")
-        write_export(args.export_choice, build_export([("query", chosen)], search=search, holdout=holdout,
+        entry = next(e for e in reversed(entries) if e[1] == chosen)
+        write_export(args.export_choice, build_export([entry], search=search, holdout=holdout,
                                                       method_info=method_info, pareto=False, fit=fit))
         print(f"exported the chosen configuration to {args.export_choice}", file=out)
     if args.plot:

@@ -1,5 +1,5 @@
-"""Constrained queries answered directly: "cheapest within X of the base accuracy", "most accurate
-within a cost budget", and a risk-controlled version of the first.
+"""Constrained queries answered directly on one split: "cheapest within X of the base accuracy" and
+"most accurate within a cost budget" (``search.pareto_testing`` certifies them on unseen data).
 
 Both constrained queries bisect the trade-off weight lam of the exact DP, then repair and polish
 with exact *constrained* coordinate steps: at each position, among every option and threshold cut,
@@ -11,16 +11,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import stats
-
-from ._validation import SearchError, as_generator, check_scalar
+from ._validation import SearchError, check_scalar
 from .config import ExitConfig
 from .engines.dp import DPEngine, DPSolver
 from .front import Front
 from .problem import Evaluation, ExitProblem
 
-__all__ = ["Answer", "cheapest_within_drop", "most_accurate_within_budget", "risk_controlled_within_drop",
-           "drop_upper_bound"]
+__all__ = ["Answer", "cheapest_within_drop", "most_accurate_within_budget"]
 
 
 @dataclass(frozen=True)
@@ -30,7 +27,6 @@ class Answer:
     config: ExitConfig
     evaluation: Evaluation
     query: str
-    bound: float | None = None  # the risk-controlled upper bound on the drop, when computed
 
 
 def _max_errors(problem: ExitProblem, max_drop: float) -> int:
@@ -62,13 +58,30 @@ def _polish(solver: DPSolver, slots, taus, feasible, key, max_sweeps: int = 20) 
             return
 
 
+def _front_candidates(solver: DPSolver, front: Front) -> list[tuple]:
+    """States of ``front``'s configurations with the error count and summed cost its ``F`` records."""
+    n, base_cost = solver.problem.n_samples, solver.problem.costs.base_cost
+    return [(*solver.state_of(c), int(round(F[0] * n)), float(F[1] * n * base_cost))
+            for c, F in zip(front.configs, front.F)]
+
+
+def _same_totals(a, b) -> bool:
+    return a[0] == b[0] and abs(a[1] - b[1]) <= 1e-9 * max(abs(a[1]), 1.0)
+
+
+def _best_feasible(cands: list[tuple], feasible, rank) -> tuple | None:
+    ok = [r for r in cands if feasible(r[2], r[3])]
+    return min(ok, key=rank) if ok else None
+
+
 def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, feasible_at_high: bool,
                         front: Front | None):
     """Bisect log lam for the best feasible weighted optimum, then polish it with constrained steps.
 
     Feasibility is monotone in lam: for a drop limit it holds at large lam (accurate end), for a
     cost budget at small lam (cheap end); the bisection keeps a feasible end and moves the other.
-    The configurations of ``front`` (a dp front when None) are candidates too.
+    The configurations of ``front`` (a dp front when None) are candidates too; with ``n_bisect = 0``
+    they (and the base model) are the only ones, and no weighted problem is solved.
     """
     solver = DPSolver(problem)
     if front is None:
@@ -86,10 +99,11 @@ def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, f
     ends = {"low": np.log(0.01), "high": np.log(1e5)}
     good, bad = ("high", "low") if feasible_at_high else ("low", "high")
     cands = [(*solver.empty_state(), *solver.totals(*solver.empty_state()))]
-    ok_end = solve_at(ends[good], cands[0][:2])
-    cands.append(ok_end)
+    ok_end = solve_at(ends[good], cands[0][:2]) if n_bisect else None
+    if ok_end is not None:
+        cands.append(ok_end)
     g, b = ends[good], ends[bad]
-    if feasible(ok_end[2], ok_end[3]):
+    if ok_end is not None and feasible(ok_end[2], ok_end[3]):
         state = ok_end
         for _ in range(n_bisect):
             mid = (g + b) / 2
@@ -99,11 +113,13 @@ def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, f
                 g, state = mid, r
             else:
                 b = mid
-    cands += [(*st, *solver.totals(*st)) for st in map(solver.state_of, front.configs)]
-    feasible_cands = [r for r in cands if feasible(r[2], r[3])]
-    if not feasible_cands:
+    best = _best_feasible(cands + _front_candidates(solver, front), feasible, rank)
+    if best is not None and not _same_totals(solver.totals(best[0], best[1]), best[2:]):
+        # the front's objectives were not this problem's: score every front configuration here
+        best = _best_feasible(cands + [(*st, *solver.totals(*st)) for st in map(solver.state_of, front.configs)],
+                              feasible, rank)
+    if best is None:
         return None
-    best = min(feasible_cands, key=rank)
     s, t = best[0].copy(), best[1].copy()
     _polish(solver, s, t, feasible, key)
     return solver.to_config(s, t)
@@ -135,49 +151,3 @@ def most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: F
         raise SearchError(f"no configuration meets relative cost <= {budget}: the cheapest reachable is "
                           f"{cheapest / problem.costs.base_cost:.4f} (everything leaving at the cheapest exit)")
     return Answer(config, problem.evaluate_one(config), f"most accurate within relative cost {budget}")
-
-
-def drop_upper_bound(problem: ExitProblem, config: ExitConfig, delta: float) -> float:
-    """Upper confidence bound (level 1 - delta) on the accuracy drop of ``config`` versus the base.
-
-    Paired on the split: losses L (base right, config wrong) and gains G (base wrong, config right);
-    drop = (L - G) / n <= CP_upper(L) - CP_lower(G), each one-sided Clopper-Pearson at delta / 2.
-    """
-    n = problem.n_samples
-    leave = problem.assign(config)
-    right = problem.correct[leave, np.arange(n)]
-    base = problem.correct[problem.final_exit]
-    losses = int(np.count_nonzero(base & ~right))
-    gains = int(np.count_nonzero(~base & right))
-    a = delta / 2
-    upper_l = 1.0 if losses == n else float(stats.beta.ppf(1 - a, losses + 1, n - losses))
-    lower_g = 0.0 if gains == 0 else float(stats.beta.ppf(a, gains, n - gains + 1))
-    return upper_l - lower_g
-
-
-def risk_controlled_within_drop(problem: ExitProblem, max_drop: float, *, delta: float = 0.05,
-                                calibration_fraction: float = 0.5, seed=0) -> Answer:
-    """The cheapest configuration whose accuracy drop is <= ``max_drop`` with confidence 1 - ``delta``.
-
-    The split is cut at random into a fitting part and a calibration part. ``dp`` fits a front on
-    the first; on the second, configurations are tested from the most accurate to the cheapest
-    (fixed-sequence testing, so no correction for the number of tests) and the walk stops at the
-    first whose drop bound (:func:`drop_upper_bound`) exceeds ``max_drop``. As the calibration
-    samples played no part in fitting, the bound holds for the population the split was drawn from.
-    """
-    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
-    check_scalar(delta, "delta", min_val=1e-9, max_val=0.5)
-    check_scalar(calibration_fraction, "calibration_fraction", min_val=0.05, max_val=0.95)
-    perm = as_generator(seed).permutation(problem.n_samples)
-    n_cal = int(round(problem.n_samples * calibration_fraction))
-    fit, cal = problem.take(np.sort(perm[n_cal:])), problem.take(np.sort(perm[:n_cal]))
-    front = DPEngine().run(fit)
-    chosen, bound, cost = ExitConfig(score=problem.score), 0.0, 1.0
-    for i in np.argsort(front.F[:, 0], kind="stable"):
-        b = drop_upper_bound(cal, front.configs[i], delta)
-        if b > max_drop:
-            break
-        if front.F[i, 1] < cost:
-            chosen, bound, cost = front.configs[i], b, front.F[i, 1]
-    return Answer(chosen, problem.evaluate_one(chosen), f"risk-controlled within {max_drop:.4%} drop "
-                  f"(confidence {1 - delta:.0%})", bound)

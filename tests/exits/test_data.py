@@ -72,6 +72,23 @@ def test_fashion_mnist_splits_from_idx(tmp_path, compress):
     assert set(s.cache_splits()) == {"search", "holdout"}
 
 
+def test_calibration_split_is_kept_out_of_search_and_training(tmp_path):
+    make_mnist_like(tmp_path)
+    plain = load_splits("fashion_mnist", tmp_path, data_config=CFG, search_fraction=0.25, seed=3)
+    s = load_splits("fashion_mnist", tmp_path, data_config=CFG, search_fraction=0.25, seed=3, calibration_size=8)
+    assert (len(s.train), len(s.search), len(s.calibration), len(s.holdout)) == (22, 10, 8, 12)
+    assert s.search.indices.tolist() == plain.search.indices.tolist()      # the same search slice as without it
+    assert set(s.calibration.indices) <= set(plain.train.indices)           # taken from the former training rows
+    assert not set(s.calibration.indices) & (set(s.search.indices) | set(s.train.indices))
+    assert list(s.cache_splits()) == ["search", "calibration", "holdout"]
+    assert "never trained on" in s.definitions["calibration"] and s.parameters["calibration_size"] == 8
+    assert s.parameters["split_parts"] == {"search": "train", "calibration": "train", "holdout": "test"}
+    with pytest.raises(DataError, match="do not fit"):
+        load_splits("fashion_mnist", tmp_path, data_config=CFG, search_fraction=0.25, calibration_size=31)
+    with pytest.raises(DataError, match="calibration_size"):
+        load_splits("fashion_mnist", tmp_path, data_config=CFG, calibration_size=-1)
+
+
 def test_split_is_seeded(tmp_path):
     make_mnist_like(tmp_path)
     a = load_splits("mnist", tmp_path, data_config=CFG, seed=1).search.indices

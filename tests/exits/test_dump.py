@@ -177,6 +177,27 @@ def test_cli_dump_and_validate(cli_setup, capsys):
     assert "layer1.0/linear" in capsys.readouterr().out
 
 
+def test_cli_writes_a_calibration_split_kept_out_of_training(cli_setup, capsys):
+    tmp_path, base = cli_setup
+    ckpt = save_checkpoint(tmp_path / "cal.pt", tiny_model(), include_backbone=True,
+                           data={"dataset": "fashion_mnist", "search_fraction": 0.2, "seed": 0, "calibration_size": 8})
+    argv = list(base)
+    argv[argv.index("--checkpoint") + 1] = str(ckpt)
+    code, _, err = _run(argv + ["--out", str(tmp_path / "c")], capsys)  # the checkpoint's calibration size
+    assert code == 0, err
+    cache = open_cache(tmp_path / "c")
+    assert cache.splits() == ["search", "calibration", "holdout"] and cache.n_samples("calibration") == 8
+    search, cal = set(cache.sample_index("search").tolist()), set(cache.sample_index("calibration").tolist())
+    assert not search & cal and len(search | cal) == 14
+    assert "never trained on" in cache.meta.split_definitions["calibration"]
+    parameters = cache.manifest["provenance"]["dataset"]["parameters"]
+    assert parameters["calibration_size"] == 8 and parameters["split_parts"]["calibration"] == "train"
+    code, _, err = _run(argv + ["--out", str(tmp_path / "c4"), "--calibration-size", "4"], capsys)
+    assert code == 0 and set(open_cache(tmp_path / "c4").sample_index("calibration").tolist()) <= cal
+    code, _, err = _run(argv + ["--out", str(tmp_path / "c9"), "--calibration-size", "9"], capsys)
+    assert code == 2 and "would hold training rows" in err and not (tmp_path / "c9").exists()
+
+
 def _snapshot(folder: Path) -> dict:
     return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
@@ -210,6 +231,7 @@ def test_cli_refusals_exit_2_and_keep_files(cli_setup, capsys):
     refused(swap("--checkpoint", str(other)) + out, "heads were trained for backbone")
     refused(base + ["--out", str(tmp_path / "c"), "--search-fraction", "0.5"], "search_fraction=0.2")
     refused(base + ["--out", str(tmp_path / "c"), "--input-size", "64"], "drop --input-size")
+    refused(base + ["--out", str(tmp_path / "c"), "--calibration-size", "5"], "train with --calibration-size 5")
 
 
 def test_cli_killed_then_resumed(cli_setup, capsys, monkeypatch):

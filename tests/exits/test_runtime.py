@@ -147,6 +147,24 @@ def test_switching_and_selecting_by_budget(setup):
     assert runtime.run(x).exits.eq(len(model.exits) - 1).all()
 
 
+def test_selecting_by_certified_drop(setup):
+    model, _, cache = setup
+    doc = make_export(cache)
+    for entry, drop in zip(doc["configs"][:2], (0.01, 0.005)):
+        entry["certificate"] = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": 1000,
+                                "certified_drop": drop, "split": "search", "seed": 0}
+    runtime = ExitRuntime(model, doc, cache=cache)
+    cheaper = min(doc["configs"][:2], key=lambda c: c["search"]["relative_cost"])
+    assert runtime.select(max_drop=0.01).id == cheaper["id"]
+    assert runtime.select(max_drop=0.005).id == doc["configs"][1]["id"] and runtime.config.id == doc["configs"][1]["id"]
+    with pytest.raises(RuntimeConfigError, match=r"certified drops: \[0.005, 0.01\]"):
+        runtime.select(max_drop=0.001)
+    with pytest.raises(RuntimeConfigError, match="exactly one"):
+        runtime.select(0.5, max_drop=0.01)
+    with pytest.raises(RuntimeConfigError, match="holds no drop certificate"):
+        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=0.01)
+
+
 def test_single_configuration_is_active_at_once(setup):
     model, _, cache = setup
     doc = make_export(cache)

@@ -127,7 +127,7 @@ def test_cli_train_then_resume(tmp_path, capsys):
     assert "layer4/mlp" in printed and str(out) in printed
     ckpt = read_checkpoint(out)
     assert ckpt["backbone"] is not None and ckpt["data_config"]["crop_pct"] == 1.0
-    assert ckpt["data"] == {"dataset": "fashion_mnist", "search_fraction": 0.1, "seed": 0}
+    assert ckpt["data"] == {"dataset": "fashion_mnist", "search_fraction": 0.1, "seed": 0, "calibration_size": 0}
     assert len(ckpt["train"]["heads"]["history"]) == 1 and ckpt["train"]["backbone"]["epoch"] == 1
     assert main(base + ["--train-backbone-epochs", "1", "--epochs", "2", "--resume", "--seed", "1"]) == 2
     assert "would change the training rows" in capsys.readouterr().err

@@ -77,6 +77,24 @@ def test_one_configuration_by_id(setup, capsys):
     assert [c["id"] for c in report["configs"]] == [cid] and "throughput_speedup_b64" not in report["configs"][0]
 
 
+def test_measured_drop_next_to_the_certified_one(setup, capsys):
+    tmp, base, doc = setup
+    doc = copy.deepcopy(doc)
+    cid = doc["configs"][1]["id"]
+    doc["configs"][1]["certificate"] = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": 500,
+                                        "certified_drop": 0.005, "split": "calibration", "seed": 0}
+    (tmp / "certified.json").write_text(json.dumps(doc))
+    assert main(["--config", str(tmp / "certified.json"), "--id", cid, "--report", str(tmp / "cert.json"),
+                 "--no-timing"] + base) == 0
+    out = capsys.readouterr().out
+    entry = json.loads((tmp / "cert.json").read_text())["configs"][0]
+    report = json.loads((tmp / "cert.json").read_text())
+    assert entry["certificate"]["certified_drop"] == 0.005
+    assert entry["measured_drop"] == pytest.approx(report["base"]["measured"]["accuracy"] - entry["measured"]["accuracy"])
+    assert f"{cid}: certified drop <= 0.500 points (delta 0.1, 500 calibration samples, trinomial); measured drop " \
+           "on holdout:" in out
+
+
 def _refused(setup, capsys, doc=None, extra=(), match=""):
     tmp, base, good = setup
     path = tmp / "bad.json"

@@ -23,6 +23,22 @@ ROOT = Path(__file__).resolve().parents[2]
 COMPLETE = (optuna.trial.TrialState.COMPLETE,)
 
 
+def _n_complete_sqlite(path: Path) -> int:
+    """Complete trials in an SQLite storage, read without optuna (which would create the tables while
+    another process is creating them)."""
+    import sqlite3
+
+    if not path.exists():
+        return 0
+    con = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5)
+    try:
+        return con.execute("SELECT count(*) FROM trials WHERE state = 'COMPLETE'").fetchone()[0]
+    except sqlite3.OperationalError:  # the tables are not created yet
+        return 0
+    finally:
+        con.close()
+
+
 def _complete(storage: str, name: str) -> list:
     level = optuna.logging.get_verbosity()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -148,21 +164,16 @@ def test_resume_after_a_kill(tmp_path):
     """)
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-c", script], env=env, stderr=subprocess.PIPE)
-    before = []
+    n_before = 0
     try:
         deadline = time.time() + 60
-        while time.time() < deadline and proc.poll() is None:
+        while time.time() < deadline and proc.poll() is None and n_before < 20:
             time.sleep(0.5)
-            try:
-                before = _complete(storage, "r")
-            except Exception:  # the study or its tables are not created yet
-                continue
-            if len(before) >= 20:
-                break
+            n_before = _n_complete_sqlite(tmp_path / "s.db")
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert len(before) >= 20, proc.stderr.read().decode()[-2000:]
+    assert n_before >= 20, proc.stderr.read().decode()[-2000:]
     killed = {t.number: t.values for t in _complete(storage, "r")}
     problem = ExitProblem(make_synthetic_cache(1200, 3, n_head_types=2, seed=11))
     front = create_engine("optuna", storage=storage, study_name="r", sampler="random").run(

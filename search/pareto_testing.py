@@ -1,0 +1,288 @@
+"""Pareto Testing: the configuration a query asks for, certified on data it was not chosen on.
+
+Three roles (Laufer-Goldshtein et al., ICLR 2023): *fit* (the front is searched), *calibration* (only
+tests), *holdout* (only reports; not used here). ``search.calibration`` decides where the calibration
+data comes from: the cache's ``calibration`` split (fit = the whole search split), else a seeded cut of
+the search split.
+
+For "cheapest within a drop eps": the candidates are the dp front of the fit part plus the constrained
+answers at a ladder of drops below eps. Before calibration is looked at they are ordered safest first
+by the fit part's one-sided z statistic for drop <= eps (ties: the more expensive first), kept only
+where each is cheaper than every safer one, and cut where even the fit part's rates could not pass at
+this calibration size. Fixed-sequence testing then walks the order on calibration, accepting while
+the bound (``search.certify``) rejects H: drop > eps at level delta, and stops at the first failure;
+the cheapest accepted is returned. The walk is valid at level delta whatever its length.
+"Most accurate within relative cost B" is the mirror image: certifies mean relative cost <= B (betting
+test on per-sample cost / its maximum) and reports a lower confidence bound on the accuracy.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from ._validation import SearchError, check_scalar
+from .calibration import DEFAULT_FRACTION, Roles, calibration_roles
+from .certify import (DEFAULT_BOUND, PairedLosses, accuracy_lower_bound, betting_p_value, check_delta, get_bound,
+                      mean_upper_bound, paired_losses, samples_to_certify, smallest_certifiable_drop)
+from .config import ExitConfig
+from .engines.dp import DPEngine
+from .front import Front
+from .problem import ExitProblem
+from .queries import cheapest_within_drop, most_accurate_within_budget
+
+__all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
+           "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test"]
+
+DEFAULT_DELTA = 0.1
+_LADDER_STEPS = 8          # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
+_SLACK = 1.0               # keep candidates whose predicted z on calibration is within this of passing
+
+
+# -- per-sample outcomes -------------------------------------------------------------------------
+
+def _outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.ndarray, float]:
+    """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
+    cost any sample can have under it."""
+    leave = problem.assign(config)
+    exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
+    lookup = np.zeros(problem.n_exits)
+    lookup[list(config.exits) + [problem.final_exit]] = exit_costs
+    return problem.correct[leave, np.arange(problem.n_samples)], lookup[leave], float(exit_costs.max())
+
+
+def _losses(problem: ExitProblem, config: ExitConfig) -> PairedLosses:
+    return paired_losses(_outcomes(problem, config)[0], problem.correct[problem.final_exit])
+
+
+# -- results -------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Certificate:
+    """What was certified, how, and on which data; ``to_json`` is the export's ``certificate`` object."""
+
+    kind: str                  # "drop" or "cost"
+    bound: str                 # name in search.certify.BOUNDS ("betting" for costs)
+    delta: float
+    n_cal: int
+    certified: float           # the accuracy drop (fraction) or the mean relative cost certified
+    split: str                 # "calibration" or "search" (a seeded cut of it)
+    fraction: float | None
+    seed: int
+    p_value: float
+    observed: float            # drop (or mean relative cost) on the calibration samples
+    tested: int                # configurations tested before the walk stopped
+    sequence: int              # configurations in the sequence
+    accuracy_lower_bound: float | None = None
+
+    def to_json(self) -> dict:
+        doc = {"kind": self.kind, "bound": self.bound, "delta": self.delta, "n_cal": self.n_cal,
+               "certified_drop" if self.kind == "drop" else "certified_relative_cost": self.certified,
+               "split": self.split, "seed": self.seed, "p_value": self.p_value,
+               "observed_drop" if self.kind == "drop" else "observed_relative_cost": self.observed,
+               "tested": self.tested, "sequence": self.sequence}
+        if self.fraction is not None:
+            doc["fraction"] = self.fraction
+        if self.accuracy_lower_bound is not None:
+            doc["accuracy_lower_bound"] = self.accuracy_lower_bound
+        return doc
+
+
+@dataclass(frozen=True)
+class CertifiedAnswer:
+    """The configuration returned and its certificate; ``certificate`` is None when nothing in the
+    sequence passed (then ``config`` is the base model for a drop query, None for a budget query).
+
+    ``smallest_certifiable`` (when nothing passed): the bound of the sequence's first (safest)
+    configuration on calibration, the smallest drop (or mean relative cost) this calibration set
+    certifies for it; ``samples_needed``: about how many
+    calibration samples would certify the asked limit, from the calibration rates of the configuration
+    that needs the fewest (None when none would).
+    """
+
+    config: ExitConfig | None
+    certificate: Certificate | None
+    roles: Roles
+    sequence: list[ExitConfig]
+    smallest_certifiable: float | None = None
+    samples_needed: int | None = None
+
+
+def fixed_sequence_test(sequence: list, passes) -> int:
+    """Walk ``sequence`` in order while ``passes(item)`` holds; return how many passed (stop at the first failure)."""
+    n = 0
+    for item in sequence:
+        if not passes(item):
+            break
+        n += 1
+    return n
+
+
+# -- the drop query --------------------------------------------------------------------------------
+
+def fit_front(roles: Roles, front: Front | None) -> Front | None:
+    """``front`` (searched on the problem handed to :func:`calibration_roles`) when it may serve as the
+    fit front: the fit part is that problem whole; else None (dp on the fit part)."""
+    return front if front is not None and roles.fit_is_given else None
+
+
+def _dedupe(configs: list[ExitConfig]) -> list[ExitConfig]:
+    return list(dict.fromkeys(configs))
+
+
+def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, delta: float,
+                   n_cal: int) -> list[ExitConfig]:
+    """Order by the fit part's z for drop <= eps (safest first, ties to the more expensive), keep each only
+    if cheaper than all safer ones, stop where the predicted z on ``n_cal`` samples is out of reach."""
+    from scipy import stats
+
+    n_f = fit.n_samples
+    base = fit.correct[fit.final_exit]
+    rows = []
+    for c in candidates:
+        right, cost, _ = _outcomes(fit, c)
+        L = paired_losses(right, base)
+        var = max(L.discordance - L.drop ** 2, 1.0 / n_f)
+        rows.append(((eps - L.drop) / math.sqrt(var), float(cost.mean()), c))
+    rows.sort(key=lambda r: (-r[0], -r[1]))
+    z_pass = float(stats.norm.ppf(1 - delta)) - _SLACK
+    sequence, cheapest = [], math.inf
+    for unit_z, cost, c in rows:
+        if unit_z * math.sqrt(n_cal) < z_pass:
+            break
+        if cost < cheapest:
+            sequence.append(c)
+            cheapest = cost
+    return sequence
+
+
+def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float = DEFAULT_DELTA,
+                          bound: str = DEFAULT_BOUND, fraction: float = DEFAULT_FRACTION, seed: int = 0,
+                          front: Front | None = None) -> CertifiedAnswer:
+    """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` (a fraction)
+    with confidence 1 - ``delta``, by Pareto Testing. ``front``: configurations searched on the whole
+    search split (used as candidates only when the cache has a calibration split of its own)."""
+    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+    check_delta(delta)
+    roles = calibration_roles(search, fraction=fraction, seed=seed)
+    return certify_drop(roles, max_drop, delta=delta, bound=bound, fit_front=fit_front(roles, front))
+
+
+def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
+                 fit_front: Front | None = None) -> CertifiedAnswer:
+    """Pareto Testing for a drop limit on given roles; ``fit_front`` must have been searched on
+    ``roles.fit`` alone (default: dp on it)."""
+    b = get_bound(bound)
+    fit, cal = roles.fit, roles.calibration
+    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
+    ladder = [cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0).config
+              for k in range(_LADDER_STEPS)]
+    base_error = 1.0 - fit.base.accuracy
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
+    sequence = _drop_sequence(fit, _dedupe(in_reach + ladder), max_drop, delta, cal.n_samples)
+    losses = {}
+
+    def passes(c: ExitConfig) -> bool:
+        losses[c] = _losses(cal, c)
+        return b.certifies(losses[c], max_drop, delta)
+
+    n_pass = fixed_sequence_test(sequence, passes)
+    if n_pass == 0:
+        return CertifiedAnswer(ExitConfig(score=fit.score), None, roles, sequence,
+                               *_what_it_would_take(sequence, cal, max_drop, delta, b.name))
+    chosen = sequence[n_pass - 1]
+    L = losses[chosen]
+    cert = Certificate("drop", b.name, float(delta), cal.n_samples, float(max_drop), roles.split, roles.fraction,
+                       roles.seed, b.p_value(L, max_drop, delta), L.drop, len(losses), len(sequence))
+    return CertifiedAnswer(chosen, cert, roles, sequence)
+
+
+def _what_it_would_take(sequence: list[ExitConfig], cal: ExitProblem, eps: float, delta: float,
+                        bound: str) -> tuple[float | None, int | None]:
+    """The first configuration's bound on calibration, and the fewest calibration samples that would
+    certify ``eps`` for any configuration of the sequence at its calibration rates."""
+    if not sequence:
+        return smallest_certifiable_drop(cal.n_samples, delta, bound), None
+    b = get_bound(bound)
+    smallest = b.upper_bound(_losses(cal, sequence[0]), delta)
+    needed = []
+    for c in sequence:
+        L = _losses(cal, c)
+        n = samples_to_certify(eps, delta, L.k_plus / L.n, L.k_minus / L.n, bound)
+        if n is not None:
+            needed.append(n)
+    return smallest, (min(needed) if needed else None)
+
+
+# -- the budget query --------------------------------------------------------------------------------
+
+def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: float, delta: float,
+                     n_cal: int) -> list[ExitConfig]:
+    """Order by the fit part's z for mean relative cost <= budget (cheapest-safest first, ties to the more
+    accurate), keep each only if more accurate than all safer ones, cut where out of reach at ``n_cal``."""
+    from scipy import stats
+
+    rows = []
+    for c in candidates:
+        right, cost, _ = _outcomes(fit, c)
+        unit_z = (budget - cost.mean()) / max(float(cost.std()), 1.0 / fit.n_samples)
+        rows.append((unit_z, float(right.mean()), c))
+    rows.sort(key=lambda r: (-r[0], -r[1]))
+    z_pass = float(stats.norm.ppf(1 - delta)) - _SLACK
+    sequence, best = [], -math.inf
+    for unit_z, acc, c in rows:
+        if unit_z * math.sqrt(n_cal) < z_pass:
+            break
+        if acc > best:
+            sequence.append(c)
+            best = acc
+    return sequence
+
+
+def certified_within_budget(search: ExitProblem, budget: float, *, delta: float = DEFAULT_DELTA,
+                            fraction: float = DEFAULT_FRACTION, seed: int = 0,
+                            front: Front | None = None) -> CertifiedAnswer:
+    """The most accurate configuration whose mean relative cost is <= ``budget`` with confidence
+    1 - ``delta`` (betting test on per-sample cost / the configuration's largest per-sample cost), with a
+    lower confidence bound on its accuracy, simultaneous over the sequence (level delta / its length)."""
+    check_scalar(budget, "budget", min_val=0.0)
+    check_delta(delta)
+    roles = calibration_roles(search, fraction=fraction, seed=seed)
+    return certify_budget(roles, budget, delta=delta, fit_front=fit_front(roles, front))
+
+
+def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
+                   fit_front: Front | None = None) -> CertifiedAnswer:
+    """Pareto Testing for a cost budget on given roles; ``fit_front`` searched on ``roles.fit`` alone."""
+    fit, cal = roles.fit, roles.calibration
+    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
+    margin = 0.5 * math.sqrt(2 * math.log(1 / delta) / cal.n_samples)
+    ladder = []
+    for k in range(_LADDER_STEPS):
+        try:
+            ladder.append(most_accurate_within_budget(fit, budget - margin * k / 2, front=fit_front,
+                                                      n_bisect=0).config)
+        except SearchError:
+            break  # below the cheapest reachable cost
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[1] <= budget]
+    sequence = _budget_sequence(fit, _dedupe(in_reach + ladder), budget, delta, cal.n_samples)
+    p_values = {}
+
+    def passes(c: ExitConfig) -> bool:
+        _, cost, top = _outcomes(cal, c)
+        p_values[c] = betting_p_value(cost / top, budget / top, delta)
+        return p_values[c] <= delta
+
+    n_pass = fixed_sequence_test(sequence, passes)
+    if n_pass == 0:
+        safest = sequence[0] if sequence else fit_front.configs[int(np.argmin(fit_front.F[:, 1]))]
+        _, cost, top = _outcomes(cal, safest)
+        return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=top * mean_upper_bound(cost / top, delta))
+    chosen = sequence[n_pass - 1]
+    right, cost, _ = _outcomes(cal, chosen)
+    n_right = int(np.count_nonzero(right))
+    cert = Certificate("cost", "betting", float(delta), cal.n_samples, float(budget), roles.split, roles.fraction,
+                       roles.seed, p_values[chosen], float(cost.mean()), len(p_values), len(sequence),
+                       accuracy_lower_bound(n_right, cal.n_samples, delta / len(sequence)))
+    return CertifiedAnswer(chosen, cert, roles, sequence)
