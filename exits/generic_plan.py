@@ -28,7 +28,7 @@ from torch import fx, nn
 from .errors import UnsupportedModelError
 from .segments import BackbonePlan, Step
 
-__all__ = ["generic_plan", "find_blocks"]
+__all__ = ["generic_plan", "find_blocks", "trace_with_leaves"]
 
 _CONTAINERS = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
 _ROOT = "backbone"
@@ -144,7 +144,10 @@ def _concrete_defaults(model: nn.Module) -> dict[str, Any]:
             if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
 
 
-def _trace(model: nn.Module, leaves: Iterable[str], name: str) -> fx.Graph:
+def trace_with_leaves(model: nn.Module, leaves: Iterable[str] = (), *, name: str | None = None) -> fx.Graph:
+    """The fx graph of ``model``'s forward (eval mode) with ``leaves`` (module names) and timm's non-traceable
+    modules and functions kept whole; ``UnsupportedModelError`` (one line) when it cannot be traced."""
+    name = name or type(model).__name__
     was_training = model.training
     model.eval()
     try:
@@ -234,7 +237,7 @@ def generic_plan(model: nn.Module, *, name: str | None = None) -> BackbonePlan:
     stems, stages, blocks = find_blocks(model)
     if not blocks:
         raise UnsupportedModelError(f"{name}: no blocks found (no feature_info and no top-level block container)")
-    graph = _trace(model, [*stems, *blocks], name)
+    graph = trace_with_leaves(model, [*stems, *blocks], name=name)
     builder = _StepBuilder(model, graph)
     kinds = {**{s: "stem" for s in stems}, **{b: "block" for b in blocks}}
     calls: dict[str, list[int]] = {}

@@ -28,7 +28,8 @@ from .probe import probe_plan
 from .segments import BackbonePlan, Segment, cut_segments, plan_for, whole_plan
 from .state import State
 
-__all__ = ["ExitSpec", "UnitSpec", "ExitModel", "attach_exits", "create_backbone", "head_key", "normalize_heads"]
+__all__ = ["ExitSpec", "UnitSpec", "ExitModel", "attach_exits", "create_backbone", "default_input_size", "head_key",
+           "normalize_heads"]
 
 PointsArg = str | Sequence[str]
 HeadsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any]]
@@ -118,7 +119,8 @@ def _model_name(model: nn.Module) -> str:
     return type(model).__name__
 
 
-def _input_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[int, ...]:
+def default_input_size(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[int, ...]:
+    """``input_size`` if given, else a ViT/Swin's ``patch_embed.img_size``, else ``pretrained_cfg["input_size"]``."""
     if input_size is not None:
         return tuple(int(v) for v in input_size)
     img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
@@ -159,7 +161,7 @@ class ExitModel(nn.Module):
             saver.train(self.train_saver).requires_grad_(self.train_saver)
         self.model_name = model_name or _model_name(backbone)
         self.saver_name = None if saver is None else (saver_name or _model_name(saver))
-        self.input_size = _input_size(backbone, input_size)
+        self.input_size = default_input_size(backbone, input_size)
         self.head_configs = normalize_heads(heads)
         self.saver_head_configs = normalize_heads(saver_heads) if saver_heads is not None else dict(self.head_configs)
         self.heads = nn.ModuleDict()
@@ -234,6 +236,11 @@ class ExitModel(nn.Module):
         return exits, units
 
     # -- structure ----------------------------------------------------------------------------
+    @property
+    def plan(self) -> BackbonePlan:
+        """The plan the backbone was cut by (its ``family`` is ``generic`` for the generic plan)."""
+        return self._chains[-1].plan
+
     @property
     def segments(self) -> list[Segment]:
         """Backbone segments in order; the last includes the backbone's own norm and head."""

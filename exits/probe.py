@@ -1,10 +1,10 @@
 """The probe: one pass through a plan's steps that proves the cut exact and describes every boundary.
 
-``probe_plan(model, plan, input_size)`` runs the steps on a seeded random batch of 2 and, unless told
+``probe_plan(model, plan, input_size)`` runs the steps on a seeded random image and, unless told
 not to (``exact=False``), compares the last step's output with ``model(x)`` on the same batch: they must
 be bit-identical (``torch.equal``), else ``InexactPlanError`` names the model and the difference. For a
-stateful plan (the generic plan) it runs the steps once more on a batch of 3 (the same 2 samples and
-one more) to learn how every value a boundary hands over carries the batch (``StateSpec``): a constant
+stateful plan (the generic plan) it runs the steps once more on a batch of 2 (the same image and one
+more) to learn how every value a boundary hands over carries the batch (``StateSpec``): a constant
 must not change at all; a tensor may carry it along one dimension, batch-major, possibly folded (k
 entries per sample), and its first samples' entries must match; an int may count it (a carried
 ``B``). Anything else is refused, since exited rows could not be dropped from it.
@@ -144,15 +144,15 @@ def probe_plan(model: nn.Module, plan: BackbonePlan, input_size: Sequence[int], 
     was_training = model.training
     model.eval()
     try:
-        x = probe_input(plan, input_size, 2)
+        x = probe_input(plan, input_size, 1)
         states = _run(plan, x, name)
         if exact and len(plan.steps) > 1:
             _check_exact(model, x, states[-1], name, plan.family)
         if not plan.stateful:
             return Probe(states, [TENSOR_STATE] * len(states))
-        x3 = torch.cat([x, probe_input(plan, input_size, 1, seed=PROBE_SEED + 1)])
-        other = _run(plan, x3, name)
-        specs = [_spec(step.name, a, b, 2, 3, name) for step, a, b in zip(plan.steps[:-1], states, other)]
+        x2 = torch.cat([x, probe_input(plan, input_size, 1, seed=PROBE_SEED + 1)])
+        other = _run(plan, x2, name)
+        specs = [_spec(step.name, a, b, 1, 2, name) for step, a, b in zip(plan.steps[:-1], states, other)]
         return Probe(states, [*specs, TENSOR_STATE])
     finally:
         model.train(was_training)
