@@ -89,27 +89,33 @@ def _close(a: torch.Tensor, b: torch.Tensor) -> bool:
     return torch.allclose(a, b, rtol=1e-3, atol=1e-4 * max(scale, 1.0))
 
 
-def _batch_leaf(a: Any, b: Any, na: int, nb: int) -> tuple[bool, BatchLeaf | None]:
-    """(ok, how) for one leaf seen at batch sizes ``na`` and ``nb`` (the second batch starts with the first):
-    a constant (None) must not change; a batch-carrying tensor changes along one dimension only, by the
-    same factor per sample, and its first ``na`` samples' entries match; an int may count the batch."""
+_NOT_BATCH = "changes with the batch size other than along one batch-major dimension or as a batch count"
+_MIXES = ("takes other values for the same sample when another sample joins the batch (the model mixes samples), "
+          "so dropping exited rows would change the others' results")
+
+
+def _batch_leaf(a: Any, b: Any, na: int, nb: int) -> tuple[BatchLeaf | None, str | None]:
+    """(how, problem) for one leaf seen at batch sizes ``na`` and ``nb`` (the second batch starts with the
+    first): a constant (None) must not change; a batch-carrying tensor changes along one dimension only,
+    by the same factor per sample, and its first ``na`` samples' entries match; an int may count the batch."""
     if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
         if a.shape == b.shape:
-            return a.dtype == b.dtype and torch.equal(a, b), None
+            return None, None if a.dtype == b.dtype and torch.equal(a, b) else _MIXES
         dims = [d for d in range(a.ndim) if a.ndim == b.ndim and a.shape[d] != b.shape[d]]
-        if len(dims) != 1 or a.shape[dims[0]] % na:
-            return False, None
+        if len(dims) != 1 or a.shape[dims[0]] % na or b.shape[dims[0]] != a.shape[dims[0]] // na * nb:
+            return None, _NOT_BATCH
         d, k = dims[0], a.shape[dims[0]] // na
-        return b.shape[d] == k * nb and _close(a, b.narrow(d, 0, k * na)), BatchLeaf(d, k)
+        return BatchLeaf(d, k), None if _close(a, b.narrow(d, 0, k * na)) else _MIXES
     if isinstance(a, bool) or isinstance(b, bool) or not (isinstance(a, int) and isinstance(b, int)):
         try:
-            return type(a) is type(b) and bool(a == b), None
+            same = type(a) is type(b) and bool(a == b)
         except Exception:  # a value that cannot be compared: not provably constant
-            return False, None
+            same = False
+        return None, None if same else _NOT_BATCH
     if a == b:
-        return True, None
+        return None, None
     k = a // na
-    return a == k * na and b == k * nb and k > 0, BatchLeaf(None, k)
+    return BatchLeaf(None, k), None if a == k * na and b == k * nb and k > 0 else _NOT_BATCH
 
 
 def _spec(step: str, sa: State, sb: State, na: int, nb: int, name: str) -> StateSpec:
@@ -120,12 +126,10 @@ def _spec(step: str, sa: State, sb: State, na: int, nb: int, name: str) -> State
                                     "batch size")
     leaves = []
     for a, b in zip(la, lb):
-        ok, how = _batch_leaf(a, b, na, nb)
-        if not ok:
+        how, problem = _batch_leaf(a, b, na, nb)
+        if problem is not None:
             what = f"a tensor of shape {tuple(a.shape)}" if isinstance(a, torch.Tensor) else f"the value {a!r}"
-            raise UnsupportedModelError(
-                f"{name}: {what} crossing the boundary after {step!r} depends on the batch in a way the runtime "
-                "cannot follow (not one batch-major dimension, not a batch count); exited rows could not be dropped")
+            raise UnsupportedModelError(f"{name}: {what} crossing the boundary after {step!r} {problem}")
         leaves.append(how)
     stream = next((i for i, how in enumerate(leaves) if how == BatchLeaf(0, 1)), None)
     if stream is None:
