@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
 from data_cache.outputs import write_text_atomic  # noqa: E402
+from exits import attach_exits  # noqa: E402
 from exits.check import check_model  # noqa: E402
 from exits.data import TensorDataset  # noqa: E402
 from exits.dump import dump_cache  # noqa: E402
@@ -145,6 +146,21 @@ def check_dump(model, input_size) -> bool:
                     and np.array_equal(ids[apart], top.indices[apart, 0].numpy()))
 
 
+def attach_at_default_size(name: str) -> dict:
+    """Seconds to attach exits after every block (with the probe) at the model's default input size."""
+    import timm
+
+    torch.manual_seed(0)
+    model = timm.create_model(name, pretrained=False, num_classes=NUM_CLASSES).eval()
+    size = default_input_size(model)
+    try:
+        t0 = time.perf_counter()
+        attach_exits(model, points="blocks", heads="linear", input_size=size)
+        return {"input": size[1], "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # reported, not fatal
+        return {"input": size[1], "error": _one_line(exc)}
+
+
 def check_generic(model: torch.nn.Module, input_size, name: str) -> str:
     """For a model with a per-class plan: does the generic plan cut it exactly too?"""
     try:
@@ -174,6 +190,8 @@ def check_module(module: str, name: str, n_params: int) -> dict:
                max_state_leaves=max([len(s.out_spec.leaves or ()) for s in em.segments[:-1]] or [0]),
                gmacs=report.gmacs, macs_sum_ok=report.macs_sum_ok)
     row["dump_ok"] = check_dump(em, input_size)
+    if n_params <= ATTACH_PARAMS:
+        row["attach_default"] = attach_at_default_size(name)
     if plan is not None:
         row["generic_plan"] = check_generic(model, input_size, name)
     checks = ("bit_identical", "compaction_ok", "macs_sum_ok", "dump_ok")
@@ -188,6 +206,15 @@ def _result(r: dict) -> str:
         state = f", {r['stateful_boundaries']} carry more than the stream" if r.get("stateful_boundaries") else ""
         return f"yes: {r['positions']} positions ({'/'.join(r['layouts'])}{state})"
     return "no: " + r.get("reason", "?").replace("|", "/")
+
+
+def _default_line(d: dict) -> str:
+    if not d["slowest"]:
+        return "- attach at the models' default input sizes: not measured"
+    s = d["slowest"]
+    return (f"- attach at each model's default input size (the {d['n']} representatives up to 30M parameters): "
+            f"slowest {s['seconds']:.2f} s ({s['model']} at {s['input']} px); over {ATTACH_LIMIT_S:.0f} s: "
+            f"{', '.join(d['over_limit']) or 'none'}")
 
 
 def write_table(rows: list[dict], summary: dict, path: Path) -> None:
@@ -208,7 +235,8 @@ def write_table(rows: list[dict], summary: dict, path: Path) -> None:
         f"**{summary['supported_eligible']}** ({100 * summary['fraction_eligible']:.1f}%)",
         f"- attach (with the probe), models up to 30M parameters: slowest {summary['slowest_attach_s']:.2f} s "
         f"({summary['slowest_attach_model']}); over {ATTACH_LIMIT_S:.0f} s: "
-        f"{', '.join(summary['attach_over_limit']) or 'none'}", "",
+        f"{', '.join(summary['attach_over_limit']) or 'none'}",
+        _default_line(summary["attach_default_size"]), "",
         "| module | model tried | params (M) | input | eligible | plan | GMACs | attach (s) | supported |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
@@ -222,6 +250,15 @@ def write_table(rows: list[dict], summary: dict, path: Path) -> None:
         lines.append(f"| {r['module']} | {r['model']} | {r['params_m']:.1f} | {size} | "
                      f"{'yes' if r.get('eligible') else 'no'} | {plan} | {gmacs} | {attach} | {_result(r)} |")
     write_text_atomic(path, "\n".join(lines) + "\n")
+
+
+def _slowest_default(rows: list[dict]) -> dict:
+    timed = [r for r in rows if "seconds" in (r.get("attach_default") or {})]
+    slowest = max(timed, key=lambda r: r["attach_default"]["seconds"], default=None)
+    over = [f"{r['model']} ({r['attach_default']['seconds']:.1f} s at {r['attach_default']['input']} px)"
+            for r in timed if r["attach_default"]["seconds"] > ATTACH_LIMIT_S]
+    return {"n": len(timed), "over_limit": over,
+            "slowest": None if slowest is None else {"model": slowest["model"], **slowest["attach_default"]}}
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -243,6 +280,7 @@ def summarize(rows: list[dict]) -> dict:
         "slowest_attach_s": slowest["attach_s"] if slowest else 0.0,
         "slowest_attach_model": f"{slowest['model']} at {slowest['input_size'][1]} px" if slowest else "-",
         "attach_over_limit": [r["model"] for r in small if r["attach_s"] > ATTACH_LIMIT_S],
+        "attach_default_size": _slowest_default(rows),
         "not_supported": {r["module"]: r.get("reason", "") for r in rows if not r.get("supported")},
     }
 
