@@ -34,7 +34,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._machine import save_results  # noqa: E402
+from benchmarks._machine import describe_machine, save_results  # noqa: E402
 from data_cache.outputs import write_text_atomic  # noqa: E402
 from exits import attach_exits  # noqa: E402
 from exits.check import check_model  # noqa: E402
@@ -228,8 +228,9 @@ def write_table(rows: list[dict], summary: dict, path: Path) -> None:
         "dropping a row mid-way leaves the other rows' logits unchanged, the units' MACs sum to the model's, "
         "and a short dump predicts as the model at its final exit. *Eligible*: the representative fx-traces "
         "whole (timm's leaf modules) or has `forward_intermediates`.", "",
-        f"- timm {summary['timm']}, torch {summary['torch']}; {summary['date']}; load average at start "
-        f"{summary['loadavg']}",
+        f"- timm {summary['timm']}, torch {summary['torch']}; {summary['date']}; load average "
+        f"{summary['loadavg']} at the start, {summary['loadavg_at_end']} at the end (2 cores, shared: times are "
+        "noisy)",
         f"- supported: **{summary['supported']} of {summary['modules']}** modules "
         f"({100 * summary['fraction_all']:.1f}%); of the {summary['eligible']} eligible: "
         f"**{summary['supported_eligible']}** ({100 * summary['fraction_eligible']:.1f}%)",
@@ -261,12 +262,9 @@ def _slowest_default(rows: list[dict]) -> dict:
             "slowest": None if slowest is None else {"model": slowest["model"], **slowest["attach_default"]}}
 
 
-def summarize(rows: list[dict]) -> dict:
+def summarize(rows: list[dict], machine: dict) -> dict:
     import timm
 
-    from benchmarks._machine import describe_machine
-
-    machine = describe_machine()
     eligible = [r for r in rows if r.get("eligible")]
     small = [r for r in rows if "attach_s" in r and r["params_m"] * 1e6 <= ATTACH_PARAMS]
     slowest = max(small, key=lambda r: r["attach_s"], default=None)
@@ -296,6 +294,7 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     modules = args.modules.split(",") if args.modules else timm.list_modules()
+    machine = describe_machine()  # the load average as the sweep starts
     rows = []
     for module in modules:
         t0 = time.perf_counter()
@@ -313,7 +312,9 @@ def main(argv: list[str] | None = None) -> int:
         row["seconds"] = time.perf_counter() - t0
         rows.append(row)
         print(f"{module:28s} {row['model']:34s} {_result(row)[:110]}", flush=True)
-    summary = summarize(rows)
+    summary = summarize(rows, machine)
+    with open("/proc/loadavg") as f:
+        summary["loadavg_at_end"] = " ".join(f.read().split()[:3])
     path = save_results("coverage" if not args.modules else "coverage_subset",
                         {"software": {"torch": torch.__version__, "timm": timm.__version__}, "threads": args.threads,
                          "summary": summary, "modules": rows})
