@@ -16,7 +16,7 @@ Eligible modules (the issue's denominator): the representative fx-traces whole w
 modules and functions, or has ``forward_intermediates``. Writes ``benchmarks/results/coverage.json`` and
 the table ``docs/coverage.md``::
 
-    PYTHONPATH=. python benchmarks/bench_coverage.py [--modules resnet,vit] [--threads 2]
+    PYTHONPATH=. python benchmarks/bench_coverage.py [--modules resnet,vit] [--threads 2] [--table-only]
 """
 from __future__ import annotations
 
@@ -234,12 +234,16 @@ def write_table(rows: list[dict], summary: dict, path: Path) -> None:
         f"- supported: **{summary['supported']} of {summary['modules']}** modules "
         f"({100 * summary['fraction_all']:.1f}%); of the {summary['eligible']} eligible: "
         f"**{summary['supported_eligible']}** ({100 * summary['fraction_eligible']:.1f}%)",
-        f"- attach (with the probe), models up to 30M parameters: slowest {summary['slowest_attach_s']:.2f} s "
+        f"- attach (with the probe), models up to 30M parameters, at the input size tried: median "
+        f"{summary['median_attach_s']:.2f} s, slowest {summary['slowest_attach_s']:.2f} s "
         f"({summary['slowest_attach_model']}); over {ATTACH_LIMIT_S:.0f} s: "
         f"{', '.join(summary['attach_over_limit']) or 'none'}",
         _default_line(summary["attach_default_size"]), "",
-        "| module | model tried | params (M) | input | eligible | plan | GMACs | attach (s) | supported |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Not supported, with the reason:", "",
+        *[f"- `{m}`: {reason}" for m, reason in summary["not_supported"].items()], "",
+        "| module | model tried | params (M) | input | eligible | plan | GMACs | attach (s) | attach at default size | "
+        "supported |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         size = f"{r['input_size'][1]}" if r.get("input_size") else "-"
@@ -248,8 +252,11 @@ def write_table(rows: list[dict], summary: dict, path: Path) -> None:
         plan = r.get("plan", "-")
         if "generic_plan" in r:
             plan += f" (generic: {r['generic_plan'].replace('|', '/')[:60]})"
+        d = r.get("attach_default") or {}
+        default = (f"{d['seconds']:.2f} s at {d['input']} px" if "seconds" in d else
+                   f"failed at {d['input']} px" if d else "-")
         lines.append(f"| {r['module']} | {r['model']} | {r['params_m']:.1f} | {size} | "
-                     f"{'yes' if r.get('eligible') else 'no'} | {plan} | {gmacs} | {attach} | {_result(r)} |")
+                     f"{'yes' if r.get('eligible') else 'no'} | {plan} | {gmacs} | {attach} | {default} | {_result(r)} |")
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
@@ -268,8 +275,10 @@ def summarize(rows: list[dict], machine: dict) -> dict:
     eligible = [r for r in rows if r.get("eligible")]
     small = [r for r in rows if "attach_s" in r and r["params_m"] * 1e6 <= ATTACH_PARAMS]
     slowest = max(small, key=lambda r: r["attach_s"], default=None)
+    times = sorted(r["attach_s"] for r in small)
     return {
         "timm": timm.__version__, "torch": torch.__version__, "date": machine["date"],
+        "median_attach_s": times[len(times) // 2] if times else 0.0,
         "loadavg": " ".join(machine.get("loadavg_at_start", [])),
         "modules": len(rows), "supported": sum(bool(r.get("supported")) for r in rows),
         "eligible": len(eligible), "supported_eligible": sum(bool(r.get("supported")) for r in eligible),
@@ -290,7 +299,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--modules", default=None, help="comma-separated timm modules (default: all)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--no-table", action="store_true", help="do not rewrite docs/coverage.md")
+    parser.add_argument("--table-only", action="store_true",
+                        help="only rewrite docs/coverage.md from benchmarks/results/coverage.json")
     args = parser.parse_args(argv)
+    if args.table_only:
+        import json
+
+        from benchmarks._machine import RESULTS
+
+        saved = json.loads((RESULTS / "coverage.json").read_text())
+        write_table(saved["modules"], saved["summary"], TABLE)
+        print(f"rewrote {TABLE}")
+        return 0
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
     modules = args.modules.split(",") if args.modules else timm.list_modules()
