@@ -307,9 +307,15 @@ def main(argv: list[str] | None = None) -> int:
 
         from benchmarks._machine import RESULTS
 
-        saved = json.loads((RESULTS / "coverage.json").read_text())
+        path = RESULTS / "coverage.json"
+        saved = json.loads(path.read_text())
+        old = saved["summary"]
+        saved["summary"] = dict(summarize(saved["modules"], {"date": old["date"],
+                                                              "loadavg_at_start": old["loadavg"].split()}),
+                                loadavg_at_end=old.get("loadavg_at_end", "?"))
+        write_text_atomic(path, json.dumps(saved, indent=1, default=float) + "\n")
         write_table(saved["modules"], saved["summary"], TABLE)
-        print(f"rewrote {TABLE}")
+        print(f"rewrote {TABLE} and the summary in {path}")
         return 0
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
