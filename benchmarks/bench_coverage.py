@@ -16,7 +16,7 @@ Eligible modules (the issue's denominator): the representative fx-traces whole w
 modules and functions, or has ``forward_intermediates``. Writes ``benchmarks/results/coverage.json`` and
 the table ``docs/coverage.md``::
 
-    PYTHONPATH=. python benchmarks/bench_coverage.py [--modules resnet,vit] [--threads 2] [--table-only]
+    PYTHONPATH=. python benchmarks/bench_coverage.py [--modules resnet,vit] [--threads 1] [--table-only]
 """
 from __future__ import annotations
 
@@ -309,7 +309,9 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", default=None, help="comma-separated timm modules (default: all)")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads (default 1: on a shared 2-core machine a second thread mostly waits "
+                             "for a core, and single ops then take a scheduler tick)")
     parser.add_argument("--no-table", action="store_true", help="do not rewrite docs/coverage.md")
     parser.add_argument("--table-only", action="store_true",
                         help="only rewrite docs/coverage.md from benchmarks/results/coverage.json")
