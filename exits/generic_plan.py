@@ -18,6 +18,7 @@ Whether the cut is exact is proven by the probe (``exits/probe.py``) when exits 
 """
 from __future__ import annotations
 
+import copy
 import inspect
 import operator
 from typing import Any, Callable, Iterable
@@ -144,27 +145,33 @@ def _concrete_defaults(model: nn.Module) -> dict[str, Any]:
             if p.default is not inspect.Parameter.empty and p.kind is not p.VAR_KEYWORD}
 
 
-def trace_with_leaves(model: nn.Module, leaves: Iterable[str] = (), *, name: str | None = None) -> fx.Graph:
+def trace_with_leaves(model: nn.Module, leaves: Iterable[str] = (), *, name: str | None = None
+                      ) -> tuple[fx.Graph, nn.Module]:
     """The fx graph of ``model``'s forward (eval mode) with ``leaves`` (module names) and timm's non-traceable
-    modules and functions kept whole; ``UnsupportedModelError`` (one line) when it cannot be traced."""
+    modules and functions kept whole, and the module it was traced on; ``UnsupportedModelError`` (one
+    line) when it cannot be traced.
+
+    The trace runs on a copy that shares the parameters and buffers: whatever tracing leaves behind in a
+    module (a cache filled with proxies, as LeViT's attention-bias cache is; constants the tracer stores)
+    stays in the copy, and ``model`` is untouched.
+    """
     name = name or type(model).__name__
-    was_training = model.training
-    model.eval()
+    shared = {id(t): t for t in (*model.parameters(), *model.buffers())}
     try:
-        return _BlockTracer(leaves).trace(model, concrete_args=_concrete_defaults(model) or None)
+        root = copy.deepcopy(model, shared).eval()
+        return _BlockTracer(leaves).trace(root, concrete_args=_concrete_defaults(root) or None), root
     except Exception as exc:  # any failure inside the model's own forward: one line naming it
         reason = " ".join(str(exc).split())[:200] or type(exc).__name__
         raise UnsupportedModelError(f"{name}: the generic plan cannot trace the forward between blocks with "
                                     f"torch.fx ({type(exc).__name__}: {reason})") from None
-    finally:
-        model.train(was_training)
 
 
 class _StepBuilder:
     """Copies a range of a traced graph into a GraphModule of its own: ``state -> state``."""
 
-    def __init__(self, model: nn.Module, graph: fx.Graph):
+    def __init__(self, model: nn.Module, graph: fx.Graph, traced: nn.Module):
         self.model = model
+        self.traced = traced
         self.nodes = list(graph.nodes)
         self.index = {n: i for i, n in enumerate(self.nodes)}
         self.last_use = {n: max((self.index[u] for u in n.users), default=-1) for n in self.nodes}
@@ -183,11 +190,18 @@ class _StepBuilder:
         modules: dict[int, nn.Module] = {}
 
         def attr(node: fx.Node) -> fx.Node:
+            """A parameter or buffer read through its owner in ``model`` when called; a constant the tracer
+            made (``_tensor_constant0``: a tensor computed from Python values) kept as it is."""
             path, _, field = str(node.target).rpartition(".")
+            owner = self.model.get_submodule(path) if path else self.model
+            if not hasattr(owner, field):
+                key = _flat(str(node.target))
+                owners[key] = getattr(self.traced.get_submodule(path), field)
+                return g.get_attr(key)
             key = _flat(path) if path else _ROOT
-            owners.setdefault(key, self.model.get_submodule(path) if path else self.model)
+            owners[key] = owner
             if path:
-                modules.setdefault(id(owners[key]), owners[key])
+                modules.setdefault(id(owner), owner)
             return g.call_function(getattr, (g.get_attr(key), field))
 
         def lookup(node: fx.Node) -> fx.Node:
@@ -237,8 +251,8 @@ def generic_plan(model: nn.Module, *, name: str | None = None) -> BackbonePlan:
     stems, stages, blocks = find_blocks(model)
     if not blocks:
         raise UnsupportedModelError(f"{name}: no blocks found (no feature_info and no top-level block container)")
-    graph = trace_with_leaves(model, [*stems, *blocks], name=name)
-    builder = _StepBuilder(model, graph)
+    graph, traced = trace_with_leaves(model, [*stems, *blocks], name=name)
+    builder = _StepBuilder(model, graph, traced)
     kinds = {**{s: "stem" for s in stems}, **{b: "block" for b in blocks}}
     calls: dict[str, list[int]] = {}
     for i, node in enumerate(builder.nodes):

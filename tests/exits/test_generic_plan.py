@@ -118,13 +118,11 @@ class _TimmLike(nn.Module):
 class _Drifting(_TimmLike):
     """Its forward reads Python state that changes between calls: a trace bakes one value in."""
 
-    def __init__(self):
-        super().__init__()
-        self.calls = 0
+    calls = 0
 
     def forward(self, x):
-        self.calls += 1
-        return super().forward(x) * self.calls
+        type(self).calls += 1
+        return super().forward(x) * type(self).calls
 
 
 class _Branchy(_TimmLike):
@@ -212,3 +210,16 @@ def test_deepcopy_and_pickle_of_a_generic_model_follow_the_copied_backbone():
                 p.mul_(0.5)
             assert segments_equal_forward(clone) and segments_equal_forward(model)
             assert not torch.equal(clone.backbone(x), backbone(x))
+
+
+def test_tracing_leaves_the_model_untouched_so_exits_attach_again():
+    torch.manual_seed(0)
+    backbone = timm.create_model("levit_128s", img_size=64, num_classes=5).eval()  # caches attention biases
+    before = {n: dict(vars(m)) for n, m in backbone.named_modules()}
+    for _ in range(2):
+        model = attach_exits(backbone, points="blocks", input_size=(3, 64, 64))
+        assert model.plan.family == "generic" and segments_equal_forward(model)
+    after = {n: dict(vars(m)) for n, m in backbone.named_modules()}
+    assert before.keys() == after.keys() and all(before[n].keys() == after[n].keys() for n in before)
+    caches = [v for m in backbone.modules() for v in getattr(m, "attention_bias_cache", {}).values()]
+    assert all(isinstance(v, torch.Tensor) for v in caches)
