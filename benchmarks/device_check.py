@@ -316,7 +316,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--sections", default="demo,zoo", help="comma-separated: demo, zoo")
     p.add_argument("--zoo", default=None, help="comma-separated timm names instead of the zoo's three")
     p.add_argument("--budget-s", type=float, default=420.0, help="skip what would start after this many seconds")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 with --quick)")
     return p
 
 
@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         print("error: no CUDA device (use --quick or --device cpu)", file=sys.stderr)
         return 2
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    if args.threads or args.quick:  # a CPU shared with others: one thread unless told otherwise
+        torch.set_num_threads(args.threads or 1)
     sections = [s for s in args.sections.split(",") if s]
     unknown = sorted(set(sections) - {"demo", "zoo"})
     if unknown:
