@@ -2,7 +2,8 @@
 per-unit MACs. Importing this package registers the built-in head types."""
 from . import heads as _heads  # noqa: F401  (registers the built-in heads)
 from ._registry import create_head, is_head, list_heads, register_head
-from .errors import ExitsError, UnknownHeadError, UnknownModelError, UnknownModuleError, UnsupportedModelError
+from .errors import (ExitsError, InexactPlanError, UnknownHeadError, UnknownModelError, UnknownModuleError,
+                     UnsupportedModelError)
 from .model import ExitModel, ExitSpec, UnitSpec, attach_exits, create_backbone, head_key
 from .macs import measure_latency, unit_macs
 from .points import ExitPoint, take_indices
@@ -14,4 +15,5 @@ __all__ = [
     "create_head", "list_heads", "register_head", "is_head", "register_plan", "take_indices",
     "unit_macs", "measure_latency", "ExitRuntime", "RuntimeConfigError",
     "ExitsError", "UnknownHeadError", "UnknownModelError", "UnknownModuleError", "UnsupportedModelError",
+    "InexactPlanError",
 ]

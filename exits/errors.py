@@ -1,7 +1,8 @@
 """Exceptions of the exits package; each message is one line naming the culprit."""
 from __future__ import annotations
 
-__all__ = ["ExitsError", "UnknownModelError", "UnknownModuleError", "UnknownHeadError", "UnsupportedModelError"]
+__all__ = ["ExitsError", "UnknownModelError", "UnknownModuleError", "UnknownHeadError", "UnsupportedModelError",
+           "InexactPlanError"]
 
 
 class ExitsError(ValueError):
@@ -21,4 +22,8 @@ class UnknownHeadError(ExitsError):
 
 
 class UnsupportedModelError(ExitsError):
-    """A model class for which no segment plan is registered."""
+    """A model that cannot be cut into segments (no blocks found, not traceable, an input it refuses)."""
+
+
+class InexactPlanError(UnsupportedModelError):
+    """A plan whose steps, run in order, do not reproduce the model's own forward bit for bit."""

@@ -58,15 +58,16 @@ def _input(model: ExitModel, batch_size: int, fill: Callable[..., torch.Tensor])
 def unit_macs(model: ExitModel, *, batch_size: int = 1) -> dict[str, float]:
     """MACs per sample of every unit of ``model`` (segments, heads at their positions, saver), by name.
 
-    Each unit is counted on the real output of the unit that feeds it, at ``model.input_size``.
+    Each unit is counted on the real output of the unit that feeds it (a head on its stream), at
+    ``model.input_size``.
     """
     was_training = model.training
     model.eval()
-    outputs: dict[str | None, torch.Tensor] = {None: _input(model, batch_size, torch.zeros)}
+    outputs: dict[str | None, Any] = {None: _input(model, batch_size, torch.zeros)}
     macs: dict[str, float] = {}
     try:
         for unit in model.units:
-            flops, outputs[unit.name] = count_flops(unit.module, outputs[unit.source])
+            flops, outputs[unit.name] = count_flops(unit.module, model.unit_input(unit, outputs))
             macs[unit.name] = flops / 2 / batch_size
     finally:
         model.train(was_training)
@@ -89,12 +90,12 @@ def measure_latency(model: ExitModel, batch_size: int = 1, device: torch.device 
     x = _input(model, batch_size, torch.randn)
     was_training = model.training
     model.eval()
-    outputs: dict[str | None, torch.Tensor] = {None: x}
+    outputs: dict[str | None, Any] = {None: x}
     latency: dict[str, float] = {}
     try:
         with torch.inference_mode():
             for unit in model.units:
-                inp = outputs[unit.source]
+                inp = model.unit_input(unit, outputs)
                 for _ in range(warmup):
                     unit.module(inp)
                 times = []

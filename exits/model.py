@@ -23,10 +23,13 @@ from data_cache import ExitInfo, UnitInfo
 from ._registry import create_head, head_entrypoint
 from .errors import ExitsError, UnknownModelError
 from .fingerprint import weights_fingerprint
-from .points import ExitPoint, discover_points, probe_features, resolve_point_names
+from .points import ExitPoint, discover_points, resolve_point_names
+from .probe import probe_plan
 from .segments import BackbonePlan, Segment, cut_segments, plan_for, whole_plan
+from .state import State
 
-__all__ = ["ExitSpec", "UnitSpec", "ExitModel", "attach_exits", "create_backbone", "head_key", "normalize_heads"]
+__all__ = ["ExitSpec", "UnitSpec", "ExitModel", "attach_exits", "create_backbone", "default_input_size", "head_key",
+           "normalize_heads"]
 
 PointsArg = str | Sequence[str]
 HeadsArg = str | Sequence[str] | Mapping[str, Mapping[str, Any]]
@@ -116,7 +119,8 @@ def _model_name(model: nn.Module) -> str:
     return type(model).__name__
 
 
-def _input_size(model: nn.Module, input_size: Sequence[int] | None) -> tuple[int, ...]:
+def default_input_size(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[int, ...]:
+    """``input_size`` if given, else a ViT/Swin's ``patch_embed.img_size``, else ``pretrained_cfg["input_size"]``."""
     if input_size is not None:
         return tuple(int(v) for v in input_size)
     img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
@@ -138,15 +142,18 @@ class ExitModel(nn.Module):
     order), ``exit_points``/``saver_exit_points``, ``num_classes``, ``input_size``, ``model_name``.
 
     Positions are 0-based in execution order: a saver's exit points, the saver's output, then the
-    backbone's exit points and its final exit.
+    backbone's exit points and its final exit. Each model is cut by its registered plan or the generic
+    plan and probed once: the steps run in order must equal its own forward bit for bit
+    (``check_exact=False`` skips that comparison, not the probe).
     """
 
     def __init__(self, backbone: nn.Module, *, points: PointsArg = "blocks", heads: HeadsArg = ("linear",),
                  num_classes: int | None = None, saver: nn.Module | None = None,
                  saver_points: PointsArg | None = None, saver_heads: HeadsArg | None = None,
                  train_saver: bool = False, input_size: Sequence[int] | None = None,
-                 model_name: str | None = None, saver_name: str | None = None):
+                 model_name: str | None = None, saver_name: str | None = None, check_exact: bool = True):
         super().__init__()
+        self.check_exact = check_exact
         self.backbone = backbone.eval().requires_grad_(False)
         self.saver = saver
         self.train_saver = bool(saver is not None and train_saver)
@@ -154,7 +161,7 @@ class ExitModel(nn.Module):
             saver.train(self.train_saver).requires_grad_(self.train_saver)
         self.model_name = model_name or _model_name(backbone)
         self.saver_name = None if saver is None else (saver_name or _model_name(saver))
-        self.input_size = _input_size(backbone, input_size)
+        self.input_size = default_input_size(backbone, input_size)
         self.head_configs = normalize_heads(heads)
         self.saver_head_configs = normalize_heads(saver_heads) if saver_heads is not None else dict(self.head_configs)
         self.heads = nn.ModuleDict()
@@ -174,6 +181,7 @@ class ExitModel(nn.Module):
                                   num_classes=num_classes, expected=expected)
         self.num_classes = chain.num_classes
         self.exits, self.units = self._describe()
+        self._units_by_name = {u.name: u for u in self.units}
 
     # -- construction -------------------------------------------------------------------------
     def _build_chain(self, model: nn.Module, name: str, points: PointsArg, head_configs: dict[str, dict[str, Any]],
@@ -182,22 +190,20 @@ class ExitModel(nn.Module):
                      expected: str = "") -> _Chain:
         """Cut ``model`` at ``points``, probe it once, build its heads; ``num_classes`` must match."""
         has_points = isinstance(points, str) or len(points) > 0
-        plan = plan_for(model) if has_points else whole_plan(model)
+        plan = plan_for(model, name=name) if has_points else whole_plan(model)
         names = resolve_point_names(plan, points, model_name=name, module_names={n for n, _ in model.named_modules()})
-        was_training = model.training
-        model.eval()
-        try:
-            probe = probe_features(plan, self.input_size)
-        finally:
-            model.train(was_training)
-        out = probe[-1]
-        if out.ndim != 2:
-            raise ExitsError(f"{name}: the model's output must be logits (B, num_classes), got shape {tuple(out.shape)}")
+        probe = probe_plan(model, plan, self.input_size, name=name, exact=self.check_exact and has_points)
+        out = probe.output
+        if not isinstance(out, torch.Tensor) or out.ndim != 2:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ExitsError(f"{name}: the model's output must be logits (B, num_classes), got {shape}")
         classes = int(out.shape[-1])
         if num_classes is not None and classes != num_classes:
             raise ExitsError(f"{name}: outputs {classes} classes, expected {expected or num_classes}")
-        exit_points = discover_points(plan, names, self.input_size, first_position=first_position, probe=probe)
-        segments = cut_segments(plan, names, prefix=seg_prefix, tail_name=tail_name, first_position=first_position)
+        exit_points = discover_points(plan, names, self.input_size, probe.streams(), first_position=first_position,
+                                      model_name=name)
+        segments = cut_segments(plan, names, prefix=seg_prefix, tail_name=tail_name, first_position=first_position,
+                                specs={s.name: spec for s, spec in zip(plan.steps, probe.specs)})
         chain = _Chain(model, plan, exit_points, segments, exit_prefix, final_exit, final_head, unit_kind, classes,
                        head_configs)
         for p in exit_points:
@@ -230,6 +236,11 @@ class ExitModel(nn.Module):
         return exits, units
 
     # -- structure ----------------------------------------------------------------------------
+    @property
+    def plan(self) -> BackbonePlan:
+        """The plan the backbone was cut by (its ``family`` is ``generic`` for the generic plan)."""
+        return self._chains[-1].plan
+
     @property
     def segments(self) -> list[Segment]:
         """Backbone segments in order; the last includes the backbone's own norm and head."""
@@ -289,15 +300,24 @@ class ExitModel(nn.Module):
 
     # -- forward ------------------------------------------------------------------------------
     def forward_features_at(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Per position (length ``n_positions``): the features heads read there; at a chain's last
-        position (the saver's output, the final exit) its logits ``(B, num_classes)``."""
+        """Per position (length ``n_positions``): the features heads read there (the stream of the
+        segment's output state); at a chain's last position (the saver's output, the final exit) its
+        logits ``(B, num_classes)``."""
         out = []
         for chain in self._chains:
             h = x
             for seg in chain.segments:
                 h = seg(h)
-                out.append(h)
+                out.append(seg.stream(h))
         return out
+
+    def unit_input(self, unit: UnitSpec, outputs: Mapping[str | None, State]) -> State:
+        """What ``unit.module`` reads, given ``outputs`` (unit name -> its output; None -> the image):
+        a segment the whole state of its source, a head the stream."""
+        state = outputs[unit.source]
+        if unit.kind == "head":
+            return self._units_by_name[unit.source].module.stream(state)
+        return state
 
     def forward_heads(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """Logits ``(B, num_classes)`` of every exit from ``forward_features_at``'s output."""
@@ -356,13 +376,15 @@ def attach_exits(backbone: nn.Module | str, *, points: PointsArg = "blocks", hea
                  num_classes: int | None = None, saver: nn.Module | str | None = None,
                  saver_points: PointsArg | None = None, saver_heads: HeadsArg | None = None,
                  train_saver: bool = False, input_size: Sequence[int] | None = None,
-                 saver_kwargs: Mapping[str, Any] | None = None, **timm_kwargs: Any) -> ExitModel:
+                 saver_kwargs: Mapping[str, Any] | None = None, check_exact: bool = True,
+                 **timm_kwargs: Any) -> ExitModel:
     """Attach exit heads to a backbone (a module or a timm model name, random init unless
     ``pretrained=True``; a local file: ``pretrained_cfg_overlay=dict(file=PATH)``) and an optional saver.
 
     ``points``: ``"blocks"`` (after every block), ``"stages"`` or a list of module names.
     ``heads``: head types, or ``{label: {"type": ..., **options}}``. ``timm_kwargs`` go to
     ``timm.create_model`` for the backbone, ``saver_kwargs`` for a saver given by name.
+    ``check_exact=False`` skips the probe's comparison with the model's own forward (faster attach).
     """
     name = backbone if isinstance(backbone, str) else None
     if isinstance(backbone, str):
@@ -372,4 +394,4 @@ def attach_exits(backbone: nn.Module | str, *, points: PointsArg = "blocks", hea
         saver = create_backbone(saver, num_classes=num_classes, **dict(saver_kwargs or {}))
     return ExitModel(backbone, points=points, heads=heads, num_classes=num_classes, saver=saver,
                      saver_points=saver_points, saver_heads=saver_heads, train_saver=train_saver,
-                     input_size=input_size, model_name=name, saver_name=saver_name)
+                     input_size=input_size, model_name=name, saver_name=saver_name, check_exact=check_exact)

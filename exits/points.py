@@ -1,8 +1,9 @@
 """Exit points: where, in a backbone's execution order, an exit head may read features.
 
-``discover_points(plan, points)`` resolves ``"blocks"`` (after every block, as DyCE), ``"stages"``
-(after every stage) or a list of module names into a validated list of ``ExitPoint`` records, sized
-by one probe forward pass (never by guessing). ``take_indices`` picks positions by index, as timm's
+``resolve_point_names(plan, points)`` resolves ``"blocks"`` (after every block, as DyCE), ``"stages"``
+(after every stage) or a list of module names into boundaries; ``discover_points`` turns them into a
+validated list of ``ExitPoint`` records, sized from the probe's streams (``exits/probe.py``; never by
+guessing). ``take_indices`` picks positions by index, as timm's
 ``feature_take_indices`` does.
 """
 from __future__ import annotations
@@ -13,11 +14,11 @@ from typing import Sequence
 
 import torch
 
-from .errors import ExitsError, UnknownModuleError
+from .errors import ExitsError, UnknownModuleError, UnsupportedModelError
 from .segments import BackbonePlan
 
-__all__ = ["ExitPoint", "LAYOUTS", "resolve_point_names", "discover_points", "probe_features",
-           "check_points", "take_indices"]
+__all__ = ["ExitPoint", "LAYOUTS", "resolve_point_names", "discover_points", "stream_layout", "check_points",
+           "take_indices"]
 
 LAYOUTS = ("nchw", "nhwc", "nlc", "nc")
 
@@ -70,13 +71,40 @@ def resolve_point_names(plan: BackbonePlan, points: str | Sequence[str], *, mode
     return sorted(chosen.items(), key=lambda kv: order[kv[0]])
 
 
-def _layout(plan: BackbonePlan, feat: torch.Tensor) -> str:
+def stream_layout(plan: BackbonePlan, step: str, feat: torch.Tensor) -> str:
+    """The layout of the stream after ``step``: the plan's, else from its rank; a 4-d stream is
+    channels-last when the plan says so, unless ``plan.channels`` matches exactly one of its axes."""
     if plan.layout is not None:
         return plan.layout
-    return {4: "nchw", 3: "nlc", 2: "nc"}.get(feat.ndim, "")
+    if feat.ndim == 4:
+        chs = plan.channels.get(step)
+        if chs is not None and (feat.shape[1] == chs) != (feat.shape[3] == chs):
+            return "nchw" if feat.shape[1] == chs else "nhwc"
+        return "nhwc" if plan.channels_last else "nchw"
+    return {3: "nlc", 2: "nc"}.get(feat.ndim, f"rank-{feat.ndim}")
 
 
-def _reduction(plan: BackbonePlan, layout: str, feat: torch.Tensor, input_hw: tuple[int, int]) -> int:
+def _is_grid(n_tokens: int, input_hw: Sequence[int]) -> bool:
+    """Whether ``n_tokens`` patch tokens can tile an image of ``input_hw`` with square patches."""
+    if n_tokens < 1:
+        return False
+    side = math.sqrt(input_hw[0] * input_hw[1] / n_tokens)
+    return round(input_hw[0] / side) * round(input_hw[1] / side) == n_tokens
+
+
+def _prefix_tokens(plan: BackbonePlan, feat: torch.Tensor, input_hw: Sequence[int]) -> int:
+    """Prefix (class, register) tokens ahead of the patch tokens: the plan's number; for a stateful
+    (generic) plan, the smallest count up to 8 that leaves a patch grid, preferring the model's own."""
+    n = feat.shape[1]
+    if not plan.stateful:
+        return plan.num_prefix_tokens if n > plan.num_prefix_tokens else 0
+    for p in (plan.num_prefix_tokens, *range(9)):
+        if _is_grid(n - p, input_hw):
+            return p
+    return 0
+
+
+def _reduction(plan: BackbonePlan, layout: str, feat: torch.Tensor, input_hw: Sequence[int]) -> int:
     if layout == "nchw":
         return round(input_hw[0] / feat.shape[2])
     if layout == "nhwc":
@@ -84,50 +112,34 @@ def _reduction(plan: BackbonePlan, layout: str, feat: torch.Tensor, input_hw: tu
     if layout == "nlc":
         if plan.patch_size:
             return plan.patch_size
-        n_tokens = max(feat.shape[1] - plan.num_prefix_tokens, 1)
+        n_tokens = max(feat.shape[1] - _prefix_tokens(plan, feat, input_hw), 1)
         return round(math.sqrt(input_hw[0] * input_hw[1] / n_tokens))
     return 0
 
 
-@torch.no_grad()
-def probe_features(plan: BackbonePlan, input_size: Sequence[int]) -> list[torch.Tensor]:
-    """Outputs of every step of ``plan`` for one zero image of ``input_size`` (C, H, W)."""
-    x = _zeros_like_params(plan, input_size)
-    outs = []
-    for step in plan.steps:
-        x = step.fn(x)
-        outs.append(x)
-    return outs
-
-
-def _zeros_like_params(plan: BackbonePlan, input_size: Sequence[int]) -> torch.Tensor:
-    """A zero image ``(1, *input_size)`` on the device, in the float dtype, of the plan's first parameter."""
-    for step in plan.steps:
-        for m in step.modules:
-            for p in m.parameters():
-                return torch.zeros(1, *input_size, device=p.device, dtype=p.dtype if p.is_floating_point() else None)
-    return torch.zeros(1, *input_size)
-
-
-def discover_points(plan: BackbonePlan, names: Sequence[tuple[str, str]], input_size: Sequence[int], *,
-                    first_position: int = 0, probe: list[torch.Tensor] | None = None) -> list[ExitPoint]:
-    """Checked ``ExitPoint`` records for ``(step name, point name)`` pairs from ``resolve_point_names``."""
-    outs = probe if probe is not None else probe_features(plan, input_size)
-    by_name = {s.name: out for s, out in zip(plan.steps, outs)}
+def discover_points(plan: BackbonePlan, names: Sequence[tuple[str, str]], input_size: Sequence[int],
+                    streams: Sequence[torch.Tensor], *, first_position: int = 0, model_name: str = "model"
+                    ) -> list[ExitPoint]:
+    """Checked ``ExitPoint`` records for ``(step name, point name)`` pairs from ``resolve_point_names``;
+    ``streams[i]`` is what heads read after ``plan.steps[i]`` (``Probe.streams()``)."""
+    by_name = {s.name: out for s, out in zip(plan.steps, streams)}
     points = []
     for i, (step, name) in enumerate(names):
         feat = by_name[step]
-        layout = _layout(plan, feat)
+        layout = stream_layout(plan, step, feat)
+        if layout not in LAYOUTS:
+            raise UnsupportedModelError(f"{model_name}: the output of {name!r} has shape {tuple(feat.shape)}; heads "
+                                        f"read {', '.join(LAYOUTS)} features")
         num_chs = int(feat.shape[1] if layout == "nchw" else feat.shape[-1])
         points.append(ExitPoint(first_position + i, name, num_chs, _reduction(plan, layout, feat, input_size[1:]),
-                                layout, plan.num_prefix_tokens if layout == "nlc" else 0))
-    check_points(points)
+                                layout, _prefix_tokens(plan, feat, input_size[1:]) if layout == "nlc" else 0))
+    check_points(points, increasing_reduction=not plan.stateful)
     return points
 
 
-def check_points(points: Sequence[ExitPoint]) -> None:
-    """Raise ``ExitsError`` unless positions increase, channels > 0, layouts are known and spatial
-    reductions never decrease."""
+def check_points(points: Sequence[ExitPoint], *, increasing_reduction: bool = True) -> None:
+    """Raise ``ExitsError`` unless positions increase, channels > 0, layouts are known and (unless told
+    otherwise: a generic plan's stream may switch between branches) spatial reductions never decrease."""
     last_red = 0
     for i, p in enumerate(points):
         if p.layout not in LAYOUTS:
@@ -137,7 +149,7 @@ def check_points(points: Sequence[ExitPoint]) -> None:
         if i and p.position <= points[i - 1].position:
             raise ExitsError(f"exit point {p.module!r}: positions must increase (got {p.position} after "
                              f"{points[i - 1].position})")
-        if p.layout != "nc":
+        if p.layout != "nc" and increasing_reduction:
             if p.reduction < last_red:
                 raise ExitsError(f"exit point {p.module!r}: reduction {p.reduction} is below the previous {last_red}")
             last_red = p.reduction

@@ -5,8 +5,9 @@ batch, the score is computed exactly as ``search/scores.py`` reads the cache (so
 ``max_prob`` = top-1 probability, ``margin`` = top-1 minus top-2, ``neg_entropy`` from the logits
 rounded to float16 as the cache stores them) and compared as the spec reads, ``score > threshold`` in
 float64 (done in float32 against the largest float32 <= threshold, which decides every float32 score
-the same way); the samples that pass leave the batch (compaction: the survivors are index-selected)
-and the rest go on.
+the same way); the samples that pass leave the batch (compaction: the survivors are index-selected from every
+batch-carrying tensor of the segment's output state, ``Segment.select``; constants are kept) and the rest
+go on.
 Disabled heads never run. With a saver exit enabled the saver runs first on the whole batch; the
 samples it does not release start the backbone from the input.
 
@@ -379,14 +380,14 @@ class ExitRuntime:
                     if e is None:
                         continue
                     if e.key is not None:
-                        logits = self._fn(model.heads[e.key])(h)
+                        logits = self._fn(model.heads[e.key])(seg.stream(h))
                         spent += macs[f"head:{e.name}"]
                     else:
                         logits = h
                     s, p = exit_scores(logits, cfg.score)
                     leave = s > e.cut
                     rows = torch.nonzero(leave).squeeze(1)
-                    if rows.numel() == h.shape[0]:
+                    if rows.numel() == leave.shape[0]:
                         left.append((idx, p, s, e.index, spent))
                         return self._collect(left, n)
                     if rows.numel():
@@ -394,7 +395,7 @@ class ExitRuntime:
                                      s.index_select(0, rows), e.index, spent))
                         keep = torch.nonzero(~leave).squeeze(1)
                         idx = keep if idx is None else idx.index_select(0, keep)
-                        h = h.index_select(0, keep)
+                        h = seg.select(h, keep)
                     if stop is not None and seg.position >= stop:
                         break
         raise AssertionError("unreachable: the backbone chain ends at the final exit")

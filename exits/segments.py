@@ -2,29 +2,34 @@
 
 A *plan* lists what a model's ``forward`` runs, in order, using the model's own pieces: a stem, its
 blocks (and any glue between them, such as a stage's downsample), and a tail (final norm and
-``forward_head``). Nothing is patched: running every step in order is ``model(x)``. Plans are
-registered per model class with ``@register_plan(cls)``; any ``nn.Sequential`` is a plan of its own
-(every child a block, the last child the tail).
+``forward_head``). Nothing is patched: running every step in order is ``model(x)``, which the probe
+(``exits/probe.py``) checks when exits are attached. Plans are registered per model class with
+``@register_plan(cls)`` where they are faster or give better names; any ``nn.Sequential`` is a plan of
+its own (every child a block, the last child the tail); every other model gets the generic plan
+(``exits/generic_plan.py``), cut with torch.fx. A step maps a state to a state (``exits/state.py``):
+one tensor for per-class plans, a tuple for generic steps that hand over more than the stream.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 
 from .errors import UnsupportedModelError
+from .state import TENSOR_STATE, State, StateSpec
 
-__all__ = ["Step", "BackbonePlan", "Segment", "register_plan", "plan_for", "whole_plan", "cut_segments"]
+__all__ = ["Step", "BackbonePlan", "Segment", "register_plan", "plan_for", "registered_plan", "whole_plan",
+           "cut_segments"]
 
 STEP_KINDS = ("stem", "block", "glue", "tail")
 
 
 @dataclass(frozen=True)
 class Step:
-    """One piece of a forward pass: ``fn(x)`` with the modules it runs.
+    """One piece of a forward pass: ``fn(state) -> state`` with the modules it runs.
 
     ``name`` is the module name whose output the step produces (``layer1.0``, ``stages.1.downsample``);
     the tail's name is ``head``. ``kind`` is one of ``stem``, ``block``, ``glue``, ``tail``.
@@ -32,7 +37,7 @@ class Step:
 
     name: str
     kind: str
-    fn: Callable[[torch.Tensor], torch.Tensor]
+    fn: Callable[[State], State]
     modules: tuple[nn.Module, ...]
 
 
@@ -41,7 +46,9 @@ class BackbonePlan:
     """The ordered steps of a model, its stage module names and its feature layout.
 
     ``layout`` is ``nchw``, ``nhwc`` or ``nlc`` for every step but the tail, or None to infer it from
-    each feature's rank (4: nchw, 3: nlc, 2: nc).
+    each stream's rank (4: ``nhwc`` if ``channels_last`` else ``nchw``, corrected by ``channels``, the
+    channel counts timm's ``feature_info`` gives for some steps; 3: nlc; 2: nc). ``stateful`` plans may
+    hand more than one tensor from step to step; the probe finds which of them carry the batch.
     """
 
     family: str
@@ -50,6 +57,9 @@ class BackbonePlan:
     layout: str | None = None
     num_prefix_tokens: int = 0
     patch_size: int | None = None
+    stateful: bool = False
+    channels_last: bool = False
+    channels: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def boundaries(self) -> list[str]:
@@ -71,17 +81,21 @@ class BackbonePlan:
 
 
 class Segment(nn.Module):
-    """A run of consecutive steps of a backbone; ``forward(x)`` runs them in order.
+    """A run of consecutive steps of a backbone; ``forward(state)`` runs them in order.
 
     ``name`` is the compute-unit name (``segment:layer2.1``; the tail segment ends in ``head``),
-    ``position`` the exit position at which it ends. The modules are the backbone's own (shared).
+    ``position`` the exit position at which it ends, ``out_spec`` the layout of the state it returns:
+    ``stream(state)`` is what heads read there, ``select(state, rows)`` keeps batch rows ``rows``.
+    The first segment takes the image; a per-class plan's segments take and return one tensor.
+    The modules are the backbone's own (shared).
     """
 
-    def __init__(self, name: str, steps: Iterable[Step], position: int):
+    def __init__(self, name: str, steps: Iterable[Step], position: int, out_spec: StateSpec = TENSOR_STATE):
         super().__init__()
         steps = tuple(steps)
         self.name = name
         self.position = position
+        self.out_spec = out_spec
         self.step_names = tuple(s.name for s in steps)
         self._fns = [s.fn for s in steps]
         unique: dict[int, nn.Module] = {}
@@ -90,10 +104,18 @@ class Segment(nn.Module):
                 unique.setdefault(id(m), m)
         self.parts = nn.ModuleList(unique.values())
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, state: State) -> State:
         for fn in self._fns:
-            x = fn(x)
-        return x
+            state = fn(state)
+        return state
+
+    def stream(self, state: State) -> torch.Tensor:
+        """The tensor heads read from this segment's output ``(B, ...)``."""
+        return self.out_spec.stream(state)
+
+    def select(self, state: State, rows: torch.Tensor) -> State:
+        """This segment's output restricted to batch rows ``rows``."""
+        return self.out_spec.select(state, rows)
 
     def extra_repr(self) -> str:
         return f"name={self.name!r}, position={self.position}, steps={list(self.step_names)}"
@@ -110,15 +132,23 @@ def register_plan(cls: type) -> Callable:
     return deco
 
 
-def plan_for(model: nn.Module) -> BackbonePlan:
-    """The registered plan of ``model``'s class (nearest in its MRO); any ``nn.Sequential`` works."""
+def registered_plan(model: nn.Module) -> BackbonePlan | None:
+    """The plan registered for ``model``'s class (nearest in its MRO), or None."""
     for cls in type(model).__mro__:
         if cls in _plans:
             return _plans[cls](model)
-    known = sorted(c.__name__ for c in _plans)
-    raise UnsupportedModelError(
-        f"no segment plan for model class {type(model).__name__!r}; supported: {', '.join(known)} "
-        f"(add one with exits.segments.register_plan)")
+    return None
+
+
+def plan_for(model: nn.Module, *, name: str | None = None) -> BackbonePlan:
+    """The registered plan of ``model``'s class, else the generic plan (``UnsupportedModelError`` naming
+    the model, or ``name``, and the reason when it cannot be made)."""
+    plan = registered_plan(model)
+    if plan is not None:
+        return plan
+    from .generic_plan import generic_plan
+
+    return generic_plan(model, name=name)
 
 
 def whole_plan(model: nn.Module) -> BackbonePlan:
@@ -127,18 +157,22 @@ def whole_plan(model: nn.Module) -> BackbonePlan:
 
 
 def cut_segments(plan: BackbonePlan, cuts: list[tuple[str, str]], *, prefix: str = "segment:",
-                 tail_name: str = "segment:head", first_position: int = 0) -> list[Segment]:
+                 tail_name: str = "segment:head", first_position: int = 0,
+                 specs: Mapping[str, StateSpec] | None = None) -> list[Segment]:
     """Segments ending after each ``(step name, point name)`` in ``cuts`` (execution order), plus the tail.
 
     Segment i is named ``prefix + point name`` and ends at position ``first_position + i``; the last,
-    which includes the model's own head, is named ``tail_name``.
+    which includes the model's own head, is named ``tail_name``. ``specs`` gives the state layout after
+    a step (from the probe; default: one tensor).
     """
+    specs = specs or {}
     index = {s.name: i for i, s in enumerate(plan.steps)}
     stops = [index[step] + 1 for step, _ in cuts] + [len(plan.steps)]
     segments, start = [], 0
     for i, stop in enumerate(stops):
         name = prefix + cuts[i][1] if i < len(cuts) else tail_name
-        segments.append(Segment(name, plan.steps[start:stop], first_position + i))
+        spec = specs.get(cuts[i][0], TENSOR_STATE) if i < len(cuts) else TENSOR_STATE
+        segments.append(Segment(name, plan.steps[start:stop], first_position + i, spec))
         start = stop
     return segments
 

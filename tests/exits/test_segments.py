@@ -121,12 +121,12 @@ def test_cut_segments_and_whole_plan():
     assert len(whole.steps) == 1 and whole.steps[0].fn is backbone
 
 
-def test_unsupported_model_class_names_it():
+def test_a_model_without_blocks_is_refused_in_one_line_naming_it():
     class Odd(nn.Module):
         def forward(self, x):
             return x
 
-    with pytest.raises(UnsupportedModelError, match="'Odd'"):
+    with pytest.raises(UnsupportedModelError, match="^Odd: no blocks found"):
         plan_for(Odd())
 
 
