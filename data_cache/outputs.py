@@ -11,7 +11,7 @@ One policy for the whole project (``docs/outputs.md``):
   non-empty folder is refused unless ``--overwrite`` (and then only one holding the tool's own marker file);
   the folder is built under a temporary name beside it and renamed into place at the end.
 - :func:`cli_entry` ends a command quietly (status 0 for what it already printed) when stdout is closed
-  under it (``... | head -1``).
+  under it (``... | head -1``), and cleanly (temporary files removed, workers stopped) on SIGTERM or Ctrl-C.
 
 Standard library only: ``search`` (numpy), ``data_cache`` and ``exits`` (torch) all use it.
 """
@@ -21,6 +21,7 @@ import contextlib
 import errno
 import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
@@ -155,12 +156,24 @@ def atomic_folder(path: str | os.PathLike, *, option: str = "--out") -> Iterator
         raise
 
 
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
 def cli_entry(main: Callable[[], int]) -> int:
-    """Run a command line's ``main``; a closed stdout (``| head``) ends it quietly with status 0."""
+    """Run a command line's ``main``; a closed stdout (``| head``) ends it quietly with status 0.
+
+    SIGTERM ends it like an exception (status 143), so that temporary files are removed and worker
+    processes stopped on the way out; Ctrl-C prints one line (status 130)."""
+    with contextlib.suppress(ValueError):   # not the main thread: leave signals alone
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         status = main()
         sys.stdout.flush()
         return status
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
     except BrokenPipeError:
         # stdout is gone: point it at /dev/null so the interpreter's final flush raises nothing
         with contextlib.suppress(OSError):

@@ -16,10 +16,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import subprocess
-import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -36,6 +32,7 @@ from ..storage import default_study_name, describe_storage, get_storage, is_shar
 from . import register_engine
 from ._base import BaseEngine, Candidates
 from ._population import dp_front, import_optional
+from ._workers import WorkerPool, read_spec_and_watch_parent
 
 __all__ = ["OptunaEngine", "SAMPLERS", "TPE_TRIALS_WARN", "worker_main"]
 
@@ -157,53 +154,11 @@ def _worker(spec: dict) -> list[int]:
 
 
 def worker_main() -> int:
-    """Entry of a worker process: the JSON spec on stdin; the told trial numbers go to ``spec['result']``."""
-    spec = json.loads(sys.stdin.read())
+    """Entry of a worker process (``WorkerPool``): the told trial numbers go to ``spec['result']``."""
+    spec = read_spec_and_watch_parent()
     numbers = _worker(spec)
     Path(spec["result"]).write_text(json.dumps(numbers))
     return 0
-
-
-class _Workers:
-    """Worker processes started with ``python -c`` (no ``__main__`` guard needed), each opening the cache."""
-
-    def __init__(self, specs: list[dict], folder: str):
-        root = str(Path(__file__).resolve().parents[2])   # the folder holding search/ and data_cache/
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        self.procs, self.specs, self.logs = [], specs, []
-        for i, spec in enumerate(specs):
-            spec["result"] = os.path.join(folder, f"worker{i}.json")
-            log = open(os.path.join(folder, f"worker{i}.log"), "w+")
-            proc = subprocess.Popen([sys.executable, "-c", _WORKER_CODE], stdin=subprocess.PIPE, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, text=True)
-            proc.stdin.write(json.dumps(spec))
-            proc.stdin.close()
-            self.procs.append(proc)
-            self.logs.append(log)
-
-    def join(self) -> list[int]:
-        """Wait for every worker; their told trial numbers. A failed worker raises SearchError."""
-        numbers = []
-        for i, (proc, spec, log) in enumerate(zip(self.procs, self.specs, self.logs)):
-            if proc.wait() != 0:
-                log.seek(0)
-                lines = [ln for ln in log.read().strip().splitlines() if ln.strip()]
-                raise SearchError(f"optuna worker {i + 1} failed (exit {proc.returncode}): "
-                                  f"{lines[-1] if lines else 'no output'}")
-            numbers += json.loads(Path(spec["result"]).read_text())
-        return numbers
-
-    def close(self) -> None:
-        """Stop workers still running (after an error in this process) and close their logs."""
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait()
-        for log in self.logs:
-            log.close()
-
-
-_WORKER_CODE = "import sys; from search.engines.optuna_engine import worker_main; sys.exit(worker_main())"
 
 
 def _shares(total: int | None, n: int) -> list[int | None]:
@@ -314,17 +269,13 @@ class OptunaEngine(BaseEngine):
                       study_name=study.study_name, deadline=deadline, max_evals=shares[i],
                       n_trials=trial_shares[i], batch_size=batch, max_drop=self.max_drop, max_cost=self.max_cost)
                  for i in range(1, self.workers) if shares[i] != 0 and trial_shares[i] != 0]
-        with tempfile.TemporaryDirectory(prefix="exitsearch-workers-") as folder:
-            workers = _Workers(specs, folder)
-            try:
-                own = Budget(max_evals=shares[0], max_seconds=None if deadline is None else
-                             max(deadline - time.time(), 1e-6)).start(problem)
-                told = _optimize(study, space, problem, own, n_trials=trial_shares[0], batch_size=batch,
-                                 max_drop=self.max_drop, max_cost=self.max_cost,
-                                 on_batch=None if callback is None else (lambda: callback(self, problem)))
-                others = workers.join()
-            finally:
-                workers.close()
+        with WorkerPool(specs, "search.engines.optuna_engine:worker_main", label="optuna worker") as workers:
+            own = Budget(max_evals=shares[0], max_seconds=None if deadline is None else
+                         max(deadline - time.time(), 1e-6)).start(problem)
+            told = _optimize(study, space, problem, own, n_trials=trial_shares[0], batch_size=batch,
+                             max_drop=self.max_drop, max_cost=self.max_cost,
+                             on_batch=None if callback is None else (lambda: callback(self, problem)))
+            others = [n for numbers in workers.join() for n in numbers]
         problem.n_evals += len(others)  # evaluations made in the other processes
         told += others
         return self._result(study, space, problem, set(told), problem.n_evals - evals0, note)
