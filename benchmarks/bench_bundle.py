@@ -191,7 +191,7 @@ def main() -> int:
                   f"  rel MACs {r['measured']['relative_cost']:.4f} (pred {r['predicted']['relative_cost']:.4f})  agree "
                   f"{r['agreement']:.4%} (near-threshold {r['n_disagree_near_threshold']}/{r['n_disagree']})  b64 x"
                   f"{r.get('throughput_speedup_b64', float('nan')):.2f} (ideal {r['ideal_speedup']:.2f}, target "
-                  f"{0.8 * r['ideal_speedup']:.2f})  b1 x{r.get('latency_speedup_b1', float('nan')):.2f}")
+                  f"{0.8 * r['ideal_speedup']:.2f})" + (f"  b1 x{r['latency_speedup_b1']:.2f}" if "latency_speedup_b1" in r else ""))
     tp = eager["throughput"]
     print(f"batch 64, 1 thread, images/s: bundle {tp['bundle']:.0f}, eager ExitRuntime {tp['eager']:.0f} "
           f"(bundle / eager {eager['bundle_over_eager']:.2f}); base graph {tp['bundle_base']:.0f}, eager base "
