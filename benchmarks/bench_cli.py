@@ -81,11 +81,17 @@ def optuna_default(evaluations: int) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--evaluations", type=int, default=20_000, help="optuna trials (default %(default)s)")
+    ap.add_argument("--start-up-only", action="store_true",
+                    help="time the start-up alone (saved as cli_start_up.json; cli.json keeps the optuna run)")
     args = ap.parse_args()
     figures = {"start_up": start_up()}
     s = figures["start_up"]
     print(f"--help: best {s['help']['best_s']:.3f} s, median {s['help']['median_s']:.3f} s (python -c pass "
           f"{s['python_pass']['best_s']:.3f} s, import numpy {s['python_import_numpy']['best_s']:.3f} s)", flush=True)
+    if args.start_up_only:
+        figures["loadavg_at_end"] = Path("/proc/loadavg").read_text().split()[:3]
+        print("saved", save_results("cli_start_up", figures))
+        return
     figures["optuna_default_sampler"] = o = optuna_default(args.evaluations)
     print(o["table"])
     print(f"optuna (default sampler) {o['optuna_evals']} evaluations in {o['optuna_seconds']:.0f} s: "
