@@ -47,8 +47,6 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{option} {str(path)!r}: not a file name")
-    if suffixes is not None and p.suffix.lower() not in suffixes:
-        raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
     parent = p.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
@@ -56,11 +54,13 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
         raise OutputError(f"{option} {p}: folder {parent} does not exist; create it first")
     if p.is_dir():
         raise OutputError(f"{option} {p}: is a folder; name a file inside it")
-    if p.exists() or p.is_symlink():
-        if not p.is_file():
-            raise OutputError(f"{option} {p}: exists and is not a regular file")
-        if not overwrite:
-            raise OutputError(f"{option} {p}: file exists; pass --overwrite to replace it")
+    exists = p.exists() or p.is_symlink()
+    if exists and not p.is_file():
+        raise OutputError(f"{option} {p}: exists and is not a regular file")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
+    if exists and not overwrite:
+        raise OutputError(f"{option} {p}: file exists; pass --overwrite to replace it")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {p}: folder {parent} is not writable")
     return p
