@@ -89,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         commands = {"check": [py, "-m", "data_cache.validate", str(args.cache), "--quiet"]}
         if not args.no_search:
-            search = [py, "-m", "search.pareto", str(args.cache), "--methods", "dp", "--no-progress"]
+            search = [py, "-m", "search.pareto", str(args.cache), "--methods", "dp", "--no-progress", "--overwrite"]
             commands["search"] = search + ["--skip-integrity-check", "--export", f"{tmp}/search.json"]
             commands["check_and_search"] = search + ["--export", f"{tmp}/default.json"]
         runs: dict[str, list[dict]] = {name: [] for name in commands}
