@@ -34,7 +34,7 @@ test: $(DATA_STAMP)
 
 demo: $(STAMP)
 	mkdir -p out/demo
-	$(PY) -m search.pareto --max-drop 0.5 --show-uncertified --export out/demo/front.json --export-choice out/demo/chosen.json --plot out/demo/front.png
+	$(PY) -m search.pareto --max-drop 0.5 --show-uncertified --export out/demo/front.json --export-choice out/demo/chosen.json --plot out/demo/front.png --overwrite
 
 # The Fashion-MNIST demo from scratch (train, dump, search, validate) into out/pipeline/; compares the
 # cache fingerprint with the bundled one. Passive OpenMP waiting keeps 2 threads fast on a shared machine.

@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
+from data_cache.cli_types import non_negative_int, positive_int  # noqa: E402
 
 BUNDLED_CHECKPOINT = ROOT / "data_cache" / "bundled" / "fashion_mnist.checkpoint.pt"
 
@@ -120,10 +121,10 @@ def main() -> int:
     p.add_argument("--config", default=None, help="the chosen configuration (exitconfig/1, one entry)")
     p.add_argument("--front", default=None, help="a front (exitconfig/1) for the table bundle")
     p.add_argument("--exporter", default=None, help="dynamo or torchscript (default: dynamo where available)")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--timing-samples", type=int, default=4096)
-    p.add_argument("--latency-samples", type=int, default=300)
-    p.add_argument("--front-configs", type=int, default=6, help="configurations of the table bundle (0: none)")
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--timing-samples", type=positive_int, default=4096)
+    p.add_argument("--latency-samples", type=positive_int, default=300)
+    p.add_argument("--front-configs", type=non_negative_int, default=6, help="configurations of the table bundle (0: none)")
     args = p.parse_args()
 
     import numpy as np

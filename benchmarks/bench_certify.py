@@ -47,6 +47,7 @@ from search.indicators import saving_at_drop  # noqa: E402
 from search.calibration import DEFAULT_FRACTION, Roles  # noqa: E402
 from search.pareto_testing import DEFAULT_DELTA, certify_drop  # noqa: E402
 from search.queries import cheapest_within_drop  # noqa: E402
+from data_cache.cli_types import positive_int  # noqa: E402
 
 DELTA = 0.1
 EPS = 0.005
@@ -217,11 +218,11 @@ def end_to_end(name: str, cache, resamples: int, hindsight: int, fraction_resamp
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="a smoke run: few draws and resamples")
-    ap.add_argument("--draws", type=int, default=1000)
-    ap.add_argument("--tight-draws", type=int, default=200)
-    ap.add_argument("--resamples", type=int, default=200)
-    ap.add_argument("--hindsight", type=int, default=20)
-    ap.add_argument("--fraction-resamples", type=int, default=40)
+    ap.add_argument("--draws", type=positive_int, default=1000)
+    ap.add_argument("--tight-draws", type=positive_int, default=200)
+    ap.add_argument("--resamples", type=positive_int, default=200)
+    ap.add_argument("--hindsight", type=positive_int, default=20)
+    ap.add_argument("--fraction-resamples", type=positive_int, default=40)
     ap.add_argument("--caches", default="A,B,C,S,demo", help="which caches to run end to end ('' for none)")
     ap.add_argument("--merge", action="store_true",
                     help="keep the other parts of an existing results file (run parts separately)")

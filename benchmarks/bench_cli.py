@@ -26,6 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
 from data_cache.synthetic import write_synthetic_cache  # noqa: E402
+from data_cache.cli_types import positive_int  # noqa: E402
 
 CACHE_A = dict(n_samples=50_000, n_positions=12, n_head_types=2, seed=1)
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
@@ -80,7 +81,7 @@ def optuna_default(evaluations: int) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--evaluations", type=int, default=20_000, help="optuna trials (default %(default)s)")
+    ap.add_argument("--evaluations", type=positive_int, default=20_000, help="optuna trials (default %(default)s)")
     ap.add_argument("--start-up-only", action="store_true",
                     help="time the start-up alone (saved as cli_start_up.json; cli.json keeps the optuna run)")
     args = ap.parse_args()

@@ -45,6 +45,7 @@ from exits.generic_plan import generic_plan, trace_with_leaves  # noqa: E402
 from exits.model import default_input_size  # noqa: E402
 from exits.probe import probe_plan  # noqa: E402
 from exits.segments import registered_plan  # noqa: E402
+from data_cache.cli_types import threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "coverage.md"
@@ -309,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--modules", default=None, help="comma-separated timm modules (default: all)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=threads, default=1,
                         help="torch threads (default 1: on a shared 2-core machine a second thread mostly waits "
                              "for a core, and single ops then take a scheduler tick)")
     parser.add_argument("--no-table", action="store_true", help="do not rewrite docs/coverage.md")

@@ -36,6 +36,7 @@ from benchmarks._machine import save_results  # noqa: E402
 from exits import attach_exits  # noqa: E402
 from exits.data import TensorDataset  # noqa: E402
 from exits.dump import dump_cache  # noqa: E402
+from data_cache.cli_types import positive_int  # noqa: E402
 
 TARGET = 1 / 1.15
 
@@ -148,10 +149,10 @@ def memory(sizes: list[int]) -> list[dict]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--res", type=int, default=96)
-    p.add_argument("--batch", type=int, default=32)
-    p.add_argument("--rounds", type=int, default=9)
-    p.add_argument("--sizes", type=int, nargs=2, default=[1000, 6000])
+    p.add_argument("--res", type=positive_int, default=96)
+    p.add_argument("--batch", type=positive_int, default=32)
+    p.add_argument("--rounds", type=positive_int, default=9)
+    p.add_argument("--sizes", type=positive_int, nargs=2, default=[1000, 6000])
     p.add_argument("--memory-child", nargs=2, metavar=("N", "OUT"), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.memory_child:

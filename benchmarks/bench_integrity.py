@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
+from data_cache.cli_types import positive_float, positive_int  # noqa: E402
 
 DEFAULT_CACHE = Path(__file__).parent / "_caches" / "imagenet_scale"
 
@@ -76,10 +77,10 @@ def _run(argv: list[str], timeout_s: float) -> dict:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--cache", type=Path, default=DEFAULT_CACHE, help=f"cache folder (default {DEFAULT_CACHE})")
-    ap.add_argument("--repeats", type=int, default=2, help="runs of each command (default 2; the best counts)")
+    ap.add_argument("--repeats", type=positive_int, default=2, help="runs of each command (default 2; the best counts)")
     ap.add_argument("--no-search", action="store_true", help="time the check only")
     ap.add_argument("--cold", action="store_true", help="drop the cache's pages before each command")
-    ap.add_argument("--timeout", type=float, default=900.0, help="seconds before a command is stopped")
+    ap.add_argument("--timeout", type=positive_float, default=900.0, help="seconds before a command is stopped")
     ap.add_argument("--results", default="integrity", help="name of the results file (default integrity)")
     args = ap.parse_args()
     if not (args.cache / "manifest.json").exists():
@@ -88,7 +89,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         commands = {"check": [py, "-m", "data_cache.validate", str(args.cache), "--quiet"]}
         if not args.no_search:
-            search = [py, "-m", "search.pareto", str(args.cache), "--methods", "dp", "--no-progress"]
+            search = [py, "-m", "search.pareto", str(args.cache), "--methods", "dp", "--no-progress", "--overwrite"]
             commands["search"] = search + ["--skip-integrity-check", "--export", f"{tmp}/search.json"]
             commands["check_and_search"] = search + ["--export", f"{tmp}/default.json"]
         runs: dict[str, list[dict]] = {name: [] for name in commands}

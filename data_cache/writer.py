@@ -19,7 +19,7 @@ from .errors import CacheExistsError, CacheIncompleteError, CacheInputError
 from .fingerprint import array_digest, cache_fingerprint
 from .ownership import PARTS_META, check_targets, clear_parts, owned_by_cache, owned_by_parts, remove_owned
 
-__all__ = ["CacheWriter", "create_cache", "save_cache"]
+__all__ = ["CacheWriter", "create_cache", "save_cache", "check_cache_target"]
 
 _SHARD = re.compile(r"^(\d{10})_(\d{10})\.npz$")  # rows [start, stop); temp files never match
 
@@ -49,6 +49,39 @@ def _same_run(old: dict, new: dict) -> bool:
     def costs(m: dict) -> list:
         return [(u.get("name"), u.get("kind"), float(u.get("macs", 0))) for u in m.get("units", [])]
     return all(old.get(k) == new.get(k) for k in keys) and costs(old) == costs(new)
+
+
+def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = False, option: str = "--out") -> Path:
+    """A command line's cache folder checked before any work, as :class:`CacheWriter` will decide later:
+    the place must be a folder (or a new name in an existing, writable folder); a complete cache there needs
+    ``overwrite``, a half-written one ``resume`` or ``overwrite``; a non-empty folder holding no cache is
+    refused. Raises the same errors the writer would, one line naming ``option`` and the path."""
+    p = Path(path)
+    if str(path) == "" or p.name in ("", ".", ".."):
+        raise CacheInputError(f"{option} {str(path)!r}: not a folder name")
+    if resume and overwrite:
+        raise CacheInputError(f"{option} {p}: --resume continues the cache there and --overwrite replaces it; "
+                              "pass one of them")
+    parent = p.parent
+    if not parent.is_dir():
+        why = "is a file, not a folder" if parent.exists() else "does not exist; create it first"
+        raise CacheInputError(f"{option} {p}: {parent} {why}")
+    if p.is_symlink() or (p.exists() and not p.is_dir()):
+        raise CacheInputError(f"{option} {p}: exists and is not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK) or (p.is_dir() and not os.access(p, os.W_OK | os.X_OK)):
+        raise CacheInputError(f"{option} {p}: not writable")
+    if (p / fmt.MANIFEST).exists() or (p / fmt.MANIFEST).is_symlink():
+        if not overwrite:
+            raise CacheExistsError(f"{p}: already holds a complete cache; " + ("nothing to resume; " if resume else "")
+                                   + "pass --overwrite to replace it")
+    elif (p / fmt.PARTS_DIR).is_dir():
+        if not (resume or overwrite):
+            raise CacheIncompleteError(f"{p}: holds a half-written cache; resume it (--resume) or start again "
+                                       "(--overwrite)")
+    elif p.is_dir() and any(p.iterdir()):
+        raise CacheExistsError(f"{p}: folder is not empty and holds files but no cache written by this tool; "
+                               "nothing in it is touched; choose an empty or new folder")
+    return p
 
 
 def create_cache(path: str | Path, meta: CacheMeta, *, with_logits: bool = False, overwrite: bool = False,

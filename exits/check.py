@@ -108,14 +108,16 @@ def check_model(backbone: torch.nn.Module | str, *, points: str | Sequence[str] 
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m exits.check",
+    from data_cache.cli_types import CommandParser, int_at_least, positive_int, threads
+
+    p = CommandParser(prog="python -m exits.check",
                                 description="Check that exits attach to a timm model with an exact cut.")
     p.add_argument("model", help="timm model name")
     p.add_argument("--points", default="blocks", help="'blocks', 'stages' or comma-separated module names")
-    p.add_argument("--input-size", type=int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--input-size", type=positive_int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--pretrained", action="store_true", help="timm's pretrained weights (needs them cached)")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    p.add_argument("--num-classes", type=int_at_least(1), default=None)
+    p.add_argument("--threads", type=threads, default=None, help="torch intra-op threads")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
 

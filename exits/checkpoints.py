@@ -10,19 +10,20 @@ pair in order (same order, same shapes) with timm's ``tf_efficientnet_lite{0,1,2
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+from data_cache.outputs import atomic_output
+
 from .errors import ExitsError
 from .model import ExitModel, create_backbone
 
 __all__ = [
     "CheckpointError", "CHECKPOINT_FORMAT", "OFFLINE_WEIGHTS", "save_checkpoint", "read_checkpoint",
-    "load_heads", "model_from_checkpoint", "offline_weights_path", "load_paired_state_dict",
+    "check_finished", "load_heads", "model_from_checkpoint", "offline_weights_path", "load_paired_state_dict",
     "load_backbone_weights",
 ]
 
@@ -119,14 +120,16 @@ def _short(fp: str | None) -> str:
 def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[str, Any] | None = None,
                     include_backbone: bool = False, backbone_weights: str | None = None,
                     timm_kwargs: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
-                    train_state: Mapping[str, Any] | None = None) -> Path:
+                    train_state: Mapping[str, Any] | None = None, finished: bool = True) -> Path:
     """Write ``model``'s heads (and saver) with the backbone fingerprint; atomic (temp file, then rename).
 
     ``include_backbone`` stores the backbone's weights too (needed when they were trained here);
     otherwise ``backbone_weights`` names where they come from (``"offline"`` or a file) for
     :func:`model_from_checkpoint`. ``data`` records the training data and split (dataset, search_fraction,
     seed) so a dump can keep its search split out of the heads' training rows. ``train_state`` is what
-    resuming needs (epoch, optimiser, history).
+    resuming needs (epoch, optimiser, history). ``finished=False`` marks the state saved after an epoch of a
+    run still going: only resuming loads it (:func:`model_from_checkpoint` refuses it), so a run that fails
+    or is killed never leaves a checkpoint that looks trained.
     """
     path = Path(path)
     ckpt = {
@@ -153,11 +156,11 @@ def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[
         "backbone": model.backbone.state_dict() if include_backbone else None,
         "backbone_weights": "checkpoint" if include_backbone else backbone_weights,
         "train": dict(train_state) if train_state is not None else None,
+        "finished": bool(finished),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(ckpt, tmp)
-    os.replace(tmp, path)
+    with atomic_output(path, option="checkpoint") as tmp:
+        torch.save(ckpt, tmp)
     return path
 
 
@@ -200,15 +203,32 @@ def load_heads(model: ExitModel, ckpt: Mapping[str, Any] | str | Path) -> ExitMo
     return model
 
 
+def check_finished(ckpt: Mapping[str, Any]) -> None:
+    """Refuse the state a training run saved after an epoch, before it finished (resuming alone reads it).
+    A checkpoint written before the flag existed counts as finished."""
+    if ckpt.get("finished", True):
+        return
+    state = ckpt.get("train") or {}
+    phase = state.get("phase") or "training"
+    epoch = (state.get(phase) or {}).get("epoch") if isinstance(state.get(phase), Mapping) else None
+    last = f"after {phase} epoch {epoch}" if epoch is not None else f"during {phase}"
+    where = ckpt.get("path", "checkpoint")
+    raise CheckpointError(f"{where}: training did not finish (last saved {last}); finish it with python -m exits.train "
+                          f"... --out {where} --resume")
+
+
 def model_from_checkpoint(ckpt: Mapping[str, Any] | str | Path, *, model_name: str | None = None,
-                          backbone_weights: str | Path | None = None) -> ExitModel:
+                          backbone_weights: str | Path | None = None, allow_unfinished: bool = False) -> ExitModel:
     """Rebuild the ``ExitModel`` a checkpoint was saved from and load its weights.
 
     The backbone's weights come from the checkpoint when it holds them, else from ``backbone_weights``
     (or the source the checkpoint names). ``model_name``, when given, must be the checkpoint's backbone.
+    A checkpoint of a training run that has not finished is refused unless ``allow_unfinished`` (resuming).
     """
     if not isinstance(ckpt, Mapping):
         ckpt = read_checkpoint(ckpt)
+    if not allow_unfinished:
+        check_finished(ckpt)
     where, b = ckpt.get("path", "checkpoint"), ckpt["build"]
     if model_name is not None and model_name != ckpt["model"]:
         raise CheckpointError(f"{where}: checkpoint is for backbone {ckpt['model']!r}, not {model_name!r}")

@@ -25,6 +25,8 @@ def init_distributed(device: str | None) -> tuple[int, int, torch.device]:
     local = int(os.environ.get("LOCAL_RANK", "0"))
     cuda = torch.cuda.is_available() and (device is None or device.startswith("cuda"))
     dev = torch.device(f"cuda:{local}" if cuda else (device or "cpu"))
+    if cuda and world == 1 and device is not None and torch.device(device).index is not None:
+        dev = torch.device(device)                  # one process: the GPU the user named (cuda:1)
     if cuda:
         torch.cuda.set_device(dev)
     if world > 1 and not dist.is_initialized():

@@ -112,33 +112,43 @@ def dump_demo(checkpoint: Path, splits, out: Path, *, seed: int, command: str) -
                       split_definitions=splits.definitions, provenance=prov)
 
 
+def _bundled_checkpoint(bundled: Path) -> Path:
+    """The checkpoint file kept beside the bundled cache."""
+    return bundled.with_name(bundled.name + ".checkpoint.pt")
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m exits.pipeline",
+    from data_cache.cli_types import CommandParser, float_in, non_negative_int, positive_int, seed, threads
+
+    p = CommandParser(prog="python -m exits.pipeline",
                                 description="The Fashion-MNIST early-exit demo from scratch: train, dump, search, "
                                             "validate; compare with the bundled cache.")
-    p.add_argument("--out", default="out/pipeline", help="output folder (default out/pipeline)")
+    p.add_argument("--out", default="out/pipeline", help="output folder (default out/pipeline); its own files "
+                                                         "(checkpoint.pt, cache/, front.json, ...) are replaced on "
+                                                         "every run")
     p.add_argument("--data-root", default=None, help="folder of the Fashion-MNIST IDX files "
                                                      "(default /usr/share/datasets/fashion-mnist)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--threads", type=int, default=2, help="torch threads (fixed: part of what makes the run "
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--threads", type=threads, default=2, help="torch threads (fixed: part of what makes the run "
                                                           "reproducible; default 2)")
-    p.add_argument("--validate-threads", type=int, default=1,
+    p.add_argument("--validate-threads", type=threads, default=1,
                    help="torch threads while validating and timing (default 1: steadiest on a shared machine)")
-    p.add_argument("--backbone-epochs", type=int, default=4)
-    p.add_argument("--head-epochs", type=int, default=2)
-    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--backbone-epochs", type=positive_int, default=4)
+    p.add_argument("--head-epochs", type=positive_int, default=2)
+    p.add_argument("--batch-size", type=positive_int, default=128)
     p.add_argument("--from-step", choices=STEPS, default="train",
                    help="start at this step, reusing the earlier steps' outputs in --out (default: from scratch)")
-    p.add_argument("--calibration-size", type=int, default=CALIBRATION_SIZE,
+    p.add_argument("--calibration-size", type=non_negative_int, default=CALIBRATION_SIZE,
                    help=f"rows of train kept out of training for the calibration split (default {CALIBRATION_SIZE})")
-    p.add_argument("--max-drop", type=float, default=0.5,
+    p.add_argument("--max-drop", type=float_in(0.0, 100.0, what="a number of points in [0, 100]"), default=0.5,
                    help="the demo configuration: cheapest certified within this many points of the base accuracy "
                         "(default 0.5, at 90%% confidence)")
-    p.add_argument("--front-configs", type=int, default=8,
+    p.add_argument("--front-configs", type=positive_int, default=8,
                    help="configurations of the front validated (spread over the cost range; default 8)")
     p.add_argument("--bundled", default=str(BUNDLED), help="the bundled cache to compare with")
     p.add_argument("--update-bundled", action="store_true",
-                   help="copy the new cache over the bundled one, and the checkpoint beside it")
+                   help="copy the new cache over the bundled one (only a folder holding a cache is replaced), and "
+                        "the checkpoint beside it")
     return p
 
 
@@ -146,13 +156,28 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chain; exit status 0 when the cache matches the bundled one, 1 when it differs, 2 on bad input."""
     args = _parser().parse_args(argv)
     from data_cache import CacheError, open_cache
+    from data_cache.format import MANIFEST
+    from data_cache.outputs import OutputError, atomic_folder, atomic_output, check_output_file, check_output_folder
 
     from .data import load_splits
     from .dump import deterministic
     from .errors import ExitsError
 
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    bundled = Path(args.bundled)
+    try:
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"--out {out}: exists and is not a folder")
+        if args.update_bundled:  # before any work: only a cache folder is replaced, and the file beside it
+            check_output_folder(bundled, overwrite=True, option="--bundled", marker=MANIFEST)
+            check_output_file(_bundled_checkpoint(bundled), overwrite=True, option="--bundled (checkpoint)")
+        out.mkdir(parents=True, exist_ok=True)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: --out {out}: cannot create the folder ({exc.strerror or exc})", file=sys.stderr)
+        return 2
     torch.set_num_threads(args.threads)
     start = STEPS.index(args.from_step)
     t_all = time.perf_counter()
@@ -186,7 +211,7 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.perf_counter()
             code = pareto_main([str(out / "cache"), "--export", str(out / "front.json"), "--plot",
                                 str(out / "front.png"), "--max-drop", str(args.max_drop), "--show-uncertified",
-                                "--export-choice", str(out / "choice.json"), "--no-progress"])
+                                "--export-choice", str(out / "choice.json"), "--no-progress", "--overwrite"])
             if code:
                 return code
             times["search"] = time.perf_counter() - t0
@@ -195,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
 
             t0 = time.perf_counter()
             common = ["--checkpoint", str(ckpt), "--dataset", DATASET, "--split", "holdout", "--cache",
-                      str(out / "cache"), "--threads", str(args.validate_threads)]
+                      str(out / "cache"), "--threads", str(args.validate_threads), "--overwrite"]
             common += ["--data-root", args.data_root] if args.data_root else []
             code = validate_main(["--config", str(out / "choice.json"), "--all", "--report",
                                   str(out / "report_choice.json"), "--plot", str(out / "report_choice.png")] + common)
@@ -209,18 +234,21 @@ def main(argv: list[str] | None = None) -> int:
                 return code
             times["validate"] = time.perf_counter() - t0
         cache = open_cache(out / "cache")
-    except (CacheError, ExitsError) as exc:
+    except (CacheError, ExitsError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     total = time.perf_counter() - t_all
     print("\ntimes: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {total:.0f} s "
           f"({total / 60:.1f} min)")
-    bundled = Path(args.bundled)
     if args.update_bundled:
-        if bundled.exists():
-            shutil.rmtree(bundled)
-        shutil.copytree(out / "cache", bundled)
-        shutil.copyfile(ckpt, bundled.with_name(bundled.name + ".checkpoint.pt"))
+        try:
+            with atomic_folder(bundled, option="--bundled") as tmp:
+                shutil.copytree(out / "cache", tmp, dirs_exist_ok=True)
+            with atomic_output(_bundled_checkpoint(bundled), option="--bundled (checkpoint)") as tmp:
+                shutil.copyfile(ckpt, tmp)
+        except OutputError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
         print(f"bundled cache and checkpoint replaced: {bundled}")
     try:
         ref = open_cache(bundled).fingerprint
@@ -237,4 +265,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from data_cache.outputs import cli_entry
+
+    sys.exit(cli_entry(main))

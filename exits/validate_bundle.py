@@ -26,7 +26,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from data_cache.outputs import check_output_file, cli_entry, write_text_atomic
+from data_cache.cli_types import warn
+from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .validate import _fractions, _latencies, _machine, _open_cache, _split_rows, _time_batches
 
@@ -175,7 +176,9 @@ def format_table(report: dict[str, Any]) -> str:
 # -- command line --------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m exits.validate_bundle",
+    from data_cache.cli_types import CommandParser, non_negative_float, positive_int, threads
+
+    p = CommandParser(prog="python -m exits.validate_bundle",
                                 description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
                                             "with the cache, accuracy, MACs, speed against the base graph.")
     p.add_argument("--bundle", required=True, help="bundle folder (python -m exits.export_bundle)")
@@ -186,14 +189,14 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="dataset name (default: the cache's)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
     p.add_argument("--id", default=None, help="only the configuration with this id (default: all)")
-    p.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads per graph (default 1)")
-    p.add_argument("--batch-size", type=int, default=64, help="batch size of the runs and the throughput timing")
-    p.add_argument("--timing-samples", type=int, default=4096, help="samples timed at batch 64 (default 4096)")
-    p.add_argument("--latency-samples", type=int, default=200, help="samples timed at batch 1 (default 200)")
-    p.add_argument("--rounds", type=int, default=3, help="timing rounds, base and configuration alternating")
+    p.add_argument("--threads", type=threads, default=1, help="onnxruntime intra-op threads per graph (default 1)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size of the runs and the throughput timing")
+    p.add_argument("--timing-samples", type=positive_int, default=4096, help="samples timed at batch 64 (default 4096)")
+    p.add_argument("--latency-samples", type=positive_int, default=200, help="samples timed at batch 1 (default 200)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="timing rounds, base and configuration alternating")
     p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
-    p.add_argument("--tolerance", type=float, default=1e-5,
+    p.add_argument("--tolerance", type=non_negative_float, default=1e-5,
                    help="a disagreement whose cached score is this close to a threshold counts as float rounding")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--quiet", action="store_true")
@@ -225,7 +228,11 @@ def _main(argv: list[str] | None) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        report_path = check_output_file(args.report, overwrite=args.overwrite, option="--report", suffixes=(".json",))
+        report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite,
+                                    suffixes={"--report": (".json",)})["--report"]
+        if args.split == "search":
+            warn("--split search: the configurations were chosen on these samples, so their measured figures are "
+                 "optimistic; holdout is the independent check")
         router = open_bundle(args.bundle, threads=args.threads)
         want = router.manifest.doc["cache"]["fingerprint"]
         cache = _open_cache(args.cache, want)

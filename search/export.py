@@ -6,6 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
+from data_cache.outputs import write_text_atomic
+
 from ._validation import SearchError
 from .config import ExitConfig
 from .export_schema import export_problems
@@ -72,9 +74,8 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
 
 
 def write_export(path: str | Path, doc: dict) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(doc, indent=1) + "\n")
+    """Write ``doc`` to ``path`` atomically (a temporary file beside it, then a rename)."""
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n", option="export")
 
 
 def read_export(path: str | Path) -> dict:

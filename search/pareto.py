@@ -20,8 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from data_cache import CacheError, open_cache
+from data_cache._validation import identical_splits
 from data_cache.bundled import bundled_cache_path
-from data_cache.outputs import cli_entry
+from data_cache.cli_types import (PLOT_SUFFIXES, CommandParser, float_in, fraction, int_at_least, non_negative_int,
+                                  positive_float, positive_int, seed, warn)
+from data_cache.outputs import OutputError, atomic_outputs, check_outputs, cli_entry
 
 from ._certified_text import budget_failure, budget_title, drop_title
 from ._validation import SearchError, SearchWarning, check_scalar
@@ -51,31 +54,8 @@ ENGINE_OPTIONS = ("storage", "study_name", "workers", "sampler", "pop_size", "en
 DEFAULT_MEMORY_LIMIT_GB = 8.0
 
 
-def _count(minimum: int):
-    """argparse type: an integer >= ``minimum``."""
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"{value} must be >= {minimum}")
-        return value
-    return parse
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value} must be a finite number > 0")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = CommandParser(
         prog="python -m search.pareto",
         description="Search early-exit configurations on a prediction cache: Pareto fronts of accuracy "
                     "against cost, constrained queries, JSON export and plots.")
@@ -86,19 +66,20 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cost measure: counted MACs, or measured latency if the cache has it (default macs)")
     p.add_argument("--score", choices=SCORE_KINDS, default="max_prob",
                    help="confidence score compared with thresholds (default max_prob)")
-    p.add_argument("--max-drop", type=float, metavar="POINTS",
+    p.add_argument("--max-drop", type=float_in(0.0, 100.0, what="a number of points in [0, 100]"), metavar="POINTS",
                    help="answer: cheapest configuration within POINTS percentage points of the base top-1 "
                         "accuracy (e.g. 0.5), certified on calibration data with confidence 1-DELTA (--risk)")
-    p.add_argument("--budget", type=float, metavar="REL_COST",
+    p.add_argument("--budget", type=positive_float, metavar="REL_COST",
                    help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6), the "
                         "mean cost certified with confidence 1-DELTA, with a lower bound on its accuracy")
-    p.add_argument("--risk", type=float, metavar="DELTA",
+    p.add_argument("--risk", type=float_in(0.0, 0.5, low_open=True, what="a risk level in (0, 0.5]"),
+                   metavar="DELTA",
                    help=f"risk level of the certificates, in (0, 0.5] (default {DEFAULT_DELTA}: 90%% confidence)")
     p.add_argument("--uncertified", action="store_true",
                    help="answer on the search split alone, without a certificate (promises nothing on unseen data)")
     p.add_argument("--show-uncertified", action="store_true",
                    help="also print the uncertified answer to --max-drop, for contrast")
-    p.add_argument("--calibration-fraction", type=float, metavar="F",
+    p.add_argument("--calibration-fraction", type=fraction, metavar="F",
                    help=f"without a calibration split in the cache: the share of the search split cut off "
                         f"(seeded by --seed) to certify on (default {DEFAULT_FRACTION})")
     p.add_argument("--bound", choices=tuple(BOUNDS), default=DEFAULT_BOUND,
@@ -108,27 +89,30 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write the configuration chosen by --max-drop/--budget alone (for deployment)")
     p.add_argument("--plot", metavar="FILE.png",
                    help="draw every front on search and holdout (base and oracle marked); the exit "
-                        "distribution of the chosen configuration goes to FILE_exits.png")
-    p.add_argument("--evaluations", type=int, help="evaluation budget per method (population engines)")
-    p.add_argument("--time-limit", type=float, metavar="SECONDS", help="wall-time budget per method")
-    p.add_argument("--seed", type=int, default=0, help="random seed for stochastic methods (default 0)")
+                        "distribution of the chosen configuration goes to FILE_exits.png (any format matplotlib's "
+                        "Agg backend writes: png, pdf, svg, ...)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --export / --export-choice / --plot files (each is announced)")
+    p.add_argument("--evaluations", type=positive_int, help="evaluation budget per method (population engines)")
+    p.add_argument("--time-limit", type=positive_float, metavar="SECONDS", help="wall-time budget per method")
+    p.add_argument("--seed", type=seed, default=0, help="random seed for stochastic methods (default 0)")
     p.add_argument("--storage", help="optuna storage URL or journal file (optuna method)")
     p.add_argument("--study-name", help="optuna study name (optuna method)")
-    p.add_argument("--workers", type=int, help="worker processes (optuna method)")
+    p.add_argument("--workers", type=positive_int, help="worker processes (optuna method)")
     p.add_argument("--sampler", help="optuna sampler: nsga2 (default, as Optuna's own multi-objective default), "
                                      "tpe (slow beyond a few thousand trials) or random")
-    p.add_argument("--pop-size", type=int, help="population size (nsga2)")
+    p.add_argument("--pop-size", type=int_at_least(2), help="population size (nsga2)")
     p.add_argument("--encoding", help="threshold encoding of population engines: float or quantile")
-    p.add_argument("--subsample", type=_count(1), default=DEFAULT_SUBSAMPLE, metavar="N",
+    p.add_argument("--subsample", type=positive_int, default=DEFAULT_SUBSAMPLE, metavar="N",
                    help="on a search split larger than --subsample-above, every method fits on a seeded random "
                         f"subsample of N samples (--seed) and its front is then scored exactly on all samples "
                         f"(default {DEFAULT_SUBSAMPLE})")
-    p.add_argument("--subsample-above", type=_count(0), default=DEFAULT_SUBSAMPLE_ABOVE, metavar="N",
+    p.add_argument("--subsample-above", type=non_negative_int, default=DEFAULT_SUBSAMPLE_ABOVE, metavar="N",
                    help=f"search splits up to N samples are fitted on every sample (default {DEFAULT_SUBSAMPLE_ABOVE})")
-    p.add_argument("--chunk-size", type=_count(1), default=DEFAULT_CHUNK_SIZE, metavar="N",
+    p.add_argument("--chunk-size", type=positive_int, default=DEFAULT_CHUNK_SIZE, metavar="N",
                    help=f"samples read at a time when scoring on a whole split (bounds memory; default "
                         f"{DEFAULT_CHUNK_SIZE})")
-    p.add_argument("--memory-limit", type=_positive_float, default=DEFAULT_MEMORY_LIMIT_GB, metavar="GB",
+    p.add_argument("--memory-limit", type=positive_float, default=DEFAULT_MEMORY_LIMIT_GB, metavar="GB",
                    help="refuse a fit whose arrays would need more memory than this, before reading anything "
                         f"(default {DEFAULT_MEMORY_LIMIT_GB:g})")
     p.add_argument("--standalone", action="store_true", help="also print every exit's accuracy and cost alone")
@@ -152,6 +136,12 @@ def _resolve_cache(path: str | None, *, skip_integrity_check: bool = False):
             raise SearchError("no CACHE given and no cache is bundled in data_cache/bundled/; name a cache folder")
         path = bundled
     return open_cache(path, skip_integrity_check=skip_integrity_check)
+
+
+def _warn_identical_splits(cache) -> None:
+    for a, b in identical_splits(getattr(cache, "manifest", None) or {}):
+        warn(f"splits {a!r} and {b!r} of the cache hold the same predictions (identical files); figures on {b!r} "
+             f"are not independent of {a!r}")
 
 
 def _fmt(x, spec=".4f") -> str:
@@ -185,11 +175,13 @@ def _run(args, out) -> int:
         print("\n".join(list_engines()), file=out)
         return 0
     _check_args(args)
+    outputs = _check_outputs(args)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     if not methods:
         raise SearchError("--methods is empty; name at least one method (see --methods list)")
     engines = {m: _engine(m, args) for m in methods}
     cache = _resolve_cache(args.cache, skip_integrity_check=args.skip_integrity_check)
+    _warn_identical_splits(cache)
     _check_certification(args, cache)
     sample = plan_fit(cache, "search", subsample=args.subsample, above=args.subsample_above, seed=args.seed)
     check_fit_memory(sample.size if sample else cache.n_samples("search"), len(cache.exits), methods,
@@ -209,7 +201,7 @@ def _run(args, out) -> int:
     oracle = oracle_bound(search)
     _report(args, out, cache, fronts, union, search, holdout, oracle, sample)
     chosen = _answer_queries(args, out, fit, fit_union, search, holdout, union, entries)
-    _write_outputs(args, out, fronts, entries, chosen, search, holdout, oracle, sample)
+    _write_outputs(args, out, outputs, fronts, entries, chosen, search, holdout, oracle, sample)
     return 0
 
 
@@ -248,6 +240,24 @@ def _check_args(args) -> None:
         check_delta(args.risk)
     if args.calibration_fraction is not None:
         check_fraction(args.calibration_fraction)
+    if args.export_choice and args.max_drop is None and args.budget is None:
+        raise SearchError("--export-choice needs --max-drop or --budget to choose a configuration")
+
+
+def _exits_plot(path: Path) -> Path:
+    """Where the exit distribution of the chosen configuration goes, beside the fronts' figure."""
+    return path.with_name(path.stem + "_exits" + path.suffix)
+
+
+def _check_outputs(args) -> dict[str, Path]:
+    """Every file the run will write, checked before any work (``docs/outputs.md``)."""
+    plot_exits = None
+    if args.plot and (args.max_drop is not None or args.budget is not None):
+        plot_exits = _exits_plot(Path(args.plot))
+    return check_outputs([("--export", args.export), ("--export-choice", args.export_choice),
+                          ("--plot", args.plot), ("--plot (exit distribution)", plot_exits)],
+                         overwrite=args.overwrite,
+                         suffixes={"--export": (".json",), "--export-choice": (".json",), "--plot": PLOT_SUFFIXES})
 
 
 def _check_certification(args, cache) -> None:
@@ -423,37 +433,51 @@ def _best_on_all(search: SplitEvaluator, candidates: list, meets, key):
     return candidates[min(ok)[1]] if ok else None
 
 
-def _write_outputs(args, out, fronts: dict[str, Front], entries: list, chosen, search: SplitEvaluator,
-                   holdout: SplitEvaluator, oracle, sample: FitSample | None) -> None:
-    """--export, --export-choice and --plot."""
+def _write_outputs(args, out, outputs: dict[str, Path], fronts: dict[str, Front], entries: list, chosen,
+                   search: SplitEvaluator, holdout: SplitEvaluator, oracle, sample: FitSample | None) -> None:
+    """--export, --export-choice and --plot, checked before the search (``outputs``); every file is written to a
+    temporary file first and none replaces its target unless all were written."""
     fit = {"split": "search", **(sample.to_json() if sample else {"subsample": None, "of": search.n_samples,
                                                                    "seed": None})}
     method_info = {name: {"engine": {"name": name, "params": f.params}, "n_evals": f.n_evals,
                           "seconds": f.exec_time, "message": f.message} for name, f in fronts.items()}
+    docs = {}
     if args.export:
-        doc = build_export(entries, search=search, holdout=holdout, method_info=method_info, fit=fit)
-        write_export(args.export, doc)
-        print(f"\nexported {len(doc['configs'])} configurations to {args.export}", file=out)
+        docs["--export"] = build_export(entries, search=search, holdout=holdout, method_info=method_info, fit=fit)
     if args.export_choice:
-        if chosen is None:
-            raise SearchError("--export-choice needs --max-drop or --budget to choose a configuration")
         entry = next(e for e in reversed(entries) if e[1] == chosen)
-        write_export(args.export_choice, build_export([entry], search=search, holdout=holdout,
-                                                      method_info=method_info, pareto=False, fit=fit))
+        docs["--export-choice"] = build_export([entry], search=search, holdout=holdout, method_info=method_info,
+                                               pareto=False, fit=fit)
+    targets = [(option, outputs[option]) for option in docs]
+    if args.plot:
+        targets.append(("--plot", outputs["--plot"]))
+        if chosen is not None:
+            targets.append(("--plot (exit distribution)", outputs["--plot (exit distribution)"]))
+    with atomic_outputs(targets) as tmps:
+        files = dict(zip((option for option, _ in targets), tmps))
+        for option, doc in docs.items():
+            write_export(files[option], doc)
+        if args.plot:
+            _plots(files["--plot"], files.get("--plot (exit distribution)"), Path(args.plot).suffix, fronts, search,
+                   holdout, oracle, chosen)
+    if args.export:
+        print(f"\nexported {len(docs['--export']['configs'])} configurations to {args.export}", file=out)
+    if args.export_choice:
         print(f"exported the chosen configuration to {args.export_choice}", file=out)
     if args.plot:
-        _plots(Path(args.plot), fronts, search, holdout, oracle, chosen)
         print(f"plots written to {args.plot}", file=out)
 
 
-def _plots(path: Path, fronts, search, holdout, oracle, chosen) -> None:
+def _plots(path: Path, exits_path: Path | None, suffix: str, fronts, search, holdout, oracle, chosen) -> None:
+    """The fronts' figure to ``path`` and the chosen configuration's exits to ``exits_path``, in the format
+    ``suffix`` names (the paths are temporary files)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
     from .plot import plot_exit_distribution, plot_fronts
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    fmt = suffix.lower().lstrip(".")
     fig = Figure(figsize=(12, 4.8))
     ax_s, ax_h = fig.subplots(1, 2, sharey=True)
     plot_fronts(fronts, base=(search.base.accuracy, 1.0), oracle=oracle, title="search split", ax=ax_s)
@@ -461,16 +485,16 @@ def _plots(path: Path, fronts, search, holdout, oracle, chosen) -> None:
     plot_fronts(on_holdout, base=(holdout.base.accuracy, 1.0), title="holdout split (same configurations)",
                 ax=ax_h)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    if chosen is not None:
-        plot_exit_distribution(holdout, chosen, path=path.with_name(path.stem + "_exits" + path.suffix))
+    fig.savefig(path, dpi=120, format=fmt)
+    if chosen is not None and exits_path is not None:
+        plot_exit_distribution(holdout, chosen).savefig(exits_path, dpi=150, format=fmt)
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return _run(args, sys.stdout)
-    except (CacheError, SearchError) as exc:
+    except (CacheError, SearchError, OutputError) as exc:
         if args.debug:
             raise
         for line in getattr(exc, "problems", None) or [str(exc)]:

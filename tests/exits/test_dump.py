@@ -215,6 +215,7 @@ def test_cli_refusals_exit_2_and_keep_files(cli_setup, capsys):
         assert _snapshot(tmp_path / "c") == before
 
     refused(base + out, "already holds a complete cache")
+    out = out + ["--overwrite"]                  # bad inputs with --overwrite must not touch the cache either
 
     def swap(flag: str, value: str) -> list[str]:
         argv = list(base)
@@ -229,9 +230,9 @@ def test_cli_refusals_exit_2_and_keep_files(cli_setup, capsys):
     ck["backbone"] = tiny_model(seed=2).backbone.state_dict()  # heads belong to another backbone's weights
     torch.save(ck, other)
     refused(swap("--checkpoint", str(other)) + out, "heads were trained for backbone")
-    refused(base + ["--out", str(tmp_path / "c"), "--search-fraction", "0.5"], "search_fraction=0.2")
-    refused(base + ["--out", str(tmp_path / "c"), "--input-size", "64"], "drop --input-size")
-    refused(base + ["--out", str(tmp_path / "c"), "--calibration-size", "5"], "train with --calibration-size 5")
+    refused(base + out + ["--search-fraction", "0.5"], "search_fraction=0.2")
+    refused(base + out + ["--input-size", "64"], "drop --input-size")
+    refused(base + out + ["--calibration-size", "5"], "train with --calibration-size 5")
 
 
 def test_cli_killed_then_resumed(cli_setup, capsys, monkeypatch):

@@ -27,6 +27,7 @@ def cache_dir(tmp_path_factory):
 
 def test_table_queries_export_and_plots(cache_dir, tmp_path, capsys):
     out = tmp_path / "out"
+    out.mkdir()
     rc = main([str(cache_dir), "--methods", "dp,global,geometric,greedy", "--max-drop", "0.5", "--uncertified",
                "--budget", "0.6", "--export", str(out / "front.json"), "--export-choice",
                str(out / "chosen.json"), "--plot", str(out / "front.png"), "--standalone", "--no-progress"])
@@ -53,8 +54,16 @@ def test_methods_list(capsys):
     assert {"dp", "global", "geometric", "greedy", "exhaustive"} <= set(names)
 
 
+def _status(argv) -> int:
+    """main's exit status; argparse refuses a bad option value by raising SystemExit(2)."""
+    try:
+        return main(argv)
+    except SystemExit as exc:
+        return exc.code
+
+
 def _error(capsys, argv) -> str:
-    assert main(argv) == 2
+    assert _status(argv) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert lines and all(line.startswith("error: ") for line in lines)
@@ -73,7 +82,8 @@ def test_bad_inputs_give_one_line_and_status_2(cache_dir, tmp_path, capsys):
         capsys, [str(cache_dir), "--methods", "dp", "--budget", "0.001"])
     assert "--max-drop" in _error(capsys, [str(cache_dir), "--methods", "dp", "--max-drop", "-3"])
     assert "--risk needs --max-drop or --budget" in _error(capsys, [str(cache_dir), "--risk", "0.1"])
-    assert "evaluation budget" in _error(capsys, [str(cache_dir), "--methods", "global", "--evaluations", "0"])
+    assert "--evaluations: must be a positive integer, got 0" in _error(
+        capsys, [str(cache_dir), "--methods", "global", "--evaluations", "0"])
 
 
 def test_invalid_cache_contents(cache_dir, tmp_path, capsys):
