@@ -23,7 +23,6 @@ import inspect
 import operator
 from typing import Any, Callable, Iterable
 
-import torch
 from torch import fx, nn
 
 from .errors import UnsupportedModelError

@@ -18,7 +18,6 @@ from typing import Callable, Iterable, Mapping
 import torch
 from torch import nn
 
-from .errors import UnsupportedModelError
 from .state import TENSOR_STATE, State, StateSpec
 
 __all__ = ["Step", "BackbonePlan", "Segment", "register_plan", "plan_for", "registered_plan", "whole_plan",

@@ -2,9 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from torch.utils.data import DataLoader

@@ -1,7 +1,6 @@
 """Constrained queries on one split (their certified versions: test_pareto_testing.py)."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from data_cache.synthetic import make_synthetic_cache
