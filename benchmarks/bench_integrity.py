@@ -31,7 +31,7 @@ sys.path.insert(0, str(ROOT))
 from benchmarks._machine import save_results  # noqa: E402
 from data_cache.cli_types import positive_float, positive_int  # noqa: E402
 
-DEFAULT_CACHE = Path(__file__).parent / "_caches" / "imagenet_scale"
+DEFAULT_CACHE = Path("/work/caches/imagenet_scale")   # where benchmarks/bench_scale.py generates it by default
 
 
 def _load() -> list[float]:
