@@ -135,7 +135,7 @@ def main() -> int:
     from exits.checkpoints import model_from_checkpoint, read_checkpoint
     from exits.export_bundle import export_bundle
     from exits.runtime import ExitRuntime
-    from exits.validate import _spread
+    from exits.measure import spread
     from exits.validate_bundle import load_split, validate_bundle
 
     torch.set_num_threads(1)
@@ -172,7 +172,7 @@ def main() -> int:
         if args.front_configs and paths["front"] is not None:
             front = json.loads(paths["front"].read_text())
             rt = ExitRuntime(model, front, cache=cache)
-            ids = [c.id for c in _spread(rt.configs, args.front_configs)]
+            ids = [c.id for c in spread(rt.configs, args.front_configs)]
             export_bundle(model, front, tmp / "table", cache=cache, ids=ids, data_config=ckpt.get("data_config"),
                           data=ckpt.get("data"), exporter=args.exporter)
             table = open_bundle(tmp / "table", threads=1)

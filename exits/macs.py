@@ -16,6 +16,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 
+from .measure import sync
 from .model import ExitModel
 
 __all__ = ["MACS_COUNTER", "ATTENTION_FORMULAS", "count_flops", "count_macs", "unit_macs", "measure_latency"]
@@ -74,11 +75,6 @@ def unit_macs(model: ExitModel, *, batch_size: int = 1) -> dict[str, float]:
     return macs
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def measure_latency(model: ExitModel, batch_size: int = 1, device: torch.device | str | None = None, *,
                     warmup: int = 3, repeats: int = 10) -> dict[str, float]:
     """Measured seconds per sample of every unit (median over ``repeats`` calls at ``batch_size``).
@@ -100,10 +96,10 @@ def measure_latency(model: ExitModel, batch_size: int = 1, device: torch.device 
                     unit.module(inp)
                 times = []
                 for _ in range(repeats):
-                    _sync(x.device)
+                    sync(x.device)
                     t0 = time.perf_counter()
                     out = unit.module(inp)
-                    _sync(x.device)
+                    sync(x.device)
                     times.append(time.perf_counter() - t0)
                 outputs[unit.name] = out
                 latency[unit.name] = statistics.median(times) / batch_size

@@ -21,74 +21,19 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
-import statistics
 import sys
-import time
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable
 
 import numpy as np
 import torch
 
+from .measure import describe_machine, exit_fractions, format_rows, spread, time_against_base
+from .validation_inputs import open_searched_cache, split_rows
+
 __all__ = ["REPORT_FORMAT", "validate", "main"]
 
 REPORT_FORMAT = "exitvalidation/1"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _machine(device: torch.device) -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                            "device": str(device), "torch": torch.__version__, "platform": platform.platform()}
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    try:
-        info["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
-    except OSError:
-        pass
-    return info
-
-
-def _spread(configs: list, n: int | None) -> list:
-    """At most ``n`` configurations spread evenly over the predicted cost range (ends kept)."""
-    if n is None or len(configs) <= n:
-        return configs
-    order = sorted(configs, key=lambda c: c.relative_cost("search") or 0.0)
-    picks = sorted({int(round(i)) for i in np.linspace(0, len(order) - 1, n)})
-    return [order[i] for i in picks]
-
-
-def _time_batches(fn: Callable[[torch.Tensor], Any], batches: Sequence[torch.Tensor], device: torch.device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    for b in batches:
-        fn(b)
-    _sync(device)
-    return time.perf_counter() - t0
-
-
-def _latencies(fn: Callable[[torch.Tensor], Any], samples: Sequence[torch.Tensor], device: torch.device) -> list[float]:
-    out = []
-    for x in samples:
-        _sync(device)
-        t0 = time.perf_counter()
-        fn(x)
-        _sync(device)
-        out.append(time.perf_counter() - t0)
-    return out
 
 
 def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -130,37 +75,6 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
         raise DataError("the dataset's labels differ from the cache's on the same sample_index; "
                         "is it another dataset or version?")
 
-    def time_base_and(fn: Callable[[torch.Tensor], Any]) -> dict[str, Any]:
-        """Alternate rounds of the base model and ``fn``: median times at batch 64 and per sample at batch 1."""
-        res: dict[str, Any] = {}
-        if timing_batches:
-            for f in (runtime.base_forward, fn):  # warm-up
-                for b in timing_batches[:2]:
-                    f(b)
-            tb, tc = [], []
-            for _ in range(rounds):
-                tb.append(_time_batches(runtime.base_forward, timing_batches, device))
-                tc.append(_time_batches(fn, timing_batches, device))
-            n_t = sum(len(b) for b in timing_batches)
-            res["b64"] = {"n_samples": n_t, "base_s": statistics.median(tb), "config_s": statistics.median(tc),
-                          "base_throughput": n_t / statistics.median(tb), "throughput": n_t / statistics.median(tc),
-                          "speedup": statistics.median(tb) / statistics.median(tc),
-                          "speedup_per_round": [b / c for b, c in zip(tb, tc)]}
-        if latency_samples:
-            for f in (runtime.base_forward, fn):
-                for x in latency_samples[:5]:
-                    f(x)
-            lb, lc = [], []
-            for _ in range(rounds):
-                lb += _latencies(runtime.base_forward, latency_samples, device)
-                lc += _latencies(fn, latency_samples, device)
-            res["b1"] = {"n_samples": len(latency_samples), "rounds": rounds,
-                         "base_median_s": statistics.median(lb), "median_s": statistics.median(lc),
-                         "base_mean_s": statistics.fmean(lb), "mean_s": statistics.fmean(lc),
-                         "speedup_median": statistics.median(lb) / statistics.median(lc),
-                         "speedup_mean": statistics.fmean(lb) / statistics.fmean(lc)}
-        return res
-
     reports = []
     problems: dict[str, ExitProblem] = {}
     for c in configs:
@@ -181,7 +95,8 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
             reached = np.array([cache.exits[i].position for i in range(len(cache.exits))])[want_exit]
             for j, e in enumerate(c.exits):
                 near |= (np.abs(scores[j].astype(np.float64) - e.threshold) <= tolerance) & (reached >= e.position)
-        t = time_base_and(lambda x, c=c: runtime.run(x, c))
+        t = time_against_base(runtime.base_forward, lambda x, c=c: runtime.run(x, c), timing_batches,
+                              latency_samples, rounds, device)
         predicted = c.predicted.get(split) or {}
         entry = {
             "id": c.id,
@@ -194,7 +109,7 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
                          "relative_cost": counted / n / base_counted,
                          "relative_cost_accounted": result.relative_cost,
                          "macs_per_sample": counted / n,
-                         "exit_fractions": _fractions(got_exit, [e.index for e in c.exits],
+                         "exit_fractions": exit_fractions(got_exit, [e.index for e in c.exits],
                                                      len(runtime.model.exits) - 1)},
             "agreement": float(1.0 - differ.mean()),
             "n_disagree": int(differ.sum()),
@@ -219,16 +134,11 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
     return {"format": REPORT_FORMAT, "split": split, "n_samples": n, "tolerance": tolerance,
             "cache": {"fingerprint": cache.fingerprint},
             "model": {"name": runtime.model.model_name, "fingerprint": runtime.model.fingerprint()},
-            "machine": _machine(device), "rounds": rounds,
+            "machine": describe_machine(device), "rounds": rounds,
             "base": {"predicted": {"accuracy": float(np.mean(np.asarray(ids[-1, 0]) == labels)), "relative_cost": 1.0},
                      "measured": {"accuracy": base_acc, "macs_per_sample": base_counted,
                                   "macs_unit_table": runtime.base_macs}},
             "configs": reports}
-
-
-def _fractions(exits: np.ndarray, enabled: list[int], final: int) -> list[float]:
-    """Fraction of samples leaving at each enabled exit, then at the final exit."""
-    return [float(np.mean(exits == e)) if len(exits) else 0.0 for e in (*enabled, final)]
 
 
 # -- figure and table ----------------------------------------------------------------------------
@@ -275,18 +185,11 @@ def plot_report(report: dict[str, Any], path: str | Path, *, fmt: str | None = N
 
 
 def format_table(report: dict[str, Any]) -> str:
-    """One line per configuration: predicted vs measured accuracy and cost, agreement, speedups."""
-    b = report["base"]
-    lines = [f"{report['split']}: {report['n_samples']} samples; base accuracy measured {b['measured']['accuracy']:.4%} "
-             f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
-             f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
-             f"{'agree':>8} {'near':>4} {'ideal':>6} {'b64 x':>6} {'b1 x':>6}"]
-    for c in report["configs"]:
-        p, m = c["predicted"], c["measured"]
-        lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
-                     f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
-                     f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} "
-                     f"{c.get('throughput_speedup_b64', float('nan')):>6.2f} {c.get('latency_speedup_b1', float('nan')):>6.2f}")
+    """One line per configuration: predicted vs measured accuracy and cost, agreement, speedups; then the
+    certified bounds next to what was measured."""
+    lines = format_rows(report, "base", "agree: same exit and prediction as the cache; near: disagreements within the "
+                        "tolerance of a threshold; ideal: 1 / relative MACs; b64 x / b1 x: measured throughput (batch "
+                        "64) and median latency (batch 1) speedups over the base model")
     for c in report["configs"]:
         cert = c.get("certificate")
         if cert is None:
@@ -298,9 +201,6 @@ def format_table(report: dict[str, Any]) -> str:
         elif "certified_relative_cost" in cert:
             lines.append(f"{c['id']}: certified relative cost <= {cert['certified_relative_cost']:.4f} ({how}); "
                          f"measured on {report['split']}: {c['measured']['relative_cost']:.4f}")
-    lines.append("agree: same exit and prediction as the cache; near: disagreements within the tolerance of a "
-                 "threshold; ideal: 1 / relative MACs; b64 x / b1 x: measured throughput (batch 64) and median "
-                 "latency (batch 1) speedups over the base model")
     return "\n".join(lines)
 
 
@@ -354,52 +254,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _open_cache(arg: str | None, want: str | None, *, skip_integrity_check: bool = False) -> Any:
-    from data_cache import open_cache
-    from data_cache.bundled import bundled_cache_path
-
-    from .runtime import RuntimeConfigError
-
-    if arg is not None:
-        return open_cache(arg, skip_integrity_check=skip_integrity_check)
-    bundled = bundled_cache_path()
-    if bundled is not None:
-        cache = open_cache(bundled, skip_integrity_check=skip_integrity_check)
-        if cache.fingerprint == want:
-            return cache
-    raise RuntimeConfigError("the configuration was not searched on the bundled cache; pass the cache it was "
-                             "searched on with --cache")
-
-
-def _split_rows(args: argparse.Namespace, ckpt: dict, cache: Any) -> Any:
-    """The split's dataset rows in the cache's row order (joined on ``sample_index``)."""
-    from torch.utils.data import Subset
-
-    from .data import DataError, load_splits
-
-    if args.split not in cache.splits():
-        raise DataError(f"split {args.split!r} is not in the cache; it has {cache.splits()}")
-    dumped = cache.meta.provenance.get("dataset") or {}
-    params, trained = dumped.get("parameters") or {}, ckpt.get("data") or {}
-    dataset = args.dataset or dumped.get("name") or trained.get("dataset")
-    if dataset is None:
-        raise DataError("the cache names no dataset; pass --dataset")
-    if args.split not in ("search", "calibration", "holdout"):
-        raise DataError(f"split {args.split!r}: only search, calibration and holdout can be rebuilt from the dataset")
-    splits = load_splits(dataset, args.data_root, data_config=ckpt["data_config"],
-                         search_fraction=params.get("search_fraction", trained.get("search_fraction", 0.1)),
-                         seed=params.get("seed", trained.get("seed", 0)), max_samples=params.get("max_samples"),
-                         calibration_size=params.get("calibration_size", 0))
-    ds = getattr(splits, args.split)
-    where = {int(s): i for i, s in enumerate(ds.indices)}
-    want = np.asarray(cache.sample_index(args.split))
-    missing = [int(s) for s in want if int(s) not in where]
-    if missing:
-        raise DataError(f"{dataset} {args.split}: {len(missing)} of the cache's samples (sample_index "
-                        f"{missing[:3]}...) are not in this dataset split")
-    return Subset(ds, [where[int(s)] for s in want])
-
-
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0, or 2 with one line on bad input."""
     from data_cache.outputs import cli_entry
@@ -434,12 +288,12 @@ def _main(argv: list[str] | None) -> int:
         ckpt = read_checkpoint(args.checkpoint)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
-        cache = _open_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
+        cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
                             skip_integrity_check=args.skip_integrity_check)
         runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile,
                               channels_last=args.channels_last)
-        configs = [runtime.set_config(args.id)] if args.id is not None else _spread(runtime.configs, args.max_configs)
-        rows = _split_rows(args, ckpt, cache)
+        configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
+        rows = split_rows(args.split, cache, ckpt, dataset=args.dataset, data_root=args.data_root)
         say(f"loading {len(rows)} samples of {args.split}")
         loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))
         timing, latency = [], []

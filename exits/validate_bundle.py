@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from typing import Any, Callable, Sequence
 
@@ -29,7 +28,8 @@ import torch
 from data_cache.cli_types import warn
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
-from .validate import _fractions, _latencies, _machine, _open_cache, _split_rows, _time_batches
+from .measure import describe_machine, exit_fractions, format_rows, time_against_base
+from .validation_inputs import open_searched_cache, split_rows
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
 
@@ -40,34 +40,8 @@ _CPU = torch.device("cpu")
 def _timings(router: Any, config: Any, timing_batches: Sequence[np.ndarray], latency_samples: Sequence[np.ndarray],
              rounds: int) -> dict[str, Any]:
     """Alternate rounds of the base graph and ``config``: batch-64 throughput, batch-1 median latency."""
-    base = lambda x: router.run(x, router.base_config)  # noqa: E731
-    conf = lambda x: router.run(x, config)  # noqa: E731
-    res: dict[str, Any] = {}
-    if timing_batches:
-        for f in (base, conf):  # warm-up
-            for b in timing_batches[:2]:
-                f(b)
-        tb, tc = [], []
-        for _ in range(rounds):
-            tb.append(_time_batches(base, timing_batches, _CPU))
-            tc.append(_time_batches(conf, timing_batches, _CPU))
-        n = sum(len(b) for b in timing_batches)
-        mb, mc = statistics.median(tb), statistics.median(tc)
-        res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
-                      "base_throughput": n / mb, "throughput": n / mc, "speedup": mb / mc,
-                      "speedup_per_round": [b / c for b, c in zip(tb, tc)]}
-    if latency_samples:
-        for f in (base, conf):
-            for x in latency_samples[:5]:
-                f(x)
-        lb, lc = [], []
-        for _ in range(rounds):
-            lb += _latencies(base, latency_samples, _CPU)
-            lc += _latencies(conf, latency_samples, _CPU)
-        res["b1"] = {"n_samples": len(latency_samples), "rounds": rounds, "base_median_s": statistics.median(lb),
-                     "median_s": statistics.median(lc), "speedup_median": statistics.median(lb) / statistics.median(lc),
-                     "speedup_mean": statistics.fmean(lb) / statistics.fmean(lc)}
-    return res
+    return time_against_base(lambda x: router.run(x, router.base_config), lambda x: router.run(x, config),
+                             timing_batches, latency_samples, rounds, _CPU)
 
 
 def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple[np.ndarray, np.ndarray]], *,
@@ -122,7 +96,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
             "measured": {"accuracy": float(np.mean(result.predictions == labels)),
                          "relative_cost": result.relative_cost,
                          "macs_per_sample": float(result.macs.mean()),
-                         "exit_fractions": _fractions(result.exits, [e.index for e in c.exits], router.final_exit)},
+                         "exit_fractions": exit_fractions(result.exits, [e.index for e in c.exits], router.final_exit)},
             "agreement": float(1.0 - differ.mean()),
             "n_disagree": int(differ.sum()),
             "n_disagree_near_threshold": int((differ & near).sum()),
@@ -145,7 +119,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
                        "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
                        "n_graphs": len(manifest["graphs"])},
             "cache": {"fingerprint": cache.fingerprint}, "model": dict(manifest["model"]),
-            "machine": {**_machine(_CPU), "onnxruntime": onnxruntime.__version__, "ort_threads": router.threads},
+            "machine": {**describe_machine(_CPU), "onnxruntime": onnxruntime.__version__, "ort_threads": router.threads},
             "rounds": rounds,
             "base": {"predicted": {"accuracy": float(np.mean(cached_final == labels)), "relative_cost": 1.0},
                      "measured": {"accuracy": float(np.mean(base.predictions == labels)),
@@ -156,21 +130,10 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
 
 def format_table(report: dict[str, Any]) -> str:
     """One line per configuration: predicted vs measured accuracy and cost, agreement, speedups."""
-    b = report["base"]
-    lines = [f"{report['split']}: {report['n_samples']} samples; base graph accuracy {b['measured']['accuracy']:.4%} "
-             f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
-             f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
-             f"{'agree':>8} {'near':>4} {'ideal':>6} {'b64 x':>6} {'b1 x':>6}"]
-    for c in report["configs"]:
-        p, m = c["predicted"], c["measured"]
-        lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
-                     f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
-                     f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} "
-                     f"{c.get('throughput_speedup_b64', float('nan')):>6.2f} {c.get('latency_speedup_b1', float('nan')):>6.2f}")
-    lines.append("agree: same exit and prediction as the cache; near: disagreements within the tolerance of a "
-                 "threshold; ideal: 1 / relative MACs; b64 x / b1 x: throughput (batch 64) and median latency "
-                 "(batch 1) speedups over the bundle's base graph, both on onnxruntime")
-    return "\n".join(lines)
+    return "\n".join(format_rows(report, "base graph", "agree: same exit and prediction as the cache; near: "
+                                  "disagreements within the tolerance of a threshold; ideal: 1 / relative MACs; b64 x / "
+                                  "b1 x: throughput (batch 64) and median latency (batch 1) speedups over the bundle's "
+                                  "base graph, both on onnxruntime"))
 
 
 # -- command line --------------------------------------------------------------------------------
@@ -213,8 +176,8 @@ def load_split(router: Any, cache: Any, split: str, *, dataset: str | None = Non
     model_input = manifest["input"]
     data_config = {"input_size": model_input["shape"],
                    **{k: v for k, v in model_input.items() if k not in ("shape", "dtype")}}
-    args = argparse.Namespace(split=split, dataset=dataset, data_root=data_root)
-    rows = _split_rows(args, {"data_config": data_config, "data": manifest.get("data") or {}}, cache)
+    rows = split_rows(split, cache, {"data_config": data_config, "data": manifest.get("data") or {}},
+                      dataset=dataset, data_root=data_root)
     return [(x.numpy(), y.numpy()) for x, y, _ in DataLoader(rows, batch_size=batch_size, shuffle=False)]
 
 
@@ -235,7 +198,7 @@ def _main(argv: list[str] | None) -> int:
                  "optimistic; holdout is the independent check")
         router = open_bundle(args.bundle, threads=args.threads)
         want = router.manifest.doc["cache"]["fingerprint"]
-        cache = _open_cache(args.cache, want)
+        cache = open_searched_cache(args.cache, want)
         if cache.fingerprint != want:
             raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
                               f"{args.cache} ({cache.fingerprint[:19]}...)")

@@ -6,10 +6,11 @@ import pytest
 
 from data_cache import CacheFormatError, format as fmt, save_cache
 from data_cache.synthetic import make_synthetic_cache
-from exits.validate import _open_cache, _parser
+from exits.validate import _parser
+from exits.validation_inputs import open_searched_cache
 
 
-def test_flag_reaches_open_cache(tmp_path):
+def test_flag_reachesopen_searched_cache(tmp_path):
     save_cache(tmp_path / "c", make_synthetic_cache(60, 2, seed=1))
     labels = np.array(np.load(tmp_path / "c" / "holdout" / fmt.LABELS))
     labels[0] = (labels[0] + 1) % 10
@@ -18,5 +19,5 @@ def test_flag_reaches_open_cache(tmp_path):
                                  "--skip-integrity-check"])
     assert args.skip_integrity_check
     with pytest.raises(CacheFormatError, match="holdout/labels.npy: sha256: checksum mismatch"):
-        _open_cache(str(tmp_path / "c"), None)
-    assert _open_cache(str(tmp_path / "c"), None, skip_integrity_check=True).n_samples("holdout") == 30
+        open_searched_cache(str(tmp_path / "c"), None)
+    assert open_searched_cache(str(tmp_path / "c"), None, skip_integrity_check=True).n_samples("holdout") == 30

@@ -1,0 +1,133 @@
+"""Timing and reporting shared by the validations of the eager runtime and of a bundle.
+
+Speed is always measured against a base in the same process, in rounds that alternate the base and the
+configuration (``time_against_base``), so that a machine's load hits both alike; the report's machine
+record (``describe_machine``) and its table (``format_rows``) are shared too.
+"""
+from __future__ import annotations
+
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+
+__all__ = ["sync", "describe_machine", "spread", "time_against_base", "exit_fractions", "format_rows"]
+
+
+def sync(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); nothing on a CPU."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def describe_machine(device: torch.device) -> dict[str, Any]:
+    """CPU model, cores, torch threads and version, the device (and GPU name), the load average."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    info: dict[str, Any] = {"cpu": cpu, "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                            "device": str(device), "torch": torch.__version__, "platform": platform.platform()}
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    try:
+        info["loadavg"] = Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        pass
+    return info
+
+
+def spread(configs: list, n: int | None) -> list:
+    """At most ``n`` configurations spread evenly over the predicted cost range (ends kept)."""
+    if n is None or len(configs) <= n:
+        return configs
+    order = sorted(configs, key=lambda c: c.relative_cost("search") or 0.0)
+    picks = sorted({int(round(i)) for i in np.linspace(0, len(order) - 1, n)})
+    return [order[i] for i in picks]
+
+
+def _time_batches(fn: Callable[[Any], Any], batches: Sequence[Any], device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    for b in batches:
+        fn(b)
+    sync(device)
+    return time.perf_counter() - t0
+
+
+def _latencies(fn: Callable[[Any], Any], samples: Sequence[Any], device: torch.device) -> list[float]:
+    out = []
+    for x in samples:
+        sync(device)
+        t0 = time.perf_counter()
+        fn(x)
+        sync(device)
+        out.append(time.perf_counter() - t0)
+    return out
+
+
+def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timing_batches: Sequence[Any],
+                      latency_samples: Sequence[Any], rounds: int, device: torch.device) -> dict[str, Any]:
+    """Alternate ``rounds`` of ``base`` and ``fn`` after a warm-up: ``b64`` (median times over
+    ``timing_batches``, throughputs, speedup, per round) and ``b1`` (per-sample latencies over
+    ``latency_samples``: medians, means, speedups); each only when given inputs."""
+    res: dict[str, Any] = {}
+    if timing_batches:
+        for f in (base, fn):
+            for b in timing_batches[:2]:
+                f(b)
+        tb, tc = [], []
+        for _ in range(rounds):
+            tb.append(_time_batches(base, timing_batches, device))
+            tc.append(_time_batches(fn, timing_batches, device))
+        n = sum(len(b) for b in timing_batches)
+        mb, mc = statistics.median(tb), statistics.median(tc)
+        res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
+                      "base_throughput": n / mb, "throughput": n / mc, "speedup": mb / mc,
+                      "speedup_per_round": [b / c for b, c in zip(tb, tc)]}
+    if latency_samples:
+        for f in (base, fn):
+            for x in latency_samples[:5]:
+                f(x)
+        lb, lc = [], []
+        for _ in range(rounds):
+            lb += _latencies(base, latency_samples, device)
+            lc += _latencies(fn, latency_samples, device)
+        res["b1"] = {"n_samples": len(latency_samples), "rounds": rounds,
+                     "base_median_s": statistics.median(lb), "median_s": statistics.median(lc),
+                     "base_mean_s": statistics.fmean(lb), "mean_s": statistics.fmean(lc),
+                     "speedup_median": statistics.median(lb) / statistics.median(lc),
+                     "speedup_mean": statistics.fmean(lb) / statistics.fmean(lc)}
+    return res
+
+
+def exit_fractions(exits: np.ndarray, enabled: list[int], final: int) -> list[float]:
+    """Fraction of samples leaving at each enabled exit, then at the final exit."""
+    return [float(np.mean(exits == e)) if len(exits) else 0.0 for e in (*enabled, final)]
+
+
+def format_rows(report: dict[str, Any], base: str, footnote: str) -> list[str]:
+    """The table of a validation report: a heading on ``base`` (what the configurations were timed
+    against), one line per configuration (predicted vs measured accuracy and cost, agreement, speedups),
+    then ``footnote``."""
+    b = report["base"]
+    lines = [f"{report['split']}: {report['n_samples']} samples; {base} accuracy {b['measured']['accuracy']:.4%} "
+             f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
+             f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
+             f"{'agree':>8} {'near':>4} {'ideal':>6} {'b64 x':>6} {'b1 x':>6}"]
+    for c in report["configs"]:
+        p, m = c["predicted"], c["measured"]
+        speeds = [f"{c[k]:>6.2f}" if k in c else f"{'-':>6}" for k in ("throughput_speedup_b64", "latency_speedup_b1")]
+        lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
+                     f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
+                     f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} {' '.join(speeds)}")
+    return lines + [footnote]
