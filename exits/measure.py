@@ -6,6 +6,7 @@ record (``describe_machine``) and its table (``format_rows``) are shared too.
 """
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import statistics
@@ -16,7 +17,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["sync", "describe_machine", "spread", "time_against_base", "exit_fractions", "format_rows"]
+__all__ = ["sync", "describe_machine", "spread", "time_against_base", "exit_fractions", "format_rows",
+           "add_timing_options"]
 
 
 def sync(device: torch.device) -> None:
@@ -131,3 +133,17 @@ def format_rows(report: dict[str, Any], base: str, footnote: str) -> list[str]:
                      f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
                      f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} {' '.join(speeds)}")
     return lines + [footnote]
+
+
+def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:
+    """The options both validation command lines share: batch size, what is timed and how, the tolerance."""
+    from data_cache.cli_types import non_negative_float, positive_int
+
+    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size of the runs and the throughput timing")
+    p.add_argument("--timing-samples", type=positive_int, default=4096, help="samples timed at batch 64 (default 4096)")
+    p.add_argument("--latency-samples", type=positive_int, default=200, help="samples timed at batch 1 (default 200)")
+    p.add_argument("--rounds", type=positive_int, default=3, help="timing rounds, base and configuration alternating")
+    p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
+    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
+    p.add_argument("--tolerance", type=non_negative_float, default=tolerance,
+                   help="a disagreement whose cached score is this close to a threshold counts as float rounding")

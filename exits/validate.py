@@ -28,7 +28,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
-from .measure import describe_machine, exit_fractions, format_rows, spread, time_against_base
+from .measure import add_timing_options, describe_machine, exit_fractions, format_rows, spread, time_against_base
 from .validation_inputs import open_searched_cache, split_rows
 
 __all__ = ["REPORT_FORMAT", "validate", "main"]
@@ -207,8 +207,7 @@ def format_table(report: dict[str, Any]) -> str:
 # -- command line --------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from data_cache.cli_types import (CommandParser, non_negative_float, non_negative_int, positive_int,
-                                      threads)
+    from data_cache.cli_types import CommandParser, non_negative_int, positive_int, threads
 
     from .devices import device_option
 
@@ -232,15 +231,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--report", required=True, help="JSON report to write")
     p.add_argument("--plot", default=None, help="figure to write (png, pdf, svg, ...)")
     p.add_argument("--overwrite", action="store_true", help="replace existing --report / --plot files (each is announced)")
-    p.add_argument("--batch-size", type=positive_int, default=64,
-                   help="batch size of the runs and the throughput timing")
-    p.add_argument("--timing-samples", type=positive_int, default=4096, help="samples timed at batch 64 (default 4096)")
-    p.add_argument("--latency-samples", type=positive_int, default=200, help="samples timed at batch 1 (default 200)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="timing rounds, base and configuration alternating")
-    p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
-    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
-    p.add_argument("--tolerance", type=non_negative_float, default=1e-6,
-                   help="a disagreement whose cached score is this close to a threshold counts as float rounding")
+    add_timing_options(p, tolerance=1e-6)
     p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
     p.add_argument("--compile", action="store_true", help="torch.compile every segment and head")

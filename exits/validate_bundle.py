@@ -28,7 +28,7 @@ import torch
 from data_cache.cli_types import warn
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
-from .measure import describe_machine, exit_fractions, format_rows, time_against_base
+from .measure import add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
 from .validation_inputs import open_searched_cache, split_rows
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
@@ -139,7 +139,7 @@ def format_table(report: dict[str, Any]) -> str:
 # -- command line --------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from data_cache.cli_types import CommandParser, non_negative_float, positive_int, threads
+    from data_cache.cli_types import CommandParser, threads
 
     p = CommandParser(prog="python -m exits.validate_bundle",
                                 description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
@@ -153,14 +153,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
     p.add_argument("--id", default=None, help="only the configuration with this id (default: all)")
     p.add_argument("--threads", type=threads, default=1, help="onnxruntime intra-op threads per graph (default 1)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size of the runs and the throughput timing")
-    p.add_argument("--timing-samples", type=positive_int, default=4096, help="samples timed at batch 64 (default 4096)")
-    p.add_argument("--latency-samples", type=positive_int, default=200, help="samples timed at batch 1 (default 200)")
-    p.add_argument("--rounds", type=positive_int, default=3, help="timing rounds, base and configuration alternating")
-    p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
-    p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
-    p.add_argument("--tolerance", type=non_negative_float, default=1e-5,
-                   help="a disagreement whose cached score is this close to a threshold counts as float rounding")
+    add_timing_options(p, tolerance=1e-5)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
