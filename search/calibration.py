@@ -80,11 +80,28 @@ def check_calibration_split(cache) -> None:
                               f"{a:.2%} of search; its predictions come from other exits or another model")
 
 
-def planned_calibration_size(cache, fraction: float) -> int:
-    """How many calibration samples a certification on ``cache`` will use."""
+def _cut_size(split_size: int, fraction: float, fitted: int | None) -> int:
+    """Calibration samples cut from a search split of ``split_size`` (``fitted``: the size of the subsample the
+    methods fit on, calibration then drawn from the rest); SearchError when the fit or the calibration part
+    would be empty."""
+    n_cal = int(round(split_size * fraction))
+    if fitted is not None:
+        n_cal = min(n_cal, split_size - fitted)
+        if split_size == fitted:
+            raise SearchError("no search samples lie outside the fitted subsample to calibrate on; "
+                              "fit on fewer samples (--subsample) or add a calibration split")
+    if not 0 < n_cal < split_size:
+        raise SearchError(f"a calibration fraction of {fraction} of {split_size} search samples leaves the fit "
+                          "or the calibration part empty")
+    return n_cal
+
+
+def planned_calibration_size(cache, fraction: float, fitted: int | None = None) -> int:
+    """How many calibration samples a certification on ``cache`` will use, ``fitted``: the size of the
+    subsample the methods fit on (None: the whole search split); SearchError when a part would be empty."""
     if CALIBRATION_SPLIT in cache.splits():
         return cache.n_samples(CALIBRATION_SPLIT)
-    return int(round(cache.n_samples("search") * fraction))
+    return _cut_size(cache.n_samples("search"), fraction, fitted)
 
 
 def check_certifiable(max_drop: float, n_cal: int, delta: float, bound: str = DEFAULT_BOUND) -> None:
@@ -113,18 +130,11 @@ def calibration_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION
         cal = search.on_split(CALIBRATION_SPLIT)
         return Roles(search, cal.take(rng.permutation(cal.n_samples)), CALIBRATION_SPLIT, None, int(seed), True)
     check_fraction(fraction)
-    n_cal = int(round(search.split_size * fraction))
+    n_cal = _cut_size(search.split_size, fraction, None if search.samples is None else search.n_samples)
     if search.samples is not None:
         outside = np.setdiff1d(np.arange(search.split_size), search.samples)
-        n_cal = min(n_cal, outside.size)
-        if n_cal == 0:
-            raise SearchError("no search samples lie outside the fitted subsample to calibrate on; "
-                              "fit on fewer samples (--subsample) or add a calibration split")
         cal = ExitProblem(cache, search.split, objective=search.objective, score=search.score, costs=search.costs,
                           samples=np.sort(rng.choice(outside, n_cal, replace=False)))
         return Roles(search, cal.take(rng.permutation(n_cal)), "search", float(fraction), int(seed), True)
     perm = rng.permutation(search.n_samples)
-    if not 0 < n_cal < search.n_samples:
-        raise SearchError(f"a calibration fraction of {fraction} of {search.n_samples} search samples leaves the fit "
-                          "or the calibration part empty")
     return Roles(search.take(np.sort(perm[n_cal:])), search.take(perm[:n_cal]), "search", float(fraction), int(seed))

@@ -49,10 +49,8 @@ def load_split(cache, split: str, score: str, *, samples: np.ndarray | None = No
     n_exits = len(cache.exits)
     scores, correct = np.empty((n_exits, n), dtype=np.float32), np.empty((n_exits, n), dtype=bool)
     if samples is None:
-        with BlockReader() as reader:
-            for start in range(0, n, chunk_size):
-                stop = min(n, start + chunk_size)
-                scores[:, start:stop], correct[:, start:stop] = read_block(cache, split, score, start, stop, reader)
+        for start, stop, s, c in iter_blocks(cache, split, score, chunk_size=chunk_size):
+            scores[:, start:stop], correct[:, start:stop] = s, c
         return scores, correct
     bounds = np.searchsorted(samples, np.arange(0, cache.n_samples(split) + chunk_size, chunk_size))
     for i, (start, stop, s, c) in enumerate(iter_blocks(cache, split, score, chunk_size=chunk_size)):

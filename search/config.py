@@ -52,10 +52,11 @@ class ExitConfig:
                  "score": self.score, "threshold": t} for e, t in zip(self.exits, self.thresholds)]
 
     @classmethod
-    def from_json(cls, entries: list[dict], cache) -> "ExitConfig":
+    def from_json(cls, entries: list[dict], cache, default_score: str = "max_prob") -> "ExitConfig":
         """Inverse of :meth:`to_json`; exits are looked up by name and position (exact types checked:
-        ``exit_entries_problems``). A problem reads ``exits[j].field: problem``."""
-        problems = exit_entries_problems(entries)
+        ``exit_entries_problems``); an entry without ``score`` uses ``default_score`` (the document's
+        ``score``, as the runtime reads it). A problem reads ``exits[j].field: problem``."""
+        problems = exit_entries_problems(entries, default_score=default_score)
         if problems:
             raise SearchError(problems[0])
         by_name = {e.name: i for i, e in enumerate(cache.exits)}
@@ -66,8 +67,8 @@ class ExitConfig:
                 raise SearchError(f"exits[{j}]: exit {name!r} at position {pos} is not in this cache")
             exits.append(by_name[name])
             thresholds.append(d["threshold"])
-            scores.add(d.get("score", "max_prob"))
+            scores.add(d.get("score", default_score))
         try:
-            return cls(tuple(exits), tuple(thresholds), scores.pop() if scores else "max_prob").check(cache)
+            return cls(tuple(exits), tuple(thresholds), scores.pop() if scores else default_score).check(cache)
         except SearchError as exc:
             raise SearchError(f"exits: {exc}") from None

@@ -110,12 +110,13 @@ def check_export_cache(doc: dict, cache) -> None:
 
 
 def export_configs(doc: dict, cache, *, source: str = "export") -> list[tuple[str, ExitConfig]]:
-    """``(id, ExitConfig)`` for every entry of an export, resolved against ``cache``; a problem names
-    ``source`` and the field."""
+    """``(id, ExitConfig)`` for every entry of an export, resolved against ``cache`` (an exit without
+    ``score`` has the document's ``score``, else ``max_prob``); a problem names ``source`` and the field."""
+    default_score = doc.get("score", "max_prob")
     out = []
     for i, d in enumerate(doc["configs"]):
         try:
-            out.append((d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache)))
+            out.append((d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache, default_score)))
         except SearchError as exc:
             raise SearchError(f"{source}: configs[{i}].{exc}") from None
     return out

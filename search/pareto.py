@@ -182,8 +182,8 @@ def _run(args, out) -> int:
     engines = {m: _engine(m, args) for m in methods}
     cache = _resolve_cache(args.cache, skip_integrity_check=args.skip_integrity_check)
     _warn_identical_splits(cache)
-    _check_certification(args, cache)
     sample = plan_fit(cache, "search", subsample=args.subsample, above=args.subsample_above, seed=args.seed)
+    _check_certification(args, cache, sample)
     check_fit_memory(sample.size if sample else cache.n_samples("search"), len(cache.exits), methods,
                      args.memory_limit * 1e9)
     fit = fit_problem(cache, "search", sample, objective=args.objective, score=args.score,
@@ -260,15 +260,16 @@ def _check_outputs(args) -> dict[str, Path]:
                          suffixes={"--export": (".json",), "--export-choice": (".json",), "--plot": PLOT_SUFFIXES})
 
 
-def _check_certification(args, cache) -> None:
-    """Before any search: the calibration data can serve, and can certify the asked drop at all."""
+def _check_certification(args, cache, sample: FitSample | None) -> None:
+    """Before any search: the calibration data can serve (neither it nor the fit part empty), and can certify
+    the asked drop at all; ``sample``: the subsample the methods will fit on."""
     if args.uncertified or (args.max_drop is None and args.budget is None):
         return
     check_calibration_split(cache)
     if CALIBRATION_SPLIT in cache.splits() and args.calibration_fraction is not None:
         raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
                           "calibration set; --calibration-fraction only cuts a search split when there is none")
-    n_cal = planned_calibration_size(cache, _fraction(args))
+    n_cal = planned_calibration_size(cache, _fraction(args), None if sample is None else sample.size)
     if args.max_drop is not None:
         check_certifiable(args.max_drop / 100, n_cal, _delta(args), args.bound)
 

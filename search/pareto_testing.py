@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Any, Callable
 
 import numpy as np
 
@@ -109,7 +110,7 @@ class CertifiedAnswer:
     samples_needed: int | None = None
 
 
-def fixed_sequence_test(sequence: list, passes) -> int:
+def fixed_sequence_test(sequence: list, passes: Callable[[Any], bool]) -> int:
     """Walk ``sequence`` in order while ``passes(item)`` holds; return how many passed (stop at the first failure)."""
     n = 0
     for item in sequence:

@@ -82,15 +82,19 @@ class WorkerPool:
         code = f"import sys; from {module} import {function}; sys.exit({function}())"
         root = str(Path(__file__).resolve().parents[2])   # the folder holding search/ and data_cache/
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
-        for i, spec in enumerate(self.specs):
-            spec["result"] = os.path.join(folder, f"worker{i}.json")
-            log = open(os.path.join(folder, f"worker{i}.log"), "w+")
-            self.logs.append(log)
-            proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=log,
-                                    stderr=subprocess.STDOUT, env=env, text=True)
-            self.procs.append(proc)
-            proc.stdin.write(json.dumps(spec) + "\n")
-            proc.stdin.flush()
+        try:
+            for i, spec in enumerate(self.specs):
+                spec["result"] = os.path.join(folder, f"worker{i}.json")
+                log = open(os.path.join(folder, f"worker{i}.log"), "w+")
+                self.logs.append(log)
+                proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=log,
+                                        stderr=subprocess.STDOUT, env=env, text=True)
+                self.procs.append(proc)
+                proc.stdin.write(json.dumps(spec) + "\n")
+                proc.stdin.flush()
+        except BaseException:   # a worker that could not start: stop those started, remove the folder
+            self.__exit__()
+            raise
         return self
 
     def join(self) -> list:
@@ -113,6 +117,7 @@ class WorkerPool:
                 proc.wait()
             with contextlib.suppress(OSError):
                 proc.stdin.write(_GOODBYE)
+            with contextlib.suppress(OSError):   # closes the pipe even when the goodbye found it broken
                 proc.stdin.close()
         for log in self.logs:
             log.close()

@@ -126,3 +126,19 @@ def test_from_json_checks_exact_types(made):
     entries[0]["threshold"], entries[0]["position"] = 0.5, float(entries[0]["position"])
     with pytest.raises(SearchError, match=r"exits\[0\].position: must be an integer"):
         ExitConfig.from_json(entries, cache)
+
+
+def test_an_exit_without_score_has_the_documents_score_as_the_runtime_reads_it(made, tmp_path):
+    """Regression: export_configs read such an exit as max_prob while exits.runtime and bundle.router
+    (and the schema check) read it with the document's ``score``."""
+    cache, good = made
+    doc = copy.deepcopy(good)
+    doc["score"] = "margin"
+    for c in doc["configs"]:
+        for d in c["exits"]:
+            del d["score"]
+    _, back = _read(tmp_path, doc)
+    configs = export_configs(back, cache)
+    assert {c.score for _, c in configs} == {"margin"}
+    assert [(c.exits, c.thresholds) for _, c in configs] == [(c.exits, c.thresholds)
+                                                           for _, c in export_configs(good, cache)]

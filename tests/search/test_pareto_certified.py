@@ -141,3 +141,15 @@ def test_bad_input_is_one_line_before_any_search(cache_dir, cal_cache, tmp_path,
     save_cache(tmp_path / "overlap", InMemoryCache(dataclasses.replace(cal_cache.meta), arrays))
     assert "calibration split shares 3 rows with holdout" in _error(capsys, [str(tmp_path / "overlap"),
                                                                            "--max-drop", "1"])
+
+
+def test_the_planned_calibration_set_is_the_one_used_refused_before_any_search(cache_dir, capsys):
+    """Regression: the check before the search counted a cut of the whole split (10,800 samples here) where
+    calibration is drawn from outside the fitted subsample (6,000), and let --budget with an empty part run
+    the whole search before refusing it."""
+    c = str(cache_dir)
+    fit_on_half = ["--subsample", "6000", "--subsample-above", "0", "--calibration-fraction", "0.9"]
+    assert "a calibration set of 6000 samples cannot certify a drop of 0.04 points" in _error(
+        capsys, [c, "--max-drop", "0.04", *fit_on_half])
+    assert "leaves the fit or the calibration part empty" in _error(
+        capsys, [c, "--budget", "0.8", "--calibration-fraction", "0.00001"])

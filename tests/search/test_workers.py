@@ -79,3 +79,27 @@ def test_killing_the_search_stops_its_workers_and_removes_their_folder(tmp_path,
     assert _workers_of(tmp) == []
     assert list(tmp.glob(f"{FOLDER_PREFIX}*")) == []
     assert tempfile.gettempdir() != str(tmp)   # the test's own process kept its temporary directory
+
+
+def test_a_worker_that_cannot_start_stops_the_others_and_leaves_no_folder(tmp_path, monkeypatch):
+    """Regression: an error while starting the workers left those already started, their logs and the
+    private folder to the garbage collector (``__exit__`` does not run when ``__enter__`` raises)."""
+    from search.engines import _workers
+
+    real_popen, started = subprocess.Popen, []
+
+    def popen(*args, **kwargs):
+        if started:
+            raise OSError("no more processes")
+        started.append(real_popen([sys.executable, "-c", "import time; time.sleep(60)"], **{
+            k: v for k, v in kwargs.items() if k != "env"}))
+        return started[-1]
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(_workers.subprocess, "Popen", popen)
+    pool = _workers.WorkerPool([{}, {}], "time:sleep")
+    with pytest.raises(OSError, match="no more processes"):
+        pool.__enter__()
+    assert started[0].poll() is not None and started[0].stdin.closed
+    assert all(log.closed for log in pool.logs)
+    assert not list(tmp_path.glob(f"{FOLDER_PREFIX}*"))
