@@ -51,6 +51,8 @@ MANIFESTS = [
     ("unit MACs a string", _unit("macs", "1000"), "units[0].macs: must be a finite number >= 0 (got '1000')"),
     ("latency a string", _unit("latency_s", "0.1"), "units[0].latency_s: must be a finite number >= 0 or null"),
     ("every unit costs 0", _every_unit(0), "exits[7].units: the final exit costs 0 MACs (the base cost)"),
+    ("final exit needs no unit", _exit(-1, "units", []), "exits[7].units: the final exit costs 0 MACs (the base cost)"),
+    ("final exit's units nested", _exit(-1, "units", [["a"]]), "exits[7].units: must be a list of unit names"),
     ("MACs of 1e308", _every_unit(1e308), "units: the MACs of all units sum to inf"),
     ("MACs overflow with the samples", _every_unit(1e306), "overflows when multiplied by 60 samples"),
     ("exit named ../../x", _exit(0, "name", "../../x"), "exits[0].name: '../../x': a plain name, not a path"),
