@@ -212,8 +212,9 @@ def cli_entry(main: Callable[[], int]) -> int:
 
     SIGTERM ends it like an exception (status 143), so that temporary files are removed and worker
     processes stopped on the way out; Ctrl-C prints one line (status 130)."""
+    previous = None
     with contextlib.suppress(ValueError):   # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         status = main()
         sys.stdout.flush()
@@ -227,3 +228,6 @@ def cli_entry(main: Callable[[], int]) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:   # a caller running the command in-process keeps its own handler
+            signal.signal(signal.SIGTERM, previous)
