@@ -17,6 +17,7 @@ from . import format as fmt
 from ._base import CacheMeta, check_meta, meta_to_manifest
 from .errors import CacheExistsError, CacheIncompleteError, CacheInputError
 from .fingerprint import array_digest, cache_fingerprint
+from .outputs import OutputError, check_output_place
 from .ownership import PARTS_META, check_targets, clear_parts, owned_by_cache, owned_by_parts, remove_owned
 
 __all__ = ["CacheWriter", "create_cache", "save_cache", "check_cache_target"]
@@ -61,19 +62,16 @@ def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = Fals
     the place must be a folder (or a new name in an existing, writable folder); a complete cache there needs
     ``overwrite``, a half-written one ``resume`` or ``overwrite``; a non-empty folder holding no cache is
     refused. Raises the same errors the writer would, one line naming ``option`` and the path."""
-    p = Path(path)
-    if str(path) == "" or p.name in ("", ".", ".."):
-        raise CacheInputError(f"{option} {str(path)!r}: not a folder name")
+    try:
+        p = check_output_place(path, option=option, what="folder")
+    except OutputError as exc:
+        raise CacheInputError(str(exc)) from None
     if resume and overwrite:
         raise CacheInputError(f"{option} {p}: --resume continues the cache there and --overwrite replaces it; "
                               "pass one of them")
-    parent = p.parent
-    if not parent.is_dir():
-        why = "is a file, not a folder" if parent.exists() else "does not exist; create it first"
-        raise CacheInputError(f"{option} {p}: {parent} {why}")
     if p.is_symlink() or (p.exists() and not p.is_dir()):
         raise CacheInputError(f"{option} {p}: exists and is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or (p.is_dir() and not os.access(p, os.W_OK | os.X_OK)):
+    if not os.access(p.parent, os.W_OK | os.X_OK) or (p.is_dir() and not os.access(p, os.W_OK | os.X_OK)):
         raise CacheInputError(f"{option} {p}: not writable")
     if (p / fmt.MANIFEST).exists() or (p / fmt.MANIFEST).is_symlink():
         if not overwrite:
