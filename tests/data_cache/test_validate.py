@@ -227,3 +227,19 @@ def test_logits_scanned_in_pieces_of_an_exit(tmp_path, monkeypatch, chunk):
     assert validate_cache(tmp_path / "c") == [
         f"{tmp_path / 'c'}/holdout/logits.npy: logits: NaN or inf values at exits {mem.exits[3].name}, "
         f"{mem.exits[6].name}"]
+
+
+def test_identical_splits_are_warned_about_as_search_pareto_words_it(tmp_path, capsys):
+    """The same predictions as search and holdout: valid, and the warning line says what docs/bad-inputs.md
+    says (regression: it left out that holdout figures are not independent of search)."""
+    import dataclasses
+
+    from data_cache.memory import InMemoryCache
+
+    cache = small_cache()
+    arrays = {s: {f: np.array(cache._array("search", f)) for f in fmt.SPLIT_FILES} for s in cache.splits()}
+    save_cache(tmp_path / "same", InMemoryCache(dataclasses.replace(cache.meta), arrays))
+    assert main([str(tmp_path / "same"), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {tmp_path / 'same'}: splits 'search' and 'holdout' of the cache hold the same "
+                   "predictions (identical files); figures on 'holdout' are not independent of 'search'"]
