@@ -12,6 +12,7 @@ test's; only exits it flags are re-checked exactly (float64), so the verdict is 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ def read_npy_layout(path: Path) -> NpyLayout:
         raise ValueError("stored in Fortran order; the format stores C order")
     if dtype.hasobject:
         raise ValueError("holds Python objects")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"damaged header (shape {tuple(shape)})")
     size = os.stat(path).st_size
-    want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    want = offset + math.prod(shape) * dtype.itemsize  # Python integers: a shape no file holds cannot overflow
     if size != want:
         raise ValueError(f"{size} bytes, but its header needs {want} ({'truncated' if size < want else 'extra data'})")
     return NpyLayout(offset, tuple(shape), dtype)

@@ -140,6 +140,32 @@ def test_file_headers_and_sizes(cache_dir, make, match):
         assert len(problems) == 1 and match in problems[0] and "search/labels.npy" in problems[0], problems
 
 
+def _with_shape(shape: str):
+    """Rewrite a .npy header to claim ``shape`` (same header length, data unchanged)."""
+    def make(p):
+        raw = p.read_bytes()
+        end = raw.index(b"\n") + 1
+        header = "{'descr': '<i8', 'fortran_order': False, 'shape': %s, }" % shape
+        p.write_bytes(raw[:10] + (header.ljust(end - 11) + "\n").encode() + raw[end:])
+    return make
+
+
+@pytest.mark.parametrize("shape, match", [
+    ("(10000000000000000000000000000,)", "header needs 80000000000000000000000000128 (truncated)"),
+    ("(4611686018427387904, 4)", "header needs 147573952589676413056 (truncated)"),
+    ("(-1,)", "damaged header (shape (-1,))"),
+], ids=["beyond int64", "product beyond int64", "negative"])
+def test_absurd_header_shapes_are_one_line(cache_dir, shape, match):
+    """Shapes no file can hold: one line naming the file (regression: an OverflowError traceback, a size
+    that wrapped around, a negative dimension taken for a size)."""
+    from data_cache import validate_cache
+
+    _with_shape(shape)(cache_dir / "search" / fmt.LABELS)
+    problems = validate_cache(cache_dir, skip_integrity_check=True)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{cache_dir}/search/labels.npy: not a readable .npy file (") and match in problems[0]
+
+
 def test_fortran_order_is_refused(cache_dir):
     from data_cache import validate_cache
 
