@@ -215,7 +215,7 @@ class FileJob:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.layout.shape, dtype=np.int64)) * self.layout.dtype.itemsize
+        return math.prod(self.layout.shape) * self.layout.dtype.itemsize
 
 
 def split_jobs(path: Path, split: str, meta: CacheMeta, layouts: dict[str, NpyLayout], entries: dict, *,
@@ -223,7 +223,7 @@ def split_jobs(path: Path, split: str, meta: CacheMeta, layouts: dict[str, NpyLa
     """A job per readable file of one split (``layouts``: the files whose headers are right)."""
     jobs = []
     for fname, layout in layouts.items():
-        per_exit = int(np.prod(layout.shape[1:], dtype=np.int64)) if len(layout.shape) > 1 else 1
+        per_exit = math.prod(layout.shape[1:])  # 1 for a 1-D file
         scan = _SCANS[fname](str(path / split / fname), meta, split, per_exit)
         jobs.append(FileJob(path / split / fname, layout, entries[fname]["sha256"] if checksums else None, scan))
     return jobs
@@ -242,7 +242,7 @@ def _read_full(f, view: memoryview) -> int:
 def _run(job: FileJob) -> list[str]:
     lay = job.layout
     item = lay.dtype.itemsize
-    total = int(np.prod(lay.shape, dtype=np.int64))
+    total = math.prod(lay.shape)
     align = job.scan.align
     per = max(align, (CHUNK_BYTES // item) // align * align)
     digest = hashlib.sha256(f"{lay.dtype.str}|{tuple(lay.shape)}|".encode()) if job.sha256 else None
