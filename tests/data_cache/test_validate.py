@@ -165,6 +165,19 @@ def test_not_a_folder_and_half_written(tmp_path):
     assert "half-written" in validate_cache(tmp_path)[0]
 
 
+def test_an_unreadable_manifest_is_not_called_bad_json(tmp_path):
+    """A manifest.json that cannot be read (here a folder) says so, alike in validate_cache and open_cache
+    (regression: "not valid JSON ([Errno 21] Is a directory ...)")."""
+    from data_cache import CacheFormatError, open_cache
+
+    (tmp_path / fmt.MANIFEST).mkdir()
+    line = f"{tmp_path / fmt.MANIFEST}: cannot read (Is a directory)"
+    assert validate_cache(tmp_path) == [line]
+    with pytest.raises(CacheFormatError) as exc:
+        open_cache(tmp_path)
+    assert exc.value.problems == [line]
+
+
 def test_cli_valid(cache_dir, capsys):
     assert main([str(cache_dir)]) == 0
     out = capsys.readouterr().out
