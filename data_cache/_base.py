@@ -4,15 +4,16 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import numpy as np
 
 from . import format as fmt
-from .errors import CacheFormatError
+from .errors import CacheFormatError, CacheIncompleteError
 from .schema import manifest_problems
 
-__all__ = ["UnitInfo", "ExitInfo", "CacheMeta", "CacheReader", "meta_from_manifest", "meta_to_manifest",
-           "check_meta"]
+__all__ = ["UnitInfo", "ExitInfo", "CacheMeta", "CacheReader", "read_manifest", "meta_from_manifest",
+           "meta_to_manifest", "check_meta"]
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,26 @@ class CacheMeta:
     @property
     def n_exits(self) -> int:
         return len(self.exits)
+
+
+def read_manifest(path: Path) -> object:
+    """The parsed ``manifest.json`` of the cache folder ``path`` (not yet checked against the schema).
+
+    A missing manifest raises :class:`CacheIncompleteError` when ``.parts/`` says a dump was interrupted,
+    else :class:`CacheFormatError`; so does a manifest that cannot be read or parsed.
+    """
+    manifest_path = path / fmt.MANIFEST
+    if not manifest_path.exists():
+        if (path / fmt.PARTS_DIR).exists():
+            raise CacheIncompleteError(f"{manifest_path}: missing: the cache is half-written; resume the dump "
+                                       "(--resume)")
+        raise CacheFormatError(f"{manifest_path}: missing file (is this a cache folder?)")
+    try:
+        return json.loads(manifest_path.read_text())
+    except OSError as exc:  # a folder, a file it may not read
+        raise CacheFormatError(f"{manifest_path}: cannot read ({exc.strerror or exc})") from None
+    except (ValueError, RecursionError) as exc:  # bytes that are not UTF-8, bad JSON; RecursionError: absurd nesting
+        raise CacheFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
 
 
 def meta_from_manifest(d: dict, source: str = "manifest.json", *, with_files: bool = False) -> CacheMeta:

@@ -5,14 +5,13 @@ a module the package has not imported yet).
 """
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from . import format as fmt
-from ._base import meta_from_manifest
+from ._base import meta_from_manifest, read_manifest
 from .errors import CacheError
 from .fingerprint import cache_fingerprint
 from .integrity import NpyLayout, read_npy_layout, run_jobs, split_jobs
@@ -62,15 +61,8 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
     manifest_path = path / fmt.MANIFEST
     if not path.is_dir():
         return [f"{path}: not a folder"]
-    if not manifest_path.exists():
-        if (path / fmt.PARTS_DIR).exists():
-            return [f"{manifest_path}: missing: the cache is half-written; resume the dump (--resume)"]
-        return [f"{manifest_path}: missing file (is this a cache folder?)"]
     try:
-        manifest = json.loads(manifest_path.read_text())
-    except (ValueError, OSError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-        return [f"{manifest_path}: not valid JSON ({exc})"]
-    try:
+        manifest = read_manifest(path)
         meta = meta_from_manifest(manifest, source=str(manifest_path), with_files=True)
     except CacheError as exc:
         return exc.problems

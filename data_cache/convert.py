@@ -49,7 +49,7 @@ _COMMANDS = {"dyce": _DyceCommand()}
 
 def _parser() -> argparse.ArgumentParser:
     parser = CommandParser(prog="python -m data_cache.convert",
-                                     description="Import another tool's prediction dump into a cache.")
+                           description="Import another tool's prediction dump into a cache.")
     common = CommandParser(add_help=False)
     common.add_argument("--out", required=True, metavar="DIR", help="cache folder to create")
     common.add_argument("--overwrite", action="store_true", help="replace a cache already at --out")

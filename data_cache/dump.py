@@ -9,8 +9,8 @@ Imports torch (through ``exits``) only when run. Examples::
 
 Without ``--checkpoint`` the model has no heads: the backbone's final exit (``--backbone-weights``)
 and, with ``--saver``, the saver's (``--saver-weights``). Bad input (unknown model, missing dataset,
-checkpoint for another backbone, existing or half-written cache) gives one line and exit status 2;
-nothing already written is touched.
+checkpoint for another backbone, existing or half-written cache) and a failed write (a full disk) give
+one line and exit status 2; nothing already written is touched.
 """
 from __future__ import annotations
 
@@ -161,12 +161,16 @@ def main(argv: list[str] | None = None) -> int:
                            batch_size=args.batch_size, num_workers=args.num_workers, device=device, amp=args.amp,
                            resume=args.resume, overwrite=args.overwrite, latency_batch_size=args.latency,
                            split_definitions=splits.definitions, provenance=prov, progress=progress)
-    except (CacheError, ExitsError) as exc:
+    except (CacheError, ExitsError, OSError) as exc:  # OSError: a full disk, a folder removed under the dump
         if args.debug:
             raise
         for bar in bars.values():
             bar.close()
-        for line in getattr(exc, "problems", None) or [str(exc)]:
+        if isinstance(exc, OSError):
+            lines = [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)]
+        else:
+            lines = getattr(exc, "problems", None) or [str(exc)]
+        for line in lines:
             print(f"error: {line}", file=sys.stderr)
         return 2
     for bar in bars.values():

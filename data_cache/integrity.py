@@ -12,6 +12,7 @@ test's; only exits it flags are re-checked exactly (float64), so the verdict is 
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -53,8 +54,10 @@ def read_npy_layout(path: Path) -> NpyLayout:
         raise ValueError("stored in Fortran order; the format stores C order")
     if dtype.hasobject:
         raise ValueError("holds Python objects")
+    if any(n < 0 for n in shape):
+        raise ValueError(f"damaged header (shape {tuple(shape)})")
     size = os.stat(path).st_size
-    want = offset + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    want = offset + math.prod(shape) * dtype.itemsize  # Python integers: a shape no file holds cannot overflow
     if size != want:
         raise ValueError(f"{size} bytes, but its header needs {want} ({'truncated' if size < want else 'extra data'})")
     return NpyLayout(offset, tuple(shape), dtype)
@@ -212,7 +215,7 @@ class FileJob:
 
     @property
     def nbytes(self) -> int:
-        return int(np.prod(self.layout.shape, dtype=np.int64)) * self.layout.dtype.itemsize
+        return math.prod(self.layout.shape) * self.layout.dtype.itemsize
 
 
 def split_jobs(path: Path, split: str, meta: CacheMeta, layouts: dict[str, NpyLayout], entries: dict, *,
@@ -220,7 +223,7 @@ def split_jobs(path: Path, split: str, meta: CacheMeta, layouts: dict[str, NpyLa
     """A job per readable file of one split (``layouts``: the files whose headers are right)."""
     jobs = []
     for fname, layout in layouts.items():
-        per_exit = int(np.prod(layout.shape[1:], dtype=np.int64)) if len(layout.shape) > 1 else 1
+        per_exit = math.prod(layout.shape[1:])  # 1 for a 1-D file
         scan = _SCANS[fname](str(path / split / fname), meta, split, per_exit)
         jobs.append(FileJob(path / split / fname, layout, entries[fname]["sha256"] if checksums else None, scan))
     return jobs
@@ -239,7 +242,7 @@ def _read_full(f, view: memoryview) -> int:
 def _run(job: FileJob) -> list[str]:
     lay = job.layout
     item = lay.dtype.itemsize
-    total = int(np.prod(lay.shape, dtype=np.int64))
+    total = math.prod(lay.shape)
     align = job.scan.align
     per = max(align, (CHUNK_BYTES // item) // align * align)
     digest = hashlib.sha256(f"{lay.dtype.str}|{tuple(lay.shape)}|".encode()) if job.sha256 else None

@@ -30,12 +30,26 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
-__all__ = ["OutputError", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
+__all__ = ["OutputError", "check_output_place", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
 
 
 class OutputError(ValueError):
     """An output path that cannot be used, or a write that failed; the message is one line."""
+
+
+def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Path:
+    """``path`` as a Path if it names a ``what`` (file or folder) in an existing folder, else :class:`OutputError`
+    (an empty name, ``.`` or ``..``; a parent that is a file or does not exist). What is at ``path`` is not looked at."""
+    p = Path(path)
+    if str(path) == "" or p.name in ("", ".", ".."):
+        raise OutputError(f"{option} {str(path)!r}: not a {what} name")
+    parent = p.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
+    if not parent.exists():
+        raise OutputError(f"{option} {p}: folder {parent} does not exist; create it first")
+    return p
 
 
 def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str = "output",
@@ -45,14 +59,7 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
     ``option`` names the command-line option in messages (``--export``); ``suffixes`` (lower case,
     with the dot) restricts the file's suffix. An existing file is accepted only with ``overwrite``.
     """
-    p = Path(path)
-    if str(path) == "" or p.name in ("", ".", ".."):
-        raise OutputError(f"{option} {str(path)!r}: not a file name")
-    parent = p.parent
-    if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
-    if not parent.exists():
-        raise OutputError(f"{option} {p}: folder {parent} does not exist; create it first")
+    p = check_output_place(path, option=option, what="file")
     if p.is_dir():
         raise OutputError(f"{option} {p}: is a folder; name a file inside it")
     exists = p.exists() or p.is_symlink()
@@ -62,8 +69,8 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
         raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
     if exists and not overwrite:
         raise OutputError(f"{option} {p}: file exists; pass --overwrite to replace it")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {p}: folder {parent} is not writable")
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {p}: folder {p.parent} is not writable")
     return p
 
 
@@ -151,14 +158,8 @@ def check_output_folder(path: str | os.PathLike, *, overwrite: bool, option: str
     is given, only if it holds that file (the tool's own manifest: a folder the tool did not write is never
     replaced).
     """
-    p = Path(path)
-    if str(path) == "" or p.name in ("", ".", ".."):
-        raise OutputError(f"{option} {str(path)!r}: not a folder name")
+    p = check_output_place(path, option=option, what="folder")
     parent = p.parent
-    if parent.exists() and not parent.is_dir():
-        raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
-    if not parent.exists():
-        raise OutputError(f"{option} {p}: folder {parent} does not exist; create it first")
     if p.exists() or p.is_symlink():
         if not p.is_dir() or p.is_symlink():
             raise OutputError(f"{option} {p}: exists and is not a folder")
@@ -212,8 +213,9 @@ def cli_entry(main: Callable[[], int]) -> int:
 
     SIGTERM ends it like an exception (status 143), so that temporary files are removed and worker
     processes stopped on the way out; Ctrl-C prints one line (status 130)."""
+    previous = None
     with contextlib.suppress(ValueError):   # not the main thread: leave signals alone
-        signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         status = main()
         sys.stdout.flush()
@@ -227,3 +229,6 @@ def cli_entry(main: Callable[[], int]) -> int:
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
         return 0
+    finally:
+        if previous is not None:   # a caller running the command in-process keeps its own handler
+            signal.signal(signal.SIGTERM, previous)

@@ -18,7 +18,7 @@ from . import format as fmt
 from .errors import CacheExistsError
 from .schema import split_name_problem
 
-__all__ = ["Owned", "owned_by_cache", "remove_owned", "clear_parts", "check_targets", "PARTS_META"]
+__all__ = ["Owned", "owned_by_cache", "owned_by_parts", "remove_owned", "clear_parts", "check_targets", "PARTS_META"]
 
 PARTS_META = "meta.json"
 _PARTS_FILE = re.compile(r"(meta\.json|\.?\d{10}_\d{10}\.npz)(\.tmp\d+)?")  # shards, meta, their temp names

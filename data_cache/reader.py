@@ -1,15 +1,14 @@
 """Open a cache folder memory-mapped; nothing is loaded eagerly."""
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 
 import numpy as np
 
 from . import format as fmt
-from ._base import CacheReader, meta_from_manifest
-from .errors import CacheFormatError, CacheIncompleteError
+from ._base import CacheReader, meta_from_manifest, read_manifest
+from .errors import CacheFormatError
 from ._validation import validate_cache
 
 __all__ = ["MemmapCache", "open_cache"]
@@ -22,16 +21,8 @@ class MemmapCache(CacheReader):
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        manifest_path = self.path / fmt.MANIFEST
-        if not manifest_path.exists():
-            if (self.path / fmt.PARTS_DIR).exists():
-                raise CacheIncompleteError(f"{manifest_path}: missing: the cache is half-written; resume the dump")
-            raise CacheFormatError(f"{manifest_path}: missing file (is {self.path} a cache folder?)")
-        try:
-            self.manifest = json.loads(manifest_path.read_text())
-        except (ValueError, OSError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
-            raise CacheFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
-        self.meta = meta_from_manifest(self.manifest, source=str(manifest_path), with_files=True)
+        self.manifest = read_manifest(self.path)
+        self.meta = meta_from_manifest(self.manifest, source=str(self.path / fmt.MANIFEST), with_files=True)
         self.fingerprint = self.manifest["fingerprint"]
         self._open: dict[tuple[str, str], np.ndarray | None] = {}
 

@@ -192,13 +192,13 @@ def _units(c: _Checker, d: dict) -> dict[str, dict]:
     return good
 
 
-def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str]:
-    """Check the exits; return the final exit's units (empty when it is malformed)."""
+def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str] | None:
+    """Check the exits; return the final exit's units (None when the exits are malformed)."""
     exits = d.get("exits")
     if not isinstance(exits, list) or not exits:
         c.add("exits", "a cache needs a non-empty list of exits, the final one last "
                        f"({'missing' if 'exits' not in d else _got(exits)})")
-        return []
+        return None
     names, positions, finals = set(), [], []
     for i, e in enumerate(exits):
         f = f"exits[{i}]"
@@ -230,9 +230,9 @@ def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str]:
             c.add(f"{f}.units", f"needs unknown units {[u for u in needs if u not in units]}")
     if finals and (not finals[-1] or any(finals[:-1])):
         c.add("exits", "exactly one exit, the last, must be marked final")
-        return []
-    last = exits[-1]
-    return list(last["units"]) if isinstance(last, dict) and isinstance(last.get("units"), list) else []
+        return None
+    needs = exits[-1].get("units") if isinstance(exits[-1], dict) else None
+    return list(needs) if isinstance(needs, list) and all(isinstance(u, str) for u in needs) else None
 
 
 def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
@@ -280,7 +280,7 @@ def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
         fp = d.get("fingerprint")
         if not isinstance(fp, str) or not _SHA256.fullmatch(fp):
             c.add("fingerprint", f"must be 'sha256:' and 64 hex digits ({_got(fp)})")
-    if units and base_units and all(u in units for u in base_units):
+    if units and base_units is not None and all(u in units for u in base_units):
         base_field = f"exits[{len(d['exits']) - 1}].units"
         for measure, key in (("MACs", "macs"), ("latency_s", "latency_s")):
             if all(u[key] is not None for u in units.values()):

@@ -17,7 +17,7 @@ __all__ = ["validate_cache", "describe", "main"]
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 valid, 2 problems found)."""
     parser = CommandParser(prog="python -m data_cache.validate",
-                                     description="Check a prediction cache and print what it holds.")
+                           description="Check a prediction cache and print what it holds.")
     parser.add_argument("cache", help="cache folder")
     parser.add_argument("--skip-integrity-check", action="store_true",
                         help="check the manifest, file headers and fingerprint only: no checksums, no value scan")
@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cache = MemmapCache(args.cache)
     for a, b in identical_splits(cache.manifest):
-        warn(f"{args.cache}: splits {a!r} and {b!r} hold the same predictions (identical files)")
+        warn(f"{args.cache}: splits {a!r} and {b!r} of the cache hold the same predictions (identical files); "
+             f"figures on {b!r} are not independent of {a!r}")
     if not args.quiet:
         print(describe(cache))
     print(f"{args.cache}: valid")

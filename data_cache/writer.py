@@ -17,6 +17,7 @@ from . import format as fmt
 from ._base import CacheMeta, check_meta, meta_to_manifest
 from .errors import CacheExistsError, CacheIncompleteError, CacheInputError
 from .fingerprint import array_digest, cache_fingerprint
+from .outputs import OutputError, check_output_place
 from .ownership import PARTS_META, check_targets, clear_parts, owned_by_cache, owned_by_parts, remove_owned
 
 __all__ = ["CacheWriter", "create_cache", "save_cache", "check_cache_target"]
@@ -51,24 +52,26 @@ def _same_run(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys) and costs(old) == costs(new)
 
 
+def _cannot_resume(path: Path) -> str:
+    return (f"{path}: holds a half-written cache that cannot be resumed ({fmt.PARTS_DIR}/{PARTS_META} is missing "
+            "or unreadable); start again (--overwrite)")
+
+
 def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = False, option: str = "--out") -> Path:
     """A command line's cache folder checked before any work, as :class:`CacheWriter` will decide later:
     the place must be a folder (or a new name in an existing, writable folder); a complete cache there needs
     ``overwrite``, a half-written one ``resume`` or ``overwrite``; a non-empty folder holding no cache is
     refused. Raises the same errors the writer would, one line naming ``option`` and the path."""
-    p = Path(path)
-    if str(path) == "" or p.name in ("", ".", ".."):
-        raise CacheInputError(f"{option} {str(path)!r}: not a folder name")
+    try:
+        p = check_output_place(path, option=option, what="folder")
+    except OutputError as exc:
+        raise CacheInputError(str(exc)) from None
     if resume and overwrite:
         raise CacheInputError(f"{option} {p}: --resume continues the cache there and --overwrite replaces it; "
                               "pass one of them")
-    parent = p.parent
-    if not parent.is_dir():
-        why = "is a file, not a folder" if parent.exists() else "does not exist; create it first"
-        raise CacheInputError(f"{option} {p}: {parent} {why}")
     if p.is_symlink() or (p.exists() and not p.is_dir()):
         raise CacheInputError(f"{option} {p}: exists and is not a folder")
-    if not os.access(parent, os.W_OK | os.X_OK) or (p.is_dir() and not os.access(p, os.W_OK | os.X_OK)):
+    if not os.access(p.parent, os.W_OK | os.X_OK) or (p.is_dir() and not os.access(p, os.W_OK | os.X_OK)):
         raise CacheInputError(f"{option} {p}: not writable")
     if (p / fmt.MANIFEST).exists() or (p / fmt.MANIFEST).is_symlink():
         if not overwrite:
@@ -78,6 +81,8 @@ def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = Fals
         if not (resume or overwrite):
             raise CacheIncompleteError(f"{p}: holds a half-written cache; resume it (--resume) or start again "
                                        "(--overwrite)")
+        if resume and _read_json(p / fmt.PARTS_DIR / PARTS_META) is None:
+            raise CacheIncompleteError(_cannot_resume(p))
     elif p.is_dir() and any(p.iterdir()):
         raise CacheExistsError(f"{p}: folder is not empty and holds files but no cache written by this tool; "
                                "nothing in it is touched; choose an empty or new folder")
@@ -135,15 +140,16 @@ class CacheWriter:
             clear_parts(self.parts)
         elif self.parts.is_dir() and not self.parts.is_symlink():
             old = _read_json(self.parts / PARTS_META)
-            if resume and old is not None:
-                if not _same_run(old, wanted):
-                    raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
-                                          "splits, classes or unit costs; use --overwrite to start again")
-            elif not overwrite:
-                raise CacheIncompleteError(
-                    f"{path}: holds a half-written cache; resume it (--resume) or start again (--overwrite)")
+            resuming = resume and old is not None
+            if resuming and not _same_run(old, wanted):
+                raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
+                                      "splits, classes or unit costs; use --overwrite to start again")
+            if not resuming and not overwrite:
+                raise CacheIncompleteError(_cannot_resume(path) if resume else
+                                           f"{path}: holds a half-written cache; resume it (--resume) or start "
+                                           "again (--overwrite)")
             check_targets(path, self.meta.splits, owned_by_parts(path))
-            if not (resume and old is not None):
+            if not resuming:
                 clear_parts(self.parts)
         elif path.exists() and any(path.iterdir()):
             raise CacheExistsError(f"{path}: folder is not empty and holds files but no cache written by this tool; "

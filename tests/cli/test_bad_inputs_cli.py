@@ -343,6 +343,21 @@ def test_dump_refuses_before_any_work(model_env, extra, culprit):
     _refused(dump_main, _dump(model_env, *extra), culprit, model_env[0])
 
 
+def test_dump_a_failed_write_is_one_line(model_env, monkeypatch):
+    """A full disk under the dump: one line naming the file, not an OSError traceback (regression)."""
+    import errno
+
+    import exits.dump
+
+    shard = model_env[0] / "out" / "newcache" / ".parts" / "search" / "0000000000_0000000016.npz"
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(shard))
+    monkeypatch.setattr(exits.dump, "dump_cache", full_disk)
+    line = _refused(dump_main, _dump(model_env), "No space left on device", model_env[0])
+    assert line == f"error: {shard}: No space left on device"
+
+
 # -- the other command lines ------------------------------------------------------------------------
 
 OTHER_REFUSALS = [  # (command, arguments with {tmp}, culprit)

@@ -51,6 +51,8 @@ MANIFESTS = [
     ("unit MACs a string", _unit("macs", "1000"), "units[0].macs: must be a finite number >= 0 (got '1000')"),
     ("latency a string", _unit("latency_s", "0.1"), "units[0].latency_s: must be a finite number >= 0 or null"),
     ("every unit costs 0", _every_unit(0), "exits[7].units: the final exit costs 0 MACs (the base cost)"),
+    ("final exit needs no unit", _exit(-1, "units", []), "exits[7].units: the final exit costs 0 MACs (the base cost)"),
+    ("final exit's units nested", _exit(-1, "units", [["a"]]), "exits[7].units: must be a list of unit names"),
     ("MACs of 1e308", _every_unit(1e308), "units: the MACs of all units sum to inf"),
     ("MACs overflow with the samples", _every_unit(1e306), "overflows when multiplied by 60 samples"),
     ("exit named ../../x", _exit(0, "name", "../../x"), "exits[0].name: '../../x': a plain name, not a path"),
@@ -136,6 +138,32 @@ def test_file_headers_and_sizes(cache_dir, make, match):
         assert all("labels.npy: sha256" in p or "fingerprint" in p for p in problems)
     else:
         assert len(problems) == 1 and match in problems[0] and "search/labels.npy" in problems[0], problems
+
+
+def _with_shape(shape: str):
+    """Rewrite a .npy header to claim ``shape`` (same header length, data unchanged)."""
+    def make(p):
+        raw = p.read_bytes()
+        end = raw.index(b"\n") + 1
+        header = "{'descr': '<i8', 'fortran_order': False, 'shape': %s, }" % shape
+        p.write_bytes(raw[:10] + (header.ljust(end - 11) + "\n").encode() + raw[end:])
+    return make
+
+
+@pytest.mark.parametrize("shape, match", [
+    ("(10000000000000000000000000000,)", "header needs 80000000000000000000000000128 (truncated)"),
+    ("(4611686018427387904, 4)", "header needs 147573952589676413056 (truncated)"),
+    ("(-1,)", "damaged header (shape (-1,))"),
+], ids=["beyond int64", "product beyond int64", "negative"])
+def test_absurd_header_shapes_are_one_line(cache_dir, shape, match):
+    """Shapes no file can hold: one line naming the file (regression: an OverflowError traceback, a size
+    that wrapped around, a negative dimension taken for a size)."""
+    from data_cache import validate_cache
+
+    _with_shape(shape)(cache_dir / "search" / fmt.LABELS)
+    problems = validate_cache(cache_dir, skip_integrity_check=True)
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(f"{cache_dir}/search/labels.npy: not a readable .npy file (") and match in problems[0]
 
 
 def test_fortran_order_is_refused(cache_dir):

@@ -165,6 +165,19 @@ def test_not_a_folder_and_half_written(tmp_path):
     assert "half-written" in validate_cache(tmp_path)[0]
 
 
+def test_an_unreadable_manifest_is_not_called_bad_json(tmp_path):
+    """A manifest.json that cannot be read (here a folder) says so, alike in validate_cache and open_cache
+    (regression: "not valid JSON ([Errno 21] Is a directory ...)")."""
+    from data_cache import CacheFormatError, open_cache
+
+    (tmp_path / fmt.MANIFEST).mkdir()
+    line = f"{tmp_path / fmt.MANIFEST}: cannot read (Is a directory)"
+    assert validate_cache(tmp_path) == [line]
+    with pytest.raises(CacheFormatError) as exc:
+        open_cache(tmp_path)
+    assert exc.value.problems == [line]
+
+
 def test_cli_valid(cache_dir, capsys):
     assert main([str(cache_dir)]) == 0
     out = capsys.readouterr().out
@@ -227,3 +240,19 @@ def test_logits_scanned_in_pieces_of_an_exit(tmp_path, monkeypatch, chunk):
     assert validate_cache(tmp_path / "c") == [
         f"{tmp_path / 'c'}/holdout/logits.npy: logits: NaN or inf values at exits {mem.exits[3].name}, "
         f"{mem.exits[6].name}"]
+
+
+def test_identical_splits_are_warned_about_as_search_pareto_words_it(tmp_path, capsys):
+    """The same predictions as search and holdout: valid, and the warning line says what docs/bad-inputs.md
+    says (regression: it left out that holdout figures are not independent of search)."""
+    import dataclasses
+
+    from data_cache.memory import InMemoryCache
+
+    cache = small_cache()
+    arrays = {s: {f: np.array(cache._array("search", f)) for f in fmt.SPLIT_FILES} for s in cache.splits()}
+    save_cache(tmp_path / "same", InMemoryCache(dataclasses.replace(cache.meta), arrays))
+    assert main([str(tmp_path / "same"), "--quiet"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"warning: {tmp_path / 'same'}: splits 'search' and 'holdout' of the cache hold the same "
+                   "predictions (identical files); figures on 'holdout' are not independent of 'search'"]

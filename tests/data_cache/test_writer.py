@@ -213,6 +213,23 @@ def test_resume_of_a_complete_cache_says_nothing_to_resume(tmp_path):
         create_cache(tmp_path / "c", small_cache().meta, resume=True)
 
 
+def test_resume_without_the_parts_record_says_it_cannot_resume(tmp_path):
+    """A writer killed before ``.parts/meta.json`` was written: --resume is refused with a line that does not
+    tell the user to pass --resume; --overwrite starts again (regression: the line said "resume it (--resume)")."""
+    from data_cache.writer import check_cache_target
+
+    mem = small_cache()
+    _partial(tmp_path / "c", mem, stop=20)
+    (tmp_path / "c" / fmt.PARTS_DIR / "meta.json").unlink()
+    for refuse in (lambda: create_cache(tmp_path / "c", mem.meta, resume=True),
+                   lambda: check_cache_target(tmp_path / "c", overwrite=False, resume=True)):
+        with pytest.raises(CacheIncompleteError, match=r"cannot be resumed \(\.parts/meta\.json is missing") as exc:
+            refuse()
+        assert "(--resume)" not in str(exc.value)
+    w = create_cache(tmp_path / "c", mem.meta, overwrite=True)
+    assert not w.done_rows("search").any()
+
+
 def test_finalize_twice_and_write_after_finalize(tmp_path):
     mem = small_cache()
     w = create_cache(tmp_path / "c", mem.meta)
