@@ -117,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, int_at_least, positive_int, threads
 
     p = CommandParser(prog="python -m exits.check",
-                                description="Check that exits attach to a timm model with an exact cut.")
+                      description="Check that exits attach to a timm model with an exact cut.")
     p.add_argument("model", help="timm model name")
     p.add_argument("--points", default="blocks", help="'blocks', 'stages' or comma-separated module names")
     p.add_argument("--input-size", type=positive_int, default=None, help="input resolution (default: the model's)")

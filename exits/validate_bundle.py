@@ -118,8 +118,8 @@ def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, threads
 
     p = CommandParser(prog="python -m exits.validate_bundle",
-                                description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
-                                            "with the cache, accuracy, MACs, speed against the base graph.")
+                      description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
+                                  "with the cache, accuracy, MACs, speed against the base graph.")
     p.add_argument("--bundle", required=True, help="bundle folder (python -m exits.export_bundle)")
     p.add_argument("--report", required=True, help="JSON report to write")
     p.add_argument("--split", default="holdout", help="split of the cache to run (default holdout)")
