@@ -234,6 +234,7 @@ def _main(argv: list[str] | None) -> int:
 
     from data_cache import CacheError
     from data_cache.cli_types import PLOT_SUFFIXES, warn
+    from data_cache.format import MANIFEST as CACHE_MANIFEST
     from data_cache.outputs import OutputError, atomic_outputs, check_outputs
 
     from .checkpoints import model_from_checkpoint, read_checkpoint
@@ -245,7 +246,8 @@ def _main(argv: list[str] | None) -> int:
         outputs = check_outputs([("--report", args.report), ("--plot", args.plot)], overwrite=args.overwrite,
                                 suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES},
                                 inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
-                                        ("--backbone-weights", args.backbone_weights)])
+                                        ("--backbone-weights", args.backbone_weights),
+                                        ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)])
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")

@@ -20,12 +20,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from bundle.manifest import MANIFEST
 from data_cache.cli_types import warn
+from data_cache.format import MANIFEST as CACHE_MANIFEST
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .measure import CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
@@ -160,8 +163,9 @@ def _main(argv: list[str] | None) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
+        read = [("--bundle", Path(args.bundle) / MANIFEST), ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)]
         report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite,
-                                    suffixes={"--report": (".json",)})["--report"]
+                                    suffixes={"--report": (".json",)}, inputs=read)["--report"]
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")
