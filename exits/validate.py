@@ -23,7 +23,7 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
@@ -31,6 +31,9 @@ import torch
 from .measure import (CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, spread,
                       time_against_base)
 from .validation_inputs import open_searched_cache, split_rows
+
+if TYPE_CHECKING:
+    from .runtime import ExitRuntime, RuntimeConfig
 
 __all__ = ["REPORT_FORMAT", "validate", "main"]
 
@@ -48,7 +51,7 @@ def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
     return counter.get_total_flops() / 2, out
 
 
-def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
+def validate(runtime: ExitRuntime, configs: list[RuntimeConfig], loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
              latency_samples: list[torch.Tensor], rounds: int = 3, tolerance: float = 1e-6,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``configs`` (``RuntimeConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
