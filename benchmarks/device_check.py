@@ -49,6 +49,7 @@ from data_cache import open_cache  # noqa: E402
 from data_cache import format as cache_format  # noqa: E402
 from data_cache.memory import InMemoryCache  # noqa: E402
 from data_cache.outputs import check_output_file, write_text_atomic  # noqa: E402
+from exits.measure import sync  # noqa: E402
 
 REPORT_FORMAT = "exitdevicecheck/1"
 DEMO_CHECKPOINT = ROOT / "data_cache" / "bundled" / "fashion_mnist.checkpoint.pt"
@@ -83,11 +84,6 @@ QUICK = Sizes(batch_sizes=(8, 16), timing_samples=32, latency_samples=3, rounds=
               zoo_size=32, zoo_search=24, zoo_holdout=32, dump_batch=8)
 TARGETS = {"zoo agreement with the device-made cache, fp32": 0.999,
            "vit_small_patch16_224 speedup / MAC ideal at batch 256": 0.8}
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -251,11 +247,11 @@ def _timed_loop(fn: Callable[[torch.Tensor], Any], batches: list, device: torch.
     """Seconds for ``fn`` over CPU ``batches`` (moved to ``device`` as a dump does), after one warm-up batch."""
     with torch.inference_mode():
         fn(batches[0][0].to(device))
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for x, *_ in batches:
             fn(x.to(device, non_blocking=True))
-        _sync(device)
+        sync(device)
     return time.perf_counter() - t0
 
 

@@ -55,25 +55,31 @@ def _run_segments(model: ExitModel, x: torch.Tensor, drop_at: int | None = None,
     return h
 
 
+def _random_batch(model: ExitModel, n: int, seed: int) -> torch.Tensor:
+    """A seeded standard-normal batch of ``n`` images on the backbone's device."""
+    device = next(model.backbone.parameters()).device
+    return torch.randn(n, *model.input_size, generator=torch.Generator().manual_seed(seed)).to(device)
+
+
 @torch.no_grad()
 def segments_equal_forward(model: ExitModel, *, seed: int = 1) -> bool:
     """The backbone's segments in order equal its own forward bit for bit on a random batch of 2 (on the
     backbone's device)."""
-    device = next(model.backbone.parameters()).device
-    x = torch.randn(2, *model.input_size, generator=torch.Generator().manual_seed(seed)).to(device)
+    x = _random_batch(model, 2, seed)
     return bool(torch.equal(_run_segments(model, x), model.backbone(x)))
 
 
 @torch.no_grad()
 def compaction_keeps_rows(model: ExitModel, *, seed: int = 2) -> bool:
     """Drop the middle row of 3 after the segment that hands on the most values (the runtime's
-    ``Segment.select``); the other rows' final logits match the full batch's (up to kernel rounding)."""
+    ``Segment.select``); the other rows' final logits match the full batch's (up to kernel rounding), on the
+    backbone's device."""
     segs = model.segments[:-1]
     if not segs:
         return True
     at = max(range(len(segs)), key=lambda i: (len(segs[i].out_spec.leaves or ()), -abs(i - len(segs) // 2)))
-    x = torch.randn(3, *model.input_size, generator=torch.Generator().manual_seed(seed))
-    keep = torch.tensor([0, 2])
+    x = _random_batch(model, 3, seed)
+    keep = torch.tensor([0, 2], device=x.device)
     full = _run_segments(model, x)[keep]
     part = _run_segments(model, x, at, keep)
     scale = max(float(full.abs().max()), 1.0)
@@ -111,7 +117,7 @@ def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, int_at_least, positive_int, threads
 
     p = CommandParser(prog="python -m exits.check",
-                                description="Check that exits attach to a timm model with an exact cut.")
+                      description="Check that exits attach to a timm model with an exact cut.")
     p.add_argument("model", help="timm model name")
     p.add_argument("--points", default="blocks", help="'blocks', 'stages' or comma-separated module names")
     p.add_argument("--input-size", type=positive_int, default=None, help="input resolution (default: the model's)")
@@ -128,10 +134,13 @@ def main(argv: list[str] | None = None) -> int:
 
     from .errors import ExitsError
 
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    points = args.points if args.points in ("blocks", "stages") else [v for v in args.points.split(",") if v]
+    if not points:
+        parser.error(f"argument --points: {args.points!r} names no module; use 'blocks', 'stages' or module names")
     if args.threads:
         torch.set_num_threads(args.threads)
-    points = args.points if args.points in ("blocks", "stages") else [v for v in args.points.split(",") if v]
     size = (3, args.input_size, args.input_size) if args.input_size else None
     try:
         _, report = check_model(args.model, points=points, input_size=size, num_classes=args.num_classes,

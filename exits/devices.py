@@ -9,8 +9,12 @@ exit status 2). torch is imported only when a device is checked, so ``--help`` s
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from .errors import ExitsError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = ["DeviceError", "KNOWN_DEVICE_TYPES", "check_device", "device_option"]
 
@@ -21,7 +25,7 @@ class DeviceError(ExitsError):
     """A device that does not exist, or that this machine does not have."""
 
 
-def check_device(text: str):
+def check_device(text: str) -> "torch.device":
     """``text`` as a ``torch.device`` this machine has; :class:`DeviceError` (one line) otherwise."""
     import torch
 

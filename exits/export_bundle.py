@@ -311,8 +311,8 @@ def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, int_at_least, non_negative_float
 
     p = CommandParser(prog="python -m exits.export_bundle",
-                                description="Export an exit configuration (or a table of them) as ONNX graphs "
-                                            "plus a manifest, runnable with onnxruntime and numpy (docs/bundle.md).")
+                      description="Export an exit configuration (or a table of them) as ONNX graphs "
+                                  "plus a manifest, runnable with onnxruntime and numpy (docs/bundle.md).")
     p.add_argument("--checkpoint", required=True, help="head checkpoint (python -m exits.train / exits.pipeline)")
     p.add_argument("--config", required=True, help="exitconfig/1 file (python -m search.pareto --export / "
                                                    "--export-choice)")
@@ -328,8 +328,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--opset", type=int_at_least(7, "an ONNX opset >= 7"), default=DEFAULT_OPSET,
                    help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--no-base", action="store_true", help="do not export the whole model as the base graph")
-    p.add_argument("--rtol", type=non_negative_float, default=RTOL, help=f"relative tolerance of the check against PyTorch "
-                                                            f"(default {RTOL:g})")
+    p.add_argument("--rtol", type=non_negative_float, default=RTOL,
+                   help=f"relative tolerance of the check against PyTorch (default {RTOL:g})")
     p.add_argument("--atol", type=non_negative_float, default=ATOL, help=f"absolute tolerance (default {ATOL:g})")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle in --out")
     p.add_argument("--quiet", action="store_true")

@@ -225,9 +225,9 @@ class _StepBuilder:
                 mod = self.model.get_submodule(str(node.target))
                 owners[key] = mod
                 modules.setdefault(id(mod), mod)
-                copy = g.call_module(key, fx.node.map_arg(node.args, lookup), fx.node.map_arg(node.kwargs, lookup))
-                copy.meta = dict(node.meta)
-                env[node] = copy
+                call = g.call_module(key, fx.node.map_arg(node.args, lookup), fx.node.map_arg(node.kwargs, lookup))
+                call.meta = dict(node.meta)
+                env[node] = call
             else:
                 env[node] = g.node_copy(node, lookup)
         if outputs is None:

@@ -1,8 +1,9 @@
 """Timing and reporting shared by the validations of the eager runtime and of a bundle.
 
 Speed is always measured against a base in the same process, in rounds that alternate the base and the
-configuration (``time_against_base``), so that a machine's load hits both alike; the report's machine
-record (``describe_machine``) and its table (``format_rows``) are shared too.
+configuration (``time_against_base``), so that a machine's load hits both alike; the comparison with the
+cache (``CacheComparison``), the report's machine record (``describe_machine``) and its table
+(``format_rows``) are shared too.
 """
 from __future__ import annotations
 
@@ -17,8 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-__all__ = ["sync", "describe_machine", "spread", "time_against_base", "exit_fractions", "format_rows",
-           "add_timing_options"]
+__all__ = ["sync", "describe_machine", "spread", "time_against_base", "CacheComparison", "exit_fractions",
+           "format_rows", "add_timing_options"]
 
 
 def sync(device: torch.device) -> None:
@@ -110,6 +111,63 @@ def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timi
                      "speedup_median": statistics.median(lb) / statistics.median(lc),
                      "speedup_mean": statistics.fmean(lb) / statistics.fmean(lc)}
     return res
+
+
+class CacheComparison:
+    """What the cache predicts on one split for the configurations a validation runs, and how a measured run
+    agrees with it sample by sample.
+
+    A configuration is an ``exits.runtime.RuntimeConfig`` or a ``bundle.RouteConfig``: its ``exits`` (each with
+    ``index``, ``name``, ``threshold``, ``position``), ``score`` and ``predicted``. The split's scores are read
+    once per score kind."""
+
+    def __init__(self, cache: Any, split: str, tolerance: float):
+        self.cache, self.split, self.tolerance = cache, split, tolerance
+        self.labels = np.asarray(cache.labels(split))
+        self.topk_ids = cache.topk_ids(split)
+        self.positions = np.array([e.position for e in cache.exits])
+        self._problems: dict[str, Any] = {}
+
+    @property
+    def n(self) -> int:
+        return len(self.labels)
+
+    def _problem(self, score: str) -> Any:
+        if score not in self._problems:
+            from search.problem import ExitProblem
+
+            self._problems[score] = ExitProblem(self.cache, self.split, score=score)
+        return self._problems[score]
+
+    def compare(self, config: Any, got_exit: np.ndarray, got_pred: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
+        """``(predicted, agreement)`` of ``config`` whose run left each sample at ``got_exit`` (the cache's exit
+        index) with prediction ``got_pred``: the cache's accuracy, relative cost (the export's numbers where it
+        has them) and exit fractions; the share of samples with the same exit and prediction as
+        ``search.ExitProblem.assign`` gives, and the disagreements counted by kind, apart those where a cached
+        score at an exit the sample reached lies within ``tolerance`` of that exit's threshold."""
+        from search.config import ExitConfig
+
+        problem = self._problem(config.score)
+        cfg = ExitConfig(tuple(e.index for e in config.exits), tuple(e.threshold for e in config.exits), config.score)
+        want_exit = problem.assign(cfg)
+        want_pred = np.asarray(self.topk_ids[want_exit, 0, np.arange(self.n)])
+        ev = problem.evaluate_one(cfg)
+        other_exit, other_pred = got_exit != want_exit, got_pred != want_pred
+        differ = other_exit | other_pred
+        near = np.zeros(self.n, dtype=bool)
+        if differ.any():
+            reached = self.positions[want_exit]
+            for e in config.exits:
+                close = np.abs(problem.scores[e.index].astype(np.float64) - e.threshold) <= self.tolerance
+                near |= close & (reached >= e.position)
+        cached = config.predicted.get(self.split) or {}
+        predicted = {"accuracy": cached.get("accuracy", ev.accuracy),
+                     "relative_cost": cached.get("relative_cost", ev.relative_cost),
+                     "exit_fractions": list(ev.exit_fractions)}
+        agreement = {"agreement": float(1.0 - differ.mean()), "n_disagree": int(differ.sum()),
+                     "n_disagree_near_threshold": int((differ & near).sum()),
+                     "n_disagree_exit": int(other_exit.sum()), "n_disagree_prediction": int(other_pred.sum())}
+        return predicted, agreement
 
 
 def exit_fractions(exits: np.ndarray, enabled: list[int], final: int) -> list[float]:

@@ -60,6 +60,19 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         raise RuntimeConfigError(str(exc)) from None
 
 
+def _config_document(configs: Mapping[str, Any] | str | Path) -> dict[str, Any]:
+    """An ``exitconfig/1`` file read and checked, or a document given as a mapping: its format and a list of
+    configuration objects (each entry is checked as it is resolved)."""
+    if isinstance(configs, (str, Path)):
+        return read_config_file(configs)
+    doc = dict(configs)
+    if doc.get("format") != EXPORT_FORMAT:
+        raise RuntimeConfigError(f"configs: format: {doc.get('format')!r} is not {EXPORT_FORMAT!r}")
+    if not isinstance(doc.get("configs"), list) or not all(isinstance(c, Mapping) for c in doc["configs"]):
+        raise RuntimeConfigError("configs: 'configs' must be a list of configuration objects")
+    return doc
+
+
 def exit_scores(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
     """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)``.
 
@@ -180,7 +193,7 @@ class ExitRuntime:
         self.configs: list[RuntimeConfig] = []
         self.doc: dict[str, Any] | None = None
         if configs is not None:
-            doc = read_config_file(configs) if isinstance(configs, (str, Path)) else dict(configs)
+            doc = _config_document(configs)
             self._check_provenance(doc, cache, cache_fingerprint)
             self.doc = doc
             self.configs = [self._resolve(entry, i, doc.get("score", "max_prob"))

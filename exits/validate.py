@@ -23,13 +23,17 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import torch
 
-from .measure import add_timing_options, describe_machine, exit_fractions, format_rows, spread, time_against_base
+from .measure import (CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, spread,
+                      time_against_base)
 from .validation_inputs import open_searched_cache, split_rows
+
+if TYPE_CHECKING:
+    from .runtime import ExitRuntime, RuntimeConfig
 
 __all__ = ["REPORT_FORMAT", "validate", "main"]
 
@@ -47,20 +51,15 @@ def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
     return counter.get_total_flops() / 2, out
 
 
-def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
+def validate(runtime: ExitRuntime, configs: list[RuntimeConfig], loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
              latency_samples: list[torch.Tensor], rounds: int = 3, tolerance: float = 1e-6,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``configs`` (``RuntimeConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
     in the cache's row order) and time them against the base model; return the report dictionary."""
-    from search.config import ExitConfig
-    from search.problem import ExitProblem
-    from search.scores import compute_scores
-
     device = runtime.device
     say = progress or (lambda msg: None)
-    labels = np.asarray(cache.labels(split))
-    ids = cache.topk_ids(split)
-    n = len(labels)
+    comparison = CacheComparison(cache, split, tolerance)
+    labels, n = comparison.labels, comparison.n
     base_counted, _ = _counted_macs(lambda: runtime.base_forward(timing_batches[0][:1] if timing_batches
                                                                  else next(iter(loader))[0][:1]))
     # base accuracy, measured on the real model
@@ -76,46 +75,25 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
                         "is it another dataset or version?")
 
     reports = []
-    problems: dict[str, ExitProblem] = {}
     for c in configs:
         say(f"config {c.id}")
-        if c.score not in problems:
-            problems[c.score] = ExitProblem(cache, split, score=c.score)
-        problem = problems[c.score]
-        cfg = ExitConfig(tuple(e.index for e in c.exits), tuple(e.threshold for e in c.exits), c.score)
-        want_exit = problem.assign(cfg)
-        want_pred = np.asarray(ids[want_exit, 0, np.arange(n)])
-        ev = problem.evaluate_one(cfg)
         counted, result = _counted_macs(lambda: runtime.run_loader(loader, c))
         got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
-        differ = (got_exit != want_exit) | (got_pred != want_pred)
-        near = np.zeros(n, dtype=bool)
-        if differ.any():  # near: the cached score at an exit the sample reached lies within tolerance of its threshold
-            scores = compute_scores(cache, split, c.score, exits=[e.index for e in c.exits])
-            reached = np.array([cache.exits[i].position for i in range(len(cache.exits))])[want_exit]
-            for j, e in enumerate(c.exits):
-                near |= (np.abs(scores[j].astype(np.float64) - e.threshold) <= tolerance) & (reached >= e.position)
+        predicted, agreement = comparison.compare(c, got_exit, got_pred)
         t = time_against_base(runtime.base_forward, lambda x, c=c: runtime.run(x, c), timing_batches,
                               latency_samples, rounds, device)
-        predicted = c.predicted.get(split) or {}
         entry = {
             "id": c.id,
             "exits": [{"name": e.name, "threshold": e.threshold} for e in c.exits],
             "score": c.score,
-            "predicted": {"accuracy": predicted.get("accuracy", ev.accuracy),
-                          "relative_cost": predicted.get("relative_cost", ev.relative_cost),
-                          "exit_fractions": list(ev.exit_fractions)},
+            "predicted": predicted,
             "measured": {"accuracy": float(np.mean(got_pred == labels)),
                          "relative_cost": counted / n / base_counted,
                          "relative_cost_accounted": result.relative_cost,
                          "macs_per_sample": counted / n,
                          "exit_fractions": exit_fractions(got_exit, [e.index for e in c.exits],
-                                                     len(runtime.model.exits) - 1)},
-            "agreement": float(1.0 - differ.mean()),
-            "n_disagree": int(differ.sum()),
-            "n_disagree_near_threshold": int((differ & near).sum()),
-            "n_disagree_exit": int((got_exit != want_exit).sum()),
-            "n_disagree_prediction": int((got_pred != want_pred).sum()),
+                                                          len(runtime.model.exits) - 1)},
+            **agreement,
             "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
         }
         cert = c.predicted.get("certificate")
@@ -135,7 +113,8 @@ def validate(runtime, configs: list, loader: Any, *, split: str, cache: Any, tim
             "cache": {"fingerprint": cache.fingerprint},
             "model": {"name": runtime.model.model_name, "fingerprint": runtime.model.fingerprint()},
             "machine": describe_machine(device), "rounds": rounds,
-            "base": {"predicted": {"accuracy": float(np.mean(np.asarray(ids[-1, 0]) == labels)), "relative_cost": 1.0},
+            "base": {"predicted": {"accuracy": float(np.mean(np.asarray(comparison.topk_ids[-1, 0]) == labels)),
+                                   "relative_cost": 1.0},
                      "measured": {"accuracy": base_acc, "macs_per_sample": base_counted,
                                   "macs_unit_table": runtime.base_macs}},
             "configs": reports}
@@ -258,6 +237,7 @@ def _main(argv: list[str] | None) -> int:
 
     from data_cache import CacheError
     from data_cache.cli_types import PLOT_SUFFIXES, warn
+    from data_cache.format import MANIFEST as CACHE_MANIFEST
     from data_cache.outputs import OutputError, atomic_outputs, check_outputs
 
     from .checkpoints import model_from_checkpoint, read_checkpoint
@@ -269,7 +249,8 @@ def _main(argv: list[str] | None) -> int:
         outputs = check_outputs([("--report", args.report), ("--plot", args.plot)], overwrite=args.overwrite,
                                 suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES},
                                 inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
-                                        ("--backbone-weights", args.backbone_weights)])
+                                        ("--backbone-weights", args.backbone_weights),
+                                        ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)])
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")
@@ -280,7 +261,7 @@ def _main(argv: list[str] | None) -> int:
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
-                            skip_integrity_check=args.skip_integrity_check)
+                                    skip_integrity_check=args.skip_integrity_check)
         runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile,
                               channels_last=args.channels_last)
         configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)

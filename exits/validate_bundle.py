@@ -20,15 +20,18 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
 
+from bundle.manifest import MANIFEST
 from data_cache.cli_types import warn
+from data_cache.format import MANIFEST as CACHE_MANIFEST
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
-from .measure import add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
+from .measure import CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
 from .validation_inputs import open_searched_cache, split_rows
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
@@ -50,14 +53,9 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run ``configs`` (``bundle.RouteConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
     row order of ``split``), time them against the base graph; return the report dictionary."""
-    from search.config import ExitConfig
-    from search.problem import ExitProblem
-    from search.scores import compute_scores
-
     say = progress or (lambda msg: None)
-    labels = np.asarray(cache.labels(split))
-    ids = cache.topk_ids(split)
-    n = len(labels)
+    comparison = CacheComparison(cache, split, tolerance)
+    labels = comparison.labels
     seen = np.concatenate([y for _, y in batches]) if batches else np.empty(0, np.int64)
     if not np.array_equal(seen, labels):
         from .data import DataError
@@ -67,41 +65,22 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     images = [x for x, _ in batches]
     say("base graph")
     base = router.run_batches(images, router.base_config)
-    cached_final = np.asarray(ids[-1, 0])
+    cached_final = np.asarray(comparison.topk_ids[-1, 0])
     reports = []
-    problems: dict[str, ExitProblem] = {}
     for c in configs:
         say(f"config {c.id}")
-        problem = problems.setdefault(c.score, ExitProblem(cache, split, score=c.score))
-        cfg = ExitConfig(tuple(e.index for e in c.exits), tuple(e.threshold for e in c.exits), c.score)
-        want_exit = problem.assign(cfg)
-        want_pred = np.asarray(ids[want_exit, 0, np.arange(n)])
-        ev = problem.evaluate_one(cfg)
         result = router.run_batches(images, c)
-        differ = (result.exits != want_exit) | (result.predictions != want_pred)
-        near = np.zeros(n, dtype=bool)
-        if differ.any():  # near: the cached score at an exit the sample reached lies within tolerance of its threshold
-            scores = compute_scores(cache, split, c.score, exits=[e.index for e in c.exits])
-            reached = np.array([e.position for e in cache.exits])[want_exit]
-            for j, e in enumerate(c.exits):
-                near |= (np.abs(scores[j].astype(np.float64) - e.threshold) <= tolerance) & (reached >= e.position)
-        predicted = c.predicted.get(split) or {}
+        predicted, agreement = comparison.compare(c, result.exits, result.predictions)
         entry: dict[str, Any] = {
             "id": c.id,
             "exits": [{"name": e.name, "threshold": e.threshold} for e in c.exits],
             "score": c.score,
-            "predicted": {"accuracy": predicted.get("accuracy", ev.accuracy),
-                          "relative_cost": predicted.get("relative_cost", ev.relative_cost),
-                          "exit_fractions": list(ev.exit_fractions)},
+            "predicted": predicted,
             "measured": {"accuracy": float(np.mean(result.predictions == labels)),
                          "relative_cost": result.relative_cost,
                          "macs_per_sample": float(result.macs.mean()),
                          "exit_fractions": exit_fractions(result.exits, [e.index for e in c.exits], router.final_exit)},
-            "agreement": float(1.0 - differ.mean()),
-            "n_disagree": int(differ.sum()),
-            "n_disagree_near_threshold": int((differ & near).sum()),
-            "n_disagree_exit": int((result.exits != want_exit).sum()),
-            "n_disagree_prediction": int((result.predictions != want_pred).sum()),
+            **agreement,
             "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
         }
         t = _timings(router, c, timing_batches, latency_samples, rounds)
@@ -114,7 +93,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     import onnxruntime
 
     manifest = router.manifest.doc
-    return {"format": REPORT_FORMAT, "split": split, "n_samples": n, "tolerance": tolerance,
+    return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
             "bundle": {"path": str(router.path), "fingerprint": manifest["fingerprint"],
                        "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
                        "n_graphs": len(manifest["graphs"])},
@@ -142,8 +121,8 @@ def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, threads
 
     p = CommandParser(prog="python -m exits.validate_bundle",
-                                description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
-                                            "with the cache, accuracy, MACs, speed against the base graph.")
+                      description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
+                                  "with the cache, accuracy, MACs, speed against the base graph.")
     p.add_argument("--bundle", required=True, help="bundle folder (python -m exits.export_bundle)")
     p.add_argument("--report", required=True, help="JSON report to write")
     p.add_argument("--split", default="holdout", help="split of the cache to run (default holdout)")
@@ -184,8 +163,9 @@ def _main(argv: list[str] | None) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
+        read = [("--bundle", Path(args.bundle) / MANIFEST), ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)]
         report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite,
-                                    suffixes={"--report": (".json",)})["--report"]
+                                    suffixes={"--report": (".json",)}, inputs=read)["--report"]
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")

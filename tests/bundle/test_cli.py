@@ -144,6 +144,22 @@ def test_missing_or_altered_bundles_are_refused(setup, capsys):
     assert not (tmp / "r2.json").exists()
 
 
+@pytest.mark.parametrize("target", ["bundle", "cache"])
+def test_the_report_never_replaces_a_manifest_it_reads(setup, capsys, target):
+    # regression: --report BUNDLE/manifest.json (or the cache's) --overwrite wrote the report over it
+    tmp, root, _, _ = setup
+    bundle = _copy(setup, f"kept-{target}")
+    cache = tmp / f"cache-{target}"
+    shutil.copytree(tmp / "cache", cache)
+    manifest = (bundle if target == "bundle" else cache) / MANIFEST
+    before = manifest.read_bytes()
+    capsys.readouterr()
+    assert validate_main(["--bundle", str(bundle), "--cache", str(cache), "--data-root", str(root), "--report",
+                          str(manifest), "--overwrite", "--no-timing"]) == 2
+    _one_line_error(capsys, f"is the --{target} file this command reads")
+    assert manifest.read_bytes() == before
+
+
 def test_configurations_and_inputs_that_do_not_fit(setup):
     tmp = setup[0]
     doc = json.loads((tmp / "front.json").read_text())

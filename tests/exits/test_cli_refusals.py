@@ -68,3 +68,13 @@ def test_check_refuses_in_one_line(capsys):
     assert "cannot trace the forward between blocks" in _one_error_line(capsys)
     assert check_main(["resnet10t", "--points", "layer1.0.conv1"]) == 2
     assert "is not a block boundary" in _one_error_line(capsys)
+
+
+@pytest.mark.parametrize("points", ["", ","])
+def test_check_refuses_points_that_name_no_module(capsys, points):
+    # regression: an empty --points attached no exit and printed every check "ok" with exit status 1
+    with pytest.raises(SystemExit) as stop:
+        check_main(["resnet10t", "--input-size", "32", "--points", points])
+    assert stop.value.code == 2
+    captured = capsys.readouterr()
+    assert not captured.out and captured.err.startswith("error: argument --points") and captured.err.count("\n") == 1

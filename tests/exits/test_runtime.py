@@ -216,6 +216,11 @@ def test_refusals(setup, tmp_path):
     _refused(retrained, doc, "other heads weights", cache=cache)
     with pytest.raises(RuntimeConfigError, match="no such configuration file"):
         ExitRuntime(model, tmp_path / "missing.json", cache=cache)
+    # a document given as a mapping is checked like a file (regression: a KeyError traceback without 'configs')
+    bad = copy.deepcopy(doc)
+    del bad["configs"]
+    _refused(model, bad, "'configs' must be a list of configuration objects", cache=cache)
+    _refused(model, {"configs": []}, r"configs: format: None is not 'exitconfig/1'", cache=cache)
 
 
 def test_saver_runs_first_and_releases_samples(tmp_path):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import copy
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -103,6 +104,20 @@ def _refused(setup, capsys, doc=None, extra=(), match=""):
     code = main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and len(err.splitlines()) == 1 and err.startswith("error:") and match in err, err
+
+
+def test_the_report_never_replaces_the_cache_manifest(setup, capsys, tmp_path):
+    # regression: --report CACHE/manifest.json --overwrite wrote the report over the cache's manifest
+    tmp, base, _ = setup
+    cache = tmp_path / "cache"
+    shutil.copytree(tmp / "cache", cache)
+    before = (cache / "manifest.json").read_bytes()
+    capsys.readouterr()
+    assert main(["--config", str(tmp / "front.json"), "--report", str(cache / "manifest.json"), "--overwrite",
+                 *base, "--cache", str(cache)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is the --cache file this command reads" in err[0]
+    assert (cache / "manifest.json").read_bytes() == before
 
 
 def test_refusals_exit_2_with_one_line(setup, capsys):

@@ -1,0 +1,68 @@
+"""exits.measure.CacheComparison: what both validations compare a measured run with (numpy only, no model)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from data_cache.synthetic import make_synthetic_cache
+from exits.measure import CacheComparison
+from search.config import ExitConfig
+from search.problem import ExitProblem
+
+
+@dataclass(frozen=True)
+class _Exit:
+    index: int
+    name: str
+    position: int
+    threshold: float
+
+
+@dataclass(frozen=True)
+class _Config:
+    exits: tuple[_Exit, ...]
+    score: str = "max_prob"
+    predicted: dict = field(default_factory=dict)
+
+
+def _setup():
+    cache = make_synthetic_cache(400, 3, seed=3)
+    exits = tuple(_Exit(i, cache.exits[i].name, cache.exits[i].position, t) for i, t in ((0, 0.9), (1, 0.8)))
+    config = _Config(exits)
+    problem = ExitProblem(cache, "holdout")
+    want_exit = problem.assign(ExitConfig((0, 1), (0.9, 0.8), "max_prob"))
+    want_pred = np.asarray(cache.topk_ids("holdout")[want_exit, 0, np.arange(len(want_exit))])
+    return cache, config, problem, want_exit, want_pred
+
+
+def test_a_run_like_the_cache_agrees_and_the_cache_numbers_are_predicted():
+    cache, config, problem, want_exit, want_pred = _setup()
+    comparison = CacheComparison(cache, "holdout", 1e-6)
+    predicted, agreement = comparison.compare(config, want_exit, want_pred)
+    ev = problem.evaluate_one(ExitConfig((0, 1), (0.9, 0.8), "max_prob"))
+    assert predicted == {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
+                         "exit_fractions": list(ev.exit_fractions)}
+    assert agreement == {"agreement": 1.0, "n_disagree": 0, "n_disagree_near_threshold": 0, "n_disagree_exit": 0,
+                         "n_disagree_prediction": 0}
+    # the export's own numbers win over the cache's evaluation
+    exported = _Config(config.exits, predicted={"holdout": {"accuracy": 0.5, "relative_cost": 0.25}})
+    assert comparison.compare(exported, want_exit, want_pred)[0]["accuracy"] == 0.5
+
+
+def test_disagreements_are_counted_by_kind_and_near_a_threshold_apart():
+    cache, config, problem, want_exit, want_pred = _setup()
+    scores = problem.scores
+    first = config.exits[0]
+    gap = np.abs(scores[first.index].astype(np.float64) - first.threshold)
+    near, far = int(np.argmin(gap)), int(np.argmax(gap))
+    got_exit, got_pred = want_exit.copy(), want_pred.copy()
+    got_exit[near] = got_exit[far] = -1       # two samples leave elsewhere
+    got_pred[far] = got_pred[far] + 1         # one of them with another prediction too
+    tolerance = float(gap[near]) + 1e-9
+    _, agreement = CacheComparison(cache, "holdout", tolerance).compare(config, got_exit, got_pred)
+    assert agreement == {"agreement": 1.0 - 2 / len(want_exit), "n_disagree": 2, "n_disagree_near_threshold": 1,
+                         "n_disagree_exit": 2, "n_disagree_prediction": 1}
+    # with a tolerance below the nearest gap, neither counts as float rounding
+    _, strict = CacheComparison(cache, "holdout", float(gap[near]) / 2).compare(config, got_exit, got_pred)
+    assert gap[near] > 0 and strict["n_disagree_near_threshold"] == 0 and strict["n_disagree"] == 2
