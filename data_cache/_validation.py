@@ -112,6 +112,15 @@ def identical_splits(manifest: dict) -> list[tuple[str, str]]:
     return pairs
 
 
+def warn_identical_splits(manifest: dict, where: str = "") -> None:
+    """One ``warning:`` line per pair of :func:`identical_splits` (``where``: a prefix naming the cache)."""
+    from .cli_types import warn
+
+    for a, b in identical_splits(manifest):
+        warn(f"{where}splits {a!r} and {b!r} of the cache hold the same predictions (identical files); figures on "
+             f"{b!r} are not independent of {a!r}")
+
+
 def describe(cache) -> str:
     """A human-readable summary: splits, exits with units and per-exit top-1 accuracy."""
     lines = [repr(cache), f"fingerprint: {cache.fingerprint}"]

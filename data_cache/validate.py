@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from ._validation import describe, identical_splits, validate_cache
-from .cli_types import CommandParser, warn
+from ._validation import describe, validate_cache, warn_identical_splits
+from .cli_types import CommandParser
 from .outputs import cli_entry
 from .reader import MemmapCache
 
@@ -31,9 +31,7 @@ def main(argv: list[str] | None = None) -> int:
             print(p, file=sys.stderr)
         return 2
     cache = MemmapCache(args.cache)
-    for a, b in identical_splits(cache.manifest):
-        warn(f"{args.cache}: splits {a!r} and {b!r} of the cache hold the same predictions (identical files); "
-             f"figures on {b!r} are not independent of {a!r}")
+    warn_identical_splits(cache.manifest, f"{args.cache}: ")
     if not args.quiet:
         print(describe(cache))
     print(f"{args.cache}: valid")

@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from data_cache import CacheError, open_cache
-from data_cache._validation import identical_splits
+from data_cache._validation import warn_identical_splits
 from data_cache.bundled import bundled_cache_path
 from data_cache.cli_types import (PLOT_SUFFIXES, CommandParser, float_in, fraction, int_at_least, non_negative_int,
-                                  positive_float, positive_int, seed, warn)
+                                  positive_float, positive_int, seed)
 from data_cache.outputs import OutputError, atomic_outputs, check_outputs, cli_entry
 
 from ._certified_text import budget_failure, budget_title, drop_title
@@ -138,12 +138,6 @@ def _resolve_cache(path: str | None, *, skip_integrity_check: bool = False):
     return open_cache(path, skip_integrity_check=skip_integrity_check)
 
 
-def _warn_identical_splits(cache) -> None:
-    for a, b in identical_splits(getattr(cache, "manifest", None) or {}):
-        warn(f"splits {a!r} and {b!r} of the cache hold the same predictions (identical files); figures on {b!r} "
-             f"are not independent of {a!r}")
-
-
 def _fmt(x, spec=".4f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -181,7 +175,7 @@ def _run(args, out) -> int:
         raise SearchError("--methods is empty; name at least one method (see --methods list)")
     engines = {m: _engine(m, args) for m in methods}
     cache = _resolve_cache(args.cache, skip_integrity_check=args.skip_integrity_check)
-    _warn_identical_splits(cache)
+    warn_identical_splits(getattr(cache, "manifest", None) or {})
     sample = plan_fit(cache, "search", subsample=args.subsample, above=args.subsample_above, seed=args.seed)
     _check_certification(args, cache, sample)
     check_fit_memory(sample.size if sample else cache.n_samples("search"), len(cache.exits), methods,
