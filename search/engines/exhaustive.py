@@ -139,8 +139,6 @@ class Exhaustive(BaseEngine):
         if self.levels is not None:
             check_scalar(self.levels, "levels", min_val=1, integer=True)
         check_scalar(self.max_configs, "max_configs", min_val=1, integer=True)
-        if problem.n_positions == 0:
-            return [ExitConfig((), (), problem.score)], "no early exits: only the base model"
         lo, hi = score_range(problem.score, problem.cache.n_classes)
         grids = [threshold_levels(problem.scores[e], self.levels, lo, hi) for e in range(problem.n_exits - 1)]
         enum = _Enumerator(problem, grids)
