@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from data_cache.synthetic import make_synthetic_cache
-from search import ExitConfig, ExitProblem, create_engine, list_engines
+from search import Budget, ExitConfig, ExitProblem, SearchError, create_engine, list_engines
 
 _SMALL = {"nsga2": {"pop_size": 4, "n_gen": 2}, "optuna": {"n_trials": 4, "pop_size": 4}}
 
@@ -29,3 +29,16 @@ def test_without_early_exits_population_engines_keep_their_constraints(no_early_
     assert len(create_engine(name, max_drop=0.0, **_SMALL[name]).run(no_early_exit)) == 1
     front = create_engine(name, max_cost=0.5, **_SMALL[name]).run(no_early_exit)
     assert len(front) == 0 and front.message.endswith("no feasible configuration found")
+
+
+@pytest.mark.parametrize("limits,match", [
+    ({"max_evals": float("nan")}, "evaluation budget must be an integer >= 1"),   # was a ValueError traceback
+    ({"max_evals": float("inf")}, "evaluation budget must be an integer >= 1"),   # was an OverflowError
+    ({"max_evals": "100"}, "evaluation budget must be an integer >= 1"),          # was a ValueError
+    ({"max_evals": 2.5}, "evaluation budget must be an integer >= 1"),
+    ({"max_seconds": "5"}, "time limit must be > 0 seconds"),                     # was a TypeError
+    ({"max_seconds": float("nan")}, "time limit must be > 0 seconds"),
+])
+def test_a_bad_budget_is_one_line(limits, match):
+    with pytest.raises(SearchError, match=match):
+        Budget(**limits)
