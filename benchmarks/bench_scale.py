@@ -31,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
+from data_cache import open_cache  # noqa: E402
 from data_cache.synthetic import write_synthetic_cache  # noqa: E402
 from search.indicators import HV  # noqa: E402
 
@@ -83,7 +84,12 @@ def main() -> None:
     args = ap.parse_args()
     _ensure(args.cache, SCALE_SAMPLES)
     _ensure(args.reference, REFERENCE_SAMPLES)
-    figures: dict = {"cache": {"path": str(args.cache), "search": SCALE_SAMPLES // 2, **GENERATOR}}
+    cache = open_cache(args.cache, skip_integrity_check=True)   # described as it is (--cache may name another)
+    early = cache.exits[:-1]
+    shape = {"search": cache.n_samples("search"), "n_positions": len({e.position for e in early}),
+             "n_head_types": len({e.head for e in early}), "n_classes": cache.n_classes, "k": cache.k}
+    figures: dict = {"cache": {"path": str(args.cache), **shape}}
+    label = f"{shape['search']:,} search samples x {shape['n_positions']} positions x {shape['n_head_types']} heads"
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         run = _cli([str(args.cache), "--methods", "dp", "--export", str(tmp / "F.json")])
@@ -91,7 +97,7 @@ def main() -> None:
         figures["scale"] = {**{k: v for k, v in run.items() if k != "stdout"}, "configs": n_configs,
                             "hv_search": hv, "fit": fit, "loadavg_after": _loadavg(), "table": run["stdout"]}
         print(run["stdout"])
-        print(f"1.28M x 50 x 5: {run['wall_s']:.1f} s wall end to end ({run['cpu_s']:.1f} s CPU), peak RSS "
+        print(f"{label}: {run['wall_s']:.1f} s wall end to end ({run['cpu_s']:.1f} s CPU), peak RSS "
               f"{run['peak_rss_bytes'] / 2**30:.2f} GiB, {n_configs} configurations (load average after: "
               f"{' '.join(_loadavg())})", flush=True)
         if args.skip_check_flag:

@@ -41,7 +41,7 @@ def _cache(folder: Path, n_search: int):
         n = n_search + HOLDOUT
         write_synthetic_cache(path, n, holdout_fraction=HOLDOUT / n, overwrite=True, chunk=1 << 15, **GENERATOR)
         print(f"generated {path} in {time.perf_counter() - t0:.0f} s", flush=True)
-    return open_cache(path, validate="none")
+    return open_cache(path, skip_integrity_check=True)
 
 
 def _fit(cache, sample: FitSample | None) -> dict:

@@ -1,8 +1,10 @@
 """``Budget``: when a search must stop, shared by every engine."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
+from numbers import Real
 
 from ._validation import SearchError
 
@@ -23,11 +25,11 @@ class Budget:
     _evals0: int = field(default=0, init=False, repr=False)
 
     def __post_init__(self):
-        if self.max_evals is not None and (isinstance(self.max_evals, bool) or int(self.max_evals) != self.max_evals
-                                           or self.max_evals < 1):
-            raise SearchError(f"evaluation budget must be an integer >= 1 (got {self.max_evals!r})")
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise SearchError(f"time limit must be > 0 seconds (got {self.max_seconds!r})")
+        evals, seconds = self.max_evals, self.max_seconds
+        if evals is not None and not (_is_number(evals) and math.isfinite(evals) and evals == int(evals) >= 1):
+            raise SearchError(f"evaluation budget must be an integer >= 1 (got {evals!r})")
+        if seconds is not None and not (_is_number(seconds) and seconds > 0):
+            raise SearchError(f"time limit must be > 0 seconds (got {seconds!r})")
 
     def start(self, problem) -> "Budget":
         self._t0, self._evals0 = time.perf_counter(), problem.n_evals
@@ -47,3 +49,7 @@ class Budget:
 
     def exhausted(self, problem) -> bool:
         return self.progress(problem) >= 1.0
+
+
+def _is_number(x) -> bool:
+    return isinstance(x, Real) and not isinstance(x, bool)

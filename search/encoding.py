@@ -19,7 +19,7 @@ import numpy as np
 
 from ._validation import SearchError, check_scalar
 from .config import ExitConfig
-from .scores import score_range
+from .scores import float32_cut, score_range
 
 __all__ = ["ENCODINGS", "MixedEncoding", "constraint_values", "check_constraints"]
 
@@ -120,8 +120,8 @@ class MixedEncoding:
                 H[i, j] = self.problem.position_exits[j].index(e) + 1
                 if self.kind == "float":
                     X[i, j] = min(max(thr, self.lower[j]), self.upper[j])
-                else:  # k = number of scores <= thr; the middle of k's interval decodes back to k
-                    k = int(np.searchsorted(self._table(e)[1:], np.float32(thr), side="right"))
+                else:  # k = number of scores <= thr (those that stay); the middle of k's interval decodes to k
+                    k = int(np.searchsorted(self._table(e)[1:], float32_cut(thr), side="right"))
                     X[i, j] = min((k + 0.5) / (n + 1), 1.0)
         return H, X
 

@@ -16,7 +16,10 @@ __all__ = ["HV", "IGDPlus", "hypervolume", "igd_plus", "saving_at_drop"]
 
 def _as_F(F, name: str = "F") -> np.ndarray:
     """``F`` as a finite float64 ``(n, 2)`` array; a single point ``(2,)`` is lifted."""
-    arr = np.asarray(F, dtype=np.float64)
+    try:
+        arr = np.asarray(F, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise SearchError(f"{name} must hold numbers [error, relative_cost]; got {F!r:.80}") from None
     if arr.ndim == 1 and arr.size in (0, 2):
         arr = arr.reshape(-1, 2)
     if arr.ndim != 2 or arr.shape[1] != 2:
@@ -26,10 +29,18 @@ def _as_F(F, name: str = "F") -> np.ndarray:
     return arr
 
 
+def _as_point(point, name: str) -> np.ndarray:
+    """One point ``(2,)`` = ``[error, relative_cost]``, finite."""
+    arr = _as_F(point, name)
+    if arr.shape[0] != 1:
+        raise SearchError(f"{name} must be one point (error, relative_cost); got {arr.shape[0]} points")
+    return arr[0]
+
+
 def hypervolume(F, ref_point=(1.0, 1.0)) -> float:
     """Exact 2-D hypervolume dominated by ``F`` and bounded by ``ref_point`` (0.0 for an empty set)."""
     F = _as_F(F)
-    ref = _as_F(ref_point, "ref_point")[0]
+    ref = _as_point(ref_point, "ref_point")
     F = F[(F[:, 0] < ref[0]) & (F[:, 1] < ref[1])]
     if F.shape[0] == 0:
         return 0.0
@@ -61,7 +72,7 @@ class HV:
     """
 
     def __init__(self, ref_point=(1.0, 1.0)):
-        self.ref_point = tuple(float(v) for v in _as_F(ref_point, "ref_point")[0])
+        self.ref_point = tuple(float(v) for v in _as_point(ref_point, "ref_point"))
 
     def __call__(self, F) -> float:
         return hypervolume(F, self.ref_point)

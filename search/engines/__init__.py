@@ -9,11 +9,11 @@ from ._base import BaseEngine, Candidates
 
 __all__ = ["BaseEngine", "Candidates", "register_engine", "create_engine", "list_engines", "engine_class"]
 
-_ENGINES: dict[str, type] = {}
+_ENGINES: dict[str, type[BaseEngine]] = {}
 _MODULES = ("dp", "exhaustive", "baselines", "pymoo_nsga2", "optuna_engine")
 
 
-def register_engine(cls: type) -> type:
+def register_engine(cls: type[BaseEngine]) -> type[BaseEngine]:
     """Class decorator: register ``cls`` under ``cls.name``."""
     if not cls.name:
         raise TypeError(f"{cls.__name__} has no engine name")
@@ -22,13 +22,9 @@ def register_engine(cls: type) -> type:
 
 
 def _load_all() -> None:
+    """Import every engine module, which registers its engines (optional packages load only in ``run``)."""
     for m in _MODULES:
-        try:
-            importlib.import_module(f"{__name__}.{m}")
-        except ModuleNotFoundError as exc:
-            if exc.name and exc.name.startswith(__name__):
-                continue  # engine module not written (yet)
-            raise
+        importlib.import_module(f"{__name__}.{m}")
 
 
 def list_engines(pattern: str = "") -> list[str]:
@@ -38,7 +34,8 @@ def list_engines(pattern: str = "") -> list[str]:
     return [n for n in names if fnmatch.fnmatch(n, pattern)] if pattern else names
 
 
-def engine_class(name: str) -> type:
+def engine_class(name: str) -> type[BaseEngine]:
+    """The engine class registered as ``name``, else SearchError listing the registered names."""
     _load_all()
     if name not in _ENGINES:
         raise SearchError(f"unknown method {name!r}; available: {', '.join(sorted(_ENGINES))}")

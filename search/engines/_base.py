@@ -14,7 +14,9 @@ from ..budget import Budget
 from ..config import ExitConfig
 from ..front import Front
 
-__all__ = ["BaseEngine", "Candidates"]
+__all__ = ["BaseEngine", "Candidates", "NO_EARLY_EXITS"]
+
+NO_EARLY_EXITS = "no early exits: only the base model"
 
 
 @dataclass
@@ -33,6 +35,8 @@ class BaseEngine(ABC):
     with a message as ``(configs, message)``) or :class:`Candidates` carrying their exact ``F``;
     ``run`` evaluates what has no ``F``, keeps the non-dominated ones, records evaluations and time.
     ``callback(engine, problem)``, when given, is called by engines after each step (progress bars).
+    A problem without early exits has one configuration, the base model: ``run`` returns it
+    (:meth:`_base_only`) without calling ``_run``.
     """
 
     name: str = ""
@@ -51,7 +55,7 @@ class BaseEngine(ABC):
         budget = (budget or Budget()).start(problem)
         rng = as_generator(seed)
         evals0, t0 = problem.n_evals, time.perf_counter()
-        result = self._run(problem, budget, rng, callback)
+        result = self._base_only(problem) if problem.n_positions == 0 else self._run(problem, budget, rng, callback)
         if not isinstance(result, Candidates):
             configs, message = result if isinstance(result, tuple) else (result, "")
             result = Candidates(list(configs), None, message)
@@ -62,6 +66,10 @@ class BaseEngine(ABC):
             problem.n_evals -= len(configs)  # re-scoring the result is bookkeeping, not search
         return Front(configs, F, self.name, self.get_params(), problem.n_evals - evals0,
                      time.perf_counter() - t0, result.message).pareto()
+
+    def _base_only(self, problem) -> Candidates:
+        """The result on a problem without early exits: the base model, the only configuration."""
+        return Candidates([ExitConfig((), (), problem.score)], None, NO_EARLY_EXITS)
 
     @abstractmethod
     def _run(self, problem, budget: Budget, rng: np.random.Generator,

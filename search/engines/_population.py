@@ -1,4 +1,5 @@
-"""Helpers shared by the population engines (``nsga2``, ``optuna``): lazy imports, dp seeds, archive."""
+"""Helpers shared by the population engines (``nsga2``, ``optuna``): lazy imports, dp seeds, archive,
+constraints on the base model."""
 from __future__ import annotations
 
 import copy
@@ -7,11 +8,13 @@ import importlib
 import numpy as np
 
 from .._validation import SearchError
+from ..encoding import check_constraints, constraint_values
 from ..front import Front, non_dominated
 from ..indicators import hypervolume
 from . import engine_class
+from ._base import Candidates
 
-__all__ = ["import_optional", "dp_front", "Archive"]
+__all__ = ["import_optional", "dp_front", "Archive", "base_within_constraints"]
 
 
 def import_optional(module: str, engine: str, package: str):
@@ -29,6 +32,16 @@ def dp_front(problem, engine: str) -> Front:
     except SearchError:
         raise SearchError(f"{engine}: seed_with_dp needs the 'dp' engine, which is not available") from None
     return dp().run(copy.copy(problem))
+
+
+def base_within_constraints(base: Candidates, problem, max_drop: float | None, max_cost: float | None) -> Candidates:
+    """``base`` (the base model alone, on a problem without early exits) if it meets the constraints,
+    else an empty result saying so."""
+    check_constraints(max_drop, max_cost)
+    G = constraint_values([[problem.base.error, 1.0]], problem.base.error, max_drop=max_drop, max_cost=max_cost)
+    if (G <= 0).all():
+        return base
+    return Candidates([], np.zeros((0, 2)), base.message + "; no feasible configuration found")
 
 
 class Archive:

@@ -18,7 +18,7 @@ from typing import Callable
 
 import numpy as np
 
-from .._validation import SearchError
+from .._validation import SearchError, check_scalar
 from ..config import ExitConfig
 from ..front import non_dominated
 from ..scores import float32_cut, score_range
@@ -391,6 +391,8 @@ def _spread(size: int, k: int) -> np.ndarray:
     """``k`` distinct indices spread evenly over ``range(size)`` (all of them when ``size <= k``)."""
     if size <= k:
         return np.arange(size)
+    if k == 1:
+        return np.zeros(1, dtype=np.int64)
     # round(i * (size - 1) / (k - 1)), halves to even as np.round, in integers; steps above 1: distinct
     q, r = np.divmod(np.arange(k, dtype=np.int64) * (size - 1), k - 1)
     return q + ((2 * r > k - 1) | ((2 * r == k - 1) & (q % 2 == 1)))
@@ -476,10 +478,24 @@ class DPEngine(BaseEngine):
         self.per_curve = per_curve
         self.max_configs = max_configs
 
+    def _lams(self) -> np.ndarray:
+        """The trade-off weights to trace, once every option is checked (SearchError naming a bad one)."""
+        for name in ("n_lams", "max_sweeps", "per_curve"):
+            check_scalar(getattr(self, name), name, min_val=1, integer=True)
+        if self.max_configs is not None:
+            check_scalar(self.max_configs, "max_configs", min_val=1, integer=True)
+        if self.lams is None:
+            return default_lams(self.n_lams)
+        try:
+            lams = np.asarray(self.lams, dtype=np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            lams = np.array([np.nan])
+        if lams.size == 0 or not (np.isfinite(lams) & (lams >= 0)).all():
+            raise SearchError(f"`lams` must be a non-empty list of finite numbers >= 0; got {self.lams!r}")
+        return lams
+
     def _run(self, problem, budget, rng, callback):
-        if self.n_lams < 1 or self.max_sweeps < 1 or self.per_curve < 1:
-            raise SearchError(f"dp: n_lams, max_sweeps and per_curve must be >= 1 (got {self.get_params()})")
-        lams = np.asarray(self.lams if self.lams is not None else default_lams(self.n_lams), dtype=float)
+        lams = self._lams()
         solver = DPSolver(problem)
         archive = _Archive(self.per_curve)
         slots, taus = solver.empty_state()

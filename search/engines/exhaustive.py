@@ -16,6 +16,7 @@ import numpy as np
 
 from .._validation import SearchError, check_scalar
 from ..config import ExitConfig
+from ..front import non_dominated
 from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine
@@ -36,14 +37,6 @@ def threshold_levels(scores: np.ndarray, levels: int | None, lo: float, hi: floa
     cand = cand[(c64 >= lo) & (c64 <= hi)]              # float32 rounding may step just outside the range
     grid = np.unique(np.concatenate([np.float32([snap_threshold(lo, lo, hi)]), cand]))
     return grid[grid < s[-1]]
-
-
-def _pareto_rows(F: np.ndarray) -> np.ndarray:
-    """Indices of the non-dominated rows of ``F`` (vectorised ``front.non_dominated``)."""
-    order = np.lexsort((F[:, 0], F[:, 1]))
-    err = F[order, 0]
-    best_before = np.minimum.accumulate(np.concatenate([[np.inf], err[:-1]]))
-    return order[err < best_before]
 
 
 class _Enumerator:
@@ -139,8 +132,6 @@ class Exhaustive(BaseEngine):
         if self.levels is not None:
             check_scalar(self.levels, "levels", min_val=1, integer=True)
         check_scalar(self.max_configs, "max_configs", min_val=1, integer=True)
-        if problem.n_positions == 0:
-            return [ExitConfig((), (), problem.score)], "no early exits: only the base model"
         lo, hi = score_range(problem.score, problem.cache.n_classes)
         grids = [threshold_levels(problem.scores[e], self.levels, lo, hi) for e in range(problem.n_exits - 1)]
         enum = _Enumerator(problem, grids)
@@ -151,6 +142,6 @@ class Exhaustive(BaseEngine):
                               f"{total:.3g} configurations, more than max_configs={self.max_configs}; "
                               "use fewer levels or the dp engine")
         F, choice = enum.run(None if callback is None else (lambda: callback(self, problem)))
-        keep = _pareto_rows(F)
+        keep = non_dominated(F)
         grid = "every distinct score" if self.levels is None else f"{self.levels} levels per exit"
         return [enum.decode(choice[i]) for i in keep], f"{total} configurations enumerated ({grid})"

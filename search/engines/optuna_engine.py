@@ -31,7 +31,7 @@ from ..storage import default_study_name, describe_storage, get_storage, is_shar
     problem_fingerprint
 from . import register_engine
 from ._base import BaseEngine, Candidates
-from ._population import dp_front, import_optional
+from ._population import base_within_constraints, dp_front, import_optional
 from ._workers import WorkerPool, read_spec_and_watch_parent
 
 __all__ = ["OptunaEngine", "SAMPLERS", "TPE_TRIALS_WARN", "worker_main"]
@@ -210,6 +210,9 @@ class OptunaEngine(BaseEngine):
         if self.storage is not None:
             params["storage"] = describe_storage(self.storage)
         return params
+
+    def _base_only(self, problem) -> Candidates:
+        return base_within_constraints(super()._base_only(problem), problem, self.max_drop, self.max_cost)
 
     def _check(self, problem) -> None:
         if isinstance(self.sampler, str) and self.sampler not in SAMPLERS:

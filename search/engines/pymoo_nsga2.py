@@ -16,7 +16,7 @@ from .._validation import check_scalar
 from ..encoding import MixedEncoding, check_constraints, constraint_values
 from . import register_engine
 from ._base import BaseEngine, Candidates
-from ._population import Archive, dp_front, import_optional
+from ._population import Archive, base_within_constraints, dp_front, import_optional
 
 __all__ = ["NSGA2Engine"]
 
@@ -82,6 +82,9 @@ class NSGA2Engine(BaseEngine):
         self.max_drop = max_drop
         self.max_cost = max_cost
         self.seed_with_dp = seed_with_dp
+
+    def _base_only(self, problem) -> Candidates:
+        return base_within_constraints(super()._base_only(problem), problem, self.max_drop, self.max_cost)
 
     def _check(self) -> None:
         check_scalar(self.pop_size, "pop_size", min_val=2, integer=True)

@@ -1,11 +1,13 @@
 """The exact DP engine: stated objectives are exact, it beats the exhaustive grid, steps are optimal."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
 from data_cache.synthetic import make_synthetic_cache
-from search import ExitConfig, ExitProblem, create_engine, run_search
+from search import ExitConfig, ExitProblem, SearchError, create_engine, run_search
 from search.engines.dp import DPSolver
 from search.indicators import HV
 
@@ -82,3 +84,27 @@ def test_no_early_exit_gives_the_base_model():
 def test_descending_order_is_a_stable_sort(scores):
     from search.engines.dp import descending_order
     np.testing.assert_array_equal(descending_order(scores), np.argsort(-scores.astype(np.float64), kind="stable"))
+
+
+@pytest.mark.parametrize("options,match", [
+    ({"max_configs": 0}, "`max_configs` == 0, must be >= 1"),        # was an IndexError traceback
+    ({"n_lams": 1.5}, "`n_lams` must be an integer"),                  # was a TypeError from numpy
+    ({"lams": []}, "`lams` must be a non-empty list"),                 # was an empty front, silently
+    ({"lams": [float("nan")]}, "finite numbers >= 0"),
+    ({"lams": [-1.0]}, "finite numbers >= 0"),
+    ({"per_curve": 0}, "`per_curve` == 0, must be >= 1"),
+])
+def test_bad_options_are_one_line(options, match):
+    problem = ExitProblem(make_synthetic_cache(400, 2, seed=0))
+    with pytest.raises(SearchError, match=match):
+        run_search(problem, create_engine("dp", **options))
+
+
+def test_one_cut_per_curve_warns_nothing():
+    """Regression: per_curve=1 divided by zero in the spread of kept cuts (a RuntimeWarning)."""
+    problem = ExitProblem(make_synthetic_cache(1000, 3, n_head_types=2, seed=1))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        front = run_search(problem, create_engine("dp", per_curve=1, max_configs=1))
+    assert len(front) == 1
+    np.testing.assert_allclose(problem.evaluate(front.configs), front.F, atol=1e-12)
