@@ -460,7 +460,8 @@ def _write_outputs(args, out, outputs: dict[str, Path], fronts: dict[str, Front]
     if args.export_choice:
         print(f"exported the chosen configuration to {args.export_choice}", file=out)
     if args.plot:
-        print(f"plots written to {args.plot}", file=out)
+        also = f" and {outputs['--plot (exit distribution)']}" if chosen is not None else ""
+        print(f"plots written to {args.plot}{also}", file=out)
 
 
 def _plots(path: Path, exits_path: Path | None, suffix: str, fronts, search, holdout, oracle, chosen) -> None:

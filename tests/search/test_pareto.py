@@ -46,6 +46,7 @@ def test_table_queries_export_and_plots(cache_dir, tmp_path, capsys):
     drop = chosen["base"]["search"]["accuracy"] - chosen["configs"][0]["search"]["accuracy"]
     assert drop <= 0.005 + 1e-12
     assert (out / "front.png").stat().st_size > 0 and (out / "front_exits.png").stat().st_size > 0
+    assert f"plots written to {out / 'front.png'} and {out / 'front_exits.png'}" in text
 
 
 def test_methods_list(capsys):
