@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 __all__ = ["REPORT_FORMAT", "validate", "main"]
 
 REPORT_FORMAT = "exitvalidation/1"
+MANY_CONFIGS = 16   # more configurations than this, all timed: a warning says what it costs
 
 
 def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
@@ -265,6 +266,10 @@ def _main(argv: list[str] | None) -> int:
         runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile,
                               channels_last=args.channels_last)
         configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
+        if len(configs) > MANY_CONFIGS and not args.no_timing:
+            warn(f"{args.config}: {len(configs)} configurations, each run on the whole split and timed in "
+                 f"{args.rounds} rounds (minutes each on a CPU); --max-configs N validates N spread over the cost "
+                 "range, --id one, --no-timing skips the timing")
         rows = split_rows(args.split, cache, ckpt, dataset=args.dataset, data_root=args.data_root)
         say(f"loading {len(rows)} samples of {args.split}")
         loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))

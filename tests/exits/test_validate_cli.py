@@ -139,3 +139,17 @@ def test_refusals_exit_2_with_one_line(setup, capsys):
     _refused(setup, capsys, extra=["--cache", str(tmp / "nowhere")], match="nowhere")
     (tmp / "broken.json").write_text("{")
     assert main(["--config", str(tmp / "broken.json"), "--report", str(tmp / "x.json")] + base) == 2
+
+
+def test_timing_many_configurations_warns_what_it_costs(setup, capsys, monkeypatch):
+    import exits.validate as validate_module
+
+    tmp, base, doc = setup
+    monkeypatch.setattr(validate_module, "MANY_CONFIGS", 1)
+    assert len(doc["configs"]) > 1
+    assert main(["--config", str(tmp / "front.json"), "--all", "--report", str(tmp / "many.json")] + base) == 0
+    err = capsys.readouterr().err
+    assert f"warning: {tmp / 'front.json'}: {len(doc['configs'])} configurations" in err and "--max-configs" in err
+    assert main(["--config", str(tmp / "front.json"), "--max-configs", "1", "--report", str(tmp / "few.json")]
+                + base) == 0
+    assert "warning" not in capsys.readouterr().err
