@@ -40,15 +40,9 @@ from search.pareto import main as pareto_main
 from tests.exits._fashion import fashion_files
 from tests.exits._runtime_fixtures import make_export, tiny_model
 
-pytestmark = pytest.mark.usefixtures("one_thread")
+from tests.exits.conftest import one_intra_op_thread  # noqa: F401  (the fixture, shared)
 
-
-@pytest.fixture(scope="module")
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 
 # -- running a command and what it left ------------------------------------------------------------
