@@ -37,7 +37,8 @@ ENGINE_OPTIONS = ("storage", "study_name", "workers", "sampler", "pop_size", "en
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: ``kind`` is ``float``, ``int``, ``choice``, ``text`` or ``flag``; numbers lie in
+    """One parameter: ``kind`` is ``float``, ``int``, ``choice``, ``text``, ``names`` (comma-separated text or
+    a list of strings) or ``flag``; numbers lie in
     ``[low, high]`` (``low_open``/``high_open``: the end excluded; None: unbounded), described to users
     as ``what``. ``cli``: its command-line option is ``--name-with-dashes`` (False: library only)."""
 
@@ -68,8 +69,10 @@ class Param:
 
     def check(self, value: Any) -> Any:
         """``value`` if it is valid for this parameter (None: not given), else a one-line SearchError."""
-        if value is None or self.kind == "text" and isinstance(value, str):
+        if value is None or self.kind in ("text", "names") and isinstance(value, str):
             return value
+        if self.kind == "names" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+            return tuple(value)
         if self.kind == "flag":
             if isinstance(value, bool):
                 return value
@@ -78,8 +81,9 @@ class Param:
             if value in self.choices:
                 return value
             raise SearchError(f"{self.name}: must be one of {', '.join(self.choices)}, got {value!r}")
-        if self.kind == "text":
-            raise SearchError(f"{self.name}: must be a string, got {value!r}")
+        if self.kind in ("text", "names"):
+            more = " or a list of strings" if self.kind == "names" else ""
+            raise SearchError(f"{self.name}: must be a string{more}, got {value!r}")
         number = Integral if self.kind == "int" else Real
         if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value) or \
                 not self._in_range(value):
@@ -99,7 +103,7 @@ _POSITIVE = dict(low=0.0, low_open=True)
 _GT0 = "a finite number > 0"
 
 _TABLE = [
-    Param("methods", "text", f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all",
+    Param("methods", "names", f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all",
           DEFAULT_METHODS),
     Param("objective", "choice", "cost measure: counted MACs, or measured latency if the cache has it (default macs)",
           "macs", choices=("macs", "latency")),
