@@ -8,7 +8,7 @@ import numpy as np
 from ._validation import SearchError, check_split
 from .chunks import DEFAULT_CHUNK_SIZE, load_split
 from .config import ExitConfig
-from .costs import CostModel
+from .costs import CostTable, cost_table
 from .scores import float32_cut
 
 __all__ = ["ExitProblem", "Evaluation"]
@@ -40,10 +40,10 @@ class ExitProblem:
     """
 
     def __init__(self, cache, split: str = "search", *, objective: str = "macs", score: str = "max_prob",
-                 costs: CostModel | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 costs: CostTable | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.cache, self.split, self.score = cache, check_split(cache, split), score
         self.objective = objective
-        self.costs = costs if costs is not None else CostModel.from_cache(cache, objective)
+        self.costs = costs if costs is not None else cost_table(cache, objective)
         self.split_size = cache.n_samples(split)
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
         # (n_exits, n_samples) float32 scores and bool correctness
