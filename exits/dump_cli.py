@@ -127,6 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before CUDA starts
     from data_cache.errors import CacheError
     from data_cache.writer import check_cache_target
+
     from .data import load_splits
     from .distributed import close_distributed, init_distributed
     from .dump import dump_cache, dump_provenance
