@@ -199,8 +199,9 @@ def format_rows(report: dict[str, Any], base: str, footnote: str) -> list[str]:
                      f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} {' '.join(speeds)}")
     lines.append(footnote)
     if objective != MEASURED_COST_MODEL:
-        lines.append(f"note: objective {objective!r} ({get_cost_model(objective).quantity}) is not what a run measures: "
-                     "cost pred / cost meas are the cache's and the run's relative MACs; the export's predicted "
+        quantity = get_cost_model(objective).quantity
+        lines.append(f"note: objective {objective!r} ({quantity}) is not what a run measures: cost pred / cost meas "
+                     "are the cache's and the run's relative MACs; the export's predicted "
                      f"{objective} cost is in the report (predicted.relative_cost_objective); the speedups measure time")
     return lines
 

@@ -199,7 +199,7 @@ class ExitRuntime:
         self.base_config = RuntimeConfig("base", (), "max_prob", {})
         self.configs: list[RuntimeConfig] = []
         self.doc: dict[str, Any] | None = None
-        self.objective = DEFAULT_COST_MODEL  # the export's cost model: the units of predicted costs and of select(budget=)
+        self.objective = DEFAULT_COST_MODEL  # the export's cost model: units of predicted costs, select(budget=)
         if configs is not None:
             doc = _config_document(configs)
             self._check_provenance(doc, cache, cache_fingerprint)
@@ -333,8 +333,9 @@ class ExitRuntime:
         """Switch to a configuration of the table and return it.
 
         ``budget``: the most accurate whose predicted relative cost on ``split`` (in the units of the export's
-        ``objective``) is <= ``budget`` (ties: the cheaper). ``max_drop``: the cheapest (predicted on ``split``) whose certificate (``search.pareto``)
-        certifies an accuracy drop <= ``max_drop``, a fraction (0.005 = half a point).
+        ``objective``) is <= ``budget`` (ties: the cheaper). ``max_drop``: the cheapest (predicted on ``split``)
+        whose certificate (``search.pareto``) certifies an accuracy drop <= ``max_drop``, a fraction (0.005 = half
+        a point).
         """
         if (budget is None) == (max_drop is None):
             raise RuntimeConfigError("select needs exactly one of budget= and max_drop=")
