@@ -151,3 +151,9 @@ def test_search_exports_the_objective_it_searched(tmp_path):
                  "--export", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["objective"] == "units" and doc["base"]["search"]["cost"] == 4.0
+
+
+def test_a_problem_built_on_a_table_takes_the_tables_objective(timed):
+    """What an export records is the cost model its numbers are in, even when the table was passed in."""
+    problem = ExitProblem(timed, "search", costs=table(timed, "latency"))
+    assert problem.objective == "latency" and problem.on_split("holdout").objective == "latency"
