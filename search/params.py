@@ -21,6 +21,7 @@ from ._validation import SearchError
 from .calibration import DEFAULT_FRACTION
 from .certify import BOUNDS, DEFAULT_BOUND
 from .chunks import DEFAULT_CHUNK_SIZE
+from .costs import list_cost_models
 from .engines import engine_class
 from .pareto_testing import DEFAULT_DELTA
 from .scores import SCORE_KINDS
@@ -105,8 +106,8 @@ _GT0 = "a finite number > 0"
 _TABLE = [
     Param("methods", "names", f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all",
           DEFAULT_METHODS),
-    Param("objective", "choice", "cost measure: counted MACs, or measured latency if the cache has it (default macs)",
-          "macs", choices=("macs", "latency")),
+    Param("objective", "choice", "cost model (contract/costs/): counted MACs, measured latency if the cache has it, "
+          "or units (each segment or head costs 1) (default macs)", "macs", choices=tuple(list_cost_models())),
     Param("score", "choice", "confidence score compared with thresholds (default max_prob)", "max_prob",
           choices=SCORE_KINDS),
     _float("max_drop", "a number of points in [0, 100]", "answer: cheapest configuration within POINTS percentage "
