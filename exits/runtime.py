@@ -17,7 +17,9 @@ unit that ran on a sample adds its MACs, so the mean over samples is the relativ
 A configuration comes from an ``exitconfig/1`` export (one entry, or a table to switch between with
 :meth:`ExitRuntime.set_config` / :meth:`ExitRuntime.select`). It is refused (``RuntimeConfigError``)
 when it was searched for another backbone, on another cache (or one dumped from other heads), names
-exits the model lacks, or holds a threshold outside its score's range.
+exits the model lacks, or holds a threshold outside its score's range. With the cache at hand every number
+and certificate of the table is recomputed from it first (``search.verify``), so ``select`` only ever trusts
+reproduced figures; without it a ``search.SearchWarning`` says they are unverified.
 """
 from __future__ import annotations
 
@@ -192,9 +194,14 @@ class ExitRuntime:
         self.base_config = RuntimeConfig("base", (), "max_prob", {})
         self.configs: list[RuntimeConfig] = []
         self.doc: dict[str, Any] | None = None
+        self.verification = None   # search.verify.Verification: the table's numbers recomputed from ``cache``
         if configs is not None:
             doc = _config_document(configs)
             self._check_provenance(doc, cache, cache_fingerprint)
+            from .validation_inputs import verify_table
+
+            source = str(configs) if isinstance(configs, (str, Path)) else "configs"
+            self.verification = verify_table(doc, cache, source=source)
             self.doc = doc
             self.configs = [self._resolve(entry, i, doc.get("score", "max_prob"))
                             for i, entry in enumerate(doc["configs"])]

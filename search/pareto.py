@@ -23,7 +23,7 @@ from data_cache import CacheError, open_cache
 from data_cache._validation import warn_identical_splits
 from data_cache.bundled import bundled_cache_path
 from data_cache.cli_types import (PLOT_SUFFIXES, CommandParser, float_in, fraction, int_at_least, non_negative_int,
-                                  positive_float, positive_int, seed)
+                                  positive_float, positive_int, seed, warn)
 from data_cache.outputs import OutputError, atomic_outputs, check_outputs, cli_entry
 
 from ._certified_text import budget_failure, budget_title, drop_title
@@ -259,7 +259,8 @@ def _check_certification(args, cache, sample: FitSample | None) -> None:
     the asked drop at all; ``sample``: the subsample the methods will fit on."""
     if args.uncertified or (args.max_drop is None and args.budget is None):
         return
-    check_calibration_split(cache)
+    for line in check_calibration_split(cache):   # content overlaps too small to refuse, or with the holdout
+        warn(line)
     if CALIBRATION_SPLIT in cache.splits() and args.calibration_fraction is not None:
         raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
                           "calibration set; --calibration-fraction only cuts a search split when there is none")
