@@ -355,7 +355,7 @@ def _main(argv: list[str] | None) -> int:
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"))
         with warning_lines():   # what the verification of the table against the cache has to say
-            manifest = export_bundle(model, doc, args.out, cache=cache, ids=args.id,
+            manifest = export_bundle(model, args.config, args.out, cache=cache, ids=args.id,
                                      data_config=ckpt.get("data_config"), data=ckpt.get("data"),
                                      exporter=args.exporter, opset=args.opset, base=not args.no_base, rtol=args.rtol,
                                      atol=args.atol, overwrite=args.overwrite, progress=say)

@@ -198,13 +198,13 @@ class ExitRuntime:
         if configs is not None:
             doc = _config_document(configs)
             self._check_provenance(doc, cache, cache_fingerprint)
+            self.doc = doc
+            self.configs = [self._resolve(entry, i, doc.get("score", "max_prob"))
+                            for i, entry in enumerate(doc["configs"])]
             from .validation_inputs import verify_table
 
             source = str(configs) if isinstance(configs, (str, Path)) else "configs"
             self.verification = verify_table(doc, cache, source=source)
-            self.doc = doc
-            self.configs = [self._resolve(entry, i, doc.get("score", "max_prob"))
-                            for i, entry in enumerate(doc["configs"])]
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
 
     @classmethod

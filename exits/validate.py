@@ -271,7 +271,7 @@ def _main(argv: list[str] | None) -> int:
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
                                     skip_integrity_check=args.skip_integrity_check)
         with warning_lines():   # what the verification of the table against the cache has to say
-            runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile,
+            runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
                                   channels_last=args.channels_last)
         configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
         if len(configs) > MANY_CONFIGS and not args.no_timing:
