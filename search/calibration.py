@@ -2,6 +2,7 @@
 seeded cut of the search split) and whether it can serve (unseen rows, the same exits, enough samples)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -64,15 +65,16 @@ def _refuse_or_warn(overlap: Overlap, fix: str) -> list[str]:
     return []
 
 
-def holdout_warnings(cache, split: str, rows: np.ndarray | None = None) -> list[str]:
-    """A warning line when the holdout repeats a material share of the rows of ``split`` (only ``rows``)."""
+def holdout_warnings(cache, split: str, rows: np.ndarray | None = None, name: str | None = None) -> list[str]:
+    """A warning line when the rows of ``split`` (only ``rows``; called ``name``) repeat holdout rows in more than
+    ``MATERIAL_OVERLAP`` of the smaller of the two."""
     if "holdout" not in cache.splits() or split == "holdout":
         return []
-    overlap = split_overlap(cache, "holdout", split, other_rows=rows)
-    if not material(overlap):
+    overlap = split_overlap(cache, split, "holdout", rows=rows)
+    if overlap.repeated <= MATERIAL_OVERLAP * min(overlap.n, cache.n_samples("holdout")):
         return []
-    return [f"{overlap.describe()}: holdout figures are not an independent check of what was chosen or certified "
-            f"on {split}"]
+    overlap = dataclasses.replace(overlap, split=name or split)
+    return [f"{overlap.describe()}: holdout figures are not an independent check of what was certified on them"]
 
 
 def check_calibration_split(cache) -> list[str]:

@@ -154,7 +154,7 @@ def _independence(ctx: _Context, cert: dict, fit_rows: np.ndarray | None, cal: E
                       repeated_rows(hashes[cal.samples], hashes[fit_rows]))
     if material(overlap):
         raise SearchError(f"{overlap.describe()}; calibration data must be unseen by the search")
-    return holdout_warnings(ctx.cache, "search", cal.samples)
+    return holdout_warnings(ctx.cache, "search", cal.samples, "calibration (cut from search)")
 
 
 def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> list[str]:

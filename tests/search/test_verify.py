@@ -151,7 +151,9 @@ def test_calibration_holding_search_rows_shuffled_and_renumbered_is_refused(cal_
 def test_calibration_holding_holdout_rows_is_flagged(cal_cache):
     cache = _with_calibration(cal_cache, "holdout", np.arange(2000)[::-1], OTHER_PART)
     warnings = check_calibration_split(cache)
-    assert len(warnings) == 1 and "2000 of the" in warnings[0] and "repeat rows of calibration" in warnings[0]
+    assert warnings == ["2000 of the 2000 calibration rows repeat rows of holdout by content (the same label and the "
+                        "same top-k ids and probabilities at every exit): holdout figures are not an independent check "
+                        "of what was certified on them"]
     fit = ExitProblem(cache)
     doc = _export(fit, certified_within_drop(fit, 0.04, seed=0))
     assert verify_export(doc, cache).warnings == tuple(warnings)
@@ -213,4 +215,17 @@ def test_search_pareto_refuses_to_certify_on_calibration_rows_that_repeat_search
     save_cache(tmp_path / "flagged", _with_calibration(cal_cache, "holdout", np.arange(2000), OTHER_PART))
     assert main([str(tmp_path / "flagged"), "--methods", "dp", "--no-progress", "--max-drop", "3"]) == 0
     err = capsys.readouterr().err
-    assert "warning: 2000 of the" in err and "holdout figures are not an independent check" in err
+    assert "warning: 2000 of the 2000 calibration rows repeat rows of holdout" in err
+
+
+def test_a_holdout_repeating_the_calibration_rows_cut_from_search_is_flagged():
+    cache = make_synthetic_cache(8000, 3, n_head_types=2, seed=6)
+    arrays = {s: {f: np.array(cache._array(s, f)) for f in fmt.SPLIT_FILES} for s in cache.splits()}
+    for f in (fmt.LABELS, fmt.TOPK_IDS, fmt.TOPK_PROBS):
+        arrays["holdout"][f] = arrays["search"][f][..., ::-1]
+    cache = InMemoryCache(cache.meta, arrays)
+    fit = ExitProblem(cache)
+    answer = certified_within_drop(fit, 0.04, seed=0)
+    (line,) = verify_export(_export(fit, answer), cache).warnings
+    assert line.startswith(f"{answer.certificate.n_cal} of the {answer.certificate.n_cal} calibration (cut from "
+                           "search) rows repeat rows of holdout by content")
