@@ -10,7 +10,7 @@ import numpy as np
 
 from ._validation import SearchError, as_generator, check_split
 from .certify import DEFAULT_BOUND, smallest_certifiable_drop
-from .costs import CostModel
+from .costs import CostTable
 from .overlap import Overlap, row_hashes, split_overlap
 from .problem import ExitProblem
 
@@ -179,7 +179,7 @@ def calibration_rows(split_size: int, fraction: float, seed: int, fitted: np.nda
     return perm[:n_cal], np.sort(perm[n_cal:])
 
 
-def _rows_problem(cache, split: str, rows: np.ndarray, *, score: str, costs: CostModel) -> ExitProblem:
+def _rows_problem(cache, split: str, rows: np.ndarray, *, score: str, costs: CostTable) -> ExitProblem:
     """An ExitProblem on ``rows`` of ``split`` in their given order (only those rows are read)."""
     ordered = np.sort(rows)
     held = ExitProblem(cache, split, objective=costs.objective, score=score, costs=costs, samples=ordered)
@@ -209,7 +209,7 @@ def calibration_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION
     return Roles(search.take(fit_rows), search.take(rows), "search", float(fraction), int(seed))
 
 
-def recorded_calibration(cache, split: str, fraction: float | None, seed: int, *, score: str, costs: CostModel,
+def recorded_calibration(cache, split: str, fraction: float | None, seed: int, *, score: str, costs: CostTable,
                          fitted: np.ndarray | None = None) -> tuple[ExitProblem, np.ndarray | None]:
     """The calibration rows a certificate records (``split``, ``fraction``, ``seed``; ``fitted``: the sorted
     rows of the subsample the search fitted on), in the order they were tested, as an ExitProblem; and the fit

@@ -30,7 +30,7 @@ from ._validation import SearchError
 from .calibration import CALIBRATION_SPLIT, check_calibration_split, holdout_warnings, material, recorded_calibration
 from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
-from .costs import CostModel
+from .costs import CostTable, cost_table
 from .exact import SplitEvaluator
 from .export import check_export_cache, export_configs
 from .export_schema import export_problems
@@ -85,7 +85,7 @@ class _Context:
 
     doc: dict
     cache: object
-    costs: CostModel
+    costs: CostTable
     source: str
     chunk_size: int
     evaluators: dict = field(default_factory=dict)
@@ -191,7 +191,7 @@ def verify_export(doc: dict, cache, *, source: str = "configuration",
         raise SearchError(f"{source}: {problems[0]}")
     try:
         check_export_cache(doc, cache)
-        costs = CostModel.from_cache(cache, doc.get("objective", "macs"))
+        costs = cost_table(cache, doc.get("objective", "macs"))
     except SearchError as exc:
         raise SearchError(f"{source}: {exc}") from None
     configs = export_configs(doc, cache, source=source)

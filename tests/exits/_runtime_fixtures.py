@@ -80,13 +80,13 @@ def certify(cache, doc: dict, index: int, *, split: str = "search", seed: int = 
 
     from search.calibration import recorded_calibration
     from search.certify import get_bound, paired_losses
-    from search.costs import CostModel
+    from search.costs import cost_table
     from search.export import export_configs
     from search.pareto_testing import outcomes, retest
 
     config = export_configs(doc, cache)[index][1]
     cal, _ = recorded_calibration(cache, split, 0.5 if split == "search" else None, seed, score=config.score,
-                                  costs=CostModel.from_cache(cache))
+                                  costs=cost_table(cache))
     losses = paired_losses(outcomes(cal, config)[0], cal.correct[cal.final_exit])
     drop = math.ceil(100 * get_bound("trinomial").upper_bound(losses, 0.1) + 1e-9) / 100
     cert = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": cal.n_samples, "certified_drop": drop,
