@@ -32,7 +32,7 @@ from data_cache.format import MANIFEST as CACHE_MANIFEST
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .measure import CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
-from .validation_inputs import open_searched_cache, split_rows
+from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
 
@@ -177,6 +177,10 @@ def _main(argv: list[str] | None) -> int:
         if cache.fingerprint != want:
             raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
                               f"{args.cache} ({cache.fingerprint[:19]}...)")
+        verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",
+                                    warn=False)
+        for line in verification.warnings + ((CALIBRATION_WARNING,) if args.split == "calibration" else ()):
+            warn(line)
         configs = [router.set_config(args.id)] if args.id is not None else router.configs
         say(f"loading {args.split}")
         batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
@@ -189,6 +193,7 @@ def _main(argv: list[str] | None) -> int:
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
         report["batch_size"] = args.batch_size
+        report["verified"] = verification.describe()
         write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report")
     except (BundleError, CacheError, ExitsError, OutputError) as exc:
         if args.debug:
@@ -196,6 +201,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
+    print(report["verified"])
     print(f"report written to {args.report}")
     return 0
 
