@@ -25,6 +25,7 @@ from data_cache.bundled import bundled_cache_path
 from data_cache.cli_types import (PLOT_SUFFIXES, CommandParser, float_in, fraction, int_at_least, non_negative_int,
                                   positive_float, positive_int, seed)
 from data_cache.outputs import OutputError, atomic_outputs, check_outputs, cli_entry
+from data_cache.ownership import json_kind, suffix_kind
 
 from ._certified_text import budget_failure, budget_title, drop_title
 from ._validation import SearchError, SearchWarning, check_scalar
@@ -36,7 +37,7 @@ from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
 from .engines import create_engine, engine_class, list_engines
 from .exact import SplitEvaluator
-from .export import build_export, write_export
+from .export import EXPORT_FORMAT, build_export, write_export
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
 from .pareto_testing import DEFAULT_DELTA, certify_budget, certify_drop, fit_front
@@ -243,14 +244,22 @@ def _exits_plot(path: Path) -> Path:
     return path.with_name(path.stem + "_exits" + path.suffix)
 
 
+def _output_kinds() -> dict:
+    """What an existing file at each output must be for ``--overwrite`` to replace it (``docs/outputs.md``)."""
+    plot = suffix_kind("figure", PLOT_SUFFIXES)
+    return {"--export": json_kind(EXPORT_FORMAT), "--export-choice": json_kind(EXPORT_FORMAT), "--plot": plot,
+            "--plot (exit distribution)": plot}
+
+
 def _check_outputs(args) -> dict[str, Path]:
-    """Every file the run will write, checked before any work (``docs/outputs.md``)."""
+    """Every file the run will write, checked before any work (``docs/outputs.md``): none inside the cache read."""
     plot_exits = None
     if args.plot and (args.max_drop is not None or args.budget is not None):
         plot_exits = _exits_plot(Path(args.plot))
     return check_outputs([("--export", args.export), ("--export-choice", args.export_choice),
                           ("--plot", args.plot), ("--plot (exit distribution)", plot_exits)],
-                         overwrite=args.overwrite,
+                         overwrite=args.overwrite, kinds=_output_kinds(),
+                         inputs=[("CACHE", args.cache if args.cache is not None else bundled_cache_path())],
                          suffixes={"--export": (".json",), "--export-choice": (".json",), "--plot": PLOT_SUFFIXES})
 
 
@@ -448,7 +457,7 @@ def _write_outputs(args, out, outputs: dict[str, Path], fronts: dict[str, Front]
         targets.append(("--plot", outputs["--plot"]))
         if chosen is not None:
             targets.append(("--plot (exit distribution)", outputs["--plot (exit distribution)"]))
-    with atomic_outputs(targets) as tmps:
+    with atomic_outputs(targets, overwrite=args.overwrite, kinds=_output_kinds()) as tmps:
         files = dict(zip((option for option, _ in targets), tmps))
         for option, doc in docs.items():
             write_export(files[option], doc)
