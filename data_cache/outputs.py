@@ -39,6 +39,7 @@ __all__ = ["OutputError", "check_output_place", "check_output_file", "check_outp
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
 
 Inputs = Sequence[tuple[str, "str | os.PathLike | None"]]
+_ANNOUNCED: set[tuple[int, int]] = set()  # (device, inode): files announced at the boundary, or published by this process
 
 
 class OutputError(ValueError):
@@ -123,6 +124,8 @@ def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, ov
         checked[option] = p
     for option, p in checked.items():
         if p.is_file():
+            st = p.stat()
+            _ANNOUNCED.add((st.st_dev, st.st_ino))
             print(f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr)
     return checked
 
@@ -135,7 +138,6 @@ class _Pending:
     target: Path
     kind: FileKind | None
     work: Path
-    existed: bool
     inode: tuple[int, int] | None = None
 
     @property
@@ -166,7 +168,8 @@ def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
                 check_owned_file(p.target, p.kind)
             except OwnershipError as exc:
                 raise OutputError(f"{p.option} {p.target}: {exc}") from None
-            if not p.existed:
+            st = os.stat(p.target)
+            if (st.st_dev, st.st_ino) not in _ANNOUNCED:
                 print(f"warning: {p.option} {p.target}: replacing the file that appeared there while this command "
                       "ran (--overwrite)", file=sys.stderr)
             os.replace(p.tmp, p.target)
@@ -195,11 +198,13 @@ def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]], *, overwrit
             target = Path(path)
             if target.exists() and not target.is_file():
                 raise OutputError(f"{option} {target}: exists and is not a regular file")
-            pending.append(_Pending(option, target, (kinds or {}).get(option), make_work(target),
-                                    target.exists() or target.is_symlink()))
+            pending.append(_Pending(option, target, (kinds or {}).get(option), make_work(target)))
         current = targets[0] if targets else current
         yield [p.tmp for p in pending]
         _publish_files(pending, overwrite)
+        for p in pending:  # this process's own files: replacing them later (a checkpoint each epoch) is no news
+            st = os.stat(p.target)
+            _ANNOUNCED.add((st.st_dev, st.st_ino))
     except OSError as exc:
         named = next((p for p in pending if exc.filename and str(p.work) in str(exc.filename)), None)
         option, path = (named.option, named.target) if named else current
@@ -304,13 +309,14 @@ def atomic_folder(path: str | os.PathLike, *, option: str = "--out", overwrite: 
     target = Path(path)
     token = work = None
     try:
-        if not _entries(target):
-            try:
+        entries = _entries(target)
+        if not entries:
+            with contextlib.suppress(FileExistsError):
                 token = reserve_folder(target)
-            except FileExistsError:
-                raise OutputError(f"{option} {target}: another run is writing there; wait for it or choose another "
-                                  "folder") from None
-        elif not overwrite:
+        if token is None and (not entries or RESERVED in entries):
+            raise OutputError(f"{option} {target}: another run is writing there; wait for it or choose another "
+                              "folder")
+        if entries and not overwrite:
             raise OutputError(f"{option} {target}: folder is not empty; pass --overwrite to replace it")
         work = make_work(target)
         built = work / target.name
