@@ -27,6 +27,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
@@ -39,7 +40,9 @@ __all__ = ["OutputError", "check_output_place", "check_output_file", "check_outp
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
 
 Inputs = Sequence[tuple[str, "str | os.PathLike | None"]]
-_ANNOUNCED: set[tuple[int, int]] = set()  # (device, inode): files announced at the boundary, or published by this process
+# files by (device, inode, mtime, size): so one replaced or edited since is not the same file any more
+_ANNOUNCED: set[tuple[int, ...]] = set()  # files whose replacement was announced at the boundary
+_PUBLISHED: set[tuple] = set()  # (thread, file) this thread published, unchanged since: its own to replace
 
 
 class OutputError(ValueError):
@@ -95,6 +98,14 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
     return p
 
 
+def _identity(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
+
+
 def _same_file(a: Path, b: Path) -> bool:
     try:
         return a.resolve() == b.resolve() or (a.exists() and b.exists() and os.path.samefile(a, b))
@@ -124,8 +135,7 @@ def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, ov
         checked[option] = p
     for option, p in checked.items():
         if p.is_file():
-            st = p.stat()
-            _ANNOUNCED.add((st.st_dev, st.st_ino))
+            _ANNOUNCED.add(_identity(p))
             print(f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr)
     return checked
 
@@ -147,8 +157,10 @@ class _Pending:
 
 def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
     """New targets first, each linked into place only if nothing is there (undone together on a failure), then
-    the replacements ``overwrite`` allows, each target's owner checked again."""
-    replace = [p for p in pending if overwrite and (p.target.exists() or p.target.is_symlink())]
+    the replacements: of a file this process published itself (a report saved after each section, a checkpoint
+    after each epoch), or, with ``overwrite``, of a file whose owner is checked again."""
+    own = {p.option for p in pending if (threading.get_ident(), _identity(p.target)) in _PUBLISHED}
+    replace = [p for p in pending if p.option in own or (overwrite and (p.target.exists() or p.target.is_symlink()))]
     linked: list[_Pending] = []
     try:
         for p in pending:
@@ -164,12 +176,14 @@ def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
                                                                  "it")) from None
             linked.append(p)
         for p in replace:
+            if p.option in own:
+                os.replace(p.tmp, p.target)
+                continue
             try:
                 check_owned_file(p.target, p.kind)
             except OwnershipError as exc:
                 raise OutputError(f"{p.option} {p.target}: {exc}") from None
-            st = os.stat(p.target)
-            if (st.st_dev, st.st_ino) not in _ANNOUNCED:
+            if _identity(p.target) not in _ANNOUNCED:
                 print(f"warning: {p.option} {p.target}: replacing the file that appeared there while this command "
                       "ran (--overwrite)", file=sys.stderr)
             os.replace(p.tmp, p.target)
@@ -202,9 +216,7 @@ def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]], *, overwrit
         current = targets[0] if targets else current
         yield [p.tmp for p in pending]
         _publish_files(pending, overwrite)
-        for p in pending:  # this process's own files: replacing them later (a checkpoint each epoch) is no news
-            st = os.stat(p.target)
-            _ANNOUNCED.add((st.st_dev, st.st_ino))
+        _PUBLISHED.update((threading.get_ident(), _identity(p.target)) for p in pending)
     except OSError as exc:
         named = next((p for p in pending if exc.filename and str(p.work) in str(exc.filename)), None)
         option, path = (named.option, named.target) if named else current

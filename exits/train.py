@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     amp = False if args.no_amp else None
     show = rank == 0 and not args.quiet
     bars: dict[str, Any] = {}
-    replace = [args.overwrite or args.resume]  # after this run's first save, --out holds its own checkpoint
+    replace = args.overwrite or args.resume  # later saves replace the run's own checkpoint (data_cache.outputs)
 
     def on_event(event: str, info: dict) -> None:
         key = f"{info['phase']}:{info.get('epoch', '')}"
@@ -396,8 +396,7 @@ def main(argv: list[str] | None = None) -> int:
                 done["phase"] = info["phase"]
                 save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
                                 backbone_weights=args.backbone_weights, data=data, train_state=done, finished=False,
-                                overwrite=replace[0])
-                replace[0] = True
+                                overwrite=replace)
                 state.update(done)
 
     common = dict(amp=amp, device=device, callback=on_event, weight_decay=args.weight_decay,
@@ -412,7 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         if rank == 0:
             save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
                             backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"),
-                            overwrite=replace[0])
+                            overwrite=replace)
     except OutputError as exc:                      # a full disk while saving: one line, nothing half-written
         if args.debug:
             raise

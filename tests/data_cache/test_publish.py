@@ -214,3 +214,13 @@ def test_the_sweep_leaves_what_it_cannot_prove_its_own(tmp_path):
         (reserved / RESERVED).write_text(json.dumps({"tool": "exitsearch", "pid": os.getpid(),
                                                      "host": os.uname().nodename}))
         check_output_folder(reserved, overwrite=True)
+
+
+def test_a_run_replaces_the_file_it_published_itself_but_not_one_edited_since(tmp_path):
+    target = tmp_path / "report.json"
+    write_text_atomic(target, '{"format": "r/1", "sections": 1}')
+    write_text_atomic(target, '{"format": "r/1", "sections": 2}')   # saved again after the next section
+    assert json.loads(target.read_text())["sections"] == 2
+    os.utime(target, ns=(0, 0))                                    # someone touched it since
+    with pytest.raises(OutputError, match="a file appeared there"):
+        write_text_atomic(target, '{"format": "r/1", "sections": 3}')
