@@ -249,8 +249,9 @@ def _main(argv: list[str] | None) -> int:
 
     from data_cache import CacheError
     from data_cache.cli_types import PLOT_SUFFIXES, warn
-    from data_cache.format import MANIFEST as CACHE_MANIFEST
+    from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError, atomic_outputs, check_outputs
+    from data_cache.ownership import json_kind, suffix_kind
 
     from .checkpoints import model_from_checkpoint, read_checkpoint
     from .errors import ExitsError
@@ -258,11 +259,12 @@ def _main(argv: list[str] | None) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
+        kinds = {"--report": json_kind(REPORT_FORMAT), "--plot": suffix_kind("figure", PLOT_SUFFIXES)}
         outputs = check_outputs([("--report", args.report), ("--plot", args.plot)], overwrite=args.overwrite,
-                                suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES},
+                                suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES}, kinds=kinds,
                                 inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
                                         ("--backbone-weights", args.backbone_weights),
-                                        ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)])
+                                        ("--cache", args.cache or bundled_cache_path())])
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")
@@ -300,7 +302,7 @@ def _main(argv: list[str] | None) -> int:
         report["compile"] = args.compile
         report["channels_last"] = args.channels_last
         targets = list(outputs.items())
-        with atomic_outputs(targets) as tmps:
+        with atomic_outputs(targets, overwrite=args.overwrite, kinds=kinds) as tmps:
             files = dict(zip(outputs, tmps))
             files["--report"].write_text(json.dumps(report, indent=1) + "\n")
             if args.plot:

@@ -26,9 +26,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from bundle.manifest import MANIFEST
 from data_cache.cli_types import warn
-from data_cache.format import MANIFEST as CACHE_MANIFEST
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .measure import CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
@@ -159,14 +157,18 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from bundle import BundleError, open_bundle
     from data_cache import CacheError
+    from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError
+    from data_cache.ownership import json_kind
 
     from .errors import ExitsError
 
+    kind = json_kind(REPORT_FORMAT)
+
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        read = [("--bundle", Path(args.bundle) / MANIFEST), ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)]
-        report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite,
+        read = [("--bundle", args.bundle), ("--cache", args.cache or bundled_cache_path())]
+        report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite, kinds={"--report": kind},
                                     suffixes={"--report": (".json",)}, inputs=read)["--report"]
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
@@ -194,7 +196,8 @@ def _main(argv: list[str] | None) -> int:
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
         report["batch_size"] = args.batch_size
         report["verified"] = verification.describe()
-        write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report")
+        write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report", overwrite=args.overwrite,
+                          kind=kind)
     except (BundleError, CacheError, ExitsError, OutputError) as exc:
         if args.debug:
             raise

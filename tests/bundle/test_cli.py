@@ -156,7 +156,7 @@ def test_the_report_never_replaces_a_manifest_it_reads(setup, capsys, target):
     capsys.readouterr()
     assert validate_main(["--bundle", str(bundle), "--cache", str(cache), "--data-root", str(root), "--report",
                           str(manifest), "--overwrite", "--no-timing"]) == 2
-    _one_line_error(capsys, f"is the --{target} file this command reads")
+    _one_line_error(capsys, f"lies inside --{target} {bundle if target == 'bundle' else cache}, which this command reads")
     assert manifest.read_bytes() == before
 
 
@@ -203,7 +203,7 @@ def test_output_folder_policy(tmp_path):
         (tmp / "a.txt").write_text("1")
     assert (tmp_path / "b" / "a.txt").read_text() == "1"
     with pytest.raises(RuntimeError):
-        with atomic_folder(tmp_path / "b") as tmp:
+        with atomic_folder(tmp_path / "b", overwrite=True) as tmp:
             (tmp / "half.txt").write_text("2")
             raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "file"]  # no temporary folder left

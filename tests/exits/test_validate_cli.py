@@ -154,7 +154,7 @@ def test_the_report_never_replaces_the_cache_manifest(setup, capsys, tmp_path):
     assert main(["--config", str(tmp / "front.json"), "--report", str(cache / "manifest.json"), "--overwrite",
                  *base, "--cache", str(cache)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is the --cache file this command reads" in err[0]
+    assert len(err) == 1 and f"lies inside --cache {cache}, which this command reads" in err[0]
     assert (cache / "manifest.json").read_bytes() == before
 
 
