@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import ContractError
 from data_cache.outputs import write_text_atomic
 
 from ._validation import SearchError
@@ -117,6 +118,6 @@ def export_configs(doc: dict, cache, *, source: str = "export") -> list[tuple[st
     for i, d in enumerate(doc["configs"]):
         try:
             out.append((d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache, default_score)))
-        except SearchError as exc:
+        except ContractError as exc:
             raise SearchError(f"{source}: configs[{i}].{exc}") from None
     return out

@@ -41,7 +41,7 @@ from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
 from .pareto_testing import DEFAULT_DELTA, certify_budget, certify_drop, fit_front
 from .problem import ExitProblem
-from .scores import SCORE_KINDS
+from .scores import score_kinds
 from .standalone import oracle_bound, standalone_table
 from .subsample import (DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE, FitSample, check_fit_memory, fit_problem,
                         plan_fit)
@@ -64,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all")
     p.add_argument("--objective", choices=("macs", "latency"), default="macs",
                    help="cost measure: counted MACs, or measured latency if the cache has it (default macs)")
-    p.add_argument("--score", choices=SCORE_KINDS, default="max_prob",
+    p.add_argument("--score", choices=score_kinds(), default="max_prob",
                    help="confidence score compared with thresholds (default max_prob)")
     p.add_argument("--max-drop", type=float_in(0.0, 100.0, what="a number of points in [0, 100]"), metavar="POINTS",
                    help="answer: cheapest configuration within POINTS percentage points of the base top-1 "
