@@ -80,7 +80,7 @@ def _rule_problem(score: Any, params: Any) -> tuple[ExitRule | None, str | None]
     if params is not None and not isinstance(params, Mapping):
         return None, f"params: must be an object ({_got(params)})"
     if score not in list_rules():
-        return None, f"score: must be one of {list_rules()} ({_got(score)})"
+        return None, f"score: must be one of {list_rules()}; unknown score kind {score!r}"
     try:
         rule = get_rule(score, params)
     except ContractError as exc:
@@ -95,9 +95,17 @@ def entries_problems(entries: Any, field: str = "exits", default_score: str = "m
     """Every problem of a configuration's ``exits`` list on its own (exact types, known rule, threshold
     in the rule's range, execution order), one ``field: problem`` line each; an entry without ``score``
     uses ``default_score``."""
+    each, across = _entries_problems(entries, field, default_score, n_classes)
+    return each + across
+
+
+def _entries_problems(entries: Any, field: str, default_score: str, n_classes: int | None
+                      ) -> tuple[list[str], list[str]]:
+    """The problems of each entry on its own, then those between entries (order, mixed rules)."""
     if not isinstance(entries, list):
-        return [f"{field}: must be a list of exit objects ({_got(entries)})"]
+        return [f"{field}: must be a list of exit objects ({_got(entries)})"], []
     problems: list[str] = []
+    across: list[str] = []
     scores: set[str] = set()
     last = None
     for j, d in enumerate(entries):
@@ -114,7 +122,7 @@ def entries_problems(entries: Any, field: str = "exits", default_score: str = "m
             if not _int(pos) or pos < 0:
                 problems.append(f"{f}.position: must be an integer >= 0 ({_got(pos)})")
             elif last is not None and pos <= last:
-                problems.append(f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
+                across.append(f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
                                 "position")
             else:
                 last = pos
@@ -133,8 +141,25 @@ def entries_problems(entries: Any, field: str = "exits", default_score: str = "m
                 if not lo <= t <= hi:
                     problems.append(f"{f}.threshold: {t} outside [{lo:g}, {hi:g}] for score {score!r}")
     if len(scores) > 1:
-        problems.append(f"{field}: mixed score kinds {sorted(scores)} in one configuration are not supported")
-    return problems
+        across.append(f"{field}: mixed score kinds {sorted(scores)} in one configuration are not supported")
+    return problems, across
+
+
+def _resolve(d: Any, j: int, table: ExitTable) -> ExitRef | None:
+    """The exit entry ``d`` names in ``table`` (None when its name or position is not typed right: a schema
+    problem), or a ContractError: unknown name, another position or head, the final exit."""
+    if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or not _int(d.get("position")):
+        return None
+    name, pos = d["name"], d["position"]
+    ref = table.by_name.get(name)
+    if ref is None:
+        raise ContractError(f"exits[{j}]: exit {name!r} is not {table.where}")
+    if ref.position != pos or d.get("head", ref.head) != ref.head:
+        raise ContractError(f"exits[{j}]: exit {name!r} is at position {ref.position} with head {ref.head!r}, "
+                            f"not {pos} / {d.get('head')!r}")
+    if ref.index == table.final:
+        raise ContractError(f"exits[{j}]: exit {name!r} is the final exit; it cannot be an early exit")
+    return ref
 
 
 @dataclass(frozen=True)
@@ -223,20 +248,14 @@ class ExitConfig:
         against ``table`` (an :class:`ExitTable` or a cache) by name (position and head must agree; never the
         final exit). The first problem is a ContractError ``exits[j].field: problem``."""
         owner, table = table, ExitTable.of(table)
-        problems = entries_problems(entries, default_score=default_score, n_classes=table.n_classes)
-        if problems:
-            raise ContractError(problems[0])
-        indices, params = [], []
-        for j, d in enumerate(entries):
-            name, pos = d["name"], d["position"]
-            ref = table.by_name.get(name)
-            if ref is None or ref.position != pos or d.get("head", ref.head) != ref.head:
-                at = "" if ref is None else (f"; it stands at position {ref.position} with head {ref.head!r}")
-                raise ContractError(f"exits[{j}]: exit {name!r} at position {pos} is not {table.where}{at}")
-            if ref.index == table.final:
-                raise ContractError(f"exits[{j}]: exit {name!r} is the final exit; it cannot be an early exit")
-            indices.append(ref.index)
-            params.append(dict(d.get("params") or {}))
+        each, across = _entries_problems(entries, "exits", default_score, table.n_classes)
+        if each:
+            raise ContractError(each[0])
+        refs = [_resolve(d, j, table) for j, d in enumerate(entries)]
+        if across:
+            raise ContractError(across[0])
+        indices = [r.index for r in refs if r is not None]
+        params = [dict(d.get("params") or {}) for d in entries]
         score = entries[0].get("score", default_score) if entries else default_score
         config = cls(tuple(indices), tuple(d["threshold"] for d in entries), score,
                      tuple(params) if any(params) else (), id=id, predicted=dict(predicted or {}))
