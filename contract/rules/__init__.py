@@ -64,3 +64,4 @@ def rule_inputs_from_logits(rule: ExitRule, logits: Any) -> tuple[RuleInputs, np
 from . import max_prob  # noqa: E402,F401,I001
 from . import margin  # noqa: E402,F401
 from . import neg_entropy  # noqa: E402,F401
+from . import energy  # noqa: E402,F401
