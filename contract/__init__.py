@@ -1,8 +1,9 @@
-"""The contract every side shares, numpy only: exit rules (:mod:`contract.rules`) and the one configuration
-type of an ``exitconfig/1`` entry (:mod:`contract.config`).
+"""The contract every side shares, numpy only: exit rules (:mod:`contract.rules`), the one configuration type
+of an ``exitconfig/1`` entry (:mod:`contract.config`) and cost models (:mod:`contract.costs`).
 
 The search (``search/``), the torch runtime (``exits/``) and the deployed router (``bundle/``) import it; it
-imports none of them, nor torch, optuna, pymoo, matplotlib or ``data_cache`` (``docs/architecture.md``).
+imports none of them, nor torch, optuna, pymoo, matplotlib or ``data_cache`` (``docs/architecture.md``), so every
+side (and a deployment target) can import it.
 """
 from .config import ExitConfig, ExitRef, ExitTable, entries_problems
 from .errors import ContractError

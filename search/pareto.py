@@ -34,6 +34,7 @@ from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, calibration_roles
 from .certify import BOUNDS, DEFAULT_BOUND, check_delta
 from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
+from .costs import list_cost_models
 from .engines import create_engine, engine_class, list_engines
 from .exact import SplitEvaluator
 from .export import build_export, write_export
@@ -62,8 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("cache", nargs="?", help="cache folder (default: the cache bundled in data_cache/)")
     p.add_argument("--methods", default=DEFAULT_METHODS,
                    help=f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all")
-    p.add_argument("--objective", choices=("macs", "latency"), default="macs",
-                   help="cost measure: counted MACs, or measured latency if the cache has it (default macs)")
+    p.add_argument("--objective", choices=list_cost_models(), default="macs",
+                   help="cost model (contract/costs/): counted MACs, measured latency if the cache has it, or units "
+                        "(each segment or head costs 1) (default macs)")
     p.add_argument("--score", choices=score_kinds(), default="max_prob",
                    help="confidence score compared with thresholds (default max_prob)")
     p.add_argument("--max-drop", type=float_in(0.0, 100.0, what="a number of points in [0, 100]"), metavar="POINTS",
