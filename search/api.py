@@ -101,7 +101,8 @@ def _check_certification(opts: Options, cache, sample: FitSample | None) -> None
     the asked drop at all; ``sample``: the subsample the methods will fit on."""
     if opts.uncertified or (opts.max_drop is None and opts.budget is None):
         return
-    check_calibration_split(cache)
+    for line in check_calibration_split(cache):   # content overlaps too small to refuse, or with the holdout
+        warnings.warn(line, SearchWarning, stacklevel=2)
     if CALIBRATION_SPLIT in cache.splits() and opts.calibration_fraction is not None:
         raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
                           f"calibration set; {opts.label('calibration_fraction')} only cuts a search split when there "
