@@ -59,8 +59,11 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
     """
     path = Path(path)
     manifest_path = path / fmt.MANIFEST
-    if not path.is_dir():
-        return [f"{path}: not a folder"]
+    try:
+        if not path.is_dir():
+            return [f"{path}: not a folder"]
+    except OSError as exc:  # a name too long for the file system (ENAMETOOLONG)
+        return [f"{path}: cannot read ({exc.strerror or exc})"]
     try:
         manifest = read_manifest(path)
         meta = meta_from_manifest(manifest, source=str(manifest_path), with_files=True)

@@ -30,6 +30,8 @@ import sys
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
+from .cli_types import check_name_length
+
 __all__ = ["OutputError", "check_output_place", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
 
@@ -44,6 +46,10 @@ def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Pa
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{option} {str(path)!r}: not a {what} name")
+    try:
+        check_name_length(p, option, spare=16)  # atomic_output's temporary name adds up to 16 bytes
+    except ValueError as exc:
+        raise OutputError(str(exc)) from None
     parent = p.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"{option} {p}: {parent} is a file, not a folder")
