@@ -23,6 +23,8 @@ from __future__ import annotations
 
 import gzip
 import importlib.util
+import re
+import zlib
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -37,7 +39,7 @@ from .errors import ExitsError
 
 __all__ = [
     "DataError", "ExitDataset", "DataSplits", "TensorDataset", "read_idx", "write_idx", "load_splits", "list_datasets",
-    "eval_transform", "FASHION_MNIST_DEB_DIR",
+    "eval_transform", "check_labels", "error_line", "FASHION_MNIST_DEB_DIR",
 ]
 
 FASHION_MNIST_DEB_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -53,18 +55,47 @@ class DataError(ExitsError):
     """A dataset that cannot be found or read, or split parameters out of range."""
 
 
+# what reading a damaged file raises: PIL (OSError, SyntaxError, ValueError, DecompressionBombError), gzip
+# (BadGzipFile is an OSError, EOFError, zlib.error), numpy (ValueError)
+_READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, zlib.error, Image.DecompressionBombError)
+
+
+def _reason(exc: BaseException) -> str:
+    text = getattr(exc, "strerror", None) or str(exc).strip().splitlines()[0:1]
+    return text if isinstance(text, str) else (text[0] if text else type(exc).__name__)
+
+
+def error_line(exc: BaseException) -> str:
+    """One line for an error raised while reading data, also when a DataLoader worker re-raised it (its message
+    then holds the worker's traceback; the last line is the original message after the exception's name)."""
+    lines = [ln for ln in str(exc).strip().splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    last = lines[-1]
+    for name in (f"{type(exc).__module__}.{type(exc).__name__}: ", f"{type(exc).__name__}: "):
+        last = last.removeprefix(name)
+    return last
+
+
 # -- raw sources --------------------------------------------------------------------------------
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read an IDX file (optionally gzip-compressed): 4 magic bytes, big-endian int32 dims, data."""
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
+    try:
+        with opener(path, "rb") as f:
+            raw = f.read()
+    except _READ_ERRORS as exc:  # a truncated or corrupt gzip stream, a folder, an unreadable file
+        raise DataError(f"{path}: cannot read ({_reason(exc)})") from None
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
         raise DataError(f"{path}: not an IDX file (bad magic number)")
     ndim = raw[3]
+    if len(raw) < 4 + 4 * ndim:
+        raise DataError(f"{path}: truncated IDX file (the header promises {ndim} dimensions)")
     dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
+    if any(d < 0 for d in dims):
+        raise DataError(f"{path}: not an IDX file (negative dimension in {dims})")
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     offset = 4 + 4 * ndim
     count = int(np.prod(dims)) if dims else 0
@@ -85,9 +116,12 @@ def write_idx(path: str | Path, arr: np.ndarray) -> Path:
 
 
 class _Source:
-    """One part of a dataset (train or test): ``len``, ``image(i)`` as PIL, ``labels`` (n,) int64."""
+    """One part of a dataset (train or test): ``len``, ``image(i)`` as PIL, ``labels`` (n,) int64; ``origin``
+    names where the labels come from (messages); ``n_classes`` the class count it defines (0: the dataset's)."""
 
     labels: np.ndarray
+    origin: str = "the dataset"
+    n_classes: int = 0
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -99,8 +133,9 @@ class _Source:
 class _ArraySource(_Source):
     """uint8 images ``(n, h, w)`` (grey) or ``(n, h, w, 3)`` (RGB) held in memory."""
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, origin: str = "the dataset"):
         self.images, self.labels = np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
+        self.origin = origin
 
     def image(self, i: int) -> Image.Image:
         return Image.fromarray(self.images[i])
@@ -109,13 +144,18 @@ class _ArraySource(_Source):
 class _FileSource(_Source):
     """Image files with integer labels."""
 
-    def __init__(self, paths: list[Path], labels: list[int]):
+    def __init__(self, paths: list[Path], labels: list[int], origin: str = "the dataset", n_classes: int = 0):
         self.paths, self.labels = list(paths), np.asarray(labels, dtype=np.int64)
+        self.origin, self.n_classes = origin, n_classes
 
     def image(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as im:
-            im.load()
-            return im
+        """The decoded image; DataError naming the file when it is empty, truncated or not an image."""
+        try:
+            with Image.open(self.paths[i]) as im:
+                im.load()
+                return im
+        except _READ_ERRORS as exc:
+            raise DataError(f"{self.paths[i]}: not a readable image ({_reason(exc)})") from None
 
 
 def _idx_pair(root: Path, part: str) -> tuple[Path, Path] | None:
@@ -135,7 +175,7 @@ def _read_idx_part(images: Path, labels: Path) -> _ArraySource:
     x, y = read_idx(images), read_idx(labels)
     if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
         raise DataError(f"{images}: images {x.shape} do not match labels {y.shape} in {labels}")
-    return _ArraySource(x, y)
+    return _ArraySource(x, y, origin=str(labels))
 
 
 def _idx_dataset(name: str, root: Path | None, default_roots: list[Path], download: bool,
@@ -154,7 +194,7 @@ def _idx_dataset(name: str, root: Path | None, default_roots: list[Path], downlo
         parts = {}
         for p in _IDX_FILES:
             ds = cls(str(root), train=p == "train", download=True)
-            parts[p] = _ArraySource(ds.data.numpy(), ds.targets.numpy())
+            parts[p] = _ArraySource(ds.data.numpy(), ds.targets.numpy(), origin=f"{root} ({tv_class})")
         return parts
     where = ", ".join(str(r) for r in roots) or "(no default location)"
     if root is not None and not root.exists():
@@ -196,7 +236,7 @@ def _cifar(n_classes: int) -> Callable[[Path | None, bool], dict[str, _Source]]:
                 ds = cls(str(root), train=p == "train", download=download)
             except RuntimeError as exc:
                 raise DataError(f"{root}: cifar{n_classes}: {exc}") from None
-            parts[p] = _ArraySource(ds.data, np.asarray(ds.targets))
+            parts[p] = _ArraySource(ds.data, np.asarray(ds.targets), origin=f"{root} (cifar{n_classes})")
         return parts
     return build
 
@@ -211,7 +251,9 @@ def _folder_part(folder: Path, classes: list[str]) -> _FileSource:
             if p.suffix.lower() in _IMAGE_EXT:
                 paths.append(p)
                 labels.append(c)
-    return _FileSource(paths, labels)
+    if not paths:
+        raise DataError(f"{folder}: no images ({', '.join(_IMAGE_EXT)}) in its class folders")
+    return _FileSource(paths, labels, origin=str(folder), n_classes=len(classes))
 
 
 def _imagefolder(root: Path | None, download: bool) -> dict[str, _Source]:
@@ -223,6 +265,9 @@ def _imagefolder(root: Path | None, download: bool) -> dict[str, _Source]:
     if not (root / "train").is_dir() or test is None:
         raise DataError(f"{root}: expected an ImageNet layout: train/<class>/* and val/<class>/* (or test/)")
     classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
+    if len(classes) < 2:
+        raise DataError(f"{root / 'train'}: {len(classes) or 'no'} class folder{'' if len(classes) == 1 else 's'} "
+                        "(train/<class>/*); a classifier needs at least two classes")
     return {"train": _folder_part(root / "train", classes), "test": _folder_part(test, classes)}
 
 
@@ -235,10 +280,11 @@ def _foolbox_imagenet(root: Path | None, download: bool) -> dict[str, _Source]:
         root = pkg / "data"
     if not root.exists():
         raise DataError(f"{root}: dataset path does not exist")
-    files = sorted(root.glob("imagenet_*_*.*"), key=lambda p: int(p.stem.split("_")[1]))
+    files = sorted((p for p in root.glob("imagenet_*_*.*") if re.fullmatch(r"imagenet_\d+_\d+", p.stem)),
+                   key=lambda p: int(p.stem.split("_")[1]))
     if not files:
         raise DataError(f"{root}: no files named imagenet_<index>_<label>.<ext>")
-    return {"test": _FileSource(files, [int(p.stem.split("_")[2]) for p in files])}
+    return {"test": _FileSource(files, [int(p.stem.split("_")[2]) for p in files], origin=str(root))}
 
 
 _DATASETS: dict[str, tuple[Callable[[Path | None, bool], dict[str, _Source]], int]] = {
@@ -353,6 +399,26 @@ class DataSplits:
         return splits
 
 
+def _check_part_labels(part: _Source, n_classes: int, why: str) -> None:
+    """DataError naming the part's labels when one is negative or ``>= n_classes`` (``why`` says where the count
+    comes from); checked before anything trains, so a label beyond the heads never reaches the loss."""
+    if not len(part.labels):
+        return
+    low, high = int(part.labels.min()), int(part.labels.max())
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise DataError(f"{part.origin}: label {bad} is out of range: {why} (labels 0..{n_classes - 1})")
+
+
+def check_labels(splits: "DataSplits", num_classes: int, option: str = "--num-classes") -> None:
+    """Every split's labels within ``[0, num_classes)`` and rows to train on; DataError in one line otherwise."""
+    if num_classes < 2:
+        raise DataError(f"{option} {num_classes}: a classifier needs at least two classes")
+    for ds in (splits.train, splits.search, splits.calibration, splits.holdout):
+        if ds is not None:
+            _check_part_labels(ds.source, num_classes, f"{option} is {num_classes}")
+
+
 def load_splits(name: str, root: str | Path | None = None, *, data_config: dict | None, search_fraction: float = 0.1,
                 seed: int = 0, max_samples: int | None = None, download: bool = False,
                 calibration_size: int = 0) -> DataSplits:
@@ -375,8 +441,9 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
         raise DataError(f"calibration_size must be an integer >= 0 (got {calibration_size!r})")
     build, n_classes = _DATASETS[name]
     parts = build(None if root is None else Path(root), download)
-    if not n_classes:
-        n_classes = int(max(int(p.labels.max()) for p in parts.values() if len(p)) + 1)
+    n_classes = n_classes or max(p.n_classes for p in parts.values())
+    for p in parts.values():
+        _check_part_labels(p, n_classes, f"{name} has {n_classes} classes")
     rng = np.random.default_rng(seed)
     single = "train" not in parts
     pool = parts["test"] if single else parts["train"]
