@@ -16,7 +16,7 @@ from .errors import CacheError
 from .fingerprint import cache_fingerprint
 from .integrity import NpyLayout, read_npy_layout, run_jobs, split_jobs
 
-__all__ = ["validate_cache", "describe", "identical_splits"]
+__all__ = ["validate_cache", "describe", "identical_splits", "never_right", "never_right_line"]
 
 
 def _layout(root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, problems: list[str]) -> NpyLayout | None:
@@ -122,6 +122,28 @@ def warn_identical_splits(manifest: dict, where: str = "") -> None:
     for a, b in identical_splits(manifest):
         warn(f"{where}splits {a!r} and {b!r} of the cache hold the same predictions (identical files); figures on "
              f"{b!r} are not independent of {a!r}")
+
+
+def never_right_line(name: str, final: bool, split: str, n_samples: int) -> str:
+    """The warning for an exit whose top-1 is never the label (shared with ``search.pareto``)."""
+    what = f"the base model (final exit {name!r})" if final else f"exit {name!r}"
+    return (f"{what} is never right on split {split!r} (0 of {n_samples:,} samples): its labels and predictions "
+            "disagree everywhere (labels of another dataset or class order?)")
+
+
+def never_right(cache, splits=None) -> list[str]:
+    """One line per (split, exit) whose top-1 prediction is wrong on every sample: legal, but nothing a search
+    finds there means anything; the command lines print them as warnings. ``splits``: default every split."""
+    lines = []
+    for s in cache.splits() if splits is None else splits:
+        labels, n = np.asarray(cache.labels(s)), cache.n_samples(s)
+        if not n:
+            continue
+        ids = cache.topk_ids(s)
+        for i, e in enumerate(cache.exits):
+            if not np.any(np.asarray(ids[i, 0]) == labels):
+                lines.append(never_right_line(e.name, i == len(cache.exits) - 1, s, n))
+    return lines
 
 
 def describe(cache) -> str:

@@ -23,7 +23,7 @@ from data_cache import CacheError, open_cache
 from data_cache._validation import warn_identical_splits
 from data_cache.bundled import bundled_cache_path
 from data_cache.cli_types import (PLOT_SUFFIXES, CommandParser, float_in, fraction, int_at_least, non_negative_int,
-                                  positive_float, positive_int, seed)
+                                  positive_float, positive_int, seed, warn)
 from data_cache.outputs import OutputError, atomic_outputs, check_outputs, cli_entry
 
 from ._certified_text import budget_failure, budget_title, drop_title
@@ -44,7 +44,7 @@ from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table
 from .subsample import (DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE, FitSample, check_fit_memory, fit_problem,
-                        plan_fit)
+                        never_right, plan_fit)
 
 __all__ = ["main", "build_parser"]
 
@@ -182,6 +182,8 @@ def _run(args, out) -> int:
                      args.memory_limit * 1e9)
     fit = fit_problem(cache, "search", sample, objective=args.objective, score=args.score,
                       chunk_size=args.chunk_size)
+    for line in never_right(fit):
+        warn(line)
     search = (SplitEvaluator.of_problem(fit, chunk_size=args.chunk_size) if sample is None
               else SplitEvaluator.like(fit, "search", chunk_size=args.chunk_size))
     holdout = SplitEvaluator.like(fit, "holdout", chunk_size=args.chunk_size)

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from data_cache import format as fmt
 from data_cache.blocks import BlockReader
+from data_cache.integrity import PROB_MAX, check_read_range
 
 from ._validation import SearchError
 
@@ -90,10 +92,13 @@ def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None, sta
         raise SearchError("score 'margin' needs the top-2 probabilities; this cache stores k=1")
     probs = cache.topk_probs(split)
     second = np.empty(stop - start, dtype=np.float32) if kind == "margin" else None
-    for j, e in enumerate(exits):
-        reader.read(probs[e, 0, start:stop], out[j])
+    for j, e in enumerate(exits):   # each probability read is range-checked (the integrity pass may be skipped)
+        check_read_range(cache, split, fmt.TOPK_PROBS, "probabilities", e, reader.read(probs[e, 0, start:stop], out[j]),
+                         0.0, PROB_MAX)
         if second is not None:
-            out[j] -= reader.read(probs[e, 1, start:stop], second)
+            check_read_range(cache, split, fmt.TOPK_PROBS, "probabilities", e,
+                             reader.read(probs[e, 1, start:stop], second), 0.0, PROB_MAX)
+            out[j] -= second
         _check_finite(out[j], cache, split, kind, e)
     return out
 

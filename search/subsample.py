@@ -18,7 +18,7 @@ from .chunks import DEFAULT_CHUNK_SIZE
 from .problem import ExitProblem
 
 __all__ = ["DEFAULT_SUBSAMPLE", "DEFAULT_SUBSAMPLE_ABOVE", "FitSample", "plan_fit", "fit_problem",
-           "check_fit_memory"]
+           "check_fit_memory", "never_right"]
 
 DEFAULT_SUBSAMPLE = 65_536          # lost 0.08-0.16% of the full fit's hypervolume at 100k-300k samples
 DEFAULT_SUBSAMPLE_ABOVE = 131_072   # up to twice the subsample, a fit on every sample costs at most ~2x
@@ -59,6 +59,18 @@ def fit_problem(cache, split: str = "search", fit: FitSample | None = None, *, o
     """The problem methods search: the whole split (``fit`` None) or the subsample ``fit``."""
     return ExitProblem(cache, split, objective=objective, score=score, chunk_size=chunk_size,
                        samples=None if fit is None else fit.indices())
+
+
+def never_right(problem: ExitProblem) -> list[str]:
+    """One line per exit (the final one included) that is wrong on every sample the problem holds: the search
+    runs, but its front means nothing there; ``search.pareto`` prints them as warnings."""
+    from data_cache._validation import never_right_line
+
+    hits = ~problem.correct.any(axis=1)
+    where = problem.split if problem.samples is None else f"{problem.split}, the fitted subsample"
+    last = len(problem.cache.exits) - 1
+    return [never_right_line(problem.cache.exits[e].name, e == last, where, problem.n_samples)
+            for e in np.flatnonzero(hits)]
 
 
 # bytes per (sample, exit) a method holds besides the problem's own 5 (float32 score, bool correctness)
