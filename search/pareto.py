@@ -43,8 +43,8 @@ from .pareto_testing import DEFAULT_DELTA, certify_budget, certify_drop, fit_fro
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table
-from .subsample import (DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE, FitSample, check_fit_memory, fit_problem,
-                        never_right, plan_fit)
+from .subsample import (DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE, FitSample, certification_rows,
+                        check_fit_memory, fit_problem, never_right, plan_fit)
 
 __all__ = ["main", "build_parser"]
 
@@ -178,8 +178,10 @@ def _run(args, out) -> int:
     warn_identical_splits(getattr(cache, "manifest", None) or {})
     sample = plan_fit(cache, "search", subsample=args.subsample, above=args.subsample_above, seed=args.seed)
     _check_certification(args, cache, sample)
+    certified = not args.uncertified and (args.max_drop is not None or args.budget is not None)
     check_fit_memory(sample.size if sample else cache.n_samples("search"), len(cache.exits), methods,
-                     args.memory_limit * 1e9)
+                     args.memory_limit * 1e9,
+                     calibration_rows=certification_rows(cache, _fraction(args), sample) if certified else 0)
     fit = fit_problem(cache, "search", sample, objective=args.objective, score=args.score,
                       chunk_size=args.chunk_size)
     for line in never_right(fit):

@@ -18,7 +18,7 @@ from .chunks import DEFAULT_CHUNK_SIZE
 from .problem import ExitProblem
 
 __all__ = ["DEFAULT_SUBSAMPLE", "DEFAULT_SUBSAMPLE_ABOVE", "FitSample", "plan_fit", "fit_problem",
-           "check_fit_memory", "never_right"]
+           "check_fit_memory", "certification_rows", "never_right"]
 
 DEFAULT_SUBSAMPLE = 65_536          # lost 0.08-0.16% of the full fit's hypervolume at 100k-300k samples
 DEFAULT_SUBSAMPLE_ABOVE = 131_072   # up to twice the subsample, a fit on every sample costs at most ~2x
@@ -77,18 +77,34 @@ def never_right(problem: ExitProblem) -> list[str]:
 _METHOD_BYTES = {"dp": 9, "nsga2": 8, "optuna": 8, "global": 4, "geometric": 4}
 
 
-def check_fit_memory(n_samples: int, n_exits: int, methods, limit_bytes: float) -> None:
-    """SearchError naming the method when fitting it on ``n_samples`` x ``n_exits`` would need more than
+def certification_rows(cache, fraction: float, sample: FitSample | None) -> int:
+    """Rows (of 5 bytes per exit) a certified answer holds besides the fit problem: a calibration split, or a
+    draw outside the subsample, read and then shuffled (two copies); a cut of the whole search split: the fit
+    and calibration parts, copies of the search problem together."""
+    from .calibration import CALIBRATION_SPLIT, planned_calibration_size
+
+    if CALIBRATION_SPLIT in cache.splits() or sample is not None:
+        return 2 * planned_calibration_size(cache, fraction, None if sample is None else sample.size)
+    return cache.n_samples("search")
+
+
+def check_fit_memory(n_samples: int, n_exits: int, methods, limit_bytes: float, *, calibration_rows: int = 0) -> None:
+    """SearchError naming the method when fitting it on ``n_samples`` x ``n_exits`` (plus the
+    ``calibration_rows`` a certified answer loads, :func:`certification_rows`) would need more than
     ``limit_bytes``, checked before anything is read.
 
     The estimate: the problem's arrays (5 bytes per sample and exit) plus what the method adds (dp: its
     per-exit sorted copies, and 256 MB of reused curves; nsga2/optuna: the quantile tables of the
-    encoding; global/geometric: sorted scores of the enabled exits; others: about one byte).
+    encoding; global/geometric: sorted scores of the enabled exits; others: about one byte), plus 5 bytes
+    per calibration row and exit.
     """
     for m in methods:
-        need = n_samples * n_exits * (5 + _METHOD_BYTES.get(m, 1)) + (256 << 20 if m == "dp" else 0)
+        need = (n_samples * n_exits * (5 + _METHOD_BYTES.get(m, 1)) + (256 << 20 if m == "dp" else 0)
+                + calibration_rows * n_exits * 5)
         if need > limit_bytes:
+            rows = f"{n_samples:,} samples" + (f" and certification on {calibration_rows:,} more rows (calibration)"
+                                               if calibration_rows else "")
             raise SearchError(
-                f"method {m!r} on {n_samples:,} samples x {n_exits} exits needs about {need / 1e9:.1f} GB of "
-                f"memory, over the limit of {limit_bytes / 1e9:.1f} GB; fit on a subsample (--subsample, "
-                "--subsample-above) or raise --memory-limit")
+                f"method {m!r} on {rows} x {n_exits} exits needs about {need / 1e9:.3g} GB of memory, over the "
+                f"--memory-limit of {limit_bytes / 1e9:.3g} GB; fit on a subsample (--subsample, --subsample-above) "
+                "or raise --memory-limit")
