@@ -84,7 +84,7 @@ def test_labels_beyond_the_class_count_are_refused(tmp_path):
 
 def test_error_line_of_a_dataloader_worker_error():
     wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
-                        "last):\n  File \"x.py\", line 1\nexits.data.DataError: /d/a.png: not a readable image (x)\n")
+                        "last):\n  File \"x.py\", line 1\nexits._sources.DataError: /d/a.png: not a readable image (x)\n")
     assert error_line(wrapped) == "/d/a.png: not a readable image (x)"
     assert error_line(DataError("plain")) == "plain"
 
@@ -101,11 +101,13 @@ def _train(tmp_path: Path, capsys, *args: str) -> tuple[int, list[str]]:
     return status, err
 
 
-def test_train_refuses_a_corrupt_image_in_one_line(tmp_path, capsys):
+@pytest.mark.parametrize("workers", ["0", "1"])     # 1: the error crosses a DataLoader worker process
+def test_train_refuses_a_corrupt_image_in_one_line(tmp_path, capsys, workers):
     root = _image_tree(tmp_path / "tree")
     for p in (root / "train").rglob("*.png"):
         p.write_bytes(p.read_bytes()[:300])
-    status, err = _train(tmp_path, capsys, "--dataset", "imagefolder", "--data-root", str(root))
+    status, err = _train(tmp_path, capsys, "--dataset", "imagefolder", "--data-root", str(root),
+                         "--num-workers", workers)
     assert status == 2 and len(err) == 1 and "not a readable image" in err[0] and str(root / "train") in err[0]
 
 
