@@ -12,10 +12,7 @@ heads ``head:<exit name>``, saver ``saver`` (a saver with exits: ``saver:<module
 """
 from __future__ import annotations
 
-import logging
-import math
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
@@ -25,6 +22,7 @@ from data_cache import ExitInfo, UnitInfo
 
 from ._registry import create_head, head_entrypoint
 from .errors import ExitsError, UnknownModelError
+from ._limits import check_input_size, translate_download_errors
 from .fingerprint import weights_fingerprint
 from .points import ExitPoint, discover_points, resolve_point_names
 from .probe import probe_plan
@@ -114,28 +112,8 @@ def create_backbone(name: str, *, num_classes: int | None = None, **kwargs: Any)
     kwargs.setdefault("pretrained", False)
     if not kwargs["pretrained"]:
         return timm.create_model(name, **kwargs)
-    hub_log = logging.getLogger("huggingface_hub")
-    level = hub_log.level
-    hub_log.setLevel(logging.ERROR)  # its own line per failed request would come before ours
-    try:
+    with translate_download_errors(name):
         return timm.create_model(name, **kwargs)
-    except Exception as exc:  # noqa: BLE001 -- only download failures are translated, the rest re-raised
-        if not _is_download_error(exc):
-            raise
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
-        raise ExitsError(f"{name}: pretrained weights could not be fetched ({type(exc).__name__}: {reason}); "
-                         "without a network, run once where there is one so timm caches them, or load a weights "
-                         "file instead (--backbone-weights FILE where the command has it)") from None
-    finally:
-        hub_log.setLevel(level)
-
-
-def _is_download_error(exc: BaseException) -> bool:
-    """An error of fetching weights (no network, a hub that cannot be reached), not of building the model."""
-    if isinstance(exc, (OSError, ConnectionError, TimeoutError)):
-        return True
-    return any(c.__module__.split(".")[0] in ("huggingface_hub", "requests", "urllib3", "httpx", "urllib")
-               for c in type(exc).__mro__)
 
 
 def _model_name(model: nn.Module) -> str:
@@ -157,35 +135,6 @@ def default_input_size(model: nn.Module, input_size: Sequence[int] | None = None
     if "input_size" in cfg:
         return tuple(int(v) for v in cfg["input_size"])
     raise ExitsError(f"{type(model).__name__}: no input size known; pass input_size=(C, H, W)")
-
-
-_FLOAT_BYTES = 4
-
-
-def _available_memory() -> int | None:
-    """Bytes of memory available now (Linux: MemAvailable), None where unknown."""
-    try:
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return None
-
-
-def check_input_size(input_size: Sequence[int], *, batch: int = 2) -> None:
-    """ExitsError in one line, before anything is allocated, when a batch of ``batch`` images at ``input_size``
-    cannot fit: its input and one activation of the same size (a lower bound of what the probe holds) against
-    the memory available now."""
-    dims = [int(v) for v in input_size]
-    if not dims or min(dims) < 1:
-        raise ExitsError(f"input size {tuple(dims)}: every dimension must be >= 1")
-    need = 2 * batch * math.prod(dims) * _FLOAT_BYTES
-    avail = _available_memory()
-    if avail is not None and need > avail:
-        raise ExitsError(f"input size {' x '.join(map(str, dims[1:]))}: a batch of {batch} needs at least "
-                         f"{need / 1e9:,.1f} GB (its input and a first activation), more than the {avail / 1e9:,.1f} GB "
-                         "of memory available; choose a smaller input size")
 
 
 class ExitModel(nn.Module):

@@ -11,6 +11,7 @@ from data_cache import save_cache
 from data_cache.dump import main as dump_main
 from data_cache.synthetic import make_synthetic_cache
 from data_cache.validate import main as validate_main
+import exits._limits
 from exits import model as exits_model
 from exits.check import main as check_main
 from exits.train import main as train_main
@@ -71,7 +72,7 @@ def test_a_huge_input_size_is_refused_before_any_allocation(env, monkeypatch):
     _refused(dump_main, ["--model", "resnet10t", "--dataset", "fashion_mnist", "--data-root", str(env / "fm"),
                          "--backbone-weights", str(env / "weights.pt"), "--input-size", "1000000",
                          "--out", str(env / "newcache")], "input size 1000000", env)
-    monkeypatch.setattr(exits_model, "_available_memory", lambda: 10**9)     # 1 GB free: 20000 px does not fit
+    monkeypatch.setattr(exits._limits, "available_memory", lambda: 10**9)     # 1 GB free: 20000 px does not fit
     line = _refused(check_main, ["resnet10t", "--input-size", "20000"], "input size 20000 x 20000", env)
     assert "more than the 1.0 GB of memory available" in line
 
