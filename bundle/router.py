@@ -265,7 +265,13 @@ class BundleRouter:
                               f"(shape (batch, {', '.join(map(str, want))}))")
         if tuple(x.shape[1:]) != want:
             raise BundleError(f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))})")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        bad = ~np.isfinite(x)
+        if bad.any():  # a graph predicts something for NaN; exits.runtime refuses them in the same words
+            rows = np.flatnonzero(bad.reshape(len(x), -1).any(1))
+            raise BundleError(f"input: {int(bad.sum())} of {bad.size} values are NaN or infinite (first in row "
+                              f"{int(rows[0])} of {len(x)}); pass finite, normalised images")
+        return x
 
     def __call__(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
         return self.run(x, config)

@@ -45,6 +45,16 @@ from .model import ExitModel, ExitSpec
 __all__ = ["RuntimeConfigError", "RunResult", "ExitRuntime", "EXPORT_FORMAT", "read_config_file", "exit_scores"]
 
 
+def _check_finite(x: torch.Tensor) -> None:
+    """ExitsError when ``x`` holds NaN or infinite values (a model predicts something for them; the bundle router
+    refuses them in the same words)."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = bad.reshape(len(x), -1).any(1).nonzero()
+        raise ExitsError(f"input: {int(bad.sum())} of {bad.numel()} values are NaN or infinite (first in row "
+                         f"{int(rows[0])} of {len(x)}); pass finite, normalised images")
+
+
 class RuntimeConfigError(ExitsError):
     """A configuration that does not belong to this model or cache, or that is malformed."""
 
@@ -326,6 +336,7 @@ class ExitRuntime:
         cfg = self.config if config is None else self._lookup(config)
         model, macs, rule = self.model, self.unit_macs, cfg.rule
         x = self._input(x)
+        _check_finite(x)
         n = x.shape[0]
         left: list[_Left] = []
         with torch.inference_mode():

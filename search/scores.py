@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 from contract import ContractError, ExitRule, RuleInputs, get_rule, list_rules
+from data_cache import format as fmt
 from data_cache.blocks import BlockReader
+from data_cache.integrity import PROB_MAX, check_read_range
 
 from ._validation import SearchError
 
@@ -82,9 +84,10 @@ def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None, sta
     out = np.empty((len(exits), stop - start), dtype=np.float32)
     top = np.empty((rule.k, stop - start), dtype=np.float32) if probs is not None else None
     for j, e in enumerate(exits):
-        if top is not None:
+        if top is not None:   # each probability read is range-checked (the integrity pass may be skipped)
             for r in range(rule.k):
-                reader.read(probs[e, r, start:stop], top[r])
+                check_read_range(cache, split, fmt.TOPK_PROBS, "probabilities", e,
+                                 reader.read(probs[e, r, start:stop], top[r]), 0.0, PROB_MAX)
         z = reader.read(logits[e, start:stop]) if logits is not None else None
         out[j] = rule.score(RuleInputs(topk_probs=None if top is None else top.T, logits=z))
         _check_finite(out[j], cache, split, rule, e)
