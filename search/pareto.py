@@ -35,6 +35,7 @@ from .certify import BOUNDS, DEFAULT_BOUND, check_delta
 from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
 from .engines import create_engine, engine_class, list_engines
+from .engines._cap import check_max_exits
 from .exact import SplitEvaluator
 from .export import build_export, write_export
 from .front import Front
@@ -84,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                         f"(seeded by --seed) to certify on (default {DEFAULT_FRACTION})")
     p.add_argument("--bound", choices=tuple(BOUNDS), default=DEFAULT_BOUND,
                    help=f"the test behind a drop certificate (default {DEFAULT_BOUND}; docs/certification.md)")
+    p.add_argument("--max-exits", type=positive_int, metavar="K",
+                   help="enable at most K exits per configuration, in the search and in every answer (each enabled "
+                        "exit adds a head and a step; dp searches under the cap exactly, other methods' "
+                        "configurations keep the K exits that serve the most samples)")
     p.add_argument("--export", metavar="FILE.json", help="write the Pareto set (all methods) as exitconfig/1 JSON")
     p.add_argument("--export-choice", metavar="FILE.json",
                    help="write the configuration chosen by --max-drop/--budget alone (for deployment)")
@@ -176,6 +181,7 @@ def _run(args, out) -> int:
     engines = {m: _engine(m, args) for m in methods}
     cache = _resolve_cache(args.cache, skip_integrity_check=args.skip_integrity_check)
     warn_identical_splits(getattr(cache, "manifest", None) or {})
+    check_max_exits(args.max_exits, len({e.position for e in cache.exits[:-1]}), name="--max-exits")
     sample = plan_fit(cache, "search", subsample=args.subsample, above=args.subsample_above, seed=args.seed)
     _check_certification(args, cache, sample)
     check_fit_memory(sample.size if sample else cache.n_samples("search"), len(cache.exits), methods,
@@ -283,7 +289,7 @@ def _search(args, engines: dict, problem: ExitProblem) -> dict[str, Front]:
     with _progress(len(engines), disable=args.no_progress or not sys.stderr.isatty()) as bar, _warning_lines():
         for name, engine in engines.items():
             bar.set_postfix_str(name)
-            fronts[name] = engine.run(problem, budget=budget, seed=args.seed,
+            fronts[name] = engine.run(problem, budget=budget, seed=args.seed, max_exits=args.max_exits,
                                       callback=lambda eng, prob, name=name: bar.set_postfix_str(
                                           f"{name}: {prob.n_evals} evaluations", refresh=True))
             bar.update()
@@ -373,22 +379,24 @@ def _answer_queries(args, out, fit: ExitProblem, fit_union: Front, search: Split
     if args.max_drop is not None:
         drop = args.max_drop / 100
         if args.uncertified:
-            chosen = _uncertified_drop(queries, fit, fit_union, search, union, drop)
+            chosen = _uncertified_drop(queries, fit, fit_union, search, union, drop, args.max_exits)
             entries.append(("query", chosen))
             print(_describe_choice(f"\nuncertified: cheapest within {args.max_drop} points of the base accuracy on "
                                    f"{on} (no guarantee on unseen data):", chosen, search, holdout), file=out)
         else:
-            cert = certify_drop(roles, drop, delta=_delta(args), bound=args.bound, fit_front=fit_front(roles, fit_union))
+            cert = certify_drop(roles, drop, delta=_delta(args), bound=args.bound, fit_front=fit_front(roles, fit_union),
+                                max_exits=args.max_exits)
             chosen = cert.config
             entries.append(("query", chosen, cert.certificate.to_json()) if cert.certificate else ("query", chosen))
             print(_describe_choice(drop_title(cert, args.max_drop, _delta(args)), chosen, search, holdout), file=out)
             if args.show_uncertified:
-                loose = _uncertified_drop(queries, fit, fit_union, search, union, drop)
+                loose = _uncertified_drop(queries, fit, fit_union, search, union, drop, args.max_exits)
                 print(_describe_choice(f"for contrast, uncertified (chosen on {on}, no guarantee on unseen data):",
                                        loose, search, holdout), file=out)
     if args.budget is not None:
         if args.uncertified:
-            config = queries.most_accurate_within_budget(fit, args.budget, front=fit_union).config
+            config = queries.most_accurate_within_budget(fit, args.budget, front=fit_union,
+                                                         max_exits=args.max_exits).config
             if fit.samples is not None:
                 config = _best_on_all(search, [config, *union.configs],
                                       lambda e: e.relative_cost <= args.budget * (1 + 1e-12),
@@ -396,7 +404,8 @@ def _answer_queries(args, out, fit: ExitProblem, fit_union: Front, search: Split
             entries.append(("query", config))
             title = f"\nuncertified: most accurate within relative cost {args.budget} on {on}:"
         else:
-            cert = certify_budget(roles, args.budget, delta=_delta(args), fit_front=fit_front(roles, fit_union))
+            cert = certify_budget(roles, args.budget, delta=_delta(args), fit_front=fit_front(roles, fit_union),
+                                  max_exits=args.max_exits)
             if cert.certificate is None:
                 raise SearchError(budget_failure(cert, args.budget, _delta(args)))
             config = cert.config
@@ -408,10 +417,10 @@ def _answer_queries(args, out, fit: ExitProblem, fit_union: Front, search: Split
 
 
 def _uncertified_drop(queries, fit: ExitProblem, fit_union: Front, search: SplitEvaluator, union: Front,
-                      drop: float) -> ExitConfig:
+                      drop: float, max_exits: int | None) -> ExitConfig:
     """Today's answer: the cheapest within ``drop`` on the fit problem; on a subsample, the best of it and
     the fronts that meets the limit on all search samples (a subsample's answer alone overfits)."""
-    config = queries.cheapest_within_drop(fit, drop, front=fit_union).config
+    config = queries.cheapest_within_drop(fit, drop, front=fit_union, max_exits=max_exits).config
     if fit.samples is None:
         return config
     return _best_on_all(search, [config, *union.configs, ExitConfig(score=fit.score)],
