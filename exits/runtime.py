@@ -33,6 +33,7 @@ from torch import nn
 from search import SearchError
 from search.export import EXPORT_FORMAT, read_export
 from search.scores import SCORE_KINDS
+from search.units import check_drop_points, points_to_fraction
 
 from .errors import ExitsError
 from .model import ExitModel, ExitSpec
@@ -325,12 +326,17 @@ class ExitRuntime:
 
         ``budget``: the most accurate whose predicted relative cost on ``split`` is <= ``budget`` (ties: the
         cheaper). ``max_drop``: the cheapest (predicted on ``split``) whose certificate (``search.pareto``)
-        certifies an accuracy drop <= ``max_drop``, a fraction (0.005 = half a point).
+        certifies an accuracy drop <= ``max_drop`` points of top-1 accuracy (0.5 = half a point; a value that looks
+        like a fraction or a percentage is refused, ``search.units``).
         """
         if (budget is None) == (max_drop is None):
             raise RuntimeConfigError("select needs exactly one of budget= and max_drop=")
         if max_drop is not None:
-            return self.set_config(self._certified_within(max_drop, split))
+            try:
+                points = check_drop_points(max_drop)
+            except SearchError as exc:
+                raise RuntimeConfigError(str(exc)) from None
+            return self.set_config(self._certified_within(points, split))
         fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
         if not fits:
             costs = [c.relative_cost(split) for c in self.configs if c.relative_cost(split) is not None]
@@ -339,13 +345,15 @@ class ExitRuntime:
         best = max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split)))
         return self.set_config(best)
 
-    def _certified_within(self, max_drop: float, split: str) -> RuntimeConfig:
+    def _certified_within(self, points: float, split: str) -> RuntimeConfig:
+        """The cheapest configuration certified within ``points`` (certificates store fractions)."""
         certified = {c.id: (c.predicted.get("certificate") or {}).get("certified_drop") for c in self.configs}
-        fits = [c for c in self.configs if certified[c.id] is not None and certified[c.id] <= max_drop + 1e-12]
+        limit = points_to_fraction(points)
+        fits = [c for c in self.configs if certified[c.id] is not None and certified[c.id] <= limit + 1e-12]
         if not fits:
-            known = sorted(v for v in certified.values() if v is not None)
-            raise RuntimeConfigError(f"no configuration of the table is certified within a drop of {max_drop}; "
-                                     + (f"certified drops: {known}" if known else
+            known = sorted(round(100 * v, 6) for v in certified.values() if v is not None)
+            raise RuntimeConfigError(f"no configuration of the table is certified within a drop of {points:g} points; "
+                                     + (f"certified drops (points): {known}" if known else
                                         "it holds no drop certificate (search.pareto --max-drop without --uncertified)"))
         return min(fits, key=lambda c: (c.relative_cost(split) if c.relative_cost(split) is not None else 1.0,
                                         -(c.accuracy(split) or 0.0)))

@@ -27,7 +27,7 @@ from data_cache.cli_types import (PLOT_SUFFIXES, CommandParser, float_in, fracti
 from data_cache.outputs import OutputError, atomic_outputs, check_outputs, cli_entry
 
 from ._certified_text import budget_failure, budget_title, drop_title
-from ._validation import SearchError, SearchWarning, check_scalar
+from ._validation import SearchError, SearchWarning
 from .budget import Budget
 from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, calibration_roles, check_calibration_split,
                           check_certifiable, check_fraction, planned_calibration_size)
@@ -44,6 +44,7 @@ from .pareto_testing import DEFAULT_DELTA, certify_budget, certify_drop, fit_fro
 from .problem import ExitProblem
 from .scores import SCORE_KINDS
 from .standalone import oracle_bound, standalone_table
+from .units import check_drop_points, drop_points_arg
 from .subsample import (DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE, FitSample, check_fit_memory, fit_problem,
                         plan_fit)
 
@@ -67,9 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cost measure: counted MACs, or measured latency if the cache has it (default macs)")
     p.add_argument("--score", choices=SCORE_KINDS, default="max_prob",
                    help="confidence score compared with thresholds (default max_prob)")
-    p.add_argument("--max-drop", type=float_in(0.0, 100.0, what="a number of points in [0, 100]"), metavar="POINTS",
+    p.add_argument("--max-drop", type=drop_points_arg, metavar="POINTS",
                    help="answer: cheapest configuration within POINTS percentage points of the base top-1 "
-                        "accuracy (e.g. 0.5), certified on calibration data with confidence 1-DELTA (--risk)")
+                        "accuracy (e.g. 0.5; 0, or 0.05 to 20), certified on calibration data with confidence 1-DELTA (--risk)")
     p.add_argument("--budget", type=positive_float, metavar="REL_COST",
                    help="answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6), the "
                         "mean cost certified with confidence 1-DELTA, with a lower bound on its accuracy")
@@ -151,7 +152,7 @@ def _table(rows: list[dict]) -> str:
     cols = [("method", "method", "<11", None), ("points", "points", ">6", None),
             ("HV search", "hv_search", ">9", ".4f"), ("HV holdout", "hv_holdout", ">10", ".4f"),
             ("IGD+", "igd", ">7", ".4f"),
-            ("save@0.5%", "save05", ">9", ".1%"), ("save@1%", "save1", ">8", ".1%"),
+            ("save@0.5pt", "save05", ">10", ".1%"), ("save@1pt", "save1", ">8", ".1%"),
             ("evals", "evals", ">10", None), ("seconds", "seconds", ">8", ".2f")]
     lines = ["  ".join(format(h, w) for h, _, w, _ in cols)]
     for r in rows:
@@ -163,9 +164,9 @@ def _describe_choice(title: str, config, search, holdout) -> str:
     s, h = search.evaluate_one(config), holdout.evaluate_one(config)
     exits = ", ".join(f"{search.cache.exits[e].name}>{t:.4f}" for e, t in zip(config.exits, config.thresholds))
     return (f"{title}\n  exits: {exits or '(none: base model)'}\n"
-            f"  search : accuracy {s.accuracy:.4%} (drop {search.base.accuracy - s.accuracy:+.3%}), "
+            f"  search : accuracy {s.accuracy:.4%} (drop {100 * (search.base.accuracy - s.accuracy):.3f} points), "
             f"relative cost {s.relative_cost:.4f}\n"
-            f"  holdout: accuracy {h.accuracy:.4%} (drop {holdout.base.accuracy - h.accuracy:+.3%}), "
+            f"  holdout: accuracy {h.accuracy:.4%} (drop {100 * (holdout.base.accuracy - h.accuracy):.3f} points), "
             f"relative cost {h.relative_cost:.4f}")
 
 
@@ -235,7 +236,7 @@ def _check_args(args) -> None:
         if given:
             raise SearchError(f"{given[0]} needs --max-drop or --budget")
     if args.max_drop is not None:
-        check_scalar(args.max_drop, "--max-drop", min_val=0.0, max_val=100.0)
+        check_drop_points(args.max_drop, "--max-drop")
     if args.risk is not None:
         check_delta(args.risk)
     if args.calibration_fraction is not None:
@@ -352,7 +353,7 @@ def _report(args, out, cache, fronts: dict[str, Front], union: Front, search: Sp
     print(_table(rows), file=out)
     print("HV: hypervolume of [error, relative cost] against the fixed reference point (1, 1); IGD+: distance "
           "to the best known front (the union of all methods' fronts) on search; save@X: cost saved by the "
-          "cheapest front configuration within X of the base accuracy, on holdout.", file=out)
+          "cheapest front configuration within X points of the base top-1 accuracy, on holdout.", file=out)
     if args.standalone:
         print("\nstandalone (search split):", file=out)
         for r in standalone_table(search):
@@ -420,7 +421,7 @@ def _uncertified_drop(queries, fit: ExitProblem, fit_union: Front, search: Split
                       drop: float, max_exits: int | None) -> ExitConfig:
     """Today's answer: the cheapest within ``drop`` on the fit problem; on a subsample, the best of it and
     the fronts that meets the limit on all search samples (a subsample's answer alone overfits)."""
-    config = queries.cheapest_within_drop(fit, drop, front=fit_union, max_exits=max_exits).config
+    config = queries.cheapest_within_fraction(fit, drop, front=fit_union, max_exits=max_exits).config
     if fit.samples is None:
         return config
     return _best_on_all(search, [config, *union.configs, ExitConfig(score=fit.score)],

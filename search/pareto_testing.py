@@ -31,7 +31,8 @@ from .config import ExitConfig
 from .engines.dp import DPEngine
 from .front import Front
 from .problem import ExitProblem
-from .queries import cheapest_within_drop, most_accurate_within_budget
+from .queries import cheapest_within_fraction, most_accurate_within_budget
+from .units import check_drop_points, points_to_fraction
 
 __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
            "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test"]
@@ -168,24 +169,25 @@ def _capped(front: Front, max_exits: int | None) -> Front:
 def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float = DEFAULT_DELTA,
                           bound: str = DEFAULT_BOUND, fraction: float = DEFAULT_FRACTION, seed: int = 0,
                           front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
-    """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` (a fraction)
+    """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` points (0.5 = half a
+    point; ``search.units``)
     with confidence 1 - ``delta``, by Pareto Testing. ``front``: configurations searched on the whole
     search split (used as candidates only when the cache has a calibration split of its own)."""
-    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+    drop = points_to_fraction(check_drop_points(max_drop))
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
-    return certify_drop(roles, max_drop, delta=delta, bound=bound, fit_front=fit_front(roles, front),
+    return certify_drop(roles, drop, delta=delta, bound=bound, fit_front=fit_front(roles, front),
                         max_exits=max_exits)
 
 
 def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
                  fit_front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
-    """Pareto Testing for a drop limit on given roles; ``fit_front`` must have been searched on
+    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
     ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
     fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
-    ladder = [cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
+    ladder = [cheapest_within_fraction(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
                                    max_exits=max_exits).config for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0

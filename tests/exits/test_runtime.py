@@ -155,14 +155,22 @@ def test_selecting_by_certified_drop(setup):
                                 "certified_drop": drop, "split": "search", "seed": 0}
     runtime = ExitRuntime(model, doc, cache=cache)
     cheaper = min(doc["configs"][:2], key=lambda c: c["search"]["relative_cost"])
-    assert runtime.select(max_drop=0.01).id == cheaper["id"]
-    assert runtime.select(max_drop=0.005).id == doc["configs"][1]["id"] and runtime.config.id == doc["configs"][1]["id"]
-    with pytest.raises(RuntimeConfigError, match=r"certified drops: \[0.005, 0.01\]"):
-        runtime.select(max_drop=0.001)
+    assert runtime.select(max_drop=1.0).id == cheaper["id"]
+    assert runtime.select(max_drop=0.5).id == doc["configs"][1]["id"] and runtime.config.id == doc["configs"][1]["id"]
+    with pytest.raises(RuntimeConfigError, match=r"certified drops \(points\): \[0.5, 1.0\]"):
+        runtime.select(max_drop=0.1)
     with pytest.raises(RuntimeConfigError, match="exactly one"):
-        runtime.select(0.5, max_drop=0.01)
+        runtime.select(0.5, max_drop=1.0)
     with pytest.raises(RuntimeConfigError, match="holds no drop certificate"):
-        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=0.01)
+        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=1.0)
+
+
+@pytest.mark.parametrize("drop,match", [(0.005, "looks like a fraction.*pass 0.5"), (50, "50 points is above 20"),
+                                        (-1, "number of points >= 0"), (float("nan"), "number of points")])
+def test_a_drop_in_the_other_unit_is_refused(setup, drop, match):
+    model, _, cache = setup
+    with pytest.raises(RuntimeConfigError, match=f"max_drop: .*{match}"):
+        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=drop)
 
 
 def test_single_configuration_is_active_at_once(setup):
