@@ -37,10 +37,11 @@ from search.units import check_drop_points, points_to_fraction
 
 from .errors import ExitsError
 from .model import ExitModel, ExitSpec
+from .preprocess import InputNormalisationError, Preprocess, check_normalised
 
 __all__ = [
     "RuntimeConfigError", "EnabledExit", "RuntimeConfig", "RunResult", "ExitRuntime", "EXPORT_FORMAT",
-    "SCORE_KINDS", "read_config_file", "exit_scores", "float32_cut",
+    "SCORE_KINDS", "read_config_file", "exit_scores", "float32_cut", "InputNormalisationError",
 ]
 
 
@@ -170,13 +171,22 @@ class ExitRuntime:
     model. ``compile`` wraps every segment and head in ``torch.compile(dynamic=True)``; ``channels_last``
     stores convolution weights and image batches channels-last (the base model too: often much faster on
     CPU, e.g. for a max-pool stem; the last bits of a convolution may differ from a contiguous dump).
+
+    ``data_config``: the preprocessing the heads were trained with (``from_checkpoint`` takes the checkpoint's;
+    default the model's timm config, which may differ); ``rt.transform(pictures)`` applies it
+    (``exits.preprocess``). ``check_inputs``: refuse a batch whose statistics do not fit that normalisation
+    (``InputNormalisationError``, :func:`exits.preprocess.check_normalised`).
     """
 
     def __init__(self, model: ExitModel, configs: Mapping[str, Any] | str | Path | None = None, *,
                  cache: Any = None, cache_fingerprint: str | None = None,
                  unit_macs: Mapping[str, float] | None = None, device: torch.device | str | None = None,
-                 compile: bool = False, channels_last: bool = False):
+                 compile: bool = False, channels_last: bool = False,
+                 data_config: Mapping[str, Any] | None = None, check_inputs: bool = True):
         self.model = model
+        self.data_config = dict(data_config if data_config is not None else model.data_config)
+        self.check_inputs = check_inputs
+        self._transform: Preprocess | None = None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(self.device, memory_format=self.memory_format).eval()
@@ -204,10 +214,21 @@ class ExitRuntime:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | Mapping[str, Any], configs: Mapping[str, Any] | str | Path | None,
                         *, backbone_weights: str | Path | None = None, **kwargs: Any) -> "ExitRuntime":
-        """Rebuild the model a head checkpoint was saved from (``exits.checkpoints``) and wrap it."""
-        from .checkpoints import model_from_checkpoint
+        """Rebuild the model a head checkpoint was saved from (``exits.checkpoints``) and wrap it, with the
+        checkpoint's data config (the preprocessing its heads were trained with)."""
+        from .checkpoints import model_from_checkpoint, read_checkpoint
 
-        return cls(model_from_checkpoint(checkpoint, backbone_weights=backbone_weights), configs, **kwargs)
+        ckpt = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint)
+        kwargs.setdefault("data_config", ckpt.get("data_config"))
+        return cls(model_from_checkpoint(ckpt, backbone_weights=backbone_weights), configs, **kwargs)
+
+    @property
+    def transform(self) -> Preprocess:
+        """Pictures (PIL images, uint8 arrays, or lists of them) to a normalised batch ``(n, C, H, W)``, as
+        :attr:`data_config` says (``exits.data.eval_transform``)."""
+        if self._transform is None:
+            self._transform = Preprocess(self.data_config)
+        return self._transform
 
     # -- checks ---------------------------------------------------------------------------------
     def _unit_macs(self, given: Mapping[str, float] | None) -> dict[str, float]:
@@ -367,6 +388,8 @@ class ExitRuntime:
         return fn
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
+        if self.check_inputs and x.ndim == 4:
+            check_normalised(x, self.data_config)
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x
 

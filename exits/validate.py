@@ -264,7 +264,7 @@ def _main(argv: list[str] | None) -> int:
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
                                     skip_integrity_check=args.skip_integrity_check)
         runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile,
-                              channels_last=args.channels_last)
+                              channels_last=args.channels_last, check_inputs=False)  # eval_transform's own batches
         configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
         if len(configs) > MANY_CONFIGS and not args.no_timing:
             warn(f"{args.config}: {len(configs)} configurations, each run on the whole split and timed in "
