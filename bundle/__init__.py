@@ -5,7 +5,8 @@ with onnxruntime and numpy alone. Importing this package loads neither torch nor
 """
 from .errors import BundleError
 from .manifest import BUNDLE_FORMAT, Manifest, read_manifest
+from .preprocess import make_transform
 from .router import BundleRouter, RouteConfig, RouteResult, open_bundle
 
 __all__ = ["BundleError", "BUNDLE_FORMAT", "Manifest", "read_manifest", "BundleRouter", "RouteConfig",
-           "RouteResult", "open_bundle"]
+           "RouteResult", "open_bundle", "make_transform"]
