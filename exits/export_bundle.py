@@ -345,7 +345,7 @@ def _main(argv: list[str] | None) -> int:
 
     from .checkpoints import model_from_checkpoint, read_checkpoint
     from .runtime import read_config_file
-    from .validation_inputs import open_searched_cache
+    from .validation_inputs import open_searched_cache, warning_lines
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
@@ -354,10 +354,11 @@ def _main(argv: list[str] | None) -> int:
         ckpt = read_checkpoint(args.checkpoint)
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"))
-        manifest = export_bundle(model, doc, args.out, cache=cache, ids=args.id, data_config=ckpt.get("data_config"),
-                                 data=ckpt.get("data"), exporter=args.exporter, opset=args.opset,
-                                 base=not args.no_base, rtol=args.rtol, atol=args.atol, overwrite=args.overwrite,
-                                 progress=say)
+        with warning_lines():   # what the verification of the table against the cache has to say
+            manifest = export_bundle(model, args.config, args.out, cache=cache, ids=args.id,
+                                     data_config=ckpt.get("data_config"), data=ckpt.get("data"),
+                                     exporter=args.exporter, opset=args.opset, base=not args.no_base, rtol=args.rtol,
+                                     atol=args.atol, overwrite=args.overwrite, progress=say)
     except (CacheError, ExitsError, OutputError, BundleError) as exc:
         if args.debug:
             raise

@@ -32,7 +32,7 @@ from data_cache.format import MANIFEST as CACHE_MANIFEST
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .measure import CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
-from .validation_inputs import open_searched_cache, split_rows
+from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
 
@@ -54,7 +54,8 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     """Run ``configs`` (``bundle.RouteConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
     row order of ``split``), time them against the base graph; return the report dictionary."""
     say = progress or (lambda msg: None)
-    comparison = CacheComparison(cache, split, tolerance)
+    objective = router.objective
+    comparison = CacheComparison(cache, split, tolerance, objective)
     labels = comparison.labels
     seen = np.concatenate([y for _, y in batches]) if batches else np.empty(0, np.int64)
     if not np.array_equal(seen, labels):
@@ -94,6 +95,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
 
     manifest = router.manifest.doc
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
+            "objective": objective,
             "bundle": {"path": str(router.path), "fingerprint": manifest["fingerprint"],
                        "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
                        "n_graphs": len(manifest["graphs"])},
@@ -175,6 +177,10 @@ def _main(argv: list[str] | None) -> int:
         if cache.fingerprint != want:
             raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
                               f"{args.cache} ({cache.fingerprint[:19]}...)")
+        verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",
+                                    warn=False)
+        for line in verification.warnings + ((CALIBRATION_WARNING,) if args.split == "calibration" else ()):
+            warn(line)
         configs = [router.set_config(args.id)] if args.id is not None else router.configs
         say(f"loading {args.split}")
         batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
@@ -187,6 +193,7 @@ def _main(argv: list[str] | None) -> int:
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
         report["batch_size"] = args.batch_size
+        report["verified"] = verification.describe()
         write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report")
     except (BundleError, CacheError, ExitsError, OutputError) as exc:
         if args.debug:
@@ -194,6 +201,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
+    print(report["verified"])
     print(f"report written to {args.report}")
     return 0
 

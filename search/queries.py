@@ -19,7 +19,7 @@ from .front import Front
 from .problem import Evaluation, ExitProblem
 from .units import check_drop_points, points_to_fraction
 
-__all__ = ["Answer", "cheapest_within_drop", "cheapest_within_fraction", "most_accurate_within_budget"]
+__all__ = ["Answer", "cheapest_within_drop", "most_accurate_within_budget"]
 
 
 @dataclass(frozen=True)
@@ -136,21 +136,21 @@ def cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front 
     """The cheapest configuration whose accuracy on ``problem``'s split is >= base - ``max_drop``.
 
     ``max_drop`` is in points of top-1 accuracy (0.5 = half a point; ``search.units``). The base model always
-    qualifies. ``front``: configurations (of this problem) to start from besides the lam bisection.
+    qualifies. ``front``: configurations (of this problem) to start from besides the lam bisection;
+    ``max_exits``: at most that many exits enabled.
     """
     points = check_drop_points(max_drop)
-    return cheapest_within_fraction(problem, points_to_fraction(points), front=front, n_bisect=n_bisect,
-                                    max_exits=max_exits, query=f"cheapest within {points:g} points drop")
+    return _cheapest_within_drop(problem, points_to_fraction(points), front=front, n_bisect=n_bisect,
+                                 max_exits=max_exits)
 
 
-def cheapest_within_fraction(problem: ExitProblem, max_drop: float, *, front: Front | None = None,
-                             n_bisect: int = 14, max_exits: int | None = None, query: str | None = None) -> Answer:
-    """:func:`cheapest_within_drop` with ``max_drop`` a fraction in [0, 1] (the search's own unit)."""
-    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+def _cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front | None = None,
+                          n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+    """:func:`cheapest_within_drop` with ``max_drop`` a fraction, trusted (checked once by the caller)."""
     limit = _max_errors(problem, max_drop)
     config = _bisect_then_polish(problem, lambda e, c: e <= limit, lambda e, c: (c, e), n_bisect,
                                  feasible_at_high=True, front=front, max_exits=max_exits)
-    return Answer(config, problem.evaluate_one(config), query or f"cheapest within {100 * max_drop:g} points drop")
+    return Answer(config, problem.evaluate_one(config), f"cheapest within {100 * max_drop:g} points drop")
 
 
 def most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: Front | None = None,
@@ -158,6 +158,12 @@ def most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: F
     """The most accurate configuration with relative cost <= ``budget`` on ``problem``'s split (at most
     ``max_exits`` exits enabled when given)."""
     check_scalar(budget, "budget", min_val=0.0)
+    return _most_accurate_within_budget(problem, budget, front=front, n_bisect=n_bisect, max_exits=max_exits)
+
+
+def _most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: Front | None = None,
+                                 n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+    """:func:`most_accurate_within_budget` with ``budget`` trusted (checked once by the caller)."""
     limit = budget * problem.n_samples * problem.costs.base_cost * (1 + 1e-12)
     config = _bisect_then_polish(problem, lambda e, c: c <= limit, lambda e, c: (e, c), n_bisect,
                                  feasible_at_high=False, front=front, max_exits=max_exits)

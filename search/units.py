@@ -1,6 +1,6 @@
 """Accuracy drops are in points of top-1 accuracy everywhere: on the command line (``--max-drop 0.5``) and in
-Python (``select(max_drop=0.5)``, ``certified_within_drop(problem, 0.5)``, ``cheapest_within_drop(problem,
-0.5)``, the ``max_drop`` constraint of ``nsga2`` and ``optuna``): 0.5 means half a point.
+Python (``ExitRuntime.select(max_drop=0.5)``, ``search.search(max_drop=0.5)``, ``certified_within_drop(problem,
+0.5)``, ``cheapest_within_drop(problem, 0.5)``): 0.5 means half a point.
 
 A value that looks like the other unit is refused in one line: a drop above :data:`MAX_DROP_POINTS` (20
 points: a percentage of something else, or a fraction times 100 too many), or a non-zero drop below
