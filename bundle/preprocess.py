@@ -5,7 +5,7 @@
 doing what ``exits.data.eval_transform`` (timm's evaluation transform) does, step by step: convert to RGB or grey,
 resize the shorter side to ``floor(size / crop_pct)`` with PIL (``crop_mode`` ``squash``: both sides), crop the
 centre (padding with zeros when smaller), divide by 255 and normalise in float32. It gives the same float32 values,
-bit for bit (``tests/bundle/test_preprocess.py``). Non-square inputs in ``center`` mode and the ``border`` mode
+bit for bit (``tests/bundle/test_bundle_preprocess.py``). Non-square inputs in ``center`` mode and the ``border`` mode
 are refused (``BundleError``): preprocess those on the host with ``exits.data.eval_transform``.
 """
 from __future__ import annotations
