@@ -110,7 +110,8 @@ def test_compaction_costs_more_than_the_reach_share_of_a_full_batch_when_times_a
         if item == "collect":
             continue
         share = np.mean([item in _runs(int(e)) for e in LEAVE])
-        assert t > share * table.item(item).median_s[-1] / 4
+        full = share * table.item(item).median_s[-1] / 4
+        assert t > full if share < 1 else t == pytest.approx(full)
 
 
 def test_the_base_configuration_runs_every_segment_on_the_whole_batch():
