@@ -203,6 +203,7 @@ def _main(argv: list[str] | None) -> int:
 
     from bundle.errors import BundleError
     from data_cache import CacheError, open_cache
+    from data_cache.cli_types import warn
     from data_cache.cost_tables import cost_table_path, write_cost_table
     from data_cache.outputs import OutputError, check_output_file
 
@@ -216,6 +217,8 @@ def _main(argv: list[str] | None) -> int:
         target = cost_table_path(cache.path, args.name)
         if target.parent.is_dir():
             check_output_file(target, overwrite=args.overwrite, option="--name")
+            if target.is_file():
+                warn(f"--name {target}: replacing the existing file (--overwrite)")
         if args.threads:
             torch.set_num_threads(args.threads)
         probes, model_fp, extra = _probes(args, cache, device)
