@@ -97,3 +97,15 @@ def test_overwrite_replaces_the_table(setup, capsys):
     assert "replacing the existing file" in capsys.readouterr().err
     second = read_cost_table(open_cache(tmp / "cache"), "again")
     assert first["measurement"]["rounds"] == 1 and second.measurement["rounds"] == 2
+
+
+@pytest.mark.parametrize("extra, culprit", [
+    (["--batch-size", "0"], "argument --batch-size"), (["--threads", "0"], "argument --threads"),
+    (["--rounds", "0"], "argument --rounds"), (["--min-time", "nan"], "argument --min-time"),
+    (["--runtime", "tensorrt"], "argument --runtime"), (["--device", "bogus"], "argument --device"),
+])
+def test_bad_options_are_one_line_before_any_work(capsys, extra, culprit):
+    with pytest.raises(SystemExit) as info:
+        main(["--cache", "c", "--name", "n"] + extra)
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and culprit in err, err
