@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -75,7 +75,6 @@ class CostTable:
     measurement: dict[str, Any]
     grid: tuple[int, ...]
     items: tuple[TimedItem, ...]
-    fmt: str = field(default=COST_TABLE_FORMAT, repr=False)
 
     @property
     def batch_size(self) -> int:
@@ -146,7 +145,8 @@ def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> 
     where = f"{fmt.COST_TABLES_DIR}/{path.name}"
     if not path.is_file():
         known = list_cost_tables(folder)
-        raise CostTableError(f"{folder}: no cost table {name!r} ({'tables: ' + ', '.join(known) if known else 'none'}); "
+        there = "tables: " + ", ".join(known) if known else "none"
+        raise CostTableError(f"{folder}: no cost table {name!r} ({there}); "
                              f"measure one with python -m exits.profile --cache {folder} --name {name}")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
@@ -163,8 +163,8 @@ def _check_against(table: CostTable, cache: Any, where: str, batch_size: int | N
                              f"this one ({cache.fingerprint[:19]}...); profile this cache again")
     dumped = ((cache.meta.provenance or {}).get("model") or {}).get("fingerprint")
     if dumped is not None and table.model_fingerprint not in (None, dumped):
-        raise CostTableError(f"{where}: model.fingerprint: profiled on backbone {str(table.model_fingerprint)[:19]}..., "
-                             f"the cache was dumped from {dumped[:19]}...")
+        raise CostTableError(f"{where}: model.fingerprint: profiled on backbone "
+                             f"{str(table.model_fingerprint)[:19]}..., the cache was dumped from {dumped[:19]}...")
     known = {u.name for u in cache.units}
     for it in table.items:
         unknown = [u for u in it.units if u not in known]

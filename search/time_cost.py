@@ -119,7 +119,8 @@ class TimeCostModel:
     def from_cache(cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any) -> "TimeCostModel":
         """The model of table ``name`` stored beside ``cache`` (checked against it: ``read_cost_table``)."""
         table = read_cost_table(cache, name, batch_size=batch_size)
-        return cls(table, [e.units for e in cache.exits], [e.name for e in cache.exits], batch_size=batch_size, **kwargs)
+        return cls(table, [e.units for e in cache.exits], [e.name for e in cache.exits], batch_size=batch_size,
+                   **kwargs)
 
     def get_params(self) -> dict[str, Any]:
         return {"table": self.table.name, "batch_size": self.batch_size, "method": self.method}
