@@ -6,7 +6,9 @@ exit's head graph on the samples still in the batch, scores the logits (``bundle
 pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver chain runs
 first on the whole batch and the samples it keeps start the backbone from the input. Each sample is charged the
 MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over samples is
-the relative cost the search predicted.
+the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
+(``contract/costs/``) the predicted costs and ``select(budget)`` are in that model's units, which the MAC
+accounting does not measure.
 
 The configurations are the bundle's table (its ``exitconfig/1`` document): switch with :meth:`set_config` or
 :meth:`select` without reloading; ``None`` is the base model (its own graph when exported, else the backbone
@@ -20,6 +22,8 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
+
+from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 
 from .errors import BundleError
 from .manifest import GraphInfo, Manifest, read_manifest, sha256_bytes
@@ -134,6 +138,7 @@ class BundleRouter:
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
         doc = self.manifest.exitconfig if configs is None else self._outside_table(configs)
+        self.objective = self._objective(doc)
         self.threads = threads
         options = self._session_options(threads)
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
@@ -192,6 +197,16 @@ class BundleRouter:
                 raise BundleError(f"{where}: searched for {what} {str(theirs)[:19]}..., not this bundle's "
                                   f"({str(ours.get('fingerprint'))[:19]}...)")
         return configs
+
+    @staticmethod
+    def _objective(doc: Mapping[str, Any]) -> str:
+        """The table's cost model (the units of its predicted costs), refused when this version does not know it."""
+        name = doc.get("objective", DEFAULT_COST_MODEL)
+        try:
+            get_cost_model(name)
+        except CostModelError as exc:
+            raise BundleError(f"exitconfig: objective: {exc}") from None
+        return name
 
     def _resolve(self, entry: Any, i: int, default_score: str) -> RouteConfig:
         served = self.manifest.exits
@@ -264,8 +279,8 @@ class BundleRouter:
         return match[0]
 
     def select(self, budget: float, *, split: str = "search") -> RouteConfig:
-        """Switch to the most accurate configuration whose predicted relative cost on ``split`` is <= ``budget``
-        (ties: the cheaper); return it."""
+        """Switch to the most accurate configuration whose predicted relative cost on ``split`` (in the units of
+        the table's ``objective``) is <= ``budget`` (ties: the cheaper); return it."""
         fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
         if not fits:
             raise BundleError(f"no configuration within relative cost {budget} on {split}")

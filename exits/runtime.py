@@ -12,7 +12,9 @@ Disabled heads never run. With a saver exit enabled the saver runs first on the 
 samples it does not release start the backbone from the input.
 
 MACs are accounted per sample from the unit table (the cache's, else ``exits.macs.unit_macs``): every
-unit that ran on a sample adds its MACs, so the mean over samples is the relative cost the search predicted.
+unit that ran on a sample adds its MACs, so the mean over samples is the relative cost the search predicted
+when the export's ``objective`` is ``macs``. Under another cost model (``contract/costs/``; ``objective``) the
+predicted costs and ``select(budget=)`` are in that model's units, which the MAC accounting does not measure.
 
 A configuration comes from an ``exitconfig/1`` export (one entry, or a table to switch between with
 :meth:`ExitRuntime.set_config` / :meth:`ExitRuntime.select`). It is refused (``RuntimeConfigError``)
@@ -30,6 +32,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 from search import SearchError
 from search.export import EXPORT_FORMAT, read_export
 from search.scores import SCORE_KINDS
@@ -70,6 +73,10 @@ def _config_document(configs: Mapping[str, Any] | str | Path) -> dict[str, Any]:
         raise RuntimeConfigError(f"configs: format: {doc.get('format')!r} is not {EXPORT_FORMAT!r}")
     if not isinstance(doc.get("configs"), list) or not all(isinstance(c, Mapping) for c in doc["configs"]):
         raise RuntimeConfigError("configs: 'configs' must be a list of configuration objects")
+    try:
+        get_cost_model(doc.get("objective", DEFAULT_COST_MODEL))
+    except CostModelError as exc:
+        raise RuntimeConfigError(f"configs: objective: {exc}") from None
     return doc
 
 
@@ -192,10 +199,12 @@ class ExitRuntime:
         self.base_config = RuntimeConfig("base", (), "max_prob", {})
         self.configs: list[RuntimeConfig] = []
         self.doc: dict[str, Any] | None = None
+        self.objective = DEFAULT_COST_MODEL  # the export's cost model: units of predicted costs, select(budget=)
         if configs is not None:
             doc = _config_document(configs)
             self._check_provenance(doc, cache, cache_fingerprint)
             self.doc = doc
+            self.objective = doc.get("objective", DEFAULT_COST_MODEL)
             self.configs = [self._resolve(entry, i, doc.get("score", "max_prob"))
                             for i, entry in enumerate(doc["configs"])]
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
@@ -323,9 +332,10 @@ class ExitRuntime:
                split: str = "search") -> RuntimeConfig:
         """Switch to a configuration of the table and return it.
 
-        ``budget``: the most accurate whose predicted relative cost on ``split`` is <= ``budget`` (ties: the
-        cheaper). ``max_drop``: the cheapest (predicted on ``split``) whose certificate (``search.pareto``)
-        certifies an accuracy drop <= ``max_drop``, a fraction (0.005 = half a point).
+        ``budget``: the most accurate whose predicted relative cost on ``split`` (in the units of the export's
+        ``objective``) is <= ``budget`` (ties: the cheaper). ``max_drop``: the cheapest (predicted on ``split``)
+        whose certificate (``search.pareto``) certifies an accuracy drop <= ``max_drop``, a fraction (0.005 = half
+        a point).
         """
         if (budget is None) == (max_drop is None):
             raise RuntimeConfigError("select needs exactly one of budget= and max_drop=")

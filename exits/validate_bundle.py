@@ -54,7 +54,8 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     """Run ``configs`` (``bundle.RouteConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
     row order of ``split``), time them against the base graph; return the report dictionary."""
     say = progress or (lambda msg: None)
-    comparison = CacheComparison(cache, split, tolerance)
+    objective = router.objective
+    comparison = CacheComparison(cache, split, tolerance, objective)
     labels = comparison.labels
     seen = np.concatenate([y for _, y in batches]) if batches else np.empty(0, np.int64)
     if not np.array_equal(seen, labels):
@@ -94,6 +95,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
 
     manifest = router.manifest.doc
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
+            "objective": objective,
             "bundle": {"path": str(router.path), "fingerprint": manifest["fingerprint"],
                        "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
                        "n_graphs": len(manifest["graphs"])},

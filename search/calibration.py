@@ -12,7 +12,7 @@ from .certify import DEFAULT_BOUND, smallest_certifiable_drop
 from .problem import ExitProblem
 
 __all__ = ["DEFAULT_FRACTION", "CALIBRATION_SPLIT", "Roles", "calibration_roles", "check_calibration_split",
-           "check_fraction", "planned_calibration_size", "check_certifiable"]
+           "check_fraction", "planned_calibration_size", "check_certifiable", "make_roles"]
 
 DEFAULT_FRACTION = 0.5
 CALIBRATION_SPLIT = "calibration"
@@ -123,13 +123,20 @@ def calibration_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION
     ``fraction`` of the search split is kept for calibration: cut from ``search`` when it holds the whole
     split; drawn from the samples outside it when it holds a subsample (read from the cache).
     """
+    if CALIBRATION_SPLIT not in search.cache.splits():
+        check_fraction(fraction)
+    return make_roles(search, fraction=fraction, seed=seed)
+
+
+def make_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION, seed: int = 0) -> Roles:
+    """:func:`calibration_roles` with ``fraction`` trusted (``search.search`` checked it once, with every
+    other parameter)."""
     rng = as_generator(seed)
     cache = search.cache
     if CALIBRATION_SPLIT in cache.splits():
         check_calibration_split(cache)
         cal = search.on_split(CALIBRATION_SPLIT)
         return Roles(search, cal.take(rng.permutation(cal.n_samples)), CALIBRATION_SPLIT, None, int(seed), True)
-    check_fraction(fraction)
     n_cal = _cut_size(search.split_size, fraction, None if search.samples is None else search.n_samples)
     if search.samples is not None:
         outside = np.setdiff1d(np.arange(search.split_size), search.samples)

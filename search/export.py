@@ -49,7 +49,7 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     base_s, base_h = search.base, holdout.base
     doc = {
         "format": EXPORT_FORMAT,
-        "objective": search.objective,
+        "objective": search.costs.objective,  # the registered cost model the numbers are in
         "score": search.score,
         "cache": {"fingerprint": cache.fingerprint, "n_exits": len(cache.exits),
                   "splits": {"search": search.n_samples, "holdout": holdout.n_samples}},

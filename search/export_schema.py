@@ -11,7 +11,7 @@ import math
 
 from data_cache.schema import name_problem
 
-from .costs import OBJECTIVES
+from .costs import list_cost_models
 from .scores import SCORE_KINDS
 
 __all__ = ["export_problems", "exit_entries_problems"]
@@ -140,7 +140,7 @@ def export_problems(doc) -> list[str]:
     if not isinstance(doc, dict):
         return [f"document: must be a JSON object ({_got(doc)})"]
     problems: list[str] = []
-    _optional(doc, "objective", _one_of(OBJECTIVES), problems)
+    _optional(doc, "objective", _one_of(list_cost_models()), problems)
     _optional(doc, "score", _one_of(SCORE_KINDS), problems)
     cache = doc.get("cache")
     if not isinstance(cache, dict):

@@ -31,7 +31,7 @@ from .config import ExitConfig
 from .engines.dp import DPEngine
 from .front import Front
 from .problem import ExitProblem
-from .queries import cheapest_within_drop, most_accurate_within_budget
+from .queries import _cheapest_within_drop, _most_accurate_within_budget
 
 __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
            "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test"]
@@ -177,7 +177,7 @@ def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA,
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
     fit_front = DPEngine().run(fit) if fit_front is None else fit_front
-    ladder = [cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0).config
+    ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0).config
               for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
@@ -262,8 +262,8 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
     ladder = []
     for k in range(_LADDER_STEPS):
         try:
-            ladder.append(most_accurate_within_budget(fit, budget - margin * k / 2, front=fit_front,
-                                                      n_bisect=0).config)
+            ladder.append(_most_accurate_within_budget(fit, budget - margin * k / 2, front=fit_front,
+                                                       n_bisect=0).config)
         except SearchError:
             break  # below the cheapest reachable cost
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[1] <= budget]

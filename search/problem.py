@@ -8,7 +8,7 @@ import numpy as np
 from ._validation import SearchError, check_split
 from .chunks import DEFAULT_CHUNK_SIZE, load_split
 from .config import ExitConfig
-from .costs import CostModel
+from .costs import CostTable, cost_table
 from .scores import float32_cut
 
 __all__ = ["ExitProblem", "Evaluation"]
@@ -35,15 +35,18 @@ class ExitProblem:
     and counts evaluations in ``n_evals``. ``positions`` are the early positions in execution order;
     ``position_exits[j]`` lists the exit indices (head types) standing at ``positions[j]``.
 
+    ``objective``: a registered cost model (``contract/costs/``) the cost table is built under, unless ``costs``
+    (a ``CostTable``) is given; ``self.objective`` is the table's.
+
     ``samples``: sorted indices of the split's samples to hold (all when None: ``self.samples`` is
     None); the split is read ``chunk_size`` samples at a time, so only what is held stays in memory.
     """
 
     def __init__(self, cache, split: str = "search", *, objective: str = "macs", score: str = "max_prob",
-                 costs: CostModel | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 costs: CostTable | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.cache, self.split, self.score = cache, check_split(cache, split), score
-        self.objective = objective
-        self.costs = costs if costs is not None else CostModel.from_cache(cache, objective)
+        self.costs = costs if costs is not None else cost_table(cache, objective)
+        self.objective = self.costs.objective  # the cost model's name: what an export records
         self.split_size = cache.n_samples(split)
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
         # (n_exits, n_samples) float32 scores and bool correctness

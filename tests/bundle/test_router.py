@@ -217,3 +217,13 @@ def test_importing_and_running_the_router_loads_neither_torch_nor_exits(resnet, 
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+def test_the_tables_objective_is_read_and_an_unknown_one_refused(resnet):
+    model, splits, cache, doc, path = resnet
+    table = {**doc, "configs": doc["configs"][:1]}
+    assert open_bundle(path).objective == doc.get("objective", "macs")
+    assert open_bundle(path, configs={**table, "objective": "units"}).objective == "units"
+    with pytest.raises(BundleError, match=r"^exitconfig: objective: unknown objective 'flops': this version knows "
+                                          r"the cost models \['macs'"):
+        open_bundle(path, configs={**table, "objective": "flops"})

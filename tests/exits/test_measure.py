@@ -66,3 +66,22 @@ def test_disagreements_are_counted_by_kind_and_near_a_threshold_apart():
     # with a tolerance below the nearest gap, neither counts as float rounding
     _, strict = CacheComparison(cache, "holdout", float(gap[near]) / 2).compare(config, got_exit, got_pred)
     assert gap[near] > 0 and strict["n_disagree_near_threshold"] == 0 and strict["n_disagree"] == 2
+
+
+def test_an_objective_other_than_macs_is_compared_in_macs_and_flagged():
+    """A latency export's costs are never set beside measured MACs: the cache's relative MACs are, in one note."""
+    from exits.measure import format_rows
+
+    cache, config, problem, want_exit, want_pred = _setup()
+    exported = _Config(config.exits, predicted={"holdout": {"accuracy": 0.5, "relative_cost": 0.25}})
+    ev = problem.evaluate_one(ExitConfig((0, 1), (0.9, 0.8), "max_prob"))
+    predicted, _ = CacheComparison(cache, "holdout", 1e-6, "latency").compare(exported, want_exit, want_pred)
+    assert predicted["relative_cost"] == ev.relative_cost != 0.25 and predicted["relative_cost_objective"] == 0.25
+    row = {"id": "dp-0000", "exits": [], "predicted": predicted, "agreement": 1.0, "n_disagree_near_threshold": 0,
+           "ideal_speedup": 1.0, "measured": {"accuracy": 0.5, "relative_cost": ev.relative_cost}}
+    report = {"split": "holdout", "n_samples": 10, "configs": [row],
+              "base": {"measured": {"accuracy": 0.5, "macs_per_sample": 1e6}, "predicted": {"accuracy": 0.5}}}
+    assert not any(line.startswith("note:") for line in format_rows(report, "base", "footnote"))
+    lines = format_rows({**report, "objective": "latency"}, "base", "footnote")
+    assert lines[-1].startswith("note: objective 'latency' (latency_s) is not what a run measures: cost pred / cost "
+                                "meas are the cache's and the run's relative MACs")

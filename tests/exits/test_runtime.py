@@ -247,3 +247,12 @@ def test_saver_runs_first_and_releases_samples(tmp_path):
     with FlopCounterMode(display=False) as counter:
         runtime.run(x)
     assert counter.get_total_flops() / 2 == pytest.approx(float(result.macs.sum()), rel=1e-9)
+
+
+def test_the_exports_objective_is_read_and_an_unknown_one_refused(setup):
+    model, splits, cache = setup
+    doc = make_export(cache)
+    assert ExitRuntime(model, doc, cache=cache).objective == doc.get("objective", "macs") == "macs"
+    assert ExitRuntime(model, {**doc, "objective": "latency"}, cache=cache).objective == "latency"
+    _refused(model, {**doc, "objective": "flops"}, r"configs: objective: unknown objective 'flops': this version "
+                                                   r"knows the cost models \['macs', 'latency'", cache=cache)

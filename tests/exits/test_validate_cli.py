@@ -153,3 +153,18 @@ def test_timing_many_configurations_warns_what_it_costs(setup, capsys, monkeypat
     assert main(["--config", str(tmp / "front.json"), "--max-configs", "1", "--report", str(tmp / "few.json")]
                 + base) == 0
     assert "warning" not in capsys.readouterr().err
+
+
+def test_a_certified_cost_in_another_objective_is_not_set_beside_measured_macs():
+    from exits.validate import format_table
+
+    cert = {"certified_relative_cost": 0.6, "delta": 0.1, "n_cal": 100, "bound": "clopper_pearson"}
+    row = {"id": "dp-0000", "exits": [], "agreement": 1.0, "n_disagree_near_threshold": 0, "ideal_speedup": 2.0,
+           "predicted": {"accuracy": 0.9, "relative_cost": 0.5}, "measured": {"accuracy": 0.9, "relative_cost": 0.5},
+           "certificate": cert}
+    report = {"split": "holdout", "n_samples": 10, "configs": [row],
+              "base": {"measured": {"accuracy": 0.9, "macs_per_sample": 1e6}, "predicted": {"accuracy": 0.9}}}
+    assert "measured on holdout: 0.5000" in format_table(report)
+    text = format_table({**report, "objective": "latency"})
+    assert "certified relative latency cost <= 0.6000" in text and "not measured here (a run measures MACs)" in text
+    assert "measured on holdout" not in text

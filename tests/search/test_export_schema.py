@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from contract.costs import list_cost_models
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, run_search
 from search._validation import SearchError
@@ -65,7 +66,7 @@ BAD = [
     ("accuracy 2", _set("configs/0/holdout/accuracy", 2), "configs[0].holdout.accuracy: must be a number in [0, 1]"),
     ("exit fractions short", _set("configs/0/search/exit_fractions", [1.0]),
      "configs[0].search.exit_fractions: 1 entries"),
-    ("objective unknown", _set("objective", "flops"), "objective: must be one of ['macs', 'latency']"),
+    ("objective unknown", _set("objective", "flops"), f"objective: must be one of {list_cost_models()}"),
     ("model name a number", _set("model/name", 3), "model.name: must be a string or null"),
 ]
 
