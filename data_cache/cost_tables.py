@@ -24,7 +24,7 @@ from .errors import CacheError
 from .schema import split_name_problem
 
 __all__ = ["COST_TABLE_FORMAT", "RUNTIMES", "ITEM_KINDS", "UNIT_ITEM_KINDS", "CostTableError", "TimedItem",
-           "CostTable", "cost_table_path", "list_cost_tables", "write_cost_table", "read_cost_table",
+           "TimeTable", "cost_table_path", "list_cost_tables", "write_cost_table", "read_cost_table",
            "check_table_name", "profile_grid", "interpolate", "parse_cost_table"]
 
 COST_TABLE_FORMAT = "costtable/1"
@@ -63,7 +63,7 @@ class TimedItem:
 
 
 @dataclass(frozen=True)
-class CostTable:
+class TimeTable:
     """A named table: what it was profiled for (``cache_fingerprint``, ``model_fingerprint``), on what
     (``target``: device, device_name, threads, batch_size, runtime, score, versions, date, loadavg, ...),
     how (``measurement``: rounds, warm-up, repeats), the ``grid`` of row counts and the ``items``."""
@@ -119,7 +119,7 @@ def list_cost_tables(cache_dir: str | Path) -> list[str]:
     return sorted(p.stem for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
 
 
-def write_cost_table(cache_dir: str | Path, table: CostTable, *, overwrite: bool = False) -> Path:
+def write_cost_table(cache_dir: str | Path, table: TimeTable, *, overwrite: bool = False) -> Path:
     """Write ``table`` as ``cache_dir/cost_tables/<name>.json`` atomically; an existing one only with ``overwrite``."""
     from .outputs import check_output_file, write_text_atomic
 
@@ -131,7 +131,7 @@ def write_cost_table(cache_dir: str | Path, table: CostTable, *, overwrite: bool
     return path
 
 
-def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> CostTable:
+def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> TimeTable:
     """The table ``name`` of ``cache`` (a folder or an opened cache with a ``path``), checked against it:
     its cache and backbone fingerprints, units, grid (up to ``batch_size`` when given) and timings."""
     if not hasattr(cache, "fingerprint"):
@@ -157,7 +157,7 @@ def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> 
     return table
 
 
-def _check_against(table: CostTable, cache: Any, where: str, batch_size: int | None) -> None:
+def _check_against(table: TimeTable, cache: Any, where: str, batch_size: int | None) -> None:
     if table.cache_fingerprint != cache.fingerprint:
         raise CostTableError(f"{where}: cache.fingerprint: profiled for cache {table.cache_fingerprint[:19]}..., not "
                              f"this one ({cache.fingerprint[:19]}...); profile this cache again")
@@ -175,8 +175,8 @@ def _check_against(table: CostTable, cache: Any, where: str, batch_size: int | N
                              f"profile with --batch-size {batch_size}")
 
 
-def parse_cost_table(doc: Any, where: str) -> CostTable:
-    """A CostTable from its JSON, or CostTableError naming the first problem (file and field)."""
+def parse_cost_table(doc: Any, where: str) -> TimeTable:
+    """A TimeTable from its JSON, or CostTableError naming the first problem (file and field)."""
     def bad(fieldname: str, problem: str) -> CostTableError:
         return CostTableError(f"{where}: {fieldname}: {problem}")
 
@@ -207,7 +207,7 @@ def parse_cost_table(doc: Any, where: str) -> CostTable:
         raise bad("items", "names must be unique")
     if not any(it.kind == "base" for it in parsed):
         raise bad("items", "no item of kind 'base' (the base model's time)")
-    return CostTable(str(doc.get("name", "")), cache_fp, model_fp if isinstance(model_fp, str) else None,
+    return TimeTable(str(doc.get("name", "")), cache_fp, model_fp if isinstance(model_fp, str) else None,
                      dict(target), dict(measurement), tuple(grid), parsed)
 
 

@@ -101,8 +101,8 @@ def profile_table(name: str, probes: Sequence[Any], *, cache: Any, model_fingerp
                   threads: int | None, batch_size: int, runtime: str, score: str, rounds: int,
                   min_time: float = 2e-3, extra: dict[str, Any] | None = None,
                   progress: Callable[[str], None] | None = None) -> Any:
-    """Measure ``probes`` and return the ``CostTable`` ``name`` for ``cache`` (not written)."""
-    from data_cache.cost_tables import CostTable, parse_cost_table, profile_grid
+    """Measure ``probes`` and return the ``TimeTable`` ``name`` for ``cache`` (not written)."""
+    from data_cache.cost_tables import TimeTable, parse_cost_table, profile_grid
 
     from .measure import describe_machine
 
@@ -120,7 +120,7 @@ def profile_table(name: str, probes: Sequence[Any], *, cache: Any, model_fingerp
            "measurement": {"rounds": rounds, "min_time_s": min_time, "statistic": "median over rounds",
                            "spread": "min and max over rounds", "grid": "powers of two below the batch size, and it"},
            "grid": list(grid), "items": items}
-    table: CostTable = parse_cost_table(doc, f"cost table {name!r}")
+    table: TimeTable = parse_cost_table(doc, f"cost table {name!r}")
     return table
 
 

@@ -19,8 +19,10 @@ correlated the samples' reach is across items. Three ways to evaluate it (``meth
 - ``replay``: the mean over ``rounds`` random batches of the cache's samples (without replacement within a
   batch), a Monte Carlo estimate of the hypergeometric answer; kept to check the other two on real caches.
 
-numpy only; the class keeps the ``CostModel`` interface small (``time_per_sample``, ``base_time_per_sample``,
-``estimate``) so that it can be registered as a cost model by name.
+numpy only. The class follows the ``contract.costs.CostModel`` conventions (``name``, ``quantity``, ``additive =
+False``: its cost needs every sample's exit, not exit fractions) but is not registered there yet: the registry
+holds argument-free instances, and a time model is bound to a measured table and a batch size; registering it
+comes with ``search.pareto --objective time --cost-table NAME``.
 """
 from __future__ import annotations
 
@@ -30,7 +32,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from data_cache.cost_tables import CostTable, TimedItem, interpolate, read_cost_table
+from data_cache.cost_tables import TimeTable, TimedItem, interpolate, read_cost_table
 
 from ._validation import SearchError, as_generator
 
@@ -96,8 +98,10 @@ class TimeCostModel:
     """
 
     name = "time"
+    quantity = "seconds per sample"
+    additive = False
 
-    def __init__(self, table: CostTable, exit_units: Sequence[Sequence[str]], exit_names: Sequence[str], *,
+    def __init__(self, table: TimeTable, exit_units: Sequence[Sequence[str]], exit_names: Sequence[str], *,
                  batch_size: int | None = None, method: str = "binomial", rounds: int = 2000, seed: Any = 0):
         self.table, self.method, self.rounds, self.seed = table, method, rounds, seed
         self.batch_size = table.batch_size if batch_size is None else batch_size

@@ -8,7 +8,7 @@ import pytest
 
 from data_cache import open_cache, validate_cache
 from data_cache import format as fmt
-from data_cache.cost_tables import (CostTable, CostTableError, TimedItem, cost_table_path, interpolate,
+from data_cache.cost_tables import (TimeTable, CostTableError, TimedItem, cost_table_path, interpolate,
                                     list_cost_tables, profile_grid, read_cost_table, write_cost_table)
 from data_cache.schema import split_name_problem
 from data_cache.writer import save_cache
@@ -17,7 +17,7 @@ from ._helpers import small_cache
 
 
 def make_table(cache, name: str = "cpu-t1", *, batch_size: int = 8, fingerprint: str | None = None,
-               scale: float = 1e-4) -> CostTable:
+               scale: float = 1e-4) -> TimeTable:
     """A table timing every unit of ``cache`` on ``profile_grid(batch_size)`` (time grows with rows)."""
     grid = profile_grid(batch_size)
     t = tuple(scale * (1 + 0.5 * n) for n in grid)
@@ -27,7 +27,7 @@ def make_table(cache, name: str = "cpu-t1", *, batch_size: int = 8, fingerprint:
     items += [TimedItem("finish", "finish", t, t, t), TimedItem("collect", "collect", t, t, t),
               TimedItem("base", "base", t, t, t)]
     target = {"device": "cpu", "device_name": "test", "threads": 1, "batch_size": batch_size, "runtime": "eager"}
-    return CostTable(name, fingerprint or cache.fingerprint, None, target, {"rounds": 1}, grid, tuple(items))
+    return TimeTable(name, fingerprint or cache.fingerprint, None, target, {"rounds": 1}, grid, tuple(items))
 
 
 @pytest.fixture
@@ -116,7 +116,7 @@ def test_another_backbones_table_is_refused(tmp_path):
     mem.meta.provenance["model"] = {"fingerprint": "sha256:" + "1" * 64}
     cache = save_cache(tmp_path / "c", mem)
     table = make_table(cache)
-    write_cost_table(cache.path, CostTable(table.name, table.cache_fingerprint, "sha256:" + "2" * 64, table.target,
+    write_cost_table(cache.path, TimeTable(table.name, table.cache_fingerprint, "sha256:" + "2" * 64, table.target,
                                            table.measurement, table.grid, table.items))
     with pytest.raises(CostTableError, match="model.fingerprint: profiled on backbone sha256:222"):
         read_cost_table(cache, "cpu-t1")

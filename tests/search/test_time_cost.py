@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from data_cache.cost_tables import CostTable, TimedItem, interpolate
+from data_cache.cost_tables import TimeTable, TimedItem, interpolate
 from search import SearchError
 from search.time_cost import TimeCostModel, binomial_pmf, hypergeometric_pmf
 
@@ -24,7 +24,7 @@ def _times(a: float, b: float) -> tuple[float, ...]:
     return tuple(a + b * n ** 0.6 for n in GRID)
 
 
-def _table(items: list[TimedItem] | None = None) -> CostTable:
+def _table(items: list[TimedItem] | None = None) -> TimeTable:
     t = {"s0": _times(3.0, 1.0), "s1": _times(2.0, 2.0), "s2": _times(1.0, 4.0), "h0": _times(0.5, 0.1),
          "h1": _times(0.4, 0.2)}
     if items is None:
@@ -35,7 +35,7 @@ def _table(items: list[TimedItem] | None = None) -> CostTable:
                   TimedItem("collect", "collect", _times(0.6, 0.02), *([_times(0.6, 0.02)] * 2))]
     items.append(TimedItem("base", "base", _times(6.0, 7.0), _times(6.0, 7.0), _times(6.0, 7.0)))
     target = {"batch_size": GRID[-1], "runtime": "eager"}
-    return CostTable("t", "sha256:" + "0" * 64, None, target, {}, GRID, tuple(items))
+    return TimeTable("t", "sha256:" + "0" * 64, None, target, {}, GRID, tuple(items))
 
 
 def _runs(exit_: int) -> list[str]:
@@ -45,7 +45,7 @@ def _runs(exit_: int) -> list[str]:
             2: ["s0", "h0", "step:e0", "s1", "h1", "step:e1", "s2", "finish"]}[exit_]
 
 
-def _batch_time(table: CostTable, rows) -> float:
+def _batch_time(table: TimeTable, rows) -> float:
     """Seconds per sample of one batch of cache rows, every item run on the rows that reach it."""
     B = len(rows)
     counts: dict[str, int] = {}
@@ -142,11 +142,11 @@ def test_refusals():
     with pytest.raises(SearchError, match="draws batches of 4 from the cache's 3 samples"):
         _model(4, "hypergeometric").time_per_sample([0, 1], LEAVE[:3])
     table = _table()
-    no_step = CostTable("t", table.cache_fingerprint, None, table.target, {}, GRID,
+    no_step = TimeTable("t", table.cache_fingerprint, None, table.target, {}, GRID,
                         tuple(i for i in table.items if i.name != "step:e1"))
     with pytest.raises(SearchError, match="no step time for exit 'e1'"):
         TimeCostModel(no_step, EXIT_UNITS, EXIT_NAMES).time_per_sample([0, 1], LEAVE)
-    no_s2 = CostTable("t", table.cache_fingerprint, None, table.target, {}, GRID,
+    no_s2 = TimeTable("t", table.cache_fingerprint, None, table.target, {}, GRID,
                       tuple(i for i in table.items if i.name != "s2"))
     with pytest.raises(SearchError, match="no time for unit 's2'"):
         TimeCostModel(no_s2, EXIT_UNITS, EXIT_NAMES).time_per_sample([0, 1], LEAVE)
