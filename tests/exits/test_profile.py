@@ -109,3 +109,11 @@ def test_bad_options_are_one_line_before_any_work(capsys, extra, culprit):
         main(["--cache", "c", "--name", "n"] + extra)
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "\n" not in err and culprit in err, err
+
+
+def test_exitsearch_profile_is_python_m_exits_profile(capsys):
+    from data_cache.cli import main as exitsearch
+
+    with pytest.raises(SystemExit) as info:
+        exitsearch(["profile", "--help"])
+    assert info.value.code == 0 and "python -m exits.profile" in capsys.readouterr().out

@@ -163,3 +163,19 @@ def test_a_graph_spanning_an_enabled_exit_is_refused_and_fine_otherwise():
     leave = np.where(LEAVE == 0, 1, LEAVE)  # a bundle cut at exit 1 only: g0 runs s0 and s1 together
     est = model.estimate([1], leave)
     assert set(est.items) == {"g0", "g1", "head:e1", "step:e1"}
+
+
+def test_the_time_model_and_the_table_reader_load_no_torch():
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    code = "import sys, json, search.time_cost, data_cache.cost_tables; print(json.dumps(sorted(sys.modules)))"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=root,
+                          env={**os.environ, "PYTHONPATH": str(root)})
+    assert proc.returncode == 0, proc.stderr
+    loaded = {m.split(".")[0] for m in json.loads(proc.stdout)}
+    assert "numpy" in loaded and not loaded & {"torch", "timm", "onnxruntime", "exits"}
