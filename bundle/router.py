@@ -18,13 +18,22 @@ segments in a row), run through the same code.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from contract import ContractError, ExitConfig, ExitRef, ExitRule, ExitTable, get_rule, rule_inputs_from_logits
+from contract import (
+    ContractError,
+    ExitConfig,
+    ExitRef,
+    ExitRule,
+    ExitTable,
+    get_rule,
+    rule_inputs_from_logits,
+)
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 
 from .errors import BundleError
@@ -60,7 +69,7 @@ class RouteResult:
         return float(self.macs.mean()) / self.base_macs if len(self.macs) else 0.0
 
     @classmethod
-    def concat(cls, parts: Sequence["RouteResult"], base_macs: float) -> "RouteResult":
+    def concat(cls, parts: Sequence[RouteResult], base_macs: float) -> RouteResult:
         if not parts:
             return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32),
                        np.empty(0, np.float64), base_macs)
@@ -208,7 +217,7 @@ class BundleRouter:
         if not cfg.exits and self.manifest.base is not None:
             return [([self.graphs[self.manifest.base]], {}, None)]
         by_index = {e.index: e for e in self.manifest.exits.values()}
-        stops = [(by_index[i], t) for i, t in zip(cfg.exits, cfg.thresholds)]
+        stops = [(by_index[i], t) for i, t in zip(cfg.exits, cfg.thresholds, strict=True)]
         plan: _Plan = []
         saver = [(e, t) for e, t in stops if e.chain == "saver"]
         if saver:

@@ -15,8 +15,9 @@ Each side re-raises :class:`~contract.errors.ContractError` as its own one-line 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import ContractError
 from .rules import ExitRule, get_rule, list_rules
@@ -52,7 +53,7 @@ class ExitTable:
         object.__setattr__(self, "by_index", {r.index: r for r in self.refs})
 
     @classmethod
-    def of(cls, owner: Any, where: str = "in this cache") -> "ExitTable":
+    def of(cls, owner: Any, where: str = "in this cache") -> ExitTable:
         """An ExitTable as it is, or the table of ``owner.exits`` (each with ``name``, ``position``, ``head``;
         the last is the final exit) and ``owner.n_classes`` (a cache)."""
         if isinstance(owner, ExitTable):
@@ -205,7 +206,7 @@ class ExitConfig:
     def certificate(self) -> Mapping[str, Any] | None:
         return self.predicted.get("certificate")
 
-    def check(self, table: Any) -> "ExitConfig":
+    def check(self, table: Any) -> ExitConfig:
         """Raise ContractError unless the configuration fits ``table`` (an :class:`ExitTable`, or a cache:
         :meth:`ExitTable.of`): known rule, early exits in execution order one per position, thresholds in the
         rule's range. A configuration checked against an owner is not checked again against the same one."""
@@ -217,7 +218,7 @@ class ExitConfig:
             raise ContractError(str(problem).split(": ", 1)[1])
         lo, hi = rule.threshold_range(tab.n_classes)
         last_pos = None
-        for e, t in zip(self.exits, self.thresholds):
+        for e, t in zip(self.exits, self.thresholds, strict=True):
             ref = tab.by_index.get(e)
             if ref is None or e == tab.final:
                 raise ContractError(f"exit index {e} is not an early exit {tab.where}")
@@ -233,7 +234,7 @@ class ExitConfig:
     def to_json(self, owner: Any) -> list[dict[str, Any]]:
         """The ``exits`` list of an ``exitconfig/1`` entry (``owner``: the cache, whose ``exits`` it names)."""
         exits, out = owner.exits, []
-        for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
+        for j, (e, t) in enumerate(zip(self.exits, self.thresholds, strict=True)):
             d = {"name": exits[e].name, "position": exits[e].position, "head": exits[e].head, "score": self.score,
                  "threshold": t}
             if self.params and self.params[j]:
@@ -243,7 +244,7 @@ class ExitConfig:
 
     @classmethod
     def from_json(cls, entries: Any, table: Any, default_score: str = "max_prob", *, id: str = "",
-                  predicted: Mapping[str, Any] | None = None) -> "ExitConfig":
+                  predicted: Mapping[str, Any] | None = None) -> ExitConfig:
         """The one validator: an entry's ``exits`` list checked (:func:`entries_problems`) and resolved
         against ``table`` (an :class:`ExitTable` or a cache) by name (position and head must agree; never the
         final exit). The first problem is a ContractError ``exits[j].field: problem``."""

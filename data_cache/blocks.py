@@ -75,7 +75,7 @@ class BlockReader:
             f.close()
         self._files.clear()
 
-    def __enter__(self) -> "BlockReader":
+    def __enter__(self) -> BlockReader:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -14,7 +14,8 @@ import math
 import os
 import re
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 __all__ = ["CommandParser", "int_at_least", "positive_int", "non_negative_int", "seed", "threads",
            "finite_float", "positive_float", "non_negative_float", "fraction", "probability", "float_in",

@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -194,7 +196,7 @@ def parse_cost_table(doc: Any, where: str) -> TimeTable:
         raise bad("target.runtime", f"{target.get('runtime')!r} is not one of {list(RUNTIMES)}")
     grid = doc.get("grid")
     if not isinstance(grid, list) or not grid or not all(_is_int(n) and n >= 1 for n in grid) \
-            or any(b <= a for a, b in zip(grid, grid[1:])):
+            or any(b <= a for a, b in pairwise(grid)):
         raise bad("grid", "must be increasing row counts >= 1")
     if target.get("batch_size") != grid[-1]:
         raise bad("target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {grid[-1]}")

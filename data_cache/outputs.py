@@ -28,15 +28,28 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from ._publish import (RESERVED, link_file, make_work, release_reservation, remove_work, reserve_folder, sweep,
-                       sweep_reservation)
-from .ownership import FileKind, OwnershipError, check_not_input, check_owned_file, check_owned_folder
-
+from ._publish import (
+    RESERVED,
+    link_file,
+    make_work,
+    release_reservation,
+    remove_work,
+    reserve_folder,
+    sweep,
+    sweep_reservation,
+)
 from .cli_types import check_name_length
+from .ownership import (
+    FileKind,
+    OwnershipError,
+    check_not_input,
+    check_owned_file,
+    check_owned_folder,
+)
 
 __all__ = ["OutputError", "check_output_place", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]

@@ -18,9 +18,9 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from . import format as fmt
 from .errors import CacheExistsError

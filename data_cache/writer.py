@@ -15,12 +15,20 @@ import numpy as np
 
 from . import format as fmt
 from ._base import CacheMeta, check_meta, meta_to_manifest
+from ._publish import link_file
 from .errors import CacheExistsError, CacheIncompleteError, CacheInputError
 from .fingerprint import array_digest, cache_fingerprint
-from ._publish import link_file
 from .outputs import OutputError, check_output_place
-from .ownership import (PARTS_META, OwnershipError, check_not_input, check_targets, clear_parts, owned_by_cache,
-                        owned_by_parts, remove_owned)
+from .ownership import (
+    PARTS_META,
+    OwnershipError,
+    check_not_input,
+    check_targets,
+    clear_parts,
+    owned_by_cache,
+    owned_by_parts,
+    remove_owned,
+)
 
 __all__ = ["CacheWriter", "create_cache", "save_cache", "check_cache_target"]
 
@@ -106,7 +114,7 @@ def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = Fals
 
 def create_cache(path: str | Path, meta: CacheMeta, *, with_logits: bool = False, overwrite: bool = False,
                  resume: bool = False, rank: int = 0, world_size: int = 1,
-                 join_timeout_s: float = 300.0) -> "CacheWriter":
+                 join_timeout_s: float = 300.0) -> CacheWriter:
     """Open a writer for a new cache at ``path`` (see :class:`CacheWriter`)."""
     return CacheWriter(Path(path), meta, with_logits=with_logits, overwrite=overwrite, resume=resume,
                        rank=rank, world_size=world_size, join_timeout_s=join_timeout_s)

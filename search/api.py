@@ -25,8 +25,13 @@ from data_cache.bundled import bundled_cache_path
 from ._answers import answer_queries
 from ._validation import SearchError, SearchWarning
 from .budget import Budget
-from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
-                          planned_calibration_size)
+from .calibration import (
+    CALIBRATION_SPLIT,
+    DEFAULT_FRACTION,
+    check_calibration_split,
+    check_certifiable,
+    planned_calibration_size,
+)
 from .engines import create_engine, engine_class
 from .engines._cap import check_max_exits
 from .exact import SplitEvaluator
@@ -36,7 +41,14 @@ from .params import PARAMS, Options, check_options
 from .problem import ExitProblem
 from .result import Indicators, SearchResult
 from .standalone import oracle_bound
-from .subsample import FitSample, certification_rows, check_fit_memory, fit_problem, never_right, plan_fit
+from .subsample import (
+    FitSample,
+    certification_rows,
+    check_fit_memory,
+    fit_problem,
+    never_right,
+    plan_fit,
+)
 
 __all__ = ["search", "open_search_cache"]
 

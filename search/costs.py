@@ -24,7 +24,7 @@ def cost_table(cache, objective: str = "macs") -> CostTable:
     except CostModelError as exc:
         raise SearchError(str(exc)) from None
     n_max = max((cache.n_samples(s) for s in cache.splits()), default=1)
-    problems = cost_problems(model.quantity, dict(zip(table.unit_names, table.unit_costs.tolist())),
+    problems = cost_problems(model.quantity, dict(zip(table.unit_names, table.unit_costs.tolist(), strict=True)),
                              cache.exits[-1].units, n_max)  # the very check the cache's schema makes
     if problems:
         raise SearchError(problems[0])

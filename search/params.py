@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any
 
 from data_cache.cli_types import float_in, int_at_least
 

@@ -18,15 +18,26 @@ test on per-sample cost / its maximum) and reports a lower confidence bound on t
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ._validation import SearchError, check_scalar
 from .calibration import DEFAULT_FRACTION, Roles, calibration_roles
-from .certify import (DEFAULT_BOUND, PairedLosses, accuracy_lower_bound, betting_p_value, check_delta, get_bound,
-                      mean_upper_bound, paired_losses, samples_to_certify, smallest_certifiable_drop)
+from .certify import (
+    DEFAULT_BOUND,
+    PairedLosses,
+    accuracy_lower_bound,
+    betting_p_value,
+    check_delta,
+    get_bound,
+    mean_upper_bound,
+    paired_losses,
+    samples_to_certify,
+    smallest_certifiable_drop,
+)
 from .config import ExitConfig
 from .engines.dp import DPEngine
 from .front import Front
@@ -215,7 +226,7 @@ def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA,
     ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
                                 max_exits=max_exits).config for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
-    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F, strict=True) if F[0] - base_error < max_drop]  # others: z < 0
     sequence = _drop_sequence(fit, _dedupe(in_reach + ladder), max_drop, delta, cal.n_samples)
     losses = {}
 
@@ -302,7 +313,7 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
                                                       n_bisect=0, max_exits=max_exits).config)
         except SearchError:
             break  # below the cheapest reachable cost
-    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[1] <= budget]
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F, strict=True) if F[1] <= budget]
     sequence = _budget_sequence(fit, _dedupe(in_reach + ladder), budget, delta, cal.n_samples)
     p_values = {}
 

@@ -89,7 +89,7 @@ def plot_exit_distribution(problem, config, *, ax=None, path=None):
     fig, ax = _axes(ax, figsize=(max(4.0, 0.6 * len(exits) + 2.0), 4.0))
     x = np.arange(len(exits))
     bars = ax.bar(x, frac, color="tab:blue")
-    for b, f, a in zip(bars, frac, acc):
+    for b, f, a in zip(bars, frac, acc, strict=True):
         if f > 0:
             ax.annotate(f"{100 * a:.1f}%", (b.get_x() + b.get_width() / 2, b.get_height()), ha="center",
                         va="bottom", fontsize="x-small")

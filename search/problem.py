@@ -75,7 +75,7 @@ class ExitProblem:
     def final_exit(self) -> int:
         return self.n_exits - 1
 
-    def take(self, idx) -> "ExitProblem":
+    def take(self, idx) -> ExitProblem:
         """The same problem restricted to the samples ``idx`` (e.g. a calibration part of the split)."""
         sub = object.__new__(ExitProblem)
         sub.__dict__.update(self.__dict__)
@@ -83,7 +83,7 @@ class ExitProblem:
         sub.samples = np.arange(self.n_samples)[idx] if self.samples is None else self.samples[idx]
         return sub
 
-    def on_split(self, split: str) -> "ExitProblem":
+    def on_split(self, split: str) -> ExitProblem:
         """The same problem (cost model, score kind) on another split of the cache."""
         return ExitProblem(self.cache, split, score=self.score, costs=self.costs, objective=self.objective)
 
@@ -94,7 +94,7 @@ class ExitProblem:
         out = np.full(self.n_samples, self.final_exit, dtype=np.int32)
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
-        for e, t in zip(config.exits, config.thresholds):
+        for e, t in zip(config.exits, config.thresholds, strict=True):
             self.rule.leaves(self.scores[e], t, out=leave)  # = float64 comparison, as the spec reads
             leave &= remaining
             out[leave] = e
@@ -115,7 +115,7 @@ class ExitProblem:
         leave = np.empty(self.n_samples, dtype=bool)
         counts = np.empty(len(exits) + 1, dtype=np.int64)
         n_correct = 0
-        for j, (e, t) in enumerate(zip(exits, thresholds)):
+        for j, (e, t) in enumerate(zip(exits, thresholds, strict=True)):
             self.rule.leaves(self.scores[e], t, out=leave)
             leave &= remaining
             counts[j] = np.count_nonzero(leave)

@@ -27,12 +27,13 @@ comes with ``search.pareto --objective time --cost-table NAME``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from data_cache.cost_tables import TimeTable, TimedItem, interpolate, read_cost_table
+from data_cache.cost_tables import TimedItem, TimeTable, interpolate, read_cost_table
 
 from ._validation import SearchError, as_generator
 
@@ -120,7 +121,7 @@ class TimeCostModel:
         self._steps = {it.exit: it for it in table.of_kind("step")}
 
     @classmethod
-    def from_cache(cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any) -> "TimeCostModel":
+    def from_cache(cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any) -> TimeCostModel:
         """The model of table ``name`` stored beside ``cache`` (checked against it: ``read_cost_table``)."""
         table = read_cost_table(cache, name, batch_size=batch_size)
         return cls(table, [e.units for e in cache.exits], [e.name for e in cache.exits], batch_size=batch_size,

@@ -27,7 +27,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ._validation import SearchError
-from .calibration import CALIBRATION_SPLIT, check_calibration_split, holdout_warnings, material, recorded_calibration
+from .calibration import (
+    CALIBRATION_SPLIT,
+    check_calibration_split,
+    holdout_warnings,
+    material,
+    recorded_calibration,
+)
 from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
 from .costs import CostTable, cost_table
@@ -122,13 +128,13 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
     """Every configuration's recorded numbers on each split, and the base figures, against the cache."""
     entries = ctx.doc["configs"]
     for split in ("search", "holdout"):
-        todo = [(i, c) for i, (entry, (_, c)) in enumerate(zip(entries, configs)) if split in entry]
+        todo = [(i, c) for i, (entry, (_, c)) in enumerate(zip(entries, configs, strict=True)) if split in entry]
         if (todo or split in (ctx.doc.get("base") or {})) and split not in ctx.cache.splits():
             raise SearchError(f"{ctx.source}: {split}: the cache has no {split!r} split to recompute it on")
         for score in sorted({c.score for _, c in todo}):
             group = [(i, c) for i, c in todo if c.score == score]
             evaluations = ctx.evaluator(split, score).evaluations([c for _, c in group])
-            for (i, c), ev in zip(group, evaluations):
+            for (i, _), ev in zip(group, evaluations, strict=True):
                 where = f"{ctx.source}: configs[{i}] (id {configs[i][0]!r}): {split}"
                 _compare(entries[i][split], {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
                                              "cost": ev.cost, "exit_fractions": list(ev.exit_fractions)}, where)

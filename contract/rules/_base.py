@@ -12,8 +12,9 @@ score is the same float32 number on every side, and decides with :meth:`ExitRule
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -73,7 +74,7 @@ class ExitRule(ABC):
         """The closed interval every score lies in (thresholds are checked against it); with ``n_classes``
         None, the bounds that hold for any number of classes."""
 
-    def fit(self, inputs: RuleInputs, correct: np.ndarray) -> "ExitRule":
+    def fit(self, inputs: RuleInputs, correct: np.ndarray) -> ExitRule:
         """Learn parameters on the fit split (``correct`` ``(n,)`` bool: whether the exit's top-1 is right);
         today's rules learn nothing."""
         return self
@@ -83,7 +84,7 @@ class ExitRule(ABC):
         return {}
 
     @classmethod
-    def from_json(cls, params: Mapping[str, Any]) -> "ExitRule":
+    def from_json(cls, params: Mapping[str, Any]) -> ExitRule:
         """A rule from its :meth:`to_json` parameters; a rule without parameters refuses any."""
         if params:
             raise ContractError(f"score {cls.name!r} takes no params (got {sorted(params)})")

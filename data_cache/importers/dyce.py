@@ -138,7 +138,7 @@ def read_macs_info(path: str | Path) -> MacsInfo:
             smacs = _numbers(shared["macs"], f"{src}: shared.macs", problems)
     if bmacs is not None:
         n_pos = len(bmacs)
-        for t, (name, m) in enumerate(zip(names, hmacs)):
+        for t, (name, m) in enumerate(zip(names, hmacs, strict=True)):
             if m is not None and len(m) != n_pos:
                 problems.append(f"{src}: P: head[{t}] ({name}).macs has {len(m)} entries, backbone.macs has "
                                 f"{n_pos} (one per position, the final one included)")
@@ -264,7 +264,7 @@ def dyce_meta(macs: MacsInfo, *, n_classes: int, k: int, splits: dict[str, int],
     else:
         seg = np.diff(macs.cumulative, prepend=0.0)
         segments = [f"segment{p}" for p in range(n_pos)]
-        units = [UnitInfo(s, "segment", float(m)) for s, m in zip(segments, seg)]
+        units = [UnitInfo(s, "segment", float(m)) for s, m in zip(segments, seg, strict=True)]
         exits = []
         for p in range(final_pos):
             for t, head in enumerate(macs.head_names):
@@ -366,7 +366,8 @@ def import_dyce(out: str | Path, *, search: str | Path, holdout: str | Path, mac
     digests = {s: file_digest(r.source) for s, r in recs.items()}
     if digests["search"] == digests["holdout"]:
         warnings.warn(CacheWarning(f"{recs['holdout'].source}: holdout: the same records as the search split "
-                                   f"({recs['search'].source}); holdout figures will not be independent of the search"))
+                                   f"({recs['search'].source}); holdout figures will not be independent of the search"),
+                      stacklevel=2)
     for s, r in recs.items():
         source[s] = {"file": str(r.source), "sha256": digests[s],
                      "sample_index": "from the record file" if r.sample_index is not None else "row order 0..N-1",

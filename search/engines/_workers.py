@@ -100,7 +100,7 @@ class WorkerPool:
     def join(self) -> list:
         """Wait for every worker; the results they wrote. A failed worker raises SearchError."""
         results = []
-        for i, (proc, spec, log) in enumerate(zip(self.procs, self.specs, self.logs)):
+        for i, (proc, spec, log) in enumerate(zip(self.procs, self.specs, self.logs, strict=True)):
             if proc.wait() != 0:
                 log.seek(0)
                 lines = [ln for ln in log.read().strip().splitlines() if ln.strip()]

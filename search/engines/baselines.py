@@ -280,7 +280,7 @@ def _best_option(problem, exits_j, J, lo_all, hi_all, xatol: float):
     for e in exits_j:
         lo, hi = float(lo_all[e]), float(hi_all[e])
         if hi > lo:
-            res = minimize_scalar(lambda t: J((e, t)), bounds=(lo, hi), method="bounded", options={"xatol": xatol})
+            res = minimize_scalar(lambda t, e=e: J((e, t)), bounds=(lo, hi), method="bounded", options={"xatol": xatol})
             t = snap_threshold(res.x, lo, hi)
         else:
             t = lo
@@ -365,7 +365,7 @@ class Circular(Greedy):
     def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
         check_scalar(self.max_rounds, "max_rounds", min_val=0, integer=True)
         config = self._onepass(problem, lam, bounds, budget)
-        chosen = {problem.position_of_exit[e]: (e, t) for e, t in zip(config.exits, config.thresholds)}
+        chosen = {problem.position_of_exit[e]: (e, t) for e, t in zip(config.exits, config.thresholds, strict=True)}
         current = None
         for _ in range(self.max_rounds):
             best_val, best_move = np.inf, None
@@ -378,7 +378,7 @@ class Circular(Greedy):
                         prefix.push(*chosen[k])
                 suffix = tuple(chosen[k] for k in sorted(chosen) if k > j)
 
-                def J(option) -> float:
+                def J(option, prefix=prefix, suffix=suffix) -> float:
                     err, cost = prefix.objectives((() if option is None else (option,)) + suffix)
                     return lam * err + (1.0 - lam) * cost
 

@@ -12,9 +12,9 @@ See ``docs/search.md`` for what this guarantees.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 
@@ -202,7 +202,7 @@ class DPSolver:
     def state_of(self, config: ExitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of :meth:`to_config`."""
         slots, taus = self.empty_state()
-        for e, t in zip(config.exits, config.thresholds):
+        for e, t in zip(config.exits, config.thresholds, strict=True):
             j = self.problem.position_of_exit[e]
             slots[j], taus[j] = self.problem.position_exits[j].index(e), t
         return slots, taus
@@ -514,8 +514,8 @@ class _Archive:
         ms = [c.cut_at(_spread(c.n_cuts, 8 * self.per_curve)) for c in curves]
         sizes = np.array([m.size for m in ms])
         seg = np.repeat(np.arange(len(curves)), sizes)
-        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms)])
-        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms)])
+        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms, strict=True)])
+        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms, strict=True)])
         # non-dominated within each curve: sort by (curve, cost, err); shifting each curve's errors
         # below all earlier curves' makes one running minimum restart at every curve
         order = np.lexsort((err, cost, seg))

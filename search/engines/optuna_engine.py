@@ -27,8 +27,16 @@ from ..budget import Budget
 from ..encoding import MixedEncoding, check_constraints, constraint_values
 from ..front import non_dominated
 from ..indicators import hypervolume
-from ..storage import RUN_ATTR, default_study_name, describe_storage, get_storage, is_shared, open_study, \
-    problem_fingerprint, run_record
+from ..storage import (
+    RUN_ATTR,
+    default_study_name,
+    describe_storage,
+    get_storage,
+    is_shared,
+    open_study,
+    problem_fingerprint,
+    run_record,
+)
 from . import register_engine
 from ._base import BaseEngine, Candidates
 from ._population import base_within_constraints, dp_front, import_optional
@@ -66,7 +74,7 @@ class _Space:
         self.head_names = [f"head_{p}" for p in enc.problem.positions]
         self.x_names = [f"{prefix}_{p}" for p in enc.problem.positions]
         self.choices = [enc.choice_names(j) for j in range(enc.n_positions)]
-        self.bounds = list(zip(lo.tolist(), hi.tolist()))
+        self.bounds = list(zip(lo.tolist(), hi.tolist(), strict=True))
 
     def suggest(self, trial) -> tuple[np.ndarray, np.ndarray]:
         J = self.enc.n_positions
@@ -85,7 +93,7 @@ class _Space:
     def to_params(self, H: np.ndarray, X: np.ndarray) -> list[dict]:
         return [{**{n: self.choices[j][int(h[j])] for j, n in enumerate(self.head_names)},
                  **{n: float(np.clip(x[j], *self.bounds[j])) for j, n in enumerate(self.x_names)}}
-                for h, x in zip(H, X)]
+                for h, x in zip(H, X, strict=True)]
 
 
 def _make_sampler(optuna, sampler, seed: int, pop_size: int):
@@ -120,7 +128,7 @@ def _optimize(study, space: _Space, problem, budget: Budget, *, n_trials: int | 
             G = constraint_values(F, base_error, max_drop=max_drop, max_cost=max_cost)
             names = [n for n, v in (("max_drop", max_drop), ("max_cost", max_cost)) if v is not None]
             for i, t in enumerate(trials):
-                for name, g in zip(names, G[i]):
+                for name, g in zip(names, G[i], strict=True):
                     t.set_constraint(name, float(g))
                 study.tell(t, F[i].tolist())
                 told.append(t.number)
