@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeGuard
 
 from .errors import ContractError
 from .rules import ExitRule, get_rule, list_rules
@@ -47,6 +47,8 @@ class ExitTable:
     final: int
     n_classes: int
     where: str = "in this cache"
+    by_name: dict[str, ExitRef] = field(init=False, repr=False, compare=False)
+    by_index: dict[int, ExitRef] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {r.name: r for r in self.refs})
@@ -72,7 +74,7 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _int(x: Any) -> bool:
+def _int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 

@@ -50,6 +50,18 @@ class RuleInputs:
     logits: np.ndarray | None = None
     previous: tuple[np.ndarray, ...] = ()
 
+    def probs(self) -> np.ndarray:
+        """``topk_probs``, which a rule reading them requires."""
+        if self.topk_probs is None:
+            raise ContractError("the rule reads topk_probs; these inputs carry none")
+        return self.topk_probs
+
+    def logits16(self) -> np.ndarray:
+        """``logits``, which a rule reading them requires."""
+        if self.logits is None:
+            raise ContractError("the rule reads logits; these inputs carry none")
+        return self.logits
+
 
 class ExitRule(ABC):
     """An exit rule: a float32 score per sample, higher = more confident; a sample leaves when
@@ -100,7 +112,7 @@ class ExitRule(ABC):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.to_json() == self.to_json()  # type: ignore[attr-defined]
+        return isinstance(other, ExitRule) and type(other) is type(self) and other.to_json() == self.to_json()
 
     def __hash__(self) -> int:
         return hash((self.name, repr(sorted(self.to_json().items()))))
