@@ -236,7 +236,8 @@ def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
     exit_name = d.get("exit")
     if (d["kind"] == "step") != isinstance(exit_name, str):
         raise bad(f"items.{name}.exit", "a step names its exit; nothing else does")
-    return TimedItem(name, d["kind"], *values, units=tuple(units), exit=exit_name)
+    median_s, min_s, max_s = values
+    return TimedItem(name, d["kind"], median_s, min_s, max_s, units=tuple(units), exit=exit_name)
 
 
 def interpolate(grid: tuple[int, ...] | np.ndarray, times: tuple[float, ...] | np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -153,8 +153,9 @@ def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, ov
                 raise OutputError(f"{option} {p}: is also the {other} file; give each output its own file")
         checked[option] = p
     for option, p in checked.items():
-        if p.is_file():
-            _ANNOUNCED.add(_identity(p))
+        identity = _identity(p) if p.is_file() else None
+        if identity is not None:
+            _ANNOUNCED.add(identity)
             print(f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr)
     return checked
 

@@ -164,7 +164,7 @@ class CacheWriter:
         elif self.parts.is_dir() and not self.parts.is_symlink():
             old = _read_json(self.parts / PARTS_META)
             resuming = resume and old is not None
-            if resuming and not _same_run(old, wanted):
+            if old is not None and resuming and not _same_run(old, wanted):
                 raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
                                       "splits, classes or unit costs; use --overwrite to start again")
             if not resuming and not overwrite:
@@ -250,7 +250,7 @@ class CacheWriter:
             raise CacheInputError(f"write: {split}: the arrays must share their first axis (rows); got "
                                   + ", ".join(f"{name} {shape}" for name, shape in
                                               ((m, given[m].shape) for m in given)))
-        b = lengths["labels"]
+        b = given["labels"].shape[0]
         n, e, k, c = self.meta.splits[split], self.meta.n_exits, self.meta.k, self.meta.n_classes
         want = {"labels": (b,), "sample_index": (b,), "topk_ids": (b, e, k), "topk_probs": (b, e, k),
                 "logits": (b, e, c)}
