@@ -73,8 +73,10 @@ class RouteResult:
         if not parts:
             return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32),
                        np.empty(0, np.float64), base_macs)
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("predictions", "exits", "scores", "macs")),
-                   base_macs)
+        def joined(field: str) -> np.ndarray:
+            return np.concatenate([getattr(p, field) for p in parts])
+
+        return cls(joined("predictions"), joined("exits"), joined("scores"), joined("macs"), base_macs)
 
 
 def _onnxruntime() -> Any:
@@ -257,10 +259,10 @@ class BundleRouter:
     def select(self, budget: float, *, split: str = "search") -> ExitConfig:
         """Switch to the most accurate configuration whose predicted relative cost on ``split`` (in the units of
         the table's ``objective``) is <= ``budget`` (ties: the cheaper); return it."""
-        fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
+        fits = [(c, cost) for c in self.configs if (cost := c.relative_cost(split)) is not None and cost <= budget]
         if not fits:
             raise BundleError(f"no configuration within relative cost {budget} on {split}")
-        return self.set_config(max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split))))
+        return self.set_config(max(fits, key=lambda fit: (fit[0].accuracy(split) or 0.0, -fit[1]))[0])
 
     # -- running --------------------------------------------------------------------------------
     def check_input(self, x: Any) -> np.ndarray:

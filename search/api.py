@@ -97,7 +97,7 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
                         _indicators(fronts, union, holdout_F, holdout.base.accuracy), answers, sample)
 
 
-search.__doc__ += "\n    Parameters (``search/params.py``):\n" + "".join(
+search.__doc__ = (search.__doc__ or "") + "\n    Parameters (``search/params.py``):\n" + "".join(
     f"\n    ``{p.name}`` (default {p.default!r}): {p.help.replace('%%', '%')}" for p in PARAMS.values())
 
 

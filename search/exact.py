@@ -207,6 +207,7 @@ class SplitEvaluator:
     def stats(self) -> SplitStats:
         if self._stats is None:
             self._pass([])
+        assert self._stats is not None  # a pass with no configurations sums the split's statistics
         return self._stats
 
     @property

@@ -100,9 +100,7 @@ def read_export(path: str | Path) -> dict:
         raise SearchError(f"{path}: format: {got!r} is not {EXPORT_FORMAT!r}")
     problems = [f"{path}: {p}" for p in export_problems(doc)]
     if problems:
-        exc = SearchError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-        exc.problems = problems
-        raise exc
+        raise SearchError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return doc
 
 

@@ -186,12 +186,12 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     rows.sort(key=lambda r: (-r[0], -r[1]))
     z_pass = float(stats.norm.ppf(1 - delta)) - _SLACK
     sequence, cheapest = [], math.inf
-    for unit_z, cost, c in rows:
+    for unit_z, mean_cost, c in rows:
         if unit_z * math.sqrt(n_cal) < z_pass:
             break
-        if cost < cheapest:
+        if mean_cost < cheapest:
             sequence.append(c)
-            cheapest = cost
+            cheapest = mean_cost
     return sequence
 
 

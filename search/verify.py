@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_cache._base import CacheReader
+
 from ._validation import SearchError
 from .calibration import (
     CALIBRATION_SPLIT,
@@ -90,7 +92,7 @@ class _Context:
     """What one verification reads once: evaluators per (split, score), calibration problems per record."""
 
     doc: dict
-    cache: object
+    cache: CacheReader
     costs: CostTable
     source: str
     chunk_size: int

@@ -93,7 +93,7 @@ def _head_choices(problem, head) -> list:
     """``head`` itself, or every head type name (in execution order) for ``head='each'``."""
     if head != "each":
         return [head]
-    seen = {}
+    seen: dict[str, None] = {}  # head names, first seen first
     for ex in problem.position_exits:
         for e in ex:
             seen.setdefault(problem.cache.exits[e].head, None)
@@ -119,7 +119,7 @@ def _evaluate_within_budget(engine, problem, budget, callback,
     """Evaluate ``configs`` coarse-to-fine in chunks until the budget runs out: the evaluated ones
     and a message saying how far it got (empty when all were)."""
     order = _coarse_to_fine(len(configs))
-    done = []
+    done: list[ExitConfig] = []
     for a in range(0, len(order), _CHUNK):
         if budget.exhausted(problem):
             return done, f"budget exhausted after {len(done)} of {len(configs)} configurations"
@@ -320,7 +320,8 @@ class Greedy(BaseEngine):
         lo, hi = _score_bounds(problem)
         bounds = ([snap_threshold(v, lo, hi) for v in problem.scores.min(axis=1)],
                   [snap_threshold(v, lo, hi) for v in problem.scores.max(axis=1)])
-        configs, message = [], ""
+        configs: list[ExitConfig] = []
+        message = ""
         for i in _coarse_to_fine(len(lams)):
             if budget.exhausted(problem):
                 message = f"budget exhausted after {len(configs)} of {len(lams)} lam values"
@@ -340,7 +341,7 @@ class Greedy(BaseEngine):
         for exits_j in problem.position_exits:
             if budget.exhausted(problem):
                 break
-            _, best = _best_option(problem, exits_j, J, *bounds, self.xatol)
+            _, best = _best_option(problem, exits_j, J, bounds[0], bounds[1], self.xatol)
             if best is not None:
                 prefix.push(*best)
         return ExitConfig(tuple(prefix.exits), tuple(prefix.thresholds), problem.score)
@@ -384,10 +385,10 @@ class Circular(Greedy):
 
                 if current is None:
                     current = J(chosen.get(j))
-                val, option = _best_option(problem, exits_j, J, *bounds, self.xatol)
+                val, option = _best_option(problem, exits_j, J, bounds[0], bounds[1], self.xatol)
                 if val < best_val:
                     best_val, best_move = val, (j, option)
-            if best_move is None or not best_val < current - 1e-12:
+            if best_move is None or current is None or not best_val < current - 1e-12:
                 break
             j, option = best_move
             if option is None:

@@ -246,8 +246,10 @@ class DPSolver:
         sl, tl = slots.tolist(), taus.tolist()
         key = (tuple(sl[:j] + sl[j + 1:]), tuple(t for i, t in enumerate(tl) if i != j and sl[i] >= 0))
         cached = self._cache.get(j)
-        fresh = cached is None or cached[0] != key
-        if fresh:
+        if cached is not None and cached[0] == key:
+            curves, fresh = cached[1], False
+        else:
+            fresh = True
             curves = self._compute(slots, j, ctx)
             if cached is not None:
                 self._cache_bytes -= sum(c.nbytes for c in cached[1])
@@ -256,8 +258,6 @@ class DPSolver:
             if self._cache_bytes + size <= _CACHE_BYTES:
                 self._cache[j] = (key, curves)
                 self._cache_bytes += size
-        else:
-            curves = cached[1]
         for c in curves:
             c.current = None
             if c.slot == slots[j]:
@@ -268,9 +268,11 @@ class DPSolver:
         """Every option's curve at ``j`` on a state (position j disabled), and whether they were computed
         now: kept for reuse while the state recurs (the weighted rule changes with lam, the curves do not)."""
         key = (j, tuple(slots.tolist()), tuple(taus[slots >= 0].tolist()))
-        curves = self._swaps.get(key)
-        fresh = curves is None
-        if fresh:
+        known = self._swaps.get(key)
+        fresh = known is None
+        if known is not None:
+            curves = known
+        else:
             curves = self._compute(slots, j, self.context(slots, taus, j))
             size = sum(c.nbytes for c in curves)
             if self._swap_bytes + size > _CACHE_BYTES:
@@ -418,7 +420,8 @@ class DPSolver:
         changed = False
         if backward:
             lookup = self.cost_lookup(slots)
-            reach_at, fixed = [], []
+            reach_at: list[np.ndarray] = []
+            fixed: list[tuple[int, float]] = []
             remaining = np.ones(self.n, dtype=bool)
             err, cost = 0, 0.0
             for j in range(self.J):
@@ -429,22 +432,23 @@ class DPSolver:
             nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
             go_wrong = self.wrong[self.final].copy()
             for j in reversed(range(self.J)):
-                step = self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, *fixed[j]), select, harvest)
+                step = self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, fixed[j][0], fixed[j][1]), select, harvest)
                 if step == 2:
                     return True
                 changed |= step == 1
                 self._go_on(j, slots, taus, nxt, go_wrong)
             return changed
-        after = [None] * self.J
+        after: list[tuple[np.ndarray, np.ndarray]] = []   # filled from the last position back
         nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
         go_wrong = self.wrong[self.final].copy()
         for j in reversed(range(self.J)):
-            after[j] = (nxt.copy(), go_wrong.copy())
+            after.append((nxt.copy(), go_wrong.copy()))
             self._go_on(j, slots, taus, nxt, go_wrong)
+        after.reverse()
         remaining = np.ones(self.n, dtype=bool)
         err, cost = 0, 0.0
         for j in range(self.J):
-            step = self._step(slots, taus, j, _Context(remaining, *after[j], err, cost), select, harvest)
+            step = self._step(slots, taus, j, _Context(remaining, after[j][0], after[j][1], err, cost), select, harvest)
             if step == 2:
                 return True
             changed |= step == 1

@@ -113,7 +113,8 @@ def _optimize(study, space: _Space, problem, budget: Budget, *, n_trials: int | 
     """Ask, evaluate and tell trials in batches until the budget or ``n_trials``; the told trial numbers.
     ``run``: the record each asked trial is tagged with (a shared storage), so a rerun can tell if it died."""
     optuna = import_optional("optuna", "optuna", "optuna")
-    base_error, told = problem.base.error, []
+    base_error = problem.base.error
+    told: list[int] = []
     while (n_trials is None or len(told) < n_trials) and not budget.exhausted(problem):
         k = int(min(batch_size, budget.evals_left(problem), math.inf if n_trials is None else n_trials - len(told)))
         trials, n_told = [], 0
@@ -309,7 +310,7 @@ class OptunaEngine(BaseEngine):
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         F = np.array([t.values for t in done], dtype=float).reshape(-1, 2)
         G = constraint_values(F, problem.base.error, max_drop=self.max_drop, max_cost=self.max_cost)
-        feasible = (G <= 0).all(axis=1)
+        feasible = np.asarray((G <= 0).all(axis=1))
         mine = np.array([t.number in run_numbers for t in done], dtype=bool)
         front = F[~mine & feasible]
         order = sorted(np.flatnonzero(mine), key=lambda i: (done[i].datetime_complete, done[i].number))
