@@ -233,6 +233,14 @@ class ExitConfig:
         object.__setattr__(self, "_checked_for", table)
         return self
 
+    def built_for(self, table: Any) -> ExitConfig:
+        """This configuration marked as fitting ``table`` without running :meth:`check`: only for code that built
+        it from ``table``'s own exits, in execution order, with thresholds in the rule's range (the search engines,
+        through ``ExitProblem.config``), so configurations are checked once, where they enter from outside (a
+        file, a caller), and never inside search loops."""
+        object.__setattr__(self, "_checked_for", table)
+        return self
+
     def to_json(self, owner: Any) -> list[dict[str, Any]]:
         """The ``exits`` list of an ``exitconfig/1`` entry (``owner``: the cache, whose ``exits`` it names)."""
         exits, out = owner.exits, []

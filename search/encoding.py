@@ -102,7 +102,7 @@ class MixedEncoding:
         out = []
         for c, t in zip(choice, thr, strict=True):
             exits, thresholds = self.problem.decode(c, t)
-            out.append(ExitConfig(tuple(exits), tuple(thresholds), self.problem.score))
+            out.append(self.problem.config(exits, thresholds))
         return out
 
     # -- encoding ------------------------------------------------------------------------------

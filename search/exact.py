@@ -67,8 +67,9 @@ class _Batch:
         self.pair[on] = which.reshape(-1)
         starts = np.flatnonzero(np.diff(pairs[:, 0], prepend=-1.0)) if self.n_pairs else np.zeros(0, dtype=np.int64)
         ends = np.append(starts[1:], self.n_pairs)
-        # (exit, its distinct cuts, first pair row)
-        self.groups = [(int(pairs[a, 0]), pairs[a:b, 1].astype(np.float32), int(a)) for a, b in zip(starts, ends, strict=True)]
+        # (exit, its distinct cuts, first pair row); no pairs: one end and no start
+        self.groups = [(int(pairs[a, 0]), pairs[a:b, 1].astype(np.float32), int(a))
+                       for a, b in zip(starts, ends, strict=False)]
         self.active = [int(np.count_nonzero(self.n_enabled > slot)) for slot in range(L)]  # rows with that slot
 
     def count(self, scores: np.ndarray, correct: np.ndarray, final: int) -> tuple[np.ndarray, np.ndarray]:

@@ -1,6 +1,7 @@
 """``ExitProblem``: one split of a cache + a cost model -> objectives of exit configurations."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -125,6 +126,12 @@ class ExitProblem:
         counts[-1] = np.count_nonzero(remaining)
         n_correct += np.count_nonzero(remaining & self.correct[self.final_exit])
         return counts, n_correct
+
+    def config(self, exits: Iterable[int], thresholds: Iterable[float]) -> ExitConfig:
+        """A configuration of this problem's score built from its own exits (in execution order, one per position)
+        and thresholds in the score's range: what the engines build, valid by construction
+        (:meth:`ExitConfig.built_for`), so it is not checked again when evaluated."""
+        return ExitConfig(tuple(exits), tuple(float(t) for t in thresholds), self.score).built_for(self.cache)
 
     def check_config(self, config: ExitConfig) -> ExitConfig:
         """Raise SearchError unless ``config`` fits this cache and uses this problem's score kind."""

@@ -81,7 +81,7 @@ class BaseEngine(ABC):
 
     def _base_only(self, problem) -> Candidates:
         """The result on a problem without early exits: the base model, the only configuration."""
-        return Candidates([ExitConfig((), (), problem.score)], None, NO_EARLY_EXITS)
+        return Candidates([problem.config((), ())], None, NO_EARLY_EXITS)
 
     @abstractmethod
     def _run(self, problem, budget: Budget, rng: np.random.Generator,

@@ -35,4 +35,4 @@ def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
         served.append(int(np.count_nonzero(leave)))
         remaining &= ~leave
     keep = sorted(sorted(range(len(served)), key=lambda i: -served[i])[:max_exits])
-    return ExitConfig(tuple(config.exits[i] for i in keep), tuple(config.thresholds[i] for i in keep), config.score)
+    return problem.config((config.exits[i] for i in keep), (config.thresholds[i] for i in keep))

@@ -159,7 +159,7 @@ class GlobalThreshold(BaseEngine):
             probs = np.linspace(0.0, 1.0, self.n_thresholds)
             grid = pooled[np.floor(probs * (pooled.size - 1)).astype(np.int64)].astype(np.float64)
             grid = np.unique([snap_threshold(t, lo, hi) for t in [lo, hi, *grid]])
-            configs += [ExitConfig(tuple(exits), (float(t),) * len(exits), problem.score) for t in grid]
+            configs += [problem.config(exits, (float(t),) * len(exits)) for t in grid]
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
 
@@ -223,7 +223,7 @@ class Geometric(BaseEngine):
             exits = select_exits(problem, head, self.positions)
             for q in qs:
                 thr = geometric_thresholds(problem.scores[exits], float(q), lo, hi)
-                configs.append(ExitConfig(tuple(exits), tuple(thr), problem.score))
+                configs.append(problem.config(exits, thr))
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
 
@@ -344,7 +344,7 @@ class Greedy(BaseEngine):
             _, best = _best_option(problem, exits_j, J, bounds[0], bounds[1], self.xatol)
             if best is not None:
                 prefix.push(*best)
-        return ExitConfig(tuple(prefix.exits), tuple(prefix.thresholds), problem.score)
+        return problem.config(prefix.exits, prefix.thresholds)
 
     def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
         return self._onepass(problem, lam, bounds, budget)
@@ -397,4 +397,4 @@ class Circular(Greedy):
                 chosen[j] = option
             current = best_val
         picked = [chosen[k] for k in sorted(chosen)]
-        return ExitConfig(tuple(e for e, _ in picked), tuple(t for _, t in picked), problem.score)
+        return problem.config((e for e, _ in picked), (t for _, t in picked))

@@ -209,7 +209,7 @@ class DPSolver:
 
     def to_config(self, slots, taus) -> ExitConfig:
         pairs = [(self.exit_of(j, s), float(taus[j])) for j, s in enumerate(slots) if s >= 0]
-        return ExitConfig(tuple(e for e, _ in pairs), tuple(t for _, t in pairs), self.problem.score)
+        return self.problem.config((e for e, _ in pairs), (t for _, t in pairs))
 
     def _passes(self, j: int, slots, taus) -> tuple[int, np.ndarray]:
         """The exit enabled at position j and the samples whose score there is above its threshold."""

@@ -112,7 +112,7 @@ class _Enumerator:
 
     def decode(self, row) -> ExitConfig:
         picked = [self.options[j][i] for j, i in enumerate(row) if i > 0]
-        return ExitConfig(tuple(e for e, _ in picked), tuple(float(t) for _, t in picked), self.pb.score)
+        return self.pb.config((e for e, _ in picked), (t for _, t in picked))
 
 
 @register_engine
