@@ -4,10 +4,10 @@ The router runs the bundle's graphs in order. After each segment that ends at an
 exit's head graph on the samples still in the batch and scores the logits with the configuration's exit rule
 (:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads, as
 the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it); the
-samples that pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver chain runs
-first on the whole batch and the samples it keeps start the backbone from the input. Each sample is charged the
-MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over samples is
-the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
+samples that pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver
+chain runs first on the whole batch and the samples it keeps start the backbone from the input. Each sample is
+charged the MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over
+samples is the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
 (``contract/costs/``) the predicted costs and ``select(budget)`` are in that model's units, which the MAC
 accounting does not measure.
 
@@ -223,8 +223,8 @@ class BundleRouter:
         plan: _Plan = []
         saver = [(e, t) for e, t in stops if e.chain == "saver"]
         if saver:
-            plan.append(([self.graphs[n] for n in chains["saver"]], {e.position: (e.index, t, e.graph) for e, t in saver},
-                         saver[-1][0].position))
+            plan.append(([self.graphs[n] for n in chains["saver"]],
+                         {e.position: (e.index, t, e.graph) for e, t in saver}, saver[-1][0].position))
         plan.append(([self.graphs[n] for n in chains["backbone"]],
                      {e.position: (e.index, t, e.graph) for e, t in stops if e.chain == "backbone"}, None))
         return plan

@@ -69,8 +69,9 @@ def _reason(exc: OSError) -> str:
 
 
 def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Path:
-    """``path`` as a Path if it names a ``what`` (file or folder) in an existing folder, else :class:`OutputError`
-    (an empty name, ``.`` or ``..``; a parent that is a file or does not exist). What is at ``path`` is not looked at."""
+    """``path`` as a Path if it names a ``what`` (file or folder) in an existing folder, else
+    :class:`OutputError` (an empty name, ``.`` or ``..``; a parent that is a file or does not exist). What is
+    at ``path`` is not looked at."""
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{option} {str(path)!r}: not a {what} name")

@@ -123,7 +123,8 @@ def _check_certification(opts: Options, cache, sample: FitSample | None) -> None
     for line in check_calibration_split(cache):   # content overlaps too small to refuse, or with the holdout
         warnings.warn(line, SearchWarning, stacklevel=2)
     if CALIBRATION_SPLIT in cache.splits() and opts.calibration_fraction is not None:
-        raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
+        n_cal = cache.n_samples(CALIBRATION_SPLIT)
+        raise SearchError(f"the cache has a calibration split ({n_cal} samples): it is the "
                           f"calibration set; {opts.label('calibration_fraction')} only cuts a search split when there "
                           "is none")
     fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction

@@ -67,7 +67,8 @@ class Param:
         if self.kind == "float":
             return float_in(self.low, self.high, low_open=self.low_open, high_open=self.high_open, what=self.what)
         if self.kind == "int":
-            return int_at_least(0 if self.low is None else int(self.low), self.what, maximum=None if self.high is None else int(self.high))
+            return int_at_least(0 if self.low is None else int(self.low), self.what,
+                                maximum=None if self.high is None else int(self.high))
         if self.kind == "points":
             return drop_points_arg
         return None

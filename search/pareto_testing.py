@@ -218,15 +218,17 @@ def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float 
 
 def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
                  fit_front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
-    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
-    ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
+    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have
+    been searched on ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most
+    that many exits."""
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
     fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
     ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
                                 max_exits=max_exits).config for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
-    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F, strict=True) if F[0] - base_error < max_drop]  # others: z < 0
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F, strict=True)
+                if F[0] - base_error < max_drop]  # others: z < 0
     sequence = _drop_sequence(fit, _dedupe(in_reach + ladder), max_drop, delta, cal.n_samples)
     losses = {}
 
@@ -326,7 +328,8 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
     if n_pass == 0:
         safest = sequence[0] if sequence else fit_front.configs[int(np.argmin(fit_front.F[:, 1]))]
         _, cost, top = outcomes(cal, safest)
-        return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=top * mean_upper_bound(cost / top, delta))
+        smallest = top * mean_upper_bound(cost / top, delta)
+        return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=smallest)
     chosen = sequence[n_pass - 1]
     right, cost, _ = outcomes(cal, chosen)
     n_right = int(np.count_nonzero(right))

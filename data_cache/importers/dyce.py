@@ -193,8 +193,8 @@ def read_records(path: str | Path) -> DyceRecords:
             try:
                 value = z[key]
             except ValueError as exc:
-                problems.append(f"{src}: {key}: stored as Python objects; expected a numeric array" if "pickle" in str(exc)
-                                else f"{src}: {key}: not a readable array ({exc})")
+                problems.append(f"{src}: {key}: stored as Python objects; expected a numeric array"
+                                if "pickle" in str(exc) else f"{src}: {key}: not a readable array ({exc})")
                 continue
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
                 problems.append(f"{src}: {key}: damaged or truncated ({type(exc).__name__}: {exc})")

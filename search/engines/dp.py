@@ -432,7 +432,8 @@ class DPSolver:
             nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
             go_wrong = self.wrong[self.final].copy()
             for j in reversed(range(self.J)):
-                step = self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, fixed[j][0], fixed[j][1]), select, harvest)
+                ctx = _Context(reach_at[j], nxt, go_wrong, fixed[j][0], fixed[j][1])
+                step = self._step(slots, taus, j, ctx, select, harvest)
                 if step == 2:
                     return True
                 changed |= step == 1

@@ -89,8 +89,9 @@ class _Enumerator:
         present, n_correct, cost, used = state
         pb, fin = self.pb, self.final
         final_correct = pb.correct[fin]
+        stay_cost = float(self.unit_costs[used | self.needs[fin]].sum())
         rows_F = [((1.0 - (n_correct + np.count_nonzero(present & final_correct)) / pb.n_samples),
-                   (cost + np.count_nonzero(present) * float(self.unit_costs[used | self.needs[fin]].sum())) / self.norm)]
+                   (cost + np.count_nonzero(present) * stay_cost) / self.norm)]
         F = [np.asarray(rows_F, dtype=np.float64)]
         for e in self.pb.position_exits[-1]:
             o, cut = self.order[e], self.cut[e]

@@ -186,11 +186,11 @@ class OptunaEngine(BaseEngine):
 
     Options: ``sampler`` ``'nsga2'`` (default: Optuna's own default for multi-objective studies),
     ``'tpe'`` (multivariate TPE; a :class:`SearchWarning` when asked for more than ``TPE_TRIALS_WARN``
-    trials, which take long), ``'random'`` or any optuna ``BaseSampler``; ``storage`` (None/``'memory'``, ``sqlite:///FILE``, ``journal:///FILE``
-    or ``FILE.log``, ``postgresql://...``); ``study_name`` (default for a shared storage: derived
-    from the problem, so the same problem resumes the same study); ``workers`` processes (> 1 needs
-    a shared storage and a cache on disk); ``encoding``; ``max_drop``/``max_cost`` constraints as in
-    ``nsga2``; ``seed_with_dp`` enqueues dp's front; ``pop_size`` (NSGA-II sampler population);
+    trials, which take long), ``'random'`` or any optuna ``BaseSampler``; ``storage`` (None/``'memory'``,
+    ``sqlite:///FILE``, ``journal:///FILE`` or ``FILE.log``, ``postgresql://...``); ``study_name`` (default for
+    a shared storage: derived from the problem, so the same problem resumes the same study); ``workers``
+    processes (> 1 needs a shared storage and a cache on disk); ``encoding``; ``max_drop``/``max_cost``
+    constraints as in ``nsga2``; ``seed_with_dp`` enqueues dp's front; ``pop_size`` (NSGA-II sampler population);
     ``batch_size`` trials asked per evaluation call (default: ``pop_size`` for NSGA-II, else 1);
     ``n_trials`` per run (None: until the budget; with no budget either, 500). ``history_`` holds
     ``(evaluations of this run, hypervolume of the study's feasible front)``.
