@@ -1,4 +1,5 @@
-"""Write and read ``exitconfig/1`` JSON (``../shared/specs/exit-semantics-and-config.md``)."""
+"""Write and read ``exitconfig/1`` JSON (an entry: ``contract/config.py``; the file's schema:
+``search/export_schema.py``)."""
 from __future__ import annotations
 
 import json

@@ -96,7 +96,7 @@ class ExitProblem:
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
         for e, t in zip(config.exits, config.thresholds, strict=True):
-            self.rule.leaves(self.scores[e], t, out=leave)  # = float64 comparison, as the spec reads
+            self.rule.leaves(self.scores[e], t, out=leave)  # = float64 comparison, the rule's one leave test
             leave &= remaining
             out[leave] = e
             remaining &= ~leave

@@ -1,4 +1,4 @@
-"""Baselines every search is compared against (``methods.md``): ``global``, ``geometric``, ``greedy``
+"""Baselines every search is compared against (``docs/search.md``): ``global``, ``geometric``, ``greedy``
 (and ``circular``).
 
 - ``global``: every chosen position enabled with one head type, one threshold shared by all of them,
