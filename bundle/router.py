@@ -345,6 +345,18 @@ class BundleRouter:
                     break
         raise AssertionError("unreachable: the backbone chain ends at the final graph")
 
+    def session_calls(self, config: str | int | RouteConfig | None = None) -> int:
+        """onnxruntime session calls one batch makes under ``config`` (default: the current one) when some of its
+        rows reach the final exit; the base graph makes 1."""
+        calls = 0
+        for graphs, at, stop in self._plans[id(self.config if config is None else self._lookup(config))]:
+            for g in graphs:
+                e = at.get(g.info.position)
+                calls += 1 + (e is not None and e.head is not None)
+                if stop is not None and g.info.position >= stop:
+                    break
+        return calls
+
     @staticmethod
     def _leave(out: RouteResult, idx: np.ndarray | None, rows: Any, p: np.ndarray, s: np.ndarray, exit_index: int,
                spent: float) -> None:

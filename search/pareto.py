@@ -456,7 +456,7 @@ def _write_outputs(args, out, outputs: dict[str, Path], fronts: dict[str, Front]
             write_export(files[option], doc)
         if args.plot:
             _plots(files["--plot"], files.get("--plot (exit distribution)"), Path(args.plot).suffix, fronts, search,
-                   holdout, oracle, chosen)
+                   holdout, oracle, _marks(args, entries), args.max_drop)
     if args.export:
         print(f"\nexported {len(docs['--export']['configs'])} configurations to {args.export}", file=out)
     if args.export_choice:
@@ -466,9 +466,22 @@ def _write_outputs(args, out, outputs: dict[str, Path], fronts: dict[str, Front]
         print(f"plots written to {args.plot}{also}", file=out)
 
 
-def _plots(path: Path, exits_path: Path | None, suffix: str, fronts, search, holdout, oracle, chosen) -> None:
-    """The fronts' figure to ``path`` and the chosen configuration's exits to ``exits_path``, in the format
-    ``suffix`` names (the paths are temporary files)."""
+FOCUS_POINTS = 5.0   # with a query answered, the fronts' figure shows this many points below the base (or more)
+
+
+def _marks(args, entries: list) -> list[tuple[str, ExitConfig]]:
+    """The configurations the queries chose, each labelled with its query and whether it is certified."""
+    asked = ([f"within {args.max_drop:g} points"] if args.max_drop is not None else []) + \
+            ([f"relative cost <= {args.budget:g}"] if args.budget is not None else [])
+    chosen = [e for e in entries if e[0] == "query"]
+    return [(f"chosen: {what}, {'certified' if len(e) > 2 else 'not certified'}", e[1]) for what, e in zip(asked, chosen)]
+
+
+def _plots(path: Path, exits_path: Path | None, suffix: str, fronts, search, holdout, oracle, marks,
+           asked_drop) -> None:
+    """The fronts' figure to ``path`` (the ``marks``, ``(label, config)``, and the asked-drop line on both splits)
+    and the first marked configuration's exits to ``exits_path``, in the format ``suffix`` names (the paths are
+    temporary files)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
@@ -478,14 +491,23 @@ def _plots(path: Path, exits_path: Path | None, suffix: str, fronts, search, hol
     fmt = suffix.lower().lstrip(".")
     fig = Figure(figsize=(12, 4.8))
     ax_s, ax_h = fig.subplots(1, 2, sharey=True)
-    plot_fronts(fronts, base=(search.base.accuracy, 1.0), oracle=oracle, title="search split", ax=ax_s)
-    on_holdout = {m: Front(f.configs, holdout.evaluate(f.configs), m) for m, f in fronts.items() if len(f)}
-    plot_fronts(on_holdout, base=(holdout.base.accuracy, 1.0), title="holdout split (same configurations)",
-                ax=ax_h)
+    limits = []
+    focus = max(FOCUS_POINTS, 10 * (asked_drop or 0.0)) if marks else None   # a query: the band near the base
+    for ax, split, title, front_of in ((ax_s, search, "search split", None),
+                                       (ax_h, holdout, "holdout split (same configurations)", holdout)):
+        shown = {m: f if front_of is None else Front(f.configs, front_of.evaluate(f.configs), m)
+                 for m, f in fronts.items() if len(f)}
+        points = {label: (e.accuracy, e.relative_cost)
+                  for (label, _), e in zip(marks, split.evaluations([c for _, c in marks]))}
+        plot_fronts(shown, base=(split.base.accuracy, 1.0), oracle=oracle if front_of is None else None,
+                    chosen=points, asked_drop=asked_drop, focus_drop=focus, title=title, ax=ax)
+        limits.append(ax.get_ylim())
+    ax_s.set_ylim(min(lo for lo, _ in limits), max(hi for _, hi in limits))   # shared: both panels' points
     fig.tight_layout()
     fig.savefig(path, dpi=120, format=fmt)
-    if chosen is not None and exits_path is not None:
-        plot_exit_distribution(holdout, chosen).savefig(exits_path, dpi=150, format=fmt)
+    if marks and exits_path is not None:
+        label, config = marks[0]
+        plot_exit_distribution(holdout, config, label=label).savefig(exits_path, dpi=150, format=fmt)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -78,7 +78,7 @@ def test_an_objective_other_than_macs_is_compared_in_macs_and_flagged():
     predicted, _ = CacheComparison(cache, "holdout", 1e-6, "latency").compare(exported, want_exit, want_pred)
     assert predicted["relative_cost"] == ev.relative_cost != 0.25 and predicted["relative_cost_objective"] == 0.25
     row = {"id": "dp-0000", "exits": [], "predicted": predicted, "agreement": 1.0, "n_disagree_near_threshold": 0,
-           "ideal_speedup": 1.0, "measured": {"accuracy": 0.5, "relative_cost": ev.relative_cost}}
+           "mac_estimate_speedup": 1.0, "measured": {"accuracy": 0.5, "relative_cost": ev.relative_cost}}
     report = {"split": "holdout", "n_samples": 10, "configs": [row],
               "base": {"measured": {"accuracy": 0.5, "macs_per_sample": 1e6}, "predicted": {"accuracy": 0.5}}}
     assert not any(line.startswith("note:") for line in format_rows(report, "base", "footnote"))

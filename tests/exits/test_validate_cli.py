@@ -159,7 +159,7 @@ def test_a_certified_cost_in_another_objective_is_not_set_beside_measured_macs()
     from exits.validate import format_table
 
     cert = {"certified_relative_cost": 0.6, "delta": 0.1, "n_cal": 100, "bound": "clopper_pearson"}
-    row = {"id": "dp-0000", "exits": [], "agreement": 1.0, "n_disagree_near_threshold": 0, "ideal_speedup": 2.0,
+    row = {"id": "dp-0000", "exits": [], "agreement": 1.0, "n_disagree_near_threshold": 0, "mac_estimate_speedup": 2.0,
            "predicted": {"accuracy": 0.9, "relative_cost": 0.5}, "measured": {"accuracy": 0.9, "relative_cost": 0.5},
            "certificate": cert}
     report = {"split": "holdout", "n_samples": 10, "configs": [row],
