@@ -82,7 +82,8 @@ def plot_fronts(fronts_by_method: dict[str, Front], *, base=None, oracle=None, c
         order = np.argsort(front.relative_cost, kind="stable")
         ax.plot(front.relative_cost[order], 100.0 * front.accuracy[order], marker="o", markersize=3,
                 linewidth=1.2, label=f"{method} ({len(front)})")
-        shown += [a for a in (100.0 * front.accuracy).tolist() if a >= cut]
+        acc = (100.0 * front.accuracy).tolist()
+        shown += [a for a in acc if a >= cut] + ([cut] if any(a < cut for a in acc) else [])
     if base is not None:
         ax.scatter([base[1]], [100.0 * base[0]], marker="*", s=140, color="black", zorder=5, label="base model")
         ax.axhline(100.0 * base[0], color="black", linewidth=0.6, linestyle=":")
