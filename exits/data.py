@@ -37,7 +37,7 @@ from .errors import ExitsError
 
 __all__ = [
     "DataError", "ExitDataset", "DataSplits", "TensorDataset", "read_idx", "write_idx", "load_splits", "list_datasets",
-    "eval_transform", "FASHION_MNIST_DEB_DIR",
+    "dataset_classes", "eval_transform", "FASHION_MNIST_DEB_DIR",
 ]
 
 FASHION_MNIST_DEB_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -254,6 +254,16 @@ _DATASETS: dict[str, tuple[Callable[[Path | None, bool], dict[str, _Source]], in
 def list_datasets() -> list[str]:
     """Names ``load_splits`` accepts."""
     return sorted(_DATASETS)
+
+
+def dataset_classes(name: str) -> int:
+    """The number of classes of a named dataset, known without reading it (``imagefolder``: from its folders,
+    so not known here)."""
+    if name not in _DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {list_datasets()}")
+    if not _DATASETS[name][1]:
+        raise DataError(f"{name}: its classes come from its folders; pass --num-classes N")
+    return _DATASETS[name][1]
 
 
 # -- transforms and datasets --------------------------------------------------------------------
