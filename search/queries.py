@@ -133,6 +133,12 @@ def cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front 
     ``front``: configurations (of this problem) to start from besides the lam bisection.
     """
     check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+    return _cheapest_within_drop(problem, max_drop, front=front, n_bisect=n_bisect)
+
+
+def _cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front | None = None,
+                          n_bisect: int = 14) -> Answer:
+    """:func:`cheapest_within_drop` with ``max_drop`` trusted (checked once by the caller)."""
     limit = _max_errors(problem, max_drop)
     config = _bisect_then_polish(problem, lambda e, c: e <= limit, lambda e, c: (c, e), n_bisect,
                                  feasible_at_high=True, front=front)
@@ -143,6 +149,12 @@ def most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: F
                                 n_bisect: int = 14) -> Answer:
     """The most accurate configuration with relative cost <= ``budget`` on ``problem``'s split."""
     check_scalar(budget, "budget", min_val=0.0)
+    return _most_accurate_within_budget(problem, budget, front=front, n_bisect=n_bisect)
+
+
+def _most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: Front | None = None,
+                                 n_bisect: int = 14) -> Answer:
+    """:func:`most_accurate_within_budget` with ``budget`` trusted (checked once by the caller)."""
     limit = budget * problem.n_samples * problem.costs.base_cost * (1 + 1e-12)
     config = _bisect_then_polish(problem, lambda e, c: c <= limit, lambda e, c: (e, c), n_bisect,
                                  feasible_at_high=False, front=front)
