@@ -58,7 +58,7 @@ DEMO_CACHE = ROOT / "data_cache" / "bundled" / "fashion_mnist"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 PROFILE = (0.25, 0.25, 0.25)  # fraction of all samples leaving at each of the three zoo exits
-MAX_DROP = 0.005  # as the demo pipeline chooses (exits.pipeline --max-drop 0.5, certified at delta 0.1)
+MAX_DROP = 0.5  # points, as the demo pipeline chooses (exits.pipeline --max-drop 0.5, certified at delta 0.1)
 
 
 @dataclass(frozen=True)
@@ -143,11 +143,11 @@ def demo_config(cache) -> tuple[dict, str]:
     front = run_search(problem, "dp")
     answer = certified_within_drop(problem, MAX_DROP, front=front)
     if answer.certificate is not None:
-        config, how = answer.config, (f"certified within {100 * MAX_DROP:g} points at delta "
+        config, how = answer.config, (f"certified within {MAX_DROP:g} points at delta "
                                       f"{answer.certificate.delta:g} ({answer.certificate.bound})")
     else:
         config = cheapest_within_drop(problem, MAX_DROP, front=front).config
-        how = f"uncertified (nothing certified within {100 * MAX_DROP:g} points on these calibration rows)"
+        how = f"uncertified (nothing certified within {MAX_DROP:g} points on these calibration rows)"
     return build_export([("dp", config)], search=problem, holdout=problem.on_split("holdout"), pareto=False), how
 
 

@@ -29,6 +29,7 @@ from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 
 from .errors import BundleError
 from .manifest import GraphInfo, Manifest, read_manifest, sha256_bytes
+from .preprocess import make_transform
 
 EXITCONFIG_FORMAT = "exitconfig/1"
 
@@ -344,6 +345,13 @@ class BundleRouter:
     def run_batches(self, batches: Iterable[Any], config: str | int | ExitConfig | None = None) -> RouteResult:
         """Run an iterable of input batches and concatenate the results."""
         return RouteResult.concat([self.run(b, config) for b in batches], self.base_macs)
+
+    def preprocess(self, images: Any) -> np.ndarray:
+        """Pictures (PIL images or uint8 arrays, or a list of them) to the normalised float32 batch ``(n, C, H, W)``
+        the graphs take, as the manifest records (``bundle.preprocess``, numpy and PIL only)."""
+        if getattr(self, "_preprocess", None) is None:
+            self._preprocess = make_transform(self.manifest)
+        return self._preprocess(images)
 
 
 def open_bundle(path: str | Path, *, configs: Mapping[str, Any] | str | Path | None = None, threads: int | None = 1,

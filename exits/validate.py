@@ -324,7 +324,7 @@ def _main(argv: list[str] | None) -> int:
                                     skip_integrity_check=args.skip_integrity_check)
         with warning_lines():   # what the verification of the table against the cache has to say
             runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
-                                  channels_last=args.channels_last)
+                                  channels_last=args.channels_last, check_inputs=False)  # eval_transform's batches
         configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
         if len(configs) > MANY_CONFIGS and not args.no_timing:
             warn(f"{args.config}: {len(configs)} configurations, each run on the whole split and timed in "
