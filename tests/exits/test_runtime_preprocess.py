@@ -13,6 +13,7 @@ from data_cache.bundled import bundled_cache_path, bundled_checkpoint_path
 from exits import ExitRuntime
 from exits.checkpoints import read_checkpoint
 from exits.data import FASHION_MNIST_DEB_DIR, eval_transform
+from exits.errors import ExitsError
 from exits.preprocess import InputNormalisationError, check_normalised
 
 FASHION = {"input_size": (1, 28, 28), "interpolation": "bilinear", "mean": (0.286,), "std": (0.353,),
@@ -39,12 +40,13 @@ def test_runtime_carries_the_checkpoints_data_config(bundled):
     assert rt.transform(pictures[0]).shape == (1, 1, 28, 28)
 
 
-@pytest.mark.parametrize("scale,match", [(255.0, "channel 0 has mean"), (float("nan"), "NaN")])
-def test_batches_not_normalised_as_recorded_are_refused(bundled, scale, match):
+@pytest.mark.parametrize("scale,error,match", [(255.0, InputNormalisationError, "channel 0 has mean"),
+                                               (float("nan"), ExitsError, "NaN or infinite")])
+def test_batches_not_normalised_as_recorded_are_refused(bundled, scale, error, match):
     _, ckpt = bundled
     rt = ExitRuntime.from_checkpoint(ckpt, None)
     pixels = torch.from_numpy(np.random.default_rng(1).integers(0, 256, (4, 1, 28, 28))).float()
-    with pytest.raises(InputNormalisationError, match=match):
+    with pytest.raises(error, match=match):
         rt.run(pixels * (scale / 255.0) if scale == scale else pixels * scale)
     assert rt.run(rt.transform(list(pixels[:, 0].numpy().astype(np.uint8)))).predictions.shape == (4,)
 
