@@ -45,10 +45,10 @@ lint: $(STAMP)
 	@echo "mypy exits/ (reported, not enforced):"
 	@$(PY) -m mypy exits | tail -n 1 || true
 
-$(MIN_STAMP): setup.cfg .ci/min_requirements.py
+$(MIN_STAMP): setup.cfg .ci/min_requirements.py Makefile
 	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
 	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip
-	$(PYTHON) .ci/min_requirements.py search test > $(MIN_VENV)/requirements.txt
+	$(PYTHON) .ci/min_requirements.py search test postgres > $(MIN_VENV)/requirements.txt
 	$(MIN_VENV)/bin/python -m pip install -q -r $(MIN_VENV)/requirements.txt
 	touch $(MIN_STAMP)
 
