@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -76,7 +76,7 @@ class TimeTable:
     measurement: dict[str, Any]
     grid: tuple[int, ...]
     items: tuple[TimedItem, ...]
-    fingerprint: str = ""  # "sha256:" of the table's canonical JSON (read_cost_table); what an export records
+    fingerprint: str = field(default="", compare=False)  # sha256 of its canonical JSON (read_cost_table)
 
     @property
     def batch_size(self) -> int:

@@ -25,9 +25,9 @@ from data_cache.bundled import bundled_cache_path
 from ._answers import answer_queries
 from ._validation import SearchError, SearchWarning
 from .budget import Budget
-from .costs import cost_table
 from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
                           planned_calibration_size)
+from .costs import cost_table
 from .engines import create_engine, engine_class
 from .engines._cap import check_max_exits
 from .exact import SplitEvaluator
