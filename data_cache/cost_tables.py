@@ -11,9 +11,10 @@ one line naming the file and the field (``docs/cache-format.md``, "Cost tables")
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -25,7 +26,7 @@ from .schema import split_name_problem
 
 __all__ = ["COST_TABLE_FORMAT", "RUNTIMES", "ITEM_KINDS", "UNIT_ITEM_KINDS", "CostTableError", "TimedItem",
            "TimeTable", "cost_table_path", "list_cost_tables", "write_cost_table", "read_cost_table",
-           "check_table_name", "profile_grid", "interpolate", "parse_cost_table"]
+           "check_table_name", "profile_grid", "interpolate", "parse_cost_table", "table_fingerprint"]
 
 COST_TABLE_FORMAT = "costtable/1"
 RUNTIMES = ("eager", "onnx")
@@ -75,6 +76,7 @@ class TimeTable:
     measurement: dict[str, Any]
     grid: tuple[int, ...]
     items: tuple[TimedItem, ...]
+    fingerprint: str = field(default="", compare=False)  # sha256 of its canonical JSON (read_cost_table)
 
     @property
     def batch_size(self) -> int:
@@ -154,7 +156,13 @@ def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> 
         raise CostTableError(f"{where}: not readable JSON ({type(exc).__name__})") from None
     table = parse_cost_table(doc, where)
     _check_against(table, cache, where, batch_size)
-    return table
+    return replace(table, fingerprint=table_fingerprint(doc))
+
+
+def table_fingerprint(doc: Any) -> str:
+    """``sha256:`` of a table's JSON with sorted keys and no spaces: the same for any layout of the same table."""
+    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
 
 
 def _check_against(table: TimeTable, cache: Any, where: str, batch_size: int | None) -> None:

@@ -27,6 +27,7 @@ from ._validation import SearchError, SearchWarning
 from .budget import Budget
 from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
                           planned_calibration_size)
+from .costs import cost_table
 from .engines import create_engine, engine_class
 from .engines._cap import check_max_exits
 from .exact import SplitEvaluator
@@ -66,8 +67,9 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
     check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits), opts.methods,
                      opts.memory_limit * 1e9,
                      calibration_rows=certification_rows(reader, fraction, sample) if certified else 0)
+    costs = _costs(opts, reader)
     fit = fit_problem(reader, "search", sample, objective=opts.objective, score=opts.score,
-                      chunk_size=opts.chunk_size)
+                      chunk_size=opts.chunk_size, costs=costs)
     for line in never_right(fit):              # legal, but a front there means nothing
         warnings.warn(line, SearchWarning, stacklevel=2)
     on_search = (SplitEvaluator.of_problem(fit, chunk_size=opts.chunk_size) if sample is None
@@ -101,6 +103,20 @@ def open_search_cache(cache: str | Path | CacheReader | None, *, skip_integrity_
 def _engine(name: str, opts: Options):
     accepted = inspect.signature(engine_class(name).__init__).parameters
     return create_engine(name, **{k: v for k, v in opts.engine_options().items() if k in accepted})
+
+
+def _costs(opts: Options, cache):
+    """The cost table the search runs on, built once; a time table read and checked here (one line if it cannot
+    serve), and a certified budget refused where the time is not additive (B > 1: no per-sample cost to test)."""
+    try:
+        costs = cost_table(cache, opts.objective, table=opts.cost_table, batch_size=opts.batch_size)
+    except SearchError as exc:
+        raise SearchError(f"{opts.label('cost_table')}: {exc}" if opts.objective == "time" else str(exc)) from None
+    if opts.budget is not None and not opts.uncertified and not costs.additive:
+        raise SearchError(f"{opts.label('budget')} on {opts.label('objective')} time at batch size "
+                          f"{costs.batch_size} cannot be certified: a batch's time is not a sum of per-sample costs; "
+                          f"add {opts.label('uncertified')}, or profile at --batch-size 1")
+    return costs
 
 
 def _check_certification(opts: Options, cache, sample: FitSample | None) -> None:

@@ -169,7 +169,7 @@ class SplitEvaluator:
                                        cnt[row, :k + 1], right[row, :k + 1])
 
     def _evaluation(self, config: ExitConfig, counts: np.ndarray, n_right: int) -> Evaluation:
-        cost = float(counts @ self.costs.exit_costs(config.exits)) / self.n_samples
+        cost = self.costs.mean_cost_of(config.exits, counts)
         return Evaluation(n_right / self.n_samples, cost / self.costs.base_cost, cost,
                           tuple((counts / self.n_samples).tolist()))
 

@@ -112,7 +112,12 @@ _TABLE = [
     Param("methods", "names", f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all",
           DEFAULT_METHODS),
     Param("objective", "choice", "cost model (contract/costs/): counted MACs, measured latency if the cache has it, "
-          "or units (each segment or head costs 1) (default macs)", "macs", choices=tuple(list_cost_models())),
+          "units (each segment or head costs 1), or time (predicted ms per sample from --cost-table) (default macs)",
+          "macs", choices=tuple(list_cost_models())),
+    Param("cost_table", "text", "with --objective time: the measured table CACHE/cost_tables/NAME.json (python -m "
+          "exits.profile) the time is predicted from", metavar="NAME"),
+    Param("batch_size", "int", "with --objective time: the batch size the time is predicted at (default: the "
+          "table's; within its grid)", low=1, what="a positive integer", metavar="B"),
     Param("score", "choice", "confidence score compared with thresholds (default max_prob)", "max_prob",
           choices=tuple(score_kinds())),
     Param("max_drop", "points", "answer: cheapest configuration within POINTS percentage points of the base top-1 "
@@ -224,6 +229,12 @@ def _combined(values: dict[str, Any], *, cli: bool) -> Options:
         for name in ("risk", "calibration_fraction", "uncertified", "show_uncertified"):
             if values[name] not in (None, False):
                 raise SearchError(f"{label(name)} needs {label('max_drop')} or {label('budget')}")
+    if values["objective"] == "time" and values["cost_table"] is None:
+        raise SearchError(f"{label('objective')} time needs {label('cost_table')} NAME: a table measured by python -m "
+                          "exits.profile (CACHE/cost_tables/NAME.json)")
+    for name in ("cost_table", "batch_size"):
+        if values["objective"] != "time" and values[name] is not None:
+            raise SearchError(f"{label(name)} serves {label('objective')} time only")
     values["risk"] = DEFAULT_DELTA if values["risk"] is None else values["risk"]
     return opts
 

@@ -137,7 +137,7 @@ class ExitProblem:
         self.check_config(config)
         self.n_evals += 1
         counts, n_correct = self._counts(config.exits, config.thresholds)
-        cost = float(counts @ self.costs.exit_costs(config.exits)) / self.n_samples
+        cost = self.costs.mean_cost_of(config.exits, counts)
         return Evaluation(float(n_correct) / self.n_samples, cost / self.costs.base_cost, cost,
                           tuple((counts / self.n_samples).tolist()))
 
@@ -184,7 +184,7 @@ class ExitProblem:
 
     def _objectives(self, exits, thresholds) -> tuple[float, float]:
         counts, n_correct = self._counts(exits, thresholds)
-        cost = float(counts @ self.costs.exit_costs(exits)) / self.n_samples
+        cost = self.costs.mean_cost_of(exits, counts)   # exact under any cost model (time: not additive)
         return 1.0 - float(n_correct) / self.n_samples, cost / self.costs.base_cost
 
     @property

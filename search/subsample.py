@@ -55,9 +55,10 @@ def plan_fit(cache, split: str = "search", *, subsample: int = DEFAULT_SUBSAMPLE
 
 
 def fit_problem(cache, split: str = "search", fit: FitSample | None = None, *, objective: str = "macs",
-                score: str = "max_prob", chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExitProblem:
-    """The problem methods search: the whole split (``fit`` None) or the subsample ``fit``."""
-    return ExitProblem(cache, split, objective=objective, score=score, chunk_size=chunk_size,
+                score: str = "max_prob", chunk_size: int = DEFAULT_CHUNK_SIZE, costs=None) -> ExitProblem:
+    """The problem methods search: the whole split (``fit`` None) or the subsample ``fit``; ``costs``: a cost table
+    built already (``search.costs.cost_table``), else one under ``objective``."""
+    return ExitProblem(cache, split, objective=objective, score=score, chunk_size=chunk_size, costs=costs,
                        samples=None if fit is None else fit.indices())
 
 

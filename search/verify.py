@@ -130,8 +130,11 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
             evaluations = ctx.evaluator(split, score).evaluations([c for _, c in group])
             for (i, c), ev in zip(group, evaluations):
                 where = f"{ctx.source}: configs[{i}] (id {configs[i][0]!r}): {split}"
-                _compare(entries[i][split], {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
-                                             "cost": ev.cost, "exit_fractions": list(ev.exit_fractions)}, where)
+                computed = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost, "cost": ev.cost,
+                            "exit_fractions": list(ev.exit_fractions)}
+                if ctx.costs.objective == "time":
+                    computed.update(time_per_sample_ms=ev.cost, predicted_speedup=1.0 / ev.relative_cost)
+                _compare(entries[i][split], computed, where)
         base = (ctx.doc.get("base") or {}).get(split)
         if base is not None:
             ev = ctx.evaluator(split, ctx.doc.get("score", "max_prob")).base
@@ -181,6 +184,27 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
     return warnings
 
 
+def _costs(doc: dict, cache) -> CostTable:
+    """The export's cost table recomputed from the cache; under ``time``, the table it records read beside the
+    cache (checked against it) at the recorded batch size, and the same table by content (fingerprint)."""
+    objective = doc.get("objective", "macs")
+    if objective != "time":
+        return cost_table(cache, objective)
+    rec = doc["cost_table"]
+    if rec["method"] != "binomial":
+        raise SearchError(f"cost_table.method: {rec['method']!r}; this version predicts a search's time with "
+                          "'binomial'")
+    try:
+        costs = cost_table(cache, "time", table=rec["name"], batch_size=rec["batch_size"])
+    except SearchError as exc:
+        raise SearchError(f"cost_table.name: {exc}") from None
+    if costs.model.table.fingerprint != rec["fingerprint"]:
+        raise SearchError(f"cost_table.fingerprint: {rec['fingerprint'][:19]}... is not the table "
+                          f"{rec['name']!r} beside the cache ({costs.model.table.fingerprint[:19]}...): it was "
+                          "profiled again or replaced since the search")
+    return costs
+
+
 def verify_export(doc: dict, cache, *, source: str = "configuration",
                   chunk_size: int = DEFAULT_CHUNK_SIZE) -> Verification:
     """Recompute ``doc``'s numbers and re-run its certificates on ``cache`` (the module docstring); a
@@ -191,7 +215,7 @@ def verify_export(doc: dict, cache, *, source: str = "configuration",
         raise SearchError(f"{source}: {problems[0]}")
     try:
         check_export_cache(doc, cache)
-        costs = cost_table(cache, doc.get("objective", "macs"))
+        costs = _costs(doc, cache)
     except SearchError as exc:
         raise SearchError(f"{source}: {exc}") from None
     configs = export_configs(doc, cache, source=source)
