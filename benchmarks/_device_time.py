@@ -50,7 +50,7 @@ def time_section(cache: Any, x: torch.Tensor, doc: dict, how: str, runtime: Any,
                                   split="holdout", cache=cache, timing_batches=timing, latency_samples=[],
                                   rounds=sizes.rounds, time_model=model)
             c = report["configs"][0]
-            res[f"batch_{batch}"] = {"agreement": c["agreement"], "ideal_speedup": c["ideal_speedup"],
+            res[f"batch_{batch}"] = {"agreement": c["agreement"], "mac_estimate_speedup": c["mac_estimate_speedup"],
                                      **{k: c[k] for k in ("predicted_speedup", "measured_speedup", "speedup_error",
                                                           "mac_speedup_error")},
                                      **{k: v for k, v in c["time"].items() if k.endswith("ms_per_sample")}}
