@@ -132,3 +132,23 @@ def test_bad_rules_on_the_command_line_are_one_line_and_status_2(tmp_path, capsy
         assert main([str(tmp_path / "cache"), "--methods", "dp", "--rules", rules, "--no-progress"]) == 2
         err = capsys.readouterr().err.strip()
         assert "\n" not in err and err.startswith("error: --rules") and words in err, err
+
+
+def test_a_certified_search_over_rules_exports_mixed_configurations_that_verify(tmp_path, capsys):
+    import json
+
+    from data_cache import open_cache
+    from search.verify import verify_export
+
+    save_cache(tmp_path / "cache", make_synthetic_cache(6000, 4, n_head_types=2, seed=9))
+    out = tmp_path / "front.json"
+    assert main([str(tmp_path / "cache"), "--methods", "dp", "--rules", "auto", "--max-drop", "1", "--export",
+                 str(out), "--no-progress"]) == 0
+    doc = json.loads(out.read_text())
+    assert any(len({d["score"] for d in c["exits"]}) > 1 for c in doc["configs"])
+    assert any("certificate" in c for c in doc["configs"])
+    verify_export(doc, open_cache(tmp_path / "cache"))           # numbers and certificates recomputed
+    doc["configs"][-1]["exits"][-1]["score"] = "max_prob" if doc["configs"][-1]["exits"][-1]["score"] == "margin" \
+        else "margin"
+    with pytest.raises(SearchError):
+        verify_export(doc, open_cache(tmp_path / "cache"))
