@@ -14,7 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -26,7 +26,7 @@ from .schema import split_name_problem
 
 __all__ = ["COST_TABLE_FORMAT", "RUNTIMES", "ITEM_KINDS", "UNIT_ITEM_KINDS", "CostTableError", "TimedItem",
            "TimeTable", "cost_table_path", "list_cost_tables", "write_cost_table", "read_cost_table",
-           "check_table_name", "profile_grid", "interpolate", "parse_cost_table", "table_fingerprint"]
+           "check_table_name", "profile_grid", "interpolate", "parse_cost_table"]
 
 COST_TABLE_FORMAT = "costtable/1"
 RUNTIMES = ("eager", "onnx")
@@ -76,7 +76,6 @@ class TimeTable:
     measurement: dict[str, Any]
     grid: tuple[int, ...]
     items: tuple[TimedItem, ...]
-    fingerprint: str = field(default="", compare=False)  # sha256 of its canonical JSON (read_cost_table)
 
     @property
     def batch_size(self) -> int:
@@ -162,13 +161,7 @@ def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> 
         raise CostTableError(f"{where}: not readable JSON ({type(exc).__name__})") from None
     table = parse_cost_table(doc, where)
     _check_against(table, cache, where, batch_size)
-    return replace(table, fingerprint=table_fingerprint(doc))
-
-
-def table_fingerprint(doc: Any) -> str:
-    """``sha256:`` of a table's JSON with sorted keys and no spaces: the same for any layout of the same table."""
-    text = json.dumps(doc, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
-    return "sha256:" + hashlib.sha256(text.encode("ascii")).hexdigest()
+    return table
 
 
 def _check_against(table: TimeTable, cache: Any, where: str, batch_size: int | None) -> None:

@@ -145,16 +145,16 @@ class CacheComparison:
     def n(self) -> int:
         return len(self.labels)
 
-    def _problem(self, score: str) -> Any:
-        if score not in self._problems:
+    def _problem(self, rules: tuple[str, ...]) -> Any:
+        if rules not in self._problems:
             from search.problem import ExitProblem
 
-            self._problems[score] = ExitProblem(self.cache, self.split, score=score)
-        return self._problems[score]
+            self._problems[rules] = ExitProblem(self.cache, self.split, score=rules[0], rules=rules)
+        return self._problems[rules]
 
     def leave(self, config: Any) -> np.ndarray:
         """The exit (cache index) each sample of the split leaves at under ``config``, as the search assigns it."""
-        return self._problem(config.score).assign(config)
+        return self._problem(config.rule_set).assign(config)
 
     def compare(self, config: Any, got_exit: np.ndarray, got_pred: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(predicted, agreement)`` of ``config`` whose run left each sample at ``got_exit`` (the cache's exit
@@ -164,7 +164,7 @@ class CacheComparison:
         prediction as
         ``search.ExitProblem.assign`` gives, and the disagreements counted by kind, apart those where a cached
         score at an exit the sample reached lies within ``tolerance`` of that exit's threshold."""
-        problem = self._problem(config.score)
+        problem = self._problem(config.rule_set)
         want_exit = self.leave(config)
         want_pred = np.asarray(self.topk_ids[want_exit, 0, np.arange(self.n)])
         ev = problem.evaluate_one(config)
@@ -173,8 +173,8 @@ class CacheComparison:
         near = np.zeros(self.n, dtype=bool)
         if differ.any():
             reached = self.positions[want_exit]
-            for e, t in zip(config.exits, config.thresholds):
-                close = np.abs(problem.scores[e].astype(np.float64) - t) <= self.tolerance
+            for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+                close = np.abs(problem.scores_of(r)[e].astype(np.float64) - t) <= self.tolerance
                 near |= close & (reached >= self.positions[e])
         predicted = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
                      "exit_fractions": list(ev.exit_fractions)}   # recomputed: never the export's word

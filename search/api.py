@@ -36,6 +36,7 @@ from .indicators import HV, IGDPlus, saving_at_drop
 from .params import PARAMS, Options, check_options
 from .problem import ExitProblem
 from .result import Indicators, SearchResult
+from .scores import resolve_rules
 from .standalone import oracle_bound
 from .subsample import FitSample, certification_rows, check_fit_memory, fit_problem, never_right, plan_fit
 
@@ -60,16 +61,17 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
     for line in identical_splits_messages(getattr(reader, "manifest", None) or {}):
         warnings.warn(line, SearchWarning, stacklevel=2)
     check_max_exits(opts.max_exits, len({e.position for e in reader.exits[:-1]}), name=opts.label("max_exits"))
+    rules = resolve_rules(opts.rules, opts.score, reader, opts.label("rules"))
     sample = plan_fit(reader, "search", subsample=opts.subsample, above=opts.subsample_above, seed=opts.seed)
     _check_certification(opts, reader, sample)
     certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
     fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
-    check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits), opts.methods,
+    check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits) * len(rules), opts.methods,
                      opts.memory_limit * 1e9,
                      calibration_rows=certification_rows(reader, fraction, sample) if certified else 0)
     costs = _costs(opts, reader)
     fit = fit_problem(reader, "search", sample, objective=opts.objective, score=opts.score,
-                      chunk_size=opts.chunk_size, costs=costs)
+                      chunk_size=opts.chunk_size, costs=costs, rules=rules)
     for line in never_right(fit):              # legal, but a front there means nothing
         warnings.warn(line, SearchWarning, stacklevel=2)
     on_search = (SplitEvaluator.of_problem(fit, chunk_size=opts.chunk_size) if sample is None

@@ -120,6 +120,9 @@ _TABLE = [
           "table's; within its grid)", low=1, what="a positive integer", metavar="B"),
     Param("score", "choice", "confidence score compared with thresholds (default max_prob)", "max_prob",
           choices=tuple(score_kinds())),
+    Param("rules", "names", "exit rules dp may choose per exit, each with its threshold: a comma list of rule "
+          "names, or 'auto' for every rule this cache can serve (default: --score alone; the other methods use "
+          "--score)", None, metavar="RULES"),
     Param("max_drop", "points", "answer: cheapest configuration within POINTS percentage points of the base top-1 "
           "accuracy (e.g. 0.5; 0, or 0.05 to 20: search/units.py), certified on calibration data with confidence "
           "1-DELTA (--risk)", metavar="POINTS"),

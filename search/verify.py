@@ -81,7 +81,7 @@ def _compare(recorded: dict, computed: dict, where: str, tolerance: float = NUMB
 
 @dataclass
 class _Context:
-    """What one verification reads once: evaluators per (split, score), calibration problems per record."""
+    """What one verification reads once: evaluators per (split, rules), calibration problems per record."""
 
     doc: dict
     cache: object
@@ -91,10 +91,11 @@ class _Context:
     evaluators: dict = field(default_factory=dict)
     calibrations: dict = field(default_factory=dict)
 
-    def evaluator(self, split: str, score: str) -> SplitEvaluator:
-        key = (split, score)
+    def evaluator(self, split: str, rules: tuple[str, ...]) -> SplitEvaluator:
+        """An evaluator of ``split`` scoring ``rules`` (the first one the configurations' ``score``)."""
+        key = (split, rules)
         if key not in self.evaluators:
-            self.evaluators[key] = SplitEvaluator(self.cache, split, costs=self.costs, score=score,
+            self.evaluators[key] = SplitEvaluator(self.cache, split, costs=self.costs, score=rules[0], rules=rules,
                                                   objective=self.costs.objective, chunk_size=self.chunk_size)
         return self.evaluators[key]
 
@@ -109,11 +110,11 @@ class _Context:
                               f"split has {n} rows")
         return FitSample(fit["subsample"], n, fit["seed"]).indices()
 
-    def calibration(self, cert: dict, score: str) -> tuple[ExitProblem, np.ndarray | None]:
-        key = (cert["split"], cert.get("fraction"), cert["seed"], score)
+    def calibration(self, cert: dict, rules: tuple[str, ...]) -> tuple[ExitProblem, np.ndarray | None]:
+        key = (cert["split"], cert.get("fraction"), cert["seed"], rules)
         if key not in self.calibrations:
             self.calibrations[key] = recorded_calibration(self.cache, cert["split"], cert.get("fraction"),
-                                                          cert["seed"], score=score, costs=self.costs,
+                                                          cert["seed"], score=rules[0], costs=self.costs, rules=rules,
                                                           fitted=self.fitted() if cert["split"] == "search" else None)
         return self.calibrations[key]
 
@@ -125,9 +126,9 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
         todo = [(i, c) for i, (entry, (_, c)) in enumerate(zip(entries, configs)) if split in entry]
         if (todo or split in (ctx.doc.get("base") or {})) and split not in ctx.cache.splits():
             raise SearchError(f"{ctx.source}: {split}: the cache has no {split!r} split to recompute it on")
-        for score in sorted({c.score for _, c in todo}):
-            group = [(i, c) for i, c in todo if c.score == score]
-            evaluations = ctx.evaluator(split, score).evaluations([c for _, c in group])
+        for rules in sorted({c.rule_set for _, c in todo}):
+            group = [(i, c) for i, c in todo if c.rule_set == rules]
+            evaluations = ctx.evaluator(split, rules).evaluations([c for _, c in group])
             for (i, c), ev in zip(group, evaluations):
                 where = f"{ctx.source}: configs[{i}] (id {configs[i][0]!r}): {split}"
                 computed = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost, "cost": ev.cost,
@@ -137,7 +138,7 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
                 _compare(entries[i][split], computed, where)
         base = (ctx.doc.get("base") or {}).get(split)
         if base is not None:
-            ev = ctx.evaluator(split, ctx.doc.get("score", "max_prob")).base
+            ev = ctx.evaluator(split, (ctx.doc.get("score", "max_prob"),)).base
             _compare(base, {"accuracy": ev.accuracy, "cost": ev.cost, "relative_cost": 1.0},
                      f"{ctx.source}: base.{split}")
     sizes = (ctx.doc.get("cache") or {}).get("splits")
@@ -165,7 +166,7 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
     cert = ctx.doc["configs"][i]["certificate"]
     where = f"{ctx.source}: configs[{i}] (id {cid!r}): certificate"
     try:
-        cal, fit_rows = ctx.calibration(cert, config.score)
+        cal, fit_rows = ctx.calibration(cert, config.rule_set)
         warnings = _independence(ctx, cert, fit_rows, cal)
     except SearchError as exc:
         raise SearchError(f"{where}.split: {exc}") from None
