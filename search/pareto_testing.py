@@ -43,6 +43,7 @@ from .engines.dp import DPEngine
 from .front import Front
 from .problem import ExitProblem
 from .queries import _cheapest_within_drop, _most_accurate_within_budget
+from .time_objective import TimeCostTable
 from .units import check_drop_points, points_to_fraction
 
 __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
@@ -59,6 +60,10 @@ def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.n
     """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
     cost any sample can have under it."""
     leave = problem.assign(config)
+    if not problem.costs.additive:   # time at B > 1: each item's expected time spread over the rows reaching it
+        assert isinstance(problem.costs, TimeCostTable)   # the one table that is not additive
+        cost = problem.costs.sample_costs(config.exits, leave) / problem.costs.base_cost
+        return problem.correct[leave, np.arange(problem.n_samples)], cost, float(cost.max())
     exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
     lookup = np.zeros(problem.n_exits)
     lookup[list(config.exits) + [problem.final_exit]] = exit_costs

@@ -20,6 +20,7 @@ from ._base import (
 from . import macs  # noqa: F401
 from . import latency  # noqa: F401
 from . import units  # noqa: F401
+from . import time  # noqa: F401
 # isort: on
 
 __all__ = ["CostModel", "CostModelError", "CostTable", "register_cost_model", "get_cost_model", "list_cost_models",
