@@ -3,10 +3,10 @@
 :class:`TimeCostTable` is a ``contract.costs.CostTable`` in **milliseconds per sample** whose columns are the
 table's timed items (units or bundle graphs, a step per early exit, the final exit's scoring, the collection of
 results, which every sample pays) and whose ``exit_costs`` are the additive surrogate: each item costs
-``T_i(B) / B`` , what it costs per row in a full batch. At B = 1 that is the time model itself (``additive``); at
+``T_i(B) / B``, what it costs per row in a full batch. At B = 1 that is the time model itself (``additive``); at
 B > 1 it ignores that compacted batches run fewer rows less efficiently, so :meth:`TimeCostTable.mean_cost_of`
-gives the exact prediction (the binomial expectation of ``search.time_cost`` , from the counts of samples leaving
-at each enabled exit) and every evaluation path calls it: ``ExitProblem`` , ``SplitEvaluator`` , the engines'
+gives the exact prediction (the binomial expectation of ``search.time_cost``, from the counts of samples leaving
+at each enabled exit) and every evaluation path calls it: ``ExitProblem``, ``SplitEvaluator``, the engines'
 results (``BaseEngine.run`` re-scores a front an engine scored on the surrogate). Relative costs are against the
 base model's measured time (``base_cost``). numpy only.
 """
