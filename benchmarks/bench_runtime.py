@@ -80,7 +80,7 @@ def time_model(pipeline: Path, config: Path, *, batch_size: int = 64, threads: i
     from exits.checkpoints import model_from_checkpoint
     from exits.macs import measure_latency
     from search.config import ExitConfig
-    from search.costs import CostModel
+    from search.costs import CostTable, cost_table
     from search.problem import ExitProblem
 
     torch.set_num_threads(threads)
@@ -91,8 +91,8 @@ def time_model(pipeline: Path, config: Path, *, batch_size: int = 64, threads: i
     segs = [s.name for s in model.segments]
     total_m, total_t = sum(macs[s] for s in segs), sum(latency[s] for s in segs)
     shares = {s: {"macs": macs[s] / total_m, "time": latency[s] / total_t} for s in segs}
-    macs_model = CostModel.from_cache(cache)
-    time_model = CostModel(np.array([latency[u.name] for u in cache.units]), macs_model.needs, macs_model.unit_names,
+    macs_model = cost_table(cache)
+    time_model = CostTable(np.array([latency[u.name] for u in cache.units]), macs_model.needs, macs_model.unit_names,
                            "latency")
     entry = json.loads(config.read_text())["configs"][0]
     cfg = ExitConfig.from_json(entry["exits"], cache)

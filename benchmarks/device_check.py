@@ -49,6 +49,7 @@ from data_cache import open_cache  # noqa: E402
 from data_cache import format as cache_format  # noqa: E402
 from data_cache.memory import InMemoryCache  # noqa: E402
 from data_cache.outputs import check_output_file, write_text_atomic  # noqa: E402
+from data_cache.ownership import json_kind  # noqa: E402
 from exits.measure import sync  # noqa: E402
 
 REPORT_FORMAT = "exitdevicecheck/1"
@@ -57,7 +58,7 @@ DEMO_CACHE = ROOT / "data_cache" / "bundled" / "fashion_mnist"
 FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 TEST_FILES = ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")
 PROFILE = (0.25, 0.25, 0.25)  # fraction of all samples leaving at each of the three zoo exits
-MAX_DROP = 0.005  # as the demo pipeline chooses (exits.pipeline --max-drop 0.5, certified at delta 0.1)
+MAX_DROP = 0.5  # points, as the demo pipeline chooses (exits.pipeline --max-drop 0.5, certified at delta 0.1)
 
 
 @dataclass(frozen=True)
@@ -142,11 +143,11 @@ def demo_config(cache) -> tuple[dict, str]:
     front = run_search(problem, "dp")
     answer = certified_within_drop(problem, MAX_DROP, front=front)
     if answer.certificate is not None:
-        config, how = answer.config, (f"certified within {100 * MAX_DROP:g} points at delta "
+        config, how = answer.config, (f"certified within {MAX_DROP:g} points at delta "
                                       f"{answer.certificate.delta:g} ({answer.certificate.bound})")
     else:
         config = cheapest_within_drop(problem, MAX_DROP, front=front).config
-        how = f"uncertified (nothing certified within {100 * MAX_DROP:g} points on these calibration rows)"
+        how = f"uncertified (nothing certified within {MAX_DROP:g} points on these calibration rows)"
     return build_export([("dp", config)], search=problem, holdout=problem.on_split("holdout"), pareto=False), how
 
 
@@ -334,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        out_path = check_output_file(args.out, overwrite=args.overwrite, option="--out", suffixes=(".json",))
+        out_path = check_output_file(args.out, overwrite=args.overwrite, option="--out", suffixes=(".json",),
+                                     kind=json_kind(REPORT_FORMAT))
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -360,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         report["elapsed_s"] = time.perf_counter() - started
         report["targets"] = targets(report["sections"])
         report["imported_optuna_or_pymoo"] = sorted(m for m in ("optuna", "pymoo") if sys.modules.get(m) is not None)
-        write_text_atomic(out_path, json.dumps(report, indent=1, default=float) + "\n", option="--out")
+        write_text_atomic(out_path, json.dumps(report, indent=1, default=float) + "\n", option="--out",
+                          overwrite=args.overwrite, kind=json_kind(REPORT_FORMAT))
 
     def run(name: str, fn: Callable[[], dict]) -> None:
         if time.perf_counter() - started > args.budget_s:

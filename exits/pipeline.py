@@ -118,7 +118,8 @@ def _bundled_checkpoint(bundled: Path) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from data_cache.cli_types import CommandParser, float_in, non_negative_int, positive_int, seed, threads
+    from data_cache.cli_types import CommandParser, non_negative_int, positive_int, seed, threads
+    from search.units import drop_points_arg
 
     p = CommandParser(prog="python -m exits.pipeline",
                                 description="The Fashion-MNIST early-exit demo from scratch: train, dump, search, "
@@ -140,7 +141,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="start at this step, reusing the earlier steps' outputs in --out (default: from scratch)")
     p.add_argument("--calibration-size", type=non_negative_int, default=CALIBRATION_SIZE,
                    help=f"rows of train kept out of training for the calibration split (default {CALIBRATION_SIZE})")
-    p.add_argument("--max-drop", type=float_in(0.0, 100.0, what="a number of points in [0, 100]"), default=0.5,
+    p.add_argument("--max-drop", type=drop_points_arg, default=0.5,
                    help="the demo configuration: cheapest certified within this many points of the base accuracy "
                         "(default 0.5, at 90%% confidence)")
     p.add_argument("--front-configs", type=positive_int, default=8,
@@ -156,8 +157,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chain; exit status 0 when the cache matches the bundled one, 1 when it differs, 2 on bad input."""
     args = _parser().parse_args(argv)
     from data_cache import CacheError, open_cache
-    from data_cache.format import MANIFEST
+    from data_cache.format import format_tag
     from data_cache.outputs import OutputError, atomic_folder, atomic_output, check_output_file, check_output_folder
+    from data_cache.ownership import torch_kind
+
+    from .checkpoints import CHECKPOINT_FORMAT
 
     from .data import load_splits
     from .dump import deterministic
@@ -169,8 +173,9 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists() and not out.is_dir():
             raise OutputError(f"--out {out}: exists and is not a folder")
         if args.update_bundled:  # before any work: only a cache folder is replaced, and the file beside it
-            check_output_folder(bundled, overwrite=True, option="--bundled", marker=MANIFEST)
-            check_output_file(_bundled_checkpoint(bundled), overwrite=True, option="--bundled (checkpoint)")
+            check_output_folder(bundled, overwrite=True, option="--bundled", format=format_tag())
+            check_output_file(_bundled_checkpoint(bundled), overwrite=True, option="--bundled (checkpoint)",
+                              kind=torch_kind(CHECKPOINT_FORMAT))
         out.mkdir(parents=True, exist_ok=True)
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -242,9 +247,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({total / 60:.1f} min)")
     if args.update_bundled:
         try:
-            with atomic_folder(bundled, option="--bundled") as tmp:
+            with atomic_folder(bundled, option="--bundled", overwrite=True, format=format_tag()) as tmp:
                 shutil.copytree(out / "cache", tmp, dirs_exist_ok=True)
-            with atomic_output(_bundled_checkpoint(bundled), option="--bundled (checkpoint)") as tmp:
+            with atomic_output(_bundled_checkpoint(bundled), option="--bundled (checkpoint)", overwrite=True,
+                               kind=torch_kind(CHECKPOINT_FORMAT)) as tmp:
                 shutil.copyfile(ckpt, tmp)
         except OutputError as exc:
             print(f"error: {exc}", file=sys.stderr)

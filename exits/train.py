@@ -273,7 +273,11 @@ def _check_out(args: argparse.Namespace) -> None:
         if not Path(args.out).is_file():
             raise ExitsError(f"--out {args.out}: no checkpoint to resume")
         return
-    check_outputs([("--out", args.out)], overwrite=args.overwrite,
+    from data_cache.ownership import torch_kind
+
+    from .checkpoints import CHECKPOINT_FORMAT
+
+    check_outputs([("--out", args.out)], overwrite=args.overwrite, kinds={"--out": torch_kind(CHECKPOINT_FORMAT)},
                   inputs=[("--backbone-weights", args.backbone_weights), ("--saver-weights", args.saver_weights)])
 
 
@@ -333,6 +337,17 @@ def _check_same_split(args: argparse.Namespace) -> None:
         raise ExitsError(f"{args.out}: was trained on {recorded}; resuming with {wanted} would change the training rows")
 
 
+def _check_data(args: argparse.Namespace, splits) -> None:
+    """Rows to train on, and every label within the class count the heads get (before anything is built)."""
+    from .data import DataError, check_labels
+
+    if not len(splits.train):
+        raise DataError(f"{args.dataset}: no training rows (the dataset has a single part, or --max-samples "
+                        "cut them); train on a dataset with a train part")
+    option = "--num-classes" if args.num_classes else f"{args.dataset}'s class count"
+    check_labels(splits, args.num_classes or splits.n_classes, option=option)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m exits.train``: exit status 0, or 2 with one line on bad input."""
     from torch.utils.data import DataLoader, DistributedSampler
@@ -340,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     from data_cache.outputs import OutputError
 
     from .checkpoints import save_checkpoint
-    from .data import load_splits
+    from .data import error_line, load_splits
     from .errors import ExitsError
 
     args = _parser().parse_args(argv)
@@ -353,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.dataset, args.data_root, data_config=None, search_fraction=args.search_fraction,
                              seed=args.seed, max_samples=args.max_samples, download=args.download,
                              calibration_size=args.calibration_size)
+        _check_data(args, splits)
         model, data_config, state, include_backbone = _build(args, splits.n_classes)
         splits.set_transform(data_config)
     except (ExitsError, OutputError) as exc:
@@ -370,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     amp = False if args.no_amp else None
     show = rank == 0 and not args.quiet
     bars: dict[str, Any] = {}
+    replace = args.overwrite or args.resume  # later saves replace the run's own checkpoint (data_cache.outputs)
 
     def on_event(event: str, info: dict) -> None:
         key = f"{info['phase']}:{info.get('epoch', '')}"
@@ -390,7 +407,8 @@ def main(argv: list[str] | None = None) -> int:
                 done = dict(state, **{info["phase"]: info["state"]})
                 done["phase"] = info["phase"]
                 save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                                backbone_weights=args.backbone_weights, data=data, train_state=done, finished=False)
+                                backbone_weights=args.backbone_weights, data=data, train_state=done, finished=False,
+                                overwrite=replace)
                 state.update(done)
 
     common = dict(amp=amp, device=device, callback=on_event, weight_decay=args.weight_decay,
@@ -404,11 +422,12 @@ def main(argv: list[str] | None = None) -> int:
                               temperature=args.temperature, resume=state.get("heads"), **common)
         if rank == 0:
             save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                            backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"))
-    except OutputError as exc:                      # a full disk while saving: one line, nothing half-written
+                            backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"),
+                            overwrite=replace)
+    except (OutputError, ExitsError) as exc:    # a full disk while saving, an image that cannot be decoded
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     if rank == 0:
         if history:

@@ -26,13 +26,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from bundle.manifest import MANIFEST
 from data_cache.cli_types import warn
-from data_cache.format import MANIFEST as CACHE_MANIFEST
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .measure import CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
-from .validation_inputs import open_searched_cache, split_rows
+from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
 
@@ -51,10 +49,11 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
                     split: str, cache: Any, timing_batches: Sequence[np.ndarray] = (),
                     latency_samples: Sequence[np.ndarray] = (), rounds: int = 3, tolerance: float = 1e-5,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run ``configs`` (``bundle.RouteConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
+    """Run ``configs`` (``contract.ExitConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
     row order of ``split``), time them against the base graph; return the report dictionary."""
     say = progress or (lambda msg: None)
-    comparison = CacheComparison(cache, split, tolerance)
+    objective = router.objective
+    comparison = CacheComparison(cache, split, tolerance, objective)
     labels = comparison.labels
     seen = np.concatenate([y for _, y in batches]) if batches else np.empty(0, np.int64)
     if not np.array_equal(seen, labels):
@@ -73,13 +72,13 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
         predicted, agreement = comparison.compare(c, result.exits, result.predictions)
         entry: dict[str, Any] = {
             "id": c.id,
-            "exits": [{"name": e.name, "threshold": e.threshold} for e in c.exits],
+            "exits": [{"name": comparison.exit_names[e], "threshold": t} for e, t in zip(c.exits, c.thresholds)],
             "score": c.score,
             "predicted": predicted,
             "measured": {"accuracy": float(np.mean(result.predictions == labels)),
                          "relative_cost": result.relative_cost,
                          "macs_per_sample": float(result.macs.mean()),
-                         "exit_fractions": exit_fractions(result.exits, [e.index for e in c.exits], router.final_exit)},
+                         "exit_fractions": exit_fractions(result.exits, list(c.exits), router.final_exit)},
             **agreement,
             "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
         }
@@ -94,6 +93,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
 
     manifest = router.manifest.doc
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
+            "objective": objective,
             "bundle": {"path": str(router.path), "fingerprint": manifest["fingerprint"],
                        "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
                        "n_graphs": len(manifest["graphs"])},
@@ -157,14 +157,18 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from bundle import BundleError, open_bundle
     from data_cache import CacheError
+    from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError
+    from data_cache.ownership import json_kind
 
     from .errors import ExitsError
 
+    kind = json_kind(REPORT_FORMAT)
+
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        read = [("--bundle", Path(args.bundle) / MANIFEST), ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)]
-        report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite,
+        read = [("--bundle", args.bundle), ("--cache", args.cache or bundled_cache_path())]
+        report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite, kinds={"--report": kind},
                                     suffixes={"--report": (".json",)}, inputs=read)["--report"]
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
@@ -175,6 +179,10 @@ def _main(argv: list[str] | None) -> int:
         if cache.fingerprint != want:
             raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
                               f"{args.cache} ({cache.fingerprint[:19]}...)")
+        verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",
+                                    warn=False)
+        for line in verification.warnings + ((CALIBRATION_WARNING,) if args.split == "calibration" else ()):
+            warn(line)
         configs = [router.set_config(args.id)] if args.id is not None else router.configs
         say(f"loading {args.split}")
         batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
@@ -187,13 +195,16 @@ def _main(argv: list[str] | None) -> int:
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
         report["batch_size"] = args.batch_size
-        write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report")
+        report["verified"] = verification.describe()
+        write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report", overwrite=args.overwrite,
+                          kind=kind)
     except (BundleError, CacheError, ExitsError, OutputError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
+    print(report["verified"])
     print(f"report written to {args.report}")
     return 0
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract import float32_cut
 from data_cache.blocks import BlockReader
 
-from ._validation import SearchError, check_split
+from ._validation import SearchError, check_split, checked
 from .chunks import DEFAULT_CHUNK_SIZE, read_block
 from .config import ExitConfig
-from .costs import CostModel
+from .costs import CostTable
 from .problem import Evaluation
-from .scores import float32_cut
 from .standalone import SplitStats
 
 __all__ = ["SplitEvaluator"]
@@ -108,7 +108,7 @@ class SplitEvaluator:
     a time) or from a problem that holds the whole split (:meth:`of_problem`: nothing is read).
     """
 
-    def __init__(self, cache, split: str, *, costs: CostModel, score: str, objective: str,
+    def __init__(self, cache, split: str, *, costs: CostTable, score: str, objective: str,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, problem=None):
         self.cache, self.split, self.costs = cache, check_split(cache, split), costs
         self.score, self.objective, self.chunk_size = score, objective, chunk_size
@@ -201,7 +201,7 @@ class SplitEvaluator:
     def _check(self, config: ExitConfig) -> ExitConfig:
         if config.score != self.score:
             raise SearchError(f"configuration uses score {config.score!r} but the evaluator scores {self.score!r}")
-        return config.check(self.cache)
+        return checked(config, self.cache)
 
     @property
     def stats(self) -> SplitStats:

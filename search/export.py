@@ -6,7 +6,9 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import ContractError
 from data_cache.outputs import write_text_atomic
+from data_cache.ownership import json_kind
 
 from ._validation import SearchError
 from .config import ExitConfig
@@ -49,7 +51,7 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     base_s, base_h = search.base, holdout.base
     doc = {
         "format": EXPORT_FORMAT,
-        "objective": search.objective,
+        "objective": search.costs.objective,  # the registered cost model the numbers are in
         "score": search.score,
         "cache": {"fingerprint": cache.fingerprint, "n_exits": len(cache.exits),
                   "splits": {"search": search.n_samples, "holdout": holdout.n_samples}},
@@ -73,9 +75,11 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     return doc
 
 
-def write_export(path: str | Path, doc: dict) -> None:
-    """Write ``doc`` to ``path`` atomically (a temporary file beside it, then a rename)."""
-    write_text_atomic(path, json.dumps(doc, indent=1) + "\n", option="export")
+def write_export(path: str | Path, doc: dict, *, overwrite: bool = True) -> None:
+    """Write ``doc`` to ``path`` atomically (``data_cache.outputs.write_text_atomic``); a file already there is
+    replaced only with ``overwrite`` and only when it is an export itself."""
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n", option="export", overwrite=overwrite,
+                      kind=json_kind(EXPORT_FORMAT))
 
 
 def read_export(path: str | Path) -> dict:
@@ -117,6 +121,6 @@ def export_configs(doc: dict, cache, *, source: str = "export") -> list[tuple[st
     for i, d in enumerate(doc["configs"]):
         try:
             out.append((d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache, default_score)))
-        except SearchError as exc:
+        except ContractError as exc:
             raise SearchError(f"{source}: configs[{i}].{exc}") from None
     return out

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import math
 
+from contract import entries_problems, list_rules
 from data_cache.schema import name_problem
 
-from .costs import OBJECTIVES
-from .scores import SCORE_KINDS
+from .certify import BOUNDS
+from .costs import list_cost_models
 
-__all__ = ["export_problems", "exit_entries_problems"]
+__all__ = ["export_problems", "exit_entries_problems", "certificate_problems"]
+
+CERTIFICATE_SPLITS = ("calibration", "search")
 
 
 def _got(x) -> str:
@@ -30,52 +33,15 @@ def _int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _threshold_problem(t, score) -> str | None:
-    if not _number(t):
-        return f"must be a finite number ({_got(t)})"
-    if score == "neg_entropy":
-        return None if t <= 0 else f"{t} outside [-log(n_classes), 0] for score 'neg_entropy'"
-    return None if 0 <= t <= 1 else f"{t} outside [0, 1] for score {score!r}"
-
-
 def exit_entries_problems(entries, field: str = "exits", default_score: str = "max_prob") -> list[str]:
-    """Problems of a configuration's ``exits`` list (enabled early exits in execution order); an entry
-    without ``score`` uses ``default_score``."""
-    if not isinstance(entries, list):
-        return [f"{field}: must be a list of exit objects ({_got(entries)})"]
-    problems, scores, last = [], set(), None
-    for j, d in enumerate(entries):
-        f = f"{field}[{j}]"
-        if not isinstance(d, dict):
-            problems.append(f"{f}: must be an object with name, position and threshold ({_got(d)})")
-            continue
-        for key in ("name", "position", "threshold"):
-            if key not in d:
-                problems.append(f"{f}.{key}: missing")
-        if "name" in d and name_problem(d["name"]):
-            problems.append(f"{f}.name: {name_problem(d['name'])}")
-        if "head" in d and name_problem(d["head"]):
-            problems.append(f"{f}.head: {name_problem(d['head'])}")
-        pos = d.get("position")
-        if "position" in d:
-            if not _int(pos) or pos < 0:
-                problems.append(f"{f}.position: must be an integer >= 0 ({_got(pos)})")
-            elif last is not None and pos <= last:
-                problems.append(f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
-                                "position")
-            else:
-                last = pos
-        score = d.get("score", default_score)
-        if score not in SCORE_KINDS:
-            problems.append(f"{f}.score: must be one of {list(SCORE_KINDS)} ({_got(score)})")
-        else:
-            scores.add(score)
-        if "threshold" in d:
-            problem = _threshold_problem(d["threshold"], score)
-            if problem:
-                problems.append(f"{f}.threshold: {problem}")
-    if len(scores) > 1:
-        problems.append(f"{field}: mixed score kinds {sorted(scores)} in one configuration are not supported")
+    """Problems of a configuration's ``exits`` list: the contract's (:func:`contract.entries_problems`), then
+    the cache format's name rules (never a path)."""
+    problems = entries_problems(entries, field, default_score)
+    for j, d in enumerate(entries if isinstance(entries, list) else []):
+        for key in ("name", "head"):
+            value = d.get(key) if isinstance(d, dict) else None
+            if isinstance(value, str) and value and name_problem(value):
+                problems.append(f"{field}[{j}].{key}: {name_problem(value)}")
     return problems
 
 
@@ -96,6 +62,72 @@ def _numbers(d, field: str, n_exits: int | None) -> list[str]:
         elif n_exits is not None and len(fr) != n_exits + 1:
             problems.append(f"{field}.exit_fractions: {len(fr)} entries, expected {n_exits + 1} (each enabled exit, "
                             "then the final one)")
+    return problems
+
+
+def _in(lo: float, hi: float, *, open_lo: bool = False):
+    """A check: a finite number in [lo, hi] (``(lo, hi]`` with ``open_lo``)."""
+    def check(v) -> str | None:
+        ok = _number(v) and (lo < v if open_lo else lo <= v) and v <= hi
+        return None if ok else f"must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}] ({_got(v)})"
+    return check
+
+
+def _at_least(lo: int, *, integer: bool = True, allow_none: bool = False):
+    def check(v) -> str | None:
+        if allow_none and v is None:
+            return None
+        ok = (_int(v) if integer else _number(v)) and v >= lo
+        return None if ok else f"must be {'an integer' if integer else 'a finite number'} >= {lo} ({_got(v)})"
+    return check
+
+
+def certificate_problems(cert, field: str = "certificate") -> list[str]:
+    """Problems of a configuration's ``certificate`` (``search.pareto_testing.Certificate.to_json``): the
+    fields a verification re-runs the test with are required, each with its exact type and range; the
+    others are checked when present."""
+    if not isinstance(cert, dict):
+        return [f"{field}: must be an object ({_got(cert)})"]
+    kind = cert.get("kind")
+    if kind not in ("drop", "cost"):
+        return [f"{field}.kind: must be 'drop' or 'cost' ({_got(kind)})"]
+    limit, observed = (("certified_drop", "observed_drop") if kind == "drop"
+                       else ("certified_relative_cost", "observed_relative_cost"))
+    bounds = list(BOUNDS) if kind == "drop" else ["betting"]
+    required = {"bound": _one_of(bounds), "delta": _in(0.0, 0.5, open_lo=True), "n_cal": _at_least(1),
+                limit: _in(0.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
+                "split": _one_of(CERTIFICATE_SPLITS), "seed": _at_least(0)}
+    optional = {"fraction": _in(0.0, 1.0, open_lo=True), "p_value": _in(0.0, 1.0),
+                observed: _in(-1.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
+                "tested": _at_least(1), "sequence": _at_least(1), "accuracy_lower_bound": _in(0.0, 1.0)}
+    problems = [f"{field}.{key}: missing" for key in required if key not in cert]
+    if cert.get("split") == "search" and "fraction" not in cert:
+        problems.append(f"{field}.fraction: missing (the share of the search split cut for calibration)")
+    checks = {**required, **optional}
+    problems += [f"{field}.{p}" for p in _problems(cert, checks)]
+    if not problems and "tested" in cert and "sequence" in cert and cert["tested"] > cert["sequence"]:
+        problems.append(f"{field}.tested: {cert['tested']} configurations tested of a sequence of {cert['sequence']}")
+    if not problems and "accuracy_lower_bound" in cert and "sequence" not in cert:
+        problems.append(f"{field}.sequence: missing (the accuracy bound holds at delta / sequence)")
+    return problems
+
+
+def _problems(d: dict, checks: dict) -> list[str]:
+    out = []
+    for key, check in checks.items():
+        _optional(d, key, check, out)
+    return out
+
+
+def fit_problems(fit) -> list[str]:
+    """Problems of the export's ``fit`` record (what the methods were fitted on)."""
+    if not isinstance(fit, dict):
+        return [f"fit: must be an object ({_got(fit)})"]
+    checks = {"split": _one_of(["search"]), "subsample": _at_least(1, allow_none=True), "of": _at_least(1),
+              "seed": _at_least(0, allow_none=True)}
+    problems = [f"fit.{p}" for p in _problems(fit, checks)]
+    if not problems and fit.get("subsample") is not None and fit.get("seed") is None:
+        problems.append("fit.seed: missing (a subsample is drawn with a seed)")
     return problems
 
 
@@ -132,6 +164,8 @@ def _config_problems(c, i: int, ids: set, default_score: str) -> list[str]:
     for split in ("search", "holdout"):
         if split in c:
             problems.extend(_numbers(c[split], f"{f}.{split}", n_exits))
+    if "certificate" in c:
+        problems.extend(certificate_problems(c["certificate"], f"{f}.certificate"))
     return problems
 
 
@@ -140,8 +174,8 @@ def export_problems(doc) -> list[str]:
     if not isinstance(doc, dict):
         return [f"document: must be a JSON object ({_got(doc)})"]
     problems: list[str] = []
-    _optional(doc, "objective", _one_of(OBJECTIVES), problems)
-    _optional(doc, "score", _one_of(SCORE_KINDS), problems)
+    _optional(doc, "objective", _one_of(list_cost_models()), problems)
+    _optional(doc, "score", _one_of(list_rules()), problems)
     cache = doc.get("cache")
     if not isinstance(cache, dict):
         problems.append(f"cache: must be an object with the cache's fingerprint ({_got(cache)})")
@@ -166,6 +200,8 @@ def export_problems(doc) -> list[str]:
             for split in ("search", "holdout"):
                 if split in base:
                     problems.extend(_numbers(base[split], f"base.{split}", None))
+    if "fit" in doc:
+        problems.extend(fit_problems(doc["fit"]))
     if "methods" in doc and not isinstance(doc["methods"], dict):
         problems.append(f"methods: must be an object ({_got(doc['methods'])})")
     configs = doc.get("configs")
@@ -173,7 +209,7 @@ def export_problems(doc) -> list[str]:
         problems.append(f"configs: must be a list of configuration objects ({_got(configs)})")
     else:
         ids: set = set()
-        score = doc.get("score") if doc.get("score") in SCORE_KINDS else "max_prob"
+        score = doc.get("score") if doc.get("score") in list_rules() else "max_prob"
         for i, c in enumerate(configs):
             problems.extend(_config_problems(c, i, ids, score))
     return problems

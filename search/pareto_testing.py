@@ -17,6 +17,7 @@ test on per-sample cost / its maximum) and reports a lower confidence bound on t
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -31,10 +32,11 @@ from .config import ExitConfig
 from .engines.dp import DPEngine
 from .front import Front
 from .problem import ExitProblem
-from .queries import cheapest_within_drop, most_accurate_within_budget
+from .queries import _cheapest_within_drop, _most_accurate_within_budget
+from .units import check_drop_points, points_to_fraction
 
 __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
-           "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test"]
+           "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test", "outcomes", "retest"]
 
 DEFAULT_DELTA = 0.1
 _LADDER_STEPS = 8          # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
@@ -43,7 +45,7 @@ _SLACK = 1.0               # keep candidates whose predicted z on calibration is
 
 # -- per-sample outcomes -------------------------------------------------------------------------
 
-def _outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.ndarray, float]:
+def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.ndarray, float]:
     """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
     cost any sample can have under it."""
     leave = problem.assign(config)
@@ -54,7 +56,32 @@ def _outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.
 
 
 def _losses(problem: ExitProblem, config: ExitConfig) -> PairedLosses:
-    return paired_losses(_outcomes(problem, config)[0], problem.correct[problem.final_exit])
+    return paired_losses(outcomes(problem, config)[0], problem.correct[problem.final_exit])
+
+
+def _cost_p_value(cost: np.ndarray, top: float, budget: float, delta: float) -> float:
+    """Betting p-value of H: mean relative cost > ``budget``, per-sample costs scaled by their largest value."""
+    return betting_p_value(cost / top, budget / top, delta)
+
+
+def retest(cal: ExitProblem, config: ExitConfig, cert: dict) -> dict:
+    """A certificate's own test (``Certificate.to_json``, checked by ``search.export_schema``) re-run for
+    ``config`` on ``cal`` (the recorded calibration rows in their tested order): whether it passes
+    (``certified``) and the fields it computed (``n_cal``, ``p_value``, the observed drop or cost, the
+    accuracy bound), as :func:`certify_drop` / :func:`certify_budget` compute them."""
+    delta = cert["delta"]
+    right, cost, top = outcomes(cal, config)
+    if cert["kind"] == "drop":
+        b, eps = get_bound(cert["bound"]), cert["certified_drop"]
+        L = paired_losses(right, cal.correct[cal.final_exit])
+        return {"certified": b.certifies(L, eps, delta), "n_cal": cal.n_samples,
+                "p_value": b.p_value(L, eps, delta), "observed_drop": L.drop}
+    p = _cost_p_value(cost, top, cert["certified_relative_cost"], delta)
+    out = {"certified": p <= delta, "n_cal": cal.n_samples, "p_value": p, "observed_relative_cost": float(cost.mean())}
+    if "sequence" in cert:
+        out["accuracy_lower_bound"] = accuracy_lower_bound(int(np.count_nonzero(right)), cal.n_samples,
+                                                           delta / cert["sequence"])
+    return out
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -132,14 +159,17 @@ _TEMPER = (0.25, 0.5, 0.75, 0.9)   # safer versions of each candidate: threshold
 
 
 def _tempered(fit: ExitProblem, configs: list[ExitConfig], shares=_TEMPER) -> list[ExitConfig]:
-    """Each configuration with its thresholds moved part of the way to the top of the score range: fewer samples
-    leave early, so the sequence also holds configurations between the fit front and the base model (the fit
-    front skips them where cheaper configurations did better on the fit part by chance)."""
-    from .scores import score_range
-
-    hi = score_range(fit.score, fit.cache.n_classes)[1]
-    return [ExitConfig(c.exits, tuple(t + a * (hi - t) for t in c.thresholds), c.score)
-            for c in configs if c.exits for a in shares]
+    """Each configuration with its thresholds moved part of the way to its exits' highest score on the fit part:
+    fewer samples leave early, so the sequence also holds configurations between the fit front and the base
+    model (the fit front skips them where cheaper configurations did better on the fit part by chance)."""
+    top = fit.scores.max(axis=1).astype(np.float64)
+    out = []
+    for c in configs:
+        for a in shares:
+            ts = tuple(t + a * max(float(top[e]) - t, 0.0) for e, t in zip(c.exits, c.thresholds))
+            if c.exits and ts != c.thresholds:
+                out.append(dataclasses.replace(c, thresholds=ts, id="", predicted={}))
+    return out
 
 
 def _dedupe(configs: list[ExitConfig]) -> list[ExitConfig]:
@@ -152,7 +182,7 @@ def _fit_rows(fit: ExitProblem, candidates: list[ExitConfig], eps: float) -> lis
     base = fit.correct[fit.final_exit]
     rows = []
     for c in candidates:
-        right, cost, _ = _outcomes(fit, c)
+        right, cost, _ = outcomes(fit, c)
         L = paired_losses(right, base)
         rows.append((L.drop, max(L.discordance - L.drop ** 2, 1.0 / n_f), float(cost.mean()), c))
     return rows
@@ -208,27 +238,37 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     return sequence
 
 
+def _capped(front: Front, max_exits: int | None) -> Front:
+    """``front`` without the configurations that enable more than ``max_exits`` exits."""
+    if max_exits is None:
+        return front
+    return front.take([i for i, c in enumerate(front.configs) if len(c.exits) <= max_exits])
+
+
 def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float = DEFAULT_DELTA,
                           bound: str = DEFAULT_BOUND, fraction: float = DEFAULT_FRACTION, seed: int = 0,
-                          front: Front | None = None) -> CertifiedAnswer:
-    """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` (a fraction)
+                          front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+    """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` points (0.5 = half a
+    point; ``search.units``)
     with confidence 1 - ``delta``, by Pareto Testing. ``front``: configurations searched on the whole
     search split (used as candidates only when the cache has a calibration split of its own)."""
-    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+    drop = points_to_fraction(check_drop_points(max_drop))
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
-    return certify_drop(roles, max_drop, delta=delta, bound=bound, fit_front=fit_front(roles, front))
+    return certify_drop(roles, drop, delta=delta, bound=bound, fit_front=fit_front(roles, front),
+                        max_exits=max_exits)
 
 
 def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
-                 fit_front: Front | None = None, order: str = "fit_z", temper: bool = False) -> CertifiedAnswer:
-    """Pareto Testing for a drop limit on given roles; ``fit_front`` must have been searched on
-    ``roles.fit`` alone (default: dp on it)."""
+                 fit_front: Front | None = None, max_exits: int | None = None, order: str = "fit_z",
+                 temper: bool | tuple[float, ...] = False) -> CertifiedAnswer:
+    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
+    ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
-    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
-    ladder = [cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0).config
-              for k in range(_LADDER_STEPS)]
+    fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
+    ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
+                                max_exits=max_exits).config for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
     candidates = _dedupe(in_reach + ladder)
@@ -279,7 +319,7 @@ def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: flo
 
     rows = []
     for c in candidates:
-        right, cost, _ = _outcomes(fit, c)
+        right, cost, _ = outcomes(fit, c)
         unit_z = (budget - cost.mean()) / max(float(cost.std()), 1.0 / fit.n_samples)
         rows.append((unit_z, float(right.mean()), c))
     rows.sort(key=lambda r: (-r[0], -r[1]))
@@ -296,27 +336,28 @@ def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: flo
 
 def certified_within_budget(search: ExitProblem, budget: float, *, delta: float = DEFAULT_DELTA,
                             fraction: float = DEFAULT_FRACTION, seed: int = 0,
-                            front: Front | None = None) -> CertifiedAnswer:
+                            front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
     """The most accurate configuration whose mean relative cost is <= ``budget`` with confidence
     1 - ``delta`` (betting test on per-sample cost / the configuration's largest per-sample cost), with a
     lower confidence bound on its accuracy, simultaneous over the sequence (level delta / its length)."""
     check_scalar(budget, "budget", min_val=0.0)
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
-    return certify_budget(roles, budget, delta=delta, fit_front=fit_front(roles, front))
+    return certify_budget(roles, budget, delta=delta, fit_front=fit_front(roles, front), max_exits=max_exits)
 
 
 def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
-                   fit_front: Front | None = None) -> CertifiedAnswer:
-    """Pareto Testing for a cost budget on given roles; ``fit_front`` searched on ``roles.fit`` alone."""
+                   fit_front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+    """Pareto Testing for a cost budget on given roles; ``fit_front`` searched on ``roles.fit`` alone;
+    ``max_exits``: every candidate enables at most that many exits."""
     fit, cal = roles.fit, roles.calibration
-    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
+    fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
     margin = 0.5 * math.sqrt(2 * math.log(1 / delta) / cal.n_samples)
     ladder = []
     for k in range(_LADDER_STEPS):
         try:
-            ladder.append(most_accurate_within_budget(fit, budget - margin * k / 2, front=fit_front,
-                                                      n_bisect=0).config)
+            ladder.append(_most_accurate_within_budget(fit, budget - margin * k / 2, front=fit_front,
+                                                      n_bisect=0, max_exits=max_exits).config)
         except SearchError:
             break  # below the cheapest reachable cost
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[1] <= budget]
@@ -324,17 +365,17 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
     p_values = {}
 
     def passes(c: ExitConfig) -> bool:
-        _, cost, top = _outcomes(cal, c)
-        p_values[c] = betting_p_value(cost / top, budget / top, delta)
+        _, cost, top = outcomes(cal, c)
+        p_values[c] = _cost_p_value(cost, top, budget, delta)
         return p_values[c] <= delta
 
     n_pass = fixed_sequence_test(sequence, passes)
     if n_pass == 0:
         safest = sequence[0] if sequence else fit_front.configs[int(np.argmin(fit_front.F[:, 1]))]
-        _, cost, top = _outcomes(cal, safest)
+        _, cost, top = outcomes(cal, safest)
         return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=top * mean_upper_bound(cost / top, delta))
     chosen = sequence[n_pass - 1]
-    right, cost, _ = _outcomes(cal, chosen)
+    right, cost, _ = outcomes(cal, chosen)
     n_right = int(np.count_nonzero(right))
     cert = Certificate("cost", "betting", float(delta), cal.n_samples, float(budget), roles.split, roles.fraction,
                        roles.seed, p_values[chosen], float(cost.mean()), len(p_values), len(sequence),

@@ -23,7 +23,7 @@ class SplitStats:
         return cls(0, np.zeros(n_exits, dtype=np.int64))
 
     def add(self, correct: np.ndarray, costs) -> None:
-        """Account for the correctness ``(n_exits, c)`` of ``c`` more samples under ``costs`` (a CostModel)."""
+        """Account for the correctness ``(n_exits, c)`` of ``c`` more samples under ``costs`` (a CostTable)."""
         alone = _standalone_costs(costs, correct.shape[0])
         cost = np.full(correct.shape[1], alone[-1])       # nobody right: the final exit's cost
         unresolved = np.ones(correct.shape[1], dtype=bool)
@@ -55,7 +55,7 @@ def standalone_table(problem) -> list[dict]:
     """One row per exit (execution order, final last): what it achieves if every sample left there.
 
     Each row: ``name``, ``position``, ``head``, ``accuracy`` (top-1 on the problem's split) and
-    ``relative_cost`` (``CostModel.standalone_cost / base_cost``).
+    ``relative_cost`` (``CostTable.standalone_cost / base_cost``).
     """
     stats = split_stats(problem)
     costs = _standalone_costs(problem.costs, len(problem.cache.exits)) / problem.costs.base_cost

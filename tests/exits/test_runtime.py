@@ -9,11 +9,13 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores, float32_cut
+from contract import float32_cut
+from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores
+from search import SearchWarning
 from search.config import ExitConfig
 from search.problem import ExitProblem
 
-from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+from _runtime_fixtures import certify, dump, make_export, tiny_model, tiny_splits
 
 
 
@@ -30,7 +32,7 @@ def setup(tmp_path_factory):
 
 def _expected(cache, config, split="holdout"):
     problem = ExitProblem(cache, split, score=config.score)
-    cfg = ExitConfig(tuple(e.index for e in config.exits), tuple(e.threshold for e in config.exits), config.score)
+    cfg = config  # the runtime's configuration is the search's type (contract.ExitConfig)
     exits = problem.assign(cfg)
     preds = np.asarray(cache.topk_ids(split))[exits, 0, np.arange(len(exits))]
     return exits, preds, problem.evaluate_one(cfg)
@@ -118,7 +120,7 @@ def test_disabled_heads_never_run(setup):
     finally:
         for h in hooks:
             h.remove()
-    assert set(calls) == {e.key for e in config.exits}
+    assert set(calls) == {model.exits[e].key for e in config.exits}
 
 
 def test_switching_and_selecting_by_budget(setup):
@@ -150,19 +152,52 @@ def test_switching_and_selecting_by_budget(setup):
 def test_selecting_by_certified_drop(setup):
     model, _, cache = setup
     doc = make_export(cache)
-    for entry, drop in zip(doc["configs"][:2], (0.01, 0.005)):
-        entry["certificate"] = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": 1000,
-                                "certified_drop": drop, "split": "search", "seed": 0}
+    drops = [certify(cache, doc, i) for i in range(2)]
     runtime = ExitRuntime(model, doc, cache=cache)
+    assert runtime.verification.n_certificates == 2
     cheaper = min(doc["configs"][:2], key=lambda c: c["search"]["relative_cost"])
-    assert runtime.select(max_drop=0.01).id == cheaper["id"]
-    assert runtime.select(max_drop=0.005).id == doc["configs"][1]["id"] and runtime.config.id == doc["configs"][1]["id"]
-    with pytest.raises(RuntimeConfigError, match=r"certified drops: \[0.005, 0.01\]"):
-        runtime.select(max_drop=0.001)
+    points = [round(100 * d, 6) for d in drops]                  # select takes points, certificates fractions
+    assert runtime.select(max_drop=max(points)).id == cheaper["id"]
+    safer = doc["configs"][int(np.argmin(drops))]["id"]
+    if drops[0] != drops[1]:
+        assert runtime.select(max_drop=min(points)).id == safer and runtime.config.id == safer
+    with pytest.raises(RuntimeConfigError, match=rf"certified drops \(points\): \[{min(points)}, {max(points)}\]"):
+        runtime.select(max_drop=min(points) / 2)
     with pytest.raises(RuntimeConfigError, match="exactly one"):
-        runtime.select(0.5, max_drop=0.01)
+        runtime.select(0.5, max_drop=1.0)
     with pytest.raises(RuntimeConfigError, match="holds no drop certificate"):
-        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=0.01)
+        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=1.0)
+
+
+@pytest.mark.parametrize("drop,match", [(0.005, "looks like a fraction.*pass 0.5"), (50, "50 points is above 20"),
+                                        (-1, "number of points >= 0"), (float("nan"), "number of points")])
+def test_a_drop_in_the_other_unit_is_refused(setup, drop, match):
+    model, _, cache = setup
+    with pytest.raises(RuntimeConfigError, match=f"max_drop: .*{match}"):
+        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=drop)
+
+
+def test_an_edited_certificate_or_number_is_refused_before_select(setup):
+    """Regression (issue 20): select(max_drop=0.005) returned a configuration losing 30 points because its
+    certificate had been edited; now the table is recomputed from the cache and the edit refused."""
+    model, _, cache = setup
+    doc = make_export(cache)
+    certify(cache, doc, 2)
+    lossy = copy.deepcopy(doc)
+    lossy["configs"][2]["certificate"]["certified_drop"] = 0.005
+    cid = lossy["configs"][2]["id"]
+    _refused(model, lossy, rf"configs\[2\] \(id '{cid}'\): certificate.certified_drop: 0.005 does not reproduce",
+             cache=cache)
+    edited = copy.deepcopy(doc)
+    edited["configs"][0]["search"]["accuracy"] = 1.0
+    _refused(model, edited, r"configs\[0\] .*: search.accuracy: 1 does not reproduce: the cache gives", cache=cache)
+    wrong = copy.deepcopy(doc)
+    wrong["configs"][2]["certificate"]["delta"] = "0.1"
+    _refused(model, wrong, r"configs\[2\].certificate.delta: must be a number in \(0, 0.5\]",
+             cache_fingerprint=cache.fingerprint)
+    with pytest.warns(SearchWarning, match="unverified: without the cache"):
+        runtime = ExitRuntime(model, doc, cache_fingerprint=cache.fingerprint)
+    assert runtime.verification is None
 
 
 def test_single_configuration_is_active_at_once(setup):
@@ -201,7 +236,7 @@ def test_refusals(setup, tmp_path):
     _refused(model, bad, "is not an exit of this model", cache=cache)
     bad = copy.deepcopy(doc)
     bad["configs"][0]["exits"][0]["threshold"] = 1.5
-    _refused(model, bad, r"threshold 1.5 outside \[0, 1\]", cache=cache)
+    _refused(model, bad, r"threshold: 1.5 outside \[0, 1\]", cache=cache)
     bad = copy.deepcopy(doc)
     for d in bad["configs"][0]["exits"]:
         d["score"] = "confidence"
@@ -247,3 +282,16 @@ def test_saver_runs_first_and_releases_samples(tmp_path):
     with FlopCounterMode(display=False) as counter:
         runtime.run(x)
     assert counter.get_total_flops() / 2 == pytest.approx(float(result.macs.sum()), rel=1e-9)
+
+
+def test_the_exports_objective_is_read_and_an_unknown_one_refused(setup):
+    model, splits, cache = setup
+    doc = make_export(cache)
+    assert ExitRuntime(model, doc, cache=cache).objective == doc.get("objective", "macs") == "macs"
+    relabelled = {**doc, "objective": "latency"}
+    with pytest.warns(SearchWarning, match="unverified"):
+        assert ExitRuntime(model, relabelled, cache_fingerprint=cache.fingerprint).objective == "latency"
+    # with the cache at hand the MACs numbers relabelled as latency are recomputed, and cannot be
+    _refused(model, relabelled, "objective 'latency' needs measured latency for every unit", cache=cache)
+    _refused(model, {**doc, "objective": "flops"}, r"configs: objective: unknown objective 'flops': this version "
+                                                   r"knows the cost models \['macs', 'latency'", cache=cache)

@@ -1,4 +1,4 @@
-"""CostModel: each compute unit counted once over the enabled exits up to the one a sample leaves at."""
+"""cost_table: each compute unit counted once over the enabled exits up to the one a sample leaves at."""
 from __future__ import annotations
 
 import itertools
@@ -10,7 +10,7 @@ import pytest
 from data_cache import CacheFormatError
 from data_cache._base import ExitInfo, UnitInfo
 from search import ExitConfig, ExitProblem, SearchError
-from search.costs import CostModel
+from search.costs import cost_table
 
 
 def naive_exit_costs(cache, enabled) -> list[float]:
@@ -23,7 +23,7 @@ def naive_exit_costs(cache, enabled) -> list[float]:
 
 
 def test_union_semantics_on_every_enabled_subset(saver_cache):
-    costs = CostModel.from_cache(saver_cache)
+    costs = cost_table(saver_cache)
     n_early = len(saver_cache.exits) - 1
     for r in range(n_early + 1):
         for enabled in itertools.combinations(range(n_early), r):
@@ -31,7 +31,7 @@ def test_union_semantics_on_every_enabled_subset(saver_cache):
 
 
 def test_saver_runs_alone_then_the_base_from_scratch(saver_cache):
-    costs = CostModel.from_cache(saver_cache)
+    costs = cost_table(saver_cache)
     macs = {u.name: u.macs for u in saver_cache.units}
     assert saver_cache.exits[0].units == ("saver",)
     assert costs.standalone_cost(0) == pytest.approx(macs["saver"])
@@ -48,7 +48,7 @@ def test_a_unit_shared_by_two_exits_is_paid_once(make_cache):
              ExitInfo("b", 1, "tok", ("seg0", "seg1", "shared", "own")),
              ExitInfo("head", 2, "final", ("seg0", "seg1", "seg2"), final=True)]
     cache = make_cache(exits, units, n_samples=40)
-    costs = CostModel.from_cache(cache)
+    costs = cost_table(cache)
     assert costs.base_cost == 60.0
     np.testing.assert_allclose(costs.exit_costs([0, 1]), [15.0, 36.0, 66.0])
     np.testing.assert_allclose(costs.exit_costs([1]), [36.0, 66.0])
@@ -63,16 +63,16 @@ def test_a_unit_shared_by_two_exits_is_paid_once(make_cache):
 def test_latency_objective(make_cache, chain):
     exits, units = chain(2)
     timed = [UnitInfo(u.name, u.kind, u.macs, latency_s=u.macs * 1e-3) for u in units]
-    costs = CostModel.from_cache(make_cache(exits, timed), "latency")
+    costs = cost_table(make_cache(exits, timed), "latency")
     assert costs.objective == "latency" and costs.base_cost == pytest.approx(0.06)
     with pytest.raises(SearchError, match="needs measured latency"):
-        CostModel.from_cache(make_cache(exits, units), "latency")
+        cost_table(make_cache(exits, units), "latency")
 
 
 def test_bad_objectives_and_costs(make_cache, chain):
     exits, units = chain(1)
     with pytest.raises(SearchError, match="unknown objective 'flops'"):
-        CostModel.from_cache(make_cache(exits, units), "flops")
+        cost_table(make_cache(exits, units), "flops")
     free = [UnitInfo(u.name, u.kind, 0.0) for u in units]
     with pytest.raises(CacheFormatError, match=r"the final exit costs 0 MACs \(the base cost\); it must be positive"):
         make_cache(exits, free)
@@ -86,4 +86,4 @@ def test_cost_model_makes_the_caches_own_check(make_cache, chain, macs, match):
     bad = [UnitInfo(u.name, u.kind, macs) for u in units]
     reader = SimpleNamespace(units=tuple(bad), exits=cache.exits, splits=cache.splits, n_samples=cache.n_samples)
     with pytest.raises(SearchError, match=match):
-        CostModel.from_cache(reader)
+        cost_table(reader)

@@ -33,7 +33,7 @@ def test_table_queries_export_and_plots(cache_dir, tmp_path, capsys):
                str(out / "chosen.json"), "--plot", str(out / "front.png"), "--standalone", "--no-progress"])
     text = capsys.readouterr().out
     assert rc == 0
-    for word in ("dp", "global", "geometric", "greedy", "HV search", "save@0.5%", "oracle", "standalone",
+    for word in ("dp", "global", "geometric", "greedy", "HV search", "save@0.5pt", "oracle", "standalone",
                  "uncertified: cheapest within 0.5 points", "no guarantee on unseen data",
                  "uncertified: most accurate within relative cost 0.6"):
         assert word in text
