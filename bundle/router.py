@@ -323,6 +323,18 @@ class BundleRouter:
                     break
         raise AssertionError("unreachable: the backbone chain ends at the final graph")
 
+    def session_calls(self, config: str | int | RouteConfig | None = None) -> int:
+        """onnxruntime session calls one batch makes under ``config`` (default: the current one) when some of its
+        rows reach the final exit; the base graph makes 1."""
+        calls = 0
+        for graphs, at, stop in self._plans[id(self.config if config is None else self._lookup(config))]:
+            for g in graphs:
+                stop_here = at.get(g.info.position)
+                calls += 1 + (stop_here is not None and stop_here[2] is not None)   # (index, threshold, head graph)
+                if stop is not None and g.info.position >= stop:
+                    break
+        return calls
+
     @staticmethod
     def _leave(out: RouteResult, idx: np.ndarray | None, rows: Any, p: np.ndarray, s: np.ndarray, exit_index: int,
                spent: float) -> None:

@@ -85,7 +85,9 @@ def train_demo(splits, out: Path, *, seed: int, backbone_epochs: int, head_epoch
         if event == "epoch" and log is not None:
             r = info["record"]
             accs = list(r["acc"].values())
-            log(f"  {info['phase']} epoch {r['epoch']}: loss {r['loss']:.4f}, training accuracy "
+            loss = (f"loss {r['loss_per_term']:.4f} per head ({r['loss_terms']} heads)" if r["loss_terms"] > 1
+                    else f"loss {r['loss']:.4f}")
+            log(f"  {info['phase']} epoch {r['epoch']}: {loss}, training accuracy "
                 f"{'final ' if len(accs) == 1 else 'first/last exit '}"
                 f"{' / '.join(f'{a:.4f}' for a in (accs[:1] if len(accs) == 1 else (accs[0], accs[-1])))} "
                 f"({r['seconds']:.0f} s)")

@@ -13,6 +13,8 @@ from __future__ import annotations
 import argparse
 import math
 
+from data_cache.cli_types import finite_float
+
 from ._validation import SearchError
 
 __all__ = ["MIN_DROP_POINTS", "MAX_DROP_POINTS", "check_drop_points", "points_to_fraction", "drop_points_arg"]
@@ -50,8 +52,8 @@ def points_to_fraction(points: float) -> float:
 def drop_points_arg(text: str) -> float:
     """argparse type of ``--max-drop``: the same rule, one usage line on failure."""
     try:
-        value = float(text)
-    except ValueError:
+        value = finite_float(text)   # plain decimal text only: '1_0', ' 1', 'nan' are refused
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"must be a number of points (e.g. 0.5), got {text!r}") from None
     problem = _problem(value)
     if problem is not None:
