@@ -5,13 +5,16 @@ tests), *holdout* (only reports; not used here). ``search.calibration`` decides 
 data comes from: the cache's ``calibration`` split (fit = the whole search split), else a seeded cut of
 the search split.
 
-For "cheapest within a drop eps": the candidates are the dp front of the fit part plus the constrained
-answers at a ladder of drops below eps. Before calibration is looked at they are ordered safest first
-by the fit part's one-sided z statistic for drop <= eps (ties: the more expensive first), kept only
-where each is cheaper than every safer one, and cut where even the fit part's rates could not pass at
-this calibration size. Fixed-sequence testing then walks the order on calibration, accepting while
-the bound (``search.certify``) rejects H: drop > eps at level delta, and stops at the first failure;
-the cheapest accepted is returned. The walk is valid at level delta whatever its length.
+For "cheapest within a drop eps": the candidates are the dp front of the fit part, the constrained
+answers at a ladder of drops below eps, and *tempered* copies of each (thresholds moved 25/50/75/90% of
+the way to the exit's highest fit score: safer configurations between the fit front and the base model,
+which the fit front skips where cheaper configurations did better on the fit part by chance). Before
+calibration is looked at they are ordered most expensive first, those whose fit rates could not pass at
+this calibration size left out (``order="fit_z"``, the former default, orders by the fit part's z
+statistic instead). Fixed-sequence testing then walks the order on calibration, accepting while the
+bound (``search.certify``) rejects H: drop > eps at level delta, and stops at the first failure; the
+cheapest accepted is returned. The walk is valid at level delta whatever its length and order, as long
+as the order is fixed without calibration data.
 "Most accurate within relative cost B" is the mirror image: certifies mean relative cost <= B (betting
 test on per-sample cost / its maximum) and reports a lower confidence bound on the accuracy.
 """
@@ -39,6 +42,8 @@ __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_
            "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test", "outcomes", "retest"]
 
 DEFAULT_DELTA = 0.1
+DEFAULT_ORDER = "cost"     # the drop sequence: most expensive first (benchmarks/bench_population.py compares)
+ORDERS = ("cost", "smoothed", "fit_z")
 _LADDER_STEPS = 8          # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
 _SLACK = 1.0               # keep candidates whose predicted z on calibration is within this of passing
 
@@ -202,7 +207,7 @@ def _isotonic_decreasing(x: np.ndarray, w: np.ndarray) -> np.ndarray:
 
 
 def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, delta: float,
-                   n_cal: int, order: str = "fit_z") -> list[ExitConfig]:
+                   n_cal: int, order: str = DEFAULT_ORDER) -> list[ExitConfig]:
     """The sequence to test, fixed on the fit part alone.
 
     ``fit_z``: by the fit part's z for drop <= eps (safest first, ties to the more expensive), each kept
@@ -213,6 +218,8 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     """
     from scipy import stats
 
+    if order not in ORDERS:
+        raise SearchError(f"order {order!r}: choose one of {list(ORDERS)}")
     rows = _fit_rows(fit, candidates, eps)
     z_pass = float(stats.norm.ppf(1 - delta)) - _SLACK
     if order == "fit_z":
@@ -231,8 +238,8 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
         drops = _isotonic_decreasing(drops, np.ones(len(rows)))
     sequence, last_cost = [], None
     for (drop, var, cost, c), d in reversed(list(zip(rows, drops))):
-        if (eps - d) / math.sqrt(var) * math.sqrt(n_cal) < z_pass or cost == last_cost:
-            continue
+        if cost >= 1.0 or (eps - d) / math.sqrt(var) * math.sqrt(n_cal) < z_pass or cost == last_cost:
+            continue   # no cheaper than the base model, out of reach, or a tie
         sequence.append(c)
         last_cost = cost
     return sequence
@@ -260,8 +267,8 @@ def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float 
 
 
 def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
-                 fit_front: Front | None = None, max_exits: int | None = None, order: str = "fit_z",
-                 temper: bool | tuple[float, ...] = False) -> CertifiedAnswer:
+                 fit_front: Front | None = None, max_exits: int | None = None, order: str = DEFAULT_ORDER,
+                 temper: bool | tuple[float, ...] = True) -> CertifiedAnswer:
     """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
     ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
     b = get_bound(bound)
