@@ -10,7 +10,7 @@ the whole population. Reported per cache, asked drop and sequence order:
   population's own dp front within the asked drop on the population;
 - nothing certified: the share of draws where nothing cheaper than the base model was certified.
 
-Usage: python benchmarks/bench_population.py [--draws 100] [--caches A,B,C,S,demo] [--orders fit_z,smoothed]
+Usage: python benchmarks/bench_population.py [--draws 100] [--caches A,B,C,S,demo] [--orders fit_z,cost+temper]
 Figures go to benchmarks/results/population.json.
 """
 from __future__ import annotations
@@ -111,7 +111,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=positive_int, default=100)
     ap.add_argument("--caches", default="A,B,C,S,demo")
-    ap.add_argument("--orders", default="fit_z,smoothed")
+    ap.add_argument("--orders", default="fit_z,cost+temper",
+                    help="sequence orders to compare (fit_z, cost, smoothed; '+temper' adds tempered candidates)")
     ap.add_argument("--out", default="population")
     args = ap.parse_args()
     specs = {**{k.split(":")[0]: v for k, v in CACHES.items()}, **SMALL}
@@ -121,7 +122,8 @@ def main() -> None:
         cache = open_cache(bundled_cache_path()) if name == "demo" else make_synthetic_cache(**specs[name])
         print(f"population protocol on {name}", flush=True)
         figures["caches"][name] = run_cache(name, cache, args.draws, args.orders.split(","))
-    print("saved", save_results(args.out, figures))
+        path = save_results(args.out, figures)   # after each cache: a long run keeps what it measured
+    print("saved", path)
 
 
 if __name__ == "__main__":
