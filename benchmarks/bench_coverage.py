@@ -270,7 +270,7 @@ def write_table(rows: list[dict], summary: dict, path: Path) -> None:
                    f"failed at {d['input']} px" if d else "-")
         lines.append(f"| {r['module']} | {r['model']} | {r['params_m']:.1f} | {size} | "
                      f"{'yes' if r.get('eligible') else 'no'} | {plan} | {gmacs} | {attach} | {default} | {_result(r)} |")
-    write_text_atomic(path, "\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n", overwrite=True)
 
 
 def _slowest_default(rows: list[dict]) -> dict:
@@ -328,7 +328,7 @@ def main(argv: list[str] | None = None) -> int:
         saved["summary"] = dict(summarize(saved["modules"], {"date": old["date"],
                                                               "loadavg_at_start": old["loadavg"].split()}),
                                 loadavg_at_end=old.get("loadavg_at_end", "?"))
-        write_text_atomic(path, json.dumps(saved, indent=1, default=float) + "\n")
+        write_text_atomic(path, json.dumps(saved, indent=1, default=float) + "\n", overwrite=True)
         write_table(saved["modules"], saved["summary"], TABLE)
         print(f"rewrote {TABLE} and the summary in {path}")
         return 0

@@ -49,6 +49,7 @@ from data_cache import open_cache  # noqa: E402
 from data_cache import format as cache_format  # noqa: E402
 from data_cache.memory import InMemoryCache  # noqa: E402
 from data_cache.outputs import check_output_file, write_text_atomic  # noqa: E402
+from data_cache.ownership import json_kind  # noqa: E402
 from exits.measure import sync  # noqa: E402
 
 REPORT_FORMAT = "exitdevicecheck/1"
@@ -334,7 +335,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = _parser().parse_args(argv)
     try:
-        out_path = check_output_file(args.out, overwrite=args.overwrite, option="--out", suffixes=(".json",))
+        out_path = check_output_file(args.out, overwrite=args.overwrite, option="--out", suffixes=(".json",),
+                                     kind=json_kind(REPORT_FORMAT))
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -360,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         report["elapsed_s"] = time.perf_counter() - started
         report["targets"] = targets(report["sections"])
         report["imported_optuna_or_pymoo"] = sorted(m for m in ("optuna", "pymoo") if sys.modules.get(m) is not None)
-        write_text_atomic(out_path, json.dumps(report, indent=1, default=float) + "\n", option="--out")
+        write_text_atomic(out_path, json.dumps(report, indent=1, default=float) + "\n", option="--out",
+                          overwrite=args.overwrite, kind=json_kind(REPORT_FORMAT))
 
     def run(name: str, fn: Callable[[], dict]) -> None:
         if time.perf_counter() - started > args.budget_s:

@@ -67,7 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "python -m data_cache.convert " + shlex.join(argv)
     try:
-        check_cache_target(args.out, overwrite=args.overwrite)
+        check_cache_target(args.out, overwrite=args.overwrite,
+                           inputs=[(f"--{o.replace('_', '-')}", getattr(args, o, None))
+                                   for o in ("search", "holdout", "macs_info")])
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CacheWarning)
             try:

@@ -1,41 +1,56 @@
-"""Output files of every command line: checked before any work, written atomically, never replaced unasked.
+"""Outputs of every command line: checked before any work, owned by content, published without replacing.
 
 One policy for the whole project (``docs/outputs.md``):
 
-- :func:`check_output_file` runs at the boundary, before any work: an existing folder, a missing parent
-  folder, a parent that is a file, an unwritable folder or an unwanted suffix is one line naming the
-  path; an existing file is refused unless the command was given ``--overwrite``.
-- :func:`check_outputs` checks every file a command writes at once: each as above, no two the same file,
-  none the same as an input file, and a line ``warning: ... replacing ...`` for each file ``--overwrite``
-  will replace.
-- :func:`atomic_output` / :func:`write_text_atomic` write a temporary file in the same folder and rename
-  it over the target, so a full disk or a kill never leaves a half-written file that looks valid;
-  :func:`atomic_outputs` writes several files so that none is replaced unless all were written.
-- :func:`check_output_folder` / :func:`atomic_folder` do the same for a folder written whole (a bundle): a
-  non-empty folder is refused unless ``--overwrite`` (and then only one holding the tool's own marker file);
-  the folder is built under a temporary name beside it and renamed into place at the end.
+- :func:`check_output_file` / :func:`check_outputs` run at the boundary, before any work: an existing folder, a
+  missing parent folder, a parent that is a file, an unwritable folder or an unwanted suffix is one line naming
+  the path; an output that is, or lies inside, an input of the same command is refused; an existing file is
+  refused unless ``--overwrite``, and even then unless its own content says the tool wrote it as the ``kind`` the
+  command writes (``ownership.FileKind``; a cache's or a bundle's manifest never). Replacements are announced
+  (``warning: ...``).
+- :func:`atomic_output` / :func:`atomic_outputs` / :func:`write_text_atomic` build each file in a work folder
+  beside its target and publish it with a hard link, which fails when anything is there: two runs never both
+  succeed, and a file created at the target during a long run is not replaced unless ``--overwrite`` (then the
+  owner check runs again at publish). Several files: none is published unless all were written.
+- :func:`check_output_folder` / :func:`atomic_folder` do the same for a folder written whole (a bundle): the
+  target is reserved with a placeholder at the start and the built folder renamed over it at the end; with
+  ``--overwrite``, only a folder whose own manifest names the command's format (and lists every file in it).
+- Work folders and placeholders of killed runs are swept at the next start (``_publish.py``); messages name
+  the user's path, never the temporary one.
 - :func:`cli_entry` ends a command quietly (status 0 for what it already printed) when stdout is closed
   under it (``... | head -1``), and cleanly (temporary files removed, workers stopped) on SIGTERM or Ctrl-C.
-
-Standard library only: ``search`` (numpy), ``data_cache`` and ``exits`` (torch) all use it.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
-import shutil
 import signal
 import sys
+import threading
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
+
+from ._publish import (RESERVED, link_file, make_work, release_reservation, remove_work, reserve_folder, sweep,
+                       sweep_reservation)
+from .ownership import FileKind, OwnershipError, check_not_input, check_owned_file, check_owned_folder
 
 __all__ = ["OutputError", "check_output_place", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
 
+Inputs = Sequence[tuple[str, "str | os.PathLike | None"]]
+# files by (device, inode, mtime, size): so one replaced or edited since is not the same file any more
+_ANNOUNCED: set[tuple[int, ...]] = set()  # files whose replacement was announced at the boundary
+_PUBLISHED: set[tuple] = set()  # (thread, file) this thread published, unchanged since: its own to replace
+
 
 class OutputError(ValueError):
     """An output path that cannot be used, or a write that failed; the message is one line."""
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
 
 
 def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Path:
@@ -53,13 +68,16 @@ def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Pa
 
 
 def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str = "output",
-                      suffixes: Sequence[str] | None = None) -> Path:
+                      suffixes: Sequence[str] | None = None, kind: FileKind | None = None, inputs: Inputs = ()) -> Path:
     """``path`` as a Path if a file can be written there, else :class:`OutputError` naming it.
 
-    ``option`` names the command-line option in messages (``--export``); ``suffixes`` (lower case,
-    with the dot) restricts the file's suffix. An existing file is accepted only with ``overwrite``.
+    ``option`` names the command-line option in messages (``--export``); ``suffixes`` (lower case, with the dot)
+    restricts the file's suffix; ``inputs`` (``(option, path)``) are what the command reads: the output may not
+    be or lie inside one. An existing file is accepted only with ``overwrite``, and only when it is a ``kind``
+    the tool wrote. Work folders of ended runs beside it are swept.
     """
     p = check_output_place(path, option=option, what="file")
+    sweep(p.parent)
     if p.is_dir():
         raise OutputError(f"{option} {p}: is a folder; name a file inside it")
     exists = p.exists() or p.is_symlink()
@@ -67,11 +85,25 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
         raise OutputError(f"{option} {p}: exists and is not a regular file")
     if suffixes is not None and p.suffix.lower() not in suffixes:
         raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
+    try:
+        check_not_input(p, inputs, folder=False)
+        if exists and overwrite:
+            check_owned_file(p, kind)
+    except OwnershipError as exc:
+        raise OutputError(f"{option} {p}: {exc}") from None
     if exists and not overwrite:
         raise OutputError(f"{option} {p}: file exists; pass --overwrite to replace it")
     if not os.access(p.parent, os.W_OK | os.X_OK):
         raise OutputError(f"{option} {p}: folder {p.parent} is not writable")
     return p
+
+
+def _identity(path: Path) -> tuple[int, ...] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size
 
 
 def _same_file(a: Path, b: Path) -> bool:
@@ -82,126 +114,247 @@ def _same_file(a: Path, b: Path) -> bool:
 
 
 def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, overwrite: bool,
-                  suffixes: Mapping[str, Sequence[str]] | None = None,
-                  inputs: Sequence[tuple[str, str | os.PathLike | None]] = ()) -> dict[str, Path]:
+                  suffixes: Mapping[str, Sequence[str]] | None = None, inputs: Inputs = (),
+                  kinds: Mapping[str, FileKind] | None = None) -> dict[str, Path]:
     """Check every file a command will write, before any work; ``{option: Path}`` of those given.
 
     ``outputs`` and ``inputs`` are ``(option, path or None)`` pairs (``None``: not asked for). Each output
-    passes :func:`check_output_file` (``suffixes[option]`` restricts its type); two outputs naming the same
-    file, or an output naming an input file (``--report`` the ``--config`` file), are refused; each existing
-    file that ``overwrite`` lets be replaced is announced in one line on stderr (``warning: ...``).
+    passes :func:`check_output_file` (``suffixes[option]`` restricts its type, ``kinds[option]`` says what an
+    existing file must be to be replaced); two outputs naming the same file are refused; each existing file
+    that ``overwrite`` lets be replaced is announced in one line on stderr (``warning: ...``).
     """
     checked: dict[str, Path] = {}
     for option, path in outputs:
         if path is None:
             continue
-        p = check_output_file(path, overwrite=overwrite, option=option, suffixes=(suffixes or {}).get(option))
+        p = check_output_file(path, overwrite=overwrite, option=option, suffixes=(suffixes or {}).get(option),
+                              kind=(kinds or {}).get(option), inputs=inputs)
         for other, q in checked.items():
             if _same_file(p, q):
                 raise OutputError(f"{option} {p}: is also the {other} file; give each output its own file")
-        for other, q in inputs:
-            if q is not None and _same_file(p, Path(q)):
-                raise OutputError(f"{option} {p}: is the {other} file this command reads; write elsewhere")
         checked[option] = p
     for option, p in checked.items():
         if p.is_file():
+            _ANNOUNCED.add(_identity(p))
             print(f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr)
     return checked
 
 
-@contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, *, option: str = "output") -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; on success it replaces ``path``, on failure it is removed.
+@dataclass
+class _Pending:
+    """One file being written: its target, its work folder and the temporary file in it."""
 
-    An ``OSError`` while writing (a full disk, a vanished folder) becomes :class:`OutputError`.
-    """
-    target = Path(path)
-    if target.exists() and not target.is_file():
-        raise OutputError(f"{option} {target}: exists and is not a regular file")
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
+    option: str
+    target: Path
+    kind: FileKind | None
+    work: Path
+    inode: tuple[int, int] | None = None
+
+    @property
+    def tmp(self) -> Path:
+        return self.work / self.target.name
+
+
+def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
+    """New targets first, each linked into place only if nothing is there (undone together on a failure), then
+    the replacements: of a file this process published itself (a report saved after each section, a checkpoint
+    after each epoch), or, with ``overwrite``, of a file whose owner is checked again."""
+    own = {p.option for p in pending if (threading.get_ident(), _identity(p.target)) in _PUBLISHED}
+    replace = [p for p in pending if p.option in own or (overwrite and (p.target.exists() or p.target.is_symlink()))]
+    linked: list[_Pending] = []
     try:
-        yield tmp
-        os.replace(tmp, target)
-    except OSError as exc:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
-        raise OutputError(f"{option} {target}: could not write ({reason})") from None
+        for p in pending:
+            if p in replace:
+                continue
+            st = os.stat(p.tmp)
+            p.inode = (st.st_dev, st.st_ino)
+            try:
+                link_file(p.tmp, p.target)
+            except FileExistsError:
+                raise OutputError(f"{p.option} {p.target}: a file appeared there while this command ran (another "
+                                  "run?); it is not replaced" + ("" if overwrite else "; pass --overwrite to replace "
+                                                                 "it")) from None
+            linked.append(p)
+        for p in replace:
+            if p.option in own:
+                os.replace(p.tmp, p.target)
+                continue
+            try:
+                check_owned_file(p.target, p.kind)
+            except OwnershipError as exc:
+                raise OutputError(f"{p.option} {p.target}: {exc}") from None
+            if _identity(p.target) not in _ANNOUNCED:
+                print(f"warning: {p.option} {p.target}: replacing the file that appeared there while this command "
+                      "ran (--overwrite)", file=sys.stderr)
+            os.replace(p.tmp, p.target)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
+        for p in linked:  # take back only what this run published
+            with contextlib.suppress(OSError):
+                st = os.stat(p.target)
+                if (st.st_dev, st.st_ino) == p.inode:
+                    p.target.unlink()
         raise
 
 
 @contextlib.contextmanager
-def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]]) -> Iterator[list[Path]]:
-    """Yield a temporary path for each ``(option, path)``; only when every one was written do they replace
-    their targets, so a failure writing the second file leaves the first untouched too."""
-    with contextlib.ExitStack() as stack:
-        yield [stack.enter_context(atomic_output(path, option=option)) for option, path in targets]
+def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]], *, overwrite: bool = False,
+                   kinds: Mapping[str, FileKind] | None = None) -> Iterator[list[Path]]:
+    """Yield a temporary path for each ``(option, path)``; only when every one was written are they published, and
+    none replaces a file unless ``overwrite`` (and that file is a ``kinds[option]`` the tool wrote).
+
+    An ``OSError`` (a full disk, a vanished folder) becomes :class:`OutputError` naming the user's path.
+    """
+    pending: list[_Pending] = []
+    current = targets[0] if targets else ("output", "")
+    try:
+        for option, path in targets:
+            current = (option, path)
+            target = Path(path)
+            if target.exists() and not target.is_file():
+                raise OutputError(f"{option} {target}: exists and is not a regular file")
+            pending.append(_Pending(option, target, (kinds or {}).get(option), make_work(target)))
+        current = targets[0] if targets else current
+        yield [p.tmp for p in pending]
+        _publish_files(pending, overwrite)
+        _PUBLISHED.update((threading.get_ident(), _identity(p.target)) for p in pending)
+    except OSError as exc:
+        named = next((p for p in pending if exc.filename and str(p.work) in str(exc.filename)), None)
+        option, path = (named.option, named.target) if named else current
+        raise OutputError(f"{option} {path}: could not write ({_reason(exc)})") from None
+    finally:
+        for p in pending:
+            remove_work(p.work)
 
 
-def write_text_atomic(path: str | os.PathLike, text: str, *, option: str = "output") -> None:
-    """Write ``text`` to ``path`` atomically (temporary file in the same folder, then rename, fsynced)."""
-    with atomic_output(path, option=option) as tmp:
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, *, option: str = "output", overwrite: bool = False,
+                  kind: FileKind | None = None) -> Iterator[Path]:
+    """Yield a temporary path for ``path``; on success it is published there (see :func:`atomic_outputs`), on
+    failure it is removed."""
+    with atomic_outputs([(option, path)], overwrite=overwrite, kinds={option: kind} if kind else None) as (tmp,):
+        yield tmp
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, option: str = "output", overwrite: bool = False,
+                      kind: FileKind | None = None) -> None:
+    """Write ``text`` to ``path`` atomically (a temporary file fsynced, then published: :func:`atomic_output`)."""
+    with atomic_output(path, option=option, overwrite=overwrite, kind=kind) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
             os.fsync(f.fileno())
 
 
-def check_output_folder(path: str | os.PathLike, *, overwrite: bool, option: str = "--out",
-                        marker: str | None = None) -> Path:
+def _entries(p: Path) -> list[str]:
+    return sorted(e.name for e in p.iterdir()) if p.is_dir() and not p.is_symlink() else []
+
+
+def check_output_folder(path: str | os.PathLike, *, overwrite: bool, option: str = "--out", format: str | None = None,
+                        listed: Callable[[dict], Iterable[str]] | None = None, inputs: Inputs = (),
+                        announce: bool = True) -> Path:
     """``path`` as a Path if a folder can be written there as a whole, else :class:`OutputError` naming it.
 
-    A missing or empty folder is accepted; a non-empty one only with ``overwrite``, and then, when ``marker``
-    is given, only if it holds that file (the tool's own manifest: a folder the tool did not write is never
-    replaced).
+    A missing or empty folder is accepted; a non-empty one only with ``overwrite``, and then, when ``format`` is
+    given, only if its own ``manifest.json`` names that format (and, with ``listed``, lists every file in it:
+    ``ownership.check_owned_folder``); the replacement is announced unless not ``announce``. The folder may not
+    be, hold or lie inside an input (``inputs``). Work folders and placeholders of ended runs are swept first.
     """
     p = check_output_place(path, option=option, what="folder")
-    parent = p.parent
+    sweep(p.parent)
+    sweep_reservation(p)
     if p.exists() or p.is_symlink():
         if not p.is_dir() or p.is_symlink():
             raise OutputError(f"{option} {p}: exists and is not a folder")
-        if any(p.iterdir()):
-            if not overwrite:
-                raise OutputError(f"{option} {p}: folder is not empty; pass --overwrite to replace it")
-            if marker is not None and not (p / marker).is_file():
-                raise OutputError(f"{option} {p}: folder holds files but no {marker}; it was not written by this "
-                                  "tool and is not replaced: choose another folder")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise OutputError(f"{option} {p}: folder {parent} is not writable")
+    try:
+        check_not_input(p, inputs, folder=True)
+        entries = _entries(p)
+        if RESERVED in entries:
+            raise OwnershipError(f"another run is writing there (its placeholder {RESERVED} is in it); wait for it "
+                                 "or choose another folder")
+        if entries and not overwrite:
+            raise OwnershipError("folder is not empty; pass --overwrite to replace it")
+        if entries and format is not None:
+            check_owned_folder(p, format, listed)
+    except OwnershipError as exc:
+        raise OutputError(f"{option} {p}: {exc}") from None
+    if not os.access(p.parent, os.W_OK | os.X_OK):
+        raise OutputError(f"{option} {p}: folder {p.parent} is not writable")
+    if entries and announce:
+        print(f"warning: {option} {p}: replacing the folder there (--overwrite)", file=sys.stderr)
     return p
 
 
-@contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, *, option: str = "--out") -> Iterator[Path]:
-    """Yield an empty temporary folder beside ``path``; on success it takes ``path``'s place (a folder already
-    there is moved aside first and removed after the swap), on failure it is removed.
+def _swap_folder(built: Path, target: Path, work: Path, *, option: str, format: str | None,
+                 listed: Callable[[dict], Iterable[str]] | None) -> None:
+    """``--overwrite``: the folder at ``target`` (its owner checked again) moved into ``work``, ``built`` renamed
+    into its place, the old folder removed with ``work``; on a failure half-way the old folder is put back."""
+    entries = _entries(target)
+    if RESERVED in entries:
+        raise OutputError(f"{option} {target}: another run reserved it while this command ran; it is not replaced")
+    if entries and format is not None:
+        try:
+            check_owned_folder(target, format, listed)
+        except OwnershipError as exc:
+            raise OutputError(f"{option} {target}: {exc}") from None
+    old = work / "replaced"
+    moved = target.exists()
+    if moved:
+        os.replace(target, old)
+    try:
+        os.rename(built, target)
+    except OSError:
+        if moved and not target.exists():
+            os.replace(old, target)
+        raise
 
-    An ``OSError`` (a full disk, a vanished folder) becomes :class:`OutputError`.
+
+@contextlib.contextmanager
+def atomic_folder(path: str | os.PathLike, *, option: str = "--out", overwrite: bool = False,
+                  format: str | None = None, listed: Callable[[dict], Iterable[str]] | None = None) -> Iterator[Path]:
+    """Yield an empty folder to build ``path`` in; on success it takes ``path``'s place, on failure it is removed.
+
+    A missing or empty target is reserved at once (a placeholder created exclusively: a second run fails here)
+    and the built folder renamed over it; a non-empty target is replaced only with ``overwrite``, its owner
+    checked again (``format``, ``listed``: :func:`check_output_folder`). An ``OSError`` (a full disk, a vanished
+    folder) becomes :class:`OutputError` naming ``path``.
     """
     target = Path(path)
-    tmp = target.with_name(f".{target.name}.tmp{os.getpid()}")
-    old = target.with_name(f".{target.name}.old{os.getpid()}")
+    token = work = None
     try:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        yield tmp
-        if target.exists():
-            os.replace(target, old)
-        os.replace(tmp, target)
-        shutil.rmtree(old, ignore_errors=True)
+        entries = _entries(target)
+        if not entries:
+            with contextlib.suppress(FileExistsError):
+                token = reserve_folder(target)
+        if token is None and (not entries or RESERVED in entries):
+            raise OutputError(f"{option} {target}: another run is writing there; wait for it or choose another "
+                              "folder")
+        if entries and not overwrite:
+            raise OutputError(f"{option} {target}: folder is not empty; pass --overwrite to replace it")
+        work = make_work(target)
+        built = work / target.name
+        built.mkdir()
+        yield built
+        if token is None:
+            _swap_folder(built, target, work, option=option, format=format, listed=listed)
+        elif not release_reservation(target, token, publishing=True):
+            raise OutputError(f"{option} {target}: this run's placeholder was removed while it ran; nothing was "
+                              "written there")
+        else:
+            token = None
+            try:
+                os.rename(built, target)
+            except OSError as exc:
+                if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
+                    raise OutputError(f"{option} {target}: files appeared there while this command ran; they are not "
+                                      "replaced") from None
+                raise
     except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if old.exists() and not target.exists():  # the swap failed half-way: put the old folder back
-            with contextlib.suppress(OSError):
-                os.replace(old, target)
-        reason = exc.strerror or errno.errorcode.get(exc.errno or 0, "") or str(exc)
-        raise OutputError(f"{option} {target}: could not write ({reason})") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        raise OutputError(f"{option} {target}: could not write ({_reason(exc)})") from None
+    finally:
+        if token is not None:
+            release_reservation(target, token, publishing=False)
+        if work is not None:
+            remove_work(work)
 
 
 def _exit_on_sigterm(signum, frame) -> None:

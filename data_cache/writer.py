@@ -17,18 +17,28 @@ from . import format as fmt
 from ._base import CacheMeta, check_meta, meta_to_manifest
 from .errors import CacheExistsError, CacheIncompleteError, CacheInputError
 from .fingerprint import array_digest, cache_fingerprint
+from ._publish import link_file
 from .outputs import OutputError, check_output_place
-from .ownership import PARTS_META, check_targets, clear_parts, owned_by_cache, owned_by_parts, remove_owned
+from .ownership import (PARTS_META, OwnershipError, check_not_input, check_targets, clear_parts, owned_by_cache,
+                        owned_by_parts, remove_owned)
 
 __all__ = ["CacheWriter", "create_cache", "save_cache", "check_cache_target"]
 
 _SHARD = re.compile(r"^(\d{10})_(\d{10})\.npz$")  # rows [start, stop); temp files never match
 
 
-def _atomic_json(path: Path, obj: dict) -> None:
+def _atomic_json(path: Path, obj: dict, *, exclusive: bool = False) -> None:
+    """``obj`` written to ``path`` through a temporary file; ``exclusive``: only if nothing is there
+    (FileExistsError otherwise), so two writers never both publish it."""
     tmp = path.with_name(path.name + f".tmp{os.getpid()}")
     tmp.write_text(json.dumps(obj, indent=1, sort_keys=False))
-    os.replace(tmp, path)
+    if not exclusive:
+        os.replace(tmp, path)
+        return
+    try:
+        link_file(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def _read_json(path: Path) -> dict | None:
@@ -57,15 +67,19 @@ def _cannot_resume(path: Path) -> str:
             "or unreadable); start again (--overwrite)")
 
 
-def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = False, option: str = "--out") -> Path:
+def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = False, option: str = "--out",
+                       inputs=()) -> Path:
     """A command line's cache folder checked before any work, as :class:`CacheWriter` will decide later:
-    the place must be a folder (or a new name in an existing, writable folder); a complete cache there needs
-    ``overwrite``, a half-written one ``resume`` or ``overwrite``; a non-empty folder holding no cache is
-    refused. Raises the same errors the writer would, one line naming ``option`` and the path."""
+    the place must be a folder (or a new name in an existing, writable folder) that is not, does not hold and
+    does not lie inside an input (``inputs``: ``(option, path)``); a complete cache there needs ``overwrite``
+    (and a manifest of this format, ``ownership.owned_by_cache``), a half-written one ``resume`` or
+    ``overwrite``; a non-empty folder holding no cache is refused. Raises the same errors the writer would,
+    one line naming ``option`` and the path."""
     try:
         p = check_output_place(path, option=option, what="folder")
-    except OutputError as exc:
-        raise CacheInputError(str(exc)) from None
+        check_not_input(p, inputs, folder=True)
+    except (OutputError, OwnershipError) as exc:
+        raise CacheInputError(str(exc) if isinstance(exc, OutputError) else f"{option} {path}: {exc}") from None
     if resume and overwrite:
         raise CacheInputError(f"{option} {p}: --resume continues the cache there and --overwrite replaces it; "
                               "pass one of them")
@@ -77,6 +91,7 @@ def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = Fals
         if not overwrite:
             raise CacheExistsError(f"{p}: already holds a complete cache; " + ("nothing to resume; " if resume else "")
                                    + "pass --overwrite to replace it")
+        owned_by_cache(p)  # --overwrite: only a cache's own manifest lets it be replaced
     elif (p / fmt.PARTS_DIR).is_dir():
         if not (resume or overwrite):
             raise CacheIncompleteError(f"{p}: holds a half-written cache; resume it (--resume) or start again "
@@ -157,7 +172,11 @@ class CacheWriter:
         for split in self.meta.splits:
             (self.parts / split).mkdir(parents=True, exist_ok=True)
         if not (self.parts / PARTS_META).exists():
-            _atomic_json(self.parts / PARTS_META, wanted)  # last: ranks > 0 wait for it
+            try:
+                _atomic_json(self.parts / PARTS_META, wanted, exclusive=True)  # last: ranks > 0 wait for it
+            except FileExistsError:
+                raise CacheExistsError(f"{path}: another run started writing a cache there at the same time; "
+                                       "nothing of it was touched") from None
 
     def _join(self, wanted: dict, *, overwrite: bool, timeout_s: float) -> None:
         """Rank > 0: wait for rank 0's ``.parts/`` and check it describes the same cache."""
@@ -255,7 +274,11 @@ class CacheWriter:
         for split in self.meta.splits:
             manifest["splits"][split]["files"] = self._assemble(split)
         manifest["fingerprint"] = cache_fingerprint(manifest)
-        _atomic_json(self.path / fmt.MANIFEST, manifest)
+        try:
+            _atomic_json(self.path / fmt.MANIFEST, manifest, exclusive=True)
+        except FileExistsError:
+            raise CacheExistsError(f"{self.path}: a cache manifest appeared there while this one was written "
+                                   "(another run?); it is not replaced") from None
         clear_parts(self.parts)
         return open_cache(self.path)
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from data_cache.outputs import atomic_output
+from data_cache.ownership import torch_kind
 
 from .errors import ExitsError
 from .model import ExitModel, create_backbone
@@ -120,7 +121,8 @@ def _short(fp: str | None) -> str:
 def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[str, Any] | None = None,
                     include_backbone: bool = False, backbone_weights: str | None = None,
                     timm_kwargs: Mapping[str, Any] | None = None, data: Mapping[str, Any] | None = None,
-                    train_state: Mapping[str, Any] | None = None, finished: bool = True) -> Path:
+                    train_state: Mapping[str, Any] | None = None, finished: bool = True,
+                    overwrite: bool = True) -> Path:
     """Write ``model``'s heads (and saver) with the backbone fingerprint; atomic (temp file, then rename).
 
     ``include_backbone`` stores the backbone's weights too (needed when they were trained here);
@@ -129,7 +131,8 @@ def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[
     seed) so a dump can keep its search split out of the heads' training rows. ``train_state`` is what
     resuming needs (epoch, optimiser, history). ``finished=False`` marks the state saved after an epoch of a
     run still going: only resuming loads it (:func:`model_from_checkpoint` refuses it), so a run that fails
-    or is killed never leaves a checkpoint that looks trained.
+    or is killed never leaves a checkpoint that looks trained. A file already at ``path`` is replaced only with
+    ``overwrite`` and only when it is a checkpoint itself (``data_cache.outputs``).
     """
     path = Path(path)
     ckpt = {
@@ -159,7 +162,7 @@ def save_checkpoint(path: str | Path, model: ExitModel, *, data_config: Mapping[
         "finished": bool(finished),
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_output(path, option="checkpoint") as tmp:
+    with atomic_output(path, option="checkpoint", overwrite=overwrite, kind=torch_kind(CHECKPOINT_FORMAT)) as tmp:
         torch.save(ckpt, tmp)
     return path
 

@@ -136,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     bars: dict = {}
     try:
         if int(os.environ.get("RANK", "0")) == 0:  # other torchrun ranks would see rank 0's new .parts/
-            check_cache_target(args.out, overwrite=args.overwrite, resume=args.resume)
+            check_cache_target(args.out, overwrite=args.overwrite, resume=args.resume,
+                               inputs=[(o, v) for o, v in (("--checkpoint", args.checkpoint),
+                                                           ("--backbone-weights", args.backbone_weights),
+                                                           ("--saver-weights", args.saver_weights)) if v != "offline"])
         rank, _, device = init_distributed(args.device)
         if args.amp and device.type != "cuda":
             warn(f"--amp: autocast is used on CUDA only; on {device.type} the dump runs in fp32")

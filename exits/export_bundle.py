@@ -14,8 +14,10 @@ input within ``|ort - torch| <= atol + rtol * |torch|`` (default rtol 1e-3, atol
 them and each graph's largest difference). The manifest (``bundle.manifest``) records the exitconfig it
 serves, the SHA-256 of every graph, input size and normalisation, exporter and opset, and each graph's
 MACs from the cache's unit table. The folder follows the output policy (``docs/outputs.md``): a non-empty
-folder is refused unless ``--overwrite`` (and then only a bundle is replaced), and the bundle is written
-under a temporary name and renamed into place at the end.
+folder is refused unless ``--overwrite``, and then replaced only when its own manifest says it is an
+``exitbundle/1`` bundle and lists every file in it; it may not be, hold or lie inside an input (the cache,
+the configuration, the checkpoint). The bundle is built in a work folder beside it and renamed over a
+placeholder reserved at the start, so two exports to one folder never both succeed.
 
 Exporters: ``dynamo`` (``torch.onnx.export(dynamo=True)``, torch >= 2.5 with onnxscript; the default where
 available) or ``torchscript`` (the older tracer, deprecated since torch 2.9 but faster to export).
@@ -216,23 +218,38 @@ def _onnx_opset(data: bytes) -> int | None:
     return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), None)
 
 
+def _bundle_files(manifest: dict) -> list[str]:
+    """The files a bundle's manifest lists (its graphs), relative to the bundle folder."""
+    graphs = manifest.get("graphs")
+    return [g["file"] for g in graphs if isinstance(g, dict) and isinstance(g.get("file"), str)] \
+        if isinstance(graphs, list) else []
+
+
+def _check_out(out: str | Path, overwrite: bool, inputs, announce: bool = True) -> Path:
+    return check_output_folder(out, overwrite=overwrite, option="--out", format=BUNDLE_FORMAT, listed=_bundle_files,
+                               inputs=inputs, announce=announce)
+
+
 def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out: str | Path, *, cache: Any,
                   ids: Sequence[str] | None = None, data_config: Mapping[str, Any] | None = None,
                   data: Mapping[str, Any] | None = None, exporter: str | None = None, opset: int = DEFAULT_OPSET,
                   base: bool = True, rtol: float = RTOL, atol: float = ATOL, overwrite: bool = False, seed: int = 0,
-                  progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                  progress: Callable[[str], None] | None = None, announce: bool = True) -> dict[str, Any]:
     """Export the configurations of ``configs`` (an ``exitconfig/1`` document or file, searched on ``cache``;
     ``ids``: only these) for ``model`` into the bundle folder ``out``; return the manifest.
 
     ``data_config`` (input size and normalisation; default the model's) and ``data`` (the dataset and split the
     heads were trained with, from the checkpoint) go into the manifest for whoever runs or validates the bundle.
+    ``overwrite`` replaces a bundle at ``out`` (announced in one ``warning:`` line unless not ``announce``).
     """
     say = progress or (lambda msg: None)
     exporter = exporter or default_exporter()
     if exporter not in EXPORTERS:
         raise BundleExportError(f"unknown exporter {exporter!r}; choose one of {list(EXPORTERS)}")
     _check_packages(exporter)
-    out = check_output_folder(out, overwrite=overwrite, option="--out", marker=MANIFEST)
+    inputs = [("--cache", getattr(cache, "path", None)),
+              ("--config", configs if isinstance(configs, (str, Path)) else None)]
+    out = _check_out(out, overwrite, inputs, announce=announce)
     runtime = ExitRuntime(model, configs, cache=cache, device="cpu")
     chosen = runtime.configs if ids is None else list({i: runtime.set_config(i) for i in ids}.values())
     if not chosen:
@@ -242,7 +259,7 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
     example = _probe(parts, torch.randn(2, *model.input_size, generator=g))
     checks = [_probe(parts, torch.randn(b, *model.input_size, generator=g)) for b in CHECK_BATCHES]
     graphs = []
-    with atomic_folder(out, option="--out") as tmp:
+    with atomic_folder(out, option="--out", overwrite=overwrite, format=BUNDLE_FORMAT, listed=_bundle_files) as tmp:
         (tmp / GRAPHS_DIR).mkdir()
         for i, part in enumerate(parts):
             say(f"graph {part.name}: {len(part.units)} unit(s)")
@@ -341,23 +358,27 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from bundle.errors import BundleError
     from data_cache import CacheError
+    from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError
 
     from .checkpoints import model_from_checkpoint, read_checkpoint
     from .runtime import read_config_file
-    from .validation_inputs import open_searched_cache
+    from .validation_inputs import open_searched_cache, warning_lines
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        check_output_folder(args.out, overwrite=args.overwrite, option="--out", marker=MANIFEST)
+        _check_out(args.out, args.overwrite, [("--cache", args.cache or bundled_cache_path()), ("--config", args.config),
+                                              ("--checkpoint", args.checkpoint),
+                                              ("--backbone-weights", args.backbone_weights)])
         doc = read_config_file(args.config)
         ckpt = read_checkpoint(args.checkpoint)
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"))
-        manifest = export_bundle(model, doc, args.out, cache=cache, ids=args.id, data_config=ckpt.get("data_config"),
-                                 data=ckpt.get("data"), exporter=args.exporter, opset=args.opset,
-                                 base=not args.no_base, rtol=args.rtol, atol=args.atol, overwrite=args.overwrite,
-                                 progress=say)
+        with warning_lines():   # what the verification of the table against the cache has to say
+            manifest = export_bundle(model, args.config, args.out, cache=cache, ids=args.id,
+                                     data_config=ckpt.get("data_config"), data=ckpt.get("data"),
+                                     exporter=args.exporter, opset=args.opset, base=not args.no_base, rtol=args.rtol,
+                                     atol=args.atol, overwrite=args.overwrite, progress=say, announce=False)
     except (CacheError, ExitsError, OutputError, BundleError) as exc:
         if args.debug:
             raise

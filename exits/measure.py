@@ -144,9 +144,10 @@ class CacheComparison:
 
     def compare(self, config: Any, got_exit: np.ndarray, got_pred: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(predicted, agreement)`` of ``config`` whose run left each sample at ``got_exit`` (the cache's exit
-        index) with prediction ``got_pred``: the cache's accuracy, relative MACs (the export's numbers where it
-        has them and its objective is MACs; else the cache's, the export's own number kept as
-        ``relative_cost_objective``) and exit fractions; the share of samples with the same exit and prediction as
+        index) with prediction ``got_pred``: the cache's accuracy, relative MACs and exit fractions (computed here,
+        never the export's word; where the export's objective is not MACs its own relative cost, verified by
+        ``search.verify``, is kept as ``relative_cost_objective``); the share of samples with the same exit and
+        prediction as
         ``search.ExitProblem.assign`` gives, and the disagreements counted by kind, apart those where a cached
         score at an exit the sample reached lies within ``tolerance`` of that exit's threshold."""
         from search.config import ExitConfig
@@ -164,12 +165,10 @@ class CacheComparison:
             for e in config.exits:
                 close = np.abs(problem.scores[e.index].astype(np.float64) - e.threshold) <= self.tolerance
                 near |= close & (reached >= e.position)
-        cached = config.predicted.get(self.split) or {}
-        predicted = {"accuracy": cached.get("accuracy", ev.accuracy),
-                     "relative_cost": cached.get("relative_cost", ev.relative_cost),
-                     "exit_fractions": list(ev.exit_fractions)}
-        if self.objective != MEASURED_COST_MODEL:  # the export's costs are not MACs: compare the cache's MACs
-            predicted.update(relative_cost=ev.relative_cost, relative_cost_objective=cached.get("relative_cost"))
+        predicted = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
+                     "exit_fractions": list(ev.exit_fractions)}   # recomputed: never the export's word
+        if self.objective != MEASURED_COST_MODEL:  # the export's costs are not MACs: the cache's MACs compared
+            predicted["relative_cost_objective"] = (config.predicted.get(self.split) or {}).get("relative_cost")
         agreement = {"agreement": float(1.0 - differ.mean()), "n_disagree": int(differ.sum()),
                      "n_disagree_near_threshold": int((differ & near).sum()),
                      "n_disagree_exit": int(other_exit.sum()), "n_disagree_prediction": int(other_pred.sum())}

@@ -156,8 +156,11 @@ def main(argv: list[str] | None = None) -> int:
     """Run the chain; exit status 0 when the cache matches the bundled one, 1 when it differs, 2 on bad input."""
     args = _parser().parse_args(argv)
     from data_cache import CacheError, open_cache
-    from data_cache.format import MANIFEST
+    from data_cache.format import format_tag
     from data_cache.outputs import OutputError, atomic_folder, atomic_output, check_output_file, check_output_folder
+    from data_cache.ownership import torch_kind
+
+    from .checkpoints import CHECKPOINT_FORMAT
 
     from .data import load_splits
     from .dump import deterministic
@@ -169,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
         if out.exists() and not out.is_dir():
             raise OutputError(f"--out {out}: exists and is not a folder")
         if args.update_bundled:  # before any work: only a cache folder is replaced, and the file beside it
-            check_output_folder(bundled, overwrite=True, option="--bundled", marker=MANIFEST)
-            check_output_file(_bundled_checkpoint(bundled), overwrite=True, option="--bundled (checkpoint)")
+            check_output_folder(bundled, overwrite=True, option="--bundled", format=format_tag())
+            check_output_file(_bundled_checkpoint(bundled), overwrite=True, option="--bundled (checkpoint)",
+                              kind=torch_kind(CHECKPOINT_FORMAT))
         out.mkdir(parents=True, exist_ok=True)
     except OutputError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -242,9 +246,10 @@ def main(argv: list[str] | None = None) -> int:
           f"({total / 60:.1f} min)")
     if args.update_bundled:
         try:
-            with atomic_folder(bundled, option="--bundled") as tmp:
+            with atomic_folder(bundled, option="--bundled", overwrite=True, format=format_tag()) as tmp:
                 shutil.copytree(out / "cache", tmp, dirs_exist_ok=True)
-            with atomic_output(_bundled_checkpoint(bundled), option="--bundled (checkpoint)") as tmp:
+            with atomic_output(_bundled_checkpoint(bundled), option="--bundled (checkpoint)", overwrite=True,
+                               kind=torch_kind(CHECKPOINT_FORMAT)) as tmp:
                 shutil.copyfile(ckpt, tmp)
         except OutputError as exc:
             print(f"error: {exc}", file=sys.stderr)

@@ -19,7 +19,9 @@ predicted costs and ``select(budget=)`` are in that model's units, which the MAC
 A configuration comes from an ``exitconfig/1`` export (one entry, or a table to switch between with
 :meth:`ExitRuntime.set_config` / :meth:`ExitRuntime.select`). It is refused (``RuntimeConfigError``)
 when it was searched for another backbone, on another cache (or one dumped from other heads), names
-exits the model lacks, or holds a threshold outside its score's range.
+exits the model lacks, or holds a threshold outside its score's range. With the cache at hand every number
+and certificate of the table is recomputed from it first (``search.verify``), so ``select`` only ever trusts
+reproduced figures; without it a ``search.SearchWarning`` says they are unverified.
 """
 from __future__ import annotations
 
@@ -199,6 +201,7 @@ class ExitRuntime:
         self.base_config = RuntimeConfig("base", (), "max_prob", {})
         self.configs: list[RuntimeConfig] = []
         self.doc: dict[str, Any] | None = None
+        self.verification = None   # search.verify.Verification: the table's numbers recomputed from ``cache``
         self.objective = DEFAULT_COST_MODEL  # the export's cost model: units of predicted costs, select(budget=)
         if configs is not None:
             doc = _config_document(configs)
@@ -207,6 +210,10 @@ class ExitRuntime:
             self.objective = doc.get("objective", DEFAULT_COST_MODEL)
             self.configs = [self._resolve(entry, i, doc.get("score", "max_prob"))
                             for i, entry in enumerate(doc["configs"])]
+            from .validation_inputs import verify_table
+
+            source = str(configs) if isinstance(configs, (str, Path)) else "configs"
+            self.verification = verify_table(doc, cache, source=source)
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
 
     @classmethod

@@ -273,7 +273,11 @@ def _check_out(args: argparse.Namespace) -> None:
         if not Path(args.out).is_file():
             raise ExitsError(f"--out {args.out}: no checkpoint to resume")
         return
-    check_outputs([("--out", args.out)], overwrite=args.overwrite,
+    from data_cache.ownership import torch_kind
+
+    from .checkpoints import CHECKPOINT_FORMAT
+
+    check_outputs([("--out", args.out)], overwrite=args.overwrite, kinds={"--out": torch_kind(CHECKPOINT_FORMAT)},
                   inputs=[("--backbone-weights", args.backbone_weights), ("--saver-weights", args.saver_weights)])
 
 
@@ -370,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     amp = False if args.no_amp else None
     show = rank == 0 and not args.quiet
     bars: dict[str, Any] = {}
+    replace = args.overwrite or args.resume  # later saves replace the run's own checkpoint (data_cache.outputs)
 
     def on_event(event: str, info: dict) -> None:
         key = f"{info['phase']}:{info.get('epoch', '')}"
@@ -390,7 +395,8 @@ def main(argv: list[str] | None = None) -> int:
                 done = dict(state, **{info["phase"]: info["state"]})
                 done["phase"] = info["phase"]
                 save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                                backbone_weights=args.backbone_weights, data=data, train_state=done, finished=False)
+                                backbone_weights=args.backbone_weights, data=data, train_state=done, finished=False,
+                                overwrite=replace)
                 state.update(done)
 
     common = dict(amp=amp, device=device, callback=on_event, weight_decay=args.weight_decay,
@@ -404,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                               temperature=args.temperature, resume=state.get("heads"), **common)
         if rank == 0:
             save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                            backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"))
+                            backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"),
+                            overwrite=replace)
     except OutputError as exc:                      # a full disk while saving: one line, nothing half-written
         if args.debug:
             raise

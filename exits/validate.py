@@ -13,6 +13,9 @@ samples, joined on ``sample_index``):
 - for a configuration exported with a certificate: the measured accuracy drop against the base model next
   to the certified one (or the measured relative cost next to the certified budget).
 
+Before anything runs, the export's numbers and certificates are recomputed from the cache
+(``search.verify``): one that does not reproduce is refused in one line naming the configuration and field.
+
 Writes a JSON report (``exitvalidation/1``) and a figure (predicted vs measured front; measured speedup
 against MAC saving). Bad input (configuration for another model or cache, missing checkpoint, exits the
 model lacks, thresholds out of range) prints one line and exits with status 2.
@@ -32,7 +35,7 @@ from contract.costs import MEASURED_COST_MODEL
 
 from .measure import (CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, spread,
                       time_against_base)
-from .validation_inputs import open_searched_cache, split_rows
+from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
     from .runtime import ExitRuntime, RuntimeConfig
@@ -173,6 +176,8 @@ def format_table(report: dict[str, Any]) -> str:
     lines = format_rows(report, "base", "agree: same exit and prediction as the cache; near: disagreements within the "
                         "tolerance of a threshold; ideal: 1 / relative MACs; b64 x / b1 x: measured throughput (batch "
                         "64) and median latency (batch 1) speedups over the base model")
+    if "verified" in report:
+        lines.append(report["verified"])
     for c in report["configs"]:
         cert = c.get("certificate")
         if cert is None:
@@ -244,8 +249,9 @@ def _main(argv: list[str] | None) -> int:
 
     from data_cache import CacheError
     from data_cache.cli_types import PLOT_SUFFIXES, warn
-    from data_cache.format import MANIFEST as CACHE_MANIFEST
+    from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError, atomic_outputs, check_outputs
+    from data_cache.ownership import json_kind, suffix_kind
 
     from .checkpoints import model_from_checkpoint, read_checkpoint
     from .errors import ExitsError
@@ -253,14 +259,17 @@ def _main(argv: list[str] | None) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
+        kinds = {"--report": json_kind(REPORT_FORMAT), "--plot": suffix_kind("figure", PLOT_SUFFIXES)}
         outputs = check_outputs([("--report", args.report), ("--plot", args.plot)], overwrite=args.overwrite,
-                                suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES},
+                                suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES}, kinds=kinds,
                                 inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
                                         ("--backbone-weights", args.backbone_weights),
-                                        ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)])
+                                        ("--cache", args.cache or bundled_cache_path())])
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")
+        elif args.split == "calibration":
+            warn(CALIBRATION_WARNING)
         if args.threads:
             torch.set_num_threads(args.threads)
         doc = read_config_file(args.config)
@@ -269,8 +278,9 @@ def _main(argv: list[str] | None) -> int:
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
                                     skip_integrity_check=args.skip_integrity_check)
-        runtime = ExitRuntime(model, doc, cache=cache, device=device, compile=args.compile,
-                              channels_last=args.channels_last)
+        with warning_lines():   # what the verification of the table against the cache has to say
+            runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
+                                  channels_last=args.channels_last)
         configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
         if len(configs) > MANY_CONFIGS and not args.no_timing:
             warn(f"{args.config}: {len(configs)} configurations, each run on the whole split and timed in "
@@ -288,10 +298,11 @@ def _main(argv: list[str] | None) -> int:
         report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
                           latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
         report["config_file"] = str(args.config)
+        report["verified"] = runtime.verification.describe()
         report["compile"] = args.compile
         report["channels_last"] = args.channels_last
         targets = list(outputs.items())
-        with atomic_outputs(targets) as tmps:
+        with atomic_outputs(targets, overwrite=args.overwrite, kinds=kinds) as tmps:
             files = dict(zip(outputs, tmps))
             files["--report"].write_text(json.dumps(report, indent=1) + "\n")
             if args.plot:

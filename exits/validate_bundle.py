@@ -26,13 +26,11 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
-from bundle.manifest import MANIFEST
 from data_cache.cli_types import warn
-from data_cache.format import MANIFEST as CACHE_MANIFEST
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .measure import CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, time_against_base
-from .validation_inputs import open_searched_cache, split_rows
+from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
 
@@ -159,14 +157,18 @@ def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from bundle import BundleError, open_bundle
     from data_cache import CacheError
+    from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError
+    from data_cache.ownership import json_kind
 
     from .errors import ExitsError
 
+    kind = json_kind(REPORT_FORMAT)
+
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        read = [("--bundle", Path(args.bundle) / MANIFEST), ("--cache", args.cache and Path(args.cache) / CACHE_MANIFEST)]
-        report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite,
+        read = [("--bundle", args.bundle), ("--cache", args.cache or bundled_cache_path())]
+        report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite, kinds={"--report": kind},
                                     suffixes={"--report": (".json",)}, inputs=read)["--report"]
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
@@ -177,6 +179,10 @@ def _main(argv: list[str] | None) -> int:
         if cache.fingerprint != want:
             raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
                               f"{args.cache} ({cache.fingerprint[:19]}...)")
+        verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",
+                                    warn=False)
+        for line in verification.warnings + ((CALIBRATION_WARNING,) if args.split == "calibration" else ()):
+            warn(line)
         configs = [router.set_config(args.id)] if args.id is not None else router.configs
         say(f"loading {args.split}")
         batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
@@ -189,13 +195,16 @@ def _main(argv: list[str] | None) -> int:
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
         report["batch_size"] = args.batch_size
-        write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report")
+        report["verified"] = verification.describe()
+        write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report", overwrite=args.overwrite,
+                          kind=kind)
     except (BundleError, CacheError, ExitsError, OutputError) as exc:
         if args.debug:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
+    print(report["verified"])
     print(f"report written to {args.report}")
     return 0
 

@@ -1,13 +1,60 @@
-"""What a validation runs on: the cache a configuration was searched on, and the dataset rows of one of its
-splits in the cache's row order (shared by ``exits.validate``, ``exits.validate_bundle`` and
-``exits.export_bundle``)."""
+"""What a validation runs on: the cache a configuration was searched on, its table verified against that cache,
+and the dataset rows of one of its splits in the cache's row order (shared by ``exits.validate``,
+``exits.validate_bundle``, ``exits.export_bundle`` and ``exits.runtime``)."""
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import sys
+import warnings
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-__all__ = ["open_searched_cache", "split_rows"]
+__all__ = ["open_searched_cache", "split_rows", "verify_table", "warning_lines", "CALIBRATION_WARNING"]
+
+CALIBRATION_WARNING = ("--split calibration: the certificates were computed on these very rows, so the measured "
+                       "drop next to them is not an independent check; holdout is")
+
+
+def verify_table(doc: Mapping[str, Any], cache: Any, *, source: str, warn: bool = True) -> Any:
+    """``search.verify.verify_export`` of ``doc`` on ``cache``: the ``Verification``; without a cache (None) only
+    the schema is checked (``search.export_schema``) and None returned. A field of the wrong type, or a number or
+    certificate that does not reproduce, is a ``RuntimeConfigError`` in one line. Its warning lines (and, without a cache, that the numbers are
+    unverified) are issued as ``search.SearchWarning`` when ``warn``."""
+    from search import SearchError, SearchWarning
+    from search.export_schema import export_problems
+    from search.verify import UNVERIFIED, verify_export
+
+    from .runtime import RuntimeConfigError
+
+    if cache is None:
+        problems = export_problems(dict(doc))
+        if problems:
+            raise RuntimeConfigError(f"{source}: {problems[0]}")
+        if warn:
+            warnings.warn(SearchWarning(UNVERIFIED), stacklevel=3)
+        return None
+    try:
+        verification = verify_export(dict(doc), cache, source=source)
+    except SearchError as exc:
+        raise RuntimeConfigError(str(exc)) from None
+    for line in verification.warnings if warn else ():
+        warnings.warn(SearchWarning(line), stacklevel=3)
+    return verification
+
+
+@contextlib.contextmanager
+def warning_lines() -> Iterator[None]:
+    """``search.SearchWarning`` raised meanwhile (a verification's) printed as one ``warning: ...`` line each."""
+    from search import SearchWarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=sys.stderr, flush=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", SearchWarning)
+        warnings.showwarning = show
+        yield
 
 
 def open_searched_cache(path: str | None, fingerprint: str | None, *, skip_integrity_check: bool = False) -> Any:

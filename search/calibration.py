@@ -2,20 +2,25 @@
 seeded cut of the search split) and whether it can serve (unseen rows, the same exits, enough samples)."""
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import SearchError, as_generator
+from ._validation import SearchError, as_generator, check_split
 from .certify import DEFAULT_BOUND, smallest_certifiable_drop
+from .costs import CostTable
+from .overlap import Overlap, row_hashes, split_overlap
 from .problem import ExitProblem
 
-__all__ = ["DEFAULT_FRACTION", "CALIBRATION_SPLIT", "Roles", "calibration_roles", "check_calibration_split",
+__all__ = ["DEFAULT_FRACTION", "CALIBRATION_SPLIT", "MATERIAL_OVERLAP", "Roles", "calibration_roles",
+           "calibration_rows", "recorded_calibration", "check_calibration_split", "holdout_warnings", "material",
            "check_fraction", "planned_calibration_size", "check_certifiable", "make_roles"]
 
 DEFAULT_FRACTION = 0.5
 CALIBRATION_SPLIT = "calibration"
+MATERIAL_OVERLAP = 0.005   # calibration rows repeating fit rows by content beyond this share refuse a certificate
 _MISMATCH_Z = 8.0          # an exit whose accuracy differs this much between search and calibration is refused
 
 
@@ -45,16 +50,51 @@ def _split_parts(cache) -> dict | None:
     return parts if isinstance(parts, dict) else None
 
 
-def check_calibration_split(cache) -> None:
-    """Refuse a ``calibration`` split that cannot serve as calibration data for this cache's search split.
+def material(overlap: Overlap) -> bool:
+    """Whether repeated rows are enough to refuse a certificate: more than ``MATERIAL_OVERLAP`` of its rows."""
+    return overlap.repeated > MATERIAL_OVERLAP * overlap.n
 
-    Its rows must not be rows of ``search`` or ``holdout`` (``sample_index`` disjoint, where the two splits
-    count rows of the same dataset part; without a record of parts, one index space is assumed), and its
-    exits must be the search split's: an exit whose top-1 accuracy differs by more than 8 standard errors
-    between the two splits marks predictions from other heads or another model.
+
+def _refuse_or_warn(overlap: Overlap, fix: str) -> list[str]:
+    """SearchError for a material overlap of calibration with fit data; a warning line for a smaller one."""
+    if material(overlap):
+        raise SearchError(f"{overlap.describe()}; calibration data must be unseen by the search, so no certificate "
+                          f"can rest on it: {fix}")
+    if overlap.repeated:
+        return [f"{overlap.describe()}: fewer than {MATERIAL_OVERLAP:.1%}, kept; duplicated images in the dataset?"]
+    return []
+
+
+def holdout_warnings(cache, split: str, rows: np.ndarray | None = None, name: str | None = None) -> list[str]:
+    """A warning line when the rows of ``split`` (only ``rows``; called ``name``) repeat holdout rows in more than
+    ``MATERIAL_OVERLAP`` of the smaller of the two."""
+    if "holdout" not in cache.splits() or split == "holdout":
+        return []
+    overlap = split_overlap(cache, split, "holdout", rows=rows)
+    if overlap.repeated <= MATERIAL_OVERLAP * min(overlap.n, cache.n_samples("holdout")):
+        return []
+    overlap = dataclasses.replace(overlap, split=name or split)
+    return [f"{overlap.describe()}: holdout figures are not an independent check of what was certified on them"]
+
+
+def check_calibration_split(cache) -> list[str]:
+    """Refuse calibration data that cannot serve this cache's search split; return warning lines.
+
+    With a ``calibration`` split: its rows must not be rows of ``search`` or ``holdout`` (``sample_index``
+    disjoint, where the two splits count rows of the same dataset part; without a record of parts, one
+    index space is assumed), nor repeat more than ``MATERIAL_OVERLAP`` of its rows in ``search`` by content
+    (``search.overlap``: whatever the indices or the provenance say; fewer repeats, or repeats in the
+    holdout, are warnings), and its exits must be the search split's: an exit whose top-1 accuracy differs
+    by more than 8 standard errors between the two splits marks predictions from other heads or another
+    model. Without one (calibration cut from search), the search split must not repeat a material share
+    of its own rows (a cut would put copies on both sides).
     """
     if CALIBRATION_SPLIT not in cache.splits():
-        return
+        hashes = row_hashes(cache, "search")
+        copies = Overlap("search", "search (elsewhere in the split)", hashes.size,
+                         hashes.size - np.unique(hashes).size)
+        return _refuse_or_warn(copies, "a calibration part cut from it would share rows with the fit part; "
+                                       "remove the duplicates or dump a calibration split")
     if cache.n_samples(CALIBRATION_SPLIT) == 0:
         raise SearchError("the cache's calibration split is empty")
     cal = np.asarray(cache.sample_index(CALIBRATION_SPLIT))
@@ -69,6 +109,14 @@ def check_calibration_split(cache) -> None:
             raise SearchError(f"calibration split shares {shared.size} rows with {other} (sample_index "
                               f"{shared[:3].tolist()}...); calibration data must be unseen by the search and the "
                               "holdout: dump it again with --calibration-size")
+    warnings = _refuse_or_warn(split_overlap(cache, CALIBRATION_SPLIT, "search"),
+                               "dump it again with --calibration-size")
+    warnings += holdout_warnings(cache, CALIBRATION_SPLIT)
+    _check_same_exits(cache)
+    return warnings
+
+
+def _check_same_exits(cache) -> None:
     labels_s, labels_c = np.asarray(cache.labels("search")), np.asarray(cache.labels(CALIBRATION_SPLIT))
     ids_s, ids_c = cache.topk_ids("search"), cache.topk_ids(CALIBRATION_SPLIT)
     for e, info in enumerate(cache.exits):
@@ -115,13 +163,37 @@ def check_certifiable(max_drop: float, n_cal: int, delta: float, bound: str = DE
                           "or pass --uncertified")
 
 
+def calibration_rows(split_size: int, fraction: float, seed: int, fitted: np.ndarray | None = None
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """The rows of a search split of ``split_size`` a certification cuts for calibration, in the order they are
+    tested, and the fit rows (sorted): a seeded ``fraction`` of the split, drawn outside ``fitted`` (the sorted
+    rows of a fitted subsample, then the fit rows) when given. The one definition both a certification
+    and its verification (``search.verify``) use."""
+    rng = as_generator(seed)
+    n_cal = _cut_size(split_size, fraction, None if fitted is None else fitted.size)
+    if fitted is not None:
+        outside = np.setdiff1d(np.arange(split_size), fitted)
+        rows = np.sort(rng.choice(outside, n_cal, replace=False))
+        return rows[rng.permutation(n_cal)], fitted
+    perm = rng.permutation(split_size)
+    return perm[:n_cal], np.sort(perm[n_cal:])
+
+
+def _rows_problem(cache, split: str, rows: np.ndarray, *, score: str, costs: CostTable) -> ExitProblem:
+    """An ExitProblem on ``rows`` of ``split`` in their given order (only those rows are read)."""
+    ordered = np.sort(rows)
+    held = ExitProblem(cache, split, objective=costs.objective, score=score, costs=costs, samples=ordered)
+    return held.take(np.searchsorted(ordered, rows))
+
+
 def calibration_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION, seed: int = 0) -> Roles:
     """Fit and calibration parts for ``search``: an ExitProblem on the whole ``search`` split, or on a
     subsample of it (the problem the methods fitted on a large split).
 
     With a ``calibration`` split in the cache, ``search`` is the fit part whole. Otherwise a seeded
-    ``fraction`` of the search split is kept for calibration: cut from ``search`` when it holds the whole
-    split; drawn from the samples outside it when it holds a subsample (read from the cache).
+    ``fraction`` of the search split is kept for calibration (:func:`calibration_rows`): cut from ``search``
+    when it holds the whole split; drawn from the samples outside it when it holds a subsample (read from
+    the cache).
     """
     if CALIBRATION_SPLIT not in search.cache.splits():
         check_fraction(fraction)
@@ -131,17 +203,27 @@ def calibration_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION
 def make_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION, seed: int = 0) -> Roles:
     """:func:`calibration_roles` with ``fraction`` trusted (``search.search`` checked it once, with every
     other parameter)."""
-    rng = as_generator(seed)
     cache = search.cache
     if CALIBRATION_SPLIT in cache.splits():
         check_calibration_split(cache)
         cal = search.on_split(CALIBRATION_SPLIT)
-        return Roles(search, cal.take(rng.permutation(cal.n_samples)), CALIBRATION_SPLIT, None, int(seed), True)
-    n_cal = _cut_size(search.split_size, fraction, None if search.samples is None else search.n_samples)
+        order = as_generator(seed).permutation(cal.n_samples)
+        return Roles(search, cal.take(order), CALIBRATION_SPLIT, None, int(seed), True)
+    rows, fit_rows = calibration_rows(search.split_size, fraction, seed, search.samples)
     if search.samples is not None:
-        outside = np.setdiff1d(np.arange(search.split_size), search.samples)
-        cal = ExitProblem(cache, search.split, objective=search.objective, score=search.score, costs=search.costs,
-                          samples=np.sort(rng.choice(outside, n_cal, replace=False)))
-        return Roles(search, cal.take(rng.permutation(n_cal)), "search", float(fraction), int(seed), True)
-    perm = rng.permutation(search.n_samples)
-    return Roles(search.take(np.sort(perm[n_cal:])), search.take(perm[:n_cal]), "search", float(fraction), int(seed))
+        cal = _rows_problem(cache, search.split, rows, score=search.score, costs=search.costs)
+        return Roles(search, cal, "search", float(fraction), int(seed), True)
+    return Roles(search.take(fit_rows), search.take(rows), "search", float(fraction), int(seed))
+
+
+def recorded_calibration(cache, split: str, fraction: float | None, seed: int, *, score: str, costs: CostTable,
+                         fitted: np.ndarray | None = None) -> tuple[ExitProblem, np.ndarray | None]:
+    """The calibration rows a certificate records (``split``, ``fraction``, ``seed``; ``fitted``: the sorted
+    rows of the subsample the search fitted on), in the order they were tested, as an ExitProblem; and the fit
+    rows of the search split (None for a calibration split). Only the calibration rows are read."""
+    if split == CALIBRATION_SPLIT:
+        check_split(cache, CALIBRATION_SPLIT)
+        order = as_generator(seed).permutation(cache.n_samples(CALIBRATION_SPLIT))
+        return _rows_problem(cache, CALIBRATION_SPLIT, order, score=score, costs=costs), None
+    rows, fit_rows = calibration_rows(cache.n_samples("search"), check_fraction(fraction), seed, fitted)
+    return _rows_problem(cache, "search", rows, score=score, costs=costs), fit_rows

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from data_cache.outputs import write_text_atomic
+from data_cache.ownership import json_kind
 
 from ._validation import SearchError
 from .config import ExitConfig
@@ -73,9 +74,11 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     return doc
 
 
-def write_export(path: str | Path, doc: dict) -> None:
-    """Write ``doc`` to ``path`` atomically (a temporary file beside it, then a rename)."""
-    write_text_atomic(path, json.dumps(doc, indent=1) + "\n", option="export")
+def write_export(path: str | Path, doc: dict, *, overwrite: bool = True) -> None:
+    """Write ``doc`` to ``path`` atomically (``data_cache.outputs.write_text_atomic``); a file already there is
+    replaced only with ``overwrite`` and only when it is an export itself."""
+    write_text_atomic(path, json.dumps(doc, indent=1) + "\n", option="export", overwrite=overwrite,
+                      kind=json_kind(EXPORT_FORMAT))
 
 
 def read_export(path: str | Path) -> dict:

@@ -11,10 +11,13 @@ import math
 
 from data_cache.schema import name_problem
 
+from .certify import BOUNDS
 from .costs import list_cost_models
 from .scores import SCORE_KINDS
 
-__all__ = ["export_problems", "exit_entries_problems"]
+__all__ = ["export_problems", "exit_entries_problems", "certificate_problems"]
+
+CERTIFICATE_SPLITS = ("calibration", "search")
 
 
 def _got(x) -> str:
@@ -99,6 +102,72 @@ def _numbers(d, field: str, n_exits: int | None) -> list[str]:
     return problems
 
 
+def _in(lo: float, hi: float, *, open_lo: bool = False):
+    """A check: a finite number in [lo, hi] (``(lo, hi]`` with ``open_lo``)."""
+    def check(v) -> str | None:
+        ok = _number(v) and (lo < v if open_lo else lo <= v) and v <= hi
+        return None if ok else f"must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}] ({_got(v)})"
+    return check
+
+
+def _at_least(lo: int, *, integer: bool = True, allow_none: bool = False):
+    def check(v) -> str | None:
+        if allow_none and v is None:
+            return None
+        ok = (_int(v) if integer else _number(v)) and v >= lo
+        return None if ok else f"must be {'an integer' if integer else 'a finite number'} >= {lo} ({_got(v)})"
+    return check
+
+
+def certificate_problems(cert, field: str = "certificate") -> list[str]:
+    """Problems of a configuration's ``certificate`` (``search.pareto_testing.Certificate.to_json``): the
+    fields a verification re-runs the test with are required, each with its exact type and range; the
+    others are checked when present."""
+    if not isinstance(cert, dict):
+        return [f"{field}: must be an object ({_got(cert)})"]
+    kind = cert.get("kind")
+    if kind not in ("drop", "cost"):
+        return [f"{field}.kind: must be 'drop' or 'cost' ({_got(kind)})"]
+    limit, observed = (("certified_drop", "observed_drop") if kind == "drop"
+                       else ("certified_relative_cost", "observed_relative_cost"))
+    bounds = list(BOUNDS) if kind == "drop" else ["betting"]
+    required = {"bound": _one_of(bounds), "delta": _in(0.0, 0.5, open_lo=True), "n_cal": _at_least(1),
+                limit: _in(0.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
+                "split": _one_of(CERTIFICATE_SPLITS), "seed": _at_least(0)}
+    optional = {"fraction": _in(0.0, 1.0, open_lo=True), "p_value": _in(0.0, 1.0),
+                observed: _in(-1.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
+                "tested": _at_least(1), "sequence": _at_least(1), "accuracy_lower_bound": _in(0.0, 1.0)}
+    problems = [f"{field}.{key}: missing" for key in required if key not in cert]
+    if cert.get("split") == "search" and "fraction" not in cert:
+        problems.append(f"{field}.fraction: missing (the share of the search split cut for calibration)")
+    checks = {**required, **optional}
+    problems += [f"{field}.{p}" for p in _problems(cert, checks)]
+    if not problems and "tested" in cert and "sequence" in cert and cert["tested"] > cert["sequence"]:
+        problems.append(f"{field}.tested: {cert['tested']} configurations tested of a sequence of {cert['sequence']}")
+    if not problems and "accuracy_lower_bound" in cert and "sequence" not in cert:
+        problems.append(f"{field}.sequence: missing (the accuracy bound holds at delta / sequence)")
+    return problems
+
+
+def _problems(d: dict, checks: dict) -> list[str]:
+    out = []
+    for key, check in checks.items():
+        _optional(d, key, check, out)
+    return out
+
+
+def fit_problems(fit) -> list[str]:
+    """Problems of the export's ``fit`` record (what the methods were fitted on)."""
+    if not isinstance(fit, dict):
+        return [f"fit: must be an object ({_got(fit)})"]
+    checks = {"split": _one_of(["search"]), "subsample": _at_least(1, allow_none=True), "of": _at_least(1),
+              "seed": _at_least(0, allow_none=True)}
+    problems = [f"fit.{p}" for p in _problems(fit, checks)]
+    if not problems and fit.get("subsample") is not None and fit.get("seed") is None:
+        problems.append("fit.seed: missing (a subsample is drawn with a seed)")
+    return problems
+
+
 def _optional(d: dict, key: str, check, problems: list[str]) -> None:
     if key in d:
         problem = check(d[key])
@@ -132,6 +201,8 @@ def _config_problems(c, i: int, ids: set, default_score: str) -> list[str]:
     for split in ("search", "holdout"):
         if split in c:
             problems.extend(_numbers(c[split], f"{f}.{split}", n_exits))
+    if "certificate" in c:
+        problems.extend(certificate_problems(c["certificate"], f"{f}.certificate"))
     return problems
 
 
@@ -166,6 +237,8 @@ def export_problems(doc) -> list[str]:
             for split in ("search", "holdout"):
                 if split in base:
                     problems.extend(_numbers(base[split], f"base.{split}", None))
+    if "fit" in doc:
+        problems.extend(fit_problems(doc["fit"]))
     if "methods" in doc and not isinstance(doc["methods"], dict):
         problems.append(f"methods: must be an object ({_got(doc['methods'])})")
     configs = doc.get("configs")

@@ -15,13 +15,15 @@ import warnings
 from pathlib import Path
 
 from data_cache import CacheError
+from data_cache.bundled import bundled_cache_path
 from data_cache.cli_types import PLOT_SUFFIXES, CommandParser
 from data_cache.outputs import OutputError, atomic_outputs, check_outputs, cli_entry
+from data_cache.ownership import json_kind, suffix_kind
 
 from ._validation import SearchError, SearchWarning
 from .api import search
 from .engines import list_engines
-from .export import write_export
+from .export import EXPORT_FORMAT, write_export
 from .params import add_arguments, options_from_args
 from .result import SearchResult, exits_plot_path
 
@@ -73,11 +75,19 @@ def _run(args, out) -> int:
     return 0
 
 
+def _output_kinds() -> dict:
+    """What an existing file at each output must be for ``--overwrite`` to replace it (``docs/outputs.md``)."""
+    plot = suffix_kind("figure", PLOT_SUFFIXES)
+    return {"--export": json_kind(EXPORT_FORMAT), "--export-choice": json_kind(EXPORT_FORMAT), "--plot": plot,
+            _OUTPUTS[3]: plot}
+
+
 def _check_outputs(args, queried: bool) -> dict[str, Path]:
-    """Every file the run will write, checked before any work (``docs/outputs.md``)."""
+    """Every file the run will write, checked before any work (``docs/outputs.md``): none inside the cache read."""
     plot_exits = exits_plot_path(args.plot) if args.plot and queried else None
     return check_outputs(list(zip(_OUTPUTS, (args.export, args.export_choice, args.plot, plot_exits))),
-                         overwrite=args.overwrite,
+                         overwrite=args.overwrite, kinds=_output_kinds(),
+                         inputs=[("CACHE", args.cache if args.cache is not None else bundled_cache_path())],
                          suffixes={"--export": (".json",), "--export-choice": (".json",), "--plot": PLOT_SUFFIXES})
 
 
@@ -107,7 +117,7 @@ def _write_outputs(args, out, outputs: dict[str, Path], result: SearchResult) ->
         targets.append(("--plot", outputs["--plot"]))
         if result.chosen is not None:
             targets.append((_OUTPUTS[3], outputs[_OUTPUTS[3]]))
-    with atomic_outputs(targets) as tmps:
+    with atomic_outputs(targets, overwrite=args.overwrite, kinds=_output_kinds()) as tmps:
         files = dict(zip((option for option, _ in targets), tmps))
         for option, doc in docs.items():
             write_export(files[option], doc)

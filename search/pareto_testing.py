@@ -34,7 +34,7 @@ from .problem import ExitProblem
 from .queries import _cheapest_within_drop, _most_accurate_within_budget
 
 __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
-           "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test"]
+           "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test", "outcomes", "retest"]
 
 DEFAULT_DELTA = 0.1
 _LADDER_STEPS = 8          # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
@@ -43,7 +43,7 @@ _SLACK = 1.0               # keep candidates whose predicted z on calibration is
 
 # -- per-sample outcomes -------------------------------------------------------------------------
 
-def _outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.ndarray, float]:
+def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.ndarray, float]:
     """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
     cost any sample can have under it."""
     leave = problem.assign(config)
@@ -54,7 +54,32 @@ def _outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.
 
 
 def _losses(problem: ExitProblem, config: ExitConfig) -> PairedLosses:
-    return paired_losses(_outcomes(problem, config)[0], problem.correct[problem.final_exit])
+    return paired_losses(outcomes(problem, config)[0], problem.correct[problem.final_exit])
+
+
+def _cost_p_value(cost: np.ndarray, top: float, budget: float, delta: float) -> float:
+    """Betting p-value of H: mean relative cost > ``budget``, per-sample costs scaled by their largest value."""
+    return betting_p_value(cost / top, budget / top, delta)
+
+
+def retest(cal: ExitProblem, config: ExitConfig, cert: dict) -> dict:
+    """A certificate's own test (``Certificate.to_json``, checked by ``search.export_schema``) re-run for
+    ``config`` on ``cal`` (the recorded calibration rows in their tested order): whether it passes
+    (``certified``) and the fields it computed (``n_cal``, ``p_value``, the observed drop or cost, the
+    accuracy bound), as :func:`certify_drop` / :func:`certify_budget` compute them."""
+    delta = cert["delta"]
+    right, cost, top = outcomes(cal, config)
+    if cert["kind"] == "drop":
+        b, eps = get_bound(cert["bound"]), cert["certified_drop"]
+        L = paired_losses(right, cal.correct[cal.final_exit])
+        return {"certified": b.certifies(L, eps, delta), "n_cal": cal.n_samples,
+                "p_value": b.p_value(L, eps, delta), "observed_drop": L.drop}
+    p = _cost_p_value(cost, top, cert["certified_relative_cost"], delta)
+    out = {"certified": p <= delta, "n_cal": cal.n_samples, "p_value": p, "observed_relative_cost": float(cost.mean())}
+    if "sequence" in cert:
+        out["accuracy_lower_bound"] = accuracy_lower_bound(int(np.count_nonzero(right)), cal.n_samples,
+                                                           delta / cert["sequence"])
+    return out
 
 
 # -- results -------------------------------------------------------------------------------------
@@ -142,7 +167,7 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     base = fit.correct[fit.final_exit]
     rows = []
     for c in candidates:
-        right, cost, _ = _outcomes(fit, c)
+        right, cost, _ = outcomes(fit, c)
         L = paired_losses(right, base)
         var = max(L.discordance - L.drop ** 2, 1.0 / n_f)
         rows.append(((eps - L.drop) / math.sqrt(var), float(cost.mean()), c))
@@ -226,7 +251,7 @@ def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: flo
 
     rows = []
     for c in candidates:
-        right, cost, _ = _outcomes(fit, c)
+        right, cost, _ = outcomes(fit, c)
         unit_z = (budget - cost.mean()) / max(float(cost.std()), 1.0 / fit.n_samples)
         rows.append((unit_z, float(right.mean()), c))
     rows.sort(key=lambda r: (-r[0], -r[1]))
@@ -271,17 +296,17 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
     p_values = {}
 
     def passes(c: ExitConfig) -> bool:
-        _, cost, top = _outcomes(cal, c)
-        p_values[c] = betting_p_value(cost / top, budget / top, delta)
+        _, cost, top = outcomes(cal, c)
+        p_values[c] = _cost_p_value(cost, top, budget, delta)
         return p_values[c] <= delta
 
     n_pass = fixed_sequence_test(sequence, passes)
     if n_pass == 0:
         safest = sequence[0] if sequence else fit_front.configs[int(np.argmin(fit_front.F[:, 1]))]
-        _, cost, top = _outcomes(cal, safest)
+        _, cost, top = outcomes(cal, safest)
         return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=top * mean_upper_bound(cost / top, delta))
     chosen = sequence[n_pass - 1]
-    right, cost, _ = _outcomes(cal, chosen)
+    right, cost, _ = outcomes(cal, chosen)
     n_right = int(np.count_nonzero(right))
     cert = Certificate("cost", "betting", float(delta), cal.n_samples, float(budget), roles.split, roles.fraction,
                        roles.seed, p_values[chosen], float(cost.mean()), len(p_values), len(sequence),

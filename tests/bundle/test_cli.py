@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from _fashion import fashion_files
-from _runtime_fixtures import make_export, tiny_model
+from _runtime_fixtures import certify, make_export, tiny_model
 from bundle import BundleError, open_bundle
 from bundle.manifest import MANIFEST
 from data_cache.outputs import OutputError, atomic_folder, check_output_folder
@@ -156,7 +156,7 @@ def test_the_report_never_replaces_a_manifest_it_reads(setup, capsys, target):
     capsys.readouterr()
     assert validate_main(["--bundle", str(bundle), "--cache", str(cache), "--data-root", str(root), "--report",
                           str(manifest), "--overwrite", "--no-timing"]) == 2
-    _one_line_error(capsys, f"is the --{target} file this command reads")
+    _one_line_error(capsys, f"lies inside --{target} {bundle if target == 'bundle' else cache}, which this command reads")
     assert manifest.read_bytes() == before
 
 
@@ -203,8 +203,41 @@ def test_output_folder_policy(tmp_path):
         (tmp / "a.txt").write_text("1")
     assert (tmp_path / "b" / "a.txt").read_text() == "1"
     with pytest.raises(RuntimeError):
-        with atomic_folder(tmp_path / "b") as tmp:
+        with atomic_folder(tmp_path / "b", overwrite=True) as tmp:
             (tmp / "half.txt").write_text("2")
             raise RuntimeError("killed")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b", "file"]  # no temporary folder left
     assert [p.name for p in (tmp_path / "b").iterdir()] == ["a.txt"]
+
+
+def test_forged_numbers_and_certificates_are_refused_by_export_and_validation(setup, capsys):
+    """Regression (issue 20): export_bundle sealed an edited certificate into the bundle; validate_bundle took
+    the bundle's numbers as they were. Both now recompute the table from the cache."""
+    from bundle.manifest import seal_manifest
+    from data_cache import open_cache
+
+    tmp, root, common, doc = setup
+    forged = json.loads(json.dumps(doc))
+    certify(open_cache(tmp / "cache"), forged, 1)
+    genuine = json.loads(json.dumps(forged))
+    forged["configs"][1]["certificate"]["certified_drop"] = 0.001
+    (tmp / "forged.json").write_text(json.dumps(forged))
+    argv = [a if a != str(tmp / "front.json") else str(tmp / "forged.json") for a in common]
+    capsys.readouterr()
+    assert export_main(argv + ["--out", str(tmp / "forged-bundle")]) == 2
+    _one_line_error(capsys, f"configs[1] (id '{forged['configs'][1]['id']}'): certificate.certified_drop: 0.001 "
+                            "does not reproduce")
+    assert not (tmp / "forged-bundle").exists() and not list(tmp.glob(".forged-bundle*"))
+    # a bundle re-sealed around edited numbers: the router opens it, the validation refuses it
+    resealed = _copy(setup, "resealed")
+    manifest = json.loads((resealed / MANIFEST).read_text())
+    manifest.pop("fingerprint")
+    manifest["exitconfig"] = genuine
+    manifest["exitconfig"]["configs"][1]["holdout"]["accuracy"] = 0.999
+    (resealed / MANIFEST).write_text(json.dumps(seal_manifest(manifest)))
+    open_bundle(resealed)
+    argv = ["--bundle", str(resealed), "--cache", str(tmp / "cache"), "--data-root", str(root), "--report",
+            str(tmp / "r3.json"), "--no-timing"]
+    assert validate_main(argv) == 2
+    _one_line_error(capsys, "exitconfig: configs[1] (id 'test-0001'): holdout.accuracy: 0.999 does not reproduce")
+    assert not (tmp / "r3.json").exists()

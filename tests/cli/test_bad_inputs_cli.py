@@ -139,7 +139,7 @@ def test_pareto_unwritable_folder_is_refused_before_the_search(search_env, monke
 
 def test_pareto_overwrite_replaces_and_says_so(search_env, tmp_path):
     target = tmp_path / "front.json"
-    target.write_text("{}\n")
+    target.write_text('{"format": "exitconfig/1", "configs": []}\n')  # only an export of the tool is replaced
     status, _, err = _run(pareto_main, _pareto(search_env, "--export", str(target), "--overwrite"))
     assert status == 0
     assert err.strip().splitlines() == [f"warning: --export {target}: replacing the existing file (--overwrite)"]

@@ -13,7 +13,7 @@ from search.config import ExitConfig
 from search.export import build_export
 from search.problem import ExitProblem
 
-__all__ = ["tiny_model", "tiny_splits", "dump", "safe_thresholds", "make_export"]
+__all__ = ["tiny_model", "tiny_splits", "dump", "safe_thresholds", "make_export", "certify"]
 
 
 def tiny_model(seed: int = 0, **kwargs):
@@ -70,3 +70,28 @@ def make_export(cache, score: str = "max_prob", split: str = "holdout") -> dict:
             remaining &= ~(ref.scores[e] > t)
         entries.append(("test", ExitConfig(tuple(exits), tuple(thr), score)))
     return build_export(entries, search=search, holdout=holdout, pareto=False)
+
+
+def certify(cache, doc: dict, index: int, *, split: str = "search", seed: int = 0) -> float:
+    """Give ``doc["configs"][index]`` a genuine drop certificate (trinomial, delta 0.1) on the calibration rows
+    ``split`` records (a half of search cut with ``seed``, or the cache's calibration split), at the smallest
+    drop those rows certify for it, rounded up to a hundredth; return that drop."""
+    import math
+
+    from search.calibration import recorded_calibration
+    from search.certify import get_bound, paired_losses
+    from search.costs import cost_table
+    from search.export import export_configs
+    from search.pareto_testing import outcomes, retest
+
+    config = export_configs(doc, cache)[index][1]
+    cal, _ = recorded_calibration(cache, split, 0.5 if split == "search" else None, seed, score=config.score,
+                                  costs=cost_table(cache))
+    losses = paired_losses(outcomes(cal, config)[0], cal.correct[cal.final_exit])
+    drop = math.ceil(100 * get_bound("trinomial").upper_bound(losses, 0.1) + 1e-9) / 100
+    cert = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": cal.n_samples, "certified_drop": drop,
+            "split": split, "seed": seed, "tested": 1, "sequence": 1, **({"fraction": 0.5} if split == "search" else {})}
+    got = retest(cal, config, cert)
+    assert got["certified"]
+    doc["configs"][index]["certificate"] = {**cert, "p_value": got["p_value"], "observed_drop": got["observed_drop"]}
+    return drop

@@ -10,10 +10,11 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores, float32_cut
+from search import SearchWarning
 from search.config import ExitConfig
 from search.problem import ExitProblem
 
-from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+from _runtime_fixtures import certify, dump, make_export, tiny_model, tiny_splits
 
 
 
@@ -150,19 +151,43 @@ def test_switching_and_selecting_by_budget(setup):
 def test_selecting_by_certified_drop(setup):
     model, _, cache = setup
     doc = make_export(cache)
-    for entry, drop in zip(doc["configs"][:2], (0.01, 0.005)):
-        entry["certificate"] = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": 1000,
-                                "certified_drop": drop, "split": "search", "seed": 0}
+    drops = [certify(cache, doc, i) for i in range(2)]
     runtime = ExitRuntime(model, doc, cache=cache)
+    assert runtime.verification.n_certificates == 2
     cheaper = min(doc["configs"][:2], key=lambda c: c["search"]["relative_cost"])
-    assert runtime.select(max_drop=0.01).id == cheaper["id"]
-    assert runtime.select(max_drop=0.005).id == doc["configs"][1]["id"] and runtime.config.id == doc["configs"][1]["id"]
-    with pytest.raises(RuntimeConfigError, match=r"certified drops: \[0.005, 0.01\]"):
-        runtime.select(max_drop=0.001)
+    assert runtime.select(max_drop=max(drops)).id == cheaper["id"]
+    safer = doc["configs"][int(np.argmin(drops))]["id"]
+    if drops[0] != drops[1]:
+        assert runtime.select(max_drop=min(drops)).id == safer and runtime.config.id == safer
+    with pytest.raises(RuntimeConfigError, match=rf"certified drops: \[{min(drops)}, {max(drops)}\]"):
+        runtime.select(max_drop=min(drops) / 2)
     with pytest.raises(RuntimeConfigError, match="exactly one"):
         runtime.select(0.5, max_drop=0.01)
     with pytest.raises(RuntimeConfigError, match="holds no drop certificate"):
         ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=0.01)
+
+
+def test_an_edited_certificate_or_number_is_refused_before_select(setup):
+    """Regression (issue 20): select(max_drop=0.005) returned a configuration losing 30 points because its
+    certificate had been edited; now the table is recomputed from the cache and the edit refused."""
+    model, _, cache = setup
+    doc = make_export(cache)
+    certify(cache, doc, 2)
+    lossy = copy.deepcopy(doc)
+    lossy["configs"][2]["certificate"]["certified_drop"] = 0.005
+    cid = lossy["configs"][2]["id"]
+    _refused(model, lossy, rf"configs\[2\] \(id '{cid}'\): certificate.certified_drop: 0.005 does not reproduce",
+             cache=cache)
+    edited = copy.deepcopy(doc)
+    edited["configs"][0]["search"]["accuracy"] = 1.0
+    _refused(model, edited, r"configs\[0\] .*: search.accuracy: 1 does not reproduce: the cache gives", cache=cache)
+    wrong = copy.deepcopy(doc)
+    wrong["configs"][2]["certificate"]["delta"] = "0.1"
+    _refused(model, wrong, r"configs\[2\].certificate.delta: must be a number in \(0, 0.5\]",
+             cache_fingerprint=cache.fingerprint)
+    with pytest.warns(SearchWarning, match="unverified: without the cache"):
+        runtime = ExitRuntime(model, doc, cache_fingerprint=cache.fingerprint)
+    assert runtime.verification is None
 
 
 def test_single_configuration_is_active_at_once(setup):
@@ -253,6 +278,10 @@ def test_the_exports_objective_is_read_and_an_unknown_one_refused(setup):
     model, splits, cache = setup
     doc = make_export(cache)
     assert ExitRuntime(model, doc, cache=cache).objective == doc.get("objective", "macs") == "macs"
-    assert ExitRuntime(model, {**doc, "objective": "latency"}, cache=cache).objective == "latency"
+    relabelled = {**doc, "objective": "latency"}
+    with pytest.warns(SearchWarning, match="unverified"):
+        assert ExitRuntime(model, relabelled, cache_fingerprint=cache.fingerprint).objective == "latency"
+    # with the cache at hand the MACs numbers relabelled as latency are recomputed, and cannot be
+    _refused(model, relabelled, "objective 'latency' needs measured latency for every unit", cache=cache)
     _refused(model, {**doc, "objective": "flops"}, r"configs: objective: unknown objective 'flops': this version "
                                                    r"knows the cost models \['macs', 'latency'", cache=cache)

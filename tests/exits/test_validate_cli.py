@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from _runtime_fixtures import make_export, tiny_model
+from _runtime_fixtures import certify, make_export, tiny_model
+from data_cache import open_cache
 from exits.checkpoints import save_checkpoint
 from exits.data import load_splits, write_idx
 from exits.dump import dump_cache, dump_provenance
@@ -36,7 +37,8 @@ def setup(tmp_path_factory):
     model = tiny_model()
     data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
     ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
-    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
+    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0,
+                         calibration_size=12)
     prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
                            split_parameters=splits.parameters, seed=0)
     cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
@@ -78,22 +80,58 @@ def test_one_configuration_by_id(setup, capsys):
     assert [c["id"] for c in report["configs"]] == [cid] and "throughput_speedup_b64" not in report["configs"][0]
 
 
-def test_measured_drop_next_to_the_certified_one(setup, capsys):
-    tmp, base, doc = setup
+def _certified(setup, name: str, edit=None) -> tuple[dict, str]:
+    """The export with a genuine certificate on configs[1] (the cache's calibration split), edited by ``edit``."""
+    tmp, _, doc = setup
     doc = copy.deepcopy(doc)
-    cid = doc["configs"][1]["id"]
-    doc["configs"][1]["certificate"] = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": 500,
-                                        "certified_drop": 0.005, "split": "calibration", "seed": 0}
-    (tmp / "certified.json").write_text(json.dumps(doc))
+    certify(open_cache(tmp / "cache"), doc, 1, split="calibration")
+    if edit is not None:
+        edit(doc["configs"][1]["certificate"])
+    (tmp / name).write_text(json.dumps(doc))
+    return doc, doc["configs"][1]["id"]
+
+
+def test_measured_drop_next_to_the_certified_one(setup, capsys):
+    tmp, base, _ = setup
+    doc, cid = _certified(setup, "certified.json")
+    cert = doc["configs"][1]["certificate"]
     assert main(["--config", str(tmp / "certified.json"), "--id", cid, "--report", str(tmp / "cert.json"),
                  "--no-timing"] + base) == 0
     out = capsys.readouterr().out
-    entry = json.loads((tmp / "cert.json").read_text())["configs"][0]
     report = json.loads((tmp / "cert.json").read_text())
-    assert entry["certificate"]["certified_drop"] == 0.005
+    entry = report["configs"][0]
+    assert entry["certificate"] == cert
     assert entry["measured_drop"] == pytest.approx(report["base"]["measured"]["accuracy"] - entry["measured"]["accuracy"])
-    assert f"{cid}: certified drop <= 0.500 points (delta 0.1, 500 calibration samples, trinomial); measured drop " \
-           "on holdout:" in out
+    assert f"{cid}: certified drop <= {100 * cert['certified_drop']:.3f} points (delta 0.1, 12 calibration samples, " \
+           "trinomial); measured drop on holdout:" in out
+    assert "verified: the numbers of 4 configuration(s) and 1 certificate(s) recomputed from the cache" in out
+    assert report["verified"].startswith("verified:")
+
+
+def test_an_edited_or_wrong_typed_certificate_is_refused_before_any_report(setup, capsys):
+    """Regressions (issue 20): an edited "certified drop <= 0.1 points" was printed beside a measured 1.5; a
+    certificate field of the wrong type ended in a traceback after the report was written."""
+    tmp, base, _ = setup
+    for name, edit, match in [
+            ("forged.json", lambda c: c.update(certified_drop=0.001), "certificate.certified_drop: 0.001 does not "
+                                                                      "reproduce: the trinomial test on the 12 recorded"),
+            ("typed.json", lambda c: c.update(certified_drop="0.1"), "certificate.certified_drop: must be a number"),
+            ("observed.json", lambda c: c.update(observed_drop=-0.5), "certificate.observed_drop: -0.5 does not")]:
+        _, cid = _certified(setup, name, edit)
+        assert main(["--config", str(tmp / name), "--report", str(tmp / f"r-{name}"), "--no-timing"] + base) == 2
+        captured = capsys.readouterr()
+        err = captured.err.strip()
+        assert len(err.splitlines()) == 1 and err.startswith(f"error: {tmp / name}: configs[1]") and match in err, err
+        assert "Traceback" not in err and captured.out == "" and not (tmp / f"r-{name}").exists()
+
+
+def test_validating_on_the_calibration_split_is_flagged(setup, capsys):
+    tmp, base, _ = setup
+    _certified(setup, "cal.json")
+    argv = ["--config", str(tmp / "cal.json"), "--report", str(tmp / "cal-report.json"), "--no-timing"] + base
+    assert main(argv[:argv.index("--split") + 1] + ["calibration"] + argv[argv.index("--split") + 2:]) == 0
+    err = capsys.readouterr().err
+    assert "warning: --split calibration: the certificates were computed on these very rows" in err
 
 
 def _refused(setup, capsys, doc=None, extra=(), match=""):
@@ -116,7 +154,7 @@ def test_the_report_never_replaces_the_cache_manifest(setup, capsys, tmp_path):
     assert main(["--config", str(tmp / "front.json"), "--report", str(cache / "manifest.json"), "--overwrite",
                  *base, "--cache", str(cache)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "is the --cache file this command reads" in err[0]
+    assert len(err) == 1 and f"lies inside --cache {cache}, which this command reads" in err[0]
     assert (cache / "manifest.json").read_bytes() == before
 
 

@@ -68,6 +68,41 @@ BAD = [
      "configs[0].search.exit_fractions: 1 entries"),
     ("objective unknown", _set("objective", "flops"), f"objective: must be one of {list_cost_models()}"),
     ("model name a number", _set("model/name", 3), "model.name: must be a string or null"),
+    ("fit subsample a string", _set("fit", {"split": "search", "subsample": "all", "of": 300, "seed": 0}),
+     "fit.subsample: must be an integer >= 1"),
+]
+
+CERT = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": 150, "certified_drop": 0.2, "split": "search",
+        "seed": 0, "fraction": 0.5, "p_value": 0.05, "observed_drop": 0.01, "tested": 2, "sequence": 3}
+
+
+def _cert(key: str, value):
+    """A valid certificate on configs[0], then ``key`` set to ``value`` (deleted for _DELETE)."""
+    def edit(doc):
+        doc["configs"][0]["certificate"] = dict(CERT)
+        _set(f"configs/0/certificate/{key}", value)(doc)
+    return edit
+
+
+C0 = "configs[0].certificate"
+BAD += [
+    ("certificate a list", _set("configs/0/certificate", [0.01]), f"{C0}: must be an object"),
+    ("certified drop a string", _cert("certified_drop", "0.001"), f"{C0}.certified_drop: must be a number in [0, 1]"),
+    ("certified drop missing", _cert("certified_drop", _DELETE), f"{C0}.certified_drop: missing"),
+    ("certified drop 5", _cert("certified_drop", 5), f"{C0}.certified_drop: must be a number in [0, 1]"),
+    ("delta 0.9", _cert("delta", 0.9), f"{C0}.delta: must be a number in (0, 0.5]"),
+    ("delta true", _cert("delta", True), f"{C0}.delta: must be a number"),
+    ("n_cal 1.5", _cert("n_cal", 1.5), f"{C0}.n_cal: must be an integer >= 1"),
+    ("kind unknown", _cert("kind", "risk"), f"{C0}.kind: must be 'drop' or 'cost'"),
+    ("split holdout", _cert("split", "holdout"), f"{C0}.split: must be one of ['calibration', 'search']"),
+    ("seed missing", _cert("seed", _DELETE), f"{C0}.seed: missing"),
+    ("bound unknown", _cert("bound", "hoeffding"), f"{C0}.bound: must be one of"),
+    ("fraction missing on a cut", _cert("fraction", _DELETE), f"{C0}.fraction: missing"),
+    ("p-value 2", _cert("p_value", 2), f"{C0}.p_value: must be a number in [0, 1]"),
+    ("tested beyond the sequence", _cert("tested", 9), f"{C0}.tested: 9 configurations tested of a sequence of 3"),
+    ("cost certificate with a drop bound", lambda d: d["configs"][0].update(certificate={
+        **{k: v for k, v in CERT.items() if k not in ("certified_drop", "observed_drop")},
+        "kind": "cost", "certified_relative_cost": 0.7}), f"{C0}.bound: must be one of ['betting']"),
 ]
 
 
@@ -102,7 +137,7 @@ def test_unknown_optional_fields_are_accepted_with_the_same_configs(made, tmp_pa
     doc = copy.deepcopy(good)
     doc["subsample"] = {"n": 32768, "of": 300}
     for c in doc["configs"]:
-        c["certificate"] = {"delta": 0.1, "bound": 0.01}
+        c["audit"] = {"delta": 0.1, "bound": 0.01}
         c["exits"][0]["note"] = "anything"
     _, back = _read(tmp_path, doc)
     assert export_configs(back, cache) == export_configs(good, cache)
