@@ -30,6 +30,14 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message.splitlines()[0] if message else 'bad arguments'}\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """A NUL byte cannot name a file (nor come from a shell): refused before any option is read, which
+        would otherwise meet it as a ``ValueError`` deep in ``os`` (an argument vector built in-process)."""
+        for arg in sys.argv[1:] if args is None else args:
+            if isinstance(arg, str) and "\0" in arg:
+                self.error(f"argument {arg.split(chr(0))[0]!r}...: holds a NUL byte")
+        return super().parse_known_args(args, namespace)
+
 
 def _int(text: str) -> int:
     try:

@@ -179,3 +179,11 @@ test_fuzz_exits_validate_bundle = _fuzz_test("exits.validate_bundle")
 def test_every_command_is_fuzzed():
     assert set(EXAMPLES) == set(COMMANDS)
     assert {c.main.__module__ for c in COMMANDS.values()} == set(COMMANDS)
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_a_nul_byte_in_an_argument_is_one_line(world, name, tmp_path):
+    """Found by the fuzzer: a NUL byte in a path ended in ``ValueError: embedded null byte`` (convert, dump)."""
+    argv = COMMANDS[name].base(world, tmp_path) + ["--data-root" if name == "data_cache.dump" else "--x", "a\0b"]
+    result = run_main(COMMANDS[name].main, argv)
+    assert result.status == 2 and result.err == "error: argument 'a'...: holds a NUL byte\n", result.err
