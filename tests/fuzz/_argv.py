@@ -255,8 +255,15 @@ def _an_input(items: Items, case: Case) -> str | None:
     return case.draw(st.sampled_from(values)) if values else None
 
 
+def _is_dir(value: str) -> bool:
+    try:
+        return Path(value).is_dir()
+    except (OSError, ValueError):   # a name too long, a NUL byte: a mutation before this one
+        return False
+
+
 def _inside_an_input(items: Items, case: Case, option: str) -> str | None:
-    folders = [v for v in (_value(items, o) for o in case.command.inputs) if v and Path(v).is_dir()]
+    folders = [v for v in (_value(items, o) for o in case.command.inputs) if v and _is_dir(v)]
     if not folders:
         return None
     folder = Path(case.draw(st.sampled_from(folders)))
