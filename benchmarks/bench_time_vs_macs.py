@@ -46,7 +46,8 @@ def _config(model, runtime, xs):
     """Thresholds at the quantiles that make PROFILE's fractions leave (of all samples)."""
     import torch
 
-    from exits.runtime import EnabledExit, RuntimeConfig, exit_scores
+    from contract import ExitConfig
+    from exits.runtime import exit_scores
 
     wanted = {pos: (head, frac) for pos, head, frac in PROFILE}
     alive = torch.ones(len(xs), dtype=torch.bool)
@@ -64,8 +65,8 @@ def _config(model, runtime, xs):
             k = int(round(frac * len(xs)))
             threshold = float(score[alive].sort(descending=True).values[k])
             alive &= ~(score > threshold)
-            enabled.append(EnabledExit(model.exits.index(spec), spec.name, spec.position, threshold, spec.key, False))
-    return RuntimeConfig("profile", tuple(enabled), "max_prob")
+            enabled.append((model.exits.index(spec), threshold))
+    return ExitConfig(tuple(e for e, _ in enabled), tuple(t for _, t in enabled), "max_prob", id="profile")
 
 
 def measure(label: str, name: str, kwargs: dict, size: int, *, n: int, rounds: int) -> dict:

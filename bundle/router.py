@@ -1,9 +1,10 @@
 """``BundleRouter``: run an exported bundle with onnxruntime and numpy, exiting early.
 
 The router runs the bundle's graphs in order. After each segment that ends at an enabled exit it runs that
-exit's head graph on the samples still in the batch, scores the logits (``bundle.scores``: as the search and
-``exits.ExitRuntime`` do) and compares ``score > threshold`` (float32 against ``float32_cut``); the samples that
-pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver chain runs
+exit's head graph on the samples still in the batch and scores the logits with the configuration's exit rule
+(:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads, as
+the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it); the
+samples that pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver chain runs
 first on the whole batch and the samples it keeps start the backbone from the input. Each sample is charged the
 MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over samples is
 the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
@@ -17,55 +18,28 @@ segments in a row), run through the same code.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
+from contract import ContractError, ExitConfig, ExitRef, ExitRule, ExitTable, get_rule, rule_inputs_from_logits
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 
 from .errors import BundleError
 from .manifest import GraphInfo, Manifest, read_manifest, sha256_bytes
-from .scores import SCORE_KINDS, exit_scores, float32_cut, score_range
 
 EXITCONFIG_FORMAT = "exitconfig/1"
 
-__all__ = ["RouteExit", "RouteConfig", "RouteResult", "BundleRouter", "open_bundle"]
+__all__ = ["RouteResult", "BundleRouter", "open_bundle", "exit_scores"]
 
 
-@dataclass(frozen=True)
-class RouteExit:
-    """An enabled early exit: ``index`` in the cache's exit list, the head graph (None: the chain's own
-    logits), its chain and threshold; ``cut`` is :func:`float32_cut` of ``threshold``."""
-
-    name: str
-    index: int
-    position: int
-    threshold: float
-    head: str | None
-    chain: str
-    cut: float = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "cut", float32_cut(self.threshold))
-
-
-@dataclass(frozen=True)
-class RouteConfig:
-    """One configuration of the table: id, enabled exits (execution order), score kind and the numbers the
-    cache predicted (``predicted["search"|"holdout"] = {accuracy, relative_cost, ...}``)."""
-
-    id: str
-    exits: tuple[RouteExit, ...]
-    score: str = "max_prob"
-    predicted: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def relative_cost(self, split: str = "search") -> float | None:
-        return (self.predicted.get(split) or {}).get("relative_cost")
-
-    def accuracy(self, split: str = "search") -> float | None:
-        return (self.predicted.get(split) or {}).get("accuracy")
+def exit_scores(logits: np.ndarray, rule: ExitRule | str) -> tuple[np.ndarray, np.ndarray]:
+    """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)`` under ``rule``."""
+    rule = get_rule(rule) if isinstance(rule, str) else rule
+    inputs, pred = rule_inputs_from_logits(rule, logits)
+    return rule.score(inputs), pred
 
 
 @dataclass
@@ -119,8 +93,9 @@ class _Graph:
         return self.session.run(self.output, {self.input: x})[0]
 
 
-_Plan = list[tuple[list[_Graph], dict[int, RouteExit], int | None]]
-"""Per chain run: its graphs, enabled exits by position, the last position to run (None: to the final exit)."""
+_Plan = list[tuple[list[_Graph], dict[int, tuple[int, float, str | None]], int | None]]
+"""Per chain run: its graphs, enabled exits by position (cache exit index, threshold, head graph), the last position
+to run (None: to the final exit)."""
 
 
 class BundleRouter:
@@ -146,7 +121,7 @@ class BundleRouter:
                        for name, info in self.manifest.graphs.items()}
         self.base_macs = self.manifest.base_macs
         self.final_exit = self.manifest.final_exit[1]
-        self.base_config = RouteConfig("base", ())
+        self.base_config = ExitConfig(id="base")
         self.configs = [self._resolve(entry, i, doc.get("score", "max_prob")) for i, entry in enumerate(doc["configs"])]
         self._plans = {id(c): self._plan(c) for c in (self.base_config, *self.configs)}
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
@@ -205,47 +180,38 @@ class BundleRouter:
             raise BundleError(f"exitconfig: objective: {exc}") from None
         return name
 
-    def _resolve(self, entry: Any, i: int, default_score: str) -> RouteConfig:
+    def _resolve(self, entry: Any, i: int, default_score: str) -> ExitConfig:
+        """One entry of the table, validated once (:meth:`contract.ExitConfig.from_json`) against the served exits."""
         served = self.manifest.exits
         cid = str(entry.get("id", i)) if isinstance(entry, Mapping) else str(i)
         items = entry.get("exits") if isinstance(entry, Mapping) else None
         if not isinstance(items, list):
             raise BundleError(f"config {cid}: 'exits' must be a list")
-        scores = {d.get("score", default_score) for d in items if isinstance(d, Mapping)} or {default_score}
-        if len(scores) > 1 or not scores <= set(SCORE_KINDS):
-            raise BundleError(f"config {cid}: score kinds {sorted(map(str, scores))}: one of {list(SCORE_KINDS)} expected")
-        score = scores.pop()
-        lo, hi = score_range(score, self.manifest.num_classes)
-        enabled: list[RouteExit] = []
-        for d in items:
-            if not isinstance(d, Mapping) or not {"name", "threshold"} <= set(d):
-                raise BundleError(f"config {cid}: exit entry {d!r} lacks name or threshold")
-            e = served.get(d["name"])
-            if e is None:
-                raise BundleError(f"config {cid}: exit {d['name']!r} is not in this bundle (it serves "
-                                  f"{sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the bundle "
-                                  "with this configuration")
-            t = d["threshold"]
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not lo <= float(t) <= hi:
-                raise BundleError(f"config {cid}: exit {e.name!r}: threshold {t!r} outside [{lo:g}, {hi:g}] "
-                                  f"for score {score!r}")
-            if enabled and e.position <= enabled[-1].position:  # positions count the saver's first
-                raise BundleError(f"config {cid}: exit {e.name!r}: enabled exits must be in execution order, "
-                                  "one per position")
-            enabled.append(RouteExit(e.name, e.index, e.position, float(t), e.graph, e.chain))
+        final_name, final = self.manifest.final_exit
+        refs = (*(ExitRef(e.index, e.name, e.position, e.head) for e in served.values()),
+                ExitRef(final, final_name, self.graphs[self.manifest.chains['backbone'][-1]].info.position, None))
+        where = (f"in this bundle (it serves {sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the "
+                 "bundle with this configuration")
+        table = ExitTable(refs, final, self.manifest.num_classes, where)
         predicted = {k: dict(entry[k]) for k in ("search", "holdout") if isinstance(entry.get(k), Mapping)}
-        return RouteConfig(cid, tuple(enabled), score, predicted)
+        try:
+            return ExitConfig.from_json(items, table, default_score, id=cid, predicted=predicted)
+        except ContractError as exc:
+            raise BundleError(f"config {cid}: {exc}") from None
 
-    def _plan(self, cfg: RouteConfig) -> _Plan:
+    def _plan(self, cfg: ExitConfig) -> _Plan:
         chains = self.manifest.chains
         if not cfg.exits and self.manifest.base is not None:
             return [([self.graphs[self.manifest.base]], {}, None)]
+        by_index = {e.index: e for e in self.manifest.exits.values()}
+        stops = [(by_index[i], t) for i, t in zip(cfg.exits, cfg.thresholds)]
         plan: _Plan = []
-        saver = [e for e in cfg.exits if e.chain == "saver"]
+        saver = [(e, t) for e, t in stops if e.chain == "saver"]
         if saver:
-            plan.append(([self.graphs[n] for n in chains["saver"]], {e.position: e for e in saver}, saver[-1].position))
+            plan.append(([self.graphs[n] for n in chains["saver"]], {e.position: (e.index, t, e.graph) for e, t in saver},
+                         saver[-1][0].position))
         plan.append(([self.graphs[n] for n in chains["backbone"]],
-                     {e.position: e for e in cfg.exits if e.chain == "backbone"}, None))
+                     {e.position: (e.index, t, e.graph) for e, t in stops if e.chain == "backbone"}, None))
         return plan
 
     # -- choosing -------------------------------------------------------------------------------
@@ -253,15 +219,15 @@ class BundleRouter:
     def ids(self) -> list[str]:
         return [c.id for c in self.configs]
 
-    def set_config(self, config: str | int | RouteConfig | None) -> RouteConfig:
+    def set_config(self, config: str | int | ExitConfig | None) -> ExitConfig:
         """Switch to a configuration of the table by id or index (None: the base model); no reloading."""
         self.config = self._lookup(config)
         return self.config
 
-    def _lookup(self, config: str | int | RouteConfig | None) -> RouteConfig:
+    def _lookup(self, config: str | int | ExitConfig | None) -> ExitConfig:
         if config is None:
             return self.base_config
-        if isinstance(config, RouteConfig):
+        if isinstance(config, ExitConfig):
             if id(config) not in self._plans:
                 raise BundleError(f"configuration {config.id!r} is not one of this router's")
             return config
@@ -275,7 +241,7 @@ class BundleRouter:
                               f"{'...' if len(self.configs) > 5 else ''}")
         return match[0]
 
-    def select(self, budget: float, *, split: str = "search") -> RouteConfig:
+    def select(self, budget: float, *, split: str = "search") -> ExitConfig:
         """Switch to the most accurate configuration whose predicted relative cost on ``split`` (in the units of
         the table's ``objective``) is <= ``budget`` (ties: the cheaper); return it."""
         fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
@@ -299,14 +265,21 @@ class BundleRouter:
                               f"(shape (batch, {', '.join(map(str, want))}))")
         if tuple(x.shape[1:]) != want:
             raise BundleError(f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))})")
-        return np.ascontiguousarray(x, dtype=np.float32)
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        bad = ~np.isfinite(x)
+        if bad.any():  # a graph predicts something for NaN; exits.runtime refuses them in the same words
+            rows = np.flatnonzero(bad.reshape(len(x), -1).any(1))
+            raise BundleError(f"input: {int(bad.sum())} of {bad.size} values are NaN or infinite (first in row "
+                              f"{int(rows[0])} of {len(x)}); pass finite, normalised images")
+        return x
 
-    def __call__(self, x: Any, config: str | int | RouteConfig | None = None) -> RouteResult:
+    def __call__(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
         return self.run(x, config)
 
-    def run(self, x: Any, config: str | int | RouteConfig | None = None) -> RouteResult:
+    def run(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
+        rule = cfg.rule
         x = self.check_input(x)
         n = len(x)
         out = RouteResult(np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32),
@@ -321,23 +294,24 @@ class BundleRouter:
                 h = g(h)
                 spent += g.info.macs
                 if g.info.final:  # everyone still here leaves at the final exit
-                    s, p = exit_scores(h, cfg.score)
+                    s, p = exit_scores(h, rule)
                     self._leave(out, idx, slice(None), p, s, self.final_exit, spent)
                     return out
-                e = at.get(g.info.position)
-                if e is not None:
+                stop_here = at.get(g.info.position)
+                if stop_here is not None:
+                    index, threshold, head_graph = stop_here
                     logits = h
-                    if e.head is not None:
-                        head = self.graphs[e.head]
+                    if head_graph is not None:
+                        head = self.graphs[head_graph]
                         logits = head(h)
                         spent += head.info.macs
-                    s, p = exit_scores(logits, cfg.score)
-                    leave = s > e.cut
+                    s, p = exit_scores(logits, rule)
+                    leave = rule.leaves(s, threshold)
                     if leave.all():
-                        self._leave(out, idx, slice(None), p, s, e.index, spent)
+                        self._leave(out, idx, slice(None), p, s, index, spent)
                         return out
                     if leave.any():
-                        self._leave(out, idx, leave, p, s, e.index, spent)
+                        self._leave(out, idx, leave, p, s, index, spent)
                         keep = ~leave
                         idx = np.flatnonzero(keep) if idx is None else idx[keep]
                         h = h[keep]
@@ -355,7 +329,7 @@ class BundleRouter:
         out.exits[where] = exit_index
         out.macs[where] = spent
 
-    def run_batches(self, batches: Iterable[Any], config: str | int | RouteConfig | None = None) -> RouteResult:
+    def run_batches(self, batches: Iterable[Any], config: str | int | ExitConfig | None = None) -> RouteResult:
         """Run an iterable of input batches and concatenate the results."""
         return RouteResult.concat([self.run(b, config) for b in batches], self.base_macs)
 

@@ -1,4 +1,13 @@
-"""The numpy-only contract that search, exits and bundle share (cost models in :mod:`contract.costs`).
+"""The contract every side shares, numpy only: exit rules (:mod:`contract.rules`), the one configuration type
+of an ``exitconfig/1`` entry (:mod:`contract.config`) and cost models (:mod:`contract.costs`).
 
-Imports numpy and nothing of the project, so every side (and a deployment target) can import it.
+The search (``search/``), the torch runtime (``exits/``) and the deployed router (``bundle/``) import it; it
+imports none of them, nor torch, optuna, pymoo, matplotlib or ``data_cache`` (``docs/architecture.md``), so every
+side (and a deployment target) can import it.
 """
+from .config import ExitConfig, ExitRef, ExitTable, entries_problems
+from .errors import ContractError
+from .rules import ExitRule, RuleInputs, float32_cut, get_rule, list_rules, register_rule, rule_inputs_from_logits
+
+__all__ = ["ContractError", "ExitRule", "RuleInputs", "float32_cut", "register_rule", "get_rule", "list_rules",
+           "rule_inputs_from_logits", "ExitConfig", "ExitRef", "ExitTable", "entries_problems"]

@@ -65,7 +65,11 @@ def read_manifest(path: Path) -> object:
     else :class:`CacheFormatError`; so does a manifest that cannot be read or parsed.
     """
     manifest_path = path / fmt.MANIFEST
-    if not manifest_path.exists():
+    try:
+        exists = manifest_path.exists()
+    except OSError as exc:  # a name too long for the file system (ENAMETOOLONG)
+        raise CacheFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not exists:
         if (path / fmt.PARTS_DIR).exists():
             raise CacheIncompleteError(f"{manifest_path}: missing: the cache is half-written; resume the dump "
                                        "(--resume)")

@@ -16,7 +16,8 @@ from .errors import CacheError
 from .fingerprint import cache_fingerprint
 from .integrity import NpyLayout, read_npy_layout, run_jobs, split_jobs
 
-__all__ = ["validate_cache", "check_cache_files", "describe", "identical_splits", "identical_splits_messages"]
+__all__ = ["validate_cache", "check_cache_files", "describe", "identical_splits", "identical_splits_messages",
+           "never_right", "never_right_line"]
 
 
 def _layout(root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, problems: list[str]) -> NpyLayout | None:
@@ -58,8 +59,11 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
     sha256, on ``workers`` threads (default: every core).
     """
     path = Path(path)
-    if not path.is_dir():
-        return [f"{path}: not a folder"]
+    try:
+        if not path.is_dir():
+            return [f"{path}: not a folder"]
+    except OSError as exc:  # a name too long for the file system (ENAMETOOLONG)
+        return [f"{path}: cannot read ({exc.strerror or exc})"]
     try:
         manifest = read_manifest(path)
         meta = meta_from_manifest(manifest, source=str(path / fmt.MANIFEST), with_files=True)
@@ -133,6 +137,28 @@ def warn_identical_splits(manifest: dict, where: str = "") -> None:
 
     for line in identical_splits_messages(manifest, where):
         warn(line)
+
+
+def never_right_line(name: str, final: bool, split: str, n_samples: int) -> str:
+    """The warning for an exit whose top-1 is never the label (shared with ``search.pareto``)."""
+    what = f"the base model (final exit {name!r})" if final else f"exit {name!r}"
+    return (f"{what} is never right on split {split!r} (0 of {n_samples:,} samples): its labels and predictions "
+            "disagree everywhere (labels of another dataset or class order?)")
+
+
+def never_right(cache, splits=None) -> list[str]:
+    """One line per (split, exit) whose top-1 prediction is wrong on every sample: legal, but nothing a search
+    finds there means anything; the command lines print them as warnings. ``splits``: default every split."""
+    lines = []
+    for s in cache.splits() if splits is None else splits:
+        labels, n = np.asarray(cache.labels(s)), cache.n_samples(s)
+        if not n:
+            continue
+        ids = cache.topk_ids(s)
+        for i, e in enumerate(cache.exits):
+            if not np.any(np.asarray(ids[i, 0]) == labels):
+                lines.append(never_right_line(e.name, i == len(cache.exits) - 1, s, n))
+    return lines
 
 
 def describe(cache) -> str:

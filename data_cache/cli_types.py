@@ -11,17 +11,21 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
+import re
 import sys
 from typing import Callable, NoReturn
 
 __all__ = ["CommandParser", "int_at_least", "positive_int", "non_negative_int", "seed", "threads",
            "finite_float", "positive_float", "non_negative_float", "fraction", "probability", "float_in",
-           "PLOT_SUFFIXES", "warn"]
+           "PLOT_SUFFIXES", "check_name_length", "warn"]
 
-# what matplotlib's Agg canvas writes (FigureCanvasAgg.get_supported_filetypes(), matplotlib 3.11); kept here
-# so a plot's suffix is checked before any work without importing matplotlib (tests/cli checks the list)
-PLOT_SUFFIXES = (".avif", ".eps", ".gif", ".jpeg", ".jpg", ".pdf", ".pgf", ".png", ".ps", ".raw", ".rgba", ".svg",
+# what matplotlib's Agg canvas writes (FigureCanvasAgg.get_supported_filetypes(), matplotlib 3.11) but .pgf, which
+# needs a LaTeX installation (a traceback after the search without one; .pdf is the same figure); kept here so a
+# plot's suffix is checked before any work without importing matplotlib (tests/cli checks the list)
+PLOT_SUFFIXES = (".avif", ".eps", ".gif", ".jpeg", ".jpg", ".pdf", ".png", ".ps", ".raw", ".rgba", ".svg",
                  ".svgz", ".tif", ".tiff", ".webp")
+_NUMBER = re.compile(r"[+-]?[0-9.eE+-]+|[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
 
 
 class CommandParser(argparse.ArgumentParser):
@@ -39,8 +43,16 @@ class CommandParser(argparse.ArgumentParser):
         return super().parse_known_args(args, namespace)
 
 
+def _strict(text: str) -> bool:
+    """Plain ASCII digits, sign, point and exponent only: Python's ``int``/``float`` also take ``1_0`` (10),
+    surrounding spaces and non-ASCII digits, which a command line reads as a typo, not a number."""
+    return isinstance(text, str) and _NUMBER.fullmatch(text) is not None
+
+
 def _int(text: str) -> int:
     try:
+        if not _strict(text):
+            raise ValueError(text)
         return int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
@@ -48,6 +60,8 @@ def _int(text: str) -> int:
 
 def _float(text: str) -> float:
     try:
+        if not _strict(text):
+            raise ValueError(text)
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
@@ -103,6 +117,18 @@ positive_float = float_in(0.0, None, low_open=True, what="a finite number > 0")
 non_negative_float = float_in(0.0, None, what="a finite number >= 0")
 fraction = float_in(0.0, 1.0, low_open=True, high_open=True, what="a fraction in (0, 1)")
 probability = float_in(0.0, 1.0, what="a number in [0, 1]")
+
+
+def check_name_length(path: str | os.PathLike, option: str, *, spare: int = 0) -> None:
+    """``ValueError`` (one line naming ``option``) when a component of ``path`` is longer than the file system
+    takes (ENAMETOOLONG, usually 255 bytes); ``spare``: bytes a temporary name adds to the last one."""
+    text = os.fspath(path)
+    parts = [p for p in text.split(os.sep) if p]
+    for i, part in enumerate(parts):
+        limit = 255 - (spare if i == len(parts) - 1 else 0)
+        if len(os.fsencode(part)) > limit:
+            raise ValueError(f"{option} {text[:40]}...: a file name of {len(os.fsencode(part))} bytes; the file "
+                             f"system takes at most 255{f' ({spare} are needed for a temporary name)' if spare else ''}")
 
 
 def warn(message: str) -> None:

@@ -24,7 +24,7 @@ from . import format as fmt
 from ._base import CacheMeta
 
 __all__ = ["CHUNK_BYTES", "has_duplicates", "NpyLayout", "read_npy_layout", "FileJob", "split_jobs", "run_jobs",
-           "default_workers"]
+           "default_workers", "PROB_MAX", "check_read_range"]
 
 CHUNK_BYTES = 1 << 24  # bytes read (and scanned) at a time per thread; at least one exit of top-k arrays
 
@@ -61,6 +61,31 @@ def read_npy_layout(path: Path) -> NpyLayout:
     if size != want:
         raise ValueError(f"{size} bytes, but its header needs {want} ({'truncated' if size < want else 'extra data'})")
     return NpyLayout(offset, tuple(shape), dtype)
+
+
+PROB_MAX = 1 + 1e-6  # the largest probability the value checks accept (float32 rounding of a softmax)
+
+
+def check_read_range(cache, split: str, fname: str, field: str, exit_index: int | None, values: np.ndarray,
+                     low: float, high: float) -> None:
+    """CacheFormatError naming the file when ``values`` just read from ``cache`` hold NaN or a value outside
+    ``[low, high]``: the readers' own check, so a cache opened without its integrity pass (``--skip-integrity-check``)
+    never lets a probability of 1.5 or a class id beyond the class count reach a result. One min and max per read."""
+    from .errors import CacheFormatError
+
+    if not values.size:
+        return
+    lo, hi = values.min(), values.max()
+    if lo >= low and hi <= high:
+        return
+    at = "" if exit_index is None else f" at exit {cache.exits[exit_index].name}"
+    where = f"{getattr(cache, 'path', '<memory>')}/{split}/{fname}"
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise CacheFormatError(f"{where}: {field}: NaN or inf values{at}; check the cache with "
+                               "python -m data_cache.validate")
+    bad = lo if lo < low else hi
+    raise CacheFormatError(f"{where}: {field}: {bad.item()!r}{at} is outside [{low:g}, {high:g}]; check the cache "
+                           "with python -m data_cache.validate (was its integrity check skipped?)")
 
 
 def has_duplicates(values: np.ndarray) -> bool:

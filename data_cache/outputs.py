@@ -36,6 +36,8 @@ from ._publish import (RESERVED, link_file, make_work, release_reservation, remo
                        sweep_reservation)
 from .ownership import FileKind, OwnershipError, check_not_input, check_owned_file, check_owned_folder
 
+from .cli_types import check_name_length
+
 __all__ = ["OutputError", "check_output_place", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
 
@@ -59,6 +61,10 @@ def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Pa
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{option} {str(path)!r}: not a {what} name")
+    try:
+        check_name_length(p, option, spare=16)  # atomic_output's temporary name adds up to 16 bytes
+    except ValueError as exc:
+        raise OutputError(str(exc)) from None
     parent = p.parent
     if parent.exists() and not parent.is_dir():
         raise OutputError(f"{option} {p}: {parent} is a file, not a folder")

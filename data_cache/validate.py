@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from ._validation import describe, validate_cache, warn_identical_splits
-from .cli_types import CommandParser
+from ._validation import describe, never_right, validate_cache, warn_identical_splits
+from .cli_types import CommandParser, warn
 from .outputs import cli_entry
 from .reader import MemmapCache
 
@@ -32,6 +32,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     cache = MemmapCache(args.cache)
     warn_identical_splits(cache.manifest, f"{args.cache}: ")
+    for line in never_right(cache):
+        warn(f"{args.cache}: {line}")
     if not args.quiet:
         print(describe(cache))
     print(f"{args.cache}: valid")

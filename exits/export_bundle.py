@@ -44,7 +44,9 @@ from data_cache.outputs import atomic_folder, check_output_folder, cli_entry, wr
 
 from .errors import ExitsError
 from .model import ExitModel
-from .runtime import EnabledExit, ExitRuntime, RuntimeConfig
+from contract import ExitConfig
+
+from .runtime import ExitRuntime, on_saver
 
 __all__ = ["BundleExportError", "EXPORTERS", "DEFAULT_OPSET", "RTOL", "ATOL", "default_exporter", "export_bundle",
            "main"]
@@ -125,16 +127,18 @@ def _runs(segments: Sequence[Any], cuts: set[int], chain: str, last: int | None)
     return parts
 
 
-def plan_parts(model: ExitModel, served: Sequence[EnabledExit], *, base: bool = True) -> list[_Part]:
-    """The graphs that serve the enabled exits ``served`` (execution order): saver runs, backbone runs, heads, base."""
-    saver = [e for e in served if e.saver]
+def plan_parts(model: ExitModel, served: Sequence[int], *, base: bool = True) -> list[_Part]:
+    """The graphs that serve the enabled exits ``served`` (indices into ``model.exits``, execution order): saver
+    runs, backbone runs, heads, base."""
+    specs = [model.exits[i] for i in served]
+    saver = [e for e in specs if on_saver(model, e)]
     parts = _runs(model.saver_segments, {e.position for e in saver}, "saver", saver[-1].position) if saver else []
-    parts += _runs(model.segments, {e.position for e in served if not e.saver}, "backbone", None)
+    parts += _runs(model.segments, {e.position for e in specs if not on_saver(model, e)}, "backbone", None)
     ends = {(p.chain, p.position): p.name for p in parts}
-    for e in served:
+    for e in specs:
         if e.key is not None:
             parts.append(_Part(f"head:{e.name}", "head", None, e.position, False, model.heads[e.key],
-                               (f"head:{e.name}",), ends[("saver" if e.saver else "backbone", e.position)]))
+                               (f"head:{e.name}",), ends[("saver" if on_saver(model, e) else "backbone", e.position)]))
     if base:
         parts.append(_Part("base", "base", None, model.segments[-1].position, True, model.backbone,
                            tuple(s.name for s in model.segments), None))
@@ -206,9 +210,9 @@ def _file_name(i: int, name: str) -> str:
     return f"{GRAPHS_DIR}/{i:02d}-{re.sub(r'[^A-Za-z0-9._-]+', '_', name)}.onnx"
 
 
-def _served(configs: Sequence[RuntimeConfig]) -> list[EnabledExit]:
-    by_index = {e.index: e for c in configs for e in c.exits}
-    return [by_index[i] for i in sorted(by_index, key=lambda i: by_index[i].position)]
+def _served(model: ExitModel, configs: Sequence[ExitConfig]) -> list[int]:
+    """The exits (indices into ``model.exits``) any of ``configs`` enables, in execution order."""
+    return sorted({i for c in configs for i in c.exits}, key=lambda i: model.exits[i].position)
 
 
 def _onnx_opset(data: bytes) -> int | None:
@@ -254,7 +258,7 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
     chosen = runtime.configs if ids is None else list({i: runtime.set_config(i) for i in ids}.values())
     if not chosen:
         raise BundleExportError("the configuration file holds no configuration to export")
-    parts = plan_parts(model, _served(chosen), base=base)
+    parts = plan_parts(model, _served(model, chosen), base=base)
     g = torch.Generator().manual_seed(seed)
     example = _probe(parts, torch.randn(2, *model.input_size, generator=g))
     checks = [_probe(parts, torch.randn(b, *model.input_size, generator=g)) for b in CHECK_BATCHES]
@@ -284,7 +288,7 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
     return manifest
 
 
-def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[RuntimeConfig], parts: Sequence[_Part],
+def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[ExitConfig], parts: Sequence[_Part],
               graphs: list[dict[str, Any]], cache: Any, exporter: str, rtol: float, atol: float,
               data_config: Mapping[str, Any] | None, data: Mapping[str, Any] | None) -> dict[str, Any]:
     import onnx
@@ -293,9 +297,10 @@ def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[RuntimeCo
     entries = {str(entry.get("id", i)): entry for i, entry in enumerate(doc.get("configs", []))}
     doc["configs"] = [dict(entries[c.id], id=c.id) for c in chosen]  # ids kept as the router reads them
     graph_of = {p.name: p for p in parts}
-    exits = [{"name": e.name, "index": e.index, "position": e.position, "head": model.exits[e.index].head,
-              "chain": "saver" if e.saver else "backbone",
-              "graph": f"head:{e.name}" if f"head:{e.name}" in graph_of else None} for e in _served(chosen)]
+    served = [(i, model.exits[i]) for i in _served(model, chosen)]
+    exits = [{"name": e.name, "index": i, "position": e.position, "head": e.head,
+              "chain": "saver" if on_saver(model, e) else "backbone",
+              "graph": f"head:{e.name}" if f"head:{e.name}" in graph_of else None} for i, e in served]
     cfg = dict(data_config if data_config is not None else model.data_config)
     final = model.exits[-1]
     return {

@@ -119,16 +119,17 @@ class CacheComparison:
     """What the cache predicts on one split for the configurations a validation runs, and how a measured run
     agrees with it sample by sample.
 
-    A configuration is an ``exits.runtime.RuntimeConfig`` or a ``bundle.RouteConfig``: its ``exits`` (each with
-    ``index``, ``name``, ``threshold``, ``position``), ``score`` and ``predicted``. The split's scores are read
-    once per score kind. ``objective`` is the export's cost model: its predicted costs are compared with the MACs
-    a run measures only when it is that quantity (``contract.costs.MEASURED_COST_MODEL``)."""
+    A configuration is a :class:`contract.ExitConfig` (the runtime's and the bundle router's): its ``exits``
+    (cache exit indices), ``thresholds``, ``score`` and ``predicted``. The split's scores are read once per score
+    kind. ``objective`` is the export's cost model: its predicted costs are compared with the MACs a run measures
+    only when it is that quantity (``contract.costs.MEASURED_COST_MODEL``)."""
 
     def __init__(self, cache: Any, split: str, tolerance: float, objective: str = MEASURED_COST_MODEL):
         self.cache, self.split, self.tolerance, self.objective = cache, split, tolerance, objective
         self.labels = np.asarray(cache.labels(split))
         self.topk_ids = cache.topk_ids(split)
         self.positions = np.array([e.position for e in cache.exits])
+        self.exit_names = [e.name for e in cache.exits]
         self._problems: dict[str, Any] = {}
 
     @property
@@ -150,21 +151,18 @@ class CacheComparison:
         prediction as
         ``search.ExitProblem.assign`` gives, and the disagreements counted by kind, apart those where a cached
         score at an exit the sample reached lies within ``tolerance`` of that exit's threshold."""
-        from search.config import ExitConfig
-
         problem = self._problem(config.score)
-        cfg = ExitConfig(tuple(e.index for e in config.exits), tuple(e.threshold for e in config.exits), config.score)
-        want_exit = problem.assign(cfg)
+        want_exit = problem.assign(config)
         want_pred = np.asarray(self.topk_ids[want_exit, 0, np.arange(self.n)])
-        ev = problem.evaluate_one(cfg)
+        ev = problem.evaluate_one(config)
         other_exit, other_pred = got_exit != want_exit, got_pred != want_pred
         differ = other_exit | other_pred
         near = np.zeros(self.n, dtype=bool)
         if differ.any():
             reached = self.positions[want_exit]
-            for e in config.exits:
-                close = np.abs(problem.scores[e.index].astype(np.float64) - e.threshold) <= self.tolerance
-                near |= close & (reached >= e.position)
+            for e, t in zip(config.exits, config.thresholds):
+                close = np.abs(problem.scores[e].astype(np.float64) - t) <= self.tolerance
+                near |= close & (reached >= self.positions[e])
         predicted = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
                      "exit_fractions": list(ev.exit_fractions)}   # recomputed: never the export's word
         if self.objective != MEASURED_COST_MODEL:  # the export's costs are not MACs: the cache's MACs compared

@@ -22,13 +22,15 @@ from data_cache import ExitInfo, UnitInfo
 
 from ._registry import create_head, head_entrypoint
 from .errors import ExitsError, UnknownModelError
+from ._limits import check_input_size, translate_download_errors
 from .fingerprint import weights_fingerprint
 from .points import ExitPoint, discover_points, resolve_point_names
 from .probe import probe_plan
 from .segments import BackbonePlan, Segment, cut_segments, plan_for, whole_plan
 from .state import State
 
-__all__ = ["ExitSpec", "UnitSpec", "ExitModel", "attach_exits", "create_backbone", "default_input_size", "head_key",
+__all__ = ["ExitSpec", "UnitSpec", "ExitModel", "attach_exits", "create_backbone", "default_input_size",
+           "check_input_size", "head_key",
            "normalize_heads"]
 
 PointsArg = str | Sequence[str]
@@ -108,7 +110,10 @@ def create_backbone(name: str, *, num_classes: int | None = None, **kwargs: Any)
         raise UnknownModelError(f"unknown model name {name!r} (not in timm's registry; try timm.list_models('{name}*'))")
     kwargs = {k: v for k, v in dict(kwargs, num_classes=num_classes).items() if v is not None}
     kwargs.setdefault("pretrained", False)
-    return timm.create_model(name, **kwargs)
+    if not kwargs["pretrained"]:
+        return timm.create_model(name, **kwargs)
+    with translate_download_errors(name):
+        return timm.create_model(name, **kwargs)
 
 
 def _model_name(model: nn.Module) -> str:
@@ -162,6 +167,7 @@ class ExitModel(nn.Module):
         self.model_name = model_name or _model_name(backbone)
         self.saver_name = None if saver is None else (saver_name or _model_name(saver))
         self.input_size = default_input_size(backbone, input_size)
+        check_input_size(self.input_size)
         self.head_configs = normalize_heads(heads)
         self.saver_head_configs = normalize_heads(saver_heads) if saver_heads is not None else dict(self.head_configs)
         self.heads = nn.ModuleDict()

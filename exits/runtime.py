@@ -1,11 +1,11 @@
 """``ExitRuntime``: run an exported exit configuration on the real model, really exiting early.
 
 The model runs segment by segment. At each enabled exit the head runs on the samples still in the
-batch, the score is computed exactly as ``search/scores.py`` reads the cache (softmax in float32;
-``max_prob`` = top-1 probability, ``margin`` = top-1 minus top-2, ``neg_entropy`` from the logits
-rounded to float16 as the cache stores them) and compared as the spec reads, ``score > threshold`` in
-float64 (done in float32 against the largest float32 <= threshold, which decides every float32 score
-the same way); the samples that pass leave the batch (compaction: the survivors are index-selected from every
+batch, the configuration's exit rule (:mod:`contract.rules`) scores it through one thin adapter,
+:func:`exit_scores`: what the rule reads crosses to the CPU as the cache stores it (the top-k of torch's
+softmax of the float32 logits, as the dump writes them, and/or the logits rounded to float16; a few numbers
+per row, never more than the rule reads), the rule scores it in numpy exactly as the search does and
+decides with its one leave test (``score > threshold`` as float64 reads it); the samples that pass leave the batch (compaction: the survivors are index-selected from every
 batch-carrying tensor of the segment's output state, ``Segment.select``; constants are kept) and the rest
 go on.
 Disabled heads never run. With a saver exit enabled the saver runs first on the whole batch; the
@@ -34,23 +34,37 @@ import numpy as np
 import torch
 from torch import nn
 
+from contract import ContractError, ExitConfig, ExitRule, ExitTable, RuleInputs, get_rule
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 from search import SearchError
 from search.export import EXPORT_FORMAT, read_export
-from search.scores import SCORE_KINDS
 
 from .errors import ExitsError
 from .model import ExitModel, ExitSpec
 
-__all__ = [
-    "RuntimeConfigError", "EnabledExit", "RuntimeConfig", "RunResult", "ExitRuntime", "EXPORT_FORMAT",
-    "SCORE_KINDS", "read_config_file", "exit_scores", "float32_cut",
-]
+__all__ = ["RuntimeConfigError", "RunResult", "ExitRuntime", "EXPORT_FORMAT", "read_config_file", "exit_scores"]
 
+
+def _check_finite(x: torch.Tensor) -> None:
+    """ExitsError when ``x`` holds NaN or infinite values (a model predicts something for them; the bundle router
+    refuses them in the same words)."""
+    bad = ~torch.isfinite(x)
+    if bool(bad.any()):
+        rows = bad.reshape(len(x), -1).any(1).nonzero()
+        raise ExitsError(f"input: {int(bad.sum())} of {bad.numel()} values are NaN or infinite (first in row "
+                         f"{int(rows[0])} of {len(x)}); pass finite, normalised images")
 
 
 class RuntimeConfigError(ExitsError):
     """A configuration that does not belong to this model or cache, or that is malformed."""
+
+
+@dataclass(frozen=True)
+class _ModelExits:
+    """A model's exits as :meth:`contract.ExitTable.of` reads them."""
+
+    exits: list[ExitSpec]
+    n_classes: int
 
 
 def _short(fp: str | None) -> str:
@@ -82,67 +96,25 @@ def _config_document(configs: Mapping[str, Any] | str | Path) -> dict[str, Any]:
     return doc
 
 
-def exit_scores(logits: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
-    """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)``.
+def exit_scores(logits: torch.Tensor, rule: ExitRule | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """The torch adapter of the exit rules: score ``(b,)`` float32 (on the logits' device) and top-1 prediction
+    ``(b,)`` int64 of logits ``(b, n_classes)``.
 
-    Computed as the dump and ``search.scores`` do: softmax of float32 logits, sorted top-k.
+    Only what ``rule`` reads crosses to the CPU, as the cache stores it: the top-k of torch's softmax of the
+    float32 logits (as the dump writes them) and/or the logits rounded to float16; the rule scores them in numpy.
     """
+    rule = get_rule(rule) if isinstance(rule, str) else rule
     z = logits.float()
-    top = torch.softmax(z, dim=1).topk(2 if kind == "margin" else 1, dim=1, largest=True, sorted=True)
-    pred = top.indices[:, 0]
-    if kind == "max_prob":
-        return top.values[:, 0], pred
-    if kind == "margin":
-        return top.values[:, 0] - top.values[:, 1], pred
-    zz = z.half().float()  # the cache holds float16 logits; neg_entropy is computed from those
-    zz = zz - zz.amax(dim=1, keepdim=True)
-    logp = zz - torch.log(torch.exp(zz).sum(dim=1, keepdim=True))
-    return (torch.exp(logp) * logp).sum(dim=1), pred
+    top = torch.softmax(z, dim=1).topk(max(1, min(rule.k, z.shape[1])), dim=1, largest=True, sorted=True)
+    probs = top.values.cpu().numpy() if "topk_probs" in rule.reads else None
+    z16 = z.half().cpu().numpy() if "logits" in rule.reads else None
+    s = rule.score(RuleInputs(topk_probs=probs, logits=z16))
+    return torch.from_numpy(s).to(z.device), top.indices[:, 0]
 
 
-def _score_range(kind: str, n_classes: int) -> tuple[float, float]:
-    return (-math.log(n_classes), 0.0) if kind == "neg_entropy" else (0.0, 1.0)
-
-
-def float32_cut(threshold: float) -> float:
-    """The largest float32 <= ``threshold``: for a float32 score s, ``s > cut`` iff ``float64(s) > threshold``."""
-    cut = float(np.float32(threshold))
-    return float(np.nextafter(np.float32(cut), np.float32(-np.inf))) if cut > threshold else cut
-
-
-@dataclass(frozen=True)
-class EnabledExit:
-    """An enabled early exit resolved against the model: ``index`` into ``model.exits``; ``cut`` is
-    :func:`float32_cut` of ``threshold``."""
-
-    index: int
-    name: str
-    position: int
-    threshold: float
-    key: str | None
-    saver: bool
-    cut: float = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "cut", float32_cut(self.threshold))
-
-
-@dataclass(frozen=True)
-class RuntimeConfig:
-    """One configuration of a table: its id, enabled exits (execution order), score kind and the
-    numbers the cache predicted (``predicted["search"|"holdout"] = {accuracy, relative_cost, ...}``;
-    ``predicted["certificate"]``: the export's certificate, when it has one)."""
-
-    id: str
-    exits: tuple[EnabledExit, ...]
-    score: str = "max_prob"
-    predicted: dict[str, Any] = field(default_factory=dict, compare=False)
-
-    def relative_cost(self, split: str = "search") -> float | None:
-        return (self.predicted.get(split) or {}).get("relative_cost")
-
-    def accuracy(self, split: str = "search") -> float | None:
-        return (self.predicted.get(split) or {}).get("accuracy")
+def on_saver(model: ExitModel, spec: ExitSpec) -> bool:
+    """Whether the exit ``spec`` stands on the model's saver (before the backbone's first segment)."""
+    return model.saver is not None and spec.position < model.segments[0].position
 
 
 @dataclass
@@ -165,6 +137,8 @@ class RunResult:
 
 
 _Left = tuple[torch.Tensor | None, torch.Tensor, torch.Tensor, int, float]
+_Stop = tuple[int, float, ExitSpec]
+"""An enabled exit in a run: its index in ``model.exits``, threshold and spec."""
 """Rows that left the batch together (input rows; None: all), their predictions, scores, exit, MACs each."""
 
 
@@ -198,8 +172,8 @@ class ExitRuntime:
         self.base_macs = float(sum(self.unit_macs[u] for u in final.units))
         self._modules: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
         self._compile = compile
-        self.base_config = RuntimeConfig("base", (), "max_prob", {})
-        self.configs: list[RuntimeConfig] = []
+        self.base_config = ExitConfig(id="base")
+        self.configs: list[ExitConfig] = []
         self.doc: dict[str, Any] | None = None
         self.verification = None   # search.verify.Verification: the table's numbers recomputed from ``cache``
         self.objective = DEFAULT_COST_MODEL  # the export's cost model: units of predicted costs, select(budget=)
@@ -269,59 +243,29 @@ class ExitRuntime:
             raise RuntimeConfigError("the configuration's cache cannot be checked: pass the cache it was searched on "
                                      "(cache=) or that cache's fingerprint (cache_fingerprint=)")
 
-    def _resolve(self, entry: Mapping[str, Any], i: int, default_score: str) -> RuntimeConfig:
+    def _resolve(self, entry: Mapping[str, Any], i: int, default_score: str) -> ExitConfig:
+        """One entry of the table, validated once (:meth:`contract.ExitConfig.from_json`) against the model's exits."""
         model = self.model
         cid = str(entry.get("id", i))
-        by_name = {e.name: (j, e) for j, e in enumerate(model.exits)}
-        items = entry.get("exits", [])
-        if not isinstance(items, list):
-            raise RuntimeConfigError(f"config {cid}: 'exits' must be a list")
-        scores = {d.get("score", default_score) for d in items if isinstance(d, Mapping)} or {default_score}
-        if len(scores) > 1:
-            raise RuntimeConfigError(f"config {cid}: mixed score kinds {sorted(scores)} in one configuration")
-        score = scores.pop()
-        if score not in SCORE_KINDS:
-            raise RuntimeConfigError(f"config {cid}: unknown score kind {score!r}; choose one of {list(SCORE_KINDS)}")
-        lo, hi = _score_range(score, model.num_classes)
-        enabled: list[EnabledExit] = []
-        for d in items:
-            if not isinstance(d, Mapping) or not {"name", "position", "threshold"} <= set(d):
-                raise RuntimeConfigError(f"config {cid}: exit entry {d!r} lacks name, position or threshold")
-            name = d["name"]
-            if name not in by_name:
-                raise RuntimeConfigError(f"config {cid}: exit {name!r} is not an exit of this model "
-                                         f"({model.model_name} has {len(model.exits)} exits, e.g. "
-                                         f"{[e.name for e in model.exits[:3]]})")
-            j, spec = by_name[name]
-            if spec.final:
-                raise RuntimeConfigError(f"config {cid}: exit {name!r} is the final exit; it cannot be an early exit")
-            if spec.position != d["position"] or ("head" in d and d["head"] != spec.head):
-                raise RuntimeConfigError(f"config {cid}: exit {name!r} is at position {spec.position} with head "
-                                         f"{spec.head!r} in this model, not {d['position']} / {d.get('head')!r}")
-            t = d["threshold"]
-            if isinstance(t, bool) or not isinstance(t, (int, float)) or not lo <= float(t) <= hi:
-                raise RuntimeConfigError(f"config {cid}: exit {name!r}: threshold {t!r} outside [{lo:g}, {hi:g}] "
-                                         f"for score {score!r}")
-            if enabled and spec.position <= enabled[-1].position:
-                raise RuntimeConfigError(f"config {cid}: exit {name!r}: enabled exits must be in execution order, "
-                                         "one per position")
-            enabled.append(EnabledExit(j, name, spec.position, float(t), spec.key, self._on_saver(spec)))
+        where = (f"an exit of this model ({model.model_name} has {len(model.exits)} exits, e.g. "
+                 f"{[e.name for e in model.exits[:3]]})")
+        table = ExitTable.of(_ModelExits(model.exits, model.num_classes), where)
         predicted = {k: dict(entry[k]) for k in ("search", "holdout", "certificate") if isinstance(entry.get(k), Mapping)}
-        return RuntimeConfig(cid, tuple(enabled), score, predicted)
-
-    def _on_saver(self, spec: ExitSpec) -> bool:
-        return self.model.saver is not None and spec.position < self.model.segments[0].position
+        try:
+            return ExitConfig.from_json(entry.get("exits", []), table, default_score, id=cid, predicted=predicted)
+        except ContractError as exc:
+            raise RuntimeConfigError(f"config {cid}: {exc}") from None
 
     # -- choosing -------------------------------------------------------------------------------
     @property
     def ids(self) -> list[str]:
         return [c.id for c in self.configs]
 
-    def set_config(self, config: str | int | RuntimeConfig | None) -> RuntimeConfig:
+    def set_config(self, config: str | int | ExitConfig | None) -> ExitConfig:
         """Switch to a configuration of the table by id or index (None: the base model); no reloading."""
         if config is None:
             self.config = self.base_config
-        elif isinstance(config, RuntimeConfig):
+        elif isinstance(config, ExitConfig):
             self.config = config
         elif isinstance(config, int):
             if not -len(self.configs) <= config < len(self.configs):
@@ -336,7 +280,7 @@ class ExitRuntime:
         return self.config
 
     def select(self, budget: float | None = None, *, max_drop: float | None = None,
-               split: str = "search") -> RuntimeConfig:
+               split: str = "search") -> ExitConfig:
         """Switch to a configuration of the table and return it.
 
         ``budget``: the most accurate whose predicted relative cost on ``split`` (in the units of the export's
@@ -356,7 +300,7 @@ class ExitRuntime:
         best = max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split)))
         return self.set_config(best)
 
-    def _certified_within(self, max_drop: float, split: str) -> RuntimeConfig:
+    def _certified_within(self, max_drop: float, split: str) -> ExitConfig:
         certified = {c.id: (c.predicted.get("certificate") or {}).get("certified_drop") for c in self.configs}
         fits = [c for c in self.configs if certified[c.id] is not None and certified[c.id] <= max_drop + 1e-12]
         if not fits:
@@ -384,14 +328,15 @@ class ExitRuntime:
         with torch.inference_mode():
             return self._fn(self.model.backbone)(self._input(x))
 
-    def __call__(self, x: torch.Tensor, config: str | int | RuntimeConfig | None = None) -> RunResult:
+    def __call__(self, x: torch.Tensor, config: str | int | ExitConfig | None = None) -> RunResult:
         return self.run(x, config)
 
-    def run(self, x: torch.Tensor, config: str | int | RuntimeConfig | None = None) -> RunResult:
+    def run(self, x: torch.Tensor, config: str | int | ExitConfig | None = None) -> RunResult:
         """Run a batch ``(b, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
-        model, macs = self.model, self.unit_macs
+        model, macs, rule = self.model, self.unit_macs, cfg.rule
         x = self._input(x)
+        _check_finite(x)
         n = x.shape[0]
         left: list[_Left] = []
         with torch.inference_mode():
@@ -403,26 +348,27 @@ class ExitRuntime:
                     h = self._fn(seg)(h)
                     spent += macs[seg.name]
                     if stop is None and seg is segments[-1]:  # the final exit: everyone still here leaves
-                        s, p = exit_scores(h, cfg.score)
+                        s, p = exit_scores(h, rule)
                         left.append((idx, p, s, len(model.exits) - 1, spent))
                         return self._collect(left, n)
-                    e = at.get(seg.position)
-                    if e is None:
+                    stop_here = at.get(seg.position)
+                    if stop_here is None:
                         continue
+                    index, threshold, e = stop_here
                     if e.key is not None:
                         logits = self._fn(model.heads[e.key])(seg.stream(h))
                         spent += macs[f"head:{e.name}"]
                     else:
                         logits = h
-                    s, p = exit_scores(logits, cfg.score)
-                    leave = s > e.cut
+                    s, p = exit_scores(logits, rule)
+                    leave = torch.from_numpy(rule.leaves(s.cpu().numpy(), threshold)).to(s.device)
                     rows = torch.nonzero(leave).squeeze(1)
                     if rows.numel() == leave.shape[0]:
-                        left.append((idx, p, s, e.index, spent))
+                        left.append((idx, p, s, index, spent))
                         return self._collect(left, n)
                     if rows.numel():
                         left.append((rows if idx is None else idx.index_select(0, rows), p.index_select(0, rows),
-                                     s.index_select(0, rows), e.index, spent))
+                                     s.index_select(0, rows), index, spent))
                         keep = torch.nonzero(~leave).squeeze(1)
                         idx = keep if idx is None else idx.index_select(0, keep)
                         h = seg.select(h, keep)
@@ -430,15 +376,16 @@ class ExitRuntime:
                         break
         raise AssertionError("unreachable: the backbone chain ends at the final exit")
 
-    def _chains(self, cfg: RuntimeConfig) -> list[tuple[list, dict[int, EnabledExit], int | None]]:
+    def _chains(self, cfg: ExitConfig) -> list[tuple[list, dict[int, _Stop], int | None]]:
         """(segments, enabled exits by position, last position to run) per model run: the saver up to its
         last enabled exit (if any is enabled), then the backbone to its final exit."""
         model = self.model
-        saver_exits = [e for e in cfg.exits if e.saver]
+        stops = [(e, t, model.exits[e]) for e, t in zip(cfg.exits, cfg.thresholds)]
+        saver = [s for s in stops if on_saver(model, s[2])]
         chains = []
-        if saver_exits:
-            chains.append((model.saver_segments, {e.position: e for e in saver_exits}, saver_exits[-1].position))
-        chains.append((model.segments, {e.position: e for e in cfg.exits if not e.saver}, None))
+        if saver:
+            chains.append((model.saver_segments, {s[2].position: s for s in saver}, saver[-1][2].position))
+        chains.append((model.segments, {s[2].position: s for s in stops if not on_saver(model, s[2])}, None))
         return chains
 
     def _collect(self, left: list[_Left], n: int) -> RunResult:
@@ -455,14 +402,14 @@ class ExitRuntime:
         order[rows] = torch.arange(n)
         return RunResult(preds[order], exits[order], scores[order], cost[order], self.base_macs)
 
-    def _lookup(self, config: str | int | RuntimeConfig) -> RuntimeConfig:
+    def _lookup(self, config: str | int | ExitConfig) -> ExitConfig:
         current = self.config
         try:
             return self.set_config(config)
         finally:
             self.config = current
 
-    def run_loader(self, batches: Iterable[Any], config: str | int | RuntimeConfig | None = None) -> RunResult:
+    def run_loader(self, batches: Iterable[Any], config: str | int | ExitConfig | None = None) -> RunResult:
         """Run an iterable of input batches (or ``(x, ...)`` tuples) and concatenate the results."""
         parts = [self.run(b[0] if isinstance(b, (tuple, list)) else b, config) for b in batches]
         if not parts:

@@ -337,6 +337,17 @@ def _check_same_split(args: argparse.Namespace) -> None:
         raise ExitsError(f"{args.out}: was trained on {recorded}; resuming with {wanted} would change the training rows")
 
 
+def _check_data(args: argparse.Namespace, splits) -> None:
+    """Rows to train on, and every label within the class count the heads get (before anything is built)."""
+    from .data import DataError, check_labels
+
+    if not len(splits.train):
+        raise DataError(f"{args.dataset}: no training rows (the dataset has a single part, or --max-samples "
+                        "cut them); train on a dataset with a train part")
+    option = "--num-classes" if args.num_classes else f"{args.dataset}'s class count"
+    check_labels(splits, args.num_classes or splits.n_classes, option=option)
+
+
 def main(argv: list[str] | None = None) -> int:
     """``python -m exits.train``: exit status 0, or 2 with one line on bad input."""
     from torch.utils.data import DataLoader, DistributedSampler
@@ -344,7 +355,7 @@ def main(argv: list[str] | None = None) -> int:
     from data_cache.outputs import OutputError
 
     from .checkpoints import save_checkpoint
-    from .data import load_splits
+    from .data import error_line, load_splits
     from .errors import ExitsError
 
     args = _parser().parse_args(argv)
@@ -357,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
         splits = load_splits(args.dataset, args.data_root, data_config=None, search_fraction=args.search_fraction,
                              seed=args.seed, max_samples=args.max_samples, download=args.download,
                              calibration_size=args.calibration_size)
+        _check_data(args, splits)
         model, data_config, state, include_backbone = _build(args, splits.n_classes)
         splits.set_transform(data_config)
     except (ExitsError, OutputError) as exc:
@@ -412,10 +424,10 @@ def main(argv: list[str] | None = None) -> int:
             save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
                             backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"),
                             overwrite=replace)
-    except OutputError as exc:                      # a full disk while saving: one line, nothing half-written
+    except (OutputError, ExitsError) as exc:    # a full disk while saving, an image that cannot be decoded
         if args.debug:
             raise
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
     if rank == 0:
         if history:

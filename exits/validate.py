@@ -38,7 +38,9 @@ from .measure import (CacheComparison, add_timing_options, describe_machine, exi
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
-    from .runtime import ExitRuntime, RuntimeConfig
+    from contract import ExitConfig
+
+    from .runtime import ExitRuntime
 
 __all__ = ["REPORT_FORMAT", "validate", "main"]
 
@@ -57,10 +59,10 @@ def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
     return counter.get_total_flops() / 2, out
 
 
-def validate(runtime: ExitRuntime, configs: list[RuntimeConfig], loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
+def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
              latency_samples: list[torch.Tensor], rounds: int = 3, tolerance: float = 1e-6,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run ``configs`` (``RuntimeConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
+    """Run ``configs`` (``contract.ExitConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
     in the cache's row order) and time them against the base model; return the report dictionary."""
     device = runtime.device
     objective = runtime.objective
@@ -91,14 +93,14 @@ def validate(runtime: ExitRuntime, configs: list[RuntimeConfig], loader: Any, *,
                               latency_samples, rounds, device)
         entry = {
             "id": c.id,
-            "exits": [{"name": e.name, "threshold": e.threshold} for e in c.exits],
+            "exits": [{"name": runtime.model.exits[e].name, "threshold": t} for e, t in zip(c.exits, c.thresholds)],
             "score": c.score,
             "predicted": predicted,
             "measured": {"accuracy": float(np.mean(got_pred == labels)),
                          "relative_cost": counted / n / base_counted,
                          "relative_cost_accounted": result.relative_cost,
                          "macs_per_sample": counted / n,
-                         "exit_fractions": exit_fractions(got_exit, [e.index for e in c.exits],
+                         "exit_fractions": exit_fractions(got_exit, list(c.exits),
                                                           len(runtime.model.exits) - 1)},
             **agreement,
             "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),

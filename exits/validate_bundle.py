@@ -49,7 +49,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
                     split: str, cache: Any, timing_batches: Sequence[np.ndarray] = (),
                     latency_samples: Sequence[np.ndarray] = (), rounds: int = 3, tolerance: float = 1e-5,
                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run ``configs`` (``bundle.RouteConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
+    """Run ``configs`` (``contract.ExitConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
     row order of ``split``), time them against the base graph; return the report dictionary."""
     say = progress or (lambda msg: None)
     objective = router.objective
@@ -72,13 +72,13 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
         predicted, agreement = comparison.compare(c, result.exits, result.predictions)
         entry: dict[str, Any] = {
             "id": c.id,
-            "exits": [{"name": e.name, "threshold": e.threshold} for e in c.exits],
+            "exits": [{"name": comparison.exit_names[e], "threshold": t} for e, t in zip(c.exits, c.thresholds)],
             "score": c.score,
             "predicted": predicted,
             "measured": {"accuracy": float(np.mean(result.predictions == labels)),
                          "relative_cost": result.relative_cost,
                          "macs_per_sample": float(result.macs.mean()),
-                         "exit_fractions": exit_fractions(result.exits, [e.index for e in c.exits], router.final_exit)},
+                         "exit_fractions": exit_fractions(result.exits, list(c.exits), router.final_exit)},
             **agreement,
             "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
         }

@@ -5,9 +5,10 @@ from numbers import Real
 
 import numpy as np
 
+from contract import ContractError
 from data_cache.synthetic import as_generator as _as_generator
 
-__all__ = ["SearchError", "SearchWarning", "check_scalar", "check_split", "as_generator"]
+__all__ = ["SearchError", "SearchWarning", "check_scalar", "check_split", "checked", "as_generator"]
 
 
 class SearchError(ValueError):
@@ -39,6 +40,15 @@ def check_split(cache, split: str) -> str:
     if cache.n_samples(split) == 0:
         raise SearchError(f"split {split!r} is empty")
     return split
+
+
+def checked(config, cache):
+    """``config`` (a :class:`contract.ExitConfig`) checked against ``cache`` once (``ExitConfig.check`` remembers
+    the cache it was checked for), or a SearchError with the contract's line."""
+    try:
+        return config.check(cache)
+    except ContractError as exc:
+        raise SearchError(str(exc)) from None
 
 
 def as_generator(seed) -> np.random.Generator:

@@ -35,7 +35,7 @@ from .params import PARAMS, Options, check_options
 from .problem import ExitProblem
 from .result import Indicators, SearchResult
 from .standalone import oracle_bound
-from .subsample import FitSample, check_fit_memory, fit_problem, plan_fit
+from .subsample import FitSample, certification_rows, check_fit_memory, fit_problem, never_right, plan_fit
 
 __all__ = ["search", "open_search_cache"]
 
@@ -59,10 +59,15 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
         warnings.warn(line, SearchWarning, stacklevel=2)
     sample = plan_fit(reader, "search", subsample=opts.subsample, above=opts.subsample_above, seed=opts.seed)
     _check_certification(opts, reader, sample)
+    certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
+    fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
     check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits), opts.methods,
-                     opts.memory_limit * 1e9)
+                     opts.memory_limit * 1e9,
+                     calibration_rows=certification_rows(reader, fraction, sample) if certified else 0)
     fit = fit_problem(reader, "search", sample, objective=opts.objective, score=opts.score,
                       chunk_size=opts.chunk_size)
+    for line in never_right(fit):              # legal, but a front there means nothing
+        warnings.warn(line, SearchWarning, stacklevel=2)
     on_search = (SplitEvaluator.of_problem(fit, chunk_size=opts.chunk_size) if sample is None
                  else SplitEvaluator.like(fit, "search", chunk_size=opts.chunk_size))
     holdout = SplitEvaluator.like(fit, "holdout", chunk_size=opts.chunk_size)
@@ -101,7 +106,8 @@ def _check_certification(opts: Options, cache, sample: FitSample | None) -> None
     the asked drop at all; ``sample``: the subsample the methods will fit on."""
     if opts.uncertified or (opts.max_drop is None and opts.budget is None):
         return
-    check_calibration_split(cache)
+    for line in check_calibration_split(cache):   # content overlaps too small to refuse, or with the holdout
+        warnings.warn(line, SearchWarning, stacklevel=2)
     if CALIBRATION_SPLIT in cache.splits() and opts.calibration_fraction is not None:
         raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
                           f"calibration set; {opts.label('calibration_fraction')} only cuts a search split when there "

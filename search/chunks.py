@@ -9,7 +9,9 @@ from typing import Iterator
 
 import numpy as np
 
+from data_cache import format as fmt
 from data_cache.blocks import BlockReader
+from data_cache.integrity import check_read_range
 
 from .scores import compute_scores
 
@@ -23,11 +25,14 @@ def read_block(cache, split: str, score: str, start: int, stop: int, reader: Blo
     """Scores ``(n_exits, stop - start)`` float32 and whether each exit's top-1 is right (same shape, bool)."""
     scores = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
     labels = reader.read(cache.labels(split)[start:stop])
+    top = cache.n_classes - 1              # what is read is range-checked: the integrity pass may have been skipped
+    check_read_range(cache, split, fmt.LABELS, "labels", None, labels, 0, top)
     ids = cache.topk_ids(split)
     correct = np.empty(scores.shape, dtype=bool)
     top1 = np.empty(stop - start, dtype=ids.dtype)
     for e in range(scores.shape[0]):
-        np.equal(reader.read(ids[e, 0, start:stop], top1), labels, out=correct[e])
+        check_read_range(cache, split, fmt.TOPK_IDS, "class ids", e, reader.read(ids[e, 0, start:stop], top1), 0, top)
+        np.equal(top1, labels, out=correct[e])
     return scores, correct
 
 

@@ -19,7 +19,9 @@ import numpy as np
 
 from ._validation import SearchError, check_scalar
 from .config import ExitConfig
-from .scores import float32_cut, score_range
+from contract import float32_cut
+
+from .scores import score_range
 
 __all__ = ["ENCODINGS", "MixedEncoding", "constraint_values", "check_constraints"]
 

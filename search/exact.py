@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract import float32_cut
 from data_cache.blocks import BlockReader
 
-from ._validation import SearchError, check_split
+from ._validation import SearchError, check_split, checked
 from .chunks import DEFAULT_CHUNK_SIZE, read_block
 from .config import ExitConfig
 from .costs import CostTable
 from .problem import Evaluation
-from .scores import float32_cut
 from .standalone import SplitStats
 
 __all__ = ["SplitEvaluator"]
@@ -201,7 +201,7 @@ class SplitEvaluator:
     def _check(self, config: ExitConfig) -> ExitConfig:
         if config.score != self.score:
             raise SearchError(f"configuration uses score {config.score!r} but the evaluator scores {self.score!r}")
-        return config.check(self.cache)
+        return checked(config, self.cache)
 
     @property
     def stats(self) -> SplitStats:

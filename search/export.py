@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract import ContractError
 from data_cache.outputs import write_text_atomic
 from data_cache.ownership import json_kind
 
@@ -120,6 +121,6 @@ def export_configs(doc: dict, cache, *, source: str = "export") -> list[tuple[st
     for i, d in enumerate(doc["configs"]):
         try:
             out.append((d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache, default_score)))
-        except SearchError as exc:
+        except ContractError as exc:
             raise SearchError(f"{source}: configs[{i}].{exc}") from None
     return out

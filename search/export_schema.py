@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import math
 
+from contract import entries_problems, list_rules
 from data_cache.schema import name_problem
 
 from .certify import BOUNDS
 from .costs import list_cost_models
-from .scores import SCORE_KINDS
 
 __all__ = ["export_problems", "exit_entries_problems", "certificate_problems"]
 
@@ -33,52 +33,15 @@ def _int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _threshold_problem(t, score) -> str | None:
-    if not _number(t):
-        return f"must be a finite number ({_got(t)})"
-    if score == "neg_entropy":
-        return None if t <= 0 else f"{t} outside [-log(n_classes), 0] for score 'neg_entropy'"
-    return None if 0 <= t <= 1 else f"{t} outside [0, 1] for score {score!r}"
-
-
 def exit_entries_problems(entries, field: str = "exits", default_score: str = "max_prob") -> list[str]:
-    """Problems of a configuration's ``exits`` list (enabled early exits in execution order); an entry
-    without ``score`` uses ``default_score``."""
-    if not isinstance(entries, list):
-        return [f"{field}: must be a list of exit objects ({_got(entries)})"]
-    problems, scores, last = [], set(), None
-    for j, d in enumerate(entries):
-        f = f"{field}[{j}]"
-        if not isinstance(d, dict):
-            problems.append(f"{f}: must be an object with name, position and threshold ({_got(d)})")
-            continue
-        for key in ("name", "position", "threshold"):
-            if key not in d:
-                problems.append(f"{f}.{key}: missing")
-        if "name" in d and name_problem(d["name"]):
-            problems.append(f"{f}.name: {name_problem(d['name'])}")
-        if "head" in d and name_problem(d["head"]):
-            problems.append(f"{f}.head: {name_problem(d['head'])}")
-        pos = d.get("position")
-        if "position" in d:
-            if not _int(pos) or pos < 0:
-                problems.append(f"{f}.position: must be an integer >= 0 ({_got(pos)})")
-            elif last is not None and pos <= last:
-                problems.append(f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
-                                "position")
-            else:
-                last = pos
-        score = d.get("score", default_score)
-        if score not in SCORE_KINDS:
-            problems.append(f"{f}.score: must be one of {list(SCORE_KINDS)} ({_got(score)})")
-        else:
-            scores.add(score)
-        if "threshold" in d:
-            problem = _threshold_problem(d["threshold"], score)
-            if problem:
-                problems.append(f"{f}.threshold: {problem}")
-    if len(scores) > 1:
-        problems.append(f"{field}: mixed score kinds {sorted(scores)} in one configuration are not supported")
+    """Problems of a configuration's ``exits`` list: the contract's (:func:`contract.entries_problems`), then
+    the cache format's name rules (never a path)."""
+    problems = entries_problems(entries, field, default_score)
+    for j, d in enumerate(entries if isinstance(entries, list) else []):
+        for key in ("name", "head"):
+            value = d.get(key) if isinstance(d, dict) else None
+            if isinstance(value, str) and value and name_problem(value):
+                problems.append(f"{field}[{j}].{key}: {name_problem(value)}")
     return problems
 
 
@@ -212,7 +175,7 @@ def export_problems(doc) -> list[str]:
         return [f"document: must be a JSON object ({_got(doc)})"]
     problems: list[str] = []
     _optional(doc, "objective", _one_of(list_cost_models()), problems)
-    _optional(doc, "score", _one_of(SCORE_KINDS), problems)
+    _optional(doc, "score", _one_of(list_rules()), problems)
     cache = doc.get("cache")
     if not isinstance(cache, dict):
         problems.append(f"cache: must be an object with the cache's fingerprint ({_got(cache)})")
@@ -246,7 +209,7 @@ def export_problems(doc) -> list[str]:
         problems.append(f"configs: must be a list of configuration objects ({_got(configs)})")
     else:
         ids: set = set()
-        score = doc.get("score") if doc.get("score") in SCORE_KINDS else "max_prob"
+        score = doc.get("score") if doc.get("score") in list_rules() else "max_prob"
         for i, c in enumerate(configs):
             problems.extend(_config_problems(c, i, ids, score))
     return problems

@@ -24,7 +24,7 @@ from .chunks import DEFAULT_CHUNK_SIZE
 from .costs import list_cost_models
 from .engines import engine_class
 from .pareto_testing import DEFAULT_DELTA
-from .scores import SCORE_KINDS
+from .scores import score_kinds
 from .subsample import DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE
 
 __all__ = ["Param", "PARAMS", "Options", "check_options", "options_from_args", "add_arguments", "DEFAULT_METHODS",
@@ -109,7 +109,7 @@ _TABLE = [
     Param("objective", "choice", "cost model (contract/costs/): counted MACs, measured latency if the cache has it, "
           "or units (each segment or head costs 1) (default macs)", "macs", choices=tuple(list_cost_models())),
     Param("score", "choice", "confidence score compared with thresholds (default max_prob)", "max_prob",
-          choices=SCORE_KINDS),
+          choices=tuple(score_kinds())),
     _float("max_drop", "a number of points in [0, 100]", "answer: cheapest configuration within POINTS percentage "
            "points of the base top-1 accuracy (e.g. 0.5), certified on calibration data with confidence 1-DELTA "
            "(--risk)", 0.0, 100.0, metavar="POINTS"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import SearchError
+from ._validation import SearchError, checked
 from .front import Front
 
 __all__ = ["plot_fronts", "plot_exit_distribution", "plot_hv_history"]
@@ -80,7 +80,7 @@ def plot_exit_distribution(problem, config, *, ax=None, path=None):
     """Bar chart of the fraction of samples leaving at each enabled exit and the final one,
     each bar labelled with the accuracy of the samples that left there. ``problem``: an ExitProblem
     or a SplitEvaluator of the split."""
-    config.check(problem.cache)
+    checked(config, problem.cache)
     counts, right = problem.exit_outcomes(config)
     exits = list(config.exits) + [len(problem.cache.exits) - 1]
     names = [problem.cache.exits[e].name for e in exits]

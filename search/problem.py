@@ -5,11 +5,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import SearchError, check_split
+from ._validation import SearchError, check_split, checked
 from .chunks import DEFAULT_CHUNK_SIZE, load_split
 from .config import ExitConfig
 from .costs import CostTable, cost_table
-from .scores import float32_cut
+from .scores import rule_for
 
 __all__ = ["ExitProblem", "Evaluation"]
 
@@ -45,6 +45,7 @@ class ExitProblem:
     def __init__(self, cache, split: str = "search", *, objective: str = "macs", score: str = "max_prob",
                  costs: CostTable | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
         self.cache, self.split, self.score = cache, check_split(cache, split), score
+        self.rule = rule_for(score)
         self.costs = costs if costs is not None else cost_table(cache, objective)
         self.objective = self.costs.objective  # the cost model's name: what an export records
         self.split_size = cache.n_samples(split)
@@ -94,7 +95,7 @@ class ExitProblem:
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
         for e, t in zip(config.exits, config.thresholds):
-            np.greater(self.scores[e], float32_cut(t), out=leave)  # = float64 comparison, as the spec reads
+            self.rule.leaves(self.scores[e], t, out=leave)  # = float64 comparison, as the spec reads
             leave &= remaining
             out[leave] = e
             remaining &= ~leave
@@ -115,7 +116,7 @@ class ExitProblem:
         counts = np.empty(len(exits) + 1, dtype=np.int64)
         n_correct = 0
         for j, (e, t) in enumerate(zip(exits, thresholds)):
-            np.greater(self.scores[e], float32_cut(t), out=leave)
+            self.rule.leaves(self.scores[e], t, out=leave)
             leave &= remaining
             counts[j] = np.count_nonzero(leave)
             if counts[j]:
@@ -129,7 +130,7 @@ class ExitProblem:
         """Raise SearchError unless ``config`` fits this cache and uses this problem's score kind."""
         if config.score != self.score:
             raise SearchError(f"configuration uses score {config.score!r} but the problem was built for {self.score!r}")
-        return config.check(self.cache)
+        return checked(config, self.cache)
 
     def evaluate_one(self, config: ExitConfig) -> Evaluation:
         """Accuracy, cost and exit fractions of one configuration (counts as one evaluation)."""

@@ -159,6 +159,9 @@ def _most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: 
     config = _bisect_then_polish(problem, lambda e, c: c <= limit, lambda e, c: (e, c), n_bisect,
                                  feasible_at_high=False, front=front)
     if config is None:
+        if not problem.positions:
+            raise SearchError(f"no configuration meets relative cost <= {budget}: the cache has no early exits, "
+                              "so the base model (relative cost 1) is the only answer; ask --budget 1 or more")
         cheapest = min(problem.costs.standalone_cost(e) for ex in problem.position_exits for e in ex)
         raise SearchError(f"no configuration meets relative cost <= {budget}: the cheapest reachable is "
                           f"{cheapest / problem.costs.base_cost:.4f} (everything leaving at the cheapest exit)")

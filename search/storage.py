@@ -9,6 +9,11 @@ SearchError within ``timeout`` seconds instead of hanging.
 A study remembers which problem it searches: ``open_study`` stores a fingerprint (cache, split,
 score kind, cost measure, positions and their exits, encoding, a digest of the scores and costs)
 in the study's user attributes and refuses to continue a study made for another problem.
+
+A run on a shared storage tags each trial it asks with its run (host, pid, process start time: ``run_record``),
+so a rerun can tell the RUNNING trials of a killed run, which nothing would ever finish, from those of a run still
+alive (here or on another host): ``open_study`` marks the former FAIL and says so in a warning; the others are
+left alone (so is a trial of a run killed between asking it and tagging it: one storage write apart).
 optuna is imported lazily.
 """
 from __future__ import annotations
@@ -16,19 +21,24 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
+import os
+import socket
+import warnings
 from pathlib import Path
 
 import numpy as np
 
 from data_cache.fingerprint import digest_arrays
 
-from ._validation import SearchError
+from ._validation import SearchError, SearchWarning
 
 __all__ = ["JOURNAL_SUFFIXES", "get_storage", "describe_storage", "is_shared", "problem_fingerprint",
-           "default_study_name", "open_study", "FINGERPRINT_ATTR"]
+           "default_study_name", "open_study", "FINGERPRINT_ATTR", "RUN_ATTR", "run_record", "run_alive",
+           "fail_dead_trials"]
 
 JOURNAL_SUFFIXES = (".log", ".journal")
 FINGERPRINT_ATTR = "exitsearch"
+RUN_ATTR = "exitsearch-run"      # the trial user attribute naming the run that asked it
 _MEMORY = ("memory", ":memory:")
 
 
@@ -168,6 +178,61 @@ def problem_fingerprint(problem, encoding: str) -> dict:
     return json.loads(json.dumps(fp))
 
 
+def _process_start(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), None if there is no such process; -1 where
+    /proc is missing but the process exists (the pid alone then says whether it lives)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        return int(stat[stat.rindex(")") + 2:].split()[19])   # field 22, after the command name in parentheses
+    except FileNotFoundError:
+        if Path("/proc/self/stat").exists():
+            return None
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except OSError:
+        pass
+    return -1
+
+
+def run_record() -> dict:
+    """This process as a run: host, pid and start time (a reused pid has another start time)."""
+    return {"host": socket.gethostname(), "pid": os.getpid(), "start": _process_start(os.getpid())}
+
+
+def run_alive(record) -> bool:
+    """Whether the run ``record`` (a :func:`run_record`) may still be running: always True for another host or a
+    malformed record (it cannot be checked from here, so it is never disturbed)."""
+    if not isinstance(record, dict) or record.get("host") != socket.gethostname() \
+            or not isinstance(record.get("pid"), int):
+        return True
+    start = _process_start(record["pid"])
+    return start is not None and (start == -1 or record.get("start") in (None, -1) or start == record.get("start"))
+
+
+def fail_dead_trials(study) -> list[str]:
+    """Mark FAIL the RUNNING trials of ``study`` whose run is dead (:func:`run_alive`); one line per dead run."""
+    optuna = _optuna()
+    dead: dict[tuple, list[int]] = {}
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        record = t.user_attrs.get(RUN_ATTR)
+        if record is not None and not run_alive(record):
+            dead.setdefault((record.get("host"), record.get("pid")), []).append(t.number)
+    lines = []
+    for (host, pid), numbers in dead.items():
+        for n in numbers:
+            try:
+                study.tell(n, state=optuna.trial.TrialState.FAIL)
+            except (ValueError, RuntimeError):  # finished meanwhile by someone else
+                pass
+        lines.append(f"study {study.study_name!r}: {len(numbers)} trial{'s' if len(numbers) > 1 else ''} left "
+                     f"RUNNING by a run that is gone (pid {pid} on {host}) marked FAIL")
+    return lines
+
+
 def default_study_name(fingerprint: dict) -> str:
     """A study name derived from the fingerprint: the same problem resumes the same study."""
     blob = json.dumps(fingerprint, sort_keys=True).encode()
@@ -204,4 +269,7 @@ def open_study(storage, study_name: str | None, fingerprint: dict, *, sampler=No
         diff = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
         raise SearchError(f"study {study.study_name!r} in {where} was made for another problem (differs in "
                           f"{', '.join(diff)}); choose another study name or storage")
+    if create:
+        for line in fail_dead_trials(study):
+            warnings.warn(SearchWarning(line), stacklevel=2)
     return study

@@ -18,7 +18,7 @@ from .chunks import DEFAULT_CHUNK_SIZE
 from .problem import ExitProblem
 
 __all__ = ["DEFAULT_SUBSAMPLE", "DEFAULT_SUBSAMPLE_ABOVE", "FitSample", "plan_fit", "fit_problem",
-           "check_fit_memory"]
+           "check_fit_memory", "certification_rows", "never_right"]
 
 DEFAULT_SUBSAMPLE = 65_536          # lost 0.08-0.16% of the full fit's hypervolume at 100k-300k samples
 DEFAULT_SUBSAMPLE_ABOVE = 131_072   # up to twice the subsample, a fit on every sample costs at most ~2x
@@ -61,22 +61,50 @@ def fit_problem(cache, split: str = "search", fit: FitSample | None = None, *, o
                        samples=None if fit is None else fit.indices())
 
 
+def never_right(problem: ExitProblem) -> list[str]:
+    """One line per exit (the final one included) that is wrong on every sample the problem holds: the search
+    runs, but its front means nothing there; ``search.pareto`` prints them as warnings."""
+    from data_cache._validation import never_right_line
+
+    hits = ~problem.correct.any(axis=1)
+    where = problem.split if problem.samples is None else f"{problem.split}, the fitted subsample"
+    last = len(problem.cache.exits) - 1
+    return [never_right_line(problem.cache.exits[e].name, e == last, where, problem.n_samples)
+            for e in np.flatnonzero(hits)]
+
+
 # bytes per (sample, exit) a method holds besides the problem's own 5 (float32 score, bool correctness)
 _METHOD_BYTES = {"dp": 9, "nsga2": 8, "optuna": 8, "global": 4, "geometric": 4}
 
 
-def check_fit_memory(n_samples: int, n_exits: int, methods, limit_bytes: float) -> None:
-    """SearchError naming the method when fitting it on ``n_samples`` x ``n_exits`` would need more than
+def certification_rows(cache, fraction: float, sample: FitSample | None) -> int:
+    """Rows (of 5 bytes per exit) a certified answer holds besides the fit problem: a calibration split, or a
+    draw outside the subsample, read and then shuffled (two copies); a cut of the whole search split: the fit
+    and calibration parts, copies of the search problem together."""
+    from .calibration import CALIBRATION_SPLIT, planned_calibration_size
+
+    if CALIBRATION_SPLIT in cache.splits() or sample is not None:
+        return 2 * planned_calibration_size(cache, fraction, None if sample is None else sample.size)
+    return cache.n_samples("search")
+
+
+def check_fit_memory(n_samples: int, n_exits: int, methods, limit_bytes: float, *, calibration_rows: int = 0) -> None:
+    """SearchError naming the method when fitting it on ``n_samples`` x ``n_exits`` (plus the
+    ``calibration_rows`` a certified answer loads, :func:`certification_rows`) would need more than
     ``limit_bytes``, checked before anything is read.
 
     The estimate: the problem's arrays (5 bytes per sample and exit) plus what the method adds (dp: its
     per-exit sorted copies, and 256 MB of reused curves; nsga2/optuna: the quantile tables of the
-    encoding; global/geometric: sorted scores of the enabled exits; others: about one byte).
+    encoding; global/geometric: sorted scores of the enabled exits; others: about one byte), plus 5 bytes
+    per calibration row and exit.
     """
     for m in methods:
-        need = n_samples * n_exits * (5 + _METHOD_BYTES.get(m, 1)) + (256 << 20 if m == "dp" else 0)
+        need = (n_samples * n_exits * (5 + _METHOD_BYTES.get(m, 1)) + (256 << 20 if m == "dp" else 0)
+                + calibration_rows * n_exits * 5)
         if need > limit_bytes:
+            rows = f"{n_samples:,} samples" + (f" and certification on {calibration_rows:,} more rows (calibration)"
+                                               if calibration_rows else "")
             raise SearchError(
-                f"method {m!r} on {n_samples:,} samples x {n_exits} exits needs about {need / 1e9:.1f} GB of "
-                f"memory, over the limit of {limit_bytes / 1e9:.1f} GB; fit on a subsample (--subsample, "
-                "--subsample-above) or raise --memory-limit")
+                f"method {m!r} on {rows} x {n_exits} exits needs about {need / 1e9:.3g} GB of memory, over the "
+                f"--memory-limit of {limit_bytes / 1e9:.3g} GB; fit on a subsample (--subsample, --subsample-above) "
+                "or raise --memory-limit")

@@ -18,10 +18,12 @@ from typing import Callable
 
 import numpy as np
 
+from contract import float32_cut
+
 from .._validation import SearchError, check_scalar
 from ..config import ExitConfig
 from ..front import non_dominated
-from ..scores import float32_cut, score_range
+from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine, Candidates
 
@@ -101,7 +103,7 @@ class Curve:
 
     def locate(self, tau: float) -> int:
         """The ``m`` threshold ``tau`` makes (ties never split, so it is always a cut)."""
-        return int(np.count_nonzero(self.scores > float32_cut(tau)))
+        return int(np.count_nonzero(self.scores > float32_cut(tau)))  # the leave test, counted on a sorted curve
 
     @property
     def nbytes(self) -> int:
@@ -200,7 +202,7 @@ class DPSolver:
     def _passes(self, j: int, slots, taus) -> tuple[int, np.ndarray]:
         """The exit enabled at position j and the samples whose score there is above its threshold."""
         e = self.exit_of(j, slots[j])
-        return e, self.problem.scores[e] > float32_cut(taus[j])
+        return e, self.problem.rule.leaves(self.problem.scores[e], taus[j])
 
     def _leave(self, j: int, slots, taus, remaining: np.ndarray, lookup: np.ndarray) -> tuple[int, float]:
         """Let the remaining samples that pass position j leave (``remaining`` is updated in place);

@@ -27,8 +27,8 @@ from ..budget import Budget
 from ..encoding import MixedEncoding, check_constraints, constraint_values
 from ..front import non_dominated
 from ..indicators import hypervolume
-from ..storage import default_study_name, describe_storage, get_storage, is_shared, open_study, \
-    problem_fingerprint
+from ..storage import RUN_ATTR, default_study_name, describe_storage, get_storage, is_shared, open_study, \
+    problem_fingerprint, run_record
 from . import register_engine
 from ._base import BaseEngine, Candidates
 from ._population import base_within_constraints, dp_front, import_optional
@@ -101,8 +101,9 @@ def _make_sampler(optuna, sampler, seed: int, pop_size: int):
 
 
 def _optimize(study, space: _Space, problem, budget: Budget, *, n_trials: int | None, batch_size: int,
-              max_drop, max_cost, on_batch=None) -> list[int]:
-    """Ask, evaluate and tell trials in batches until the budget or ``n_trials``; the told trial numbers."""
+              max_drop, max_cost, on_batch=None, run: dict | None = None) -> list[int]:
+    """Ask, evaluate and tell trials in batches until the budget or ``n_trials``; the told trial numbers.
+    ``run``: the record each asked trial is tagged with (a shared storage), so a rerun can tell if it died."""
     optuna = import_optional("optuna", "optuna", "optuna")
     base_error, told = problem.base.error, []
     while (n_trials is None or len(told) < n_trials) and not budget.exhausted(problem):
@@ -111,6 +112,8 @@ def _optimize(study, space: _Space, problem, budget: Budget, *, n_trials: int | 
         try:
             for _ in range(k):
                 trials.append(study.ask())
+                if run is not None:
+                    trials[-1].set_user_attr(RUN_ATTR, run)
             rows = [space.suggest(t) for t in trials]
             H, X = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
             F = space.enc.evaluate(H, X)
@@ -150,7 +153,7 @@ def _worker(spec: dict) -> list[int]:
         budget = Budget(max_evals=spec["max_evals"], max_seconds=seconds).start(problem)
         return _optimize(study, _Space(MixedEncoding(problem, spec["encoding"])), problem, budget,
                          n_trials=spec["n_trials"], batch_size=spec["batch_size"], max_drop=spec["max_drop"],
-                         max_cost=spec["max_cost"])
+                         max_cost=spec["max_cost"], run=run_record())
 
 
 def worker_main() -> int:
@@ -277,7 +280,8 @@ class OptunaEngine(BaseEngine):
                          max(deadline - time.time(), 1e-6)).start(problem)
             told = _optimize(study, space, problem, own, n_trials=trial_shares[0], batch_size=batch,
                              max_drop=self.max_drop, max_cost=self.max_cost,
-                             on_batch=None if callback is None else (lambda: callback(self, problem)))
+                             on_batch=None if callback is None else (lambda: callback(self, problem)),
+                             run=run_record() if is_shared(self.storage) else None)
             others = [n for numbers in workers.join() for n in numbers]
         problem.n_evals += len(others)  # evaluations made in the other processes
         told += others

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import copy
 
+from contract import list_rules
+
 from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
 from exits.export_bundle import export_bundle
 
@@ -10,10 +12,10 @@ __all__ = ["resnet_setup", "mixed_score_table"]
 
 
 def mixed_score_table(cache) -> dict:
-    """One table whose configurations use every score kind (ids ``<score>-<i>``)."""
+    """One table whose configurations use every registered exit rule (ids ``<score>-<i>``)."""
     doc = make_export(cache)
     doc["configs"] = []
-    for score in ("max_prob", "margin", "neg_entropy"):
+    for score in list_rules():
         for i, entry in enumerate(make_export(cache, score)["configs"]):
             doc["configs"].append(dict(copy.deepcopy(entry), id=f"{score}-{i}"))
     return doc

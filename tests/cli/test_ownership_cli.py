@@ -136,18 +136,18 @@ def test_pareto_plot_never_lies_inside_the_cache(env):
 @pytest.fixture
 def appears(monkeypatch):
     """Make ``build_export`` (which runs after the search, before publishing) create ``target`` first."""
-    import search.pareto as pareto
+    import search.result as result
 
     made = {}
 
     def during_the_run(target: Path, text: str):
-        original = pareto.build_export
+        original = result.build_export
 
         def build(*args, **kwargs):
             target.write_text(text)
             made["mtime"] = target.stat().st_mtime_ns
             return original(*args, **kwargs)
-        monkeypatch.setattr(pareto, "build_export", build)
+        monkeypatch.setattr(result, "build_export", build)
     return during_the_run
 
 

@@ -1,7 +1,7 @@
 """exits.measure.CacheComparison: what both validations compare a measured run with (numpy only, no model)."""
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import dataclasses
 
 import numpy as np
 
@@ -11,25 +11,9 @@ from search.config import ExitConfig
 from search.problem import ExitProblem
 
 
-@dataclass(frozen=True)
-class _Exit:
-    index: int
-    name: str
-    position: int
-    threshold: float
-
-
-@dataclass(frozen=True)
-class _Config:
-    exits: tuple[_Exit, ...]
-    score: str = "max_prob"
-    predicted: dict = field(default_factory=dict)
-
-
 def _setup():
     cache = make_synthetic_cache(400, 3, seed=3)
-    exits = tuple(_Exit(i, cache.exits[i].name, cache.exits[i].position, t) for i, t in ((0, 0.9), (1, 0.8)))
-    config = _Config(exits)
+    config = ExitConfig((0, 1), (0.9, 0.8), "max_prob")
     problem = ExitProblem(cache, "holdout")
     want_exit = problem.assign(ExitConfig((0, 1), (0.9, 0.8), "max_prob"))
     want_pred = np.asarray(cache.topk_ids("holdout")[want_exit, 0, np.arange(len(want_exit))])
@@ -46,15 +30,14 @@ def test_a_run_like_the_cache_agrees_and_the_cache_numbers_are_predicted():
     assert agreement == {"agreement": 1.0, "n_disagree": 0, "n_disagree_near_threshold": 0, "n_disagree_exit": 0,
                          "n_disagree_prediction": 0}
     # the export's own numbers are never taken on its word: the cache's evaluation is reported (issue 20)
-    exported = _Config(config.exits, predicted={"holdout": {"accuracy": 0.5, "relative_cost": 0.25}})
+    exported = dataclasses.replace(config, predicted={"holdout": {"accuracy": 0.5, "relative_cost": 0.25}})
     assert comparison.compare(exported, want_exit, want_pred)[0]["accuracy"] == ev.accuracy
 
 
 def test_disagreements_are_counted_by_kind_and_near_a_threshold_apart():
     cache, config, problem, want_exit, want_pred = _setup()
     scores = problem.scores
-    first = config.exits[0]
-    gap = np.abs(scores[first.index].astype(np.float64) - first.threshold)
+    gap = np.abs(scores[config.exits[0]].astype(np.float64) - config.thresholds[0])
     near, far = int(np.argmin(gap)), int(np.argmax(gap))
     got_exit, got_pred = want_exit.copy(), want_pred.copy()
     got_exit[near] = got_exit[far] = -1       # two samples leave elsewhere
@@ -73,7 +56,7 @@ def test_an_objective_other_than_macs_is_compared_in_macs_and_flagged():
     from exits.measure import format_rows
 
     cache, config, problem, want_exit, want_pred = _setup()
-    exported = _Config(config.exits, predicted={"holdout": {"accuracy": 0.5, "relative_cost": 0.25}})
+    exported = dataclasses.replace(config, predicted={"holdout": {"accuracy": 0.5, "relative_cost": 0.25}})
     ev = problem.evaluate_one(ExitConfig((0, 1), (0.9, 0.8), "max_prob"))
     predicted, _ = CacheComparison(cache, "holdout", 1e-6, "latency").compare(exported, want_exit, want_pred)
     assert predicted["relative_cost"] == ev.relative_cost != 0.25 and predicted["relative_cost_objective"] == 0.25

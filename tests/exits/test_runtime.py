@@ -9,7 +9,8 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores, float32_cut
+from contract import float32_cut
+from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores
 from search import SearchWarning
 from search.config import ExitConfig
 from search.problem import ExitProblem
@@ -31,7 +32,7 @@ def setup(tmp_path_factory):
 
 def _expected(cache, config, split="holdout"):
     problem = ExitProblem(cache, split, score=config.score)
-    cfg = ExitConfig(tuple(e.index for e in config.exits), tuple(e.threshold for e in config.exits), config.score)
+    cfg = config  # the runtime's configuration is the search's type (contract.ExitConfig)
     exits = problem.assign(cfg)
     preds = np.asarray(cache.topk_ids(split))[exits, 0, np.arange(len(exits))]
     return exits, preds, problem.evaluate_one(cfg)
@@ -119,7 +120,7 @@ def test_disabled_heads_never_run(setup):
     finally:
         for h in hooks:
             h.remove()
-    assert set(calls) == {e.key for e in config.exits}
+    assert set(calls) == {model.exits[e].key for e in config.exits}
 
 
 def test_switching_and_selecting_by_budget(setup):
@@ -226,7 +227,7 @@ def test_refusals(setup, tmp_path):
     _refused(model, bad, "is not an exit of this model", cache=cache)
     bad = copy.deepcopy(doc)
     bad["configs"][0]["exits"][0]["threshold"] = 1.5
-    _refused(model, bad, r"threshold 1.5 outside \[0, 1\]", cache=cache)
+    _refused(model, bad, r"threshold: 1.5 outside \[0, 1\]", cache=cache)
     bad = copy.deepcopy(doc)
     for d in bad["configs"][0]["exits"]:
         d["score"] = "confidence"

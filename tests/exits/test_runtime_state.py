@@ -45,7 +45,7 @@ def test_runtime_with_a_multi_tensor_state_agrees_with_the_dump(setup):
     for config in runtime.configs:
         result = runtime.run(x, config)
         problem = ExitProblem(cache, "holdout", score=config.score)
-        cfg = ExitConfig(tuple(e.index for e in config.exits), tuple(e.threshold for e in config.exits), config.score)
+        cfg = config  # the runtime's configuration is the search's type (contract.ExitConfig)
         exits = problem.assign(cfg)
         preds = np.asarray(cache.topk_ids("holdout"))[exits, 0, np.arange(len(exits))]
         np.testing.assert_array_equal(result.exits.numpy(), exits)

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from contract import ContractError
 from contract.costs import list_cost_models
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, run_search
@@ -157,10 +158,10 @@ def test_from_json_checks_exact_types(made):
     entries = copy.deepcopy(good["configs"][0]["exits"])
     assert ExitConfig.from_json(entries, cache).exits
     entries[0]["threshold"] = "0.5"
-    with pytest.raises(SearchError, match=r"exits\[0\].threshold: must be a finite number"):
+    with pytest.raises(ContractError, match=r"exits\[0\].threshold: must be a finite number"):
         ExitConfig.from_json(entries, cache)
     entries[0]["threshold"], entries[0]["position"] = 0.5, float(entries[0]["position"])
-    with pytest.raises(SearchError, match=r"exits\[0\].position: must be an integer"):
+    with pytest.raises(ContractError, match=r"exits\[0\].position: must be an integer"):
         ExitConfig.from_json(entries, cache)
 
 

@@ -5,20 +5,14 @@ import numpy as np
 import pytest
 
 from search import ExitProblem, SearchError
-from search.scores import SCORE_KINDS, compute_scores, score_range, scores_from_probs
+from contract import get_rule, rule_inputs_from_logits
+from search.scores import compute_scores, score_range
 
 
 @pytest.fixture(scope="module")
 def logit_cache(make_cache, chain):
     exits, units = chain(3)
     return make_cache(exits, units, n_samples=300, n_classes=7, k=3, seed=4, logits=True)
-
-
-def full_softmax(cache, split):
-    z = np.asarray(cache.logits(split), dtype=np.float32)
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)       # (n_exits, n, n_classes)
 
 
 def test_max_prob_and_margin_from_topk(logit_cache):
@@ -41,17 +35,19 @@ def test_neg_entropy_from_logits(logit_cache):
     assert np.all((got >= lo - 1e-6) & (got <= hi + 1e-6))
 
 
-@pytest.mark.parametrize("kind", SCORE_KINDS)
-def test_scores_from_probs_agrees_with_the_cache(logit_cache, kind):
-    """The runtime's scores (from the full softmax) equal the search's (from the stored top-k/logits)."""
-    probs = full_softmax(logit_cache, "search")
+@pytest.mark.parametrize("kind", ["max_prob", "margin", "neg_entropy"])
+def test_live_scores_from_logits_agree_with_the_cache(logit_cache, kind):
+    """The scores of live logits (the numpy adapter the router uses) equal the search's (from the stored
+    top-k/logits)."""
+    rule = get_rule(kind)
+    logits = np.asarray(logit_cache.logits("search"), dtype=np.float32)
     cached = compute_scores(logit_cache, "search", kind)
-    for e in range(probs.shape[0]):
-        live = scores_from_probs(kind, probs[e])
+    for e in range(logits.shape[0]):
+        live = rule.score(rule_inputs_from_logits(rule, logits[e])[0])
         if kind == "neg_entropy":
-            np.testing.assert_allclose(live, cached[e], atol=2e-6)
-        else:
             np.testing.assert_array_equal(live, cached[e])
+        else:
+            np.testing.assert_allclose(live, cached[e], atol=1e-7)
 
 
 def test_problem_uses_the_chosen_kind(logit_cache):
@@ -68,7 +64,7 @@ def test_missing_inputs_and_unknown_kinds(make_cache, chain, small_cache):
         compute_scores(k1, "search", "margin")
     with pytest.raises(SearchError, match="unknown score kind 'entropy'"):
         compute_scores(small_cache, "search", "entropy")
-    with pytest.raises(SearchError, match="unknown score kind"):
-        scores_from_probs("top1", np.ones((2, 3)) / 3)
+    with pytest.raises(ValueError, match=r"unknown score kind 'top1': must be one of \['max_prob'"):
+        get_rule("top1")
     assert score_range("max_prob", 10) == (0.0, 1.0)
     assert score_range("neg_entropy", 10) == (pytest.approx(-np.log(10)), 0.0)

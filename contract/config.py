@@ -1,0 +1,265 @@
+"""``ExitConfig``: one configuration of an ``exitconfig/1`` table, the one type every side uses, and its one
+validator.
+
+A configuration enables early exits (indices into the cache's exit list, which is also the model's
+``exits`` and the index a bundle manifest gives each served exit), in execution order, one per position, each
+with a threshold; one exit rule (``score``, with its learned ``params`` per enabled exit) decides at all of
+them. A sample leaves at the first enabled exit whose score passes :meth:`~contract.rules.ExitRule.leaves`,
+else at the final exit; the empty configuration is the base model.
+
+In a file an enabled exit reads ``{"name", "position", "head", "score", "params", "threshold"}``;
+:meth:`ExitConfig.from_json` resolves it against an :class:`ExitTable` (the cache's exits, the model's, or the
+ones a bundle serves) and validates it, once, at that boundary; :meth:`ExitConfig.to_json` writes it back.
+Each side re-raises :class:`~contract.errors.ContractError` as its own one-line error.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from .errors import ContractError
+from .rules import ExitRule, get_rule, list_rules
+
+__all__ = ["ExitRef", "ExitTable", "ExitConfig", "entries_problems"]
+
+_SERVED_READS = frozenset({"topk_probs", "logits"})
+
+
+@dataclass(frozen=True)
+class ExitRef:
+    """An exit a configuration may name: its index in the cache's exit list, name, position and head."""
+
+    index: int
+    name: str
+    position: int
+    head: str | None
+
+
+@dataclass(frozen=True)
+class ExitTable:
+    """The exits configurations resolve against (all of the cache's exits, or the ones a bundle serves, each
+    with its cache index), the final exit's index, the number of classes (threshold ranges) and how messages
+    name the owner (``where``: ``"in this cache"``, ...)."""
+
+    refs: tuple[ExitRef, ...]
+    final: int
+    n_classes: int
+    where: str = "in this cache"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "by_name", {r.name: r for r in self.refs})
+        object.__setattr__(self, "by_index", {r.index: r for r in self.refs})
+
+    @classmethod
+    def of(cls, owner: Any, where: str = "in this cache") -> "ExitTable":
+        """An ExitTable as it is, or the table of ``owner.exits`` (each with ``name``, ``position``, ``head``;
+        the last is the final exit) and ``owner.n_classes`` (a cache)."""
+        if isinstance(owner, ExitTable):
+            return owner
+        exits = owner.exits
+        refs = tuple(ExitRef(i, e.name, e.position, e.head) for i, e in enumerate(exits))
+        return cls(refs, len(exits) - 1, owner.n_classes, where)
+
+
+def _got(x: Any) -> str:
+    text = repr(x)
+    return f"got {text[:60]}{'...' if len(text) > 60 else ''}"
+
+
+def _number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _rule_problem(score: Any, params: Any) -> tuple[ExitRule | None, str | None]:
+    """The rule a ``score`` (and ``params``) names, or why it cannot be used."""
+    if params is not None and not isinstance(params, Mapping):
+        return None, f"params: must be an object ({_got(params)})"
+    if score not in list_rules():
+        return None, f"score: must be one of {list_rules()}; unknown score kind {score!r}"
+    try:
+        rule = get_rule(score, params)
+    except ContractError as exc:
+        return None, f"params: {exc}"
+    if not rule.reads <= _SERVED_READS:
+        return None, f"score: rule {score!r} reads earlier exits' outputs, which this version cannot serve"
+    return rule, None
+
+
+def entries_problems(entries: Any, field: str = "exits", default_score: str = "max_prob",
+                     n_classes: int | None = None) -> list[str]:
+    """Every problem of a configuration's ``exits`` list on its own (exact types, known rule, threshold
+    in the rule's range, execution order), one ``field: problem`` line each; an entry without ``score``
+    uses ``default_score``."""
+    each, across = _entries_problems(entries, field, default_score, n_classes)
+    return each + across
+
+
+def _entries_problems(entries: Any, field: str, default_score: str, n_classes: int | None
+                      ) -> tuple[list[str], list[str]]:
+    """The problems of each entry on its own, then those between entries (order, mixed rules)."""
+    if not isinstance(entries, list):
+        return [f"{field}: must be a list of exit objects ({_got(entries)})"], []
+    problems: list[str] = []
+    across: list[str] = []
+    scores: set[str] = set()
+    last = None
+    for j, d in enumerate(entries):
+        f = f"{field}[{j}]"
+        if not isinstance(d, Mapping):
+            problems.append(f"{f}: must be an object with name, position and threshold ({_got(d)})")
+            continue
+        problems += [f"{f}.{key}: missing" for key in ("name", "position", "threshold") if key not in d]
+        for key in ("name", "head"):
+            if key in d and (not isinstance(d[key], str) or not d[key]):
+                problems.append(f"{f}.{key}: must be a non-empty string ({_got(d[key])})")
+        pos = d.get("position")
+        if "position" in d:
+            if not _int(pos) or pos < 0:
+                problems.append(f"{f}.position: must be an integer >= 0 ({_got(pos)})")
+            elif last is not None and pos <= last:
+                across.append(f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
+                                "position")
+            else:
+                last = pos
+        score = d.get("score", default_score)
+        rule, problem = _rule_problem(score, d.get("params"))
+        if problem:
+            problems.append(f"{f}.{problem}")
+        else:
+            scores.add(score)
+        if "threshold" in d:
+            t = d["threshold"]
+            if not _number(t):
+                problems.append(f"{f}.threshold: must be a finite number ({_got(t)})")
+            elif rule is not None:
+                lo, hi = rule.threshold_range(n_classes)
+                if not lo <= t <= hi:
+                    problems.append(f"{f}.threshold: {t} outside [{lo:g}, {hi:g}] for score {score!r}")
+    if len(scores) > 1:
+        across.append(f"{field}: mixed score kinds {sorted(scores)} in one configuration are not supported")
+    return problems, across
+
+
+def _resolve(d: Any, j: int, table: ExitTable) -> ExitRef | None:
+    """The exit entry ``d`` names in ``table`` (None when its name or position is not typed right: a schema
+    problem), or a ContractError: unknown name, another position or head, the final exit."""
+    if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or not _int(d.get("position")):
+        return None
+    name, pos = d["name"], d["position"]
+    ref = table.by_name.get(name)
+    if ref is None:
+        raise ContractError(f"exits[{j}]: exit {name!r} is not {table.where}")
+    if ref.position != pos or d.get("head", ref.head) != ref.head:
+        raise ContractError(f"exits[{j}]: exit {name!r} is at position {ref.position} with head {ref.head!r}, "
+                            f"not {pos} / {d.get('head')!r}")
+    if ref.index == table.final:
+        raise ContractError(f"exits[{j}]: exit {name!r} is the final exit; it cannot be an early exit")
+    return ref
+
+
+@dataclass(frozen=True)
+class ExitConfig:
+    """Enabled early exits (cache exit indices, execution order, at most one per position), their thresholds,
+    the rule (``score``) and its learned ``params`` per enabled exit (empty: none).
+
+    ``id`` and ``predicted`` (the export's ``search``/``holdout`` numbers and ``certificate``) are carried for
+    the runtime and the router and never compared.
+    """
+
+    exits: tuple[int, ...] = ()
+    thresholds: tuple[float, ...] = ()
+    score: str = "max_prob"
+    params: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    id: str = field(default="", compare=False)
+    predicted: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if len(self.exits) != len(self.thresholds):
+            raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(self.thresholds)} thresholds")
+        if self.params and len(self.params) != len(self.exits):
+            raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(self.params)} params")
+
+    @property
+    def rule(self) -> ExitRule:
+        """The exit rule (its learned parameters are per exit: :meth:`rule_at`)."""
+        return get_rule(self.score)
+
+    def rule_at(self, j: int) -> ExitRule:
+        """The rule with the parameters of the ``j``-th enabled exit."""
+        return get_rule(self.score, self.params[j] if self.params else None)
+
+    def relative_cost(self, split: str = "search") -> float | None:
+        return (self.predicted.get(split) or {}).get("relative_cost")
+
+    def accuracy(self, split: str = "search") -> float | None:
+        return (self.predicted.get(split) or {}).get("accuracy")
+
+    @property
+    def certificate(self) -> Mapping[str, Any] | None:
+        return self.predicted.get("certificate")
+
+    def check(self, table: Any) -> "ExitConfig":
+        """Raise ContractError unless the configuration fits ``table`` (an :class:`ExitTable`, or a cache:
+        :meth:`ExitTable.of`): known rule, early exits in execution order one per position, thresholds in the
+        rule's range. A configuration checked against an owner is not checked again against the same one."""
+        if self.__dict__.get("_checked_for") is table:
+            return self
+        tab = ExitTable.of(table)
+        rule, problem = _rule_problem(self.score, None)
+        if rule is None:
+            raise ContractError(str(problem).split(": ", 1)[1])
+        lo, hi = rule.threshold_range(tab.n_classes)
+        last_pos = None
+        for e, t in zip(self.exits, self.thresholds):
+            ref = tab.by_index.get(e)
+            if ref is None or e == tab.final:
+                raise ContractError(f"exit index {e} is not an early exit {tab.where}")
+            if last_pos is not None and ref.position <= last_pos:
+                raise ContractError(f"exit {ref.name!r}: enabled exits must be in execution order, one per position")
+            last_pos = ref.position
+            if not lo <= t <= hi:
+                raise ContractError(f"exit {ref.name!r}: threshold {t} outside [{lo:g}, {hi:g}] for score "
+                                    f"{self.score!r}")
+        object.__setattr__(self, "_checked_for", table)
+        return self
+
+    def to_json(self, owner: Any) -> list[dict[str, Any]]:
+        """The ``exits`` list of an ``exitconfig/1`` entry (``owner``: the cache, whose ``exits`` it names)."""
+        exits, out = owner.exits, []
+        for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
+            d = {"name": exits[e].name, "position": exits[e].position, "head": exits[e].head, "score": self.score,
+                 "threshold": t}
+            if self.params and self.params[j]:
+                d["params"] = dict(self.params[j])
+            out.append(d)
+        return out
+
+    @classmethod
+    def from_json(cls, entries: Any, table: Any, default_score: str = "max_prob", *, id: str = "",
+                  predicted: Mapping[str, Any] | None = None) -> "ExitConfig":
+        """The one validator: an entry's ``exits`` list checked (:func:`entries_problems`) and resolved
+        against ``table`` (an :class:`ExitTable` or a cache) by name (position and head must agree; never the
+        final exit). The first problem is a ContractError ``exits[j].field: problem``."""
+        owner, table = table, ExitTable.of(table)
+        each, across = _entries_problems(entries, "exits", default_score, table.n_classes)
+        if each:
+            raise ContractError(each[0])
+        refs = [_resolve(d, j, table) for j, d in enumerate(entries)]
+        if across:
+            raise ContractError(across[0])
+        indices = [r.index for r in refs if r is not None]
+        params = [dict(d.get("params") or {}) for d in entries]
+        score = entries[0].get("score", default_score) if entries else default_score
+        config = cls(tuple(indices), tuple(d["threshold"] for d in entries), score,
+                     tuple(params) if any(params) else (), id=id, predicted=dict(predicted or {}))
+        try:
+            return config.check(owner)
+        except ContractError as exc:
+            raise ContractError(f"exits: {exc}") from None

@@ -1,0 +1,105 @@
+"""``ExitRule``: how confident an exit is in a sample, and the one leave test.
+
+A rule is a registered class (:func:`contract.rules.register_rule`). It declares what it reads
+(:attr:`ExitRule.reads`: this exit's top-k probabilities, its logits, earlier exits' outputs), computes its
+score once, on numpy arrays (:meth:`ExitRule.score`), says which thresholds are meaningful
+(:meth:`ExitRule.threshold_range`) and may learn parameters on the fit split (:meth:`ExitRule.fit`,
+serialised with :meth:`ExitRule.to_json` into the export and read back with :meth:`ExitRule.from_json`).
+Every side (the search from a cache, ``exits.ExitRuntime`` from torch tensors, the bundle router from
+onnxruntime outputs) turns what it has into :class:`RuleInputs` with the dtypes the cache stores, so the
+score is the same float32 number on every side, and decides with :meth:`ExitRule.leaves`.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar, Mapping
+
+import numpy as np
+
+from ..errors import ContractError
+
+__all__ = ["READS", "RuleInputs", "ExitRule", "float32_cut"]
+
+READS = frozenset({"topk_probs", "logits", "previous"})
+"""What a rule may read: ``topk_probs`` (this exit's top-k softmax probabilities), ``logits`` (this exit's
+logits as the cache stores them, float16), ``previous`` (earlier enabled exits' top-1 classes)."""
+
+
+def float32_cut(threshold: float) -> np.float32:
+    """The largest float32 <= ``threshold``: for a float32 score s, ``s > cut`` iff ``float64(s) > threshold``.
+
+    Comparing float32 scores with this cut gives the semantics of ``exitconfig/1`` (a float64 comparison)
+    at float32 speed; it is the only definition in the project.
+    """
+    cut = np.float32(threshold)
+    return np.nextafter(cut, np.float32(-np.inf)) if float(cut) > threshold else cut
+
+
+@dataclass(frozen=True)
+class RuleInputs:
+    """What a rule reads for ``n`` rows at one exit (only the fields its :attr:`~ExitRule.reads` names are set).
+
+    ``topk_probs`` ``(n, k)`` float32: softmax probabilities of float32 logits, descending (the cache's
+    ``topk_probs``, transposed); ``logits`` ``(n, n_classes)`` float16 (the cache's ``logits``);
+    ``previous``: earlier enabled exits' top-1 class ids ``(n,)`` each, in execution order.
+    """
+
+    topk_probs: np.ndarray | None = None
+    logits: np.ndarray | None = None
+    previous: tuple[np.ndarray, ...] = ()
+
+
+class ExitRule(ABC):
+    """An exit rule: a float32 score per sample, higher = more confident; a sample leaves when
+    ``score > threshold`` (:meth:`leaves`).
+
+    Subclasses set :attr:`name`, :attr:`reads` (a subset of :data:`READS`) and :attr:`k` (how many top-k
+    probabilities they read, 0 when none), and implement :meth:`score` and :meth:`threshold_range`. A rule
+    with learned parameters overrides :meth:`fit`, :meth:`to_json` and :meth:`from_json`; today's rules
+    have none.
+    """
+
+    name: ClassVar[str]
+    reads: ClassVar[frozenset[str]]
+    k: ClassVar[int] = 0
+
+    @abstractmethod
+    def score(self, inputs: RuleInputs) -> np.ndarray:
+        """Scores ``(n,)`` float32 of the ``n`` rows of ``inputs``."""
+
+    @abstractmethod
+    def threshold_range(self, n_classes: int | None = None) -> tuple[float, float]:
+        """The closed interval every score lies in (thresholds are checked against it); with ``n_classes``
+        None, the bounds that hold for any number of classes."""
+
+    def fit(self, inputs: RuleInputs, correct: np.ndarray) -> "ExitRule":
+        """Learn parameters on the fit split (``correct`` ``(n,)`` bool: whether the exit's top-1 is right);
+        today's rules learn nothing."""
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        """The learned parameters, plain JSON (written as the exit's ``params``; empty when none)."""
+        return {}
+
+    @classmethod
+    def from_json(cls, params: Mapping[str, Any]) -> "ExitRule":
+        """A rule from its :meth:`to_json` parameters; a rule without parameters refuses any."""
+        if params:
+            raise ContractError(f"score {cls.name!r} takes no params (got {sorted(params)})")
+        return cls()
+
+    def leaves(self, scores: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
+        """Whether each row leaves: ``score > threshold`` as float64 reads it, done in float32 against
+        :func:`float32_cut` of ``threshold``. The one leave test of every side; never overridden."""
+        return np.greater(scores, float32_cut(threshold), out=out)
+
+    def __repr__(self) -> str:
+        params = self.to_json()
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other.to_json() == self.to_json()  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((self.name, repr(sorted(self.to_json().items()))))
