@@ -187,3 +187,15 @@ def test_a_nul_byte_in_an_argument_is_one_line(world, name, tmp_path):
     argv = COMMANDS[name].base(world, tmp_path) + ["--data-root" if name == "data_cache.dump" else "--x", "a\0b"]
     result = run_main(COMMANDS[name].main, argv)
     assert result.status == 2 and result.err == "error: argument 'a'...: holds a NUL byte\n", result.err
+
+
+@pytest.mark.parametrize("name, option", [("data_cache.dump", "--out"), ("exits.train", "--out"),
+                                          ("exits.validate", "--report"), ("exits.validate_bundle", "--report")])
+def test_an_output_inside_the_data_root_is_refused(world, name, option, tmp_path):
+    """Found by the fuzzer: ``data_cache.dump --out DATA_ROOT/x`` wrote a cache into the dataset folder it read."""
+    target = world.fm / ("x" if option == "--out" and name == "data_cache.dump" else "x.json")
+    argv = COMMANDS[name].base(world, tmp_path) + [option, str(target)]
+    before = snapshot([world.root])
+    result = run_main(COMMANDS[name].main, argv)
+    assert result.status == 2 and f"lies inside --data-root {world.fm}" in result.err, result.err
+    assert snapshot([world.root]) == before
