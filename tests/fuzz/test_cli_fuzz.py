@@ -199,3 +199,12 @@ def test_an_output_inside_the_data_root_is_refused(world, name, option, tmp_path
     result = run_main(COMMANDS[name].main, argv)
     assert result.status == 2 and f"lies inside --data-root {world.fm}" in result.err, result.err
     assert snapshot([world.root]) == before
+
+
+@pytest.mark.parametrize("name", ["data_cache.dump", "exits.train", "exits.validate", "exits.validate_bundle"])
+def test_a_data_root_name_too_long_is_one_line(world, name, tmp_path):
+    """Found by the fuzzer: ``--data-root`` with a 300-character name ended in ``OSError: File name too long``."""
+    argv = COMMANDS[name].base(world, tmp_path) + ["--data-root", str(tmp_path / ("n" * 300))]
+    result = run_main(COMMANDS[name].main, argv)
+    assert result.status == 2 and "cannot read the data root (File name too long)" in result.err, result.err
+    assert len(result.err.strip().splitlines()) == 1
