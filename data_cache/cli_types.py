@@ -78,6 +78,8 @@ def int_at_least(minimum: int, what: str | None = None, *, maximum: int | None =
         value = _int(text)
         if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        if value > sys.maxsize:  # no count, size or index of this machine is larger (islice, range, numpy refuse it)
+            raise argparse.ArgumentTypeError(f"must be {what} no larger than {sys.maxsize}, got {value}")
         return value
     return parse
 

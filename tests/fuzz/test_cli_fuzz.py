@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -208,3 +209,19 @@ def test_a_data_root_name_too_long_is_one_line(world, name, tmp_path):
     result = run_main(COMMANDS[name].main, argv)
     assert result.status == 2 and "cannot read the data root (File name too long)" in result.err, result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_a_checkpoint_name_too_long_is_one_line(world, tmp_path):
+    """Found by the fuzzer: ``exits.export_bundle --checkpoint`` with a 300-character name: an OSError traceback."""
+    argv = COMMANDS["exits.export_bundle"].base(world, tmp_path) + ["--checkpoint", str(tmp_path / ("n" * 300))]
+    result = run_main(export_bundle_main, argv)
+    assert result.status == 2 and result.err.endswith("cannot read the checkpoint (File name too long)\n"), result.err
+
+
+@pytest.mark.parametrize("name, option", [("exits.validate", "--batch-size"), ("exits.validate_bundle", "--batch-size"),
+                                          ("data_cache.dump", "--k"), ("search.pareto", "--chunk-size")])
+def test_an_integer_beyond_the_machine_is_one_line(world, name, option, tmp_path):
+    """Found by the fuzzer: ``exits.validate --batch-size 99999999999999999999999``: a ValueError from islice."""
+    result = run_main(COMMANDS[name].main, COMMANDS[name].base(world, tmp_path) + [option, "9" * 23])
+    assert result.status == 2 and f"argument {option}: must be" in result.err, result.err
+    assert f"no larger than {sys.maxsize}, got {'9' * 23}" in result.err
