@@ -225,3 +225,10 @@ def test_an_integer_beyond_the_machine_is_one_line(world, name, option, tmp_path
     result = run_main(COMMANDS[name].main, COMMANDS[name].base(world, tmp_path) + [option, "9" * 23])
     assert result.status == 2 and f"argument {option}: must be" in result.err, result.err
     assert f"no larger than {sys.maxsize}, got {'9' * 23}" in result.err
+
+
+def test_a_bundle_name_too_long_is_one_line(world, tmp_path):
+    """Found by the fuzzer: ``exits.validate_bundle --bundle`` with a 300-character name: an OSError traceback."""
+    argv = COMMANDS["exits.validate_bundle"].base(world, tmp_path) + ["--bundle", str(tmp_path / ("n" * 300))]
+    result = run_main(validate_bundle_main, argv)
+    assert result.status == 2 and result.err.endswith("cannot read the bundle folder (File name too long)\n"), result.err
