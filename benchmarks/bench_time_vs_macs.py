@@ -98,10 +98,10 @@ def measure(label: str, name: str, kwargs: dict, size: int, *, n: int, rounds: i
     speedup = statistics.median(b / r for b, r in pairs)
     base_us = 1e6 * statistics.median(b for b, _ in pairs) / n
     row = {"label": label, "model": name, "timm_kwargs": kwargs, "input": size, "base_mmacs": runtime.base_macs / 1e6,
-           "base_us_per_image_b64": base_us, "relative_macs": relative, "ideal_speedup": 1 / relative,
+           "base_us_per_image_b64": base_us, "relative_macs": relative, "mac_estimate_speedup": 1 / relative,
            "throughput_speedup_b64": speedup, "ratio": speedup * relative}
     print(f"{label:<58} {row['base_mmacs']:6.1f} MMACs {base_us:5.0f} us/img  rel MACs {relative:.3f}  "
-          f"ideal {1 / relative:.2f}x  measured {speedup:.2f}x  ratio {row['ratio']:.2f}", flush=True)
+          f"MAC estimate {1 / relative:.2f}x  measured {speedup:.2f}x  ratio {row['ratio']:.2f}", flush=True)
     return row
 
 

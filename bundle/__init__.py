@@ -8,7 +8,8 @@ from contract import ExitConfig
 
 from .errors import BundleError
 from .manifest import BUNDLE_FORMAT, Manifest, read_manifest
+from .preprocess import make_transform
 from .router import BundleRouter, RouteResult, open_bundle
 
 __all__ = ["BundleError", "BUNDLE_FORMAT", "Manifest", "read_manifest", "BundleRouter", "ExitConfig",
-           "RouteResult", "open_bundle"]
+           "RouteResult", "open_bundle", "make_transform"]

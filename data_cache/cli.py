@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("exits.validate", "run exported configurations on the real model against the cache"),
     "export-bundle": ("exits.export_bundle", "export configurations as ONNX graphs and a manifest"),
     "validate-bundle": ("exits.validate_bundle", "run a bundle with onnxruntime against the cache"),
+    "profile": ("exits.profile", "time each unit on this machine into a cost table beside the cache"),
     "pipeline": ("exits.pipeline", "the Fashion-MNIST demo end to end"),
 }
 """Subcommand -> (module whose ``main(argv)`` runs it, what it does)."""

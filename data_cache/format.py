@@ -10,6 +10,7 @@
       <split>/topk_probs.npy     (n_exits, k, n_samples) float32, softmax probabilities, descending
       <split>/logits.npy         (n_exits, n_samples, n_classes) float16, optional
       .parts/                    per-rank shards of an unfinished dump (removed when finalised)
+      cost_tables/<name>.json    optional measured time tables (``data_cache/cost_tables.py``), one per target
 
 Exit-major, rank-second, sample-last: the top-1 (and top-2) of one exit is one contiguous vector,
 which is all a search over ``max_prob``/``margin`` reads from a memory-mapped cache.
@@ -20,13 +21,15 @@ import numpy as np
 
 __all__ = [
     "FORMAT", "FORMAT_VERSION", "MANIFEST", "PARTS_DIR", "SPLIT_FILES", "OPTIONAL_SPLIT_FILES",
-    "DTYPES", "MACS_CONVENTION", "UNIT_KINDS", "REQUIRED_SPLITS",
+    "DTYPES", "MACS_CONVENTION", "UNIT_KINDS", "REQUIRED_SPLITS", "COST_TABLES_DIR", "RESERVED_NAMES",
 ]
 
 FORMAT = "exitcache"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARTS_DIR = ".parts"
+COST_TABLES_DIR = "cost_tables"  # sidecar time tables, never listed in the manifest nor read by its checks
+RESERVED_NAMES = (COST_TABLES_DIR,)  # folder names no split may take
 
 LABELS = "labels.npy"
 SAMPLE_INDEX = "sample_index.npy"

@@ -41,6 +41,8 @@ def split_name_problem(name) -> str | None:
     if not isinstance(name, str) or not _SPLIT_NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
         return (f"{name!r} is not a split name: a folder name of letters, digits, '_', '-', '.', not starting "
                 f"with '.', at most {MAX_NAME_LENGTH} characters")
+    if name in fmt.RESERVED_NAMES:
+        return f"{name!r} is not a split name: the cache keeps its cost tables in that folder"
     return None
 
 

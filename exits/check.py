@@ -21,7 +21,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .model import ExitModel, attach_exits
+from .model import ExitModel
 
 __all__ = ["CheckReport", "check_model", "segments_equal_forward", "compaction_keeps_rows", "main"]
 
@@ -39,6 +39,8 @@ class CheckReport:
     compaction_ok: bool = False
     gmacs: float = 0.0
     macs_sum_ok: bool = False
+    num_classes: int = 0
+    pretrained: bool = False
 
     @property
     def ok(self) -> bool:
@@ -92,12 +94,13 @@ def check_model(backbone: torch.nn.Module | str, *, points: str | Sequence[str] 
     ``ExitsError`` (one line) when it cannot be cut exactly."""
     from .macs import count_macs, unit_macs
 
+    name = None
     if isinstance(backbone, str):
         from .model import create_backbone
 
-        backbone = create_backbone(backbone, **timm_kwargs)
+        name, backbone = backbone, create_backbone(backbone, **timm_kwargs)
     t0 = time.perf_counter()
-    model = attach_exits(backbone, points=points, heads="linear", input_size=input_size)
+    model = ExitModel(backbone, points=points, heads=("linear",), input_size=input_size, model_name=name)
     attach_s = time.perf_counter() - t0
     specs = {seg.position: seg.out_spec.describe() for seg in model.segments}
     report = CheckReport(model.model_name, model.plan.family, attach_s, tuple(model.input_size), [
@@ -108,6 +111,7 @@ def check_model(backbone: torch.nn.Module | str, *, points: str | Sequence[str] 
     macs = unit_macs(model)
     whole = count_macs(model.backbone, model.input_size)
     report.gmacs = whole / 1e9
+    report.num_classes, report.pretrained = model.num_classes, bool(timm_kwargs.get("pretrained"))
     report.macs_sum_ok = math.isclose(sum(v for k, v in macs.items() if k.startswith("segment:")), whole,
                                       rel_tol=1e-9)
     return model, report
@@ -122,10 +126,22 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--points", default="blocks", help="'blocks', 'stages' or comma-separated module names")
     p.add_argument("--input-size", type=positive_int, default=None, help="input resolution (default: the model's)")
     p.add_argument("--pretrained", action="store_true", help="timm's pretrained weights (needs them cached)")
-    p.add_argument("--num-classes", type=int_at_least(1), default=None)
+    p.add_argument("--num-classes", type=int_at_least(1), default=None,
+                   help="classes of the heads you will train (default: the --dataset's, else the model's own, "
+                        "usually 1000); MACs are counted for this head size")
+    p.add_argument("--dataset", default=None, help="the dataset you will train on: its classes set --num-classes")
     p.add_argument("--threads", type=threads, default=None, help="torch intra-op threads")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _num_classes(args: argparse.Namespace) -> int | None:
+    """--num-classes, else the --dataset's classes (None: the model's own head)."""
+    if args.num_classes is not None or args.dataset is None:
+        return args.num_classes
+    from .data import dataset_classes
+
+    return dataset_classes(args.dataset)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     size = (3, args.input_size, args.input_size) if args.input_size else None
     try:
-        _, report = check_model(args.model, points=points, input_size=size, num_classes=args.num_classes,
+        num_classes = _num_classes(args)
+        _, report = check_model(args.model, points=points, input_size=size, num_classes=num_classes,
                                 pretrained=args.pretrained or None)
     except ExitsError as exc:
         if args.debug:
@@ -161,7 +178,13 @@ def main(argv: list[str] | None = None) -> int:
         marks = {True: "ok", False: "FAILED"}
         print(f"segments in order == model(x) bit for bit: {marks[r.bit_identical]}")
         print(f"dropping a row mid-way keeps the other rows: {marks[r.compaction_ok]}")
-        print(f"MACs: {r.gmacs:.4f} G per image; segments sum to the whole: {marks[r.macs_sum_ok]}")
+        print(f"MACs: {r.gmacs:.4f} G per image with a {r.num_classes}-class classifier; segments sum to the whole: "
+              f"{marks[r.macs_sum_ok]}")
+        if args.num_classes is None and args.dataset is None:
+            print(f"note: {r.num_classes} classes is the model's own head; pass --num-classes N (or --dataset NAME) "
+                  "for the head size you will train, which changes the MACs")
+        if not r.pretrained:
+            print("weights: random init (the cut and MACs do not depend on them; --pretrained loads timm's)")
         return 0 if r.ok else 1
 
     return cli_entry(show)

@@ -35,8 +35,18 @@ from ._sources import (DATASETS, FASHION_MNIST_DEB_DIR, DataError, _Source, erro
 
 __all__ = [
     "DataError", "ExitDataset", "DataSplits", "TensorDataset", "read_idx", "write_idx", "load_splits", "list_datasets",
-    "eval_transform", "check_labels", "error_line", "FASHION_MNIST_DEB_DIR",
+    "dataset_classes", "eval_transform", "check_labels", "error_line", "FASHION_MNIST_DEB_DIR",
 ]
+
+
+def dataset_classes(name: str) -> int:
+    """The number of classes of a named dataset, known without reading it (``imagefolder``: from its folders,
+    so not known here)."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {list_datasets()}")
+    if not DATASETS[name][1]:
+        raise DataError(f"{name}: its classes come from its folders; pass --num-classes N")
+    return DATASETS[name][1]
 
 
 # -- transforms and datasets --------------------------------------------------------------------

@@ -18,10 +18,11 @@ import argparse
 import os
 import shlex
 import sys
+from typing import Any
 
 from data_cache.cli_types import CommandParser, fraction, non_negative_int, positive_int, seed, warn
 
-__all__ = ["main"]
+__all__ = ["split_bar", "main"]
 
 
 def _device(text: str) -> str:
@@ -121,6 +122,22 @@ def _build(args: argparse.Namespace):
     return model, dict(model.data_config), None
 
 
+def split_bar(bars: dict, split: str, done: int, total: int, world: int = 1, file: Any = None) -> None:
+    """Progress of one split in ``bars`` (a bar per split, images per second of this rank): created at the rows
+    already done (a resumed dump), closed as soon as the split is done, so that its final rate counts the time of
+    its own rows only (a bar left open until the end of the dump averaged over every later split too)."""
+    from tqdm import tqdm
+
+    if split not in bars:
+        who = f" (rank 0 of {world}, its rows)" if world > 1 else ""
+        bars[split] = tqdm(total=total, initial=done, desc=f"dump {split}{who}", unit="img",
+                           file=sys.stderr if file is None else file)
+    bar = bars[split]
+    bar.update(done - bar.n)
+    if done >= total:
+        bar.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 on success, 2 with one line per problem on bad input or a cache error."""
     args = _parser().parse_args(argv)
@@ -141,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
                                                            ("--backbone-weights", args.backbone_weights),
                                                            ("--saver-weights", args.saver_weights),
                                                            ("--data-root", args.data_root)) if v != "offline"])
-        rank, _, device = init_distributed(args.device)
+        rank, world, device = init_distributed(args.device)
         if args.amp and device.type != "cuda":
             warn(f"--amp: autocast is used on CUDA only; on {device.type} the dump runs in fp32")
         model, data_config, ckpt = _build(args)
@@ -154,13 +171,8 @@ def main(argv: list[str] | None = None) -> int:
                                split_parameters=splits.parameters, seed=seed, command=command)
 
         def progress(split: str, done: int, total: int) -> None:
-            if rank != 0 or args.quiet:
-                return
-            from tqdm import tqdm
-
-            if split not in bars:
-                bars[split] = tqdm(total=total, desc=f"dump {split}", unit="img", file=sys.stderr)
-            bars[split].update(done - bars[split].n)
+            if rank == 0 and not args.quiet:
+                split_bar(bars, split, done, total, world)
 
         cache = dump_cache(model, splits.cache_splits(), args.out, k=args.k, with_logits=args.logits,
                            batch_size=args.batch_size, num_workers=args.num_workers, device=device, amp=args.amp,

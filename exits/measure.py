@@ -21,7 +21,7 @@ import torch
 from contract.costs import MEASURED_COST_MODEL, get_cost_model
 
 __all__ = ["sync", "describe_machine", "spread", "time_against_base", "CacheComparison", "exit_fractions",
-           "format_rows", "add_timing_options"]
+           "format_rows", "slower_at_batch1", "SPEED_COLUMNS", "add_timing_options"]
 
 
 def sync(device: torch.device) -> None:
@@ -178,29 +178,57 @@ def exit_fractions(exits: np.ndarray, enabled: list[int], final: int) -> list[fl
     return [float(np.mean(exits == e)) if len(exits) else 0.0 for e in (*enabled, final)]
 
 
-def format_rows(report: dict[str, Any], base: str, footnote: str) -> list[str]:
+def format_rows(report: dict[str, Any], base: str, footnote: str, *,
+                overhead: Callable[[dict[str, Any]], str] | None = None) -> list[str]:
     """The table of a validation report: a heading on ``base`` (what the configurations were timed
-    against), one line per configuration (predicted vs measured accuracy and cost, agreement, speedups),
-    then ``footnote``."""
+    against), one line per configuration (predicted vs measured accuracy and cost, agreement, the MAC
+    estimate of the speedup, measured speedups at batch 64 and at batch 1 by mean and by median latency),
+    then ``footnote``, then one line per configuration slower than its base at batch 1 saying why
+    (``overhead(entry)``: what the enabled exits add to every call, see ``slower_at_batch1``)."""
     b = report["base"]
     lines = [f"{report['split']}: {report['n_samples']} samples; {base} accuracy {b['measured']['accuracy']:.4%} "
              f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
              f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
-             f"{'agree':>8} {'near':>4} {'ideal':>6} {'b64 x':>6} {'b1 x':>6}"]
+             f"{'agree':>8} {'near':>4} {'MAC est':>7} {'b64 x':>6} {'b1 mean':>7} {'b1 med':>6}"]
     objective = report.get("objective", MEASURED_COST_MODEL)
     for c in report["configs"]:
         p, m = c["predicted"], c["measured"]
-        speeds = [f"{c[k]:>6.2f}" if k in c else f"{'-':>6}" for k in ("throughput_speedup_b64", "latency_speedup_b1")]
+        speeds = [f"{c['throughput_speedup_b64']:>6.2f}" if "throughput_speedup_b64" in c else f"{'-':>6}",
+                  f"{c['latency_b1']['speedup_mean']:>7.2f}" if "latency_b1" in c else f"{'-':>7}",
+                  f"{c['latency_b1']['speedup_median']:>6.2f}" if "latency_b1" in c else f"{'-':>6}"]
         lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
                      f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
-                     f"{c['n_disagree_near_threshold']:>4} {c['ideal_speedup']:>6.2f} {' '.join(speeds)}")
+                     f"{c['n_disagree_near_threshold']:>4} {c['mac_estimate_speedup']:>7.2f} {' '.join(speeds)}")
     lines.append(footnote)
+    lines += [line for c in report["configs"] if (line := slower_at_batch1(c, overhead))]
     if objective != MEASURED_COST_MODEL:
         quantity = get_cost_model(objective).quantity
         lines.append(f"note: objective {objective!r} ({quantity}) is not what a run measures: cost pred / cost meas "
                      "are the cache's and the run's relative MACs; the export's predicted "
                      f"{objective} cost is in the report (predicted.relative_cost_objective); the speedups measure time")
     return lines
+
+
+SPEED_COLUMNS = ("MAC est: 1 / measured relative MACs, what the MACs alone predict (an estimate, not a bound: "
+                 "measured speedups can lie above or below it); b64 x: measured throughput speedup at batch 64; "
+                 "b1 mean / b1 med: batch-1 speedups by mean latency (what throughput at batch 1 follows) and by "
+                 "median latency")
+
+REMEDY = ("fewer enabled exits (search with --max-exits K) or a time objective (search --objective latency on a "
+          "cache dumped with --latency 1)")
+
+
+def slower_at_batch1(entry: dict[str, Any], overhead: Callable[[dict[str, Any]], str] | None = None) -> str:
+    """One line when a configuration's mean batch-1 latency is above its base's: why (``overhead(entry)``: what
+    its enabled exits add to every call, a fixed cost one image does not amortise) and the remedy; "" otherwise."""
+    b1 = entry.get("latency_b1")
+    if not b1 or b1["speedup_mean"] >= 1.0:
+        return ""
+    k = len(entry["exits"])
+    why = overhead(entry) if overhead else f"each of its {k} enabled exits adds a head and a step"
+    return (f"{entry['id']}: slower than its base at batch 1 (mean speedup {b1['speedup_mean']:.2f}x, base "
+            f"{1e3 * b1['base_mean_s']:.3f} ms per image): {why}, a fixed cost per call that one image does not "
+            f"amortise against its {100 * (1 - entry['measured']['relative_cost']):.0f}% MAC saving; remedy: {REMEDY}")
 
 
 def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:

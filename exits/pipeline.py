@@ -85,7 +85,9 @@ def train_demo(splits, out: Path, *, seed: int, backbone_epochs: int, head_epoch
         if event == "epoch" and log is not None:
             r = info["record"]
             accs = list(r["acc"].values())
-            log(f"  {info['phase']} epoch {r['epoch']}: loss {r['loss']:.4f}, training accuracy "
+            loss = (f"loss {r['loss_per_term']:.4f} per head ({r['loss_terms']} heads)" if r["loss_terms"] > 1
+                    else f"loss {r['loss']:.4f}")
+            log(f"  {info['phase']} epoch {r['epoch']}: {loss}, training accuracy "
                 f"{'final ' if len(accs) == 1 else 'first/last exit '}"
                 f"{' / '.join(f'{a:.4f}' for a in (accs[:1] if len(accs) == 1 else (accs[0], accs[-1])))} "
                 f"({r['seconds']:.0f} s)")
@@ -118,7 +120,8 @@ def _bundled_checkpoint(bundled: Path) -> Path:
 
 
 def _parser() -> argparse.ArgumentParser:
-    from data_cache.cli_types import CommandParser, float_in, non_negative_int, positive_int, seed, threads
+    from data_cache.cli_types import CommandParser, non_negative_int, positive_int, seed, threads
+    from search.units import drop_points_arg
 
     p = CommandParser(prog="python -m exits.pipeline",
                                 description="The Fashion-MNIST early-exit demo from scratch: train, dump, search, "
@@ -140,7 +143,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="start at this step, reusing the earlier steps' outputs in --out (default: from scratch)")
     p.add_argument("--calibration-size", type=non_negative_int, default=CALIBRATION_SIZE,
                    help=f"rows of train kept out of training for the calibration split (default {CALIBRATION_SIZE})")
-    p.add_argument("--max-drop", type=float_in(0.0, 100.0, what="a number of points in [0, 100]"), default=0.5,
+    p.add_argument("--max-drop", type=drop_points_arg, default=0.5,
                    help="the demo configuration: cheapest certified within this many points of the base accuracy "
                         "(default 0.5, at 90%% confidence)")
     p.add_argument("--front-configs", type=positive_int, default=8,

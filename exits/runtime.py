@@ -38,11 +38,14 @@ from contract import ContractError, ExitConfig, ExitRule, ExitTable, RuleInputs,
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 from search import SearchError
 from search.export import EXPORT_FORMAT, read_export
+from search.units import check_drop_points, points_to_fraction
 
 from .errors import ExitsError
 from .model import ExitModel, ExitSpec
+from .preprocess import InputNormalisationError, Preprocess, check_normalised
 
-__all__ = ["RuntimeConfigError", "RunResult", "ExitRuntime", "EXPORT_FORMAT", "read_config_file", "exit_scores"]
+__all__ = ["RuntimeConfigError", "RunResult", "ExitRuntime", "EXPORT_FORMAT", "read_config_file", "exit_scores",
+           "InputNormalisationError"]
 
 
 def _check_finite(x: torch.Tensor) -> None:
@@ -152,13 +155,22 @@ class ExitRuntime:
     model. ``compile`` wraps every segment and head in ``torch.compile(dynamic=True)``; ``channels_last``
     stores convolution weights and image batches channels-last (the base model too: often much faster on
     CPU, e.g. for a max-pool stem; the last bits of a convolution may differ from a contiguous dump).
+
+    ``data_config``: the preprocessing the heads were trained with (``from_checkpoint`` takes the checkpoint's;
+    default the model's timm config, which may differ); ``rt.transform(pictures)`` applies it
+    (``exits.preprocess``). ``check_inputs``: refuse a batch whose statistics do not fit that normalisation
+    (``InputNormalisationError``, :func:`exits.preprocess.check_normalised`).
     """
 
     def __init__(self, model: ExitModel, configs: Mapping[str, Any] | str | Path | None = None, *,
                  cache: Any = None, cache_fingerprint: str | None = None,
                  unit_macs: Mapping[str, float] | None = None, device: torch.device | str | None = None,
-                 compile: bool = False, channels_last: bool = False):
+                 compile: bool = False, channels_last: bool = False,
+                 data_config: Mapping[str, Any] | None = None, check_inputs: bool = True):
         self.model = model
+        self.data_config = dict(data_config if data_config is not None else model.data_config)
+        self.check_inputs = check_inputs
+        self._transform: Preprocess | None = None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         model.to(self.device, memory_format=self.memory_format).eval()
@@ -193,10 +205,21 @@ class ExitRuntime:
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | Mapping[str, Any], configs: Mapping[str, Any] | str | Path | None,
                         *, backbone_weights: str | Path | None = None, **kwargs: Any) -> "ExitRuntime":
-        """Rebuild the model a head checkpoint was saved from (``exits.checkpoints``) and wrap it."""
-        from .checkpoints import model_from_checkpoint
+        """Rebuild the model a head checkpoint was saved from (``exits.checkpoints``) and wrap it, with the
+        checkpoint's data config (the preprocessing its heads were trained with)."""
+        from .checkpoints import model_from_checkpoint, read_checkpoint
 
-        return cls(model_from_checkpoint(checkpoint, backbone_weights=backbone_weights), configs, **kwargs)
+        ckpt = checkpoint if isinstance(checkpoint, Mapping) else read_checkpoint(checkpoint)
+        kwargs.setdefault("data_config", ckpt.get("data_config"))
+        return cls(model_from_checkpoint(ckpt, backbone_weights=backbone_weights), configs, **kwargs)
+
+    @property
+    def transform(self) -> Preprocess:
+        """Pictures (PIL images, uint8 arrays, or lists of them) to a normalised batch ``(n, C, H, W)``, as
+        :attr:`data_config` says (``exits.data.eval_transform``)."""
+        if self._transform is None:
+            self._transform = Preprocess(self.data_config)
+        return self._transform
 
     # -- checks ---------------------------------------------------------------------------------
     def _unit_macs(self, given: Mapping[str, float] | None) -> dict[str, float]:
@@ -285,13 +308,17 @@ class ExitRuntime:
 
         ``budget``: the most accurate whose predicted relative cost on ``split`` (in the units of the export's
         ``objective``) is <= ``budget`` (ties: the cheaper). ``max_drop``: the cheapest (predicted on ``split``)
-        whose certificate (``search.pareto``) certifies an accuracy drop <= ``max_drop``, a fraction (0.005 = half
-        a point).
+        whose certificate (``search.pareto``) certifies an accuracy drop <= ``max_drop`` points of top-1 accuracy
+        (0.5 = half a point; a value that looks like a fraction or a percentage is refused, ``search.units``).
         """
         if (budget is None) == (max_drop is None):
             raise RuntimeConfigError("select needs exactly one of budget= and max_drop=")
         if max_drop is not None:
-            return self.set_config(self._certified_within(max_drop, split))
+            try:
+                points = check_drop_points(max_drop)
+            except SearchError as exc:
+                raise RuntimeConfigError(str(exc)) from None
+            return self.set_config(self._certified_within(points, split))
         fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
         if not fits:
             costs = [c.relative_cost(split) for c in self.configs if c.relative_cost(split) is not None]
@@ -300,13 +327,15 @@ class ExitRuntime:
         best = max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split)))
         return self.set_config(best)
 
-    def _certified_within(self, max_drop: float, split: str) -> ExitConfig:
+    def _certified_within(self, points: float, split: str) -> ExitConfig:
+        """The cheapest configuration certified within ``points`` (certificates store fractions)."""
         certified = {c.id: (c.predicted.get("certificate") or {}).get("certified_drop") for c in self.configs}
-        fits = [c for c in self.configs if certified[c.id] is not None and certified[c.id] <= max_drop + 1e-12]
+        limit = points_to_fraction(points)
+        fits = [c for c in self.configs if certified[c.id] is not None and certified[c.id] <= limit + 1e-12]
         if not fits:
-            known = sorted(v for v in certified.values() if v is not None)
-            raise RuntimeConfigError(f"no configuration of the table is certified within a drop of {max_drop}; "
-                                     + (f"certified drops: {known}" if known else
+            known = sorted(round(100 * v, 6) for v in certified.values() if v is not None)
+            raise RuntimeConfigError(f"no configuration of the table is certified within a drop of {points:g} points; "
+                                     + (f"certified drops (points): {known}" if known else
                                         "it holds no drop certificate (search.pareto --max-drop without --uncertified)"))
         return min(fits, key=lambda c: (c.relative_cost(split) if c.relative_cost(split) is not None else 1.0,
                                         -(c.accuracy(split) or 0.0)))
@@ -320,6 +349,9 @@ class ExitRuntime:
         return fn
 
     def _input(self, x: torch.Tensor) -> torch.Tensor:
+        _check_finite(x)
+        if self.check_inputs and x.ndim == 4:
+            check_normalised(x, self.data_config)
         x = x.to(self.device, non_blocking=True)
         return x.contiguous(memory_format=self.memory_format) if x.ndim == 4 else x
 
@@ -336,7 +368,6 @@ class ExitRuntime:
         cfg = self.config if config is None else self._lookup(config)
         model, macs, rule = self.model, self.unit_macs, cfg.rule
         x = self._input(x)
-        _check_finite(x)
         n = x.shape[0]
         left: list[_Left] = []
         with torch.inference_mode():

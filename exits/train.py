@@ -30,7 +30,7 @@ from torch import nn
 from .distributed import close_distributed, dist_info, init_distributed
 from .model import ExitModel
 
-__all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "main"]
+__all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "held_out_accuracy", "main"]
 
 Callback = Callable[[str, dict], None]
 
@@ -86,8 +86,10 @@ def heads_loss(logits: list[torch.Tensor], labels: torch.Tensor, trainable: list
 
 def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: Callable, names: list[str],
          loader: Iterable, epochs: int, lr: float, weight_decay: float, warmup_epochs: float, amp: bool | None,
-         device: torch.device | str | None, resume: Mapping[str, Any] | None, callback: Callback | None) -> list[dict]:
-    """The shared loop: AdamW, per-step cosine schedule, AMP, gradient averaging, metrics, events."""
+         device: torch.device | str | None, resume: Mapping[str, Any] | None, callback: Callback | None,
+         loss_terms: int = 1) -> list[dict]:
+    """The shared loop: AdamW, per-step cosine schedule, AMP, gradient averaging, metrics, events. The loss is a
+    sum of ``loss_terms`` terms (one per trained head); records and events give its mean per term too."""
     device = torch.device(device) if device is not None else next(module.parameters()).device
     module.to(device)
     use_amp = (device.type == "cuda") if amp is None else (bool(amp) and device.type == "cuda")
@@ -128,9 +130,11 @@ def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: 
                 sums[2:] += torch.stack([(z.argmax(1) == y).sum() for z in logits]).double()
             if callback is not None:
                 callback("batch", {"phase": phase, "epoch": epoch, "step": i, "steps": steps_per_epoch,
-                                   "loss": float(sums[0] / sums[1]), "acc": (sums[2:] / sums[1]).tolist()})
+                                   "loss": float(sums[0] / sums[1]), "loss_terms": loss_terms,
+                                   "acc": (sums[2:] / sums[1]).tolist()})
         sums = _all_reduce_(sums).cpu()
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": float(sums[0] / sums[1]),
+                  "loss_terms": loss_terms, "loss_per_term": float(sums[0] / sums[1]) / loss_terms,
                   "n_samples": int(sums[1]), "seconds": time.perf_counter() - t0,
                   "acc": dict(zip(names, (sums[2:] / sums[1]).tolist()))}
         history.append(record)
@@ -148,8 +152,9 @@ def train_heads(model: ExitModel, loader: Iterable, *, epochs: int, lr: float = 
                 callback: Callback | None = None) -> list[dict]:
     """Train every head of ``model`` at once on its frozen backbone; return the per-epoch history.
 
-    ``loader`` yields ``(images, labels, ...)``. Each history record: epoch, lr, mean loss (summed over
-    exits), n_samples, seconds and training accuracy per exit. ``resume`` is the ``state`` of an
+    ``loader`` yields ``(images, labels, ...)``. Each history record: epoch, lr, mean loss (summed over the
+    ``loss_terms`` trained heads; ``loss_per_term`` its mean per head), n_samples, seconds and training accuracy
+    per exit. ``resume`` is the ``state`` of an
     ``"epoch"`` event (as stored in a checkpoint). Events: ``"batch"`` (running loss and per-exit
     accuracy) and ``"epoch"`` (the record and the state to checkpoint).
     """
@@ -171,7 +176,21 @@ def train_heads(model: ExitModel, loader: Iterable, *, epochs: int, lr: float = 
 
     return _fit(phase="heads", module=model, params=params, step_fn=step_fn, names=[e.name for e in model.exits],
                 loader=loader, epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                amp=amp, device=device, resume=resume, callback=callback)
+                amp=amp, device=device, resume=resume, callback=callback, loss_terms=len(trainable))
+
+
+@torch.no_grad()
+def held_out_accuracy(forward: Callable[[torch.Tensor], list[torch.Tensor]], loader: Iterable, names: list[str], *,
+                      device: torch.device | str) -> dict[str, float]:
+    """Top-1 accuracy of every output of ``forward`` (a list of logits, in ``names`` order) on ``loader``'s rows
+    (``(images, labels, ...)``); under a process group each rank passes its own rows and the counts are summed."""
+    sums = torch.zeros(1 + len(names), dtype=torch.float64, device=device)
+    for batch in loader:
+        x, y = batch[0].to(device), batch[1].to(device)
+        sums[0] += y.shape[0]
+        sums[1:] += torch.stack([(z.argmax(1) == y).sum() for z in forward(x)]).double()
+    sums = _all_reduce_(sums).cpu()
+    return dict(zip(names, (sums[1:] / max(float(sums[0]), 1.0)).tolist()))
 
 
 def train_backbone(backbone: nn.Module, loader: Iterable, *, epochs: int, lr: float = 2e-3,
@@ -252,6 +271,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-size", type=non_negative_int, default=0,
                    help="rows of train kept out for a calibration split as well (certificates; default 0)")
     p.add_argument("--max-samples", type=positive_int, default=None, help="use only the first N training rows (quick runs)")
+    p.add_argument("--eval-samples", type=non_negative_int, default=10000,
+                   help="held-out rows (the search split's first N, never trained on) that score the backbone and "
+                        "every exit after training (default 10000; 0: none)")
     p.add_argument("--seed", type=seed, default=0)
     p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="fp32 on GPU too")
@@ -338,6 +360,42 @@ def _check_same_split(args: argparse.Namespace) -> None:
         raise ExitsError(f"{args.out}: was trained on {recorded}; resuming with {wanted} would change the training rows")
 
 
+def _held_out(search: Any, args: argparse.Namespace, rank: int, world: int) -> tuple[Any, int]:
+    """The loader of this rank's share of the first ``--eval-samples`` rows of the search split, and their count
+    (None, 0 when none)."""
+    from torch.utils.data import DataLoader, Subset
+
+    n = min(len(search), args.eval_samples)
+    if n == 0:
+        return None, 0
+    rows = Subset(search, range(rank, n, world))
+    return DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers), n
+
+
+def _bar_text(info: dict) -> str:
+    """A progress bar's running numbers: the loss (per head when several are summed) and training accuracy."""
+    acc, terms = info["acc"], info.get("loss_terms", 1)
+    if terms > 1:
+        return (f"loss {info['loss'] / terms:.3f} per head ({terms} heads), running train acc: exits "
+                f"{min(acc):.2f}-{max(acc):.2f}, final {acc[-1]:.2f}")
+    return f"loss {info['loss']:.3f}, running train acc {acc[0]:.3f}"
+
+
+def summary_lines(last: dict, held: dict[str, float] | None, n_held: int) -> list[str]:
+    """The end of training: the loss explained, then one row per exit: held-out and last-epoch training accuracy."""
+    terms = last.get("loss_terms", 1)
+    lines = [f"epoch {last['epoch']}: loss {last['loss'] / terms:.4f} per head (the training loss sums the "
+             f"{terms} trained heads' losses: {last['loss']:.4f})" if terms > 1 else
+             f"epoch {last['epoch']}: loss {last['loss']:.4f}"]
+    where = f"held out: {n_held:,} rows of the search split, never trained on" if held else "held out: not scored"
+    lines.append(f"accuracy per exit ({where}; train: running accuracy of the last epoch)")
+    lines.append(f"  {'exit':<40} {'held out':>9} {'train':>7}")
+    for name, train_acc in last["acc"].items():
+        shown = f"{held[name]:>9.2%}" if held else f"{'-':>9}"
+        lines.append(f"  {name:<40} {shown} {train_acc:>7.2%}")
+    return lines
+
+
 def _check_data(args: argparse.Namespace, splits) -> None:
     """Rows to train on, and every label within the class count the heads get (before anything is built)."""
     from .data import DataError, check_labels
@@ -395,11 +453,12 @@ def main(argv: list[str] | None = None) -> int:
             from tqdm import tqdm
 
             if key not in bars:
-                bars[key] = tqdm(total=info["steps"], desc=f"{info['phase']} epoch {info['epoch'] + 1}",
-                                 file=sys.stderr, leave=True)
+                who = f" (rank 0 of {world}: its batches)" if world > 1 else ""
+                bars[key] = tqdm(total=info["steps"], desc=f"{info['phase']} epoch {info['epoch'] + 1}{who}",
+                                 unit="batch", file=sys.stderr, leave=True)
             bar = bars[key]
             bar.update(1)
-            bar.set_postfix_str(f"loss {info['loss']:.3f} acc " + " ".join(f"{a:.2f}" for a in info["acc"]))
+            bar.set_postfix_str(_bar_text(info))
         elif event == "epoch":
             for b in bars.values():
                 b.close()
@@ -414,17 +473,26 @@ def main(argv: list[str] | None = None) -> int:
 
     common = dict(amp=amp, device=device, callback=on_event, weight_decay=args.weight_decay,
                   warmup_epochs=args.warmup_epochs)
+    held, n_held = _held_out(splits.search, args, rank, world)
     bb_state = state.get("backbone")
     try:
         if args.train_backbone_epochs > 0 and (bb_state is None or bb_state["epoch"] < args.train_backbone_epochs):
             train_backbone(model.backbone, loader, epochs=args.train_backbone_epochs, lr=args.backbone_lr,
                            resume=bb_state, **common)
+        if args.train_backbone_epochs > 0 and held is not None:
+            acc = held_out_accuracy(lambda x: [model.backbone(x)], held, ["backbone"], device=device)["backbone"]
+            if rank == 0:
+                n = args.train_backbone_epochs
+                print(f"backbone after {n} epoch{'s' if n != 1 else ''}: held-out accuracy {acc:.2%} on "
+                      f"{n_held:,} rows of the search split (never trained on)", flush=True)
         history = train_heads(model, loader, epochs=args.epochs, lr=args.lr, distill=args.distill,
                               temperature=args.temperature, resume=state.get("heads"), **common)
         if rank == 0:
             save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
                             backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"),
                             overwrite=replace)
+        names = [e.name for e in model.exits]
+        held_acc = None if held is None else held_out_accuracy(model.forward_exits, held, names, device=device)
     except (OutputError, ExitsError) as exc:    # a full disk while saving, an image that cannot be decoded
         if args.debug:
             raise
@@ -432,10 +500,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if rank == 0:
         if history:
-            last = history[-1]
-            print(f"epoch {last['epoch']}: loss {last['loss']:.4f}; training accuracy per exit:")
-            for name, acc in last["acc"].items():
-                print(f"  {name:<40} {acc:.4f}")
+            print("\n".join(summary_lines(history[-1], held_acc, n_held)))
         print(f"heads saved to {args.out} (backbone {model.fingerprint()[:19]}...)")
     close_distributed()
     return 0

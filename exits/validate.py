@@ -8,7 +8,7 @@ samples, joined on ``sample_index``):
 - per-sample agreement with the cache: same exit and same prediction as ``search.ExitProblem.assign``
   gives; disagreements where a cached score lies within ``--tolerance`` of a threshold it was compared
   with are counted apart (float rounding: batch composition changes the last bits of a convolution);
-- throughput at batch 64 and median latency at batch 1 (after warm-up), measured in rounds that alternate
+- throughput at batch 64 and latency at batch 1 by mean and median (after warm-up), measured in rounds that alternate
   the plain base model (the backbone's forward alone) and the configuration in the same process;
 - for a configuration exported with a certificate: the measured accuracy drop against the base model next
   to the certified one (or the measured relative cost next to the certified budget).
@@ -33,8 +33,8 @@ import torch
 
 from contract.costs import MEASURED_COST_MODEL
 
-from .measure import (CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows, spread,
-                      time_against_base)
+from .measure import (SPEED_COLUMNS, CacheComparison, add_timing_options, describe_machine, exit_fractions,
+                      format_rows, spread, time_against_base)
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
@@ -103,7 +103,7 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
                          "exit_fractions": exit_fractions(got_exit, list(c.exits),
                                                           len(runtime.model.exits) - 1)},
             **agreement,
-            "ideal_speedup": 1.0 / max(result.relative_cost, 1e-12),
+            "mac_estimate_speedup": 1.0 / max(result.relative_cost, 1e-12),
         }
         cert = c.predicted.get("certificate")
         if cert is not None:
@@ -112,9 +112,10 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
         if "b64" in t:
             entry["throughput_speedup_b64"] = t["b64"]["speedup"]
             entry["throughput_b64"] = t["b64"]
-            entry["throughput_vs_ideal"] = t["b64"]["speedup"] / entry["ideal_speedup"]
+            entry["throughput_vs_mac_estimate"] = t["b64"]["speedup"] / entry["mac_estimate_speedup"]
         if "b1" in t:
             entry["latency_speedup_b1"] = t["b1"]["speedup_median"]
+            entry["latency_speedup_b1_mean"] = t["b1"]["speedup_mean"]
             entry["latency_b1"] = t["b1"]
         reports.append(entry)
     base_acc = base_correct / n
@@ -131,53 +132,94 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
 
 # -- figure and table ----------------------------------------------------------------------------
 
-def plot_report(report: dict[str, Any], path: str | Path, *, fmt: str | None = None) -> None:
-    """Predicted vs measured front (left); measured speedup against MAC saving, with the ideal (right).
+MIN_ACCURACY_SPAN = 2.0   # points: the accuracy axis never spans less, so a small drop does not look like a cliff
 
-    ``fmt`` is the file format (default: ``path``'s suffix)."""
+
+def _accuracy_limits(values: list[float]) -> tuple[float, float]:
+    """Accuracy axis limits (points) around ``values`` with a margin, at least ``MIN_ACCURACY_SPAN`` wide,
+    shifted to stay within [0, 100]."""
+    lo, hi = min(values), max(values)
+    pad = max(0.08 * (hi - lo), 0.5 * (MIN_ACCURACY_SPAN - (hi - lo)))
+    lo, hi = lo - pad, hi + pad
+    shift = max(0.0, -lo) - max(0.0, hi - 100.0)
+    return max(0.0, lo + shift), min(100.0, hi + shift)
+
+
+def _label_points(ax: Any, xs: list[float], ys: list[float], ids: list[str]) -> None:
+    for x, y, cid in zip(xs, ys, ids):
+        if np.isfinite(x) and np.isfinite(y):
+            ax.annotate(cid, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small", color="0.3")
+
+
+def plot_report(report: dict[str, Any], path: str | Path | None = None, *, fmt: str | None = None) -> Any:
+    """Predicted vs measured accuracy against relative MACs (left); measured speedup over the base model against
+    relative MACs on a log axis, with the MAC estimate 1 / relative MACs (right). Every configuration is labelled
+    with its id; the accuracy axis spans at least ``MIN_ACCURACY_SPAN`` points.
+
+    Returns the Figure; saves it to ``path`` when given (``fmt``: the file format, default ``path``'s suffix)."""
     import matplotlib
     matplotlib.use("Agg")
     from matplotlib.figure import Figure
 
-    rows = sorted(report["configs"], key=lambda c: c["predicted"]["relative_cost"])
-    fig = Figure(figsize=(12, 4.8))
+    rows = sorted(report["configs"], key=lambda c: c["measured"]["relative_cost"])
+    ids = [c["id"] for c in rows]
+    cost = [c["measured"]["relative_cost"] for c in rows]
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
     ax1, ax2 = fig.subplots(1, 2)
-    ax1.plot([c["predicted"]["relative_cost"] for c in rows], [100 * c["predicted"]["accuracy"] for c in rows],
-             "o-", label="predicted by the cache")
-    ax1.plot([c["measured"]["relative_cost"] for c in rows], [100 * c["measured"]["accuracy"] for c in rows],
-             "x--", ms=9, label="measured on the model")
-    ax1.plot([1.0], [100 * report["base"]["measured"]["accuracy"]], "k*", ms=12, label="base model")
-    ax1.set_xlabel("relative MACs")
+    pred = [100 * c["predicted"]["accuracy"] for c in rows]
+    meas = [100 * c["measured"]["accuracy"] for c in rows]
+    base = 100 * report["base"]["measured"]["accuracy"]
+    ax1.plot([c["predicted"]["relative_cost"] for c in rows], pred, "o-", label="predicted by the cache")
+    ax1.plot(cost, meas, "x--", ms=9, label="measured on the model")
+    ax1.plot([1.0], [base], "k*", ms=12, label=f"base model ({base:.2f}%)")
+    _label_points(ax1, cost, meas, ids)
+    ax1.set_ylim(*_accuracy_limits(pred + meas + [base]))
+    ax1.set_xlabel("relative MACs (base model = 1)")
     ax1.set_ylabel(f"top-1 accuracy on {report['split']} (%)")
-    ax1.set_title("predicted vs measured front")
+    ax1.set_title("predicted vs measured")
     ax1.grid(alpha=0.3)
-    ax1.legend()
-    saving = [1.0 - c["measured"]["relative_cost"] for c in rows]
-    top = max(saving + [0.1])
-    xs = np.linspace(min(saving + [0.0]), top, 100)
-    ax2.plot(xs, 1 / (1 - xs), "k-", lw=1, label="ideal: 1 / relative MACs")
-    ax2.plot(xs, 0.8 / (1 - xs), "k:", lw=1, label="0.8 x ideal")
-    if any("throughput_speedup_b64" in c for c in rows):
-        ax2.plot(saving, [c.get("throughput_speedup_b64", np.nan) for c in rows], "o", label="throughput, batch 64")
-    if any("latency_speedup_b1" in c for c in rows):
-        ax2.plot(saving, [c.get("latency_speedup_b1", np.nan) for c in rows], "s", mfc="none",
-                 label="median latency, batch 1")
+    ax1.legend(fontsize="small")
+    xs = np.linspace(min(cost + [1.0]) * 0.9, 1.0, 100)
+    ax2.plot(xs, 1 / xs, "k-", lw=1, label="MAC estimate: 1 / relative MACs")
+    speeds = []
+    for key, marker, label in (("throughput_speedup_b64", "o", "throughput, batch 64"),
+                               ("latency_speedup_b1_mean", "s", "mean latency, batch 1")):
+        ys = [c.get(key, np.nan) for c in rows]
+        if any(np.isfinite(ys)):
+            ax2.plot(cost, ys, marker, mfc="none" if marker == "s" else None, label=label)
+            speeds += [y for y in ys if np.isfinite(y)]
+            if key == "throughput_speedup_b64" or not any("throughput_speedup_b64" in c for c in rows):
+                _label_points(ax2, cost, ys, ids)
     ax2.axhline(1.0, color="grey", lw=0.8)
-    ax2.set_xlabel("MAC saving (1 - measured relative MACs)")
-    ax2.set_ylabel("measured speedup over the base model")
-    ax2.set_title(f"measured speedup ({report['machine']['device']}, {report['machine']['torch_threads']} threads)")
-    ax2.grid(alpha=0.3)
-    ax2.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110, format=fmt)
+    ax2.set_yscale("log")
+    lo, hi = min(speeds + [1.0]) / 1.25, max(speeds + [1 / min(cost + [1.0])]) * 1.25
+    ax2.set_ylim(lo, hi)
+    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 1, 1.2, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100) if lo <= t <= hi]
+    ax2.set_yticks(ticks, [f"{t:g}x" for t in ticks])
+    ax2.set_yticks([], minor=True)
+    ax2.set_xlabel("relative MACs (base model = 1)")
+    ax2.set_ylabel("measured speedup over the base model (log)")
+    ax2.set_title(f"measured speedup ({report['machine']['device']}, torch threads: "
+                  f"{report['machine']['torch_threads']})")
+    ax2.grid(alpha=0.3, which="both")
+    ax2.legend(fontsize="small")
+    if path is not None:
+        fig.savefig(path, dpi=110, format=fmt)
+    return fig
+
+
+def _overhead(entry: dict[str, Any]) -> str:
+    k = len(entry["exits"])
+    return (f"each of its {k} enabled exits adds a head, its score and threshold test, and one more segment call "
+            "on a compacted batch")
 
 
 def format_table(report: dict[str, Any]) -> str:
     """One line per configuration: predicted vs measured accuracy and cost, agreement, speedups; then the
     certified bounds next to what was measured."""
     lines = format_rows(report, "base", "agree: same exit and prediction as the cache; near: disagreements within the "
-                        "tolerance of a threshold; ideal: 1 / relative MACs; b64 x / b1 x: measured throughput (batch "
-                        "64) and median latency (batch 1) speedups over the base model")
+                        f"tolerance of a threshold; {SPEED_COLUMNS}; speedups over the base model",
+                        overhead=_overhead)
     if "verified" in report:
         lines.append(report["verified"])
     for c in report["configs"]:
@@ -283,7 +325,7 @@ def _main(argv: list[str] | None) -> int:
                                     skip_integrity_check=args.skip_integrity_check)
         with warning_lines():   # what the verification of the table against the cache has to say
             runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
-                                  channels_last=args.channels_last)
+                                  channels_last=args.channels_last, check_inputs=False)  # eval_transform's batches
         configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
         if len(configs) > MANY_CONFIGS and not args.no_timing:
             warn(f"{args.config}: {len(configs)} configurations, each run on the whole split and timed in "

@@ -25,8 +25,9 @@ def __getattr__(name: str):
 
 
 def run_search(problem: ExitProblem, engine: str | BaseEngine, *, budget: Budget | None = None, seed=0,
-               callback=None) -> Front:
-    """Run ``engine`` (a name or an engine object) on ``problem``; the caller's engine is not changed."""
+               callback=None, max_exits: int | None = None) -> Front:
+    """Run ``engine`` (a name or an engine object) on ``problem``; the caller's engine is not changed.
+    ``max_exits``: enable at most that many exits per configuration (:meth:`BaseEngine.run`)."""
     if isinstance(engine, str):
         engine = create_engine(engine)
-    return engine.run(problem, budget=budget, seed=seed, callback=callback)
+    return engine.run(problem, budget=budget, seed=seed, callback=callback, max_exits=max_exits)

@@ -88,9 +88,10 @@ def _drop(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
 
     drop = opts.max_drop / 100
     if roles is None:
-        return ctx.answer("drop", opts.max_drop, _uncertified_drop(queries, ctx, drop))
-    cert = certify_drop(roles, drop, delta=opts.risk, bound=opts.bound, fit_front=fit_front(roles, ctx.fit_union))
-    contrast = _uncertified_drop(queries, ctx, drop) if opts.show_uncertified else None
+        return ctx.answer("drop", opts.max_drop, _uncertified_drop(queries, ctx, drop, opts.max_exits))
+    cert = certify_drop(roles, drop, delta=opts.risk, bound=opts.bound, fit_front=fit_front(roles, ctx.fit_union),
+                        max_exits=opts.max_exits)
+    contrast = _uncertified_drop(queries, ctx, drop, opts.max_exits) if opts.show_uncertified else None
     return ctx.answer("drop", opts.max_drop, cert.config, certified=cert, contrast=contrast)
 
 
@@ -101,7 +102,8 @@ def _budget(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
     budget = opts.budget
     if roles is None:
         try:
-            config = queries.most_accurate_within_budget(ctx.fit, budget, front=ctx.fit_union).config
+            config = queries.most_accurate_within_budget(ctx.fit, budget, front=ctx.fit_union,
+                                                         max_exits=opts.max_exits).config
         except SearchError as exc:
             return ctx.answer("budget", budget, None, failure=str(exc))
         if ctx.fit.samples is not None:
@@ -109,16 +111,17 @@ def _budget(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
                                   lambda e: e.relative_cost <= budget * (1 + 1e-12),
                                   lambda e: (e.error, e.relative_cost)) or config
         return ctx.answer("budget", budget, config)
-    cert = certify_budget(roles, budget, delta=opts.risk, fit_front=fit_front(roles, ctx.fit_union))
+    cert = certify_budget(roles, budget, delta=opts.risk, fit_front=fit_front(roles, ctx.fit_union),
+                          max_exits=opts.max_exits)
     if cert.certificate is None:
         return ctx.answer("budget", budget, None, certified=cert, failure=budget_failure(cert, budget, opts.risk))
     return ctx.answer("budget", budget, cert.config, certified=cert)
 
 
-def _uncertified_drop(queries, ctx: _Context, drop: float) -> ExitConfig:
-    """The cheapest within ``drop`` on the fit problem; on a subsample, the best of it and the fronts that
-    meets the limit on all search samples (a subsample's answer alone overfits)."""
-    config = queries.cheapest_within_drop(ctx.fit, drop, front=ctx.fit_union).config
+def _uncertified_drop(queries, ctx: _Context, drop: float, max_exits: int | None) -> ExitConfig:
+    """The cheapest within ``drop`` (a fraction) on the fit problem; on a subsample, the best of it and the fronts
+    that meets the limit on all search samples (a subsample's answer alone overfits)."""
+    config = queries._cheapest_within_drop(ctx.fit, drop, front=ctx.fit_union, max_exits=max_exits).config
     if ctx.fit.samples is None:
         return config
     search = ctx.search

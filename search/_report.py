@@ -10,12 +10,12 @@ __all__ = ["table", "report", "answer_text", "LEGEND"]
 
 LEGEND = ("HV: hypervolume of [error, relative cost] against the fixed reference point (1, 1); IGD+: distance "
           "to the best known front (the union of all methods' fronts) on search; save@X: cost saved by the "
-          "cheapest front configuration within X of the base accuracy, on holdout.")
+          "cheapest front configuration within X points of the base top-1 accuracy, on holdout.")
 
 _COLUMNS = [("method", "method", "<11", None), ("points", "points", ">6", None),
             ("HV search", "hv_search", ">9", ".4f"), ("HV holdout", "hv_holdout", ">10", ".4f"),
             ("IGD+", "igd", ">7", ".4f"),
-            ("save@0.5%", "save05", ">9", ".1%"), ("save@1%", "save1", ">8", ".1%"),
+            ("save@0.5pt", "save05", ">10", ".1%"), ("save@1pt", "save1", ">8", ".1%"),
             ("evals", "evals", ">10", None), ("seconds", "seconds", ">8", ".2f")]
 
 
@@ -61,9 +61,9 @@ def _describe(result, title: str, config) -> str:
     s, h = search.evaluate_one(config), holdout.evaluate_one(config)
     exits = ", ".join(f"{search.cache.exits[e].name}>{t:.4f}" for e, t in zip(config.exits, config.thresholds))
     return (f"{title}\n  exits: {exits or '(none: base model)'}\n"
-            f"  search : accuracy {s.accuracy:.4%} (drop {search.base.accuracy - s.accuracy:+.3%}), "
+            f"  search : accuracy {s.accuracy:.4%} (drop {100 * (search.base.accuracy - s.accuracy):.3f} points), "
             f"relative cost {s.relative_cost:.4f}\n"
-            f"  holdout: accuracy {h.accuracy:.4%} (drop {holdout.base.accuracy - h.accuracy:+.3%}), "
+            f"  holdout: accuracy {h.accuracy:.4%} (drop {100 * (holdout.base.accuracy - h.accuracy):.3f} points), "
             f"relative cost {h.relative_cost:.4f}")
 
 

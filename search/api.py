@@ -28,6 +28,7 @@ from .budget import Budget
 from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
                           planned_calibration_size)
 from .engines import create_engine, engine_class
+from .engines._cap import check_max_exits
 from .exact import SplitEvaluator
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
@@ -57,6 +58,7 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
     reader = open_search_cache(cache, skip_integrity_check=opts.skip_integrity_check)
     for line in identical_splits_messages(getattr(reader, "manifest", None) or {}):
         warnings.warn(line, SearchWarning, stacklevel=2)
+    check_max_exits(opts.max_exits, len({e.position for e in reader.exits[:-1]}), name=opts.label("max_exits"))
     sample = plan_fit(reader, "search", subsample=opts.subsample, above=opts.subsample_above, seed=opts.seed)
     _check_certification(opts, reader, sample)
     certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
@@ -125,7 +127,7 @@ def _run_engines(opts: Options, engines: dict, problem: ExitProblem) -> dict[str
     with _progress(len(engines), disable=not opts.progress) as bar:
         for name, engine in engines.items():
             bar.set_postfix_str(name)
-            fronts[name] = engine.run(problem, budget=budget, seed=opts.seed,
+            fronts[name] = engine.run(problem, budget=budget, seed=opts.seed, max_exits=opts.max_exits,
                                       callback=lambda eng, prob, name=name: bar.set_postfix_str(
                                           f"{name}: {prob.n_evals} evaluations", refresh=True))
             bar.update()

@@ -26,6 +26,7 @@ from .engines import engine_class
 from .pareto_testing import DEFAULT_DELTA
 from .scores import score_kinds
 from .subsample import DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE
+from .units import check_drop_points, drop_points_arg
 
 __all__ = ["Param", "PARAMS", "Options", "check_options", "options_from_args", "add_arguments", "DEFAULT_METHODS",
            "DEFAULT_MEMORY_LIMIT_GB", "ENGINE_OPTIONS"]
@@ -38,8 +39,8 @@ ENGINE_OPTIONS = ("storage", "study_name", "workers", "sampler", "pop_size", "en
 
 @dataclass(frozen=True)
 class Param:
-    """One parameter: ``kind`` is ``float``, ``int``, ``choice``, ``text``, ``names`` (comma-separated text or
-    a list of strings) or ``flag``; numbers lie in
+    """One parameter: ``kind`` is ``float``, ``int``, ``points`` (an accuracy drop, ``search.units``), ``choice``,
+    ``text``, ``names`` (comma-separated text or a list of strings) or ``flag``; numbers lie in
     ``[low, high]`` (``low_open``/``high_open``: the end excluded; None: unbounded), described to users
     as ``what``. ``cli``: its command-line option is ``--name-with-dashes`` (False: library only)."""
 
@@ -66,12 +67,16 @@ class Param:
             return float_in(self.low, self.high, low_open=self.low_open, high_open=self.high_open, what=self.what)
         if self.kind == "int":
             return int_at_least(int(self.low), self.what, maximum=None if self.high is None else int(self.high))
+        if self.kind == "points":
+            return drop_points_arg
         return None
 
     def check(self, value: Any) -> Any:
         """``value`` if it is valid for this parameter (None: not given), else a one-line SearchError."""
         if value is None or self.kind in ("text", "names") and isinstance(value, str):
             return value
+        if self.kind == "points":
+            return check_drop_points(value, self.name)
         if self.kind == "names" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
             return tuple(value)
         if self.kind == "flag":
@@ -110,9 +115,9 @@ _TABLE = [
           "or units (each segment or head costs 1) (default macs)", "macs", choices=tuple(list_cost_models())),
     Param("score", "choice", "confidence score compared with thresholds (default max_prob)", "max_prob",
           choices=tuple(score_kinds())),
-    _float("max_drop", "a number of points in [0, 100]", "answer: cheapest configuration within POINTS percentage "
-           "points of the base top-1 accuracy (e.g. 0.5), certified on calibration data with confidence 1-DELTA "
-           "(--risk)", 0.0, 100.0, metavar="POINTS"),
+    Param("max_drop", "points", "answer: cheapest configuration within POINTS percentage points of the base top-1 "
+          "accuracy (e.g. 0.5; 0, or 0.05 to 20: search/units.py), certified on calibration data with confidence "
+          "1-DELTA (--risk)", metavar="POINTS"),
     _float("budget", _GT0, "answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6), the mean "
            "cost certified with confidence 1-DELTA, with a lower bound on its accuracy", metavar="REL_COST",
            **_POSITIVE),
@@ -126,6 +131,9 @@ _TABLE = [
            low_open=True, high_open=True, metavar="F"),
     Param("bound", "choice", f"the test behind a drop certificate (default {DEFAULT_BOUND}; docs/certification.md)",
           DEFAULT_BOUND, choices=tuple(BOUNDS)),
+    Param("max_exits", "int", "enable at most K exits per configuration, in the search and in every answer (each "
+          "enabled exit adds a head and a step; dp searches under the cap exactly, other methods' configurations keep "
+          "the K exits that serve the most samples)", low=1, what="a positive integer", metavar="K"),
     Param("evaluations", "int", "evaluation budget per method (population engines)", low=1,
           what="a positive integer"),
     _float("time_limit", _GT0, "wall-time budget per method", metavar="SECONDS", **_POSITIVE),

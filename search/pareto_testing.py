@@ -32,6 +32,7 @@ from .engines.dp import DPEngine
 from .front import Front
 from .problem import ExitProblem
 from .queries import _cheapest_within_drop, _most_accurate_within_budget
+from .units import check_drop_points, points_to_fraction
 
 __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
            "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test", "outcomes", "retest"]
@@ -183,27 +184,36 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     return sequence
 
 
+def _capped(front: Front, max_exits: int | None) -> Front:
+    """``front`` without the configurations that enable more than ``max_exits`` exits."""
+    if max_exits is None:
+        return front
+    return front.take([i for i, c in enumerate(front.configs) if len(c.exits) <= max_exits])
+
+
 def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float = DEFAULT_DELTA,
                           bound: str = DEFAULT_BOUND, fraction: float = DEFAULT_FRACTION, seed: int = 0,
-                          front: Front | None = None) -> CertifiedAnswer:
-    """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` (a fraction)
+                          front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+    """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` points (0.5 = half a
+    point; ``search.units``)
     with confidence 1 - ``delta``, by Pareto Testing. ``front``: configurations searched on the whole
     search split (used as candidates only when the cache has a calibration split of its own)."""
-    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
+    drop = points_to_fraction(check_drop_points(max_drop))
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
-    return certify_drop(roles, max_drop, delta=delta, bound=bound, fit_front=fit_front(roles, front))
+    return certify_drop(roles, drop, delta=delta, bound=bound, fit_front=fit_front(roles, front),
+                        max_exits=max_exits)
 
 
 def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
-                 fit_front: Front | None = None) -> CertifiedAnswer:
-    """Pareto Testing for a drop limit on given roles; ``fit_front`` must have been searched on
-    ``roles.fit`` alone (default: dp on it)."""
+                 fit_front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
+    ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
-    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
-    ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0).config
-              for k in range(_LADDER_STEPS)]
+    fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
+    ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
+                                max_exits=max_exits).config for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
     sequence = _drop_sequence(fit, _dedupe(in_reach + ladder), max_drop, delta, cal.n_samples)
@@ -268,27 +278,28 @@ def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: flo
 
 def certified_within_budget(search: ExitProblem, budget: float, *, delta: float = DEFAULT_DELTA,
                             fraction: float = DEFAULT_FRACTION, seed: int = 0,
-                            front: Front | None = None) -> CertifiedAnswer:
+                            front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
     """The most accurate configuration whose mean relative cost is <= ``budget`` with confidence
     1 - ``delta`` (betting test on per-sample cost / the configuration's largest per-sample cost), with a
     lower confidence bound on its accuracy, simultaneous over the sequence (level delta / its length)."""
     check_scalar(budget, "budget", min_val=0.0)
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
-    return certify_budget(roles, budget, delta=delta, fit_front=fit_front(roles, front))
+    return certify_budget(roles, budget, delta=delta, fit_front=fit_front(roles, front), max_exits=max_exits)
 
 
 def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
-                   fit_front: Front | None = None) -> CertifiedAnswer:
-    """Pareto Testing for a cost budget on given roles; ``fit_front`` searched on ``roles.fit`` alone."""
+                   fit_front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+    """Pareto Testing for a cost budget on given roles; ``fit_front`` searched on ``roles.fit`` alone;
+    ``max_exits``: every candidate enables at most that many exits."""
     fit, cal = roles.fit, roles.calibration
-    fit_front = DPEngine().run(fit) if fit_front is None else fit_front
+    fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
     margin = 0.5 * math.sqrt(2 * math.log(1 / delta) / cal.n_samples)
     ladder = []
     for k in range(_LADDER_STEPS):
         try:
             ladder.append(_most_accurate_within_budget(fit, budget - margin * k / 2, front=fit_front,
-                                                       n_bisect=0).config)
+                                                      n_bisect=0, max_exits=max_exits).config)
         except SearchError:
             break  # below the cheapest reachable cost
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[1] <= budget]

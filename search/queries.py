@@ -13,9 +13,11 @@ from dataclasses import dataclass
 import numpy as np
 from ._validation import SearchError, check_scalar
 from .config import ExitConfig
+from .engines._cap import check_max_exits
 from .engines.dp import DPEngine, DPSolver
 from .front import Front
 from .problem import Evaluation, ExitProblem
+from .units import check_drop_points, points_to_fraction
 
 __all__ = ["Answer", "cheapest_within_drop", "most_accurate_within_budget"]
 
@@ -75,17 +77,21 @@ def _best_feasible(cands: list[tuple], feasible, rank) -> tuple | None:
 
 
 def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, feasible_at_high: bool,
-                        front: Front | None):
+                        front: Front | None, max_exits: int | None = None):
     """Bisect log lam for the best feasible weighted optimum, then polish it with constrained steps.
 
     Feasibility is monotone in lam: for a drop limit it holds at large lam (accurate end), for a
     cost budget at small lam (cheap end); the bisection keeps a feasible end and moves the other.
     The configurations of ``front`` (a dp front when None) are candidates too; with ``n_bisect = 0``
-    they (and the base model) are the only ones, and no weighted problem is solved.
+    they (and the base model) are the only ones, and no weighted problem is solved. ``max_exits`` caps the
+    exits every candidate and step enables (front configurations above it are left out).
     """
-    solver = DPSolver(problem)
+    check_max_exits(max_exits, problem.n_positions)
+    solver = DPSolver(problem, max_exits=max_exits)
     if front is None:
-        front = DPEngine().run(problem)
+        front = DPEngine(max_exits=max_exits).run(problem)
+    if max_exits is not None:
+        front = front.take([i for i, c in enumerate(front.configs) if len(c.exits) <= max_exits])
 
     def solve_at(log_lam, state):
         s, t = state[0].copy(), state[1].copy()
@@ -126,38 +132,41 @@ def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, f
 
 
 def cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front | None = None,
-                         n_bisect: int = 14) -> Answer:
+                         n_bisect: int = 14, max_exits: int | None = None) -> Answer:
     """The cheapest configuration whose accuracy on ``problem``'s split is >= base - ``max_drop``.
 
-    ``max_drop`` is a fraction (0.005 = half a point of top-1). The base model always qualifies.
-    ``front``: configurations (of this problem) to start from besides the lam bisection.
+    ``max_drop`` is in points of top-1 accuracy (0.5 = half a point; ``search.units``). The base model always
+    qualifies. ``front``: configurations (of this problem) to start from besides the lam bisection;
+    ``max_exits``: at most that many exits enabled.
     """
-    check_scalar(max_drop, "max_drop", min_val=0.0, max_val=1.0)
-    return _cheapest_within_drop(problem, max_drop, front=front, n_bisect=n_bisect)
+    points = check_drop_points(max_drop)
+    return _cheapest_within_drop(problem, points_to_fraction(points), front=front, n_bisect=n_bisect,
+                                 max_exits=max_exits)
 
 
 def _cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front | None = None,
-                          n_bisect: int = 14) -> Answer:
-    """:func:`cheapest_within_drop` with ``max_drop`` trusted (checked once by the caller)."""
+                          n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+    """:func:`cheapest_within_drop` with ``max_drop`` a fraction, trusted (checked once by the caller)."""
     limit = _max_errors(problem, max_drop)
     config = _bisect_then_polish(problem, lambda e, c: e <= limit, lambda e, c: (c, e), n_bisect,
-                                 feasible_at_high=True, front=front)
-    return Answer(config, problem.evaluate_one(config), f"cheapest within {max_drop:.4%} drop")
+                                 feasible_at_high=True, front=front, max_exits=max_exits)
+    return Answer(config, problem.evaluate_one(config), f"cheapest within {100 * max_drop:g} points drop")
 
 
 def most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: Front | None = None,
-                                n_bisect: int = 14) -> Answer:
-    """The most accurate configuration with relative cost <= ``budget`` on ``problem``'s split."""
+                                n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+    """The most accurate configuration with relative cost <= ``budget`` on ``problem``'s split (at most
+    ``max_exits`` exits enabled when given)."""
     check_scalar(budget, "budget", min_val=0.0)
-    return _most_accurate_within_budget(problem, budget, front=front, n_bisect=n_bisect)
+    return _most_accurate_within_budget(problem, budget, front=front, n_bisect=n_bisect, max_exits=max_exits)
 
 
 def _most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: Front | None = None,
-                                 n_bisect: int = 14) -> Answer:
+                                 n_bisect: int = 14, max_exits: int | None = None) -> Answer:
     """:func:`most_accurate_within_budget` with ``budget`` trusted (checked once by the caller)."""
     limit = budget * problem.n_samples * problem.costs.base_cost * (1 + 1e-12)
     config = _bisect_then_polish(problem, lambda e, c: c <= limit, lambda e, c: (e, c), n_bisect,
-                                 feasible_at_high=False, front=front)
+                                 feasible_at_high=False, front=front, max_exits=max_exits)
     if config is None:
         if not problem.positions:
             raise SearchError(f"no configuration meets relative cost <= {budget}: the cache has no early exits, "

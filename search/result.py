@@ -34,6 +34,9 @@ class Indicators:
     seconds: float
 
 
+FOCUS_POINTS = 5.0   # with a query answered, the fronts' figure shows this many points below the base (or more)
+
+
 def exits_plot_path(path: str | Path) -> Path:
     """Where the exit distribution of the chosen configuration goes, beside the fronts' figure."""
     path = Path(path)
@@ -118,10 +121,21 @@ class SearchResult:
         return doc
 
     # -- figures and text ----------------------------------------------------------------------------
+    def marks(self) -> list[tuple[str, QueryAnswer]]:
+        """Each answered query with its label on the figures: what it asked and whether it is certified."""
+        out = []
+        for a in self.answers:
+            if a.config is not None:
+                asked = f"within {a.limit:g} points" if a.kind == "drop" else f"relative cost <= {a.limit:g}"
+                out.append((f"chosen: {asked}, {'certified' if a.certificate is not None else 'not certified'}", a))
+        return out
+
     def plot(self, path: str | Path, *, exits_path: str | Path | None = None, format: str | None = None) -> None:
-        """Every front on search and holdout (base and oracle marked) to ``path``; with a chosen configuration,
-        its exit distribution on holdout to ``exits_path`` (default :func:`exits_plot_path`). ``format``: what
-        matplotlib's Agg backend writes (default: the suffix of ``path``)."""
+        """Every front on search and holdout (base and oracle marked) to ``path``, with each answer marked and
+        labelled and the line base minus the asked drop; with a query, the band within ``FOCUS_POINTS`` (or 10x the
+        asked drop) of the base. With a chosen configuration, its exit distribution on holdout to ``exits_path``
+        (default :func:`exits_plot_path`). ``format``: what matplotlib's Agg backend writes (default: the suffix of
+        ``path``)."""
         import matplotlib
         matplotlib.use("Agg")
         from matplotlib.figure import Figure
@@ -131,16 +145,26 @@ class SearchResult:
         fmt = (format or Path(path).suffix).lower().lstrip(".")
         fig = Figure(figsize=(12, 4.8))
         ax_s, ax_h = fig.subplots(1, 2, sharey=True)
-        plot_fronts(self.fronts, base=(self.search.base.accuracy, 1.0), oracle=self.oracle, title="search split",
-                    ax=ax_s)
+        marks, drop = self.marks(), self.options.max_drop
+        focus = max(FOCUS_POINTS, 10 * (drop or 0.0)) if marks else None
         on_holdout = {m: Front(f.configs, self.holdout_F[m], m) for m, f in self.fronts.items() if len(f)}
-        plot_fronts(on_holdout, base=(self.holdout.base.accuracy, 1.0), title="holdout split (same configurations)",
-                    ax=ax_h)
+        for ax, split, fronts, title in ((ax_s, "search", self.fronts, "search split"),
+                                         (ax_h, "holdout", on_holdout, "holdout split (same configurations)")):
+            ev = {label: getattr(a, f"on_{split}") or getattr(self, split).evaluate_one(a.config) for label, a in marks}
+            plot_fronts(fronts, base=(getattr(self, split).base.accuracy, 1.0),
+                        oracle=self.oracle if split == "search" else None,
+                        chosen={label: (e.accuracy, e.relative_cost) for label, e in ev.items()}, asked_drop=drop,
+                        focus_drop=focus, title=title, ax=ax)
+            if split == "search":
+                limits = ax.get_ylim()
+        lo, hi = ax_h.get_ylim()
+        ax_s.set_ylim(min(lo, limits[0]), max(hi, limits[1]))   # shared: both panels' points
         fig.tight_layout()
         fig.savefig(path, dpi=120, format=fmt)
-        if self.chosen is not None:
+        if marks:
             target = exits_plot_path(path) if exits_path is None else exits_path
-            plot_exit_distribution(self.holdout, self.chosen).savefig(target, dpi=150, format=fmt)
+            label, answer = marks[0]
+            plot_exit_distribution(self.holdout, answer.config, label=label).savefig(target, dpi=150, format=fmt)
 
     def report(self, *, standalone: bool = False) -> str:
         """The header and the table of methods (``standalone``: and every exit alone), as the command prints."""

@@ -13,6 +13,7 @@ from .._validation import as_generator
 from ..budget import Budget
 from ..config import ExitConfig
 from ..front import Front
+from ._cap import cap_config, check_max_exits
 
 __all__ = ["BaseEngine", "Candidates", "NO_EARLY_EXITS"]
 
@@ -51,7 +52,16 @@ class BaseEngine(ABC):
         return f"{type(self).__name__}({args})"
 
     def run(self, problem, *, budget: Budget | None = None, seed=0,
-            callback: Callable | None = None) -> Front:
+            callback: Callable | None = None, max_exits: int | None = None) -> Front:
+        """Search ``problem``; ``max_exits`` caps the exits a configuration enables: an engine with a
+        ``max_exits`` option searches under the cap (a copy of this engine with it set), the others' results are
+        repaired (:func:`~search.engines._cap.cap_config`) and re-scored."""
+        if max_exits is not None:
+            check_max_exits(max_exits, problem.n_positions)
+            params = self.get_params()
+            if "max_exits" in params and params["max_exits"] != max_exits:
+                return type(self)(**{**params, "max_exits": max_exits}).run(problem, budget=budget, seed=seed,
+                                                                            callback=callback)
         budget = (budget or Budget()).start(problem)
         rng = as_generator(seed)
         evals0, t0 = problem.n_evals, time.perf_counter()
@@ -60,6 +70,8 @@ class BaseEngine(ABC):
             configs, message = result if isinstance(result, tuple) else (result, "")
             result = Candidates(list(configs), None, message)
         configs, F = result.configs, result.F
+        if max_exits is not None and "max_exits" not in self.get_params():
+            configs, F = [cap_config(problem, c, max_exits) for c in configs], None
         if F is None:
             configs = list(dict.fromkeys(configs))  # drop duplicates, keep order
             F = problem.evaluate(configs) if configs else np.zeros((0, 2))

@@ -26,6 +26,7 @@ from ..front import non_dominated
 from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine, Candidates
+from ._cap import check_max_exits
 
 __all__ = ["DPEngine", "DPSolver", "Curve"]
 
@@ -143,10 +144,17 @@ class DPSolver:
     of the state, so the last ones computed at each position are kept and reused while the rest of
     the state is unchanged (typically half of all steps: the sweep that confirms a solution, and the
     first sweep of the next lam).
+
+    ``max_exits`` caps the enabled exits: the count is part of the state. A step at a position whose
+    enabling would exceed the cap offers only "disabled" there, plus one swap: the enabled exit serving
+    the fewest samples is disabled and every option at the position is scored exactly on that state; the
+    swap is taken when the step's rule prefers it to the current state (the sweep then restarts, its
+    running totals being stale).
     """
 
-    def __init__(self, problem):
+    def __init__(self, problem, *, max_exits: int | None = None):
         self.problem = problem
+        self.max_exits = max_exits
         self.n, self.J = problem.n_samples, problem.n_positions
         self.final = problem.final_exit
         self.lo, self.hi = score_range(problem.score, problem.cache.n_classes)
@@ -163,6 +171,10 @@ class DPSolver:
         self._lookups: dict[tuple, np.ndarray] = {}
         self._cache: dict[int, tuple[tuple, list[Curve]]] = {}
         self._cache_bytes = 0
+        self._served: dict[int, int] = {}              # samples leaving at each enabled position, last seen
+        self._no_swap: dict[int, tuple] = {}           # (rule, state) at which a swap was found worthless
+        self._swaps: dict[tuple, list[Curve]] = {}     # curves of swap states, reused across lams
+        self._swap_bytes = 0
 
     # -- configurations -----------------------------------------------------------------------
     def empty_state(self) -> tuple[np.ndarray, np.ndarray]:
@@ -252,6 +264,38 @@ class DPSolver:
                 c.current = c.locate(taus[j])
         return curves, fresh
 
+    def _swap_curves(self, slots, taus, j: int) -> tuple[list[Curve], bool]:
+        """Every option's curve at ``j`` on a state (position j disabled), and whether they were computed
+        now: kept for reuse while the state recurs (the weighted rule changes with lam, the curves do not)."""
+        key = (j, tuple(slots.tolist()), tuple(taus[slots >= 0].tolist()))
+        curves = self._swaps.get(key)
+        fresh = curves is None
+        if fresh:
+            curves = self._compute(slots, j, self.context(slots, taus, j))
+            size = sum(c.nbytes for c in curves)
+            if self._swap_bytes + size > _CACHE_BYTES:
+                self._swaps.clear()
+                self._swap_bytes = 0
+            self._swaps[key] = curves
+            self._swap_bytes += size
+        for c in curves:
+            c.current = None
+        return curves, fresh
+
+    def _none_curve(self, slots, j: int, ctx: _Context) -> Curve:
+        """The "disabled" option at ``j`` alone: the state's totals with position j disabled."""
+        costs = self.problem.costs
+        sl = slots.tolist()
+        before = [self.exit_of(i, s) for i, s in enumerate(sl[:j]) if s >= 0]
+        later = [self.exit_of(i, s) for i, s in enumerate(sl) if i > j and s >= 0] + [self.final]
+        used = np.logical_or.reduce(costs.needs[before], axis=0) | np.logical_or.accumulate(costs.needs[later], axis=0)
+        lookup = np.zeros(self.problem.n_exits)
+        lookup[later] = used @ costs.unit_costs
+        err = ctx.fixed_err + int(np.count_nonzero(ctx.go_wrong & ctx.reach))
+        cost = ctx.fixed_cost + float(lookup[ctx.nxt[ctx.reach]].sum())
+        return Curve(j, -1, np.array([err]), np.array([cost]), np.zeros(0, dtype=np.float32),
+                     np.zeros(0, dtype=np.int64), (self.lo, self.hi), 0)
+
     def _compute(self, slots, j: int, ctx: _Context) -> list[Curve]:
         costs = self.problem.costs
         sl = slots.tolist()
@@ -305,11 +349,61 @@ class DPSolver:
         return [none] + out
 
     # -- sweeps ---------------------------------------------------------------------------------
-    def _step(self, slots, taus, j, ctx, select, harvest) -> bool:
+    def _step(self, slots, taus, j, ctx, select, harvest) -> int:
+        """One coordinate step at ``j``: 0 nothing changed, 1 position j changed, 2 the state changed
+        elsewhere too (a swap under the exit cap, or a state over the cap repaired): the sweep's
+        running totals are stale."""
+        n_others = int(np.count_nonzero(slots >= 0)) - int(slots[j] >= 0)
+        if self.max_exits is not None and n_others >= self.max_exits and slots[j] >= 0:
+            slots[j], taus[j] = -1, self.hi                              # over the cap (a given start)
+            return 2
+        if self.max_exits is not None and n_others >= self.max_exits:  # "disabled" alone fits the cap
+            return self._swap(slots, taus, j, self._none_curve(slots, j, ctx), select, harvest)
         curves, fresh = self.curves(slots, taus, j, ctx)
         if harvest is not None and fresh:
             harvest(curves, slots, taus)
-        return self._apply(select(curves, slots, taus, j), slots, taus, j)
+        if slots[j] >= 0:
+            self._served[j] = next(c.current for c in curves if c.current is not None)
+        return int(self._apply(select(curves, slots, taus, j), slots, taus, j))
+
+    def context(self, slots, taus, j: int) -> _Context:
+        """What position ``j`` sees from the rest of the state, computed afresh."""
+        lookup = self.cost_lookup(slots)
+        remaining = np.ones(self.n, dtype=bool)
+        err, cost = 0, 0.0
+        for i in range(j):
+            de, dc = self._leave(i, slots, taus, remaining, lookup)
+            err, cost = err + de, cost + dc
+        nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
+        go_wrong = self.wrong[self.final].copy()
+        for i in reversed(range(j + 1, self.J)):
+            self._go_on(i, slots, taus, nxt, go_wrong)
+        return _Context(remaining, nxt, go_wrong, err, cost)
+
+    def _swap(self, slots, taus, j, current: Curve, select, harvest) -> int:
+        """At a disabled position ``j`` with the cap reached: for each enabled exit, those that served the
+        fewest samples first, score every option at ``j`` on the state with that exit disabled; take the
+        first that ``select`` prefers to the current state (``current``: its totals)."""
+        key = (tuple(slots.tolist()), tuple(taus.tolist()))
+        seen = self._no_swap.get(j)
+        if seen is not None and seen[0] is select and seen[1] == key:
+            return 0
+        enabled = sorted(np.flatnonzero(slots >= 0), key=lambda p: self._served.get(int(p), 0))
+        keep = Curve(j, -2, current.err_at, current.cost_at, current.scores, current.blocked, current.bounds, 0)
+        for i in enabled:
+            s2, t2 = slots.copy(), taus.copy()
+            s2[i], t2[i] = -1, self.hi
+            curves, fresh = self._swap_curves(s2, t2, j)
+            if harvest is not None and fresh:
+                harvest(curves, s2, t2)
+            choice = select([keep] + curves, slots, taus, j)
+            if choice is not None and choice[0] != -2:
+                slots[i], taus[i] = -1, self.hi
+                self._served.pop(int(i), None)
+                self._apply(choice, slots, taus, j)
+                return 2
+        self._no_swap[j] = (select, key)
+        return 0
 
     def _go_on(self, j, slots, taus, nxt, go_wrong) -> None:
         """Samples passing position j's enabled exit now leave there when they reach it (in place)."""
@@ -335,8 +429,10 @@ class DPSolver:
             nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
             go_wrong = self.wrong[self.final].copy()
             for j in reversed(range(self.J)):
-                changed |= self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, *fixed[j]),
-                                      select, harvest)
+                step = self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, *fixed[j]), select, harvest)
+                if step == 2:
+                    return True
+                changed |= step == 1
                 self._go_on(j, slots, taus, nxt, go_wrong)
             return changed
         after = [None] * self.J
@@ -348,7 +444,10 @@ class DPSolver:
         remaining = np.ones(self.n, dtype=bool)
         err, cost = 0, 0.0
         for j in range(self.J):
-            changed |= self._step(slots, taus, j, _Context(remaining, *after[j], err, cost), select, harvest)
+            step = self._step(slots, taus, j, _Context(remaining, *after[j], err, cost), select, harvest)
+            if step == 2:
+                return True
+            changed |= step == 1
             de, dc = self._leave(j, slots, taus, remaining, self.cost_lookup(slots))
             err, cost = err + de, cost + dc
         return changed
@@ -466,19 +565,21 @@ class DPEngine(BaseEngine):
 
     Options: ``n_lams`` trade-off weights on a log grid (or ``lams`` explicitly), ``max_sweeps`` per
     lam, ``per_curve`` non-dominated cuts kept per step, ``max_configs`` to thin the returned front
-    evenly along cost (None keeps all). For ImageNet-train-sized splits, fit on a subsample and
+    evenly along cost (None keeps all), ``max_exits`` to enable at most that many exits per configuration
+    (None: no cap; see :class:`DPSolver`). For ImageNet-train-sized splits, fit on a subsample and
     score the front exactly on every sample: :mod:`search.subsample` (the command line does so).
     """
 
     name = "dp"
 
     def __init__(self, *, n_lams: int = 24, lams: list[float] | None = None, max_sweeps: int = 12,
-                 per_curve: int = 64, max_configs: int | None = 256):
+                 per_curve: int = 64, max_configs: int | None = 256, max_exits: int | None = None):
         self.n_lams = n_lams
         self.lams = lams
         self.max_sweeps = max_sweeps
         self.per_curve = per_curve
         self.max_configs = max_configs
+        self.max_exits = max_exits
 
     def _lams(self) -> np.ndarray:
         """The trade-off weights to trace, once every option is checked (SearchError naming a bad one)."""
@@ -498,7 +599,8 @@ class DPEngine(BaseEngine):
 
     def _run(self, problem, budget, rng, callback):
         lams = self._lams()
-        solver = DPSolver(problem)
+        check_max_exits(self.max_exits, problem.n_positions)
+        solver = DPSolver(problem, max_exits=self.max_exits)
         archive = _Archive(self.per_curve)
         slots, taus = solver.empty_state()
         sweeps = 0

@@ -20,6 +20,7 @@ from ..front import non_dominated
 from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine
+from ._cap import check_max_exits
 from .baselines import snap_threshold
 
 __all__ = ["Exhaustive", "threshold_levels"]
@@ -119,19 +120,22 @@ class Exhaustive(BaseEngine):
     """Evaluate every configuration on a ``levels``-per-exit threshold grid (None: every distinct score).
 
     Refuses problems with more than ``max_configs`` combinations. Ignores the budget (like ``dp``) and
-    reports every combination as an evaluation.
+    reports every combination as an evaluation. ``max_exits`` keeps only the combinations enabling at most
+    that many exits (None: all).
     """
 
     name = "exhaustive"
 
-    def __init__(self, *, levels: int | None = 32, max_configs: int = 2_000_000):
+    def __init__(self, *, levels: int | None = 32, max_configs: int = 2_000_000, max_exits: int | None = None):
         self.levels = levels
         self.max_configs = max_configs
+        self.max_exits = max_exits
 
     def _run(self, problem, budget, rng, callback):
         if self.levels is not None:
             check_scalar(self.levels, "levels", min_val=1, integer=True)
         check_scalar(self.max_configs, "max_configs", min_val=1, integer=True)
+        check_max_exits(self.max_exits, problem.n_positions)
         lo, hi = score_range(problem.score, problem.cache.n_classes)
         grids = [threshold_levels(problem.scores[e], self.levels, lo, hi) for e in range(problem.n_exits - 1)]
         enum = _Enumerator(problem, grids)
@@ -142,6 +146,9 @@ class Exhaustive(BaseEngine):
                               f"{total:.3g} configurations, more than max_configs={self.max_configs}; "
                               "use fewer levels or the dp engine")
         F, choice = enum.run(None if callback is None else (lambda: callback(self, problem)))
+        if self.max_exits is not None:
+            within = np.count_nonzero(choice > 0, axis=1) <= self.max_exits
+            F, choice = F[within], choice[within]
         keep = non_dominated(F)
         grid = "every distinct score" if self.levels is None else f"{self.levels} levels per exit"
         return [enum.decode(choice[i]) for i in keep], f"{total} configurations enumerated ({grid})"

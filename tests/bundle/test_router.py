@@ -224,3 +224,24 @@ def test_the_tables_objective_is_read_and_an_unknown_one_refused(resnet):
     with pytest.raises(BundleError, match=r"^exitconfig: objective: unknown objective 'flops': this version knows "
                                           r"the cost models \['macs'"):
         open_bundle(path, configs={**table, "objective": "flops"})
+
+
+def test_session_calls_count_what_a_batch_reaching_the_final_exit_makes(resnet):
+    """``session_calls``: the onnxruntime calls a batch makes when some of its rows reach the final exit (the
+    number validate_bundle prints when a configuration is slower than its base at batch 1)."""
+    _, splits, _, _, path = resnet
+    router = open_bundle(path)
+    made = [0]
+    for g in set(router.graphs.values()):
+        run = g.session.run
+        g.session = type("Counted", (), {"run": lambda self, *a, run=run: (made.__setitem__(0, made[0] + 1), run(*a))[1]})()
+    x = splits["holdout"].images.numpy()
+    checked = 0
+    for c in [router.base_config, *router.configs]:
+        made[0] = 0
+        result = router.run(x, c)
+        if (result.exits == router.final_exit).any():
+            assert made[0] == router.session_calls(c)
+            checked += 1
+    assert router.session_calls(router.base_config) == 1 and checked >= 3
+    assert max(router.session_calls(c) for c in router.configs) > 2

@@ -106,8 +106,12 @@ PARETO_REFUSALS = [  # (extra arguments with {out} for the output folder, the cu
     (["--export", "{out}/same.json", "--export-choice", "{out}/same.json", "--max-drop", "1"],
      "is also the --export file"),
     (["--export", "{out}/x.txt"], "unknown file type '.txt'"),
-    (["--max-drop", "-3"], "argument --max-drop: must be a number of points in [0, 100], got -3"),
-    (["--max-drop", "101"], "argument --max-drop"),
+    (["--max-drop", "-3"], "argument --max-drop: must be a number of points >= 0 (0.5 = half a point of top-1 "
+                           "accuracy); got -3.0"),
+    (["--max-drop", "101"], "argument --max-drop: 101 points is above 20"),
+    (["--max-drop", "50"], "argument --max-drop: 50 points is above 20"),
+    (["--max-drop", "0.005"], "argument --max-drop: 0.005 looks like a fraction; drops are in points of top-1 "
+                              "accuracy (0.5 = half a point): pass 0.5"),
     (["--max-drop", "nan"], "argument --max-drop"),
     (["--budget", "0"], "argument --budget: must be a finite number > 0, got 0"),
     (["--budget", "inf"], "argument --budget"),

@@ -63,6 +63,25 @@ def test_check_reports_the_plan_positions_and_checks(capsys):
     assert "generic plan, 1 exit positions" in out and "leaves: stream, batch@0, batch@0" in out
 
 
+def test_check_counts_macs_for_the_head_trained_and_says_the_weights_are_random(capsys):
+    """MACs for the head size the user will train (--num-classes, or the --dataset's), the model's own head
+    only with a note; random-init weights said so, and no pretrained tag named for them."""
+    assert check_main(["mobilenetv3_small_050", "--input-size", "32"]) == 0
+    own = capsys.readouterr().out
+    assert own.startswith("mobilenetv3_small_050: ") and ".lamb_in1k" not in own
+    assert "with a 1000-class classifier" in own and "note: 1000 classes is the model's own head" in own
+    assert "weights: random init" in own
+    assert check_main(["mobilenetv3_small_050", "--input-size", "32", "--dataset", "fashion_mnist"]) == 0
+    ten = capsys.readouterr().out
+    assert "with a 10-class classifier" in ten and "note:" not in ten
+    macs = [float(re.search(r"MACs: ([0-9.]+) G", text).group(1)) for text in (own, ten)]
+    assert macs[1] < macs[0]
+    assert check_main(["mobilenetv3_small_050", "--input-size", "32", "--num-classes", "10"]) == 0
+    assert "with a 10-class classifier" in capsys.readouterr().out
+    assert check_main(["mobilenetv3_small_050", "--dataset", "imagefolder"]) == 2
+    assert _one_error_line(capsys) == "error: imagefolder: its classes come from its folders; pass --num-classes N"
+
+
 def test_check_refuses_in_one_line(capsys):
     assert check_main(["twins_svt_small"]) == 2
     assert "cannot trace the forward between blocks" in _one_error_line(capsys)

@@ -306,3 +306,22 @@ def test_sigkill_then_resume_equals_uninterrupted(cli_setup, capsys):
     assert 3 <= done < 16 and not (out / "manifest.json").exists()
     assert _run(argv + ["--out", str(out), "--resume"], capsys)[0] == 0
     assert open_cache(out).fingerprint == open_cache(tmp_path / "full").fingerprint
+
+
+def test_a_splits_bar_closes_when_the_split_is_done():
+    """Regression: every split's bar stayed open until the whole dump ended, so its final rate averaged its rows
+    over the later splits' time too (about four times too low on the demo). Each closes when its split is done,
+    and a resumed split starts at the rows already written."""
+    import io
+
+    from exits.dump_cli import split_bar
+
+    out, bars = io.StringIO(), {}
+    split_bar(bars, "search", 0, 100, file=out)
+    split_bar(bars, "search", 64, 100, file=out)
+    assert not bars["search"].disable
+    split_bar(bars, "search", 100, 100, file=out)
+    assert bars["search"].disable                           # closed: its rate is frozen at its own rows
+    split_bar(bars, "holdout", 40, 50, world=2, file=out)     # resumed at 40 of 50 rows
+    assert bars["holdout"].n == 40 and bars["holdout"].desc == "dump holdout (rank 0 of 2, its rows)"
+    assert "dump search: 100%" in out.getvalue() and not bars["holdout"].disable

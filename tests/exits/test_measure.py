@@ -61,10 +61,38 @@ def test_an_objective_other_than_macs_is_compared_in_macs_and_flagged():
     predicted, _ = CacheComparison(cache, "holdout", 1e-6, "latency").compare(exported, want_exit, want_pred)
     assert predicted["relative_cost"] == ev.relative_cost != 0.25 and predicted["relative_cost_objective"] == 0.25
     row = {"id": "dp-0000", "exits": [], "predicted": predicted, "agreement": 1.0, "n_disagree_near_threshold": 0,
-           "ideal_speedup": 1.0, "measured": {"accuracy": 0.5, "relative_cost": ev.relative_cost}}
+           "mac_estimate_speedup": 1.0, "measured": {"accuracy": 0.5, "relative_cost": ev.relative_cost}}
     report = {"split": "holdout", "n_samples": 10, "configs": [row],
               "base": {"measured": {"accuracy": 0.5, "macs_per_sample": 1e6}, "predicted": {"accuracy": 0.5}}}
     assert not any(line.startswith("note:") for line in format_rows(report, "base", "footnote"))
     lines = format_rows({**report, "objective": "latency"}, "base", "footnote")
     assert lines[-1].startswith("note: objective 'latency' (latency_s) is not what a run measures: cost pred / cost "
                                 "meas are the cache's and the run's relative MACs")
+
+
+def _timed_row(cid: str, speedup_mean: float, speedup_median: float, n_exits: int = 3) -> dict:
+    return {"id": cid, "exits": [{"name": f"e{i}", "threshold": 0.9} for i in range(n_exits)], "agreement": 1.0,
+            "n_disagree_near_threshold": 0, "mac_estimate_speedup": 2.0, "throughput_speedup_b64": 1.5,
+            "predicted": {"accuracy": 0.9, "relative_cost": 0.5}, "measured": {"accuracy": 0.9, "relative_cost": 0.5},
+            "latency_b1": {"speedup_mean": speedup_mean, "speedup_median": speedup_median, "base_mean_s": 1.5e-4}}
+
+
+def test_batch1_mean_and_median_and_why_slower():
+    """Batch 1 is shown by mean and median; a configuration slower than its base by mean gets one line saying
+    why (what its exits add per call) and the remedy; the MAC estimate is never called an ideal."""
+    from exits.measure import format_rows, slower_at_batch1
+
+    report = {"split": "holdout", "n_samples": 10, "configs": [_timed_row("fast", 1.4, 1.5), _timed_row("slow", 0.81, 1.02)],
+              "base": {"measured": {"accuracy": 0.9, "macs_per_sample": 1e6}, "predicted": {"accuracy": 0.9}}}
+    lines = format_rows(report, "base", "footnote", overhead=lambda e: f"its {len(e['exits'])} exits make 7 calls")
+    assert lines[1].endswith("MAC est  b64 x b1 mean b1 med")
+    assert "ideal" not in "\n".join(lines) and "MAC est" in lines[1]
+    assert lines[2].split()[-2:] == ["1.40", "1.50"] and lines[3].split()[-2:] == ["0.81", "1.02"]
+    why = [line for line in lines if line.startswith("slow:")]
+    assert len(why) == 1 and not any(line.startswith("fast:") for line in lines)
+    assert "mean speedup 0.81x, base 0.150 ms per image" in why[0] and "its 3 exits make 7 calls" in why[0]
+    assert "--max-exits" in why[0] and "--objective latency" in why[0]
+    assert slower_at_batch1(_timed_row("x", 1.0, 0.5), None) == ""          # the median alone does not count
+    assert "each of its 3 enabled exits adds a head and a step" in slower_at_batch1(_timed_row("x", 0.5, 0.5), None)
+    untimed = {k: v for k, v in _timed_row("x", 0.5, 0.5).items() if k != "latency_b1"}
+    assert slower_at_batch1(untimed, None) == ""

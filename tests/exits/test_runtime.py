@@ -156,16 +156,25 @@ def test_selecting_by_certified_drop(setup):
     runtime = ExitRuntime(model, doc, cache=cache)
     assert runtime.verification.n_certificates == 2
     cheaper = min(doc["configs"][:2], key=lambda c: c["search"]["relative_cost"])
-    assert runtime.select(max_drop=max(drops)).id == cheaper["id"]
+    points = [round(100 * d, 6) for d in drops]                  # select takes points, certificates fractions
+    assert runtime.select(max_drop=max(points)).id == cheaper["id"]
     safer = doc["configs"][int(np.argmin(drops))]["id"]
     if drops[0] != drops[1]:
-        assert runtime.select(max_drop=min(drops)).id == safer and runtime.config.id == safer
-    with pytest.raises(RuntimeConfigError, match=rf"certified drops: \[{min(drops)}, {max(drops)}\]"):
-        runtime.select(max_drop=min(drops) / 2)
+        assert runtime.select(max_drop=min(points)).id == safer and runtime.config.id == safer
+    with pytest.raises(RuntimeConfigError, match=rf"certified drops \(points\): \[{min(points)}, {max(points)}\]"):
+        runtime.select(max_drop=min(points) / 2)
     with pytest.raises(RuntimeConfigError, match="exactly one"):
-        runtime.select(0.5, max_drop=0.01)
+        runtime.select(0.5, max_drop=1.0)
     with pytest.raises(RuntimeConfigError, match="holds no drop certificate"):
-        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=0.01)
+        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=1.0)
+
+
+@pytest.mark.parametrize("drop,match", [(0.005, "looks like a fraction.*pass 0.5"), (50, "50 points is above 20"),
+                                        (-1, "number of points >= 0"), (float("nan"), "number of points")])
+def test_a_drop_in_the_other_unit_is_refused(setup, drop, match):
+    model, _, cache = setup
+    with pytest.raises(RuntimeConfigError, match=f"max_drop: .*{match}"):
+        ExitRuntime(model, make_export(cache), cache=cache).select(max_drop=drop)
 
 
 def test_an_edited_certificate_or_number_is_refused_before_select(setup):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+import re
 
 import pytest
 import torch
@@ -9,7 +10,7 @@ from torch.utils.data import DataLoader
 
 from exits import attach_exits
 from exits.checkpoints import model_from_checkpoint, read_checkpoint, save_checkpoint
-from exits.data import TensorDataset
+from exits.data import TensorDataset, load_splits
 from exits.train import heads_loss, lr_at, main, train_backbone, train_heads
 
 from _fashion import fashion_files
@@ -123,6 +124,13 @@ def test_cli_train_then_resume(tmp_path, capsys):
     assert main(base + ["--train-backbone-epochs", "1", "--epochs", "1"]) == 0
     printed = capsys.readouterr().out
     assert "layer4/mlp" in printed and str(out) in printed
+    n_held = min(10000, len(load_splits("fashion_mnist", root, data_config=None).search))
+    assert re.search(rf"^backbone after 1 epoch: held-out accuracy [0-9.]+% on {n_held:,} rows of the search split "
+                     r"\(never trained on\)$", printed, re.M)
+    assert re.search(r"^epoch 1: loss [0-9.]+ per head \(the training loss sums the 8 trained heads' losses: ", printed, re.M)
+    rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.startswith("  layer")}
+    assert len(rows) == 8 and all(len(v) == 2 and v[0].endswith("%") and v[1].endswith("%") for v in rows.values())
+    assert f"accuracy per exit (held out: {n_held:,} rows of the search split, never trained on;" in printed
     ckpt = read_checkpoint(out)
     assert ckpt["backbone"] is not None and ckpt["data_config"]["crop_pct"] == 1.0
     assert ckpt["data"] == {"dataset": "fashion_mnist", "search_fraction": 0.1, "seed": 0, "calibration_size": 0}

@@ -197,7 +197,7 @@ def test_a_certified_cost_in_another_objective_is_not_set_beside_measured_macs()
     from exits.validate import format_table
 
     cert = {"certified_relative_cost": 0.6, "delta": 0.1, "n_cal": 100, "bound": "clopper_pearson"}
-    row = {"id": "dp-0000", "exits": [], "agreement": 1.0, "n_disagree_near_threshold": 0, "ideal_speedup": 2.0,
+    row = {"id": "dp-0000", "exits": [], "agreement": 1.0, "n_disagree_near_threshold": 0, "mac_estimate_speedup": 2.0,
            "predicted": {"accuracy": 0.9, "relative_cost": 0.5}, "measured": {"accuracy": 0.9, "relative_cost": 0.5},
            "certificate": cert}
     report = {"split": "holdout", "n_samples": 10, "configs": [row],
@@ -206,3 +206,35 @@ def test_a_certified_cost_in_another_objective_is_not_set_beside_measured_macs()
     text = format_table({**report, "objective": "latency"})
     assert "certified relative latency cost <= 0.6000" in text and "not measured here (a run measures MACs)" in text
     assert "measured on holdout" not in text
+
+
+def _report(rel_costs, drop_points=0.13):
+    rows = [{"id": f"dp-{i:04d}", "exits": [{"name": "e", "threshold": 0.9}], "agreement": 1.0,
+             "n_disagree_near_threshold": 0, "mac_estimate_speedup": 1 / r, "throughput_speedup_b64": 0.9 / r,
+             "latency_speedup_b1_mean": 0.7 / r,
+             "predicted": {"accuracy": 0.845 - drop_points / 100, "relative_cost": r},
+             "measured": {"accuracy": 0.845 - drop_points / 100, "relative_cost": r}} for i, r in enumerate(rel_costs)]
+    return {"split": "holdout", "configs": rows, "machine": {"device": "cpu", "torch_threads": 1},
+            "base": {"measured": {"accuracy": 0.845}}}
+
+
+def test_report_figure_ids_log_speedup_one_cost_convention_and_a_minimum_span(tmp_path):
+    """A 0.13-point drop is not a cliff (the accuracy axis spans at least MIN_ACCURACY_SPAN points); every point
+    carries its id; the speedup axis is logarithmic and reaches the MAC estimate; both panels plot relative MACs."""
+    from exits.validate import MIN_ACCURACY_SPAN, plot_report
+
+    fig = plot_report(_report([0.05, 0.3, 0.6]), tmp_path / "report.png")
+    assert (tmp_path / "report.png").stat().st_size > 0
+    left, right = fig.axes
+    lo, hi = left.get_ylim()
+    assert hi - lo >= MIN_ACCURACY_SPAN and lo < 84.37 and hi > 84.5
+    for ax in (left, right):
+        assert ax.get_xlabel() == "relative MACs (base model = 1)"
+        assert {t.get_text() for t in ax.texts} == {"dp-0000", "dp-0001", "dp-0002"}
+    assert right.get_yscale() == "log" and right.get_ylim()[1] >= 20.0
+    assert "20x" in [t.get_text() for t in right.get_yticklabels()]
+    labels = [t.get_text() for t in right.get_legend().get_texts()]
+    assert labels[0] == "MAC estimate: 1 / relative MACs" and "mean latency, batch 1" in labels
+    assert not any("ideal" in label for label in labels)
+    one = plot_report(_report([0.6]))            # one configuration, nothing saved
+    assert one.axes[0].get_ylim()[1] - one.axes[0].get_ylim()[0] == pytest.approx(MIN_ACCURACY_SPAN)

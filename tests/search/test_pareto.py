@@ -33,7 +33,7 @@ def test_table_queries_export_and_plots(cache_dir, tmp_path, capsys):
                str(out / "chosen.json"), "--plot", str(out / "front.png"), "--standalone", "--no-progress"])
     text = capsys.readouterr().out
     assert rc == 0
-    for word in ("dp", "global", "geometric", "greedy", "HV search", "save@0.5%", "oracle", "standalone",
+    for word in ("dp", "global", "geometric", "greedy", "HV search", "save@0.5pt", "oracle", "standalone",
                  "uncertified: cheapest within 0.5 points", "no guarantee on unseen data",
                  "uncertified: most accurate within relative cost 0.6"):
         assert word in text
@@ -259,3 +259,25 @@ def test_certified_answer_on_a_subsample_calibrates_outside_it(cache_dir, tmp_pa
     right = top1[leave, np.arange(rows.size)] == labels
     base = top1[-1] == labels
     assert cert["observed_drop"] == pytest.approx(float(np.mean(base.astype(int) - right.astype(int))))
+
+
+def test_plots_mark_what_the_queries_chose(cache_dir, tmp_path, monkeypatch, capsys):
+    """Both panels of the fronts' figure mark every chosen configuration, labelled by query and certification,
+    with the asked-drop line; the exit distribution is titled with the first answer."""
+    import search.plot as plot
+
+    calls = {"fronts": [], "exits": []}
+    fronts, exits = plot.plot_fronts, plot.plot_exit_distribution
+    monkeypatch.setattr(plot, "plot_fronts", lambda *a, **kw: (calls["fronts"].append(kw), fronts(*a, **kw))[1])
+    monkeypatch.setattr(plot, "plot_exit_distribution", lambda *a, **kw: (calls["exits"].append(kw), exits(*a, **kw))[1])
+    rc = main([str(cache_dir), "--methods", "dp", "--max-drop", "0.5", "--uncertified", "--budget", "0.6",
+               "--plot", str(tmp_path / "front.png"), "--no-progress"])
+    assert rc == 0
+    capsys.readouterr()
+    labels = ["chosen: within 0.5 points, not certified", "chosen: relative cost <= 0.6, not certified"]
+    assert [list(kw["chosen"]) for kw in calls["fronts"]] == [labels, labels]
+    assert [kw["asked_drop"] for kw in calls["fronts"]] == [0.5, 0.5]
+    assert all(kw["focus_drop"] == 5.0 for kw in calls["fronts"])
+    search_drop, search_budget = calls["fronts"][0]["chosen"].values()
+    assert search_budget[1] <= 0.6 + 1e-12
+    assert [kw["label"] for kw in calls["exits"]] == [labels[0]]

@@ -132,9 +132,11 @@ def test_bad_input_is_one_line_before_any_search(cache_dir, cal_cache, tmp_path,
         assert "(0, 0.5]" in _error(capsys, [c, "--max-drop", "1", "--risk", delta])
     for fraction in ("0", "1", "1.5"):
         assert "in (0, 1)" in _error(capsys, [c, "--max-drop", "1", "--calibration-fraction", fraction])
-    err = _error(capsys, [c, "--max-drop", "0.01"])
-    assert "a calibration set of 6000 samples cannot certify a drop of 0.01 points" in err
+    err = _error(capsys, [c, "--max-drop", "0.05"])
+    assert "a calibration set of 6000 samples cannot certify a drop of 0.05 points" in err
     assert "the smallest drop it certifies is 0.0" in err
+    assert "looks like a fraction; drops are in points" in _error(capsys, [c, "--max-drop", "0.005"])
+    assert "50 points is above 20" in _error(capsys, [c, "--max-drop", "50"])
     assert "drop --risk" in _error(capsys, [c, "--max-drop", "1", "--uncertified", "--risk", "0.1"])
     arrays = {s: {f: np.array(cal_cache._array(s, f)) for f in fmt.SPLIT_FILES} for s in cal_cache.splits()}
     arrays["calibration"][fmt.SAMPLE_INDEX][:3] = arrays["holdout"][fmt.SAMPLE_INDEX][:3]
@@ -149,7 +151,7 @@ def test_the_planned_calibration_set_is_the_one_used_refused_before_any_search(c
     the whole search before refusing it."""
     c = str(cache_dir)
     fit_on_half = ["--subsample", "6000", "--subsample-above", "0", "--calibration-fraction", "0.9"]
-    assert "a calibration set of 6000 samples cannot certify a drop of 0.04 points" in _error(
-        capsys, [c, "--max-drop", "0.04", *fit_on_half])
+    assert "a calibration set of 6000 samples cannot certify a drop of 0.05 points" in _error(
+        capsys, [c, "--max-drop", "0.05", *fit_on_half])
     assert "leaves the fit or the calibration part empty" in _error(
         capsys, [c, "--budget", "0.8", "--calibration-fraction", "0.00001"])

@@ -86,7 +86,7 @@ def test_too_small_a_calibration_set_is_refused_with_the_smallest_drop():
 
 def test_certified_drop_answer(problem):
     eps = 0.01
-    ans = certified_within_drop(problem, eps, delta=0.1, fraction=0.5, seed=1)
+    ans = certified_within_drop(problem, 100 * eps, delta=0.1, fraction=0.5, seed=1)
     c = ans.certificate
     assert c is not None and ans.config.exits and ans.config in ans.sequence
     assert (c.kind, c.bound, c.delta, c.certified, c.split, c.fraction, c.seed) == \
@@ -103,7 +103,7 @@ def test_certified_drop_answer(problem):
 
 
 def test_nothing_certified_returns_the_base_model_and_what_it_would_take(problem):
-    ans = certified_within_drop(problem, 0.0015, delta=0.1, fraction=0.5, seed=0)
+    ans = certified_within_drop(problem, 0.15, delta=0.1, fraction=0.5, seed=0)
     assert ans.certificate is None and ans.config == ExitConfig(score=problem.score)
     assert ans.smallest_certifiable > 0.0015
     assert ans.samples_needed is None or ans.samples_needed > ans.roles.calibration.n_samples
@@ -117,7 +117,7 @@ def test_certified_drop_holds_on_fresh_data():
     for seed in range(12):
         cache = make_synthetic_cache(30_000, 3, n_head_types=1, seed=300 + seed, holdout_fraction=0.8)
         search = ExitProblem(cache)
-        ans = certified_within_drop(search, eps, delta=0.1, seed=seed)
+        ans = certified_within_drop(search, 100 * eps, delta=0.1, seed=seed)
         holdout = search.on_split("holdout")
         violations += holdout.base.accuracy - holdout.evaluate_one(ans.config).accuracy > eps
     assert violations <= 4, violations
@@ -137,7 +137,7 @@ def test_certified_budget_answer(problem):
 
 @pytest.mark.parametrize("bound", ["betting", "cp-union"])
 def test_other_bounds_certify_too(problem, bound):
-    ans = certified_within_drop(problem, 0.015, bound=bound, seed=0)
+    ans = certified_within_drop(problem, 1.5, bound=bound, seed=0)
     assert ans.certificate is not None and ans.certificate.bound == bound
     cal = ans.roles.calibration
     losses = paired_losses(cal.correct[cal.assign(ans.config), np.arange(cal.n_samples)], cal.correct[cal.final_exit])

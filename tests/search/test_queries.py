@@ -14,10 +14,11 @@ def small():
     return problem, run_search(problem, create_engine("exhaustive", levels=32))
 
 
-@pytest.mark.parametrize("drop", [0.0, 0.005, 0.02])
-def test_cheapest_within_drop_holds_and_beats_the_grid(small, drop):
+@pytest.mark.parametrize("points", [0.0, 0.5, 2.0])
+def test_cheapest_within_drop_holds_and_beats_the_grid(small, points):
     problem, grid = small
-    ans = cheapest_within_drop(problem, drop)
+    ans = cheapest_within_drop(problem, points)
+    drop = points / 100
     assert ans.evaluation.accuracy >= problem.base.accuracy - drop - 1e-12
     ok = grid.accuracy >= problem.base.accuracy - drop - 1e-12
     assert ans.evaluation.relative_cost <= grid.relative_cost[ok].min() + 0.01
@@ -43,5 +44,9 @@ def test_bad_query_values():
     problem = ExitProblem(make_synthetic_cache(200, 2, seed=0))
     with pytest.raises(SearchError, match="max_drop"):
         cheapest_within_drop(problem, -0.1)
+    with pytest.raises(SearchError, match="max_drop: 0.005 looks like a fraction.*pass 0.5"):
+        cheapest_within_drop(problem, 0.005)
+    with pytest.raises(SearchError, match="max_drop: 50 points is above 20"):
+        cheapest_within_drop(problem, 50)
     with pytest.raises(SearchError, match="budget"):
         most_accurate_within_budget(problem, float("nan"))

@@ -36,7 +36,7 @@ def _export(fit: ExitProblem, answer, fit_record: dict | None = None) -> dict:
 def cut():
     cache = make_synthetic_cache(12_000, 3, n_head_types=2, seed=9)
     fit = ExitProblem(cache)
-    return cache, _export(fit, certified_within_drop(fit, 0.02, seed=3))
+    return cache, _export(fit, certified_within_drop(fit, 2.0, seed=3))
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_genuine_exports_verify_on_each_kind_of_calibration(cut, cal_cache):
     big = make_synthetic_cache(12_000, 3, n_head_types=2, seed=5)
     sample = FitSample(3000, big.n_samples("search"), 2)
     fit = fit_problem(big, "search", sample)
-    answer = certified_within_drop(fit, 0.03, seed=2)
+    answer = certified_within_drop(fit, 3.0, seed=2)
     assert answer.certificate is not None
     assert verify_export(_export(fit, answer, {"split": "search", **sample.to_json()}), big).n_certificates == 1
 
@@ -155,7 +155,7 @@ def test_calibration_holding_holdout_rows_is_flagged(cal_cache):
                         "same top-k ids and probabilities at every exit): holdout figures are not an independent check "
                         "of what was certified on them"]
     fit = ExitProblem(cache)
-    doc = _export(fit, certified_within_drop(fit, 0.04, seed=0))
+    doc = _export(fit, certified_within_drop(fit, 4.0, seed=0))
     assert verify_export(doc, cache).warnings == tuple(warnings)
 
 
@@ -225,7 +225,7 @@ def test_a_holdout_repeating_the_calibration_rows_cut_from_search_is_flagged():
         arrays["holdout"][f] = arrays["search"][f][..., ::-1]
     cache = InMemoryCache(cache.meta, arrays)
     fit = ExitProblem(cache)
-    answer = certified_within_drop(fit, 0.04, seed=0)
+    answer = certified_within_drop(fit, 4.0, seed=0)
     (line,) = verify_export(_export(fit, answer), cache).warnings
     assert line.startswith(f"{answer.certificate.n_cal} of the {answer.certificate.n_cal} calibration (cut from "
                            "search) rows repeat rows of holdout by content")

@@ -1,0 +1,244 @@
+"""Measured time tables of a cache (``costtable/1``): each unit's time as a function of the rows it runs on.
+
+``python -m exits.profile`` measures, on one target (device, threads, batch size, runtime), the time of
+every compute unit (or bundle graph), of the base model and of the runtime's own steps at each batch size
+``n`` of a grid up to the profiled batch size, and writes it as ``CACHE/cost_tables/<name>.json``: a sidecar
+that the manifest does not list, so the cache's fingerprint, integrity check and ``--overwrite`` never read
+or touch it, and several tables (one per target) live side by side. A table holds the fingerprints of the
+cache (and of the backbone) it was profiled for; :func:`read_cost_table` refuses it for any other cache, a
+grid that stops below the batch size asked, unknown units, and timings that are not positive and finite, in
+one line naming the file and the field (``docs/cache-format.md``, "Cost tables"). numpy only.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from . import format as fmt
+from .errors import CacheError
+from .schema import split_name_problem
+
+__all__ = ["COST_TABLE_FORMAT", "RUNTIMES", "ITEM_KINDS", "UNIT_ITEM_KINDS", "CostTableError", "TimedItem",
+           "TimeTable", "cost_table_path", "list_cost_tables", "write_cost_table", "read_cost_table",
+           "check_table_name", "profile_grid", "interpolate", "parse_cost_table"]
+
+COST_TABLE_FORMAT = "costtable/1"
+RUNTIMES = ("eager", "onnx")
+UNIT_ITEM_KINDS = ("segment", "head", "saver", "graph")  # items that run cache units
+ITEM_KINDS = (*UNIT_ITEM_KINDS, "base", "step", "finish", "collect")
+
+
+class CostTableError(CacheError):
+    """A cost table that is missing, malformed, or profiled for another cache, model or batch size."""
+
+
+def profile_grid(batch_size: int) -> tuple[int, ...]:
+    """The batch sizes a profile measures: the powers of two below ``batch_size``, and ``batch_size``."""
+    grid = [1 << i for i in range(batch_size.bit_length()) if 1 << i < batch_size]
+    return (*grid, batch_size)
+
+
+@dataclass(frozen=True)
+class TimedItem:
+    """One measured thing: a unit (or bundle graph) running ``units``, the base model, or a runtime step.
+
+    ``kind``: ``segment``/``head``/``saver``/``graph`` (runs ``units``), ``base`` (the whole base model),
+    ``step`` (scoring, thresholding and compaction at enabled exit ``exit``), ``finish`` (scoring at the
+    final exit), ``collect`` (results put back in input order, once per batch). ``median_s[i]`` is the
+    median over rounds of one call's time on ``grid[i]`` rows; ``min_s``/``max_s`` the rounds' spread.
+    """
+
+    name: str
+    kind: str
+    median_s: tuple[float, ...]
+    min_s: tuple[float, ...]
+    max_s: tuple[float, ...]
+    units: tuple[str, ...] = ()
+    exit: str | None = None
+
+
+@dataclass(frozen=True)
+class TimeTable:
+    """A named table: what it was profiled for (``cache_fingerprint``, ``model_fingerprint``), on what
+    (``target``: device, device_name, threads, batch_size, runtime, score, versions, date, loadavg, ...),
+    how (``measurement``: rounds, warm-up, repeats), the ``grid`` of row counts and the ``items``."""
+
+    name: str
+    cache_fingerprint: str
+    model_fingerprint: str | None
+    target: dict[str, Any]
+    measurement: dict[str, Any]
+    grid: tuple[int, ...]
+    items: tuple[TimedItem, ...]
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.target["batch_size"])
+
+    @property
+    def runtime(self) -> str:
+        return str(self.target["runtime"])
+
+    def of_kind(self, *kinds: str) -> list[TimedItem]:
+        return [it for it in self.items if it.kind in kinds]
+
+    def item(self, name: str) -> TimedItem:
+        for it in self.items:
+            if it.name == name:
+                return it
+        raise CostTableError(f"cost table {self.name!r}: no item {name!r}")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"format": COST_TABLE_FORMAT, "name": self.name, "cache": {"fingerprint": self.cache_fingerprint},
+                "model": {"fingerprint": self.model_fingerprint}, "target": self.target,
+                "measurement": self.measurement, "grid": list(self.grid),
+                "items": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(it).items()}
+                          for it in self.items]}
+
+
+def check_table_name(name: Any) -> str:
+    """``name`` if it can name a table (a file name: letters, digits, ``_ - .``), else CostTableError."""
+    if name not in fmt.RESERVED_NAMES and split_name_problem(name):
+        raise CostTableError(f"{str(name)[:60]!r} is not a cost table name: letters, digits, '_', '-', '.', "
+                             "not starting with '.', at most 250 characters")
+    return name
+
+
+def cost_table_path(cache_dir: str | Path, name: str) -> Path:
+    return Path(cache_dir) / fmt.COST_TABLES_DIR / f"{check_table_name(name)}.json"
+
+
+def list_cost_tables(cache_dir: str | Path) -> list[str]:
+    """Names of the tables stored beside the cache at ``cache_dir`` (not checked)."""
+    folder = Path(cache_dir) / fmt.COST_TABLES_DIR
+    return sorted(p.stem for p in folder.glob("*.json") if p.is_file()) if folder.is_dir() else []
+
+
+def write_cost_table(cache_dir: str | Path, table: TimeTable, *, overwrite: bool = False) -> Path:
+    """Write ``table`` as ``cache_dir/cost_tables/<name>.json`` atomically; an existing one only with ``overwrite``."""
+    from .outputs import check_output_file, write_text_atomic
+
+    path = cost_table_path(cache_dir, table.name)
+    parse_cost_table(table.to_json(), str(path))  # never write what the reader would refuse
+    path.parent.mkdir(exist_ok=True)
+    check_output_file(path, overwrite=overwrite, option="--name")
+    write_text_atomic(path, json.dumps(table.to_json(), indent=1) + "\n", option="--name")
+    return path
+
+
+def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> TimeTable:
+    """The table ``name`` of ``cache`` (a folder or an opened cache with a ``path``), checked against it:
+    its cache and backbone fingerprints, units, grid (up to ``batch_size`` when given) and timings."""
+    if not hasattr(cache, "fingerprint"):
+        from .reader import open_cache
+
+        cache = open_cache(cache)
+    folder = getattr(cache, "path", None)
+    if folder is None:
+        raise CostTableError("cost tables live beside a cache folder; open the cache from its folder")
+    path = cost_table_path(folder, name)
+    where = f"{fmt.COST_TABLES_DIR}/{path.name}"
+    if not path.is_file():
+        known = list_cost_tables(folder)
+        there = "tables: " + ", ".join(known) if known else "none"
+        raise CostTableError(f"{folder}: no cost table {name!r} ({there}); "
+                             f"measure one with python -m exits.profile --cache {folder} --name {name}")
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise CostTableError(f"{where}: not readable JSON ({type(exc).__name__})") from None
+    table = parse_cost_table(doc, where)
+    _check_against(table, cache, where, batch_size)
+    return table
+
+
+def _check_against(table: TimeTable, cache: Any, where: str, batch_size: int | None) -> None:
+    if table.cache_fingerprint != cache.fingerprint:
+        raise CostTableError(f"{where}: cache.fingerprint: profiled for cache {table.cache_fingerprint[:19]}..., not "
+                             f"this one ({cache.fingerprint[:19]}...); profile this cache again")
+    dumped = ((cache.meta.provenance or {}).get("model") or {}).get("fingerprint")
+    if dumped is not None and table.model_fingerprint not in (None, dumped):
+        raise CostTableError(f"{where}: model.fingerprint: profiled on backbone "
+                             f"{str(table.model_fingerprint)[:19]}..., the cache was dumped from {dumped[:19]}...")
+    known = {u.name for u in cache.units}
+    for it in table.items:
+        unknown = [u for u in it.units if u not in known]
+        if unknown:
+            raise CostTableError(f"{where}: items.{it.name}.units: {unknown[0]!r} is not a unit of this cache")
+    if batch_size is not None and table.grid[-1] < batch_size:
+        raise CostTableError(f"{where}: grid: reaches {table.grid[-1]} rows, batch size {batch_size} asked; "
+                             f"profile with --batch-size {batch_size}")
+
+
+def parse_cost_table(doc: Any, where: str) -> TimeTable:
+    """A TimeTable from its JSON, or CostTableError naming the first problem (file and field)."""
+    def bad(fieldname: str, problem: str) -> CostTableError:
+        return CostTableError(f"{where}: {fieldname}: {problem}")
+
+    if not isinstance(doc, Mapping) or doc.get("format") != COST_TABLE_FORMAT:
+        got = doc.get("format") if isinstance(doc, Mapping) else type(doc).__name__
+        raise bad("format", f"{got!r} is not {COST_TABLE_FORMAT!r}")
+    cache_fp = (doc.get("cache") or {}).get("fingerprint") if isinstance(doc.get("cache"), Mapping) else None
+    if not isinstance(cache_fp, str) or not cache_fp.startswith("sha256:"):
+        raise bad("cache.fingerprint", "missing; a table must say which cache it was profiled for")
+    model_fp = (doc.get("model") or {}).get("fingerprint") if isinstance(doc.get("model"), Mapping) else None
+    target, measurement = doc.get("target"), doc.get("measurement", {})
+    if not isinstance(target, Mapping) or not isinstance(measurement, Mapping):
+        raise bad("target", "must be an object (device, threads, batch_size, runtime, ...)")
+    if target.get("runtime") not in RUNTIMES:
+        raise bad("target.runtime", f"{target.get('runtime')!r} is not one of {list(RUNTIMES)}")
+    grid = doc.get("grid")
+    if not isinstance(grid, list) or not grid or not all(_is_int(n) and n >= 1 for n in grid) \
+            or any(b <= a for a, b in zip(grid, grid[1:])):
+        raise bad("grid", "must be increasing row counts >= 1")
+    if target.get("batch_size") != grid[-1]:
+        raise bad("target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {grid[-1]}")
+    items = doc.get("items")
+    if not isinstance(items, list) or not items:
+        raise bad("items", "must be a non-empty list")
+    parsed = tuple(_item(d, i, len(grid), bad) for i, d in enumerate(items))
+    names = [it.name for it in parsed]
+    if len(set(names)) != len(names):
+        raise bad("items", "names must be unique")
+    if not any(it.kind == "base" for it in parsed):
+        raise bad("items", "no item of kind 'base' (the base model's time)")
+    return TimeTable(str(doc.get("name", "")), cache_fp, model_fp if isinstance(model_fp, str) else None,
+                     dict(target), dict(measurement), tuple(grid), parsed)
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
+    if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or d.get("kind") not in ITEM_KINDS:
+        raise bad(f"items[{i}]", f"needs a name and a kind in {list(ITEM_KINDS)}")
+    name = d["name"]
+    units = d.get("units", [])
+    if not isinstance(units, list) or not all(isinstance(u, str) for u in units) \
+            or (d["kind"] in UNIT_ITEM_KINDS) != bool(units):
+        raise bad(f"items.{name}.units", "a list of unit names, non-empty exactly for units and graphs")
+    values = []
+    for key in ("median_s", "min_s", "max_s"):
+        v = d.get(key)
+        if not isinstance(v, list) or len(v) != n_grid:
+            raise bad(f"items.{name}.{key}", f"must hold one time per grid point ({n_grid})")
+        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0 for t in v):
+            raise bad(f"items.{name}.{key}", "timings must be positive and finite")
+        values.append(tuple(float(t) for t in v))
+    exit_name = d.get("exit")
+    if (d["kind"] == "step") != isinstance(exit_name, str):
+        raise bad(f"items.{name}.exit", "a step names its exit; nothing else does")
+    return TimedItem(name, d["kind"], *values, units=tuple(units), exit=exit_name)
+
+
+def interpolate(grid: tuple[int, ...] | np.ndarray, times: tuple[float, ...] | np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Time at row counts ``n``: piecewise linear through ``(0, 0)`` and the grid; 0 rows cost nothing."""
+    xs = np.concatenate([[0.0], np.asarray(grid, dtype=np.float64)])
+    ys = np.concatenate([[0.0], np.asarray(times, dtype=np.float64)])
+    return np.interp(np.asarray(n, dtype=np.float64), xs, ys)

@@ -1,0 +1,37 @@
+"""A cap on the exits a configuration enables (``max_exits``): the check, and the repair of configurations
+found by engines that do not search under the cap themselves."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._validation import SearchError
+from ..config import ExitConfig
+from contract import float32_cut
+
+__all__ = ["check_max_exits", "cap_config"]
+
+
+def check_max_exits(max_exits: int | None, n_positions: int, *, name: str = "max_exits") -> None:
+    """Raise SearchError unless ``max_exits`` is None or an integer in [1, ``n_positions``]."""
+    if max_exits is None:
+        return
+    if isinstance(max_exits, bool) or not isinstance(max_exits, (int, np.integer)) or max_exits < 1:
+        raise SearchError(f"{name} must be an integer >= 1 (got {max_exits!r})")
+    if n_positions and max_exits > n_positions:
+        raise SearchError(f"{name} {max_exits} is above the number of exit positions ({n_positions}); "
+                          f"choose 1 to {n_positions}")
+
+
+def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
+    """``config`` with at most ``max_exits`` exits: those at which the most samples of ``problem``'s split
+    leave are kept (ties: the earlier), with their thresholds; the others are disabled."""
+    if len(config.exits) <= max_exits:
+        return config
+    remaining = np.ones(problem.n_samples, dtype=bool)
+    served = []
+    for e, t in zip(config.exits, config.thresholds):
+        leave = remaining & (problem.scores[e] > float32_cut(t))
+        served.append(int(np.count_nonzero(leave)))
+        remaining &= ~leave
+    keep = sorted(sorted(range(len(served)), key=lambda i: -served[i])[:max_exits])
+    return ExitConfig(tuple(config.exits[i] for i in keep), tuple(config.thresholds[i] for i in keep), config.score)

@@ -1,0 +1,224 @@
+"""The time cost model: expected wall-clock time per sample of a configuration at batch size B under compaction.
+
+A batch of B samples runs each timed item (a unit, a bundle graph, a runtime step) on the N_i samples of the
+batch that reach it, so the batch costs ``sum_i T_i(N_i) + T_collect(B)`` and a sample
+
+    t(config) = ( sum_i E[T_i(N_i)] + T_collect(B) ) / B,
+
+with ``T_i`` the measured time of item i on n rows (``data_cache.cost_tables``: piecewise linear between the
+grid's row counts, 0 rows cost nothing). At B = 1 this is additive: ``sum_i P(i reached) T_i(1) + T_collect(1)``.
+The expectation of a sum is the sum of the expectations, so only each N_i's marginal law matters, however
+correlated the samples' reach is across items. Three ways to evaluate it (``method``):
+
+- ``binomial`` (default): N_i ~ Binomial(B, p_i), p_i the share of the cache's samples that reach item i:
+  the exact answer when a batch's samples are drawn independently from the distribution the cache samples;
+  deterministic and O(B) per item.
+- ``hypergeometric``: batches drawn without replacement from the cache's own n samples (exact for that
+  finite population; it differs from the binomial by a factor (n - B) / (n - 1) in the variance of N_i only,
+  which is negligible for n >> B).
+- ``replay``: the mean over ``rounds`` random batches of the cache's samples (without replacement within a
+  batch), a Monte Carlo estimate of the hypergeometric answer; kept to check the other two on real caches.
+
+numpy only. The class follows the ``contract.costs.CostModel`` conventions (``name``, ``quantity``, ``additive =
+False``: its cost needs every sample's exit, not exit fractions) but is not registered there yet: the registry
+holds argument-free instances, and a time model is bound to a measured table and a batch size; registering it
+comes with ``search.pareto --objective time --cost-table NAME``.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+
+from data_cache.cost_tables import TimeTable, TimedItem, interpolate, read_cost_table
+
+from ._validation import SearchError, as_generator
+
+__all__ = ["METHODS", "TimeEstimate", "TimeCostModel", "binomial_pmf", "hypergeometric_pmf"]
+
+METHODS = ("binomial", "hypergeometric", "replay")
+
+
+def binomial_pmf(n: int, p: float) -> np.ndarray:
+    """P(N = k), k = 0..n, for N ~ Binomial(n, p)."""
+    k = np.arange(n + 1)
+    if p <= 0.0 or p >= 1.0:
+        return (k == (n if p >= 1.0 else 0)).astype(np.float64)
+    log_comb = math.lgamma(n + 1) - _lgamma(k + 1) - _lgamma(n - k + 1)
+    return np.exp(log_comb + k * math.log(p) + (n - k) * math.log1p(-p))
+
+
+def hypergeometric_pmf(n: int, population: int, successes: int) -> np.ndarray:
+    """P(N = k), k = 0..n: successes among ``n`` drawn without replacement from ``population`` holding ``successes``."""
+    k = np.arange(n + 1)
+    ok = (k <= successes) & (n - k <= population - successes)
+    kk = k[ok]
+    log_p = (_log_comb(successes, kk) + _log_comb(population - successes, n - kk) - _log_comb(population, n))
+    out = np.zeros(n + 1)
+    out[ok] = np.exp(log_p)
+    return out
+
+
+def _lgamma(x: np.ndarray) -> np.ndarray:
+    return np.array([math.lgamma(v) for v in np.asarray(x, dtype=np.float64).ravel()]).reshape(np.shape(x))
+
+
+def _log_comb(n: int, k: Any) -> np.ndarray:
+    k = np.asarray(k)
+    return math.lgamma(n + 1) - _lgamma(k + 1) - _lgamma(n - k + 1)
+
+
+@dataclass(frozen=True)
+class TimeEstimate:
+    """Expected seconds per sample of a configuration (``time_per_sample_s``) and of the base model on the
+    same target, and each item's share of it (``items``: name -> seconds per sample)."""
+
+    time_per_sample_s: float
+    base_time_per_sample_s: float
+    batch_size: int
+    items: dict[str, float]
+
+    @property
+    def relative_time(self) -> float:
+        return self.time_per_sample_s / self.base_time_per_sample_s
+
+    @property
+    def speedup(self) -> float:
+        return self.base_time_per_sample_s / self.time_per_sample_s
+
+
+class TimeCostModel:
+    """Predicted time per sample from a cost table, for configurations of the cache it was profiled on.
+
+    ``exit_units``: per cache exit (execution order, final last) the unit names it needs; ``exit_names`` the
+    exits' names (steps are matched to enabled exits by name). ``batch_size`` defaults to the table's and
+    must lie within its grid. ``method``: one of :data:`METHODS`; ``rounds`` and ``seed`` serve ``replay``.
+    """
+
+    name = "time"
+    quantity = "seconds per sample"
+    additive = False
+
+    def __init__(self, table: TimeTable, exit_units: Sequence[Sequence[str]], exit_names: Sequence[str], *,
+                 batch_size: int | None = None, method: str = "binomial", rounds: int = 2000, seed: Any = 0):
+        self.table, self.method, self.rounds, self.seed = table, method, rounds, seed
+        self.batch_size = table.batch_size if batch_size is None else batch_size
+        if method not in METHODS:
+            raise SearchError(f"unknown time expectation method {method!r}; choose one of {list(METHODS)}")
+        if not 1 <= self.batch_size <= table.grid[-1]:
+            raise SearchError(f"batch size {self.batch_size} outside the cost table's grid (1 to {table.grid[-1]})")
+        self.exit_names = tuple(exit_names)
+        self.unit_names = tuple(dict.fromkeys(u for units in exit_units for u in units))
+        col = {u: j for j, u in enumerate(self.unit_names)}
+        self.needs = np.zeros((len(self.exit_names), len(self.unit_names)), dtype=bool)
+        for i, units in enumerate(exit_units):
+            self.needs[i, [col[u] for u in units]] = True
+        self._cols = {it.name: np.array([col[u] for u in it.units if u in col], dtype=np.int64)
+                      for it in table.of_kind("segment", "head", "saver", "graph")}
+        self._steps = {it.exit: it for it in table.of_kind("step")}
+
+    @classmethod
+    def from_cache(cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any) -> "TimeCostModel":
+        """The model of table ``name`` stored beside ``cache`` (checked against it: ``read_cost_table``)."""
+        table = read_cost_table(cache, name, batch_size=batch_size)
+        return cls(table, [e.units for e in cache.exits], [e.name for e in cache.exits], batch_size=batch_size,
+                   **kwargs)
+
+    def get_params(self) -> dict[str, Any]:
+        return {"table": self.table.name, "batch_size": self.batch_size, "method": self.method}
+
+    # -- the model ----------------------------------------------------------------------------
+    def base_time_per_sample(self) -> float:
+        """The base model's measured time per sample at the batch size (its own forward, no exits)."""
+        base = self.table.of_kind("base")[0]
+        return float(self._time(base, np.array([self.batch_size]))[0]) / self.batch_size
+
+    def time_per_sample(self, enabled: Sequence[int], leave: np.ndarray) -> float:
+        """Expected seconds per sample; ``leave`` ``(n_samples,)``: the exit index each cached sample leaves at."""
+        return self.estimate(enabled, leave).time_per_sample_s
+
+    def estimate(self, enabled: Sequence[int], leave: np.ndarray) -> TimeEstimate:
+        """The :class:`TimeEstimate` of the configuration enabling ``enabled`` (exit indices, execution order)
+        whose samples leave at ``leave`` (``search.ExitProblem.assign``)."""
+        groups = self._groups(enabled, np.asarray(leave))
+        reach = self._reach(list(enabled))
+        B = self.batch_size
+        batches = self._replay_batches(len(groups)) if self.method == "replay" else None
+        items = {it.name: float(self._expect(it, r, groups, batches)) / B for it, r in reach}
+        collect = self.table.of_kind("collect")
+        if collect:
+            items[collect[0].name] = float(self._time(collect[0], np.array([B]))[0]) / B
+        return TimeEstimate(sum(items.values()), self.base_time_per_sample(), B, items)
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _groups(self, enabled: Sequence[int], leave: np.ndarray) -> np.ndarray:
+        """Per sample, the position in ``enabled + [final]`` of the exit it leaves at."""
+        path = np.array([*enabled, len(self.exit_names) - 1])
+        lookup = np.full(len(self.exit_names), -1)
+        lookup[path] = np.arange(len(path))
+        groups = lookup[leave]
+        if len(leave) == 0 or (groups < 0).any():
+            raise SearchError("leave: every sample must leave at an enabled exit or the final one")
+        return groups
+
+    def _reach(self, enabled: list[int]) -> list[tuple[TimedItem, np.ndarray]]:
+        """(item, reached) per item that runs: ``reached[k]`` whether samples of group k run it."""
+        path = [*enabled, len(self.exit_names) - 1]
+        used = np.logical_or.accumulate(self.needs[path], axis=0)
+        covered = np.zeros(len(self.unit_names), dtype=bool)
+        out = []
+        for it in self.table.of_kind("segment", "head", "saver", "graph"):
+            cols = self._cols[it.name]
+            if not len(cols):
+                continue
+            any_, all_ = used[:, cols].any(axis=1), used[:, cols].all(axis=1)
+            if (any_ != all_).any():
+                raise SearchError(f"cost table {self.table.name!r}: item {it.name!r} runs units of which this "
+                                  "configuration's samples reach only some; profile a bundle cut at its exits")
+            covered[cols] = True
+            if any_.any():
+                out.append((it, any_))
+        missing = used.any(axis=0) & ~covered
+        if missing.any():
+            raise SearchError(f"cost table {self.table.name!r} has no time for unit "
+                              f"{self.unit_names[int(np.flatnonzero(missing)[0])]!r}, which this configuration runs")
+        groups = np.arange(len(path))
+        for j, e in enumerate(enabled):
+            step = self._steps.get(self.exit_names[e])
+            if step is None:
+                raise SearchError(f"cost table {self.table.name!r} has no step time for exit {self.exit_names[e]!r}")
+            out.append((step, groups >= j))
+        finish = self.table.of_kind("finish")
+        if finish:
+            out.append((finish[0], groups == len(path) - 1))
+        return out
+
+    def _time(self, item: TimedItem, n: np.ndarray) -> np.ndarray:
+        return interpolate(self.table.grid, item.median_s, n)
+
+    def _expect(self, item: TimedItem, reached: np.ndarray, groups: np.ndarray, batches: np.ndarray | None) -> float:
+        """E[T_item(N)] for N the number of a batch's samples whose group is ``reached`` (``batches``: the
+        sample rows of the replayed batches)."""
+        B = self.batch_size
+        hits = reached[groups]
+        if batches is not None:
+            return float(self._time(item, hits[batches].sum(axis=1)).mean())
+        k = np.arange(B + 1)
+        if self.method == "binomial":
+            pmf = binomial_pmf(B, float(hits.mean()))
+        else:
+            if B > len(hits):
+                raise SearchError(f"method 'hypergeometric' draws batches of {B} from the cache's {len(hits)} "
+                                  "samples; use 'binomial'")
+            pmf = hypergeometric_pmf(B, len(hits), int(hits.sum()))
+        return float(pmf @ self._time(item, k))
+
+    def _replay_batches(self, n: int) -> np.ndarray:
+        """``(rounds, B)`` sample rows: random batches without replacement within each, shared by all items."""
+        rng = as_generator(self.seed)
+        if self.batch_size > n:
+            raise SearchError(f"method 'replay' draws batches of {self.batch_size} from the cache's {n} samples; "
+                              "use 'binomial'")
+        return np.stack([rng.choice(n, self.batch_size, replace=False) for _ in range(self.rounds)])

@@ -1,0 +1,64 @@
+"""``python -m exits.profile --runtime onnx``: a bundle's graphs timed; the router's sessions never spin."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from _bundles import resnet_setup
+from _runtime_fixtures import dump, tiny_model, tiny_splits
+from bundle import open_bundle
+from data_cache.cost_tables import read_cost_table
+from exits.profile import main
+from search.config import ExitConfig
+from search.problem import ExitProblem
+from search.time_cost import TimeCostModel
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("profile_onnx")
+    model, _, cache, doc, bundle = resnet_setup(tmp)
+    args = ["--cache", str(tmp / "cache"), "--runtime", "onnx", "--bundle", str(bundle), "--batch-size", "4",
+            "--rounds", "1", "--min-time", "1e-4", "--threads", "1", "--quiet"]
+    assert main(args + ["--name", "ort-t1"]) == 0
+    return tmp, cache, doc, bundle, args
+
+
+def test_the_table_times_every_graph_and_every_served_exit(setup):
+    tmp, cache, doc, bundle, _ = setup
+    table = read_cost_table(cache, "ort-t1", batch_size=4)
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    graphs = {g["name"]: tuple(g["units"]) for g in manifest["graphs"] if g["kind"] != "base"}
+    assert {it.name: it.units for it in table.of_kind("graph")} == graphs
+    assert sorted(it.exit for it in table.of_kind("step")) == sorted(e["name"] for e in manifest["exits"])
+    assert table.target["runtime"] == "onnx" and table.target["bundle"]["fingerprint"] == manifest["fingerprint"]
+    assert table.model_fingerprint == manifest["model"]["fingerprint"]
+
+
+def test_every_configuration_of_the_bundle_gets_a_time(setup):
+    _, cache, doc, _, _ = setup
+    names = [e.name for e in cache.exits]
+    for entry in doc["configs"]:
+        score = entry["exits"][0].get("score", "max_prob") if entry["exits"] else "max_prob"
+        cfg = ExitConfig(tuple(names.index(e["name"]) for e in entry["exits"]),
+                         tuple(e["threshold"] for e in entry["exits"]), score)
+        leave = ExitProblem(cache, "holdout", score=score).assign(cfg)
+        est = TimeCostModel.from_cache(cache, "ort-t1").estimate(cfg.exits, leave)
+        assert est.time_per_sample_s > 0 and est.base_time_per_sample_s > 0
+
+
+def test_a_bundle_of_another_cache_is_refused(setup, capsys, tmp_path):
+    _, _, _, bundle, args = setup
+    other = dump(tiny_model(), tiny_splits(seed=3), tmp_path / "other")
+    argv = [a if a != args[1] else str(tmp_path / "other") for a in args] + ["--name", "x"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "exported for cache" in err and other.fingerprint[:19] in err
+
+
+@pytest.mark.parametrize("threads", [1, 2, None])
+def test_router_sessions_never_spin(setup, threads):
+    router = open_bundle(setup[3], threads=threads)
+    for g in router.graphs.values():
+        assert g.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -1,0 +1,167 @@
+"""Cost tables (``data_cache/cost_tables.py``): format, fingerprint, refusals, and coexistence with the cache."""
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from data_cache import open_cache, validate_cache
+from data_cache import format as fmt
+from data_cache.cost_tables import (TimeTable, CostTableError, TimedItem, cost_table_path, interpolate,
+                                    list_cost_tables, profile_grid, read_cost_table, write_cost_table)
+from data_cache.schema import split_name_problem
+from data_cache.writer import save_cache
+
+from ._helpers import small_cache
+
+
+def make_table(cache, name: str = "cpu-t1", *, batch_size: int = 8, fingerprint: str | None = None,
+               scale: float = 1e-4) -> TimeTable:
+    """A table timing every unit of ``cache`` on ``profile_grid(batch_size)`` (time grows with rows)."""
+    grid = profile_grid(batch_size)
+    t = tuple(scale * (1 + 0.5 * n) for n in grid)
+    items = [TimedItem(u.name, "segment" if u.kind == "segment" else u.kind, t, t, t, units=(u.name,))
+             for u in cache.units]
+    items += [TimedItem(f"step:{e.name}", "step", t, t, t, exit=e.name) for e in cache.exits[:-1]]
+    items += [TimedItem("finish", "finish", t, t, t), TimedItem("collect", "collect", t, t, t),
+              TimedItem("base", "base", t, t, t)]
+    target = {"device": "cpu", "device_name": "test", "threads": 1, "batch_size": batch_size, "runtime": "eager"}
+    return TimeTable(name, fingerprint or cache.fingerprint, None, target, {"rounds": 1}, grid, tuple(items))
+
+
+@pytest.fixture
+def disk_cache(tmp_path):
+    return save_cache(tmp_path / "cache", small_cache())
+
+
+def _edit(cache, name: str, edit) -> None:
+    path = cost_table_path(cache.path, name)
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_grid_is_powers_of_two_and_the_batch_size():
+    assert profile_grid(1) == (1,)
+    assert profile_grid(64) == (1, 2, 4, 8, 16, 32, 64)
+    assert profile_grid(100) == (1, 2, 4, 8, 16, 32, 64, 100)
+
+
+def test_interpolation_is_linear_through_zero():
+    got = interpolate((1, 4), (2.0, 8.0), [0, 1, 2.5, 4])
+    assert got.tolist() == [0.0, 2.0, 5.0, 8.0]
+
+
+def test_tables_round_trip_and_coexist(disk_cache):
+    a, b = make_table(disk_cache, "cpu-t1"), make_table(disk_cache, "cpu-t2", batch_size=16)
+    for t in (a, b):
+        write_cost_table(disk_cache.path, t)
+    assert list_cost_tables(disk_cache.path) == ["cpu-t1", "cpu-t2"]
+    assert cost_table_path(disk_cache.path, "cpu-t1") == disk_cache.path / "cost_tables" / "cpu-t1.json"
+    got = read_cost_table(disk_cache, "cpu-t2", batch_size=16)
+    assert got == b
+    assert read_cost_table(str(disk_cache.path), "cpu-t1").grid == (1, 2, 4, 8)
+
+
+def test_a_table_leaves_the_cache_valid_and_its_fingerprint_unchanged(disk_cache):
+    before = disk_cache.fingerprint
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    assert validate_cache(disk_cache.path) == []
+    assert open_cache(disk_cache.path).fingerprint == before
+
+
+def test_overwriting_the_cache_leaves_its_tables_which_then_no_longer_match(tmp_path, disk_cache):
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    new = save_cache(disk_cache.path, small_cache(seed=2), overwrite=True)
+    assert (disk_cache.path / "cost_tables" / "cpu-t1.json").is_file()
+    with pytest.raises(CostTableError, match="cache.fingerprint: profiled for cache"):
+        read_cost_table(new, "cpu-t1")
+
+
+def test_no_split_may_take_the_tables_folder_name():
+    assert "cost tables" in split_name_problem(fmt.COST_TABLES_DIR)
+
+
+def test_an_existing_table_is_replaced_only_when_asked(disk_cache):
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    with pytest.raises(ValueError, match="file exists; pass --overwrite"):
+        write_cost_table(disk_cache.path, make_table(disk_cache))
+    write_cost_table(disk_cache.path, make_table(disk_cache, scale=2e-4), overwrite=True)
+    assert read_cost_table(disk_cache, "cpu-t1").items[0].median_s[0] == pytest.approx(3e-4)
+
+
+def test_missing_table_names_the_known_ones(disk_cache):
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    with pytest.raises(CostTableError, match=r"no cost table 'gpu' \(tables: cpu-t1\); measure one with "
+                                             r"python -m exits.profile"):
+        read_cost_table(disk_cache, "gpu")
+
+
+@pytest.mark.parametrize("name", ["../x", ".hidden", "a/b", ""])
+def test_bad_table_names_are_refused(disk_cache, name):
+    with pytest.raises(CostTableError, match="is not a cost table name"):
+        cost_table_path(disk_cache.path, name)
+
+
+def test_another_caches_table_is_refused(disk_cache):
+    write_cost_table(disk_cache.path, make_table(disk_cache, fingerprint="sha256:" + "0" * 64))
+    with pytest.raises(CostTableError, match=r"cost_tables/cpu-t1.json: cache.fingerprint: profiled for cache "
+                                             r"sha256:000000000000\.\.\., not this one"):
+        read_cost_table(disk_cache, "cpu-t1")
+
+
+def test_another_backbones_table_is_refused(tmp_path):
+    mem = small_cache()
+    mem.meta.provenance["model"] = {"fingerprint": "sha256:" + "1" * 64}
+    cache = save_cache(tmp_path / "c", mem)
+    table = make_table(cache)
+    write_cost_table(cache.path, TimeTable(table.name, table.cache_fingerprint, "sha256:" + "2" * 64, table.target,
+                                           table.measurement, table.grid, table.items))
+    with pytest.raises(CostTableError, match="model.fingerprint: profiled on backbone sha256:222"):
+        read_cost_table(cache, "cpu-t1")
+
+
+def test_a_grid_short_of_the_batch_size_is_refused(disk_cache):
+    write_cost_table(disk_cache.path, make_table(disk_cache, batch_size=8))
+    read_cost_table(disk_cache, "cpu-t1", batch_size=8)
+    with pytest.raises(CostTableError, match="grid: reaches 8 rows, batch size 64 asked; profile with --batch-size 64"):
+        read_cost_table(disk_cache, "cpu-t1", batch_size=64)
+
+
+@pytest.mark.parametrize("bad", [0.0, -1e-3, math.inf, math.nan, "1e-3", True])
+def test_non_positive_or_non_finite_timings_are_refused(disk_cache, bad):
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+
+    def edit(doc):
+        doc["items"][2]["median_s"][1] = bad
+    _edit(disk_cache, "cpu-t1", edit)
+    name = make_table(disk_cache).items[2].name
+    with pytest.raises(CostTableError, match=f"items.{name}.median_s: timings must be positive and finite"):
+        read_cost_table(disk_cache, "cpu-t1")
+
+
+@pytest.mark.parametrize("edit, match", [
+    (lambda d: d.update(format="costtable/9"), "format: 'costtable/9' is not 'costtable/1'"),
+    (lambda d: d["cache"].pop("fingerprint"), "cache.fingerprint: missing"),
+    (lambda d: d.update(grid=[1, 4, 2, 8]), "grid: must be increasing"),
+    (lambda d: d["target"].update(batch_size=16), "target.batch_size: 16, but the grid ends at 8"),
+    (lambda d: d["target"].update(runtime="tensorrt"), "target.runtime: 'tensorrt' is not one of"),
+    (lambda d: d["items"][0]["median_s"].pop(), r"median_s: must hold one time per grid point \(4\)"),
+    (lambda d: d["items"][0].update(units=["nope"]), r"units: 'nope' is not a unit of this cache"),
+    (lambda d: d.update(items=[i for i in d["items"] if i["kind"] != "base"]), "no item of kind 'base'"),
+    (lambda d: d["items"].append(dict(d["items"][0])), "names must be unique"),
+])
+def test_malformed_tables_are_refused_in_one_line(disk_cache, edit, match):
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    _edit(disk_cache, "cpu-t1", edit)
+    with pytest.raises(CostTableError, match=match) as info:
+        read_cost_table(disk_cache, "cpu-t1")
+    assert "\n" not in str(info.value)
+
+
+def test_unreadable_json_is_one_line(disk_cache):
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    cost_table_path(disk_cache.path, "cpu-t1").write_text("{not json")
+    with pytest.raises(CostTableError, match="cost_tables/cpu-t1.json: not readable JSON"):
+        read_cost_table(disk_cache, "cpu-t1")
