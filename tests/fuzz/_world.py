@@ -47,12 +47,12 @@ def build_world(root: Path) -> World:
     from search.pareto import main as pareto_main
 
     world = World(root)
-    fashion_files(world.fm, 40, 24)
+    fashion_files(world.fm, 60, 24)
     model = tiny_model()
-    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0, "calibration_size": 10}
+    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0, "calibration_size": 24}
     save_checkpoint(world.ckpt, model, include_backbone=True, data=data)
     splits = load_splits("fashion_mnist", world.fm, data_config=model.data_config, search_fraction=0.3, seed=0,
-                         calibration_size=10)
+                         calibration_size=24)
     prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
                            split_parameters=splits.parameters, seed=0)
     cache = dump_cache(model, splits.cache_splits(), world.cache, k=2, batch_size=16,
@@ -64,8 +64,8 @@ def build_world(root: Path) -> World:
     searched = run_main(pareto_main, [str(world.syn), "--methods", "dp", "--no-progress", "--export",
                                       str(world.syn_front)])
     assert searched.status == 0, searched.err
-    chosen = run_main(pareto_main, [str(world.cache), "--methods", "dp", "--no-progress", "--max-drop", "50",
-                                    "--export-choice", str(world.cert)])
+    chosen = run_main(pareto_main, [str(world.cache), "--methods", "dp", "--no-progress", "--max-drop", "20",
+                                    "--risk", "0.5", "--export-choice", str(world.cert)])
     assert chosen.status == 0, chosen.err
     world.dyce.mkdir()
     write_records(world.dyce / "s.npz", dyce_arrays(3, 2, 30, seed=1))

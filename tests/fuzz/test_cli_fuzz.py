@@ -100,7 +100,7 @@ COMMANDS = {c.name: c for c in [
             words=("--split", "--id", "--dataset"), flags=("--overwrite", "--no-latency")),
 ]}
 
-EXAMPLES = {"search.pareto": 40, "data_cache.validate": 25, "data_cache.convert": 30, "data_cache.dump": 20,
+EXAMPLES = {"search.pareto": 30, "data_cache.validate": 25, "data_cache.convert": 30, "data_cache.dump": 20,
             "exits.check": 15, "exits.train": 15, "exits.validate": 20, "exits.export_bundle": 15,
             "exits.validate_bundle": 20}
 

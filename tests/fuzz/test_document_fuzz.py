@@ -78,7 +78,7 @@ def _case(world, body) -> None:
     assert snapshot([world.root]) == before, "an input file changed"
 
 
-@fuzz_settings(30)
+@fuzz_settings(20)
 @given(data=st.data())
 def test_mutated_exitconfig(world, model, data):
     def body(place: Path):
@@ -112,7 +112,7 @@ def _bundle_copy(world, place: Path) -> Path:
     return target
 
 
-@fuzz_settings(25)
+@fuzz_settings(15)
 @given(data=st.data())
 def test_mutated_bundle_manifest(world, data):
     def body(place: Path):
