@@ -3,11 +3,11 @@
 Each case starts from a valid argument vector of one command (its inputs in ``tests/fuzz/_world.py``, its
 outputs in the case's own fresh folder), applies one or two mutations drawn from the registry of kinds in
 ``tests/fuzz/_argv.py`` (38 kinds: the vector's shape, numbers, paths read, paths written, names), and runs
-``main(argv)``. The property: exit status 0 or 2, no traceback on stderr, and no file outside the case's
-folder created, changed or removed (names, sizes and SHA-256 of every input folder before and after); a case
+``main(argv)``. The property: exit status 0 or 2, no traceback on stderr, and no file of the inputs created,
+changed or removed (names, sizes and SHA-256 of everything under the world's folder before and after); a case
 whose only mutation is of a kind that cannot be right (``MUST_REFUSE``: a missing input, an output that is an
-input, an unknown option, ...) ends in status 2 with an ``error:`` line. Documents (``exitconfig/1``,
-``exitbundle/1``) are mutated in ``test_document_fuzz.py``; together the two registries hold 45 kinds.
+input, an unknown option, ...) ends in status 2, saying why. Documents (``exitconfig/1``,
+``exitbundle/1``) are mutated in ``test_document_fuzz.py``; together the two registries hold 48 kinds.
 
 Default profile: derandomized (the same examples every run); ``EXITSEARCH_FUZZ=long``: ten times the
 examples, new ones each run.
