@@ -304,7 +304,8 @@ def _word(items, case):
     return _set(items, case.draw(st.sampled_from(case.command.words)), value)
 
 
-MUST_REFUSE = {"number of the wrong type", "NaN", "digits with an underscore", "unicode digits", "unknown option", "stray positional argument",
+MUST_REFUSE = {"number of the wrong type", "NaN", "digits with an underscore", "unicode digits", "unknown option",
+               "stray positional argument",
                "input: a folder", "input: a missing file", "input: a link loop", "input: a dangling link",
                "input: a NUL byte in the name", "input: a 300-character name",
                "output: the same path as an input", "output: inside an input folder",

@@ -88,7 +88,8 @@ def _retyped(doc, draw):
 
 
 def _numbers(doc: Doc) -> list[tuple]:
-    return [p for p in leaves(doc) if p and isinstance(_get(doc, p), (int, float)) and not isinstance(_get(doc, p), bool)]
+    return [p for p in leaves(doc)
+            if p and isinstance(_get(doc, p), (int, float)) and not isinstance(_get(doc, p), bool)]
 
 
 @kind("document: a number out of range")

@@ -1,10 +1,11 @@
-"""The valid inputs every command-line fuzz case starts from, built once per module under one folder.
+"""The valid inputs every command-line fuzz case starts from, built once per test process under one folder.
 
 ``build_world(root)`` writes: Fashion-MNIST files with random images (``fm/``), a tiny random-init ResNet's
 finished checkpoint (``ckpt.pt``), the cache dumped from it (``cache/``, with a calibration split), an
-``exitconfig/1`` table searched on it (``front.json``) and a certified choice (``cert.json``), its ONNX bundle (``bundle/``), a synthetic cache
-(``syn/``), DyCE records (``dyce/``), and odd paths (``odd/``: a folder, an empty file, a file nobody may
-read, a link loop, a dangling link). Cases read these and write only in their own fresh folder.
+``exitconfig/1`` table searched on it (``front.json``) and a certified choice (``cert.json``), its ONNX
+bundle (``bundle/``), a synthetic cache (``syn/``), DyCE records (``dyce/``), and odd paths (``odd/``: a
+folder, an empty file, a file nobody may read, a link loop, a dangling link). Cases read these and write
+only in their own fresh folder.
 """
 from __future__ import annotations
 

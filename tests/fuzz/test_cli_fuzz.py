@@ -83,7 +83,8 @@ COMMANDS = {c.name: c for c in [
             numbers=("--batch-size", "--timing-samples", "--latency-samples", "--rounds", "--tolerance",
                      "--threads", "--max-configs"),
             work=("--timing-samples", "--latency-samples", "--rounds", "--threads"),
-            inputs=("--config", "--checkpoint", "--data-root", "--cache"), outputs={"--report": "file", "--plot": "file"},
+            inputs=("--config", "--checkpoint", "--data-root", "--cache"),
+            outputs={"--report": "file", "--plot": "file"},
             words=("--split", "--id", "--dataset", "--model", "--device"),
             flags=("--all", "--overwrite", "--no-latency", "--channels-last", "--skip-integrity-check")),
     Command("exits.export_bundle", export_bundle_main,
@@ -231,4 +232,5 @@ def test_a_bundle_name_too_long_is_one_line(world, tmp_path):
     """Found by the fuzzer: ``exits.validate_bundle --bundle`` with a 300-character name: an OSError traceback."""
     argv = COMMANDS["exits.validate_bundle"].base(world, tmp_path) + ["--bundle", str(tmp_path / ("n" * 300))]
     result = run_main(validate_bundle_main, argv)
-    assert result.status == 2 and result.err.endswith("cannot read the bundle folder (File name too long)\n"), result.err
+    assert result.status == 2, result.err
+    assert result.err.endswith("cannot read the bundle folder (File name too long)\n"), result.err
