@@ -284,6 +284,7 @@ class BundleRouter:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
         rule = cfg.rule
+        rules = {e: cfg.rule_at(j) for j, e in enumerate(cfg.exits)}   # each enabled exit's own rule
         x = self.check_input(x)
         n = len(x)
         out = RouteResult(np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32),
@@ -309,8 +310,8 @@ class BundleRouter:
                         head = self.graphs[head_graph]
                         logits = head(h)
                         spent += head.info.macs
-                    s, p = exit_scores(logits, rule)
-                    leave = rule.leaves(s, threshold)
+                    s, p = exit_scores(logits, rules[index])
+                    leave = rules[index].leaves(s, threshold)
                     if leave.all():
                         self._leave(out, idx, slice(None), p, s, index, spent)
                         return out

@@ -367,6 +367,7 @@ class ExitRuntime:
         """Run a batch ``(b, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
         model, macs, rule = self.model, self.unit_macs, cfg.rule
+        rules = {e: cfg.rule_at(j) for j, e in enumerate(cfg.exits)}   # each enabled exit's own rule
         x = self._input(x)
         n = x.shape[0]
         left: list[_Left] = []
@@ -391,8 +392,8 @@ class ExitRuntime:
                         spent += macs[f"head:{e.name}"]
                     else:
                         logits = h
-                    s, p = exit_scores(logits, rule)
-                    leave = torch.from_numpy(rule.leaves(s.cpu().numpy(), threshold)).to(s.device)
+                    s, p = exit_scores(logits, rules[index])
+                    leave = torch.from_numpy(rules[index].leaves(s.cpu().numpy(), threshold)).to(s.device)
                     rows = torch.nonzero(leave).squeeze(1)
                     if rows.numel() == leave.shape[0]:
                         left.append((idx, p, s, index, spent))

@@ -48,6 +48,9 @@ def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.n
     """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
     cost any sample can have under it."""
     leave = problem.assign(config)
+    if not problem.costs.additive:   # time at B > 1: each item's expected time spread over the rows reaching it
+        cost = problem.costs.sample_costs(config.exits, leave) / problem.costs.base_cost
+        return problem.correct[leave, np.arange(problem.n_samples)], cost, float(cost.max())
     exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
     lookup = np.zeros(problem.n_exits)
     lookup[list(config.exits) + [problem.final_exit]] = exit_costs
