@@ -30,12 +30,23 @@ from data_cache.dump import main as dump_main
 from data_cache.validate import main as cache_validate_main
 from exits.check import main as check_main
 from exits.export_bundle import main as export_bundle_main
+from exits.profile import main as profile_main
 from exits.train import main as train_main
 from exits.validate import main as validate_main
 from exits.validate_bundle import main as validate_bundle_main
 from search.pareto import main as pareto_main
 from tests.fuzz._argv import ARGV_KINDS, MUST_REFUSE, Case, Command, flatten, items_of, kinds_for
 from tests.fuzz._fuzz import fuzz_settings, run_main, snapshot
+
+
+
+def _profile_base(world, out: Path) -> list[str]:
+    """``exits.profile`` stores its table inside the cache it profiles: the case gets its own copy."""
+    cache = out.parent / "cache"
+    shutil.copytree(world.cache, cache)
+    return ["--checkpoint", str(world.ckpt), "--cache", str(cache), "--name", "cpu-fuzz", "--device", "cpu",
+            "--threads", "1", "--batch-size", "2", "--rounds", "1", "--min-time", "0.001", "--quiet"]
+
 
 COMMANDS = {c.name: c for c in [
     Command("search.pareto", pareto_main,
@@ -99,11 +110,15 @@ COMMANDS = {c.name: c for c in [
             work=("--threads", "--timing-samples", "--latency-samples", "--rounds"),
             inputs=("--bundle", "--cache", "--data-root"), outputs={"--report": "file"},
             words=("--split", "--id", "--dataset"), flags=("--overwrite", "--no-latency")),
+    Command("exits.profile", profile_main, _profile_base,
+            numbers=("--threads", "--batch-size", "--rounds", "--min-time", "--seed"),
+            work=("--threads", "--batch-size", "--rounds", "--min-time"), inputs=("--checkpoint", "--cache"),
+            words=("--name", "--device", "--runtime", "--score"), flags=("--overwrite", "--skip-integrity-check")),
 ]}
 
 EXAMPLES = {"search.pareto": 30, "data_cache.validate": 25, "data_cache.convert": 30, "data_cache.dump": 20,
             "exits.check": 15, "exits.train": 15, "exits.validate": 20, "exits.export_bundle": 15,
-            "exits.validate_bundle": 20}
+            "exits.validate_bundle": 20, "exits.profile": 10}
 
 
 COLLECT = os.environ.get("EXITSEARCH_FUZZ_COLLECT")
@@ -176,6 +191,7 @@ test_fuzz_exits_train = _fuzz_test("exits.train")
 test_fuzz_exits_validate = _fuzz_test("exits.validate")
 test_fuzz_exits_export_bundle = _fuzz_test("exits.export_bundle")
 test_fuzz_exits_validate_bundle = _fuzz_test("exits.validate_bundle")
+test_fuzz_exits_profile = _fuzz_test("exits.profile")
 
 
 def test_every_command_is_fuzzed():
