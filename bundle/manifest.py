@@ -142,7 +142,11 @@ def read_manifest(folder: str | Path) -> Manifest:
     """Read and check ``folder/manifest.json``: format, fingerprint, structure. Raises :class:`BundleError`."""
     folder = Path(folder)
     path = folder / MANIFEST
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except OSError as exc:  # a name too long for the file system (ENAMETOOLONG), which is_dir() lets through
+        raise BundleError(f"{folder}: cannot read the bundle folder ({exc.strerror or exc})") from None
+    if not found:
         raise BundleError(f"{folder}: no such bundle folder")
     if not path.is_file():
         raise BundleError(f"{folder}: no {MANIFEST}; not a bundle (export one with python -m exits.export_bundle)")

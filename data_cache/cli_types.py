@@ -35,6 +35,14 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"error: {message.splitlines()[0] if message else 'bad arguments'}\n")
 
+    def parse_known_args(self, args=None, namespace=None):
+        """A NUL byte cannot name a file (nor come from a shell): refused before any option is read, which
+        would otherwise meet it as a ``ValueError`` deep in ``os`` (an argument vector built in-process)."""
+        for arg in sys.argv[1:] if args is None else args:
+            if isinstance(arg, str) and "\0" in arg:
+                self.error(f"argument {arg.split(chr(0))[0]!r}...: holds a NUL byte")
+        return super().parse_known_args(args, namespace)
+
 
 def _strict(text: str) -> bool:
     """Plain ASCII digits, sign, point and exponent only: Python's ``int``/``float`` also take ``1_0`` (10),
@@ -71,6 +79,8 @@ def int_at_least(minimum: int, what: str | None = None, *, maximum: int | None =
         value = _int(text)
         if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"must be {what}, got {value}")
+        if value > sys.maxsize:  # no count, size or index of this machine is larger (islice, range, numpy refuse it)
+            raise argparse.ArgumentTypeError(f"must be {what} no larger than {sys.maxsize}, got {value}")
         return value
     return parse
 

@@ -3,7 +3,7 @@ exit alone, and each answer with its exact numbers on both whole splits."""
 from __future__ import annotations
 
 from ._answers import QueryAnswer
-from ._certified_text import budget_title, drop_title
+from ._certified_text import budget_title, cost_above_bound_note, drop_title
 from .standalone import standalone_table
 
 __all__ = ["table", "report", "answer_text", "LEGEND"]
@@ -99,6 +99,10 @@ def answer_text(result, answer: QueryAnswer) -> str:
     else:
         title = budget_title(answer.certified, answer.limit, delta)
     text = _describe(result, title, answer.config)
+    if answer.kind != "drop" and answer.certified is not None and answer.certified.certificate is not None:
+        for name, ev in (("search", answer.on_search), ("holdout", answer.on_holdout)):
+            if ev is not None and ev.relative_cost > answer.limit:
+                text += "\n" + cost_above_bound_note(name, ev.relative_cost, answer.limit)
     if answer.contrast is not None:
         text += "\n" + _describe(result, f"for contrast, uncertified (chosen on {on}, no guarantee on unseen data):",
                                  answer.contrast)
