@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BundleError
 
@@ -192,6 +193,7 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise BundleError(f"{path}: input shape {list(shape)} differs from graph {first.name!r}'s "
                           f"{list(first.input_shape)}")
     return Manifest(doc, graphs, chains, exits, base[0] if base else None,
-                    (_field(final, "name", str, f"{path}: final_exit"), _field(final, "index", int, f"{path}: final_exit")),
+                    (_field(final, "name", str, f"{path}: final_exit"),
+                     _field(final, "index", int, f"{path}: final_exit")),
                     shape, _field(doc, "num_classes", int, str(path)),
                     float(_field(doc, "base_macs", (int, float), str(path))))

@@ -11,7 +11,8 @@ are refused (``BundleError``): preprocess those on the host with ``exits.data.ev
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

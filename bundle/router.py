@@ -4,10 +4,10 @@ The router runs the bundle's graphs in order. After each segment that ends at an
 exit's head graph on the samples still in the batch and scores the logits with the configuration's exit rule
 (:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads, as
 the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it); the
-samples that pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver chain runs
-first on the whole batch and the samples it keeps start the backbone from the input. Each sample is charged the
-MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over samples is
-the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
+samples that pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver
+chain runs first on the whole batch and the samples it keeps start the backbone from the input. Each sample is
+charged the MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over
+samples is the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
 (``contract/costs/``) the predicted costs and ``select(budget)`` are in that model's units, which the MAC
 accounting does not measure.
 
@@ -18,13 +18,22 @@ segments in a row), run through the same code.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
-from contract import ContractError, ExitConfig, ExitRef, ExitRule, ExitTable, get_rule, rule_inputs_from_logits
+from contract import (
+    ContractError,
+    ExitConfig,
+    ExitRef,
+    ExitRule,
+    ExitTable,
+    get_rule,
+    rule_inputs_from_logits,
+)
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 
 from .errors import BundleError
@@ -60,12 +69,14 @@ class RouteResult:
         return float(self.macs.mean()) / self.base_macs if len(self.macs) else 0.0
 
     @classmethod
-    def concat(cls, parts: Sequence["RouteResult"], base_macs: float) -> "RouteResult":
+    def concat(cls, parts: Sequence[RouteResult], base_macs: float) -> RouteResult:
         if not parts:
             return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32),
                        np.empty(0, np.float64), base_macs)
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("predictions", "exits", "scores", "macs")),
-                   base_macs)
+        def joined(field: str) -> np.ndarray:
+            return np.concatenate([getattr(p, field) for p in parts])
+
+        return cls(joined("predictions"), joined("exits"), joined("scores"), joined("macs"), base_macs)
 
 
 def _onnxruntime() -> Any:
@@ -208,12 +219,12 @@ class BundleRouter:
         if not cfg.exits and self.manifest.base is not None:
             return [([self.graphs[self.manifest.base]], {}, None)]
         by_index = {e.index: e for e in self.manifest.exits.values()}
-        stops = [(by_index[i], t) for i, t in zip(cfg.exits, cfg.thresholds)]
+        stops = [(by_index[i], t) for i, t in zip(cfg.exits, cfg.thresholds, strict=True)]
         plan: _Plan = []
         saver = [(e, t) for e, t in stops if e.chain == "saver"]
         if saver:
-            plan.append(([self.graphs[n] for n in chains["saver"]], {e.position: (e.index, t, e.graph) for e, t in saver},
-                         saver[-1][0].position))
+            plan.append(([self.graphs[n] for n in chains["saver"]],
+                         {e.position: (e.index, t, e.graph) for e, t in saver}, saver[-1][0].position))
         plan.append(([self.graphs[n] for n in chains["backbone"]],
                      {e.position: (e.index, t, e.graph) for e, t in stops if e.chain == "backbone"}, None))
         return plan
@@ -248,10 +259,10 @@ class BundleRouter:
     def select(self, budget: float, *, split: str = "search") -> ExitConfig:
         """Switch to the most accurate configuration whose predicted relative cost on ``split`` (in the units of
         the table's ``objective``) is <= ``budget`` (ties: the cheaper); return it."""
-        fits = [c for c in self.configs if c.relative_cost(split) is not None and c.relative_cost(split) <= budget]
+        fits = [(c, cost) for c in self.configs if (cost := c.relative_cost(split)) is not None and cost <= budget]
         if not fits:
             raise BundleError(f"no configuration within relative cost {budget} on {split}")
-        return self.set_config(max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split))))
+        return self.set_config(max(fits, key=lambda fit: (fit[0].accuracy(split) or 0.0, -fit[1]))[0])
 
     # -- running --------------------------------------------------------------------------------
     def check_input(self, x: Any) -> np.ndarray:
@@ -324,7 +335,7 @@ class BundleRouter:
                     break
         raise AssertionError("unreachable: the backbone chain ends at the final graph")
 
-    def session_calls(self, config: str | int | RouteConfig | None = None) -> int:
+    def session_calls(self, config: str | int | ExitConfig | None = None) -> int:
         """onnxruntime session calls one batch makes under ``config`` (default: the current one) when some of its
         rows reach the final exit; the base graph makes 1."""
         calls = 0

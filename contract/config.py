@@ -15,8 +15,9 @@ Each side re-raises :class:`~contract.errors.ContractError` as its own one-line 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, TypeGuard
 
 from .errors import ContractError
 from .rules import ExitRule, get_rule, list_rules
@@ -46,13 +47,15 @@ class ExitTable:
     final: int
     n_classes: int
     where: str = "in this cache"
+    by_name: dict[str, ExitRef] = field(init=False, repr=False, compare=False)
+    by_index: dict[int, ExitRef] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {r.name: r for r in self.refs})
         object.__setattr__(self, "by_index", {r.index: r for r in self.refs})
 
     @classmethod
-    def of(cls, owner: Any, where: str = "in this cache") -> "ExitTable":
+    def of(cls, owner: Any, where: str = "in this cache") -> ExitTable:
         """An ExitTable as it is, or the table of ``owner.exits`` (each with ``name``, ``position``, ``head``;
         the last is the final exit) and ``owner.n_classes`` (a cache)."""
         if isinstance(owner, ExitTable):
@@ -71,7 +74,7 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _int(x: Any) -> bool:
+def _int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -224,7 +227,7 @@ class ExitConfig:
     def certificate(self) -> Mapping[str, Any] | None:
         return self.predicted.get("certificate")
 
-    def check(self, table: Any) -> "ExitConfig":
+    def check(self, table: Any) -> ExitConfig:
         """Raise ContractError unless the configuration fits ``table`` (an :class:`ExitTable`, or a cache:
         :meth:`ExitTable.of`): known rule, early exits in execution order one per position, thresholds in the
         rule's range. A configuration checked against an owner is not checked again against the same one."""
@@ -234,7 +237,7 @@ class ExitConfig:
         if self.score not in list_rules():
             raise ContractError(f"unknown score kind {self.score!r}: must be one of {list_rules()}")
         last_pos = None
-        for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
+        for j, (e, t) in enumerate(zip(self.exits, self.thresholds, strict=True)):
             name = self.rule_names[j]
             rule, problem = _rule_problem(name, self.params[j] if self.params else None)
             if rule is None:
@@ -252,10 +255,18 @@ class ExitConfig:
         object.__setattr__(self, "_checked_for", table)
         return self
 
+    def built_for(self, table: Any) -> ExitConfig:
+        """This configuration marked as fitting ``table`` without running :meth:`check`: only for code that built
+        it from ``table``'s own exits, in execution order, with thresholds in the rule's range (the search engines,
+        through ``ExitProblem.config``), so configurations are checked once, where they enter from outside (a
+        file, a caller), and never inside search loops."""
+        object.__setattr__(self, "_checked_for", table)
+        return self
+
     def to_json(self, owner: Any) -> list[dict[str, Any]]:
         """The ``exits`` list of an ``exitconfig/1`` entry (``owner``: the cache, whose ``exits`` it names)."""
         exits, out = owner.exits, []
-        for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
+        for j, (e, t) in enumerate(zip(self.exits, self.thresholds, strict=True)):
             d = {"name": exits[e].name, "position": exits[e].position, "head": exits[e].head,
                  "score": self.rule_names[j], "threshold": t}
             if self.params and self.params[j]:
@@ -265,7 +276,7 @@ class ExitConfig:
 
     @classmethod
     def from_json(cls, entries: Any, table: Any, default_score: str = "max_prob", *, id: str = "",
-                  predicted: Mapping[str, Any] | None = None) -> "ExitConfig":
+                  predicted: Mapping[str, Any] | None = None) -> ExitConfig:
         """The one validator: an entry's ``exits`` list checked (:func:`entries_problems`) and resolved
         against ``table`` (an :class:`ExitTable` or a cache) by name (position and head must agree; never the
         final exit). The first problem is a ContractError ``exits[j].field: problem``."""

@@ -5,6 +5,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -58,7 +59,7 @@ class CacheMeta:
         return len(self.exits)
 
 
-def read_manifest(path: Path) -> object:
+def read_manifest(path: Path) -> dict[str, Any]:
     """The parsed ``manifest.json`` of the cache folder ``path`` (not yet checked against the schema).
 
     A missing manifest raises :class:`CacheIncompleteError` when ``.parts/`` says a dump was interrupted,
@@ -75,11 +76,15 @@ def read_manifest(path: Path) -> object:
                                        "(--resume)")
         raise CacheFormatError(f"{manifest_path}: missing file (is this a cache folder?)")
     try:
-        return json.loads(manifest_path.read_text())
+        doc = json.loads(manifest_path.read_text())
     except OSError as exc:  # a folder, a file it may not read
         raise CacheFormatError(f"{manifest_path}: cannot read ({exc.strerror or exc})") from None
     except (ValueError, RecursionError) as exc:  # bytes that are not UTF-8, bad JSON; RecursionError: absurd nesting
         raise CacheFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise CacheFormatError(f"{manifest_path}: malformed manifest: a JSON object expected "
+                               f"(got {type(doc).__name__})")
+    return doc
 
 
 def meta_from_manifest(d: dict, source: str = "manifest.json", *, with_files: bool = False) -> CacheMeta:
@@ -178,17 +183,24 @@ class CacheReader(ABC):
             raise KeyError(f"split {split!r} is not in this cache; it has {list(self.meta.splits)}")
         return split
 
+    def _required(self, split: str, fname: str) -> np.ndarray:
+        """A file every split has (its absence is a schema problem, refused before a reader exists)."""
+        a = self._array(self._check_split(split), fname)
+        if a is None:
+            raise CacheFormatError(f"{split}/{fname}: missing")
+        return a
+
     def labels(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.LABELS)
+        return self._required(split, fmt.LABELS)
 
     def sample_index(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.SAMPLE_INDEX)
+        return self._required(split, fmt.SAMPLE_INDEX)
 
     def topk_ids(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.TOPK_IDS)
+        return self._required(split, fmt.TOPK_IDS)
 
     def topk_probs(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.TOPK_PROBS)
+        return self._required(split, fmt.TOPK_PROBS)
 
     def logits(self, split: str) -> np.ndarray | None:
         return self._array(self._check_split(split), fmt.LOGITS)

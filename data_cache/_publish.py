@@ -73,7 +73,7 @@ def remove_work(work: Path) -> None:
 
 def sweep(folder: Path) -> list[Path]:
     """Remove the work folders in ``folder`` left by runs of this host that have ended; return them."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:

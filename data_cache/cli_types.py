@@ -14,7 +14,8 @@ import math
 import os
 import re
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 __all__ = ["CommandParser", "int_at_least", "positive_int", "non_negative_int", "seed", "threads",
            "finite_float", "positive_float", "non_negative_float", "fraction", "probability", "float_in",
@@ -101,7 +102,9 @@ def float_in(low: float | None, high: float | None, *, low_open: bool = False, h
     if what is None:
         left = "-inf" if low is None else f"{low:g}"
         right = "inf" if high is None else f"{high:g}"
-        what = f"a number in {'(' if low_open or low is None else '['}{left}, {right}{')' if high_open or high is None else ']'}"
+        opening = "(" if low_open or low is None else "["
+        closing = ")" if high_open or high is None else "]"
+        what = f"a number in {opening}{left}, {right}{closing}"
 
     def parse(text: str) -> float:
         try:
@@ -129,8 +132,9 @@ def check_name_length(path: str | os.PathLike, option: str, *, spare: int = 0) -
     for i, part in enumerate(parts):
         limit = 255 - (spare if i == len(parts) - 1 else 0)
         if len(os.fsencode(part)) > limit:
+            needed = f" ({spare} are needed for a temporary name)" if spare else ""
             raise ValueError(f"{option} {text[:40]}...: a file name of {len(os.fsencode(part))} bytes; the file "
-                             f"system takes at most 255{f' ({spare} are needed for a temporary name)' if spare else ''}")
+                             f"system takes at most 255{needed}")
 
 
 def warn(message: str) -> None:

@@ -12,6 +12,7 @@ import shlex
 import sys
 import warnings
 
+from ._validation import describe
 from .cli_types import CommandParser, positive_int
 from .errors import CacheError, CacheWarning
 from .importers import get_importer
@@ -19,7 +20,6 @@ from .importers.dyce import LAYOUTS
 from .outputs import cli_entry
 from .reader import MemmapCache
 from .writer import check_cache_target
-from ._validation import describe
 
 __all__ = ["main"]
 

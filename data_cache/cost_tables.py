@@ -14,9 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -201,7 +203,7 @@ def parse_cost_table(doc: Any, where: str) -> TimeTable:
         raise bad("target.runtime", f"{target.get('runtime')!r} is not one of {list(RUNTIMES)}")
     grid = doc.get("grid")
     if not isinstance(grid, list) or not grid or not all(_is_int(n) and n >= 1 for n in grid) \
-            or any(b <= a for a, b in zip(grid, grid[1:])):
+            or any(b <= a for a, b in pairwise(grid)):
         raise bad("grid", "must be increasing row counts >= 1")
     if target.get("batch_size") != grid[-1]:
         raise bad("target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {grid[-1]}")
@@ -241,7 +243,8 @@ def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
     exit_name = d.get("exit")
     if (d["kind"] == "step") != isinstance(exit_name, str):
         raise bad(f"items.{name}.exit", "a step names its exit; nothing else does")
-    return TimedItem(name, d["kind"], *values, units=tuple(units), exit=exit_name)
+    median_s, min_s, max_s = values
+    return TimedItem(name, d["kind"], median_s, min_s, max_s, units=tuple(units), exit=exit_name)
 
 
 def interpolate(grid: tuple[int, ...] | np.ndarray, times: tuple[float, ...] | np.ndarray, n: np.ndarray) -> np.ndarray:

@@ -40,7 +40,7 @@ LOGITS = "logits.npy"
 SPLIT_FILES = (LABELS, SAMPLE_INDEX, TOPK_IDS, TOPK_PROBS)
 OPTIONAL_SPLIT_FILES = (LOGITS,)
 
-DTYPES = {
+DTYPES: dict[str, np.dtype] = {
     LABELS: np.dtype(np.int64),
     SAMPLE_INDEX: np.dtype(np.int64),
     TOPK_IDS: np.dtype(np.int32),

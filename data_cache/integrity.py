@@ -118,7 +118,9 @@ class _Scan:
 
 class _Labels(_Scan):
     def __init__(self, where: str, meta: CacheMeta, split: str, exit_size: int):
-        self.where, self.c, self.lo, self.hi = where, meta.n_classes, None, None
+        self.where, self.c = where, meta.n_classes
+        self.lo: int | None = None
+        self.hi: int | None = None
 
     def update(self, start, values):
         if values.size:
@@ -127,21 +129,22 @@ class _Labels(_Scan):
             self.hi = hi if self.hi is None else max(self.hi, hi)
 
     def problems(self):
-        if self.lo is not None and (self.lo < 0 or self.hi >= self.c):
+        if self.lo is not None and self.hi is not None and (self.lo < 0 or self.hi >= self.c):
             return [f"{self.where}: labels: outside [0, {self.c}) (min {self.lo}, max {self.hi})"]
         return []
 
 
 class _SampleIndex(_Scan):
     def __init__(self, where: str, meta: CacheMeta, split: str, exit_size: int):
-        self.where, self.values = where, np.empty(meta.splits[split], dtype=fmt.DTYPES[fmt.SAMPLE_INDEX])
+        self.where = where
+        self.values = np.empty(meta.splits[split], dtype=fmt.DTYPES[fmt.SAMPLE_INDEX])
 
     def update(self, start, values):
         self.values[start:start + values.size] = values
 
     def problems(self):
         duplicates = has_duplicates(self.values)
-        self.values = None
+        self.values = self.values[:0].copy()  # the split's index no longer held
         return [] if not duplicates else [f"{self.where}: sample_index: values must be unique"]
 
 

@@ -22,7 +22,7 @@ class InMemoryCache(CacheReader):
     def __init__(self, meta: CacheMeta, arrays: dict[str, dict[str, np.ndarray]]):
         check_meta(meta, "<memory>")
         self.meta = meta
-        self._arrays = {}
+        self._arrays: dict[str, dict[str, np.ndarray]] = {}
         problems = []
         for split, n in meta.splits.items():
             if split not in arrays:

@@ -28,15 +28,28 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from ._publish import (RESERVED, link_file, make_work, release_reservation, remove_work, reserve_folder, sweep,
-                       sweep_reservation)
-from .ownership import FileKind, OwnershipError, check_not_input, check_owned_file, check_owned_folder
-
+from ._publish import (
+    RESERVED,
+    link_file,
+    make_work,
+    release_reservation,
+    remove_work,
+    reserve_folder,
+    sweep,
+    sweep_reservation,
+)
 from .cli_types import check_name_length
+from .ownership import (
+    FileKind,
+    OwnershipError,
+    check_not_input,
+    check_owned_file,
+    check_owned_folder,
+)
 
 __all__ = ["OutputError", "check_output_place", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
            "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
@@ -56,8 +69,9 @@ def _reason(exc: OSError) -> str:
 
 
 def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Path:
-    """``path`` as a Path if it names a ``what`` (file or folder) in an existing folder, else :class:`OutputError`
-    (an empty name, ``.`` or ``..``; a parent that is a file or does not exist). What is at ``path`` is not looked at."""
+    """``path`` as a Path if it names a ``what`` (file or folder) in an existing folder, else
+    :class:`OutputError` (an empty name, ``.`` or ``..``; a parent that is a file or does not exist). What is
+    at ``path`` is not looked at."""
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{option} {str(path)!r}: not a {what} name")
@@ -140,8 +154,9 @@ def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, ov
                 raise OutputError(f"{option} {p}: is also the {other} file; give each output its own file")
         checked[option] = p
     for option, p in checked.items():
-        if p.is_file():
-            _ANNOUNCED.add(_identity(p))
+        identity = _identity(p) if p.is_file() else None
+        if identity is not None:
+            _ANNOUNCED.add(identity)
             print(f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr)
     return checked
 

@@ -18,16 +18,17 @@ import json
 import os
 import re
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from . import format as fmt
 from .errors import CacheExistsError
 from .schema import split_name_problem
 
-__all__ = ["FileKind", "json_kind", "suffix_kind", "torch_kind", "json_format", "check_owned_file", "check_owned_folder",
-           "check_not_input", "FOLDER_FORMATS", "OwnershipError", "Owned", "owned_by_cache", "owned_by_parts", "remove_owned", "clear_parts", "check_targets", "PARTS_META"]
+__all__ = ["FileKind", "json_kind", "suffix_kind", "torch_kind", "json_format", "check_owned_file",
+           "check_owned_folder", "check_not_input", "FOLDER_FORMATS", "OwnershipError", "Owned", "owned_by_cache",
+           "owned_by_parts", "remove_owned", "clear_parts", "check_targets", "PARTS_META"]
 
 PARTS_META = "meta.json"
 _PARTS_FILE = re.compile(r"(meta\.json|\.?\d{10}_\d{10}\.npz)(\.tmp\d+)?")  # shards, meta, their temp names

@@ -8,8 +8,8 @@ import numpy as np
 
 from . import format as fmt
 from ._base import CacheReader, meta_from_manifest, read_manifest
-from .errors import CacheFormatError
 from ._validation import check_cache_files
+from .errors import CacheFormatError
 
 __all__ = ["MemmapCache", "open_cache"]
 

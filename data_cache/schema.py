@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import format as fmt
 
@@ -23,11 +23,11 @@ _SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def _is_int(x) -> bool:
+def _is_int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -201,7 +201,9 @@ def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str] | None:
         c.add("exits", "a cache needs a non-empty list of exits, the final one last "
                        f"({'missing' if 'exits' not in d else _got(exits)})")
         return None
-    names, positions, finals = set(), [], []
+    names: set[str] = set()
+    positions: list[int] = []
+    finals: list[bool] = []
     for i, e in enumerate(exits):
         f = f"exits[{i}]"
         if not isinstance(e, dict):
@@ -272,9 +274,10 @@ def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
         if not isinstance(s.get("definition", ""), str):
             c.add(f"splits.{split}.definition", f"must be a string ({_got(s['definition'])})")
         if with_files or "files" in s:
-            exits = d.get("exits") if isinstance(d.get("exits"), list) else []
+            exits = d.get("exits")
+            n_exits = len(exits) if isinstance(exits, list) else 0
             if n is not None and k is not None and n_classes is not None:
-                expected = {f: (fmt.expected_shape(f, n_exits=len(exits), k=k, n_samples=n, n_classes=n_classes),
+                expected = {f: (fmt.expected_shape(f, n_exits=n_exits, k=k, n_samples=n, n_classes=n_classes),
                                 fmt.DTYPES[f].str) for f in fmt.SPLIT_FILES + fmt.OPTIONAL_SPLIT_FILES}
                 for p in file_entry_problems(split, s.get("files"), expected, required=fmt.SPLIT_FILES):
                     c.problems.append(p)

@@ -15,12 +15,20 @@ import numpy as np
 
 from . import format as fmt
 from ._base import CacheMeta, check_meta, meta_to_manifest
+from ._publish import link_file
 from .errors import CacheExistsError, CacheIncompleteError, CacheInputError
 from .fingerprint import array_digest, cache_fingerprint
-from ._publish import link_file
 from .outputs import OutputError, check_output_place
-from .ownership import (PARTS_META, OwnershipError, check_not_input, check_targets, clear_parts, owned_by_cache,
-                        owned_by_parts, remove_owned)
+from .ownership import (
+    PARTS_META,
+    OwnershipError,
+    check_not_input,
+    check_targets,
+    clear_parts,
+    owned_by_cache,
+    owned_by_parts,
+    remove_owned,
+)
 
 __all__ = ["CacheWriter", "create_cache", "save_cache", "check_cache_target"]
 
@@ -106,7 +114,7 @@ def check_cache_target(path: str | Path, *, overwrite: bool, resume: bool = Fals
 
 def create_cache(path: str | Path, meta: CacheMeta, *, with_logits: bool = False, overwrite: bool = False,
                  resume: bool = False, rank: int = 0, world_size: int = 1,
-                 join_timeout_s: float = 300.0) -> "CacheWriter":
+                 join_timeout_s: float = 300.0) -> CacheWriter:
     """Open a writer for a new cache at ``path`` (see :class:`CacheWriter`)."""
     return CacheWriter(Path(path), meta, with_logits=with_logits, overwrite=overwrite, resume=resume,
                        rank=rank, world_size=world_size, join_timeout_s=join_timeout_s)
@@ -156,7 +164,7 @@ class CacheWriter:
         elif self.parts.is_dir() and not self.parts.is_symlink():
             old = _read_json(self.parts / PARTS_META)
             resuming = resume and old is not None
-            if resuming and not _same_run(old, wanted):
+            if old is not None and resuming and not _same_run(old, wanted):
                 raise CacheInputError(f"{path}: the half-written cache there was started with other exits, "
                                       "splits, classes or unit costs; use --overwrite to start again")
             if not resuming and not overwrite:
@@ -242,7 +250,7 @@ class CacheWriter:
             raise CacheInputError(f"write: {split}: the arrays must share their first axis (rows); got "
                                   + ", ".join(f"{name} {shape}" for name, shape in
                                               ((m, given[m].shape) for m in given)))
-        b = lengths["labels"]
+        b = given["labels"].shape[0]
         n, e, k, c = self.meta.splits[split], self.meta.n_exits, self.meta.k, self.meta.n_classes
         want = {"labels": (b,), "sample_index": (b,), "topk_ids": (b, e, k), "topk_probs": (b, e, k),
                 "logits": (b, e, c)}

@@ -14,7 +14,8 @@ __all__ = ["ExitProblem", "ExitConfig", "Evaluation", "Front", "Budget", "Search
 
 
 def __getattr__(name: str):
-    """``search.search`` and ``search.SearchResult``, imported on first use (``search/api.py``, ``search/result.py``)."""
+    """``search.search`` and ``search.SearchResult``, imported on first use (``search/api.py``,
+    ``search/result.py``)."""
     if name == "search":
         from .api import search
         return search

@@ -84,7 +84,7 @@ def answer_queries(opts, fit: ExitProblem, fit_union: Front, search: SplitEvalua
 
 
 def _drop(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
-    from . import queries                                    # scipy: only when a query is asked
+    from . import queries  # scipy: only when a query is asked
 
     drop = opts.max_drop / 100
     if roles is None:

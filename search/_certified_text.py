@@ -43,6 +43,8 @@ def drop_title(answer: CertifiedAnswer, points: float, delta: float) -> str:
 def budget_title(answer: CertifiedAnswer, budget: float, delta: float) -> str:
     """The heading of a certified --budget answer."""
     c = answer.certificate
+    if c is None:
+        raise ValueError("budget_title: the answer holds no certificate (budget_failure words that case)")
     return (f"\ncertified: most accurate within relative cost {budget}, with confidence {1 - delta:.0%}\n"
             f"  mean relative cost <= {budget} certified at delta {delta:g} on {_calibration_words(answer.roles)} "
             f"by betting (Waudby-Smith-Ramdas) on per-sample cost; observed there {c.observed:.4f}; accuracy >= "

@@ -67,7 +67,7 @@ def _describe(result, title: str, config) -> str:
     s, h = search.evaluate_one(config), holdout.evaluate_one(config)
     mixed = len(set(config.rule_names)) > 1                     # rules chosen per exit: each exit names its own
     exits = ", ".join(f"{search.cache.exits[e].name}{' ' + r if mixed else ''}>{t:.4f}"
-                      for e, t, r in zip(config.exits, config.thresholds, config.rule_names))
+                      for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True))
     return (f"{title}\n  exits: {exits or '(none: base model)'}\n"
             f"  search : accuracy {s.accuracy:.4%} (drop {100 * (search.base.accuracy - s.accuracy):.3f} points), "
             f"relative cost {s.relative_cost:.4f}{_time(search, s)}\n"

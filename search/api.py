@@ -25,8 +25,13 @@ from data_cache.bundled import bundled_cache_path
 from ._answers import answer_queries
 from ._validation import SearchError, SearchWarning
 from .budget import Budget
-from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
-                          planned_calibration_size)
+from .calibration import (
+    CALIBRATION_SPLIT,
+    DEFAULT_FRACTION,
+    check_calibration_split,
+    check_certifiable,
+    planned_calibration_size,
+)
 from .costs import cost_table
 from .engines import create_engine, engine_class
 from .engines._cap import check_max_exits
@@ -38,7 +43,15 @@ from .problem import ExitProblem
 from .result import Indicators, SearchResult
 from .scores import resolve_rules
 from .standalone import oracle_bound
-from .subsample import FitSample, certification_rows, check_fit_memory, fit_problem, never_right, plan_fit
+from .subsample import (
+    FitSample,
+    certification_rows,
+    check_fit_memory,
+    fit_problem,
+    never_right,
+    plan_fit,
+)
+from .time_objective import TimeCostTable
 
 __all__ = ["search", "open_search_cache"]
 
@@ -66,8 +79,8 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
     _check_certification(opts, reader, sample)
     certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
     fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
-    check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits) * len(rules), opts.methods,
-                     opts.memory_limit * 1e9,
+    check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits) * len(rules),
+                     opts.methods, opts.memory_limit * 1e9,
                      calibration_rows=certification_rows(reader, fraction, sample) if certified else 0)
     costs = _costs(opts, reader)
     fit = fit_problem(reader, "search", sample, objective=opts.objective, score=opts.score,
@@ -89,7 +102,7 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
                         _indicators(fronts, union, holdout_F, holdout.base.accuracy), answers, sample)
 
 
-search.__doc__ += "\n    Parameters (``search/params.py``):\n" + "".join(
+search.__doc__ = (search.__doc__ or "") + "\n    Parameters (``search/params.py``):\n" + "".join(
     f"\n    ``{p.name}`` (default {p.default!r}): {p.help.replace('%%', '%')}" for p in PARAMS.values())
 
 
@@ -114,7 +127,7 @@ def _costs(opts: Options, cache):
         costs = cost_table(cache, opts.objective, table=opts.cost_table, batch_size=opts.batch_size)
     except SearchError as exc:
         raise SearchError(f"{opts.label('cost_table')}: {exc}" if opts.objective == "time" else str(exc)) from None
-    if opts.budget is not None and not opts.uncertified and not costs.additive:
+    if opts.budget is not None and not opts.uncertified and isinstance(costs, TimeCostTable) and not costs.additive:
         raise SearchError(f"{opts.label('budget')} on {opts.label('objective')} time at batch size "
                           f"{costs.batch_size} cannot be certified: a batch's time is not a sum of per-sample costs; "
                           f"add {opts.label('uncertified')}, or profile at --batch-size 1")
@@ -129,7 +142,8 @@ def _check_certification(opts: Options, cache, sample: FitSample | None) -> None
     for line in check_calibration_split(cache):   # content overlaps too small to refuse, or with the holdout
         warnings.warn(line, SearchWarning, stacklevel=2)
     if CALIBRATION_SPLIT in cache.splits() and opts.calibration_fraction is not None:
-        raise SearchError(f"the cache has a calibration split ({cache.n_samples(CALIBRATION_SPLIT)} samples): it is the "
+        n_cal = cache.n_samples(CALIBRATION_SPLIT)
+        raise SearchError(f"the cache has a calibration split ({n_cal} samples): it is the "
                           f"calibration set; {opts.label('calibration_fraction')} only cuts a search split when there "
                           "is none")
     fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction

@@ -31,7 +31,7 @@ class Budget:
         if seconds is not None and not (_is_number(seconds) and seconds > 0):
             raise SearchError(f"time limit must be > 0 seconds (got {seconds!r})")
 
-    def start(self, problem) -> "Budget":
+    def start(self, problem) -> Budget:
         self._t0, self._evals0 = time.perf_counter(), problem.n_evals
         return self
 

@@ -36,7 +36,7 @@ class Roles:
     fit_is_given: bool = False  # fit is the problem handed in, so a front searched on it may serve
 
 
-def check_fraction(fraction: float) -> float:
+def check_fraction(fraction: float | None) -> float:
     if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 < fraction < 1.0:
         raise SearchError(f"--calibration-fraction {fraction}: must be in (0, 1) (the share of the search split "
                           "kept for calibration, e.g. 0.5)")

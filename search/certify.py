@@ -21,8 +21,8 @@ scipy is imported inside the functions that need it (``python -m search.pareto -
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -73,7 +73,7 @@ class PairedLosses:
         return np.random.default_rng(0).permutation(v)
 
     @classmethod
-    def from_values(cls, values: np.ndarray) -> "PairedLosses":
+    def from_values(cls, values: np.ndarray) -> PairedLosses:
         v = np.asarray(values, dtype=np.int8)
         return cls(int(v.shape[0]), int(np.count_nonzero(v == 1)), int(np.count_nonzero(v == -1)), v)
 

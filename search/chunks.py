@@ -5,7 +5,7 @@ one chunk (``n_exits x chunk_size`` scores and flags) whatever the size of the s
 """
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -58,7 +58,7 @@ def load_split(cache, split: str, score: str, *, samples: np.ndarray | None = No
             scores[:, start:stop], correct[:, start:stop] = s, c
         return scores, correct
     bounds = np.searchsorted(samples, np.arange(0, cache.n_samples(split) + chunk_size, chunk_size))
-    for i, (start, stop, s, c) in enumerate(iter_blocks(cache, split, score, chunk_size=chunk_size)):
+    for i, (start, _stop, s, c) in enumerate(iter_blocks(cache, split, score, chunk_size=chunk_size)):
         lo, hi = bounds[i], bounds[i + 1]
         if hi > lo:
             picked = samples[lo:hi] - start

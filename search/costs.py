@@ -26,12 +26,12 @@ def cost_table(cache, objective: str = "macs", *, table: str | None = None,
         return load_time_costs(cache, table, batch_size)
     try:
         model = get_cost_model(objective)
-        table = model.table(cache.units, cache.exits)
+        costs = model.table(cache.units, cache.exits)
     except CostModelError as exc:
         raise SearchError(str(exc)) from None
     n_max = max((cache.n_samples(s) for s in cache.splits()), default=1)
-    problems = cost_problems(model.quantity, dict(zip(table.unit_names, table.unit_costs.tolist())),
+    problems = cost_problems(model.quantity, dict(zip(costs.unit_names, costs.unit_costs.tolist(), strict=True)),
                              cache.exits[-1].units, n_max)  # the very check the cache's schema makes
     if problems:
         raise SearchError(problems[0])
-    return table
+    return costs

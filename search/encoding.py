@@ -17,10 +17,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from ._validation import SearchError, check_scalar
-from .config import ExitConfig
 from contract import float32_cut
 
+from ._validation import SearchError, check_scalar
+from .config import ExitConfig
 from .scores import score_range
 
 __all__ = ["ENCODINGS", "MixedEncoding", "constraint_values", "check_constraints"]
@@ -100,9 +100,9 @@ class MixedEncoding:
         """The ExitConfigs of encoded rows."""
         choice, thr = self.decode(H, X)
         out = []
-        for c, t in zip(choice, thr):
+        for c, t in zip(choice, thr, strict=True):
             exits, thresholds = self.problem.decode(c, t)
-            out.append(ExitConfig(tuple(exits), tuple(thresholds), self.problem.score))
+            out.append(self.problem.config(exits, thresholds))
         return out
 
     # -- encoding ------------------------------------------------------------------------------
@@ -115,7 +115,7 @@ class MixedEncoding:
         for i, cfg in enumerate(configs):
             if cfg.score != self.problem.score:
                 raise SearchError(f"config uses score {cfg.score!r} but the problem scores with {self.problem.score!r}")
-            for e, thr in zip(cfg.exits, cfg.thresholds):
+            for e, thr in zip(cfg.exits, cfg.thresholds, strict=True):
                 j = self.problem.position_of_exit.get(e)
                 if j is None:
                     raise SearchError(f"exit index {e} is not an early exit of this problem")

@@ -72,9 +72,10 @@ class _Batch:
         self.pair[on] = which.reshape(-1)
         starts = np.flatnonzero(np.diff(pairs[:, 0], prepend=-1.0)) if self.n_pairs else np.zeros(0, dtype=np.int64)
         ends = np.append(starts[1:], self.n_pairs)
-        # (score row, its distinct cuts, first pair row)
-        self.groups = [(int(pairs[a, 0]), pairs[a:b, 1].astype(np.float32), int(a)) for a, b in zip(starts, ends)]
-        self.active = [int(np.count_nonzero(self.n_enabled > l)) for l in range(L)]  # rows with slot l
+        # (score row, its distinct cuts, first pair row); no pairs: one end and no start
+        self.groups = [(int(pairs[a, 0]), pairs[a:b, 1].astype(np.float32), int(a))
+                       for a, b in zip(starts, ends, strict=False)]
+        self.active = [int(np.count_nonzero(self.n_enabled > slot)) for slot in range(L)]  # rows with that slot
 
     def count(self, scores: np.ndarray, correct: np.ndarray, final: int) -> tuple[np.ndarray, np.ndarray]:
         """Samples leaving at each slot (then the final exit) ``(K, L + 1)``, and how many of them are
@@ -89,14 +90,14 @@ class _Batch:
         present = np.repeat(_pack(np.ones((1, n), dtype=bool), width), K, axis=0)
         counts = np.zeros((K, L + 1), dtype=np.int64)
         n_right = np.zeros((K, L + 1), dtype=np.int64)
-        for l in range(L):
-            k = self.active[l]
-            leave = passes[self.pair[:k, l]]
+        for slot in range(L):
+            k = self.active[slot]
+            leave = passes[self.pair[:k, slot]]
             leave &= present[:k]
             present[:k] ^= leave
-            counts[:k, l] = _popcount(leave)
-            leave &= right[self.exits[:k, l]]
-            n_right[:k, l] = _popcount(leave)
+            counts[:k, slot] = _popcount(leave)
+            leave &= right[self.exits[:k, slot]]
+            n_right[:k, slot] = _popcount(leave)
         rows = np.arange(K)
         counts[rows, self.n_enabled] = _popcount(present)
         present &= right[final]
@@ -126,7 +127,7 @@ class SplitEvaluator:
         self._stats: SplitStats | None = None
 
     @classmethod
-    def of_problem(cls, problem, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "SplitEvaluator":
+    def of_problem(cls, problem, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> SplitEvaluator:
         """An evaluator over the arrays of ``problem``, which must hold its whole split."""
         if problem.samples is not None:
             raise ValueError("of_problem needs a problem holding every sample of its split")
@@ -134,7 +135,7 @@ class SplitEvaluator:
                    objective=problem.objective, chunk_size=chunk_size, problem=problem, rules=problem.rules)
 
     @classmethod
-    def like(cls, problem, split: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "SplitEvaluator":
+    def like(cls, problem, split: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> SplitEvaluator:
         """An evaluator of ``split`` with ``problem``'s cost model and score kind, streamed from its cache."""
         return cls(problem.cache, split, costs=problem.costs, score=problem.score, objective=problem.objective,
                    chunk_size=chunk_size, rules=problem.rules)
@@ -170,13 +171,13 @@ class SplitEvaluator:
         for scores, correct in self._blocks():
             if stats is not None:
                 stats.add(correct, self.costs)
-            for b, cnt, right in zip(batches, counts, n_right):
+            for b, cnt, right in zip(batches, counts, n_right, strict=True):
                 c, r = b.count(scores, correct, final)
                 cnt += c
                 right += r
         if stats is not None:
             self._stats = stats
-        for a, b, cnt, right in zip(range(0, len(configs), _BATCH), batches, counts, n_right):
+        for a, b, cnt, right in zip(range(0, len(configs), _BATCH), batches, counts, n_right, strict=True):
             for row, i in enumerate(b.order):
                 config = configs[a + i]
                 k = len(config.exits)
@@ -224,6 +225,7 @@ class SplitEvaluator:
     def stats(self) -> SplitStats:
         if self._stats is None:
             self._pass([])
+        assert self._stats is not None  # a pass with no configurations sums the split's statistics
         return self._stats
 
     @property

@@ -1,4 +1,5 @@
-"""Write and read ``exitconfig/1`` JSON (``../shared/specs/exit-semantics-and-config.md``)."""
+"""Write and read ``exitconfig/1`` JSON (an entry: ``contract/config.py``; the file's schema:
+``search/export_schema.py``)."""
 from __future__ import annotations
 
 import json
@@ -108,9 +109,7 @@ def read_export(path: str | Path) -> dict:
         raise SearchError(f"{path}: format: {got!r} is not {EXPORT_FORMAT!r}")
     problems = [f"{path}: {p}" for p in export_problems(doc)]
     if problems:
-        exc = SearchError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-        exc.problems = problems
-        raise exc
+        raise SearchError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
     return doc
 
 

@@ -123,7 +123,7 @@ def certificate_problems(cert, field: str = "certificate") -> list[str]:
 
 
 def _problems(d: dict, checks: dict) -> list[str]:
-    out = []
+    out: list[str] = []
     for key, check in checks.items():
         _optional(d, key, check, out)
     return out
@@ -246,7 +246,8 @@ def export_problems(doc) -> list[str]:
         problems.append(f"configs: must be a list of configuration objects ({_got(configs)})")
     else:
         ids: set = set()
-        score = doc.get("score") if doc.get("score") in list_rules() else "max_prob"
+        named = doc.get("score")
+        score = named if isinstance(named, str) and named in list_rules() else "max_prob"
         for i, c in enumerate(configs):
             problems.extend(_config_problems(c, i, ids, score, doc.get("objective") == "time"))
     return problems

@@ -42,11 +42,11 @@ class Front:
     def __len__(self) -> int:
         return len(self.configs)
 
-    def take(self, idx) -> "Front":
+    def take(self, idx) -> Front:
         idx = np.asarray(idx, dtype=np.int64)
         return replace(self, configs=[self.configs[i] for i in idx], F=self.F[idx])
 
-    def pareto(self) -> "Front":
+    def pareto(self) -> Front:
         """The non-dominated subset, cheapest first."""
         return self.take(non_dominated(self.F))
 

@@ -24,7 +24,7 @@ __all__ = ["row_hashes", "repeated_rows", "Overlap", "split_overlap"]
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-_known: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # cache -> {split: hashes}
+_known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()   # cache -> {split: hashes}
 
 
 def _mix(x: np.ndarray) -> np.ndarray:

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any
 
 from data_cache.cli_types import float_in, int_at_least
 
@@ -66,7 +67,8 @@ class Param:
         if self.kind == "float":
             return float_in(self.low, self.high, low_open=self.low_open, high_open=self.high_open, what=self.what)
         if self.kind == "int":
-            return int_at_least(int(self.low), self.what, maximum=None if self.high is None else int(self.high))
+            return int_at_least(0 if self.low is None else int(self.low), self.what,
+                                maximum=None if self.high is None else int(self.high))
         if self.kind == "points":
             return drop_points_arg
         return None
@@ -90,11 +92,10 @@ class Param:
         if self.kind in ("text", "names"):
             more = " or a list of strings" if self.kind == "names" else ""
             raise SearchError(f"{self.name}: must be a string{more}, got {value!r}")
-        number = Integral if self.kind == "int" else Real
-        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value) or \
-                not self._in_range(value):
+        if isinstance(value, bool) or not isinstance(value, Integral if self.kind == "int" else Real) or \
+                not math.isfinite(value) or not self._in_range(float(value)):
             raise SearchError(f"{self.name}: must be {self.what}, got {value!r}")
-        return int(value) if self.kind == "int" else float(value)
+        return int(value) if self.kind == "int" and isinstance(value, Integral) else float(value)
 
     def _in_range(self, x: float) -> bool:
         low_ok = self.low is None or x > self.low or (x == self.low and not self.low_open)

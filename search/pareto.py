@@ -85,7 +85,7 @@ def _output_kinds() -> dict:
 def _check_outputs(args, queried: bool) -> dict[str, Path]:
     """Every file the run will write, checked before any work (``docs/outputs.md``): none inside the cache read."""
     plot_exits = exits_plot_path(args.plot) if args.plot and queried else None
-    return check_outputs(list(zip(_OUTPUTS, (args.export, args.export_choice, args.plot, plot_exits))),
+    return check_outputs(list(zip(_OUTPUTS, (args.export, args.export_choice, args.plot, plot_exits), strict=True)),
                          overwrite=args.overwrite, kinds=_output_kinds(),
                          inputs=[("CACHE", args.cache if args.cache is not None else bundled_cache_path())],
                          suffixes={"--export": (".json",), "--export-choice": (".json",), "--plot": PLOT_SUFFIXES})
@@ -118,7 +118,7 @@ def _write_outputs(args, out, outputs: dict[str, Path], result: SearchResult) ->
         if result.chosen is not None:
             targets.append((_OUTPUTS[3], outputs[_OUTPUTS[3]]))
     with atomic_outputs(targets, overwrite=args.overwrite, kinds=_output_kinds()) as tmps:
-        files = dict(zip((option for option, _ in targets), tmps))
+        files = dict(zip((option for option, _ in targets), tmps, strict=True))
         for option, doc in docs.items():
             write_export(files[option], doc)
         if args.plot:

@@ -22,20 +22,32 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ._validation import SearchError, check_scalar
 from .calibration import DEFAULT_FRACTION, Roles, calibration_roles
-from .certify import (DEFAULT_BOUND, PairedLosses, accuracy_lower_bound, betting_p_value, check_delta, get_bound,
-                      mean_upper_bound, paired_losses, samples_to_certify, smallest_certifiable_drop)
+from .certify import (
+    DEFAULT_BOUND,
+    PairedLosses,
+    accuracy_lower_bound,
+    betting_p_value,
+    check_delta,
+    get_bound,
+    mean_upper_bound,
+    paired_losses,
+    samples_to_certify,
+    smallest_certifiable_drop,
+)
 from .config import ExitConfig
 from .engines.dp import DPEngine
 from .front import Front
 from .problem import ExitProblem
 from .queries import _cheapest_within_drop, _most_accurate_within_budget
+from .time_objective import TimeCostTable
 from .units import check_drop_points, points_to_fraction
 
 __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
@@ -55,6 +67,7 @@ def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.n
     cost any sample can have under it."""
     leave = problem.assign(config)
     if not problem.costs.additive:   # time at B > 1: each item's expected time spread over the rows reaching it
+        assert isinstance(problem.costs, TimeCostTable)   # the one table that is not additive
         cost = problem.costs.sample_costs(config.exits, leave) / problem.costs.base_cost
         return problem.correct[leave, np.arange(problem.n_samples)], cost, float(cost.max())
     exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
@@ -174,9 +187,10 @@ def _tempered(fit: ExitProblem, configs: list[ExitConfig], shares=_TEMPER) -> li
     out = []
     for c in configs:
         for a in shares:
-            ts = tuple(t + a * max(float(top[e]) - t, 0.0) for e, t in zip(c.exits, c.thresholds))
+            ts = tuple(t + a * max(float(top[e]) - t, 0.0) for e, t in zip(c.exits, c.thresholds, strict=True))
             if c.exits and ts != c.thresholds:
-                out.append(dataclasses.replace(c, thresholds=ts, id="", predicted={}))
+                # the same exits, thresholds between a valid one and a score seen there: valid by construction
+                out.append(dataclasses.replace(c, thresholds=ts, id="", predicted={}).built_for(fit.cache))
     return out
 
 
@@ -184,7 +198,8 @@ def _dedupe(configs: list[ExitConfig]) -> list[ExitConfig]:
     return list(dict.fromkeys(configs))
 
 
-def _fit_rows(fit: ExitProblem, candidates: list[ExitConfig], eps: float) -> list[tuple[float, float, float, ExitConfig]]:
+def _fit_rows(fit: ExitProblem, candidates: list[ExitConfig],
+              eps: float) -> list[tuple[float, float, float, ExitConfig]]:
     """Per candidate on the fit part: observed drop, its per-sample variance, mean relative cost."""
     n_f = fit.n_samples
     base = fit.correct[fit.final_exit]
@@ -197,10 +212,15 @@ def _fit_rows(fit: ExitProblem, candidates: list[ExitConfig], eps: float) -> lis
 
 
 def _isotonic_decreasing(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least-squares fit of ``x`` (ordered by increasing cost) that never increases (pool adjacent violators)."""
-    vals, wts, sizes = [], [], []
-    for xi, wi in zip(x, w):
-        vals.append(float(xi)); wts.append(float(wi)); sizes.append(1)
+    """Weighted least-squares fit of ``x`` (ordered by increasing cost) that never increases (pool adjacent
+    violators)."""
+    vals: list[float] = []
+    wts: list[float] = []
+    sizes: list[int] = []
+    for xi, wi in zip(x, w, strict=True):
+        vals.append(float(xi))
+        wts.append(float(wi))
+        sizes.append(1)
         while len(vals) > 1 and vals[-2] < vals[-1]:
             v, ww, n = vals.pop(), wts.pop(), sizes.pop()
             vals[-1] = (vals[-1] * wts[-1] + v * ww) / (wts[-1] + ww)
@@ -240,7 +260,7 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     if order == "smoothed" and rows:
         drops = _isotonic_decreasing(drops, np.ones(len(rows)))
     sequence, last_cost = [], None
-    for (drop, var, cost, c), d in reversed(list(zip(rows, drops))):
+    for (_, var, cost, c), d in reversed(list(zip(rows, drops, strict=True))):
         if cost >= 1.0 or (eps - d) / math.sqrt(var) * math.sqrt(n_cal) < z_pass or cost == last_cost:
             continue   # no cheaper than the base model, out of reach, or a tie
         sequence.append(c)
@@ -272,15 +292,17 @@ def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float 
 def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
                  fit_front: Front | None = None, max_exits: int | None = None, order: str = DEFAULT_ORDER,
                  temper: bool | tuple[float, ...] = True) -> CertifiedAnswer:
-    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
-    ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
+    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have
+    been searched on ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most
+    that many exits."""
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
     fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
     ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
                                 max_exits=max_exits).config for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
-    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F, strict=True)
+                if F[0] - base_error < max_drop]  # others: z < 0
     candidates = _dedupe(in_reach + ladder)
     if temper:
         candidates = _dedupe(candidates + _tempered(fit, candidates, _TEMPER if temper is True else temper))
@@ -370,7 +392,7 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
                                                       n_bisect=0, max_exits=max_exits).config)
         except SearchError:
             break  # below the cheapest reachable cost
-    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[1] <= budget]
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F, strict=True) if F[1] <= budget]
     sequence = _budget_sequence(fit, _dedupe(in_reach + ladder), budget, delta, cal.n_samples)
     p_values = {}
 
@@ -383,7 +405,8 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
     if n_pass == 0:
         safest = sequence[0] if sequence else fit_front.configs[int(np.argmin(fit_front.F[:, 1]))]
         _, cost, top = outcomes(cal, safest)
-        return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=top * mean_upper_bound(cost / top, delta))
+        smallest = top * mean_upper_bound(cost / top, delta)
+        return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=smallest)
     chosen = sequence[n_pass - 1]
     right, cost, _ = outcomes(cal, chosen)
     n_right = int(np.count_nonzero(right))

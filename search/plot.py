@@ -93,7 +93,7 @@ def plot_fronts(fronts_by_method: dict[str, Front], *, base=None, oracle=None, c
         ax.axhline(floor, color="tab:red", linewidth=0.9, linestyle="--",
                    label=f"base - asked drop ({asked_drop:g} points)")
         shown.append(floor)
-    for (label, (acc, cost)), (marker, color) in zip(marks.items(), MARK_STYLES * len(marks)):
+    for (label, (acc, cost)), (marker, color) in zip(marks.items(), MARK_STYLES * len(marks), strict=False):
         ax.scatter([cost], [100.0 * acc], marker=marker, s=80, facecolor="none", edgecolor=color, linewidth=1.8,
                    zorder=6, label=label)
         ax.annotate(f"{100.0 * acc:.2f}% at {cost:.3f}", (cost, 100.0 * acc), textcoords="offset points",
@@ -162,7 +162,7 @@ def plot_exit_distribution(problem, config, *, label: str | None = None, ax=None
     fig, ax = _axes(ax, figsize=(max(4.5, 0.7 * len(exits) + 2.5), 4.2))
     x = np.arange(len(exits))
     bars = ax.bar(x, share, color="tab:blue")
-    for bar, n, r in zip(bars, counts.tolist(), right.tolist()):
+    for bar, n, r in zip(bars, counts.tolist(), right.tolist(), strict=True):
         text = f"{n:,}" + (f"\n{100.0 * r / n:.1f}% right" if n else "")
         ax.annotate(text, (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom",
                     fontsize="x-small")

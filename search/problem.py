@@ -1,6 +1,7 @@
 """``ExitProblem``: one split of a cache + a cost model -> objectives of exit configurations."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,7 +85,7 @@ class ExitProblem:
     def final_exit(self) -> int:
         return self.n_exits - 1
 
-    def take(self, idx) -> "ExitProblem":
+    def take(self, idx) -> ExitProblem:
         """The same problem restricted to the samples ``idx`` (e.g. a calibration part of the split)."""
         sub = object.__new__(ExitProblem)
         sub.__dict__.update(self.__dict__)
@@ -93,7 +94,7 @@ class ExitProblem:
         sub.samples = np.arange(self.n_samples)[idx] if self.samples is None else self.samples[idx]
         return sub
 
-    def on_split(self, split: str) -> "ExitProblem":
+    def on_split(self, split: str) -> ExitProblem:
         """The same problem (cost model, rules) on another split of the cache."""
         return ExitProblem(self.cache, split, score=self.score, costs=self.costs, objective=self.objective,
                            rules=self.rules)
@@ -109,8 +110,8 @@ class ExitProblem:
         out = np.full(self.n_samples, self.final_exit, dtype=np.int32)
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
-        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
-            self.rule.leaves(self.rule_scores[r][e], t, out=leave)  # = float64 comparison, as the spec reads
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True):
+            self.rule.leaves(self.rule_scores[r][e], t, out=leave)  # = float64 comparison, the rule's one leave test
             leave &= remaining
             out[leave] = e
             remaining &= ~leave
@@ -132,7 +133,7 @@ class ExitProblem:
         counts = np.empty(len(exits) + 1, dtype=np.int64)
         n_correct = 0
         rules = rules or (self.score,) * len(exits)
-        for j, (e, t) in enumerate(zip(exits, thresholds)):
+        for j, (e, t) in enumerate(zip(exits, thresholds, strict=True)):
             self.rule.leaves(self.rule_scores[rules[j]][e], t, out=leave)
             leave &= remaining
             counts[j] = np.count_nonzero(leave)
@@ -142,6 +143,12 @@ class ExitProblem:
         counts[-1] = np.count_nonzero(remaining)
         n_correct += np.count_nonzero(remaining & self.correct[self.final_exit])
         return counts, n_correct
+
+    def config(self, exits: Iterable[int], thresholds: Iterable[float]) -> ExitConfig:
+        """A configuration of this problem's score built from its own exits (in execution order, one per position)
+        and thresholds in the score's range: what the engines build, valid by construction
+        (:meth:`ExitConfig.built_for`), so it is not checked again when evaluated."""
+        return ExitConfig(tuple(exits), tuple(float(t) for t in thresholds), self.score).built_for(self.cache)
 
     def check_config(self, config: ExitConfig) -> ExitConfig:
         """Raise SearchError unless ``config`` fits this cache and uses this problem's rules."""

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
 from ._validation import SearchError, check_scalar
 from .config import ExitConfig
 from .engines._cap import check_max_exits
@@ -64,7 +65,7 @@ def _front_candidates(solver: DPSolver, front: Front) -> list[tuple]:
     """States of ``front``'s configurations with the error count and summed cost its ``F`` records."""
     n, base_cost = solver.problem.n_samples, solver.problem.costs.base_cost
     return [(*solver.state_of(c), int(round(F[0] * n)), float(F[1] * n * base_cost))
-            for c, F in zip(front.configs, front.F)]
+            for c, F in zip(front.configs, front.F, strict=True)]
 
 
 def _same_totals(a, b) -> bool:

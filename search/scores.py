@@ -91,7 +91,8 @@ def _check_cache(cache, split: str, rule: ExitRule):
                               "dump with --logits or use a score read from top-k probabilities")
     if "topk_probs" in rule.reads:
         if cache.k < rule.k:
-            raise SearchError(f"score {rule.name!r} needs the top-{rule.k} probabilities; this cache stores k={cache.k}")
+            raise SearchError(f"score {rule.name!r} needs the top-{rule.k} probabilities; "
+                              f"this cache stores k={cache.k}")
         probs = cache.topk_probs(split)
     if "previous" in rule.reads:
         raise SearchError(f"score {rule.name!r} reads earlier exits' outputs, which the search cannot score yet")

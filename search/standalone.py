@@ -19,7 +19,7 @@ class SplitStats:
     oracle_cost: float = 0.0       # summed cost of leaving at the cheapest right exit (else the final one)
 
     @classmethod
-    def empty(cls, n_exits: int) -> "SplitStats":
+    def empty(cls, n_exits: int) -> SplitStats:
         return cls(0, np.zeros(n_exits, dtype=np.int64))
 
     def add(self, correct: np.ndarray, costs) -> None:

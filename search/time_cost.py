@@ -27,12 +27,13 @@ comes with ``search.pareto --objective time --cost-table NAME``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from data_cache.cost_tables import TimeTable, TimedItem, interpolate, read_cost_table
+from data_cache.cost_tables import TimedItem, TimeTable, interpolate, read_cost_table
 
 from ._validation import SearchError, as_generator
 
@@ -120,7 +121,7 @@ class TimeCostModel:
         self._steps = {it.exit: it for it in table.of_kind("step")}
 
     @classmethod
-    def from_cache(cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any) -> "TimeCostModel":
+    def from_cache(cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any) -> TimeCostModel:
         """The model of table ``name`` stored beside ``cache`` (checked against it: ``read_cost_table``)."""
         table = read_cost_table(cache, name, batch_size=batch_size)
         return cls(table, [e.units for e in cache.exits], [e.name for e in cache.exits], batch_size=batch_size,
@@ -174,12 +175,12 @@ class TimeCostModel:
         path = [*enabled, len(self.exit_names) - 1]
         used = np.logical_or.accumulate(self.needs[path], axis=0)
         covered = np.zeros(len(self.unit_names), dtype=bool)
-        out = []
+        out: list[tuple[TimedItem, np.ndarray]] = []
         for it in self.table.of_kind("segment", "head", "saver", "graph"):
             cols = self._cols[it.name]
             if not len(cols):
                 continue
-            any_, all_ = used[:, cols].any(axis=1), used[:, cols].all(axis=1)
+            any_, all_ = np.any(used[:, cols], axis=1), np.all(used[:, cols], axis=1)
             if (any_ != all_).any():
                 raise SearchError(f"cost table {self.table.name!r}: item {it.name!r} runs units of which this "
                                   "configuration's samples reach only some; profile a bundle cut at its exits")
@@ -195,10 +196,10 @@ class TimeCostModel:
             step = self._steps.get(self.exit_names[e])
             if step is None:
                 raise SearchError(f"cost table {self.table.name!r} has no step time for exit {self.exit_names[e]!r}")
-            out.append((step, groups >= j))
+            out.append((step, np.greater_equal(groups, j)))
         finish = self.table.of_kind("finish")
         if finish:
-            out.append((finish[0], groups == len(path) - 1))
+            out.append((finish[0], np.equal(groups, len(path) - 1)))
         return out
 
     def _time(self, item: TimedItem, n: np.ndarray) -> np.ndarray:

@@ -2,24 +2,25 @@
 
 :class:`TimeCostTable` is a ``contract.costs.CostTable`` in **milliseconds per sample** whose columns are the
 table's timed items (units or bundle graphs, a step per early exit, the final exit's scoring, the collection of
-results, which every sample pays) and whose ``exit_costs`` are the additive surrogate: each item costs ``T_i(B) / B``, what it costs per
-row in a full batch. At B = 1 that is the time model itself (``additive``); at B > 1 it ignores that compacted
-batches run fewer rows less efficiently, so :meth:`TimeCostTable.mean_cost_of` gives the exact prediction (the
-binomial expectation of ``search.time_cost``, from the counts of samples leaving at each enabled exit) and every
-evaluation path calls it: ``ExitProblem``, ``SplitEvaluator``, the engines' results (``BaseEngine.run`` re-scores
-a front an engine scored on the surrogate). Relative costs are against the base model's measured time
-(``base_cost``). numpy only.
+results, which every sample pays) and whose ``exit_costs`` are the additive surrogate: each item costs
+``T_i(B) / B``, what it costs per row in a full batch. At B = 1 that is the time model itself (``additive``); at
+B > 1 it ignores that compacted batches run fewer rows less efficiently, so :meth:`TimeCostTable.mean_cost_of`
+gives the exact prediction (the binomial expectation of ``search.time_cost``, from the counts of samples leaving
+at each enabled exit) and every evaluation path calls it: ``ExitProblem``, ``SplitEvaluator``, the engines'
+results (``BaseEngine.run`` re-scores a front an engine scored on the surrogate). Relative costs are against the
+base model's measured time (``base_cost``). numpy only.
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from contract.costs import CostModelError, CostTable, get_cost_model
-from data_cache.cost_tables import CostTableError, TimeTable, UNIT_ITEM_KINDS, interpolate
+from data_cache.cost_tables import UNIT_ITEM_KINDS, CostTableError, TimeTable, interpolate
 
 from ._validation import SearchError
 
@@ -149,7 +150,7 @@ def time_cost_table(model: Any, units: Sequence[Any], exits: Sequence[Any]) -> T
         needs[-1, len(columns) - len(collect) - 1] = True
     if collect:
         needs[:, -1] = True              # once per batch: every sample pays T_collect(B) / B
-    costs = np.array([1e3 * float(interpolate(table.grid, it.median_s, [B])[0]) / B for it in columns])
+    costs = np.array([1e3 * float(interpolate(table.grid, it.median_s, np.array([B]))[0]) / B for it in columns])
     return TimeCostTable(costs, needs, tuple(it.name for it in columns), "time", model=model,
                          base_ms=1e3 * model.base_time_per_sample())
 
@@ -174,6 +175,8 @@ def load_time_costs(cache: Any, name: str | None, batch_size: int | None = None)
                           "writes CACHE/cost_tables/NAME.json)")
     try:
         model = TimeCostModel.from_cache(cache, name, batch_size=batch_size)
-        return get_cost_model("time", estimator=model).table(cache.units, cache.exits)
+        costs = get_cost_model("time", estimator=model).table(cache.units, cache.exits)
     except (CostTableError, CostModelError) as exc:
         raise SearchError(str(exc)) from None
+    assert isinstance(costs, TimeCostTable)   # what the registered time model's table is
+    return costs

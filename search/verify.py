@@ -26,8 +26,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_cache._base import CacheReader
+
 from ._validation import SearchError
-from .calibration import CALIBRATION_SPLIT, check_calibration_split, holdout_warnings, material, recorded_calibration
+from .calibration import (
+    CALIBRATION_SPLIT,
+    check_calibration_split,
+    holdout_warnings,
+    material,
+    recorded_calibration,
+)
 from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
 from .costs import CostTable, cost_table
@@ -38,6 +46,7 @@ from .overlap import Overlap, repeated_rows, row_hashes
 from .pareto_testing import retest
 from .problem import ExitProblem
 from .subsample import FitSample
+from .time_objective import load_time_costs
 
 __all__ = ["Verification", "verify_export", "UNVERIFIED", "NUMBER_TOLERANCE"]
 
@@ -84,7 +93,7 @@ class _Context:
     """What one verification reads once: evaluators per (split, rules), calibration problems per record."""
 
     doc: dict
-    cache: object
+    cache: CacheReader
     costs: CostTable
     source: str
     chunk_size: int
@@ -123,13 +132,13 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
     """Every configuration's recorded numbers on each split, and the base figures, against the cache."""
     entries = ctx.doc["configs"]
     for split in ("search", "holdout"):
-        todo = [(i, c) for i, (entry, (_, c)) in enumerate(zip(entries, configs)) if split in entry]
+        todo = [(i, c) for i, (entry, (_, c)) in enumerate(zip(entries, configs, strict=True)) if split in entry]
         if (todo or split in (ctx.doc.get("base") or {})) and split not in ctx.cache.splits():
             raise SearchError(f"{ctx.source}: {split}: the cache has no {split!r} split to recompute it on")
         for rules in sorted({c.rule_set for _, c in todo}):
             group = [(i, c) for i, c in todo if c.rule_set == rules]
             evaluations = ctx.evaluator(split, rules).evaluations([c for _, c in group])
-            for (i, c), ev in zip(group, evaluations):
+            for (i, _), ev in zip(group, evaluations, strict=True):
                 where = f"{ctx.source}: configs[{i}] (id {configs[i][0]!r}): {split}"
                 computed = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost, "cost": ev.cost,
                             "exit_fractions": list(ev.exit_fractions)}
@@ -196,7 +205,7 @@ def _costs(doc: dict, cache) -> CostTable:
         raise SearchError(f"cost_table.method: {rec['method']!r}; this version predicts a search's time with "
                           "'binomial'")
     try:
-        costs = cost_table(cache, "time", table=rec["name"], batch_size=rec["batch_size"])
+        costs = load_time_costs(cache, rec["name"], rec["batch_size"])
     except SearchError as exc:
         raise SearchError(f"cost_table.name: {exc}") from None
     if costs.model.table.fingerprint != rec["fingerprint"]:

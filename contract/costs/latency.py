@@ -1,7 +1,8 @@
 """Cost model ``latency``: seconds per sample of every unit, measured at the dump (``--latency BATCH``)."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -8,7 +8,8 @@ it names the objective for consumers that only read an export's ``objective``.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -5,7 +5,8 @@ on a GPU; under this model the search minimises how many units samples run rathe
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -23,7 +23,7 @@ class Energy(ExitRule):
     reads = frozenset({"logits"})
 
     def score(self, inputs: RuleInputs) -> np.ndarray:
-        z = inputs.logits.astype(np.float32)
+        z = inputs.logits16().astype(np.float32)
         top = z.max(axis=-1, keepdims=True)
         return (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))[..., 0].astype(np.float32)
 

@@ -18,7 +18,7 @@ class Margin(ExitRule):
     k = 2
 
     def score(self, inputs: RuleInputs) -> np.ndarray:
-        p = inputs.topk_probs
+        p = inputs.probs()
         return np.subtract(p[:, 0], p[:, 1], dtype=np.float32)
 
     def threshold_range(self, n_classes: int | None = None) -> tuple[float, float]:

@@ -18,7 +18,7 @@ class MaxProb(ExitRule):
     k = 1
 
     def score(self, inputs: RuleInputs) -> np.ndarray:
-        return np.array(inputs.topk_probs[:, 0], dtype=np.float32)
+        return np.array(inputs.probs()[:, 0], dtype=np.float32)
 
     def threshold_range(self, n_classes: int | None = None) -> tuple[float, float]:
         return (0.0, 1.0)

@@ -7,7 +7,7 @@ package registers the built-in importers.
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import CacheInputError
 

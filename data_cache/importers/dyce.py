@@ -138,13 +138,13 @@ def read_macs_info(path: str | Path) -> MacsInfo:
             smacs = _numbers(shared["macs"], f"{src}: shared.macs", problems)
     if bmacs is not None:
         n_pos = len(bmacs)
-        for t, (name, m) in enumerate(zip(names, hmacs)):
+        for t, (name, m) in enumerate(zip(names, hmacs, strict=True)):
             if m is not None and len(m) != n_pos:
                 problems.append(f"{src}: P: head[{t}] ({name}).macs has {len(m)} entries, backbone.macs has "
                                 f"{n_pos} (one per position, the final one included)")
         if smacs is not None and len(smacs) != n_pos:
             problems.append(f"{src}: P: shared.macs has {len(smacs)} entries, backbone.macs has {n_pos}")
-    if problems:
+    if problems or bmacs is None or not isinstance(backbone, dict):  # no problem means a backbone with macs
         raise CacheInputError(problems[0], problems)
     cum = bmacs + (smacs if smacs is not None else 0.0)
     drop = np.flatnonzero(np.diff(cum) < 0)
@@ -156,7 +156,7 @@ def read_macs_info(path: str | Path) -> MacsInfo:
     ori = backbone.get("ori_macs")
     ori = float(ori) if isinstance(ori, (int, float)) and not isinstance(ori, bool) else None
     return MacsInfo(source=src, backbone=str(backbone.get("name", "")), head_names=tuple(names),
-                    cumulative=cum, head_macs=np.stack(hmacs), ori_macs=ori)
+                    cumulative=cum, head_macs=np.stack([m for m in hmacs if m is not None]), ori_macs=ori)
 
 
 def _column(a: np.ndarray | None, where: str, expected: str, problems: list[str]) -> np.ndarray | None:
@@ -193,8 +193,8 @@ def read_records(path: str | Path) -> DyceRecords:
             try:
                 value = z[key]
             except ValueError as exc:
-                problems.append(f"{src}: {key}: stored as Python objects; expected a numeric array" if "pickle" in str(exc)
-                                else f"{src}: {key}: not a readable array ({exc})")
+                problems.append(f"{src}: {key}: stored as Python objects; expected a numeric array"
+                                if "pickle" in str(exc) else f"{src}: {key}: not a readable array ({exc})")
                 continue
             except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
                 problems.append(f"{src}: {key}: damaged or truncated ({type(exc).__name__}: {exc})")
@@ -209,12 +209,12 @@ def read_records(path: str | Path) -> DyceRecords:
         if a.dtype.kind not in kinds[key][0]:
             problems.append(f"{src}: {key}: dtype {a.dtype}, expected {kinds[key][1]}")
     preds, confs = arrays.get("preds"), arrays.get("confs")
-    for key, a in (("preds", preds), ("confs", confs)):
-        if a is not None and a.ndim != 3:
-            problems.append(f"{src}: {key}: shape {a.shape}, expected (R, N, k)")
+    for key, rec in (("preds", preds), ("confs", confs)):
+        if rec is not None and rec.ndim != 3:
+            problems.append(f"{src}: {key}: shape {rec.shape}, expected (R, N, k)")
     labels = _column(arrays.get("label"), f"{src}: label", "(N, 1)", problems)
     sidx = _column(arrays.get("sample_index"), f"{src}: sample_index", "(N,)", problems)
-    if problems:
+    if problems or preds is None or confs is None or labels is None:  # no problem means all three are there
         raise CacheInputError(problems[0], problems)
     if preds.shape[:2] != confs.shape[:2]:
         problems.append(f"{src}: R/N: preds has (R, N) = {preds.shape[:2]}, confs has {confs.shape[:2]}")
@@ -255,6 +255,8 @@ def dyce_meta(macs: MacsInfo, *, n_classes: int, k: int, splits: dict[str, int],
     layout = _resolve_layout(macs, layout)
     n_pos, final_pos = macs.n_positions, macs.n_positions - 1
     final_name = f"pos{final_pos}/{FINAL_HEAD}"
+    units: tuple[UnitInfo, ...]
+    exits: tuple[ExitInfo, ...]
     if layout == "tinysaver":
         head = macs.head_names[0]
         units = (UnitInfo("saver", "saver", float(macs.head_macs[0, 0])),
@@ -264,15 +266,15 @@ def dyce_meta(macs: MacsInfo, *, n_classes: int, k: int, splits: dict[str, int],
     else:
         seg = np.diff(macs.cumulative, prepend=0.0)
         segments = [f"segment{p}" for p in range(n_pos)]
-        units = [UnitInfo(s, "segment", float(m)) for s, m in zip(segments, seg)]
-        exits = []
+        unit_list = [UnitInfo(s, "segment", float(m)) for s, m in zip(segments, seg, strict=True)]
+        exit_list = []
         for p in range(final_pos):
             for t, head in enumerate(macs.head_names):
                 name = f"pos{p}/{head}"
-                units.append(UnitInfo(name, "head", float(macs.head_macs[t, p])))
-                exits.append(ExitInfo(name, p, head, tuple(segments[:p + 1]) + (name,)))
-        exits.append(ExitInfo(final_name, final_pos, FINAL_HEAD, tuple(segments), final=True))
-        units, exits = tuple(units), tuple(exits)
+                unit_list.append(UnitInfo(name, "head", float(macs.head_macs[t, p])))
+                exit_list.append(ExitInfo(name, p, head, tuple(segments[:p + 1]) + (name,)))
+        exit_list.append(ExitInfo(final_name, final_pos, FINAL_HEAD, tuple(segments), final=True))
+        units, exits = tuple(unit_list), tuple(exit_list)
     return CacheMeta(exits=exits, units=units, n_classes=int(n_classes), k=int(k), splits=dict(splits),
                      split_definitions=dict(split_definitions or {}), costs=dict(costs or {}),
                      provenance=dict(provenance or {}, layout=layout))
@@ -359,14 +361,15 @@ def import_dyce(out: str | Path, *, search: str | Path, holdout: str | Path, mac
         if n_classes < k:
             raise CacheInputError(f"n_classes: {n_classes} is smaller than k={k}")
     sizes = {s: r.shape[1] for s, r in recs.items()}
-    costs = {"macs_counter": f"DyCE macs_info {Path(macs_info).name}"}
+    costs: dict[str, str | float] = {"macs_counter": f"DyCE macs_info {Path(macs_info).name}"}
     if macs.ori_macs is not None:
         costs["dyce_ori_macs"] = macs.ori_macs
     source = {"format": "dyce-records", "macs_info": {"file": str(macs_info), "sha256": file_digest(macs_info)}}
     digests = {s: file_digest(r.source) for s, r in recs.items()}
     if digests["search"] == digests["holdout"]:
         warnings.warn(CacheWarning(f"{recs['holdout'].source}: holdout: the same records as the search split "
-                                   f"({recs['search'].source}); holdout figures will not be independent of the search"))
+                                   f"({recs['search'].source}); holdout figures will not be independent of the search"),
+                      stacklevel=2)
     for s, r in recs.items():
         source[s] = {"file": str(r.source), "sha256": digests[s],
                      "sample_index": "from the record file" if r.sample_index is not None else "row order 0..N-1",

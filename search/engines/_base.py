@@ -4,8 +4,8 @@ from __future__ import annotations
 import inspect
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -84,7 +84,7 @@ class BaseEngine(ABC):
 
     def _base_only(self, problem) -> Candidates:
         """The result on a problem without early exits: the base model, the only configuration."""
-        return Candidates([ExitConfig((), (), problem.score)], None, NO_EARLY_EXITS)
+        return Candidates([problem.config((), ())], None, NO_EARLY_EXITS)
 
     @abstractmethod
     def _run(self, problem, budget: Budget, rng: np.random.Generator,

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract import float32_cut
+
 from .._validation import SearchError
 from ..config import ExitConfig
-from contract import float32_cut
 
 __all__ = ["check_max_exits", "cap_config"]
 
@@ -29,9 +30,9 @@ def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
         return config
     remaining = np.ones(problem.n_samples, dtype=bool)
     served = []
-    for e, t in zip(config.exits, config.thresholds):
+    for e, t in zip(config.exits, config.thresholds, strict=True):
         leave = remaining & (problem.scores[e] > float32_cut(t))
         served.append(int(np.count_nonzero(leave)))
         remaining &= ~leave
     keep = sorted(sorted(range(len(served)), key=lambda i: -served[i])[:max_exits])
-    return ExitConfig(tuple(config.exits[i] for i in keep), tuple(config.thresholds[i] for i in keep), config.score)
+    return problem.config((config.exits[i] for i in keep), (config.thresholds[i] for i in keep))

@@ -38,7 +38,8 @@ def base_within_constraints(base: Candidates, problem, max_drop: float | None, m
     """``base`` (the base model alone, on a problem without early exits) if it meets the constraints,
     else an empty result saying so."""
     check_constraints(max_drop, max_cost)
-    G = constraint_values([[problem.base.error, 1.0]], problem.base.error, max_drop=max_drop, max_cost=max_cost)
+    G = constraint_values(np.array([[problem.base.error, 1.0]]), problem.base.error, max_drop=max_drop,
+                          max_cost=max_cost)
     if (G <= 0).all():
         return base
     return Candidates([], np.zeros((0, 2)), base.message + "; no feasible configuration found")

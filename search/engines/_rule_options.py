@@ -47,5 +47,6 @@ class RuleOptions:
     def config(self, options, thresholds) -> ExitConfig:
         """The configuration enabling ``options`` (execution order) at ``thresholds``."""
         E = self.base.n_exits
-        return ExitConfig(tuple(v % E for v in options), tuple(float(t) for t in thresholds), self.score,
-                          rules=tuple(self.rules[v // E] for v in options))
+        config = ExitConfig(tuple(v % E for v in options), tuple(float(t) for t in thresholds), self.score,
+                            rules=tuple(self.rules[v // E] for v in options))
+        return config.built_for(self.cache)   # the problem's own exits and rules, thresholds in each rule's range

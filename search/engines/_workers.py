@@ -90,6 +90,7 @@ class WorkerPool:
                 proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=log,
                                         stderr=subprocess.STDOUT, env=env, text=True)
                 self.procs.append(proc)
+                assert proc.stdin is not None  # stdin=PIPE
                 proc.stdin.write(json.dumps(spec) + "\n")
                 proc.stdin.flush()
         except BaseException:   # a worker that could not start: stop those started, remove the folder
@@ -100,7 +101,7 @@ class WorkerPool:
     def join(self) -> list:
         """Wait for every worker; the results they wrote. A failed worker raises SearchError."""
         results = []
-        for i, (proc, spec, log) in enumerate(zip(self.procs, self.specs, self.logs)):
+        for i, (proc, spec, log) in enumerate(zip(self.procs, self.specs, self.logs, strict=True)):
             if proc.wait() != 0:
                 log.seek(0)
                 lines = [ln for ln in log.read().strip().splitlines() if ln.strip()]
@@ -115,6 +116,8 @@ class WorkerPool:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
+            if proc.stdin is None:
+                continue
             with contextlib.suppress(OSError):
                 proc.stdin.write(_GOODBYE)
             with contextlib.suppress(OSError):   # closes the pipe even when the goodbye found it broken

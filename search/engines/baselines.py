@@ -1,4 +1,4 @@
-"""Baselines every search is compared against (``methods.md``): ``global``, ``geometric``, ``greedy``
+"""Baselines every search is compared against (``docs/search.md``): ``global``, ``geometric``, ``greedy``
 (and ``circular``).
 
 - ``global``: every chosen position enabled with one head type, one threshold shared by all of them,
@@ -93,7 +93,7 @@ def _head_choices(problem, head) -> list:
     """``head`` itself, or every head type name (in execution order) for ``head='each'``."""
     if head != "each":
         return [head]
-    seen = {}
+    seen: dict[str, None] = {}  # head names, first seen first
     for ex in problem.position_exits:
         for e in ex:
             seen.setdefault(problem.cache.exits[e].head, None)
@@ -119,7 +119,7 @@ def _evaluate_within_budget(engine, problem, budget, callback,
     """Evaluate ``configs`` coarse-to-fine in chunks until the budget runs out: the evaluated ones
     and a message saying how far it got (empty when all were)."""
     order = _coarse_to_fine(len(configs))
-    done = []
+    done: list[ExitConfig] = []
     for a in range(0, len(order), _CHUNK):
         if budget.exhausted(problem):
             return done, f"budget exhausted after {len(done)} of {len(configs)} configurations"
@@ -159,7 +159,7 @@ class GlobalThreshold(BaseEngine):
             probs = np.linspace(0.0, 1.0, self.n_thresholds)
             grid = pooled[np.floor(probs * (pooled.size - 1)).astype(np.int64)].astype(np.float64)
             grid = np.unique([snap_threshold(t, lo, hi) for t in [lo, hi, *grid]])
-            configs += [ExitConfig(tuple(exits), (float(t),) * len(exits), problem.score) for t in grid]
+            configs += [problem.config(exits, (float(t),) * len(exits)) for t in grid]
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
 
@@ -223,7 +223,7 @@ class Geometric(BaseEngine):
             exits = select_exits(problem, head, self.positions)
             for q in qs:
                 thr = geometric_thresholds(problem.scores[exits], float(q), lo, hi)
-                configs.append(ExitConfig(tuple(exits), tuple(thr), problem.score))
+                configs.append(problem.config(exits, thr))
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
 
@@ -280,7 +280,7 @@ def _best_option(problem, exits_j, J, lo_all, hi_all, xatol: float):
     for e in exits_j:
         lo, hi = float(lo_all[e]), float(hi_all[e])
         if hi > lo:
-            res = minimize_scalar(lambda t: J((e, t)), bounds=(lo, hi), method="bounded", options={"xatol": xatol})
+            res = minimize_scalar(lambda t, e=e: J((e, t)), bounds=(lo, hi), method="bounded", options={"xatol": xatol})
             t = snap_threshold(res.x, lo, hi)
         else:
             t = lo
@@ -320,7 +320,8 @@ class Greedy(BaseEngine):
         lo, hi = _score_bounds(problem)
         bounds = ([snap_threshold(v, lo, hi) for v in problem.scores.min(axis=1)],
                   [snap_threshold(v, lo, hi) for v in problem.scores.max(axis=1)])
-        configs, message = [], ""
+        configs: list[ExitConfig] = []
+        message = ""
         for i in _coarse_to_fine(len(lams)):
             if budget.exhausted(problem):
                 message = f"budget exhausted after {len(configs)} of {len(lams)} lam values"
@@ -340,10 +341,10 @@ class Greedy(BaseEngine):
         for exits_j in problem.position_exits:
             if budget.exhausted(problem):
                 break
-            _, best = _best_option(problem, exits_j, J, *bounds, self.xatol)
+            _, best = _best_option(problem, exits_j, J, bounds[0], bounds[1], self.xatol)
             if best is not None:
                 prefix.push(*best)
-        return ExitConfig(tuple(prefix.exits), tuple(prefix.thresholds), problem.score)
+        return problem.config(prefix.exits, prefix.thresholds)
 
     def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
         return self._onepass(problem, lam, bounds, budget)
@@ -365,7 +366,7 @@ class Circular(Greedy):
     def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
         check_scalar(self.max_rounds, "max_rounds", min_val=0, integer=True)
         config = self._onepass(problem, lam, bounds, budget)
-        chosen = {problem.position_of_exit[e]: (e, t) for e, t in zip(config.exits, config.thresholds)}
+        chosen = {problem.position_of_exit[e]: (e, t) for e, t in zip(config.exits, config.thresholds, strict=True)}
         current = None
         for _ in range(self.max_rounds):
             best_val, best_move = np.inf, None
@@ -378,16 +379,16 @@ class Circular(Greedy):
                         prefix.push(*chosen[k])
                 suffix = tuple(chosen[k] for k in sorted(chosen) if k > j)
 
-                def J(option) -> float:
+                def J(option, prefix=prefix, suffix=suffix) -> float:
                     err, cost = prefix.objectives((() if option is None else (option,)) + suffix)
                     return lam * err + (1.0 - lam) * cost
 
                 if current is None:
                     current = J(chosen.get(j))
-                val, option = _best_option(problem, exits_j, J, *bounds, self.xatol)
+                val, option = _best_option(problem, exits_j, J, bounds[0], bounds[1], self.xatol)
                 if val < best_val:
                     best_val, best_move = val, (j, option)
-            if best_move is None or not best_val < current - 1e-12:
+            if best_move is None or current is None or not best_val < current - 1e-12:
                 break
             j, option = best_move
             if option is None:
@@ -396,4 +397,4 @@ class Circular(Greedy):
                 chosen[j] = option
             current = best_val
         picked = [chosen[k] for k in sorted(chosen)]
-        return ExitConfig(tuple(e for e, _ in picked), tuple(t for _, t in picked), problem.score)
+        return problem.config((e for e, _ in picked), (t for _, t in picked))

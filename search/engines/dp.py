@@ -12,9 +12,9 @@ See ``docs/search.md`` for what this guarantees.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 
@@ -208,7 +208,7 @@ class DPSolver:
     def state_of(self, config: ExitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of :meth:`to_config`."""
         slots, taus = self.empty_state()
-        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True):
             e = e if self.options is None else self.options.option(e, r)
             j = self.problem.position_of_exit[e]
             slots[j], taus[j] = self.problem.position_exits[j].index(e), t
@@ -218,7 +218,7 @@ class DPSolver:
         pairs = [(self.exit_of(j, s), float(taus[j])) for j, s in enumerate(slots) if s >= 0]
         if self.options is not None:
             return self.options.config([e for e, _ in pairs], [t for _, t in pairs])
-        return ExitConfig(tuple(e for e, _ in pairs), tuple(t for _, t in pairs), self.problem.score)
+        return self.problem.config((e for e, _ in pairs), (t for _, t in pairs))
 
     def _passes(self, j: int, slots, taus) -> tuple[int, np.ndarray]:
         """The exit enabled at position j and the samples whose score there is above its threshold."""
@@ -255,8 +255,10 @@ class DPSolver:
         sl, tl = slots.tolist(), taus.tolist()
         key = (tuple(sl[:j] + sl[j + 1:]), tuple(t for i, t in enumerate(tl) if i != j and sl[i] >= 0))
         cached = self._cache.get(j)
-        fresh = cached is None or cached[0] != key
-        if fresh:
+        if cached is not None and cached[0] == key:
+            curves, fresh = cached[1], False
+        else:
+            fresh = True
             curves = self._compute(slots, j, ctx)
             if cached is not None:
                 self._cache_bytes -= sum(c.nbytes for c in cached[1])
@@ -265,8 +267,6 @@ class DPSolver:
             if self._cache_bytes + size <= _CACHE_BYTES:
                 self._cache[j] = (key, curves)
                 self._cache_bytes += size
-        else:
-            curves = cached[1]
         for c in curves:
             c.current = None
             if c.slot == slots[j]:
@@ -277,9 +277,11 @@ class DPSolver:
         """Every option's curve at ``j`` on a state (position j disabled), and whether they were computed
         now: kept for reuse while the state recurs (the weighted rule changes with lam, the curves do not)."""
         key = (j, tuple(slots.tolist()), tuple(taus[slots >= 0].tolist()))
-        curves = self._swaps.get(key)
-        fresh = curves is None
-        if fresh:
+        known = self._swaps.get(key)
+        fresh = known is None
+        if known is not None:
+            curves = known
+        else:
             curves = self._compute(slots, j, self.context(slots, taus, j))
             size = sum(c.nbytes for c in curves)
             if self._swap_bytes + size > _CACHE_BYTES:
@@ -428,7 +430,8 @@ class DPSolver:
         changed = False
         if backward:
             lookup = self.cost_lookup(slots)
-            reach_at, fixed = [], []
+            reach_at: list[np.ndarray] = []
+            fixed: list[tuple[int, float]] = []
             remaining = np.ones(self.n, dtype=bool)
             err, cost = 0, 0.0
             for j in range(self.J):
@@ -439,22 +442,24 @@ class DPSolver:
             nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
             go_wrong = self.wrong[self.final].copy()
             for j in reversed(range(self.J)):
-                step = self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, *fixed[j]), select, harvest)
+                ctx = _Context(reach_at[j], nxt, go_wrong, fixed[j][0], fixed[j][1])
+                step = self._step(slots, taus, j, ctx, select, harvest)
                 if step == 2:
                     return True
                 changed |= step == 1
                 self._go_on(j, slots, taus, nxt, go_wrong)
             return changed
-        after = [None] * self.J
+        after: list[tuple[np.ndarray, np.ndarray]] = []   # filled from the last position back
         nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
         go_wrong = self.wrong[self.final].copy()
         for j in reversed(range(self.J)):
-            after[j] = (nxt.copy(), go_wrong.copy())
+            after.append((nxt.copy(), go_wrong.copy()))
             self._go_on(j, slots, taus, nxt, go_wrong)
+        after.reverse()
         remaining = np.ones(self.n, dtype=bool)
         err, cost = 0, 0.0
         for j in range(self.J):
-            step = self._step(slots, taus, j, _Context(remaining, *after[j], err, cost), select, harvest)
+            step = self._step(slots, taus, j, _Context(remaining, after[j][0], after[j][1], err, cost), select, harvest)
             if step == 2:
                 return True
             changed |= step == 1
@@ -524,8 +529,8 @@ class _Archive:
         ms = [c.cut_at(_spread(c.n_cuts, 8 * self.per_curve)) for c in curves]
         sizes = np.array([m.size for m in ms])
         seg = np.repeat(np.arange(len(curves)), sizes)
-        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms)])
-        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms)])
+        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms, strict=True)])
+        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms, strict=True)])
         # non-dominated within each curve: sort by (curve, cost, err); shifting each curve's errors
         # below all earlier curves' makes one running minimum restart at every curve
         order = np.lexsort((err, cost, seg))

@@ -36,7 +36,7 @@ def threshold_levels(scores: np.ndarray, levels: int | None, lo: float, hi: floa
         cand = s[np.floor(probs * (s.size - 1)).astype(np.int64)]
     c64 = cand.astype(np.float64)
     cand = cand[(c64 >= lo) & (c64 <= hi)]              # float32 rounding may step just outside the range
-    grid = np.unique(np.concatenate([np.float32([snap_threshold(lo, lo, hi)]), cand]))
+    grid = np.unique(np.concatenate([np.array([snap_threshold(lo, lo, hi)], dtype=np.float32), cand]))
     return grid[grid < s[-1]]
 
 
@@ -89,8 +89,9 @@ class _Enumerator:
         present, n_correct, cost, used = state
         pb, fin = self.pb, self.final
         final_correct = pb.correct[fin]
+        stay_cost = float(self.unit_costs[used | self.needs[fin]].sum())
         rows_F = [((1.0 - (n_correct + np.count_nonzero(present & final_correct)) / pb.n_samples),
-                   (cost + np.count_nonzero(present) * float(self.unit_costs[used | self.needs[fin]].sum())) / self.norm)]
+                   (cost + np.count_nonzero(present) * stay_cost) / self.norm)]
         F = [np.asarray(rows_F, dtype=np.float64)]
         for e in self.pb.position_exits[-1]:
             o, cut = self.order[e], self.cut[e]
@@ -102,17 +103,17 @@ class _Enumerator:
             correct = n_correct + (cs[1][-1] - cs[1][cut]) + cs[2][cut]
             F.append(np.column_stack([1.0 - correct / pb.n_samples,
                                       (cost + n_leave * c_leave + n_stay * c_final) / self.norm]))
-        F = np.concatenate(F)
-        choice = np.empty((F.shape[0], len(self.options)), dtype=np.int32)
+        front = np.concatenate(F)
+        choice = np.empty((front.shape[0], len(self.options)), dtype=np.int32)
         choice[:, :-1] = prefix
-        choice[:, -1] = np.arange(F.shape[0])
-        self.F.append(F)
+        choice[:, -1] = np.arange(front.shape[0])
+        self.F.append(front)
         self.choice.append(choice)
-        self.pb.n_evals += F.shape[0]
+        self.pb.n_evals += front.shape[0]
 
     def decode(self, row) -> ExitConfig:
         picked = [self.options[j][i] for j, i in enumerate(row) if i > 0]
-        return ExitConfig(tuple(e for e, _ in picked), tuple(float(t) for _, t in picked), self.pb.score)
+        return self.pb.config((e for e, _ in picked), (t for _, t in picked))
 
 
 @register_engine

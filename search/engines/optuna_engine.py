@@ -27,8 +27,16 @@ from ..budget import Budget
 from ..encoding import MixedEncoding, check_constraints, constraint_values
 from ..front import non_dominated
 from ..indicators import hypervolume
-from ..storage import RUN_ATTR, default_study_name, describe_storage, get_storage, is_shared, open_study, \
-    problem_fingerprint, run_record
+from ..storage import (
+    RUN_ATTR,
+    default_study_name,
+    describe_storage,
+    get_storage,
+    is_shared,
+    open_study,
+    problem_fingerprint,
+    run_record,
+)
 from . import register_engine
 from ._base import BaseEngine, Candidates
 from ._population import base_within_constraints, dp_front, import_optional
@@ -66,7 +74,7 @@ class _Space:
         self.head_names = [f"head_{p}" for p in enc.problem.positions]
         self.x_names = [f"{prefix}_{p}" for p in enc.problem.positions]
         self.choices = [enc.choice_names(j) for j in range(enc.n_positions)]
-        self.bounds = list(zip(lo.tolist(), hi.tolist()))
+        self.bounds = list(zip(lo.tolist(), hi.tolist(), strict=True))
 
     def suggest(self, trial) -> tuple[np.ndarray, np.ndarray]:
         J = self.enc.n_positions
@@ -85,7 +93,7 @@ class _Space:
     def to_params(self, H: np.ndarray, X: np.ndarray) -> list[dict]:
         return [{**{n: self.choices[j][int(h[j])] for j, n in enumerate(self.head_names)},
                  **{n: float(np.clip(x[j], *self.bounds[j])) for j, n in enumerate(self.x_names)}}
-                for h, x in zip(H, X)]
+                for h, x in zip(H, X, strict=True)]
 
 
 def _make_sampler(optuna, sampler, seed: int, pop_size: int):
@@ -105,7 +113,8 @@ def _optimize(study, space: _Space, problem, budget: Budget, *, n_trials: int | 
     """Ask, evaluate and tell trials in batches until the budget or ``n_trials``; the told trial numbers.
     ``run``: the record each asked trial is tagged with (a shared storage), so a rerun can tell if it died."""
     optuna = import_optional("optuna", "optuna", "optuna")
-    base_error, told = problem.base.error, []
+    base_error = problem.base.error
+    told: list[int] = []
     while (n_trials is None or len(told) < n_trials) and not budget.exhausted(problem):
         k = int(min(batch_size, budget.evals_left(problem), math.inf if n_trials is None else n_trials - len(told)))
         trials, n_told = [], 0
@@ -120,7 +129,7 @@ def _optimize(study, space: _Space, problem, budget: Budget, *, n_trials: int | 
             G = constraint_values(F, base_error, max_drop=max_drop, max_cost=max_cost)
             names = [n for n, v in (("max_drop", max_drop), ("max_cost", max_cost)) if v is not None]
             for i, t in enumerate(trials):
-                for name, g in zip(names, G[i]):
+                for name, g in zip(names, G[i], strict=True):
                     t.set_constraint(name, float(g))
                 study.tell(t, F[i].tolist())
                 told.append(t.number)
@@ -185,11 +194,11 @@ class OptunaEngine(BaseEngine):
 
     Options: ``sampler`` ``'nsga2'`` (default: Optuna's own default for multi-objective studies),
     ``'tpe'`` (multivariate TPE; a :class:`SearchWarning` when asked for more than ``TPE_TRIALS_WARN``
-    trials, which take long), ``'random'`` or any optuna ``BaseSampler``; ``storage`` (None/``'memory'``, ``sqlite:///FILE``, ``journal:///FILE``
-    or ``FILE.log``, ``postgresql://...``); ``study_name`` (default for a shared storage: derived
-    from the problem, so the same problem resumes the same study); ``workers`` processes (> 1 needs
-    a shared storage and a cache on disk); ``encoding``; ``max_drop``/``max_cost`` constraints as in
-    ``nsga2``; ``seed_with_dp`` enqueues dp's front; ``pop_size`` (NSGA-II sampler population);
+    trials, which take long), ``'random'`` or any optuna ``BaseSampler``; ``storage`` (None/``'memory'``,
+    ``sqlite:///FILE``, ``journal:///FILE`` or ``FILE.log``, ``postgresql://...``); ``study_name`` (default for
+    a shared storage: derived from the problem, so the same problem resumes the same study); ``workers``
+    processes (> 1 needs a shared storage and a cache on disk); ``encoding``; ``max_drop``/``max_cost``
+    constraints as in ``nsga2``; ``seed_with_dp`` enqueues dp's front; ``pop_size`` (NSGA-II sampler population);
     ``batch_size`` trials asked per evaluation call (default: ``pop_size`` for NSGA-II, else 1);
     ``n_trials`` per run (None: until the budget; with no budget either, 500). ``history_`` holds
     ``(evaluations of this run, hypervolume of the study's feasible front)``.
@@ -310,7 +319,7 @@ class OptunaEngine(BaseEngine):
         done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
         F = np.array([t.values for t in done], dtype=float).reshape(-1, 2)
         G = constraint_values(F, problem.base.error, max_drop=self.max_drop, max_cost=self.max_cost)
-        feasible = (G <= 0).all(axis=1)
+        feasible = np.asarray((G <= 0).all(axis=1))
         mine = np.array([t.number in run_numbers for t in done], dtype=bool)
         front = F[~mine & feasible]
         order = sorted(np.flatnonzero(mine), key=lambda i: (done[i].datetime_complete, done[i].number))

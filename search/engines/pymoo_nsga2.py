@@ -10,6 +10,8 @@ feasible non-dominated configuration it evaluated and returns it.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from .._validation import check_scalar
@@ -25,11 +27,11 @@ DEFAULT_GENERATIONS = 100
 
 def _pymoo_problem(encoding: MixedEncoding, base_error: float, max_drop, max_cost, n_constr: int):
     """A vectorised pymoo Problem over ``[h_0..h_{J-1}, x_0..x_{J-1}]`` handing populations to the evaluator."""
-    core = import_optional("pymoo.core.problem", "nsga2", "pymoo")
+    problem_base: Any = import_optional("pymoo.core.problem", "nsga2", "pymoo").Problem
     J = encoding.n_positions
     xlo, xhi = encoding.x_bounds
 
-    class _Problem(core.Problem):
+    class _Problem(problem_base):
         def __init__(self):
             super().__init__(n_var=2 * J, n_obj=2, n_ieq_constr=n_constr,
                              xl=np.concatenate([np.full(J, -0.5), xlo]),
@@ -50,9 +52,9 @@ def _heads(x: np.ndarray, encoding: MixedEncoding) -> np.ndarray:
 
 
 def _rounding_repair(encoding: MixedEncoding):
-    repair = import_optional("pymoo.core.repair", "nsga2", "pymoo")
+    repair_base: Any = import_optional("pymoo.core.repair", "nsga2", "pymoo").Repair
 
-    class _RoundHeads(repair.Repair):
+    class _RoundHeads(repair_base):
         def _do(self, problem, X, **kwargs):
             X = np.array(X, dtype=float)
             X[:, :encoding.n_positions] = _heads(X, encoding)
@@ -110,8 +112,9 @@ class NSGA2Engine(BaseEngine):
             n_gen = DEFAULT_GENERATIONS
         archive, evals0, gens = Archive(enc.n_positions), problem.n_evals, 0
         if seeds is not None:   # all of dp's front, exact, so the result never falls below it
-            G = constraint_values(seeds[2], base_error, max_drop=self.max_drop, max_cost=self.max_cost)
-            archive.add(*seeds, (G <= 0).all(axis=1))
+            Hs, Xs, Fs = seeds
+            G = constraint_values(Fs, base_error, max_drop=self.max_drop, max_cost=self.max_cost)
+            archive.add(Hs, Xs, Fs, np.all(G <= 0, axis=1))
         self.history_: list[tuple[int, float]] = []
         while (n_gen is None or gens < n_gen) and not budget.exhausted(problem):
             pop = algo.ask()
