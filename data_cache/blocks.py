@@ -8,6 +8,7 @@ read straight into the destination instead: resident memory stays bounded by the
 cache, and reading is several times faster than faulting (1.28 GB in about 0.4 s against 2 s from the
 page cache here). Any other array is copied as usual.
 """
+
 from __future__ import annotations
 
 import io
@@ -51,7 +52,9 @@ class BlockReader:
         if out is None:
             return self.read(view, np.empty(view.shape, dtype=view.dtype))
         if out.shape != view.shape or not out.flags.c_contiguous:
-            raise ValueError(f"out must be a C-contiguous array of shape {view.shape}; got {out.shape}")
+            raise ValueError(
+                f"out must be a C-contiguous array of shape {view.shape}; got {out.shape}"
+            )
         region = _file_region(view) if out.dtype == view.dtype else None
         if region is None:
             np.copyto(out, view)

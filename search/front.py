@@ -1,4 +1,5 @@
 """``Front``: the result every engine returns, and queries on it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -37,7 +38,9 @@ class Front:
     def __post_init__(self):
         self.F = np.asarray(self.F, dtype=np.float64).reshape(-1, 2)
         if len(self.configs) != self.F.shape[0]:
-            raise SearchError(f"Front: {len(self.configs)} configs but F has {self.F.shape[0]} rows")
+            raise SearchError(
+                f"Front: {len(self.configs)} configs but F has {self.F.shape[0]} rows"
+            )
 
     def __len__(self) -> int:
         return len(self.configs)

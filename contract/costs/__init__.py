@@ -4,6 +4,7 @@
 ones); ``list_cost_models()`` their names. A new model is one module here, registered with
 ``@register_cost_model`` and imported below, plus its test.
 """
+
 from ._base import (
     DEFAULT_COST_MODEL,
     MEASURED_COST_MODEL,
@@ -23,5 +24,13 @@ from . import units  # noqa: F401
 from . import time  # noqa: F401
 # isort: on
 
-__all__ = ["CostModel", "CostModelError", "CostTable", "register_cost_model", "get_cost_model", "list_cost_models",
-           "DEFAULT_COST_MODEL", "MEASURED_COST_MODEL"]
+__all__ = [
+    "CostModel",
+    "CostModelError",
+    "CostTable",
+    "register_cost_model",
+    "get_cost_model",
+    "list_cost_models",
+    "DEFAULT_COST_MODEL",
+    "MEASURED_COST_MODEL",
+]

@@ -1,4 +1,5 @@
 """Cost model ``macs``: multiply-accumulates per sample (MACs = FLOPs / 2), from the cache's unit table."""
+
 from __future__ import annotations
 
 from collections.abc import Sequence

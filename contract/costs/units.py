@@ -3,6 +3,7 @@
 A constant overhead per unit (one launch and synchronisation per segment or head) dominates small batches
 on a GPU; under this model the search minimises how many units samples run rather than their arithmetic.
 """
+
 from __future__ import annotations
 
 from collections.abc import Sequence

@@ -9,6 +9,7 @@ Every side (the search from a cache, ``exits.ExitRuntime`` from torch tensors, t
 onnxruntime outputs) turns what it has into :class:`RuleInputs` with the dtypes the cache stores, so the
 score is the same float32 number on every side, and decides with :meth:`ExitRule.leaves`.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -102,7 +103,9 @@ class ExitRule(ABC):
             raise ContractError(f"score {cls.name!r} takes no params (got {sorted(params)})")
         return cls()
 
-    def leaves(self, scores: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
+    def leaves(
+        self, scores: np.ndarray, threshold: float, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Whether each row leaves: ``score > threshold`` as float64 reads it, done in float32 against
         :func:`float32_cut` of ``threshold``. The one leave test of every side; never overridden."""
         return np.greater(scores, float32_cut(threshold), out=out)
@@ -112,7 +115,11 @@ class ExitRule(ABC):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, ExitRule) and type(other) is type(self) and other.to_json() == self.to_json()
+        return (
+            isinstance(other, ExitRule)
+            and type(other) is type(self)
+            and other.to_json() == self.to_json()
+        )
 
     def __hash__(self) -> int:
         return hash((self.name, repr(sorted(self.to_json().items()))))

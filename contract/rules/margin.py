@@ -1,4 +1,5 @@
 """``margin``: the top-1 minus the top-2 softmax probability."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """``max_prob``: the top-1 softmax probability."""
+
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
 """``neg_entropy``: the negative entropy of the softmax of the logits."""
+
 from __future__ import annotations
 
 import math

@@ -1,5 +1,6 @@
 """A cap on the exits a configuration enables (``max_exits``): the check, and the repair of configurations
 found by engines that do not search under the cap themselves."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,10 @@ def check_max_exits(max_exits: int | None, n_positions: int, *, name: str = "max
     if isinstance(max_exits, bool) or not isinstance(max_exits, (int, np.integer)) or max_exits < 1:
         raise SearchError(f"{name} must be an integer >= 1 (got {max_exits!r})")
     if n_positions and max_exits > n_positions:
-        raise SearchError(f"{name} {max_exits} is above the number of exit positions ({n_positions}); "
-                          f"choose 1 to {n_positions}")
+        raise SearchError(
+            f"{name} {max_exits} is above the number of exit positions ({n_positions}); "
+            f"choose 1 to {n_positions}"
+        )
 
 
 def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
