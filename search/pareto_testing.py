@@ -200,9 +200,8 @@ def _drop_candidates(
     ]  # others: z < 0
     candidates = dedupe(in_reach + ladder)
     if temper:
-        candidates = dedupe(
-            candidates + _tempered(fit, candidates, _TEMPER if temper is True else temper)
-        )
+        shares: tuple[float, ...] = _TEMPER if isinstance(temper, bool) else temper
+        candidates = dedupe(candidates + _tempered(fit, candidates, shares))
     return candidates
 
 
