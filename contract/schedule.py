@@ -16,6 +16,7 @@ decisions either way (each row's scores do not depend on the rows beside it, up 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import accumulate
 from typing import Any, Iterable, Protocol
 
 import numpy as np
@@ -97,9 +98,11 @@ class _Waiting:
 class _Loop:
     def __init__(self, stages: list[Stage], backend: Backend, out: Routed):
         self.stages, self.backend, self.out = stages, backend, out
-        self.spent = np.cumsum([s.cost for s in stages]).tolist()
+        self.spent = list(accumulate(s.cost for s in stages))
         # whether stage k's rows must keep their input rows (a stage after k restarts from the input)
-        self.keep_inputs = [any(s.restart for s in stages[k + 1:]) for k in range(len(stages))]
+        self.keep_inputs, later = [False] * len(stages), False
+        for k in range(len(stages) - 1, -1, -1):
+            self.keep_inputs[k], later = later, later or stages[k].restart
         self.waiting: list[list[_Waiting]] = [[] for _ in stages]
 
     def push(self, k: int, item: _Waiting) -> None:
