@@ -6,7 +6,7 @@ exporter) and thread count, in rounds whose order is reversed every other round:
 with plain compaction, the configuration re-batched (every segment waits for a full batch of survivors), and for the
 eager runtime the loop of an older revision (``--baseline-rev``, loaded from git) on the same model. Throughput at
 batch 64 over ``--images`` holdout images; median latency at batch 1 over ``--latency-images``. Ratios are taken
-within a round, then the median over rounds::
+within a round, then the median over rounds (and the ratio of the totals)::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_rebatch.py [--rounds 5] [--threads 1 2]
 
@@ -50,6 +50,7 @@ def _old_runtime_class(rev: str) -> Any:
     spec = importlib.util.spec_from_file_location("exits._runtime_old", path)
     module = importlib.util.module_from_spec(spec)
     module.__package__ = "exits"
+    sys.modules[spec.name] = module  # dataclasses look their module up
     spec.loader.exec_module(module)
     return module.ExitRuntime
 
@@ -72,15 +73,25 @@ def _rounds(cases: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[
 
 
 def _ratios(times: dict[str, list[float]], num: str, den: str) -> dict[str, float]:
-    """Speed-up of ``den`` over ``num`` (time num / time den) per round: median, min, max."""
+    """Speed-up of ``den`` over ``num`` (time num / time den) per round: median, min, max; and of the totals."""
     r = [a / b for a, b in zip(times[num], times[den])]
-    return {"median": statistics.median(r), "min": min(r), "max": max(r)}
+    return {"median": statistics.median(r), "min": min(r), "max": max(r), "total": sum(times[num]) / sum(times[den])}
 
 
 def _latency(run: Callable[[Any], Any], xs: list[Any]) -> float:
     """Median seconds of one batch-1 call."""
     run(xs[0])
     return statistics.median(_timed(lambda x=x: run(x)) for x in xs)
+
+
+def _paired(before: Callable[[Any], Any], after: Callable[[Any], Any], xs: list[Any]) -> float:
+    """Total time of ``before`` / total time of ``after``, the two alternating batch by batch (the finest pairing
+    against a changing load)."""
+    t = [0.0, 0.0]
+    for i, x in enumerate(xs):
+        for j in ((0, 1) if i % 2 else (1, 0)):
+            t[j] += _timed(lambda: (before, after)[j](x))
+    return t[0] / t[1]
 
 
 def _section(cases: dict, single: dict, n_images: int, rounds: int, base: str, plain: str) -> dict:
@@ -149,6 +160,8 @@ def main() -> int:
         single = {"base": lambda: _latency(rt.base_forward, ones), "plain": lambda: _latency(rt.run, ones),
                   "before": lambda: _latency(old.run, ones)}
         results["eager"][f"threads_{t}"] = dict(_section(eager, single, args.images, args.rounds, "base", "plain"),
+                                                before_over_after_paired={"batch_64": _paired(old.run, rt.run, big),
+                                                                          "batch_1": _paired(old.run, rt.run, ones)},
                                                 load=_load())
         print(f"eager, {t} thread(s): {results['eager'][f'threads_{t}']}", file=sys.stderr)
         if args.no_bundle:
@@ -156,9 +169,10 @@ def main() -> int:
         router = open_bundle(tmp / "bundle", threads=t)
         router.set_config(0)
         nb, no = [b.numpy() for b in big], [o.numpy() for o in ones]
-        onnx = {"base": lambda: router.run_batches(nb, None), "plain": lambda: router.run_batches(nb),
+        base = router.base_config  # config=None would mean the current configuration
+        onnx = {"base": lambda: router.run_batches(nb, base), "plain": lambda: router.run_batches(nb),
                 "rebatch": lambda: router.run_batches(nb, rebatch=True)}
-        single = {"base": lambda: _latency(lambda x: router.run(x, None), no), "plain": lambda: _latency(router.run, no)}
+        single = {"base": lambda: _latency(lambda x: router.run(x, base), no), "plain": lambda: _latency(router.run, no)}
         results["bundle"][f"threads_{t}"] = dict(_section(onnx, single, args.images, args.rounds, "base", "plain"),
                                                  load=_load())
         print(f"bundle, {t} thread(s): {results['bundle'][f'threads_{t}']}", file=sys.stderr)
