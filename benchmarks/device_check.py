@@ -9,7 +9,11 @@ optuna or pymoo, needs no network. Sections:
    device, in fp32 and under bf16 autocast: agreement with the cache (sample by sample: same exit, same
    prediction), measured MACs and accuracy against the base model, throughput at each batch size and
    latency at batch 1 against the base model's.
-2. ``zoo``: random-init ResNet-50, ConvNeXt-T and ViT-S at 224 px, linear exits after the blocks at a
+2. ``time``: the time prediction on the device: ``exits.profile``'s eager profile of the demo model at the
+   largest batch size (fp32, and again under bf16 autocast), then the demo configuration's predicted
+   speed-up (``search.time_cost.TimeCostModel`` on the cache's exits) against the measured one
+   (``exits.validate.validate`` with the time model, interleaved rounds) at batch 1, 64 and 256.
+3. ``zoo``: random-init ResNet-50, ConvNeXt-T and ViT-S at 224 px, linear exits after the blocks at a
    quarter, half and three quarters of the depth. A cache is dumped on the device (fp32, deterministic;
    dump throughput against a plain forward over the same batches), a fixed exit profile (a quarter of
    the samples leaves at each exit, a quarter reaches the end; thresholds from the search split) is
@@ -66,6 +70,8 @@ class Sizes:
     """How much each section does: the full run for a GPU, or the quick one for a CPU."""
 
     batch_sizes: tuple[int, ...] = (64, 256)
+    time_batch_sizes: tuple[int, ...] = (1, 64, 256)  # the profile runs at the largest
+    profile_min_time: float = 2e-3
     timing_samples: int = 4096
     latency_samples: int = 200
     rounds: int = 3
@@ -79,7 +85,7 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(batch_sizes=(8, 16), timing_samples=32, latency_samples=3, rounds=1, demo_samples=48,
+QUICK = Sizes(batch_sizes=(8, 16), time_batch_sizes=(1, 8, 16), profile_min_time=1e-4, timing_samples=32, latency_samples=3, rounds=1, demo_samples=48,
               zoo=("resnet10t", "convnext_atto", "vit_tiny_patch16_224"),
               zoo_kwargs={"vit_tiny_patch16_224": {"img_size": 32, "depth": 4}},
               zoo_size=32, zoo_search=24, zoo_holdout=32, dump_batch=8)
@@ -196,7 +202,8 @@ def run_runtime(runtime, cache, x: torch.Tensor, sizes: Sizes, *, precision: str
     return out
 
 
-def demo_section(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch.device, sizes: Sizes) -> dict:
+def _demo(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch.device, sizes: Sizes) -> tuple:
+    """The demo's cache (its first rows in quick mode), holdout images, chosen export, how, and runtime."""
     from exits.checkpoints import model_from_checkpoint, read_checkpoint
     from exits.runtime import ExitRuntime
 
@@ -209,7 +216,12 @@ def demo_section(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch
     if not np.array_equal(labels, cache.labels("holdout")):
         raise SystemExit(f"error: {fashion}: the test labels differ from the cache's; another Fashion-MNIST?")
     doc, how = demo_config(cache)
-    runtime = ExitRuntime(model, doc, cache=cache, device=device)
+    # the images come from eval_transform, as exits.validate's do: no input check (the runtime's timings alone)
+    return cache, x, doc, how, ExitRuntime(model, doc, cache=cache, device=device, check_inputs=False)
+
+
+def demo_section(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch.device, sizes: Sizes) -> dict:
+    cache, x, doc, how, runtime = _demo(checkpoint, cache_dir, fashion, device, sizes)
     entry = doc["configs"][0]
     out = {"checkpoint": str(checkpoint), "cache": str(cache_dir), "cache_fingerprint": cache.fingerprint,
            "n_holdout": int(len(x)), "config": {"chosen": how, "exits": entry["exits"], "predicted": entry["holdout"]},
@@ -322,7 +334,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT), help="the demo's head checkpoint")
     p.add_argument("--cache", default=str(DEMO_CACHE), help="the cache that checkpoint was dumped into")
     p.add_argument("--fashion-mnist", default=str(FASHION_MNIST), help="folder of the Fashion-MNIST test files")
-    p.add_argument("--sections", default="demo,zoo", help="comma-separated: demo, zoo")
+    p.add_argument("--sections", default="demo,time,zoo", help="comma-separated: demo, time, zoo")
     p.add_argument("--zoo", default=None, help="comma-separated timm names instead of the zoo's three")
     p.add_argument("--budget-s", type=positive_float, default=420.0, help="skip what would start after this many seconds")
     p.add_argument("--threads", type=threads, default=None, help="torch CPU threads (default: torch's; 1 with --quick)")
@@ -350,9 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads or args.quick:  # a CPU shared with others: one thread unless told otherwise
         torch.set_num_threads(args.threads or 1)
     sections = [s for s in args.sections.split(",") if s]
-    unknown = sorted(set(sections) - {"demo", "zoo"})
+    unknown = sorted(set(sections) - {"demo", "time", "zoo"})
     if unknown:
-        print(f"error: --sections: unknown {unknown}; choose from demo, zoo", file=sys.stderr)
+        print(f"error: --sections: unknown {unknown}; choose from demo, time, zoo", file=sys.stderr)
         return 2
     started = time.perf_counter()
     report: dict[str, Any] = {"format": REPORT_FORMAT, "quick": args.quick, "sizes": asdict(sizes),
@@ -381,6 +393,11 @@ def main(argv: list[str] | None = None) -> int:
     if "demo" in sections:
         run("demo", lambda: demo_section(Path(args.checkpoint), Path(args.cache), Path(args.fashion_mnist),
                                          device, sizes))
+    if "time" in sections:
+        from benchmarks._device_time import time_section
+
+        run("time", lambda: time_section(*_demo(Path(args.checkpoint), Path(args.cache), Path(args.fashion_mnist),
+                                                device, sizes), sizes, _loader))
     if "zoo" in sections:
         with tempfile.TemporaryDirectory() as tmp:
             for name in sizes.zoo:
@@ -407,6 +424,12 @@ def _headline(section: dict) -> str:
     parts = []
     for precision in ("fp32", "bf16"):
         for key, r in (section.get(precision) or {}).items():
+            if not isinstance(r, dict):
+                continue
+            if "predicted_speedup" in r:
+                parts.append(f"{precision} {key}: x{r['measured_speedup']:.2f} measured, x{r['predicted_speedup']:.2f} "
+                             f"predicted ({r['speedup_error']:+.1%}; MACs {r['mac_speedup_error']:+.1%})")
+                continue
             parts.append(f"{precision} {key}: agree {r['agreement']:.4%}, x{r.get('speedup', float('nan')):.2f} "
                          f"(MAC estimate x{r['mac_estimate_speedup']:.2f})")
     return "; ".join(parts)

@@ -106,7 +106,6 @@ def _entries_problems(entries: Any, field: str, default_score: str, n_classes: i
         return [f"{field}: must be a list of exit objects ({_got(entries)})"], []
     problems: list[str] = []
     across: list[str] = []
-    scores: set[str] = set()
     last = None
     for j, d in enumerate(entries):
         f = f"{field}[{j}]"
@@ -130,8 +129,6 @@ def _entries_problems(entries: Any, field: str, default_score: str, n_classes: i
         rule, problem = _rule_problem(score, d.get("params"))
         if problem:
             problems.append(f"{f}.{problem}")
-        else:
-            scores.add(score)
         if "threshold" in d:
             t = d["threshold"]
             if not _number(t):
@@ -140,8 +137,6 @@ def _entries_problems(entries: Any, field: str, default_score: str, n_classes: i
                 lo, hi = rule.threshold_range(n_classes)
                 if not lo <= t <= hi:
                     problems.append(f"{f}.threshold: {t} outside [{lo:g}, {hi:g}] for score {score!r}")
-    if len(scores) > 1:
-        across.append(f"{field}: mixed score kinds {sorted(scores)} in one configuration are not supported")
     return problems, across
 
 
@@ -165,7 +160,11 @@ def _resolve(d: Any, j: int, table: ExitTable) -> ExitRef | None:
 @dataclass(frozen=True)
 class ExitConfig:
     """Enabled early exits (cache exit indices, execution order, at most one per position), their thresholds,
-    the rule (``score``) and its learned ``params`` per enabled exit (empty: none).
+    the rule of each enabled exit and its learned ``params`` (empty: none).
+
+    ``rules``: the rule name of each enabled exit; empty when every exit uses ``score`` (the canonical form: a
+    uniform ``rules`` is folded into ``score``, so equal configurations compare equal). A mixed configuration's
+    ``score`` is its first exit's rule; :attr:`rule_names` lists them all.
 
     ``id`` and ``predicted`` (the export's ``search``/``holdout`` numbers and ``certificate``) are carried for
     the runtime and the router and never compared.
@@ -175,6 +174,7 @@ class ExitConfig:
     thresholds: tuple[float, ...] = ()
     score: str = "max_prob"
     params: tuple[Mapping[str, Any], ...] = field(default=(), hash=False)
+    rules: tuple[str, ...] = ()
     id: str = field(default="", compare=False)
     predicted: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False)
 
@@ -185,15 +185,34 @@ class ExitConfig:
             raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(self.thresholds)} thresholds")
         if self.params and len(self.params) != len(self.exits):
             raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(self.params)} params")
+        rules = tuple(self.rules)
+        if rules and len(rules) != len(self.exits):
+            raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(rules)} rules")
+        if rules and len(set(rules)) == 1:
+            object.__setattr__(self, "score", rules[0])
+            rules = ()
+        elif rules:
+            object.__setattr__(self, "score", rules[0])
+        object.__setattr__(self, "rules", rules)
+
+    @property
+    def rule_names(self) -> tuple[str, ...]:
+        """The rule name of each enabled exit, in execution order."""
+        return self.rules or (self.score,) * len(self.exits)
+
+    @property
+    def rule_set(self) -> tuple[str, ...]:
+        """The distinct rules the configuration uses, ``score`` first (what a problem scoring it must hold)."""
+        return tuple(dict.fromkeys((self.score, *self.rule_names)))
 
     @property
     def rule(self) -> ExitRule:
-        """The exit rule (its learned parameters are per exit: :meth:`rule_at`)."""
+        """The exit rule of a uniform configuration (per exit, with its learned parameters: :meth:`rule_at`)."""
         return get_rule(self.score)
 
     def rule_at(self, j: int) -> ExitRule:
-        """The rule with the parameters of the ``j``-th enabled exit."""
-        return get_rule(self.score, self.params[j] if self.params else None)
+        """The rule, with its parameters, of the ``j``-th enabled exit."""
+        return get_rule(self.rule_names[j], self.params[j] if self.params else None)
 
     def relative_cost(self, split: str = "search") -> float | None:
         return (self.predicted.get(split) or {}).get("relative_cost")
@@ -212,12 +231,15 @@ class ExitConfig:
         if self.__dict__.get("_checked_for") is table:
             return self
         tab = ExitTable.of(table)
-        rule, problem = _rule_problem(self.score, None)
-        if rule is None:
-            raise ContractError(str(problem).split(": ", 1)[1])
-        lo, hi = rule.threshold_range(tab.n_classes)
+        if self.score not in list_rules():
+            raise ContractError(f"unknown score kind {self.score!r}: must be one of {list_rules()}")
         last_pos = None
-        for e, t in zip(self.exits, self.thresholds):
+        for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
+            name = self.rule_names[j]
+            rule, problem = _rule_problem(name, self.params[j] if self.params else None)
+            if rule is None:
+                raise ContractError(f"exit index {e}: {str(problem).split(': ', 1)[1]}")
+            lo, hi = rule.threshold_range(tab.n_classes)
             ref = tab.by_index.get(e)
             if ref is None or e == tab.final:
                 raise ContractError(f"exit index {e} is not an early exit {tab.where}")
@@ -226,7 +248,7 @@ class ExitConfig:
             last_pos = ref.position
             if not lo <= t <= hi:
                 raise ContractError(f"exit {ref.name!r}: threshold {t} outside [{lo:g}, {hi:g}] for score "
-                                    f"{self.score!r}")
+                                    f"{name!r}")
         object.__setattr__(self, "_checked_for", table)
         return self
 
@@ -234,8 +256,8 @@ class ExitConfig:
         """The ``exits`` list of an ``exitconfig/1`` entry (``owner``: the cache, whose ``exits`` it names)."""
         exits, out = owner.exits, []
         for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
-            d = {"name": exits[e].name, "position": exits[e].position, "head": exits[e].head, "score": self.score,
-                 "threshold": t}
+            d = {"name": exits[e].name, "position": exits[e].position, "head": exits[e].head,
+                 "score": self.rule_names[j], "threshold": t}
             if self.params and self.params[j]:
                 d["params"] = dict(self.params[j])
             out.append(d)
@@ -256,9 +278,9 @@ class ExitConfig:
             raise ContractError(across[0])
         indices = [r.index for r in refs if r is not None]
         params = [dict(d.get("params") or {}) for d in entries]
-        score = entries[0].get("score", default_score) if entries else default_score
-        config = cls(tuple(indices), tuple(d["threshold"] for d in entries), score,
-                     tuple(params) if any(params) else (), id=id, predicted=dict(predicted or {}))
+        rules = tuple(d.get("score", default_score) for d in entries)
+        config = cls(tuple(indices), tuple(d["threshold"] for d in entries), default_score,
+                     tuple(params) if any(params) else (), rules, id=id, predicted=dict(predicted or {}))
         try:
             return config.check(owner)
         except ContractError as exc:

@@ -11,6 +11,7 @@ one line naming the file and the field (``docs/cache-format.md``, "Cost tables")
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 from dataclasses import asdict, dataclass
@@ -92,6 +93,12 @@ class TimeTable:
             if it.name == name:
                 return it
         raise CostTableError(f"cost table {self.name!r}: no item {name!r}")
+
+    @property
+    def fingerprint(self) -> str:
+        """SHA-256 of the table's canonical JSON: what an export searched on it records (``cost_table.fingerprint``)."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"), allow_nan=False)
+        return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
         return {"format": COST_TABLE_FORMAT, "name": self.name, "cache": {"fingerprint": self.cache_fingerprint},

@@ -20,8 +20,8 @@ import torch
 
 from contract.costs import MEASURED_COST_MODEL, get_cost_model
 
-__all__ = ["sync", "describe_machine", "spread", "time_against_base", "CacheComparison", "exit_fractions",
-           "format_rows", "slower_at_batch1", "SPEED_COLUMNS", "add_timing_options"]
+__all__ = ["sync", "describe_machine", "spread", "timing_batches", "time_against_base", "CacheComparison",
+           "exit_fractions", "format_rows", "slower_at_batch1", "SPEED_COLUMNS", "add_timing_options"]
 
 
 def sync(device: torch.device) -> None:
@@ -58,6 +58,15 @@ def spread(configs: list, n: int | None) -> list:
     order = sorted(configs, key=lambda c: c.relative_cost("search") or 0.0)
     picks = sorted({int(round(i)) for i in np.linspace(0, len(order) - 1, n)})
     return [order[i] for i in picks]
+
+
+def timing_batches(xs: Any, batch_size: int, n_samples: int) -> list[Any]:
+    """``max(1, n_samples // batch_size)`` full batches of ``batch_size`` rows of ``xs`` (a tensor or an array),
+    its rows cycled where it has fewer: a time prediction at batch B is checked on batches of exactly B."""
+    n_batches = max(1, n_samples // batch_size)
+    rows = np.arange(n_batches * batch_size) % len(xs)
+    picked = xs[torch.from_numpy(rows)] if isinstance(xs, torch.Tensor) else xs[rows]
+    return [picked[i * batch_size:(i + 1) * batch_size] for i in range(n_batches)]
 
 
 def _time_batches(fn: Callable[[Any], Any], batches: Sequence[Any], device: torch.device) -> float:
@@ -136,12 +145,16 @@ class CacheComparison:
     def n(self) -> int:
         return len(self.labels)
 
-    def _problem(self, score: str) -> Any:
-        if score not in self._problems:
+    def _problem(self, rules: tuple[str, ...]) -> Any:
+        if rules not in self._problems:
             from search.problem import ExitProblem
 
-            self._problems[score] = ExitProblem(self.cache, self.split, score=score)
-        return self._problems[score]
+            self._problems[rules] = ExitProblem(self.cache, self.split, score=rules[0], rules=rules)
+        return self._problems[rules]
+
+    def leave(self, config: Any) -> np.ndarray:
+        """The exit (cache index) each sample of the split leaves at under ``config``, as the search assigns it."""
+        return self._problem(config.rule_set).assign(config)
 
     def compare(self, config: Any, got_exit: np.ndarray, got_pred: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(predicted, agreement)`` of ``config`` whose run left each sample at ``got_exit`` (the cache's exit
@@ -151,8 +164,8 @@ class CacheComparison:
         prediction as
         ``search.ExitProblem.assign`` gives, and the disagreements counted by kind, apart those where a cached
         score at an exit the sample reached lies within ``tolerance`` of that exit's threshold."""
-        problem = self._problem(config.score)
-        want_exit = problem.assign(config)
+        problem = self._problem(config.rule_set)
+        want_exit = self.leave(config)
         want_pred = np.asarray(self.topk_ids[want_exit, 0, np.arange(self.n)])
         ev = problem.evaluate_one(config)
         other_exit, other_pred = got_exit != want_exit, got_pred != want_pred
@@ -160,8 +173,8 @@ class CacheComparison:
         near = np.zeros(self.n, dtype=bool)
         if differ.any():
             reached = self.positions[want_exit]
-            for e, t in zip(config.exits, config.thresholds):
-                close = np.abs(problem.scores[e].astype(np.float64) - t) <= self.tolerance
+            for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+                close = np.abs(problem.scores_of(r)[e].astype(np.float64) - t) <= self.tolerance
                 near |= close & (reached >= self.positions[e])
         predicted = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
                      "exit_fractions": list(ev.exit_fractions)}   # recomputed: never the export's word
@@ -190,16 +203,28 @@ def format_rows(report: dict[str, Any], base: str, footnote: str, *,
              f"(cache {b['predicted']['accuracy']:.4%}), {b['measured']['macs_per_sample'] / 1e6:.3f} MMACs/sample",
              f"{'id':<16} {'exits':>5} {'acc pred':>9} {'acc meas':>9} {'cost pred':>9} {'cost meas':>9} "
              f"{'agree':>8} {'near':>4} {'MAC est':>7} {'b64 x':>6} {'b1 mean':>7} {'b1 med':>6}"]
+    timed = any("predicted_speedup" in c for c in report["configs"])
+    if timed:
+        lines[-1] += f" {'t pred':>6} {'t meas':>6} {'t err':>7} {'MAC err':>7}"
     objective = report.get("objective", MEASURED_COST_MODEL)
     for c in report["configs"]:
         p, m = c["predicted"], c["measured"]
         speeds = [f"{c['throughput_speedup_b64']:>6.2f}" if "throughput_speedup_b64" in c else f"{'-':>6}",
                   f"{c['latency_b1']['speedup_mean']:>7.2f}" if "latency_b1" in c else f"{'-':>7}",
                   f"{c['latency_b1']['speedup_median']:>6.2f}" if "latency_b1" in c else f"{'-':>6}"]
+        if timed:
+            speeds += [f"{c[k]:>6.2f}" if k in c else f"{'-':>6}" for k in ("predicted_speedup", "measured_speedup")]
+            speeds += [f"{c[k]:>+7.1%}" if k in c else f"{'-':>7}" for k in ("speedup_error", "mac_speedup_error")]
         lines.append(f"{c['id']:<16} {len(c['exits']):>5} {p['accuracy']:>9.4%} {m['accuracy']:>9.4%} "
                      f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
                      f"{c['n_disagree_near_threshold']:>4} {c['mac_estimate_speedup']:>7.2f} {' '.join(speeds)}")
     lines.append(footnote)
+    table = report.get("cost_table")
+    if timed and table:
+        lines.append(f"with a cost table, b64 x is timed at the cost table's batch size {table['batch_size']}; t pred / t meas: speed-up "
+                     f"over the base predicted by cost table {table['name']!r} ({table['device_name']}, "
+                     f"{table['threads'] or 'default'} threads, {table['runtime']}) and measured; t err: predicted / "
+                     "measured - 1; MAC err: the same for the MAC estimate")
     lines += [line for c in report["configs"] if (line := slower_at_batch1(c, overhead))]
     if objective != MEASURED_COST_MODEL:
         quantity = get_cost_model(objective).quantity

@@ -193,7 +193,9 @@ def _probes(args: argparse.Namespace, cache: Any, device: Any) -> tuple[list[Any
     if dumped is not None and dumped != model.fingerprint():
         raise ExitsError(f"--checkpoint {args.checkpoint}: backbone {model.fingerprint()[:19]}..., but the cache was "
                          f"dumped from {dumped[:19]}...")
-    runtime = ExitRuntime(model, None, unit_macs={u.name: u.macs for u in cache.units}, device=device)
+    # random probe inputs are not normalised images: the input check would refuse them
+    runtime = ExitRuntime(model, None, unit_macs={u.name: u.macs for u in cache.units}, device=device,
+                          check_inputs=False)
     return eager_probes(runtime, args.batch_size, args.score, seed=args.seed), model.fingerprint(), {}
 
 

@@ -34,7 +34,8 @@ import torch
 from contract.costs import MEASURED_COST_MODEL
 
 from .measure import (SPEED_COLUMNS, CacheComparison, add_timing_options, describe_machine, exit_fractions,
-                      format_rows, spread, time_against_base)
+                      format_rows, spread, time_against_base, timing_batches)
+from .time_prediction import plot_time_prediction, time_entry, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
@@ -61,9 +62,12 @@ def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
 
 def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
              latency_samples: list[torch.Tensor], rounds: int = 3, tolerance: float = 1e-6,
-             progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+             progress: Callable[[str], None] | None = None, time_model: Any = None) -> dict[str, Any]:
     """Run ``configs`` (``contract.ExitConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
-    in the cache's row order) and time them against the base model; return the report dictionary."""
+    in the cache's row order) and time them against the base model; return the report dictionary.
+
+    With ``time_model`` (``search.time_cost.TimeCostModel``; ``timing_batches`` then at its batch size) each
+    configuration also gets its predicted speed-up against the measured one (``exits.time_prediction``)."""
     device = runtime.device
     objective = runtime.objective
     say = progress or (lambda msg: None)
@@ -117,6 +121,9 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
             entry["latency_speedup_b1"] = t["b1"]["speedup_median"]
             entry["latency_speedup_b1_mean"] = t["b1"]["speedup_mean"]
             entry["latency_b1"] = t["b1"]
+        if time_model is not None:
+            entry.update(time_entry(time_model, c, comparison.leave(c), t.get("b64"),
+                                    1.0 / max(predicted["relative_cost"], 1e-12)))
         reports.append(entry)
     base_acc = base_correct / n
     return {"format": REPORT_FORMAT, "split": split, "n_samples": n, "tolerance": tolerance, "objective": objective,
@@ -127,7 +134,7 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
                                    "relative_cost": 1.0},
                      "measured": {"accuracy": base_acc, "macs_per_sample": base_counted,
                                   "macs_unit_table": runtime.base_macs}},
-            "configs": reports}
+            "configs": reports, **({"time_prediction": time_summary(reports)} if time_model is not None else {})}
 
 
 # -- figure and table ----------------------------------------------------------------------------
@@ -164,8 +171,9 @@ def plot_report(report: dict[str, Any], path: str | Path | None = None, *, fmt: 
     rows = sorted(report["configs"], key=lambda c: c["measured"]["relative_cost"])
     ids = [c["id"] for c in rows]
     cost = [c["measured"]["relative_cost"] for c in rows]
-    fig = Figure(figsize=(12, 4.8), layout="constrained")
-    ax1, ax2 = fig.subplots(1, 2)
+    timed = any("measured_speedup" in c for c in rows)
+    fig = Figure(figsize=(18 if timed else 12, 4.8), layout="constrained")
+    ax1, ax2, *ax3 = fig.subplots(1, 3 if timed else 2)
     pred = [100 * c["predicted"]["accuracy"] for c in rows]
     meas = [100 * c["measured"]["accuracy"] for c in rows]
     base = 100 * report["base"]["measured"]["accuracy"]
@@ -203,6 +211,10 @@ def plot_report(report: dict[str, Any], path: str | Path | None = None, *, fmt: 
                   f"{report['machine']['torch_threads']})")
     ax2.grid(alpha=0.3, which="both")
     ax2.legend(fontsize="small")
+    if timed:
+        t = report["cost_table"]
+        plot_time_prediction(ax3[0], rows, f"predicted vs measured speed-up, batch {t['batch_size']} "
+                                           f"(cost table {t['name']})")
     if path is not None:
         fig.savefig(path, dpi=110, format=fmt)
     return fig
@@ -268,7 +280,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace existing --report / --plot files (each is announced)")
     add_timing_options(p, tolerance=1e-6)
     p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
-    p.add_argument("--threads", type=threads, default=None, help="torch CPU threads")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="torch CPU threads (default: the cost table's, else torch's)")
+    p.add_argument("--cost-table", default=None, metavar="NAME",
+                   help="predict each configuration's time from this cost table of the cache (python -m "
+                        "exits.profile) and time it at the table's batch size (default: the one a time export "
+                        "was searched on)")
     p.add_argument("--compile", action="store_true", help="torch.compile every segment and head")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last weights and inputs, for the base model too (often faster on CPU)")
@@ -278,6 +295,27 @@ def _parser() -> argparse.ArgumentParser:
                    help="skip the checksums and value scan of the cache (on by default, at every size)")
     p.add_argument("--debug", action="store_true", help="show tracebacks")
     return p
+
+
+def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.device) -> Any:
+    """The cost table to predict time from (``exits.time_prediction``) with its warnings given; the torch
+    threads set (``--threads``, else the table's)."""
+    from data_cache.cli_types import warn
+
+    from .measure import describe_machine
+    from .time_prediction import Machine, machine_lines, resolve_time_target
+
+    target, lines = resolve_time_target(doc, cache, args.cost_table, runtime="eager", source=args.config)
+    threads = args.threads or (target.threads if target is not None else None)
+    if threads:
+        torch.set_num_threads(threads)
+    if target is not None:
+        info = describe_machine(device)
+        lines += tuple(machine_lines(target, Machine(str(device), info.get("gpu", info["cpu"]),
+                                                     torch.get_num_threads())))
+    for line in lines:
+        warn(line)
+    return target
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -314,14 +352,13 @@ def _main(argv: list[str] | None) -> int:
                  "optimistic; holdout is the independent check")
         elif args.split == "calibration":
             warn(CALIBRATION_WARNING)
-        if args.threads:
-            torch.set_num_threads(args.threads)
         doc = read_config_file(args.config)
         ckpt = read_checkpoint(args.checkpoint)
         device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
         model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
         cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
                                     skip_integrity_check=args.skip_integrity_check)
+        target = _time_target(args, doc, cache, device)
         with warning_lines():   # what the verification of the table against the cache has to say
             runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
                                   channels_last=args.channels_last, check_inputs=False)  # eval_transform's batches
@@ -335,12 +372,16 @@ def _main(argv: list[str] | None) -> int:
         loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))
         timing, latency = [], []
         if not args.no_timing:
-            xs = torch.cat([b[0] for b in loader])[: args.timing_samples].to(device)
-            timing = list(xs.split(args.batch_size))
+            xs = torch.cat([b[0] for b in loader])
+            timing = ([x.to(device) for x in timing_batches(xs, target.batch_size, args.timing_samples)] if target
+                      else list(xs[: args.timing_samples].to(device).split(args.batch_size)))
             if not args.no_latency:
-                latency = [x.unsqueeze(0) for x in xs[: args.latency_samples]]
+                latency = [x.unsqueeze(0).to(device) for x in xs[: args.latency_samples]]
         report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
-                          latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
+                          latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
+                          time_model=target.model if target else None)
+        if target is not None:
+            report["cost_table"] = target.record()
         report["config_file"] = str(args.config)
         report["verified"] = runtime.verification.describe()
         report["compile"] = args.compile

@@ -30,7 +30,8 @@ from data_cache.cli_types import warn
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
 from .measure import (SPEED_COLUMNS, CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows,
-                      time_against_base)
+                      time_against_base, timing_batches)
+from .time_prediction import time_entry, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
@@ -49,9 +50,10 @@ def _timings(router: Any, config: Any, timing_batches: Sequence[np.ndarray], lat
 def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple[np.ndarray, np.ndarray]], *,
                     split: str, cache: Any, timing_batches: Sequence[np.ndarray] = (),
                     latency_samples: Sequence[np.ndarray] = (), rounds: int = 3, tolerance: float = 1e-5,
-                    progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, time_model: Any = None) -> dict[str, Any]:
     """Run ``configs`` (``contract.ExitConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
-    row order of ``split``), time them against the base graph; return the report dictionary."""
+    row order of ``split``), time them against the base graph; return the report dictionary. With ``time_model``
+    (``timing_batches`` then at its batch size) also the predicted against the measured speed-up."""
     say = progress or (lambda msg: None)
     objective = router.objective
     comparison = CacheComparison(cache, split, tolerance, objective)
@@ -91,6 +93,9 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
         if "b1" in t:
             entry.update(latency_speedup_b1=t["b1"]["speedup_median"], latency_speedup_b1_mean=t["b1"]["speedup_mean"],
                          latency_b1=t["b1"])
+        if time_model is not None:
+            entry.update(time_entry(time_model, c, comparison.leave(c), t.get("b64"),
+                                    1.0 / max(predicted["relative_cost"], 1e-12)))
         reports.append(entry)
     import onnxruntime
 
@@ -107,7 +112,7 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
                      "measured": {"accuracy": float(np.mean(base.predictions == labels)),
                                   "agreement_with_cache": float(np.mean(base.predictions == cached_final)),
                                   "macs_per_sample": router.base_macs}},
-            "configs": reports}
+            "configs": reports, **({"time_prediction": time_summary(reports)} if time_model is not None else {})}
 
 
 def format_table(report: dict[str, Any]) -> str:
@@ -139,7 +144,12 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default=None, help="dataset name (default: the cache's)")
     p.add_argument("--data-root", default=None, help="dataset folder (default: the dataset's offline location)")
     p.add_argument("--id", default=None, help="only the configuration with this id (default: all)")
-    p.add_argument("--threads", type=threads, default=1, help="onnxruntime intra-op threads per graph (default 1)")
+    p.add_argument("--threads", type=threads, default=None,
+                   help="onnxruntime intra-op threads per graph (default: the cost table's, else 1)")
+    p.add_argument("--cost-table", default=None, metavar="NAME",
+                   help="predict each configuration's time from this onnx cost table of the cache (python -m "
+                        "exits.profile --runtime onnx) and time it at the table's batch size (default: the one a "
+                        "time export was searched on)")
     add_timing_options(p, tolerance=1e-5)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--quiet", action="store_true")
@@ -164,12 +174,14 @@ def load_split(router: Any, cache: Any, split: str, *, dataset: str | None = Non
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from bundle import BundleError, open_bundle
+    from bundle.manifest import read_manifest
     from data_cache import CacheError
     from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError
     from data_cache.ownership import json_kind
 
     from .errors import ExitsError
+    from .time_prediction import Machine, machine_lines, resolve_time_target
 
     kind = json_kind(REPORT_FORMAT)
 
@@ -181,12 +193,21 @@ def _main(argv: list[str] | None) -> int:
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")
-        router = open_bundle(args.bundle, threads=args.threads)
-        want = router.manifest.doc["cache"]["fingerprint"]
+        manifest = read_manifest(args.bundle)
+        want = manifest.doc["cache"]["fingerprint"]
         cache = open_searched_cache(args.cache, want)
         if cache.fingerprint != want:
             raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
                               f"{args.cache} ({cache.fingerprint[:19]}...)")
+        target, lines = resolve_time_target(manifest.exitconfig, cache, args.cost_table, runtime="onnx",
+                                            source=f"{args.bundle}: exitconfig",
+                                            bundle_fingerprint=manifest.doc["fingerprint"])
+        threads = args.threads or (target.threads if target is not None else None) or 1
+        router = open_bundle(args.bundle, threads=threads)
+        if target is not None:
+            lines += tuple(machine_lines(target, Machine("cpu", describe_machine(_CPU)["cpu"], threads)))
+        for line in lines:
+            warn(line)
         verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",
                                     warn=False)
         for line in verification.warnings + ((CALIBRATION_WARNING,) if args.split == "calibration" else ()):
@@ -197,12 +218,17 @@ def _main(argv: list[str] | None) -> int:
                              batch_size=args.batch_size)
         timing, latency = [], []
         if not args.no_timing:
-            xs = np.concatenate([x for x, _ in batches])[: args.timing_samples]
-            timing = [xs[i:i + args.batch_size] for i in range(0, len(xs), args.batch_size)]
+            xs = np.concatenate([x for x, _ in batches])
+            timing = timing_batches(xs, target.batch_size, args.timing_samples) if target else \
+                [xs[i:i + args.batch_size] for i in range(0, min(len(xs), args.timing_samples), args.batch_size)]
+            xs = xs[: args.timing_samples]
             latency = [] if args.no_latency else [xs[i:i + 1] for i in range(min(args.latency_samples, len(xs)))]
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
-                                 latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say)
+                                 latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
+                                 time_model=target.model if target else None)
         report["batch_size"] = args.batch_size
+        if target is not None:
+            report["cost_table"] = target.record()
         report["verified"] = verification.describe()
         write_text_atomic(report_path, json.dumps(report, indent=1) + "\n", option="--report", overwrite=args.overwrite,
                           kind=kind)

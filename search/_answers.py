@@ -106,7 +106,7 @@ def _budget(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
                                                          max_exits=opts.max_exits).config
         except SearchError as exc:
             return ctx.answer("budget", budget, None, failure=str(exc))
-        if ctx.fit.samples is not None:
+        if ctx.fit.samples is not None or not ctx.fit.costs.additive:
             config = _best_on_all(ctx.search, [config, *ctx.union.configs],
                                   lambda e: e.relative_cost <= budget * (1 + 1e-12),
                                   lambda e: (e.error, e.relative_cost)) or config
@@ -120,9 +120,10 @@ def _budget(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
 
 def _uncertified_drop(queries, ctx: _Context, drop: float, max_exits: int | None) -> ExitConfig:
     """The cheapest within ``drop`` (a fraction) on the fit problem; on a subsample, the best of it and the fronts
-    that meets the limit on all search samples (a subsample's answer alone overfits)."""
+    that meets the limit on all search samples (a subsample's answer alone overfits); likewise when the cost is not
+    additive (the queries' exact steps move on dp's additive surrogate, so the exact model chooses among them)."""
     config = queries._cheapest_within_drop(ctx.fit, drop, front=ctx.fit_union, max_exits=max_exits).config
-    if ctx.fit.samples is None:
+    if ctx.fit.samples is None and ctx.fit.costs.additive:
         return config
     search = ctx.search
     return _best_on_all(search, [config, *ctx.union.configs, ExitConfig(score=ctx.fit.score)],

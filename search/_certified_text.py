@@ -4,7 +4,11 @@ from __future__ import annotations
 from .certify import BOUNDS
 from .pareto_testing import CertifiedAnswer
 
-__all__ = ["drop_title", "budget_title", "budget_failure"]
+__all__ = ["drop_title", "budget_title", "budget_failure", "cost_above_bound_note"]
+
+# Said under every certificate: the guarantee is for this one run (docs/certification.md).
+ONE_RUN = ("  one run, one certificate: rerunning with other seeds or risk levels and keeping the best answer voids "
+           "it")
 
 
 def _calibration_words(roles) -> str:
@@ -33,7 +37,7 @@ def drop_title(answer: CertifiedAnswer, points: float, delta: float) -> str:
             f"{1 - delta:.0%}\n  drop <= {points} points certified at delta {delta:g} on "
             f"{_calibration_words(answer.roles)} by the {BOUNDS[c.bound].title}; observed drop there "
             f"{100 * c.observed:.3f} points (p = {c.p_value:.3g}); {c.tested} of {c.sequence} configurations of the "
-            "sequence tested")
+            "sequence tested\n" + ONE_RUN)
 
 
 def budget_title(answer: CertifiedAnswer, budget: float, delta: float) -> str:
@@ -43,7 +47,8 @@ def budget_title(answer: CertifiedAnswer, budget: float, delta: float) -> str:
             f"  mean relative cost <= {budget} certified at delta {delta:g} on {_calibration_words(answer.roles)} "
             f"by betting (Waudby-Smith-Ramdas) on per-sample cost; observed there {c.observed:.4f}; accuracy >= "
             f"{c.accuracy_lower_bound:.3%} (confidence {1 - delta:.0%}, simultaneous over the {c.sequence} "
-            "configurations of the sequence)")
+            f"configurations of the sequence)\n  the cost and accuracy bounds hold jointly with confidence "
+            f"{1 - 2 * delta:.0%} (1 - 2 delta)\n" + ONE_RUN)
 
 
 def budget_failure(answer: CertifiedAnswer, budget: float, delta: float) -> str:
@@ -52,3 +57,9 @@ def budget_failure(answer: CertifiedAnswer, budget: float, delta: float) -> str:
         f"; the lowest mean relative cost certifiable here is {answer.smallest_certifiable:.4f}")
     return (f"no configuration is certified within relative cost {budget} at delta {delta:g} on "
             f"{_calibration_words(answer.roles)}{least}")
+
+
+def cost_above_bound_note(split: str, cost: float, budget: float) -> str:
+    """Why a measured relative cost above a certified budget does not contradict the certificate."""
+    return (f"  note: the {split} relative cost {cost:.4f} is above the certified {budget}: the certificate bounds the "
+            "expected cost over data drawn like the calibration samples, not the mean of one finite sample")

@@ -3,7 +3,7 @@ exit alone, and each answer with its exact numbers on both whole splits."""
 from __future__ import annotations
 
 from ._answers import QueryAnswer
-from ._certified_text import budget_title, drop_title
+from ._certified_text import budget_title, cost_above_bound_note, drop_title
 from .standalone import standalone_table
 
 __all__ = ["table", "report", "answer_text", "LEGEND"]
@@ -37,6 +37,12 @@ def report(result, *, standalone: bool = False) -> str:
     cache, search, holdout, sample, oracle = result.cache, result.search, result.holdout, result.sample, result.oracle
     lines = [f"cache {cache.fingerprint[:19]}  exits {len(cache.exits)}  search {search.n_samples}  "
              f"holdout {holdout.n_samples}  objective {result.options.objective}  score {result.options.score}"]
+    if search.costs.objective == "time":
+        rec = search.costs.model.table.target
+        lines.append(f"time: predicted from cost table {search.costs.model.table.name!r} ({rec.get('device', '?')}, "
+                     f"{rec.get('threads', '?')} thread(s), {search.costs.model.table.runtime}) at batch size "
+                     f"{search.costs.batch_size}; base model {search.base.cost:.4g} ms per sample; relative cost = "
+                     "predicted time / the base model's")
     if sample is not None:
         lines.append(f"fit: every method fitted on a seeded random subsample of {sample.size:,} of the {sample.of:,} "
                      f"search samples (--seed {sample.seed}); every number below is scored on all samples")
@@ -59,12 +65,21 @@ def _fitted_on(result) -> str:
 def _describe(result, title: str, config) -> str:
     search, holdout = result.search, result.holdout
     s, h = search.evaluate_one(config), holdout.evaluate_one(config)
-    exits = ", ".join(f"{search.cache.exits[e].name}>{t:.4f}" for e, t in zip(config.exits, config.thresholds))
+    mixed = len(set(config.rule_names)) > 1                     # rules chosen per exit: each exit names its own
+    exits = ", ".join(f"{search.cache.exits[e].name}{' ' + r if mixed else ''}>{t:.4f}"
+                      for e, t, r in zip(config.exits, config.thresholds, config.rule_names))
     return (f"{title}\n  exits: {exits or '(none: base model)'}\n"
             f"  search : accuracy {s.accuracy:.4%} (drop {100 * (search.base.accuracy - s.accuracy):.3f} points), "
-            f"relative cost {s.relative_cost:.4f}\n"
+            f"relative cost {s.relative_cost:.4f}{_time(search, s)}\n"
             f"  holdout: accuracy {h.accuracy:.4%} (drop {100 * (holdout.base.accuracy - h.accuracy):.3f} points), "
-            f"relative cost {h.relative_cost:.4f}")
+            f"relative cost {h.relative_cost:.4f}{_time(holdout, h)}")
+
+
+def _time(split, ev) -> str:
+    """Under the time objective: the predicted ms per sample and speed-up."""
+    if split.costs.objective != "time":
+        return ""
+    return f" ({ev.cost:.4g} ms per sample, predicted speed-up {1 / ev.relative_cost:.3f}x)"
 
 
 def answer_text(result, answer: QueryAnswer) -> str:
@@ -84,6 +99,10 @@ def answer_text(result, answer: QueryAnswer) -> str:
     else:
         title = budget_title(answer.certified, answer.limit, delta)
     text = _describe(result, title, answer.config)
+    if answer.kind != "drop" and answer.certified is not None and answer.certified.certificate is not None:
+        for name, ev in (("search", answer.on_search), ("holdout", answer.on_holdout)):
+            if ev is not None and ev.relative_cost > answer.limit:
+                text += "\n" + cost_above_bound_note(name, ev.relative_cost, answer.limit)
     if answer.contrast is not None:
         text += "\n" + _describe(result, f"for contrast, uncertified (chosen on {on}, no guarantee on unseen data):",
                                  answer.contrast)

@@ -27,6 +27,7 @@ from ._validation import SearchError, SearchWarning
 from .budget import Budget
 from .calibration import (CALIBRATION_SPLIT, DEFAULT_FRACTION, check_calibration_split, check_certifiable,
                           planned_calibration_size)
+from .costs import cost_table
 from .engines import create_engine, engine_class
 from .engines._cap import check_max_exits
 from .exact import SplitEvaluator
@@ -35,6 +36,7 @@ from .indicators import HV, IGDPlus, saving_at_drop
 from .params import PARAMS, Options, check_options
 from .problem import ExitProblem
 from .result import Indicators, SearchResult
+from .scores import resolve_rules
 from .standalone import oracle_bound
 from .subsample import FitSample, certification_rows, check_fit_memory, fit_problem, never_right, plan_fit
 
@@ -59,15 +61,17 @@ def search(cache: str | Path | CacheReader | None = None, *, options: Options | 
     for line in identical_splits_messages(getattr(reader, "manifest", None) or {}):
         warnings.warn(line, SearchWarning, stacklevel=2)
     check_max_exits(opts.max_exits, len({e.position for e in reader.exits[:-1]}), name=opts.label("max_exits"))
+    rules = resolve_rules(opts.rules, opts.score, reader, opts.label("rules"))
     sample = plan_fit(reader, "search", subsample=opts.subsample, above=opts.subsample_above, seed=opts.seed)
     _check_certification(opts, reader, sample)
     certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
     fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
-    check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits), opts.methods,
+    check_fit_memory(sample.size if sample else reader.n_samples("search"), len(reader.exits) * len(rules), opts.methods,
                      opts.memory_limit * 1e9,
                      calibration_rows=certification_rows(reader, fraction, sample) if certified else 0)
+    costs = _costs(opts, reader)
     fit = fit_problem(reader, "search", sample, objective=opts.objective, score=opts.score,
-                      chunk_size=opts.chunk_size)
+                      chunk_size=opts.chunk_size, costs=costs, rules=rules)
     for line in never_right(fit):              # legal, but a front there means nothing
         warnings.warn(line, SearchWarning, stacklevel=2)
     on_search = (SplitEvaluator.of_problem(fit, chunk_size=opts.chunk_size) if sample is None
@@ -101,6 +105,20 @@ def open_search_cache(cache: str | Path | CacheReader | None, *, skip_integrity_
 def _engine(name: str, opts: Options):
     accepted = inspect.signature(engine_class(name).__init__).parameters
     return create_engine(name, **{k: v for k, v in opts.engine_options().items() if k in accepted})
+
+
+def _costs(opts: Options, cache):
+    """The cost table the search runs on, built once; a time table read and checked here (one line if it cannot
+    serve), and a certified budget refused where the time is not additive (B > 1: no per-sample cost to test)."""
+    try:
+        costs = cost_table(cache, opts.objective, table=opts.cost_table, batch_size=opts.batch_size)
+    except SearchError as exc:
+        raise SearchError(f"{opts.label('cost_table')}: {exc}" if opts.objective == "time" else str(exc)) from None
+    if opts.budget is not None and not opts.uncertified and not costs.additive:
+        raise SearchError(f"{opts.label('budget')} on {opts.label('objective')} time at batch size "
+                          f"{costs.batch_size} cannot be certified: a batch's time is not a sum of per-sample costs; "
+                          f"add {opts.label('uncertified')}, or profile at --batch-size 1")
+    return costs
 
 
 def _check_certification(opts: Options, cache, sample: FitSample | None) -> None:

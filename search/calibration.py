@@ -179,10 +179,12 @@ def calibration_rows(split_size: int, fraction: float, seed: int, fitted: np.nda
     return perm[:n_cal], np.sort(perm[n_cal:])
 
 
-def _rows_problem(cache, split: str, rows: np.ndarray, *, score: str, costs: CostTable) -> ExitProblem:
+def _rows_problem(cache, split: str, rows: np.ndarray, *, score: str, costs: CostTable,
+                  rules: tuple[str, ...] | None = None) -> ExitProblem:
     """An ExitProblem on ``rows`` of ``split`` in their given order (only those rows are read)."""
     ordered = np.sort(rows)
-    held = ExitProblem(cache, split, objective=costs.objective, score=score, costs=costs, samples=ordered)
+    held = ExitProblem(cache, split, objective=costs.objective, score=score, costs=costs, samples=ordered,
+                       rules=rules)
     return held.take(np.searchsorted(ordered, rows))
 
 
@@ -211,19 +213,21 @@ def make_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION, seed:
         return Roles(search, cal.take(order), CALIBRATION_SPLIT, None, int(seed), True)
     rows, fit_rows = calibration_rows(search.split_size, fraction, seed, search.samples)
     if search.samples is not None:
-        cal = _rows_problem(cache, search.split, rows, score=search.score, costs=search.costs)
+        cal = _rows_problem(cache, search.split, rows, score=search.score, costs=search.costs, rules=search.rules)
         return Roles(search, cal, "search", float(fraction), int(seed), True)
     return Roles(search.take(fit_rows), search.take(rows), "search", float(fraction), int(seed))
 
 
 def recorded_calibration(cache, split: str, fraction: float | None, seed: int, *, score: str, costs: CostTable,
-                         fitted: np.ndarray | None = None) -> tuple[ExitProblem, np.ndarray | None]:
+                         fitted: np.ndarray | None = None, rules: tuple[str, ...] | None = None
+                         ) -> tuple[ExitProblem, np.ndarray | None]:
     """The calibration rows a certificate records (``split``, ``fraction``, ``seed``; ``fitted``: the sorted
-    rows of the subsample the search fitted on), in the order they were tested, as an ExitProblem; and the fit
-    rows of the search split (None for a calibration split). Only the calibration rows are read."""
+    rows of the subsample the search fitted on), in the order they were tested, as an ExitProblem holding
+    ``rules``; and the fit rows of the search split (None for a calibration split). Only the calibration rows
+    are read."""
     if split == CALIBRATION_SPLIT:
         check_split(cache, CALIBRATION_SPLIT)
         order = as_generator(seed).permutation(cache.n_samples(CALIBRATION_SPLIT))
-        return _rows_problem(cache, CALIBRATION_SPLIT, order, score=score, costs=costs), None
+        return _rows_problem(cache, CALIBRATION_SPLIT, order, score=score, costs=costs, rules=rules), None
     rows, fit_rows = calibration_rows(cache.n_samples("search"), check_fraction(fraction), seed, fitted)
-    return _rows_problem(cache, "search", rows, score=score, costs=costs), fit_rows
+    return _rows_problem(cache, "search", rows, score=score, costs=costs, rules=rules), fit_rows

@@ -15,7 +15,7 @@ from data_cache.integrity import check_read_range
 
 from .scores import compute_scores
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "read_block", "iter_blocks", "load_split"]
+__all__ = ["DEFAULT_CHUNK_SIZE", "read_block", "iter_blocks", "load_split", "load_scores"]
 
 DEFAULT_CHUNK_SIZE = 1 << 16
 
@@ -64,3 +64,23 @@ def load_split(cache, split: str, score: str, *, samples: np.ndarray | None = No
             picked = samples[lo:hi] - start
             scores[:, lo:hi], correct[:, lo:hi] = s[:, picked], c[:, picked]
     return scores, correct
+
+
+def load_scores(cache, split: str, score: str, *, samples: np.ndarray | None = None,
+                chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+    """Scores ``(n_exits, n)`` float32 of rule ``score`` for the ``samples`` (sorted indices; all when None),
+    read chunk by chunk (another rule's scores beside those :func:`load_split` read)."""
+    total = cache.n_samples(split)
+    n = total if samples is None else samples.size
+    out = np.empty((len(cache.exits), n), dtype=np.float32)
+    with BlockReader() as reader:
+        for start in range(0, total, chunk_size):
+            stop = min(total, start + chunk_size)
+            if samples is None:
+                out[:, start:stop] = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
+                continue
+            lo, hi = np.searchsorted(samples, [start, stop])
+            if hi > lo:
+                s = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
+                out[:, lo:hi] = s[:, samples[lo:hi] - start]
+    return out

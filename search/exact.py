@@ -20,6 +20,7 @@ from .chunks import DEFAULT_CHUNK_SIZE, read_block
 from .config import ExitConfig
 from .costs import CostTable
 from .problem import Evaluation
+from .scores import compute_scores
 from .standalone import SplitStats
 
 __all__ = ["SplitEvaluator"]
@@ -45,35 +46,39 @@ def _pack(flags: np.ndarray, width: int) -> np.ndarray:
 
 
 class _Batch:
-    """Configurations as arrays, longest first: ``exits``/``cuts`` ``(K, L)`` per enabled slot, and
-    every distinct (exit, float32 cut) pair, grouped by exit, with each slot's pair index."""
+    """Configurations as arrays, longest first: ``exits``/``cuts`` ``(K, L)`` per enabled slot, each slot's
+    score row (``rule index * n_exits + exit`` in the stacked scores of the rules), and every distinct
+    (score row, float32 cut) pair, grouped by row, with each slot's pair index."""
 
-    def __init__(self, configs: list[ExitConfig]):
+    def __init__(self, configs: list[ExitConfig], rule_index: dict[str, int] | None = None, n_exits: int = 0):
         lengths = np.array([len(c.exits) for c in configs], dtype=np.int64)
         self.order = np.argsort(-lengths, kind="stable")
         self.n_enabled = lengths[self.order]
         K, L = len(configs), int(lengths.max(initial=0))
         self.exits = np.full((K, L), -1, dtype=np.int64)
+        rows = np.full((K, L), -1, dtype=np.int64)
         self.cuts = np.zeros((K, L), dtype=np.float32)
         for row, i in enumerate(self.order):
             c = configs[i]
             self.exits[row, :len(c.exits)] = c.exits
+            shift = [rule_index[r] * n_exits if rule_index else 0 for r in c.rule_names]
+            rows[row, :len(c.exits)] = np.add(c.exits, shift)
             self.cuts[row, :len(c.exits)] = [float32_cut(t) for t in c.thresholds]
         on = self.exits >= 0
-        pairs, which = np.unique(np.stack([self.exits[on].astype(np.float64), self.cuts[on]], axis=1), axis=0,
-                                 return_inverse=True)        # sorted by exit, then cut
+        pairs, which = np.unique(np.stack([rows[on].astype(np.float64), self.cuts[on]], axis=1), axis=0,
+                                 return_inverse=True)        # sorted by score row, then cut
         self.n_pairs = len(pairs)
         self.pair = np.full((K, L), self.n_pairs, dtype=np.int64)    # n_pairs: an all-zero row
         self.pair[on] = which.reshape(-1)
         starts = np.flatnonzero(np.diff(pairs[:, 0], prepend=-1.0)) if self.n_pairs else np.zeros(0, dtype=np.int64)
         ends = np.append(starts[1:], self.n_pairs)
-        # (exit, its distinct cuts, first pair row)
+        # (score row, its distinct cuts, first pair row)
         self.groups = [(int(pairs[a, 0]), pairs[a:b, 1].astype(np.float32), int(a)) for a, b in zip(starts, ends)]
         self.active = [int(np.count_nonzero(self.n_enabled > l)) for l in range(L)]  # rows with slot l
 
     def count(self, scores: np.ndarray, correct: np.ndarray, final: int) -> tuple[np.ndarray, np.ndarray]:
         """Samples leaving at each slot (then the final exit) ``(K, L + 1)``, and how many of them are
-        right (same shape), in one chunk; rows in batch order."""
+        right (same shape), in one chunk (``scores``: the rules' scores stacked); rows in batch order."""
         n = scores.shape[1]
         width = -(-n // 64)
         right = _pack(correct, width)
@@ -103,15 +108,17 @@ class SplitEvaluator:
     """Exact evaluation of configurations on every sample of one split (see the module docstring).
 
     Offers what reports and exports use of an :class:`ExitProblem`: ``cache``, ``split``, ``score``,
-    ``objective``, ``costs``, ``n_samples``, ``base``, ``evaluate``, ``evaluate_one``; plus ``stats``
+    ``rules``, ``objective``, ``costs``, ``n_samples``, ``base``, ``evaluate``, ``evaluate_one``; plus ``stats``
     (per-exit accuracy, the oracle bound). Built from the cache (streamed, ``chunk_size`` samples at
     a time) or from a problem that holds the whole split (:meth:`of_problem`: nothing is read).
+    ``rules``: every rule the configurations may use at an exit (``score`` first).
     """
 
     def __init__(self, cache, split: str, *, costs: CostTable, score: str, objective: str,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, problem=None):
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, problem=None, rules: tuple[str, ...] | None = None):
         self.cache, self.split, self.costs = cache, check_split(cache, split), costs
         self.score, self.objective, self.chunk_size = score, objective, chunk_size
+        self.rules = tuple(dict.fromkeys((score, *(rules or ()))))
         self.n_samples = cache.n_samples(split)
         self._problem = problem
         # per configuration: its evaluation, samples leaving at each exit and how many of them are right
@@ -124,31 +131,39 @@ class SplitEvaluator:
         if problem.samples is not None:
             raise ValueError("of_problem needs a problem holding every sample of its split")
         return cls(problem.cache, problem.split, costs=problem.costs, score=problem.score,
-                   objective=problem.objective, chunk_size=chunk_size, problem=problem)
+                   objective=problem.objective, chunk_size=chunk_size, problem=problem, rules=problem.rules)
 
     @classmethod
     def like(cls, problem, split: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> "SplitEvaluator":
         """An evaluator of ``split`` with ``problem``'s cost model and score kind, streamed from its cache."""
         return cls(problem.cache, split, costs=problem.costs, score=problem.score, objective=problem.objective,
-                   chunk_size=chunk_size)
+                   chunk_size=chunk_size, rules=problem.rules)
 
     # -- reading -------------------------------------------------------------------------------
     def _blocks(self):
-        """``(scores, correct)`` of consecutive chunks: slices of the problem's arrays, or read."""
+        """``(scores, correct)`` of consecutive chunks: slices of the problem's arrays, or read; with several
+        rules, their scores stacked ``(n_rules * n_exits, n)`` in the order of ``rules``."""
         with BlockReader() as reader:
             for start in range(0, self.n_samples, self.chunk_size):
                 stop = min(self.n_samples, start + self.chunk_size)
                 if self._problem is not None:
-                    yield self._problem.scores[:, start:stop], self._problem.correct[:, start:stop]
+                    p = self._problem
+                    scores = [p.scores_of(r)[:, start:stop] for r in self.rules]
+                    correct = p.correct[:, start:stop]
                 else:
-                    yield read_block(self.cache, self.split, self.score, start, stop, reader)
+                    first, correct = read_block(self.cache, self.split, self.score, start, stop, reader)
+                    scores = [first] + [compute_scores(self.cache, self.split, r, start=start, stop=stop,
+                                                       reader=reader) for r in self.rules[1:]]
+                yield (scores[0] if len(scores) == 1 else np.concatenate(scores)), correct
 
     def _pass(self, configs: list[ExitConfig]) -> None:
         """One pass over the split: evaluate ``configs`` (and the split's stats, the first time)."""
         stats = None
         if self._stats is None:
             stats = SplitStats.empty(len(self.cache.exits))
-        batches = [_Batch(configs[a:a + _BATCH]) for a in range(0, len(configs), _BATCH)]
+        index = {r: i for i, r in enumerate(self.rules)}
+        n_exits = len(self.cache.exits)
+        batches = [_Batch(configs[a:a + _BATCH], index, n_exits) for a in range(0, len(configs), _BATCH)]
         counts = [np.zeros((len(b.order), b.exits.shape[1] + 1), dtype=np.int64) for b in batches]
         n_right = [np.zeros_like(c) for c in counts]
         final = len(self.cache.exits) - 1
@@ -169,7 +184,7 @@ class SplitEvaluator:
                                        cnt[row, :k + 1], right[row, :k + 1])
 
     def _evaluation(self, config: ExitConfig, counts: np.ndarray, n_right: int) -> Evaluation:
-        cost = float(counts @ self.costs.exit_costs(config.exits)) / self.n_samples
+        cost = self.costs.mean_cost_of(config.exits, counts)
         return Evaluation(n_right / self.n_samples, cost / self.costs.base_cost, cost,
                           tuple((counts / self.n_samples).tolist()))
 
@@ -199,8 +214,10 @@ class SplitEvaluator:
         return self.evaluations([config])[0]
 
     def _check(self, config: ExitConfig) -> ExitConfig:
-        if config.score != self.score:
-            raise SearchError(f"configuration uses score {config.score!r} but the evaluator scores {self.score!r}")
+        other = [r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in self.rules]
+        if other:
+            raise SearchError(f"configuration uses score {other[0]!r} but the evaluator scores "
+                              f"{' '.join(self.rules) if len(self.rules) > 1 else repr(self.score)}")
         return checked(config, self.cache)
 
     @property

@@ -22,8 +22,10 @@ EXPORT_FORMAT = "exitconfig/1"
 
 def _numbers(problem, config: ExitConfig) -> dict:
     ev = problem.evaluate_one(config)
-    return {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
-            "exit_fractions": list(ev.exit_fractions)}
+    out = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost, "exit_fractions": list(ev.exit_fractions)}
+    if problem.costs.objective == "time":   # predicted on the table's target; relative to the base model there
+        out.update(time_per_sample_ms=ev.cost, predicted_speedup=1.0 / ev.relative_cost)
+    return out
 
 
 def build_export(entries: list[tuple], *, search, holdout, method_info: dict | None = None,
@@ -36,7 +38,9 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     non-dominated set is kept, plus every certified entry; a certificate
     (``search.pareto_testing.Certificate.to_json``) is written as it is. ``fit`` (plain JSON, e.g.
     ``{"split": "search", "subsample": 65536, "of": 1280000, "seed": 0}``) says what the methods were
-    fitted on; written as the ``fit`` field.
+    fitted on; written as the ``fit`` field. Under the ``time`` objective the table searched on is recorded
+    (``cost_table``) and each split's numbers add ``time_per_sample_ms`` and ``predicted_speedup``; costs are ms
+    per sample (``docs/search.md``, "The export").
     """
     cache = search.cache
     configs = [e[1] for e in entries]
@@ -63,6 +67,10 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     }
     if fit is not None:
         doc["fit"] = fit
+    if search.costs.objective == "time":
+        from .time_objective import time_table_record
+
+        doc["cost_table"] = time_table_record(search.costs)
     counters: dict[str, int] = {}
     for i in keep:
         method, config = entries[i][:2]

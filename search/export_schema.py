@@ -10,12 +10,16 @@ from __future__ import annotations
 import math
 
 from contract import entries_problems, list_rules
+from data_cache.cost_tables import RUNTIMES
 from data_cache.schema import name_problem
 
 from .certify import BOUNDS
 from .costs import list_cost_models
+from .time_cost import METHODS
 
-__all__ = ["export_problems", "exit_entries_problems", "certificate_problems"]
+__all__ = ["export_problems", "exit_entries_problems", "certificate_problems", "cost_table_problems"]
+
+TIME_FIELDS = ("time_per_sample_ms", "predicted_speedup")  # each split's numbers under the objective time
 
 CERTIFICATE_SPLITS = ("calibration", "search")
 
@@ -45,11 +49,17 @@ def exit_entries_problems(entries, field: str = "exits", default_score: str = "m
     return problems
 
 
-def _numbers(d, field: str, n_exits: int | None) -> list[str]:
-    """A config's ``search``/``holdout`` numbers, or the ``base`` figures."""
+def _numbers(d, field: str, n_exits: int | None, time: bool = False) -> list[str]:
+    """A config's ``search``/``holdout`` numbers, or the ``base`` figures; ``time``: a config's under the
+    objective ``time`` (its predicted ms per sample and speed-up, both required)."""
     if not isinstance(d, dict):
         return [f"{field}: must be an object ({_got(d)})"]
     problems = []
+    for key in TIME_FIELDS if time else ():
+        if key not in d:
+            problems.append(f"{field}.{key}: missing (objective 'time')")
+        elif not (_number(d[key]) and d[key] > 0):
+            problems.append(f"{field}.{key}: must be a finite number > 0 ({_got(d[key])})")
     if "accuracy" in d and not (_number(d["accuracy"]) and 0 <= d["accuracy"] <= 1):
         problems.append(f"{field}.accuracy: must be a number in [0, 1] ({_got(d['accuracy'])})")
     for key in ("relative_cost", "cost"):
@@ -142,7 +152,33 @@ def _one_of(choices):
     return lambda v: None if v in choices else f"must be one of {list(choices)} ({_got(v)})"
 
 
-def _config_problems(c, i: int, ids: set, default_score: str) -> list[str]:
+def cost_table_problems(doc: dict) -> list[str]:
+    """The ``cost_table`` record: required, with its exact types, exactly under the objective ``time``."""
+    time = doc.get("objective") == "time"
+    if "cost_table" not in doc:
+        return ["cost_table: missing (objective 'time' records the table it was predicted from)"] if time else []
+    rec = doc["cost_table"]
+    if not time:
+        return [f"cost_table: only an export on objective 'time' records a cost table (objective "
+                f"{doc.get('objective', 'macs')!r})"]
+    if not isinstance(rec, dict):
+        return [f"cost_table: must be an object ({_got(rec)})"]
+
+    def text(v) -> str | None:
+        return None if isinstance(v, str) and v else f"must be a non-empty string ({_got(v)})"
+
+    def fingerprint(v) -> str | None:
+        ok = isinstance(v, str) and v.startswith("sha256:") and len(v) == 71 and \
+            all(ch in "0123456789abcdef" for ch in v[7:])
+        return None if ok else f"must be 'sha256:' and 64 hex digits ({_got(v)})"
+
+    checks = {"name": text, "fingerprint": fingerprint, "device": text, "threads": _at_least(0),
+              "batch_size": _at_least(1), "runtime": _one_of(RUNTIMES), "method": _one_of(METHODS)}
+    problems = [f"cost_table.{key}: missing" for key in checks if key not in rec]
+    return problems + [f"cost_table.{p}" for p in _problems(rec, checks)]
+
+
+def _config_problems(c, i: int, ids: set, default_score: str, time: bool = False) -> list[str]:
     f = f"configs[{i}]"
     if not isinstance(c, dict):
         return [f"{f}: must be an object with 'exits' ({_got(c)})"]
@@ -163,7 +199,7 @@ def _config_problems(c, i: int, ids: set, default_score: str) -> list[str]:
     n_exits = len(c["exits"]) if isinstance(c.get("exits"), list) else None
     for split in ("search", "holdout"):
         if split in c:
-            problems.extend(_numbers(c[split], f"{f}.{split}", n_exits))
+            problems.extend(_numbers(c[split], f"{f}.{split}", n_exits, time))
     if "certificate" in c:
         problems.extend(certificate_problems(c["certificate"], f"{f}.certificate"))
     return problems
@@ -202,6 +238,7 @@ def export_problems(doc) -> list[str]:
                     problems.extend(_numbers(base[split], f"base.{split}", None))
     if "fit" in doc:
         problems.extend(fit_problems(doc["fit"]))
+    problems.extend(cost_table_problems(doc))
     if "methods" in doc and not isinstance(doc["methods"], dict):
         problems.append(f"methods: must be an object ({_got(doc['methods'])})")
     configs = doc.get("configs")
@@ -211,5 +248,5 @@ def export_problems(doc) -> list[str]:
         ids: set = set()
         score = doc.get("score") if doc.get("score") in list_rules() else "max_prob"
         for i, c in enumerate(configs):
-            problems.extend(_config_problems(c, i, ids, score))
+            problems.extend(_config_problems(c, i, ids, score, doc.get("objective") == "time"))
     return problems

@@ -112,9 +112,17 @@ _TABLE = [
     Param("methods", "names", f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all",
           DEFAULT_METHODS),
     Param("objective", "choice", "cost model (contract/costs/): counted MACs, measured latency if the cache has it, "
-          "or units (each segment or head costs 1) (default macs)", "macs", choices=tuple(list_cost_models())),
+          "units (each segment or head costs 1), or time (predicted ms per sample from --cost-table) (default macs)",
+          "macs", choices=tuple(list_cost_models())),
+    Param("cost_table", "text", "with --objective time: the measured table CACHE/cost_tables/NAME.json (python -m "
+          "exits.profile) the time is predicted from", metavar="NAME"),
+    Param("batch_size", "int", "with --objective time: the batch size the time is predicted at (default: the "
+          "table's; within its grid)", low=1, what="a positive integer", metavar="B"),
     Param("score", "choice", "confidence score compared with thresholds (default max_prob)", "max_prob",
           choices=tuple(score_kinds())),
+    Param("rules", "names", "exit rules dp may choose per exit, each with its threshold: a comma list of rule "
+          "names, or 'auto' for every rule this cache can serve (default: --score alone; the other methods use "
+          "--score)", None, metavar="RULES"),
     Param("max_drop", "points", "answer: cheapest configuration within POINTS percentage points of the base top-1 "
           "accuracy (e.g. 0.5; 0, or 0.05 to 20: search/units.py), certified on calibration data with confidence "
           "1-DELTA (--risk)", metavar="POINTS"),
@@ -224,6 +232,12 @@ def _combined(values: dict[str, Any], *, cli: bool) -> Options:
         for name in ("risk", "calibration_fraction", "uncertified", "show_uncertified"):
             if values[name] not in (None, False):
                 raise SearchError(f"{label(name)} needs {label('max_drop')} or {label('budget')}")
+    if values["objective"] == "time" and values["cost_table"] is None:
+        raise SearchError(f"{label('objective')} time needs {label('cost_table')} NAME: a table measured by python -m "
+                          "exits.profile (CACHE/cost_tables/NAME.json)")
+    for name in ("cost_table", "batch_size"):
+        if values["objective"] != "time" and values[name] is not None:
+            raise SearchError(f"{label(name)} serves {label('objective')} time only")
     values["risk"] = DEFAULT_DELTA if values["risk"] is None else values["risk"]
     return opts
 

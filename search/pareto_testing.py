@@ -5,18 +5,22 @@ tests), *holdout* (only reports; not used here). ``search.calibration`` decides 
 data comes from: the cache's ``calibration`` split (fit = the whole search split), else a seeded cut of
 the search split.
 
-For "cheapest within a drop eps": the candidates are the dp front of the fit part plus the constrained
-answers at a ladder of drops below eps. Before calibration is looked at they are ordered safest first
-by the fit part's one-sided z statistic for drop <= eps (ties: the more expensive first), kept only
-where each is cheaper than every safer one, and cut where even the fit part's rates could not pass at
-this calibration size. Fixed-sequence testing then walks the order on calibration, accepting while
-the bound (``search.certify``) rejects H: drop > eps at level delta, and stops at the first failure;
-the cheapest accepted is returned. The walk is valid at level delta whatever its length.
+For "cheapest within a drop eps": the candidates are the dp front of the fit part, the constrained
+answers at a ladder of drops below eps, and *tempered* copies of each (thresholds moved 25/50/75/90% of
+the way to the exit's highest fit score: safer configurations between the fit front and the base model,
+which the fit front skips where cheaper configurations did better on the fit part by chance). Before
+calibration is looked at they are ordered most expensive first, those whose fit rates could not pass at
+this calibration size left out (``order="fit_z"``, the former default, orders by the fit part's z
+statistic instead). Fixed-sequence testing then walks the order on calibration, accepting while the
+bound (``search.certify``) rejects H: drop > eps at level delta, and stops at the first failure; the
+cheapest accepted is returned. The walk is valid at level delta whatever its length and order, as long
+as the order is fixed without calibration data.
 "Most accurate within relative cost B" is the mirror image: certifies mean relative cost <= B (betting
 test on per-sample cost / its maximum) and reports a lower confidence bound on the accuracy.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -38,6 +42,8 @@ __all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_
            "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test", "outcomes", "retest"]
 
 DEFAULT_DELTA = 0.1
+DEFAULT_ORDER = "cost"     # the drop sequence: most expensive first (benchmarks/bench_population.py compares)
+ORDERS = ("cost", "smoothed", "fit_z")
 _LADDER_STEPS = 8          # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
 _SLACK = 1.0               # keep candidates whose predicted z on calibration is within this of passing
 
@@ -48,6 +54,9 @@ def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.n
     """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
     cost any sample can have under it."""
     leave = problem.assign(config)
+    if not problem.costs.additive:   # time at B > 1: each item's expected time spread over the rows reaching it
+        cost = problem.costs.sample_costs(config.exits, leave) / problem.costs.base_cost
+        return problem.correct[leave, np.arange(problem.n_samples)], cost, float(cost.max())
     exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
     lookup = np.zeros(problem.n_exits)
     lookup[list(config.exits) + [problem.final_exit]] = exit_costs
@@ -154,33 +163,88 @@ def fit_front(roles: Roles, front: Front | None) -> Front | None:
     return front if front is not None and roles.fit_is_given else None
 
 
+_TEMPER = (0.25, 0.5, 0.75, 0.9)   # safer versions of each candidate: thresholds moved this share toward the top
+
+
+def _tempered(fit: ExitProblem, configs: list[ExitConfig], shares=_TEMPER) -> list[ExitConfig]:
+    """Each configuration with its thresholds moved part of the way to its exits' highest score on the fit part:
+    fewer samples leave early, so the sequence also holds configurations between the fit front and the base
+    model (the fit front skips them where cheaper configurations did better on the fit part by chance)."""
+    top = fit.scores.max(axis=1).astype(np.float64)
+    out = []
+    for c in configs:
+        for a in shares:
+            ts = tuple(t + a * max(float(top[e]) - t, 0.0) for e, t in zip(c.exits, c.thresholds))
+            if c.exits and ts != c.thresholds:
+                out.append(dataclasses.replace(c, thresholds=ts, id="", predicted={}))
+    return out
+
+
 def _dedupe(configs: list[ExitConfig]) -> list[ExitConfig]:
     return list(dict.fromkeys(configs))
 
 
-def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, delta: float,
-                   n_cal: int) -> list[ExitConfig]:
-    """Order by the fit part's z for drop <= eps (safest first, ties to the more expensive), keep each only
-    if cheaper than all safer ones, stop where the predicted z on ``n_cal`` samples is out of reach."""
-    from scipy import stats
-
+def _fit_rows(fit: ExitProblem, candidates: list[ExitConfig], eps: float) -> list[tuple[float, float, float, ExitConfig]]:
+    """Per candidate on the fit part: observed drop, its per-sample variance, mean relative cost."""
     n_f = fit.n_samples
     base = fit.correct[fit.final_exit]
     rows = []
     for c in candidates:
         right, cost, _ = outcomes(fit, c)
         L = paired_losses(right, base)
-        var = max(L.discordance - L.drop ** 2, 1.0 / n_f)
-        rows.append(((eps - L.drop) / math.sqrt(var), float(cost.mean()), c))
-    rows.sort(key=lambda r: (-r[0], -r[1]))
+        rows.append((L.drop, max(L.discordance - L.drop ** 2, 1.0 / n_f), float(cost.mean()), c))
+    return rows
+
+
+def _isotonic_decreasing(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """Weighted least-squares fit of ``x`` (ordered by increasing cost) that never increases (pool adjacent violators)."""
+    vals, wts, sizes = [], [], []
+    for xi, wi in zip(x, w):
+        vals.append(float(xi)); wts.append(float(wi)); sizes.append(1)
+        while len(vals) > 1 and vals[-2] < vals[-1]:
+            v, ww, n = vals.pop(), wts.pop(), sizes.pop()
+            vals[-1] = (vals[-1] * wts[-1] + v * ww) / (wts[-1] + ww)
+            wts[-1] += ww
+            sizes[-1] += n
+    return np.repeat(vals, sizes)
+
+
+def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, delta: float,
+                   n_cal: int, order: str = DEFAULT_ORDER) -> list[ExitConfig]:
+    """The sequence to test, fixed on the fit part alone.
+
+    ``fit_z``: by the fit part's z for drop <= eps (safest first, ties to the more expensive), each kept
+    only if cheaper than all safer ones, stopped where the predicted z on ``n_cal`` samples is out of
+    reach. ``cost``: most expensive first, the candidates out of reach dropped. ``smoothed``: most
+    expensive first, out of reach judged on the fit drop smoothed along the cost axis (non-increasing in
+    cost, so lucky or unlucky single candidates take their neighbours' level).
+    """
+    from scipy import stats
+
+    if order not in ORDERS:
+        raise SearchError(f"order {order!r}: choose one of {list(ORDERS)}")
+    rows = _fit_rows(fit, candidates, eps)
     z_pass = float(stats.norm.ppf(1 - delta)) - _SLACK
-    sequence, cheapest = [], math.inf
-    for unit_z, cost, c in rows:
-        if unit_z * math.sqrt(n_cal) < z_pass:
-            break
-        if cost < cheapest:
-            sequence.append(c)
-            cheapest = cost
+    if order == "fit_z":
+        rows.sort(key=lambda r: (-(eps - r[0]) / math.sqrt(r[1]), -r[2]))
+        sequence, cheapest = [], math.inf
+        for drop, var, cost, c in rows:
+            if (eps - drop) / math.sqrt(var) * math.sqrt(n_cal) < z_pass:
+                break
+            if cost < cheapest:
+                sequence.append(c)
+                cheapest = cost
+        return sequence
+    rows.sort(key=lambda r: r[2])  # cheapest first
+    drops = np.array([r[0] for r in rows])
+    if order == "smoothed" and rows:
+        drops = _isotonic_decreasing(drops, np.ones(len(rows)))
+    sequence, last_cost = [], None
+    for (drop, var, cost, c), d in reversed(list(zip(rows, drops))):
+        if cost >= 1.0 or (eps - d) / math.sqrt(var) * math.sqrt(n_cal) < z_pass or cost == last_cost:
+            continue   # no cheaper than the base model, out of reach, or a tie
+        sequence.append(c)
+        last_cost = cost
     return sequence
 
 
@@ -206,7 +270,8 @@ def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float 
 
 
 def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
-                 fit_front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+                 fit_front: Front | None = None, max_exits: int | None = None, order: str = DEFAULT_ORDER,
+                 temper: bool | tuple[float, ...] = True) -> CertifiedAnswer:
     """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
     ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
     b = get_bound(bound)
@@ -216,7 +281,10 @@ def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA,
                                 max_exits=max_exits).config for k in range(_LADDER_STEPS)]
     base_error = 1.0 - fit.base.accuracy
     in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
-    sequence = _drop_sequence(fit, _dedupe(in_reach + ladder), max_drop, delta, cal.n_samples)
+    candidates = _dedupe(in_reach + ladder)
+    if temper:
+        candidates = _dedupe(candidates + _tempered(fit, candidates, _TEMPER if temper is True else temper))
+    sequence = _drop_sequence(fit, candidates, max_drop, delta, cal.n_samples, order)
     losses = {}
 
     def passes(c: ExitConfig) -> bool:

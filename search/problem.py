@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ._validation import SearchError, check_split, checked
-from .chunks import DEFAULT_CHUNK_SIZE, load_split
+from .chunks import DEFAULT_CHUNK_SIZE, load_scores, load_split
 from .config import ExitConfig
 from .costs import CostTable, cost_table
 from .scores import rule_for
@@ -40,18 +40,27 @@ class ExitProblem:
 
     ``samples``: sorted indices of the split's samples to hold (all when None: ``self.samples`` is
     None); the split is read ``chunk_size`` samples at a time, so only what is held stays in memory.
+
+    ``rules``: the exit rules a configuration may use at each exit (``score`` first, the default and the one of
+    ``scores``; :meth:`scores_of` gives each rule's scores). Engines other than dp use ``score`` alone.
     """
 
     def __init__(self, cache, split: str = "search", *, objective: str = "macs", score: str = "max_prob",
-                 costs: CostTable | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE):
+                 costs: CostTable | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE,
+                 rules: tuple[str, ...] | None = None):
         self.cache, self.split, self.score = cache, check_split(cache, split), score
+        self.rules = tuple(dict.fromkeys((score, *(rules or ()))))
         self.rule = rule_for(score)
+        self.rule_objects = {name: rule_for(name) for name in self.rules}
         self.costs = costs if costs is not None else cost_table(cache, objective)
         self.objective = self.costs.objective  # the cost model's name: what an export records
         self.split_size = cache.n_samples(split)
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
         # (n_exits, n_samples) float32 scores and bool correctness
         self.scores, self.correct = load_split(cache, split, score, samples=self.samples, chunk_size=chunk_size)
+        self.rule_scores = {score: self.scores}
+        for name in self.rules[1:]:
+            self.rule_scores[name] = load_scores(cache, split, name, samples=self.samples, chunk_size=chunk_size)
         early = cache.exits[:-1]
         self.positions = sorted({e.position for e in early})
         self.position_exits = [[i for i, e in enumerate(early) if e.position == p] for p in self.positions]
@@ -80,12 +89,18 @@ class ExitProblem:
         sub = object.__new__(ExitProblem)
         sub.__dict__.update(self.__dict__)
         sub.scores, sub.correct, sub.n_evals = self.scores[:, idx], self.correct[:, idx], 0
+        sub.rule_scores = {name: s[:, idx] for name, s in self.rule_scores.items()}
         sub.samples = np.arange(self.n_samples)[idx] if self.samples is None else self.samples[idx]
         return sub
 
     def on_split(self, split: str) -> "ExitProblem":
-        """The same problem (cost model, score kind) on another split of the cache."""
-        return ExitProblem(self.cache, split, score=self.score, costs=self.costs, objective=self.objective)
+        """The same problem (cost model, rules) on another split of the cache."""
+        return ExitProblem(self.cache, split, score=self.score, costs=self.costs, objective=self.objective,
+                           rules=self.rules)
+
+    def scores_of(self, rule: str) -> np.ndarray:
+        """Scores ``(n_exits, n_samples)`` of one of the problem's rules."""
+        return self.rule_scores[rule]
 
     # -- evaluation --------------------------------------------------------------------------
     def assign(self, config: ExitConfig) -> np.ndarray:
@@ -94,8 +109,8 @@ class ExitProblem:
         out = np.full(self.n_samples, self.final_exit, dtype=np.int32)
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
-        for e, t in zip(config.exits, config.thresholds):
-            self.rule.leaves(self.scores[e], t, out=leave)  # = float64 comparison, as the spec reads
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+            self.rule.leaves(self.rule_scores[r][e], t, out=leave)  # = float64 comparison, as the spec reads
             leave &= remaining
             out[leave] = e
             remaining &= ~leave
@@ -109,14 +124,16 @@ class ExitProblem:
         right = np.array([np.count_nonzero(self.correct[e][where == e]) for e in exits], dtype=np.int64)
         return counts, right
 
-    def _counts(self, exits, thresholds) -> tuple[np.ndarray, int]:
-        """Samples leaving at each enabled exit (then final), and how many of all are correct."""
+    def _counts(self, exits, thresholds, rules=None) -> tuple[np.ndarray, int]:
+        """Samples leaving at each enabled exit (then final), and how many of all are correct; ``rules``: the
+        rule of each enabled exit (all ``score`` when None)."""
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
         counts = np.empty(len(exits) + 1, dtype=np.int64)
         n_correct = 0
+        rules = rules or (self.score,) * len(exits)
         for j, (e, t) in enumerate(zip(exits, thresholds)):
-            self.rule.leaves(self.scores[e], t, out=leave)
+            self.rule.leaves(self.rule_scores[rules[j]][e], t, out=leave)
             leave &= remaining
             counts[j] = np.count_nonzero(leave)
             if counts[j]:
@@ -127,17 +144,19 @@ class ExitProblem:
         return counts, n_correct
 
     def check_config(self, config: ExitConfig) -> ExitConfig:
-        """Raise SearchError unless ``config`` fits this cache and uses this problem's score kind."""
-        if config.score != self.score:
-            raise SearchError(f"configuration uses score {config.score!r} but the problem was built for {self.score!r}")
+        """Raise SearchError unless ``config`` fits this cache and uses this problem's rules."""
+        other = [r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in self.rules]
+        if other:
+            raise SearchError(f"configuration uses score {other[0]!r} but the problem was built for "
+                              f"{' '.join(self.rules) if len(self.rules) > 1 else repr(self.score)}")
         return checked(config, self.cache)
 
     def evaluate_one(self, config: ExitConfig) -> Evaluation:
         """Accuracy, cost and exit fractions of one configuration (counts as one evaluation)."""
         self.check_config(config)
         self.n_evals += 1
-        counts, n_correct = self._counts(config.exits, config.thresholds)
-        cost = float(counts @ self.costs.exit_costs(config.exits)) / self.n_samples
+        counts, n_correct = self._counts(config.exits, config.thresholds, config.rule_names)
+        cost = self.costs.mean_cost_of(config.exits, counts)
         return Evaluation(float(n_correct) / self.n_samples, cost / self.costs.base_cost, cost,
                           tuple((counts / self.n_samples).tolist()))
 
@@ -146,7 +165,7 @@ class ExitProblem:
         configs = [self.check_config(c) for c in configs]
         F = np.empty((len(configs), 2))
         for i, c in enumerate(configs):
-            F[i] = self._objectives(c.exits, c.thresholds)
+            F[i] = self._objectives(c.exits, c.thresholds, c.rule_names)
         self.n_evals += len(configs)
         return F
 
@@ -182,9 +201,9 @@ class ExitProblem:
                 thr.append(float(threshold_row[j]))
         return exits, thr
 
-    def _objectives(self, exits, thresholds) -> tuple[float, float]:
-        counts, n_correct = self._counts(exits, thresholds)
-        cost = float(counts @ self.costs.exit_costs(exits)) / self.n_samples
+    def _objectives(self, exits, thresholds, rules=None) -> tuple[float, float]:
+        counts, n_correct = self._counts(exits, thresholds, rules)
+        cost = self.costs.mean_cost_of(exits, counts)   # exact under any cost model (time: not additive)
         return 1.0 - float(n_correct) / self.n_samples, cost / self.costs.base_cost
 
     @property

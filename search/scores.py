@@ -15,7 +15,7 @@ from data_cache.integrity import PROB_MAX, check_read_range
 
 from ._validation import SearchError
 
-__all__ = ["score_kinds", "rule_for", "score_range", "compute_scores"]
+__all__ = ["score_kinds", "rule_for", "score_range", "compute_scores", "servable", "resolve_rules"]
 
 
 def score_kinds() -> list[str]:
@@ -34,6 +34,38 @@ def rule_for(kind: str) -> ExitRule:
 def score_range(kind: str, n_classes: int) -> tuple[float, float]:
     """The closed interval every score of ``kind`` lies in (thresholds are checked against it)."""
     return rule_for(kind).threshold_range(n_classes)
+
+
+def servable(cache, rule: ExitRule, split: str = "search") -> str | None:
+    """Why the cache cannot serve ``rule``'s inputs on ``split`` (None: it can)."""
+    if "logits" in rule.reads and cache.logits(split) is None:
+        return f"it reads logits and split {split!r} of this cache has none (dump with --logits)"
+    if "topk_probs" in rule.reads and cache.k < rule.k:
+        return f"it reads the top-{rule.k} probabilities and this cache stores k={cache.k}"
+    if "previous" in rule.reads:
+        return "it reads earlier exits' outputs, which the search cannot score yet"
+    return None
+
+
+def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, ...]:
+    """The exit rules dp may choose per exit, ``score`` first: ``spec`` None (``score`` alone), ``"auto"`` (every
+    registered rule this cache can serve) or names (a comma list or a sequence). An unknown name, or one whose
+    inputs the cache lacks, is one SearchError line naming it and the reason."""
+    if spec is None:
+        return (score,)
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
+    if names == ["auto"]:
+        return tuple(dict.fromkeys([score] + [n for n in score_kinds() if servable(cache, rule_for(n)) is None]))
+    if not names:
+        raise SearchError(f"{label} is empty; name exit rules (comma-separated) or 'auto'")
+    for n in names:
+        if n not in score_kinds():
+            raise SearchError(f"{label}: unknown score kind {n!r}: must be one of {score_kinds()} or 'auto'")
+        why = servable(cache, rule_for(n))
+        if why:
+            raise SearchError(f"{label}: rule {n!r} cannot be scored at any exit of this cache: {why}")
+    return tuple(dict.fromkeys([score] + names))
 
 
 def _check_finite(row: np.ndarray, cache, split: str, rule: ExitRule, exit_index: int) -> None:

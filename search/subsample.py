@@ -55,10 +55,13 @@ def plan_fit(cache, split: str = "search", *, subsample: int = DEFAULT_SUBSAMPLE
 
 
 def fit_problem(cache, split: str = "search", fit: FitSample | None = None, *, objective: str = "macs",
-                score: str = "max_prob", chunk_size: int = DEFAULT_CHUNK_SIZE) -> ExitProblem:
-    """The problem methods search: the whole split (``fit`` None) or the subsample ``fit``."""
-    return ExitProblem(cache, split, objective=objective, score=score, chunk_size=chunk_size,
-                       samples=None if fit is None else fit.indices())
+                score: str = "max_prob", chunk_size: int = DEFAULT_CHUNK_SIZE, costs=None,
+                rules: tuple[str, ...] | None = None) -> ExitProblem:
+    """The problem methods search: the whole split (``fit`` None) or the subsample ``fit``; ``costs``: a cost table
+    built already (``search.costs.cost_table``), else one under ``objective``; ``rules``: the exit rules dp may
+    choose per exit (``score`` alone when None)."""
+    return ExitProblem(cache, split, objective=objective, score=score, chunk_size=chunk_size, costs=costs,
+                       samples=None if fit is None else fit.indices(), rules=rules)
 
 
 def never_right(problem: ExitProblem) -> list[str]:

@@ -126,6 +126,12 @@ class TimeCostModel:
         return cls(table, [e.units for e in cache.exits], [e.name for e in cache.exits], batch_size=batch_size,
                    **kwargs)
 
+    def cost_table(self, units: Sequence[Any], exits: Sequence[Any]) -> Any:
+        """The search's cost table of this model (ms per sample; ``search.time_objective.TimeCostTable``)."""
+        from .time_objective import time_cost_table
+
+        return time_cost_table(self, units, exits)
+
     def get_params(self) -> dict[str, Any]:
         return {"table": self.table.name, "batch_size": self.batch_size, "method": self.method}
 

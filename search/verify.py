@@ -81,7 +81,7 @@ def _compare(recorded: dict, computed: dict, where: str, tolerance: float = NUMB
 
 @dataclass
 class _Context:
-    """What one verification reads once: evaluators per (split, score), calibration problems per record."""
+    """What one verification reads once: evaluators per (split, rules), calibration problems per record."""
 
     doc: dict
     cache: object
@@ -91,10 +91,11 @@ class _Context:
     evaluators: dict = field(default_factory=dict)
     calibrations: dict = field(default_factory=dict)
 
-    def evaluator(self, split: str, score: str) -> SplitEvaluator:
-        key = (split, score)
+    def evaluator(self, split: str, rules: tuple[str, ...]) -> SplitEvaluator:
+        """An evaluator of ``split`` scoring ``rules`` (the first one the configurations' ``score``)."""
+        key = (split, rules)
         if key not in self.evaluators:
-            self.evaluators[key] = SplitEvaluator(self.cache, split, costs=self.costs, score=score,
+            self.evaluators[key] = SplitEvaluator(self.cache, split, costs=self.costs, score=rules[0], rules=rules,
                                                   objective=self.costs.objective, chunk_size=self.chunk_size)
         return self.evaluators[key]
 
@@ -109,11 +110,11 @@ class _Context:
                               f"split has {n} rows")
         return FitSample(fit["subsample"], n, fit["seed"]).indices()
 
-    def calibration(self, cert: dict, score: str) -> tuple[ExitProblem, np.ndarray | None]:
-        key = (cert["split"], cert.get("fraction"), cert["seed"], score)
+    def calibration(self, cert: dict, rules: tuple[str, ...]) -> tuple[ExitProblem, np.ndarray | None]:
+        key = (cert["split"], cert.get("fraction"), cert["seed"], rules)
         if key not in self.calibrations:
             self.calibrations[key] = recorded_calibration(self.cache, cert["split"], cert.get("fraction"),
-                                                          cert["seed"], score=score, costs=self.costs,
+                                                          cert["seed"], score=rules[0], costs=self.costs, rules=rules,
                                                           fitted=self.fitted() if cert["split"] == "search" else None)
         return self.calibrations[key]
 
@@ -125,16 +126,19 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
         todo = [(i, c) for i, (entry, (_, c)) in enumerate(zip(entries, configs)) if split in entry]
         if (todo or split in (ctx.doc.get("base") or {})) and split not in ctx.cache.splits():
             raise SearchError(f"{ctx.source}: {split}: the cache has no {split!r} split to recompute it on")
-        for score in sorted({c.score for _, c in todo}):
-            group = [(i, c) for i, c in todo if c.score == score]
-            evaluations = ctx.evaluator(split, score).evaluations([c for _, c in group])
+        for rules in sorted({c.rule_set for _, c in todo}):
+            group = [(i, c) for i, c in todo if c.rule_set == rules]
+            evaluations = ctx.evaluator(split, rules).evaluations([c for _, c in group])
             for (i, c), ev in zip(group, evaluations):
                 where = f"{ctx.source}: configs[{i}] (id {configs[i][0]!r}): {split}"
-                _compare(entries[i][split], {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,
-                                             "cost": ev.cost, "exit_fractions": list(ev.exit_fractions)}, where)
+                computed = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost, "cost": ev.cost,
+                            "exit_fractions": list(ev.exit_fractions)}
+                if ctx.costs.objective == "time":
+                    computed.update(time_per_sample_ms=ev.cost, predicted_speedup=1.0 / ev.relative_cost)
+                _compare(entries[i][split], computed, where)
         base = (ctx.doc.get("base") or {}).get(split)
         if base is not None:
-            ev = ctx.evaluator(split, ctx.doc.get("score", "max_prob")).base
+            ev = ctx.evaluator(split, (ctx.doc.get("score", "max_prob"),)).base
             _compare(base, {"accuracy": ev.accuracy, "cost": ev.cost, "relative_cost": 1.0},
                      f"{ctx.source}: base.{split}")
     sizes = (ctx.doc.get("cache") or {}).get("splits")
@@ -162,7 +166,7 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
     cert = ctx.doc["configs"][i]["certificate"]
     where = f"{ctx.source}: configs[{i}] (id {cid!r}): certificate"
     try:
-        cal, fit_rows = ctx.calibration(cert, config.score)
+        cal, fit_rows = ctx.calibration(cert, config.rule_set)
         warnings = _independence(ctx, cert, fit_rows, cal)
     except SearchError as exc:
         raise SearchError(f"{where}.split: {exc}") from None
@@ -181,6 +185,27 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
     return warnings
 
 
+def _costs(doc: dict, cache) -> CostTable:
+    """The export's cost table recomputed from the cache; under ``time``, the table it records read beside the
+    cache (checked against it) at the recorded batch size, and the same table by content (fingerprint)."""
+    objective = doc.get("objective", "macs")
+    if objective != "time":
+        return cost_table(cache, objective)
+    rec = doc["cost_table"]
+    if rec["method"] != "binomial":
+        raise SearchError(f"cost_table.method: {rec['method']!r}; this version predicts a search's time with "
+                          "'binomial'")
+    try:
+        costs = cost_table(cache, "time", table=rec["name"], batch_size=rec["batch_size"])
+    except SearchError as exc:
+        raise SearchError(f"cost_table.name: {exc}") from None
+    if costs.model.table.fingerprint != rec["fingerprint"]:
+        raise SearchError(f"cost_table.fingerprint: {rec['fingerprint'][:19]}... is not the table "
+                          f"{rec['name']!r} beside the cache ({costs.model.table.fingerprint[:19]}...): it was "
+                          "profiled again or replaced since the search")
+    return costs
+
+
 def verify_export(doc: dict, cache, *, source: str = "configuration",
                   chunk_size: int = DEFAULT_CHUNK_SIZE) -> Verification:
     """Recompute ``doc``'s numbers and re-run its certificates on ``cache`` (the module docstring); a
@@ -191,7 +216,7 @@ def verify_export(doc: dict, cache, *, source: str = "configuration",
         raise SearchError(f"{source}: {problems[0]}")
     try:
         check_export_cache(doc, cache)
-        costs = cost_table(cache, doc.get("objective", "macs"))
+        costs = _costs(doc, cache)
     except SearchError as exc:
         raise SearchError(f"{source}: {exc}") from None
     configs = export_configs(doc, cache, source=source)

@@ -6,7 +6,7 @@ ones); ``list_cost_models()`` their names. A new model is one module here, regis
 """
 from ._base import (DEFAULT_COST_MODEL, MEASURED_COST_MODEL, CostModel, CostModelError, CostTable, get_cost_model,
                     list_cost_models, register_cost_model)
-from . import macs, latency, units  # noqa: E402,F401  (registration, in this order: the default first)
+from . import macs, latency, units, time  # noqa: E402,F401  (registration, in this order: the default first)
 
 __all__ = ["CostModel", "CostModelError", "CostTable", "register_cost_model", "get_cost_model", "list_cost_models",
            "DEFAULT_COST_MODEL", "MEASURED_COST_MODEL"]

@@ -42,6 +42,17 @@ class CostTable:
         return self.needs.shape[0] - 1
 
     @property
+    def additive(self) -> bool:
+        """Whether a sample's cost is its own path's (``exit_costs``), so per-unit and per-exit sums are exact."""
+        return True
+
+    def mean_cost_of(self, enabled: Sequence[int], counts: np.ndarray) -> float:
+        """Mean cost per sample of a configuration enabling ``enabled`` whose samples leave at each of them, then
+        at the final exit, ``counts`` times: what every evaluation path calls (a non-additive table overrides it)."""
+        counts = np.asarray(counts)
+        return float(counts @ self.exit_costs(enabled)) / max(int(counts.sum()), 1)
+
+    @property
     def base_cost(self) -> float:
         """Cost of the final exit with no early exit enabled."""
         return float(self.unit_costs[self.needs[-1]].sum())
@@ -107,7 +118,9 @@ _REGISTRY: dict[str, CostModel] = {}
 
 
 def register_cost_model(cls: type[CostModel]) -> type[CostModel]:
-    """Class decorator: register a cost model under its ``name`` (a name registered twice is refused)."""
+    """Class decorator: register a cost model under its ``name`` (a name registered twice is refused). Its
+    instance built without arguments answers :func:`get_cost_model` by name; a model bound to measurements
+    (``time``: a measured table and a batch size) takes them as keyword parameters at lookup."""
     if not cls.name or cls.name in _REGISTRY:
         raise CostModelError(f"cost model {cls.__name__}: name {cls.name!r} is empty or already registered")
     _REGISTRY[cls.name] = cls()
@@ -119,13 +132,14 @@ def list_cost_models() -> list[str]:
     return list(_REGISTRY)
 
 
-def get_cost_model(name: str | CostModel) -> CostModel:
-    """The registered cost model ``name`` (a model is returned as it is); an unknown name is refused in one
-    line naming the known ones."""
+def get_cost_model(name: str | CostModel, **params: Any) -> CostModel:
+    """The registered cost model ``name`` (a model is returned as it is); with ``params``, a new instance of it
+    bound to them (``get_cost_model("time", estimator=...)``). An unknown name is refused in one line naming the
+    known ones."""
     if isinstance(name, CostModel):
         return name
     model = _REGISTRY.get(name) if isinstance(name, str) else None
     if model is None:
         raise CostModelError(f"unknown objective {name!r}: this version knows the cost models {list_cost_models()}")
-    return model
+    return type(model)(**params) if params else model
 

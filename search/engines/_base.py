@@ -34,7 +34,8 @@ class BaseEngine(ABC):
 
     ``_run(problem, budget, rng, callback)`` returns candidate ExitConfigs (any number, optionally
     with a message as ``(configs, message)``) or :class:`Candidates` carrying their exact ``F``;
-    ``run`` evaluates what has no ``F``, keeps the non-dominated ones, records evaluations and time.
+    ``run`` evaluates what has no ``F`` (and everything, when the problem's cost is not additive: an engine's
+    own per-unit sums are then a surrogate), keeps the non-dominated ones, records evaluations and time.
     ``callback(engine, problem)``, when given, is called by engines after each step (progress bars).
     A problem without early exits has one configuration, the base model: ``run`` returns it
     (:meth:`_base_only`) without calling ``_run``.
@@ -72,6 +73,8 @@ class BaseEngine(ABC):
         configs, F = result.configs, result.F
         if max_exits is not None and "max_exits" not in self.get_params():
             configs, F = [cap_config(problem, c, max_exits) for c in configs], None
+        if not problem.costs.additive:
+            F = None   # scored on an additive surrogate (dp's per-unit sums): re-scored with the exact model
         if F is None:
             configs = list(dict.fromkeys(configs))  # drop duplicates, keep order
             F = problem.evaluate(configs) if configs else np.zeros((0, 2))

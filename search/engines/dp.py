@@ -27,6 +27,7 @@ from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine, Candidates
 from ._cap import check_max_exits
+from ._rule_options import RuleOptions
 
 __all__ = ["DPEngine", "DPSolver", "Curve"]
 
@@ -153,15 +154,20 @@ class DPSolver:
     """
 
     def __init__(self, problem, *, max_exits: int | None = None):
+        self.lo, self.hi = score_range(problem.score, problem.cache.n_classes)
+        self.options = RuleOptions(problem) if len(getattr(problem, "rules", ())) > 1 else None
+        problem = self.options or problem     # several rules: (exit, rule) options stand at each position
         self.problem = problem
         self.max_exits = max_exits
         self.n, self.J = problem.n_samples, problem.n_positions
         self.final = problem.final_exit
-        self.lo, self.hi = score_range(problem.score, problem.cache.n_classes)
         self.base_cost = problem.costs.base_cost
         self.wrong = ~problem.correct                                             # (n_exits, n) bool
         self.exit_dtype = np.int16 if problem.n_exits <= np.iinfo(np.int16).max else np.int32
         self.order, self.sorted_scores, self.sorted_wrong = {}, {}, {}
+        self.bounds = {e: (self.lo, self.hi) for ex in problem.position_exits for e in ex}
+        if self.options is not None:
+            self.bounds = self.options.bounds
         for ex in problem.position_exits:
             for e in ex:
                 o = self.order[e] = descending_order(problem.scores[e])
@@ -202,13 +208,16 @@ class DPSolver:
     def state_of(self, config: ExitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of :meth:`to_config`."""
         slots, taus = self.empty_state()
-        for e, t in zip(config.exits, config.thresholds):
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+            e = e if self.options is None else self.options.option(e, r)
             j = self.problem.position_of_exit[e]
             slots[j], taus[j] = self.problem.position_exits[j].index(e), t
         return slots, taus
 
     def to_config(self, slots, taus) -> ExitConfig:
         pairs = [(self.exit_of(j, s), float(taus[j])) for j, s in enumerate(slots) if s >= 0]
+        if self.options is not None:
+            return self.options.config([e for e, _ in pairs], [t for _, t in pairs])
         return ExitConfig(tuple(e for e, _ in pairs), tuple(t for _, t in pairs), self.problem.score)
 
     def _passes(self, j: int, slots, taus) -> tuple[int, np.ndarray]:
@@ -309,8 +318,9 @@ class DPSolver:
         n_reach = int(np.count_nonzero(ctx.reach))
         err0 = ctx.fixed_err + int(np.count_nonzero(ctx.go_wrong & ctx.reach))
         go_wrong = ctx.go_wrong.view(np.int8)
-        bounds, out, go_cost_sum = (self.lo, self.hi), [], 0.0
+        out, go_cost_sum = [], 0.0
         for slot, e in enumerate(self.problem.position_exits[j]):
+            bounds = self.bounds[e]
             leave_cost = float((used_before | costs.needs[e]) @ costs.unit_costs)
             extra = (costs.needs[e] & ~used_later) @ costs.unit_costs   # what enabling e adds to going on
             o = self.order[e]
@@ -339,13 +349,13 @@ class DPSolver:
             np.cumsum(cost_at, out=cost_at)
             # m lets the first m leave: blocked inside runs of equal scores (they stay together)
             blocked = np.flatnonzero(s[:-1] == s[1:]) + 1
-            if k and not s[-1] > self.lo:
+            if k and not s[-1] > bounds[0]:
                 blocked = np.append(blocked, k)
             out.append(Curve(j, slot, err_at, cost_at, s, blocked, bounds))
             self.n_cut_evals += k + 1 - blocked.size
         self.n_cut_evals += 1
         none = Curve(j, -1, np.array([err0]), np.array([ctx.fixed_cost + go_cost_sum]),
-                     np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), bounds)
+                     np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), (self.lo, self.hi))
         return [none] + out
 
     # -- sweeps ---------------------------------------------------------------------------------

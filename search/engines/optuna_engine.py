@@ -137,12 +137,14 @@ def _worker(spec: dict) -> list[int]:
     """One extra worker: open the cache itself, load the study, optimise its share; the told trial numbers."""
     from data_cache import open_cache
 
+    from ..costs import cost_table
     from ..problem import ExitProblem
 
     optuna = import_optional("optuna", "optuna", "optuna")
     with _quiet(optuna):
-        problem = ExitProblem(open_cache(spec["cache_path"], skip_integrity_check=True), spec["split"],
-                              objective=spec["objective"], score=spec["score"],
+        cache = open_cache(spec["cache_path"], skip_integrity_check=True)
+        costs = cost_table(cache, spec["objective"], table=spec["cost_table"], batch_size=spec["cost_batch_size"])
+        problem = ExitProblem(cache, spec["split"], objective=spec["objective"], score=spec["score"], costs=costs,
                               samples=spec["samples"])   # the data digest is checked below
         fp = problem_fingerprint(problem, spec["encoding"])
         sampler = _make_sampler(optuna, spec["sampler"], spec["seed"], spec["pop_size"])
@@ -154,6 +156,12 @@ def _worker(spec: dict) -> list[int]:
         return _optimize(study, _Space(MixedEncoding(problem, spec["encoding"])), problem, budget,
                          n_trials=spec["n_trials"], batch_size=spec["batch_size"], max_drop=spec["max_drop"],
                          max_cost=spec["max_cost"], run=run_record())
+
+
+def _table_name(costs) -> str | None:
+    """The measured table a time objective reads (None for the cache's own cost models)."""
+    model = getattr(costs, "model", None)
+    return None if model is None else model.table.name
 
 
 def worker_main() -> int:
@@ -271,6 +279,7 @@ class OptunaEngine(BaseEngine):
         samples = None if problem.samples is None else problem.samples.tolist()   # a fit on a subsample
         specs = [dict(cache_path=str(getattr(problem.cache, "path", "")), split=problem.split, samples=samples,
                       objective=problem.objective, score=problem.score, encoding=self.encoding,
+                      cost_table=_table_name(problem.costs), cost_batch_size=getattr(problem.costs, "batch_size", None),
                       sampler=self.sampler, seed=seed + i, pop_size=self.pop_size, storage=self.storage,
                       study_name=study.study_name, deadline=deadline, max_evals=shares[i],
                       n_trials=trial_shares[i], batch_size=batch, max_drop=self.max_drop, max_cost=self.max_cost)

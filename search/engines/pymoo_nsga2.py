@@ -100,7 +100,7 @@ class NSGA2Engine(BaseEngine):
         n_constr = (self.max_drop is not None) + (self.max_cost is not None)
         base_error = problem.base.error
         pproblem = _pymoo_problem(enc, base_error, self.max_drop, self.max_cost, n_constr)
-        X0, note = self._initial(enc, problem, rng)
+        X0, note, seeds = self._initial(enc, problem, rng)
         algo = nsga2.NSGA2(pop_size=self.pop_size, sampling=X0, repair=_rounding_repair(enc),
                            eliminate_duplicates=True)
         algo.setup(pproblem, termination=termination.NoTermination(), seed=int(rng.integers(2 ** 31)),
@@ -109,6 +109,9 @@ class NSGA2Engine(BaseEngine):
         if n_gen is None and budget.max_evals is None and budget.max_seconds is None:
             n_gen = DEFAULT_GENERATIONS
         archive, evals0, gens = Archive(enc.n_positions), problem.n_evals, 0
+        if seeds is not None:   # all of dp's front, exact, so the result never falls below it
+            G = constraint_values(seeds[2], base_error, max_drop=self.max_drop, max_cost=self.max_cost)
+            archive.add(*seeds, (G <= 0).all(axis=1))
         self.history_: list[tuple[int, float]] = []
         while (n_gen is None or gens < n_gen) and not budget.exhausted(problem):
             pop = algo.ask()
@@ -130,19 +133,21 @@ class NSGA2Engine(BaseEngine):
             msg += "; no feasible configuration found"
         return Candidates(configs, archive.F, msg)
 
-    def _initial(self, enc: MixedEncoding, problem, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        """Initial population ``(pop_size, 2 J)``: dp's front (spread along cost) when asked, then random rows."""
+    def _initial(self, enc: MixedEncoding, problem, rng: np.random.Generator) -> tuple[np.ndarray, str, tuple | None]:
+        """Initial population ``(pop_size, 2 J)``: dp's front (spread along cost) when asked, then random rows; and
+        dp's whole front encoded ``(H, X, F)`` for the archive (None unseeded)."""
         J, n = enc.n_positions, self.pop_size
         lo, hi = enc.x_bounds
         H = rng.integers(0, enc.n_heads + 1, size=(n, J))
         X = rng.uniform(lo, hi, size=(n, J))
-        note = ""
+        note, seeds = "", None
         if self.seed_with_dp:
             front = dp_front(problem, self.name)
             Hs, Xs = enc.encode(front.configs)
+            seeds = (Hs, Xs, front.F)
             if len(Hs) > n:  # keep an even spread along the (cost-sorted) front
                 pick = np.unique(np.linspace(0, len(Hs) - 1, n).round().astype(int))
                 Hs, Xs = Hs[pick], Xs[pick]
             H[:len(Hs)], X[:len(Xs)] = Hs, Xs
             note = f"; seeded with {len(Hs)} dp configurations (dp scored {front.n_evals} cuts apart)"
-        return np.concatenate([H.astype(float), X], axis=1), note
+        return np.concatenate([H.astype(float), X], axis=1), note, seeds

@@ -12,12 +12,16 @@ __all__ = ["resnet_setup", "mixed_score_table"]
 
 
 def mixed_score_table(cache) -> dict:
-    """One table whose configurations use every registered exit rule (ids ``<score>-<i>``)."""
+    """One table whose configurations use every registered exit rule (ids ``<score>-<i>``), and configurations
+    mixing them across exits (ids ``mixed-<i>``)."""
     doc = make_export(cache)
     doc["configs"] = []
     for score in list_rules():
         for i, entry in enumerate(make_export(cache, score)["configs"]):
             doc["configs"].append(dict(copy.deepcopy(entry), id=f"{score}-{i}"))
+    for i, entry in enumerate(make_export(cache, rules=tuple(reversed(list_rules())))["configs"]):
+        if len({d["score"] for d in entry["exits"]}) > 1:
+            doc["configs"].append(dict(copy.deepcopy(entry), id=f"mixed-{i}"))
     return doc
 
 

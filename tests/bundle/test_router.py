@@ -57,7 +57,7 @@ def test_resnet_router_agrees_with_exit_runtime_and_the_cache(resnet):
     used = _same_as_runtime(router, runtime, x, zip(router.configs, runtime.configs))
     assert len(used) >= 4  # samples really leave at several exits
     for c in router.configs:  # and as the search predicted, on the cache
-        problem = ExitProblem(cache, "holdout", score=c.score)
+        problem = ExitProblem(cache, "holdout", score=c.score, rules=c.rule_set)
         result = router.run(x.numpy(), c)
         np.testing.assert_array_equal(result.exits, problem.assign(c))
         assert result.relative_cost == pytest.approx(c.relative_cost("holdout"), rel=1e-12)

@@ -87,11 +87,12 @@ def every_rule_bundle(tmp_path_factory):
 def test_every_rule_through_search_runtime_and_router_end_to_end(every_rule_bundle):
     model, splits, cache, doc, path = every_rule_bundle
     assert {c["exits"][0]["score"] for c in doc["configs"] if c["exits"]} == set(list_rules())
+    assert any(len({d["score"] for d in c["exits"]}) > 1 for c in doc["configs"])   # rules mixed across exits
     router = open_bundle(path)
     runtime = ExitRuntime(model, doc, cache=cache)
     x = splits["holdout"].images
     for rc, tc in zip(router.configs, runtime.configs):
-        want = ExitProblem(cache, "holdout", score=tc.score).assign(tc)
+        want = ExitProblem(cache, "holdout", score=tc.score, rules=tc.rule_set).assign(tc)
         got_runtime, got_router = runtime.run(x, tc), router.run(x.numpy(), rc)
         np.testing.assert_array_equal(got_runtime.exits.numpy(), want)
         np.testing.assert_array_equal(got_router.exits, want)

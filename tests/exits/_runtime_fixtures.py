@@ -46,9 +46,11 @@ def safe_thresholds(scores: np.ndarray, quantile: float) -> float:
     return float((s[j] + s[j + 1]) / 2)
 
 
-def make_export(cache, score: str = "max_prob", split: str = "holdout") -> dict:
-    """An export of several configurations (one, two and three early exits; the base) on ``cache``."""
-    search = ExitProblem(cache, "search", score=score)
+def make_export(cache, score: str = "max_prob", split: str = "holdout", rules: tuple[str, ...] = ()) -> dict:
+    """An export of several configurations (one, two and three early exits; the base) on ``cache``; with
+    ``rules``, the j-th enabled exit of each uses ``rules[j % len(rules)]`` (configurations mixing rules)."""
+    rules = tuple(rules) or (score,)
+    search = ExitProblem(cache, "search", score=rules[0], rules=rules)
     holdout = search.on_split("holdout")
     ref = holdout if split == "holdout" else search
     early = [i for i, e in enumerate(cache.exits[:-1])]
@@ -62,13 +64,15 @@ def make_export(cache, score: str = "max_prob", split: str = "holdout") -> dict:
     for plan in plans:
         exits, thr = [], []
         remaining = np.ones(ref.n_samples, dtype=bool)
-        for pos, slot, q in plan:
+        names = tuple(rules[j % len(rules)] for j in range(len(plan)))
+        for (pos, slot, q), r in zip(plan, names):
             e = by_pos[pos][slot % len(by_pos[pos])]
-            t = safe_thresholds(ref.scores[e][remaining] if remaining.any() else ref.scores[e], q)
+            s = ref.scores_of(r)[e]
+            t = safe_thresholds(s[remaining] if remaining.any() else s, q)
             exits.append(e)
             thr.append(t)
-            remaining &= ~(ref.scores[e] > t)
-        entries.append(("test", ExitConfig(tuple(exits), tuple(thr), score)))
+            remaining &= ~(s > t)
+        entries.append(("test", ExitConfig(tuple(exits), tuple(thr), rules[0], rules=names)))
     return build_export(entries, search=search, holdout=holdout, pareto=False)
 
 

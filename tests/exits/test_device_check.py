@@ -60,6 +60,16 @@ def test_quick_mode_writes_the_report_without_optuna_or_pymoo(demo, tmp_path):
         assert r["relative_macs"] == pytest.approx(r["predicted_relative_macs"], rel=1e-6)
         assert r["speedup"] > 0 and r["mac_estimate_speedup"] >= 1.0
     assert demo_fp32["batch_8"]["latency_b1_ms"] > 0
+    timed = report["sections"]["time"]
+    assert timed["profile_batch_size"] == 16
+    for precision in ("fp32", "bf16"):
+        rows = {k: r for k, r in timed[precision].items() if k.startswith("batch_")}
+        assert set(rows) == {"batch_1", "batch_8", "batch_16"} and timed[precision]["profile_s"] > 0
+        for r in rows.values():
+            assert r["predicted_speedup"] > 0 and r["measured_speedup"] > 0
+            assert r["speedup_error"] == pytest.approx(r["predicted_speedup"] / r["measured_speedup"] - 1)
+            if precision == "fp32":  # the run leaves every sample where the cache says: measured MACs = predicted
+                assert r["mac_speedup_error"] == pytest.approx(r["mac_estimate_speedup"] / r["measured_speedup"] - 1)
     zoo = report["sections"]["zoo:resnet10t"]
     assert zoo["segments_equal_forward_on_device"] and len(zoo["points"]) == 3
     assert zoo["dump"]["dump_img_s"] > 0 and zoo["dump"]["plain_forward_img_s"] > 0

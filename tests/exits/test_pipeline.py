@@ -17,7 +17,7 @@ def test_pipeline_runs_every_step_and_reproduces_its_cache(tmp_path, capsys):
     root = fashion_files(tmp_path / "fm", 60, 20)
     bundled = tmp_path / "bundled"
     common = ["--data-root", str(root), "--backbone-epochs", "1", "--head-epochs", "1", "--batch-size", "16",
-              "--calibration-size", "12", "--max-drop", "60",
+              "--calibration-size", "24", "--max-drop", "20",
               "--front-configs", "2", "--threads", "1", "--bundled", str(bundled)]
     assert main(["--out", str(tmp_path / "first")] + common) == 1  # nothing bundled to match
     assert "differs from the bundled one" in capsys.readouterr().out
@@ -25,7 +25,7 @@ def test_pipeline_runs_every_step_and_reproduces_its_cache(tmp_path, capsys):
     for name in ("checkpoint.pt", "front.json", "choice.json", "front.png", "report_choice.json", "report_front.json"):
         assert (first / name).is_file(), name
     cache = open_cache(first / "cache")
-    assert (cache.n_samples("search"), cache.n_samples("calibration"), cache.n_samples("holdout")) == (6, 12, 20)
+    assert (cache.n_samples("search"), cache.n_samples("calibration"), cache.n_samples("holdout")) == (6, 24, 20)
     report = json.loads((first / "report_choice.json").read_text())
     assert [c["agreement"] for c in report["configs"]] == [1.0]
 

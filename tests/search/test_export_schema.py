@@ -12,6 +12,7 @@ from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, run_search
 from search._validation import SearchError
 from search.config import ExitConfig
+from search.export import export_configs
 from search.export import build_export, export_configs, read_export
 
 
@@ -120,7 +121,7 @@ def test_malformed_exports_are_one_line_naming_file_and_field(made, tmp_path, ed
     assert "\n" not in line and line.startswith(f"{path}: ") and field in line, line
 
 
-def test_out_of_order_exits_and_mixed_scores(made, tmp_path):
+def test_out_of_order_exits_refused_and_mixed_rules_read_per_exit(made, tmp_path):
     cache, good = made
     doc = copy.deepcopy(good)
     two = next(c for c in doc["configs"] if len(c["exits"]) >= 2)
@@ -129,8 +130,10 @@ def test_out_of_order_exits_and_mixed_scores(made, tmp_path):
         _read(tmp_path, doc)
     two["exits"].reverse()
     two["exits"][1]["score"] = "margin"
-    with pytest.raises(SearchError, match="mixed score kinds"):
-        _read(tmp_path, doc)
+    two["exits"][1]["threshold"] = 0.25
+    config = dict(export_configs(doc, cache))[two.get("id", str(doc["configs"].index(two)))]
+    assert config.rule_names[:2] == (two["exits"][0].get("score", "max_prob"), "margin")
+    assert config.to_json(cache)[1]["score"] == "margin"
 
 
 def test_unknown_optional_fields_are_accepted_with_the_same_configs(made, tmp_path):

@@ -1,0 +1,237 @@
+"""Predicted against measured speed-up: how well a cost table predicts what a configuration delivers (issue 17).
+
+Two targets:
+
+- ``demo``: the bundled Fashion-MNIST cache and its checkpoint; the configuration ``exits.pipeline`` ships (the
+  cheapest certified within 0.5 points, dp on search, Pareto Testing on calibration) and four more dp front
+  configurations nearest to 0.3, 0.5, 0.7 and 0.9 relative MACs; timed on the Fashion-MNIST test images.
+- ``resnet18-224``: timm ``resnet18`` at 224 px, random init, ``linear`` exits after every stage; its cache is a small dump of random images (``--resnet-samples`` search and as many holdout rows), and
+  thresholds are set on search so that about a third of the inputs leave at each of the first three stages' exits.
+
+For each runtime (eager ``ExitRuntime``; the ONNX bundle through ``bundle.BundleRouter``), thread count and batch
+size B: the target is profiled once at the largest B (``exits.profile``'s probes and ``profile_table``), each
+configuration's speed-up is predicted by ``search.time_cost.TimeCostModel`` at B on the exits the cache gives the
+timed rows, and measured as ``exits.validate`` does (``time_against_base``: base and configuration alternating
+in ``--rounds`` rounds over the same full batches of B, medians). Today's MAC prediction (1 / relative MACs) is
+listed alongside. Prints the table and saves ``benchmarks/results/time_prediction[_quick].json`` with the
+machine and the load average before and after each target::
+
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_time_prediction.py [--quick]
+
+``--quick`` (a loaded machine): the demo at batch 1 and 64 on 1 thread, eager and bundle; the ResNet at batch 1
+and 16, eager, 1 thread. The full grid (batch 1, 64, 256; threads 1 and 2; eager and bundle; both targets) is
+for a quiet machine.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: shared machines
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from benchmarks._machine import save_results  # noqa: E402
+
+TARGET_MACS = (0.3, 0.5, 0.7, 0.9)
+FASHION = Path("/usr/share/datasets/fashion-mnist")
+
+
+@dataclass(frozen=True)
+class Grid:
+    batches: tuple[int, ...]
+    threads: tuple[int, ...]
+    runtimes: tuple[str, ...]
+    resnet_batches: tuple[int, ...]
+    resnet_runtimes: tuple[str, ...]
+    rounds: int = 5
+    timing_samples: int = 2048
+    latency_samples: int = 200
+    resnet_samples: int = 256
+    min_time: float = 2e-3
+
+
+FULL = Grid(batches=(1, 64, 256), threads=(1, 2), runtimes=("eager", "onnx"), resnet_batches=(1, 64, 256),
+            resnet_runtimes=("eager", "onnx"))
+QUICK = Grid(batches=(1, 64), threads=(1,), runtimes=("eager", "onnx"), resnet_batches=(1, 16),
+             resnet_runtimes=("eager",), rounds=3, timing_samples=512, latency_samples=64, resnet_samples=64)
+
+
+def _loadavg() -> list[str]:
+    try:
+        return Path("/proc/loadavg").read_text().split()[:3]
+    except OSError:
+        return []
+
+
+# -- targets -------------------------------------------------------------------------------------
+def demo_target(fashion: Path) -> tuple[Any, Any, torch.Tensor, list[tuple[str, Any]]]:
+    """The bundled demo: model, cache, holdout images and (label, ExitConfig) of the configurations."""
+    from benchmarks.device_check import DEMO_CACHE, DEMO_CHECKPOINT, holdout_images
+    from data_cache import open_cache
+    from exits.checkpoints import model_from_checkpoint, read_checkpoint
+    from search import ExitProblem, run_search
+    from search.pareto_testing import certified_within_drop
+
+    cache = open_cache(DEMO_CACHE)
+    ckpt = read_checkpoint(DEMO_CHECKPOINT)
+    model = model_from_checkpoint(ckpt)
+    x, _ = holdout_images(fashion, ckpt["data_config"], np.asarray(cache.sample_index("holdout")))
+    problem = ExitProblem(cache, "search")
+    front = run_search(problem, "dp").pareto()
+    configs = [("certified", certified_within_drop(problem, 0.5, front=front).config)]
+    for target in TARGET_MACS:
+        i = int(np.argmin(np.abs(front.relative_cost - target)))
+        configs.append((f"macs~{target:g}", front.configs[i]))
+    return model, cache, x, configs
+
+
+def resnet_target(n: int, tmp: Path) -> tuple[Any, Any, torch.Tensor, list[tuple[str, Any]]]:
+    """ResNet-18 at 224 px, random init, exits after every stage; a dump of ``n`` + ``n`` random images."""
+    from benchmarks.device_check import profile_thresholds
+    from exits import attach_exits
+    from exits.data import TensorDataset
+    from exits.dump import dump_cache
+    from exits.model import create_backbone
+    from search.config import ExitConfig
+
+    torch.manual_seed(0)
+    model = attach_exits(create_backbone("resnet18", num_classes=1000), points="stages", heads="linear",
+                         input_size=(3, 224, 224)).eval()
+    g = torch.Generator().manual_seed(0)
+    images, labels = torch.randn(2 * n, 3, 224, 224, generator=g), torch.randint(0, 1000, (2 * n,), generator=g)
+    splits = {"search": TensorDataset(images[:n], labels[:n]), "holdout": TensorDataset(images[n:], labels[n:])}
+    cache = dump_cache(model, splits, tmp / "resnet18", k=2, batch_size=32)
+    early = list(range(3))   # after the first three stages; the fourth stage's exit stays disabled
+    scores = np.asarray(cache.topk_probs("search"))[early, 0, :]
+    config = ExitConfig(tuple(early), tuple(profile_thresholds(scores, (1 / 3, 1 / 3, 1 / 3))), "max_prob")
+    return model, cache, images[n:], [("thirds", config)]
+
+
+# -- one target on one runtime -------------------------------------------------------------------
+def _runner(runtime: str, model: Any, doc: dict, cache: Any, threads: int, batch: int, folder: Path) -> tuple:
+    """(probes, base fn, {id: (config, fn)}, input conversion) of the eager runtime or the bundle router."""
+    from exits._profile_targets import eager_probes, onnx_probes
+
+    if runtime == "eager":
+        from exits.runtime import ExitRuntime
+
+        rt = ExitRuntime(model, doc, cache=cache, check_inputs=False)
+        runs = {c.id: (c, lambda x, c=c: rt.run(x, c)) for c in rt.configs}
+        return eager_probes(rt, batch, "max_prob"), rt.base_forward, runs, lambda x: x
+    from bundle import open_bundle
+    from exits.export_bundle import export_bundle
+
+    if not (folder / "manifest.json").is_file():
+        export_bundle(model, doc, folder, cache=cache, exporter="torchscript", announce=False)
+    router = open_bundle(folder, threads=threads)
+    runs = {c.id: (c, lambda x, c=c: router.run(x, c)) for c in router.configs}
+    return (onnx_probes(router, batch, "max_prob"), lambda x: router.run(x, router.base_config), runs,
+            lambda x: x.numpy())
+
+
+def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: list[tuple[str, Any]],
+               runtimes: tuple[str, ...], batches: tuple[int, ...], grid: Grid, tmp: Path) -> list[dict]:
+    """Profile, predict and measure every configuration of one target; one row per (runtime, threads, B, config)."""
+    from exits.measure import time_against_base, timing_batches
+    from exits.profile import profile_table
+    from search import ExitProblem
+    from search.export import build_export
+    from search.time_cost import TimeCostModel
+
+    doc = build_export([("dp", c) for _, c in labelled], search=ExitProblem(cache, "search"),
+                       holdout=ExitProblem(cache, "holdout"), pareto=False)
+    holdout = ExitProblem(cache, "holdout")
+    by_rule = {(tuple(c.exits), tuple(c.thresholds)): label for label, c in labelled}   # the export sorts by cost
+    rows, cpu = [], torch.device("cpu")
+    for runtime in runtimes:
+        for threads in grid.threads:
+            torch.set_num_threads(threads)
+            probes, base_fn, runs, convert = _runner(runtime, model, doc, cache, threads, max(batches), tmp / name)
+            load = _loadavg()
+            with torch.inference_mode():
+                table = profile_table(f"{runtime}-t{threads}", probes, cache=cache, model_fingerprint=None,
+                                      device=cpu, threads=threads, batch_size=max(batches), runtime=runtime,
+                                      score="max_prob", rounds=grid.rounds, min_time=grid.min_time)
+            for batch in batches:
+                tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
+                                   batch_size=batch)
+                n = grid.latency_samples if batch == 1 else grid.timing_samples
+                timed = np.arange(max(1, n // batch) * batch) % len(x)   # the rows timing_batches takes
+                inputs = [convert(b) for b in timing_batches(x, batch, n)]
+                for cid, (config, fn) in runs.items():
+                    leave = holdout.assign(config)
+                    predicted = tm.estimate(config.exits, leave[timed]).speedup
+                    rel_macs = holdout.evaluate_one(config).relative_cost
+                    with torch.inference_mode():
+                        t = time_against_base(base_fn, fn, inputs, [], grid.rounds, cpu)["b64"]
+                    row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch,
+                           "config": by_rule[(tuple(config.exits), tuple(config.thresholds))], "relative_macs": rel_macs, "mac_speedup": 1 / rel_macs,
+                           "predicted_speedup": predicted, "measured_speedup": t["speedup"],
+                           "speedup_error": predicted / t["speedup"] - 1,
+                           "mac_speedup_error": 1 / rel_macs / t["speedup"] - 1,
+                           "speedup_per_round": t["speedup_per_round"], "loadavg_before": load,
+                           "loadavg_after": _loadavg()}
+                    rows.append(row)
+                    _print_row(row)
+    return rows
+
+
+def _print_row(r: dict) -> None:
+    print(f"{r['target']:<13} {r['runtime']:<5} t{r['threads']} b{r['batch']:<4} {r['config']:<10} "
+          f"MACs {r['relative_macs']:.3f}  measured x{r['measured_speedup']:.2f}  time model x"
+          f"{r['predicted_speedup']:.2f} ({r['speedup_error']:+.1%})  MACs x{r['mac_speedup']:.2f} "
+          f"({r['mac_speedup_error']:+.1%})  load {' '.join(r['loadavg_after'])}", flush=True)
+
+
+def summary(rows: list[dict]) -> dict[str, Any]:
+    """Largest absolute relative errors of both predictions, per target and runtime."""
+    out: dict[str, Any] = {}
+    for key in sorted({(r["target"], r["runtime"]) for r in rows}):
+        sel = [r for r in rows if (r["target"], r["runtime"]) == key]
+        out[f"{key[0]} {key[1]}"] = {"n": len(sel),
+                                     "max_abs_time_error": max(abs(r["speedup_error"]) for r in sel),
+                                     "max_abs_mac_error": max(abs(r["mac_speedup_error"]) for r in sel),
+                                     "within_10pct": sum(abs(r["speedup_error"]) <= 0.10 for r in sel)}
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the reduced grid for a loaded machine")
+    p.add_argument("--fashion-mnist", default=str(FASHION), help="folder of the Fashion-MNIST test files")
+    p.add_argument("--targets", default="demo,resnet18-224", help="comma-separated: demo, resnet18-224")
+    args = p.parse_args(argv)
+    grid = QUICK if args.quick else FULL
+    targets = [t for t in args.targets.split(",") if t]
+    rows: list[dict] = []
+    started, load = time.time(), _loadavg()
+    with tempfile.TemporaryDirectory() as tmp:
+        if "demo" in targets:
+            model, cache, x, configs = demo_target(Path(args.fashion_mnist))
+            rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp))
+        if "resnet18-224" in targets:
+            model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp))
+            rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
+                               grid, Path(tmp))
+    figures = {"quick": args.quick, "grid": asdict(grid), "torch": torch.__version__, "loadavg_start": load,
+               "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
+    path = save_results("time_prediction_quick" if args.quick else "time_prediction", figures)
+    for k, v in figures["summary"].items():
+        print(f"{k}: time model max |error| {v['max_abs_time_error']:.1%} ({v['within_10pct']}/{v['n']} within 10%), "
+              f"MACs max |error| {v['max_abs_mac_error']:.1%}")
+    print(f"written to {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

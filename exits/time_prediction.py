@@ -1,0 +1,181 @@
+"""Predicted against measured time: what both validations add when a cost table is in play.
+
+A validation predicts each configuration's time per sample from a cost table (``data_cache.cost_tables``,
+measured by ``python -m exits.profile``) with ``search.time_cost.TimeCostModel`` on the cache's per-sample exits
+for the validated split (recomputed here, never the export's word), times the configuration and the base at the
+table's batch size in interleaved rounds (``exits.measure.time_against_base``), and reports both speed-ups and
+the relative error. The table is the one an export searched on time records (``"objective": "time"``,
+``"cost_table": {"name", "fingerprint", ...}``), or any table named with ``--cost-table NAME`` (a MAC export too:
+"what speed-up will this deliver here?").
+
+Refused in one line (``TimeTargetError``): a table profiled for the other runtime (an eager table for a bundle
+and vice versa), a time export whose table's fingerprint no longer matches (profiled again since the search), a
+time export without its ``cost_table`` record. Flagged in one ``warning:`` line each: this machine's device, its
+name or the thread count differing from the table's target, a table of another bundle, an export searched on
+another table, an export whose objective is ``latency`` (the cache's one-batch table, additive).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+
+from .errors import ExitsError
+
+__all__ = ["TimeTargetError", "Machine", "TimeTarget", "resolve_time_target", "machine_lines", "time_entry", "time_summary",
+           "plot_time_prediction"]
+
+
+class TimeTargetError(ExitsError):
+    """A cost table that cannot predict this validation's time (other runtime, changed since the search)."""
+
+
+@dataclass(frozen=True)
+class Machine:
+    """What runs the validation: the device (``cpu``, ``cuda:0``), its name (CPU model or GPU), the threads."""
+
+    device: str
+    device_name: str
+    threads: int | None
+
+
+@dataclass(frozen=True)
+class TimeTarget:
+    """The cost table a validation predicts from and its time model at the table's batch size."""
+
+    table: Any
+    model: Any
+
+    @property
+    def batch_size(self) -> int:
+        return self.table.batch_size
+
+    @property
+    def threads(self) -> int | None:
+        t = self.table.target.get("threads")
+        return t if isinstance(t, int) else None
+
+    def record(self) -> dict[str, Any]:
+        """The report's ``cost_table``: the table, its target and how the expectation was taken."""
+        t = self.table.target
+        return {"name": self.table.name, "fingerprint": self.table.fingerprint, "device": t.get("device"),
+                "device_name": t.get("device_name"), "threads": t.get("threads"), "batch_size": self.batch_size,
+                "runtime": self.table.runtime, "method": self.model.method, "date": t.get("date"),
+                "loadavg": t.get("loadavg_before")}
+
+
+def _recorded(doc: Mapping[str, Any], source: str) -> Mapping[str, Any] | None:
+    """The export's ``cost_table`` record when it was searched on time (refused when missing), else None."""
+    if doc.get("objective") != "time":
+        return None
+    rec = doc.get("cost_table")
+    if not isinstance(rec, Mapping) or not isinstance(rec.get("name"), str):
+        raise TimeTargetError(f"{source}: cost_table: objective 'time' but no record of the cost table it was "
+                              "searched on; export it again with search.pareto --objective time --cost-table NAME")
+    return rec
+
+
+def machine_lines(target: TimeTarget, machine: Machine) -> list[str]:
+    """Warning lines where ``machine`` is not the target ``target``'s table was profiled on."""
+    table = target.table
+    t = table.target
+    lines = []
+    if str(t.get("device", "")).split(":")[0] != machine.device.split(":")[0] \
+            or t.get("device_name") != machine.device_name:
+        lines.append(f"cost table {table.name!r} was profiled on {t.get('device')} ({t.get('device_name')}); this "
+                     f"run is on {machine.device} ({machine.device_name}): its predicted times are that target's")
+    if isinstance(t.get("threads"), int) and t.get("threads") != machine.threads:
+        lines.append(f"cost table {table.name!r} was profiled with {t['threads']} thread(s); this run uses "
+                     f"{machine.threads or 'the default'}: pass --threads {t['threads']} or profile this target")
+    return lines
+
+
+def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *, runtime: str,
+                        source: str, bundle_fingerprint: str | None = None
+                        ) -> tuple[TimeTarget | None, tuple[str, ...]]:
+    """The cost table to predict time from (``name``, else the one a time export was searched on), checked
+    against the export and the runtime (None when there is none), and the warning lines (``machine_lines``
+    adds this machine's, once the threads are set)."""
+    from data_cache.cost_tables import read_cost_table
+    from search.time_cost import TimeCostModel
+
+    recorded = _recorded(doc, source)
+    lines = []
+    if doc.get("objective") == "latency":
+        lines.append(f"{source}: objective 'latency': searched on the cache's one-batch latency table (additive, "
+                     "one batch size), not on a profile of this target"
+                     + ("" if name else "; profile one (python -m exits.profile) and pass --cost-table NAME"))
+    name = name or (recorded or {}).get("name")
+    if name is None:
+        return None, tuple(lines)
+    table = read_cost_table(cache, name)
+    if table.runtime != runtime:
+        what = "a bundle (onnxruntime)" if runtime == "onnx" else "the eager runtime"
+        raise TimeTargetError(f"cost table {name!r}: profiled for the {table.runtime} runtime, this validation runs "
+                              f"{what}; profile with python -m exits.profile --runtime {runtime}")
+    method = "binomial"
+    if recorded is not None and recorded["name"] == name:
+        if recorded.get("fingerprint") != table.fingerprint:
+            raise TimeTargetError(f"{source}: cost_table.fingerprint: searched on cost table {name!r} "
+                                  f"{str(recorded.get('fingerprint'))[:19]}..., which now reads "
+                                  f"{table.fingerprint[:19]}... (profiled again since); search again on it")
+        method = recorded.get("method") or method
+    elif recorded is not None:
+        lines.append(f"{source}: searched on cost table {recorded['name']!r} ({recorded.get('device')}, "
+                     f"batch {recorded.get('batch_size')}); predicting with {name!r} instead")
+    profiled_on = (table.target.get("bundle") or {}).get("fingerprint")
+    if bundle_fingerprint is not None and profiled_on not in (None, bundle_fingerprint):
+        lines.append(f"cost table {name!r} was profiled on bundle {profiled_on[:19]}..., not this one "
+                     f"({bundle_fingerprint[:19]}...)")
+    model = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
+                          batch_size=table.batch_size, method=method)
+    return TimeTarget(table, model), tuple(lines)
+
+
+def time_entry(model: Any, config: Any, leave: np.ndarray, timing: Mapping[str, Any] | None,
+               mac_speedup: float) -> dict[str, Any]:
+    """The report's fields for one configuration: ``predicted_speedup`` (the time model on ``leave``, the cache's
+    per-sample exits), and when ``timing`` (``time_against_base``'s batch block, at the model's batch size) was
+    measured ``measured_speedup``, ``speedup_error`` = predicted / measured - 1 and the MAC prediction's error."""
+    est = model.estimate(list(config.exits), leave)
+    time = {"batch_size": model.batch_size, "method": model.method,
+            "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
+            "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
+            "predicted_items_ms_per_sample": {k: 1e3 * v for k, v in est.items.items()}}
+    out: dict[str, Any] = {"predicted_speedup": est.speedup, "time": time}
+    if timing:
+        n = timing["n_samples"]
+        time.update(measured_ms_per_sample=1e3 * timing["config_s"] / n,
+                    measured_base_ms_per_sample=1e3 * timing["base_s"] / n, timed_batch_size=timing["batch_size"])
+        out.update(measured_speedup=timing["speedup"], speedup_error=est.speedup / timing["speedup"] - 1.0,
+                   mac_speedup_error=mac_speedup / timing["speedup"] - 1.0)
+    return out
+
+
+def time_summary(configs: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """Largest relative errors of the time and of the MAC predictions over the timed configurations."""
+    timed = [c for c in configs if "speedup_error" in c]
+    if not timed:
+        return None
+    return {"n_timed": len(timed), "max_abs_speedup_error": max(abs(c["speedup_error"]) for c in timed),
+            "max_abs_mac_speedup_error": max(abs(c["mac_speedup_error"]) for c in timed)}
+
+
+def plot_time_prediction(ax: Any, configs: Sequence[Mapping[str, Any]], title: str) -> None:
+    """Predicted (time model; MACs) against measured speed-up, with the y = x line."""
+    rows = [c for c in configs if "measured_speedup" in c]
+    measured = [c["measured_speedup"] for c in rows]
+    top = max([*measured, *(c["predicted_speedup"] for c in rows), *(c["mac_estimate_speedup"] for c in rows), 1.0]) * 1.05
+    ax.plot([0, top], [0, top], "k-", lw=1, label="y = x (prediction exact)")
+    ax.plot(measured, [c["predicted_speedup"] for c in rows], "o", label="time model (cost table)")
+    ax.plot(measured, [c["mac_estimate_speedup"] for c in rows], "x", ms=8, label="MAC estimate: 1 / relative MACs")
+    for c in rows:
+        ax.annotate(str(c["id"]), (c["measured_speedup"], c["predicted_speedup"]), fontsize=7, alpha=0.7)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("measured speed-up over the base")
+    ax.set_ylabel("predicted speed-up")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()

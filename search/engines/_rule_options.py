@@ -1,0 +1,51 @@
+"""(exit, rule) alternatives at each position: how dp chooses an exit rule per exit.
+
+dp already chooses among the head types standing at one position; with several rules it chooses among
+(exit, rule) pairs the same way. :class:`RuleOptions` presents an :class:`~search.problem.ExitProblem` with
+several ``rules`` as a problem whose "exits" are those pairs (option ``v = r * n_exits + e``: exit ``e`` deciding
+with rule ``r``): every option has its own scores and the correctness and units of its exit, so the solver's
+exact curves, costs and sweeps are those of the head types, unchanged. A state maps back to an
+:class:`~search.config.ExitConfig` with one rule per enabled exit (:meth:`config`).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from contract.costs import CostTable
+
+from ..config import ExitConfig
+
+__all__ = ["RuleOptions"]
+
+
+class RuleOptions:
+    """The problem as dp sees it with (exit, rule) options (see the module docstring); what the solver reads of
+    a problem: ``scores``, ``correct``, ``costs``, ``position_exits``, ``position_of_exit``, sizes, ``rule``
+    (the one leave test), and per option its score ``bounds`` and :meth:`config` to map a state back."""
+
+    def __init__(self, problem):
+        self.base = problem
+        self.rules = problem.rules
+        E, m = problem.n_exits, len(problem.rules)
+        self.cache, self.score, self.rule = problem.cache, problem.score, problem.rule
+        self.n_samples, self.n_positions, self.positions = problem.n_samples, problem.n_positions, problem.positions
+        self.n_exits, self.final_exit = m * E, problem.final_exit
+        self.scores = np.concatenate([problem.scores_of(r) for r in self.rules])
+        self.correct = np.tile(problem.correct, (m, 1))
+        c = problem.costs
+        self.costs = CostTable(c.unit_costs, np.tile(c.needs, (m, 1)), c.unit_names, c.objective)
+        self.position_exits = [[r * E + e for r in range(m) for e in ex] for ex in problem.position_exits]
+        self.position_of_exit = {v: j for j, ex in enumerate(self.position_exits) for v in ex}
+        n_classes = problem.cache.n_classes
+        ranges = [problem.rule_objects[r].threshold_range(n_classes) for r in self.rules]
+        self.bounds = {v: ranges[v // E] for ex in self.position_exits for v in ex}
+
+    def option(self, exit_index: int, rule: str) -> int:
+        """The option of ``exit_index`` deciding with ``rule``."""
+        return self.rules.index(rule) * self.base.n_exits + exit_index
+
+    def config(self, options, thresholds) -> ExitConfig:
+        """The configuration enabling ``options`` (execution order) at ``thresholds``."""
+        E = self.base.n_exits
+        return ExitConfig(tuple(v % E for v in options), tuple(float(t) for t in thresholds), self.score,
+                          rules=tuple(self.rules[v // E] for v in options))

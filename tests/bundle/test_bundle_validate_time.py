@@ -1,0 +1,62 @@
+"""exits.validate_bundle with an onnx cost table: predicted against measured speed-up per configuration; an eager
+table refused in one line (timing values are never asserted)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from _fashion import fashion_files
+from _runtime_fixtures import make_export, tiny_model
+from data_cache.cost_tables import read_cost_table
+from exits.checkpoints import save_checkpoint
+from exits.data import load_splits
+from exits.dump import dump_cache, dump_provenance
+from exits.export_bundle import main as export_main
+from exits.profile import main as profile_main
+from exits.validate_bundle import main as validate_main
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("bundle_time")
+    root = fashion_files(tmp / "fm", n_train=60, n_test=30)
+    model = tiny_model()
+    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
+    ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
+    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
+    prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
+                           split_parameters=splits.parameters, seed=0)
+    cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
+                       split_definitions=splits.definitions, provenance=prov)
+    (tmp / "front.json").write_text(json.dumps(make_export(cache)))
+    assert export_main(["--checkpoint", str(ckpt), "--config", str(tmp / "front.json"), "--cache", str(tmp / "cache"),
+                        "--exporter", "torchscript", "--quiet", "--out", str(tmp / "bundle")]) == 0
+    common = ["--cache", str(tmp / "cache"), "--batch-size", "4", "--rounds", "1", "--min-time", "1e-4", "--threads",
+              "1", "--quiet"]
+    assert profile_main(common + ["--runtime", "onnx", "--bundle", str(tmp / "bundle"), "--name", "ort-t1"]) == 0
+    assert profile_main(common + ["--checkpoint", str(ckpt), "--name", "cpu-t1"]) == 0
+    argv = ["--bundle", str(tmp / "bundle"), "--cache", str(tmp / "cache"), "--data-root", str(root),
+            "--timing-samples", "8", "--no-latency", "--rounds", "1", "--quiet"]
+    return tmp, cache, argv
+
+
+def test_bundle_report_has_predicted_and_measured_speedups(setup, capsys):
+    tmp, cache, argv = setup
+    assert validate_main(argv + ["--cost-table", "ort-t1", "--report", str(tmp / "r.json")]) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp / "r.json").read_text())
+    assert report["cost_table"]["fingerprint"] == read_cost_table(cache, "ort-t1").fingerprint
+    assert report["cost_table"]["runtime"] == "onnx" and report["machine"]["ort_threads"] == 1
+    for c in report["configs"]:
+        assert c["predicted_speedup"] > 0 and c["measured_speedup"] > 0 and c["throughput_b64"]["batch_size"] == 4
+        assert c["speedup_error"] == pytest.approx(c["predicted_speedup"] / c["measured_speedup"] - 1)
+    assert report["time_prediction"]["n_timed"] == len(report["configs"]) and "t pred" in out
+
+
+def test_an_eager_table_for_a_bundle_is_refused(setup, capsys):
+    tmp, _, argv = setup
+    assert validate_main(argv + ["--cost-table", "cpu-t1", "--report", str(tmp / "x.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "profiled for the eager runtime" in err, err
+    assert not (tmp / "x.json").exists()

@@ -1,0 +1,155 @@
+"""exits.validate with a cost table: predicted against measured speed-up in the report, the table and the figure;
+exports for another runtime, table or target refused or flagged in one line (timing values are never asserted)."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from _fashion import fashion_files
+from _runtime_fixtures import make_export, tiny_model
+from data_cache.cost_tables import read_cost_table
+from data_cache.format import COST_TABLES_DIR
+from exits.checkpoints import save_checkpoint
+from exits.data import load_splits
+from exits.dump import dump_cache, dump_provenance
+from exits.profile import main as profile_main
+from exits.time_prediction import TimeTargetError, resolve_time_target
+from exits.validate import main
+from search.config import ExitConfig
+from search.problem import ExitProblem
+from search.time_cost import TimeCostModel
+
+pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    """A tiny model dumped on fake Fashion-MNIST files, a MAC export and an eager cost table at batch 4."""
+    tmp = tmp_path_factory.mktemp("validate_time")
+    root = fashion_files(tmp / "fm", n_train=60, n_test=30)
+    model = tiny_model()
+    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
+    ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
+    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
+    prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
+                           split_parameters=splits.parameters, seed=0)
+    cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
+                       split_definitions=splits.definitions, provenance=prov)
+    assert profile_main(["--checkpoint", str(ckpt), "--cache", str(tmp / "cache"), "--name", "cpu-t1",
+                         "--batch-size", "4", "--rounds", "1", "--min-time", "1e-4", "--threads", "1",
+                         "--quiet"]) == 0
+    doc = make_export(cache)
+    (tmp / "front.json").write_text(json.dumps(doc))
+    base = ["--checkpoint", str(ckpt), "--data-root", str(root), "--cache", str(tmp / "cache"), "--timing-samples",
+            "8", "--no-latency", "--rounds", "1", "--quiet"]
+    return tmp, base, doc, cache
+
+
+def _config(cache, entry, score="max_prob") -> ExitConfig:
+    names = [e.name for e in cache.exits]
+    return ExitConfig(tuple(names.index(e["name"]) for e in entry["exits"]),
+                      tuple(e["threshold"] for e in entry["exits"]), score)
+
+
+def test_predicted_against_measured_speedup_in_report_table_and_figure(setup, capsys):
+    tmp, base, doc, cache = setup
+    assert main(["--config", str(tmp / "front.json"), "--cost-table", "cpu-t1", "--report", str(tmp / "r.json"),
+                 "--plot", str(tmp / "r.png")] + base) == 0
+    out = capsys.readouterr().out
+    report = json.loads((tmp / "r.json").read_text())
+    table = read_cost_table(cache, "cpu-t1")
+    assert report["cost_table"]["name"] == "cpu-t1" and report["cost_table"]["fingerprint"] == table.fingerprint
+    assert report["cost_table"]["batch_size"] == 4 and report["cost_table"]["runtime"] == "eager"
+    model = TimeCostModel.from_cache(cache, "cpu-t1")
+    for c, entry in zip(report["configs"], doc["configs"]):
+        cfg = _config(cache, entry)
+        want = model.estimate(cfg.exits, ExitProblem(cache, "holdout").assign(cfg))
+        assert c["predicted_speedup"] == pytest.approx(want.speedup, rel=1e-12)   # recomputed from the cache
+        assert c["measured_speedup"] > 0 and c["throughput_b64"]["batch_size"] == 4   # timed at the table's B
+        assert c["throughput_b64"]["n_samples"] == 8                                  # full batches only
+        assert c["speedup_error"] == pytest.approx(c["predicted_speedup"] / c["measured_speedup"] - 1)
+        assert c["mac_speedup_error"] == pytest.approx(
+            1 / c["predicted"]["relative_cost"] / c["measured_speedup"] - 1)
+        t = c["time"]
+        assert t["batch_size"] == 4 and t["predicted_ms_per_sample"] == pytest.approx(1e3 * want.time_per_sample_s)
+        assert t["measured_base_ms_per_sample"] / t["measured_ms_per_sample"] == pytest.approx(c["measured_speedup"])
+    summary = report["time_prediction"]
+    assert summary["n_timed"] == len(doc["configs"])
+    assert summary["max_abs_speedup_error"] == max(abs(c["speedup_error"]) for c in report["configs"])
+    assert "t pred" in out and "t err" in out and "cost table 'cpu-t1'" in out
+    assert (tmp / "r.png").stat().st_size > 0
+
+
+def test_without_a_table_nothing_is_predicted(setup):
+    tmp, base, _, _ = setup
+    assert main(["--config", str(tmp / "front.json"), "--report", str(tmp / "plain.json"), "--no-timing"] + base) == 0
+    report = json.loads((tmp / "plain.json").read_text())
+    assert "cost_table" not in report and all("predicted_speedup" not in c for c in report["configs"])
+
+
+def test_a_table_of_the_other_runtime_is_refused(setup, capsys):
+    tmp, base, _, _ = setup
+    folder = tmp / "cache" / COST_TABLES_DIR
+    doc = json.loads((folder / "cpu-t1.json").read_text())
+    doc["name"], doc["target"]["runtime"] = "ort", "onnx"
+    (folder / "ort.json").write_text(json.dumps(doc))
+    assert main(["--config", str(tmp / "front.json"), "--cost-table", "ort", "--report", str(tmp / "x.json")]
+                + base) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "\n" not in err and "profiled for the onnx runtime" in err, err
+    assert main(["--config", str(tmp / "front.json"), "--cost-table", "nope", "--report", str(tmp / "x.json")]
+                + base) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "no cost table 'nope'" in err, err
+    assert not (tmp / "x.json").exists()
+
+
+def test_another_target_is_flagged_in_one_line(setup, capsys):
+    tmp, base, _, _ = setup
+    folder = tmp / "cache" / COST_TABLES_DIR
+    doc = json.loads((folder / "cpu-t1.json").read_text())
+    doc["name"], doc["target"]["device_name"], doc["target"]["threads"] = "elsewhere", "Some Other CPU", 3
+    (folder / "elsewhere.json").write_text(json.dumps(doc))
+    assert main(["--config", str(tmp / "front.json"), "--cost-table", "elsewhere", "--threads", "1", "--report",
+                 str(tmp / "e.json"), "--no-timing"] + base) == 0
+    warnings = [line for line in capsys.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert any("Some Other CPU" in line for line in warnings), warnings
+    assert any("profiled with 3 thread(s); this run uses 1" in line for line in warnings), warnings
+    report = json.loads((tmp / "e.json").read_text())
+    assert all("predicted_speedup" in c and "measured_speedup" not in c for c in report["configs"])
+
+
+def _time_doc(doc, table, **changes):
+    rec = {"name": table.name, "fingerprint": table.fingerprint, "device": table.target["device"],
+           "threads": table.target["threads"], "batch_size": table.batch_size, "runtime": table.runtime,
+           "method": "binomial"}
+    return dict(doc, objective="time", cost_table={**rec, **changes})
+
+
+def test_time_exports_bound_to_their_table(setup):
+    tmp, _, doc, cache = setup
+    table = read_cost_table(cache, "cpu-t1")
+    target, lines = resolve_time_target(_time_doc(doc, table), cache, None, runtime="eager", source="f.json")
+    assert target.table.fingerprint == table.fingerprint and target.batch_size == 4 and lines == ()
+    with pytest.raises(TimeTargetError, match=r"f.json: cost_table.fingerprint: .*profiled again"):
+        resolve_time_target(_time_doc(doc, table, fingerprint="sha256:" + "0" * 64), cache, None, runtime="eager",
+                            source="f.json")
+    with pytest.raises(TimeTargetError, match="profiled for the eager runtime, this validation runs a bundle"):
+        resolve_time_target(_time_doc(doc, table), cache, None, runtime="onnx", source="f.json")
+    with pytest.raises(TimeTargetError, match="f.json: cost_table: objective 'time' but no record"):
+        resolve_time_target(dict(doc, objective="time"), cache, None, runtime="eager", source="f.json")
+    other = _time_doc(doc, table, name="gone", device="cuda")
+    target, lines = resolve_time_target(other, cache, "cpu-t1", runtime="eager", source="f.json")
+    assert target.table.name == "cpu-t1" and len(lines) == 1 and "searched on cost table 'gone'" in lines[0]
+
+
+def test_latency_exports_are_flagged(setup):
+    _, _, doc, cache = setup
+    target, lines = resolve_time_target(dict(doc, objective="latency"), cache, None, runtime="eager", source="f")
+    assert target is None and len(lines) == 1 and "objective 'latency'" in lines[0] and "--cost-table" in lines[0]
+    target, lines = resolve_time_target(dict(doc, objective="latency"), cache, "cpu-t1", runtime="eager", source="f")
+    assert target is not None and len(lines) == 1 and "one-batch latency table" in lines[0]
+    assert resolve_time_target(doc, cache, None, runtime="eager", source="f") == (None, ())
