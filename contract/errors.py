@@ -1,4 +1,5 @@
 """The one exception of the contract package; every message is one line naming the culprit."""
+
 from __future__ import annotations
 
 __all__ = ["ContractError"]

@@ -1,10 +1,12 @@
 """Plain records of a cache (exits, compute units, metadata) and the reader interface."""
+
 from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -12,8 +14,16 @@ from . import format as fmt
 from .errors import CacheFormatError, CacheIncompleteError
 from .schema import manifest_problems
 
-__all__ = ["UnitInfo", "ExitInfo", "CacheMeta", "CacheReader", "read_manifest", "meta_from_manifest",
-           "meta_to_manifest", "check_meta"]
+__all__ = [
+    "UnitInfo",
+    "ExitInfo",
+    "CacheMeta",
+    "CacheReader",
+    "read_manifest",
+    "meta_from_manifest",
+    "meta_to_manifest",
+    "check_meta",
+]
 
 
 @dataclass(frozen=True)
@@ -58,7 +68,7 @@ class CacheMeta:
         return len(self.exits)
 
 
-def read_manifest(path: Path) -> object:
+def read_manifest(path: Path) -> dict[str, Any]:
     """The parsed ``manifest.json`` of the cache folder ``path`` (not yet checked against the schema).
 
     A missing manifest raises :class:`CacheIncompleteError` when ``.parts/`` says a dump was interrupted,
@@ -71,18 +81,30 @@ def read_manifest(path: Path) -> object:
         raise CacheFormatError(f"{path}: cannot read ({exc.strerror or exc})") from None
     if not exists:
         if (path / fmt.PARTS_DIR).exists():
-            raise CacheIncompleteError(f"{manifest_path}: missing: the cache is half-written; resume the dump "
-                                       "(--resume)")
+            raise CacheIncompleteError(
+                f"{manifest_path}: missing: the cache is half-written; resume the dump (--resume)"
+            )
         raise CacheFormatError(f"{manifest_path}: missing file (is this a cache folder?)")
     try:
-        return json.loads(manifest_path.read_text())
+        doc = json.loads(manifest_path.read_text())
     except OSError as exc:  # a folder, a file it may not read
         raise CacheFormatError(f"{manifest_path}: cannot read ({exc.strerror or exc})") from None
-    except (ValueError, RecursionError) as exc:  # bytes that are not UTF-8, bad JSON; RecursionError: absurd nesting
+    except (
+        ValueError,
+        RecursionError,
+    ) as exc:  # bytes that are not UTF-8, bad JSON; RecursionError: absurd nesting
         raise CacheFormatError(f"{manifest_path}: not valid JSON ({exc})") from None
+    if not isinstance(doc, dict):
+        raise CacheFormatError(
+            f"{manifest_path}: malformed manifest: a JSON object expected "
+            f"(got {type(doc).__name__})"
+        )
+    return doc
 
 
-def meta_from_manifest(d: dict, source: str = "manifest.json", *, with_files: bool = False) -> CacheMeta:
+def meta_from_manifest(
+    d: dict, source: str = "manifest.json", *, with_files: bool = False
+) -> CacheMeta:
     """Check a manifest dict against the schema (``schema.py``) and parse it; raise CacheFormatError
     listing every problem as ``source: field: problem``. ``with_files``: a finished cache on disk (file
     entries and fingerprint required)."""
@@ -90,11 +112,25 @@ def meta_from_manifest(d: dict, source: str = "manifest.json", *, with_files: bo
     if problems:
         raise CacheFormatError(f"{source}: {problems[0]}", [f"{source}: {p}" for p in problems])
     return CacheMeta(
-        exits=tuple(ExitInfo(name=e["name"], position=e["position"], head=e["head"], units=tuple(e["units"]),
-                             final=e.get("final", False)) for e in d["exits"]),
-        units=tuple(UnitInfo(name=u["name"], kind=u["kind"], macs=float(u["macs"]),
-                             latency_s=None if u.get("latency_s") is None else float(u["latency_s"]))
-                    for u in d["units"]),
+        exits=tuple(
+            ExitInfo(
+                name=e["name"],
+                position=e["position"],
+                head=e["head"],
+                units=tuple(e["units"]),
+                final=e.get("final", False),
+            )
+            for e in d["exits"]
+        ),
+        units=tuple(
+            UnitInfo(
+                name=u["name"],
+                kind=u["kind"],
+                macs=float(u["macs"]),
+                latency_s=None if u.get("latency_s") is None else float(u["latency_s"]),
+            )
+            for u in d["units"]
+        ),
         n_classes=d["n_classes"],
         k=d["k"],
         splits={s: v["n_samples"] for s, v in d["splits"].items()},
@@ -109,8 +145,10 @@ def check_meta(meta: CacheMeta, source: str) -> dict:
     try:
         manifest = json.loads(json.dumps(meta_to_manifest(meta), allow_nan=False))
     except (TypeError, ValueError) as exc:
-        raise CacheFormatError(f"{source}: meta: every field must hold plain JSON values (no numpy scalars, "
-                               f"NaN or inf) ({exc})") from None
+        raise CacheFormatError(
+            f"{source}: meta: every field must hold plain JSON values (no numpy scalars, "
+            f"NaN or inf) ({exc})"
+        ) from None
     meta_from_manifest(manifest, source, with_files=False)
     return manifest
 
@@ -124,8 +162,10 @@ def meta_to_manifest(meta: CacheMeta) -> dict:
         "exits": [dict(asdict(e), units=list(e.units)) for e in meta.exits],
         "units": [asdict(u) for u in meta.units],
         "costs": dict({"macs_convention": fmt.MACS_CONVENTION}, **meta.costs),
-        "splits": {s: {"n_samples": n, "definition": meta.split_definitions.get(s, "")}
-                   for s, n in meta.splits.items()},
+        "splits": {
+            s: {"n_samples": n, "definition": meta.split_definitions.get(s, "")}
+            for s, n in meta.splits.items()
+        },
         "provenance": meta.provenance,
     }
 
@@ -170,7 +210,9 @@ class CacheReader(ABC):
         for i, e in enumerate(self.meta.exits):
             if e.name == name:
                 return i
-        raise KeyError(f"exit {name!r} is not in this cache; it has {[e.name for e in self.meta.exits]}")
+        raise KeyError(
+            f"exit {name!r} is not in this cache; it has {[e.name for e in self.meta.exits]}"
+        )
 
     # -- arrays ------------------------------------------------------------------------------
     def _check_split(self, split: str) -> str:
@@ -178,17 +220,24 @@ class CacheReader(ABC):
             raise KeyError(f"split {split!r} is not in this cache; it has {list(self.meta.splits)}")
         return split
 
+    def _required(self, split: str, fname: str) -> np.ndarray:
+        """A file every split has (its absence is a schema problem, refused before a reader exists)."""
+        a = self._array(self._check_split(split), fname)
+        if a is None:
+            raise CacheFormatError(f"{split}/{fname}: missing")
+        return a
+
     def labels(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.LABELS)
+        return self._required(split, fmt.LABELS)
 
     def sample_index(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.SAMPLE_INDEX)
+        return self._required(split, fmt.SAMPLE_INDEX)
 
     def topk_ids(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.TOPK_IDS)
+        return self._required(split, fmt.TOPK_IDS)
 
     def topk_probs(self, split: str) -> np.ndarray:
-        return self._array(self._check_split(split), fmt.TOPK_PROBS)
+        return self._required(split, fmt.TOPK_PROBS)
 
     def logits(self, split: str) -> np.ndarray | None:
         return self._array(self._check_split(split), fmt.LOGITS)

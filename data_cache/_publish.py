@@ -9,6 +9,7 @@ start (``.exitsearch-reserved`` inside the target). :func:`sweep` removes the wo
 :func:`sweep_reservation` the placeholders, whose marker names a process of this host that has ended: the name
 pattern and the marker together prove they are the tool's own; nothing else is touched.
 """
+
 from __future__ import annotations
 
 import errno
@@ -20,8 +21,17 @@ import shutil
 import socket
 from pathlib import Path
 
-__all__ = ["MARKER", "RESERVED", "make_work", "remove_work", "sweep", "reserve_folder", "release_reservation",
-           "sweep_reservation", "link_file"]
+__all__ = [
+    "MARKER",
+    "RESERVED",
+    "make_work",
+    "remove_work",
+    "sweep",
+    "reserve_folder",
+    "release_reservation",
+    "sweep_reservation",
+    "link_file",
+]
 
 TOOL = "exitsearch"
 MARKER = ".exitsearch-owner"
@@ -52,8 +62,14 @@ def _dead_own(marker: Path, pid: int | None = None) -> dict | None:
         rec = json.loads(marker.read_bytes())
     except (OSError, ValueError):
         return None
-    if not (isinstance(rec, dict) and rec.get("tool") == TOOL and rec.get("host") == socket.gethostname()
-            and isinstance(rec.get("pid"), int) and rec["pid"] > 0 and pid in (None, rec["pid"])):
+    if not (
+        isinstance(rec, dict)
+        and rec.get("tool") == TOOL
+        and rec.get("host") == socket.gethostname()
+        and isinstance(rec.get("pid"), int)
+        and rec["pid"] > 0
+        and pid in (None, rec["pid"])
+    ):
         return None
     return None if _alive(rec["pid"]) else rec
 
@@ -73,14 +89,19 @@ def remove_work(work: Path) -> None:
 
 def sweep(folder: Path) -> list[Path]:
     """Remove the work folders in ``folder`` left by runs of this host that have ended; return them."""
-    removed = []
+    removed: list[Path] = []
     try:
         entries = list(folder.iterdir())
     except OSError:
         return removed
     for entry in entries:
         m = _WORK.fullmatch(entry.name)
-        if m and entry.is_dir() and not entry.is_symlink() and _dead_own(entry / MARKER, int(m.group(1))):
+        if (
+            m
+            and entry.is_dir()
+            and not entry.is_symlink()
+            and _dead_own(entry / MARKER, int(m.group(1)))
+        ):
             remove_work(entry)
             removed.append(entry)
     return removed

@@ -3,6 +3,7 @@
 The command line is :mod:`data_cache.validate` (kept apart so ``python -m data_cache.validate`` runs
 a module the package has not imported yet).
 """
+
 from __future__ import annotations
 
 import os
@@ -16,11 +17,20 @@ from .errors import CacheError
 from .fingerprint import cache_fingerprint
 from .integrity import NpyLayout, read_npy_layout, run_jobs, split_jobs
 
-__all__ = ["validate_cache", "check_cache_files", "describe", "identical_splits", "identical_splits_messages",
-           "never_right", "never_right_line"]
+__all__ = [
+    "validate_cache",
+    "check_cache_files",
+    "describe",
+    "identical_splits",
+    "identical_splits_messages",
+    "never_right",
+    "never_right_line",
+]
 
 
-def _layout(root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, problems: list[str]) -> NpyLayout | None:
+def _layout(
+    root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, problems: list[str]
+) -> NpyLayout | None:
     """The file's layout when it is a readable .npy file inside the cache with the right shape and dtype;
     else a problem line. A link is followed only when it stays inside the cache folder."""
     if not f.exists():
@@ -29,7 +39,9 @@ def _layout(root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, proble
         return None
     real = Path(os.path.realpath(f))
     if not real.is_relative_to(root):
-        problems.append(f"{f}: a link to {real}, outside the cache folder; copy the file into the cache")
+        problems.append(
+            f"{f}: a link to {real}, outside the cache folder; copy the file into the cache"
+        )
         return None
     if not real.is_file():
         problems.append(f"{f}: not a regular file")
@@ -49,8 +61,13 @@ def _layout(root: Path, f: Path, want_shape: tuple, want_dtype: np.dtype, proble
     return layout
 
 
-def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, checksums: bool = True,
-                   workers: int | None = None) -> list[str]:
+def validate_cache(
+    path: str | Path,
+    *,
+    skip_integrity_check: bool = False,
+    checksums: bool = True,
+    workers: int | None = None,
+) -> list[str]:
     """Every problem found in the cache at ``path``, one line each; an empty list means valid.
 
     Always: the manifest against the schema, every file of the cache present inside the folder with the
@@ -69,12 +86,25 @@ def validate_cache(path: str | Path, *, skip_integrity_check: bool = False, chec
         meta = meta_from_manifest(manifest, source=str(path / fmt.MANIFEST), with_files=True)
     except CacheError as exc:
         return exc.problems
-    return check_cache_files(path, manifest, meta, skip_integrity_check=skip_integrity_check, checksums=checksums,
-                             workers=workers)
+    return check_cache_files(
+        path,
+        manifest,
+        meta,
+        skip_integrity_check=skip_integrity_check,
+        checksums=checksums,
+        workers=workers,
+    )
 
 
-def check_cache_files(path: Path, manifest: dict, meta: CacheMeta, *, skip_integrity_check: bool = False,
-                      checksums: bool = True, workers: int | None = None) -> list[str]:
+def check_cache_files(
+    path: Path,
+    manifest: dict,
+    meta: CacheMeta,
+    *,
+    skip_integrity_check: bool = False,
+    checksums: bool = True,
+    workers: int | None = None,
+) -> list[str]:
     """What :func:`validate_cache` checks beyond the manifest's schema, given the manifest already read and
     checked (``meta``): required splits, every file's layout, the integrity pass, the fingerprint.
     ``open_cache`` calls it with the manifest its reader parsed, so a run reads the manifest once."""
@@ -89,7 +119,9 @@ def check_cache_files(path: Path, manifest: dict, meta: CacheMeta, *, skip_integ
         entries = manifest["splits"][split]["files"]
         layouts = {}
         for fname in entries:
-            want = fmt.expected_shape(fname, n_exits=meta.n_exits, k=meta.k, n_samples=n, n_classes=meta.n_classes)
+            want = fmt.expected_shape(
+                fname, n_exits=meta.n_exits, k=meta.k, n_samples=n, n_classes=meta.n_classes
+            )
             layout = _layout(root, path / split / fname, want, fmt.DTYPES[fname], problems)
             if layout is not None:
                 layouts[fname] = layout
@@ -105,11 +137,15 @@ def identical_splits(manifest: dict) -> list[tuple[str, str]]:
     """Pairs of splits whose labels and top-k files have the same recorded checksums: the same predictions
     given twice (e.g. one dump written as both search and holdout). Legal, but figures on the second are not
     independent of the first: the command lines warn about it."""
+
     def digest(split: dict) -> tuple | None:
         files = split.get("files") if isinstance(split, dict) else None
         if not isinstance(files, dict):
             return None
-        sums = tuple((files.get(name) or {}).get("sha256") for name in (fmt.LABELS, fmt.TOPK_IDS, fmt.TOPK_PROBS))
+        sums = tuple(
+            (files.get(name) or {}).get("sha256")
+            for name in (fmt.LABELS, fmt.TOPK_IDS, fmt.TOPK_PROBS)
+        )
         return None if None in sums else sums
 
     seen: dict[tuple, str] = {}
@@ -127,8 +163,11 @@ def identical_splits(manifest: dict) -> list[tuple[str, str]]:
 
 def identical_splits_messages(manifest: dict, where: str = "") -> list[str]:
     """What to say about each pair of :func:`identical_splits` (``where``: a prefix naming the cache)."""
-    return [f"{where}splits {a!r} and {b!r} of the cache hold the same predictions (identical files); figures on "
-            f"{b!r} are not independent of {a!r}" for a, b in identical_splits(manifest)]
+    return [
+        f"{where}splits {a!r} and {b!r} of the cache hold the same predictions (identical files); figures on "
+        f"{b!r} are not independent of {a!r}"
+        for a, b in identical_splits(manifest)
+    ]
 
 
 def warn_identical_splits(manifest: dict, where: str = "") -> None:
@@ -142,8 +181,10 @@ def warn_identical_splits(manifest: dict, where: str = "") -> None:
 def never_right_line(name: str, final: bool, split: str, n_samples: int) -> str:
     """The warning for an exit whose top-1 is never the label (shared with ``search.pareto``)."""
     what = f"the base model (final exit {name!r})" if final else f"exit {name!r}"
-    return (f"{what} is never right on split {split!r} (0 of {n_samples:,} samples): its labels and predictions "
-            "disagree everywhere (labels of another dataset or class order?)")
+    return (
+        f"{what} is never right on split {split!r} (0 of {n_samples:,} samples): its labels and predictions "
+        "disagree everywhere (labels of another dataset or class order?)"
+    )
 
 
 def never_right(cache, splits=None) -> list[str]:
@@ -165,16 +206,22 @@ def describe(cache) -> str:
     """A human-readable summary: splits, exits with units and per-exit top-1 accuracy."""
     lines = [repr(cache), f"fingerprint: {cache.fingerprint}"]
     for s in cache.splits():
-        lines.append(f"split {s}: {cache.n_samples(s)} samples; {cache.meta.split_definitions.get(s, '')}")
+        lines.append(
+            f"split {s}: {cache.n_samples(s)} samples; {cache.meta.split_definitions.get(s, '')}"
+        )
     units = {u.name: u for u in cache.units}
     base = sum(units[u].macs for u in cache.exits[-1].units) or 1.0
-    lines.append(f"{'#':>3} {'exit':<40} {'pos':>4} {'head':<12} {'rel.MACs':>9}"
-                 + "".join(f" {s + ' acc':>12}" for s in cache.splits()))
+    lines.append(
+        f"{'#':>3} {'exit':<40} {'pos':>4} {'head':<12} {'rel.MACs':>9}"
+        + "".join(f" {s + ' acc':>12}" for s in cache.splits())
+    )
     for i, e in enumerate(cache.exits):
         accs = []
         for s in cache.splits():
             top1 = np.asarray(cache.topk_ids(s)[i, 0])
             accs.append(f" {float((top1 == cache.labels(s)).mean()):>12.4f}")
         macs = sum(units[u].macs for u in e.units) / base
-        lines.append(f"{i:>3} {e.name:<40} {e.position:>4} {e.head:<12} {macs:>9.4f}" + "".join(accs))
+        lines.append(
+            f"{i:>3} {e.name:<40} {e.position:>4} {e.head:<12} {macs:>9.4f}" + "".join(accs)
+        )
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """The cache shipped with the package (the Fashion-MNIST demo), used when no cache is named, and the
 checkpoint it was dumped from (``<cache folder>.checkpoint.pt`` beside it)."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -8,6 +8,7 @@ Each subcommand imports its module only when run (standard library here), so ``e
 machine without torch works, and a subcommand whose side is not installed says in one line which extra to
 install (exit status 2).
 """
+
 from __future__ import annotations
 
 import importlib
@@ -23,16 +24,32 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check": ("exits.check", "can exits be attached to a timm model, exactly?"),
     "train": ("exits.train", "train exit heads on a frozen timm backbone"),
     "dump": ("exits.dump_cli", "dump every exit's predictions on a dataset into a cache"),
-    "validate": ("exits.validate", "run exported configurations on the real model against the cache"),
+    "validate": (
+        "exits.validate",
+        "run exported configurations on the real model against the cache",
+    ),
     "export-bundle": ("exits.export_bundle", "export configurations as ONNX graphs and a manifest"),
     "validate-bundle": ("exits.validate_bundle", "run a bundle with onnxruntime against the cache"),
-    "profile": ("exits.profile", "time each unit on this machine into a cost table beside the cache"),
+    "profile": (
+        "exits.profile",
+        "time each unit on this machine into a cost table beside the cache",
+    ),
     "pipeline": ("exits.pipeline", "the Fashion-MNIST demo end to end"),
 }
 """Subcommand -> (module whose ``main(argv)`` runs it, what it does)."""
 
-_EXTRA = {"torch": "torch", "torchvision": "torch", "timm": "torch", "onnx": "export", "onnxscript": "export",
-          "onnxruntime": "bundle", "scipy": "search", "matplotlib": "search", "pymoo": "search", "optuna": "search"}
+_EXTRA = {
+    "torch": "torch",
+    "torchvision": "torch",
+    "timm": "torch",
+    "onnx": "export",
+    "onnxscript": "export",
+    "onnxruntime": "bundle",
+    "scipy": "search",
+    "matplotlib": "search",
+    "pymoo": "search",
+    "optuna": "search",
+}
 """A third-party package a side needs -> the ``pip install exitsearch[EXTRA]`` that installs it."""
 
 
@@ -48,8 +65,9 @@ def load_command(module: str, what: str) -> ModuleType:
         root = (exc.name or "").split(".")[0]
         if root not in _EXTRA:
             raise
-        raise MissingSide(f"{what} needs {root}, which is not installed: pip install 'exitsearch[{_EXTRA[root]}]'") \
-            from None
+        raise MissingSide(
+            f"{what} needs {root}, which is not installed: pip install 'exitsearch[{_EXTRA[root]}]'"
+        ) from None
 
 
 def _usage() -> str:

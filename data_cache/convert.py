@@ -5,6 +5,7 @@
 Problems with the inputs print one line each on stderr and exit with status 2 (``--debug`` shows
 the traceback instead); on success a short summary of the cache is printed.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -12,6 +13,7 @@ import shlex
 import sys
 import warnings
 
+from ._validation import describe
 from .cli_types import CommandParser, positive_int
 from .errors import CacheError, CacheWarning
 from .importers import get_importer
@@ -19,7 +21,6 @@ from .importers.dyce import LAYOUTS
 from .outputs import cli_entry
 from .reader import MemmapCache
 from .writer import check_cache_target
-from ._validation import describe
 
 __all__ = ["main"]
 
@@ -30,34 +31,62 @@ class _DyceCommand:
     help = "DyCE/TinySaver records (.npz per split) and their macs_info JSON"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--search", required=True, metavar="S.npz", help="records of the search split")
-        parser.add_argument("--holdout", required=True, metavar="H.npz", help="records of the holdout split")
-        parser.add_argument("--macs-info", required=True, metavar="M.json", help="their macs_info JSON")
-        parser.add_argument("--n-classes", type=positive_int, default=None, metavar="C",
-                            help="number of classes (default: the largest class id in the records + 1)")
-        parser.add_argument("--layout", choices=LAYOUTS, default="auto",
-                            help="'tinysaver' maps a P=2, T=1 pair to a saver and a base model (auto: detect)")
+        parser.add_argument(
+            "--search", required=True, metavar="S.npz", help="records of the search split"
+        )
+        parser.add_argument(
+            "--holdout", required=True, metavar="H.npz", help="records of the holdout split"
+        )
+        parser.add_argument(
+            "--macs-info", required=True, metavar="M.json", help="their macs_info JSON"
+        )
+        parser.add_argument(
+            "--n-classes",
+            type=positive_int,
+            default=None,
+            metavar="C",
+            help="number of classes (default: the largest class id in the records + 1)",
+        )
+        parser.add_argument(
+            "--layout",
+            choices=LAYOUTS,
+            default="auto",
+            help="'tinysaver' maps a P=2, T=1 pair to a saver and a base model (auto: detect)",
+        )
 
     def take_action(self, args: argparse.Namespace, command: str) -> MemmapCache:
-        return get_importer("dyce")(args.out, search=args.search, holdout=args.holdout, macs_info=args.macs_info,
-                                    n_classes=args.n_classes, layout=args.layout, overwrite=args.overwrite,
-                                    provenance={"command": command})
+        return get_importer("dyce")(
+            args.out,
+            search=args.search,
+            holdout=args.holdout,
+            macs_info=args.macs_info,
+            n_classes=args.n_classes,
+            layout=args.layout,
+            overwrite=args.overwrite,
+            provenance={"command": command},
+        )
 
 
 _COMMANDS = {"dyce": _DyceCommand()}
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = CommandParser(prog="python -m data_cache.convert",
-                           description="Import another tool's prediction dump into a cache.")
+    parser = CommandParser(
+        prog="python -m data_cache.convert",
+        description="Import another tool's prediction dump into a cache.",
+    )
     common = CommandParser(add_help=False)
     common.add_argument("--out", required=True, metavar="DIR", help="cache folder to create")
     common.add_argument("--overwrite", action="store_true", help="replace a cache already at --out")
     common.add_argument("--quiet", action="store_true", help="print nothing on success")
-    common.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    common.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
     sub = parser.add_subparsers(dest="importer", required=True, metavar="IMPORTER")
     for name, cmd in _COMMANDS.items():
-        cmd.add_arguments(sub.add_parser(name, help=cmd.help, description=cmd.__doc__, parents=[common]))
+        cmd.add_arguments(
+            sub.add_parser(name, help=cmd.help, description=cmd.__doc__, parents=[common])
+        )
     return parser
 
 
@@ -67,9 +96,14 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = "python -m data_cache.convert " + shlex.join(argv)
     try:
-        check_cache_target(args.out, overwrite=args.overwrite,
-                           inputs=[(f"--{o.replace('_', '-')}", getattr(args, o, None))
-                                   for o in ("search", "holdout", "macs_info")])
+        check_cache_target(
+            args.out,
+            overwrite=args.overwrite,
+            inputs=[
+                (f"--{o.replace('_', '-')}", getattr(args, o, None))
+                for o in ("search", "holdout", "macs_info")
+            ],
+        )
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", CacheWarning)
             try:

@@ -9,14 +9,17 @@ cache (and of the backbone) it was profiled for; :func:`read_cost_table` refuses
 grid that stops below the batch size asked, unknown units, and timings that are not positive and finite, in
 one line naming the file and the field (``docs/cache-format.md``, "Cost tables"). numpy only.
 """
+
 from __future__ import annotations
 
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from itertools import pairwise
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -24,9 +27,23 @@ from . import format as fmt
 from .errors import CacheError
 from .schema import split_name_problem
 
-__all__ = ["COST_TABLE_FORMAT", "RUNTIMES", "ITEM_KINDS", "UNIT_ITEM_KINDS", "CostTableError", "TimedItem",
-           "TimeTable", "cost_table_path", "list_cost_tables", "write_cost_table", "read_cost_table",
-           "check_table_name", "profile_grid", "interpolate", "parse_cost_table"]
+__all__ = [
+    "COST_TABLE_FORMAT",
+    "RUNTIMES",
+    "ITEM_KINDS",
+    "UNIT_ITEM_KINDS",
+    "CostTableError",
+    "TimedItem",
+    "TimeTable",
+    "cost_table_path",
+    "list_cost_tables",
+    "write_cost_table",
+    "read_cost_table",
+    "check_table_name",
+    "profile_grid",
+    "interpolate",
+    "parse_cost_table",
+]
 
 COST_TABLE_FORMAT = "costtable/1"
 RUNTIMES = ("eager", "onnx")
@@ -101,18 +118,28 @@ class TimeTable:
         return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
 
     def to_json(self) -> dict[str, Any]:
-        return {"format": COST_TABLE_FORMAT, "name": self.name, "cache": {"fingerprint": self.cache_fingerprint},
-                "model": {"fingerprint": self.model_fingerprint}, "target": self.target,
-                "measurement": self.measurement, "grid": list(self.grid),
-                "items": [{k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(it).items()}
-                          for it in self.items]}
+        return {
+            "format": COST_TABLE_FORMAT,
+            "name": self.name,
+            "cache": {"fingerprint": self.cache_fingerprint},
+            "model": {"fingerprint": self.model_fingerprint},
+            "target": self.target,
+            "measurement": self.measurement,
+            "grid": list(self.grid),
+            "items": [
+                {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(it).items()}
+                for it in self.items
+            ],
+        }
 
 
 def check_table_name(name: Any) -> str:
     """``name`` if it can name a table (a file name: letters, digits, ``_ - .``), else CostTableError."""
     if name not in fmt.RESERVED_NAMES and split_name_problem(name):
-        raise CostTableError(f"{str(name)[:60]!r} is not a cost table name: letters, digits, '_', '-', '.', "
-                             "not starting with '.', at most 250 characters")
+        raise CostTableError(
+            f"{str(name)[:60]!r} is not a cost table name: letters, digits, '_', '-', '.', "
+            "not starting with '.', at most 250 characters"
+        )
     return name
 
 
@@ -147,14 +174,18 @@ def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> 
         cache = open_cache(cache)
     folder = getattr(cache, "path", None)
     if folder is None:
-        raise CostTableError("cost tables live beside a cache folder; open the cache from its folder")
+        raise CostTableError(
+            "cost tables live beside a cache folder; open the cache from its folder"
+        )
     path = cost_table_path(folder, name)
     where = f"{fmt.COST_TABLES_DIR}/{path.name}"
     if not path.is_file():
         known = list_cost_tables(folder)
         there = "tables: " + ", ".join(known) if known else "none"
-        raise CostTableError(f"{folder}: no cost table {name!r} ({there}); "
-                             f"measure one with python -m exits.profile --cache {folder} --name {name}")
+        raise CostTableError(
+            f"{folder}: no cost table {name!r} ({there}); "
+            f"measure one with python -m exits.profile --cache {folder} --name {name}"
+        )
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
@@ -166,45 +197,68 @@ def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> 
 
 def _check_against(table: TimeTable, cache: Any, where: str, batch_size: int | None) -> None:
     if table.cache_fingerprint != cache.fingerprint:
-        raise CostTableError(f"{where}: cache.fingerprint: profiled for cache {table.cache_fingerprint[:19]}..., not "
-                             f"this one ({cache.fingerprint[:19]}...); profile this cache again")
+        raise CostTableError(
+            f"{where}: cache.fingerprint: profiled for cache {table.cache_fingerprint[:19]}..., not "
+            f"this one ({cache.fingerprint[:19]}...); profile this cache again"
+        )
     dumped = ((cache.meta.provenance or {}).get("model") or {}).get("fingerprint")
     if dumped is not None and table.model_fingerprint not in (None, dumped):
-        raise CostTableError(f"{where}: model.fingerprint: profiled on backbone "
-                             f"{str(table.model_fingerprint)[:19]}..., the cache was dumped from {dumped[:19]}...")
+        raise CostTableError(
+            f"{where}: model.fingerprint: profiled on backbone "
+            f"{str(table.model_fingerprint)[:19]}..., the cache was dumped from {dumped[:19]}..."
+        )
     known = {u.name for u in cache.units}
     for it in table.items:
         unknown = [u for u in it.units if u not in known]
         if unknown:
-            raise CostTableError(f"{where}: items.{it.name}.units: {unknown[0]!r} is not a unit of this cache")
+            raise CostTableError(
+                f"{where}: items.{it.name}.units: {unknown[0]!r} is not a unit of this cache"
+            )
     if batch_size is not None and table.grid[-1] < batch_size:
-        raise CostTableError(f"{where}: grid: reaches {table.grid[-1]} rows, batch size {batch_size} asked; "
-                             f"profile with --batch-size {batch_size}")
+        raise CostTableError(
+            f"{where}: grid: reaches {table.grid[-1]} rows, batch size {batch_size} asked; "
+            f"profile with --batch-size {batch_size}"
+        )
 
 
 def parse_cost_table(doc: Any, where: str) -> TimeTable:
     """A TimeTable from its JSON, or CostTableError naming the first problem (file and field)."""
+
     def bad(fieldname: str, problem: str) -> CostTableError:
         return CostTableError(f"{where}: {fieldname}: {problem}")
 
     if not isinstance(doc, Mapping) or doc.get("format") != COST_TABLE_FORMAT:
         got = doc.get("format") if isinstance(doc, Mapping) else type(doc).__name__
         raise bad("format", f"{got!r} is not {COST_TABLE_FORMAT!r}")
-    cache_fp = (doc.get("cache") or {}).get("fingerprint") if isinstance(doc.get("cache"), Mapping) else None
+    cache_fp = (
+        (doc.get("cache") or {}).get("fingerprint")
+        if isinstance(doc.get("cache"), Mapping)
+        else None
+    )
     if not isinstance(cache_fp, str) or not cache_fp.startswith("sha256:"):
         raise bad("cache.fingerprint", "missing; a table must say which cache it was profiled for")
-    model_fp = (doc.get("model") or {}).get("fingerprint") if isinstance(doc.get("model"), Mapping) else None
+    model_fp = (
+        (doc.get("model") or {}).get("fingerprint")
+        if isinstance(doc.get("model"), Mapping)
+        else None
+    )
     target, measurement = doc.get("target"), doc.get("measurement", {})
     if not isinstance(target, Mapping) or not isinstance(measurement, Mapping):
         raise bad("target", "must be an object (device, threads, batch_size, runtime, ...)")
     if target.get("runtime") not in RUNTIMES:
         raise bad("target.runtime", f"{target.get('runtime')!r} is not one of {list(RUNTIMES)}")
     grid = doc.get("grid")
-    if not isinstance(grid, list) or not grid or not all(_is_int(n) and n >= 1 for n in grid) \
-            or any(b <= a for a, b in zip(grid, grid[1:])):
+    if (
+        not isinstance(grid, list)
+        or not grid
+        or not all(_is_int(n) and n >= 1 for n in grid)
+        or any(b <= a for a, b in pairwise(grid))
+    ):
         raise bad("grid", "must be increasing row counts >= 1")
     if target.get("batch_size") != grid[-1]:
-        raise bad("target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {grid[-1]}")
+        raise bad(
+            "target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {grid[-1]}"
+        )
     items = doc.get("items")
     if not isinstance(items, list) or not items:
         raise bad("items", "must be a non-empty list")
@@ -214,8 +268,15 @@ def parse_cost_table(doc: Any, where: str) -> TimeTable:
         raise bad("items", "names must be unique")
     if not any(it.kind == "base" for it in parsed):
         raise bad("items", "no item of kind 'base' (the base model's time)")
-    return TimeTable(str(doc.get("name", "")), cache_fp, model_fp if isinstance(model_fp, str) else None,
-                     dict(target), dict(measurement), tuple(grid), parsed)
+    return TimeTable(
+        str(doc.get("name", "")),
+        cache_fp,
+        model_fp if isinstance(model_fp, str) else None,
+        dict(target),
+        dict(measurement),
+        tuple(grid),
+        parsed,
+    )
 
 
 def _is_int(x: Any) -> bool:
@@ -223,28 +284,43 @@ def _is_int(x: Any) -> bool:
 
 
 def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
-    if not isinstance(d, Mapping) or not isinstance(d.get("name"), str) or d.get("kind") not in ITEM_KINDS:
+    if (
+        not isinstance(d, Mapping)
+        or not isinstance(d.get("name"), str)
+        or d.get("kind") not in ITEM_KINDS
+    ):
         raise bad(f"items[{i}]", f"needs a name and a kind in {list(ITEM_KINDS)}")
     name = d["name"]
     units = d.get("units", [])
-    if not isinstance(units, list) or not all(isinstance(u, str) for u in units) \
-            or (d["kind"] in UNIT_ITEM_KINDS) != bool(units):
-        raise bad(f"items.{name}.units", "a list of unit names, non-empty exactly for units and graphs")
+    if (
+        not isinstance(units, list)
+        or not all(isinstance(u, str) for u in units)
+        or (d["kind"] in UNIT_ITEM_KINDS) != bool(units)
+    ):
+        raise bad(
+            f"items.{name}.units", "a list of unit names, non-empty exactly for units and graphs"
+        )
     values = []
     for key in ("median_s", "min_s", "max_s"):
         v = d.get(key)
         if not isinstance(v, list) or len(v) != n_grid:
             raise bad(f"items.{name}.{key}", f"must hold one time per grid point ({n_grid})")
-        if not all(isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0 for t in v):
+        if not all(
+            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0
+            for t in v
+        ):
             raise bad(f"items.{name}.{key}", "timings must be positive and finite")
         values.append(tuple(float(t) for t in v))
     exit_name = d.get("exit")
     if (d["kind"] == "step") != isinstance(exit_name, str):
         raise bad(f"items.{name}.exit", "a step names its exit; nothing else does")
-    return TimedItem(name, d["kind"], *values, units=tuple(units), exit=exit_name)
+    median_s, min_s, max_s = values
+    return TimedItem(name, d["kind"], median_s, min_s, max_s, units=tuple(units), exit=exit_name)
 
 
-def interpolate(grid: tuple[int, ...] | np.ndarray, times: tuple[float, ...] | np.ndarray, n: np.ndarray) -> np.ndarray:
+def interpolate(
+    grid: tuple[int, ...] | np.ndarray, times: tuple[float, ...] | np.ndarray, n: np.ndarray
+) -> np.ndarray:
     """Time at row counts ``n``: piecewise linear through ``(0, 0)`` and the grid; 0 rows cost nothing."""
     xs = np.concatenate([[0.0], np.asarray(grid, dtype=np.float64)])
     ys = np.concatenate([[0.0], np.asarray(times, dtype=np.float64)])

@@ -4,6 +4,7 @@ The dump runs the model (torch, timm): its command lives on the torch side, ``ex
 when this runs, so importing ``data_cache`` never loads torch. Without torch installed it ends in one line naming
 the extra to install (exit status 2).
 """
+
 from __future__ import annotations
 
 import sys

@@ -1,8 +1,15 @@
 """Exceptions of the cache package; messages read ``file: field: problem``."""
+
 from __future__ import annotations
 
-__all__ = ["CacheError", "CacheFormatError", "CacheIncompleteError", "CacheExistsError", "CacheInputError",
-           "CacheWarning"]
+__all__ = [
+    "CacheError",
+    "CacheFormatError",
+    "CacheIncompleteError",
+    "CacheExistsError",
+    "CacheInputError",
+    "CacheWarning",
+]
 
 
 class CacheError(ValueError):

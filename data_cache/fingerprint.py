@@ -1,4 +1,5 @@
 """Stable content hashes of arrays, files and whole caches."""
+
 from __future__ import annotations
 
 import hashlib
@@ -18,7 +19,7 @@ def array_digest(arr: np.ndarray) -> str:
     flat = np.ascontiguousarray(arr).reshape(-1)
     step = max(1, _CHUNK // max(flat.itemsize, 1))
     for i in range(0, flat.size, step):
-        h.update(np.ascontiguousarray(flat[i:i + step]).tobytes())
+        h.update(np.ascontiguousarray(flat[i : i + step]).tobytes())
     return "sha256:" + h.hexdigest()
 
 
@@ -52,9 +53,14 @@ def cache_fingerprint(manifest: dict) -> str:
         "n_classes": manifest["n_classes"],
         "k": manifest["k"],
         "exits": manifest["exits"],
-        "units": [{"name": u["name"], "kind": u["kind"], "macs": float(u["macs"])} for u in manifest["units"]],
-        "splits": {s: {f: v.get("sha256") for f, v in sorted(d.get("files", {}).items())}
-                   for s, d in sorted(manifest["splits"].items())},
+        "units": [
+            {"name": u["name"], "kind": u["kind"], "macs": float(u["macs"])}
+            for u in manifest["units"]
+        ],
+        "splits": {
+            s: {f: v.get("sha256") for f, v in sorted(d.get("files", {}).items())}
+            for s, d in sorted(manifest["splits"].items())
+        },
     }
     blob = json.dumps(content, sort_keys=True, separators=(",", ":")).encode()
     return "sha256:" + hashlib.sha256(blob).hexdigest()

@@ -15,20 +15,33 @@
 Exit-major, rank-second, sample-last: the top-1 (and top-2) of one exit is one contiguous vector,
 which is all a search over ``max_prob``/``margin`` reads from a memory-mapped cache.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 __all__ = [
-    "FORMAT", "FORMAT_VERSION", "MANIFEST", "PARTS_DIR", "SPLIT_FILES", "OPTIONAL_SPLIT_FILES",
-    "DTYPES", "MACS_CONVENTION", "UNIT_KINDS", "REQUIRED_SPLITS", "COST_TABLES_DIR", "RESERVED_NAMES",
+    "FORMAT",
+    "FORMAT_VERSION",
+    "MANIFEST",
+    "PARTS_DIR",
+    "SPLIT_FILES",
+    "OPTIONAL_SPLIT_FILES",
+    "DTYPES",
+    "MACS_CONVENTION",
+    "UNIT_KINDS",
+    "REQUIRED_SPLITS",
+    "COST_TABLES_DIR",
+    "RESERVED_NAMES",
 ]
 
 FORMAT = "exitcache"
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 PARTS_DIR = ".parts"
-COST_TABLES_DIR = "cost_tables"  # sidecar time tables, never listed in the manifest nor read by its checks
+COST_TABLES_DIR = (
+    "cost_tables"  # sidecar time tables, never listed in the manifest nor read by its checks
+)
 RESERVED_NAMES = (COST_TABLES_DIR,)  # folder names no split may take
 
 LABELS = "labels.npy"
@@ -40,7 +53,7 @@ LOGITS = "logits.npy"
 SPLIT_FILES = (LABELS, SAMPLE_INDEX, TOPK_IDS, TOPK_PROBS)
 OPTIONAL_SPLIT_FILES = (LOGITS,)
 
-DTYPES = {
+DTYPES: dict[str, np.dtype] = {
     LABELS: np.dtype(np.int64),
     SAMPLE_INDEX: np.dtype(np.int64),
     TOPK_IDS: np.dtype(np.int32),

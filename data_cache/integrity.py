@@ -9,6 +9,7 @@ Value checks are one line per kind of problem, naming the file, the field and th
 affected. Probabilities get a fast float32 test per exit whose failures are a superset of the exact
 test's; only exits it flags are re-checked exactly (float64), so the verdict is the exact one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,10 +24,22 @@ import numpy as np
 from . import format as fmt
 from ._base import CacheMeta
 
-__all__ = ["CHUNK_BYTES", "has_duplicates", "NpyLayout", "read_npy_layout", "FileJob", "split_jobs", "run_jobs",
-           "default_workers", "PROB_MAX", "check_read_range"]
+__all__ = [
+    "CHUNK_BYTES",
+    "has_duplicates",
+    "NpyLayout",
+    "read_npy_layout",
+    "FileJob",
+    "split_jobs",
+    "run_jobs",
+    "default_workers",
+    "PROB_MAX",
+    "check_read_range",
+]
 
-CHUNK_BYTES = 1 << 24  # bytes read (and scanned) at a time per thread; at least one exit of top-k arrays
+CHUNK_BYTES = (
+    1 << 24
+)  # bytes read (and scanned) at a time per thread; at least one exit of top-k arrays
 
 
 @dataclass(frozen=True)
@@ -42,12 +55,17 @@ def read_npy_layout(path: Path) -> NpyLayout:
     """Parse a ``.npy`` header; ValueError (one line) when it is not a C-order .npy file of the right size."""
     with open(path, "rb") as f:
         version = np.lib.format.read_magic(f)
-        readers = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}
+        readers = {
+            (1, 0): np.lib.format.read_array_header_1_0,
+            (2, 0): np.lib.format.read_array_header_2_0,
+        }
         if version not in readers:
             raise ValueError(f"unsupported .npy version {version}")
         try:
             shape, fortran, dtype = readers[version](f)
-        except Exception as exc:  # numpy evaluates the header text: any failure there is a damaged header
+        except (
+            Exception
+        ) as exc:  # numpy evaluates the header text: any failure there is a damaged header
             raise ValueError(f"damaged header ({type(exc).__name__})") from None
         offset = f.tell()
     if fortran:
@@ -57,17 +75,31 @@ def read_npy_layout(path: Path) -> NpyLayout:
     if any(n < 0 for n in shape):
         raise ValueError(f"damaged header (shape {tuple(shape)})")
     size = os.stat(path).st_size
-    want = offset + math.prod(shape) * dtype.itemsize  # Python integers: a shape no file holds cannot overflow
+    want = (
+        offset + math.prod(shape) * dtype.itemsize
+    )  # Python integers: a shape no file holds cannot overflow
     if size != want:
-        raise ValueError(f"{size} bytes, but its header needs {want} ({'truncated' if size < want else 'extra data'})")
+        raise ValueError(
+            f"{size} bytes, but its header needs {want} ({'truncated' if size < want else 'extra data'})"
+        )
     return NpyLayout(offset, tuple(shape), dtype)
 
 
-PROB_MAX = 1 + 1e-6  # the largest probability the value checks accept (float32 rounding of a softmax)
+PROB_MAX = (
+    1 + 1e-6
+)  # the largest probability the value checks accept (float32 rounding of a softmax)
 
 
-def check_read_range(cache, split: str, fname: str, field: str, exit_index: int | None, values: np.ndarray,
-                     low: float, high: float) -> None:
+def check_read_range(
+    cache,
+    split: str,
+    fname: str,
+    field: str,
+    exit_index: int | None,
+    values: np.ndarray,
+    low: float,
+    high: float,
+) -> None:
     """CacheFormatError naming the file when ``values`` just read from ``cache`` hold NaN or a value outside
     ``[low, high]``: the readers' own check, so a cache opened without its integrity pass (``--skip-integrity-check``)
     never lets a probability of 1.5 or a class id beyond the class count reach a result. One min and max per read."""
@@ -81,11 +113,15 @@ def check_read_range(cache, split: str, fname: str, field: str, exit_index: int 
     at = "" if exit_index is None else f" at exit {cache.exits[exit_index].name}"
     where = f"{getattr(cache, 'path', '<memory>')}/{split}/{fname}"
     if not (np.isfinite(lo) and np.isfinite(hi)):
-        raise CacheFormatError(f"{where}: {field}: NaN or inf values{at}; check the cache with "
-                               "python -m data_cache.validate")
+        raise CacheFormatError(
+            f"{where}: {field}: NaN or inf values{at}; check the cache with "
+            "python -m data_cache.validate"
+        )
     bad = lo if lo < low else hi
-    raise CacheFormatError(f"{where}: {field}: {bad.item()!r}{at} is outside [{low:g}, {high:g}]; check the cache "
-                           "with python -m data_cache.validate (was its integrity check skipped?)")
+    raise CacheFormatError(
+        f"{where}: {field}: {bad.item()!r}{at} is outside [{low:g}, {high:g}]; check the cache "
+        "with python -m data_cache.validate (was its integrity check skipped?)"
+    )
 
 
 def has_duplicates(values: np.ndarray) -> bool:
@@ -118,7 +154,9 @@ class _Scan:
 
 class _Labels(_Scan):
     def __init__(self, where: str, meta: CacheMeta, split: str, exit_size: int):
-        self.where, self.c, self.lo, self.hi = where, meta.n_classes, None, None
+        self.where, self.c = where, meta.n_classes
+        self.lo: int | None = None
+        self.hi: int | None = None
 
     def update(self, start, values):
         if values.size:
@@ -127,21 +165,22 @@ class _Labels(_Scan):
             self.hi = hi if self.hi is None else max(self.hi, hi)
 
     def problems(self):
-        if self.lo is not None and (self.lo < 0 or self.hi >= self.c):
+        if self.lo is not None and self.hi is not None and (self.lo < 0 or self.hi >= self.c):
             return [f"{self.where}: labels: outside [0, {self.c}) (min {self.lo}, max {self.hi})"]
         return []
 
 
 class _SampleIndex(_Scan):
     def __init__(self, where: str, meta: CacheMeta, split: str, exit_size: int):
-        self.where, self.values = where, np.empty(meta.splits[split], dtype=fmt.DTYPES[fmt.SAMPLE_INDEX])
+        self.where = where
+        self.values = np.empty(meta.splits[split], dtype=fmt.DTYPES[fmt.SAMPLE_INDEX])
 
     def update(self, start, values):
-        self.values[start:start + values.size] = values
+        self.values[start : start + values.size] = values
 
     def problems(self):
         duplicates = has_duplicates(self.values)
-        self.values = None
+        self.values = self.values[:0].copy()  # the split's index no longer held
         return [] if not duplicates else [f"{self.where}: sample_index: values must be unique"]
 
 
@@ -159,15 +198,18 @@ class _PerExit(_Scan):
         stop = start + values.size
         for e in range(e0, (stop - 1) // self.exit_size + 1):
             a, b = max(start, e * self.exit_size), min(stop, (e + 1) * self.exit_size)
-            self.check_exit(e, values[a - start:b - start])
+            self.check_exit(e, values[a - start : b - start])
 
     def check_exit(self, e: int, piece: np.ndarray) -> None:
         raise NotImplementedError
 
     def problems(self):
-        return [f"{self.where}: {self.lines[kind].format(c=self.meta.n_classes)} {_exits_named(self.meta, sorted(idx))}"
-                + ("; re-import or re-dump with the current version" if kind == "order" else "")
-                for kind, idx in self.found.items() if idx]
+        return [
+            f"{self.where}: {self.lines[kind].format(c=self.meta.n_classes)} {_exits_named(self.meta, sorted(idx))}"
+            + ("; re-import or re-dump with the current version" if kind == "order" else "")
+            for kind, idx in self.found.items()
+            if idx
+        ]
 
 
 class _TopkIds(_PerExit):
@@ -182,19 +224,23 @@ _ONE = np.float32(1 + 1e-6)  # rounds down in float32: p > 1 + 1e-6 exactly when
 
 
 class _TopkProbs(_PerExit):
-    lines = {"nonfinite": "probabilities: NaN or inf values",
-             "range": "probabilities: outside [0, 1] or top-k summing above 1",
-             "order": "order: top-k not sorted descending"}
+    lines = {
+        "nonfinite": "probabilities: NaN or inf values",
+        "range": "probabilities: outside [0, 1] or top-k summing above 1",
+        "order": "order: top-k not sorted descending",
+    }
 
     def __init__(self, where, meta, split, exit_size):
         super().__init__(where, meta, split, exit_size)
         self.align = exit_size  # the checks compare ranks of one sample: whole exits only
         # float32 sums of k values <= 1 err by less than k * 2**-23: a margin keeps the fast test stricter
-        self.sum_fast = np.float32(1 + 1e-3 - (meta.k + 2) * 2.0 ** -22)
+        self.sum_fast = np.float32(1 + 1e-3 - (meta.k + 2) * 2.0**-22)
 
     def check_exit(self, e, piece):
         p = piece.reshape(self.meta.k, -1)
-        ok = p[-1].min() >= 0 and p[0].max() <= _ONE  # NaN fails every comparison, so it is never ok
+        ok = (
+            p[-1].min() >= 0 and p[0].max() <= _ONE
+        )  # NaN fails every comparison, so it is never ok
         for r in range(self.meta.k - 1):
             ok = ok and np.subtract(p[r], p[r + 1]).min() >= 0
         if ok and self.meta.k > 1:
@@ -225,8 +271,13 @@ class _Logits(_PerExit):
             self.found["nonfinite"].add(e)
 
 
-_SCANS = {fmt.LABELS: _Labels, fmt.SAMPLE_INDEX: _SampleIndex, fmt.TOPK_IDS: _TopkIds, fmt.TOPK_PROBS: _TopkProbs,
-          fmt.LOGITS: _Logits}
+_SCANS = {
+    fmt.LABELS: _Labels,
+    fmt.SAMPLE_INDEX: _SampleIndex,
+    fmt.TOPK_IDS: _TopkIds,
+    fmt.TOPK_PROBS: _TopkProbs,
+    fmt.LOGITS: _Logits,
+}
 
 
 @dataclass
@@ -243,14 +294,25 @@ class FileJob:
         return math.prod(self.layout.shape) * self.layout.dtype.itemsize
 
 
-def split_jobs(path: Path, split: str, meta: CacheMeta, layouts: dict[str, NpyLayout], entries: dict, *,
-               checksums: bool) -> list[FileJob]:
+def split_jobs(
+    path: Path,
+    split: str,
+    meta: CacheMeta,
+    layouts: dict[str, NpyLayout],
+    entries: dict,
+    *,
+    checksums: bool,
+) -> list[FileJob]:
     """A job per readable file of one split (``layouts``: the files whose headers are right)."""
     jobs = []
     for fname, layout in layouts.items():
         per_exit = math.prod(layout.shape[1:])  # 1 for a 1-D file
         scan = _SCANS[fname](str(path / split / fname), meta, split, per_exit)
-        jobs.append(FileJob(path / split / fname, layout, entries[fname]["sha256"] if checksums else None, scan))
+        jobs.append(
+            FileJob(
+                path / split / fname, layout, entries[fname]["sha256"] if checksums else None, scan
+            )
+        )
     return jobs
 
 
@@ -273,13 +335,15 @@ def _run(job: FileJob) -> list[str]:
     digest = hashlib.sha256(f"{lay.dtype.str}|{tuple(lay.shape)}|".encode()) if job.sha256 else None
     buf = memoryview(bytearray(min(per, max(total, 1)) * item))
     with open(job.path, "rb", buffering=0) as f:
-        if hasattr(os, "posix_fadvise"):  # a larger read-ahead: about twice the throughput from a cold disk here
+        if hasattr(
+            os, "posix_fadvise"
+        ):  # a larger read-ahead: about twice the throughput from a cold disk here
             os.posix_fadvise(f.fileno(), 0, 0, os.POSIX_FADV_SEQUENTIAL)
         f.seek(lay.offset)
         pos = 0
         while pos < total:
             n = min(per, total - pos)
-            view = buf[:n * item]
+            view = buf[: n * item]
             if _read_full(f, view) < len(view):
                 return [f"{job.path}: truncated while reading (the file changed during the check?)"]
             if digest is not None:
@@ -288,15 +352,19 @@ def _run(job: FileJob) -> list[str]:
             pos += n
     problems = []
     if digest is not None and "sha256:" + digest.hexdigest() != job.sha256:
-        problems.append(f"{job.path}: sha256: checksum mismatch (the file changed since it was written; re-run "
-                        "the dump or the import)")
+        problems.append(
+            f"{job.path}: sha256: checksum mismatch (the file changed since it was written; re-run "
+            "the dump or the import)"
+        )
     problems.extend(job.scan.problems())
     return problems
 
 
 def default_workers() -> int:
     """Threads for the pass: every core this process may use."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return (
+        len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    )
 
 
 def run_jobs(jobs: list[FileJob], workers: int | None = None) -> list[str]:

@@ -1,4 +1,5 @@
 """An in-memory cache with the reader interface: for tests, synthetic data and imports."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,7 +23,7 @@ class InMemoryCache(CacheReader):
     def __init__(self, meta: CacheMeta, arrays: dict[str, dict[str, np.ndarray]]):
         check_meta(meta, "<memory>")
         self.meta = meta
-        self._arrays = {}
+        self._arrays: dict[str, dict[str, np.ndarray]] = {}
         problems = []
         for split, n in meta.splits.items():
             if split not in arrays:
@@ -34,10 +35,16 @@ class InMemoryCache(CacheReader):
                     problems.append(f"<memory>: {split}/{fname}: missing")
             for fname, arr in arrays[split].items():
                 if fname not in fmt.DTYPES:
-                    problems.append(f"<memory>: {split}/{fname}: unknown file; known: {list(fmt.DTYPES)}")
+                    problems.append(
+                        f"<memory>: {split}/{fname}: unknown file; known: {list(fmt.DTYPES)}"
+                    )
                     continue
-                a = np.array(arr, dtype=fmt.DTYPES[fname])  # a copy: later changes by the caller cannot leak in
-                want = fmt.expected_shape(fname, n_exits=meta.n_exits, k=meta.k, n_samples=n, n_classes=meta.n_classes)
+                a = np.array(
+                    arr, dtype=fmt.DTYPES[fname]
+                )  # a copy: later changes by the caller cannot leak in
+                want = fmt.expected_shape(
+                    fname, n_exits=meta.n_exits, k=meta.k, n_samples=n, n_classes=meta.n_classes
+                )
                 if a.shape != want:
                     problems.append(f"<memory>: {split}/{fname}: shape: {a.shape}, expected {want}")
                 a.setflags(write=False)
@@ -55,5 +62,6 @@ class InMemoryCache(CacheReader):
         for split, files in self._arrays.items():
             m["splits"][split]["files"] = {
                 f: {"sha256": array_digest(a), "shape": list(a.shape), "dtype": a.dtype.str}
-                for f, a in sorted(files.items())}
+                for f, a in sorted(files.items())
+            }
         return m

@@ -20,6 +20,7 @@ One policy for the whole project (``docs/outputs.md``):
 - :func:`cli_entry` ends a command quietly (status 0 for what it already printed) when stdout is closed
   under it (``... | head -1``), and cleanly (temporary files removed, workers stopped) on SIGTERM or Ctrl-C.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -28,23 +29,48 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
-from ._publish import (RESERVED, link_file, make_work, release_reservation, remove_work, reserve_folder, sweep,
-                       sweep_reservation)
-from .ownership import FileKind, OwnershipError, check_not_input, check_owned_file, check_owned_folder
-
+from ._publish import (
+    RESERVED,
+    link_file,
+    make_work,
+    release_reservation,
+    remove_work,
+    reserve_folder,
+    sweep,
+    sweep_reservation,
+)
 from .cli_types import check_name_length
+from .ownership import (
+    FileKind,
+    OwnershipError,
+    check_not_input,
+    check_owned_file,
+    check_owned_folder,
+)
 
-__all__ = ["OutputError", "check_output_place", "check_output_file", "check_outputs", "atomic_output", "atomic_outputs",
-           "write_text_atomic", "check_output_folder", "atomic_folder", "cli_entry"]
+__all__ = [
+    "OutputError",
+    "check_output_place",
+    "check_output_file",
+    "check_outputs",
+    "atomic_output",
+    "atomic_outputs",
+    "write_text_atomic",
+    "check_output_folder",
+    "atomic_folder",
+    "cli_entry",
+]
 
 Inputs = Sequence[tuple[str, "str | os.PathLike | None"]]
 # files by (device, inode, mtime, size): so one replaced or edited since is not the same file any more
 _ANNOUNCED: set[tuple[int, ...]] = set()  # files whose replacement was announced at the boundary
-_PUBLISHED: set[tuple] = set()  # (thread, file) this thread published, unchanged since: its own to replace
+_PUBLISHED: set[tuple] = (
+    set()
+)  # (thread, file) this thread published, unchanged since: its own to replace
 
 
 class OutputError(ValueError):
@@ -56,8 +82,9 @@ def _reason(exc: OSError) -> str:
 
 
 def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Path:
-    """``path`` as a Path if it names a ``what`` (file or folder) in an existing folder, else :class:`OutputError`
-    (an empty name, ``.`` or ``..``; a parent that is a file or does not exist). What is at ``path`` is not looked at."""
+    """``path`` as a Path if it names a ``what`` (file or folder) in an existing folder, else
+    :class:`OutputError` (an empty name, ``.`` or ``..``; a parent that is a file or does not exist). What is
+    at ``path`` is not looked at."""
     p = Path(path)
     if str(path) == "" or p.name in ("", ".", ".."):
         raise OutputError(f"{option} {str(path)!r}: not a {what} name")
@@ -73,8 +100,15 @@ def check_output_place(path: str | os.PathLike, *, option: str, what: str) -> Pa
     return p
 
 
-def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str = "output",
-                      suffixes: Sequence[str] | None = None, kind: FileKind | None = None, inputs: Inputs = ()) -> Path:
+def check_output_file(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool,
+    option: str = "output",
+    suffixes: Sequence[str] | None = None,
+    kind: FileKind | None = None,
+    inputs: Inputs = (),
+) -> Path:
     """``path`` as a Path if a file can be written there, else :class:`OutputError` naming it.
 
     ``option`` names the command-line option in messages (``--export``); ``suffixes`` (lower case, with the dot)
@@ -90,7 +124,9 @@ def check_output_file(path: str | os.PathLike, *, overwrite: bool, option: str =
     if exists and not p.is_file():
         raise OutputError(f"{option} {p}: exists and is not a regular file")
     if suffixes is not None and p.suffix.lower() not in suffixes:
-        raise OutputError(f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}")
+        raise OutputError(
+            f"{option} {p}: unknown file type {p.suffix or '(none)'!r}; use one of {', '.join(suffixes)}"
+        )
     try:
         check_not_input(p, inputs, folder=False)
         if exists and overwrite:
@@ -119,9 +155,14 @@ def _same_file(a: Path, b: Path) -> bool:
         return False
 
 
-def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, overwrite: bool,
-                  suffixes: Mapping[str, Sequence[str]] | None = None, inputs: Inputs = (),
-                  kinds: Mapping[str, FileKind] | None = None) -> dict[str, Path]:
+def check_outputs(
+    outputs: Sequence[tuple[str, str | os.PathLike | None]],
+    *,
+    overwrite: bool,
+    suffixes: Mapping[str, Sequence[str]] | None = None,
+    inputs: Inputs = (),
+    kinds: Mapping[str, FileKind] | None = None,
+) -> dict[str, Path]:
     """Check every file a command will write, before any work; ``{option: Path}`` of those given.
 
     ``outputs`` and ``inputs`` are ``(option, path or None)`` pairs (``None``: not asked for). Each output
@@ -133,16 +174,27 @@ def check_outputs(outputs: Sequence[tuple[str, str | os.PathLike | None]], *, ov
     for option, path in outputs:
         if path is None:
             continue
-        p = check_output_file(path, overwrite=overwrite, option=option, suffixes=(suffixes or {}).get(option),
-                              kind=(kinds or {}).get(option), inputs=inputs)
+        p = check_output_file(
+            path,
+            overwrite=overwrite,
+            option=option,
+            suffixes=(suffixes or {}).get(option),
+            kind=(kinds or {}).get(option),
+            inputs=inputs,
+        )
         for other, q in checked.items():
             if _same_file(p, q):
-                raise OutputError(f"{option} {p}: is also the {other} file; give each output its own file")
+                raise OutputError(
+                    f"{option} {p}: is also the {other} file; give each output its own file"
+                )
         checked[option] = p
     for option, p in checked.items():
-        if p.is_file():
-            _ANNOUNCED.add(_identity(p))
-            print(f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr)
+        identity = _identity(p) if p.is_file() else None
+        if identity is not None:
+            _ANNOUNCED.add(identity)
+            print(
+                f"warning: {option} {p}: replacing the existing file (--overwrite)", file=sys.stderr
+            )
     return checked
 
 
@@ -166,7 +218,11 @@ def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
     the replacements: of a file this process published itself (a report saved after each section, a checkpoint
     after each epoch), or, with ``overwrite``, of a file whose owner is checked again."""
     own = {p.option for p in pending if (threading.get_ident(), _identity(p.target)) in _PUBLISHED}
-    replace = [p for p in pending if p.option in own or (overwrite and (p.target.exists() or p.target.is_symlink()))]
+    replace = [
+        p
+        for p in pending
+        if p.option in own or (overwrite and (p.target.exists() or p.target.is_symlink()))
+    ]
     linked: list[_Pending] = []
     try:
         for p in pending:
@@ -177,9 +233,11 @@ def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
             try:
                 link_file(p.tmp, p.target)
             except FileExistsError:
-                raise OutputError(f"{p.option} {p.target}: a file appeared there while this command ran (another "
-                                  "run?); it is not replaced" + ("" if overwrite else "; pass --overwrite to replace "
-                                                                 "it")) from None
+                raise OutputError(
+                    f"{p.option} {p.target}: a file appeared there while this command ran (another "
+                    "run?); it is not replaced"
+                    + ("" if overwrite else "; pass --overwrite to replace it")
+                ) from None
             linked.append(p)
         for p in replace:
             if p.option in own:
@@ -190,8 +248,11 @@ def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
             except OwnershipError as exc:
                 raise OutputError(f"{p.option} {p.target}: {exc}") from None
             if _identity(p.target) not in _ANNOUNCED:
-                print(f"warning: {p.option} {p.target}: replacing the file that appeared there while this command "
-                      "ran (--overwrite)", file=sys.stderr)
+                print(
+                    f"warning: {p.option} {p.target}: replacing the file that appeared there while this command "
+                    "ran (--overwrite)",
+                    file=sys.stderr,
+                )
             os.replace(p.tmp, p.target)
     except BaseException:
         for p in linked:  # take back only what this run published
@@ -203,8 +264,12 @@ def _publish_files(pending: list[_Pending], overwrite: bool) -> None:
 
 
 @contextlib.contextmanager
-def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]], *, overwrite: bool = False,
-                   kinds: Mapping[str, FileKind] | None = None) -> Iterator[list[Path]]:
+def atomic_outputs(
+    targets: Sequence[tuple[str, str | os.PathLike]],
+    *,
+    overwrite: bool = False,
+    kinds: Mapping[str, FileKind] | None = None,
+) -> Iterator[list[Path]]:
     """Yield a temporary path for each ``(option, path)``; only when every one was written are they published, and
     none replaces a file unless ``overwrite`` (and that file is a ``kinds[option]`` the tool wrote).
 
@@ -224,7 +289,9 @@ def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]], *, overwrit
         _publish_files(pending, overwrite)
         _PUBLISHED.update((threading.get_ident(), _identity(p.target)) for p in pending)
     except OSError as exc:
-        named = next((p for p in pending if exc.filename and str(p.work) in str(exc.filename)), None)
+        named = next(
+            (p for p in pending if exc.filename and str(p.work) in str(exc.filename)), None
+        )
         option, path = (named.option, named.target) if named else current
         raise OutputError(f"{option} {path}: could not write ({_reason(exc)})") from None
     finally:
@@ -233,16 +300,29 @@ def atomic_outputs(targets: Sequence[tuple[str, str | os.PathLike]], *, overwrit
 
 
 @contextlib.contextmanager
-def atomic_output(path: str | os.PathLike, *, option: str = "output", overwrite: bool = False,
-                  kind: FileKind | None = None) -> Iterator[Path]:
+def atomic_output(
+    path: str | os.PathLike,
+    *,
+    option: str = "output",
+    overwrite: bool = False,
+    kind: FileKind | None = None,
+) -> Iterator[Path]:
     """Yield a temporary path for ``path``; on success it is published there (see :func:`atomic_outputs`), on
     failure it is removed."""
-    with atomic_outputs([(option, path)], overwrite=overwrite, kinds={option: kind} if kind else None) as (tmp,):
+    with atomic_outputs(
+        [(option, path)], overwrite=overwrite, kinds={option: kind} if kind else None
+    ) as (tmp,):
         yield tmp
 
 
-def write_text_atomic(path: str | os.PathLike, text: str, *, option: str = "output", overwrite: bool = False,
-                      kind: FileKind | None = None) -> None:
+def write_text_atomic(
+    path: str | os.PathLike,
+    text: str,
+    *,
+    option: str = "output",
+    overwrite: bool = False,
+    kind: FileKind | None = None,
+) -> None:
     """Write ``text`` to ``path`` atomically (a temporary file fsynced, then published: :func:`atomic_output`)."""
     with atomic_output(path, option=option, overwrite=overwrite, kind=kind) as tmp:
         with open(tmp, "w", encoding="utf-8") as f:
@@ -255,9 +335,16 @@ def _entries(p: Path) -> list[str]:
     return sorted(e.name for e in p.iterdir()) if p.is_dir() and not p.is_symlink() else []
 
 
-def check_output_folder(path: str | os.PathLike, *, overwrite: bool, option: str = "--out", format: str | None = None,
-                        listed: Callable[[dict], Iterable[str]] | None = None, inputs: Inputs = (),
-                        announce: bool = True) -> Path:
+def check_output_folder(
+    path: str | os.PathLike,
+    *,
+    overwrite: bool,
+    option: str = "--out",
+    format: str | None = None,
+    listed: Callable[[dict], Iterable[str]] | None = None,
+    inputs: Inputs = (),
+    announce: bool = True,
+) -> Path:
     """``path`` as a Path if a folder can be written there as a whole, else :class:`OutputError` naming it.
 
     A missing or empty folder is accepted; a non-empty one only with ``overwrite``, and then, when ``format`` is
@@ -275,8 +362,10 @@ def check_output_folder(path: str | os.PathLike, *, overwrite: bool, option: str
         check_not_input(p, inputs, folder=True)
         entries = _entries(p)
         if RESERVED in entries:
-            raise OwnershipError(f"another run is writing there (its placeholder {RESERVED} is in it); wait for it "
-                                 "or choose another folder")
+            raise OwnershipError(
+                f"another run is writing there (its placeholder {RESERVED} is in it); wait for it "
+                "or choose another folder"
+            )
         if entries and not overwrite:
             raise OwnershipError("folder is not empty; pass --overwrite to replace it")
         if entries and format is not None:
@@ -290,13 +379,22 @@ def check_output_folder(path: str | os.PathLike, *, overwrite: bool, option: str
     return p
 
 
-def _swap_folder(built: Path, target: Path, work: Path, *, option: str, format: str | None,
-                 listed: Callable[[dict], Iterable[str]] | None) -> None:
+def _swap_folder(
+    built: Path,
+    target: Path,
+    work: Path,
+    *,
+    option: str,
+    format: str | None,
+    listed: Callable[[dict], Iterable[str]] | None,
+) -> None:
     """``--overwrite``: the folder at ``target`` (its owner checked again) moved into ``work``, ``built`` renamed
     into its place, the old folder removed with ``work``; on a failure half-way the old folder is put back."""
     entries = _entries(target)
     if RESERVED in entries:
-        raise OutputError(f"{option} {target}: another run reserved it while this command ran; it is not replaced")
+        raise OutputError(
+            f"{option} {target}: another run reserved it while this command ran; it is not replaced"
+        )
     if entries and format is not None:
         try:
             check_owned_folder(target, format, listed)
@@ -315,8 +413,14 @@ def _swap_folder(built: Path, target: Path, work: Path, *, option: str, format: 
 
 
 @contextlib.contextmanager
-def atomic_folder(path: str | os.PathLike, *, option: str = "--out", overwrite: bool = False,
-                  format: str | None = None, listed: Callable[[dict], Iterable[str]] | None = None) -> Iterator[Path]:
+def atomic_folder(
+    path: str | os.PathLike,
+    *,
+    option: str = "--out",
+    overwrite: bool = False,
+    format: str | None = None,
+    listed: Callable[[dict], Iterable[str]] | None = None,
+) -> Iterator[Path]:
     """Yield an empty folder to build ``path`` in; on success it takes ``path``'s place, on failure it is removed.
 
     A missing or empty target is reserved at once (a placeholder created exclusively: a second run fails here)
@@ -332,10 +436,14 @@ def atomic_folder(path: str | os.PathLike, *, option: str = "--out", overwrite: 
             with contextlib.suppress(FileExistsError):
                 token = reserve_folder(target)
         if token is None and (not entries or RESERVED in entries):
-            raise OutputError(f"{option} {target}: another run is writing there; wait for it or choose another "
-                              "folder")
+            raise OutputError(
+                f"{option} {target}: another run is writing there; wait for it or choose another "
+                "folder"
+            )
         if entries and not overwrite:
-            raise OutputError(f"{option} {target}: folder is not empty; pass --overwrite to replace it")
+            raise OutputError(
+                f"{option} {target}: folder is not empty; pass --overwrite to replace it"
+            )
         work = make_work(target)
         built = work / target.name
         built.mkdir()
@@ -343,16 +451,20 @@ def atomic_folder(path: str | os.PathLike, *, option: str = "--out", overwrite: 
         if token is None:
             _swap_folder(built, target, work, option=option, format=format, listed=listed)
         elif not release_reservation(target, token, publishing=True):
-            raise OutputError(f"{option} {target}: this run's placeholder was removed while it ran; nothing was "
-                              "written there")
+            raise OutputError(
+                f"{option} {target}: this run's placeholder was removed while it ran; nothing was "
+                "written there"
+            )
         else:
             token = None
             try:
                 os.rename(built, target)
             except OSError as exc:
                 if exc.errno in (errno.ENOTEMPTY, errno.EEXIST):
-                    raise OutputError(f"{option} {target}: files appeared there while this command ran; they are not "
-                                      "replaced") from None
+                    raise OutputError(
+                        f"{option} {target}: files appeared there while this command ran; they are not "
+                        "replaced"
+                    ) from None
                 raise
     except OSError as exc:
         raise OutputError(f"{option} {target}: could not write ({_reason(exc)})") from None
@@ -373,7 +485,7 @@ def cli_entry(main: Callable[[], int]) -> int:
     SIGTERM ends it like an exception (status 143), so that temporary files are removed and worker
     processes stopped on the way out; Ctrl-C prints one line (status 130)."""
     previous = None
-    with contextlib.suppress(ValueError):   # not the main thread: leave signals alone
+    with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
         previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     try:
         status = main()
@@ -389,5 +501,5 @@ def cli_entry(main: Callable[[], int]) -> int:
             os.dup2(devnull, sys.stdout.fileno())
         return 0
     finally:
-        if previous is not None:   # a caller running the command in-process keeps its own handler
+        if previous is not None:  # a caller running the command in-process keeps its own handler
             signal.signal(signal.SIGTERM, previous)

@@ -12,28 +12,51 @@ links are removed as links (never followed), and anything else in the folder sta
 cannot be trusted (unreadable, a split or file named like a path, a split folder that is a link) the
 writer refuses in one line before touching anything.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import zipfile
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
 
 from . import format as fmt
 from .errors import CacheExistsError
 from .schema import split_name_problem
 
-__all__ = ["FileKind", "json_kind", "suffix_kind", "torch_kind", "json_format", "check_owned_file", "check_owned_folder",
-           "check_not_input", "FOLDER_FORMATS", "OwnershipError", "Owned", "owned_by_cache", "owned_by_parts", "remove_owned", "clear_parts", "check_targets", "PARTS_META"]
+__all__ = [
+    "FileKind",
+    "json_kind",
+    "suffix_kind",
+    "torch_kind",
+    "json_format",
+    "check_owned_file",
+    "check_owned_folder",
+    "check_not_input",
+    "FOLDER_FORMATS",
+    "OwnershipError",
+    "Owned",
+    "owned_by_cache",
+    "owned_by_parts",
+    "remove_owned",
+    "clear_parts",
+    "check_targets",
+    "PARTS_META",
+]
 
 PARTS_META = "meta.json"
-_PARTS_FILE = re.compile(r"(meta\.json|\.?\d{10}_\d{10}\.npz)(\.tmp\d+)?")  # shards, meta, their temp names
+_PARTS_FILE = re.compile(
+    r"(meta\.json|\.?\d{10}_\d{10}\.npz)(\.tmp\d+)?"
+)  # shards, meta, their temp names
 _KNOWN = fmt.SPLIT_FILES + fmt.OPTIONAL_SPLIT_FILES
-FOLDER_FORMATS = ("exitcache/", "exitbundle/")   # manifests of folders: never replaced as a file output
-_JSON_LIMIT = 64 << 20                           # a file larger than this is not read as JSON to judge it
+FOLDER_FORMATS = (
+    "exitcache/",
+    "exitbundle/",
+)  # manifests of folders: never replaced as a file output
+_JSON_LIMIT = 64 << 20  # a file larger than this is not read as JSON to judge it
 
 
 class OwnershipError(ValueError):
@@ -75,6 +98,7 @@ def suffix_kind(name: str, suffixes: Sequence[str]) -> FileKind:
 
 def torch_kind(tag: str) -> FileKind:
     """A ``torch.save`` archive whose pickled record holds the format string ``tag`` (read without unpickling)."""
+
     def owns(p: Path) -> bool:
         try:
             with zipfile.ZipFile(p) as z:
@@ -82,6 +106,7 @@ def torch_kind(tag: str) -> FileKind:
                 return len(pickles) == 1 and tag.encode() in z.read(pickles[0])
         except (OSError, zipfile.BadZipFile, ValueError, RuntimeError):
             return False
+
     return FileKind(f"{tag} checkpoint", owns)
 
 
@@ -90,23 +115,33 @@ def check_owned_file(path: Path, kind: FileKind | None) -> None:
     a manifest of a folder format (a cache's, a bundle's) is refused whatever ``kind``."""
     tag = json_format(path)
     if tag is not None and tag.startswith(FOLDER_FORMATS):
-        raise OwnershipError(f"is the manifest of a folder the tool wrote ({tag}); it is never replaced by a file")
+        raise OwnershipError(
+            f"is the manifest of a folder the tool wrote ({tag}); it is never replaced by a file"
+        )
     if kind is not None and not kind.owns(path):
-        raise OwnershipError(f"exists and is not a {kind.name} written by this tool; it is not replaced")
+        raise OwnershipError(
+            f"exists and is not a {kind.name} written by this tool; it is not replaced"
+        )
 
 
-def check_owned_folder(path: Path, tag: str, listed: Callable[[dict], Iterable[str]] | None = None) -> None:
+def check_owned_folder(
+    path: Path, tag: str, listed: Callable[[dict], Iterable[str]] | None = None
+) -> None:
     """Refuse (OwnershipError) replacing the non-empty folder ``path`` unless its ``manifest.json`` says the
     tool wrote it as ``tag``; with ``listed`` (manifest -> the relative file paths it lists), also unless every
     file in it is the manifest or one it lists (a file added by hand is never deleted)."""
     manifest = path / fmt.MANIFEST
     if manifest.is_symlink() or not manifest.is_file():
-        raise OwnershipError(f"holds files but no {fmt.MANIFEST}; it was not written by this tool and is not "
-                             "replaced: choose another folder")
+        raise OwnershipError(
+            f"holds files but no {fmt.MANIFEST}; it was not written by this tool and is not "
+            "replaced: choose another folder"
+        )
     got = json_format(manifest)
     if got != tag:
-        raise OwnershipError(f"its {fmt.MANIFEST} is not a {tag} manifest (format {got!r}); the folder was not "
-                             f"written as a {tag} by this command and is not replaced: choose another folder")
+        raise OwnershipError(
+            f"its {fmt.MANIFEST} is not a {tag} manifest (format {got!r}); the folder was not "
+            f"written as a {tag} by this command and is not replaced: choose another folder"
+        )
     if listed is None:
         return
     mine = {fmt.MANIFEST, *listed(json.loads(manifest.read_bytes()))}
@@ -114,15 +149,19 @@ def check_owned_folder(path: Path, tag: str, listed: Callable[[dict], Iterable[s
         for name in filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
             rel = os.path.relpath(os.path.join(dirpath, name), path).replace(os.sep, "/")
             if rel not in mine:
-                raise OwnershipError(f"holds {rel}, which its {fmt.MANIFEST} does not list; the folder is not "
-                                     "replaced (move that file out first, or choose another folder)")
+                raise OwnershipError(
+                    f"holds {rel}, which its {fmt.MANIFEST} does not list; the folder is not "
+                    "replaced (move that file out first, or choose another folder)"
+                )
 
 
 def _inside(inner: str, outer: str) -> bool:
     return inner == outer or os.path.commonpath([inner, outer]) == outer
 
 
-def check_not_input(path: Path, inputs: Sequence[tuple[str, str | os.PathLike | None]], *, folder: bool) -> None:
+def check_not_input(
+    path: Path, inputs: Sequence[tuple[str, str | os.PathLike | None]], *, folder: bool
+) -> None:
     """Refuse (OwnershipError) an output ``path`` that is, lies inside or (a ``folder`` written whole) holds an
     input of the same command; real paths compared (links followed)."""
     out = os.path.realpath(path)
@@ -134,9 +173,13 @@ def check_not_input(path: Path, inputs: Sequence[tuple[str, str | os.PathLike | 
             what = "folder" if os.path.isdir(src) else "file"
             raise OwnershipError(f"is the {option} {what} this command reads; write elsewhere")
         if _inside(out, src):
-            raise OwnershipError(f"lies inside {option} {given}, which this command reads; write elsewhere")
+            raise OwnershipError(
+                f"lies inside {option} {given}, which this command reads; write elsewhere"
+            )
         if folder and _inside(src, out):
-            raise OwnershipError(f"holds {option} {given}, which this command reads; write elsewhere")
+            raise OwnershipError(
+                f"holds {option} {given}, which this command reads; write elsewhere"
+            )
 
 
 @dataclass
@@ -149,7 +192,9 @@ class Owned:
 
 
 def _refuse(path: Path, why: str) -> CacheExistsError:
-    return CacheExistsError(f"{path}: {why}; nothing was removed (clear the folder yourself or choose another)")
+    return CacheExistsError(
+        f"{path}: {why}; nothing was removed (clear the folder yourself or choose another)"
+    )
 
 
 def _split_folder(path: Path, split, where: Path) -> str:
@@ -171,8 +216,11 @@ def owned_by_cache(path: Path) -> Owned:
         raise _refuse(manifest_path, f"not a readable manifest ({type(exc).__name__})") from None
     if not isinstance(manifest, dict) or manifest.get("format") != fmt.format_tag():
         got = manifest.get("format") if isinstance(manifest, dict) else None
-        raise _refuse(manifest_path, f"format: {got!r}: not a cache manifest ({fmt.format_tag()}); the folder was not "
-                                     "written as a cache by this tool")
+        raise _refuse(
+            manifest_path,
+            f"format: {got!r}: not a cache manifest ({fmt.format_tag()}); the folder was not "
+            "written as a cache by this tool",
+        )
     if not isinstance(manifest.get("splits"), dict):
         raise _refuse(manifest_path, "splits: not a manifest of this format")
     owned = Owned(manifest=True)
@@ -180,8 +228,11 @@ def owned_by_cache(path: Path) -> Owned:
         owned.folders.append(_split_folder(path, split, manifest_path))
         files = entry.get("files", {}) if isinstance(entry, dict) else None
         if not isinstance(files, dict) or any(f not in _KNOWN for f in files):
-            raise _refuse(manifest_path, f"splits.{split}.files: names a file that is not part of the format "
-                                         f"(known: {list(_KNOWN)})")
+            raise _refuse(
+                manifest_path,
+                f"splits.{split}.files: names a file that is not part of the format "
+                f"(known: {list(_KNOWN)})",
+            )
         owned.files.extend(f"{split}/{f}" for f in files)
     return owned
 

@@ -5,29 +5,39 @@ across fields (exits name units, shapes follow ``n_exits``, costs must not overf
 follow the project's one-line form, and the search side stays numpy-only. Unknown fields are ignored;
 known fields must have exactly their type (an integer is an ``int``, never a float, a bool or a string).
 """
+
 from __future__ import annotations
 
 import math
 import re
 import unicodedata
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import format as fmt
 
-__all__ = ["MAX_CLASSES", "MAX_NAME_LENGTH", "manifest_problems", "split_name_problem", "name_problem",
-           "cost_problems", "file_entry_problems"]
+__all__ = [
+    "MAX_CLASSES",
+    "MAX_NAME_LENGTH",
+    "manifest_problems",
+    "split_name_problem",
+    "name_problem",
+    "cost_problems",
+    "file_entry_problems",
+]
 
-MAX_CLASSES = 1 << 24  # float32 holds every class id exactly up to 2**24; no classifier comes near it
+MAX_CLASSES = (
+    1 << 24
+)  # float32 holds every class id exactly up to 2**24; no classifier comes near it
 MAX_NAME_LENGTH = 255  # a split name is a folder name
 _SPLIT_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")
 _SHA256 = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-def _is_int(x) -> bool:
+def _is_int(x: Any) -> TypeGuard[int]:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def _is_number(x) -> bool:
+def _is_number(x: Any) -> TypeGuard[int | float]:
     return isinstance(x, (int, float)) and not isinstance(x, bool)
 
 
@@ -39,8 +49,10 @@ def _got(x) -> str:
 def split_name_problem(name) -> str | None:
     """Why ``name`` cannot be a split (a folder name: letters, digits, ``_ - .``, not starting with ``.``)."""
     if not isinstance(name, str) or not _SPLIT_NAME.fullmatch(name) or len(name) > MAX_NAME_LENGTH:
-        return (f"{name!r} is not a split name: a folder name of letters, digits, '_', '-', '.', not starting "
-                f"with '.', at most {MAX_NAME_LENGTH} characters")
+        return (
+            f"{name!r} is not a split name: a folder name of letters, digits, '_', '-', '.', not starting "
+            f"with '.', at most {MAX_NAME_LENGTH} characters"
+        )
     if name in fmt.RESERVED_NAMES:
         return f"{name!r} is not a split name: the cache keeps its cost tables in that folder"
     return None
@@ -61,8 +73,14 @@ def name_problem(name) -> str | None:
     return None
 
 
-def cost_problems(measure: str, unit_costs: dict[str, float], base_units, max_samples: int, *,
-                  base_field: str = "exits") -> list[str]:
+def cost_problems(
+    measure: str,
+    unit_costs: dict[str, float],
+    base_units,
+    max_samples: int,
+    *,
+    base_field: str = "exits",
+) -> list[str]:
     """The cost checks the cache and the search share: every sum stays finite, the base cost is positive.
 
     ``unit_costs`` maps unit name -> cost (finite, >= 0 already); ``base_units`` are the final exit's
@@ -74,28 +92,40 @@ def cost_problems(measure: str, unit_costs: dict[str, float], base_units, max_sa
     except OverflowError:  # an intermediate sum overflowed
         total = math.inf
     if math.isinf(total) or not math.isfinite(total * max(1, max_samples)):
-        return [f"units: the {measure} of all units sum to {total:g}, which overflows when multiplied by "
-                f"{max(1, max_samples)} samples; give costs in a smaller unit"]
+        return [
+            f"units: the {measure} of all units sum to {total:g}, which overflows when multiplied by "
+            f"{max(1, max_samples)} samples; give costs in a smaller unit"
+        ]
     base = math.fsum(unit_costs[u] for u in set(base_units) if u in unit_costs)
     if not base > 0:
-        return [f"{base_field}: the final exit costs {base:g} {measure} (the base cost); it must be positive"]
+        return [
+            f"{base_field}: the final exit costs {base:g} {measure} (the base cost); it must be positive"
+        ]
     if not math.isfinite(total / base):
-        return [f"units: the {measure} of all units ({total:g}) over the base cost ({base:g}) overflows"]
+        return [
+            f"units: the {measure} of all units ({total:g}) over the base cost ({base:g}) overflows"
+        ]
     return []
 
 
-def file_entry_problems(split: str, files, expected: dict[str, tuple[tuple, str]], *, required) -> list[str]:
+def file_entry_problems(
+    split: str, files, expected: dict[str, tuple[tuple, str]], *, required
+) -> list[str]:
     """Problems of ``splits.<split>.files``: known file names only, each ``{sha256, shape, dtype}`` exact.
 
     ``expected[fname] = (shape, dtype.str)``; ``required`` lists the files that must be present.
     """
     field = f"splits.{split}.files"
     if not isinstance(files, dict):
-        return [f"{field}: must be an object (file name -> checksum) ({'missing' if files is None else _got(files)})"]
+        return [
+            f"{field}: must be an object (file name -> checksum) ({'missing' if files is None else _got(files)})"
+        ]
     problems = []
     for fname in files:
         if fname not in expected:
-            problems.append(f"{field}: {fname!r} is not a file of the format (known: {sorted(expected)})")
+            problems.append(
+                f"{field}: {fname!r} is not a file of the format (known: {sorted(expected)})"
+            )
     for fname in required:
         if fname not in files:
             problems.append(f"{field}: no entry for {fname}")
@@ -104,7 +134,9 @@ def file_entry_problems(split: str, files, expected: dict[str, tuple[tuple, str]
             continue
         where = f"{field}.{fname}"
         if not isinstance(entry, dict):
-            problems.append(f"{where}: must be an object with sha256, shape and dtype ({_got(entry)})")
+            problems.append(
+                f"{where}: must be an object with sha256, shape and dtype ({_got(entry)})"
+            )
             continue
         shape, dtype = expected[fname]
         sha = entry.get("sha256")
@@ -156,7 +188,9 @@ class _Checker:
             return None
         if not _is_number(v) or not math.isfinite(v) or v < 0:
             what = "missing" if key not in d else _got(v)
-            self.add(field, f"must be a finite number >= 0{' or null' if optional else ''} ({what})")
+            self.add(
+                field, f"must be a finite number >= 0{' or null' if optional else ''} ({what})"
+            )
             return None
         return float(v)
 
@@ -172,7 +206,10 @@ def _units(c: _Checker, d: dict) -> dict[str, dict]:
     """Checked units by name (only the well-formed ones)."""
     units = d.get("units")
     if not isinstance(units, list) or not units:
-        c.add("units", f"must be a non-empty list of unit objects ({'missing' if 'units' not in d else _got(units)})")
+        c.add(
+            "units",
+            f"must be a non-empty list of unit objects ({'missing' if 'units' not in d else _got(units)})",
+        )
         return {}
     good: dict[str, dict] = {}
     for i, u in enumerate(units):
@@ -198,10 +235,15 @@ def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str] | None:
     """Check the exits; return the final exit's units (None when the exits are malformed)."""
     exits = d.get("exits")
     if not isinstance(exits, list) or not exits:
-        c.add("exits", "a cache needs a non-empty list of exits, the final one last "
-                       f"({'missing' if 'exits' not in d else _got(exits)})")
+        c.add(
+            "exits",
+            "a cache needs a non-empty list of exits, the final one last "
+            f"({'missing' if 'exits' not in d else _got(exits)})",
+        )
         return None
-    names, positions, finals = set(), [], []
+    names: set[str] = set()
+    positions: list[int] = []
+    finals: list[bool] = []
     for i, e in enumerate(exits):
         f = f"exits[{i}]"
         if not isinstance(e, dict):
@@ -215,8 +257,11 @@ def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str] | None:
         pos = c.integer(e, "position", f"{f}.position", 0)
         if pos is not None:
             if positions and pos < positions[-1]:
-                c.add(f"{f}.position", f"{pos} after {positions[-1]}: positions must be non-decreasing in "
-                                       "execution order")
+                c.add(
+                    f"{f}.position",
+                    f"{pos} after {positions[-1]}: positions must be non-decreasing in "
+                    "execution order",
+                )
             positions.append(pos)
         c.name(e, "head", f"{f}.head")
         final = e.get("final", False)
@@ -234,7 +279,9 @@ def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str] | None:
         c.add("exits", "exactly one exit, the last, must be marked final")
         return None
     needs = exits[-1].get("units") if isinstance(exits[-1], dict) else None
-    return list(needs) if isinstance(needs, list) and all(isinstance(u, str) for u in needs) else None
+    return (
+        list(needs) if isinstance(needs, list) and all(isinstance(u, str) for u in needs) else None
+    )
 
 
 def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
@@ -272,11 +319,21 @@ def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
         if not isinstance(s.get("definition", ""), str):
             c.add(f"splits.{split}.definition", f"must be a string ({_got(s['definition'])})")
         if with_files or "files" in s:
-            exits = d.get("exits") if isinstance(d.get("exits"), list) else []
+            exits = d.get("exits")
+            n_exits = len(exits) if isinstance(exits, list) else 0
             if n is not None and k is not None and n_classes is not None:
-                expected = {f: (fmt.expected_shape(f, n_exits=len(exits), k=k, n_samples=n, n_classes=n_classes),
-                                fmt.DTYPES[f].str) for f in fmt.SPLIT_FILES + fmt.OPTIONAL_SPLIT_FILES}
-                for p in file_entry_problems(split, s.get("files"), expected, required=fmt.SPLIT_FILES):
+                expected = {
+                    f: (
+                        fmt.expected_shape(
+                            f, n_exits=n_exits, k=k, n_samples=n, n_classes=n_classes
+                        ),
+                        fmt.DTYPES[f].str,
+                    )
+                    for f in fmt.SPLIT_FILES + fmt.OPTIONAL_SPLIT_FILES
+                }
+                for p in file_entry_problems(
+                    split, s.get("files"), expected, required=fmt.SPLIT_FILES
+                ):
                     c.problems.append(p)
     if with_files:
         fp = d.get("fingerprint")
@@ -286,6 +343,13 @@ def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
         base_field = f"exits[{len(d['exits']) - 1}].units"
         for measure, key in (("MACs", "macs"), ("latency_s", "latency_s")):
             if all(u[key] is not None for u in units.values()):
-                c.problems.extend(cost_problems(measure, {n: u[key] for n, u in units.items()}, base_units, n_max,
-                                                base_field=base_field))
+                c.problems.extend(
+                    cost_problems(
+                        measure,
+                        {n: u[key] for n, u in units.items()},
+                        base_units,
+                        n_max,
+                        base_field=base_field,
+                    )
+                )
     return c.problems

@@ -6,6 +6,7 @@ noise along depth); the top-1 probability tracks correctness noisily (over-confi
 happen). Costs: one backbone segment per position, heads a few percent of the base model, an
 optional independent saver as the first exit (TinySaver).
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,22 +32,45 @@ def as_generator(seed) -> np.random.Generator:
 class SyntheticSpec:
     """The fixed structure (exits, units, per-exit parameters) of a synthetic cache."""
 
-    def __init__(self, n_positions: int, *, n_head_types: int = 1, n_classes: int = 10, k: int = 5,
-                 saver: bool = False, seed: int = 0, with_latency: bool = False):
+    def __init__(
+        self,
+        n_positions: int,
+        *,
+        n_head_types: int = 1,
+        n_classes: int = 10,
+        k: int = 5,
+        saver: bool = False,
+        seed: int = 0,
+        with_latency: bool = False,
+    ):
         if n_positions < 0 or n_head_types < 1 or n_classes < 2 or not 1 <= k <= n_classes:
-            raise ValueError(f"invalid synthetic spec: n_positions={n_positions}, n_head_types={n_head_types}, "
-                             f"n_classes={n_classes}, k={k}")
+            raise ValueError(
+                f"invalid synthetic spec: n_positions={n_positions}, n_head_types={n_head_types}, "
+                f"n_classes={n_classes}, k={k}"
+            )
         rng = np.random.default_rng([seed, 7919])
         self.n_classes, self.k, self.seed = n_classes, k, seed
         base = 4.0e9
         seg = rng.uniform(0.6, 1.4, n_positions + 1)
         seg = seg / seg.sum() * base
-        head_names = ["linear", "mlp1", "mlp3", "conv", "mlp2"][:n_head_types] + \
-            [f"head{t}" for t in range(5, n_head_types)]
-        head_frac = np.array([0.002, 0.01, 0.03, 0.02, 0.015] + [0.01] * max(0, n_head_types - 5))[:n_head_types]
-        head_gain = np.array([0.0, 0.25, 0.4, 0.35, 0.3] + [0.2] * max(0, n_head_types - 5))[:n_head_types]
-        lat = (lambda m: float(m * 2.5e-12 * rng.uniform(0.8, 1.6))) if with_latency else (lambda m: None)
-        units = [UnitInfo(f"segment{p}", "segment", float(seg[p]), lat(seg[p])) for p in range(n_positions + 1)]
+        head_names = ["linear", "mlp1", "mlp3", "conv", "mlp2"][:n_head_types] + [
+            f"head{t}" for t in range(5, n_head_types)
+        ]
+        head_frac = np.array([0.002, 0.01, 0.03, 0.02, 0.015] + [0.01] * max(0, n_head_types - 5))[
+            :n_head_types
+        ]
+        head_gain = np.array([0.0, 0.25, 0.4, 0.35, 0.3] + [0.2] * max(0, n_head_types - 5))[
+            :n_head_types
+        ]
+        lat = (
+            (lambda m: float(m * 2.5e-12 * rng.uniform(0.8, 1.6)))
+            if with_latency
+            else (lambda m: None)
+        )
+        units = [
+            UnitInfo(f"segment{p}", "segment", float(seg[p]), lat(seg[p]))
+            for p in range(n_positions + 1)
+        ]
         exits, ability, sharp = [], [], []
         offset = 0
         if saver:
@@ -62,11 +86,22 @@ class SyntheticSpec:
                 name = f"blocks.{p}/{h}"
                 macs = head_frac[t] * base * rng.uniform(0.8, 1.2)
                 units.append(UnitInfo(name, "head", float(macs), lat(macs)))
-                exits.append(ExitInfo(name, p + offset, h, tuple(f"segment{q}" for q in range(p + 1)) + (name,)))
+                exits.append(
+                    ExitInfo(
+                        name, p + offset, h, tuple(f"segment{q}" for q in range(p + 1)) + (name,)
+                    )
+                )
                 ability.append(-1.6 + 3.4 * depth[p] ** 0.7 + head_gain[t] * (1 - depth[p]))
                 sharp.append(1.2 + 1.0 * depth[p] + 0.3 * head_gain[t])
-        exits.append(ExitInfo("head", n_positions + offset, "final",
-                              tuple(f"segment{q}" for q in range(n_positions + 1)), final=True))
+        exits.append(
+            ExitInfo(
+                "head",
+                n_positions + offset,
+                "final",
+                tuple(f"segment{q}" for q in range(n_positions + 1)),
+                final=True,
+            )
+        )
         ability.append(2.0)
         sharp.append(2.4)
         self.units, self.exits = tuple(units), tuple(exits)
@@ -76,11 +111,22 @@ class SyntheticSpec:
 
     def meta(self, splits: dict[str, int]) -> CacheMeta:
         return CacheMeta(
-            exits=self.exits, units=self.units, n_classes=self.n_classes, k=self.k, splits=dict(splits),
+            exits=self.exits,
+            units=self.units,
+            n_classes=self.n_classes,
+            k=self.k,
+            splits=dict(splits),
             split_definitions={s: f"synthetic rows of split {s!r}" for s in splits},
-            costs={"macs_counter": "synthetic", "latency_device": "synthetic" if self.units[0].latency_s else None},
-            provenance={"model": {"name": "synthetic", "fingerprint": f"synthetic-seed{self.seed}"},
-                        "dataset": "synthetic", "seed": self.seed})
+            costs={
+                "macs_counter": "synthetic",
+                "latency_device": "synthetic" if self.units[0].latency_s else None,
+            },
+            provenance={
+                "model": {"name": "synthetic", "fingerprint": f"synthetic-seed{self.seed}"},
+                "dataset": "synthetic",
+                "seed": self.seed,
+            },
+        )
 
     def rows(self, n: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
         """``n`` samples: labels ``(n,)``, topk_ids / topk_probs ``(n_exits, k, n)``."""
@@ -94,7 +140,7 @@ class SyntheticSpec:
             if self.saver and j == 0:  # independent model: its own noise
                 noise[j] = rng.normal(size=n)
                 continue
-            prev = rho * prev + np.sqrt(1 - rho ** 2) * rng.normal(size=n)
+            prev = rho * prev + np.sqrt(1 - rho**2) * rng.normal(size=n)
             noise[j] = prev
         z = self.ability[:, None] - 1.3 * difficulty[None, :] + 0.9 * noise
         correct = z > 0
@@ -117,21 +163,40 @@ class SyntheticSpec:
         return {fmt.LABELS: labels.astype(np.int64), fmt.TOPK_IDS: ids, fmt.TOPK_PROBS: probs}
 
 
-def make_synthetic_cache(n_samples: int, n_positions: int, *, n_head_types: int = 1, n_classes: int = 10,
-                         k: int = 5, saver: bool = False, holdout_fraction: float = 0.5, seed: int = 0,
-                         with_latency: bool = False, calibration_fraction: float = 0.0) -> InMemoryCache:
+def make_synthetic_cache(
+    n_samples: int,
+    n_positions: int,
+    *,
+    n_head_types: int = 1,
+    n_classes: int = 10,
+    k: int = 5,
+    saver: bool = False,
+    holdout_fraction: float = 0.5,
+    seed: int = 0,
+    with_latency: bool = False,
+    calibration_fraction: float = 0.0,
+) -> InMemoryCache:
     """An in-memory cache with ``search`` and ``holdout`` splits (``n_samples`` in all), and a
     ``calibration`` split of ``calibration_fraction`` of them when that is above 0."""
-    spec = SyntheticSpec(n_positions, n_head_types=n_head_types, n_classes=n_classes, k=k, saver=saver,
-                         seed=seed, with_latency=with_latency)
+    spec = SyntheticSpec(
+        n_positions,
+        n_head_types=n_head_types,
+        n_classes=n_classes,
+        k=k,
+        saver=saver,
+        seed=seed,
+        with_latency=with_latency,
+    )
     n_hold = int(round(n_samples * holdout_fraction))
     n_cal = int(round(n_samples * calibration_fraction))
     sizes = {"search": n_samples - n_hold - n_cal, "holdout": n_hold}
     if n_cal:
         sizes["calibration"] = n_cal
     if min(sizes.values()) < 1:
-        raise ValueError(f"n_samples={n_samples} with holdout_fraction={holdout_fraction} and calibration_fraction="
-                         f"{calibration_fraction} leaves a split empty")
+        raise ValueError(
+            f"n_samples={n_samples} with holdout_fraction={holdout_fraction} and calibration_fraction="
+            f"{calibration_fraction} leaves a split empty"
+        )
     arrays, start = {}, 0
     for i, (split, n) in enumerate(sizes.items()):
         a = spec.rows(n, np.random.default_rng([seed, i]))
@@ -141,14 +206,33 @@ def make_synthetic_cache(n_samples: int, n_positions: int, *, n_head_types: int 
     return InMemoryCache(spec.meta(sizes), arrays)
 
 
-def write_synthetic_cache(path: str | Path, n_samples: int, n_positions: int, *, n_head_types: int = 1,
-                          n_classes: int = 10, k: int = 5, saver: bool = False, holdout_fraction: float = 0.5,
-                          seed: int = 0, with_latency: bool = False, chunk: int = 1 << 15, overwrite: bool = False):
+def write_synthetic_cache(
+    path: str | Path,
+    n_samples: int,
+    n_positions: int,
+    *,
+    n_head_types: int = 1,
+    n_classes: int = 10,
+    k: int = 5,
+    saver: bool = False,
+    holdout_fraction: float = 0.5,
+    seed: int = 0,
+    with_latency: bool = False,
+    chunk: int = 1 << 15,
+    overwrite: bool = False,
+):
     """Stream a large synthetic cache to disk in chunks (bounded memory); return the reader."""
     from .writer import create_cache
 
-    spec = SyntheticSpec(n_positions, n_head_types=n_head_types, n_classes=n_classes, k=k, saver=saver,
-                         seed=seed, with_latency=with_latency)
+    spec = SyntheticSpec(
+        n_positions,
+        n_head_types=n_head_types,
+        n_classes=n_classes,
+        k=k,
+        saver=saver,
+        seed=seed,
+        with_latency=with_latency,
+    )
     n_hold = int(round(n_samples * holdout_fraction))
     sizes = {"search": n_samples - n_hold, "holdout": n_hold}
     w = create_cache(path, spec.meta(sizes), overwrite=overwrite)
@@ -157,8 +241,13 @@ def write_synthetic_cache(path: str | Path, n_samples: int, n_positions: int, *,
         for j, a in enumerate(range(0, n, chunk)):
             b = min(n, a + chunk)
             r = spec.rows(b - a, np.random.default_rng([seed, i, j]))
-            w.write(split, a, labels=r[fmt.LABELS], sample_index=np.arange(start + a, start + b),
-                    topk_ids=np.transpose(r[fmt.TOPK_IDS], (2, 0, 1)),
-                    topk_probs=np.transpose(r[fmt.TOPK_PROBS], (2, 0, 1)))
+            w.write(
+                split,
+                a,
+                labels=r[fmt.LABELS],
+                sample_index=np.arange(start + a, start + b),
+                topk_ids=np.transpose(r[fmt.TOPK_IDS], (2, 0, 1)),
+                topk_probs=np.transpose(r[fmt.TOPK_PROBS], (2, 0, 1)),
+            )
         start += n
     return w.finalize()

@@ -2,6 +2,7 @@
 
 Problems print one line each (``file: field: problem``) on stderr, exit status 2.
 """
+
 from __future__ import annotations
 
 import sys
@@ -16,16 +17,24 @@ __all__ = ["validate_cache", "describe", "main"]
 
 def main(argv: list[str] | None = None) -> int:
     """Run the command line; return the exit status (0 valid, 2 problems found)."""
-    parser = CommandParser(prog="python -m data_cache.validate",
-                           description="Check a prediction cache and print what it holds.")
+    parser = CommandParser(
+        prog="python -m data_cache.validate",
+        description="Check a prediction cache and print what it holds.",
+    )
     parser.add_argument("cache", help="cache folder")
-    parser.add_argument("--skip-integrity-check", action="store_true",
-                        help="check the manifest, file headers and fingerprint only: no checksums, no value scan")
-    parser.add_argument("--no-checksums", action="store_true", help="scan the values but skip the checksums")
+    parser.add_argument(
+        "--skip-integrity-check",
+        action="store_true",
+        help="check the manifest, file headers and fingerprint only: no checksums, no value scan",
+    )
+    parser.add_argument(
+        "--no-checksums", action="store_true", help="scan the values but skip the checksums"
+    )
     parser.add_argument("--quiet", action="store_true", help="print problems only")
     args = parser.parse_args(argv)
-    problems = validate_cache(args.cache, skip_integrity_check=args.skip_integrity_check,
-                              checksums=not args.no_checksums)
+    problems = validate_cache(
+        args.cache, skip_integrity_check=args.skip_integrity_check, checksums=not args.no_checksums
+    )
     if problems:
         for p in problems:
             print(p, file=sys.stderr)

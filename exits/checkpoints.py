@@ -76,7 +76,11 @@ def load_paired_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) ->
 
 def _torch_load(path: Path, what: str) -> Any:
     """``torch.load`` on the CPU (weights only), with one-line errors naming the file."""
-    if not path.is_file():
+    try:
+        found = path.is_file()
+    except OSError as exc:  # a name too long for the file system (ENAMETOOLONG), which is_file() lets through
+        raise CheckpointError(f"{path}: cannot read the {what} ({exc.strerror or exc})") from None
+    if not found:
         raise CheckpointError(f"{path}: {what} does not exist")
     try:
         return torch.load(path, map_location="cpu", weights_only=True)

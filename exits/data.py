@@ -187,6 +187,11 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
             or calibration_size < 0:
         raise DataError(f"calibration_size must be an integer >= 0 (got {calibration_size!r})")
     build, n_classes = DATASETS[name]
+    if root is not None:
+        try:
+            Path(root).exists()
+        except OSError as exc:  # a name too long for the file system (ENAMETOOLONG), which exists() lets through
+            raise DataError(f"{str(root)[:60]}...: cannot read the data root ({exc.strerror or exc})") from None
     parts = build(None if root is None else Path(root), download)
     n_classes = n_classes or max(p.n_classes for p in parts.values())
     for p in parts.values():

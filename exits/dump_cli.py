@@ -156,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
             check_cache_target(args.out, overwrite=args.overwrite, resume=args.resume,
                                inputs=[(o, v) for o, v in (("--checkpoint", args.checkpoint),
                                                            ("--backbone-weights", args.backbone_weights),
-                                                           ("--saver-weights", args.saver_weights)) if v != "offline"])
+                                                           ("--saver-weights", args.saver_weights),
+                                                           ("--data-root", args.data_root)) if v != "offline"])
         rank, world, device = init_distributed(args.device)
         if args.amp and device.type != "cuda":
             warn(f"--amp: autocast is used on CUDA only; on {device.type} the dump runs in fp32")

@@ -300,7 +300,8 @@ def _check_out(args: argparse.Namespace) -> None:
     from .checkpoints import CHECKPOINT_FORMAT
 
     check_outputs([("--out", args.out)], overwrite=args.overwrite, kinds={"--out": torch_kind(CHECKPOINT_FORMAT)},
-                  inputs=[("--backbone-weights", args.backbone_weights), ("--saver-weights", args.saver_weights)])
+                  inputs=[("--backbone-weights", args.backbone_weights), ("--saver-weights", args.saver_weights),
+                          ("--data-root", args.data_root)])
 
 
 def _split_list(s: str) -> list[str]:

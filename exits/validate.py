@@ -346,7 +346,8 @@ def _main(argv: list[str] | None) -> int:
                                 suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES}, kinds=kinds,
                                 inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
                                         ("--backbone-weights", args.backbone_weights),
-                                        ("--cache", args.cache or bundled_cache_path())])
+                                        ("--cache", args.cache or bundled_cache_path()),
+                                        ("--data-root", args.data_root)])
         if args.split == "search":
             warn("--split search: the configurations were chosen on these samples, so their measured figures are "
                  "optimistic; holdout is the independent check")

@@ -187,7 +187,8 @@ def _main(argv: list[str] | None) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        read = [("--bundle", args.bundle), ("--cache", args.cache or bundled_cache_path())]
+        read = [("--bundle", args.bundle), ("--cache", args.cache or bundled_cache_path()),
+                ("--data-root", args.data_root)]
         report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite, kinds={"--report": kind},
                                     suffixes={"--report": (".json",)}, inputs=read)["--report"]
         if args.split == "search":

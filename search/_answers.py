@@ -1,5 +1,6 @@
 """The constrained queries of a search (``max_drop``, ``budget``): certified on calibration data by
 default (``search.pareto_testing``), on the search split alone when ``uncertified``."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -56,12 +57,24 @@ class _Context:
     def answer(self, kind: str, limit: float, config: ExitConfig | None, **kw) -> QueryAnswer:
         if config is None:
             return QueryAnswer(kind, limit, None, **kw)
-        return QueryAnswer(kind, limit, config, on_search=self.search.evaluate_one(config),
-                           on_holdout=self.holdout.evaluate_one(config), **kw)
+        return QueryAnswer(
+            kind,
+            limit,
+            config,
+            on_search=self.search.evaluate_one(config),
+            on_holdout=self.holdout.evaluate_one(config),
+            **kw,
+        )
 
 
-def answer_queries(opts, fit: ExitProblem, fit_union: Front, search: SplitEvaluator, holdout: SplitEvaluator,
-                   union: Front) -> list[QueryAnswer]:
+def answer_queries(
+    opts,
+    fit: ExitProblem,
+    fit_union: Front,
+    search: SplitEvaluator,
+    holdout: SplitEvaluator,
+    union: Front,
+) -> list[QueryAnswer]:
     """The answers to ``opts.max_drop`` and ``opts.budget`` (in that order; none when neither is asked).
 
     ``fit`` is the problem the methods fitted on (the search split, or its subsample) and ``fit_union``
@@ -73,7 +86,9 @@ def answer_queries(opts, fit: ExitProblem, fit_union: Front, search: SplitEvalua
     ctx = _Context(fit, fit_union, search, holdout, union)
     roles = None
     if not opts.uncertified:
-        fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
+        fraction = (
+            DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
+        )
         roles = make_roles(fit, fraction=fraction, seed=opts.seed)
     answers = []
     if opts.max_drop is not None:
@@ -84,14 +99,24 @@ def answer_queries(opts, fit: ExitProblem, fit_union: Front, search: SplitEvalua
 
 
 def _drop(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
-    from . import queries                                    # scipy: only when a query is asked
+    from . import queries  # scipy: only when a query is asked
 
     drop = opts.max_drop / 100
     if roles is None:
-        return ctx.answer("drop", opts.max_drop, _uncertified_drop(queries, ctx, drop, opts.max_exits))
-    cert = certify_drop(roles, drop, delta=opts.risk, bound=opts.bound, fit_front=fit_front(roles, ctx.fit_union),
-                        max_exits=opts.max_exits)
-    contrast = _uncertified_drop(queries, ctx, drop, opts.max_exits) if opts.show_uncertified else None
+        return ctx.answer(
+            "drop", opts.max_drop, _uncertified_drop(queries, ctx, drop, opts.max_exits)
+        )
+    cert = certify_drop(
+        roles,
+        drop,
+        delta=opts.risk,
+        bound=opts.bound,
+        fit_front=fit_front(roles, ctx.fit_union),
+        max_exits=opts.max_exits,
+    )
+    contrast = (
+        _uncertified_drop(queries, ctx, drop, opts.max_exits) if opts.show_uncertified else None
+    )
     return ctx.answer("drop", opts.max_drop, cert.config, certified=cert, contrast=contrast)
 
 
@@ -102,19 +127,33 @@ def _budget(opts, ctx: _Context, roles: Roles | None) -> QueryAnswer:
     budget = opts.budget
     if roles is None:
         try:
-            config = queries.most_accurate_within_budget(ctx.fit, budget, front=ctx.fit_union,
-                                                         max_exits=opts.max_exits).config
+            config = queries.most_accurate_within_budget(
+                ctx.fit, budget, front=ctx.fit_union, max_exits=opts.max_exits
+            ).config
         except SearchError as exc:
             return ctx.answer("budget", budget, None, failure=str(exc))
         if ctx.fit.samples is not None or not ctx.fit.costs.additive:
-            config = _best_on_all(ctx.search, [config, *ctx.union.configs],
-                                  lambda e: e.relative_cost <= budget * (1 + 1e-12),
-                                  lambda e: (e.error, e.relative_cost)) or config
+            config = (
+                _best_on_all(
+                    ctx.search,
+                    [config, *ctx.union.configs],
+                    lambda e: e.relative_cost <= budget * (1 + 1e-12),
+                    lambda e: (e.error, e.relative_cost),
+                )
+                or config
+            )
         return ctx.answer("budget", budget, config)
-    cert = certify_budget(roles, budget, delta=opts.risk, fit_front=fit_front(roles, ctx.fit_union),
-                          max_exits=opts.max_exits)
+    cert = certify_budget(
+        roles,
+        budget,
+        delta=opts.risk,
+        fit_front=fit_front(roles, ctx.fit_union),
+        max_exits=opts.max_exits,
+    )
     if cert.certificate is None:
-        return ctx.answer("budget", budget, None, certified=cert, failure=budget_failure(cert, budget, opts.risk))
+        return ctx.answer(
+            "budget", budget, None, certified=cert, failure=budget_failure(cert, budget, opts.risk)
+        )
     return ctx.answer("budget", budget, cert.config, certified=cert)
 
 
@@ -122,13 +161,18 @@ def _uncertified_drop(queries, ctx: _Context, drop: float, max_exits: int | None
     """The cheapest within ``drop`` (a fraction) on the fit problem; on a subsample, the best of it and the fronts
     that meets the limit on all search samples (a subsample's answer alone overfits); likewise when the cost is not
     additive (the queries' exact steps move on dp's additive surrogate, so the exact model chooses among them)."""
-    config = queries._cheapest_within_drop(ctx.fit, drop, front=ctx.fit_union, max_exits=max_exits).config
+    config = queries._cheapest_within_drop(
+        ctx.fit, drop, front=ctx.fit_union, max_exits=max_exits
+    ).config
     if ctx.fit.samples is None and ctx.fit.costs.additive:
         return config
     search = ctx.search
-    return _best_on_all(search, [config, *ctx.union.configs, ExitConfig(score=ctx.fit.score)],
-                        lambda e: search.base.accuracy - e.accuracy <= drop + 1e-12,
-                        lambda e: (e.relative_cost, e.error))
+    return _best_on_all(
+        search,
+        [config, *ctx.union.configs, ExitConfig(score=ctx.fit.score)],
+        lambda e: search.base.accuracy - e.accuracy <= drop + 1e-12,
+        lambda e: (e.relative_cost, e.error),
+    )
 
 
 def _best_on_all(search: SplitEvaluator, candidates: list, meets, key):

@@ -1,4 +1,5 @@
 """Input checks shared by the search package; messages name the culprit and the fix."""
+
 from __future__ import annotations
 
 from numbers import Real
@@ -19,8 +20,14 @@ class SearchWarning(UserWarning):
     """Something a user should know before a long run; the CLI prints it as one line."""
 
 
-def check_scalar(x, name: str, *, min_val: float | None = None, max_val: float | None = None,
-                 integer: bool = False):
+def check_scalar(
+    x,
+    name: str,
+    *,
+    min_val: float | None = None,
+    max_val: float | None = None,
+    integer: bool = False,
+):
     """Return ``x`` if it is a (integer) number within ``[min_val, max_val]``, else raise SearchError."""
     kind = "an integer" if integer else "a number"
     ok_type = isinstance(x, (int, np.integer)) if integer else isinstance(x, Real)

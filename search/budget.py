@@ -1,4 +1,5 @@
 """``Budget``: when a search must stop, shared by every engine."""
+
 from __future__ import annotations
 
 import math
@@ -26,17 +27,23 @@ class Budget:
 
     def __post_init__(self):
         evals, seconds = self.max_evals, self.max_seconds
-        if evals is not None and not (_is_number(evals) and math.isfinite(evals) and evals == int(evals) >= 1):
+        if evals is not None and not (
+            _is_number(evals) and math.isfinite(evals) and evals == int(evals) >= 1
+        ):
             raise SearchError(f"evaluation budget must be an integer >= 1 (got {evals!r})")
         if seconds is not None and not (_is_number(seconds) and seconds > 0):
             raise SearchError(f"time limit must be > 0 seconds (got {seconds!r})")
 
-    def start(self, problem) -> "Budget":
+    def start(self, problem) -> Budget:
         self._t0, self._evals0 = time.perf_counter(), problem.n_evals
         return self
 
     def evals_left(self, problem) -> float:
-        return float("inf") if self.max_evals is None else self.max_evals - (problem.n_evals - self._evals0)
+        return (
+            float("inf")
+            if self.max_evals is None
+            else self.max_evals - (problem.n_evals - self._evals0)
+        )
 
     def progress(self, problem) -> float:
         """Fraction of the budget used, in [0, 1] (0 for an unlimited budget)."""

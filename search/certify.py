@@ -18,22 +18,36 @@ L is never clipped at 0, and never fed into a bound made for [0, 1] losses witho
 The mean of a bounded per-sample cost is certified with the betting test on cost / max cost.
 scipy is imported inside the functions that need it (``python -m search.pareto --help`` stays fast).
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
 from ._validation import SearchError
 
-__all__ = ["PairedLosses", "Bound", "BOUNDS", "DEFAULT_BOUND", "get_bound", "paired_losses", "trinomial_p_value",
-           "betting_p_value", "cp_union_upper_bound", "mean_upper_bound", "accuracy_lower_bound",
-           "smallest_certifiable_drop", "samples_to_certify", "check_delta"]
+__all__ = [
+    "PairedLosses",
+    "Bound",
+    "BOUNDS",
+    "DEFAULT_BOUND",
+    "get_bound",
+    "paired_losses",
+    "trinomial_p_value",
+    "betting_p_value",
+    "cp_union_upper_bound",
+    "mean_upper_bound",
+    "accuracy_lower_bound",
+    "smallest_certifiable_drop",
+    "samples_to_certify",
+    "check_delta",
+]
 
-_TAIL = 1e-12          # binomial mass outside the summation window is at most this much, added back
-_GRID = 9              # discordance values evaluated between eps and the upper end of its interval
+_TAIL = 1e-12  # binomial mass outside the summation window is at most this much, added back
+_GRID = 9  # discordance values evaluated between eps and the upper end of its interval
 
 
 @dataclass(frozen=True)
@@ -52,7 +66,9 @@ class PairedLosses:
 
     def __post_init__(self):
         if self.k_plus < 0 or self.k_minus < 0 or self.k_plus + self.k_minus > self.n:
-            raise SearchError(f"counts k+={self.k_plus}, k-={self.k_minus} do not fit in n={self.n} samples")
+            raise SearchError(
+                f"counts k+={self.k_plus}, k-={self.k_minus} do not fit in n={self.n} samples"
+            )
 
     @property
     def drop(self) -> float:
@@ -69,13 +85,15 @@ class PairedLosses:
         if self.values is not None:
             return self.values
         v = np.zeros(self.n, dtype=np.int8)
-        v[:self.k_plus], v[self.k_plus:self.k_plus + self.k_minus] = 1, -1
+        v[: self.k_plus], v[self.k_plus : self.k_plus + self.k_minus] = 1, -1
         return np.random.default_rng(0).permutation(v)
 
     @classmethod
-    def from_values(cls, values: np.ndarray) -> "PairedLosses":
+    def from_values(cls, values: np.ndarray) -> PairedLosses:
         v = np.asarray(values, dtype=np.int8)
-        return cls(int(v.shape[0]), int(np.count_nonzero(v == 1)), int(np.count_nonzero(v == -1)), v)
+        return cls(
+            int(v.shape[0]), int(np.count_nonzero(v == 1)), int(np.count_nonzero(v == -1)), v
+        )
 
 
 def paired_losses(config_right: np.ndarray, base_right: np.ndarray) -> PairedLosses:
@@ -86,11 +104,14 @@ def paired_losses(config_right: np.ndarray, base_right: np.ndarray) -> PairedLos
 def check_delta(delta: float) -> float:
     """``delta`` if it is a risk level in (0, 0.5], else a SearchError naming it."""
     if isinstance(delta, bool) or not isinstance(delta, (int, float)) or not 0.0 < delta <= 0.5:
-        raise SearchError(f"--risk {delta}: the risk level delta must be in (0, 0.5] (e.g. 0.1 for 90% confidence)")
+        raise SearchError(
+            f"--risk {delta}: the risk level delta must be in (0, 0.5] (e.g. 0.1 for 90% confidence)"
+        )
     return float(delta)
 
 
 # -- exact trinomial test (Berger-Boos) ------------------------------------------------------------
+
 
 def _tail_at_boundary(n: int, t: int, eps: float, s: np.ndarray) -> np.ndarray:
     """Upper approximations of P_s(T <= t) at p+ - p- = eps for discordances ``s`` ``(m,)``.
@@ -105,7 +126,7 @@ def _tail_at_boundary(n: int, t: int, eps: float, s: np.ndarray) -> np.ndarray:
     lo = np.clip(np.floor(n * s - 8 * sd - 10), 0, n).astype(np.int64)
     hi = np.clip(np.ceil(n * s + 8 * sd + 10), 0, n).astype(np.int64)
     width = int((hi - lo).max()) + 1
-    D = lo[:, None] + np.arange(width)[None, :]                      # (m, width)
+    D = lo[:, None] + np.arange(width)[None, :]  # (m, width)
     inside = D <= hi[:, None]
     D = np.minimum(D, n)
     q = np.minimum(1.0, (s + eps) / (2 * s))[:, None]
@@ -116,8 +137,9 @@ def _tail_at_boundary(n: int, t: int, eps: float, s: np.ndarray) -> np.ndarray:
     return np.minimum(1.0, (pmf * cdf).sum(axis=1) + outside)
 
 
-def trinomial_p_value(n: int, k_plus: int, k_minus: int, eps: float, delta: float, *,
-                      gamma: float | None = None) -> float:
+def trinomial_p_value(
+    n: int, k_plus: int, k_minus: int, eps: float, delta: float, *, gamma: float | None = None
+) -> float:
     """Berger-Boos p-value of H: drop > ``eps`` (``eps`` >= 0) from counts; ``gamma`` defaults to delta / 10.
 
     p = gamma + sup over s in [eps, s_hi] of P_s(T <= k+ - k-), with s_hi the (1 - gamma) upper
@@ -142,6 +164,7 @@ def trinomial_p_value(n: int, k_plus: int, k_minus: int, eps: float, delta: floa
 
 # -- betting (Waudby-Smith and Ramdas, hedged capital) --------------------------------------------
 
+
 def _bets(x: np.ndarray, delta: float) -> np.ndarray:
     """Predictable bets nu_i = min(1, sqrt(2 log(1/delta) / (n sig2_{i-1}))) for ``x`` in [0, 1]."""
     n = x.shape[0]
@@ -152,7 +175,9 @@ def _bets(x: np.ndarray, delta: float) -> np.ndarray:
     return np.minimum(1.0, np.sqrt(2 * math.log(1 / delta) / (n * prev)))
 
 
-def betting_p_value(x: np.ndarray, m: float, delta: float, *, bets: np.ndarray | None = None) -> float:
+def betting_p_value(
+    x: np.ndarray, m: float, delta: float, *, bets: np.ndarray | None = None
+) -> float:
     """p-value of H: E[x] >= ``m`` for ``x`` ``(n,)`` in [0, 1] (in their given order), bets tuned to ``delta``.
 
     Capital K_t = prod_{i<=t} (1 + nu_i (m - x_i)) is a nonnegative supermartingale under H, so
@@ -182,6 +207,7 @@ def mean_upper_bound(x: np.ndarray, delta: float) -> float:
 
 # -- Clopper-Pearson union (the previous rule) -----------------------------------------------------
 
+
 def cp_union_upper_bound(losses: PairedLosses, delta: float) -> float:
     """CP upper bound on p+ minus CP lower bound on p-, each one-sided at delta / 2."""
     from scipy import stats
@@ -203,6 +229,7 @@ def accuracy_lower_bound(n_correct: int, n: int, delta: float) -> float:
 
 # -- the bounds behind one interface ---------------------------------------------------------------
 
+
 def _bisect(ok: Callable[[float], bool], lo: float, hi: float, tol: float = 1e-7) -> float:
     """Smallest x in [lo, hi] with ``ok(x)`` (``ok`` monotone: false then true); ``hi`` if none below."""
     if ok(lo):
@@ -220,7 +247,9 @@ class Bound:
     name: str
     title: str
     p_value: Callable[[PairedLosses, float, float], float]  # (losses, eps, delta) -> p
-    decide: Callable[[PairedLosses, float, float], bool] | None = None  # a faster certifies, when there is one
+    decide: Callable[[PairedLosses, float, float], bool] | None = (
+        None  # a faster certifies, when there is one
+    )
 
     def certifies(self, losses: PairedLosses, eps: float, delta: float) -> bool:
         """True when H: drop > ``eps`` is rejected at level ``delta``."""
@@ -241,12 +270,20 @@ def _cp_union_p(losses: PairedLosses, eps: float, delta: float) -> float:
 
 
 BOUNDS: dict[str, Bound] = {
-    "trinomial": Bound("trinomial", "exact trinomial test (Berger-Boos)",
-                       lambda losses, eps, delta: trinomial_p_value(losses.n, losses.k_plus, losses.k_minus,
-                                                                    eps, delta)),
+    "trinomial": Bound(
+        "trinomial",
+        "exact trinomial test (Berger-Boos)",
+        lambda losses, eps, delta: trinomial_p_value(
+            losses.n, losses.k_plus, losses.k_minus, eps, delta
+        ),
+    ),
     "betting": Bound("betting", "betting (Waudby-Smith-Ramdas hedged capital)", _betting_drop_p),
-    "cp-union": Bound("cp-union", "Clopper-Pearson union (losses upper minus gains lower)", _cp_union_p,
-                      lambda losses, eps, delta: cp_union_upper_bound(losses, delta) <= eps),
+    "cp-union": Bound(
+        "cp-union",
+        "Clopper-Pearson union (losses upper minus gains lower)",
+        _cp_union_p,
+        lambda losses, eps, delta: cp_union_upper_bound(losses, delta) <= eps,
+    ),
 }
 DEFAULT_BOUND = "trinomial"
 
@@ -262,8 +299,10 @@ def get_bound(name: str | Bound) -> Bound:
 
 # -- what a calibration size can certify -----------------------------------------------------------
 
-def smallest_certifiable_drop(n: int, delta: float, bound: str | Bound = DEFAULT_BOUND, *,
-                              k_plus: int = 0, k_minus: int = 0) -> float:
+
+def smallest_certifiable_drop(
+    n: int, delta: float, bound: str | Bound = DEFAULT_BOUND, *, k_plus: int = 0, k_minus: int = 0
+) -> float:
     """The smallest drop certified on ``n`` samples with these counts (default: a configuration that
     agrees with the base on every sample, the best a configuration without gains can show)."""
     if n == 0:
@@ -271,8 +310,15 @@ def smallest_certifiable_drop(n: int, delta: float, bound: str | Bound = DEFAULT
     return get_bound(bound).upper_bound(PairedLosses(n, k_plus, k_minus), delta)
 
 
-def samples_to_certify(eps: float, delta: float, p_plus: float, p_minus: float,
-                       bound: str | Bound = DEFAULT_BOUND, *, max_n: int = 10 ** 7) -> int | None:
+def samples_to_certify(
+    eps: float,
+    delta: float,
+    p_plus: float,
+    p_minus: float,
+    bound: str | Bound = DEFAULT_BOUND,
+    *,
+    max_n: int = 10**7,
+) -> int | None:
     """About how many calibration samples certify ``eps`` for a configuration whose loss and gain rates
     are ``p_plus`` and ``p_minus`` (expected counts); None when no sample size does (drop >= eps)."""
     if p_plus - p_minus >= eps:

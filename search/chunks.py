@@ -3,9 +3,10 @@
 Memory-mapped caches are read with :class:`data_cache.blocks.BlockReader`, so memory stays bounded by
 one chunk (``n_exits x chunk_size`` scores and flags) whatever the size of the split.
 """
+
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -20,24 +21,37 @@ __all__ = ["DEFAULT_CHUNK_SIZE", "read_block", "iter_blocks", "load_split", "loa
 DEFAULT_CHUNK_SIZE = 1 << 16
 
 
-def read_block(cache, split: str, score: str, start: int, stop: int, reader: BlockReader
-               ) -> tuple[np.ndarray, np.ndarray]:
+def read_block(
+    cache, split: str, score: str, start: int, stop: int, reader: BlockReader
+) -> tuple[np.ndarray, np.ndarray]:
     """Scores ``(n_exits, stop - start)`` float32 and whether each exit's top-1 is right (same shape, bool)."""
     scores = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
     labels = reader.read(cache.labels(split)[start:stop])
-    top = cache.n_classes - 1              # what is read is range-checked: the integrity pass may have been skipped
+    top = (
+        cache.n_classes - 1
+    )  # what is read is range-checked: the integrity pass may have been skipped
     check_read_range(cache, split, fmt.LABELS, "labels", None, labels, 0, top)
     ids = cache.topk_ids(split)
     correct = np.empty(scores.shape, dtype=bool)
     top1 = np.empty(stop - start, dtype=ids.dtype)
     for e in range(scores.shape[0]):
-        check_read_range(cache, split, fmt.TOPK_IDS, "class ids", e, reader.read(ids[e, 0, start:stop], top1), 0, top)
+        check_read_range(
+            cache,
+            split,
+            fmt.TOPK_IDS,
+            "class ids",
+            e,
+            reader.read(ids[e, 0, start:stop], top1),
+            0,
+            top,
+        )
         np.equal(top1, labels, out=correct[e])
     return scores, correct
 
 
-def iter_blocks(cache, split: str, score: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
-                ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
+def iter_blocks(
+    cache, split: str, score: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """``(start, stop, scores, correct)`` for consecutive chunks of ``chunk_size`` samples."""
     n = cache.n_samples(split)
     with BlockReader() as reader:
@@ -46,8 +60,14 @@ def iter_blocks(cache, split: str, score: str, *, chunk_size: int = DEFAULT_CHUN
             yield (start, stop, *read_block(cache, split, score, start, stop, reader))
 
 
-def load_split(cache, split: str, score: str, *, samples: np.ndarray | None = None,
-               chunk_size: int = DEFAULT_CHUNK_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def load_split(
+    cache,
+    split: str,
+    score: str,
+    *,
+    samples: np.ndarray | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> tuple[np.ndarray, np.ndarray]:
     """Scores ``(n_exits, n)`` and correctness of the ``samples`` (sorted indices; all when None),
     read chunk by chunk."""
     n = cache.n_samples(split) if samples is None else samples.size
@@ -58,7 +78,9 @@ def load_split(cache, split: str, score: str, *, samples: np.ndarray | None = No
             scores[:, start:stop], correct[:, start:stop] = s, c
         return scores, correct
     bounds = np.searchsorted(samples, np.arange(0, cache.n_samples(split) + chunk_size, chunk_size))
-    for i, (start, stop, s, c) in enumerate(iter_blocks(cache, split, score, chunk_size=chunk_size)):
+    for i, (start, _stop, s, c) in enumerate(
+        iter_blocks(cache, split, score, chunk_size=chunk_size)
+    ):
         lo, hi = bounds[i], bounds[i + 1]
         if hi > lo:
             picked = samples[lo:hi] - start
@@ -66,8 +88,14 @@ def load_split(cache, split: str, score: str, *, samples: np.ndarray | None = No
     return scores, correct
 
 
-def load_scores(cache, split: str, score: str, *, samples: np.ndarray | None = None,
-                chunk_size: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+def load_scores(
+    cache,
+    split: str,
+    score: str,
+    *,
+    samples: np.ndarray | None = None,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+) -> np.ndarray:
     """Scores ``(n_exits, n)`` float32 of rule ``score`` for the ``samples`` (sorted indices; all when None),
     read chunk by chunk (another rule's scores beside those :func:`load_split` read)."""
     total = cache.n_samples(split)
@@ -77,7 +105,9 @@ def load_scores(cache, split: str, score: str, *, samples: np.ndarray | None = N
         for start in range(0, total, chunk_size):
             stop = min(total, start + chunk_size)
             if samples is None:
-                out[:, start:stop] = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
+                out[:, start:stop] = compute_scores(
+                    cache, split, score, start=start, stop=stop, reader=reader
+                )
                 continue
             lo, hi = np.searchsorted(samples, [start, stop])
             if hi > lo:

@@ -5,6 +5,7 @@ bundle router; the search builds configurations from its problem and resolves a 
 (``ExitConfig.from_json(entries, cache)``, ``config.check(cache)``: :class:`contract.ContractError` on a
 problem, which the search's entry points report as :class:`~search.SearchError`).
 """
+
 from __future__ import annotations
 
 from contract.config import ExitConfig

@@ -5,6 +5,7 @@ need (backbone segments, heads, savers), each once. What a unit costs is a regis
 (``contract/costs/``: ``macs``, ``latency``, ``units``); :func:`cost_table` builds a cache's table under
 one and makes the cache's own cost check on it.
 """
+
 from __future__ import annotations
 
 from contract.costs import CostModelError, CostTable, get_cost_model, list_cost_models
@@ -15,8 +16,9 @@ from ._validation import SearchError
 __all__ = ["CostTable", "cost_table", "list_cost_models"]
 
 
-def cost_table(cache, objective: str = "macs", *, table: str | None = None,
-               batch_size: int | None = None) -> CostTable:
+def cost_table(
+    cache, objective: str = "macs", *, table: str | None = None, batch_size: int | None = None
+) -> CostTable:
     """The cost table of ``cache`` under the cost model ``objective``; SearchError in one line when the model
     is unknown or the cache's unit table cannot be charged. ``objective="time"`` reads the measured table
     ``table`` beside the cache, at ``batch_size`` (the table's own when None): ``search.time_objective``."""
@@ -26,12 +28,16 @@ def cost_table(cache, objective: str = "macs", *, table: str | None = None,
         return load_time_costs(cache, table, batch_size)
     try:
         model = get_cost_model(objective)
-        table = model.table(cache.units, cache.exits)
+        costs = model.table(cache.units, cache.exits)
     except CostModelError as exc:
         raise SearchError(str(exc)) from None
     n_max = max((cache.n_samples(s) for s in cache.splits()), default=1)
-    problems = cost_problems(model.quantity, dict(zip(table.unit_names, table.unit_costs.tolist())),
-                             cache.exits[-1].units, n_max)  # the very check the cache's schema makes
+    problems = cost_problems(
+        model.quantity,
+        dict(zip(costs.unit_names, costs.unit_costs.tolist(), strict=True)),
+        cache.exits[-1].units,
+        n_max,
+    )  # the very check the cache's schema makes
     if problems:
         raise SearchError(problems[0])
-    return table
+    return costs

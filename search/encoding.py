@@ -13,14 +13,15 @@ Per position ``j`` two variables: a head ``h_j`` in ``{0, ..., T_j}`` (0 = no ex
 
 Arrays: ``H`` ``(n_configs, n_positions)`` int and ``X`` ``(n_configs, n_positions)`` float.
 """
+
 from __future__ import annotations
 
 import numpy as np
 
-from ._validation import SearchError, check_scalar
-from .config import ExitConfig
 from contract import float32_cut
 
+from ._validation import SearchError, check_scalar
+from .config import ExitConfig
 from .scores import score_range
 
 __all__ = ["ENCODINGS", "MixedEncoding", "constraint_values", "check_constraints"]
@@ -41,13 +42,16 @@ class MixedEncoding:
             raise SearchError(f"unknown encoding {kind!r}; choose one of {list(ENCODINGS)}")
         self.problem, self.kind = problem, kind
         self.n_positions = problem.n_positions
-        self.n_heads = np.array([len(ex) for ex in problem.position_exits], dtype=np.int64)   # T_j
+        self.n_heads = np.array([len(ex) for ex in problem.position_exits], dtype=np.int64)  # T_j
         self.lo, self.hi = score_range(problem.score, problem.cache.n_classes)
         scores = problem.scores
-        lower = [max(self.lo, _below(min(float(scores[e].min()) for e in ex))) for ex in problem.position_exits]
+        lower = [
+            max(self.lo, _below(min(float(scores[e].min()) for e in ex)))
+            for ex in problem.position_exits
+        ]
         upper = [max(float(scores[e].max()) for e in ex) for ex in problem.position_exits]
-        self.lower, self.upper = np.array(lower), np.array(upper)           # float thresholds per position
-        self._tables: dict[int, np.ndarray] = {}                             # exit -> (n_samples + 1,)
+        self.lower, self.upper = np.array(lower), np.array(upper)  # float thresholds per position
+        self._tables: dict[int, np.ndarray] = {}  # exit -> (n_samples + 1,)
 
     # -- bounds --------------------------------------------------------------------------------
     @property
@@ -100,9 +104,9 @@ class MixedEncoding:
         """The ExitConfigs of encoded rows."""
         choice, thr = self.decode(H, X)
         out = []
-        for c, t in zip(choice, thr):
+        for c, t in zip(choice, thr, strict=True):
             exits, thresholds = self.problem.decode(c, t)
-            out.append(ExitConfig(tuple(exits), tuple(thresholds), self.problem.score))
+            out.append(self.problem.config(exits, thresholds))
         return out
 
     # -- encoding ------------------------------------------------------------------------------
@@ -114,8 +118,10 @@ class MixedEncoding:
         n = self.problem.n_samples
         for i, cfg in enumerate(configs):
             if cfg.score != self.problem.score:
-                raise SearchError(f"config uses score {cfg.score!r} but the problem scores with {self.problem.score!r}")
-            for e, thr in zip(cfg.exits, cfg.thresholds):
+                raise SearchError(
+                    f"config uses score {cfg.score!r} but the problem scores with {self.problem.score!r}"
+                )
+            for e, thr in zip(cfg.exits, cfg.thresholds, strict=True):
                 j = self.problem.position_of_exit.get(e)
                 if j is None:
                     raise SearchError(f"exit index {e} is not an early exit of this problem")
@@ -147,8 +153,13 @@ def check_constraints(max_drop: float | None, max_cost: float | None) -> None:
             raise SearchError("`max_cost` == 0, must be > 0 (a relative cost such as 0.6)")
 
 
-def constraint_values(F: np.ndarray, base_error: float, *, max_drop: float | None = None,
-                      max_cost: float | None = None) -> np.ndarray:
+def constraint_values(
+    F: np.ndarray,
+    base_error: float,
+    *,
+    max_drop: float | None = None,
+    max_cost: float | None = None,
+) -> np.ndarray:
     """Inequality constraints ``G`` ``(n_configs, n_constr)``, feasible where ``G <= 0``.
 
     ``max_drop`` (a fraction: 0.005 = half a point of accuracy below the base model) gives

@@ -1,4 +1,6 @@
-"""Write and read ``exitconfig/1`` JSON (``../shared/specs/exit-semantics-and-config.md``)."""
+"""Write and read ``exitconfig/1`` JSON (an entry: ``contract/config.py``; the file's schema:
+``search/export_schema.py``)."""
+
 from __future__ import annotations
 
 import json
@@ -15,21 +17,41 @@ from .config import ExitConfig
 from .export_schema import export_problems
 from .front import non_dominated
 
-__all__ = ["EXPORT_FORMAT", "build_export", "write_export", "read_export", "export_configs", "check_export_cache"]
+__all__ = [
+    "EXPORT_FORMAT",
+    "build_export",
+    "write_export",
+    "read_export",
+    "export_configs",
+    "check_export_cache",
+]
 
 EXPORT_FORMAT = "exitconfig/1"
 
 
 def _numbers(problem, config: ExitConfig) -> dict:
     ev = problem.evaluate_one(config)
-    out = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost, "exit_fractions": list(ev.exit_fractions)}
-    if problem.costs.objective == "time":   # predicted on the table's target; relative to the base model there
+    out = {
+        "accuracy": ev.accuracy,
+        "relative_cost": ev.relative_cost,
+        "exit_fractions": list(ev.exit_fractions),
+    }
+    if (
+        problem.costs.objective == "time"
+    ):  # predicted on the table's target; relative to the base model there
         out.update(time_per_sample_ms=ev.cost, predicted_speedup=1.0 / ev.relative_cost)
     return out
 
 
-def build_export(entries: list[tuple], *, search, holdout, method_info: dict | None = None,
-                 pareto: bool = True, fit: dict | None = None) -> dict:
+def build_export(
+    entries: list[tuple],
+    *,
+    search,
+    holdout,
+    method_info: dict | None = None,
+    pareto: bool = True,
+    fit: dict | None = None,
+) -> dict:
     """The ``exitconfig/1`` document for ``(method, config)`` or ``(method, config, certificate)`` entries,
     cheapest first.
 
@@ -47,7 +69,9 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     certificates = [e[2] if len(e) > 2 else None for e in entries]
     F = search.evaluate(configs) if configs else np.zeros((0, 2))
     if pareto:
-        keep = np.union1d(non_dominated(F), [i for i, c in enumerate(certificates) if c is not None]).astype(int)
+        keep = np.union1d(
+            non_dominated(F), [i for i, c in enumerate(certificates) if c is not None]
+        ).astype(int)
         keep = keep[np.lexsort((F[keep, 0], F[keep, 1]))]
     else:
         keep = np.argsort(F[:, 1], kind="stable")
@@ -57,11 +81,16 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
         "format": EXPORT_FORMAT,
         "objective": search.costs.objective,  # the registered cost model the numbers are in
         "score": search.score,
-        "cache": {"fingerprint": cache.fingerprint, "n_exits": len(cache.exits),
-                  "splits": {"search": search.n_samples, "holdout": holdout.n_samples}},
+        "cache": {
+            "fingerprint": cache.fingerprint,
+            "n_exits": len(cache.exits),
+            "splits": {"search": search.n_samples, "holdout": holdout.n_samples},
+        },
         "model": {"name": model.get("name", ""), "fingerprint": model.get("fingerprint", "")},
-        "base": {"search": {"accuracy": base_s.accuracy, "cost": base_s.cost},
-                 "holdout": {"accuracy": base_h.accuracy, "cost": base_h.cost}},
+        "base": {
+            "search": {"accuracy": base_s.accuracy, "cost": base_s.cost},
+            "holdout": {"accuracy": base_h.accuracy, "cost": base_h.cost},
+        },
         "methods": method_info or {},
         "configs": [],
     }
@@ -75,8 +104,13 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
     for i in keep:
         method, config = entries[i][:2]
         n = counters[method] = counters.get(method, -1) + 1
-        entry = {"id": f"{method}-{n:04d}", "method": method, "exits": config.to_json(cache),
-                 "search": _numbers(search, config), "holdout": _numbers(holdout, config)}
+        entry = {
+            "id": f"{method}-{n:04d}",
+            "method": method,
+            "exits": config.to_json(cache),
+            "search": _numbers(search, config),
+            "holdout": _numbers(holdout, config),
+        }
         if certificates[i] is not None:
             entry["certificate"] = dict(certificates[i])
         doc["configs"].append(entry)
@@ -86,8 +120,13 @@ def build_export(entries: list[tuple], *, search, holdout, method_info: dict | N
 def write_export(path: str | Path, doc: dict, *, overwrite: bool = True) -> None:
     """Write ``doc`` to ``path`` atomically (``data_cache.outputs.write_text_atomic``); a file already there is
     replaced only with ``overwrite`` and only when it is an export itself."""
-    write_text_atomic(path, json.dumps(doc, indent=1) + "\n", option="export", overwrite=overwrite,
-                      kind=json_kind(EXPORT_FORMAT))
+    write_text_atomic(
+        path,
+        json.dumps(doc, indent=1) + "\n",
+        option="export",
+        overwrite=overwrite,
+        kind=json_kind(EXPORT_FORMAT),
+    )
 
 
 def read_export(path: str | Path) -> dict:
@@ -100,7 +139,9 @@ def read_export(path: str | Path) -> dict:
     except FileNotFoundError:
         raise SearchError(f"{path}: no such configuration file") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise SearchError(f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})") from None
+        raise SearchError(
+            f"{path}: cannot be read ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
     except (ValueError, RecursionError) as exc:  # RecursionError: absurdly nested JSON
         raise SearchError(f"{path}: not valid JSON ({exc})") from None
     if not isinstance(doc, dict) or doc.get("format") != EXPORT_FORMAT:
@@ -108,9 +149,9 @@ def read_export(path: str | Path) -> dict:
         raise SearchError(f"{path}: format: {got!r} is not {EXPORT_FORMAT!r}")
     problems = [f"{path}: {p}" for p in export_problems(doc)]
     if problems:
-        exc = SearchError(problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
-        exc.problems = problems
-        raise exc
+        raise SearchError(
+            problems[0] + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else "")
+        )
     return doc
 
 
@@ -118,7 +159,9 @@ def check_export_cache(doc: dict, cache) -> None:
     """Refuse an export searched on another cache."""
     want = doc.get("cache", {}).get("fingerprint")
     if want != cache.fingerprint:
-        raise SearchError(f"configuration was searched on cache {want!r}, not on this one ({cache.fingerprint!r})")
+        raise SearchError(
+            f"configuration was searched on cache {want!r}, not on this one ({cache.fingerprint!r})"
+        )
 
 
 def export_configs(doc: dict, cache, *, source: str = "export") -> list[tuple[str, ExitConfig]]:
@@ -128,7 +171,12 @@ def export_configs(doc: dict, cache, *, source: str = "export") -> list[tuple[st
     out = []
     for i, d in enumerate(doc["configs"]):
         try:
-            out.append((d.get("id", str(i)), ExitConfig.from_json(d.get("exits", []), cache, default_score)))
+            out.append(
+                (
+                    d.get("id", str(i)),
+                    ExitConfig.from_json(d.get("exits", []), cache, default_score),
+                )
+            )
         except ContractError as exc:
             raise SearchError(f"{source}: configs[{i}].{exc}") from None
     return out

@@ -5,6 +5,7 @@ version does not know (a per-config ``certificate``, a note on a subsample, ...)
 are, so newer writers stay readable; known fields must have exactly their type: a position is an
 ``int`` (never ``1.9``, ``true`` or ``"1"``), a threshold a finite number, names plain names.
 """
+
 from __future__ import annotations
 
 import math
@@ -17,9 +18,17 @@ from .certify import BOUNDS
 from .costs import list_cost_models
 from .time_cost import METHODS
 
-__all__ = ["export_problems", "exit_entries_problems", "certificate_problems", "cost_table_problems"]
+__all__ = [
+    "export_problems",
+    "exit_entries_problems",
+    "certificate_problems",
+    "cost_table_problems",
+]
 
-TIME_FIELDS = ("time_per_sample_ms", "predicted_speedup")  # each split's numbers under the objective time
+TIME_FIELDS = (
+    "time_per_sample_ms",
+    "predicted_speedup",
+)  # each split's numbers under the objective time
 
 CERTIFICATE_SPLITS = ("calibration", "search")
 
@@ -37,7 +46,9 @@ def _int(x) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-def exit_entries_problems(entries, field: str = "exits", default_score: str = "max_prob") -> list[str]:
+def exit_entries_problems(
+    entries, field: str = "exits", default_score: str = "max_prob"
+) -> list[str]:
     """Problems of a configuration's ``exits`` list: the contract's (:func:`contract.entries_problems`), then
     the cache format's name rules (never a path)."""
     problems = entries_problems(entries, field, default_score)
@@ -68,18 +79,28 @@ def _numbers(d, field: str, n_exits: int | None, time: bool = False) -> list[str
     if "exit_fractions" in d:
         fr = d["exit_fractions"]
         if not isinstance(fr, list) or not all(_number(x) and 0 <= x <= 1 for x in fr):
-            problems.append(f"{field}.exit_fractions: must be a list of numbers in [0, 1] ({_got(fr)})")
+            problems.append(
+                f"{field}.exit_fractions: must be a list of numbers in [0, 1] ({_got(fr)})"
+            )
         elif n_exits is not None and len(fr) != n_exits + 1:
-            problems.append(f"{field}.exit_fractions: {len(fr)} entries, expected {n_exits + 1} (each enabled exit, "
-                            "then the final one)")
+            problems.append(
+                f"{field}.exit_fractions: {len(fr)} entries, expected {n_exits + 1} (each enabled exit, "
+                "then the final one)"
+            )
     return problems
 
 
 def _in(lo: float, hi: float, *, open_lo: bool = False):
     """A check: a finite number in [lo, hi] (``(lo, hi]`` with ``open_lo``)."""
+
     def check(v) -> str | None:
         ok = _number(v) and (lo < v if open_lo else lo <= v) and v <= hi
-        return None if ok else f"must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}] ({_got(v)})"
+        return (
+            None
+            if ok
+            else f"must be a number in {'(' if open_lo else '['}{lo:g}, {hi:g}] ({_got(v)})"
+        )
+
     return check
 
 
@@ -88,7 +109,12 @@ def _at_least(lo: int, *, integer: bool = True, allow_none: bool = False):
         if allow_none and v is None:
             return None
         ok = (_int(v) if integer else _number(v)) and v >= lo
-        return None if ok else f"must be {'an integer' if integer else 'a finite number'} >= {lo} ({_got(v)})"
+        return (
+            None
+            if ok
+            else f"must be {'an integer' if integer else 'a finite number'} >= {lo} ({_got(v)})"
+        )
+
     return check
 
 
@@ -101,29 +127,51 @@ def certificate_problems(cert, field: str = "certificate") -> list[str]:
     kind = cert.get("kind")
     if kind not in ("drop", "cost"):
         return [f"{field}.kind: must be 'drop' or 'cost' ({_got(kind)})"]
-    limit, observed = (("certified_drop", "observed_drop") if kind == "drop"
-                       else ("certified_relative_cost", "observed_relative_cost"))
+    limit, observed = (
+        ("certified_drop", "observed_drop")
+        if kind == "drop"
+        else ("certified_relative_cost", "observed_relative_cost")
+    )
     bounds = list(BOUNDS) if kind == "drop" else ["betting"]
-    required = {"bound": _one_of(bounds), "delta": _in(0.0, 0.5, open_lo=True), "n_cal": _at_least(1),
-                limit: _in(0.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
-                "split": _one_of(CERTIFICATE_SPLITS), "seed": _at_least(0)}
-    optional = {"fraction": _in(0.0, 1.0, open_lo=True), "p_value": _in(0.0, 1.0),
-                observed: _in(-1.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
-                "tested": _at_least(1), "sequence": _at_least(1), "accuracy_lower_bound": _in(0.0, 1.0)}
+    required = {
+        "bound": _one_of(bounds),
+        "delta": _in(0.0, 0.5, open_lo=True),
+        "n_cal": _at_least(1),
+        limit: _in(0.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
+        "split": _one_of(CERTIFICATE_SPLITS),
+        "seed": _at_least(0),
+    }
+    optional = {
+        "fraction": _in(0.0, 1.0, open_lo=True),
+        "p_value": _in(0.0, 1.0),
+        observed: _in(-1.0, 1.0) if kind == "drop" else _at_least(0, integer=False),
+        "tested": _at_least(1),
+        "sequence": _at_least(1),
+        "accuracy_lower_bound": _in(0.0, 1.0),
+    }
     problems = [f"{field}.{key}: missing" for key in required if key not in cert]
     if cert.get("split") == "search" and "fraction" not in cert:
-        problems.append(f"{field}.fraction: missing (the share of the search split cut for calibration)")
+        problems.append(
+            f"{field}.fraction: missing (the share of the search split cut for calibration)"
+        )
     checks = {**required, **optional}
     problems += [f"{field}.{p}" for p in _problems(cert, checks)]
-    if not problems and "tested" in cert and "sequence" in cert and cert["tested"] > cert["sequence"]:
-        problems.append(f"{field}.tested: {cert['tested']} configurations tested of a sequence of {cert['sequence']}")
+    if (
+        not problems
+        and "tested" in cert
+        and "sequence" in cert
+        and cert["tested"] > cert["sequence"]
+    ):
+        problems.append(
+            f"{field}.tested: {cert['tested']} configurations tested of a sequence of {cert['sequence']}"
+        )
     if not problems and "accuracy_lower_bound" in cert and "sequence" not in cert:
         problems.append(f"{field}.sequence: missing (the accuracy bound holds at delta / sequence)")
     return problems
 
 
 def _problems(d: dict, checks: dict) -> list[str]:
-    out = []
+    out: list[str] = []
     for key, check in checks.items():
         _optional(d, key, check, out)
     return out
@@ -133,8 +181,12 @@ def fit_problems(fit) -> list[str]:
     """Problems of the export's ``fit`` record (what the methods were fitted on)."""
     if not isinstance(fit, dict):
         return [f"fit: must be an object ({_got(fit)})"]
-    checks = {"split": _one_of(["search"]), "subsample": _at_least(1, allow_none=True), "of": _at_least(1),
-              "seed": _at_least(0, allow_none=True)}
+    checks = {
+        "split": _one_of(["search"]),
+        "subsample": _at_least(1, allow_none=True),
+        "of": _at_least(1),
+        "seed": _at_least(0, allow_none=True),
+    }
     problems = [f"fit.{p}" for p in _problems(fit, checks)]
     if not problems and fit.get("subsample") is not None and fit.get("seed") is None:
         problems.append("fit.seed: missing (a subsample is drawn with a seed)")
@@ -156,11 +208,17 @@ def cost_table_problems(doc: dict) -> list[str]:
     """The ``cost_table`` record: required, with its exact types, exactly under the objective ``time``."""
     time = doc.get("objective") == "time"
     if "cost_table" not in doc:
-        return ["cost_table: missing (objective 'time' records the table it was predicted from)"] if time else []
+        return (
+            ["cost_table: missing (objective 'time' records the table it was predicted from)"]
+            if time
+            else []
+        )
     rec = doc["cost_table"]
     if not time:
-        return [f"cost_table: only an export on objective 'time' records a cost table (objective "
-                f"{doc.get('objective', 'macs')!r})"]
+        return [
+            f"cost_table: only an export on objective 'time' records a cost table (objective "
+            f"{doc.get('objective', 'macs')!r})"
+        ]
     if not isinstance(rec, dict):
         return [f"cost_table: must be an object ({_got(rec)})"]
 
@@ -168,12 +226,23 @@ def cost_table_problems(doc: dict) -> list[str]:
         return None if isinstance(v, str) and v else f"must be a non-empty string ({_got(v)})"
 
     def fingerprint(v) -> str | None:
-        ok = isinstance(v, str) and v.startswith("sha256:") and len(v) == 71 and \
-            all(ch in "0123456789abcdef" for ch in v[7:])
+        ok = (
+            isinstance(v, str)
+            and v.startswith("sha256:")
+            and len(v) == 71
+            and all(ch in "0123456789abcdef" for ch in v[7:])
+        )
         return None if ok else f"must be 'sha256:' and 64 hex digits ({_got(v)})"
 
-    checks = {"name": text, "fingerprint": fingerprint, "device": text, "threads": _at_least(0),
-              "batch_size": _at_least(1), "runtime": _one_of(RUNTIMES), "method": _one_of(METHODS)}
+    checks = {
+        "name": text,
+        "fingerprint": fingerprint,
+        "device": text,
+        "threads": _at_least(0),
+        "batch_size": _at_least(1),
+        "runtime": _one_of(RUNTIMES),
+        "method": _one_of(METHODS),
+    }
     problems = [f"cost_table.{key}: missing" for key in checks if key not in rec]
     return problems + [f"cost_table.{p}" for p in _problems(rec, checks)]
 
@@ -217,7 +286,9 @@ def export_problems(doc) -> list[str]:
         problems.append(f"cache: must be an object with the cache's fingerprint ({_got(cache)})")
     else:
         if not isinstance(cache.get("fingerprint"), str) or not cache["fingerprint"]:
-            problems.append(f"cache.fingerprint: must be a non-empty string ({_got(cache.get('fingerprint'))})")
+            problems.append(
+                f"cache.fingerprint: must be a non-empty string ({_got(cache.get('fingerprint'))})"
+            )
         if "n_exits" in cache and not (_int(cache["n_exits"]) and cache["n_exits"] >= 1):
             problems.append(f"cache.n_exits: must be an integer >= 1 ({_got(cache['n_exits'])})")
     model = doc.get("model")
@@ -246,7 +317,8 @@ def export_problems(doc) -> list[str]:
         problems.append(f"configs: must be a list of configuration objects ({_got(configs)})")
     else:
         ids: set = set()
-        score = doc.get("score") if doc.get("score") in list_rules() else "max_prob"
+        named = doc.get("score")
+        score = named if isinstance(named, str) and named in list_rules() else "max_prob"
         for i, c in enumerate(configs):
             problems.extend(_config_problems(c, i, ids, score, doc.get("objective") == "time"))
     return problems

@@ -1,4 +1,5 @@
 """``Front``: the result every engine returns, and queries on it."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
@@ -37,16 +38,18 @@ class Front:
     def __post_init__(self):
         self.F = np.asarray(self.F, dtype=np.float64).reshape(-1, 2)
         if len(self.configs) != self.F.shape[0]:
-            raise SearchError(f"Front: {len(self.configs)} configs but F has {self.F.shape[0]} rows")
+            raise SearchError(
+                f"Front: {len(self.configs)} configs but F has {self.F.shape[0]} rows"
+            )
 
     def __len__(self) -> int:
         return len(self.configs)
 
-    def take(self, idx) -> "Front":
+    def take(self, idx) -> Front:
         idx = np.asarray(idx, dtype=np.int64)
         return replace(self, configs=[self.configs[i] for i in idx], F=self.F[idx])
 
-    def pareto(self) -> "Front":
+    def pareto(self) -> Front:
         """The non-dominated subset, cheapest first."""
         return self.take(non_dominated(self.F))
 

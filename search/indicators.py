@@ -5,6 +5,7 @@ reference point is fixed at ``(1.0, 1.0)`` (error 100 %, the base model's cost) 
 normalisation**: both objectives are already fractions, so numbers compare across methods, runs and
 caches of the same model. Points at or beyond the reference point contribute nothing.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,11 +20,15 @@ def _as_F(F, name: str = "F") -> np.ndarray:
     try:
         arr = np.asarray(F, dtype=np.float64)
     except (TypeError, ValueError):
-        raise SearchError(f"{name} must hold numbers [error, relative_cost]; got {F!r:.80}") from None
+        raise SearchError(
+            f"{name} must hold numbers [error, relative_cost]; got {F!r:.80}"
+        ) from None
     if arr.ndim == 1 and arr.size in (0, 2):
         arr = arr.reshape(-1, 2)
     if arr.ndim != 2 or arr.shape[1] != 2:
-        raise SearchError(f"{name} must have shape (n_configs, 2) = [error, relative_cost]; got {arr.shape}")
+        raise SearchError(
+            f"{name} must have shape (n_configs, 2) = [error, relative_cost]; got {arr.shape}"
+        )
     if not np.isfinite(arr).all():
         raise SearchError(f"{name} contains NaN or infinite values")
     return arr
@@ -33,7 +38,9 @@ def _as_point(point, name: str) -> np.ndarray:
     """One point ``(2,)`` = ``[error, relative_cost]``, finite."""
     arr = _as_F(point, name)
     if arr.shape[0] != 1:
-        raise SearchError(f"{name} must be one point (error, relative_cost); got {arr.shape[0]} points")
+        raise SearchError(
+            f"{name} must be one point (error, relative_cost); got {arr.shape[0]} points"
+        )
     return arr[0]
 
 
@@ -44,9 +51,9 @@ def hypervolume(F, ref_point=(1.0, 1.0)) -> float:
     F = F[(F[:, 0] < ref[0]) & (F[:, 1] < ref[1])]
     if F.shape[0] == 0:
         return 0.0
-    F = F[np.lexsort((F[:, 1], F[:, 0]))]             # by error, then cost
+    F = F[np.lexsort((F[:, 1], F[:, 0]))]  # by error, then cost
     keep = F[:, 1] < np.minimum.accumulate(np.concatenate([[np.inf], F[:-1, 1]]))
-    F = F[keep]                                        # non-dominated: error up, cost strictly down
+    F = F[keep]  # non-dominated: error up, cost strictly down
     widths = np.diff(np.concatenate([F[:, 0], [ref[0]]]))
     return float(np.sum(widths * (ref[1] - F[:, 1])))
 
@@ -60,8 +67,8 @@ def igd_plus(F, reference_front) -> float:
         raise SearchError("reference_front is empty; IGD+ needs at least one reference point")
     if F.shape[0] == 0:
         return float("inf")
-    d = np.maximum(F[None, :, :] - R[:, None, :], 0.0)    # (n_ref, n_configs, 2)
-    return float(np.sqrt((d ** 2).sum(axis=-1)).min(axis=1).mean())
+    d = np.maximum(F[None, :, :] - R[:, None, :], 0.0)  # (n_ref, n_configs, 2)
+    return float(np.sqrt((d**2).sum(axis=-1)).min(axis=1).mean())
 
 
 class HV:
@@ -110,6 +117,8 @@ def saving_at_drop(F, base_accuracy: float, max_drop: float) -> float | None:
     if not isinstance(base_accuracy, (int, float, np.floating)) or not 0.0 <= base_accuracy <= 1.0:
         raise SearchError(f"base_accuracy must be a fraction in [0, 1]; got {base_accuracy!r}")
     if not isinstance(max_drop, (int, float, np.floating)) or not 0.0 <= max_drop <= 1.0:
-        raise SearchError(f"max_drop must be a fraction in [0, 1] (0.005 = half a point); got {max_drop!r}")
+        raise SearchError(
+            f"max_drop must be a fraction in [0, 1] (0.005 = half a point); got {max_drop!r}"
+        )
     ok = (1.0 - F[:, 0]) >= base_accuracy - max_drop - 1e-12
     return None if not ok.any() else float(1.0 - F[ok, 1].min())

@@ -8,6 +8,7 @@ renumbered or labelled as another dataset part is found all the same. Hashing is
 streamed chunk by chunk (one column of the cache at a time), so a split of millions of rows costs seconds
 and memory stays at a chunk; hashes are kept per cache object, so a split is hashed once per process.
 """
+
 from __future__ import annotations
 
 import weakref
@@ -24,7 +25,7 @@ __all__ = ["row_hashes", "repeated_rows", "Overlap", "split_overlap"]
 _GOLDEN = 0x9E3779B97F4A7C15
 _M1, _M2 = np.uint64(0xBF58476D1CE4E5B9), np.uint64(0x94D049BB133111EB)
 _S30, _S27, _S31 = np.uint64(30), np.uint64(27), np.uint64(31)
-_known: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()   # cache -> {split: hashes}
+_known: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # cache -> {split: hashes}
 
 
 def _mix(x: np.ndarray) -> np.ndarray:
@@ -64,7 +65,7 @@ def row_hashes(cache, split: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE) -> np
     probabilities (computed once per cache object and split)."""
     try:
         known = _known.setdefault(cache, {})
-    except TypeError:                      # a cache object that cannot be weakly referenced: not kept
+    except TypeError:  # a cache object that cannot be weakly referenced: not kept
         known = {}
     if split not in known:
         n = cache.n_samples(split)
@@ -98,12 +99,20 @@ class Overlap:
         return self.repeated / self.n if self.n else 0.0
 
     def describe(self) -> str:
-        return (f"{self.repeated} of the {self.n} {self.split} rows repeat rows of {self.other} by content "
-                "(the same label and the same top-k ids and probabilities at every exit)")
+        return (
+            f"{self.repeated} of the {self.n} {self.split} rows repeat rows of {self.other} by content "
+            "(the same label and the same top-k ids and probabilities at every exit)"
+        )
 
 
-def split_overlap(cache, split: str, other: str, *, rows: np.ndarray | None = None,
-                  other_rows: np.ndarray | None = None) -> Overlap:
+def split_overlap(
+    cache,
+    split: str,
+    other: str,
+    *,
+    rows: np.ndarray | None = None,
+    other_rows: np.ndarray | None = None,
+) -> Overlap:
     """Rows of ``split`` (only ``rows``, when given) repeating rows of ``other`` (only ``other_rows``)."""
     a, b = row_hashes(cache, split), row_hashes(cache, other)
     a = a if rows is None else a[rows]

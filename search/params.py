@@ -7,13 +7,15 @@ derives its options from it (:func:`add_arguments`: argparse ``type=``, ``choice
 value argparse accepted is not checked again (:func:`options_from_args`). Nothing behind the boundary
 re-checks an option (scikit-learn's ``_param_validation`` is the model).
 """
+
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from numbers import Integral, Real
-from typing import Any, Callable
+from typing import Any
 
 from data_cache.cli_types import float_in, int_at_least
 
@@ -28,8 +30,17 @@ from .scores import score_kinds
 from .subsample import DEFAULT_SUBSAMPLE, DEFAULT_SUBSAMPLE_ABOVE
 from .units import check_drop_points, drop_points_arg
 
-__all__ = ["Param", "PARAMS", "Options", "check_options", "options_from_args", "add_arguments", "DEFAULT_METHODS",
-           "DEFAULT_MEMORY_LIMIT_GB", "ENGINE_OPTIONS"]
+__all__ = [
+    "Param",
+    "PARAMS",
+    "Options",
+    "check_options",
+    "options_from_args",
+    "add_arguments",
+    "DEFAULT_METHODS",
+    "DEFAULT_MEMORY_LIMIT_GB",
+    "ENGINE_OPTIONS",
+]
 
 DEFAULT_METHODS = "dp,global,geometric,greedy"
 DEFAULT_MEMORY_LIMIT_GB = 8.0
@@ -64,9 +75,19 @@ class Param:
     def parser_type(self) -> Callable[[str], Any] | None:
         """The argparse ``type=`` of this parameter (refuses what :meth:`check` refuses, in its words)."""
         if self.kind == "float":
-            return float_in(self.low, self.high, low_open=self.low_open, high_open=self.high_open, what=self.what)
+            return float_in(
+                self.low,
+                self.high,
+                low_open=self.low_open,
+                high_open=self.high_open,
+                what=self.what,
+            )
         if self.kind == "int":
-            return int_at_least(int(self.low), self.what, maximum=None if self.high is None else int(self.high))
+            return int_at_least(
+                0 if self.low is None else int(self.low),
+                self.what,
+                maximum=None if self.high is None else int(self.high),
+            )
         if self.kind == "points":
             return drop_points_arg
         return None
@@ -77,7 +98,11 @@ class Param:
             return value
         if self.kind == "points":
             return check_drop_points(value, self.name)
-        if self.kind == "names" and isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        if (
+            self.kind == "names"
+            and isinstance(value, (list, tuple))
+            and all(isinstance(v, str) for v in value)
+        ):
             return tuple(value)
         if self.kind == "flag":
             if isinstance(value, bool):
@@ -86,19 +111,26 @@ class Param:
         if self.kind == "choice":
             if value in self.choices:
                 return value
-            raise SearchError(f"{self.name}: must be one of {', '.join(self.choices)}, got {value!r}")
+            raise SearchError(
+                f"{self.name}: must be one of {', '.join(self.choices)}, got {value!r}"
+            )
         if self.kind in ("text", "names"):
             more = " or a list of strings" if self.kind == "names" else ""
             raise SearchError(f"{self.name}: must be a string{more}, got {value!r}")
-        number = Integral if self.kind == "int" else Real
-        if isinstance(value, bool) or not isinstance(value, number) or not math.isfinite(value) or \
-                not self._in_range(value):
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, Integral if self.kind == "int" else Real)
+            or not math.isfinite(value)
+            or not self._in_range(float(value))
+        ):
             raise SearchError(f"{self.name}: must be {self.what}, got {value!r}")
-        return int(value) if self.kind == "int" else float(value)
+        return int(value) if self.kind == "int" and isinstance(value, Integral) else float(value)
 
     def _in_range(self, x: float) -> bool:
         low_ok = self.low is None or x > self.low or (x == self.low and not self.low_open)
-        return low_ok and (self.high is None or x < self.high or (x == self.high and not self.high_open))
+        return low_ok and (
+            self.high is None or x < self.high or (x == self.high and not self.high_open)
+        )
 
 
 def _float(name, what, help, low=None, high=None, **kw) -> Param:
@@ -109,63 +141,191 @@ _POSITIVE = dict(low=0.0, low_open=True)
 _GT0 = "a finite number > 0"
 
 _TABLE = [
-    Param("methods", "names", f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all",
-          DEFAULT_METHODS),
-    Param("objective", "choice", "cost model (contract/costs/): counted MACs, measured latency if the cache has it, "
-          "units (each segment or head costs 1), or time (predicted ms per sample from --cost-table) (default macs)",
-          "macs", choices=tuple(list_cost_models())),
-    Param("cost_table", "text", "with --objective time: the measured table CACHE/cost_tables/NAME.json (python -m "
-          "exits.profile) the time is predicted from", metavar="NAME"),
-    Param("batch_size", "int", "with --objective time: the batch size the time is predicted at (default: the "
-          "table's; within its grid)", low=1, what="a positive integer", metavar="B"),
-    Param("score", "choice", "confidence score compared with thresholds (default max_prob)", "max_prob",
-          choices=tuple(score_kinds())),
-    Param("rules", "names", "exit rules dp may choose per exit, each with its threshold: a comma list of rule "
-          "names, or 'auto' for every rule this cache can serve (default: --score alone; the other methods use "
-          "--score)", None, metavar="RULES"),
-    Param("max_drop", "points", "answer: cheapest configuration within POINTS percentage points of the base top-1 "
-          "accuracy (e.g. 0.5; 0, or 0.05 to 20: search/units.py), certified on calibration data with confidence "
-          "1-DELTA (--risk)", metavar="POINTS"),
-    _float("budget", _GT0, "answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6), the mean "
-           "cost certified with confidence 1-DELTA, with a lower bound on its accuracy", metavar="REL_COST",
-           **_POSITIVE),
-    _float("risk", "a risk level in (0, 0.5]", f"risk level of the certificates, in (0, 0.5] (default {DEFAULT_DELTA}: "
-           "90%% confidence)", 0.0, 0.5, low_open=True, metavar="DELTA"),
-    Param("uncertified", "flag", "answer on the search split alone, without a certificate (promises nothing on "
-          "unseen data)", False),
-    Param("show_uncertified", "flag", "also print the uncertified answer to --max-drop, for contrast", False),
-    _float("calibration_fraction", "a fraction in (0, 1)", "without a calibration split in the cache: the share of "
-           f"the search split cut off (seeded by --seed) to certify on (default {DEFAULT_FRACTION})", 0.0, 1.0,
-           low_open=True, high_open=True, metavar="F"),
-    Param("bound", "choice", f"the test behind a drop certificate (default {DEFAULT_BOUND}; docs/certification.md)",
-          DEFAULT_BOUND, choices=tuple(BOUNDS)),
-    Param("max_exits", "int", "enable at most K exits per configuration, in the search and in every answer (each "
-          "enabled exit adds a head and a step; dp searches under the cap exactly, other methods' configurations keep "
-          "the K exits that serve the most samples)", low=1, what="a positive integer", metavar="K"),
-    Param("evaluations", "int", "evaluation budget per method (population engines)", low=1,
-          what="a positive integer"),
+    Param(
+        "methods",
+        "names",
+        f"comma-separated search methods (default {DEFAULT_METHODS}); 'list' prints them all",
+        DEFAULT_METHODS,
+    ),
+    Param(
+        "objective",
+        "choice",
+        "cost model (contract/costs/): counted MACs, measured latency if the cache has it, "
+        "units (each segment or head costs 1), or time (predicted ms per sample from --cost-table) (default macs)",
+        "macs",
+        choices=tuple(list_cost_models()),
+    ),
+    Param(
+        "cost_table",
+        "text",
+        "with --objective time: the measured table CACHE/cost_tables/NAME.json (python -m "
+        "exits.profile) the time is predicted from",
+        metavar="NAME",
+    ),
+    Param(
+        "batch_size",
+        "int",
+        "with --objective time: the batch size the time is predicted at (default: the "
+        "table's; within its grid)",
+        low=1,
+        what="a positive integer",
+        metavar="B",
+    ),
+    Param(
+        "score",
+        "choice",
+        "confidence score compared with thresholds (default max_prob)",
+        "max_prob",
+        choices=tuple(score_kinds()),
+    ),
+    Param(
+        "rules",
+        "names",
+        "exit rules dp may choose per exit, each with its threshold: a comma list of rule "
+        "names, or 'auto' for every rule this cache can serve (default: --score alone; the other methods use "
+        "--score)",
+        None,
+        metavar="RULES",
+    ),
+    Param(
+        "max_drop",
+        "points",
+        "answer: cheapest configuration within POINTS percentage points of the base top-1 "
+        "accuracy (e.g. 0.5; 0, or 0.05 to 20: search/units.py), certified on calibration data with confidence "
+        "1-DELTA (--risk)",
+        metavar="POINTS",
+    ),
+    _float(
+        "budget",
+        _GT0,
+        "answer: most accurate configuration with relative cost <= REL_COST (e.g. 0.6), the mean "
+        "cost certified with confidence 1-DELTA, with a lower bound on its accuracy",
+        metavar="REL_COST",
+        **_POSITIVE,
+    ),
+    _float(
+        "risk",
+        "a risk level in (0, 0.5]",
+        f"risk level of the certificates, in (0, 0.5] (default {DEFAULT_DELTA}: 90%% confidence)",
+        0.0,
+        0.5,
+        low_open=True,
+        metavar="DELTA",
+    ),
+    Param(
+        "uncertified",
+        "flag",
+        "answer on the search split alone, without a certificate (promises nothing on unseen data)",
+        False,
+    ),
+    Param(
+        "show_uncertified",
+        "flag",
+        "also print the uncertified answer to --max-drop, for contrast",
+        False,
+    ),
+    _float(
+        "calibration_fraction",
+        "a fraction in (0, 1)",
+        "without a calibration split in the cache: the share of "
+        f"the search split cut off (seeded by --seed) to certify on (default {DEFAULT_FRACTION})",
+        0.0,
+        1.0,
+        low_open=True,
+        high_open=True,
+        metavar="F",
+    ),
+    Param(
+        "bound",
+        "choice",
+        f"the test behind a drop certificate (default {DEFAULT_BOUND}; docs/certification.md)",
+        DEFAULT_BOUND,
+        choices=tuple(BOUNDS),
+    ),
+    Param(
+        "max_exits",
+        "int",
+        "enable at most K exits per configuration, in the search and in every answer (each "
+        "enabled exit adds a head and a step; dp searches under the cap exactly, other methods' configurations keep "
+        "the K exits that serve the most samples)",
+        low=1,
+        what="a positive integer",
+        metavar="K",
+    ),
+    Param(
+        "evaluations",
+        "int",
+        "evaluation budget per method (population engines)",
+        low=1,
+        what="a positive integer",
+    ),
     _float("time_limit", _GT0, "wall-time budget per method", metavar="SECONDS", **_POSITIVE),
-    Param("seed", "int", "random seed for stochastic methods (default 0)", 0, low=0, high=2**32 - 1,
-          what=f"a random seed in [0, {2**32 - 1}]"),
+    Param(
+        "seed",
+        "int",
+        "random seed for stochastic methods (default 0)",
+        0,
+        low=0,
+        high=2**32 - 1,
+        what=f"a random seed in [0, {2**32 - 1}]",
+    ),
     Param("storage", "text", "optuna storage URL or journal file (optuna method)"),
     Param("study_name", "text", "optuna study name (optuna method)"),
     Param("workers", "int", "worker processes (optuna method)", low=1, what="a positive integer"),
-    Param("sampler", "text", "optuna sampler: nsga2 (default, as Optuna's own multi-objective default), tpe (slow "
-          "beyond a few thousand trials) or random"),
+    Param(
+        "sampler",
+        "text",
+        "optuna sampler: nsga2 (default, as Optuna's own multi-objective default), tpe (slow "
+        "beyond a few thousand trials) or random",
+    ),
     Param("pop_size", "int", "population size (nsga2)", low=2, what="an integer >= 2"),
     Param("encoding", "text", "threshold encoding of population engines: float or quantile"),
-    Param("subsample", "int", "on a search split larger than --subsample-above, every method fits on a seeded "
-          "random subsample of N samples (--seed) and its front is then scored exactly on all samples (default "
-          f"{DEFAULT_SUBSAMPLE})", DEFAULT_SUBSAMPLE, low=1, what="a positive integer", metavar="N"),
-    Param("subsample_above", "int", f"search splits up to N samples are fitted on every sample (default "
-          f"{DEFAULT_SUBSAMPLE_ABOVE})", DEFAULT_SUBSAMPLE_ABOVE, low=0, what="a non-negative integer", metavar="N"),
-    Param("chunk_size", "int", "samples read at a time when scoring on a whole split (bounds memory; default "
-          f"{DEFAULT_CHUNK_SIZE})", DEFAULT_CHUNK_SIZE, low=1, what="a positive integer", metavar="N"),
-    _float("memory_limit", _GT0, "refuse a fit whose arrays would need more memory than this, before reading "
-           f"anything (default {DEFAULT_MEMORY_LIMIT_GB:g})", default=DEFAULT_MEMORY_LIMIT_GB, metavar="GB",
-           **_POSITIVE),
-    Param("skip_integrity_check", "flag", "skip the checksums and value scan of the cache (on by default, at every "
-          "size)", False),
+    Param(
+        "subsample",
+        "int",
+        "on a search split larger than --subsample-above, every method fits on a seeded "
+        "random subsample of N samples (--seed) and its front is then scored exactly on all samples (default "
+        f"{DEFAULT_SUBSAMPLE})",
+        DEFAULT_SUBSAMPLE,
+        low=1,
+        what="a positive integer",
+        metavar="N",
+    ),
+    Param(
+        "subsample_above",
+        "int",
+        f"search splits up to N samples are fitted on every sample (default "
+        f"{DEFAULT_SUBSAMPLE_ABOVE})",
+        DEFAULT_SUBSAMPLE_ABOVE,
+        low=0,
+        what="a non-negative integer",
+        metavar="N",
+    ),
+    Param(
+        "chunk_size",
+        "int",
+        "samples read at a time when scoring on a whole split (bounds memory; default "
+        f"{DEFAULT_CHUNK_SIZE})",
+        DEFAULT_CHUNK_SIZE,
+        low=1,
+        what="a positive integer",
+        metavar="N",
+    ),
+    _float(
+        "memory_limit",
+        _GT0,
+        "refuse a fit whose arrays would need more memory than this, before reading "
+        f"anything (default {DEFAULT_MEMORY_LIMIT_GB:g})",
+        default=DEFAULT_MEMORY_LIMIT_GB,
+        metavar="GB",
+        **_POSITIVE,
+    ),
+    Param(
+        "skip_integrity_check",
+        "flag",
+        "skip the checksums and value scan of the cache (on by default, at every size)",
+        False,
+    ),
     Param("progress", "flag", "a progress bar on stderr while the methods run", False, cli=False),
 ]
 PARAMS: dict[str, Param] = {p.name: p for p in _TABLE}
@@ -202,8 +362,12 @@ def check_options(params: dict[str, Any]) -> Options:
     """Keyword arguments of :func:`search.search` checked once against ``PARAMS`` (defaults filled in)."""
     unknown = sorted(set(params) - set(PARAMS))
     if unknown:
-        raise SearchError(f"unknown parameter {unknown[0]!r}; the parameters are {', '.join(PARAMS)}")
-    values = {name: p.check(params[name]) if name in params else p.default for name, p in PARAMS.items()}
+        raise SearchError(
+            f"unknown parameter {unknown[0]!r}; the parameters are {', '.join(PARAMS)}"
+        )
+    values = {
+        name: p.check(params[name]) if name in params else p.default for name, p in PARAMS.items()
+    }
     return _combined(values, cli=False)
 
 
@@ -221,20 +385,28 @@ def _combined(values: dict[str, Any], *, cli: bool) -> Options:
     names = [m.strip() for m in methods.split(",")] if isinstance(methods, str) else list(methods)
     names = [m for m in names if m]
     if not names:
-        raise SearchError(f"{label('methods')} is empty; name at least one method (see --methods list)")
+        raise SearchError(
+            f"{label('methods')} is empty; name at least one method (see --methods list)"
+        )
     for m in names:
-        engine_class(m)                                   # an unknown name: SearchError listing the known ones
+        engine_class(m)  # an unknown name: SearchError listing the known ones
     values["methods"] = tuple(names)
-    if values["uncertified"] and (values["risk"] is not None or values["calibration_fraction"] is not None):
-        raise SearchError(f"{label('uncertified')} answers on the search split alone; drop {label('risk')} / "
-                          f"{label('calibration_fraction')}")
+    if values["uncertified"] and (
+        values["risk"] is not None or values["calibration_fraction"] is not None
+    ):
+        raise SearchError(
+            f"{label('uncertified')} answers on the search split alone; drop {label('risk')} / "
+            f"{label('calibration_fraction')}"
+        )
     if values["max_drop"] is None and values["budget"] is None:
         for name in ("risk", "calibration_fraction", "uncertified", "show_uncertified"):
             if values[name] not in (None, False):
                 raise SearchError(f"{label(name)} needs {label('max_drop')} or {label('budget')}")
     if values["objective"] == "time" and values["cost_table"] is None:
-        raise SearchError(f"{label('objective')} time needs {label('cost_table')} NAME: a table measured by python -m "
-                          "exits.profile (CACHE/cost_tables/NAME.json)")
+        raise SearchError(
+            f"{label('objective')} time needs {label('cost_table')} NAME: a table measured by python -m "
+            "exits.profile (CACHE/cost_tables/NAME.json)"
+        )
     for name in ("cost_table", "batch_size"):
         if values["objective"] != "time" and values[name] is not None:
             raise SearchError(f"{label(name)} serves {label('objective')} time only")

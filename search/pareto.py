@@ -6,6 +6,7 @@ declarations in ``search/params.py``), call, print the result's table and answer
 before any work, none replaced unless all were written). Data errors print one line each and exit
 with status 2.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,21 +37,41 @@ def build_parser() -> argparse.ArgumentParser:
     p = CommandParser(
         prog="python -m search.pareto",
         description="Search early-exit configurations on a prediction cache: Pareto fronts of accuracy "
-                    "against cost, constrained queries, JSON export and plots.")
-    p.add_argument("cache", nargs="?", help="cache folder (default: the cache bundled in data_cache/)")
+        "against cost, constrained queries, JSON export and plots.",
+    )
+    p.add_argument(
+        "cache", nargs="?", help="cache folder (default: the cache bundled in data_cache/)"
+    )
     add_arguments(p)
-    p.add_argument("--export", metavar="FILE.json", help="write the Pareto set (all methods) as exitconfig/1 JSON")
-    p.add_argument("--export-choice", metavar="FILE.json",
-                   help="write the configuration chosen by --max-drop/--budget alone (for deployment)")
-    p.add_argument("--plot", metavar="FILE.png",
-                   help="draw every front on search and holdout (base and oracle marked); the exit "
-                        "distribution of the chosen configuration goes to FILE_exits.png (any format matplotlib's "
-                        "Agg backend writes: png, pdf, svg, ...)")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace existing --export / --export-choice / --plot files (each is announced)")
-    p.add_argument("--standalone", action="store_true", help="also print every exit's accuracy and cost alone")
+    p.add_argument(
+        "--export",
+        metavar="FILE.json",
+        help="write the Pareto set (all methods) as exitconfig/1 JSON",
+    )
+    p.add_argument(
+        "--export-choice",
+        metavar="FILE.json",
+        help="write the configuration chosen by --max-drop/--budget alone (for deployment)",
+    )
+    p.add_argument(
+        "--plot",
+        metavar="FILE.png",
+        help="draw every front on search and holdout (base and oracle marked); the exit "
+        "distribution of the chosen configuration goes to FILE_exits.png (any format matplotlib's "
+        "Agg backend writes: png, pdf, svg, ...)",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing --export / --export-choice / --plot files (each is announced)",
+    )
+    p.add_argument(
+        "--standalone", action="store_true", help="also print every exit's accuracy and cost alone"
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--debug", action="store_true", help="show tracebacks instead of one-line errors")
+    p.add_argument(
+        "--debug", action="store_true", help="show tracebacks instead of one-line errors"
+    )
     return p
 
 
@@ -78,23 +99,31 @@ def _run(args, out) -> int:
 def _output_kinds() -> dict:
     """What an existing file at each output must be for ``--overwrite`` to replace it (``docs/outputs.md``)."""
     plot = suffix_kind("figure", PLOT_SUFFIXES)
-    return {"--export": json_kind(EXPORT_FORMAT), "--export-choice": json_kind(EXPORT_FORMAT), "--plot": plot,
-            _OUTPUTS[3]: plot}
+    return {
+        "--export": json_kind(EXPORT_FORMAT),
+        "--export-choice": json_kind(EXPORT_FORMAT),
+        "--plot": plot,
+        _OUTPUTS[3]: plot,
+    }
 
 
 def _check_outputs(args, queried: bool) -> dict[str, Path]:
     """Every file the run will write, checked before any work (``docs/outputs.md``): none inside the cache read."""
     plot_exits = exits_plot_path(args.plot) if args.plot and queried else None
-    return check_outputs(list(zip(_OUTPUTS, (args.export, args.export_choice, args.plot, plot_exits))),
-                         overwrite=args.overwrite, kinds=_output_kinds(),
-                         inputs=[("CACHE", args.cache if args.cache is not None else bundled_cache_path())],
-                         suffixes={"--export": (".json",), "--export-choice": (".json",), "--plot": PLOT_SUFFIXES})
+    return check_outputs(
+        list(zip(_OUTPUTS, (args.export, args.export_choice, args.plot, plot_exits), strict=True)),
+        overwrite=args.overwrite,
+        kinds=_output_kinds(),
+        inputs=[("CACHE", args.cache if args.cache is not None else bundled_cache_path())],
+        suffixes={"--export": (".json",), "--export-choice": (".json",), "--plot": PLOT_SUFFIXES},
+    )
 
 
 @contextlib.contextmanager
 def _warning_lines():
     """Warnings raised meanwhile (identical splits, a sampler asked for more trials than it handles) print as
     ``warning: ...`` on stderr, one line each."""
+
     def show(message, category, filename, lineno, file=None, line=None):
         print(f"warning: {message}", file=sys.stderr)
 
@@ -118,13 +147,16 @@ def _write_outputs(args, out, outputs: dict[str, Path], result: SearchResult) ->
         if result.chosen is not None:
             targets.append((_OUTPUTS[3], outputs[_OUTPUTS[3]]))
     with atomic_outputs(targets, overwrite=args.overwrite, kinds=_output_kinds()) as tmps:
-        files = dict(zip((option for option, _ in targets), tmps))
+        files = dict(zip((option for option, _ in targets), tmps, strict=True))
         for option, doc in docs.items():
             write_export(files[option], doc)
         if args.plot:
             _plots(result, files["--plot"], files.get(_OUTPUTS[3]), Path(args.plot).suffix)
     if args.export:
-        print(f"\nexported {len(docs['--export']['configs'])} configurations to {args.export}", file=out)
+        print(
+            f"\nexported {len(docs['--export']['configs'])} configurations to {args.export}",
+            file=out,
+        )
     if args.export_choice:
         print(f"exported the chosen configuration to {args.export_choice}", file=out)
     if args.plot:

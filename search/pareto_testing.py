@@ -18,49 +18,83 @@ as the order is fixed without calibration data.
 "Most accurate within relative cost B" is the mirror image: certifies mean relative cost <= B (betting
 test on per-sample cost / its maximum) and reports a lower confidence bound on the accuracy.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ._validation import SearchError, check_scalar
 from .calibration import DEFAULT_FRACTION, Roles, calibration_roles
-from .certify import (DEFAULT_BOUND, PairedLosses, accuracy_lower_bound, betting_p_value, check_delta, get_bound,
-                      mean_upper_bound, paired_losses, samples_to_certify, smallest_certifiable_drop)
+from .certify import (
+    DEFAULT_BOUND,
+    PairedLosses,
+    accuracy_lower_bound,
+    betting_p_value,
+    check_delta,
+    get_bound,
+    mean_upper_bound,
+    paired_losses,
+    samples_to_certify,
+    smallest_certifiable_drop,
+)
 from .config import ExitConfig
 from .engines.dp import DPEngine
 from .front import Front
 from .problem import ExitProblem
 from .queries import _cheapest_within_drop, _most_accurate_within_budget
+from .time_objective import TimeCostTable
 from .units import check_drop_points, points_to_fraction
 
-__all__ = ["DEFAULT_DELTA", "Certificate", "CertifiedAnswer", "certified_within_drop", "certified_within_budget",
-           "fit_front", "certify_drop", "certify_budget", "fixed_sequence_test", "outcomes", "retest"]
+__all__ = [
+    "DEFAULT_DELTA",
+    "Certificate",
+    "CertifiedAnswer",
+    "certified_within_drop",
+    "certified_within_budget",
+    "fit_front",
+    "certify_drop",
+    "certify_budget",
+    "fixed_sequence_test",
+    "outcomes",
+    "retest",
+]
 
 DEFAULT_DELTA = 0.1
-DEFAULT_ORDER = "cost"     # the drop sequence: most expensive first (benchmarks/bench_population.py compares)
+DEFAULT_ORDER = (
+    "cost"  # the drop sequence: most expensive first (benchmarks/bench_population.py compares)
+)
 ORDERS = ("cost", "smoothed", "fit_z")
-_LADDER_STEPS = 8          # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
-_SLACK = 1.0               # keep candidates whose predicted z on calibration is within this of passing
+_LADDER_STEPS = 8  # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
+_SLACK = 1.0  # keep candidates whose predicted z on calibration is within this of passing
 
 
 # -- per-sample outcomes -------------------------------------------------------------------------
+
 
 def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.ndarray, float]:
     """Per sample under ``config``: right ``(n,)`` bool and relative cost ``(n,)``; and the largest relative
     cost any sample can have under it."""
     leave = problem.assign(config)
-    if not problem.costs.additive:   # time at B > 1: each item's expected time spread over the rows reaching it
+    if (
+        not problem.costs.additive
+    ):  # time at B > 1: each item's expected time spread over the rows reaching it
+        assert isinstance(problem.costs, TimeCostTable)  # the one table that is not additive
         cost = problem.costs.sample_costs(config.exits, leave) / problem.costs.base_cost
         return problem.correct[leave, np.arange(problem.n_samples)], cost, float(cost.max())
     exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
     lookup = np.zeros(problem.n_exits)
     lookup[list(config.exits) + [problem.final_exit]] = exit_costs
-    return problem.correct[leave, np.arange(problem.n_samples)], lookup[leave], float(exit_costs.max())
+    return (
+        problem.correct[leave, np.arange(problem.n_samples)],
+        lookup[leave],
+        float(exit_costs.max()),
+    )
 
 
 def _losses(problem: ExitProblem, config: ExitConfig) -> PairedLosses:
@@ -82,42 +116,61 @@ def retest(cal: ExitProblem, config: ExitConfig, cert: dict) -> dict:
     if cert["kind"] == "drop":
         b, eps = get_bound(cert["bound"]), cert["certified_drop"]
         L = paired_losses(right, cal.correct[cal.final_exit])
-        return {"certified": b.certifies(L, eps, delta), "n_cal": cal.n_samples,
-                "p_value": b.p_value(L, eps, delta), "observed_drop": L.drop}
+        return {
+            "certified": b.certifies(L, eps, delta),
+            "n_cal": cal.n_samples,
+            "p_value": b.p_value(L, eps, delta),
+            "observed_drop": L.drop,
+        }
     p = _cost_p_value(cost, top, cert["certified_relative_cost"], delta)
-    out = {"certified": p <= delta, "n_cal": cal.n_samples, "p_value": p, "observed_relative_cost": float(cost.mean())}
+    out = {
+        "certified": p <= delta,
+        "n_cal": cal.n_samples,
+        "p_value": p,
+        "observed_relative_cost": float(cost.mean()),
+    }
     if "sequence" in cert:
-        out["accuracy_lower_bound"] = accuracy_lower_bound(int(np.count_nonzero(right)), cal.n_samples,
-                                                           delta / cert["sequence"])
+        out["accuracy_lower_bound"] = accuracy_lower_bound(
+            int(np.count_nonzero(right)), cal.n_samples, delta / cert["sequence"]
+        )
     return out
 
 
 # -- results -------------------------------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Certificate:
     """What was certified, how, and on which data; ``to_json`` is the export's ``certificate`` object."""
 
-    kind: str                  # "drop" or "cost"
-    bound: str                 # name in search.certify.BOUNDS ("betting" for costs)
+    kind: str  # "drop" or "cost"
+    bound: str  # name in search.certify.BOUNDS ("betting" for costs)
     delta: float
     n_cal: int
-    certified: float           # the accuracy drop (fraction) or the mean relative cost certified
-    split: str                 # "calibration" or "search" (a seeded cut of it)
+    certified: float  # the accuracy drop (fraction) or the mean relative cost certified
+    split: str  # "calibration" or "search" (a seeded cut of it)
     fraction: float | None
     seed: int
     p_value: float
-    observed: float            # drop (or mean relative cost) on the calibration samples
-    tested: int                # configurations tested before the walk stopped
-    sequence: int              # configurations in the sequence
+    observed: float  # drop (or mean relative cost) on the calibration samples
+    tested: int  # configurations tested before the walk stopped
+    sequence: int  # configurations in the sequence
     accuracy_lower_bound: float | None = None
 
     def to_json(self) -> dict:
-        doc = {"kind": self.kind, "bound": self.bound, "delta": self.delta, "n_cal": self.n_cal,
-               "certified_drop" if self.kind == "drop" else "certified_relative_cost": self.certified,
-               "split": self.split, "seed": self.seed, "p_value": self.p_value,
-               "observed_drop" if self.kind == "drop" else "observed_relative_cost": self.observed,
-               "tested": self.tested, "sequence": self.sequence}
+        doc = {
+            "kind": self.kind,
+            "bound": self.bound,
+            "delta": self.delta,
+            "n_cal": self.n_cal,
+            "certified_drop" if self.kind == "drop" else "certified_relative_cost": self.certified,
+            "split": self.split,
+            "seed": self.seed,
+            "p_value": self.p_value,
+            "observed_drop" if self.kind == "drop" else "observed_relative_cost": self.observed,
+            "tested": self.tested,
+            "sequence": self.sequence,
+        }
         if self.fraction is not None:
             doc["fraction"] = self.fraction
         if self.accuracy_lower_bound is not None:
@@ -157,13 +210,19 @@ def fixed_sequence_test(sequence: list, passes: Callable[[Any], bool]) -> int:
 
 # -- the drop query --------------------------------------------------------------------------------
 
+
 def fit_front(roles: Roles, front: Front | None) -> Front | None:
     """``front`` (searched on the problem handed to :func:`calibration_roles`) when it may serve as the
     fit front: the fit part is that problem whole; else None (dp on the fit part)."""
     return front if front is not None and roles.fit_is_given else None
 
 
-_TEMPER = (0.25, 0.5, 0.75, 0.9)   # safer versions of each candidate: thresholds moved this share toward the top
+_TEMPER = (
+    0.25,
+    0.5,
+    0.75,
+    0.9,
+)  # safer versions of each candidate: thresholds moved this share toward the top
 
 
 def _tempered(fit: ExitProblem, configs: list[ExitConfig], shares=_TEMPER) -> list[ExitConfig]:
@@ -174,9 +233,15 @@ def _tempered(fit: ExitProblem, configs: list[ExitConfig], shares=_TEMPER) -> li
     out = []
     for c in configs:
         for a in shares:
-            ts = tuple(t + a * max(float(top[e]) - t, 0.0) for e, t in zip(c.exits, c.thresholds))
+            ts = tuple(
+                t + a * max(float(top[e]) - t, 0.0)
+                for e, t in zip(c.exits, c.thresholds, strict=True)
+            )
             if c.exits and ts != c.thresholds:
-                out.append(dataclasses.replace(c, thresholds=ts, id="", predicted={}))
+                # the same exits, thresholds between a valid one and a score seen there: valid by construction
+                out.append(
+                    dataclasses.replace(c, thresholds=ts, id="", predicted={}).built_for(fit.cache)
+                )
     return out
 
 
@@ -184,7 +249,9 @@ def _dedupe(configs: list[ExitConfig]) -> list[ExitConfig]:
     return list(dict.fromkeys(configs))
 
 
-def _fit_rows(fit: ExitProblem, candidates: list[ExitConfig], eps: float) -> list[tuple[float, float, float, ExitConfig]]:
+def _fit_rows(
+    fit: ExitProblem, candidates: list[ExitConfig], eps: float
+) -> list[tuple[float, float, float, ExitConfig]]:
     """Per candidate on the fit part: observed drop, its per-sample variance, mean relative cost."""
     n_f = fit.n_samples
     base = fit.correct[fit.final_exit]
@@ -192,15 +259,20 @@ def _fit_rows(fit: ExitProblem, candidates: list[ExitConfig], eps: float) -> lis
     for c in candidates:
         right, cost, _ = outcomes(fit, c)
         L = paired_losses(right, base)
-        rows.append((L.drop, max(L.discordance - L.drop ** 2, 1.0 / n_f), float(cost.mean()), c))
+        rows.append((L.drop, max(L.discordance - L.drop**2, 1.0 / n_f), float(cost.mean()), c))
     return rows
 
 
 def _isotonic_decreasing(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """Weighted least-squares fit of ``x`` (ordered by increasing cost) that never increases (pool adjacent violators)."""
-    vals, wts, sizes = [], [], []
-    for xi, wi in zip(x, w):
-        vals.append(float(xi)); wts.append(float(wi)); sizes.append(1)
+    """Weighted least-squares fit of ``x`` (ordered by increasing cost) that never increases (pool adjacent
+    violators)."""
+    vals: list[float] = []
+    wts: list[float] = []
+    sizes: list[int] = []
+    for xi, wi in zip(x, w, strict=True):
+        vals.append(float(xi))
+        wts.append(float(wi))
+        sizes.append(1)
         while len(vals) > 1 and vals[-2] < vals[-1]:
             v, ww, n = vals.pop(), wts.pop(), sizes.pop()
             vals[-1] = (vals[-1] * wts[-1] + v * ww) / (wts[-1] + ww)
@@ -209,8 +281,14 @@ def _isotonic_decreasing(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.repeat(vals, sizes)
 
 
-def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, delta: float,
-                   n_cal: int, order: str = DEFAULT_ORDER) -> list[ExitConfig]:
+def _drop_sequence(
+    fit: ExitProblem,
+    candidates: list[ExitConfig],
+    eps: float,
+    delta: float,
+    n_cal: int,
+    order: str = DEFAULT_ORDER,
+) -> list[ExitConfig]:
     """The sequence to test, fixed on the fit part alone.
 
     ``fit_z``: by the fit part's z for drop <= eps (safest first, ties to the more expensive), each kept
@@ -240,9 +318,13 @@ def _drop_sequence(fit: ExitProblem, candidates: list[ExitConfig], eps: float, d
     if order == "smoothed" and rows:
         drops = _isotonic_decreasing(drops, np.ones(len(rows)))
     sequence, last_cost = [], None
-    for (drop, var, cost, c), d in reversed(list(zip(rows, drops))):
-        if cost >= 1.0 or (eps - d) / math.sqrt(var) * math.sqrt(n_cal) < z_pass or cost == last_cost:
-            continue   # no cheaper than the base model, out of reach, or a tie
+    for (_, var, cost, c), d in reversed(list(zip(rows, drops, strict=True))):
+        if (
+            cost >= 1.0
+            or (eps - d) / math.sqrt(var) * math.sqrt(n_cal) < z_pass
+            or cost == last_cost
+        ):
+            continue  # no cheaper than the base model, out of reach, or a tie
         sequence.append(c)
         last_cost = cost
     return sequence
@@ -255,9 +337,17 @@ def _capped(front: Front, max_exits: int | None) -> Front:
     return front.take([i for i, c in enumerate(front.configs) if len(c.exits) <= max_exits])
 
 
-def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float = DEFAULT_DELTA,
-                          bound: str = DEFAULT_BOUND, fraction: float = DEFAULT_FRACTION, seed: int = 0,
-                          front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+def certified_within_drop(
+    search: ExitProblem,
+    max_drop: float,
+    *,
+    delta: float = DEFAULT_DELTA,
+    bound: str = DEFAULT_BOUND,
+    fraction: float = DEFAULT_FRACTION,
+    seed: int = 0,
+    front: Front | None = None,
+    max_exits: int | None = None,
+) -> CertifiedAnswer:
     """The cheapest configuration whose accuracy drop against the base is <= ``max_drop`` points (0.5 = half a
     point; ``search.units``)
     with confidence 1 - ``delta``, by Pareto Testing. ``front``: configurations searched on the whole
@@ -265,25 +355,52 @@ def certified_within_drop(search: ExitProblem, max_drop: float, *, delta: float 
     drop = points_to_fraction(check_drop_points(max_drop))
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
-    return certify_drop(roles, drop, delta=delta, bound=bound, fit_front=fit_front(roles, front),
-                        max_exits=max_exits)
+    return certify_drop(
+        roles,
+        drop,
+        delta=delta,
+        bound=bound,
+        fit_front=fit_front(roles, front),
+        max_exits=max_exits,
+    )
 
 
-def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA, bound: str = DEFAULT_BOUND,
-                 fit_front: Front | None = None, max_exits: int | None = None, order: str = DEFAULT_ORDER,
-                 temper: bool | tuple[float, ...] = True) -> CertifiedAnswer:
-    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have been searched on
-    ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most that many exits."""
+def certify_drop(
+    roles: Roles,
+    max_drop: float,
+    *,
+    delta: float = DEFAULT_DELTA,
+    bound: str = DEFAULT_BOUND,
+    fit_front: Front | None = None,
+    max_exits: int | None = None,
+    order: str = DEFAULT_ORDER,
+    temper: bool | tuple[float, ...] = True,
+) -> CertifiedAnswer:
+    """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have
+    been searched on ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most
+    that many exits."""
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
-    fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
-    ladder = [_cheapest_within_drop(fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0,
-                                max_exits=max_exits).config for k in range(_LADDER_STEPS)]
+    fit_front = _capped(
+        DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits
+    )
+    ladder = [
+        _cheapest_within_drop(
+            fit, max_drop * k / _LADDER_STEPS, front=fit_front, n_bisect=0, max_exits=max_exits
+        ).config
+        for k in range(_LADDER_STEPS)
+    ]
     base_error = 1.0 - fit.base.accuracy
-    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[0] - base_error < max_drop]  # others: z < 0
+    in_reach = [
+        c
+        for c, F in zip(fit_front.configs, fit_front.F, strict=True)
+        if F[0] - base_error < max_drop
+    ]  # others: z < 0
     candidates = _dedupe(in_reach + ladder)
     if temper:
-        candidates = _dedupe(candidates + _tempered(fit, candidates, _TEMPER if temper is True else temper))
+        candidates = _dedupe(
+            candidates + _tempered(fit, candidates, _TEMPER if temper is True else temper)
+        )
     sequence = _drop_sequence(fit, candidates, max_drop, delta, cal.n_samples, order)
     losses = {}
 
@@ -293,17 +410,35 @@ def certify_drop(roles: Roles, max_drop: float, *, delta: float = DEFAULT_DELTA,
 
     n_pass = fixed_sequence_test(sequence, passes)
     if n_pass == 0:
-        return CertifiedAnswer(ExitConfig(score=fit.score), None, roles, sequence,
-                               *_what_it_would_take(sequence, cal, max_drop, delta, b.name))
+        return CertifiedAnswer(
+            ExitConfig(score=fit.score),
+            None,
+            roles,
+            sequence,
+            *_what_it_would_take(sequence, cal, max_drop, delta, b.name),
+        )
     chosen = sequence[n_pass - 1]
     L = losses[chosen]
-    cert = Certificate("drop", b.name, float(delta), cal.n_samples, float(max_drop), roles.split, roles.fraction,
-                       roles.seed, b.p_value(L, max_drop, delta), L.drop, len(losses), len(sequence))
+    cert = Certificate(
+        "drop",
+        b.name,
+        float(delta),
+        cal.n_samples,
+        float(max_drop),
+        roles.split,
+        roles.fraction,
+        roles.seed,
+        b.p_value(L, max_drop, delta),
+        L.drop,
+        len(losses),
+        len(sequence),
+    )
     return CertifiedAnswer(chosen, cert, roles, sequence)
 
 
-def _what_it_would_take(sequence: list[ExitConfig], cal: ExitProblem, eps: float, delta: float,
-                        bound: str) -> tuple[float | None, int | None]:
+def _what_it_would_take(
+    sequence: list[ExitConfig], cal: ExitProblem, eps: float, delta: float, bound: str
+) -> tuple[float | None, int | None]:
     """The first configuration's bound on calibration, and the fewest calibration samples that would
     certify ``eps`` for any configuration of the sequence at its calibration rates."""
     if not sequence:
@@ -321,8 +456,10 @@ def _what_it_would_take(sequence: list[ExitConfig], cal: ExitProblem, eps: float
 
 # -- the budget query --------------------------------------------------------------------------------
 
-def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: float, delta: float,
-                     n_cal: int) -> list[ExitConfig]:
+
+def _budget_sequence(
+    fit: ExitProblem, candidates: list[ExitConfig], budget: float, delta: float, n_cal: int
+) -> list[ExitConfig]:
     """Order by the fit part's z for mean relative cost <= budget (cheapest-safest first, ties to the more
     accurate), keep each only if more accurate than all safer ones, cut where out of reach at ``n_cal``."""
     from scipy import stats
@@ -344,33 +481,53 @@ def _budget_sequence(fit: ExitProblem, candidates: list[ExitConfig], budget: flo
     return sequence
 
 
-def certified_within_budget(search: ExitProblem, budget: float, *, delta: float = DEFAULT_DELTA,
-                            fraction: float = DEFAULT_FRACTION, seed: int = 0,
-                            front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+def certified_within_budget(
+    search: ExitProblem,
+    budget: float,
+    *,
+    delta: float = DEFAULT_DELTA,
+    fraction: float = DEFAULT_FRACTION,
+    seed: int = 0,
+    front: Front | None = None,
+    max_exits: int | None = None,
+) -> CertifiedAnswer:
     """The most accurate configuration whose mean relative cost is <= ``budget`` with confidence
     1 - ``delta`` (betting test on per-sample cost / the configuration's largest per-sample cost), with a
     lower confidence bound on its accuracy, simultaneous over the sequence (level delta / its length)."""
     check_scalar(budget, "budget", min_val=0.0)
     check_delta(delta)
     roles = calibration_roles(search, fraction=fraction, seed=seed)
-    return certify_budget(roles, budget, delta=delta, fit_front=fit_front(roles, front), max_exits=max_exits)
+    return certify_budget(
+        roles, budget, delta=delta, fit_front=fit_front(roles, front), max_exits=max_exits
+    )
 
 
-def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
-                   fit_front: Front | None = None, max_exits: int | None = None) -> CertifiedAnswer:
+def certify_budget(
+    roles: Roles,
+    budget: float,
+    *,
+    delta: float = DEFAULT_DELTA,
+    fit_front: Front | None = None,
+    max_exits: int | None = None,
+) -> CertifiedAnswer:
     """Pareto Testing for a cost budget on given roles; ``fit_front`` searched on ``roles.fit`` alone;
     ``max_exits``: every candidate enables at most that many exits."""
     fit, cal = roles.fit, roles.calibration
-    fit_front = _capped(DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits)
+    fit_front = _capped(
+        DPEngine().run(fit, max_exits=max_exits) if fit_front is None else fit_front, max_exits
+    )
     margin = 0.5 * math.sqrt(2 * math.log(1 / delta) / cal.n_samples)
     ladder = []
     for k in range(_LADDER_STEPS):
         try:
-            ladder.append(_most_accurate_within_budget(fit, budget - margin * k / 2, front=fit_front,
-                                                      n_bisect=0, max_exits=max_exits).config)
+            ladder.append(
+                _most_accurate_within_budget(
+                    fit, budget - margin * k / 2, front=fit_front, n_bisect=0, max_exits=max_exits
+                ).config
+            )
         except SearchError:
             break  # below the cheapest reachable cost
-    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F) if F[1] <= budget]
+    in_reach = [c for c, F in zip(fit_front.configs, fit_front.F, strict=True) if F[1] <= budget]
     sequence = _budget_sequence(fit, _dedupe(in_reach + ladder), budget, delta, cal.n_samples)
     p_values = {}
 
@@ -383,11 +540,24 @@ def certify_budget(roles: Roles, budget: float, *, delta: float = DEFAULT_DELTA,
     if n_pass == 0:
         safest = sequence[0] if sequence else fit_front.configs[int(np.argmin(fit_front.F[:, 1]))]
         _, cost, top = outcomes(cal, safest)
-        return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=top * mean_upper_bound(cost / top, delta))
+        smallest = top * mean_upper_bound(cost / top, delta)
+        return CertifiedAnswer(None, None, roles, sequence, smallest_certifiable=smallest)
     chosen = sequence[n_pass - 1]
     right, cost, _ = outcomes(cal, chosen)
     n_right = int(np.count_nonzero(right))
-    cert = Certificate("cost", "betting", float(delta), cal.n_samples, float(budget), roles.split, roles.fraction,
-                       roles.seed, p_values[chosen], float(cost.mean()), len(p_values), len(sequence),
-                       accuracy_lower_bound(n_right, cal.n_samples, delta / len(sequence)))
+    cert = Certificate(
+        "cost",
+        "betting",
+        float(delta),
+        cal.n_samples,
+        float(budget),
+        roles.split,
+        roles.fraction,
+        roles.seed,
+        p_values[chosen],
+        float(cost.mean()),
+        len(p_values),
+        len(sequence),
+        accuracy_lower_bound(n_right, cal.n_samples, delta / len(sequence)),
+    )
     return CertifiedAnswer(chosen, cert, roles, sequence)

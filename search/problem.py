@@ -1,6 +1,8 @@
 """``ExitProblem``: one split of a cache + a cost model -> objectives of exit configurations."""
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,9 +47,18 @@ class ExitProblem:
     ``scores``; :meth:`scores_of` gives each rule's scores). Engines other than dp use ``score`` alone.
     """
 
-    def __init__(self, cache, split: str = "search", *, objective: str = "macs", score: str = "max_prob",
-                 costs: CostTable | None = None, samples=None, chunk_size: int = DEFAULT_CHUNK_SIZE,
-                 rules: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        cache,
+        split: str = "search",
+        *,
+        objective: str = "macs",
+        score: str = "max_prob",
+        costs: CostTable | None = None,
+        samples=None,
+        chunk_size: int = DEFAULT_CHUNK_SIZE,
+        rules: tuple[str, ...] | None = None,
+    ):
         self.cache, self.split, self.score = cache, check_split(cache, split), score
         self.rules = tuple(dict.fromkeys((score, *(rules or ()))))
         self.rule = rule_for(score)
@@ -57,13 +68,19 @@ class ExitProblem:
         self.split_size = cache.n_samples(split)
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
         # (n_exits, n_samples) float32 scores and bool correctness
-        self.scores, self.correct = load_split(cache, split, score, samples=self.samples, chunk_size=chunk_size)
+        self.scores, self.correct = load_split(
+            cache, split, score, samples=self.samples, chunk_size=chunk_size
+        )
         self.rule_scores = {score: self.scores}
         for name in self.rules[1:]:
-            self.rule_scores[name] = load_scores(cache, split, name, samples=self.samples, chunk_size=chunk_size)
+            self.rule_scores[name] = load_scores(
+                cache, split, name, samples=self.samples, chunk_size=chunk_size
+            )
         early = cache.exits[:-1]
         self.positions = sorted({e.position for e in early})
-        self.position_exits = [[i for i, e in enumerate(early) if e.position == p] for p in self.positions]
+        self.position_exits = [
+            [i for i, e in enumerate(early) if e.position == p] for p in self.positions
+        ]
         self.position_of_exit = {i: j for j, ex in enumerate(self.position_exits) for i in ex}
         self.n_evals = 0
 
@@ -84,7 +101,7 @@ class ExitProblem:
     def final_exit(self) -> int:
         return self.n_exits - 1
 
-    def take(self, idx) -> "ExitProblem":
+    def take(self, idx) -> ExitProblem:
         """The same problem restricted to the samples ``idx`` (e.g. a calibration part of the split)."""
         sub = object.__new__(ExitProblem)
         sub.__dict__.update(self.__dict__)
@@ -93,10 +110,16 @@ class ExitProblem:
         sub.samples = np.arange(self.n_samples)[idx] if self.samples is None else self.samples[idx]
         return sub
 
-    def on_split(self, split: str) -> "ExitProblem":
+    def on_split(self, split: str) -> ExitProblem:
         """The same problem (cost model, rules) on another split of the cache."""
-        return ExitProblem(self.cache, split, score=self.score, costs=self.costs, objective=self.objective,
-                           rules=self.rules)
+        return ExitProblem(
+            self.cache,
+            split,
+            score=self.score,
+            costs=self.costs,
+            objective=self.objective,
+            rules=self.rules,
+        )
 
     def scores_of(self, rule: str) -> np.ndarray:
         """Scores ``(n_exits, n_samples)`` of one of the problem's rules."""
@@ -109,8 +132,10 @@ class ExitProblem:
         out = np.full(self.n_samples, self.final_exit, dtype=np.int32)
         remaining = np.ones(self.n_samples, dtype=bool)
         leave = np.empty(self.n_samples, dtype=bool)
-        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
-            self.rule.leaves(self.rule_scores[r][e], t, out=leave)  # = float64 comparison, as the spec reads
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True):
+            self.rule.leaves(
+                self.rule_scores[r][e], t, out=leave
+            )  # = float64 comparison, the rule's one leave test
             leave &= remaining
             out[leave] = e
             remaining &= ~leave
@@ -121,7 +146,9 @@ class ExitProblem:
         where = self.assign(config)
         exits = list(config.exits) + [self.final_exit]
         counts = np.array([np.count_nonzero(where == e) for e in exits], dtype=np.int64)
-        right = np.array([np.count_nonzero(self.correct[e][where == e]) for e in exits], dtype=np.int64)
+        right = np.array(
+            [np.count_nonzero(self.correct[e][where == e]) for e in exits], dtype=np.int64
+        )
         return counts, right
 
     def _counts(self, exits, thresholds, rules=None) -> tuple[np.ndarray, int]:
@@ -132,7 +159,7 @@ class ExitProblem:
         counts = np.empty(len(exits) + 1, dtype=np.int64)
         n_correct = 0
         rules = rules or (self.score,) * len(exits)
-        for j, (e, t) in enumerate(zip(exits, thresholds)):
+        for j, (e, t) in enumerate(zip(exits, thresholds, strict=True)):
             self.rule.leaves(self.rule_scores[rules[j]][e], t, out=leave)
             leave &= remaining
             counts[j] = np.count_nonzero(leave)
@@ -143,12 +170,24 @@ class ExitProblem:
         n_correct += np.count_nonzero(remaining & self.correct[self.final_exit])
         return counts, n_correct
 
+    def config(self, exits: Iterable[int], thresholds: Iterable[float]) -> ExitConfig:
+        """A configuration of this problem's score built from its own exits (in execution order, one per position)
+        and thresholds in the score's range: what the engines build, valid by construction
+        (:meth:`ExitConfig.built_for`), so it is not checked again when evaluated."""
+        return ExitConfig(tuple(exits), tuple(float(t) for t in thresholds), self.score).built_for(
+            self.cache
+        )
+
     def check_config(self, config: ExitConfig) -> ExitConfig:
         """Raise SearchError unless ``config`` fits this cache and uses this problem's rules."""
-        other = [r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in self.rules]
+        other = [
+            r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in self.rules
+        ]
         if other:
-            raise SearchError(f"configuration uses score {other[0]!r} but the problem was built for "
-                              f"{' '.join(self.rules) if len(self.rules) > 1 else repr(self.score)}")
+            raise SearchError(
+                f"configuration uses score {other[0]!r} but the problem was built for "
+                f"{' '.join(self.rules) if len(self.rules) > 1 else repr(self.score)}"
+            )
         return checked(config, self.cache)
 
     def evaluate_one(self, config: ExitConfig) -> Evaluation:
@@ -157,8 +196,12 @@ class ExitProblem:
         self.n_evals += 1
         counts, n_correct = self._counts(config.exits, config.thresholds, config.rule_names)
         cost = self.costs.mean_cost_of(config.exits, counts)
-        return Evaluation(float(n_correct) / self.n_samples, cost / self.costs.base_cost, cost,
-                          tuple((counts / self.n_samples).tolist()))
+        return Evaluation(
+            float(n_correct) / self.n_samples,
+            cost / self.costs.base_cost,
+            cost,
+            tuple((counts / self.n_samples).tolist()),
+        )
 
     def evaluate(self, configs) -> np.ndarray:
         """``F`` ``(n_configs, 2)`` = ``[error, relative_cost]`` of ExitConfigs."""
@@ -176,15 +219,23 @@ class ExitProblem:
         of the enabled head type, or -1 for none; ``thresholds`` the same shape. Returns ``F``.
         """
         choice, thresholds = np.asarray(choice), np.asarray(thresholds, dtype=np.float64)
-        if choice.ndim != 2 or choice.shape != thresholds.shape or choice.shape[1] != self.n_positions:
-            raise SearchError(f"choice and thresholds must both be (n_configs, {self.n_positions}); "
-                              f"got {choice.shape} and {thresholds.shape}")
+        if (
+            choice.ndim != 2
+            or choice.shape != thresholds.shape
+            or choice.shape[1] != self.n_positions
+        ):
+            raise SearchError(
+                f"choice and thresholds must both be (n_configs, {self.n_positions}); "
+                f"got {choice.shape} and {thresholds.shape}"
+            )
         n_heads = np.array([len(ex) for ex in self.position_exits])
         bad = (choice < -1) | (choice >= n_heads[None, :])
         if bad.any():
             i, j = np.argwhere(bad)[0]
-            raise SearchError(f"choice[{i}, {j}] = {choice[i, j]}: position {j} has head slots 0..{n_heads[j] - 1} "
-                              "(or -1 for none)")
+            raise SearchError(
+                f"choice[{i}, {j}] = {choice[i, j]}: position {j} has head slots 0..{n_heads[j] - 1} "
+                "(or -1 for none)"
+            )
         F = np.empty((choice.shape[0], 2))
         for i in range(choice.shape[0]):
             exits, thr = self.decode(choice[i], thresholds[i])
@@ -203,7 +254,9 @@ class ExitProblem:
 
     def _objectives(self, exits, thresholds, rules=None) -> tuple[float, float]:
         counts, n_correct = self._counts(exits, thresholds, rules)
-        cost = self.costs.mean_cost_of(exits, counts)   # exact under any cost model (time: not additive)
+        cost = self.costs.mean_cost_of(
+            exits, counts
+        )  # exact under any cost model (time: not additive)
         return 1.0 - float(n_correct) / self.n_samples, cost / self.costs.base_cost
 
     @property
@@ -217,8 +270,10 @@ def _check_samples(samples, n: int) -> np.ndarray:
     """``samples`` as sorted, distinct int64 indices into a split of ``n`` samples, else SearchError."""
     idx = np.asarray(samples)
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise SearchError(f"samples must be a non-empty 1-D array of sample indices; got shape {idx.shape}, "
-                          f"dtype {idx.dtype}")
+        raise SearchError(
+            f"samples must be a non-empty 1-D array of sample indices; got shape {idx.shape}, "
+            f"dtype {idx.dtype}"
+        )
     idx = idx.astype(np.int64)
     if idx[0] < 0 or idx[-1] >= n or (idx.size > 1 and not (np.diff(idx) > 0).all()):
         raise SearchError(f"samples must be sorted, distinct indices in [0, {n})")

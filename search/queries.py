@@ -6,11 +6,13 @@ with exact *constrained* coordinate steps: at each position, among every option 
 take the cheapest (or most accurate) one that keeps the constraint on the search split. Each such
 step keeps the constraint and never makes the objective worse.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import numpy as np
+
 from ._validation import SearchError, check_scalar
 from .config import ExitConfig
 from .engines._cap import check_max_exits
@@ -41,6 +43,7 @@ def _polish(solver: DPSolver, slots, taus, feasible, key, max_sweeps: int = 20) 
 
     ``feasible(err, cost)`` and ``key(err, cost) -> (primary, secondary)`` work on arrays.
     """
+
     def select(curves, slots_, taus_, j):
         e0, c0 = solver.current_point(curves)
         p0, s0 = key(np.array([e0]), np.array([c0]))
@@ -63,8 +66,10 @@ def _polish(solver: DPSolver, slots, taus, feasible, key, max_sweeps: int = 20) 
 def _front_candidates(solver: DPSolver, front: Front) -> list[tuple]:
     """States of ``front``'s configurations with the error count and summed cost its ``F`` records."""
     n, base_cost = solver.problem.n_samples, solver.problem.costs.base_cost
-    return [(*solver.state_of(c), int(round(F[0] * n)), float(F[1] * n * base_cost))
-            for c, F in zip(front.configs, front.F)]
+    return [
+        (*solver.state_of(c), int(round(F[0] * n)), float(F[1] * n * base_cost))
+        for c, F in zip(front.configs, front.F, strict=True)
+    ]
 
 
 def _same_totals(a, b) -> bool:
@@ -76,8 +81,16 @@ def _best_feasible(cands: list[tuple], feasible, rank) -> tuple | None:
     return min(ok, key=rank) if ok else None
 
 
-def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, feasible_at_high: bool,
-                        front: Front | None, max_exits: int | None = None):
+def _bisect_then_polish(
+    problem: ExitProblem,
+    feasible,
+    key,
+    n_bisect: int,
+    *,
+    feasible_at_high: bool,
+    front: Front | None,
+    max_exits: int | None = None,
+):
     """Bisect log lam for the best feasible weighted optimum, then polish it with constrained steps.
 
     Feasibility is monotone in lam: for a drop limit it holds at large lam (accurate end), for a
@@ -122,8 +135,11 @@ def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, f
     best = _best_feasible(cands + _front_candidates(solver, front), feasible, rank)
     if best is not None and not _same_totals(solver.totals(best[0], best[1]), best[2:]):
         # the front's objectives were not this problem's: score every front configuration here
-        best = _best_feasible(cands + [(*st, *solver.totals(*st)) for st in map(solver.state_of, front.configs)],
-                              feasible, rank)
+        best = _best_feasible(
+            cands + [(*st, *solver.totals(*st)) for st in map(solver.state_of, front.configs)],
+            feasible,
+            rank,
+        )
     if best is None:
         return None
     s, t = best[0].copy(), best[1].copy()
@@ -131,8 +147,14 @@ def _bisect_then_polish(problem: ExitProblem, feasible, key, n_bisect: int, *, f
     return solver.to_config(s, t)
 
 
-def cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front | None = None,
-                         n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+def cheapest_within_drop(
+    problem: ExitProblem,
+    max_drop: float,
+    *,
+    front: Front | None = None,
+    n_bisect: int = 14,
+    max_exits: int | None = None,
+) -> Answer:
     """The cheapest configuration whose accuracy on ``problem``'s split is >= base - ``max_drop``.
 
     ``max_drop`` is in points of top-1 accuracy (0.5 = half a point; ``search.units``). The base model always
@@ -140,38 +162,83 @@ def cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front 
     ``max_exits``: at most that many exits enabled.
     """
     points = check_drop_points(max_drop)
-    return _cheapest_within_drop(problem, points_to_fraction(points), front=front, n_bisect=n_bisect,
-                                 max_exits=max_exits)
+    return _cheapest_within_drop(
+        problem, points_to_fraction(points), front=front, n_bisect=n_bisect, max_exits=max_exits
+    )
 
 
-def _cheapest_within_drop(problem: ExitProblem, max_drop: float, *, front: Front | None = None,
-                          n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+def _cheapest_within_drop(
+    problem: ExitProblem,
+    max_drop: float,
+    *,
+    front: Front | None = None,
+    n_bisect: int = 14,
+    max_exits: int | None = None,
+) -> Answer:
     """:func:`cheapest_within_drop` with ``max_drop`` a fraction, trusted (checked once by the caller)."""
     limit = _max_errors(problem, max_drop)
-    config = _bisect_then_polish(problem, lambda e, c: e <= limit, lambda e, c: (c, e), n_bisect,
-                                 feasible_at_high=True, front=front, max_exits=max_exits)
-    return Answer(config, problem.evaluate_one(config), f"cheapest within {100 * max_drop:g} points drop")
+    config = _bisect_then_polish(
+        problem,
+        lambda e, c: e <= limit,
+        lambda e, c: (c, e),
+        n_bisect,
+        feasible_at_high=True,
+        front=front,
+        max_exits=max_exits,
+    )
+    return Answer(
+        config, problem.evaluate_one(config), f"cheapest within {100 * max_drop:g} points drop"
+    )
 
 
-def most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: Front | None = None,
-                                n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+def most_accurate_within_budget(
+    problem: ExitProblem,
+    budget: float,
+    *,
+    front: Front | None = None,
+    n_bisect: int = 14,
+    max_exits: int | None = None,
+) -> Answer:
     """The most accurate configuration with relative cost <= ``budget`` on ``problem``'s split (at most
     ``max_exits`` exits enabled when given)."""
     check_scalar(budget, "budget", min_val=0.0)
-    return _most_accurate_within_budget(problem, budget, front=front, n_bisect=n_bisect, max_exits=max_exits)
+    return _most_accurate_within_budget(
+        problem, budget, front=front, n_bisect=n_bisect, max_exits=max_exits
+    )
 
 
-def _most_accurate_within_budget(problem: ExitProblem, budget: float, *, front: Front | None = None,
-                                 n_bisect: int = 14, max_exits: int | None = None) -> Answer:
+def _most_accurate_within_budget(
+    problem: ExitProblem,
+    budget: float,
+    *,
+    front: Front | None = None,
+    n_bisect: int = 14,
+    max_exits: int | None = None,
+) -> Answer:
     """:func:`most_accurate_within_budget` with ``budget`` trusted (checked once by the caller)."""
     limit = budget * problem.n_samples * problem.costs.base_cost * (1 + 1e-12)
-    config = _bisect_then_polish(problem, lambda e, c: c <= limit, lambda e, c: (e, c), n_bisect,
-                                 feasible_at_high=False, front=front, max_exits=max_exits)
+    config = _bisect_then_polish(
+        problem,
+        lambda e, c: c <= limit,
+        lambda e, c: (e, c),
+        n_bisect,
+        feasible_at_high=False,
+        front=front,
+        max_exits=max_exits,
+    )
     if config is None:
         if not problem.positions:
-            raise SearchError(f"no configuration meets relative cost <= {budget}: the cache has no early exits, "
-                              "so the base model (relative cost 1) is the only answer; ask --budget 1 or more")
-        cheapest = min(problem.costs.standalone_cost(e) for ex in problem.position_exits for e in ex)
-        raise SearchError(f"no configuration meets relative cost <= {budget}: the cheapest reachable is "
-                          f"{cheapest / problem.costs.base_cost:.4f} (everything leaving at the cheapest exit)")
-    return Answer(config, problem.evaluate_one(config), f"most accurate within relative cost {budget}")
+            raise SearchError(
+                f"no configuration meets relative cost <= {budget}: the cache has no early exits, "
+                "so the base model (relative cost 1) is the only answer; ask --budget 1 or more"
+            )
+        cheapest = min(
+            problem.costs.standalone_cost(e) for ex in problem.position_exits for e in ex
+        )
+        raise SearchError(
+            f"no configuration meets relative cost <= {budget}: the cheapest reachable is "
+            f"{cheapest / problem.costs.base_cost:.4f} (everything leaving at the cheapest exit)"
+        )
+    return Answer(
+        config, problem.evaluate_one(config), f"most accurate within relative cost {budget}"
+    )

@@ -1,5 +1,6 @@
 """``SearchResult``: everything one search found, as :func:`search.search` returns it and
 ``python -m search.pareto`` prints and writes it (pymoo's ``minimize() -> Result`` is the model)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -34,7 +35,9 @@ class Indicators:
     seconds: float
 
 
-FOCUS_POINTS = 5.0   # with a query answered, the fronts' figure shows this many points below the base (or more)
+FOCUS_POINTS = (
+    5.0  # with a query answered, the fronts' figure shows this many points below the base (or more)
+)
 
 
 def exits_plot_path(path: str | Path) -> Path:
@@ -87,26 +90,51 @@ class SearchResult:
 
     # -- exports -----------------------------------------------------------------------------------
     def _fit_json(self) -> dict:
-        return {"split": "search", **(self.sample.to_json() if self.sample else
-                                      {"subsample": None, "of": self.search.n_samples, "seed": None})}
+        return {
+            "split": "search",
+            **(
+                self.sample.to_json()
+                if self.sample
+                else {"subsample": None, "of": self.search.n_samples, "seed": None}
+            ),
+        }
 
     def _method_info(self) -> dict:
-        return {name: {"engine": {"name": name, "params": f.params}, "n_evals": f.n_evals, "seconds": f.exec_time,
-                       "message": f.message} for name, f in self.fronts.items()}
+        return {
+            name: {
+                "engine": {"name": name, "params": f.params},
+                "n_evals": f.n_evals,
+                "seconds": f.exec_time,
+                "message": f.message,
+            }
+            for name, f in self.fronts.items()
+        }
 
     def export_document(self) -> dict:
         """The ``exitconfig/1`` document of the Pareto set (all methods, and the answers)."""
-        return build_export(self.entries(), search=self.search, holdout=self.holdout,
-                            method_info=self._method_info(), fit=self._fit_json())
+        return build_export(
+            self.entries(),
+            search=self.search,
+            holdout=self.holdout,
+            method_info=self._method_info(),
+            fit=self._fit_json(),
+        )
 
     def choice_document(self) -> dict:
         """The ``exitconfig/1`` document of the chosen configuration alone (for deployment)."""
         if self.chosen is None:
             from ._validation import SearchError
+
             raise SearchError("no configuration was chosen: ask max_drop or budget")
         entry = next(e for e in reversed(self.entries()) if e[1] == self.chosen)
-        return build_export([entry], search=self.search, holdout=self.holdout, method_info=self._method_info(),
-                            pareto=False, fit=self._fit_json())
+        return build_export(
+            [entry],
+            search=self.search,
+            holdout=self.holdout,
+            method_info=self._method_info(),
+            pareto=False,
+            fit=self._fit_json(),
+        )
 
     def export(self, path: str | Path) -> dict:
         """Write :meth:`export_document` to ``path`` (atomically); return it."""
@@ -126,17 +154,29 @@ class SearchResult:
         out = []
         for a in self.answers:
             if a.config is not None:
-                asked = f"within {a.limit:g} points" if a.kind == "drop" else f"relative cost <= {a.limit:g}"
-                out.append((f"chosen: {asked}, {'certified' if a.certificate is not None else 'not certified'}", a))
+                asked = (
+                    f"within {a.limit:g} points"
+                    if a.kind == "drop"
+                    else f"relative cost <= {a.limit:g}"
+                )
+                out.append(
+                    (
+                        f"chosen: {asked}, {'certified' if a.certificate is not None else 'not certified'}",
+                        a,
+                    )
+                )
         return out
 
-    def plot(self, path: str | Path, *, exits_path: str | Path | None = None, format: str | None = None) -> None:
+    def plot(
+        self, path: str | Path, *, exits_path: str | Path | None = None, format: str | None = None
+    ) -> None:
         """Every front on search and holdout (base and oracle marked) to ``path``, with each answer marked and
         labelled and the line base minus the asked drop; with a query, the band within ``FOCUS_POINTS`` (or 10x the
         asked drop) of the base. With a chosen configuration, its exit distribution on holdout to ``exits_path``
         (default :func:`exits_plot_path`). ``format``: what matplotlib's Agg backend writes (default: the suffix of
         ``path``)."""
         import matplotlib
+
         matplotlib.use("Agg")
         from matplotlib.figure import Figure
 
@@ -147,41 +187,62 @@ class SearchResult:
         ax_s, ax_h = fig.subplots(1, 2, sharey=True)
         marks, drop = self.marks(), self.options.max_drop
         focus = max(FOCUS_POINTS, 10 * (drop or 0.0)) if marks else None
-        on_holdout = {m: Front(f.configs, self.holdout_F[m], m) for m, f in self.fronts.items() if len(f)}
-        for ax, split, fronts, title in ((ax_s, "search", self.fronts, "search split"),
-                                         (ax_h, "holdout", on_holdout, "holdout split (same configurations)")):
-            ev = {label: getattr(a, f"on_{split}") or getattr(self, split).evaluate_one(a.config) for label, a in marks}
-            plot_fronts(fronts, base=(getattr(self, split).base.accuracy, 1.0),
-                        oracle=self.oracle if split == "search" else None,
-                        chosen={label: (e.accuracy, e.relative_cost) for label, e in ev.items()}, asked_drop=drop,
-                        focus_drop=focus, title=title, ax=ax)
+        on_holdout = {
+            m: Front(f.configs, self.holdout_F[m], m) for m, f in self.fronts.items() if len(f)
+        }
+        for ax, split, fronts, title in (
+            (ax_s, "search", self.fronts, "search split"),
+            (ax_h, "holdout", on_holdout, "holdout split (same configurations)"),
+        ):
+            ev = {
+                label: getattr(a, f"on_{split}") or getattr(self, split).evaluate_one(a.config)
+                for label, a in marks
+            }
+            plot_fronts(
+                fronts,
+                base=(getattr(self, split).base.accuracy, 1.0),
+                oracle=self.oracle if split == "search" else None,
+                chosen={label: (e.accuracy, e.relative_cost) for label, e in ev.items()},
+                asked_drop=drop,
+                focus_drop=focus,
+                title=title,
+                ax=ax,
+            )
             if split == "search":
                 limits = ax.get_ylim()
         lo, hi = ax_h.get_ylim()
-        ax_s.set_ylim(min(lo, limits[0]), max(hi, limits[1]))   # shared: both panels' points
+        ax_s.set_ylim(min(lo, limits[0]), max(hi, limits[1]))  # shared: both panels' points
         fig.tight_layout()
         fig.savefig(path, dpi=120, format=fmt)
         if marks:
             target = exits_plot_path(path) if exits_path is None else exits_path
             label, answer = marks[0]
-            plot_exit_distribution(self.holdout, answer.config, label=label).savefig(target, dpi=150, format=fmt)
+            plot_exit_distribution(self.holdout, answer.config, label=label).savefig(
+                target, dpi=150, format=fmt
+            )
 
     def report(self, *, standalone: bool = False) -> str:
         """The header and the table of methods (``standalone``: and every exit alone), as the command prints."""
         from ._report import report
+
         return report(self, standalone=standalone)
 
     def answer_text(self, answer: QueryAnswer) -> str:
         from ._report import answer_text
+
         return answer_text(self, answer)
 
     def table(self) -> str:
         """The table of methods alone."""
         from ._report import table
+
         return table(self.indicators)
 
     def text(self, *, standalone: bool = False) -> str:
         """Everything the command prints before writing files: the report, then each answer (or its failure)."""
         parts = [self.report(standalone=standalone)]
-        parts += [self.answer_text(a) if a.failure is None else f"error: {a.failure}" for a in self.answers]
+        parts += [
+            self.answer_text(a) if a.failure is None else f"error: {a.failure}"
+            for a in self.answers
+        ]
         return "\n".join(parts)

@@ -4,6 +4,7 @@ A rule declares what it reads; this module hands it the cache's arrays as stored
 float32, logits float16), block by block, and checks the scores are finite. The formulas live in the
 rules alone, so the runtime and the bundle router compute the same float32 numbers.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -56,15 +57,23 @@ def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, .
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
     names = [n for n in names if n]
     if names == ["auto"]:
-        return tuple(dict.fromkeys([score] + [n for n in score_kinds() if servable(cache, rule_for(n)) is None]))
+        return tuple(
+            dict.fromkeys(
+                [score] + [n for n in score_kinds() if servable(cache, rule_for(n)) is None]
+            )
+        )
     if not names:
         raise SearchError(f"{label} is empty; name exit rules (comma-separated) or 'auto'")
     for n in names:
         if n not in score_kinds():
-            raise SearchError(f"{label}: unknown score kind {n!r}: must be one of {score_kinds()} or 'auto'")
+            raise SearchError(
+                f"{label}: unknown score kind {n!r}: must be one of {score_kinds()} or 'auto'"
+            )
         why = servable(cache, rule_for(n))
         if why:
-            raise SearchError(f"{label}: rule {n!r} cannot be scored at any exit of this cache: {why}")
+            raise SearchError(
+                f"{label}: rule {n!r} cannot be scored at any exit of this cache: {why}"
+            )
     return tuple(dict.fromkeys([score] + names))
 
 
@@ -75,10 +84,14 @@ def _check_finite(row: np.ndarray, cache, split: str, rule: ExitRule, exit_index
     """
     if np.isfinite(row).all():
         return
-    fname, field = ("logits.npy", "logits") if "logits" in rule.reads else ("topk_probs.npy", "probabilities")
+    fname, field = (
+        ("logits.npy", "logits") if "logits" in rule.reads else ("topk_probs.npy", "probabilities")
+    )
     where = f"{getattr(cache, 'path', '<memory>')}/{split}/{fname}"
-    raise SearchError(f"{where}: {field}: NaN or inf values at exit {cache.exits[exit_index].name} give "
-                      f"non-finite {rule.name} scores; check the cache with python -m data_cache.validate")
+    raise SearchError(
+        f"{where}: {field}: NaN or inf values at exit {cache.exits[exit_index].name} give "
+        f"non-finite {rule.name} scores; check the cache with python -m data_cache.validate"
+    )
 
 
 def _check_cache(cache, split: str, rule: ExitRule):
@@ -87,19 +100,34 @@ def _check_cache(cache, split: str, rule: ExitRule):
     if "logits" in rule.reads:
         logits = cache.logits(split)
         if logits is None:
-            raise SearchError(f"score {rule.name!r} needs logits, and split {split!r} of this cache has none; "
-                              "dump with --logits or use a score read from top-k probabilities")
+            raise SearchError(
+                f"score {rule.name!r} needs logits, and split {split!r} of this cache has none; "
+                "dump with --logits or use a score read from top-k probabilities"
+            )
     if "topk_probs" in rule.reads:
         if cache.k < rule.k:
-            raise SearchError(f"score {rule.name!r} needs the top-{rule.k} probabilities; this cache stores k={cache.k}")
+            raise SearchError(
+                f"score {rule.name!r} needs the top-{rule.k} probabilities; "
+                f"this cache stores k={cache.k}"
+            )
         probs = cache.topk_probs(split)
     if "previous" in rule.reads:
-        raise SearchError(f"score {rule.name!r} reads earlier exits' outputs, which the search cannot score yet")
+        raise SearchError(
+            f"score {rule.name!r} reads earlier exits' outputs, which the search cannot score yet"
+        )
     return logits, probs
 
 
-def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None, start: int = 0,
-                   stop: int | None = None, reader: BlockReader | None = None) -> np.ndarray:
+def compute_scores(
+    cache,
+    split: str,
+    kind: str = "max_prob",
+    *,
+    exits=None,
+    start: int = 0,
+    stop: int | None = None,
+    reader: BlockReader | None = None,
+) -> np.ndarray:
     """Scores ``(n_exits, stop - start)`` float32 of the chosen exits (all by default) for the
     samples ``start:stop`` of ``split`` (all by default).
 
@@ -112,14 +140,26 @@ def compute_scores(cache, split: str, kind: str = "max_prob", *, exits=None, sta
     stop = cache.n_samples(split) if stop is None else stop
     if reader is None:
         with BlockReader() as own:
-            return compute_scores(cache, split, kind, exits=exits, start=start, stop=stop, reader=own)
+            return compute_scores(
+                cache, split, kind, exits=exits, start=start, stop=stop, reader=own
+            )
     out = np.empty((len(exits), stop - start), dtype=np.float32)
     top = np.empty((rule.k, stop - start), dtype=np.float32) if probs is not None else None
     for j, e in enumerate(exits):
-        if top is not None:   # each probability read is range-checked (the integrity pass may be skipped)
+        if (
+            top is not None
+        ):  # each probability read is range-checked (the integrity pass may be skipped)
             for r in range(rule.k):
-                check_read_range(cache, split, fmt.TOPK_PROBS, "probabilities", e,
-                                 reader.read(probs[e, r, start:stop], top[r]), 0.0, PROB_MAX)
+                check_read_range(
+                    cache,
+                    split,
+                    fmt.TOPK_PROBS,
+                    "probabilities",
+                    e,
+                    reader.read(probs[e, r, start:stop], top[r]),
+                    0.0,
+                    PROB_MAX,
+                )
         z = reader.read(logits[e, start:stop]) if logits is not None else None
         out[j] = rule.score(RuleInputs(topk_probs=None if top is None else top.T, logits=z))
         _check_finite(out[j], cache, split, rule, e)

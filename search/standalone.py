@@ -1,4 +1,5 @@
 """Reference points for a front: every exit on its own, and the oracle bound no configuration reaches."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -14,20 +15,22 @@ class SplitStats:
     per exit, and the oracle's right answers and summed cost."""
 
     n_samples: int
-    exit_correct: np.ndarray       # (n_exits,) samples each exit gets right
-    oracle_correct: int = 0        # samples some exit gets right
-    oracle_cost: float = 0.0       # summed cost of leaving at the cheapest right exit (else the final one)
+    exit_correct: np.ndarray  # (n_exits,) samples each exit gets right
+    oracle_correct: int = 0  # samples some exit gets right
+    oracle_cost: float = (
+        0.0  # summed cost of leaving at the cheapest right exit (else the final one)
+    )
 
     @classmethod
-    def empty(cls, n_exits: int) -> "SplitStats":
+    def empty(cls, n_exits: int) -> SplitStats:
         return cls(0, np.zeros(n_exits, dtype=np.int64))
 
     def add(self, correct: np.ndarray, costs) -> None:
         """Account for the correctness ``(n_exits, c)`` of ``c`` more samples under ``costs`` (a CostTable)."""
         alone = _standalone_costs(costs, correct.shape[0])
-        cost = np.full(correct.shape[1], alone[-1])       # nobody right: the final exit's cost
+        cost = np.full(correct.shape[1], alone[-1])  # nobody right: the final exit's cost
         unresolved = np.ones(correct.shape[1], dtype=bool)
-        for e in np.argsort(alone, kind="stable"):        # cheapest exit first
+        for e in np.argsort(alone, kind="stable"):  # cheapest exit first
             hit = unresolved & correct[e]
             cost[hit] = alone[e]
             unresolved &= ~hit
@@ -59,9 +62,16 @@ def standalone_table(problem) -> list[dict]:
     """
     stats = split_stats(problem)
     costs = _standalone_costs(problem.costs, len(problem.cache.exits)) / problem.costs.base_cost
-    return [{"name": info.name, "position": info.position, "head": info.head,
-             "accuracy": float(stats.exit_correct[e]) / stats.n_samples, "relative_cost": float(costs[e])}
-            for e, info in enumerate(problem.cache.exits)]
+    return [
+        {
+            "name": info.name,
+            "position": info.position,
+            "head": info.head,
+            "accuracy": float(stats.exit_correct[e]) / stats.n_samples,
+            "relative_cost": float(costs[e]),
+        }
+        for e, info in enumerate(problem.cache.exits)
+    ]
 
 
 def oracle_bound(problem) -> tuple[float, float]:
@@ -72,5 +82,7 @@ def oracle_bound(problem) -> tuple[float, float]:
     wrong. An unreachable ceiling: real configurations pay for every head they pass.
     """
     stats = split_stats(problem)
-    return (stats.oracle_correct / stats.n_samples,
-            stats.oracle_cost / stats.n_samples / problem.costs.base_cost)
+    return (
+        stats.oracle_correct / stats.n_samples,
+        stats.oracle_cost / stats.n_samples / problem.costs.base_cost,
+    )

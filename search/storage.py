@@ -16,6 +16,7 @@ alive (here or on another host): ``open_study`` marks the former FAIL and says s
 left alone (so is a trial of a run killed between asking it and tagging it: one storage write apart).
 optuna is imported lazily.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,13 +33,24 @@ from data_cache.fingerprint import digest_arrays
 
 from ._validation import SearchError, SearchWarning
 
-__all__ = ["JOURNAL_SUFFIXES", "get_storage", "describe_storage", "is_shared", "problem_fingerprint",
-           "default_study_name", "open_study", "FINGERPRINT_ATTR", "RUN_ATTR", "run_record", "run_alive",
-           "fail_dead_trials"]
+__all__ = [
+    "JOURNAL_SUFFIXES",
+    "get_storage",
+    "describe_storage",
+    "is_shared",
+    "problem_fingerprint",
+    "default_study_name",
+    "open_study",
+    "FINGERPRINT_ATTR",
+    "RUN_ATTR",
+    "run_record",
+    "run_alive",
+    "fail_dead_trials",
+]
 
 JOURNAL_SUFFIXES = (".log", ".journal")
 FINGERPRINT_ATTR = "exitsearch"
-RUN_ATTR = "exitsearch-run"      # the trial user attribute naming the run that asked it
+RUN_ATTR = "exitsearch-run"  # the trial user attribute naming the run that asked it
 _MEMORY = ("memory", ":memory:")
 
 
@@ -53,7 +65,7 @@ def _optuna():
 def _journal_path(storage: str) -> str | None:
     """The file of a journal storage string, or None if ``storage`` names no journal."""
     if storage.startswith("journal:"):
-        rest = storage[len("journal:"):]
+        rest = storage[len("journal:") :]
         return rest[2:] if rest.startswith("//") else rest
     if "://" not in storage and storage.endswith(JOURNAL_SUFFIXES):
         return storage
@@ -70,6 +82,7 @@ def describe_storage(storage) -> str:
         return storage
     try:
         from sqlalchemy.engine import make_url
+
         return make_url(storage).render_as_string(hide_password=True)
     except Exception:  # an unparsable URL: show the scheme only
         return storage.split("://", 1)[0] + "://..."
@@ -88,14 +101,18 @@ def get_storage(storage=None, *, timeout: float = 5.0):
     if isinstance(storage, optuna.storages.BaseStorage):
         return storage
     if not isinstance(storage, str) or not storage:
-        raise SearchError(f"storage must be 'memory', sqlite:///FILE, journal:///FILE or a database URL "
-                          f"(got {storage!r})")
+        raise SearchError(
+            f"storage must be 'memory', sqlite:///FILE, journal:///FILE or a database URL "
+            f"(got {storage!r})"
+        )
     path = _journal_path(storage)
     if path is not None:
         return _journal(optuna, path)
     if "://" not in storage:
-        raise SearchError(f"storage {storage!r} is not understood; use 'memory', sqlite:///FILE, "
-                          f"journal:///FILE (or FILE{JOURNAL_SUFFIXES[0]}) or postgresql://USER:PASS@HOST/DB")
+        raise SearchError(
+            f"storage {storage!r} is not understood; use 'memory', sqlite:///FILE, "
+            f"journal:///FILE (or FILE{JOURNAL_SUFFIXES[0]}) or postgresql://USER:PASS@HOST/DB"
+        )
     return _rdb(optuna, storage, timeout)
 
 
@@ -104,8 +121,11 @@ def _journal(optuna, path: str):
         raise SearchError("journal storage needs a file: journal:///PATH/TO/FILE.log")
     parent = Path(path).expanduser().resolve().parent
     if not parent.is_dir():
-        raise SearchError(f"journal storage {path}: folder {parent} does not exist; create it first")
+        raise SearchError(
+            f"journal storage {path}: folder {parent} does not exist; create it first"
+        )
     from optuna.storages.journal import JournalFileBackend
+
     try:
         return optuna.storages.JournalStorage(JournalFileBackend(str(Path(path).expanduser())))
     except OSError as exc:
@@ -132,9 +152,11 @@ def _rdb(optuna, url: str, timeout: float):
     scheme = url.split("://", 1)[0].split("+")[0].lower()
     connect_args: dict = {}
     if scheme == "sqlite":
-        file = url[len("sqlite:///"):].split("?", 1)[0] if url.startswith("sqlite:///") else ""
+        file = url[len("sqlite:///") :].split("?", 1)[0] if url.startswith("sqlite:///") else ""
         if file and not Path(file).expanduser().resolve().parent.is_dir():
-            raise SearchError(f"storage {url}: folder {Path(file).resolve().parent} does not exist; create it first")
+            raise SearchError(
+                f"storage {url}: folder {Path(file).resolve().parent} does not exist; create it first"
+            )
         connect_args["timeout"] = 60  # seconds to wait for another worker's write lock
     elif scheme in ("postgresql", "postgres", "mysql"):
         connect_args["connect_timeout"] = max(1, int(round(timeout)))
@@ -142,14 +164,22 @@ def _rdb(optuna, url: str, timeout: float):
     try:
         storage = optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs)
     except ImportError as exc:
-        driver = {"postgresql": "psycopg2-binary", "postgres": "psycopg2-binary", "mysql": "pymysql"}.get(scheme)
+        driver = {
+            "postgresql": "psycopg2-binary",
+            "postgres": "psycopg2-binary",
+            "mysql": "pymysql",
+        }.get(scheme)
         hint = f": pip install {driver}" if driver else ""
-        raise SearchError(f"storage {name}: the database driver is missing{hint} ({exc.__cause__ or exc})") from None
+        raise SearchError(
+            f"storage {name}: the database driver is missing{hint} ({exc.__cause__ or exc})"
+        ) from None
     except sqlalchemy.exc.ArgumentError as exc:
         raise SearchError(f"storage {name}: not a valid database URL ({exc})") from None
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise SearchError(f"storage {name} cannot be reached (timeout {timeout:g} s): {reason}") from None
+        raise SearchError(
+            f"storage {name} cannot be reached (timeout {timeout:g} s): {reason}"
+        ) from None
     if scheme == "sqlite":
         sqlalchemy.event.listen(storage.engine, "connect", _sqlite_pragmas)
         storage.engine.dispose()  # connections opened from now on get the pragmas
@@ -167,14 +197,26 @@ def _sqlite_pragmas(connection, _record) -> None:
 def problem_fingerprint(problem, encoding: str) -> dict:
     """What identifies a search problem: a study continues only on an equal fingerprint."""
     cache = problem.cache
-    data = digest_arrays({"scores": problem.scores, "correct": problem.correct,
-                          "unit_costs": np.asarray(problem.costs.unit_costs),
-                          "needs": np.asarray(problem.costs.needs)})
-    fp = {"format": "exitsearch-study/1", "cache": str(getattr(cache, "fingerprint", "")),
-          "split": problem.split, "score": problem.score, "objective": problem.objective,
-          "n_samples": int(problem.n_samples), "positions": [int(p) for p in problem.positions],
-          "exits": [[cache.exits[e].name for e in ex] for ex in problem.position_exits],
-          "encoding": encoding, "data": data}
+    data = digest_arrays(
+        {
+            "scores": problem.scores,
+            "correct": problem.correct,
+            "unit_costs": np.asarray(problem.costs.unit_costs),
+            "needs": np.asarray(problem.costs.needs),
+        }
+    )
+    fp = {
+        "format": "exitsearch-study/1",
+        "cache": str(getattr(cache, "fingerprint", "")),
+        "split": problem.split,
+        "score": problem.score,
+        "objective": problem.objective,
+        "n_samples": int(problem.n_samples),
+        "positions": [int(p) for p in problem.positions],
+        "exits": [[cache.exits[e].name for e in ex] for ex in problem.position_exits],
+        "encoding": encoding,
+        "data": data,
+    }
     return json.loads(json.dumps(fp))
 
 
@@ -183,7 +225,9 @@ def _process_start(pid: int) -> int | None:
     /proc is missing but the process exists (the pid alone then says whether it lives)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
-        return int(stat[stat.rindex(")") + 2:].split()[19])   # field 22, after the command name in parentheses
+        return int(
+            stat[stat.rindex(")") + 2 :].split()[19]
+        )  # field 22, after the command name in parentheses
     except FileNotFoundError:
         if Path("/proc/self/stat").exists():
             return None
@@ -206,11 +250,16 @@ def run_record() -> dict:
 def run_alive(record) -> bool:
     """Whether the run ``record`` (a :func:`run_record`) may still be running: always True for another host or a
     malformed record (it cannot be checked from here, so it is never disturbed)."""
-    if not isinstance(record, dict) or record.get("host") != socket.gethostname() \
-            or not isinstance(record.get("pid"), int):
+    if (
+        not isinstance(record, dict)
+        or record.get("host") != socket.gethostname()
+        or not isinstance(record.get("pid"), int)
+    ):
         return True
     start = _process_start(record["pid"])
-    return start is not None and (start == -1 or record.get("start") in (None, -1) or start == record.get("start"))
+    return start is not None and (
+        start == -1 or record.get("start") in (None, -1) or start == record.get("start")
+    )
 
 
 def fail_dead_trials(study) -> list[str]:
@@ -228,8 +277,10 @@ def fail_dead_trials(study) -> list[str]:
                 study.tell(n, state=optuna.trial.TrialState.FAIL)
             except (ValueError, RuntimeError):  # finished meanwhile by someone else
                 pass
-        lines.append(f"study {study.study_name!r}: {len(numbers)} trial{'s' if len(numbers) > 1 else ''} left "
-                     f"RUNNING by a run that is gone (pid {pid} on {host}) marked FAIL")
+        lines.append(
+            f"study {study.study_name!r}: {len(numbers)} trial{'s' if len(numbers) > 1 else ''} left "
+            f"RUNNING by a run that is gone (pid {pid} on {host}) marked FAIL"
+        )
     return lines
 
 
@@ -239,7 +290,9 @@ def default_study_name(fingerprint: dict) -> str:
     return "exitsearch-" + hashlib.sha256(blob).hexdigest()[:12]
 
 
-def open_study(storage, study_name: str | None, fingerprint: dict, *, sampler=None, create: bool = True):
+def open_study(
+    storage, study_name: str | None, fingerprint: dict, *, sampler=None, create: bool = True
+):
     """Create or load the two-objective study ``study_name`` in ``storage`` (an optuna storage).
 
     A study already holding trials of another problem, or created for other directions, is refused.
@@ -250,25 +303,38 @@ def open_study(storage, study_name: str | None, fingerprint: dict, *, sampler=No
     where = describe_storage(storage)
     try:
         if create:
-            study = optuna.create_study(storage=storage, sampler=sampler, study_name=study_name,
-                                        directions=directions, load_if_exists=True)
+            study = optuna.create_study(
+                storage=storage,
+                sampler=sampler,
+                study_name=study_name,
+                directions=directions,
+                load_if_exists=True,
+            )
         else:
             study = optuna.load_study(storage=storage, sampler=sampler, study_name=study_name)
     except KeyError:
         raise SearchError(f"study {study_name!r} does not exist in {where}") from None
     if [d.name.lower() for d in study.directions] != directions:
-        raise SearchError(f"study {study.study_name!r} in {where} was created for other objectives "
-                          f"({[d.name.lower() for d in study.directions]}); choose another study name")
+        raise SearchError(
+            f"study {study.study_name!r} in {where} was created for other objectives "
+            f"({[d.name.lower() for d in study.directions]}); choose another study name"
+        )
     stored = study.user_attrs.get(FINGERPRINT_ATTR)
     if stored is None:
         if study.get_trials(deepcopy=False):
-            raise SearchError(f"study {study.study_name!r} in {where} holds trials of an unknown problem; "
-                              "choose another study name")
+            raise SearchError(
+                f"study {study.study_name!r} in {where} holds trials of an unknown problem; "
+                "choose another study name"
+            )
         study.set_user_attr(FINGERPRINT_ATTR, fingerprint)
     elif stored != fingerprint:
-        diff = sorted(k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k))
-        raise SearchError(f"study {study.study_name!r} in {where} was made for another problem (differs in "
-                          f"{', '.join(diff)}); choose another study name or storage")
+        diff = sorted(
+            k for k in set(stored) | set(fingerprint) if stored.get(k) != fingerprint.get(k)
+        )
+        raise SearchError(
+            f"study {study.study_name!r} in {where} was made for another problem (differs in "
+            f"{', '.join(diff)}); choose another study name or storage"
+        )
     if create:
         for line in fail_dead_trials(study):
             warnings.warn(SearchWarning(line), stacklevel=2)

@@ -24,15 +24,17 @@ False``: its cost needs every sample's exit, not exit fractions) but is not regi
 holds argument-free instances, and a time model is bound to a measured table and a batch size; registering it
 comes with ``search.pareto --objective time --cost-table NAME``.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
-from data_cache.cost_tables import TimeTable, TimedItem, interpolate, read_cost_table
+from data_cache.cost_tables import TimedItem, TimeTable, interpolate, read_cost_table
 
 from ._validation import SearchError, as_generator
 
@@ -55,14 +57,20 @@ def hypergeometric_pmf(n: int, population: int, successes: int) -> np.ndarray:
     k = np.arange(n + 1)
     ok = (k <= successes) & (n - k <= population - successes)
     kk = k[ok]
-    log_p = (_log_comb(successes, kk) + _log_comb(population - successes, n - kk) - _log_comb(population, n))
+    log_p = (
+        _log_comb(successes, kk)
+        + _log_comb(population - successes, n - kk)
+        - _log_comb(population, n)
+    )
     out = np.zeros(n + 1)
     out[ok] = np.exp(log_p)
     return out
 
 
 def _lgamma(x: np.ndarray) -> np.ndarray:
-    return np.array([math.lgamma(v) for v in np.asarray(x, dtype=np.float64).ravel()]).reshape(np.shape(x))
+    return np.array([math.lgamma(v) for v in np.asarray(x, dtype=np.float64).ravel()]).reshape(
+        np.shape(x)
+    )
 
 
 def _log_comb(n: int, k: Any) -> np.ndarray:
@@ -101,30 +109,52 @@ class TimeCostModel:
     quantity = "seconds per sample"
     additive = False
 
-    def __init__(self, table: TimeTable, exit_units: Sequence[Sequence[str]], exit_names: Sequence[str], *,
-                 batch_size: int | None = None, method: str = "binomial", rounds: int = 2000, seed: Any = 0):
+    def __init__(
+        self,
+        table: TimeTable,
+        exit_units: Sequence[Sequence[str]],
+        exit_names: Sequence[str],
+        *,
+        batch_size: int | None = None,
+        method: str = "binomial",
+        rounds: int = 2000,
+        seed: Any = 0,
+    ):
         self.table, self.method, self.rounds, self.seed = table, method, rounds, seed
         self.batch_size = table.batch_size if batch_size is None else batch_size
         if method not in METHODS:
-            raise SearchError(f"unknown time expectation method {method!r}; choose one of {list(METHODS)}")
+            raise SearchError(
+                f"unknown time expectation method {method!r}; choose one of {list(METHODS)}"
+            )
         if not 1 <= self.batch_size <= table.grid[-1]:
-            raise SearchError(f"batch size {self.batch_size} outside the cost table's grid (1 to {table.grid[-1]})")
+            raise SearchError(
+                f"batch size {self.batch_size} outside the cost table's grid (1 to {table.grid[-1]})"
+            )
         self.exit_names = tuple(exit_names)
         self.unit_names = tuple(dict.fromkeys(u for units in exit_units for u in units))
         col = {u: j for j, u in enumerate(self.unit_names)}
         self.needs = np.zeros((len(self.exit_names), len(self.unit_names)), dtype=bool)
         for i, units in enumerate(exit_units):
             self.needs[i, [col[u] for u in units]] = True
-        self._cols = {it.name: np.array([col[u] for u in it.units if u in col], dtype=np.int64)
-                      for it in table.of_kind("segment", "head", "saver", "graph")}
+        self._cols = {
+            it.name: np.array([col[u] for u in it.units if u in col], dtype=np.int64)
+            for it in table.of_kind("segment", "head", "saver", "graph")
+        }
         self._steps = {it.exit: it for it in table.of_kind("step")}
 
     @classmethod
-    def from_cache(cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any) -> "TimeCostModel":
+    def from_cache(
+        cls, cache: Any, name: str, *, batch_size: int | None = None, **kwargs: Any
+    ) -> TimeCostModel:
         """The model of table ``name`` stored beside ``cache`` (checked against it: ``read_cost_table``)."""
         table = read_cost_table(cache, name, batch_size=batch_size)
-        return cls(table, [e.units for e in cache.exits], [e.name for e in cache.exits], batch_size=batch_size,
-                   **kwargs)
+        return cls(
+            table,
+            [e.units for e in cache.exits],
+            [e.name for e in cache.exits],
+            batch_size=batch_size,
+            **kwargs,
+        )
 
     def cost_table(self, units: Sequence[Any], exits: Sequence[Any]) -> Any:
         """The search's cost table of this model (ms per sample; ``search.time_objective.TimeCostTable``)."""
@@ -174,37 +204,45 @@ class TimeCostModel:
         path = [*enabled, len(self.exit_names) - 1]
         used = np.logical_or.accumulate(self.needs[path], axis=0)
         covered = np.zeros(len(self.unit_names), dtype=bool)
-        out = []
+        out: list[tuple[TimedItem, np.ndarray]] = []
         for it in self.table.of_kind("segment", "head", "saver", "graph"):
             cols = self._cols[it.name]
             if not len(cols):
                 continue
-            any_, all_ = used[:, cols].any(axis=1), used[:, cols].all(axis=1)
+            any_, all_ = np.any(used[:, cols], axis=1), np.all(used[:, cols], axis=1)
             if (any_ != all_).any():
-                raise SearchError(f"cost table {self.table.name!r}: item {it.name!r} runs units of which this "
-                                  "configuration's samples reach only some; profile a bundle cut at its exits")
+                raise SearchError(
+                    f"cost table {self.table.name!r}: item {it.name!r} runs units of which this "
+                    "configuration's samples reach only some; profile a bundle cut at its exits"
+                )
             covered[cols] = True
             if any_.any():
                 out.append((it, any_))
         missing = used.any(axis=0) & ~covered
         if missing.any():
-            raise SearchError(f"cost table {self.table.name!r} has no time for unit "
-                              f"{self.unit_names[int(np.flatnonzero(missing)[0])]!r}, which this configuration runs")
+            raise SearchError(
+                f"cost table {self.table.name!r} has no time for unit "
+                f"{self.unit_names[int(np.flatnonzero(missing)[0])]!r}, which this configuration runs"
+            )
         groups = np.arange(len(path))
         for j, e in enumerate(enabled):
             step = self._steps.get(self.exit_names[e])
             if step is None:
-                raise SearchError(f"cost table {self.table.name!r} has no step time for exit {self.exit_names[e]!r}")
-            out.append((step, groups >= j))
+                raise SearchError(
+                    f"cost table {self.table.name!r} has no step time for exit {self.exit_names[e]!r}"
+                )
+            out.append((step, np.greater_equal(groups, j)))
         finish = self.table.of_kind("finish")
         if finish:
-            out.append((finish[0], groups == len(path) - 1))
+            out.append((finish[0], np.equal(groups, len(path) - 1)))
         return out
 
     def _time(self, item: TimedItem, n: np.ndarray) -> np.ndarray:
         return interpolate(self.table.grid, item.median_s, n)
 
-    def _expect(self, item: TimedItem, reached: np.ndarray, groups: np.ndarray, batches: np.ndarray | None) -> float:
+    def _expect(
+        self, item: TimedItem, reached: np.ndarray, groups: np.ndarray, batches: np.ndarray | None
+    ) -> float:
         """E[T_item(N)] for N the number of a batch's samples whose group is ``reached`` (``batches``: the
         sample rows of the replayed batches)."""
         B = self.batch_size
@@ -216,8 +254,10 @@ class TimeCostModel:
             pmf = binomial_pmf(B, float(hits.mean()))
         else:
             if B > len(hits):
-                raise SearchError(f"method 'hypergeometric' draws batches of {B} from the cache's {len(hits)} "
-                                  "samples; use 'binomial'")
+                raise SearchError(
+                    f"method 'hypergeometric' draws batches of {B} from the cache's {len(hits)} "
+                    "samples; use 'binomial'"
+                )
             pmf = hypergeometric_pmf(B, len(hits), int(hits.sum()))
         return float(pmf @ self._time(item, k))
 
@@ -225,6 +265,8 @@ class TimeCostModel:
         """``(rounds, B)`` sample rows: random batches without replacement within each, shared by all items."""
         rng = as_generator(self.seed)
         if self.batch_size > n:
-            raise SearchError(f"method 'replay' draws batches of {self.batch_size} from the cache's {n} samples; "
-                              "use 'binomial'")
+            raise SearchError(
+                f"method 'replay' draws batches of {self.batch_size} from the cache's {n} samples; "
+                "use 'binomial'"
+            )
         return np.stack([rng.choice(n, self.batch_size, replace=False) for _ in range(self.rounds)])

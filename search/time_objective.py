@@ -2,24 +2,26 @@
 
 :class:`TimeCostTable` is a ``contract.costs.CostTable`` in **milliseconds per sample** whose columns are the
 table's timed items (units or bundle graphs, a step per early exit, the final exit's scoring, the collection of
-results, which every sample pays) and whose ``exit_costs`` are the additive surrogate: each item costs ``T_i(B) / B``, what it costs per
-row in a full batch. At B = 1 that is the time model itself (``additive``); at B > 1 it ignores that compacted
-batches run fewer rows less efficiently, so :meth:`TimeCostTable.mean_cost_of` gives the exact prediction (the
-binomial expectation of ``search.time_cost``, from the counts of samples leaving at each enabled exit) and every
-evaluation path calls it: ``ExitProblem``, ``SplitEvaluator``, the engines' results (``BaseEngine.run`` re-scores
-a front an engine scored on the surrogate). Relative costs are against the base model's measured time
-(``base_cost``). numpy only.
+results, which every sample pays) and whose ``exit_costs`` are the additive surrogate: each item costs
+``T_i(B) / B``, what it costs per row in a full batch. At B = 1 that is the time model itself (``additive``); at
+B > 1 it ignores that compacted batches run fewer rows less efficiently, so :meth:`TimeCostTable.mean_cost_of`
+gives the exact prediction (the binomial expectation of ``search.time_cost``, from the counts of samples leaving
+at each enabled exit) and every evaluation path calls it: ``ExitProblem``, ``SplitEvaluator``, the engines'
+results (``BaseEngine.run`` re-scores a front an engine scored on the surrogate). Relative costs are against the
+base model's measured time (``base_cost``). numpy only.
 """
+
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from contract.costs import CostModelError, CostTable, get_cost_model
-from data_cache.cost_tables import CostTableError, TimeTable, UNIT_ITEM_KINDS, interpolate
+from data_cache.cost_tables import UNIT_ITEM_KINDS, CostTableError, TimeTable, interpolate
 
 from ._validation import SearchError
 
@@ -91,7 +93,11 @@ class TimeCostTable(CostTable):
 def T_collect(table: TimeCostTable) -> float:
     """ms per batch of putting results back in input order (0 when the table has no such item)."""
     collect = table.model.table.of_kind("collect")
-    return 1e3 * float(table.model._time(collect[0], np.array([table.batch_size]))[0]) if collect else 0.0
+    return (
+        1e3 * float(table.model._time(collect[0], np.array([table.batch_size]))[0])
+        if collect
+        else 0.0
+    )
 
 
 def _log_comb(B: int) -> np.ndarray:
@@ -105,7 +111,11 @@ def _expected_each(p: np.ndarray, T: np.ndarray, B: int) -> np.ndarray:
     k = np.arange(B + 1)
     inner = (p > 0) & (p < 1)
     q = np.where(inner, p, 0.5)
-    log_pmf = _log_comb(B)[None, :] + k[None, :] * np.log(q)[:, None] + (B - k)[None, :] * np.log1p(-q)[:, None]
+    log_pmf = (
+        _log_comb(B)[None, :]
+        + k[None, :] * np.log(q)[:, None]
+        + (B - k)[None, :] * np.log1p(-q)[:, None]
+    )
     pmf = np.exp(log_pmf)
     pmf[~inner] = 0.0
     pmf[p >= 1, B] = 1.0
@@ -127,19 +137,28 @@ def time_cost_table(model: Any, units: Sequence[Any], exits: Sequence[Any]) -> T
     timed = {u for it in unit_items for u in it.units}
     missing = [u.name for u in units if u.name not in timed]
     if missing:
-        raise SearchError(f"cost table {table.name!r} has no time for unit {missing[0]!r}; profile this cache's "
-                          "model with python -m exits.profile")
+        raise SearchError(
+            f"cost table {table.name!r} has no time for unit {missing[0]!r}; profile this cache's "
+            "model with python -m exits.profile"
+        )
     steps = {it.exit: it for it in table.of_kind("step")}
     finish, collect = table.of_kind("finish"), table.of_kind("collect")
-    columns = [*unit_items, *[steps[e.name] for e in exits[:-1] if e.name in steps], *finish, *collect]
+    columns = [
+        *unit_items,
+        *[steps[e.name] for e in exits[:-1] if e.name in steps],
+        *finish,
+        *collect,
+    ]
     needs = np.zeros((len(exits), len(columns)), dtype=bool)
     for i, e in enumerate(exits):
         mine = set(e.units)
         for j, it in enumerate(unit_items):
             hit = [u in mine for u in it.units]
             if any(hit) and not all(hit) and i < len(exits) - 1:
-                raise SearchError(f"cost table {table.name!r}: item {it.name!r} fuses units around exit {e.name!r}; "
-                                  "search on a table of the eager runtime or of a bundle cut at every exit")
+                raise SearchError(
+                    f"cost table {table.name!r}: item {it.name!r} fuses units around exit {e.name!r}; "
+                    "search on a table of the eager runtime or of a bundle cut at every exit"
+                )
             needs[i, j] = any(hit)
         if i < len(exits) - 1:
             if e.name not in steps:
@@ -148,19 +167,33 @@ def time_cost_table(model: Any, units: Sequence[Any], exits: Sequence[Any]) -> T
     if finish:
         needs[-1, len(columns) - len(collect) - 1] = True
     if collect:
-        needs[:, -1] = True              # once per batch: every sample pays T_collect(B) / B
-    costs = np.array([1e3 * float(interpolate(table.grid, it.median_s, [B])[0]) / B for it in columns])
-    return TimeCostTable(costs, needs, tuple(it.name for it in columns), "time", model=model,
-                         base_ms=1e3 * model.base_time_per_sample())
+        needs[:, -1] = True  # once per batch: every sample pays T_collect(B) / B
+    costs = np.array(
+        [1e3 * float(interpolate(table.grid, it.median_s, np.array([B]))[0]) / B for it in columns]
+    )
+    return TimeCostTable(
+        costs,
+        needs,
+        tuple(it.name for it in columns),
+        "time",
+        model=model,
+        base_ms=1e3 * model.base_time_per_sample(),
+    )
 
 
 def time_table_record(costs: TimeCostTable) -> dict[str, Any]:
     """The export's ``cost_table`` record: the table's name, fingerprint and target, and the expectation."""
     table: TimeTable = costs.model.table
     target = table.target
-    return {"name": table.name, "fingerprint": table.fingerprint, "device": str(target.get("device", "")),
-            "threads": int(target.get("threads", 0) or 0), "batch_size": costs.batch_size,
-            "runtime": table.runtime, "method": costs.model.method}
+    return {
+        "name": table.name,
+        "fingerprint": table.fingerprint,
+        "device": str(target.get("device", "")),
+        "threads": int(target.get("threads", 0) or 0),
+        "batch_size": costs.batch_size,
+        "runtime": table.runtime,
+        "method": costs.model.method,
+    }
 
 
 def load_time_costs(cache: Any, name: str | None, batch_size: int | None = None) -> TimeCostTable:
@@ -170,10 +203,14 @@ def load_time_costs(cache: Any, name: str | None, batch_size: int | None = None)
     from .time_cost import TimeCostModel
 
     if name is None:
-        raise SearchError("objective 'time' needs a measured cost table: --cost-table NAME (python -m exits.profile "
-                          "writes CACHE/cost_tables/NAME.json)")
+        raise SearchError(
+            "objective 'time' needs a measured cost table: --cost-table NAME (python -m exits.profile "
+            "writes CACHE/cost_tables/NAME.json)"
+        )
     try:
         model = TimeCostModel.from_cache(cache, name, batch_size=batch_size)
-        return get_cost_model("time", estimator=model).table(cache.units, cache.exits)
+        costs = get_cost_model("time", estimator=model).table(cache.units, cache.exits)
     except (CostTableError, CostModelError) as exc:
         raise SearchError(str(exc)) from None
+    assert isinstance(costs, TimeCostTable)  # what the registered time model's table is
+    return costs

@@ -20,14 +20,23 @@ recorded: re-running the walk means re-running the search; the accuracy bound is
 Without the cache nothing can be recomputed: consumers then say so in one line (:data:`UNVERIFIED`).
 Numpy only; never imports torch.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
+from data_cache._base import CacheReader
+
 from ._validation import SearchError
-from .calibration import CALIBRATION_SPLIT, check_calibration_split, holdout_warnings, material, recorded_calibration
+from .calibration import (
+    CALIBRATION_SPLIT,
+    check_calibration_split,
+    holdout_warnings,
+    material,
+    recorded_calibration,
+)
 from .chunks import DEFAULT_CHUNK_SIZE
 from .config import ExitConfig
 from .costs import CostTable, cost_table
@@ -38,13 +47,20 @@ from .overlap import Overlap, repeated_rows, row_hashes
 from .pareto_testing import retest
 from .problem import ExitProblem
 from .subsample import FitSample
+from .time_objective import load_time_costs
 
 __all__ = ["Verification", "verify_export", "UNVERIFIED", "NUMBER_TOLERANCE"]
 
-NUMBER_TOLERANCE = 1e-9   # relative (and absolute, near 0): the recorded numbers are the same exact computation
-_P_TOLERANCE = 1e-6       # relative, for p-values and bounds (special functions may differ in the last bits)
-UNVERIFIED = ("the configuration file's numbers and certificates are unverified: without the cache it was "
-              "searched on they cannot be recomputed")
+NUMBER_TOLERANCE = (
+    1e-9  # relative (and absolute, near 0): the recorded numbers are the same exact computation
+)
+_P_TOLERANCE = (
+    1e-6  # relative, for p-values and bounds (special functions may differ in the last bits)
+)
+UNVERIFIED = (
+    "the configuration file's numbers and certificates are unverified: without the cache it was "
+    "searched on they cannot be recomputed"
+)
 
 
 @dataclass(frozen=True)
@@ -56,12 +72,17 @@ class Verification:
     warnings: tuple[str, ...] = ()
 
     def describe(self) -> str:
-        return (f"verified: the numbers of {self.n_configs} configuration(s) and {self.n_certificates} "
-                "certificate(s) recomputed from the cache")
+        return (
+            f"verified: the numbers of {self.n_configs} configuration(s) and {self.n_certificates} "
+            "certificate(s) recomputed from the cache"
+        )
 
 
 def _close(recorded, value, tolerance: float = NUMBER_TOLERANCE) -> bool:
-    a, b = np.atleast_1d(np.asarray(recorded, dtype=np.float64)), np.atleast_1d(np.asarray(value, dtype=np.float64))
+    a, b = (
+        np.atleast_1d(np.asarray(recorded, dtype=np.float64)),
+        np.atleast_1d(np.asarray(value, dtype=np.float64)),
+    )
     return a.shape == b.shape and bool(np.allclose(a, b, rtol=tolerance, atol=tolerance))
 
 
@@ -71,12 +92,16 @@ def _text(x) -> str:
     return f"{x:.10g}" if isinstance(x, float) else repr(x)
 
 
-def _compare(recorded: dict, computed: dict, where: str, tolerance: float = NUMBER_TOLERANCE) -> None:
+def _compare(
+    recorded: dict, computed: dict, where: str, tolerance: float = NUMBER_TOLERANCE
+) -> None:
     """SearchError naming the first field of ``recorded`` that ``computed`` does not reproduce."""
     for key, value in computed.items():
         if key in recorded and not _close(recorded[key], value, tolerance):
-            raise SearchError(f"{where}.{key}: {_text(recorded[key])} does not reproduce: the cache gives "
-                              f"{_text(value)}")
+            raise SearchError(
+                f"{where}.{key}: {_text(recorded[key])} does not reproduce: the cache gives "
+                f"{_text(value)}"
+            )
 
 
 @dataclass
@@ -84,7 +109,7 @@ class _Context:
     """What one verification reads once: evaluators per (split, rules), calibration problems per record."""
 
     doc: dict
-    cache: object
+    cache: CacheReader
     costs: CostTable
     source: str
     chunk_size: int
@@ -95,8 +120,15 @@ class _Context:
         """An evaluator of ``split`` scoring ``rules`` (the first one the configurations' ``score``)."""
         key = (split, rules)
         if key not in self.evaluators:
-            self.evaluators[key] = SplitEvaluator(self.cache, split, costs=self.costs, score=rules[0], rules=rules,
-                                                  objective=self.costs.objective, chunk_size=self.chunk_size)
+            self.evaluators[key] = SplitEvaluator(
+                self.cache,
+                split,
+                costs=self.costs,
+                score=rules[0],
+                rules=rules,
+                objective=self.costs.objective,
+                chunk_size=self.chunk_size,
+            )
         return self.evaluators[key]
 
     def fitted(self) -> np.ndarray | None:
@@ -106,16 +138,27 @@ class _Context:
             return None
         n = self.cache.n_samples("search")
         if fit.get("of") != n:
-            raise SearchError(f"{self.source}: fit.of: {fit.get('of')!r} does not reproduce: the cache's search "
-                              f"split has {n} rows")
+            raise SearchError(
+                f"{self.source}: fit.of: {fit.get('of')!r} does not reproduce: the cache's search "
+                f"split has {n} rows"
+            )
         return FitSample(fit["subsample"], n, fit["seed"]).indices()
 
-    def calibration(self, cert: dict, rules: tuple[str, ...]) -> tuple[ExitProblem, np.ndarray | None]:
+    def calibration(
+        self, cert: dict, rules: tuple[str, ...]
+    ) -> tuple[ExitProblem, np.ndarray | None]:
         key = (cert["split"], cert.get("fraction"), cert["seed"], rules)
         if key not in self.calibrations:
-            self.calibrations[key] = recorded_calibration(self.cache, cert["split"], cert.get("fraction"),
-                                                          cert["seed"], score=rules[0], costs=self.costs, rules=rules,
-                                                          fitted=self.fitted() if cert["split"] == "search" else None)
+            self.calibrations[key] = recorded_calibration(
+                self.cache,
+                cert["split"],
+                cert.get("fraction"),
+                cert["seed"],
+                score=rules[0],
+                costs=self.costs,
+                rules=rules,
+                fitted=self.fitted() if cert["split"] == "search" else None,
+            )
         return self.calibrations[key]
 
 
@@ -123,39 +166,62 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
     """Every configuration's recorded numbers on each split, and the base figures, against the cache."""
     entries = ctx.doc["configs"]
     for split in ("search", "holdout"):
-        todo = [(i, c) for i, (entry, (_, c)) in enumerate(zip(entries, configs)) if split in entry]
+        todo = [
+            (i, c)
+            for i, (entry, (_, c)) in enumerate(zip(entries, configs, strict=True))
+            if split in entry
+        ]
         if (todo or split in (ctx.doc.get("base") or {})) and split not in ctx.cache.splits():
-            raise SearchError(f"{ctx.source}: {split}: the cache has no {split!r} split to recompute it on")
+            raise SearchError(
+                f"{ctx.source}: {split}: the cache has no {split!r} split to recompute it on"
+            )
         for rules in sorted({c.rule_set for _, c in todo}):
             group = [(i, c) for i, c in todo if c.rule_set == rules]
             evaluations = ctx.evaluator(split, rules).evaluations([c for _, c in group])
-            for (i, c), ev in zip(group, evaluations):
+            for (i, _), ev in zip(group, evaluations, strict=True):
                 where = f"{ctx.source}: configs[{i}] (id {configs[i][0]!r}): {split}"
-                computed = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost, "cost": ev.cost,
-                            "exit_fractions": list(ev.exit_fractions)}
+                computed = {
+                    "accuracy": ev.accuracy,
+                    "relative_cost": ev.relative_cost,
+                    "cost": ev.cost,
+                    "exit_fractions": list(ev.exit_fractions),
+                }
                 if ctx.costs.objective == "time":
-                    computed.update(time_per_sample_ms=ev.cost, predicted_speedup=1.0 / ev.relative_cost)
+                    computed.update(
+                        time_per_sample_ms=ev.cost, predicted_speedup=1.0 / ev.relative_cost
+                    )
                 _compare(entries[i][split], computed, where)
         base = (ctx.doc.get("base") or {}).get(split)
         if base is not None:
             ev = ctx.evaluator(split, (ctx.doc.get("score", "max_prob"),)).base
-            _compare(base, {"accuracy": ev.accuracy, "cost": ev.cost, "relative_cost": 1.0},
-                     f"{ctx.source}: base.{split}")
+            _compare(
+                base,
+                {"accuracy": ev.accuracy, "cost": ev.cost, "relative_cost": 1.0},
+                f"{ctx.source}: base.{split}",
+            )
     sizes = (ctx.doc.get("cache") or {}).get("splits")
     if isinstance(sizes, dict):
         for split, n in sizes.items():
             if split in ctx.cache.splits() and n != ctx.cache.n_samples(split):
-                raise SearchError(f"{ctx.source}: cache.splits.{split}: {n!r} does not reproduce: the cache's "
-                                  f"{split} split has {ctx.cache.n_samples(split)} rows")
+                raise SearchError(
+                    f"{ctx.source}: cache.splits.{split}: {n!r} does not reproduce: the cache's "
+                    f"{split} split has {ctx.cache.n_samples(split)} rows"
+                )
 
 
-def _independence(ctx: _Context, cert: dict, fit_rows: np.ndarray | None, cal: ExitProblem) -> list[str]:
+def _independence(
+    ctx: _Context, cert: dict, fit_rows: np.ndarray | None, cal: ExitProblem
+) -> list[str]:
     """Refuse calibration rows that repeat the fit rows by content; warning lines for lesser overlaps."""
     if cert["split"] == CALIBRATION_SPLIT:
         return check_calibration_split(ctx.cache)
     hashes = row_hashes(ctx.cache, "search")
-    overlap = Overlap("calibration (cut from search)", "the fit part of search", cal.n_samples,
-                      repeated_rows(hashes[cal.samples], hashes[fit_rows]))
+    overlap = Overlap(
+        "calibration (cut from search)",
+        "the fit part of search",
+        cal.n_samples,
+        repeated_rows(hashes[cal.samples], hashes[fit_rows]),
+    )
     if material(overlap):
         raise SearchError(f"{overlap.describe()}; calibration data must be unseen by the search")
     return holdout_warnings(ctx.cache, "search", cal.samples, "calibration (cut from search)")
@@ -171,17 +237,26 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
     except SearchError as exc:
         raise SearchError(f"{where}.split: {exc}") from None
     got = retest(cal, config, cert)
-    rows = f"the {got['n_cal']} recorded calibration rows ({cert['split']} split, seed {cert['seed']})"
+    rows = (
+        f"the {got['n_cal']} recorded calibration rows ({cert['split']} split, seed {cert['seed']})"
+    )
     if cert["n_cal"] != got["n_cal"]:
         raise SearchError(f"{where}.n_cal: {cert['n_cal']!r} does not reproduce: {rows}")
     if not got["certified"]:
         limit = "certified_drop" if cert["kind"] == "drop" else "certified_relative_cost"
         observed = got.get("observed_drop", got.get("observed_relative_cost"))
-        raise SearchError(f"{where}.{limit}: {_text(cert[limit])} does not reproduce: the {cert['bound']} test on "
-                          f"{rows} gives p = {got['p_value']:.4g} > delta {cert['delta']:g} (observed "
-                          f"{cert['kind']} {observed:.6g})")
+        raise SearchError(
+            f"{where}.{limit}: {_text(cert[limit])} does not reproduce: the {cert['bound']} test on "
+            f"{rows} gives p = {got['p_value']:.4g} > delta {cert['delta']:g} (observed "
+            f"{cert['kind']} {observed:.6g})"
+        )
     _compare(cert, {k: v for k, v in got.items() if k.startswith("observed")}, where)
-    _compare(cert, {k: v for k, v in got.items() if k in ("p_value", "accuracy_lower_bound")}, where, _P_TOLERANCE)
+    _compare(
+        cert,
+        {k: v for k, v in got.items() if k in ("p_value", "accuracy_lower_bound")},
+        where,
+        _P_TOLERANCE,
+    )
     return warnings
 
 
@@ -193,21 +268,26 @@ def _costs(doc: dict, cache) -> CostTable:
         return cost_table(cache, objective)
     rec = doc["cost_table"]
     if rec["method"] != "binomial":
-        raise SearchError(f"cost_table.method: {rec['method']!r}; this version predicts a search's time with "
-                          "'binomial'")
+        raise SearchError(
+            f"cost_table.method: {rec['method']!r}; this version predicts a search's time with "
+            "'binomial'"
+        )
     try:
-        costs = cost_table(cache, "time", table=rec["name"], batch_size=rec["batch_size"])
+        costs = load_time_costs(cache, rec["name"], rec["batch_size"])
     except SearchError as exc:
         raise SearchError(f"cost_table.name: {exc}") from None
     if costs.model.table.fingerprint != rec["fingerprint"]:
-        raise SearchError(f"cost_table.fingerprint: {rec['fingerprint'][:19]}... is not the table "
-                          f"{rec['name']!r} beside the cache ({costs.model.table.fingerprint[:19]}...): it was "
-                          "profiled again or replaced since the search")
+        raise SearchError(
+            f"cost_table.fingerprint: {rec['fingerprint'][:19]}... is not the table "
+            f"{rec['name']!r} beside the cache ({costs.model.table.fingerprint[:19]}...): it was "
+            "profiled again or replaced since the search"
+        )
     return costs
 
 
-def verify_export(doc: dict, cache, *, source: str = "configuration",
-                  chunk_size: int = DEFAULT_CHUNK_SIZE) -> Verification:
+def verify_export(
+    doc: dict, cache, *, source: str = "configuration", chunk_size: int = DEFAULT_CHUNK_SIZE
+) -> Verification:
     """Recompute ``doc``'s numbers and re-run its certificates on ``cache`` (the module docstring); a
     SearchError in one line (``source: configs[i] (id ...): field: ...``) on the first that does not reproduce.
     """

@@ -4,16 +4,26 @@ A cost model says what a sample pays for the compute units it runs (backbone seg
 name is the ``objective`` of every ``exitconfig/1`` export; search, runtime, bundle and validation read that
 name back through :func:`get_cost_model`, which refuses a name this version does not know.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Sequence
+from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["CostModelError", "CostTable", "CostModel", "register_cost_model", "get_cost_model", "list_cost_models",
-           "DEFAULT_COST_MODEL", "MEASURED_COST_MODEL"]
+__all__ = [
+    "CostModelError",
+    "CostTable",
+    "CostModel",
+    "register_cost_model",
+    "get_cost_model",
+    "list_cost_models",
+    "DEFAULT_COST_MODEL",
+    "MEASURED_COST_MODEL",
+]
 
 DEFAULT_COST_MODEL = "macs"
 """The objective of an export that names none."""
@@ -95,7 +105,9 @@ class CostModel(ABC):
         needs = np.zeros((len(exits), len(names)), dtype=bool)
         for i, e in enumerate(exits):
             needs[i, [col[u] for u in e.units]] = True
-        return CostTable(np.asarray(self.unit_costs(units), dtype=np.float64), needs, names, self.name)
+        return CostTable(
+            np.asarray(self.unit_costs(units), dtype=np.float64), needs, names, self.name
+        )
 
     def mean_cost(self, table: CostTable, enabled: Sequence[int], where: np.ndarray) -> float:
         """Mean cost per sample of a configuration with ``enabled`` early exits (execution order) whose samples
@@ -105,13 +117,20 @@ class CostModel(ABC):
         counts = np.array([np.count_nonzero(where == e) for e in path], dtype=np.int64)
         return float(counts @ table.exit_costs(enabled)) / max(len(where), 1)
 
-    def relative_cost(self, table: CostTable, enabled: Sequence[int], fractions: Sequence[float]) -> float:
+    def relative_cost(
+        self, table: CostTable, enabled: Sequence[int], fractions: Sequence[float]
+    ) -> float:
         """Cost relative to the base model of a configuration whose samples leave at ``enabled`` then at the
         final exit in ``fractions``; only an additive model can tell it from fractions alone."""
         if not self.additive:
-            raise CostModelError(f"cost model {self.name!r} is not additive: its cost needs every sample's exit "
-                                 "(mean_cost), not exit fractions")
-        return float(np.dot(np.asarray(fractions, dtype=np.float64), table.exit_costs(enabled))) / table.base_cost
+            raise CostModelError(
+                f"cost model {self.name!r} is not additive: its cost needs every sample's exit "
+                "(mean_cost), not exit fractions"
+            )
+        return (
+            float(np.dot(np.asarray(fractions, dtype=np.float64), table.exit_costs(enabled)))
+            / table.base_cost
+        )
 
 
 _REGISTRY: dict[str, CostModel] = {}
@@ -122,7 +141,9 @@ def register_cost_model(cls: type[CostModel]) -> type[CostModel]:
     instance built without arguments answers :func:`get_cost_model` by name; a model bound to measurements
     (``time``: a measured table and a batch size) takes them as keyword parameters at lookup."""
     if not cls.name or cls.name in _REGISTRY:
-        raise CostModelError(f"cost model {cls.__name__}: name {cls.name!r} is empty or already registered")
+        raise CostModelError(
+            f"cost model {cls.__name__}: name {cls.name!r} is empty or already registered"
+        )
     _REGISTRY[cls.name] = cls()
     return cls
 
@@ -140,6 +161,7 @@ def get_cost_model(name: str | CostModel, **params: Any) -> CostModel:
         return name
     model = _REGISTRY.get(name) if isinstance(name, str) else None
     if model is None:
-        raise CostModelError(f"unknown objective {name!r}: this version knows the cost models {list_cost_models()}")
+        raise CostModelError(
+            f"unknown objective {name!r}: this version knows the cost models {list_cost_models()}"
+        )
     return type(model)(**params) if params else model
-

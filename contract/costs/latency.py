@@ -1,7 +1,9 @@
 """Cost model ``latency``: seconds per sample of every unit, measured at the dump (``--latency BATCH``)."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -20,7 +22,9 @@ class Latency(CostModel):
     def unit_costs(self, units: Sequence[Any]) -> np.ndarray:
         missing = [u.name for u in units if getattr(u, "latency_s", None) is None]
         if missing:
-            raise CostModelError(f"objective 'latency' needs measured latency for every unit; this cache has none "
-                                 f"for {missing[:3]}{'...' if len(missing) > 3 else ''}; dump with --latency or use "
-                                 "macs")
+            raise CostModelError(
+                f"objective 'latency' needs measured latency for every unit; this cache has none "
+                f"for {missing[:3]}{'...' if len(missing) > 3 else ''}; dump with --latency or use "
+                "macs"
+            )
         return np.array([u.latency_s for u in units], dtype=np.float64)

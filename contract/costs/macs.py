@@ -1,7 +1,9 @@
 """Cost model ``macs``: multiply-accumulates per sample (MACs = FLOPs / 2), from the cache's unit table."""
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

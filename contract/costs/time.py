@@ -6,9 +6,11 @@ at lookup to an estimator built from a measured table (``get_cost_model("time", 
 is ``search.time_cost.TimeCostModel``, from ``python -m exits.profile``); unbound (``get_cost_model("time")``)
 it names the objective for consumers that only read an export's ``objective``.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,14 +35,16 @@ class Time(CostModel):
 
     def _bound(self) -> Any:
         if self.estimator is None:
-            raise CostModelError("objective 'time' needs a measured cost table: --cost-table NAME "
-                                 "(python -m exits.profile writes CACHE/cost_tables/NAME.json)")
+            raise CostModelError(
+                "objective 'time' needs a measured cost table: --cost-table NAME "
+                "(python -m exits.profile writes CACHE/cost_tables/NAME.json)"
+            )
         return self.estimator
 
     def unit_costs(self, units: Sequence[Any]) -> np.ndarray:
         """The additive surrogate's per-unit milliseconds (exact at B = 1; :meth:`table` adds the steps)."""
         table = self._bound().cost_table(units, [])
-        return np.asarray(table.unit_costs[:len(units)], dtype=np.float64)
+        return np.asarray(table.unit_costs[: len(units)], dtype=np.float64)
 
     def table(self, units: Sequence[Any], exits: Sequence[Any]) -> CostTable:
         return self._bound().cost_table(units, exits)

@@ -3,9 +3,11 @@
 A constant overhead per unit (one launch and synchronisation per segment or head) dominates small batches
 on a GPU; under this model the search minimises how many units samples run rather than their arithmetic.
 """
+
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

@@ -5,17 +5,27 @@ its test, and its name in the import list at the end of this file; the search (`
 --score NAME``), ``exits.ExitRuntime`` and the bundle router then know it, and ``tests/contract`` runs it
 through all three.
 """
+
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 
 from ..errors import ContractError
 from ._base import READS, ExitRule, RuleInputs, float32_cut
 
-__all__ = ["READS", "ExitRule", "RuleInputs", "float32_cut", "register_rule", "get_rule", "list_rules",
-           "rule_inputs_from_logits"]
+__all__ = [
+    "READS",
+    "ExitRule",
+    "RuleInputs",
+    "float32_cut",
+    "register_rule",
+    "get_rule",
+    "list_rules",
+    "rule_inputs_from_logits",
+]
 
 _RULES: dict[str, type[ExitRule]] = {}
 
@@ -25,7 +35,9 @@ def register_rule(cls: type[ExitRule]) -> type[ExitRule]:
     if cls.name in _RULES:
         raise ContractError(f"exit rule {cls.name!r} is registered twice")
     if not cls.reads or not cls.reads <= READS:
-        raise ContractError(f"exit rule {cls.name!r} reads {sorted(cls.reads)}; choose from {sorted(READS)}")
+        raise ContractError(
+            f"exit rule {cls.name!r} reads {sorted(cls.reads)}; choose from {sorted(READS)}"
+        )
     _RULES[cls.name] = cls
     return cls
 
@@ -56,9 +68,10 @@ def rule_inputs_from_logits(rule: ExitRule, logits: Any) -> tuple[RuleInputs, np
     probs = None
     if "topk_probs" in rule.reads:
         k = min(rule.k, p.shape[1])
-        probs = -np.sort(-np.partition(p, p.shape[1] - k, axis=1)[:, p.shape[1] - k:], axis=1)
+        probs = -np.sort(-np.partition(p, p.shape[1] - k, axis=1)[:, p.shape[1] - k :], axis=1)
     logits16 = z.astype(np.float16) if "logits" in rule.reads else None
     return RuleInputs(topk_probs=probs, logits=logits16), pred
+
 
 # the registered rules, one module each (a new rule adds its module here)
 from . import max_prob  # noqa: E402,F401,I001

@@ -9,11 +9,13 @@ Every side (the search from a cache, ``exits.ExitRuntime`` from torch tensors, t
 onnxruntime outputs) turns what it has into :class:`RuleInputs` with the dtypes the cache stores, so the
 score is the same float32 number on every side, and decides with :meth:`ExitRule.leaves`.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -49,6 +51,18 @@ class RuleInputs:
     logits: np.ndarray | None = None
     previous: tuple[np.ndarray, ...] = ()
 
+    def probs(self) -> np.ndarray:
+        """``topk_probs``, which a rule reading them requires."""
+        if self.topk_probs is None:
+            raise ContractError("the rule reads topk_probs; these inputs carry none")
+        return self.topk_probs
+
+    def logits16(self) -> np.ndarray:
+        """``logits``, which a rule reading them requires."""
+        if self.logits is None:
+            raise ContractError("the rule reads logits; these inputs carry none")
+        return self.logits
+
 
 class ExitRule(ABC):
     """An exit rule: a float32 score per sample, higher = more confident; a sample leaves when
@@ -73,7 +87,7 @@ class ExitRule(ABC):
         """The closed interval every score lies in (thresholds are checked against it); with ``n_classes``
         None, the bounds that hold for any number of classes."""
 
-    def fit(self, inputs: RuleInputs, correct: np.ndarray) -> "ExitRule":
+    def fit(self, inputs: RuleInputs, correct: np.ndarray) -> ExitRule:
         """Learn parameters on the fit split (``correct`` ``(n,)`` bool: whether the exit's top-1 is right);
         today's rules learn nothing."""
         return self
@@ -83,13 +97,15 @@ class ExitRule(ABC):
         return {}
 
     @classmethod
-    def from_json(cls, params: Mapping[str, Any]) -> "ExitRule":
+    def from_json(cls, params: Mapping[str, Any]) -> ExitRule:
         """A rule from its :meth:`to_json` parameters; a rule without parameters refuses any."""
         if params:
             raise ContractError(f"score {cls.name!r} takes no params (got {sorted(params)})")
         return cls()
 
-    def leaves(self, scores: np.ndarray, threshold: float, out: np.ndarray | None = None) -> np.ndarray:
+    def leaves(
+        self, scores: np.ndarray, threshold: float, out: np.ndarray | None = None
+    ) -> np.ndarray:
         """Whether each row leaves: ``score > threshold`` as float64 reads it, done in float32 against
         :func:`float32_cut` of ``threshold``. The one leave test of every side; never overridden."""
         return np.greater(scores, float32_cut(threshold), out=out)
@@ -99,7 +115,11 @@ class ExitRule(ABC):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in params.items())})"
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.to_json() == self.to_json()  # type: ignore[attr-defined]
+        return (
+            isinstance(other, ExitRule)
+            and type(other) is type(self)
+            and other.to_json() == self.to_json()
+        )
 
     def __hash__(self) -> int:
         return hash((self.name, repr(sorted(self.to_json().items()))))

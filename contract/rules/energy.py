@@ -1,4 +1,5 @@
 """``energy``: the log-sum-exp of the logits (the negative free energy; higher = more confident)."""
+
 from __future__ import annotations
 
 import math
@@ -23,9 +24,11 @@ class Energy(ExitRule):
     reads = frozenset({"logits"})
 
     def score(self, inputs: RuleInputs) -> np.ndarray:
-        z = inputs.logits.astype(np.float32)
+        z = inputs.logits16().astype(np.float32)
         top = z.max(axis=-1, keepdims=True)
-        return (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))[..., 0].astype(np.float32)
+        return (top + np.log(np.exp(z - top).sum(axis=-1, keepdims=True)))[..., 0].astype(
+            np.float32
+        )
 
     def threshold_range(self, n_classes: int | None = None) -> tuple[float, float]:
         return (-_F16_MAX, math.inf if n_classes is None else _F16_MAX + math.log(n_classes))

@@ -1,4 +1,5 @@
 """``margin``: the top-1 minus the top-2 softmax probability."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ class Margin(ExitRule):
     k = 2
 
     def score(self, inputs: RuleInputs) -> np.ndarray:
-        p = inputs.topk_probs
+        p = inputs.probs()
         return np.subtract(p[:, 0], p[:, 1], dtype=np.float32)
 
     def threshold_range(self, n_classes: int | None = None) -> tuple[float, float]:

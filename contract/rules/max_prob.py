@@ -1,4 +1,5 @@
 """``max_prob``: the top-1 softmax probability."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -18,7 +19,7 @@ class MaxProb(ExitRule):
     k = 1
 
     def score(self, inputs: RuleInputs) -> np.ndarray:
-        return np.array(inputs.topk_probs[:, 0], dtype=np.float32)
+        return np.array(inputs.probs()[:, 0], dtype=np.float32)
 
     def threshold_range(self, n_classes: int | None = None) -> tuple[float, float]:
         return (0.0, 1.0)

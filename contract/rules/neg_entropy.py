@@ -1,4 +1,5 @@
 """``neg_entropy``: the negative entropy of the softmax of the logits."""
+
 from __future__ import annotations
 
 import math
@@ -20,7 +21,7 @@ class NegEntropy(ExitRule):
     reads = frozenset({"logits"})
 
     def score(self, inputs: RuleInputs) -> np.ndarray:
-        z = inputs.logits.astype(np.float32)
+        z = inputs.logits16().astype(np.float32)
         z = z - z.max(axis=-1, keepdims=True)
         logp = z - np.log(np.exp(z).sum(axis=-1, keepdims=True))
         return (np.exp(logp) * logp).sum(axis=-1).astype(np.float32)

@@ -4,10 +4,11 @@ An importer is a function ``(out, **options) -> CacheReader`` registered under a
 (``@register_importer("dyce")``); ``python -m data_cache.convert NAME ...`` runs it. Importing this
 package registers the built-in importers.
 """
+
 from __future__ import annotations
 
 import fnmatch
-from typing import Callable
+from collections.abc import Callable
 
 from ..errors import CacheInputError
 
@@ -18,11 +19,15 @@ _IMPORTERS: dict[str, Callable] = {}
 
 def register_importer(name: str) -> Callable[[Callable], Callable]:
     """Decorator: register an importer function under ``name`` (a name may be registered once)."""
+
     def deco(fn: Callable) -> Callable:
         if name in _IMPORTERS and _IMPORTERS[name] is not fn:
-            raise ValueError(f"importer {name!r} is already registered (by {_IMPORTERS[name].__module__})")
+            raise ValueError(
+                f"importer {name!r} is already registered (by {_IMPORTERS[name].__module__})"
+            )
         _IMPORTERS[name] = fn
         return fn
+
     return deco
 
 

@@ -1,4 +1,5 @@
 """Engine registry: ``@register_engine`` fills it; ``create_engine(name, **opts)`` builds one."""
+
 from __future__ import annotations
 
 import fnmatch
@@ -7,7 +8,14 @@ import importlib
 from .._validation import SearchError
 from ._base import BaseEngine, Candidates
 
-__all__ = ["BaseEngine", "Candidates", "register_engine", "create_engine", "list_engines", "engine_class"]
+__all__ = [
+    "BaseEngine",
+    "Candidates",
+    "register_engine",
+    "create_engine",
+    "list_engines",
+    "engine_class",
+]
 
 _ENGINES: dict[str, type[BaseEngine]] = {}
 _MODULES = ("dp", "exhaustive", "baselines", "pymoo_nsga2", "optuna_engine")

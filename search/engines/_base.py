@@ -1,11 +1,12 @@
 """``BaseEngine``: options in ``__init__``, the problem in ``run``; every engine returns a Front."""
+
 from __future__ import annotations
 
 import inspect
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 
@@ -52,8 +53,15 @@ class BaseEngine(ABC):
         args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
         return f"{type(self).__name__}({args})"
 
-    def run(self, problem, *, budget: Budget | None = None, seed=0,
-            callback: Callable | None = None, max_exits: int | None = None) -> Front:
+    def run(
+        self,
+        problem,
+        *,
+        budget: Budget | None = None,
+        seed=0,
+        callback: Callable | None = None,
+        max_exits: int | None = None,
+    ) -> Front:
         """Search ``problem``; ``max_exits`` caps the exits a configuration enables: an engine with a
         ``max_exits`` option searches under the cap (a copy of this engine with it set), the others' results are
         repaired (:func:`~search.engines._cap.cap_config`) and re-scored."""
@@ -61,12 +69,17 @@ class BaseEngine(ABC):
             check_max_exits(max_exits, problem.n_positions)
             params = self.get_params()
             if "max_exits" in params and params["max_exits"] != max_exits:
-                return type(self)(**{**params, "max_exits": max_exits}).run(problem, budget=budget, seed=seed,
-                                                                            callback=callback)
+                return type(self)(**{**params, "max_exits": max_exits}).run(
+                    problem, budget=budget, seed=seed, callback=callback
+                )
         budget = (budget or Budget()).start(problem)
         rng = as_generator(seed)
         evals0, t0 = problem.n_evals, time.perf_counter()
-        result = self._base_only(problem) if problem.n_positions == 0 else self._run(problem, budget, rng, callback)
+        result = (
+            self._base_only(problem)
+            if problem.n_positions == 0
+            else self._run(problem, budget, rng, callback)
+        )
         if not isinstance(result, Candidates):
             configs, message = result if isinstance(result, tuple) else (result, "")
             result = Candidates(list(configs), None, message)
@@ -74,19 +87,27 @@ class BaseEngine(ABC):
         if max_exits is not None and "max_exits" not in self.get_params():
             configs, F = [cap_config(problem, c, max_exits) for c in configs], None
         if not problem.costs.additive:
-            F = None   # scored on an additive surrogate (dp's per-unit sums): re-scored with the exact model
+            F = None  # scored on an additive surrogate (dp's per-unit sums): re-scored with the exact model
         if F is None:
             configs = list(dict.fromkeys(configs))  # drop duplicates, keep order
             F = problem.evaluate(configs) if configs else np.zeros((0, 2))
             problem.n_evals -= len(configs)  # re-scoring the result is bookkeeping, not search
-        return Front(configs, F, self.name, self.get_params(), problem.n_evals - evals0,
-                     time.perf_counter() - t0, result.message).pareto()
+        return Front(
+            configs,
+            F,
+            self.name,
+            self.get_params(),
+            problem.n_evals - evals0,
+            time.perf_counter() - t0,
+            result.message,
+        ).pareto()
 
     def _base_only(self, problem) -> Candidates:
         """The result on a problem without early exits: the base model, the only configuration."""
-        return Candidates([ExitConfig((), (), problem.score)], None, NO_EARLY_EXITS)
+        return Candidates([problem.config((), ())], None, NO_EARLY_EXITS)
 
     @abstractmethod
-    def _run(self, problem, budget: Budget, rng: np.random.Generator,
-             callback: Callable | None) -> list[ExitConfig] | tuple[list[ExitConfig], str]:
+    def _run(
+        self, problem, budget: Budget, rng: np.random.Generator, callback: Callable | None
+    ) -> list[ExitConfig] | tuple[list[ExitConfig], str]:
         """Search; return candidate configurations (and optionally a message)."""

@@ -1,12 +1,14 @@
 """A cap on the exits a configuration enables (``max_exits``): the check, and the repair of configurations
 found by engines that do not search under the cap themselves."""
+
 from __future__ import annotations
 
 import numpy as np
 
+from contract import float32_cut
+
 from .._validation import SearchError
 from ..config import ExitConfig
-from contract import float32_cut
 
 __all__ = ["check_max_exits", "cap_config"]
 
@@ -18,8 +20,10 @@ def check_max_exits(max_exits: int | None, n_positions: int, *, name: str = "max
     if isinstance(max_exits, bool) or not isinstance(max_exits, (int, np.integer)) or max_exits < 1:
         raise SearchError(f"{name} must be an integer >= 1 (got {max_exits!r})")
     if n_positions and max_exits > n_positions:
-        raise SearchError(f"{name} {max_exits} is above the number of exit positions ({n_positions}); "
-                          f"choose 1 to {n_positions}")
+        raise SearchError(
+            f"{name} {max_exits} is above the number of exit positions ({n_positions}); "
+            f"choose 1 to {n_positions}"
+        )
 
 
 def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
@@ -29,9 +33,9 @@ def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
         return config
     remaining = np.ones(problem.n_samples, dtype=bool)
     served = []
-    for e, t in zip(config.exits, config.thresholds):
+    for e, t in zip(config.exits, config.thresholds, strict=True):
         leave = remaining & (problem.scores[e] > float32_cut(t))
         served.append(int(np.count_nonzero(leave)))
         remaining &= ~leave
     keep = sorted(sorted(range(len(served)), key=lambda i: -served[i])[:max_exits])
-    return ExitConfig(tuple(config.exits[i] for i in keep), tuple(config.thresholds[i] for i in keep), config.score)
+    return problem.config((config.exits[i] for i in keep), (config.thresholds[i] for i in keep))

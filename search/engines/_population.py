@@ -1,5 +1,6 @@
 """Helpers shared by the population engines (``nsga2``, ``optuna``): lazy imports, dp seeds, archive,
 constraints on the base model."""
+
 from __future__ import annotations
 
 import copy
@@ -30,15 +31,24 @@ def dp_front(problem, engine: str) -> Front:
     try:
         dp = engine_class("dp")
     except SearchError:
-        raise SearchError(f"{engine}: seed_with_dp needs the 'dp' engine, which is not available") from None
+        raise SearchError(
+            f"{engine}: seed_with_dp needs the 'dp' engine, which is not available"
+        ) from None
     return dp().run(copy.copy(problem))
 
 
-def base_within_constraints(base: Candidates, problem, max_drop: float | None, max_cost: float | None) -> Candidates:
+def base_within_constraints(
+    base: Candidates, problem, max_drop: float | None, max_cost: float | None
+) -> Candidates:
     """``base`` (the base model alone, on a problem without early exits) if it meets the constraints,
     else an empty result saying so."""
     check_constraints(max_drop, max_cost)
-    G = constraint_values([[problem.base.error, 1.0]], problem.base.error, max_drop=max_drop, max_cost=max_cost)
+    G = constraint_values(
+        np.array([[problem.base.error, 1.0]]),
+        problem.base.error,
+        max_drop=max_drop,
+        max_cost=max_cost,
+    )
     if (G <= 0).all():
         return base
     return Candidates([], np.zeros((0, 2)), base.message + "; no feasible configuration found")
@@ -52,11 +62,17 @@ class Archive:
         self.X = np.zeros((0, n_positions))
         self.F = np.zeros((0, 2))
 
-    def add(self, H: np.ndarray, X: np.ndarray, F: np.ndarray, feasible: np.ndarray | None = None) -> None:
+    def add(
+        self, H: np.ndarray, X: np.ndarray, F: np.ndarray, feasible: np.ndarray | None = None
+    ) -> None:
         """Merge rows (only the ``feasible`` ones when a mask is given) and keep the non-dominated."""
         if feasible is not None:
             H, X, F = H[feasible], X[feasible], F[feasible]
-        H, X, F = np.concatenate([self.H, H]), np.concatenate([self.X, X]), np.concatenate([self.F, F])
+        H, X, F = (
+            np.concatenate([self.H, H]),
+            np.concatenate([self.X, X]),
+            np.concatenate([self.F, F]),
+        )
         keep = non_dominated(F)
         self.H, self.X, self.F = H[keep], X[keep], F[keep]
 

@@ -7,6 +7,7 @@ with rule ``r``): every option has its own scores and the correctness and units 
 exact curves, costs and sweeps are those of the head types, unchanged. A state maps back to an
 :class:`~search.config.ExitConfig` with one rule per enabled exit (:meth:`config`).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,13 +29,19 @@ class RuleOptions:
         self.rules = problem.rules
         E, m = problem.n_exits, len(problem.rules)
         self.cache, self.score, self.rule = problem.cache, problem.score, problem.rule
-        self.n_samples, self.n_positions, self.positions = problem.n_samples, problem.n_positions, problem.positions
+        self.n_samples, self.n_positions, self.positions = (
+            problem.n_samples,
+            problem.n_positions,
+            problem.positions,
+        )
         self.n_exits, self.final_exit = m * E, problem.final_exit
         self.scores = np.concatenate([problem.scores_of(r) for r in self.rules])
         self.correct = np.tile(problem.correct, (m, 1))
         c = problem.costs
         self.costs = CostTable(c.unit_costs, np.tile(c.needs, (m, 1)), c.unit_names, c.objective)
-        self.position_exits = [[r * E + e for r in range(m) for e in ex] for ex in problem.position_exits]
+        self.position_exits = [
+            [r * E + e for r in range(m) for e in ex] for ex in problem.position_exits
+        ]
         self.position_of_exit = {v: j for j, ex in enumerate(self.position_exits) for v in ex}
         n_classes = problem.cache.n_classes
         ranges = [problem.rule_objects[r].threshold_range(n_classes) for r in self.rules]
@@ -47,5 +54,12 @@ class RuleOptions:
     def config(self, options, thresholds) -> ExitConfig:
         """The configuration enabling ``options`` (execution order) at ``thresholds``."""
         E = self.base.n_exits
-        return ExitConfig(tuple(v % E for v in options), tuple(float(t) for t in thresholds), self.score,
-                          rules=tuple(self.rules[v // E] for v in options))
+        config = ExitConfig(
+            tuple(v % E for v in options),
+            tuple(float(t) for t in thresholds),
+            self.score,
+            rules=tuple(self.rules[v // E] for v in options),
+        )
+        return config.built_for(
+            self.cache
+        )  # the problem's own exits and rules, thresholds in each rule's range

@@ -9,6 +9,7 @@ interrupted batch is cleaned up as usual), removes the private folder and exits;
 Folders left by starting processes that no longer exist (killed before anything could clean up) are
 removed when the next pool starts.
 """
+
 from __future__ import annotations
 
 import _thread
@@ -28,7 +29,9 @@ from .._validation import SearchError
 __all__ = ["WorkerPool", "read_spec_and_watch_parent", "FOLDER_PREFIX"]
 
 FOLDER_PREFIX = "exitsearch-workers-"
-GRACE_SECONDS = 5.0   # after its parent is gone, a worker stuck outside Python code is ended this much later
+GRACE_SECONDS = (
+    5.0  # after its parent is gone, a worker stuck outside Python code is ended this much later
+)
 _GOODBYE = "done\n"
 
 
@@ -37,7 +40,7 @@ def _alive(pid: int) -> bool:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except OSError:   # exists, owned by someone else
+    except OSError:  # exists, owned by someone else
         return True
     return True
 
@@ -46,7 +49,7 @@ def remove_orphaned_folders(tmp: str | None = None) -> list[Path]:
     """Remove ``exitsearch-workers-<pid>-*`` folders whose starting process no longer exists; those removed."""
     removed = []
     for folder in Path(tmp or tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
-        pid = folder.name[len(FOLDER_PREFIX):].split("-", 1)[0]
+        pid = folder.name[len(FOLDER_PREFIX) :].split("-", 1)[0]
         if folder.is_dir() and not folder.is_symlink() and pid.isdigit() and not _alive(int(pid)):
             shutil.rmtree(folder, ignore_errors=True)
             removed.append(folder)
@@ -80,19 +83,33 @@ class WorkerPool:
         folder = self._folder_cm.__enter__()
         module, function = self.entry.split(":")
         code = f"import sys; from {module} import {function}; sys.exit({function}())"
-        root = str(Path(__file__).resolve().parents[2])   # the folder holding search/ and data_cache/
-        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+        root = str(
+            Path(__file__).resolve().parents[2]
+        )  # the folder holding search/ and data_cache/
+        env = dict(
+            os.environ,
+            PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p),
+        )
         try:
             for i, spec in enumerate(self.specs):
                 spec["result"] = os.path.join(folder, f"worker{i}.json")
                 log = open(os.path.join(folder, f"worker{i}.log"), "w+")
                 self.logs.append(log)
-                proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=log,
-                                        stderr=subprocess.STDOUT, env=env, text=True)
+                proc = subprocess.Popen(
+                    [sys.executable, "-c", code],
+                    stdin=subprocess.PIPE,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    text=True,
+                )
                 self.procs.append(proc)
+                assert proc.stdin is not None  # stdin=PIPE
                 proc.stdin.write(json.dumps(spec) + "\n")
                 proc.stdin.flush()
-        except BaseException:   # a worker that could not start: stop those started, remove the folder
+        except (
+            BaseException
+        ):  # a worker that could not start: stop those started, remove the folder
             self.__exit__()
             raise
         return self
@@ -100,12 +117,14 @@ class WorkerPool:
     def join(self) -> list:
         """Wait for every worker; the results they wrote. A failed worker raises SearchError."""
         results = []
-        for i, (proc, spec, log) in enumerate(zip(self.procs, self.specs, self.logs)):
+        for i, (proc, spec, log) in enumerate(zip(self.procs, self.specs, self.logs, strict=True)):
             if proc.wait() != 0:
                 log.seek(0)
                 lines = [ln for ln in log.read().strip().splitlines() if ln.strip()]
-                raise SearchError(f"{self.label} {i + 1} failed (exit {proc.returncode}): "
-                                  f"{lines[-1] if lines else 'no output'}")
+                raise SearchError(
+                    f"{self.label} {i + 1} failed (exit {proc.returncode}): "
+                    f"{lines[-1] if lines else 'no output'}"
+                )
             results.append(json.loads(Path(spec["result"]).read_text()))
         return results
 
@@ -115,9 +134,13 @@ class WorkerPool:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait()
+            if proc.stdin is None:
+                continue
             with contextlib.suppress(OSError):
                 proc.stdin.write(_GOODBYE)
-            with contextlib.suppress(OSError):   # closes the pipe even when the goodbye found it broken
+            with contextlib.suppress(
+                OSError
+            ):  # closes the pipe even when the goodbye found it broken
                 proc.stdin.close()
         for log in self.logs:
             log.close()
@@ -135,7 +158,7 @@ def read_spec_and_watch_parent() -> dict:
         if sys.stdin.readline() == _GOODBYE:
             return
         shutil.rmtree(folder, ignore_errors=True)
-        _thread.interrupt_main()   # KeyboardInterrupt in the worker's own code: its cleanup runs
+        _thread.interrupt_main()  # KeyboardInterrupt in the worker's own code: its cleanup runs
         timer = threading.Timer(GRACE_SECONDS, os._exit, (3,))
         timer.daemon = True
         timer.start()

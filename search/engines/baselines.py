@@ -1,4 +1,4 @@
-"""Baselines every search is compared against (``methods.md``): ``global``, ``geometric``, ``greedy``
+"""Baselines every search is compared against (``docs/search.md``): ``global``, ``geometric``, ``greedy``
 (and ``circular``).
 
 - ``global``: every chosen position enabled with one head type, one threshold shared by all of them,
@@ -16,6 +16,7 @@
 Thresholds are always float32 values (the dtype of the scores), so ``score > threshold`` reads the
 same in float32 and in float64.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -26,8 +27,15 @@ from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine
 
-__all__ = ["GlobalThreshold", "Geometric", "Greedy", "Circular", "select_exits", "snap_threshold",
-           "geometric_thresholds"]
+__all__ = [
+    "GlobalThreshold",
+    "Geometric",
+    "Greedy",
+    "Circular",
+    "select_exits",
+    "snap_threshold",
+    "geometric_thresholds",
+]
 
 _CHUNK = 16  # configurations evaluated between budget checks
 
@@ -36,7 +44,7 @@ _CHUNK = 16  # configurations evaluated between budget checks
 def snap_threshold(t: float, lo: float, hi: float) -> float:
     """The float32 value nearest ``t`` inside ``[lo, hi]`` (as a Python float)."""
     v = np.float32(min(max(float(t), lo), hi))
-    if float(v) < lo:                                   # compare in float64, not float32
+    if float(v) < lo:  # compare in float64, not float32
         v = np.nextafter(v, np.float32(np.inf))
     if float(v) > hi:
         v = np.nextafter(v, np.float32(-np.inf))
@@ -55,9 +63,15 @@ def _position_indices(problem, positions) -> list[int]:
         positions = [positions]
     idx = []
     for p in positions:
-        if isinstance(p, bool) or not isinstance(p, (int, np.integer)) or p not in problem.positions:
-            raise SearchError(f"`positions`: {p!r} is not an early exit position of this cache "
-                              f"(early positions: {problem.positions})")
+        if (
+            isinstance(p, bool)
+            or not isinstance(p, (int, np.integer))
+            or p not in problem.positions
+        ):
+            raise SearchError(
+                f"`positions`: {p!r} is not an early exit position of this cache "
+                f"(early positions: {problem.positions})"
+            )
         idx.append(problem.positions.index(p))
     return sorted(set(idx))
 
@@ -71,7 +85,9 @@ def select_exits(problem, head=None, positions=None) -> list[int]:
     """
     exits = problem.cache.exits
     names = sorted({exits[e].head for ex in problem.position_exits for e in ex})
-    if head is not None and (isinstance(head, bool) or not isinstance(head, (str, int, np.integer))):
+    if head is not None and (
+        isinstance(head, bool) or not isinstance(head, (str, int, np.integer))
+    ):
         raise SearchError(f"`head` must be None, a head type name or an index; got {head!r}")
     if isinstance(head, (int, np.integer)) and head < 0:
         raise SearchError(f"`head` == {head}, must be >= 0")
@@ -85,7 +101,9 @@ def select_exits(problem, head=None, positions=None) -> list[int]:
         elif head < len(ex):
             out.append(ex[int(head)])
     if not out:
-        raise SearchError(f"`head` {head!r} stands at none of the chosen positions; head types in this cache: {names}")
+        raise SearchError(
+            f"`head` {head!r} stands at none of the chosen positions; head types in this cache: {names}"
+        )
     return out
 
 
@@ -93,7 +111,7 @@ def _head_choices(problem, head) -> list:
     """``head`` itself, or every head type name (in execution order) for ``head='each'``."""
     if head != "each":
         return [head]
-    seen = {}
+    seen: dict[str, None] = {}  # head names, first seen first
     for ex in problem.position_exits:
         for e in ex:
             seen.setdefault(problem.cache.exits[e].head, None)
@@ -114,16 +132,17 @@ def _coarse_to_fine(n: int) -> list[int]:
     return order
 
 
-def _evaluate_within_budget(engine, problem, budget, callback,
-                            configs: list[ExitConfig]) -> tuple[list[ExitConfig], str]:
+def _evaluate_within_budget(
+    engine, problem, budget, callback, configs: list[ExitConfig]
+) -> tuple[list[ExitConfig], str]:
     """Evaluate ``configs`` coarse-to-fine in chunks until the budget runs out: the evaluated ones
     and a message saying how far it got (empty when all were)."""
     order = _coarse_to_fine(len(configs))
-    done = []
+    done: list[ExitConfig] = []
     for a in range(0, len(order), _CHUNK):
         if budget.exhausted(problem):
             return done, f"budget exhausted after {len(done)} of {len(configs)} configurations"
-        chunk = [configs[i] for i in order[a:a + _CHUNK]]
+        chunk = [configs[i] for i in order[a : a + _CHUNK]]
         problem.evaluate(chunk)
         done += chunk
         if callback is not None:
@@ -159,7 +178,7 @@ class GlobalThreshold(BaseEngine):
             probs = np.linspace(0.0, 1.0, self.n_thresholds)
             grid = pooled[np.floor(probs * (pooled.size - 1)).astype(np.int64)].astype(np.float64)
             grid = np.unique([snap_threshold(t, lo, hi) for t in [lo, hi, *grid]])
-            configs += [ExitConfig(tuple(exits), (float(t),) * len(exits), problem.score) for t in grid]
+            configs += [problem.config(exits, (float(t),) * len(exits)) for t in grid]
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
 
@@ -180,14 +199,14 @@ def geometric_thresholds(scores: np.ndarray, q: float, lo: float, hi: float) -> 
     present = np.ones(n, dtype=bool)
     left, thresholds = 0, []
     for i in range(n_enabled):
-        m = int(target[i]) - left                       # how many should leave here
-        s = np.sort(scores[i][present])[::-1]           # still present, largest first
+        m = int(target[i]) - left  # how many should leave here
+        s = np.sort(scores[i][present])[::-1]  # still present, largest first
         if m <= 0 or s.size == 0:
             t = snap_threshold(hi, lo, hi)
         elif m >= s.size:
             t = snap_threshold(lo, lo, hi)
         else:
-            t = snap_threshold(s[m], lo, hi)            # scores > s[m] leave: at most m of them
+            t = snap_threshold(s[m], lo, hi)  # scores > s[m] leave: at most m of them
         thresholds.append(t)
         leave = present & (scores[i] > np.float32(t))
         left += int(np.count_nonzero(leave))
@@ -205,7 +224,9 @@ class Geometric(BaseEngine):
 
     name = "geometric"
 
-    def __init__(self, *, n_q: int = 41, q_min: float = 0.25, q_max: float = 4.0, head=None, positions=None):
+    def __init__(
+        self, *, n_q: int = 41, q_min: float = 0.25, q_max: float = 4.0, head=None, positions=None
+    ):
         self.n_q = n_q
         self.q_min = q_min
         self.q_max = q_max
@@ -223,7 +244,7 @@ class Geometric(BaseEngine):
             exits = select_exits(problem, head, self.positions)
             for q in qs:
                 thr = geometric_thresholds(problem.scores[exits], float(q), lo, hi)
-                configs.append(ExitConfig(tuple(exits), tuple(thr), problem.score))
+                configs.append(problem.config(exits, thr))
         return _evaluate_within_budget(self, problem, budget, callback, configs)
 
 
@@ -242,7 +263,7 @@ class _Prefix:
         self.thresholds: list[float] = []
         self.present = np.ones(problem.n_samples, dtype=bool)
         self.n_correct = 0
-        self.cost = 0.0                                    # summed cost of the samples that left
+        self.cost = 0.0  # summed cost of the samples that left
         self.used = np.zeros(problem.costs.unit_costs.shape[0], dtype=bool)
 
     def _leave(self, state, e: int, t: float):
@@ -251,8 +272,12 @@ class _Prefix:
         present, n_correct, cost, used = state
         used = used | pb.costs.needs[e]
         leave = present & (pb.scores[e] > np.float32(t))
-        return (present & ~leave, n_correct + int(np.count_nonzero(leave & pb.correct[e])),
-                cost + np.count_nonzero(leave) * float(pb.costs.unit_costs[used].sum()), used)
+        return (
+            present & ~leave,
+            n_correct + int(np.count_nonzero(leave & pb.correct[e])),
+            cost + np.count_nonzero(leave) * float(pb.costs.unit_costs[used].sum()),
+            used,
+        )
 
     def objectives(self, tail=()) -> tuple[float, float]:
         """``(error, relative_cost)`` of the prefix followed by ``tail``, then the final exit."""
@@ -266,7 +291,8 @@ class _Prefix:
 
     def push(self, e: int, t: float) -> None:
         self.present, self.n_correct, self.cost, self.used = self._leave(
-            (self.present, self.n_correct, self.cost, self.used), e, t)
+            (self.present, self.n_correct, self.cost, self.used), e, t
+        )
         self.exits.append(e)
         self.thresholds.append(t)
 
@@ -280,7 +306,12 @@ def _best_option(problem, exits_j, J, lo_all, hi_all, xatol: float):
     for e in exits_j:
         lo, hi = float(lo_all[e]), float(hi_all[e])
         if hi > lo:
-            res = minimize_scalar(lambda t: J((e, t)), bounds=(lo, hi), method="bounded", options={"xatol": xatol})
+            res = minimize_scalar(
+                lambda t, e=e: J((e, t)),
+                bounds=(lo, hi),
+                method="bounded",
+                options={"xatol": xatol},
+            )
             t = snap_threshold(res.x, lo, hi)
         else:
             t = lo
@@ -301,7 +332,14 @@ class Greedy(BaseEngine):
 
     name = "greedy"
 
-    def __init__(self, *, lam_min: float = 0.5, lam_max: float = 1.0, lam_step: float = 0.01, xatol: float = 1e-4):
+    def __init__(
+        self,
+        *,
+        lam_min: float = 0.5,
+        lam_max: float = 1.0,
+        lam_step: float = 0.01,
+        xatol: float = 1e-4,
+    ):
         self.lam_min = lam_min
         self.lam_max = lam_max
         self.lam_step = lam_step
@@ -318,9 +356,12 @@ class Greedy(BaseEngine):
     def _run(self, problem, budget, rng, callback):
         lams = self._lams()
         lo, hi = _score_bounds(problem)
-        bounds = ([snap_threshold(v, lo, hi) for v in problem.scores.min(axis=1)],
-                  [snap_threshold(v, lo, hi) for v in problem.scores.max(axis=1)])
-        configs, message = [], ""
+        bounds = (
+            [snap_threshold(v, lo, hi) for v in problem.scores.min(axis=1)],
+            [snap_threshold(v, lo, hi) for v in problem.scores.max(axis=1)],
+        )
+        configs: list[ExitConfig] = []
+        message = ""
         for i in _coarse_to_fine(len(lams)):
             if budget.exhausted(problem):
                 message = f"budget exhausted after {len(configs)} of {len(lams)} lam values"
@@ -340,10 +381,10 @@ class Greedy(BaseEngine):
         for exits_j in problem.position_exits:
             if budget.exhausted(problem):
                 break
-            _, best = _best_option(problem, exits_j, J, *bounds, self.xatol)
+            _, best = _best_option(problem, exits_j, J, bounds[0], bounds[1], self.xatol)
             if best is not None:
                 prefix.push(*best)
-        return ExitConfig(tuple(prefix.exits), tuple(prefix.thresholds), problem.score)
+        return problem.config(prefix.exits, prefix.thresholds)
 
     def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
         return self._onepass(problem, lam, bounds, budget)
@@ -357,15 +398,25 @@ class Circular(Greedy):
 
     name = "circular"
 
-    def __init__(self, *, lam_min: float = 0.5, lam_max: float = 1.0, lam_step: float = 0.01, xatol: float = 1e-4,
-                 max_rounds: int = 50):
+    def __init__(
+        self,
+        *,
+        lam_min: float = 0.5,
+        lam_max: float = 1.0,
+        lam_step: float = 0.01,
+        xatol: float = 1e-4,
+        max_rounds: int = 50,
+    ):
         super().__init__(lam_min=lam_min, lam_max=lam_max, lam_step=lam_step, xatol=xatol)
         self.max_rounds = max_rounds
 
     def _per_lam(self, problem, lam: float, bounds, budget) -> ExitConfig:
         check_scalar(self.max_rounds, "max_rounds", min_val=0, integer=True)
         config = self._onepass(problem, lam, bounds, budget)
-        chosen = {problem.position_of_exit[e]: (e, t) for e, t in zip(config.exits, config.thresholds)}
+        chosen = {
+            problem.position_of_exit[e]: (e, t)
+            for e, t in zip(config.exits, config.thresholds, strict=True)
+        }
         current = None
         for _ in range(self.max_rounds):
             best_val, best_move = np.inf, None
@@ -378,16 +429,16 @@ class Circular(Greedy):
                         prefix.push(*chosen[k])
                 suffix = tuple(chosen[k] for k in sorted(chosen) if k > j)
 
-                def J(option) -> float:
+                def J(option, prefix=prefix, suffix=suffix) -> float:
                     err, cost = prefix.objectives((() if option is None else (option,)) + suffix)
                     return lam * err + (1.0 - lam) * cost
 
                 if current is None:
                     current = J(chosen.get(j))
-                val, option = _best_option(problem, exits_j, J, *bounds, self.xatol)
+                val, option = _best_option(problem, exits_j, J, bounds[0], bounds[1], self.xatol)
                 if val < best_val:
                     best_val, best_move = val, (j, option)
-            if best_move is None or not best_val < current - 1e-12:
+            if best_move is None or current is None or not best_val < current - 1e-12:
                 break
             j, option = best_move
             if option is None:
@@ -396,4 +447,4 @@ class Circular(Greedy):
                 chosen[j] = option
             current = best_val
         picked = [chosen[k] for k in sorted(chosen)]
-        return ExitConfig(tuple(e for e, _ in picked), tuple(t for _, t in picked), problem.score)
+        return problem.config((e for e, _ in picked), (t for _, t in picked))

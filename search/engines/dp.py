@@ -10,11 +10,12 @@ starts. Every threshold cut a step evaluates is an exactly scored configuration;
 ones are kept, which gives the front its non-convex stretches that a weighted sum alone cannot reach.
 See ``docs/search.md`` for what this guarantees.
 """
+
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Callable
 
 import numpy as np
 
@@ -64,7 +65,9 @@ class Curve:
         i = np.asarray(i, dtype=np.int64)
         if not self.blocked.size:
             return i
-        shifted = self.blocked - np.arange(self.blocked.size)   # blocked m minus blocked ones before it
+        shifted = self.blocked - np.arange(
+            self.blocked.size
+        )  # blocked m minus blocked ones before it
         return i + np.searchsorted(shifted, i, side="right")
 
     @cached_property
@@ -98,14 +101,16 @@ class Curve:
     def weighted_best(self, scale_cost: float, scale_err: float) -> tuple[float, int]:
         """``(value, m)`` minimising ``scale_cost * cost + scale_err * err`` over the cuts."""
         val = self.err_at * (scale_err / scale_cost)
-        val += self.cost_at                                    # the objective / scale_cost
+        val += self.cost_at  # the objective / scale_cost
         val[self.blocked] = np.inf
         m = int(np.argmin(val))
         return float(self.cost_at[m] * scale_cost + self.err_at[m] * scale_err), m
 
     def locate(self, tau: float) -> int:
         """The ``m`` threshold ``tau`` makes (ties never split, so it is always a cut)."""
-        return int(np.count_nonzero(self.scores > float32_cut(tau)))  # the leave test, counted on a sorted curve
+        return int(
+            np.count_nonzero(self.scores > float32_cut(tau))
+        )  # the leave test, counted on a sorted curve
 
     @property
     def nbytes(self) -> int:
@@ -118,8 +123,10 @@ def descending_order(scores: np.ndarray) -> np.ndarray:
     float32 bit patterns are mapped to uint32 keys that sort like the values (-0.0 made +0.0 first),
     then two stable 16-bit passes (numpy's radix sort) order them.
     """
-    u = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(np.uint32)  # -0.0 ties with 0.0
-    key = ~np.where(u >> 31, ~u, u | np.uint32(0x80000000))     # ascending key = descending score
+    u = (np.asarray(scores, dtype=np.float32) + np.float32(0.0)).view(
+        np.uint32
+    )  # -0.0 ties with 0.0
+    key = ~np.where(u >> 31, ~u, u | np.uint32(0x80000000))  # ascending key = descending score
     first = np.argsort((key & 0xFFFF).astype(np.uint16), kind="stable")
     second = np.argsort((key[first] >> 16).astype(np.uint16), kind="stable")
     return first[second].astype(np.int32)
@@ -156,13 +163,15 @@ class DPSolver:
     def __init__(self, problem, *, max_exits: int | None = None):
         self.lo, self.hi = score_range(problem.score, problem.cache.n_classes)
         self.options = RuleOptions(problem) if len(getattr(problem, "rules", ())) > 1 else None
-        problem = self.options or problem     # several rules: (exit, rule) options stand at each position
+        problem = (
+            self.options or problem
+        )  # several rules: (exit, rule) options stand at each position
         self.problem = problem
         self.max_exits = max_exits
         self.n, self.J = problem.n_samples, problem.n_positions
         self.final = problem.final_exit
         self.base_cost = problem.costs.base_cost
-        self.wrong = ~problem.correct                                             # (n_exits, n) bool
+        self.wrong = ~problem.correct  # (n_exits, n) bool
         self.exit_dtype = np.int16 if problem.n_exits <= np.iinfo(np.int16).max else np.int32
         self.order, self.sorted_scores, self.sorted_wrong = {}, {}, {}
         self.bounds = {e: (self.lo, self.hi) for ex in problem.position_exits for e in ex}
@@ -177,9 +186,9 @@ class DPSolver:
         self._lookups: dict[tuple, np.ndarray] = {}
         self._cache: dict[int, tuple[tuple, list[Curve]]] = {}
         self._cache_bytes = 0
-        self._served: dict[int, int] = {}              # samples leaving at each enabled position, last seen
-        self._no_swap: dict[int, tuple] = {}           # (rule, state) at which a swap was found worthless
-        self._swaps: dict[tuple, list[Curve]] = {}     # curves of swap states, reused across lams
+        self._served: dict[int, int] = {}  # samples leaving at each enabled position, last seen
+        self._no_swap: dict[int, tuple] = {}  # (rule, state) at which a swap was found worthless
+        self._swaps: dict[tuple, list[Curve]] = {}  # curves of swap states, reused across lams
         self._swap_bytes = 0
 
     # -- configurations -----------------------------------------------------------------------
@@ -208,7 +217,7 @@ class DPSolver:
     def state_of(self, config: ExitConfig) -> tuple[np.ndarray, np.ndarray]:
         """Inverse of :meth:`to_config`."""
         slots, taus = self.empty_state()
-        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True):
             e = e if self.options is None else self.options.option(e, r)
             j = self.problem.position_of_exit[e]
             slots[j], taus[j] = self.problem.position_exits[j].index(e), t
@@ -218,14 +227,16 @@ class DPSolver:
         pairs = [(self.exit_of(j, s), float(taus[j])) for j, s in enumerate(slots) if s >= 0]
         if self.options is not None:
             return self.options.config([e for e, _ in pairs], [t for _, t in pairs])
-        return ExitConfig(tuple(e for e, _ in pairs), tuple(t for _, t in pairs), self.problem.score)
+        return self.problem.config((e for e, _ in pairs), (t for _, t in pairs))
 
     def _passes(self, j: int, slots, taus) -> tuple[int, np.ndarray]:
         """The exit enabled at position j and the samples whose score there is above its threshold."""
         e = self.exit_of(j, slots[j])
         return e, self.problem.rule.leaves(self.problem.scores[e], taus[j])
 
-    def _leave(self, j: int, slots, taus, remaining: np.ndarray, lookup: np.ndarray) -> tuple[int, float]:
+    def _leave(
+        self, j: int, slots, taus, remaining: np.ndarray, lookup: np.ndarray
+    ) -> tuple[int, float]:
         """Let the remaining samples that pass position j leave (``remaining`` is updated in place);
         return the errors and summed cost of those that left."""
         if slots[j] < 0:
@@ -253,10 +264,15 @@ class DPSolver:
         """Every option at position ``j`` with all its threshold cuts, exactly, and whether they were
         computed now (False: reused, the rest of the state being the same as when they were)."""
         sl, tl = slots.tolist(), taus.tolist()
-        key = (tuple(sl[:j] + sl[j + 1:]), tuple(t for i, t in enumerate(tl) if i != j and sl[i] >= 0))
+        key = (
+            tuple(sl[:j] + sl[j + 1 :]),
+            tuple(t for i, t in enumerate(tl) if i != j and sl[i] >= 0),
+        )
         cached = self._cache.get(j)
-        fresh = cached is None or cached[0] != key
-        if fresh:
+        if cached is not None and cached[0] == key:
+            curves, fresh = cached[1], False
+        else:
+            fresh = True
             curves = self._compute(slots, j, ctx)
             if cached is not None:
                 self._cache_bytes -= sum(c.nbytes for c in cached[1])
@@ -265,8 +281,6 @@ class DPSolver:
             if self._cache_bytes + size <= _CACHE_BYTES:
                 self._cache[j] = (key, curves)
                 self._cache_bytes += size
-        else:
-            curves = cached[1]
         for c in curves:
             c.current = None
             if c.slot == slots[j]:
@@ -277,9 +291,11 @@ class DPSolver:
         """Every option's curve at ``j`` on a state (position j disabled), and whether they were computed
         now: kept for reuse while the state recurs (the weighted rule changes with lam, the curves do not)."""
         key = (j, tuple(slots.tolist()), tuple(taus[slots >= 0].tolist()))
-        curves = self._swaps.get(key)
-        fresh = curves is None
-        if fresh:
+        known = self._swaps.get(key)
+        fresh = known is None
+        if known is not None:
+            curves = known
+        else:
             curves = self._compute(slots, j, self.context(slots, taus, j))
             size = sum(c.nbytes for c in curves)
             if self._swap_bytes + size > _CACHE_BYTES:
@@ -297,24 +313,36 @@ class DPSolver:
         sl = slots.tolist()
         before = [self.exit_of(i, s) for i, s in enumerate(sl[:j]) if s >= 0]
         later = [self.exit_of(i, s) for i, s in enumerate(sl) if i > j and s >= 0] + [self.final]
-        used = np.logical_or.reduce(costs.needs[before], axis=0) | np.logical_or.accumulate(costs.needs[later], axis=0)
+        used = np.logical_or.reduce(costs.needs[before], axis=0) | np.logical_or.accumulate(
+            costs.needs[later], axis=0
+        )
         lookup = np.zeros(self.problem.n_exits)
         lookup[later] = used @ costs.unit_costs
         err = ctx.fixed_err + int(np.count_nonzero(ctx.go_wrong & ctx.reach))
         cost = ctx.fixed_cost + float(lookup[ctx.nxt[ctx.reach]].sum())
-        return Curve(j, -1, np.array([err]), np.array([cost]), np.zeros(0, dtype=np.float32),
-                     np.zeros(0, dtype=np.int64), (self.lo, self.hi), 0)
+        return Curve(
+            j,
+            -1,
+            np.array([err]),
+            np.array([cost]),
+            np.zeros(0, dtype=np.float32),
+            np.zeros(0, dtype=np.int64),
+            (self.lo, self.hi),
+            0,
+        )
 
     def _compute(self, slots, j: int, ctx: _Context) -> list[Curve]:
         costs = self.problem.costs
         sl = slots.tolist()
         before = [self.exit_of(i, s) for i, s in enumerate(sl[:j]) if s >= 0]
         later = [self.exit_of(i, s) for i, s in enumerate(sl) if i > j and s >= 0] + [self.final]
-        used_before = np.logical_or.reduce(costs.needs[before], axis=0)             # units paid before j
-        used_later = used_before | np.logical_or.accumulate(costs.needs[later], axis=0)  # ... to go on (j off)
+        used_before = np.logical_or.reduce(costs.needs[before], axis=0)  # units paid before j
+        used_later = used_before | np.logical_or.accumulate(
+            costs.needs[later], axis=0
+        )  # ... to go on (j off)
         none_lookup = np.zeros(self.problem.n_exits)
         none_lookup[later] = used_later @ costs.unit_costs
-        go_cost = none_lookup[ctx.nxt]                                   # (n,) cost where each would go
+        go_cost = none_lookup[ctx.nxt]  # (n,) cost where each would go
         n_reach = int(np.count_nonzero(ctx.reach))
         err0 = ctx.fixed_err + int(np.count_nonzero(ctx.go_wrong & ctx.reach))
         go_wrong = ctx.go_wrong.view(np.int8)
@@ -322,25 +350,31 @@ class DPSolver:
         for slot, e in enumerate(self.problem.position_exits[j]):
             bounds = self.bounds[e]
             leave_cost = float((used_before | costs.needs[e]) @ costs.unit_costs)
-            extra = (costs.needs[e] & ~used_later) @ costs.unit_costs   # what enabling e adds to going on
+            extra = (
+                costs.needs[e] & ~used_later
+            ) @ costs.unit_costs  # what enabling e adds to going on
             o = self.order[e]
-            if n_reach == self.n:                                        # everyone reaches j
+            if n_reach == self.n:  # everyone reaches j
                 idx, s, leave_wrong = o, self.sorted_scores[e], self.sorted_wrong[e]
             else:
-                pos = np.flatnonzero(ctx.reach.take(o))                  # reaching samples, best score first
-                idx, s, leave_wrong = o.take(pos), self.sorted_scores[e].take(pos), self.sorted_wrong[e].take(pos)
+                pos = np.flatnonzero(ctx.reach.take(o))  # reaching samples, best score first
+                idx, s, leave_wrong = (
+                    o.take(pos),
+                    self.sorted_scores[e].take(pos),
+                    self.sorted_wrong[e].take(pos),
+                )
             k = s.size
             stay_cost = go_cost.take(idx)
             go_cost_sum = float(stay_cost.sum())
-            if np.all(extra == extra[0]):                                # the same wherever they go on
+            if np.all(extra == extra[0]):  # the same wherever they go on
                 stay_sum, leave_gain = go_cost_sum + extra[0] * k, leave_cost - extra[0]
             else:
                 lookup = none_lookup.copy()
                 lookup[later] += extra
                 stay_cost = lookup.take(ctx.nxt.take(idx))
                 stay_sum, leave_gain = float(stay_cost.sum()), leave_cost
-            err_at = np.empty(k + 1, dtype=np.int64)                     # totals as prefix sums of
-            err_at[0] = err0                                             # (leave here - go on)
+            err_at = np.empty(k + 1, dtype=np.int64)  # totals as prefix sums of
+            err_at[0] = err0  # (leave here - go on)
             np.subtract(leave_wrong, go_wrong.take(idx), out=err_at[1:])
             np.cumsum(err_at, out=err_at)
             cost_at = np.empty(k + 1)
@@ -354,8 +388,15 @@ class DPSolver:
             out.append(Curve(j, slot, err_at, cost_at, s, blocked, bounds))
             self.n_cut_evals += k + 1 - blocked.size
         self.n_cut_evals += 1
-        none = Curve(j, -1, np.array([err0]), np.array([ctx.fixed_cost + go_cost_sum]),
-                     np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.int64), (self.lo, self.hi))
+        none = Curve(
+            j,
+            -1,
+            np.array([err0]),
+            np.array([ctx.fixed_cost + go_cost_sum]),
+            np.zeros(0, dtype=np.float32),
+            np.zeros(0, dtype=np.int64),
+            (self.lo, self.hi),
+        )
         return [none] + out
 
     # -- sweeps ---------------------------------------------------------------------------------
@@ -365,9 +406,11 @@ class DPSolver:
         running totals are stale."""
         n_others = int(np.count_nonzero(slots >= 0)) - int(slots[j] >= 0)
         if self.max_exits is not None and n_others >= self.max_exits and slots[j] >= 0:
-            slots[j], taus[j] = -1, self.hi                              # over the cap (a given start)
+            slots[j], taus[j] = -1, self.hi  # over the cap (a given start)
             return 2
-        if self.max_exits is not None and n_others >= self.max_exits:  # "disabled" alone fits the cap
+        if (
+            self.max_exits is not None and n_others >= self.max_exits
+        ):  # "disabled" alone fits the cap
             return self._swap(slots, taus, j, self._none_curve(slots, j, ctx), select, harvest)
         curves, fresh = self.curves(slots, taus, j, ctx)
         if harvest is not None and fresh:
@@ -399,7 +442,16 @@ class DPSolver:
         if seen is not None and seen[0] is select and seen[1] == key:
             return 0
         enabled = sorted(np.flatnonzero(slots >= 0), key=lambda p: self._served.get(int(p), 0))
-        keep = Curve(j, -2, current.err_at, current.cost_at, current.scores, current.blocked, current.bounds, 0)
+        keep = Curve(
+            j,
+            -2,
+            current.err_at,
+            current.cost_at,
+            current.scores,
+            current.blocked,
+            current.bounds,
+            0,
+        )
         for i in enabled:
             s2, t2 = slots.copy(), taus.copy()
             s2[i], t2[i] = -1, self.hi
@@ -419,16 +471,19 @@ class DPSolver:
         """Samples passing position j's enabled exit now leave there when they reach it (in place)."""
         if slots[j] >= 0:
             e, leave = self._passes(j, slots, taus)
-            nxt += (e - nxt) * leave                                     # np.where, but faster
+            nxt += (e - nxt) * leave  # np.where, but faster
             go_wrong &= ~leave
             go_wrong |= leave & self.wrong[e]
 
-    def sweep(self, slots, taus, select: Callable, *, backward: bool, harvest: Callable | None = None) -> bool:
+    def sweep(
+        self, slots, taus, select: Callable, *, backward: bool, harvest: Callable | None = None
+    ) -> bool:
         """One pass over all positions applying ``select(curves, slots, taus, j)``; True if anything changed."""
         changed = False
         if backward:
             lookup = self.cost_lookup(slots)
-            reach_at, fixed = [], []
+            reach_at: list[np.ndarray] = []
+            fixed: list[tuple[int, float]] = []
             remaining = np.ones(self.n, dtype=bool)
             err, cost = 0, 0.0
             for j in range(self.J):
@@ -439,22 +494,31 @@ class DPSolver:
             nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
             go_wrong = self.wrong[self.final].copy()
             for j in reversed(range(self.J)):
-                step = self._step(slots, taus, j, _Context(reach_at[j], nxt, go_wrong, *fixed[j]), select, harvest)
+                ctx = _Context(reach_at[j], nxt, go_wrong, fixed[j][0], fixed[j][1])
+                step = self._step(slots, taus, j, ctx, select, harvest)
                 if step == 2:
                     return True
                 changed |= step == 1
                 self._go_on(j, slots, taus, nxt, go_wrong)
             return changed
-        after = [None] * self.J
+        after: list[tuple[np.ndarray, np.ndarray]] = []  # filled from the last position back
         nxt = np.full(self.n, self.final, dtype=self.exit_dtype)
         go_wrong = self.wrong[self.final].copy()
         for j in reversed(range(self.J)):
-            after[j] = (nxt.copy(), go_wrong.copy())
+            after.append((nxt.copy(), go_wrong.copy()))
             self._go_on(j, slots, taus, nxt, go_wrong)
+        after.reverse()
         remaining = np.ones(self.n, dtype=bool)
         err, cost = 0, 0.0
         for j in range(self.J):
-            step = self._step(slots, taus, j, _Context(remaining, *after[j], err, cost), select, harvest)
+            step = self._step(
+                slots,
+                taus,
+                j,
+                _Context(remaining, after[j][0], after[j][1], err, cost),
+                select,
+                harvest,
+            )
             if step == 2:
                 return True
             changed |= step == 1
@@ -488,6 +552,7 @@ class DPSolver:
                 if val < best_val:
                     best_val, best = val, (c.slot, float(c.thresholds_at(m)))
             return best
+
         return select
 
     def solve(self, slots, taus, select: Callable, *, max_sweeps: int = 12, harvest=None) -> int:
@@ -524,26 +589,30 @@ class _Archive:
         ms = [c.cut_at(_spread(c.n_cuts, 8 * self.per_curve)) for c in curves]
         sizes = np.array([m.size for m in ms])
         seg = np.repeat(np.arange(len(curves)), sizes)
-        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms)])
-        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms)])
+        err = np.concatenate([c.err_at[m] for c, m in zip(curves, ms, strict=True)])
+        cost = np.concatenate([c.cost_at[m] for c, m in zip(curves, ms, strict=True)])
         # non-dominated within each curve: sort by (curve, cost, err); shifting each curve's errors
         # below all earlier curves' makes one running minimum restart at every curve
         order = np.lexsort((err, cost, seg))
         shifted = err[order] - seg[order] * (int(err.max()) - int(err.min()) + 1)
-        best_before = np.concatenate([[np.iinfo(np.int64).max], np.minimum.accumulate(shifted)[:-1]])
-        kept = order[shifted < best_before]                   # grouped by curve, cheapest first
+        best_before = np.concatenate(
+            [[np.iinfo(np.int64).max], np.minimum.accumulate(shifted)[:-1]]
+        )
+        kept = order[shifted < best_before]  # grouped by curve, cheapest first
         kept_seg = seg[kept]
         bounds = np.searchsorted(kept_seg, np.arange(len(curves) + 1))
         state = (slots.copy(), taus.copy())
         firsts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         for i, c in enumerate(curves):
-            mine = kept[bounds[i]:bounds[i + 1]]
+            mine = kept[bounds[i] : bounds[i + 1]]
             mine = mine[_spread(mine.size, self.per_curve)]
             if mine.size:
                 self.F.append(np.column_stack([err[mine], cost[mine]]).astype(np.float64))
                 self.refs.append((state, c.j, c.slot, c.thresholds_at(ms[i][mine - firsts[i]])))
 
-    def front(self, solver: DPSolver, max_configs: int | None) -> tuple[list[ExitConfig], np.ndarray]:
+    def front(
+        self, solver: DPSolver, max_configs: int | None
+    ) -> tuple[list[ExitConfig], np.ndarray]:
         """The non-dominated cuts (cost-sorted), thinned to ``max_configs`` along cost, as configs."""
         if not self.F:
             return [], np.zeros((0, 2))
@@ -582,8 +651,16 @@ class DPEngine(BaseEngine):
 
     name = "dp"
 
-    def __init__(self, *, n_lams: int = 24, lams: list[float] | None = None, max_sweeps: int = 12,
-                 per_curve: int = 64, max_configs: int | None = 256, max_exits: int | None = None):
+    def __init__(
+        self,
+        *,
+        n_lams: int = 24,
+        lams: list[float] | None = None,
+        max_sweeps: int = 12,
+        per_curve: int = 64,
+        max_configs: int | None = 256,
+        max_exits: int | None = None,
+    ):
         self.n_lams = n_lams
         self.lams = lams
         self.max_sweeps = max_sweeps
@@ -604,7 +681,9 @@ class DPEngine(BaseEngine):
         except (TypeError, ValueError):
             lams = np.array([np.nan])
         if lams.size == 0 or not (np.isfinite(lams) & (lams >= 0)).all():
-            raise SearchError(f"`lams` must be a non-empty list of finite numbers >= 0; got {self.lams!r}")
+            raise SearchError(
+                f"`lams` must be a non-empty list of finite numbers >= 0; got {self.lams!r}"
+            )
         return lams
 
     def _run(self, problem, budget, rng, callback):
@@ -615,8 +694,13 @@ class DPEngine(BaseEngine):
         slots, taus = solver.empty_state()
         sweeps = 0
         for lam in sorted(lams, reverse=True):
-            sweeps += solver.solve(slots, taus, solver.weighted_select(lam), max_sweeps=self.max_sweeps,
-                                   harvest=archive)
+            sweeps += solver.solve(
+                slots,
+                taus,
+                solver.weighted_select(lam),
+                max_sweeps=self.max_sweeps,
+                harvest=archive,
+            )
             if callback is not None:
                 callback(self, problem)
         problem.n_evals += solver.n_cut_evals
@@ -628,5 +712,5 @@ class DPEngine(BaseEngine):
 def _thin(F: np.ndarray, k: int) -> np.ndarray:
     """``k`` indices of a cost-sorted front spread evenly along relative cost, both ends kept."""
     targets = np.linspace(F[0, 1], F[-1, 1], k)
-    idx = np.searchsorted(F[:, 1], targets).clip(0, len(F) - 1)       # sorted: drop repeats
+    idx = np.searchsorted(F[:, 1], targets).clip(0, len(F) - 1)  # sorted: drop repeats
     return idx[np.concatenate([[True], idx[1:] != idx[:-1]])]

@@ -8,6 +8,7 @@ any configuration is matched (every sample leaves at the same exit) or beaten by
 position the choice is "none" or (head type, level); all combinations are counted and evaluated with
 a vectorised fast path (the last position's options in one numpy pass per prefix).
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,10 @@ def threshold_levels(scores: np.ndarray, levels: int | None, lo: float, hi: floa
         probs = np.arange(1, levels) / levels
         cand = s[np.floor(probs * (s.size - 1)).astype(np.int64)]
     c64 = cand.astype(np.float64)
-    cand = cand[(c64 >= lo) & (c64 <= hi)]              # float32 rounding may step just outside the range
-    grid = np.unique(np.concatenate([np.float32([snap_threshold(lo, lo, hi)]), cand]))
+    cand = cand[(c64 >= lo) & (c64 <= hi)]  # float32 rounding may step just outside the range
+    grid = np.unique(
+        np.concatenate([np.array([snap_threshold(lo, lo, hi)], dtype=np.float32), cand])
+    )
     return grid[grid < s[-1]]
 
 
@@ -49,10 +52,15 @@ class _Enumerator:
         self.unit_costs, self.needs, self.final = costs.unit_costs, costs.needs, problem.final_exit
         self.norm = problem.n_samples * costs.base_cost
         # per option of each position: (exit, threshold) or None, flattened: option 0 = none
-        self.options = [[None] + [(e, t) for e in ex for t in grids[e]] for ex in problem.position_exits]
+        self.options = [
+            [None] + [(e, t) for e in ex for t in grids[e]] for ex in problem.position_exits
+        ]
         last = problem.position_exits[-1]
         self.order = {e: np.argsort(problem.scores[e], kind="stable") for e in last}
-        self.cut = {e: np.searchsorted(problem.scores[e][self.order[e]], grids[e], side="right") for e in last}
+        self.cut = {
+            e: np.searchsorted(problem.scores[e][self.order[e]], grids[e], side="right")
+            for e in last
+        }
         self.F: list[np.ndarray] = []
         self.choice: list[np.ndarray] = []
 
@@ -79,8 +87,12 @@ class _Enumerator:
                 u = used | self.needs[e]
                 leave = present & (pb.scores[e] > t)
                 n_leave = int(np.count_nonzero(leave))
-                child = (present & ~leave, n_correct + int(np.count_nonzero(leave & pb.correct[e])),
-                         cost + n_leave * float(self.unit_costs[u].sum()), u)
+                child = (
+                    present & ~leave,
+                    n_correct + int(np.count_nonzero(leave & pb.correct[e])),
+                    cost + n_leave * float(self.unit_costs[u].sum()),
+                    u,
+                )
                 self._visit(j + 1, prefix + (i,), child, None)
             if callback is not None:
                 callback()
@@ -89,30 +101,46 @@ class _Enumerator:
         present, n_correct, cost, used = state
         pb, fin = self.pb, self.final
         final_correct = pb.correct[fin]
-        rows_F = [((1.0 - (n_correct + np.count_nonzero(present & final_correct)) / pb.n_samples),
-                   (cost + np.count_nonzero(present) * float(self.unit_costs[used | self.needs[fin]].sum())) / self.norm)]
+        stay_cost = float(self.unit_costs[used | self.needs[fin]].sum())
+        rows_F = [
+            (
+                (1.0 - (n_correct + np.count_nonzero(present & final_correct)) / pb.n_samples),
+                (cost + np.count_nonzero(present) * stay_cost) / self.norm,
+            )
+        ]
         F = [np.asarray(rows_F, dtype=np.float64)]
         for e in self.pb.position_exits[-1]:
             o, cut = self.order[e], self.cut[e]
             u = used | self.needs[e]
-            c_leave, c_final = float(self.unit_costs[u].sum()), float(self.unit_costs[u | self.needs[fin]].sum())
-            cs = [np.concatenate([[0], np.cumsum(a[o], dtype=np.int64)])
-                  for a in (present, present & pb.correct[e], present & final_correct)]
+            c_leave, c_final = (
+                float(self.unit_costs[u].sum()),
+                float(self.unit_costs[u | self.needs[fin]].sum()),
+            )
+            cs = [
+                np.concatenate([[0], np.cumsum(a[o], dtype=np.int64)])
+                for a in (present, present & pb.correct[e], present & final_correct)
+            ]
             n_stay, n_leave = cs[0][cut], cs[0][-1] - cs[0][cut]
             correct = n_correct + (cs[1][-1] - cs[1][cut]) + cs[2][cut]
-            F.append(np.column_stack([1.0 - correct / pb.n_samples,
-                                      (cost + n_leave * c_leave + n_stay * c_final) / self.norm]))
-        F = np.concatenate(F)
-        choice = np.empty((F.shape[0], len(self.options)), dtype=np.int32)
+            F.append(
+                np.column_stack(
+                    [
+                        1.0 - correct / pb.n_samples,
+                        (cost + n_leave * c_leave + n_stay * c_final) / self.norm,
+                    ]
+                )
+            )
+        front = np.concatenate(F)
+        choice = np.empty((front.shape[0], len(self.options)), dtype=np.int32)
         choice[:, :-1] = prefix
-        choice[:, -1] = np.arange(F.shape[0])
-        self.F.append(F)
+        choice[:, -1] = np.arange(front.shape[0])
+        self.F.append(front)
         self.choice.append(choice)
-        self.pb.n_evals += F.shape[0]
+        self.pb.n_evals += front.shape[0]
 
     def decode(self, row) -> ExitConfig:
         picked = [self.options[j][i] for j, i in enumerate(row) if i > 0]
-        return ExitConfig(tuple(e for e, _ in picked), tuple(float(t) for _, t in picked), self.pb.score)
+        return self.pb.config((e for e, _ in picked), (t for _, t in picked))
 
 
 @register_engine
@@ -126,7 +154,9 @@ class Exhaustive(BaseEngine):
 
     name = "exhaustive"
 
-    def __init__(self, *, levels: int | None = 32, max_configs: int = 2_000_000, max_exits: int | None = None):
+    def __init__(
+        self, *, levels: int | None = 32, max_configs: int = 2_000_000, max_exits: int | None = None
+    ):
         self.levels = levels
         self.max_configs = max_configs
         self.max_exits = max_exits
@@ -137,14 +167,19 @@ class Exhaustive(BaseEngine):
         check_scalar(self.max_configs, "max_configs", min_val=1, integer=True)
         check_max_exits(self.max_exits, problem.n_positions)
         lo, hi = score_range(problem.score, problem.cache.n_classes)
-        grids = [threshold_levels(problem.scores[e], self.levels, lo, hi) for e in range(problem.n_exits - 1)]
+        grids = [
+            threshold_levels(problem.scores[e], self.levels, lo, hi)
+            for e in range(problem.n_exits - 1)
+        ]
         enum = _Enumerator(problem, grids)
         total = enum.count()
         if total > self.max_configs:
             sizes = " x ".join(str(len(o)) for o in enum.options)
-            raise SearchError(f"exhaustive: {problem.n_positions} positions with {sizes} options each make "
-                              f"{total:.3g} configurations, more than max_configs={self.max_configs}; "
-                              "use fewer levels or the dp engine")
+            raise SearchError(
+                f"exhaustive: {problem.n_positions} positions with {sizes} options each make "
+                f"{total:.3g} configurations, more than max_configs={self.max_configs}; "
+                "use fewer levels or the dp engine"
+            )
         F, choice = enum.run(None if callback is None else (lambda: callback(self, problem)))
         if self.max_exits is not None:
             within = np.count_nonzero(choice > 0, axis=1) <= self.max_exits

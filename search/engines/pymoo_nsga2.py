@@ -8,7 +8,10 @@ populations go to ``ExitProblem.evaluate_arrays`` in one call. Constraints (maxi
 maximum relative cost) are pymoo inequality constraints. The engine keeps an archive of every
 feasible non-dominated configuration it evaluated and returns it.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -25,15 +28,20 @@ DEFAULT_GENERATIONS = 100
 
 def _pymoo_problem(encoding: MixedEncoding, base_error: float, max_drop, max_cost, n_constr: int):
     """A vectorised pymoo Problem over ``[h_0..h_{J-1}, x_0..x_{J-1}]`` handing populations to the evaluator."""
-    core = import_optional("pymoo.core.problem", "nsga2", "pymoo")
+    problem_base: Any = import_optional("pymoo.core.problem", "nsga2", "pymoo").Problem
     J = encoding.n_positions
     xlo, xhi = encoding.x_bounds
 
-    class _Problem(core.Problem):
+    class _Problem(problem_base):
         def __init__(self):
-            super().__init__(n_var=2 * J, n_obj=2, n_ieq_constr=n_constr,
-                             xl=np.concatenate([np.full(J, -0.5), xlo]),
-                             xu=np.concatenate([encoding.n_heads + 0.5, xhi]), vtype=float)
+            super().__init__(
+                n_var=2 * J,
+                n_obj=2,
+                n_ieq_constr=n_constr,
+                xl=np.concatenate([np.full(J, -0.5), xlo]),
+                xu=np.concatenate([encoding.n_heads + 0.5, xhi]),
+                vtype=float,
+            )
 
         def _evaluate(self, x, out, *args, **kwargs):
             F = encoding.evaluate(_heads(x, encoding), x[:, J:])
@@ -46,16 +54,16 @@ def _pymoo_problem(encoding: MixedEncoding, base_error: float, max_drop, max_cos
 
 def _heads(x: np.ndarray, encoding: MixedEncoding) -> np.ndarray:
     """Head variables rounded to ``{0..T_j}``."""
-    return np.clip(np.rint(x[:, :encoding.n_positions]), 0, encoding.n_heads).astype(np.int64)
+    return np.clip(np.rint(x[:, : encoding.n_positions]), 0, encoding.n_heads).astype(np.int64)
 
 
 def _rounding_repair(encoding: MixedEncoding):
-    repair = import_optional("pymoo.core.repair", "nsga2", "pymoo")
+    repair_base: Any = import_optional("pymoo.core.repair", "nsga2", "pymoo").Repair
 
-    class _RoundHeads(repair.Repair):
+    class _RoundHeads(repair_base):
         def _do(self, problem, X, **kwargs):
             X = np.array(X, dtype=float)
-            X[:, :encoding.n_positions] = _heads(X, encoding)
+            X[:, : encoding.n_positions] = _heads(X, encoding)
             return X
 
     return _RoundHeads()
@@ -74,8 +82,16 @@ class NSGA2Engine(BaseEngine):
 
     name = "nsga2"
 
-    def __init__(self, *, pop_size: int = 100, n_gen: int | None = None, encoding: str = "quantile",
-                 max_drop: float | None = None, max_cost: float | None = None, seed_with_dp: bool = False):
+    def __init__(
+        self,
+        *,
+        pop_size: int = 100,
+        n_gen: int | None = None,
+        encoding: str = "quantile",
+        max_drop: float | None = None,
+        max_cost: float | None = None,
+        seed_with_dp: bool = False,
+    ):
         self.pop_size = pop_size
         self.n_gen = n_gen
         self.encoding = encoding
@@ -84,7 +100,9 @@ class NSGA2Engine(BaseEngine):
         self.seed_with_dp = seed_with_dp
 
     def _base_only(self, problem) -> Candidates:
-        return base_within_constraints(super()._base_only(problem), problem, self.max_drop, self.max_cost)
+        return base_within_constraints(
+            super()._base_only(problem), problem, self.max_drop, self.max_cost
+        )
 
     def _check(self) -> None:
         check_scalar(self.pop_size, "pop_size", min_val=2, integer=True)
@@ -101,29 +119,40 @@ class NSGA2Engine(BaseEngine):
         base_error = problem.base.error
         pproblem = _pymoo_problem(enc, base_error, self.max_drop, self.max_cost, n_constr)
         X0, note, seeds = self._initial(enc, problem, rng)
-        algo = nsga2.NSGA2(pop_size=self.pop_size, sampling=X0, repair=_rounding_repair(enc),
-                           eliminate_duplicates=True)
-        algo.setup(pproblem, termination=termination.NoTermination(), seed=int(rng.integers(2 ** 31)),
-                   verbose=False)
+        algo = nsga2.NSGA2(
+            pop_size=self.pop_size,
+            sampling=X0,
+            repair=_rounding_repair(enc),
+            eliminate_duplicates=True,
+        )
+        algo.setup(
+            pproblem,
+            termination=termination.NoTermination(),
+            seed=int(rng.integers(2**31)),
+            verbose=False,
+        )
         n_gen = self.n_gen
         if n_gen is None and budget.max_evals is None and budget.max_seconds is None:
             n_gen = DEFAULT_GENERATIONS
         archive, evals0, gens = Archive(enc.n_positions), problem.n_evals, 0
-        if seeds is not None:   # all of dp's front, exact, so the result never falls below it
-            G = constraint_values(seeds[2], base_error, max_drop=self.max_drop, max_cost=self.max_cost)
-            archive.add(*seeds, (G <= 0).all(axis=1))
+        if seeds is not None:  # all of dp's front, exact, so the result never falls below it
+            Hs, Xs, Fs = seeds
+            G = constraint_values(Fs, base_error, max_drop=self.max_drop, max_cost=self.max_cost)
+            archive.add(Hs, Xs, Fs, np.all(G <= 0, axis=1))
         self.history_: list[tuple[int, float]] = []
         while (n_gen is None or gens < n_gen) and not budget.exhausted(problem):
             pop = algo.ask()
             left = budget.evals_left(problem)
             if left < len(pop):
-                pop = pop[:int(left)]
+                pop = pop[: int(left)]
             algo.evaluator.eval(pproblem, pop)
             algo.tell(infills=pop)
             gens += 1
             x, F = pop.get("X"), pop.get("F")
-            feasible = np.ones(len(pop), dtype=bool) if not n_constr else (pop.get("G") <= 0).all(axis=1)
-            archive.add(_heads(x, enc), x[:, enc.n_positions:], F, feasible)
+            feasible = (
+                np.ones(len(pop), dtype=bool) if not n_constr else (pop.get("G") <= 0).all(axis=1)
+            )
+            archive.add(_heads(x, enc), x[:, enc.n_positions :], F, feasible)
             self.history_.append((problem.n_evals - evals0, archive.hypervolume()))
             if callback is not None:
                 callback(self, problem)
@@ -133,7 +162,9 @@ class NSGA2Engine(BaseEngine):
             msg += "; no feasible configuration found"
         return Candidates(configs, archive.F, msg)
 
-    def _initial(self, enc: MixedEncoding, problem, rng: np.random.Generator) -> tuple[np.ndarray, str, tuple | None]:
+    def _initial(
+        self, enc: MixedEncoding, problem, rng: np.random.Generator
+    ) -> tuple[np.ndarray, str, tuple | None]:
         """Initial population ``(pop_size, 2 J)``: dp's front (spread along cost) when asked, then random rows; and
         dp's whole front encoded ``(H, X, F)`` for the archive (None unseeded)."""
         J, n = enc.n_positions, self.pop_size
@@ -148,6 +179,8 @@ class NSGA2Engine(BaseEngine):
             if len(Hs) > n:  # keep an even spread along the (cost-sorted) front
                 pick = np.unique(np.linspace(0, len(Hs) - 1, n).round().astype(int))
                 Hs, Xs = Hs[pick], Xs[pick]
-            H[:len(Hs)], X[:len(Xs)] = Hs, Xs
-            note = f"; seeded with {len(Hs)} dp configurations (dp scored {front.n_evals} cuts apart)"
+            H[: len(Hs)], X[: len(Xs)] = Hs, Xs
+            note = (
+                f"; seeded with {len(Hs)} dp configurations (dp scored {front.n_evals} cuts apart)"
+            )
         return np.concatenate([H.astype(float), X], axis=1), note, seeds

@@ -6,12 +6,8 @@ import json
 
 import pytest
 
-from _fashion import fashion_files
-from _runtime_fixtures import make_export, tiny_model
+from _runtime_fixtures import fashion_dump, make_export
 from data_cache.cost_tables import read_cost_table
-from exits.checkpoints import save_checkpoint
-from exits.data import load_splits
-from exits.dump import dump_cache, dump_provenance
 from exits.export_bundle import main as export_main
 from exits.profile import main as profile_main
 from exits.validate_bundle import main as validate_main
@@ -20,15 +16,8 @@ from exits.validate_bundle import main as validate_main
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("bundle_time")
-    root = fashion_files(tmp / "fm", n_train=60, n_test=30)
-    model = tiny_model()
-    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
-    ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
-    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
-    prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
-                           split_parameters=splits.parameters, seed=0)
-    cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
-                       split_definitions=splits.definitions, provenance=prov)
+    model, ckpt, cache = fashion_dump(tmp)
+    root = tmp / "fm"
     (tmp / "front.json").write_text(json.dumps(make_export(cache)))
     assert export_main(["--checkpoint", str(ckpt), "--config", str(tmp / "front.json"), "--cache", str(tmp / "cache"),
                         "--exporter", "torchscript", "--quiet", "--out", str(tmp / "bundle")]) == 0

@@ -11,14 +11,10 @@ import pytest
 import torch
 from torch import nn
 
-from _fashion import fashion_files
-from _runtime_fixtures import certify, make_export, tiny_model
+from _runtime_fixtures import fashion_dump, certify, make_export
 from bundle import BundleError, open_bundle
 from bundle.manifest import MANIFEST
 from data_cache.outputs import OutputError, atomic_folder, check_output_folder
-from exits.checkpoints import save_checkpoint
-from exits.data import load_splits
-from exits.dump import dump_cache, dump_provenance
 from exits.export_bundle import BundleExportError, _Part, _probe
 from exits.export_bundle import main as export_main
 from exits.validate_bundle import main as validate_main
@@ -28,15 +24,8 @@ from exits.validate_bundle import main as validate_main
 def setup(tmp_path_factory):
     """A tiny model dumped on fake Fashion-MNIST files, its checkpoint, a table and the bundle of it."""
     tmp = tmp_path_factory.mktemp("cli")
-    root = fashion_files(tmp / "fm", n_train=60, n_test=30)
-    model = tiny_model()
-    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
-    ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
-    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
-    prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
-                           split_parameters=splits.parameters, seed=0)
-    cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
-                       split_definitions=splits.definitions, provenance=prov)
+    model, ckpt, cache = fashion_dump(tmp)
+    root = tmp / "fm"
     doc = make_export(cache)
     (tmp / "front.json").write_text(json.dumps(doc))
     common = ["--checkpoint", str(ckpt), "--config", str(tmp / "front.json"), "--cache", str(tmp / "cache"),

@@ -77,7 +77,9 @@ def test_macs_keeps_todays_numbers_on_the_bundled_cache(bundled):
      [0.0008114633899047466, 0.0039440225828994875, 0.010497680109458372, 0.014427361234321395])])
 def test_macs_and_latency_keep_todays_numbers_on_a_synthetic_cache(timed, name, field, base, path):
     t = table(timed, name)
-    assert t.base_cost == base and t.exit_costs([0, 2, 5]).tolist() == path
+    # to the last bit but one: numpy 1.x and 2.x may round a sum differently (make test-min runs numpy 1.24)
+    assert t.base_cost == pytest.approx(base, rel=1e-15)
+    assert t.exit_costs([0, 2, 5]).tolist() == pytest.approx(path, rel=1e-15)
     n_early = len(timed.exits) - 1
     for enabled in itertools.combinations(range(n_early), 2):
         np.testing.assert_allclose(t.exit_costs(enabled),

@@ -10,7 +10,11 @@ from data_cache import cli, save_cache
 from data_cache.cli import COMMANDS, main
 from data_cache.synthetic import make_synthetic_cache
 
+# The torch-side subcommands' modules import torch (absent in the numpy-side run, `make test-min`).
+needs_torch = pytest.mark.skipif(importlib.util.find_spec("torch") is None, reason="torch is not installed")
 
+
+@needs_torch
 def test_every_subcommand_names_a_module_with_a_main():
     for name, (module, _) in COMMANDS.items():
         assert importlib.util.find_spec(module) is not None, name
@@ -35,6 +39,7 @@ def test_validate_cache_runs_on_a_cache(tmp_path, capsys):
     assert capsys.readouterr().err.endswith("missing: not a folder\n")
 
 
+@needs_torch
 def test_dump_help_goes_through_the_torch_side(capsys):
     with pytest.raises(SystemExit) as info:
         main(["dump", "--help"])

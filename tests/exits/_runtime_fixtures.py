@@ -99,3 +99,23 @@ def certify(cache, doc: dict, index: int, *, split: str = "search", seed: int = 
     assert got["certified"]
     doc["configs"][index]["certificate"] = {**cert, "p_value": got["p_value"], "observed_drop": got["observed_drop"]}
     return drop
+
+
+def fashion_dump(tmp: Path):
+    """A tiny model dumped on fake Fashion-MNIST files (60 train, 30 test) with the dump's provenance: the
+    model, its checkpoint (with the backbone) and the cache folder ``tmp/cache``."""
+    from _fashion import fashion_files
+    from exits.checkpoints import save_checkpoint
+    from exits.data import load_splits
+    from exits.dump import dump_provenance
+
+    root = fashion_files(tmp / "fm", n_train=60, n_test=30)
+    model = tiny_model()
+    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
+    ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
+    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
+    prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
+                           split_parameters=splits.parameters, seed=0)
+    cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
+                       split_definitions=splits.definitions, provenance=prov)
+    return model, ckpt, cache

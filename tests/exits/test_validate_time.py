@@ -3,18 +3,12 @@ exports for another runtime, table or target refused or flagged in one line (tim
 from __future__ import annotations
 
 import json
-import shutil
 
-import numpy as np
 import pytest
 
-from _fashion import fashion_files
-from _runtime_fixtures import make_export, tiny_model
+from _runtime_fixtures import fashion_dump, make_export
 from data_cache.cost_tables import read_cost_table
 from data_cache.format import COST_TABLES_DIR
-from exits.checkpoints import save_checkpoint
-from exits.data import load_splits
-from exits.dump import dump_cache, dump_provenance
 from exits.profile import main as profile_main
 from exits.time_prediction import TimeTargetError, resolve_time_target
 from exits.validate import main
@@ -29,15 +23,8 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 def setup(tmp_path_factory):
     """A tiny model dumped on fake Fashion-MNIST files, a MAC export and an eager cost table at batch 4."""
     tmp = tmp_path_factory.mktemp("validate_time")
-    root = fashion_files(tmp / "fm", n_train=60, n_test=30)
-    model = tiny_model()
-    data = {"dataset": "fashion_mnist", "search_fraction": 0.3, "seed": 0}
-    ckpt = save_checkpoint(tmp / "ckpt.pt", model, include_backbone=True, data=data)
-    splits = load_splits("fashion_mnist", root, data_config=model.data_config, search_fraction=0.3, seed=0)
-    prov = dump_provenance(model, data_config=model.data_config, dataset="fashion_mnist",
-                           split_parameters=splits.parameters, seed=0)
-    cache = dump_cache(model, splits.cache_splits(), tmp / "cache", k=3, batch_size=16,
-                       split_definitions=splits.definitions, provenance=prov)
+    model, ckpt, cache = fashion_dump(tmp)
+    root = tmp / "fm"
     assert profile_main(["--checkpoint", str(ckpt), "--cache", str(tmp / "cache"), "--name", "cpu-t1",
                          "--batch-size", "4", "--rounds", "1", "--min-time", "1e-4", "--threads", "1",
                          "--quiet"]) == 0

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from data_cache import format as fmt
@@ -36,10 +36,8 @@ from data_cache.validate import main as validate_main
 from search._validation import SearchError
 from search.export import export_configs, read_export
 from search.pareto import main as pareto_main
+from tests.fuzz._fuzz import FUZZ
 
-LONG = os.environ.get("EXITSEARCH_FUZZ") == "long"
-FUZZ = settings(max_examples=120 if LONG else 12, derandomize=not LONG, deadline=None, database=None,
-                suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 SPLITS = ("search", "holdout")
 FILES = fmt.SPLIT_FILES
 

@@ -1,4 +1,4 @@
-"""ExitProblem against a naive per-sample reference written straight from the spec."""
+"""ExitProblem against a naive per-sample reference written straight from the exit semantics (``contract/config.py``)."""
 from __future__ import annotations
 
 import numpy as np

@@ -195,7 +195,7 @@ def test_row_hashes_follow_every_field_of_a_row_and_not_the_chunking():
     arrays = {s: {f: np.array(cache._array(s, f)) for f in fmt.SPLIT_FILES} for s in cache.splits()}
     arrays["search"][fmt.LABELS][0] += 1
     arrays["search"][fmt.TOPK_IDS][2, 1, 1] += 1
-    arrays["search"][fmt.TOPK_PROBS][4, 0, 2] = np.nextafter(arrays["search"][fmt.TOPK_PROBS][4, 0, 2], 2)
+    arrays["search"][fmt.TOPK_PROBS][4, 0, 2] = np.nextafter(arrays["search"][fmt.TOPK_PROBS][4, 0, 2], np.float32(2))
     arrays["search"][fmt.SAMPLE_INDEX][3] += 10 ** 6        # not content: the same row
     edited = row_hashes(InMemoryCache(cache.meta, arrays), "search")
     assert list(np.flatnonzero(edited != h)) == [0, 1, 2]
