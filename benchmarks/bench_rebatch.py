@@ -22,8 +22,9 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP: shared machines
 
@@ -31,7 +32,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
-from data_cache.cli_types import positive_int, threads as thread_count  # noqa: E402
+from data_cache.cli_types import positive_int  # noqa: E402
+from data_cache.cli_types import threads as thread_count
 
 CACHE = ROOT / "data_cache/bundled/fashion_mnist"
 CHECKPOINT = ROOT / "data_cache/bundled/fashion_mnist.checkpoint.pt"
@@ -74,7 +76,7 @@ def _rounds(cases: dict[str, Callable[[], Any]], rounds: int) -> dict[str, list[
 
 def _ratios(times: dict[str, list[float]], num: str, den: str) -> dict[str, float]:
     """Speed-up of ``den`` over ``num`` (time num / time den) per round: median, min, max; and of the totals."""
-    r = [a / b for a, b in zip(times[num], times[den])]
+    r = [a / b for a, b in zip(times[num], times[den], strict=True)]
     return {"median": statistics.median(r), "min": min(r), "max": max(r), "total": sum(times[num]) / sum(times[den])}
 
 

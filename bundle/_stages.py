@@ -1,9 +1,11 @@
 """The onnxruntime side of the compaction loop (:mod:`contract.schedule`): a configuration cut into stages of the
 bundle's graphs, each run on a numpy batch and scored through the router's one rule adapter."""
+
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -49,27 +51,36 @@ class OnnxStages:
             g = self.graphs[man.base]
             return [Stage(final, None, cfg.rule, g.info.macs, units=_Run((g,), None))]
         by_index = {e.index: e for e in man.exits.values()}
-        stops = [(j, by_index[i], t) for j, (i, t) in enumerate(zip(cfg.exits, cfg.thresholds))]
+        stops = [
+            (j, by_index[i], t)
+            for j, (i, t) in enumerate(zip(cfg.exits, cfg.thresholds, strict=True))
+        ]
         out: list[Stage] = []
         saver = {e.position: (j, e, t) for j, e, t in stops if e.chain == "saver"}
         if saver:
             out += self._chain(cfg, man.chains["saver"], saver, final=None)
         first = len(out)
-        out += self._chain(cfg, man.chains["backbone"], {e.position: (j, e, t) for j, e, t in stops
-                                                          if e.chain == "backbone"}, final=final)
+        out += self._chain(
+            cfg,
+            man.chains["backbone"],
+            {e.position: (j, e, t) for j, e, t in stops if e.chain == "backbone"},
+            final=final,
+        )
         if first:
             s = out[first]
             out[first] = Stage(s.exit, s.threshold, s.rule, s.cost, True, s.units)
         return out
 
-    def _chain(self, cfg: ExitConfig, names: list[str], at: dict, *, final: int | None) -> list[Stage]:
+    def _chain(
+        self, cfg: ExitConfig, names: Sequence[str], at: dict, *, final: int | None
+    ) -> list[Stage]:
         out, run, cost = [], [], 0.0
         for name in names:
             g = self.graphs[name]
             run.append(g)
             cost += g.info.macs
-            if g.info.final:  # everyone still here leaves at the final exit
-                out.append(Stage(int(final), None, cfg.rule, cost, units=_Run(tuple(run), None)))
+            if g.info.final and final is not None:  # everyone still here leaves at the final exit
+                out.append(Stage(final, None, cfg.rule, cost, units=_Run(tuple(run), None)))
                 break
             stop = at.get(g.info.position)
             if stop is None:
@@ -77,7 +88,9 @@ class OnnxStages:
             j, e, threshold = stop
             head = None if e.graph is None else self.graphs[e.graph]
             cost += 0.0 if head is None else head.info.macs
-            out.append(Stage(e.index, threshold, cfg.rule_at(j), cost, units=_Run(tuple(run), head)))
+            out.append(
+                Stage(e.index, threshold, cfg.rule_at(j), cost, units=_Run(tuple(run), head))
+            )
             run, cost = [], 0.0
             if final is None and g.info.position >= max(at):
                 break

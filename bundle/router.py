@@ -2,25 +2,29 @@
 
 The router runs the bundle's graphs in order. After each segment that ends at an enabled exit it runs that
 exit's head graph on the samples still in the batch and scores the logits with the configuration's exit rule
-(:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads, as
-the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it); the
-samples that pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver chain runs
-first on the whole batch and the samples it keeps start the backbone from the input. Each sample is charged the
-MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over samples is
-the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
-(``contract/costs/``) the predicted costs and ``select(budget)`` are in that model's units, which the MAC
-accounting does not measure.
+(:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads,
+as the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it);
+the samples that pass leave, the rest are index-selected (compaction) and go on. The loop is
+:mod:`contract.schedule`, ``ExitRuntime``'s too (``bundle/_stages.py`` runs the graphs for it); with
+``run_batches(..., rebatch=True)`` the survivors of several batches are gathered so that every graph runs full
+batches. With a saver exit enabled the saver chain runs first on the whole batch and the samples it keeps start
+the backbone from the input. Each sample is charged the MACs of every graph it went through (the manifest's,
+from the cache's unit table), so the mean over samples is the relative cost the search predicted when the
+table's ``objective`` is ``macs``; under another cost model (``contract/costs/``) the predicted costs and
+``select(budget)`` are in that model's units, which the MAC accounting does not measure.
 
 The configurations are the bundle's table (its ``exitconfig/1`` document): switch with :meth:`set_config` or
 :meth:`select` without reloading; ``None`` is the base model (its own graph when exported, else the backbone
 segments in a row), run through the same code.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,14 +59,6 @@ class RouteResult:
         """Mean MACs per sample / base MACs."""
         return float(self.macs.mean()) / self.base_macs if len(self.macs) else 0.0
 
-    @classmethod
-    def concat(cls, parts: Sequence["RouteResult"], base_macs: float) -> "RouteResult":
-        if not parts:
-            return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32),
-                       np.empty(0, np.float64), base_macs)
-        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in ("predictions", "exits", "scores", "macs")),
-                   base_macs)
-
 
 def _onnxruntime() -> Any:
     try:
@@ -79,10 +75,14 @@ class _Graph:
         ort = _onnxruntime()
         self.info = info
         try:
-            self.session = ort.InferenceSession(data, sess_options=options, providers=list(providers))
+            self.session = ort.InferenceSession(
+                data, sess_options=options, providers=list(providers)
+            )
         except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
-            raise BundleError(f"graph {info.name!r} ({info.file}): onnxruntime cannot load it "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise BundleError(
+                f"graph {info.name!r} ({info.file}): onnxruntime cannot load it "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
         self.input = self.session.get_inputs()[0].name
         self.output = [self.session.get_outputs()[0].name]
 
@@ -100,8 +100,14 @@ class BundleRouter:
     it, a longer one on the base model.
     """
 
-    def __init__(self, path: str | Path, *, configs: Mapping[str, Any] | str | Path | None = None,
-                 threads: int | None = 1, providers: Sequence[Any] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        configs: Mapping[str, Any] | str | Path | None = None,
+        threads: int | None = 1,
+        providers: Sequence[Any] | None = None,
+    ):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
         doc = self.manifest.exitconfig if configs is None else self._outside_table(configs)
@@ -109,15 +115,22 @@ class BundleRouter:
         self.threads = threads
         options = self._session_options(threads)
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
-        self.graphs = {name: _Graph(info, self._read_graph(info), options, providers)
-                       for name, info in self.manifest.graphs.items()}
+        self.graphs = {
+            name: _Graph(info, self._read_graph(info), options, providers)
+            for name, info in self.manifest.graphs.items()
+        }
         self.base_macs = self.manifest.base_macs
         self.final_exit = self.manifest.final_exit[1]
         self.base_config = ExitConfig(id="base")
         self._table = self._exit_table()
-        self.configs = [self._resolve(entry, i, doc.get("score", "max_prob")) for i, entry in enumerate(doc["configs"])]
+        self.configs = [
+            self._resolve(entry, i, doc.get("score", "max_prob"))
+            for i, entry in enumerate(doc["configs"])
+        ]
         self._backend = OnnxStages(self.manifest, self.graphs)
-        self._stages = {id(c): (c, self._backend.stages(c)) for c in (self.base_config, *self.configs)}
+        self._stages = {
+            id(c): (c, self._backend.stages(c)) for c in (self.base_config, *self.configs)
+        }
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
 
     # -- loading --------------------------------------------------------------------------------
@@ -144,8 +157,10 @@ class BundleRouter:
         except OSError:
             raise BundleError(f"{path}: graph {info.name!r} is missing from the bundle") from None
         if sha256_bytes(data) != info.sha256:
-            raise BundleError(f"{path}: graph {info.name!r} does not match the manifest's fingerprint "
-                              f"({info.sha256[:19]}...); the file was altered after export: export the bundle again")
+            raise BundleError(
+                f"{path}: graph {info.name!r} does not match the manifest's fingerprint "
+                f"({info.sha256[:19]}...); the file was altered after export: export the bundle again"
+            )
         return data
 
     def _outside_table(self, configs: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
@@ -157,14 +172,24 @@ class BundleRouter:
                 configs = json.loads(Path(configs).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 raise BundleError(f"{where}: not a readable exitconfig/1 file ({exc})") from None
-        if not isinstance(configs, Mapping) or configs.get("format") != EXITCONFIG_FORMAT \
-                or not isinstance(configs.get("configs"), list):
-            raise BundleError(f"{where}: not an {EXITCONFIG_FORMAT} document with a list of configs")
-        for what, ours in (("cache", self.manifest.doc["cache"]), ("model", self.manifest.doc["model"])):
+        if (
+            not isinstance(configs, Mapping)
+            or configs.get("format") != EXITCONFIG_FORMAT
+            or not isinstance(configs.get("configs"), list)
+        ):
+            raise BundleError(
+                f"{where}: not an {EXITCONFIG_FORMAT} document with a list of configs"
+            )
+        for what, ours in (
+            ("cache", self.manifest.doc["cache"]),
+            ("model", self.manifest.doc["model"]),
+        ):
             theirs = (configs.get(what) or {}).get("fingerprint")
             if theirs != ours.get("fingerprint"):
-                raise BundleError(f"{where}: searched for {what} {str(theirs)[:19]}..., not this bundle's "
-                                  f"({str(ours.get('fingerprint'))[:19]}...)")
+                raise BundleError(
+                    f"{where}: searched for {what} {str(theirs)[:19]}..., not this bundle's "
+                    f"({str(ours.get('fingerprint'))[:19]}...)"
+                )
         return configs
 
     @staticmethod
@@ -181,10 +206,19 @@ class BundleRouter:
         """The exits this bundle serves, as configurations are checked against them."""
         served = self.manifest.exits
         final_name, final = self.manifest.final_exit
-        refs = (*(ExitRef(e.index, e.name, e.position, e.head) for e in served.values()),
-                ExitRef(final, final_name, self.graphs[self.manifest.chains['backbone'][-1]].info.position, None))
-        where = (f"in this bundle (it serves {sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the "
-                 "bundle with this configuration")
+        refs = (
+            *(ExitRef(e.index, e.name, e.position, e.head) for e in served.values()),
+            ExitRef(
+                final,
+                final_name,
+                self.graphs[self.manifest.chains["backbone"][-1]].info.position,
+                None,
+            ),
+        )
+        where = (
+            f"in this bundle (it serves {sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the "
+            "bundle with this configuration"
+        )
         return ExitTable(refs, final, self.manifest.num_classes, where)
 
     def _resolve(self, entry: Any, i: int, default_score: str) -> ExitConfig:
@@ -193,9 +227,15 @@ class BundleRouter:
         items = entry.get("exits") if isinstance(entry, Mapping) else None
         if not isinstance(items, list):
             raise BundleError(f"config {cid}: 'exits' must be a list")
-        predicted = {k: dict(entry[k]) for k in ("search", "holdout", "certificate") if isinstance(entry.get(k), Mapping)}
+        predicted = {
+            k: dict(entry[k])
+            for k in ("search", "holdout", "certificate")
+            if isinstance(entry.get(k), Mapping)
+        }
         try:
-            return ExitConfig.from_json(items, self._table, default_score, id=cid, predicted=predicted)
+            return ExitConfig.from_json(
+                items, self._table, default_score, id=cid, predicted=predicted
+            )
         except ContractError as exc:
             raise BundleError(f"config {cid}: {exc}") from None
 
@@ -221,23 +261,30 @@ class BundleRouter:
             return config
         if isinstance(config, int) and not isinstance(config, bool):
             if not -len(self.configs) <= config < len(self.configs):
-                raise BundleError(f"config index {config} out of range (the table holds {len(self.configs)})")
+                raise BundleError(
+                    f"config index {config} out of range (the table holds {len(self.configs)})"
+                )
             return self.configs[config]
         match = [c for c in self.configs if c.id == config]
         if not match:
-            raise BundleError(f"no configuration with id {config!r}; ids: {self.ids[:5]}"
-                              f"{'...' if len(self.configs) > 5 else ''}")
+            raise BundleError(
+                f"no configuration with id {config!r}; ids: {self.ids[:5]}"
+                f"{'...' if len(self.configs) > 5 else ''}"
+            )
         return match[0]
 
-    def select(self, budget: float | None = None, *, max_drop: float | None = None,
-               split: str = "search") -> ExitConfig:
+    def select(
+        self, budget: float | None = None, *, max_drop: float | None = None, split: str = "search"
+    ) -> ExitConfig:
         """Switch to a configuration of the table and return it (:func:`contract.select.select_config`, as
         ``ExitRuntime.select``): ``budget``, the most accurate whose predicted relative cost on ``split`` (in the
         units of the table's ``objective``) is <= ``budget`` (ties: the cheaper); ``max_drop``, the cheapest whose
         certificate certifies an accuracy drop <= ``max_drop`` points. The bundle holds no cache: the figures are
         the exported ones, sealed by the manifest's fingerprint, not recomputed."""
         try:
-            return self.set_config(select_config(self.configs, budget, max_drop=max_drop, split=split))
+            return self.set_config(
+                select_config(self.configs, budget, max_drop=max_drop, split=split)
+            )
         except ContractError as exc:
             raise BundleError(str(exc)) from None
 
@@ -247,22 +294,34 @@ class BundleRouter:
         x = np.asarray(x)
         want = self.manifest.input_shape
         if not np.issubdtype(x.dtype, np.floating):
-            raise BundleError(f"input dtype {x.dtype}: the bundle takes float images, normalised with the "
-                              f"manifest's input mean and std")
+            raise BundleError(
+                f"input dtype {x.dtype}: the bundle takes float images, normalised with the "
+                f"manifest's input mean and std"
+            )
         if x.ndim != len(want) + 1:
-            raise BundleError(f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))}); "
-                              "add the batch axis for one image")
+            raise BundleError(
+                f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))}); "
+                "add the batch axis for one image"
+            )
         if x.shape[1] != want[0]:
-            raise BundleError(f"input has {x.shape[1]} channels, the bundle's model takes {want[0]} "
-                              f"(shape (batch, {', '.join(map(str, want))}))")
+            raise BundleError(
+                f"input has {x.shape[1]} channels, the bundle's model takes {want[0]} "
+                f"(shape (batch, {', '.join(map(str, want))}))"
+            )
         if tuple(x.shape[1:]) != want:
-            raise BundleError(f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))})")
+            raise BundleError(
+                f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))})"
+            )
         x = np.ascontiguousarray(x, dtype=np.float32)
         bad = ~np.isfinite(x)
-        if bad.any():  # a graph predicts something for NaN; exits.runtime refuses them in the same words
+        if (
+            bad.any()
+        ):  # a graph predicts something for NaN; exits.runtime refuses them in the same words
             rows = np.flatnonzero(bad.reshape(len(x), -1).any(1))
-            raise BundleError(f"input: {int(bad.sum())} of {bad.size} values are NaN or infinite (first in row "
-                              f"{int(rows[0])} of {len(x)}); pass finite, normalised images")
+            raise BundleError(
+                f"input: {int(bad.sum())} of {bad.size} values are NaN or infinite (first in row "
+                f"{int(rows[0])} of {len(x)}); pass finite, normalised images"
+            )
         return x
 
     def __call__(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
@@ -274,25 +333,37 @@ class BundleRouter:
         x = self.check_input(x)
         return self._result(route(self._stages_of(cfg), self._backend, [x], n_rows=len(x)))
 
-    def run_batches(self, batches: Iterable[Any], config: str | int | ExitConfig | None = None, *,
-                    rebatch: bool = False, batch_size: int | None = None) -> RouteResult:
+    def run_batches(
+        self,
+        batches: Iterable[Any],
+        config: str | int | ExitConfig | None = None,
+        *,
+        rebatch: bool = False,
+        batch_size: int | None = None,
+    ) -> RouteResult:
         """Run an iterable of input batches (or ``(x, ...)`` tuples) and return the results of all their rows, in
         input order. ``rebatch=True`` (throughput serving): the samples still going on wait before each graph until
         ``batch_size`` of them (default: the first batch's size) are there, gathered from several input batches, so
         every graph runs full batches; the rest runs when the input ends. The decisions are the same either way."""
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
             raise BundleError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
         cfg = self.config if config is None else self._lookup(config)
         inputs = (self.check_input(b[0] if isinstance(b, tuple) else b) for b in batches)
-        return self._result(route(self._stages_of(cfg), self._backend, inputs, rebatch=rebatch,
-                                  batch_size=batch_size))
+        return self._result(
+            route(
+                self._stages_of(cfg), self._backend, inputs, rebatch=rebatch, batch_size=batch_size
+            )
+        )
 
     def session_calls(self, config: str | int | ExitConfig | None = None) -> int:
         """onnxruntime session calls one batch makes under ``config`` (default: the current one) when some of its
         rows reach the final exit; the base graph makes 1."""
-        return sum(s.units.session_calls for s in self._stages_of(self.config if config is None
-                                                                  else self._lookup(config)))
+        return sum(
+            s.units.session_calls
+            for s in self._stages_of(self.config if config is None else self._lookup(config))
+        )
 
     def _stages_of(self, cfg: ExitConfig) -> list[Stage]:
         known = self._stages.get(id(cfg))
@@ -311,7 +382,12 @@ class BundleRouter:
         return self._preprocess(images)
 
 
-def open_bundle(path: str | Path, *, configs: Mapping[str, Any] | str | Path | None = None, threads: int | None = 1,
-                providers: Sequence[Any] | None = None) -> BundleRouter:
+def open_bundle(
+    path: str | Path,
+    *,
+    configs: Mapping[str, Any] | str | Path | None = None,
+    threads: int | None = 1,
+    providers: Sequence[Any] | None = None,
+) -> BundleRouter:
     """Load a bundle folder (``python -m exits.export_bundle``) into a :class:`BundleRouter`."""
     return BundleRouter(path, configs=configs, threads=threads, providers=providers)

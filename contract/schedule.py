@@ -13,11 +13,13 @@ the survivors of several input batches wait before each stage until ``batch_size
 runs full batches; what is left runs when the input ends. Results come back per input row, in input order, the same
 decisions either way (each row's scores do not depend on the rows beside it, up to a kernel's last bits).
 """
+
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import Any, Iterable, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -68,8 +70,13 @@ class Routed:
     costs: np.ndarray
 
     @classmethod
-    def empty(cls, n: int) -> "Routed":
-        return cls(np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32), np.empty(n, np.float64))
+    def empty(cls, n: int) -> Routed:
+        return cls(
+            np.empty(n, np.int64),
+            np.empty(n, np.int64),
+            np.empty(n, np.float32),
+            np.empty(n, np.float64),
+        )
 
     def grow(self, n: int) -> None:
         """Room for at least ``n`` rows (doubling)."""
@@ -78,10 +85,10 @@ class Routed:
             for f in ("predictions", "exits", "scores", "costs"):
                 old = getattr(self, f)
                 new = np.empty(size, old.dtype)
-                new[:len(old)] = old
+                new[: len(old)] = old
                 setattr(self, f, new)
 
-    def cut(self, n: int) -> "Routed":
+    def cut(self, n: int) -> Routed:
         return Routed(self.predictions[:n], self.exits[:n], self.scores[:n], self.costs[:n])
 
 
@@ -132,9 +139,16 @@ class _Loop:
         if len(parts) == 1:
             return parts[0]
         src = self._source(k)
-        inputs = None if parts[0].inputs is None else self.backend.concat(None, [p.inputs for p in parts])
-        return _Waiting(self.backend.concat(src, [p.state for p in parts]), inputs,
-                        np.concatenate([p.ids for p in parts]))
+        inputs = (
+            None
+            if parts[0].inputs is None
+            else self.backend.concat(None, [p.inputs for p in parts])
+        )
+        return _Waiting(
+            self.backend.concat(src, [p.state for p in parts]),
+            inputs,
+            np.concatenate([p.ids for p in parts]),
+        )
 
     def _source(self, k: int) -> Stage | None:
         """The stage whose output stage ``k`` reads (None: the input rows)."""
@@ -174,8 +188,15 @@ class _Loop:
         self.push(k + 1, _Waiting(state, inputs if self.keep_inputs[k + 1] else None, w.ids[keep]))
 
 
-def route(stages: list[Stage], backend: Backend, batches: Iterable[Any], *, rebatch: bool = False,
-          batch_size: int | None = None, n_rows: int | None = None) -> Routed:
+def route(
+    stages: list[Stage],
+    backend: Backend,
+    batches: Iterable[Any],
+    *,
+    rebatch: bool = False,
+    batch_size: int | None = None,
+    n_rows: int | None = None,
+) -> Routed:
     """Run input batches through ``stages`` (see the module docstring); results in input order.
 
     ``batches`` yields input states (each with ``len``); ``rebatch``: stages wait for ``batch_size`` rows (default

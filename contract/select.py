@@ -6,10 +6,11 @@ looks like the other unit is refused in one line: above :data:`MAX_DROP_POINTS` 
 or non-zero below :data:`MIN_DROP_POINTS` (a fraction such as 0.005 meant as half a point). Certificates store
 fractions (``certified_drop``).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 from .config import ExitConfig
 from .errors import ContractError
@@ -22,19 +23,35 @@ MAX_DROP_POINTS = 20.0
 
 def drop_points_problem(value: object) -> str | None:
     """Why ``value`` is not a drop in points (None when it is one)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return f"must be a number of points >= 0 (0.5 = half a point of top-1 accuracy); got {value!r}"
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        return (
+            f"must be a number of points >= 0 (0.5 = half a point of top-1 accuracy); got {value!r}"
+        )
     if value > MAX_DROP_POINTS:
-        return (f"{value:g} points is above {MAX_DROP_POINTS:g}: drops are in points of top-1 accuracy "
-                "(0.5 = half a point), not a percentage of the base accuracy")
+        return (
+            f"{value:g} points is above {MAX_DROP_POINTS:g}: drops are in points of top-1 accuracy "
+            "(0.5 = half a point), not a percentage of the base accuracy"
+        )
     if 0 < value < MIN_DROP_POINTS:
-        return (f"{value:g} looks like a fraction; drops are in points of top-1 accuracy (0.5 = half a point): "
-                f"pass {100 * value:g} for {100 * value:g} points (non-zero drops start at {MIN_DROP_POINTS:g})")
+        return (
+            f"{value:g} looks like a fraction; drops are in points of top-1 accuracy (0.5 = half a point): "
+            f"pass {100 * value:g} for {100 * value:g} points (non-zero drops start at {MIN_DROP_POINTS:g})"
+        )
     return None
 
 
-def select_config(configs: Sequence[ExitConfig], budget: float | None = None, *, max_drop: float | None = None,
-                  split: str = "search") -> ExitConfig:
+def select_config(
+    configs: Sequence[ExitConfig],
+    budget: float | None = None,
+    *,
+    max_drop: float | None = None,
+    split: str = "search",
+) -> ExitConfig:
     """The configuration ``select`` switches to, or a ContractError saying why none fits.
 
     ``budget``: the most accurate whose predicted relative cost on ``split`` (in the table's ``objective`` units)
@@ -45,15 +62,21 @@ def select_config(configs: Sequence[ExitConfig], budget: float | None = None, *,
         raise ContractError("select needs exactly one of budget= and max_drop=")
     if max_drop is not None:
         return _certified_within(configs, max_drop, split)
-    if isinstance(budget, bool) or not isinstance(budget, (int, float)) or not math.isfinite(budget):
+    if (
+        isinstance(budget, bool)
+        or not isinstance(budget, (int, float))
+        or not math.isfinite(budget)
+    ):
         raise ContractError(f"budget: must be a finite relative cost (e.g. 0.6); got {budget!r}")
-    costed = [c for c in configs if c.relative_cost(split) is not None]
-    fits = [c for c in costed if c.relative_cost(split) <= budget]
+    costed = [(c, cost) for c in configs if (cost := c.relative_cost(split)) is not None]
+    fits = [(c, cost) for c, cost in costed if cost <= budget]
     if not fits:
-        cheapest = min((c.relative_cost(split) for c in costed), default=None)
-        raise ContractError(f"no configuration within relative cost {budget} on {split}; the cheapest costs "
-                            f"{'nothing known' if cheapest is None else cheapest}")
-    return max(fits, key=lambda c: (c.accuracy(split) or 0.0, -c.relative_cost(split)))
+        cheapest = min((cost for _, cost in costed), default=None)
+        raise ContractError(
+            f"no configuration within relative cost {budget} on {split}; the cheapest costs "
+            f"{'nothing known' if cheapest is None else cheapest}"
+        )
+    return max(fits, key=lambda fit: (fit[0].accuracy(split) or 0.0, -fit[1]))[0]
 
 
 def _certified_within(configs: Sequence[ExitConfig], points: float, split: str) -> ExitConfig:
@@ -61,12 +84,28 @@ def _certified_within(configs: Sequence[ExitConfig], points: float, split: str) 
     problem = drop_points_problem(points)
     if problem is not None:
         raise ContractError(f"max_drop: {problem}")
-    certified = {c.id: (c.certificate or {}).get("certified_drop") for c in configs}
-    fits = [c for c in configs if certified[c.id] is not None and certified[c.id] <= points / 100.0 + 1e-12]
+    certified: dict[str, float | None] = {
+        c.id: (c.certificate or {}).get("certified_drop") for c in configs
+    }
+    fits = [
+        c
+        for c in configs
+        if (drop := certified[c.id]) is not None and drop <= points / 100.0 + 1e-12
+    ]
     if not fits:
         known = sorted(round(100 * v, 6) for v in certified.values() if v is not None)
-        raise ContractError(f"no configuration of the table is certified within a drop of {points:g} points; "
-                            + (f"certified drops (points): {known}" if known else
-                               "it holds no drop certificate (search.pareto --max-drop without --uncertified)"))
-    return min(fits, key=lambda c: (c.relative_cost(split) if c.relative_cost(split) is not None else 1.0,
-                                    -(c.accuracy(split) or 0.0)))
+        raise ContractError(
+            f"no configuration of the table is certified within a drop of {points:g} points; "
+            + (
+                f"certified drops (points): {known}"
+                if known
+                else "it holds no drop certificate (search.pareto --max-drop without --uncertified)"
+            )
+        )
+    return min(
+        fits,
+        key=lambda c: (
+            c.relative_cost(split) if c.relative_cost(split) is not None else 1.0,
+            -(c.accuracy(split) or 0.0),
+        ),
+    )

@@ -2,8 +2,9 @@
 ``ExitModel``, each stage run on a batch, scored through the runtime's one rule adapter, and the input check."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -89,7 +90,7 @@ class TorchStages:
         """The saver up to its last enabled exit (if one is enabled), then the backbone to its final exit; a stage
         ends at each enabled exit. Segments after the saver's last enabled exit never run."""
         model = self.model
-        stops = [(j, e, t, model.exits[e]) for j, (e, t) in enumerate(zip(cfg.exits, cfg.thresholds))]
+        stops = [(j, e, t, model.exits[e]) for j, (e, t) in enumerate(zip(cfg.exits, cfg.thresholds, strict=True))]
         saver = {s[3].position: s for s in stops if on_saver(model, s[3])}
         out: list[Stage] = []
         if saver:

@@ -3,9 +3,10 @@ this model and cache (provenance), resolving its entries against the model's exi
 runtime charges MACs from."""
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from contract import ContractError, ExitConfig, ExitTable
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
@@ -91,7 +92,7 @@ def check_provenance(model: ExitModel, doc: Mapping[str, Any], cache: Any, cache
             raise RuntimeConfigError(f"configuration was searched on cache {_short(cache_fp)}, not on the "
                                      f"given cache ({_short(cache.fingerprint)})")
         prov = cache.meta.provenance
-        checks = [("backbone", (prov.get("model") or {}).get("fingerprint"), fp),
+        checks: list[tuple[str, Any, Any]] = [("backbone", (prov.get("model") or {}).get("fingerprint"), fp),
                   ("heads", (prov.get("heads") or {}).get("fingerprint"), model.head_fingerprint())]
         if prov.get("saver") is not None or model.saver is not None:
             checks.append(("saver", (prov.get("saver") or {}).get("fingerprint"), model.saver_fingerprint()))

@@ -27,9 +27,10 @@ figures; without it a ``search.SearchWarning`` says they are unverified.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any
 
 import torch
 from torch import nn
@@ -41,8 +42,14 @@ from contract.select import select_config
 from search.export import EXPORT_FORMAT
 
 from ._runtime_stages import TorchStages, check_finite, exit_scores, on_saver
-from ._runtime_table import (RuntimeConfigError, check_provenance, config_document, read_config_file, resolve_entry,
-                             unit_macs_of)
+from ._runtime_table import (
+    RuntimeConfigError,
+    check_provenance,
+    config_document,
+    read_config_file,
+    resolve_entry,
+    unit_macs_of,
+)
 from .model import ExitModel
 from .preprocess import InputNormalisationError, Preprocess, check_normalised
 
@@ -130,7 +137,7 @@ class ExitRuntime:
 
     @classmethod
     def from_checkpoint(cls, checkpoint: str | Path | Mapping[str, Any], configs: Mapping[str, Any] | str | Path | None,
-                        *, backbone_weights: str | Path | None = None, **kwargs: Any) -> "ExitRuntime":
+                        *, backbone_weights: str | Path | None = None, **kwargs: Any) -> ExitRuntime:
         """Rebuild the model a head checkpoint was saved from (``exits.checkpoints``) and wrap it, with the
         checkpoint's data config (the preprocessing its heads were trained with)."""
         from .checkpoints import model_from_checkpoint, read_checkpoint

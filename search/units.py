@@ -8,6 +8,7 @@ points: a percentage of something else, or a fraction times 100 too many), or a 
 Inside the search, drops are fractions (``points_to_fraction``); stored certificates keep fractions too
 (``certified_drop`` in an ``exitconfig/1`` file, ``docs/search.md``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -17,9 +18,17 @@ from data_cache.cli_types import finite_float
 
 from ._validation import SearchError
 
-__all__ = ["MIN_DROP_POINTS", "MAX_DROP_POINTS", "check_drop_points", "points_to_fraction", "drop_points_arg"]
+__all__ = [
+    "MIN_DROP_POINTS",
+    "MAX_DROP_POINTS",
+    "check_drop_points",
+    "points_to_fraction",
+    "drop_points_arg",
+]
 
-_problem = drop_points_problem  # the one rule, shared with ExitRuntime.select and BundleRouter.select
+_problem = (
+    drop_points_problem  # the one rule, shared with ExitRuntime.select and BundleRouter.select
+)
 
 
 def check_drop_points(value: float, name: str = "max_drop") -> float:
@@ -38,9 +47,11 @@ def points_to_fraction(points: float) -> float:
 def drop_points_arg(text: str) -> float:
     """argparse type of ``--max-drop``: the same rule, one usage line on failure."""
     try:
-        value = finite_float(text)   # plain decimal text only: '1_0', ' 1', 'nan' are refused
+        value = finite_float(text)  # plain decimal text only: '1_0', ' 1', 'nan' are refused
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a number of points (e.g. 0.5), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a number of points (e.g. 0.5), got {text!r}"
+        ) from None
     problem = _problem(value)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)

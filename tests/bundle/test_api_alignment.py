@@ -6,8 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from _runtime_fixtures import certify, dump, make_export, tiny_model, tiny_splits
+
 from bundle import open_bundle
 from exits.export_bundle import export_bundle
 from exits.runtime import ExitRuntime

@@ -59,8 +59,8 @@ def _reference(stages, x):
     """Row by row, no batching at all."""
     exits, costs = [], []
     for row in x:
-        v, acc, spent = row[0], row[1], 0.0
-        for k, st in enumerate(stages):
+        acc, spent = row[1], 0.0
+        for st in stages:
             acc = (row[1] if st.restart else acc) + st.units + 1
             spent += st.cost
             if st.threshold is None or np.float32(_score(acc, st.units)) > st.threshold:
