@@ -12,8 +12,8 @@ Inside the search, drops are fractions (``points_to_fraction``); stored certific
 from __future__ import annotations
 
 import argparse
-import math
 
+from contract.select import MAX_DROP_POINTS, MIN_DROP_POINTS, drop_points_problem
 from data_cache.cli_types import finite_float
 
 from ._validation import SearchError
@@ -26,32 +26,9 @@ __all__ = [
     "drop_points_arg",
 ]
 
-MIN_DROP_POINTS = 0.05
-MAX_DROP_POINTS = 20.0
-
-
-def _problem(value: object) -> str | None:
-    """Why ``value`` is not a drop in points (None when it is one)."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not math.isfinite(value)
-        or value < 0
-    ):
-        return (
-            f"must be a number of points >= 0 (0.5 = half a point of top-1 accuracy); got {value!r}"
-        )
-    if value > MAX_DROP_POINTS:
-        return (
-            f"{value:g} points is above {MAX_DROP_POINTS:g}: drops are in points of top-1 accuracy "
-            "(0.5 = half a point), not a percentage of the base accuracy"
-        )
-    if 0 < value < MIN_DROP_POINTS:
-        return (
-            f"{value:g} looks like a fraction; drops are in points of top-1 accuracy (0.5 = half a point): "
-            f"pass {100 * value:g} for {100 * value:g} points (non-zero drops start at {MIN_DROP_POINTS:g})"
-        )
-    return None
+_problem = (
+    drop_points_problem  # the one rule, shared with ExitRuntime.select and BundleRouter.select
+)
 
 
 def check_drop_points(value: float, name: str = "max_drop") -> float:
