@@ -72,26 +72,7 @@ def search(
         raise SearchError("search(): pass the parameters or options=, not both")
     opts = check_options(params) if options is None else options
     engines = {m: _engine(m, opts) for m in opts.methods}
-    reader = open_search_cache(cache, skip_integrity_check=opts.skip_integrity_check)
-    for line in identical_splits_messages(getattr(reader, "manifest", None) or {}):
-        warnings.warn(line, SearchWarning, stacklevel=2)
-    check_max_exits(
-        opts.max_exits, len({e.position for e in reader.exits[:-1]}), name=opts.label("max_exits")
-    )
-    rules = resolve_rules(opts.rules, opts.score, reader, opts.label("rules"))
-    sample = plan_fit(
-        reader, "search", subsample=opts.subsample, above=opts.subsample_above, seed=opts.seed
-    )
-    _check_certification(opts, reader, sample)
-    certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
-    fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
-    check_fit_memory(
-        sample.size if sample else reader.n_samples("search"),
-        len(reader.exits) * len(rules),
-        opts.methods,
-        opts.memory_limit * 1e9,
-        calibration_rows=certification_rows(reader, fraction, sample) if certified else 0,
-    )
+    reader, rules, sample = _open_and_plan(cache, opts)
     costs = _costs(opts, reader)
     fit = fit_problem(
         reader,
@@ -136,6 +117,34 @@ def search(
         answers,
         sample,
     )
+
+
+def _open_and_plan(
+    cache: str | Path | CacheReader | None, opts: Options
+) -> tuple[CacheReader, tuple[str, ...], FitSample | None]:
+    """The cache opened and checked against the options, the rules it serves and the fit sample (its
+    memory checked before anything is read)."""
+    reader = open_search_cache(cache, skip_integrity_check=opts.skip_integrity_check)
+    for line in identical_splits_messages(getattr(reader, "manifest", None) or {}):
+        warnings.warn(line, SearchWarning, stacklevel=3)
+    check_max_exits(
+        opts.max_exits, len({e.position for e in reader.exits[:-1]}), name=opts.label("max_exits")
+    )
+    rules = resolve_rules(opts.rules, opts.score, reader, opts.label("rules"))
+    sample = plan_fit(
+        reader, "search", subsample=opts.subsample, above=opts.subsample_above, seed=opts.seed
+    )
+    _check_certification(opts, reader, sample)
+    certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
+    fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
+    check_fit_memory(
+        sample.size if sample else reader.n_samples("search"),
+        len(reader.exits) * len(rules),
+        opts.methods,
+        opts.memory_limit * 1e9,
+        calibration_rows=certification_rows(reader, fraction, sample) if certified else 0,
+    )
+    return reader, rules, sample
 
 
 search.__doc__ = (

@@ -43,6 +43,39 @@ def _numbers(problem, config: ExitConfig) -> dict:
     return out
 
 
+def _kept(search, configs: list, certificates: list, pareto: bool) -> np.ndarray:
+    """Indices of the entries written, cheapest first: with ``pareto`` the search-split non-dominated set
+    plus every certified entry, else all."""
+    F = search.evaluate(configs) if configs else np.zeros((0, 2))
+    if pareto:
+        keep = np.union1d(
+            non_dominated(F), [i for i, c in enumerate(certificates) if c is not None]
+        ).astype(int)
+        return keep[np.lexsort((F[keep, 0], F[keep, 1]))]
+    return np.argsort(F[:, 1], kind="stable")
+
+
+def _entries(entries: list[tuple], certificates: list, keep, search, holdout) -> list[dict]:
+    """The ``configs`` records of the kept entries, numbered per method."""
+    cache = search.cache
+    out = []
+    counters: dict[str, int] = {}
+    for i in keep:
+        method, config = entries[i][:2]
+        n = counters[method] = counters.get(method, -1) + 1
+        entry = {
+            "id": f"{method}-{n:04d}",
+            "method": method,
+            "exits": config.to_json(cache),
+            "search": _numbers(search, config),
+            "holdout": _numbers(holdout, config),
+        }
+        if certificates[i] is not None:
+            entry["certificate"] = dict(certificates[i])
+        out.append(entry)
+    return out
+
+
 def build_export(
     entries: list[tuple],
     *,
@@ -65,16 +98,8 @@ def build_export(
     per sample (``docs/search.md``, "The export").
     """
     cache = search.cache
-    configs = [e[1] for e in entries]
     certificates = [e[2] if len(e) > 2 else None for e in entries]
-    F = search.evaluate(configs) if configs else np.zeros((0, 2))
-    if pareto:
-        keep = np.union1d(
-            non_dominated(F), [i for i, c in enumerate(certificates) if c is not None]
-        ).astype(int)
-        keep = keep[np.lexsort((F[keep, 0], F[keep, 1]))]
-    else:
-        keep = np.argsort(F[:, 1], kind="stable")
+    keep = _kept(search, [e[1] for e in entries], certificates, pareto)
     model = cache.meta.provenance.get("model", {})
     base_s, base_h = search.base, holdout.base
     doc = {
@@ -92,7 +117,7 @@ def build_export(
             "holdout": {"accuracy": base_h.accuracy, "cost": base_h.cost},
         },
         "methods": method_info or {},
-        "configs": [],
+        "configs": _entries(entries, certificates, keep, search, holdout),
     }
     if fit is not None:
         doc["fit"] = fit
@@ -100,20 +125,6 @@ def build_export(
         from .time_objective import time_table_record
 
         doc["cost_table"] = time_table_record(search.costs)
-    counters: dict[str, int] = {}
-    for i in keep:
-        method, config = entries[i][:2]
-        n = counters[method] = counters.get(method, -1) + 1
-        entry = {
-            "id": f"{method}-{n:04d}",
-            "method": method,
-            "exits": config.to_json(cache),
-            "search": _numbers(search, config),
-            "holdout": _numbers(holdout, config),
-        }
-        if certificates[i] is not None:
-            entry["certificate"] = dict(certificates[i])
-        doc["configs"].append(entry)
     return doc
 
 

@@ -99,8 +99,29 @@ def plot_fronts(
                 f"`{name}` must be a drop in points >= 0 with `base` given; got {drop!r}"
             )
     fig, ax = _axes(ax)
-    shown: list[float] = []
     cut = -np.inf if focus_drop is None else 100.0 * base[0] - focus_drop
+    shown = _draw_fronts(ax, fronts_by_method, cut)
+    shown += _draw_base(ax, base, asked_drop)
+    shown += _draw_marks(ax, marks)
+    lo, hi = _focus(shown)
+    ax.set_ylim(lo, hi)
+    _note_below(ax, fronts_by_method, lo)
+    if oracle is not None:
+        _draw_oracle(ax, oracle, hi)
+    ax.set_xlabel("relative cost (base model = 1)")
+    ax.set_ylabel("top-1 accuracy (%)")
+    if title:
+        ax.set_title(title)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="best", fontsize="small")
+    _finish(fig, path)
+    return fig
+
+
+def _draw_fronts(ax, fronts_by_method: dict[str, Front], cut: float) -> list[float]:
+    """One line per method, cheapest first; the accuracies (%) the axis must show (those below ``cut``
+    as ``cut``)."""
+    shown: list[float] = []
     for method, front in fronts_by_method.items():
         order = np.argsort(front.relative_cost, kind="stable")
         ax.plot(
@@ -113,6 +134,12 @@ def plot_fronts(
         )
         acc = (100.0 * front.accuracy).tolist()
         shown += [a for a in acc if a >= cut] + ([cut] if any(a < cut for a in acc) else [])
+    return shown
+
+
+def _draw_base(ax, base, asked_drop) -> list[float]:
+    """The base model's point and level, and the line base minus the asked drop; their accuracies (%)."""
+    shown: list[float] = []
     if base is not None:
         ax.scatter(
             [base[1]],
@@ -135,6 +162,12 @@ def plot_fronts(
             label=f"base - asked drop ({asked_drop:g} points)",
         )
         shown.append(floor)
+    return shown
+
+
+def _draw_marks(ax, marks: dict) -> list[float]:
+    """Each chosen configuration marked and labelled; their accuracies (%)."""
+    shown: list[float] = []
     for (label, (acc, cost)), (marker, color) in zip(
         marks.items(), MARK_STYLES * len(marks), strict=False
     ):
@@ -159,19 +192,7 @@ def plot_fronts(
             bbox=_BOX,
         )
         shown.append(100.0 * acc)
-    lo, hi = _focus(shown)
-    ax.set_ylim(lo, hi)
-    _note_below(ax, fronts_by_method, lo)
-    if oracle is not None:
-        _draw_oracle(ax, oracle, hi)
-    ax.set_xlabel("relative cost (base model = 1)")
-    ax.set_ylabel("top-1 accuracy (%)")
-    if title:
-        ax.set_title(title)
-    ax.grid(True, alpha=0.3)
-    ax.legend(loc="best", fontsize="small")
-    _finish(fig, path)
-    return fig
+    return shown
 
 
 MIN_SPAN = 2.0  # points: the accuracy axis never spans less

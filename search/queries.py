@@ -81,6 +81,29 @@ def _best_feasible(cands: list[tuple], feasible, rank) -> tuple | None:
     return min(ok, key=rank) if ok else None
 
 
+def _bisect(solver: DPSolver, solve_at, feasible, n_bisect: int, feasible_at_high: bool) -> list:
+    """The base model, the weighted optimum at the feasible end of log lam and, when that is feasible,
+    the optima ``n_bisect`` bisection steps visit: ``(slots, taus, err, cost)`` each."""
+    ends = {"low": np.log(0.01), "high": np.log(1e5)}
+    good, bad = ("high", "low") if feasible_at_high else ("low", "high")
+    cands = [(*solver.empty_state(), *solver.totals(*solver.empty_state()))]
+    ok_end = solve_at(ends[good], cands[0][:2]) if n_bisect else None
+    if ok_end is not None:
+        cands.append(ok_end)
+    g, b = ends[good], ends[bad]
+    if ok_end is not None and feasible(ok_end[2], ok_end[3]):
+        state = ok_end
+        for _ in range(n_bisect):
+            mid = (g + b) / 2
+            r = solve_at(mid, state[:2])
+            cands.append(r)
+            if feasible(r[2], r[3]):
+                g, state = mid, r
+            else:
+                b = mid
+    return cands
+
+
 def _bisect_then_polish(
     problem: ExitProblem,
     feasible,
@@ -115,23 +138,7 @@ def _bisect_then_polish(
         p, q = key(np.array([r[2]]), np.array([r[3]]))
         return (p[0], q[0])
 
-    ends = {"low": np.log(0.01), "high": np.log(1e5)}
-    good, bad = ("high", "low") if feasible_at_high else ("low", "high")
-    cands = [(*solver.empty_state(), *solver.totals(*solver.empty_state()))]
-    ok_end = solve_at(ends[good], cands[0][:2]) if n_bisect else None
-    if ok_end is not None:
-        cands.append(ok_end)
-    g, b = ends[good], ends[bad]
-    if ok_end is not None and feasible(ok_end[2], ok_end[3]):
-        state = ok_end
-        for _ in range(n_bisect):
-            mid = (g + b) / 2
-            r = solve_at(mid, state[:2])
-            cands.append(r)
-            if feasible(r[2], r[3]):
-                g, state = mid, r
-            else:
-                b = mid
+    cands = _bisect(solver, solve_at, feasible, n_bisect, feasible_at_high)
     best = _best_feasible(cands + _front_candidates(solver, front), feasible, rank)
     if best is not None and not _same_totals(solver.totals(best[0], best[1]), best[2:]):
         # the front's objectives were not this problem's: score every front configuration here

@@ -21,8 +21,8 @@ from ..front import non_dominated
 from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine
+from ._baseline_common import snap_threshold
 from ._cap import check_max_exits
-from .baselines import snap_threshold
 
 __all__ = ["Exhaustive", "threshold_levels"]
 

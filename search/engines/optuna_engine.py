@@ -12,14 +12,9 @@ storage and study name, fill one study; a killed run resumes it and keeps every 
 The result is built from every COMPLETE trial of the study (earlier runs and other workers included).
 """
 
-from __future__ import annotations
-
-import contextlib
-import json
 import math
 import time
 import warnings
-from pathlib import Path
 
 import numpy as np
 
@@ -29,7 +24,6 @@ from ..encoding import MixedEncoding, check_constraints, constraint_values
 from ..front import non_dominated
 from ..indicators import hypervolume
 from ..storage import (
-    RUN_ATTR,
     default_study_name,
     describe_storage,
     get_storage,
@@ -40,205 +34,18 @@ from ..storage import (
 )
 from . import register_engine
 from ._base import BaseEngine, Candidates
+from ._optuna_space import SAMPLERS, Space, optimize, quiet
+from ._optuna_space import make_sampler as _make_sampler
+from ._optuna_worker import split_shares, table_name, worker_main
 from ._population import base_within_constraints, dp_front, import_optional
-from ._workers import WorkerPool, read_spec_and_watch_parent
+from ._workers import WorkerPool
 
 __all__ = ["OptunaEngine", "SAMPLERS", "TPE_TRIALS_WARN", "worker_main"]
 
-SAMPLERS = ("nsga2", "tpe", "random")
 DEFAULT_TRIALS = 500
 # TPE scans every earlier trial on each ask (and multivariate TPE refits its densities): on this
 # problem it ran about 2,000 trials a minute at the start and far fewer after a few thousand
 TPE_TRIALS_WARN = 2_000
-
-
-@contextlib.contextmanager
-def _quiet(optuna):
-    """No per-trial INFO lines and no ExperimentalWarnings while the engine runs."""
-    level = optuna.logging.get_verbosity()
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            yield
-    finally:
-        optuna.logging.set_verbosity(level)
-
-
-class _Space:
-    """Optuna parameter names and distributions of a :class:`MixedEncoding`; trial params <-> (H, X)."""
-
-    def __init__(self, enc: MixedEncoding):
-        self.enc = enc
-        lo, hi = enc.x_bounds
-        prefix = "thr" if enc.kind == "float" else "q"
-        self.head_names = [f"head_{p}" for p in enc.problem.positions]
-        self.x_names = [f"{prefix}_{p}" for p in enc.problem.positions]
-        self.choices = [enc.choice_names(j) for j in range(enc.n_positions)]
-        self.bounds = list(zip(lo.tolist(), hi.tolist(), strict=True))
-
-    def suggest(self, trial) -> tuple[np.ndarray, np.ndarray]:
-        J = self.enc.n_positions
-        h, x = np.zeros(J, dtype=np.int64), np.zeros(J)
-        for j in range(J):
-            h[j] = self.choices[j].index(
-                trial.suggest_categorical(self.head_names[j], self.choices[j])
-            )
-            x[j] = trial.suggest_float(self.x_names[j], *self.bounds[j])
-        return h, x
-
-    def from_params(self, params_list) -> tuple[np.ndarray, np.ndarray]:
-        H = np.array(
-            [
-                [self.choices[j].index(p[self.head_names[j]]) for j in range(self.enc.n_positions)]
-                for p in params_list
-            ],
-            dtype=np.int64,
-        ).reshape(-1, self.enc.n_positions)
-        X = np.array([[p[n] for n in self.x_names] for p in params_list], dtype=float).reshape(
-            H.shape
-        )
-        return H, X
-
-    def to_params(self, H: np.ndarray, X: np.ndarray) -> list[dict]:
-        return [
-            {
-                **{n: self.choices[j][int(h[j])] for j, n in enumerate(self.head_names)},
-                **{n: float(np.clip(x[j], *self.bounds[j])) for j, n in enumerate(self.x_names)},
-            }
-            for h, x in zip(H, X, strict=True)
-        ]
-
-
-def _make_sampler(optuna, sampler, seed: int, pop_size: int):
-    if isinstance(sampler, optuna.samplers.BaseSampler):
-        return sampler
-    if sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True)
-    if sampler == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=pop_size)
-    if sampler == "random":
-        return optuna.samplers.RandomSampler(seed=seed)
-    raise SearchError(
-        f"unknown sampler {sampler!r}; choose one of {list(SAMPLERS)} or pass an optuna BaseSampler"
-    )
-
-
-def _optimize(
-    study,
-    space: _Space,
-    problem,
-    budget: Budget,
-    *,
-    n_trials: int | None,
-    batch_size: int,
-    max_drop,
-    max_cost,
-    on_batch=None,
-    run: dict | None = None,
-) -> list[int]:
-    """Ask, evaluate and tell trials in batches until the budget or ``n_trials``; the told trial numbers.
-    ``run``: the record each asked trial is tagged with (a shared storage), so a rerun can tell if it died."""
-    optuna = import_optional("optuna", "optuna", "optuna")
-    base_error = problem.base.error
-    told: list[int] = []
-    while (n_trials is None or len(told) < n_trials) and not budget.exhausted(problem):
-        k = int(
-            min(
-                batch_size,
-                budget.evals_left(problem),
-                math.inf if n_trials is None else n_trials - len(told),
-            )
-        )
-        trials, n_told = [], 0
-        try:
-            for _ in range(k):
-                trials.append(study.ask())
-                if run is not None:
-                    trials[-1].set_user_attr(RUN_ATTR, run)
-            rows = [space.suggest(t) for t in trials]
-            H, X = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
-            F = space.enc.evaluate(H, X)
-            G = constraint_values(F, base_error, max_drop=max_drop, max_cost=max_cost)
-            names = [
-                n for n, v in (("max_drop", max_drop), ("max_cost", max_cost)) if v is not None
-            ]
-            for i, t in enumerate(trials):
-                for name, g in zip(names, G[i], strict=True):
-                    t.set_constraint(name, float(g))
-                study.tell(t, F[i].tolist())
-                told.append(t.number)
-                n_told = i + 1
-        finally:  # interrupted: asked trials that were not told are marked failed, never left running
-            for t in trials[n_told:]:
-                study.tell(t, state=optuna.trial.TrialState.FAIL)
-        if on_batch is not None:
-            on_batch()
-    return told
-
-
-def _worker(spec: dict) -> list[int]:
-    """One extra worker: open the cache itself, load the study, optimise its share; the told trial numbers."""
-    from data_cache import open_cache
-
-    from ..costs import cost_table
-    from ..problem import ExitProblem
-
-    optuna = import_optional("optuna", "optuna", "optuna")
-    with _quiet(optuna):
-        cache = open_cache(spec["cache_path"], skip_integrity_check=True)
-        costs = cost_table(
-            cache, spec["objective"], table=spec["cost_table"], batch_size=spec["cost_batch_size"]
-        )
-        problem = ExitProblem(
-            cache,
-            spec["split"],
-            objective=spec["objective"],
-            score=spec["score"],
-            costs=costs,
-            samples=spec["samples"],
-        )  # the data digest is checked below
-        fp = problem_fingerprint(problem, spec["encoding"])
-        sampler = _make_sampler(optuna, spec["sampler"], spec["seed"], spec["pop_size"])
-        study = open_study(
-            get_storage(spec["storage"]), spec["study_name"], fp, sampler=sampler, create=False
-        )
-        seconds = None if spec["deadline"] is None else spec["deadline"] - time.time()
-        if seconds is not None and seconds <= 0:
-            return []
-        budget = Budget(max_evals=spec["max_evals"], max_seconds=seconds).start(problem)
-        return _optimize(
-            study,
-            _Space(MixedEncoding(problem, spec["encoding"])),
-            problem,
-            budget,
-            n_trials=spec["n_trials"],
-            batch_size=spec["batch_size"],
-            max_drop=spec["max_drop"],
-            max_cost=spec["max_cost"],
-            run=run_record(),
-        )
-
-
-def _table_name(costs) -> str | None:
-    """The measured table a time objective reads (None for the cache's own cost models)."""
-    model = getattr(costs, "model", None)
-    return None if model is None else model.table.name
-
-
-def worker_main() -> int:
-    """Entry of a worker process (``WorkerPool``): the told trial numbers go to ``spec['result']``."""
-    spec = read_spec_and_watch_parent()
-    numbers = _worker(spec)
-    Path(spec["result"]).write_text(json.dumps(numbers))
-    return 0
-
-
-def _shares(total: int | None, n: int) -> list[int | None]:
-    """``total`` split into ``n`` near-equal integer shares (None stays None)."""
-    if total is None:
-        return [None] * n
-    return [total // n + (i < total % n) for i in range(n)]
 
 
 @register_engine
@@ -331,24 +138,14 @@ class OptunaEngine(BaseEngine):
     def _run(self, problem, budget, rng, callback):
         self._check(problem)
         optuna = import_optional("optuna", "optuna", "optuna")
-        with _quiet(optuna):
+        with quiet(optuna):
             return self._search(optuna, problem, budget, rng, callback)
 
     def _search(self, optuna, problem, budget, rng, callback):
         enc = MixedEncoding(problem, self.encoding)
-        space = _Space(enc)
-        fp = problem_fingerprint(problem, self.encoding)
-        storage = get_storage(self.storage)
-        study_name = self.study_name
-        if study_name is None and is_shared(self.storage):
-            study_name = default_study_name(fp)
+        space = Space(enc)
         seed = int(rng.integers(2**31))
-        study = open_study(
-            storage,
-            study_name,
-            fp,
-            sampler=_make_sampler(optuna, self.sampler, seed, self.pop_size),
-        )
+        study = self._open(optuna, problem, seed)
         note = ""
         if self.seed_with_dp:
             front = dp_front(problem, self.name)
@@ -365,48 +162,21 @@ class OptunaEngine(BaseEngine):
         evals0 = problem.n_evals
         deadline = None if budget.max_seconds is None else time.time() + budget.max_seconds
         evals_left = None if budget.max_evals is None else int(budget.evals_left(problem))
-        shares, trial_shares = _shares(evals_left, self.workers), _shares(n_trials, self.workers)
-        samples = (
-            None if problem.samples is None else problem.samples.tolist()
-        )  # a fit on a subsample
-        specs = [
-            dict(
-                cache_path=str(getattr(problem.cache, "path", "")),
-                split=problem.split,
-                samples=samples,
-                objective=problem.objective,
-                score=problem.score,
-                encoding=self.encoding,
-                cost_table=_table_name(problem.costs),
-                cost_batch_size=getattr(problem.costs, "batch_size", None),
-                sampler=self.sampler,
-                seed=seed + i,
-                pop_size=self.pop_size,
-                storage=self.storage,
-                study_name=study.study_name,
-                deadline=deadline,
-                max_evals=shares[i],
-                n_trials=trial_shares[i],
-                batch_size=batch,
-                max_drop=self.max_drop,
-                max_cost=self.max_cost,
-            )
-            for i in range(1, self.workers)
-            if shares[i] != 0 and trial_shares[i] != 0
-        ]
+        shares = split_shares(evals_left, self.workers), split_shares(n_trials, self.workers)
+        specs = self._worker_specs(problem, study.study_name, seed, deadline, shares, batch)
         with WorkerPool(
-            specs, "search.engines.optuna_engine:worker_main", label="optuna worker"
+            specs, "search.engines._optuna_worker:worker_main", label="optuna worker"
         ) as workers:
             own = Budget(
-                max_evals=shares[0],
+                max_evals=shares[0][0],
                 max_seconds=None if deadline is None else max(deadline - time.time(), 1e-6),
             ).start(problem)
-            told = _optimize(
+            told = optimize(
                 study,
                 space,
                 problem,
                 own,
-                n_trials=trial_shares[0],
+                n_trials=shares[1][0],
                 batch_size=batch,
                 max_drop=self.max_drop,
                 max_cost=self.max_cost,
@@ -417,6 +187,60 @@ class OptunaEngine(BaseEngine):
         problem.n_evals += len(others)  # evaluations made in the other processes
         told += others
         return self._result(study, space, problem, set(told), problem.n_evals - evals0, note)
+
+    def _open(self, optuna, problem, seed: int):
+        """The study (a shared storage's default name derived from the problem)."""
+        fp = problem_fingerprint(problem, self.encoding)
+        study_name = self.study_name
+        if study_name is None and is_shared(self.storage):
+            study_name = default_study_name(fp)
+        return open_study(
+            get_storage(self.storage),
+            study_name,
+            fp,
+            sampler=_make_sampler(optuna, self.sampler, seed, self.pop_size),
+        )
+
+    def _worker_specs(
+        self,
+        problem,
+        study_name: str,
+        seed: int,
+        deadline: float | None,
+        shares: tuple[list[int | None], list[int | None]],
+        batch: int,
+    ) -> list[dict]:
+        """What each extra worker needs (``shares``: evaluations and trials per worker, this one first);
+        workers whose share is 0 are not started."""
+        evals, trials = shares
+        samples = (
+            None if problem.samples is None else problem.samples.tolist()
+        )  # a fit on a subsample
+        return [
+            dict(
+                cache_path=str(getattr(problem.cache, "path", "")),
+                split=problem.split,
+                samples=samples,
+                objective=problem.objective,
+                score=problem.score,
+                encoding=self.encoding,
+                cost_table=table_name(problem.costs),
+                cost_batch_size=getattr(problem.costs, "batch_size", None),
+                sampler=self.sampler,
+                seed=seed + i,
+                pop_size=self.pop_size,
+                storage=self.storage,
+                study_name=study_name,
+                deadline=deadline,
+                max_evals=evals[i],
+                n_trials=trials[i],
+                batch_size=batch,
+                max_drop=self.max_drop,
+                max_cost=self.max_cost,
+            )
+            for i in range(1, self.workers)
+            if evals[i] != 0 and trials[i] != 0
+        ]
 
     def _warn_if_slow(self, n_trials: int | None, budget: Budget, problem) -> None:
         planned = min(n_trials or math.inf, budget.evals_left(problem))
@@ -431,7 +255,7 @@ class OptunaEngine(BaseEngine):
             )
 
     def _result(
-        self, study, space: _Space, problem, run_numbers: set[int], n_evals: int, note: str
+        self, study, space: Space, problem, run_numbers: set[int], n_evals: int, note: str
     ) -> Candidates:
         """Candidates from every COMPLETE trial; ``history_`` over this run's trials in completion order."""
         optuna = import_optional("optuna", "optuna", "optuna")
