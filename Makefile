@@ -41,6 +41,7 @@ test: $(DATA_STAMP)
 
 lint: $(STAMP)
 	$(PY) -m ruff check $(LINT_PATHS)
+	$(PY) -m ruff format --check $(LINT_PATHS)
 	$(PY) -m mypy
 	@echo "mypy exits/ (reported, not enforced):"
 	@$(PY) -m mypy exits | tail -n 1 || true

@@ -2,19 +2,22 @@
 
 The router runs the bundle's graphs in order. After each segment that ends at an enabled exit it runs that
 exit's head graph on the samples still in the batch and scores the logits with the configuration's exit rule
-(:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads, as
-the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it); the
-samples that pass leave, the rest are index-selected (compaction) and go on. With a saver exit enabled the saver
-chain runs first on the whole batch and the samples it keeps start the backbone from the input. Each sample is
-charged the MACs of every graph it went through (the manifest's, from the cache's unit table), so the mean over
-samples is the relative cost the search predicted when the table's ``objective`` is ``macs``; under another cost model
-(``contract/costs/``) the predicted costs and ``select(budget)`` are in that model's units, which the MAC
-accounting does not measure.
+(:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads,
+as the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it);
+the samples that pass leave, the rest are index-selected (compaction) and go on. The loop is
+:mod:`contract.schedule`, ``ExitRuntime``'s too (``bundle/_stages.py`` runs the graphs for it); with
+``run_batches(..., rebatch=True)`` the survivors of several batches are gathered so that every graph runs full
+batches. With a saver exit enabled the saver chain runs first on the whole batch and the samples it keeps start
+the backbone from the input. Each sample is charged the MACs of every graph it went through (the manifest's,
+from the cache's unit table), so the mean over samples is the relative cost the search predicted when the
+table's ``objective`` is ``macs``; under another cost model (``contract/costs/``) the predicted costs and
+``select(budget)`` are in that model's units, which the MAC accounting does not measure.
 
 The configurations are the bundle's table (its ``exitconfig/1`` document): switch with :meth:`set_config` or
 :meth:`select` without reloading; ``None`` is the base model (its own graph when exported, else the backbone
 segments in a row), run through the same code.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,17 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from contract import (
-    ContractError,
-    ExitConfig,
-    ExitRef,
-    ExitRule,
-    ExitTable,
-    get_rule,
-    rule_inputs_from_logits,
-)
+from contract import ContractError, ExitConfig, ExitRef, ExitTable
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
+from contract.schedule import Routed, Stage, route
+from contract.select import select_config
 
+from ._stages import OnnxStages, exit_scores
 from .errors import BundleError
 from .manifest import GraphInfo, Manifest, read_manifest, sha256_bytes
 from .preprocess import make_transform
@@ -43,13 +41,6 @@ from .preprocess import make_transform
 EXITCONFIG_FORMAT = "exitconfig/1"
 
 __all__ = ["RouteResult", "BundleRouter", "open_bundle", "exit_scores"]
-
-
-def exit_scores(logits: np.ndarray, rule: ExitRule | str) -> tuple[np.ndarray, np.ndarray]:
-    """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)`` under ``rule``."""
-    rule = get_rule(rule) if isinstance(rule, str) else rule
-    inputs, pred = rule_inputs_from_logits(rule, logits)
-    return rule.score(inputs), pred
 
 
 @dataclass
@@ -68,16 +59,6 @@ class RouteResult:
         """Mean MACs per sample / base MACs."""
         return float(self.macs.mean()) / self.base_macs if len(self.macs) else 0.0
 
-    @classmethod
-    def concat(cls, parts: Sequence[RouteResult], base_macs: float) -> RouteResult:
-        if not parts:
-            return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float32),
-                       np.empty(0, np.float64), base_macs)
-        def joined(field: str) -> np.ndarray:
-            return np.concatenate([getattr(p, field) for p in parts])
-
-        return cls(joined("predictions"), joined("exits"), joined("scores"), joined("macs"), base_macs)
-
 
 def _onnxruntime() -> Any:
     try:
@@ -94,20 +75,19 @@ class _Graph:
         ort = _onnxruntime()
         self.info = info
         try:
-            self.session = ort.InferenceSession(data, sess_options=options, providers=list(providers))
+            self.session = ort.InferenceSession(
+                data, sess_options=options, providers=list(providers)
+            )
         except Exception as exc:  # onnxruntime raises its own exception types for a bad graph
-            raise BundleError(f"graph {info.name!r} ({info.file}): onnxruntime cannot load it "
-                              f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+            raise BundleError(
+                f"graph {info.name!r} ({info.file}): onnxruntime cannot load it "
+                f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
+            ) from None
         self.input = self.session.get_inputs()[0].name
         self.output = [self.session.get_outputs()[0].name]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         return self.session.run(self.output, {self.input: x})[0]
-
-
-_Plan = list[tuple[list[_Graph], dict[int, tuple[int, float, str | None]], int | None]]
-"""Per chain run: its graphs, enabled exits by position (cache exit index, threshold, head graph), the last position
-to run (None: to the final exit)."""
 
 
 class BundleRouter:
@@ -120,8 +100,14 @@ class BundleRouter:
     it, a longer one on the base model.
     """
 
-    def __init__(self, path: str | Path, *, configs: Mapping[str, Any] | str | Path | None = None,
-                 threads: int | None = 1, providers: Sequence[Any] | None = None):
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        configs: Mapping[str, Any] | str | Path | None = None,
+        threads: int | None = 1,
+        providers: Sequence[Any] | None = None,
+    ):
         self.path = Path(path)
         self.manifest: Manifest = read_manifest(self.path)
         doc = self.manifest.exitconfig if configs is None else self._outside_table(configs)
@@ -129,13 +115,22 @@ class BundleRouter:
         self.threads = threads
         options = self._session_options(threads)
         providers = list(providers) if providers is not None else ["CPUExecutionProvider"]
-        self.graphs = {name: _Graph(info, self._read_graph(info), options, providers)
-                       for name, info in self.manifest.graphs.items()}
+        self.graphs = {
+            name: _Graph(info, self._read_graph(info), options, providers)
+            for name, info in self.manifest.graphs.items()
+        }
         self.base_macs = self.manifest.base_macs
         self.final_exit = self.manifest.final_exit[1]
         self.base_config = ExitConfig(id="base")
-        self.configs = [self._resolve(entry, i, doc.get("score", "max_prob")) for i, entry in enumerate(doc["configs"])]
-        self._plans = {id(c): self._plan(c) for c in (self.base_config, *self.configs)}
+        self._table = self._exit_table()
+        self.configs = [
+            self._resolve(entry, i, doc.get("score", "max_prob"))
+            for i, entry in enumerate(doc["configs"])
+        ]
+        self._backend = OnnxStages(self.manifest, self.graphs)
+        self._stages = {
+            id(c): (c, self._backend.stages(c)) for c in (self.base_config, *self.configs)
+        }
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
 
     # -- loading --------------------------------------------------------------------------------
@@ -162,8 +157,10 @@ class BundleRouter:
         except OSError:
             raise BundleError(f"{path}: graph {info.name!r} is missing from the bundle") from None
         if sha256_bytes(data) != info.sha256:
-            raise BundleError(f"{path}: graph {info.name!r} does not match the manifest's fingerprint "
-                              f"({info.sha256[:19]}...); the file was altered after export: export the bundle again")
+            raise BundleError(
+                f"{path}: graph {info.name!r} does not match the manifest's fingerprint "
+                f"({info.sha256[:19]}...); the file was altered after export: export the bundle again"
+            )
         return data
 
     def _outside_table(self, configs: Mapping[str, Any] | str | Path) -> Mapping[str, Any]:
@@ -175,14 +172,24 @@ class BundleRouter:
                 configs = json.loads(Path(configs).read_text(encoding="utf-8"))
             except (OSError, UnicodeDecodeError, ValueError) as exc:
                 raise BundleError(f"{where}: not a readable exitconfig/1 file ({exc})") from None
-        if not isinstance(configs, Mapping) or configs.get("format") != EXITCONFIG_FORMAT \
-                or not isinstance(configs.get("configs"), list):
-            raise BundleError(f"{where}: not an {EXITCONFIG_FORMAT} document with a list of configs")
-        for what, ours in (("cache", self.manifest.doc["cache"]), ("model", self.manifest.doc["model"])):
+        if (
+            not isinstance(configs, Mapping)
+            or configs.get("format") != EXITCONFIG_FORMAT
+            or not isinstance(configs.get("configs"), list)
+        ):
+            raise BundleError(
+                f"{where}: not an {EXITCONFIG_FORMAT} document with a list of configs"
+            )
+        for what, ours in (
+            ("cache", self.manifest.doc["cache"]),
+            ("model", self.manifest.doc["model"]),
+        ):
             theirs = (configs.get(what) or {}).get("fingerprint")
             if theirs != ours.get("fingerprint"):
-                raise BundleError(f"{where}: searched for {what} {str(theirs)[:19]}..., not this bundle's "
-                                  f"({str(ours.get('fingerprint'))[:19]}...)")
+                raise BundleError(
+                    f"{where}: searched for {what} {str(theirs)[:19]}..., not this bundle's "
+                    f"({str(ours.get('fingerprint'))[:19]}...)"
+                )
         return configs
 
     @staticmethod
@@ -195,39 +202,42 @@ class BundleRouter:
             raise BundleError(f"exitconfig: objective: {exc}") from None
         return name
 
+    def _exit_table(self) -> ExitTable:
+        """The exits this bundle serves, as configurations are checked against them."""
+        served = self.manifest.exits
+        final_name, final = self.manifest.final_exit
+        refs = (
+            *(ExitRef(e.index, e.name, e.position, e.head) for e in served.values()),
+            ExitRef(
+                final,
+                final_name,
+                self.graphs[self.manifest.chains["backbone"][-1]].info.position,
+                None,
+            ),
+        )
+        where = (
+            f"in this bundle (it serves {sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the "
+            "bundle with this configuration"
+        )
+        return ExitTable(refs, final, self.manifest.num_classes, where)
+
     def _resolve(self, entry: Any, i: int, default_score: str) -> ExitConfig:
         """One entry of the table, validated once (:meth:`contract.ExitConfig.from_json`) against the served exits."""
-        served = self.manifest.exits
         cid = str(entry.get("id", i)) if isinstance(entry, Mapping) else str(i)
         items = entry.get("exits") if isinstance(entry, Mapping) else None
         if not isinstance(items, list):
             raise BundleError(f"config {cid}: 'exits' must be a list")
-        final_name, final = self.manifest.final_exit
-        refs = (*(ExitRef(e.index, e.name, e.position, e.head) for e in served.values()),
-                ExitRef(final, final_name, self.graphs[self.manifest.chains['backbone'][-1]].info.position, None))
-        where = (f"in this bundle (it serves {sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the "
-                 "bundle with this configuration")
-        table = ExitTable(refs, final, self.manifest.num_classes, where)
-        predicted = {k: dict(entry[k]) for k in ("search", "holdout") if isinstance(entry.get(k), Mapping)}
+        predicted = {
+            k: dict(entry[k])
+            for k in ("search", "holdout", "certificate")
+            if isinstance(entry.get(k), Mapping)
+        }
         try:
-            return ExitConfig.from_json(items, table, default_score, id=cid, predicted=predicted)
+            return ExitConfig.from_json(
+                items, self._table, default_score, id=cid, predicted=predicted
+            )
         except ContractError as exc:
             raise BundleError(f"config {cid}: {exc}") from None
-
-    def _plan(self, cfg: ExitConfig) -> _Plan:
-        chains = self.manifest.chains
-        if not cfg.exits and self.manifest.base is not None:
-            return [([self.graphs[self.manifest.base]], {}, None)]
-        by_index = {e.index: e for e in self.manifest.exits.values()}
-        stops = [(by_index[i], t) for i, t in zip(cfg.exits, cfg.thresholds, strict=True)]
-        plan: _Plan = []
-        saver = [(e, t) for e, t in stops if e.chain == "saver"]
-        if saver:
-            plan.append(([self.graphs[n] for n in chains["saver"]],
-                         {e.position: (e.index, t, e.graph) for e, t in saver}, saver[-1][0].position))
-        plan.append(([self.graphs[n] for n in chains["backbone"]],
-                     {e.position: (e.index, t, e.graph) for e, t in stops if e.chain == "backbone"}, None))
-        return plan
 
     # -- choosing -------------------------------------------------------------------------------
     @property
@@ -243,26 +253,40 @@ class BundleRouter:
         if config is None:
             return self.base_config
         if isinstance(config, ExitConfig):
-            if id(config) not in self._plans:
-                raise BundleError(f"configuration {config.id!r} is not one of this router's")
+            if id(config) not in self._stages:
+                try:
+                    config.check(self._table)
+                except ContractError as exc:
+                    raise BundleError(f"config {config.id or '(unnamed)'}: {exc}") from None
             return config
         if isinstance(config, int) and not isinstance(config, bool):
             if not -len(self.configs) <= config < len(self.configs):
-                raise BundleError(f"config index {config} out of range (the table holds {len(self.configs)})")
+                raise BundleError(
+                    f"config index {config} out of range (the table holds {len(self.configs)})"
+                )
             return self.configs[config]
         match = [c for c in self.configs if c.id == config]
         if not match:
-            raise BundleError(f"no configuration with id {config!r}; ids: {self.ids[:5]}"
-                              f"{'...' if len(self.configs) > 5 else ''}")
+            raise BundleError(
+                f"no configuration with id {config!r}; ids: {self.ids[:5]}"
+                f"{'...' if len(self.configs) > 5 else ''}"
+            )
         return match[0]
 
-    def select(self, budget: float, *, split: str = "search") -> ExitConfig:
-        """Switch to the most accurate configuration whose predicted relative cost on ``split`` (in the units of
-        the table's ``objective``) is <= ``budget`` (ties: the cheaper); return it."""
-        fits = [(c, cost) for c in self.configs if (cost := c.relative_cost(split)) is not None and cost <= budget]
-        if not fits:
-            raise BundleError(f"no configuration within relative cost {budget} on {split}")
-        return self.set_config(max(fits, key=lambda fit: (fit[0].accuracy(split) or 0.0, -fit[1]))[0])
+    def select(
+        self, budget: float | None = None, *, max_drop: float | None = None, split: str = "search"
+    ) -> ExitConfig:
+        """Switch to a configuration of the table and return it (:func:`contract.select.select_config`, as
+        ``ExitRuntime.select``): ``budget``, the most accurate whose predicted relative cost on ``split`` (in the
+        units of the table's ``objective``) is <= ``budget`` (ties: the cheaper); ``max_drop``, the cheapest whose
+        certificate certifies an accuracy drop <= ``max_drop`` points. The bundle holds no cache: the figures are
+        the exported ones, sealed by the manifest's fingerprint, not recomputed."""
+        try:
+            return self.set_config(
+                select_config(self.configs, budget, max_drop=max_drop, split=split)
+            )
+        except ContractError as exc:
+            raise BundleError(str(exc)) from None
 
     # -- running --------------------------------------------------------------------------------
     def check_input(self, x: Any) -> np.ndarray:
@@ -270,22 +294,34 @@ class BundleRouter:
         x = np.asarray(x)
         want = self.manifest.input_shape
         if not np.issubdtype(x.dtype, np.floating):
-            raise BundleError(f"input dtype {x.dtype}: the bundle takes float images, normalised with the "
-                              f"manifest's input mean and std")
+            raise BundleError(
+                f"input dtype {x.dtype}: the bundle takes float images, normalised with the "
+                f"manifest's input mean and std"
+            )
         if x.ndim != len(want) + 1:
-            raise BundleError(f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))}); "
-                              "add the batch axis for one image")
+            raise BundleError(
+                f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))}); "
+                "add the batch axis for one image"
+            )
         if x.shape[1] != want[0]:
-            raise BundleError(f"input has {x.shape[1]} channels, the bundle's model takes {want[0]} "
-                              f"(shape (batch, {', '.join(map(str, want))}))")
+            raise BundleError(
+                f"input has {x.shape[1]} channels, the bundle's model takes {want[0]} "
+                f"(shape (batch, {', '.join(map(str, want))}))"
+            )
         if tuple(x.shape[1:]) != want:
-            raise BundleError(f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))})")
+            raise BundleError(
+                f"input shape {tuple(x.shape)}: expected (batch, {', '.join(map(str, want))})"
+            )
         x = np.ascontiguousarray(x, dtype=np.float32)
         bad = ~np.isfinite(x)
-        if bad.any():  # a graph predicts something for NaN; exits.runtime refuses them in the same words
+        if (
+            bad.any()
+        ):  # a graph predicts something for NaN; exits.runtime refuses them in the same words
             rows = np.flatnonzero(bad.reshape(len(x), -1).any(1))
-            raise BundleError(f"input: {int(bad.sum())} of {bad.size} values are NaN or infinite (first in row "
-                              f"{int(rows[0])} of {len(x)}); pass finite, normalised images")
+            raise BundleError(
+                f"input: {int(bad.sum())} of {bad.size} values are NaN or infinite (first in row "
+                f"{int(rows[0])} of {len(x)}); pass finite, normalised images"
+            )
         return x
 
     def __call__(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
@@ -294,72 +330,49 @@ class BundleRouter:
     def run(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
-        rule = cfg.rule
-        rules = {e: cfg.rule_at(j) for j, e in enumerate(cfg.exits)}   # each enabled exit's own rule
         x = self.check_input(x)
-        n = len(x)
-        out = RouteResult(np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32),
-                          np.empty(n, np.float64), self.base_macs)
-        if n == 0:
-            return out
-        idx = None  # the input rows still in the batch; None: all of them
-        spent = 0.0
-        for graphs, at, stop in self._plans[id(cfg)]:
-            h = x if idx is None else x[idx]
-            for g in graphs:
-                h = g(h)
-                spent += g.info.macs
-                if g.info.final:  # everyone still here leaves at the final exit
-                    s, p = exit_scores(h, rule)
-                    self._leave(out, idx, slice(None), p, s, self.final_exit, spent)
-                    return out
-                stop_here = at.get(g.info.position)
-                if stop_here is not None:
-                    index, threshold, head_graph = stop_here
-                    logits = h
-                    if head_graph is not None:
-                        head = self.graphs[head_graph]
-                        logits = head(h)
-                        spent += head.info.macs
-                    s, p = exit_scores(logits, rules[index])
-                    leave = rules[index].leaves(s, threshold)
-                    if leave.all():
-                        self._leave(out, idx, slice(None), p, s, index, spent)
-                        return out
-                    if leave.any():
-                        self._leave(out, idx, leave, p, s, index, spent)
-                        keep = ~leave
-                        idx = np.flatnonzero(keep) if idx is None else idx[keep]
-                        h = h[keep]
-                if stop is not None and g.info.position >= stop:
-                    break
-        raise AssertionError("unreachable: the backbone chain ends at the final graph")
+        return self._result(route(self._stages_of(cfg), self._backend, [x], n_rows=len(x)))
+
+    def run_batches(
+        self,
+        batches: Iterable[Any],
+        config: str | int | ExitConfig | None = None,
+        *,
+        rebatch: bool = False,
+        batch_size: int | None = None,
+    ) -> RouteResult:
+        """Run an iterable of input batches (or ``(x, ...)`` tuples) and return the results of all their rows, in
+        input order. ``rebatch=True`` (throughput serving): the samples still going on wait before each graph until
+        ``batch_size`` of them (default: the first batch's size) are there, gathered from several input batches, so
+        every graph runs full batches; the rest runs when the input ends. The decisions are the same either way."""
+        if batch_size is not None and (
+            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+        ):
+            raise BundleError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+        cfg = self.config if config is None else self._lookup(config)
+        inputs = (self.check_input(b[0] if isinstance(b, tuple) else b) for b in batches)
+        return self._result(
+            route(
+                self._stages_of(cfg), self._backend, inputs, rebatch=rebatch, batch_size=batch_size
+            )
+        )
 
     def session_calls(self, config: str | int | ExitConfig | None = None) -> int:
         """onnxruntime session calls one batch makes under ``config`` (default: the current one) when some of its
         rows reach the final exit; the base graph makes 1."""
-        calls = 0
-        for graphs, at, stop in self._plans[id(self.config if config is None else self._lookup(config))]:
-            for g in graphs:
-                stop_here = at.get(g.info.position)
-                calls += 1 + (stop_here is not None and stop_here[2] is not None)   # (index, threshold, head graph)
-                if stop is not None and g.info.position >= stop:
-                    break
-        return calls
+        return sum(
+            s.units.session_calls
+            for s in self._stages_of(self.config if config is None else self._lookup(config))
+        )
 
-    @staticmethod
-    def _leave(out: RouteResult, idx: np.ndarray | None, rows: Any, p: np.ndarray, s: np.ndarray, exit_index: int,
-               spent: float) -> None:
-        """Record the samples ``rows`` of the current batch (input rows ``idx[rows]``) as leaving at ``exit_index``."""
-        where = rows if idx is None else idx[rows]
-        out.predictions[where] = p[rows]
-        out.scores[where] = s[rows]
-        out.exits[where] = exit_index
-        out.macs[where] = spent
+    def _stages_of(self, cfg: ExitConfig) -> list[Stage]:
+        known = self._stages.get(id(cfg))
+        if known is None or known[0] is not cfg:
+            known = self._stages[id(cfg)] = (cfg, self._backend.stages(cfg))
+        return known[1]
 
-    def run_batches(self, batches: Iterable[Any], config: str | int | ExitConfig | None = None) -> RouteResult:
-        """Run an iterable of input batches and concatenate the results."""
-        return RouteResult.concat([self.run(b, config) for b in batches], self.base_macs)
+    def _result(self, r: Routed) -> RouteResult:
+        return RouteResult(r.predictions, r.exits, r.scores, r.costs, self.base_macs)
 
     def preprocess(self, images: Any) -> np.ndarray:
         """Pictures (PIL images or uint8 arrays, or a list of them) to the normalised float32 batch ``(n, C, H, W)``
@@ -369,7 +382,12 @@ class BundleRouter:
         return self._preprocess(images)
 
 
-def open_bundle(path: str | Path, *, configs: Mapping[str, Any] | str | Path | None = None, threads: int | None = 1,
-                providers: Sequence[Any] | None = None) -> BundleRouter:
+def open_bundle(
+    path: str | Path,
+    *,
+    configs: Mapping[str, Any] | str | Path | None = None,
+    threads: int | None = 1,
+    providers: Sequence[Any] | None = None,
+) -> BundleRouter:
     """Load a bundle folder (``python -m exits.export_bundle``) into a :class:`BundleRouter`."""
     return BundleRouter(path, configs=configs, threads=threads, providers=providers)

@@ -77,35 +77,38 @@ def eager_probes(runtime: Any, batch_size: int, score: str, *, seed: int = 0) ->
 
 
 def _eager_step(seg: Any, state: Any, logits: torch.Tensor, cut: float, score: str) -> Callable[[int], Thunk]:
-    """What ``ExitRuntime.run`` does at an enabled exit after the head, on ``n`` rows."""
-    from .runtime import exit_scores
+    """What ``ExitRuntime.run`` does at an enabled exit after the head, on ``n`` rows (``contract.schedule``):
+    scores on the host, the leave test, the leaving rows recorded, the compaction of the state that goes on."""
+    from contract import get_rule
+
+    from ._runtime_stages import scores_numpy
+
+    rule = get_rule(score)
 
     def make(n: int) -> Thunk:
         device = logits.device
         h = seg.select(state, torch.arange(n, device=device))
         z = logits[:n]
-        idx = torch.arange(n, device=device)
+        ids = np.arange(n)
+        preds, scores = np.empty(n, np.int64), np.empty(n, np.float32)
 
         def step() -> Any:
-            s, p = exit_scores(z, score)
+            s, p = scores_numpy(z, rule)
             leave = s > cut
-            out = torch.nonzero(leave).squeeze(1)
-            keep = torch.nonzero(~leave).squeeze(1)
-            return (idx.index_select(0, out), p.index_select(0, out), s.index_select(0, out),
-                    idx.index_select(0, keep), seg.select(h, keep))
+            preds[ids[leave]], scores[ids[leave]] = p[leave], s[leave]
+            keep = np.flatnonzero(~leave)
+            t = torch.from_numpy(keep)
+            return ids[keep], seg.select(h, t if device.type == "cpu" else t.to(device))
         return step
     return make
 
 
 def _eager_collect(runtime: Any, logits: torch.Tensor, n: int) -> Thunk:
-    """``ExitRuntime._collect`` of an ``n``-row batch that left in two groups (the input order restored)."""
-    from .runtime import exit_scores
+    """What ``ExitRuntime.run`` does once per batch after the exits: the result built from the output arrays
+    (rows are written in input order as they leave)."""
+    from contract.schedule import Routed
 
-    s, p = exit_scores(logits[:n], "max_prob")
-    rows = torch.randperm(n, generator=torch.Generator().manual_seed(n)).to(logits.device)
-    half = n // 2
-    left = [(rows[:half], p[:half], s[:half], 0, 1.0), (rows[half:], p[half:], s[half:], 1, 2.0)]
-    return lambda: runtime._collect(left, n)
+    return lambda: runtime._result(Routed.empty(n))
 
 
 # -- the bundle router (bundle.BundleRouter) -----------------------------------------------------

@@ -73,6 +73,24 @@ class StateSpec:
         out = [v if how is None else how.select(v, rows) for v, how in zip(values, self.leaves)]
         return pytree.tree_unflatten(out, tree)
 
+    def concat(self, states: list[State]) -> State:
+        """States of the same layout stacked along the batch (batch-carrying leaves concatenated, carried batch sizes
+        added, constants taken from the first): the inverse of :meth:`select` over a split batch."""
+        if self.leaves is None:
+            return torch.cat(states)
+        flat = [pytree.tree_flatten(s)[0] for s in states]
+        tree = pytree.tree_flatten(states[0])[1]
+        out = []
+        for i, how in enumerate(self.leaves):
+            values = [f[i] for f in flat]
+            if how is None:
+                out.append(values[0])
+            elif how.dim is None:
+                out.append(sum(values))
+            else:
+                out.append(torch.cat(values, dim=how.dim))
+        return pytree.tree_unflatten(out, tree)
+
     def describe(self) -> str:
         """``'tensor'`` or e.g. ``'3 leaves: stream, batch@0, constant'`` for messages and reports."""
         if self.leaves is None:

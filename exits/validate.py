@@ -90,7 +90,7 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
     reports = []
     for c in configs:
         say(f"config {c.id}")
-        counted, result = _counted_macs(lambda: runtime.run_loader(loader, c))
+        counted, result = _counted_macs(lambda: runtime.run_batches(loader, c))
         got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
         predicted, agreement = comparison.compare(c, got_exit, got_pred)
         t = time_against_base(runtime.base_forward, lambda x, c=c: runtime.run(x, c), timing_batches,

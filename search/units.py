@@ -8,32 +8,27 @@ points: a percentage of something else, or a fraction times 100 too many), or a 
 Inside the search, drops are fractions (``points_to_fraction``); stored certificates keep fractions too
 (``certified_drop`` in an ``exitconfig/1`` file, ``docs/search.md``).
 """
+
 from __future__ import annotations
 
 import argparse
-import math
 
+from contract.select import MAX_DROP_POINTS, MIN_DROP_POINTS, drop_points_problem
 from data_cache.cli_types import finite_float
 
 from ._validation import SearchError
 
-__all__ = ["MIN_DROP_POINTS", "MAX_DROP_POINTS", "check_drop_points", "points_to_fraction", "drop_points_arg"]
+__all__ = [
+    "MIN_DROP_POINTS",
+    "MAX_DROP_POINTS",
+    "check_drop_points",
+    "points_to_fraction",
+    "drop_points_arg",
+]
 
-MIN_DROP_POINTS = 0.05
-MAX_DROP_POINTS = 20.0
-
-
-def _problem(value: object) -> str | None:
-    """Why ``value`` is not a drop in points (None when it is one)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        return f"must be a number of points >= 0 (0.5 = half a point of top-1 accuracy); got {value!r}"
-    if value > MAX_DROP_POINTS:
-        return (f"{value:g} points is above {MAX_DROP_POINTS:g}: drops are in points of top-1 accuracy "
-                "(0.5 = half a point), not a percentage of the base accuracy")
-    if 0 < value < MIN_DROP_POINTS:
-        return (f"{value:g} looks like a fraction; drops are in points of top-1 accuracy (0.5 = half a point): "
-                f"pass {100 * value:g} for {100 * value:g} points (non-zero drops start at {MIN_DROP_POINTS:g})")
-    return None
+_problem = (
+    drop_points_problem  # the one rule, shared with ExitRuntime.select and BundleRouter.select
+)
 
 
 def check_drop_points(value: float, name: str = "max_drop") -> float:
@@ -52,9 +47,11 @@ def points_to_fraction(points: float) -> float:
 def drop_points_arg(text: str) -> float:
     """argparse type of ``--max-drop``: the same rule, one usage line on failure."""
     try:
-        value = finite_float(text)   # plain decimal text only: '1_0', ' 1', 'nan' are refused
+        value = finite_float(text)  # plain decimal text only: '1_0', ' 1', 'nan' are refused
     except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(f"must be a number of points (e.g. 0.5), got {text!r}") from None
+        raise argparse.ArgumentTypeError(
+            f"must be a number of points (e.g. 0.5), got {text!r}"
+        ) from None
     problem = _problem(value)
     if problem is not None:
         raise argparse.ArgumentTypeError(problem)

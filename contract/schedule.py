@@ -1,0 +1,220 @@
+"""How a configuration runs, whatever runs the graphs: the one compaction loop of ``exits.ExitRuntime`` (torch)
+and ``bundle.BundleRouter`` (onnxruntime), with or without re-batching.
+
+A configuration is a list of :class:`Stage`: the units (segments or graphs) between two enabled exits, then that
+exit's head and its rule; the last stage ends at the final exit, where every sample still present leaves. A backend
+(:class:`Backend`) runs one stage on a batch and gives back the state that goes on, the scores and the top-1
+predictions (numpy, computed by the rule as the cache stores its inputs); this module decides who leaves with the
+rule's one leave test, records them, and index-selects the rest (compaction) for the next stage.
+
+**Plain compaction** (:func:`route` with ``rebatch=False``): each input batch runs alone; later stages see the
+batch's survivors only (small batches). **Re-batching** (``rebatch=True``, the way the E3 and DREX servers serve):
+the survivors of several input batches wait before each stage until ``batch_size`` of them are there, so every stage
+runs full batches; what is left runs when the input ends. Results come back per input row, in input order, the same
+decisions either way (each row's scores do not depend on the rows beside it, up to a kernel's last bits).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from itertools import accumulate
+from typing import Any, Protocol
+
+import numpy as np
+
+from .rules import ExitRule
+
+__all__ = ["Stage", "Backend", "Routed", "route"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """The units run between two enabled exits, then the exit's scoring.
+
+    ``exit``: the cache exit index its leavers are recorded at; ``threshold`` None for the final exit (everyone
+    leaves); ``cost``: what the stage charges each row it runs on (MACs); ``restart``: the stage starts from the
+    input rows (the backbone after a saver chain) instead of the previous stage's state; ``units``: backend-specific
+    (the segments or graphs and the head)."""
+
+    exit: int
+    threshold: float | None
+    rule: ExitRule
+    cost: float
+    restart: bool = False
+    units: Any = None
+
+
+class Backend(Protocol):
+    """What the loop needs from a runtime: states are opaque (a tensor, a tuple of tensors, an array)."""
+
+    def advance(self, stage: Stage, state: Any) -> tuple[Any, np.ndarray, np.ndarray]:
+        """Run ``stage`` on ``state`` (its input): the state after its units, scores ``(n,)`` float32 and top-1
+        predictions ``(n,)`` int64."""
+
+    def take(self, stage: Stage | None, state: Any, rows: np.ndarray) -> Any:
+        """The rows ``rows`` (int64) of ``state``, the output of ``stage`` (None: input rows)."""
+
+    def concat(self, stage: Stage | None, states: list[Any]) -> Any:
+        """States of ``stage``'s output (None: input rows) stacked along the batch."""
+
+
+@dataclass
+class Routed:
+    """Per input row, in input order: ``predictions`` int64, ``exits`` int64 (cache exit index), ``scores`` float32 at
+    the exit it left, ``costs`` float64 (MACs) spent on it."""
+
+    predictions: np.ndarray
+    exits: np.ndarray
+    scores: np.ndarray
+    costs: np.ndarray
+
+    @classmethod
+    def empty(cls, n: int) -> Routed:
+        return cls(
+            np.empty(n, np.int64),
+            np.empty(n, np.int64),
+            np.empty(n, np.float32),
+            np.empty(n, np.float64),
+        )
+
+    def grow(self, n: int) -> None:
+        """Room for at least ``n`` rows (doubling)."""
+        if n > len(self.exits):
+            size = max(n, 2 * len(self.exits))
+            for f in ("predictions", "exits", "scores", "costs"):
+                old = getattr(self, f)
+                new = np.empty(size, old.dtype)
+                new[: len(old)] = old
+                setattr(self, f, new)
+
+    def cut(self, n: int) -> Routed:
+        return Routed(self.predictions[:n], self.exits[:n], self.scores[:n], self.costs[:n])
+
+
+@dataclass
+class _Waiting:
+    """Rows waiting before a stage: their state, their input rows (kept while a later stage restarts from the
+    input) and their input row ids."""
+
+    state: Any
+    inputs: Any
+    ids: np.ndarray
+
+
+class _Loop:
+    def __init__(self, stages: list[Stage], backend: Backend, out: Routed):
+        self.stages, self.backend, self.out = stages, backend, out
+        self.spent = list(accumulate(s.cost for s in stages))
+        # whether stage k's rows must keep their input rows (a stage after k restarts from the input)
+        self.keep_inputs, later = [False] * len(stages), False
+        for k in range(len(stages) - 1, -1, -1):
+            self.keep_inputs[k], later = later, later or stages[k].restart
+        self.waiting: list[list[_Waiting]] = [[] for _ in stages]
+
+    def push(self, k: int, item: _Waiting) -> None:
+        self.waiting[k].append(item)
+
+    def drain(self, batch_size: int | None, flush: bool) -> None:
+        """Run every stage, in order, on batches of ``batch_size`` of its waiting rows (None: all of them at once);
+        a smaller rest waits unless ``flush``."""
+        for k in range(len(self.stages)):
+            while self.waiting[k]:
+                n = sum(len(w.ids) for w in self.waiting[k])
+                if batch_size is not None and n < batch_size and not flush:
+                    break
+                self.step(k, self._next(k, min(n, batch_size or n)))
+
+    def _next(self, k: int, size: int) -> _Waiting:
+        """``size`` waiting rows of stage ``k`` (the earliest first) as one batch."""
+        queue, parts, n = self.waiting[k], [], 0
+        while queue and n < size:
+            w = queue.pop(0)
+            if n + len(w.ids) > size:  # split: the tail waits on
+                head, tail = np.arange(size - n), np.arange(size - n, len(w.ids))
+                queue.insert(0, self._rows(k, w, tail))
+                w = self._rows(k, w, head)
+            parts.append(w)
+            n += len(w.ids)
+        if len(parts) == 1:
+            return parts[0]
+        src = self._source(k)
+        inputs = (
+            None
+            if parts[0].inputs is None
+            else self.backend.concat(None, [p.inputs for p in parts])
+        )
+        return _Waiting(
+            self.backend.concat(src, [p.state for p in parts]),
+            inputs,
+            np.concatenate([p.ids for p in parts]),
+        )
+
+    def _source(self, k: int) -> Stage | None:
+        """The stage whose output stage ``k`` reads (None: the input rows)."""
+        return None if k == 0 or self.stages[k].restart else self.stages[k - 1]
+
+    def _rows(self, k: int, w: _Waiting, rows: np.ndarray) -> _Waiting:
+        inputs = None if w.inputs is None else self.backend.take(None, w.inputs, rows)
+        return _Waiting(self.backend.take(self._source(k), w.state, rows), inputs, w.ids[rows])
+
+    def step(self, k: int, w: _Waiting) -> None:
+        """Run stage ``k`` on ``w``: record the rows that leave, hand the others to stage ``k + 1``."""
+        stage, out = self.stages[k], self.out
+        state, scores, preds = self.backend.advance(stage, w.state)
+        if stage.threshold is None:
+            leave = None
+        else:
+            leave = stage.rule.leaves(scores, stage.threshold)
+            if leave.all():
+                leave = None
+        ids = w.ids if leave is None else w.ids[leave]
+        if len(ids):
+            out.predictions[ids] = preds if leave is None else preds[leave]
+            out.scores[ids] = scores if leave is None else scores[leave]
+            out.exits[ids] = stage.exit
+            out.costs[ids] = self.spent[k]
+        if leave is None:
+            return
+        keep = np.flatnonzero(~leave)
+        nxt = self.stages[k + 1]
+        inputs = None
+        if self.keep_inputs[k + 1] or nxt.restart:
+            inputs = self.backend.take(None, w.inputs, keep)
+        if nxt.restart:
+            state = inputs
+        elif len(keep) < len(w.ids):
+            state = self.backend.take(stage, state, keep)
+        self.push(k + 1, _Waiting(state, inputs if self.keep_inputs[k + 1] else None, w.ids[keep]))
+
+
+def route(
+    stages: list[Stage],
+    backend: Backend,
+    batches: Iterable[Any],
+    *,
+    rebatch: bool = False,
+    batch_size: int | None = None,
+    n_rows: int | None = None,
+) -> Routed:
+    """Run input batches through ``stages`` (see the module docstring); results in input order.
+
+    ``batches`` yields input states (each with ``len``); ``rebatch``: stages wait for ``batch_size`` rows (default
+    the first batch's size); ``n_rows``: the total when known (the output is allocated once).
+    """
+    out = Routed.empty(n_rows or 0)
+    loop = _Loop(stages, backend, out)
+    keep_first = loop.keep_inputs[0] or stages[0].restart
+    offset = 0
+    for x in batches:
+        n = len(x)
+        if n == 0:
+            continue
+        if rebatch and batch_size is None:
+            batch_size = n
+        out.grow(offset + n)
+        loop.push(0, _Waiting(x, x if keep_first else None, np.arange(offset, offset + n)))
+        offset += n
+        loop.drain(batch_size if rebatch else None, flush=not rebatch)
+    loop.drain(batch_size if rebatch else None, flush=True)
+    return out if len(out.exits) == offset else out.cut(offset)
