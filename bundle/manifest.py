@@ -162,9 +162,8 @@ def _graph(d: Any, i: int, path: Path) -> GraphInfo:
     )
 
 
-def read_manifest(folder: str | Path) -> Manifest:
-    """Read and check ``folder/manifest.json``: format, fingerprint, structure. Raises :class:`BundleError`."""
-    folder = Path(folder)
+def _load(folder: Path) -> tuple[Path, dict]:
+    """The manifest's path and document, its format and self-fingerprint checked."""
     path = folder / MANIFEST
     try:
         found = folder.is_dir()
@@ -193,6 +192,11 @@ def read_manifest(folder: str | Path) -> Manifest:
             f"{path}: content does not match its fingerprint ({str(want)[:19]}...); the manifest was "
             "altered after export: export the bundle again"
         )
+    return path, doc
+
+
+def _graphs(doc: dict, path: Path) -> tuple[dict[str, GraphInfo], dict[str, tuple[str, ...]]]:
+    """The graphs by name (unique) and each chain's graph names; the backbone chain ends final."""
     graphs: dict[str, GraphInfo] = {}
     for i, d in enumerate(_field(doc, "graphs", list, str(path))):
         g = _graph(d, i, path)
@@ -202,6 +206,13 @@ def read_manifest(folder: str | Path) -> Manifest:
     chains = {c: tuple(n for n, g in graphs.items() if g.chain == c) for c in CHAINS}
     if not chains["backbone"] or not graphs[chains["backbone"][-1]].final:
         raise BundleError(f"{path}: the backbone chain must end with the final graph")
+    return graphs, chains
+
+
+def _exits(
+    doc: dict, path: Path, graphs: dict[str, GraphInfo], chains: dict[str, tuple[str, ...]]
+) -> dict[str, ServedExit]:
+    """The served exits by name, each on a chain the bundle holds, at a position a segment ends at."""
     exits: dict[str, ServedExit] = {}
     for i, d in enumerate(_field(doc, "exits", list, str(path))):
         where = f"{path}: exits[{i}]"
@@ -226,6 +237,14 @@ def read_manifest(folder: str | Path) -> Manifest:
                 f"{where}: no segment of chain {e.chain!r} ends at position {e.position}"
             )
         exits[e.name] = e
+    return exits
+
+
+def read_manifest(folder: str | Path) -> Manifest:
+    """Read and check ``folder/manifest.json``: format, fingerprint, structure. Raises :class:`BundleError`."""
+    path, doc = _load(Path(folder))
+    graphs, chains = _graphs(doc, path)
+    exits = _exits(doc, path, graphs, chains)
     base = [n for n, g in graphs.items() if g.kind == "base"]
     final = _field(doc, "final_exit", dict, str(path))
     exitconfig = _field(doc, "exitconfig", dict, str(path))

@@ -284,24 +284,8 @@ def _exits(c: _Checker, d: dict, units: dict[str, dict]) -> list[str] | None:
     )
 
 
-def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
-    """Every schema problem of a manifest dict, one ``field: problem`` line each (empty: well-formed).
-
-    ``with_files`` also requires each split's ``files`` entries (a finished cache on disk) and a
-    ``fingerprint``; a writer's manifest has neither yet.
-    """
-    if not isinstance(d, dict):
-        return [f"malformed manifest: a JSON object expected (got {type(d).__name__})"]
-    tag = d.get("format")
-    if tag != fmt.format_tag():
-        return [f"format: unknown format version {tag!r} (this version reads {fmt.format_tag()!r})"]
-    c = _Checker()
-    n_classes = c.integer(d, "n_classes", "n_classes", 1, MAX_CLASSES)
-    k = c.integer(d, "k", "k", 1, n_classes)
-    units = _units(c, d)
-    base_units = _exits(c, d, units)
-    for key in ("costs", "provenance"):
-        c.obj(d, key, key, required=False)
+def _splits(c: _Checker, d: dict, n_classes: int | None, k: int | None, with_files: bool) -> int:
+    """Check each split (name, size, definition, file entries); return the largest sample count."""
     splits = c.obj(d, "splits", "splits")
     n_max = 0
     if splits is not None and not splits:
@@ -335,6 +319,28 @@ def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
                     split, s.get("files"), expected, required=fmt.SPLIT_FILES
                 ):
                     c.problems.append(p)
+    return n_max
+
+
+def manifest_problems(d: Any, *, with_files: bool = True) -> list[str]:
+    """Every schema problem of a manifest dict, one ``field: problem`` line each (empty: well-formed).
+
+    ``with_files`` also requires each split's ``files`` entries (a finished cache on disk) and a
+    ``fingerprint``; a writer's manifest has neither yet.
+    """
+    if not isinstance(d, dict):
+        return [f"malformed manifest: a JSON object expected (got {type(d).__name__})"]
+    tag = d.get("format")
+    if tag != fmt.format_tag():
+        return [f"format: unknown format version {tag!r} (this version reads {fmt.format_tag()!r})"]
+    c = _Checker()
+    n_classes = c.integer(d, "n_classes", "n_classes", 1, MAX_CLASSES)
+    k = c.integer(d, "k", "k", 1, n_classes)
+    units = _units(c, d)
+    base_units = _exits(c, d, units)
+    for key in ("costs", "provenance"):
+        c.obj(d, key, key, required=False)
+    n_max = _splits(c, d, n_classes, k, with_files)
     if with_files:
         fp = d.get("fingerprint")
         if not isinstance(fp, str) or not _SHA256.fullmatch(fp):

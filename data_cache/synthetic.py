@@ -9,6 +9,7 @@ optional independent saver as the first exit (TinySaver).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,41 @@ def as_generator(seed) -> np.random.Generator:
     if isinstance(seed, np.random.Generator):
         return seed
     raise ValueError(f"seed must be None, an int or a numpy Generator (got {seed!r})")
+
+
+def _head_types(n: int) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Names, MACs (fraction of the base model) and accuracy gain of ``n`` head types."""
+    names = ["linear", "mlp1", "mlp3", "conv", "mlp2"][:n] + [f"head{t}" for t in range(5, n)]
+    frac = np.array([0.002, 0.01, 0.03, 0.02, 0.015] + [0.01] * max(0, n - 5))[:n]
+    gain = np.array([0.0, 0.25, 0.4, 0.35, 0.3] + [0.2] * max(0, n - 5))[:n]
+    return names, frac, gain
+
+
+def _early_exits(
+    rng: np.random.Generator,
+    seg: np.ndarray,
+    base: float,
+    n_head_types: int,
+    offset: int,
+    lat: Callable[[float], float | None],
+    units: list[UnitInfo],
+    exits: list[ExitInfo],
+    ability: list[float],
+    sharp: list[float],
+) -> None:
+    """Append every early position's head units and exits, with each exit's ability and sharpness."""
+    head_names, head_frac, head_gain = _head_types(n_head_types)
+    depth = np.cumsum(seg)[:-1] / base
+    for p in range(len(seg) - 1):
+        for t, h in enumerate(head_names):
+            name = f"blocks.{p}/{h}"
+            macs = head_frac[t] * base * rng.uniform(0.8, 1.2)
+            units.append(UnitInfo(name, "head", float(macs), lat(macs)))
+            exits.append(
+                ExitInfo(name, p + offset, h, tuple(f"segment{q}" for q in range(p + 1)) + (name,))
+            )
+            ability.append(-1.6 + 3.4 * depth[p] ** 0.7 + head_gain[t] * (1 - depth[p]))
+            sharp.append(1.2 + 1.0 * depth[p] + 0.3 * head_gain[t])
 
 
 class SyntheticSpec:
@@ -53,15 +89,6 @@ class SyntheticSpec:
         base = 4.0e9
         seg = rng.uniform(0.6, 1.4, n_positions + 1)
         seg = seg / seg.sum() * base
-        head_names = ["linear", "mlp1", "mlp3", "conv", "mlp2"][:n_head_types] + [
-            f"head{t}" for t in range(5, n_head_types)
-        ]
-        head_frac = np.array([0.002, 0.01, 0.03, 0.02, 0.015] + [0.01] * max(0, n_head_types - 5))[
-            :n_head_types
-        ]
-        head_gain = np.array([0.0, 0.25, 0.4, 0.35, 0.3] + [0.2] * max(0, n_head_types - 5))[
-            :n_head_types
-        ]
         lat = (
             (lambda m: float(m * 2.5e-12 * rng.uniform(0.8, 1.6)))
             if with_latency
@@ -80,19 +107,7 @@ class SyntheticSpec:
             ability.append(0.9)
             sharp.append(2.2)
             offset = 1
-        depth = np.cumsum(seg)[:-1] / base
-        for p in range(n_positions):
-            for t, h in enumerate(head_names):
-                name = f"blocks.{p}/{h}"
-                macs = head_frac[t] * base * rng.uniform(0.8, 1.2)
-                units.append(UnitInfo(name, "head", float(macs), lat(macs)))
-                exits.append(
-                    ExitInfo(
-                        name, p + offset, h, tuple(f"segment{q}" for q in range(p + 1)) + (name,)
-                    )
-                )
-                ability.append(-1.6 + 3.4 * depth[p] ** 0.7 + head_gain[t] * (1 - depth[p]))
-                sharp.append(1.2 + 1.0 * depth[p] + 0.3 * head_gain[t])
+        _early_exits(rng, seg, base, n_head_types, offset, lat, units, exits, ability, sharp)
         exits.append(
             ExitInfo(
                 "head",

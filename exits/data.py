@@ -166,6 +166,43 @@ def check_labels(splits: "DataSplits", num_classes: int, option: str = "--num-cl
             _check_part_labels(ds.source, num_classes, f"{option} is {num_classes}")
 
 
+def _check_options(name: str, root: str | Path | None, search_fraction: float, max_samples: int | None,
+                   calibration_size: int) -> None:
+    """The arguments of :func:`load_splits` checked before anything is read."""
+    if name not in DATASETS:
+        raise DataError(f"unknown dataset {name!r}; known: {list_datasets()}")
+    if not 0.0 < search_fraction < 1.0:
+        raise DataError(f"search_fraction must be in (0, 1) (got {search_fraction})")
+    if max_samples is not None and max_samples < 1:
+        raise DataError(f"max_samples must be >= 1 (got {max_samples})")
+    if isinstance(calibration_size, bool) or not isinstance(calibration_size, (int, np.integer)) \
+            or calibration_size < 0:
+        raise DataError(f"calibration_size must be an integer >= 0 (got {calibration_size!r})")
+    if root is not None:
+        try:
+            Path(root).exists()
+        except OSError as exc:  # a name too long for the file system (ENAMETOOLONG), which exists() lets through
+            raise DataError(f"{str(root)[:60]}...: cannot read the data root ({exc.strerror or exc})") from None
+
+
+def _definitions(name: str, single: bool, pool_size: int, holdout_size: int, n_search: int, n_cal: int,
+                 search_fraction: float, seed: int, max_samples: int | None) -> dict[str, str]:
+    """How each split was drawn, in words (the cache's split definitions)."""
+    limit = f"; first {max_samples} rows kept" if max_samples is not None else ""
+    pool_name = "single part" if single else "train part"
+    definitions = {
+        "search": (f"{name} {pool_name}: seeded random {search_fraction:g} slice (seed={seed}), "
+                   f"{n_search} of {pool_size} rows, sorted by row{limit}; sample_index = row in the {pool_name}"),
+        "holdout": (f"{name} single part: the other {pool_size - n_search - n_cal} rows{limit}" if single else
+                    f"{name} test part: all {holdout_size} rows{limit}; sample_index = row in the test part"),
+    }
+    if n_cal:
+        definitions["calibration"] = (
+            f"{name} {pool_name}: the {n_cal} rows after the search slice in the same seeded permutation "
+            f"(seed={seed}), never trained on, sorted by row{limit}; sample_index = row in the {pool_name}")
+    return definitions
+
+
 def load_splits(name: str, root: str | Path | None = None, *, data_config: dict | None, search_fraction: float = 0.1,
                 seed: int = 0, max_samples: int | None = None, download: bool = False,
                 calibration_size: int = 0) -> DataSplits:
@@ -177,21 +214,8 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
     runs). Items are transformed with :func:`eval_transform` of ``data_config``; with None, set one later
     (:meth:`DataSplits.set_transform`) before reading items.
     """
-    if name not in DATASETS:
-        raise DataError(f"unknown dataset {name!r}; known: {list_datasets()}")
-    if not 0.0 < search_fraction < 1.0:
-        raise DataError(f"search_fraction must be in (0, 1) (got {search_fraction})")
-    if max_samples is not None and max_samples < 1:
-        raise DataError(f"max_samples must be >= 1 (got {max_samples})")
-    if isinstance(calibration_size, bool) or not isinstance(calibration_size, (int, np.integer)) \
-            or calibration_size < 0:
-        raise DataError(f"calibration_size must be an integer >= 0 (got {calibration_size!r})")
+    _check_options(name, root, search_fraction, max_samples, calibration_size)
     build, n_classes = DATASETS[name]
-    if root is not None:
-        try:
-            Path(root).exists()
-        except OSError as exc:  # a name too long for the file system (ENAMETOOLONG), which exists() lets through
-            raise DataError(f"{str(root)[:60]}...: cannot read the data root ({exc.strerror or exc})") from None
     parts = build(None if root is None else Path(root), download)
     n_classes = n_classes or max(p.n_classes for p in parts.values())
     for p in parts.values():
@@ -214,18 +238,8 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
         train_idx, holdout_src, holdout_idx = rest_idx, parts["test"], np.arange(len(parts["test"]))
     cut = (lambda a: a[:max_samples]) if max_samples is not None else (lambda a: a)
     search_idx, cal_idx, holdout_idx, train_idx = cut(search_idx), cut(cal_idx), cut(holdout_idx), cut(train_idx)
-    limit = f"; first {max_samples} rows kept" if max_samples is not None else ""
-    pool_name = "single part" if single else "train part"
-    definitions = {
-        "search": (f"{name} {pool_name}: seeded random {search_fraction:g} slice (seed={seed}), "
-                   f"{n_search} of {len(pool)} rows, sorted by row{limit}; sample_index = row in the {pool_name}"),
-        "holdout": (f"{name} single part: the other {len(pool) - n_search - n_cal} rows{limit}" if single else
-                    f"{name} test part: all {len(holdout_src)} rows{limit}; sample_index = row in the test part"),
-    }
-    if n_cal:
-        definitions["calibration"] = (
-            f"{name} {pool_name}: the {n_cal} rows after the search slice in the same seeded permutation "
-            f"(seed={seed}), never trained on, sorted by row{limit}; sample_index = row in the {pool_name}")
+    definitions = _definitions(name, single, len(pool), len(holdout_src), n_search, n_cal, search_fraction, seed,
+                               max_samples)
     parameters = {"dataset": name, "root": None if root is None else str(root), "search_fraction": search_fraction,
                   "seed": seed, "max_samples": max_samples, "parts": {p: len(s) for p, s in parts.items()}}
     if n_cal:

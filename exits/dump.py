@@ -134,6 +134,35 @@ def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
 
 
+def _dump_split(model: ExitModel, writer: Any, split: str, ds: Dataset, *, k: int, batch_size: int, rank: int,
+                world: int, num_workers: int, device: torch.device, use_amp: bool, with_logits: bool,
+                progress: Progress | None) -> None:
+    """This rank's batches of one split (rows already written skipped) through the model into ``writer``."""
+    n = len(ds)
+    done = writer.done_rows(split)
+    mine = [range(a, min(n, a + batch_size)) for a in range(rank * batch_size, n, world * batch_size)]
+    total = sum(len(b) for b in mine)
+    todo = [b for b in mine if not done[b[0]:b[-1] + 1].all()]
+    count = total - sum(len(b) for b in todo)
+    if progress is not None:
+        progress(split, count, total)
+    loader = DataLoader(ds, batch_sampler=todo, num_workers=num_workers)
+    for rows, (x, labels, sample_index) in zip(todo, loader):
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            logits = model.forward_exits(x.to(device, non_blocking=True))
+        ids, probs, z = exit_topk(logits, k)
+        z16 = z.to(torch.float16).cpu().numpy() if with_logits else None
+        start = rows[0]
+        labels, sample_index = labels.numpy(), sample_index.numpy()
+        for a, b in _runs(~done[start:start + len(rows)]):
+            writer.write(split, start + a, labels=labels[a:b], sample_index=sample_index[a:b],
+                         topk_ids=ids[a:b], topk_probs=probs[a:b],
+                         logits=None if z16 is None else z16[a:b])
+        count += len(rows)
+        if progress is not None:
+            progress(split, count, total)
+
+
 def dump_cache(model: ExitModel, splits: Mapping[str, Dataset], out: str | Path, *, k: int = 5,
                with_logits: bool = False, batch_size: int = 64, num_workers: int = 0,
                device: torch.device | str | None = None, amp: bool = False, deterministic_fp32: bool = True,
@@ -170,29 +199,9 @@ def dump_cache(model: ExitModel, splits: Mapping[str, Dataset], out: str | Path,
                           rank=rank, world=world)
     with deterministic(deterministic_fp32 and not use_amp), torch.inference_mode():
         for split, ds in splits.items():
-            n = len(ds)
-            done = writer.done_rows(split)
-            mine = [range(a, min(n, a + batch_size)) for a in range(rank * batch_size, n, world * batch_size)]
-            total = sum(len(b) for b in mine)
-            todo = [b for b in mine if not done[b[0]:b[-1] + 1].all()]
-            count = total - sum(len(b) for b in todo)
-            if progress is not None:
-                progress(split, count, total)
-            loader = DataLoader(ds, batch_sampler=todo, num_workers=num_workers)
-            for rows, (x, labels, sample_index) in zip(todo, loader):
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    logits = model.forward_exits(x.to(device, non_blocking=True))
-                ids, probs, z = exit_topk(logits, k)
-                z16 = z.to(torch.float16).cpu().numpy() if with_logits else None
-                start = rows[0]
-                labels, sample_index = labels.numpy(), sample_index.numpy()
-                for a, b in _runs(~done[start:start + len(rows)]):
-                    writer.write(split, start + a, labels=labels[a:b], sample_index=sample_index[a:b],
-                                 topk_ids=ids[a:b], topk_probs=probs[a:b],
-                                 logits=None if z16 is None else z16[a:b])
-                count += len(rows)
-                if progress is not None:
-                    progress(split, count, total)
+            _dump_split(model, writer, split, ds, k=k, batch_size=batch_size, rank=rank, world=world,
+                        num_workers=num_workers, device=device, use_amp=use_amp, with_logits=with_logits,
+                        progress=progress)
     if world > 1:
         import torch.distributed as dist
 

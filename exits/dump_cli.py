@@ -138,12 +138,29 @@ def split_bar(bars: dict, split: str, done: int, total: int, world: int = 1, fil
         bar.close()
 
 
+def _check_out(args: argparse.Namespace) -> None:
+    """--out checked before any work, none of the files the dump reads in or under it."""
+    from data_cache.writer import check_cache_target
+
+    check_cache_target(args.out, overwrite=args.overwrite, resume=args.resume,
+                       inputs=[(o, v) for o, v in (("--checkpoint", args.checkpoint),
+                                                   ("--backbone-weights", args.backbone_weights),
+                                                   ("--saver-weights", args.saver_weights),
+                                                   ("--data-root", args.data_root)) if v != "offline"])
+
+
+def _error_lines(exc: Exception) -> list[str]:
+    """The error lines of a failed dump: an OSError's file and reason, else the problems of the error."""
+    if isinstance(exc, OSError):
+        return [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)]
+    return getattr(exc, "problems", None) or [str(exc)]
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit status 0 on success, 2 with one line per problem on bad input or a cache error."""
     args = _parser().parse_args(argv)
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, set before CUDA starts
     from data_cache.errors import CacheError
-    from data_cache.writer import check_cache_target
 
     from .data import load_splits
     from .distributed import close_distributed, init_distributed
@@ -153,11 +170,7 @@ def main(argv: list[str] | None = None) -> int:
     bars: dict = {}
     try:
         if int(os.environ.get("RANK", "0")) == 0:  # other torchrun ranks would see rank 0's new .parts/
-            check_cache_target(args.out, overwrite=args.overwrite, resume=args.resume,
-                               inputs=[(o, v) for o, v in (("--checkpoint", args.checkpoint),
-                                                           ("--backbone-weights", args.backbone_weights),
-                                                           ("--saver-weights", args.saver_weights),
-                                                           ("--data-root", args.data_root)) if v != "offline"])
+            _check_out(args)
         rank, world, device = init_distributed(args.device)
         if args.amp and device.type != "cuda":
             warn(f"--amp: autocast is used on CUDA only; on {device.type} the dump runs in fp32")
@@ -183,11 +196,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         for bar in bars.values():
             bar.close()
-        if isinstance(exc, OSError):
-            lines = [f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc)]
-        else:
-            lines = getattr(exc, "problems", None) or [str(exc)]
-        for line in lines:
+        for line in _error_lines(exc):
             print(f"error: {line}", file=sys.stderr)
         return 2
     for bar in bars.values():

@@ -21,8 +21,9 @@ from torch import nn
 from data_cache import ExitInfo, UnitInfo
 
 from ._registry import create_head, head_entrypoint
-from .errors import ExitsError, UnknownModelError
-from ._limits import check_input_size, translate_download_errors
+from .errors import ExitsError
+from ._limits import check_input_size
+from .backbone import create_backbone, default_input_size, timm_name
 from .fingerprint import weights_fingerprint
 from .points import ExitPoint, discover_points, resolve_point_names
 from .probe import probe_plan
@@ -102,41 +103,6 @@ def normalize_heads(heads: HeadsArg) -> dict[str, dict[str, Any]]:
     return out
 
 
-def create_backbone(name: str, *, num_classes: int | None = None, **kwargs: Any) -> nn.Module:
-    """A timm model by name, random init unless ``pretrained`` is given; ``None`` options are dropped."""
-    import timm
-
-    if not timm.is_model(name):
-        raise UnknownModelError(f"unknown model name {name!r} (not in timm's registry; try timm.list_models('{name}*'))")
-    kwargs = {k: v for k, v in dict(kwargs, num_classes=num_classes).items() if v is not None}
-    kwargs.setdefault("pretrained", False)
-    if not kwargs["pretrained"]:
-        return timm.create_model(name, **kwargs)
-    with translate_download_errors(name):
-        return timm.create_model(name, **kwargs)
-
-
-def _model_name(model: nn.Module) -> str:
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    arch = cfg.get("architecture")
-    if arch:
-        return f"{arch}.{cfg['tag']}" if cfg.get("tag") else arch
-    return type(model).__name__
-
-
-def default_input_size(model: nn.Module, input_size: Sequence[int] | None = None) -> tuple[int, ...]:
-    """``input_size`` if given, else a ViT/Swin's ``patch_embed.img_size``, else ``pretrained_cfg["input_size"]``."""
-    if input_size is not None:
-        return tuple(int(v) for v in input_size)
-    img_size = getattr(getattr(model, "patch_embed", None), "img_size", None)
-    cfg = getattr(model, "pretrained_cfg", None) or {}
-    if img_size is not None:
-        return (3, *(int(v) for v in img_size))
-    if "input_size" in cfg:
-        return tuple(int(v) for v in cfg["input_size"])
-    raise ExitsError(f"{type(model).__name__}: no input size known; pass input_size=(C, H, W)")
-
-
 class ExitModel(nn.Module):
     """A frozen backbone with exit heads (and an optional saver), described for the cache.
 
@@ -164,8 +130,8 @@ class ExitModel(nn.Module):
         self.train_saver = bool(saver is not None and train_saver)
         if saver is not None:
             saver.train(self.train_saver).requires_grad_(self.train_saver)
-        self.model_name = model_name or _model_name(backbone)
-        self.saver_name = None if saver is None else (saver_name or _model_name(saver))
+        self.model_name = model_name or timm_name(backbone)
+        self.saver_name = None if saver is None else (saver_name or timm_name(saver))
         self.input_size = default_input_size(backbone, input_size)
         check_input_size(self.input_size)
         self.head_configs = normalize_heads(heads)

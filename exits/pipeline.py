@@ -155,22 +155,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the chain; exit status 0 when the cache matches the bundled one, 1 when it differs, 2 on bad input."""
-    args = _parser().parse_args(argv)
-    from data_cache import CacheError, open_cache
+def _prepare_out(args: argparse.Namespace, out: Path, bundled: Path) -> int | None:
+    """--out made (a folder) and, with --update-bundled, the bundled cache and checkpoint checked before any
+    work; 2 after one error line, else None."""
     from data_cache.format import format_tag
-    from data_cache.outputs import OutputError, atomic_folder, atomic_output, check_output_file, check_output_folder
+    from data_cache.outputs import OutputError, check_output_file, check_output_folder
     from data_cache.ownership import torch_kind
 
     from .checkpoints import CHECKPOINT_FORMAT
 
-    from .data import load_splits
-    from .dump import deterministic
-    from .errors import ExitsError
-
-    out = Path(args.out)
-    bundled = Path(args.bundled)
     try:
         if out.exists() and not out.is_dir():
             raise OutputError(f"--out {out}: exists and is not a folder")
@@ -185,6 +178,97 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         print(f"error: --out {out}: cannot create the folder ({exc.strerror or exc})", file=sys.stderr)
         return 2
+    return None
+
+
+def _search(args: argparse.Namespace, out: Path, times: dict[str, float]) -> int:
+    """The certified search on the new cache: front, figure and choice beside it."""
+    from search.pareto import main as pareto_main
+
+    t0 = time.perf_counter()
+    code = pareto_main([str(out / "cache"), "--export", str(out / "front.json"), "--plot",
+                        str(out / "front.png"), "--max-drop", str(args.max_drop), "--show-uncertified",
+                        "--export-choice", str(out / "choice.json"), "--no-progress", "--overwrite"])
+    if not code:
+        times["search"] = time.perf_counter() - t0
+    return code
+
+
+def _validate(args: argparse.Namespace, out: Path, ckpt: Path, times: dict[str, float]) -> int:
+    """The choice, then the front's first configurations, validated on the holdout split."""
+    from .validate import main as validate_main
+
+    t0 = time.perf_counter()
+    common = ["--checkpoint", str(ckpt), "--dataset", DATASET, "--split", "holdout", "--cache",
+              str(out / "cache"), "--threads", str(args.validate_threads), "--overwrite"]
+    common += ["--data-root", args.data_root] if args.data_root else []
+    code = validate_main(["--config", str(out / "choice.json"), "--all", "--report",
+                          str(out / "report_choice.json"), "--plot", str(out / "report_choice.png")] + common)
+    if code:
+        return code
+    code = validate_main(["--config", str(out / "front.json"), "--all", "--max-configs",
+                          str(args.front_configs), "--report", str(out / "report_front.json"), "--plot",
+                          str(out / "report_front.png"), "--timing-samples", "2048", "--latency-samples",
+                          "100"] + common)
+    if not code:
+        times["validate"] = time.perf_counter() - t0
+    return code
+
+
+def _update_bundled(out: Path, bundled: Path, ckpt: Path) -> int:
+    """--update-bundled: the new cache and checkpoint replace the bundled ones; 0, or 2 after one error line."""
+    from data_cache.format import format_tag
+    from data_cache.outputs import OutputError, atomic_folder, atomic_output
+    from data_cache.ownership import torch_kind
+
+    from .checkpoints import CHECKPOINT_FORMAT
+
+    try:
+        with atomic_folder(bundled, option="--bundled", overwrite=True, format=format_tag()) as tmp:
+            shutil.copytree(out / "cache", tmp, dirs_exist_ok=True)
+        with atomic_output(_bundled_checkpoint(bundled), option="--bundled (checkpoint)", overwrite=True,
+                           kind=torch_kind(CHECKPOINT_FORMAT)) as tmp:
+            shutil.copyfile(ckpt, tmp)
+    except OutputError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"bundled cache and checkpoint replaced: {bundled}")
+    return 0
+
+
+def _compare(fingerprint: str, bundled: Path) -> int:
+    """0 when the new cache's fingerprint is the bundled cache's, else 1 (both printed)."""
+    from data_cache import CacheError, open_cache
+
+    try:
+        ref = open_cache(bundled).fingerprint
+    except (CacheError, FileNotFoundError):
+        ref = None
+    print(f"cache fingerprint  (new):     {fingerprint}")
+    print(f"cache fingerprint  (bundled): {ref}")
+    if ref != fingerprint:
+        print("the new cache differs from the bundled one (another seed, thread count, CPU or library version "
+              "changes the float results)")
+        return 1
+    print("the pipeline reproduced the bundled cache")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chain; exit status 0 when the cache matches the bundled one, 1 when it differs, 2 on bad input."""
+    args = _parser().parse_args(argv)
+    from data_cache import CacheError, open_cache
+    from data_cache.outputs import OutputError
+
+    from .data import load_splits
+    from .dump import deterministic
+    from .errors import ExitsError
+
+    out = Path(args.out)
+    bundled = Path(args.bundled)
+    failed = _prepare_out(args, out, bundled)
+    if failed is not None:
+        return failed
     torch.set_num_threads(args.threads)
     start = STEPS.index(args.from_step)
     t_all = time.perf_counter()
@@ -212,34 +296,10 @@ def main(argv: list[str] | None = None) -> int:
             command = "python -m exits.pipeline " + " ".join(sys.argv[1:] if argv is None else argv)
             dump_demo(ckpt, splits, out, seed=args.seed, command=command)
             times["dump"] = time.perf_counter() - t0
-        if step("search"):
-            from search.pareto import main as pareto_main
-
-            t0 = time.perf_counter()
-            code = pareto_main([str(out / "cache"), "--export", str(out / "front.json"), "--plot",
-                                str(out / "front.png"), "--max-drop", str(args.max_drop), "--show-uncertified",
-                                "--export-choice", str(out / "choice.json"), "--no-progress", "--overwrite"])
-            if code:
-                return code
-            times["search"] = time.perf_counter() - t0
-        if step("validate"):
-            from .validate import main as validate_main
-
-            t0 = time.perf_counter()
-            common = ["--checkpoint", str(ckpt), "--dataset", DATASET, "--split", "holdout", "--cache",
-                      str(out / "cache"), "--threads", str(args.validate_threads), "--overwrite"]
-            common += ["--data-root", args.data_root] if args.data_root else []
-            code = validate_main(["--config", str(out / "choice.json"), "--all", "--report",
-                                  str(out / "report_choice.json"), "--plot", str(out / "report_choice.png")] + common)
-            if code:
-                return code
-            code = validate_main(["--config", str(out / "front.json"), "--all", "--max-configs",
-                                  str(args.front_configs), "--report", str(out / "report_front.json"), "--plot",
-                                  str(out / "report_front.png"), "--timing-samples", "2048", "--latency-samples",
-                                  "100"] + common)
-            if code:
-                return code
-            times["validate"] = time.perf_counter() - t0
+        if step("search") and (code := _search(args, out, times)):
+            return code
+        if step("validate") and (code := _validate(args, out, ckpt, times)):
+            return code
         cache = open_cache(out / "cache")
     except (CacheError, ExitsError, OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -247,29 +307,9 @@ def main(argv: list[str] | None = None) -> int:
     total = time.perf_counter() - t_all
     print("\ntimes: " + ", ".join(f"{k} {v:.0f} s" for k, v in times.items()) + f"; total {total:.0f} s "
           f"({total / 60:.1f} min)")
-    if args.update_bundled:
-        try:
-            with atomic_folder(bundled, option="--bundled", overwrite=True, format=format_tag()) as tmp:
-                shutil.copytree(out / "cache", tmp, dirs_exist_ok=True)
-            with atomic_output(_bundled_checkpoint(bundled), option="--bundled (checkpoint)", overwrite=True,
-                               kind=torch_kind(CHECKPOINT_FORMAT)) as tmp:
-                shutil.copyfile(ckpt, tmp)
-        except OutputError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        print(f"bundled cache and checkpoint replaced: {bundled}")
-    try:
-        ref = open_cache(bundled).fingerprint
-    except (CacheError, FileNotFoundError):
-        ref = None
-    print(f"cache fingerprint  (new):     {cache.fingerprint}")
-    print(f"cache fingerprint  (bundled): {ref}")
-    if ref != cache.fingerprint:
-        print("the new cache differs from the bundled one (another seed, thread count, CPU or library version "
-              "changes the float results)")
-        return 1
-    print("the pipeline reproduced the bundled cache")
-    return 0
+    if args.update_bundled and _update_bundled(out, bundled, ckpt):
+        return 2
+    return _compare(cache.fingerprint, bundled)
 
 
 if __name__ == "__main__":

@@ -204,14 +204,13 @@ def _sequential_plan(model: nn.Sequential) -> BackbonePlan:
     return BackbonePlan("sequential", tuple(steps), stages=tuple(n for n, _ in named[:-1]))
 
 
-def _register_timm_plans() -> None:
+def _register_nchw_plans() -> None:
+    """Plans of the timm CNN-like families (ResNet, ConvNeXt, DaVit, EfficientNet, MobileNetV3)."""
     from timm.models.convnext import ConvNeXt
     from timm.models.davit import DaVit
     from timm.models.efficientnet import EfficientNet
     from timm.models.mobilenetv3 import MobileNetV3
     from timm.models.resnet import ResNet
-    from timm.models.swin_transformer import SwinTransformer
-    from timm.models.vision_transformer import VisionTransformer
 
     @register_plan(ResNet)
     def _resnet(m: ResNet) -> BackbonePlan:
@@ -253,6 +252,12 @@ def _register_timm_plans() -> None:
                     (m.global_pool, m.conv_head, m.norm_head, m.act2, m.classifier))
         return _effnet_like(m, "mobilenetv3", tail)
 
+
+def _register_token_plans() -> None:
+    """Plans of the timm ViT and Swin families (tokens, nlc / nhwc)."""
+    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.vision_transformer import VisionTransformer
+
     @register_plan(VisionTransformer)
     def _vit(m: VisionTransformer) -> BackbonePlan:
         stem = _call_chain(m.patch_embed, m._pos_embed, m.patch_drop, m.norm_pre)
@@ -274,4 +279,5 @@ def _register_timm_plans() -> None:
         return BackbonePlan("swin", tuple(steps), tuple(f"layers.{i}" for i in range(len(m.layers))), "nhwc")
 
 
-_register_timm_plans()
+_register_nchw_plans()
+_register_token_plans()

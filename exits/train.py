@@ -1,13 +1,6 @@
-"""Train exit heads on a frozen backbone (and, for demos, the backbone itself).
-
-``train_heads`` trains every head at once: per batch the backbone runs once without gradients
-(``ExitModel.forward_features_at``), then every head reads its features. Loss per trainable exit:
-cross-entropy, optionally mixed with distillation from the final exit's output at a temperature.
-AdamW, cosine schedule with linear warm-up (per step), mixed precision on CUDA. Under ``torchrun``
-(a process group initialised: gloo on CPU, nccl on GPU) gradients of the trained parameters are
-averaged over ranks after every backward pass, so every rank holds the same heads.
-
-Library functions print nothing: progress goes to ``callback(event, info)``; only ``main`` prints.
+"""``python -m exits.train``: train exit heads on a frozen backbone (and, for demos, the backbone itself),
+saving a checkpoint after every epoch. The training itself is ``exits/head_training.py`` (re-exported here);
+only this command prints.
 
 Command line::
 
@@ -17,217 +10,18 @@ Command line::
 from __future__ import annotations
 
 import argparse
-import math
 import sys
-import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable
 
 import torch
-import torch.nn.functional as F
-from torch import nn
 
-from .distributed import close_distributed, dist_info, init_distributed
+from .distributed import close_distributed, init_distributed
+from .head_training import heads_loss, held_out_accuracy, lr_at, train_backbone, train_heads
 from .model import ExitModel
 
 __all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "held_out_accuracy", "main"]
-
-Callback = Callable[[str, dict], None]
-
-
-def lr_at(step: int, total_steps: int, *, base_lr: float, warmup_steps: int, min_lr: float = 0.0) -> float:
-    """Learning rate at optimiser step ``step``: linear warm-up to ``base_lr``, then cosine to ``min_lr``."""
-    if step < warmup_steps:
-        return base_lr * (step + 1) / warmup_steps
-    progress = min(1.0, (step - warmup_steps) / max(1, total_steps - warmup_steps))
-    return min_lr + 0.5 * (base_lr - min_lr) * (1.0 + math.cos(math.pi * progress))
-
-
-def _all_reduce_(t: torch.Tensor) -> torch.Tensor:
-    """Sum ``t`` over ranks in place (no-op without a process group)."""
-    if dist_info()[1] > 1:
-        import torch.distributed as dist
-
-        dist.all_reduce(t)
-    return t
-
-
-def _average_grads(params: list[nn.Parameter]) -> None:
-    world = dist_info()[1]
-    if world == 1:
-        return
-    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    _all_reduce_(flat).div_(world)
-    offset = 0
-    for p, g in zip(params, grads):
-        n = g.numel()
-        p.grad = flat[offset:offset + n].view_as(p).to(g.dtype)
-        offset += n
-
-
-def heads_loss(logits: list[torch.Tensor], labels: torch.Tensor, trainable: list[int], *, distill: float = 0.0,
-               temperature: float = 2.0) -> torch.Tensor:
-    """Sum over ``trainable`` exits of ``(1 - distill) * CE + distill * T^2 * KL(final_T || exit_T)``.
-
-    The final exit (last of ``logits``) is the teacher; its output is detached.
-    """
-    teacher = F.log_softmax(logits[-1].detach().float() / temperature, dim=1) if distill > 0 else None
-    total = logits[0].new_zeros((), dtype=torch.float32)
-    for i in trainable:
-        z = logits[i].float()
-        loss = F.cross_entropy(z, labels)
-        if teacher is not None:
-            kl = F.kl_div(F.log_softmax(z / temperature, dim=1), teacher, log_target=True, reduction="batchmean")
-            loss = (1.0 - distill) * loss + distill * temperature ** 2 * kl
-        total = total + loss
-    return total
-
-
-def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: Callable, names: list[str],
-         loader: Iterable, epochs: int, lr: float, weight_decay: float, warmup_epochs: float, amp: bool | None,
-         device: torch.device | str | None, resume: Mapping[str, Any] | None, callback: Callback | None,
-         loss_terms: int = 1) -> list[dict]:
-    """The shared loop: AdamW, per-step cosine schedule, AMP, gradient averaging, metrics, events. The loss is a
-    sum of ``loss_terms`` terms (one per trained head); records and events give its mean per term too."""
-    device = torch.device(device) if device is not None else next(module.parameters()).device
-    module.to(device)
-    use_amp = (device.type == "cuda") if amp is None else (bool(amp) and device.type == "cuda")
-    opt = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    steps_per_epoch = len(loader)
-    total, warmup = epochs * steps_per_epoch, int(round(warmup_epochs * steps_per_epoch))
-    history: list[dict] = []
-    start = 0
-    if resume is not None:
-        opt.load_state_dict(resume["optimizer"])
-        if resume.get("scaler"):
-            scaler.load_state_dict(resume["scaler"])
-        history, start = list(resume["history"]), int(resume["epoch"])
-    for epoch in range(start, epochs):
-        sampler = getattr(loader, "sampler", None)
-        if hasattr(sampler, "set_epoch"):
-            sampler.set_epoch(epoch)
-        module.train()
-        t0 = time.perf_counter()
-        sums = torch.zeros(2 + len(names), dtype=torch.float64, device=device)  # loss * n, n, correct per exit
-        for i, batch in enumerate(loader):
-            x, y = batch[0].to(device, non_blocking=True), batch[1].to(device, non_blocking=True)
-            step = epoch * steps_per_epoch + i
-            for g in opt.param_groups:
-                g["lr"] = lr_at(step, total, base_lr=lr, warmup_steps=warmup)
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                loss, logits = step_fn(x, y)
-            opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            _average_grads(params)
-            scaler.step(opt)
-            scaler.update()
-            with torch.no_grad():  # metrics stay on the device: no synchronisation per exit
-                n = y.shape[0]
-                sums[0] += loss.detach().double() * n
-                sums[1] += n
-                sums[2:] += torch.stack([(z.argmax(1) == y).sum() for z in logits]).double()
-            if callback is not None:
-                callback("batch", {"phase": phase, "epoch": epoch, "step": i, "steps": steps_per_epoch,
-                                   "loss": float(sums[0] / sums[1]), "loss_terms": loss_terms,
-                                   "acc": (sums[2:] / sums[1]).tolist()})
-        sums = _all_reduce_(sums).cpu()
-        record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": float(sums[0] / sums[1]),
-                  "loss_terms": loss_terms, "loss_per_term": float(sums[0] / sums[1]) / loss_terms,
-                  "n_samples": int(sums[1]), "seconds": time.perf_counter() - t0,
-                  "acc": dict(zip(names, (sums[2:] / sums[1]).tolist()))}
-        history.append(record)
-        if callback is not None:
-            state = {"phase": phase, "epoch": epoch + 1, "optimizer": opt.state_dict(),
-                     "scaler": scaler.state_dict() if use_amp else None, "history": list(history)}
-            callback("epoch", {"phase": phase, "record": record, "state": state})
-    module.eval()
-    return history
-
-
-def train_heads(model: ExitModel, loader: Iterable, *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.05,
-                warmup_epochs: float = 1.0, distill: float = 0.0, temperature: float = 2.0, amp: bool | None = None,
-                device: torch.device | str | None = None, resume: Mapping[str, Any] | None = None,
-                callback: Callback | None = None) -> list[dict]:
-    """Train every head of ``model`` at once on its frozen backbone; return the per-epoch history.
-
-    ``loader`` yields ``(images, labels, ...)``. Each history record: epoch, lr, mean loss (summed over the
-    ``loss_terms`` trained heads; ``loss_per_term`` its mean per head), n_samples, seconds and training accuracy
-    per exit. ``resume`` is the ``state`` of an
-    ``"epoch"`` event (as stored in a checkpoint). Events: ``"batch"`` (running loss and per-exit
-    accuracy) and ``"epoch"`` (the record and the state to checkpoint).
-    """
-    if not 0.0 <= distill <= 1.0:
-        raise ValueError(f"distill must be in [0, 1] (got {distill})")
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0 (got {temperature})")
-    trainable = [i for i, e in enumerate(model.exits)
-                 if e.key is not None or (e.head == "saver" and model.train_saver)]
-    params = model.head_parameters()
-    if not params:
-        raise ValueError(f"{model.model_name}: the model has no trainable heads")
-
-    def step_fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        with torch.set_grad_enabled(model.train_saver):  # the frozen backbone never needs a graph
-            feats = model.forward_features_at(x)
-        logits = model.forward_heads(feats)
-        return heads_loss(logits, y, trainable, distill=distill, temperature=temperature), logits
-
-    return _fit(phase="heads", module=model, params=params, step_fn=step_fn, names=[e.name for e in model.exits],
-                loader=loader, epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                amp=amp, device=device, resume=resume, callback=callback, loss_terms=len(trainable))
-
-
-@torch.no_grad()
-def held_out_accuracy(forward: Callable[[torch.Tensor], list[torch.Tensor]], loader: Iterable, names: list[str], *,
-                      device: torch.device | str) -> dict[str, float]:
-    """Top-1 accuracy of every output of ``forward`` (a list of logits, in ``names`` order) on ``loader``'s rows
-    (``(images, labels, ...)``); under a process group each rank passes its own rows and the counts are summed."""
-    sums = torch.zeros(1 + len(names), dtype=torch.float64, device=device)
-    for batch in loader:
-        x, y = batch[0].to(device), batch[1].to(device)
-        sums[0] += y.shape[0]
-        sums[1:] += torch.stack([(z.argmax(1) == y).sum() for z in forward(x)]).double()
-    sums = _all_reduce_(sums).cpu()
-    return dict(zip(names, (sums[1:] / max(float(sums[0]), 1.0)).tolist()))
-
-
-def train_backbone(backbone: nn.Module, loader: Iterable, *, epochs: int, lr: float = 2e-3,
-                   weight_decay: float = 0.05, warmup_epochs: float = 1.0, amp: bool | None = None,
-                   device: torch.device | str | None = None, resume: Mapping[str, Any] | None = None,
-                   callback: Callback | None = None) -> list[dict]:
-    """Train a whole classifier (e.g. ``ExitModel.backbone``) with cross-entropy; return the history.
-
-    For demos that need a backbone trained on the data at hand. Parameters are unfrozen while training
-    and their ``requires_grad`` flags restored afterwards; the module is left in eval mode. Under a
-    process group, gradients are averaged and buffers (BatchNorm statistics) taken from rank 0.
-    """
-    flags = [p.requires_grad for p in backbone.parameters()]
-    backbone.requires_grad_(True)
-    params = list(backbone.parameters())
-
-    def step_fn(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        z = backbone(x)
-        return F.cross_entropy(z.float(), y), [z]
-
-    def sync_buffers(event: str, info: dict) -> None:
-        if event == "epoch" and dist_info()[1] > 1:
-            import torch.distributed as dist
-
-            for b in backbone.buffers():
-                dist.broadcast(b, src=0)
-        if callback is not None:
-            callback(event, info)
-
-    try:
-        return _fit(phase="backbone", module=backbone, params=params, step_fn=step_fn, names=["backbone"],
-                    loader=loader, epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
-                    amp=amp, device=device, resume=resume, callback=sync_buffers)
-    finally:
-        for p, f in zip(backbone.parameters(), flags):
-            p.requires_grad_(f)
-        backbone.eval()
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -407,45 +201,63 @@ def _check_data(args: argparse.Namespace, splits) -> None:
     check_labels(splits, args.num_classes or splits.n_classes, option=option)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """``python -m exits.train``: exit status 0, or 2 with one line on bad input."""
+@dataclass
+class _Run:
+    """One training run once its inputs are checked: where it runs, the model, and what each save records."""
+
+    args: argparse.Namespace
+    rank: int
+    world: int
+    device: torch.device
+    splits: Any
+    model: ExitModel
+    data_config: dict
+    state: dict  # the resume state, updated after every epoch
+    include_backbone: bool
+
+    def save(self, train_state: dict, **kwargs: Any) -> None:
+        """The checkpoint at --out (later saves replace the run's own checkpoint: data_cache.outputs)."""
+        from .checkpoints import save_checkpoint
+
+        a = self.args
+        save_checkpoint(a.out, self.model, data_config=self.data_config, include_backbone=self.include_backbone,
+                        backbone_weights=a.backbone_weights, data=_data_record(a), train_state=train_state,
+                        overwrite=a.overwrite or a.resume, **kwargs)
+
+
+def _start(args: argparse.Namespace) -> _Run:
+    """Every input checked and loaded before training: --out, the process group, the splits, the model."""
+    from .data import load_splits
+
+    _check_out(args)
+    rank, world, device = init_distributed(args.device)
+    torch.manual_seed(args.seed)
+    if args.resume:
+        _check_same_split(args)
+    splits = load_splits(args.dataset, args.data_root, data_config=None, search_fraction=args.search_fraction,
+                         seed=args.seed, max_samples=args.max_samples, download=args.download,
+                         calibration_size=args.calibration_size)
+    _check_data(args, splits)
+    model, data_config, state, include_backbone = _build(args, splits.n_classes)
+    splits.set_transform(data_config)
+    return _Run(args, rank, world, device, splits, model, data_config, state, include_backbone)
+
+
+def _train_loader(run: _Run) -> Any:
+    """The training rows, shared between ranks under torchrun, shuffled with the run's seed."""
     from torch.utils.data import DataLoader, DistributedSampler
 
-    from data_cache.outputs import OutputError
+    args, train, world = run.args, run.splits.train, run.world
+    sampler = DistributedSampler(train, num_replicas=world, rank=run.rank, seed=args.seed) if world > 1 else None
+    return DataLoader(train, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
+                      num_workers=args.num_workers, drop_last=len(train) >= args.batch_size * world,
+                      generator=torch.Generator().manual_seed(args.seed))
 
-    from .checkpoints import save_checkpoint
-    from .data import error_line, load_splits
-    from .errors import ExitsError
 
-    args = _parser().parse_args(argv)
-    try:
-        _check_out(args)
-        rank, world, device = init_distributed(args.device)
-        torch.manual_seed(args.seed)
-        if args.resume:
-            _check_same_split(args)
-        splits = load_splits(args.dataset, args.data_root, data_config=None, search_fraction=args.search_fraction,
-                             seed=args.seed, max_samples=args.max_samples, download=args.download,
-                             calibration_size=args.calibration_size)
-        _check_data(args, splits)
-        model, data_config, state, include_backbone = _build(args, splits.n_classes)
-        splits.set_transform(data_config)
-    except (ExitsError, OutputError) as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    model.to(device)
-    train = splits.train
-    sampler = DistributedSampler(train, num_replicas=world, rank=rank, seed=args.seed) if world > 1 else None
-    loader = DataLoader(train, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
-                        num_workers=args.num_workers, drop_last=len(train) >= args.batch_size * world,
-                        generator=torch.Generator().manual_seed(args.seed))
-    data = _data_record(args)
-    amp = False if args.no_amp else None
-    show = rank == 0 and not args.quiet
+def _on_event(run: _Run) -> Callable[[str, dict], None]:
+    """The training callback: progress bars on rank 0 (unless --quiet), a checkpoint after every epoch."""
+    show = run.rank == 0 and not run.args.quiet
     bars: dict[str, Any] = {}
-    replace = args.overwrite or args.resume  # later saves replace the run's own checkpoint (data_cache.outputs)
 
     def on_event(event: str, info: dict) -> None:
         key = f"{info['phase']}:{info.get('epoch', '')}"
@@ -453,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
             from tqdm import tqdm
 
             if key not in bars:
-                who = f" (rank 0 of {world}: its batches)" if world > 1 else ""
+                who = f" (rank 0 of {run.world}: its batches)" if run.world > 1 else ""
                 bars[key] = tqdm(total=info["steps"], desc=f"{info['phase']} epoch {info['epoch'] + 1}{who}",
                                  unit="batch", file=sys.stderr, leave=True)
             bar = bars[key]
@@ -463,45 +275,68 @@ def main(argv: list[str] | None = None) -> int:
             for b in bars.values():
                 b.close()
             bars.clear()
-            if rank == 0:
-                done = dict(state, **{info["phase"]: info["state"]})
+            if run.rank == 0:
+                done = dict(run.state, **{info["phase"]: info["state"]})
                 done["phase"] = info["phase"]
-                save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                                backbone_weights=args.backbone_weights, data=data, train_state=done, finished=False,
-                                overwrite=replace)
-                state.update(done)
+                run.save(done, finished=False)
+                run.state.update(done)
 
-    common = dict(amp=amp, device=device, callback=on_event, weight_decay=args.weight_decay,
-                  warmup_epochs=args.warmup_epochs)
-    held, n_held = _held_out(splits.search, args, rank, world)
-    bb_state = state.get("backbone")
+    return on_event
+
+
+def _train(run: _Run, held: Any, n_held: int) -> tuple[list[dict], dict[str, float] | None]:
+    """The backbone (when asked, scored on the held-out rows), then the heads; their history and held-out
+    accuracy per exit (None without held-out rows)."""
+    args, model, device = run.args, run.model, run.device
+    common = dict(amp=False if args.no_amp else None, device=device, callback=_on_event(run),
+                  weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs)
+    loader = _train_loader(run)
+    bb_state = run.state.get("backbone")
+    if args.train_backbone_epochs > 0 and (bb_state is None or bb_state["epoch"] < args.train_backbone_epochs):
+        train_backbone(model.backbone, loader, epochs=args.train_backbone_epochs, lr=args.backbone_lr,
+                       resume=bb_state, **common)
+    if args.train_backbone_epochs > 0 and held is not None:
+        acc = held_out_accuracy(lambda x: [model.backbone(x)], held, ["backbone"], device=device)["backbone"]
+        if run.rank == 0:
+            n = args.train_backbone_epochs
+            print(f"backbone after {n} epoch{'s' if n != 1 else ''}: held-out accuracy {acc:.2%} on "
+                  f"{n_held:,} rows of the search split (never trained on)", flush=True)
+    history = train_heads(model, loader, epochs=args.epochs, lr=args.lr, distill=args.distill,
+                          temperature=args.temperature, resume=run.state.get("heads"), **common)
+    if run.rank == 0:
+        run.save(dict(run.state, phase="heads"))
+    names = [e.name for e in model.exits]
+    return history, None if held is None else held_out_accuracy(model.forward_exits, held, names, device=device)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m exits.train``: exit status 0, or 2 with one line on bad input."""
+    from data_cache.outputs import OutputError
+
+    from .data import error_line
+    from .errors import ExitsError
+
+    args = _parser().parse_args(argv)
     try:
-        if args.train_backbone_epochs > 0 and (bb_state is None or bb_state["epoch"] < args.train_backbone_epochs):
-            train_backbone(model.backbone, loader, epochs=args.train_backbone_epochs, lr=args.backbone_lr,
-                           resume=bb_state, **common)
-        if args.train_backbone_epochs > 0 and held is not None:
-            acc = held_out_accuracy(lambda x: [model.backbone(x)], held, ["backbone"], device=device)["backbone"]
-            if rank == 0:
-                n = args.train_backbone_epochs
-                print(f"backbone after {n} epoch{'s' if n != 1 else ''}: held-out accuracy {acc:.2%} on "
-                      f"{n_held:,} rows of the search split (never trained on)", flush=True)
-        history = train_heads(model, loader, epochs=args.epochs, lr=args.lr, distill=args.distill,
-                              temperature=args.temperature, resume=state.get("heads"), **common)
-        if rank == 0:
-            save_checkpoint(args.out, model, data_config=data_config, include_backbone=include_backbone,
-                            backbone_weights=args.backbone_weights, data=data, train_state=dict(state, phase="heads"),
-                            overwrite=replace)
-        names = [e.name for e in model.exits]
-        held_acc = None if held is None else held_out_accuracy(model.forward_exits, held, names, device=device)
+        run = _start(args)
+    except (ExitsError, OutputError) as exc:
+        if args.debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    run.model.to(run.device)
+    held, n_held = _held_out(run.splits.search, args, run.rank, run.world)
+    try:
+        history, held_acc = _train(run, held, n_held)
     except (OutputError, ExitsError) as exc:    # a full disk while saving, an image that cannot be decoded
         if args.debug:
             raise
         print(f"error: {error_line(exc)}", file=sys.stderr)
         return 2
-    if rank == 0:
+    if run.rank == 0:
         if history:
             print("\n".join(summary_lines(history[-1], held_acc, n_held)))
-        print(f"heads saved to {args.out} (backbone {model.fingerprint()[:19]}...)")
+        print(f"heads saved to {args.out} (backbone {run.model.fingerprint()[:19]}...)")
     close_distributed()
     return 0
 
