@@ -9,6 +9,7 @@ import numpy as np
 
 from .time_prediction import plot_time_prediction
 
+_SPEEDUP_TICKS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 1, 1.2, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100)  # log axis labels
 MIN_ACCURACY_SPAN = 2.0   # points: the accuracy axis never spans less, so a small drop does not look like a cliff
 
 
@@ -23,6 +24,7 @@ def _accuracy_limits(values: list[float]) -> tuple[float, float]:
 
 
 def _label_points(ax: Any, xs: list[float], ys: list[float], ids: list[str]) -> None:
+    """Write each configuration's id beside its (finite) point."""
     for x, y, cid in zip(xs, ys, ids):
         if np.isfinite(x) and np.isfinite(y):
             ax.annotate(cid, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small", color="0.3")
@@ -72,7 +74,7 @@ def plot_report(report: dict[str, Any], path: str | Path | None = None, *, fmt: 
     ax2.set_yscale("log")
     lo, hi = min(speeds + [1.0]) / 1.25, max(speeds + [1 / min(cost + [1.0])]) * 1.25
     ax2.set_ylim(lo, hi)
-    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 1, 1.2, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100) if lo <= t <= hi]
+    ticks = [t for t in _SPEEDUP_TICKS if lo <= t <= hi]
     ax2.set_yticks(ticks, [f"{t:g}x" for t in ticks])
     ax2.set_yticks([], minor=True)
     ax2.set_xlabel("relative MACs (base model = 1)")

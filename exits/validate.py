@@ -191,9 +191,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="with many configurations: this many, spread over the predicted cost range")
     p.add_argument("--report", required=True, help="JSON report to write")
     p.add_argument("--plot", default=None, help="figure to write (png, pdf, svg, ...)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing --report / --plot files (each is announced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --report / --plot files (each is announced)")
     add_timing_options(p, tolerance=1e-6)
-    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--device", type=device_option, default=None,
+                   help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch CPU threads (default: the cost table's, else torch's)")
     p.add_argument("--cost-table", default=None, metavar="NAME",
