@@ -25,17 +25,21 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 
 from contract.costs import MEASURED_COST_MODEL
 
+from ._validation_cli import (SEARCH_SPLIT_WARNING, check_labels, config_entry, progress_printer, speed_fields,
+                              time_fields)
+from ._validation_plot import MIN_ACCURACY_SPAN, plot_report
 from .measure import (SPEED_COLUMNS, CacheComparison, add_timing_options, describe_machine, exit_fractions,
                       format_rows, spread, time_against_base, timing_batches)
-from .time_prediction import plot_time_prediction, time_entry, time_summary
+from .time_prediction import time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
@@ -43,7 +47,7 @@ if TYPE_CHECKING:
 
     from .runtime import ExitRuntime
 
-__all__ = ["REPORT_FORMAT", "validate", "main"]
+__all__ = ["REPORT_FORMAT", "MIN_ACCURACY_SPAN", "validate", "plot_report", "main"]
 
 REPORT_FORMAT = "exitvalidation/1"
 MANY_CONFIGS = 16   # more configurations than this, all timed: a warning says what it costs
@@ -60,76 +64,67 @@ def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
     return counter.get_total_flops() / 2, out
 
 
-def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, split: str, cache: Any, timing_batches: list[torch.Tensor],
-             latency_samples: list[torch.Tensor], rounds: int = 3, tolerance: float = 1e-6,
-             progress: Callable[[str], None] | None = None, time_model: Any = None) -> dict[str, Any]:
+def _base_accuracy(runtime: ExitRuntime, loader: Any, labels: np.ndarray) -> float:
+    """Top-1 accuracy of the base model over ``loader``, whose labels must be the cache's."""
+    seen_labels, base_correct = [], 0
+    for x, y, _ in loader:
+        base_correct += int((runtime.base_forward(x).argmax(1).cpu() == y).sum())
+        seen_labels.append(y.numpy())
+    check_labels(np.concatenate(seen_labels), labels)
+    return base_correct / len(labels)
+
+
+def _config_entry(runtime: ExitRuntime, c: ExitConfig, loader: Any, comparison: CacheComparison,
+                  base_counted: float, base_acc: float, timing: tuple[list[torch.Tensor], list[torch.Tensor], int],
+                  time_model: Any) -> dict[str, Any]:
+    """Run ``c`` over ``loader`` with its MACs counted, compare it with the cache, time it against the base model
+    (``timing``: throughput batches, latency samples, rounds); its report entry."""
+    counted, result = _counted_macs(lambda: runtime.run_batches(loader, c))
+    got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
+    predicted, agreement = comparison.compare(c, got_exit, got_pred)
+    t = time_against_base(runtime.base_forward, lambda x: runtime.run(x, c), *timing, runtime.device)
+    n = comparison.n
+    measured = {"accuracy": float(np.mean(got_pred == comparison.labels)),
+                "relative_cost": counted / n / base_counted,
+                "relative_cost_accounted": result.relative_cost,
+                "macs_per_sample": counted / n,
+                "exit_fractions": exit_fractions(got_exit, list(c.exits), len(runtime.model.exits) - 1)}
+    entry = config_entry(c, [e.name for e in runtime.model.exits], predicted, measured, agreement,
+                         result.relative_cost)
+    cert = c.predicted.get("certificate")
+    if cert is not None:
+        entry["certificate"] = dict(cert)
+        entry["measured_drop"] = base_acc - measured["accuracy"]
+    entry.update(speed_fields(t, entry["mac_estimate_speedup"]))
+    entry.update(time_fields(time_model, c, comparison, t, predicted))
+    return entry
+
+
+def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, split: str, cache: Any,
+             timing_batches: list[torch.Tensor], latency_samples: list[torch.Tensor], rounds: int = 3,
+             tolerance: float = 1e-6, progress: Callable[[str], None] | None = None,
+             time_model: Any = None) -> dict[str, Any]:
     """Run ``configs`` (``contract.ExitConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
     in the cache's row order) and time them against the base model; return the report dictionary.
 
     With ``time_model`` (``search.time_cost.TimeCostModel``; ``timing_batches`` then at its batch size) each
     configuration also gets its predicted speed-up against the measured one (``exits.time_prediction``)."""
-    device = runtime.device
-    objective = runtime.objective
     say = progress or (lambda msg: None)
-    comparison = CacheComparison(cache, split, tolerance, objective)
-    labels, n = comparison.labels, comparison.n
+    comparison = CacheComparison(cache, split, tolerance, runtime.objective)
+    labels = comparison.labels
     base_counted, _ = _counted_macs(lambda: runtime.base_forward(timing_batches[0][:1] if timing_batches
                                                                  else next(iter(loader))[0][:1]))
-    # base accuracy, measured on the real model
     say("base model")
-    seen_labels, base_correct = [], 0
-    for x, y, _ in loader:
-        base_correct += int((runtime.base_forward(x).argmax(1).cpu() == y).sum())
-        seen_labels.append(y.numpy())
-    if not np.array_equal(np.concatenate(seen_labels), labels):
-        from .data import DataError
-
-        raise DataError("the dataset's labels differ from the cache's on the same sample_index; "
-                        "is it another dataset or version?")
-
+    base_acc = _base_accuracy(runtime, loader, labels)
     reports = []
     for c in configs:
         say(f"config {c.id}")
-        counted, result = _counted_macs(lambda: runtime.run_batches(loader, c))
-        got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
-        predicted, agreement = comparison.compare(c, got_exit, got_pred)
-        t = time_against_base(runtime.base_forward, lambda x, c=c: runtime.run(x, c), timing_batches,
-                              latency_samples, rounds, device)
-        entry = {
-            "id": c.id,
-            "exits": [{"name": runtime.model.exits[e].name, "threshold": t} for e, t in zip(c.exits, c.thresholds)],
-            "score": c.score,
-            "predicted": predicted,
-            "measured": {"accuracy": float(np.mean(got_pred == labels)),
-                         "relative_cost": counted / n / base_counted,
-                         "relative_cost_accounted": result.relative_cost,
-                         "macs_per_sample": counted / n,
-                         "exit_fractions": exit_fractions(got_exit, list(c.exits),
-                                                          len(runtime.model.exits) - 1)},
-            **agreement,
-            "mac_estimate_speedup": 1.0 / max(result.relative_cost, 1e-12),
-        }
-        cert = c.predicted.get("certificate")
-        if cert is not None:
-            entry["certificate"] = dict(cert)
-            entry["measured_drop"] = base_correct / n - entry["measured"]["accuracy"]
-        if "b64" in t:
-            entry["throughput_speedup_b64"] = t["b64"]["speedup"]
-            entry["throughput_b64"] = t["b64"]
-            entry["throughput_vs_mac_estimate"] = t["b64"]["speedup"] / entry["mac_estimate_speedup"]
-        if "b1" in t:
-            entry["latency_speedup_b1"] = t["b1"]["speedup_median"]
-            entry["latency_speedup_b1_mean"] = t["b1"]["speedup_mean"]
-            entry["latency_b1"] = t["b1"]
-        if time_model is not None:
-            entry.update(time_entry(time_model, c, comparison.leave(c), t.get("b64"),
-                                    1.0 / max(predicted["relative_cost"], 1e-12)))
-        reports.append(entry)
-    base_acc = base_correct / n
-    return {"format": REPORT_FORMAT, "split": split, "n_samples": n, "tolerance": tolerance, "objective": objective,
-            "cache": {"fingerprint": cache.fingerprint},
+        reports.append(_config_entry(runtime, c, loader, comparison, base_counted, base_acc,
+                                     (timing_batches, latency_samples, rounds), time_model))
+    return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
+            "objective": runtime.objective, "cache": {"fingerprint": cache.fingerprint},
             "model": {"name": runtime.model.model_name, "fingerprint": runtime.model.fingerprint()},
-            "machine": describe_machine(device), "rounds": rounds,
+            "machine": describe_machine(runtime.device), "rounds": rounds,
             "base": {"predicted": {"accuracy": float(np.mean(np.asarray(comparison.topk_ids[-1, 0]) == labels)),
                                    "relative_cost": 1.0},
                      "measured": {"accuracy": base_acc, "macs_per_sample": base_counted,
@@ -137,88 +132,7 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
             "configs": reports, **({"time_prediction": time_summary(reports)} if time_model is not None else {})}
 
 
-# -- figure and table ----------------------------------------------------------------------------
-
-MIN_ACCURACY_SPAN = 2.0   # points: the accuracy axis never spans less, so a small drop does not look like a cliff
-
-
-def _accuracy_limits(values: list[float]) -> tuple[float, float]:
-    """Accuracy axis limits (points) around ``values`` with a margin, at least ``MIN_ACCURACY_SPAN`` wide,
-    shifted to stay within [0, 100]."""
-    lo, hi = min(values), max(values)
-    pad = max(0.08 * (hi - lo), 0.5 * (MIN_ACCURACY_SPAN - (hi - lo)))
-    lo, hi = lo - pad, hi + pad
-    shift = max(0.0, -lo) - max(0.0, hi - 100.0)
-    return max(0.0, lo + shift), min(100.0, hi + shift)
-
-
-def _label_points(ax: Any, xs: list[float], ys: list[float], ids: list[str]) -> None:
-    for x, y, cid in zip(xs, ys, ids):
-        if np.isfinite(x) and np.isfinite(y):
-            ax.annotate(cid, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small", color="0.3")
-
-
-def plot_report(report: dict[str, Any], path: str | Path | None = None, *, fmt: str | None = None) -> Any:
-    """Predicted vs measured accuracy against relative MACs (left); measured speedup over the base model against
-    relative MACs on a log axis, with the MAC estimate 1 / relative MACs (right). Every configuration is labelled
-    with its id; the accuracy axis spans at least ``MIN_ACCURACY_SPAN`` points.
-
-    Returns the Figure; saves it to ``path`` when given (``fmt``: the file format, default ``path``'s suffix)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    from matplotlib.figure import Figure
-
-    rows = sorted(report["configs"], key=lambda c: c["measured"]["relative_cost"])
-    ids = [c["id"] for c in rows]
-    cost = [c["measured"]["relative_cost"] for c in rows]
-    timed = any("measured_speedup" in c for c in rows)
-    fig = Figure(figsize=(18 if timed else 12, 4.8), layout="constrained")
-    ax1, ax2, *ax3 = fig.subplots(1, 3 if timed else 2)
-    pred = [100 * c["predicted"]["accuracy"] for c in rows]
-    meas = [100 * c["measured"]["accuracy"] for c in rows]
-    base = 100 * report["base"]["measured"]["accuracy"]
-    ax1.plot([c["predicted"]["relative_cost"] for c in rows], pred, "o-", label="predicted by the cache")
-    ax1.plot(cost, meas, "x--", ms=9, label="measured on the model")
-    ax1.plot([1.0], [base], "k*", ms=12, label=f"base model ({base:.2f}%)")
-    _label_points(ax1, cost, meas, ids)
-    ax1.set_ylim(*_accuracy_limits(pred + meas + [base]))
-    ax1.set_xlabel("relative MACs (base model = 1)")
-    ax1.set_ylabel(f"top-1 accuracy on {report['split']} (%)")
-    ax1.set_title("predicted vs measured")
-    ax1.grid(alpha=0.3)
-    ax1.legend(fontsize="small")
-    xs = np.linspace(min(cost + [1.0]) * 0.9, 1.0, 100)
-    ax2.plot(xs, 1 / xs, "k-", lw=1, label="MAC estimate: 1 / relative MACs")
-    speeds = []
-    for key, marker, label in (("throughput_speedup_b64", "o", "throughput, batch 64"),
-                               ("latency_speedup_b1_mean", "s", "mean latency, batch 1")):
-        ys = [c.get(key, np.nan) for c in rows]
-        if any(np.isfinite(ys)):
-            ax2.plot(cost, ys, marker, mfc="none" if marker == "s" else None, label=label)
-            speeds += [y for y in ys if np.isfinite(y)]
-            if key == "throughput_speedup_b64" or not any("throughput_speedup_b64" in c for c in rows):
-                _label_points(ax2, cost, ys, ids)
-    ax2.axhline(1.0, color="grey", lw=0.8)
-    ax2.set_yscale("log")
-    lo, hi = min(speeds + [1.0]) / 1.25, max(speeds + [1 / min(cost + [1.0])]) * 1.25
-    ax2.set_ylim(lo, hi)
-    ticks = [t for t in (0.1, 0.2, 0.3, 0.5, 0.7, 0.8, 1, 1.2, 1.5, 2, 3, 5, 7, 10, 15, 20, 30, 50, 100) if lo <= t <= hi]
-    ax2.set_yticks(ticks, [f"{t:g}x" for t in ticks])
-    ax2.set_yticks([], minor=True)
-    ax2.set_xlabel("relative MACs (base model = 1)")
-    ax2.set_ylabel("measured speedup over the base model (log)")
-    ax2.set_title(f"measured speedup ({report['machine']['device']}, torch threads: "
-                  f"{report['machine']['torch_threads']})")
-    ax2.grid(alpha=0.3, which="both")
-    ax2.legend(fontsize="small")
-    if timed:
-        t = report["cost_table"]
-        plot_time_prediction(ax3[0], rows, f"predicted vs measured speed-up, batch {t['batch_size']} "
-                                           f"(cost table {t['name']})")
-    if path is not None:
-        fig.savefig(path, dpi=110, format=fmt)
-    return fig
-
+# -- table ---------------------------------------------------------------------------------------
 
 def _overhead(entry: dict[str, Any]) -> str:
     k = len(entry["exits"])
@@ -277,9 +191,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="with many configurations: this many, spread over the predicted cost range")
     p.add_argument("--report", required=True, help="JSON report to write")
     p.add_argument("--plot", default=None, help="figure to write (png, pdf, svg, ...)")
-    p.add_argument("--overwrite", action="store_true", help="replace existing --report / --plot files (each is announced)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace existing --report / --plot files (each is announced)")
     add_timing_options(p, tolerance=1e-6)
-    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--device", type=device_option, default=None,
+                   help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch CPU threads (default: the cost table's, else torch's)")
     p.add_argument("--cost-table", default=None, metavar="NAME",
@@ -325,74 +241,110 @@ def main(argv: list[str] | None = None) -> int:
     return cli_entry(lambda: _main(argv))
 
 
+def _check_files(args: argparse.Namespace) -> tuple[dict[str, Path], dict[str, Any]]:
+    """The checked ``--report`` / ``--plot`` paths (inputs never overwritten) and their ownership kinds."""
+    from data_cache.bundled import bundled_cache_path
+    from data_cache.cli_types import PLOT_SUFFIXES
+    from data_cache.outputs import check_outputs
+    from data_cache.ownership import json_kind, suffix_kind
+
+    kinds = {"--report": json_kind(REPORT_FORMAT), "--plot": suffix_kind("figure", PLOT_SUFFIXES)}
+    outputs = check_outputs([("--report", args.report), ("--plot", args.plot)], overwrite=args.overwrite,
+                            suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES}, kinds=kinds,
+                            inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
+                                    ("--backbone-weights", args.backbone_weights),
+                                    ("--cache", args.cache or bundled_cache_path()),
+                                    ("--data-root", args.data_root)])
+    return outputs, kinds
+
+
+def _open_runtime(args: argparse.Namespace) -> tuple[ExitRuntime, Any, dict[str, Any], Any]:
+    """The runtime of ``--config`` on the checkpoint's model (its table verified against the cache), the cache,
+    the checkpoint and the time target (``_time_target``)."""
+    from .checkpoints import model_from_checkpoint, read_checkpoint
+    from .runtime import ExitRuntime, read_config_file
+
+    doc = read_config_file(args.config)
+    ckpt = read_checkpoint(args.checkpoint)
+    device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
+    cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
+                                skip_integrity_check=args.skip_integrity_check)
+    target = _time_target(args, doc, cache, device)
+    with warning_lines():   # what the verification of the table against the cache has to say
+        runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
+                              channels_last=args.channels_last, check_inputs=False)  # eval_transform's batches
+    return runtime, cache, ckpt, target
+
+
+def _chosen_configs(args: argparse.Namespace, runtime: ExitRuntime) -> list[ExitConfig]:
+    """``--id``'s configuration, else ``--max-configs`` spread over the cost range (a warning when many are timed)."""
+    from data_cache.cli_types import warn
+
+    configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
+    if len(configs) > MANY_CONFIGS and not args.no_timing:
+        warn(f"{args.config}: {len(configs)} configurations, each run on the whole split and timed in "
+             f"{args.rounds} rounds (minutes each on a CPU); --max-configs N validates N spread over the cost "
+             "range, --id one, --no-timing skips the timing")
+    return configs
+
+
+def _timing_inputs(args: argparse.Namespace, loader: list[Any], target: Any,
+                   device: torch.device) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    """Throughput batches (at the time target's batch size, else ``--batch-size``) and batch-1 latency samples."""
+    timing: list[torch.Tensor] = []
+    latency: list[torch.Tensor] = []
+    if not args.no_timing:
+        xs = torch.cat([b[0] for b in loader])
+        timing = ([x.to(device) for x in timing_batches(xs, target.batch_size, args.timing_samples)] if target
+                  else list(xs[: args.timing_samples].to(device).split(args.batch_size)))
+        if not args.no_latency:
+            latency = [x.unsqueeze(0).to(device) for x in xs[: args.latency_samples]]
+    return timing, latency
+
+
+def _write(args: argparse.Namespace, outputs: dict[str, Path], kinds: dict[str, Any], report: dict[str, Any]) -> None:
+    """The report and the figure, each written atomically."""
+    from data_cache.outputs import atomic_outputs
+
+    with atomic_outputs(list(outputs.items()), overwrite=args.overwrite, kinds=kinds) as tmps:
+        files = dict(zip(outputs, tmps))
+        files["--report"].write_text(json.dumps(report, indent=1) + "\n")
+        if args.plot:
+            plot_report(report, files["--plot"], fmt=outputs["--plot"].suffix.lstrip(".").lower())
+
+
 def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     from torch.utils.data import DataLoader
 
     from data_cache import CacheError
-    from data_cache.cli_types import PLOT_SUFFIXES, warn
-    from data_cache.bundled import bundled_cache_path
-    from data_cache.outputs import OutputError, atomic_outputs, check_outputs
-    from data_cache.ownership import json_kind, suffix_kind
+    from data_cache.cli_types import warn
+    from data_cache.outputs import OutputError
 
-    from .checkpoints import model_from_checkpoint, read_checkpoint
     from .errors import ExitsError
-    from .runtime import ExitRuntime, read_config_file
 
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = progress_printer(args.quiet)
     try:
-        kinds = {"--report": json_kind(REPORT_FORMAT), "--plot": suffix_kind("figure", PLOT_SUFFIXES)}
-        outputs = check_outputs([("--report", args.report), ("--plot", args.plot)], overwrite=args.overwrite,
-                                suffixes={"--report": (".json",), "--plot": PLOT_SUFFIXES}, kinds=kinds,
-                                inputs=[("--config", args.config), ("--checkpoint", args.checkpoint),
-                                        ("--backbone-weights", args.backbone_weights),
-                                        ("--cache", args.cache or bundled_cache_path()),
-                                        ("--data-root", args.data_root)])
+        outputs, kinds = _check_files(args)
         if args.split == "search":
-            warn("--split search: the configurations were chosen on these samples, so their measured figures are "
-                 "optimistic; holdout is the independent check")
+            warn(SEARCH_SPLIT_WARNING)
         elif args.split == "calibration":
             warn(CALIBRATION_WARNING)
-        doc = read_config_file(args.config)
-        ckpt = read_checkpoint(args.checkpoint)
-        device = torch.device(args.device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
-        cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
-                                    skip_integrity_check=args.skip_integrity_check)
-        target = _time_target(args, doc, cache, device)
-        with warning_lines():   # what the verification of the table against the cache has to say
-            runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
-                                  channels_last=args.channels_last, check_inputs=False)  # eval_transform's batches
-        configs = [runtime.set_config(args.id)] if args.id is not None else spread(runtime.configs, args.max_configs)
-        if len(configs) > MANY_CONFIGS and not args.no_timing:
-            warn(f"{args.config}: {len(configs)} configurations, each run on the whole split and timed in "
-                 f"{args.rounds} rounds (minutes each on a CPU); --max-configs N validates N spread over the cost "
-                 "range, --id one, --no-timing skips the timing")
+        runtime, cache, ckpt, target = _open_runtime(args)
+        configs = _chosen_configs(args, runtime)
         rows = split_rows(args.split, cache, ckpt, dataset=args.dataset, data_root=args.data_root)
         say(f"loading {len(rows)} samples of {args.split}")
         loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))
-        timing, latency = [], []
-        if not args.no_timing:
-            xs = torch.cat([b[0] for b in loader])
-            timing = ([x.to(device) for x in timing_batches(xs, target.batch_size, args.timing_samples)] if target
-                      else list(xs[: args.timing_samples].to(device).split(args.batch_size)))
-            if not args.no_latency:
-                latency = [x.unsqueeze(0).to(device) for x in xs[: args.latency_samples]]
+        timing, latency = _timing_inputs(args, loader, target, runtime.device)
         report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
                           latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
                           time_model=target.model if target else None)
         if target is not None:
             report["cost_table"] = target.record()
-        report["config_file"] = str(args.config)
-        report["verified"] = runtime.verification.describe()
-        report["compile"] = args.compile
-        report["channels_last"] = args.channels_last
-        targets = list(outputs.items())
-        with atomic_outputs(targets, overwrite=args.overwrite, kinds=kinds) as tmps:
-            files = dict(zip(outputs, tmps))
-            files["--report"].write_text(json.dumps(report, indent=1) + "\n")
-            if args.plot:
-                plot_report(report, files["--plot"], fmt=outputs["--plot"].suffix.lstrip(".").lower())
+        report.update(config_file=str(args.config), verified=runtime.verification.describe(), compile=args.compile,
+                      channels_last=args.channels_last)
+        _write(args, outputs, kinds, report)
     except (CacheError, ExitsError, OutputError) as exc:
         if args.debug:
             raise

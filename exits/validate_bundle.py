@@ -9,8 +9,8 @@ dataset). For every configuration of the bundle, on one split of the cache (the 
   counted apart (onnxruntime's float rounding differs from PyTorch's in the last bits);
 - measured accuracy and MACs (the router's per-sample accounting from the manifest's per-graph MACs) against the
   cache's prediction;
-- throughput at batch 64 and latency at batch 1 (mean and median), in rounds that alternate the bundle's base graph (the whole
-  model as one ONNX graph, run through the same router) and the configuration, in the same process.
+- throughput at batch 64 and latency at batch 1 (mean and median), in rounds that alternate the bundle's base graph
+  (the whole model as one ONNX graph, run through the same router) and the configuration, in the same process.
 
 Writes a JSON report (``bundlevalidation/1``) and prints a table. Bad input (a bundle with a missing or altered
 manifest or graph, a cache other than the bundle's, an unknown configuration id) prints one line, exit status 2.
@@ -20,8 +20,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -29,9 +29,11 @@ import torch
 from data_cache.cli_types import warn
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
+from ._validation_cli import (SEARCH_SPLIT_WARNING, check_labels, config_entry, progress_printer, speed_fields,
+                              time_fields)
 from .measure import (SPEED_COLUMNS, CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows,
                       time_against_base, timing_batches)
-from .time_prediction import time_entry, time_summary
+from .time_prediction import time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
@@ -47,6 +49,37 @@ def _timings(router: Any, config: Any, timing_batches: Sequence[np.ndarray], lat
                              timing_batches, latency_samples, rounds, _CPU)
 
 
+def _config_entry(router: Any, c: Any, images: list[np.ndarray], comparison: CacheComparison,
+                  timing: tuple[Sequence[np.ndarray], Sequence[np.ndarray], int], time_model: Any) -> dict[str, Any]:
+    """Run ``c`` over ``images``, compare it with the cache, time it against the base graph (``timing``:
+    throughput batches, latency samples, rounds); its report entry."""
+    result = router.run_batches(images, c)
+    predicted, agreement = comparison.compare(c, result.exits, result.predictions)
+    measured = {"accuracy": float(np.mean(result.predictions == comparison.labels)),
+                "relative_cost": result.relative_cost,
+                "macs_per_sample": float(result.macs.mean()),
+                "exit_fractions": exit_fractions(result.exits, list(c.exits), router.final_exit)}
+    entry = config_entry(c, comparison.exit_names, predicted, measured, agreement, result.relative_cost)
+    entry["session_calls"] = router.session_calls(c)
+    t = _timings(router, c, *timing)
+    entry.update(speed_fields(t, entry["mac_estimate_speedup"]))
+    entry.update(time_fields(time_model, c, comparison, t, predicted))
+    return entry
+
+
+def _bundle_fields(router: Any) -> dict[str, Any]:
+    """The report's description of the bundle and of the machine that ran it."""
+    import onnxruntime
+
+    manifest = router.manifest.doc
+    return {"bundle": {"path": str(router.path), "fingerprint": manifest["fingerprint"],
+                       "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
+                       "n_graphs": len(manifest["graphs"])},
+            "model": dict(manifest["model"]),
+            "machine": {**describe_machine(_CPU), "onnxruntime": onnxruntime.__version__,
+                        "ort_threads": router.threads}}
+
+
 def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple[np.ndarray, np.ndarray]], *,
                     split: str, cache: Any, timing_batches: Sequence[np.ndarray] = (),
                     latency_samples: Sequence[np.ndarray] = (), rounds: int = 3, tolerance: float = 1e-5,
@@ -55,15 +88,9 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     row order of ``split``), time them against the base graph; return the report dictionary. With ``time_model``
     (``timing_batches`` then at its batch size) also the predicted against the measured speed-up."""
     say = progress or (lambda msg: None)
-    objective = router.objective
-    comparison = CacheComparison(cache, split, tolerance, objective)
+    comparison = CacheComparison(cache, split, tolerance, router.objective)
     labels = comparison.labels
-    seen = np.concatenate([y for _, y in batches]) if batches else np.empty(0, np.int64)
-    if not np.array_equal(seen, labels):
-        from .data import DataError
-
-        raise DataError("the dataset's labels differ from the cache's on the same sample_index; "
-                        "is it another dataset or version?")
+    check_labels(np.concatenate([y for _, y in batches]) if batches else np.empty(0, np.int64), labels)
     images = [x for x, _ in batches]
     say("base graph")
     base = router.run_batches(images, router.base_config)
@@ -71,43 +98,13 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     reports = []
     for c in configs:
         say(f"config {c.id}")
-        result = router.run_batches(images, c)
-        predicted, agreement = comparison.compare(c, result.exits, result.predictions)
-        entry: dict[str, Any] = {
-            "id": c.id,
-            "exits": [{"name": comparison.exit_names[e], "threshold": t} for e, t in zip(c.exits, c.thresholds)],
-            "score": c.score,
-            "predicted": predicted,
-            "measured": {"accuracy": float(np.mean(result.predictions == labels)),
-                         "relative_cost": result.relative_cost,
-                         "macs_per_sample": float(result.macs.mean()),
-                         "exit_fractions": exit_fractions(result.exits, list(c.exits), router.final_exit)},
-            **agreement,
-            "mac_estimate_speedup": 1.0 / max(result.relative_cost, 1e-12),
-            "session_calls": router.session_calls(c),
-        }
-        t = _timings(router, c, timing_batches, latency_samples, rounds)
-        if "b64" in t:
-            entry.update(throughput_speedup_b64=t["b64"]["speedup"], throughput_b64=t["b64"],
-                         throughput_vs_mac_estimate=t["b64"]["speedup"] / entry["mac_estimate_speedup"])
-        if "b1" in t:
-            entry.update(latency_speedup_b1=t["b1"]["speedup_median"], latency_speedup_b1_mean=t["b1"]["speedup_mean"],
-                         latency_b1=t["b1"])
-        if time_model is not None:
-            entry.update(time_entry(time_model, c, comparison.leave(c), t.get("b64"),
-                                    1.0 / max(predicted["relative_cost"], 1e-12)))
-        reports.append(entry)
-    import onnxruntime
-
-    manifest = router.manifest.doc
+        reports.append(_config_entry(router, c, images, comparison, (timing_batches, latency_samples, rounds),
+                                     time_model))
+    described = _bundle_fields(router)
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
-            "objective": objective,
-            "bundle": {"path": str(router.path), "fingerprint": manifest["fingerprint"],
-                       "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
-                       "n_graphs": len(manifest["graphs"])},
-            "cache": {"fingerprint": cache.fingerprint}, "model": dict(manifest["model"]),
-            "machine": {**describe_machine(_CPU), "onnxruntime": onnxruntime.__version__, "ort_threads": router.threads},
-            "rounds": rounds,
+            "objective": router.objective, "bundle": described["bundle"],
+            "cache": {"fingerprint": cache.fingerprint}, "model": described["model"],
+            "machine": described["machine"], "rounds": rounds,
             "base": {"predicted": {"accuracy": float(np.mean(cached_final == labels)), "relative_cost": 1.0},
                      "measured": {"accuracy": float(np.mean(base.predictions == labels)),
                                   "agreement_with_cache": float(np.mean(base.predictions == cached_final)),
@@ -171,59 +168,74 @@ def load_split(router: Any, cache: Any, split: str, *, dataset: str | None = Non
     return [(x.numpy(), y.numpy()) for x, y, _ in DataLoader(rows, batch_size=batch_size, shuffle=False)]
 
 
-def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
+def _open_router(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
+    """The bundle's router (``--threads``, else the time target's, else 1), the cache it was searched on, the time
+    target (``exits.time_prediction``) and the verification of its table against the cache; warnings given."""
     from bundle import BundleError, open_bundle
     from bundle.manifest import read_manifest
+
+    from .time_prediction import Machine, machine_lines, resolve_time_target
+
+    manifest = read_manifest(args.bundle)
+    want = manifest.doc["cache"]["fingerprint"]
+    cache = open_searched_cache(args.cache, want)
+    if cache.fingerprint != want:
+        raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
+                          f"{args.cache} ({cache.fingerprint[:19]}...)")
+    target, lines = resolve_time_target(manifest.exitconfig, cache, args.cost_table, runtime="onnx",
+                                        source=f"{args.bundle}: exitconfig",
+                                        bundle_fingerprint=manifest.doc["fingerprint"])
+    threads = args.threads or (target.threads if target is not None else None) or 1
+    router = open_bundle(args.bundle, threads=threads)
+    if target is not None:
+        lines += tuple(machine_lines(target, Machine("cpu", describe_machine(_CPU)["cpu"], threads)))
+    for line in lines:
+        warn(line)
+    verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",
+                                warn=False)
+    for line in verification.warnings + ((CALIBRATION_WARNING,) if args.split == "calibration" else ()):
+        warn(line)
+    return router, cache, target, verification
+
+
+def _timing_inputs(args: argparse.Namespace, batches: list[tuple[np.ndarray, np.ndarray]],
+                   target: Any) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Throughput batches (at the time target's batch size, else ``--batch-size``) and batch-1 latency samples."""
+    if args.no_timing:
+        return [], []
+    xs = np.concatenate([x for x, _ in batches])
+    timing = timing_batches(xs, target.batch_size, args.timing_samples) if target else \
+        [xs[i:i + args.batch_size] for i in range(0, min(len(xs), args.timing_samples), args.batch_size)]
+    xs = xs[: args.timing_samples]
+    latency = [] if args.no_latency else [xs[i:i + 1] for i in range(min(args.latency_samples, len(xs)))]
+    return timing, latency
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parser().parse_args(argv)
+    from bundle import BundleError
     from data_cache import CacheError
     from data_cache.bundled import bundled_cache_path
     from data_cache.outputs import OutputError
     from data_cache.ownership import json_kind
 
     from .errors import ExitsError
-    from .time_prediction import Machine, machine_lines, resolve_time_target
 
     kind = json_kind(REPORT_FORMAT)
-
-    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say = progress_printer(args.quiet)
     try:
         read = [("--bundle", args.bundle), ("--cache", args.cache or bundled_cache_path()),
                 ("--data-root", args.data_root)]
         report_path = check_outputs([("--report", args.report)], overwrite=args.overwrite, kinds={"--report": kind},
                                     suffixes={"--report": (".json",)}, inputs=read)["--report"]
         if args.split == "search":
-            warn("--split search: the configurations were chosen on these samples, so their measured figures are "
-                 "optimistic; holdout is the independent check")
-        manifest = read_manifest(args.bundle)
-        want = manifest.doc["cache"]["fingerprint"]
-        cache = open_searched_cache(args.cache, want)
-        if cache.fingerprint != want:
-            raise BundleError(f"the bundle's configurations were searched on cache {want[:19]}..., not on "
-                              f"{args.cache} ({cache.fingerprint[:19]}...)")
-        target, lines = resolve_time_target(manifest.exitconfig, cache, args.cost_table, runtime="onnx",
-                                            source=f"{args.bundle}: exitconfig",
-                                            bundle_fingerprint=manifest.doc["fingerprint"])
-        threads = args.threads or (target.threads if target is not None else None) or 1
-        router = open_bundle(args.bundle, threads=threads)
-        if target is not None:
-            lines += tuple(machine_lines(target, Machine("cpu", describe_machine(_CPU)["cpu"], threads)))
-        for line in lines:
-            warn(line)
-        verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",
-                                    warn=False)
-        for line in verification.warnings + ((CALIBRATION_WARNING,) if args.split == "calibration" else ()):
-            warn(line)
+            warn(SEARCH_SPLIT_WARNING)
+        router, cache, target, verification = _open_router(args)
         configs = [router.set_config(args.id)] if args.id is not None else router.configs
         say(f"loading {args.split}")
         batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
                              batch_size=args.batch_size)
-        timing, latency = [], []
-        if not args.no_timing:
-            xs = np.concatenate([x for x, _ in batches])
-            timing = timing_batches(xs, target.batch_size, args.timing_samples) if target else \
-                [xs[i:i + args.batch_size] for i in range(0, min(len(xs), args.timing_samples), args.batch_size)]
-            xs = xs[: args.timing_samples]
-            latency = [] if args.no_latency else [xs[i:i + 1] for i in range(min(args.latency_samples, len(xs)))]
+        timing, latency = _timing_inputs(args, batches, target)
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
                                  time_model=target.model if target else None)
