@@ -3,7 +3,7 @@ model and against the eager ``ExitRuntime``, all on one CPU thread in one proces
 
 Inputs (first found): ``--pipeline-dir`` (default ``out/pipeline``: ``checkpoint.pt``, ``cache/``, ``choice.json``,
 ``front.json`` from ``make pipeline``), else the bundled demo (``data_cache/bundled/fashion_mnist.checkpoint.pt``
-with the bundled cache; the choice is then searched as the pipeline does, ``search.pareto --max-drop 0``); each path
+with the bundled cache; the choice is then searched as the pipeline does, ``search.pareto --max-drop 0.5``); each path
 can also be given (``--checkpoint``, ``--cache``, ``--config``, ``--front``). Writes ``benchmarks/results/bundle.json``::
 
     .venv/bin/python benchmarks/bench_bundle.py [--pipeline-dir out/pipeline]
@@ -56,7 +56,7 @@ def _inputs(args: argparse.Namespace, tmp: Path) -> dict[str, Path | None]:
         from search.pareto import main as pareto_main
 
         found["config"], found["front"] = tmp / "choice.json", tmp / "front.json"
-        if pareto_main([str(found["cache"]), "--methods", "dp", "--max-drop", "0", "--export", str(found["front"]),
+        if pareto_main([str(found["cache"]), "--methods", "dp", "--max-drop", "0.5", "--export", str(found["front"]),
                         "--export-choice", str(found["config"]), "--no-progress"]) != 0:
             raise SystemExit("could not search the cache for the chosen configuration")
     if found["front"] is not None and not found["front"].is_file():
