@@ -28,11 +28,16 @@ class InputNormalisationError(ExitsError):
     """A batch that is not normalised as the model's recorded data config says (or not an image batch of its shape)."""
 
 
-def normalised_range(data_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-    """Per channel, the values normalised pixels in [0, 1] take: ``(lo, hi)``, each ``(channels,)``."""
+def normalised_range(data_config: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+    """Per channel, the values normalised pixels in [0, 1] take: ``(lo, hi)``, each ``(channels,)``; None when the
+    config's mean or std has neither one value nor one per channel (timm's default config of a grey model keeps
+    three), so there is no recorded normalisation to judge a batch by."""
     chans = int(data_config["input_size"][0])
-    mean = np.broadcast_to(np.asarray(data_config["mean"], dtype=np.float64), (chans,))
-    std = np.broadcast_to(np.asarray(data_config["std"], dtype=np.float64), (chans,))
+    mean = np.asarray(data_config["mean"], dtype=np.float64).reshape(-1)
+    std = np.asarray(data_config["std"], dtype=np.float64).reshape(-1)
+    if mean.size not in (1, chans) or std.size not in (1, chans):
+        return None
+    mean, std = np.broadcast_to(mean, (chans,)), np.broadcast_to(std, (chans,))
     return (0.0 - mean) / std, (1.0 - mean) / std
 
 
@@ -50,8 +55,11 @@ def check_normalised(x: torch.Tensor, data_config: Mapping[str, Any]) -> None:
     flat = x.detach().float().transpose(0, 1).reshape(chans, -1)
     if not bool(torch.isfinite(flat).all()):
         raise InputNormalisationError("input batch holds NaN or infinite values")
+    ranges = normalised_range(data_config)
+    if ranges is None:
+        return
+    lo, hi = ranges
     std, mean = torch.std_mean(flat, dim=1, correction=0)
-    lo, hi = normalised_range(data_config)
     width = hi - lo
     mean, std = mean.cpu().numpy(), std.cpu().numpy()
     bad = np.flatnonzero((mean < lo - width / 2) | (mean > hi + width / 2) | (std > width))

@@ -97,3 +97,12 @@ def test_readme_snippet_reaches_validate_accuracy(bundled, tmp_path):
         result = rt.run(rt.transform(images))
         correct += int((result.predictions.numpy() == holdout.source.labels[part]).sum())
     assert abs(100 * correct / len(rows) - 100 * measured) <= 0.1
+
+
+def test_a_config_whose_mean_does_not_fit_the_channels_is_not_judged():
+    """timm's default config of a grey model keeps three means: no recorded normalisation, so no refusal (and
+    no broadcasting traceback)."""
+    config = {"input_size": (1, 28, 28), "mean": (0.485, 0.456, 0.406), "std": (0.229, 0.224, 0.225)}
+    check_normalised(torch.rand(4, 1, 28, 28) * 255, config)
+    with pytest.raises(InputNormalisationError, match="channel 0 has mean"):
+        check_normalised(torch.rand(4, 1, 28, 28) * 255, dict(config, mean=(0.5,), std=(0.5,)))
