@@ -21,6 +21,7 @@ scipy is imported inside the functions that need it (``python -m search.pareto -
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +140,22 @@ def _tail_at_boundary(n: int, t: int, eps: float, s: np.ndarray) -> np.ndarray:
 
 def trinomial_p_value(
     n: int, k_plus: int, k_minus: int, eps: float, delta: float, *, gamma: float | None = None
+) -> float:
+    """Berger-Boos p-value of H: drop > ``eps`` from counts (see :func:`_trinomial_p_value`); a function of
+    the counts alone, so it is computed once per distinct question (a certified walk asks many alike)."""
+    return _trinomial_p_value(
+        int(n),
+        int(k_plus),
+        int(k_minus),
+        float(eps),
+        float(delta),
+        None if gamma is None else float(gamma),
+    )
+
+
+@functools.lru_cache(maxsize=4096)
+def _trinomial_p_value(
+    n: int, k_plus: int, k_minus: int, eps: float, delta: float, gamma: float | None
 ) -> float:
     """Berger-Boos p-value of H: drop > ``eps`` (``eps`` >= 0) from counts; ``gamma`` defaults to delta / 10.
 
