@@ -136,8 +136,8 @@ def main() -> int:
     from data_cache import open_cache
     from exits.checkpoints import model_from_checkpoint, read_checkpoint
     from exits.export_bundle import export_bundle
-    from exits.runtime import ExitRuntime
     from exits.measure import spread
+    from exits.runtime import ExitRuntime
     from exits.validate_bundle import load_split, validate_bundle
 
     torch.set_num_threads(args.threads)

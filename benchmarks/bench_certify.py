@@ -36,18 +36,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import RESULTS, describe_machine, save_results  # noqa: E402
 from benchmarks.bench_search import CACHES  # noqa: E402
-from data_cache import format as fmt, open_cache  # noqa: E402
+from data_cache import format as fmt  # noqa: E402
+from data_cache import open_cache
 from data_cache.bundled import bundled_cache_path  # noqa: E402
+from data_cache.cli_types import positive_int  # noqa: E402
 from data_cache.memory import InMemoryCache  # noqa: E402
 from data_cache.synthetic import make_synthetic_cache  # noqa: E402
 from search import ExitProblem  # noqa: E402
+from search.calibration import DEFAULT_FRACTION, Roles  # noqa: E402
 from search.certify import BOUNDS, DEFAULT_BOUND, PairedLosses, get_bound, paired_losses  # noqa: E402
 from search.engines.dp import DPEngine  # noqa: E402
 from search.indicators import saving_at_drop  # noqa: E402
-from search.calibration import DEFAULT_FRACTION, Roles  # noqa: E402
 from search.pareto_testing import DEFAULT_DELTA, certify_drop  # noqa: E402
 from search.queries import cheapest_within_drop  # noqa: E402
-from data_cache.cli_types import positive_int  # noqa: E402
 
 DELTA = 0.1
 EPS = 0.005

@@ -31,8 +31,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
-from data_cache.synthetic import write_synthetic_cache  # noqa: E402
 from data_cache.cli_types import positive_int  # noqa: E402
+from data_cache.synthetic import write_synthetic_cache  # noqa: E402
 
 CACHE_A = dict(n_samples=50_000, n_positions=12, n_head_types=2, seed=1)
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))

@@ -35,6 +35,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import describe_machine, save_results  # noqa: E402
+from data_cache.cli_types import threads  # noqa: E402
 from data_cache.outputs import write_text_atomic  # noqa: E402
 from exits import attach_exits  # noqa: E402
 from exits.check import check_model  # noqa: E402
@@ -45,7 +46,6 @@ from exits.generic_plan import generic_plan, trace_with_leaves  # noqa: E402
 from exits.model import default_input_size  # noqa: E402
 from exits.probe import probe_plan  # noqa: E402
 from exits.segments import registered_plan  # noqa: E402
-from data_cache.cli_types import threads  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 TABLE = ROOT / "docs" / "coverage.md"

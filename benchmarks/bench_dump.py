@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
+from data_cache.cli_types import positive_int  # noqa: E402
 from exits import attach_exits  # noqa: E402
 from exits.data import TensorDataset  # noqa: E402
 from exits.dump import dump_cache  # noqa: E402
-from data_cache.cli_types import positive_int  # noqa: E402
 
 TARGET = 1 / 1.15
 

@@ -16,7 +16,6 @@ Figures go to benchmarks/results/population.json.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -26,13 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._machine import RESULTS, describe_machine, save_results  # noqa: E402
+from benchmarks._machine import describe_machine, save_results  # noqa: E402
 from benchmarks.bench_certify import SMALL, _pooled  # noqa: E402
 from benchmarks.bench_search import CACHES  # noqa: E402
 from data_cache import open_cache  # noqa: E402
 from data_cache.bundled import bundled_cache_path  # noqa: E402
-from data_cache.synthetic import make_synthetic_cache  # noqa: E402
 from data_cache.cli_types import positive_int  # noqa: E402
+from data_cache.synthetic import make_synthetic_cache  # noqa: E402
 from search import ExitProblem  # noqa: E402
 from search.calibration import DEFAULT_FRACTION, Roles  # noqa: E402
 from search.engines.dp import DPEngine  # noqa: E402

@@ -29,7 +29,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
 from benchmarks.bench_search import CACHES  # noqa: E402
-from data_cache import format as fmt, open_cache  # noqa: E402
+from data_cache import format as fmt  # noqa: E402
+from data_cache import open_cache
 from data_cache.bundled import bundled_cache_path  # noqa: E402
 from data_cache.cli_types import positive_int  # noqa: E402
 from data_cache.memory import InMemoryCache  # noqa: E402

@@ -26,7 +26,8 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # before torch loads OpenMP
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
-from data_cache.cli_types import positive_int, threads as thread_count  # noqa: E402
+from data_cache.cli_types import positive_int  # noqa: E402
+from data_cache.cli_types import threads as thread_count
 
 
 def _validate(pipeline: Path, config: Path, report: Path, extra: list[str], wait_policy: str = "PASSIVE") -> dict:

@@ -28,8 +28,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._machine import save_results  # noqa: E402
 import search  # noqa: E402
+from benchmarks._machine import save_results  # noqa: E402
 from data_cache import open_cache  # noqa: E402
 from data_cache.bundled import bundled_cache_path  # noqa: E402
 from search import Budget, ExitProblem, create_engine  # noqa: E402

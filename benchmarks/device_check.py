@@ -36,9 +36,10 @@ import platform
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # deterministic cuBLAS, before CUDA starts
 
@@ -49,8 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from data_cache import open_cache  # noqa: E402
 from data_cache import format as cache_format  # noqa: E402
+from data_cache import open_cache  # noqa: E402
 from data_cache.memory import InMemoryCache  # noqa: E402
 from data_cache.outputs import check_output_file, write_text_atomic  # noqa: E402
 from data_cache.ownership import json_kind  # noqa: E402

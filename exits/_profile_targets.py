@@ -9,8 +9,9 @@ rows and the compaction of the state that goes on; its threshold is the median s
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch

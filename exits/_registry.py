@@ -4,7 +4,8 @@ from __future__ import annotations
 import fnmatch
 import inspect
 import re
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from torch import nn
 

@@ -8,9 +8,9 @@ import gzip
 import importlib.util
 import re
 import zlib
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from PIL import Image

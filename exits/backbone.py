@@ -1,7 +1,8 @@
 """A timm backbone: created by name (offline unless ``pretrained``), named, its input size."""
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from torch import nn
 

@@ -10,8 +10,9 @@ pair in order (same order, same shapes) with timm's ``tf_efficientnet_lite{0,1,2
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import torch
 from torch import nn

@@ -21,17 +21,25 @@ definition stored in the cache. The raw parts and their guarded reads live in ``
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from ._sources import (DATASETS, FASHION_MNIST_DEB_DIR, DataError, _Source, error_line, list_datasets, read_idx,
-                       write_idx)
+from ._sources import (
+    DATASETS,
+    FASHION_MNIST_DEB_DIR,
+    DataError,
+    _Source,
+    error_line,
+    list_datasets,
+    read_idx,
+    write_idx,
+)
 
 __all__ = [
     "DataError", "ExitDataset", "DataSplits", "TensorDataset", "read_idx", "write_idx", "load_splits", "list_datasets",
@@ -157,7 +165,7 @@ def _check_part_labels(part: _Source, n_classes: int, why: str) -> None:
         raise DataError(f"{part.origin}: label {bad} is out of range: {why} (labels 0..{n_classes - 1})")
 
 
-def check_labels(splits: "DataSplits", num_classes: int, option: str = "--num-classes") -> None:
+def check_labels(splits: DataSplits, num_classes: int, option: str = "--num-classes") -> None:
     """Every split's labels within ``[0, num_classes)`` and rows to train on; DataError in one line otherwise."""
     if num_classes < 2:
         raise DataError(f"{option} {num_classes}: a classifier needs at least two classes")

@@ -25,7 +25,7 @@ class DeviceError(ExitsError):
     """A device that does not exist, or that this machine does not have."""
 
 
-def check_device(text: str) -> "torch.device":
+def check_device(text: str) -> torch.device:
     """``text`` as a ``torch.device`` this machine has; :class:`DeviceError` (one line) otherwise."""
     import torch
 

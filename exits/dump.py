@@ -17,8 +17,9 @@ import contextlib
 import datetime as _dt
 import platform
 import sys
+from collections.abc import Callable, Iterator, Mapping, Sized
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sized
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,10 +27,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from data_cache import CacheMeta, CacheReader, create_cache
 
+from .distributed import dist_info
 from .errors import ExitsError
 from .macs import MACS_COUNTER, measure_latency, unit_macs
 from .model import ExitModel
-from .distributed import dist_info
 
 __all__ = ["exit_topk", "cache_meta", "dump_provenance", "dump_cache", "deterministic"]
 

@@ -29,21 +29,29 @@ import json
 import re
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 
 from bundle.manifest import BUNDLE_FORMAT, GRAPHS_DIR, MANIFEST, seal_manifest, sha256_bytes
+from contract import ExitConfig
 from data_cache.outputs import atomic_folder, check_output_folder, cli_entry, write_text_atomic
 
 from .errors import ExitsError
 from .model import ExitModel
-from contract import ExitConfig
-
+from .onnx_graphs import (
+    BundleExportError,
+    _check_graph,
+    _check_packages,
+    _export_graph,
+    _Part,
+    _probe,
+    default_exporter,
+    plan_parts,
+)
 from .runtime import ExitRuntime, on_saver
-from .onnx_graphs import (BundleExportError, _check_graph, _check_packages, _export_graph, _Part, _probe,
-                          default_exporter, plan_parts)
 
 __all__ = ["BundleExportError", "EXPORTERS", "DEFAULT_OPSET", "RTOL", "ATOL", "default_exporter", "export_bundle",
            "main"]

@@ -21,7 +21,8 @@ from __future__ import annotations
 import copy
 import inspect
 import operator
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from torch import fx, nn
 

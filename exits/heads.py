@@ -10,7 +10,8 @@ DyCE's reference heads: global average pooling then 1, 3 or 5 linear layers with
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn

@@ -12,18 +12,19 @@ heads ``head:<exit name>``, saver ``saver`` (a saver with exits: ``saver:<module
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
 
 from data_cache import ExitInfo, UnitInfo
 
-from ._registry import create_head, head_entrypoint
-from .errors import ExitsError
 from ._limits import check_input_size
+from ._registry import create_head, head_entrypoint
 from .backbone import create_backbone, default_input_size, timm_name
+from .errors import ExitsError
 from .fingerprint import weights_fingerprint
 from .points import ExitPoint, discover_points, resolve_point_names
 from .probe import probe_plan
@@ -262,7 +263,7 @@ class ExitModel(nn.Module):
             params += list(self.saver.parameters())
         return params
 
-    def train(self, mode: bool = True) -> "ExitModel":
+    def train(self, mode: bool = True) -> ExitModel:
         """Heads (and a trainable saver) follow ``mode``; the backbone stays in eval mode."""
         super().train(mode)
         self.backbone.eval()

@@ -9,8 +9,8 @@ guessing). ``take_indices`` picks positions by index, as timm's
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 

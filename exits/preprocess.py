@@ -14,7 +14,8 @@ pixels and other scales; pixels in [0, 1] left unnormalised cannot be told apart
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch

@@ -11,8 +11,9 @@ entries per sample), and its first samples' entries must match; an int may count
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from torch import nn

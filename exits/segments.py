@@ -11,9 +11,9 @@ one tensor for per-class plans, a tuple for generic steps that hand over more th
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable, Iterable, Mapping
 
 import torch
 from torch import nn

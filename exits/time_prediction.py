@@ -16,8 +16,9 @@ another table, an export whose objective is ``latency`` (the cache's one-batch t
 """
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -27,8 +28,18 @@ __all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "held_out_acc
 # -- command line ------------------------------------------------------------------------------
 
 def _parser() -> argparse.ArgumentParser:
-    from data_cache.cli_types import (CommandParser, float_in, fraction, int_at_least, non_negative_float,
-                                      non_negative_int, positive_float, positive_int, probability, seed)
+    from data_cache.cli_types import (
+        CommandParser,
+        float_in,
+        fraction,
+        int_at_least,
+        non_negative_float,
+        non_negative_int,
+        positive_float,
+        positive_int,
+        probability,
+        seed,
+    )
 
     from .devices import device_option
 

@@ -34,11 +34,26 @@ import torch
 
 from contract.costs import MEASURED_COST_MODEL
 
-from ._validation_cli import (SEARCH_SPLIT_WARNING, check_labels, config_entry, progress_printer, speed_fields,
-                              time_fields)
+from ._validation_cli import (
+    SEARCH_SPLIT_WARNING,
+    check_labels,
+    config_entry,
+    progress_printer,
+    speed_fields,
+    time_fields,
+)
 from ._validation_plot import MIN_ACCURACY_SPAN, plot_report
-from .measure import (SPEED_COLUMNS, CacheComparison, add_timing_options, describe_machine, exit_fractions,
-                      format_rows, spread, time_against_base, timing_batches)
+from .measure import (
+    SPEED_COLUMNS,
+    CacheComparison,
+    add_timing_options,
+    describe_machine,
+    exit_fractions,
+    format_rows,
+    spread,
+    time_against_base,
+    timing_batches,
+)
 from .time_prediction import time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 

@@ -29,10 +29,24 @@ import torch
 from data_cache.cli_types import warn
 from data_cache.outputs import check_outputs, cli_entry, write_text_atomic
 
-from ._validation_cli import (SEARCH_SPLIT_WARNING, check_labels, config_entry, progress_printer, speed_fields,
-                              time_fields)
-from .measure import (SPEED_COLUMNS, CacheComparison, add_timing_options, describe_machine, exit_fractions, format_rows,
-                      time_against_base, timing_batches)
+from ._validation_cli import (
+    SEARCH_SPLIT_WARNING,
+    check_labels,
+    config_entry,
+    progress_printer,
+    speed_fields,
+    time_fields,
+)
+from .measure import (
+    SPEED_COLUMNS,
+    CacheComparison,
+    add_timing_options,
+    describe_machine,
+    exit_fractions,
+    format_rows,
+    time_against_base,
+    timing_batches,
+)
 from .time_prediction import time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 

@@ -6,7 +6,8 @@ from __future__ import annotations
 import contextlib
 import sys
 import warnings
-from typing import Any, Iterator, Mapping
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import copy
 
-from contract import list_rules
-
 from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+
+from contract import list_rules
 from exits.export_bundle import export_bundle
 
 __all__ = ["resnet_setup", "mixed_score_table"]

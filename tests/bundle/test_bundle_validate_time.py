@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _runtime_fixtures import fashion_dump, make_export
+
 from data_cache.cost_tables import read_cost_table
 from exits.export_bundle import main as export_main
 from exits.profile import main as profile_main

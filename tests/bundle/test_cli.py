@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _runtime_fixtures import certify, fashion_dump, make_export
 from torch import nn
 
-from _runtime_fixtures import fashion_dump, certify, make_export
 from bundle import BundleError, open_bundle
 from bundle.manifest import MANIFEST
 from data_cache.outputs import OutputError, atomic_folder, check_output_folder

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from _bundles import resnet_setup
+
 from bundle import BundleError, open_bundle
 from exits.errors import ExitsError
 from exits.runtime import ExitRuntime

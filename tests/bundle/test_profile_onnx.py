@@ -4,9 +4,9 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from _bundles import resnet_setup
 from _runtime_fixtures import dump, tiny_model, tiny_splits
+
 from bundle import open_bundle
 from data_cache.cost_tables import read_cost_table
 from exits.profile import main

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from _bundles import resnet_setup
 from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+
 from bundle import BundleError, open_bundle
 from bundle.router import exit_scores
 from exits import attach_exits
 from exits.checkpoints import save_checkpoint
 from exits.export_bundle import export_bundle
-from exits.runtime import ExitRuntime, exit_scores as torch_exit_scores
-from search.config import ExitConfig
+from exits.runtime import ExitRuntime
+from exits.runtime import exit_scores as torch_exit_scores
 from search.problem import ExitProblem
 
 ROOT = Path(__file__).resolve().parents[2]

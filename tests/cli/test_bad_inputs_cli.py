@@ -12,8 +12,8 @@ import dataclasses
 import io
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -39,7 +39,6 @@ from exits.validate_bundle import main as validate_bundle_main
 from search.pareto import main as pareto_main
 from tests.exits._fashion import fashion_files
 from tests.exits._runtime_fixtures import make_export, tiny_model
-
 from tests.exits.conftest import one_intra_op_thread  # noqa: F401  (the fixture, shared)
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")

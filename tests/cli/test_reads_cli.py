@@ -7,18 +7,17 @@ from pathlib import Path
 
 import pytest
 
+import exits._limits
 from data_cache import save_cache
 from data_cache.dump import main as dump_main
 from data_cache.synthetic import make_synthetic_cache
 from data_cache.validate import main as validate_main
-import exits._limits
 from exits import model as exits_model
 from exits.check import main as check_main
 from exits.train import main as train_main
 from search.pareto import main as pareto_main
 from tests.cli.test_bad_inputs_cli import _refused
 from tests.exits._fashion import fashion_files
-
 from tests.exits.conftest import one_intra_op_thread  # noqa: F401  (the fixture, shared)
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")

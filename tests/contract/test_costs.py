@@ -8,9 +8,15 @@ import json
 import numpy as np
 import pytest
 
-from contract.costs import (CostModel, CostModelError, CostTable, get_cost_model, list_cost_models,
-                            register_cost_model)
-from contract.costs import _base
+from contract.costs import (
+    CostModel,
+    CostModelError,
+    CostTable,
+    _base,
+    get_cost_model,
+    list_cost_models,
+    register_cost_model,
+)
 from data_cache import open_cache, save_cache
 from data_cache.bundled import bundled_cache_path
 from data_cache.synthetic import make_synthetic_cache

@@ -26,6 +26,7 @@ def test_energy_is_the_log_sum_exp_of_the_float16_logits():
 
 def test_search_pareto_score_energy_and_the_runtime_run_its_export(tmp_path):
     from _runtime_fixtures import dump, tiny_model, tiny_splits
+
     from exits.runtime import ExitRuntime
     from search.pareto import main
     from search.problem import ExitProblem

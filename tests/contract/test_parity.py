@@ -18,7 +18,8 @@ from data_cache import format as fmt
 from data_cache._base import CacheMeta, ExitInfo, UnitInfo
 from data_cache.memory import InMemoryCache
 from exits.dump import exit_topk
-from exits.runtime import ExitRuntime, exit_scores as runtime_scores
+from exits.runtime import ExitRuntime
+from exits.runtime import exit_scores as runtime_scores
 from search.problem import ExitProblem
 
 N_EXITS, N, C, K = 3, 400, 10, 3

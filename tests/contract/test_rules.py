@@ -8,8 +8,19 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from contract import (ContractError, ExitConfig, ExitRef, ExitRule, ExitTable, RuleInputs, float32_cut, get_rule,
-                      list_rules, register_rule, rule_inputs_from_logits)
+from contract import (
+    ContractError,
+    ExitConfig,
+    ExitRef,
+    ExitRule,
+    ExitTable,
+    RuleInputs,
+    float32_cut,
+    get_rule,
+    list_rules,
+    register_rule,
+    rule_inputs_from_logits,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 

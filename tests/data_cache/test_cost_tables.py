@@ -6,10 +6,19 @@ import math
 
 import pytest
 
-from data_cache import open_cache, validate_cache
 from data_cache import format as fmt
-from data_cache.cost_tables import (TimeTable, CostTableError, TimedItem, cost_table_path, interpolate,
-                                    list_cost_tables, profile_grid, read_cost_table, write_cost_table)
+from data_cache import open_cache, validate_cache
+from data_cache.cost_tables import (
+    CostTableError,
+    TimedItem,
+    TimeTable,
+    cost_table_path,
+    interpolate,
+    list_cost_tables,
+    profile_grid,
+    read_cost_table,
+    write_cost_table,
+)
 from data_cache.schema import split_name_problem
 from data_cache.writer import save_cache
 

@@ -14,7 +14,15 @@ from data_cache import CacheExistsError, create_cache, open_cache, save_cache
 from data_cache import format as fmt
 from data_cache.convert import main as convert_main
 
-from ._helpers import dyce_arrays, edit_manifest, macs_dict, rows_of, small_cache, write_json, write_records
+from ._helpers import (
+    dyce_arrays,
+    edit_manifest,
+    macs_dict,
+    rows_of,
+    small_cache,
+    write_json,
+    write_records,
+)
 
 
 def _tree(root):
@@ -112,8 +120,9 @@ def test_overwrite_removes_what_the_old_manifest_lists(tmp_path):
     old = small_cache()
     arrays = {s: {f: old._array(s, f) for f in fmt.SPLIT_FILES} for s in ("search", "holdout")}
     arrays["extra"] = arrays["holdout"]
-    from data_cache import InMemoryCache
     import dataclasses
+
+    from data_cache import InMemoryCache
     meta = dataclasses.replace(old.meta, splits=dict(old.meta.splits, extra=old.meta.splits["holdout"]))
     save_cache(out, InMemoryCache(meta, arrays))
     save_cache(out, small_cache(seed=2), overwrite=True)
@@ -127,8 +136,9 @@ def test_new_split_would_replace_a_file_nobody_listed(tmp_path):
     old = small_cache()
     arrays = {s: {f: old._array(s, f) for f in fmt.SPLIT_FILES} for s in ("search", "holdout")}
     arrays["calib"] = arrays["holdout"]
-    from data_cache import InMemoryCache
     import dataclasses
+
+    from data_cache import InMemoryCache
     meta = dataclasses.replace(old.meta, splits=dict(old.meta.splits, calib=old.meta.splits["holdout"]))
     (out / "calib").mkdir()
     (out / "calib" / fmt.LABELS).write_text("the user's")

@@ -13,8 +13,14 @@ from pathlib import Path
 import pytest
 
 from data_cache._publish import MARKER, RESERVED
-from data_cache.outputs import (OutputError, atomic_folder, atomic_outputs, check_output_file, check_output_folder,
-                                write_text_atomic)
+from data_cache.outputs import (
+    OutputError,
+    atomic_folder,
+    atomic_outputs,
+    check_output_file,
+    check_output_folder,
+    write_text_atomic,
+)
 from data_cache.ownership import json_kind, torch_kind
 
 EXPORT = json_kind("exitconfig/1")

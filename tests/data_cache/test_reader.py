@@ -4,7 +4,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_cache import CacheFormatError, CacheIncompleteError, MemmapCache, create_cache, open_cache, save_cache
+from data_cache import (
+    CacheFormatError,
+    CacheIncompleteError,
+    MemmapCache,
+    create_cache,
+    open_cache,
+    save_cache,
+)
 from data_cache import format as fmt
 
 from ._helpers import edit_manifest, rewrite, small_cache

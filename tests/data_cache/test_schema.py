@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from data_cache import CacheFormatError, format as fmt, save_cache
+from data_cache import CacheFormatError, save_cache
+from data_cache import format as fmt
 from data_cache.schema import MAX_CLASSES, name_problem, split_name_problem
 from data_cache.validate import main as validate_main
 from search.pareto import main as pareto_main

@@ -10,8 +10,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from data_cache import (CacheExistsError, CacheIncompleteError, CacheInputError, create_cache, open_cache,
-                        save_cache, validate_cache)
+from data_cache import (
+    CacheExistsError,
+    CacheIncompleteError,
+    CacheInputError,
+    create_cache,
+    open_cache,
+    save_cache,
+    validate_cache,
+)
 from data_cache import format as fmt
 from data_cache.memory import InMemoryCache
 

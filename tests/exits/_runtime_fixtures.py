@@ -105,6 +105,7 @@ def fashion_dump(tmp: Path):
     """A tiny model dumped on fake Fashion-MNIST files (60 train, 30 test) with the dump's provenance: the
     model, its checkpoint (with the backbone) and the cache folder ``tmp/cache``."""
     from _fashion import fashion_files
+
     from exits.checkpoints import save_checkpoint
     from exits.data import load_splits
     from exits.dump import dump_provenance

@@ -8,9 +8,17 @@ import torch
 from torch import nn
 
 from exits import attach_exits
-from exits.checkpoints import (CHECKPOINT_FORMAT, CheckpointError, load_backbone_weights, load_heads,
-                               load_paired_state_dict, model_from_checkpoint, offline_weights_path,
-                               read_checkpoint, save_checkpoint)
+from exits.checkpoints import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_backbone_weights,
+    load_heads,
+    load_paired_state_dict,
+    model_from_checkpoint,
+    offline_weights_path,
+    read_checkpoint,
+    save_checkpoint,
+)
 
 
 def tiny(seed: int = 0, heads=("linear",), saver=None):

@@ -6,11 +6,10 @@ import re
 
 import pytest
 import torch
+from _fashion import fashion_files
 
 from exits.check import main as check_main
 from exits.train import main as train_main
-
-from _fashion import fashion_files
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 

@@ -9,8 +9,16 @@ import pytest
 import torch
 from PIL import Image
 
-from exits.data import (FASHION_MNIST_DEB_DIR, DataError, TensorDataset, eval_transform, list_datasets,
-                        load_splits, read_idx, write_idx)
+from exits.data import (
+    FASHION_MNIST_DEB_DIR,
+    DataError,
+    TensorDataset,
+    eval_transform,
+    list_datasets,
+    load_splits,
+    read_idx,
+    write_idx,
+)
 
 CFG = dict(input_size=(3, 32, 32), mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), crop_pct=1.0,
            interpolation="bilinear", crop_mode="center")

@@ -9,13 +9,12 @@ from pathlib import Path
 
 import pytest
 import torch
+from _fashion import fashion_files
 
 from exits.checkpoints import save_checkpoint
 from exits.data import load_splits
 from exits.dump import dump_cache
 from exits.pipeline import DATA_CONFIG, TIMM_KWARGS, build_model
-
-from _fashion import fashion_files
 
 ROOT = Path(__file__).resolve().parents[2]
 # optuna and pymoo are not on the GPU machine: importing either fails in the check's process

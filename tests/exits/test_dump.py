@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _fashion import fashion_files
 
 from data_cache import open_cache
 from data_cache.dump import main as dump_main
@@ -17,8 +18,6 @@ from exits import attach_exits
 from exits.checkpoints import save_checkpoint
 from exits.data import TensorDataset
 from exits.dump import deterministic, dump_cache, exit_topk
-
-from _fashion import fashion_files
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -1,9 +1,9 @@
 """The generic plan on structurally different timm families, and what it refuses."""
 import pytest
+import timm
 import torch
 from torch import nn
 
-import timm
 from exits import attach_exits
 from exits.check import compaction_keeps_rows, segments_equal_forward
 from exits.errors import InexactPlanError, UnknownModuleError, UnsupportedModelError

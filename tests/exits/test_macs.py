@@ -1,12 +1,11 @@
 """MACs per unit (MACs = FLOPs / 2), attention counted; measured latency."""
 import pytest
+import timm
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-import timm
 from exits import attach_exits
 from exits.macs import count_flops, count_macs, measure_latency, unit_macs
-
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 

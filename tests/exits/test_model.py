@@ -2,10 +2,10 @@
 import json
 
 import pytest
+import timm
 import torch
 from torch import nn
 
-import timm
 from data_cache._base import CacheMeta, meta_from_manifest, meta_to_manifest
 from exits import ExitModel, attach_exits
 from exits.errors import ExitsError, UnknownHeadError, UnknownModelError, UnknownModuleError

@@ -4,11 +4,10 @@ from __future__ import annotations
 import json
 
 import pytest
+from _fashion import fashion_files
 
 from data_cache import open_cache
 from exits.pipeline import main
-
-from _fashion import fashion_files
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 

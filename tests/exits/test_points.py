@@ -1,13 +1,12 @@
 """Exit points: discovery, naming, validation, take_indices."""
 import pytest
+import timm
 import torch
 
-import timm
 from exits import ExitPoint, attach_exits, take_indices
 from exits.errors import ExitsError, UnknownModuleError
 from exits.points import check_points, resolve_point_names
 from exits.segments import plan_for
-
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-
 from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+
 from data_cache import open_cache
 from data_cache.cost_tables import read_cost_table
 from exits.checkpoints import save_checkpoint

@@ -7,17 +7,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from _runtime_fixtures import certify, dump, make_export, tiny_model, tiny_splits
 from torch.utils.flop_counter import FlopCounterMode
 
 from contract import float32_cut
 from exits.runtime import ExitRuntime, RuntimeConfigError, exit_scores
 from search import SearchWarning
-from search.config import ExitConfig
 from search.problem import ExitProblem
-
-from _runtime_fixtures import certify, dump, make_export, tiny_model, tiny_splits
-
-
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 

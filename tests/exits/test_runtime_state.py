@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
-
 import timm
+import torch
+from _runtime_fixtures import dump, make_export
+
 from exits import attach_exits
+from exits.data import TensorDataset
 from exits.macs import unit_macs
 from exits.runtime import ExitRuntime
-from search.config import ExitConfig
 from search.problem import ExitProblem
-
-from exits.data import TensorDataset
-
-from _runtime_fixtures import dump, make_export
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 

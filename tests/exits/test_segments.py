@@ -1,13 +1,12 @@
 """Segments run in order reproduce the backbone exactly, for every supported family."""
 import pytest
+import timm
 import torch
 from torch import nn
 
-import timm
 from exits import attach_exits
 from exits.errors import UnsupportedModelError
 from exits.segments import cut_segments, plan_for, whole_plan
-
 
 pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 

@@ -6,14 +6,13 @@ import re
 
 import pytest
 import torch
+from _fashion import fashion_files
 from torch.utils.data import DataLoader
 
 from exits import attach_exits
 from exits.checkpoints import model_from_checkpoint, read_checkpoint, save_checkpoint
 from exits.data import TensorDataset, load_splits
 from exits.train import heads_loss, lr_at, main, train_backbone, train_heads
-
-from _fashion import fashion_files
 
 
 def tiny(seed: int = 0, heads=("linear",)):

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from _runtime_fixtures import certify, make_export, tiny_model
+
 from data_cache import open_cache
 from exits.checkpoints import save_checkpoint
 from exits.data import load_splits, write_idx

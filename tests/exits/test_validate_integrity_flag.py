@@ -4,7 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from data_cache import CacheFormatError, format as fmt, save_cache
+from data_cache import CacheFormatError, save_cache
+from data_cache import format as fmt
 from data_cache.synthetic import make_synthetic_cache
 from exits.validate import _parser
 from exits.validation_inputs import open_searched_cache

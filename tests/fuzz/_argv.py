@@ -7,9 +7,9 @@ hypothesis. Kinds in ``MUST_REFUSE`` must end in exit status 2 when they are the
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from hypothesis import strategies as st
 

@@ -11,9 +11,9 @@ import hashlib
 import io
 import os
 import traceback
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 from hypothesis import HealthCheck, settings
 

@@ -39,7 +39,6 @@ from tests.fuzz._argv import ARGV_KINDS, MUST_REFUSE, Case, Command, flatten, it
 from tests.fuzz._fuzz import fuzz_settings, run_main, snapshot
 
 
-
 def _profile_base(world, out: Path) -> list[str]:
     """``exits.profile`` stores its table inside the cache it profiles: the case gets its own copy."""
     cache = out.parent / "cache"

@@ -4,7 +4,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search import Budget, ExitConfig, ExitProblem, SearchError, create_engine, list_engines, run_search
+from search import (
+    Budget,
+    ExitConfig,
+    ExitProblem,
+    SearchError,
+    create_engine,
+    list_engines,
+    run_search,
+)
 from search.engines.baselines import geometric_thresholds, select_exits
 
 BASELINES = ("global", "geometric", "greedy")

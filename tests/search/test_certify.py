@@ -8,9 +8,19 @@ import pytest
 from scipy import stats
 
 from search import SearchError
-from search.certify import (BOUNDS, PairedLosses, accuracy_lower_bound, check_delta, cp_union_upper_bound,
-                            get_bound, mean_upper_bound, paired_losses, samples_to_certify,
-                            smallest_certifiable_drop, trinomial_p_value)
+from search.certify import (
+    BOUNDS,
+    PairedLosses,
+    accuracy_lower_bound,
+    check_delta,
+    cp_union_upper_bound,
+    get_bound,
+    mean_upper_bound,
+    paired_losses,
+    samples_to_certify,
+    smallest_certifiable_drop,
+    trinomial_p_value,
+)
 
 DELTA = 0.1
 

@@ -9,7 +9,13 @@ import pytest
 from data_cache import save_cache
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, SearchError, run_search
-from search.export import build_export, check_export_cache, export_configs, read_export, write_export
+from search.export import (
+    build_export,
+    check_export_cache,
+    export_configs,
+    read_export,
+    write_export,
+)
 
 
 def _naive(cache, split, config):

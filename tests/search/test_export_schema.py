@@ -12,7 +12,6 @@ from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, run_search
 from search._validation import SearchError
 from search.config import ExitConfig
-from search.export import export_configs
 from search.export import build_export, export_configs, read_export
 
 

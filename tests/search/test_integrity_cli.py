@@ -15,7 +15,6 @@ from data_cache import format as fmt
 from data_cache.bundled import bundled_cache_path
 from data_cache.validate import main as validate_main
 from search.pareto import main
-
 from tests.data_cache._helpers import rewrite
 
 

@@ -11,10 +11,18 @@ from data_cache import format as fmt
 from data_cache.memory import InMemoryCache
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitConfig, ExitProblem, SearchError
+from search.calibration import (
+    calibration_roles,
+    check_calibration_split,
+    check_certifiable,
+    planned_calibration_size,
+)
 from search.certify import get_bound, paired_losses
-from search.calibration import (calibration_roles, check_calibration_split, check_certifiable,
-                                planned_calibration_size)
-from search.pareto_testing import certified_within_budget, certified_within_drop, fixed_sequence_test
+from search.pareto_testing import (
+    certified_within_budget,
+    certified_within_drop,
+    fixed_sequence_test,
+)
 
 
 @pytest.fixture(scope="module")

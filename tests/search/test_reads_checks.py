@@ -13,7 +13,6 @@ from data_cache.bundled import bundled_cache_path
 from data_cache.synthetic import write_synthetic_cache
 from data_cache.validate import main as validate_main
 from search.pareto import main
-
 from tests.data_cache._helpers import rewrite
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from search import ExitProblem, SearchError
 from contract import get_rule, rule_inputs_from_logits
+from search import ExitProblem, SearchError
 from search.scores import compute_scores, score_range
 
 

@@ -8,8 +8,15 @@ import pytest
 
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, SearchError
-from search.storage import (FINGERPRINT_ATTR, default_study_name, describe_storage, get_storage, is_shared,
-                            open_study, problem_fingerprint)
+from search.storage import (
+    FINGERPRINT_ATTR,
+    default_study_name,
+    describe_storage,
+    get_storage,
+    is_shared,
+    open_study,
+    problem_fingerprint,
+)
 
 
 @pytest.fixture(autouse=True)

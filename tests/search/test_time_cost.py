@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from data_cache.cost_tables import TimeTable, TimedItem, interpolate
+from data_cache.cost_tables import TimedItem, TimeTable, interpolate
 from search import SearchError
 from search.time_cost import TimeCostModel, binomial_pmf, hypergeometric_pmf
 

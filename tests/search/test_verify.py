@@ -14,8 +14,8 @@ from data_cache.memory import InMemoryCache
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitConfig, ExitProblem, SearchError
 from search.calibration import Roles, check_calibration_split
-from search.export import build_export
 from search.exact import SplitEvaluator
+from search.export import build_export
 from search.overlap import row_hashes, split_overlap
 from search.pareto_testing import certified_within_budget, certified_within_drop, certify_drop
 from search.subsample import FitSample, fit_problem
