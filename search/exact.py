@@ -16,11 +16,11 @@ import numpy as np
 from contract import float32_cut
 from data_cache.blocks import BlockReader
 
-from ._validation import SearchError, check_split, checked
+from ._validation import check_split
 from .chunks import DEFAULT_CHUNK_SIZE, read_block
 from .config import ExitConfig
 from .costs import CostTable
-from .problem import Evaluation
+from .problem import Evaluation, check_scored
 from .scores import compute_scores
 from .standalone import SplitStats
 
@@ -274,15 +274,7 @@ class SplitEvaluator:
         return self.evaluations([config])[0]
 
     def _check(self, config: ExitConfig) -> ExitConfig:
-        other = [
-            r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in self.rules
-        ]
-        if other:
-            raise SearchError(
-                f"configuration uses score {other[0]!r} but the evaluator scores "
-                f"{' '.join(self.rules) if len(self.rules) > 1 else repr(self.score)}"
-            )
-        return checked(config, self.cache)
+        return check_scored(config, self.cache, self.rules, "the evaluator scores")
 
     @property
     def stats(self) -> SplitStats:

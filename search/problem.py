@@ -16,6 +16,16 @@ from .scores import rule_for
 __all__ = ["ExitProblem", "Evaluation"]
 
 
+def check_scored(config: ExitConfig, cache, rules: tuple[str, ...], scorer: str) -> ExitConfig:
+    """``config`` checked against ``cache``, its rules among the ``rules`` scored (``scorer`` says by what), else
+    a SearchError: what a problem and an exact evaluator both ask of a configuration."""
+    other = [r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in rules]
+    if other:
+        scored = " ".join(rules) if len(rules) > 1 else repr(rules[0])
+        raise SearchError(f"configuration uses score {other[0]!r} but {scorer} {scored}")
+    return checked(config, cache)
+
+
 @dataclass(frozen=True)
 class Evaluation:
     """What one configuration does on one split."""
@@ -180,15 +190,7 @@ class ExitProblem:
 
     def check_config(self, config: ExitConfig) -> ExitConfig:
         """Raise SearchError unless ``config`` fits this cache and uses this problem's rules."""
-        other = [
-            r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in self.rules
-        ]
-        if other:
-            raise SearchError(
-                f"configuration uses score {other[0]!r} but the problem was built for "
-                f"{' '.join(self.rules) if len(self.rules) > 1 else repr(self.score)}"
-            )
-        return checked(config, self.cache)
+        return check_scored(config, self.cache, self.rules, "the problem was built for")
 
     def evaluate_one(self, config: ExitConfig) -> Evaluation:
         """Accuracy, cost and exit fractions of one configuration (counts as one evaluation)."""
