@@ -40,6 +40,7 @@ from ._publish import (
     remove_work,
     sweep,
 )
+from .interrupts import exit_on_sigterm, interrupts_deferred
 from .ownership import (
     FileKind,
     OwnershipError,
@@ -253,8 +254,9 @@ def atomic_outputs(
             pending.append(_Pending(option, target, (kinds or {}).get(option), make_work(target)))
         current = targets[0] if targets else current
         yield [p.tmp for p in pending]
-        _publish_files(pending, overwrite)
-        _PUBLISHED.update((threading.get_ident(), _identity(p.target)) for p in pending)
+        with interrupts_deferred():  # all files published, or none: never cut half-way
+            _publish_files(pending, overwrite)
+            _PUBLISHED.update((threading.get_ident(), _identity(p.target)) for p in pending)
     except OSError as exc:
         named = next(
             (p for p in pending if exc.filename and str(p.work) in str(exc.filename)), None
@@ -298,10 +300,6 @@ def write_text_atomic(
             os.fsync(f.fileno())
 
 
-def _exit_on_sigterm(signum, frame) -> None:
-    raise SystemExit(128 + signum)
-
-
 def cli_entry(main: Callable[[], int]) -> int:
     """Run a command line's ``main``; a closed stdout (``| head``) ends it quietly with status 0.
 
@@ -309,7 +307,7 @@ def cli_entry(main: Callable[[], int]) -> int:
     processes stopped on the way out; Ctrl-C prints one line (status 130)."""
     previous = None
     with contextlib.suppress(ValueError):  # not the main thread: leave signals alone
-        previous = signal.signal(signal.SIGTERM, _exit_on_sigterm)
+        previous = signal.signal(signal.SIGTERM, exit_on_sigterm)
     try:
         status = main()
         sys.stdout.flush()

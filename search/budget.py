@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from numbers import Real
 
+from data_cache.interrupts import raise_if_terminating
+
 from ._validation import SearchError
 
 __all__ = ["Budget"]
@@ -55,6 +57,7 @@ class Budget:
         return min(1.0, max(parts))
 
     def exhausted(self, problem) -> bool:
+        raise_if_terminating()  # a SIGTERM whose exception was swallowed still ends every engine's loop
         return self.progress(problem) >= 1.0
 
 

@@ -9,6 +9,8 @@ import warnings
 
 import numpy as np
 
+from data_cache.interrupts import interrupts_deferred
+
 from .._validation import SearchError
 from ..budget import Budget
 from ..encoding import MixedEncoding, constraint_values
@@ -121,26 +123,31 @@ def optimize(
         )
         trials, n_told = [], 0
         try:
-            for _ in range(k):
-                trials.append(study.ask())
-                if run is not None:
-                    trials[-1].set_user_attr(RUN_ATTR, run)
-            rows = [space.suggest(t) for t in trials]
+            # storage calls run whole (a signal acts between them): a trial is asked and recorded, or told
+            # and counted, never half of either; the numpy work between them stays interruptible
+            with interrupts_deferred():
+                for _ in range(k):
+                    trials.append(study.ask())
+                    if run is not None:
+                        trials[-1].set_user_attr(RUN_ATTR, run)
+                rows = [space.suggest(t) for t in trials]
             H, X = np.array([r[0] for r in rows]), np.array([r[1] for r in rows])
             F = space.enc.evaluate(H, X)
             G = constraint_values(F, base_error, max_drop=max_drop, max_cost=max_cost)
             names = [
                 n for n, v in (("max_drop", max_drop), ("max_cost", max_cost)) if v is not None
             ]
-            for i, t in enumerate(trials):
-                for name, g in zip(names, G[i], strict=True):
-                    t.set_constraint(name, float(g))
-                study.tell(t, F[i].tolist())
-                told.append(t.number)
-                n_told = i + 1
+            with interrupts_deferred():
+                for i, t in enumerate(trials):
+                    for name, g in zip(names, G[i], strict=True):
+                        t.set_constraint(name, float(g))
+                    study.tell(t, F[i].tolist())
+                    told.append(t.number)
+                    n_told = i + 1
         finally:  # interrupted: asked trials that were not told are marked failed, never left running
-            for t in trials[n_told:]:
-                study.tell(t, state=optuna.trial.TrialState.FAIL)
+            with interrupts_deferred():
+                for t in trials[n_told:]:
+                    study.tell(t, state=optuna.trial.TrialState.FAIL)
         if on_batch is not None:
             on_batch()
     return told

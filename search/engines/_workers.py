@@ -133,7 +133,11 @@ class WorkerPool:
         for proc in self.procs:
             if proc.poll() is None:
                 proc.terminate()
-                proc.wait()
+                try:
+                    proc.wait(timeout=GRACE_SECONDS)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
             if proc.stdin is None:
                 continue
             with contextlib.suppress(OSError):

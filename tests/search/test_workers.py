@@ -72,7 +72,14 @@ def test_killing_the_search_stops_its_workers_and_removes_their_folder(tmp_path,
         time.sleep(1.0)   # the worker is at work
     finally:
         proc.send_signal(sig)
-        proc.wait()
+        try:
+            _, err = proc.communicate(timeout=60)
+        except subprocess.TimeoutExpired:  # regression: the SystemExit of SIGTERM swallowed in sqlalchemy
+            proc.kill()
+            pytest.fail("the search did not stop within 60 s of the signal")
+    if sig == signal.SIGTERM:  # stopped as asked: status 143, no traceback (regression: a half-told trial)
+        assert proc.returncode == 143, err.decode()[-2000:]
+        assert b"Traceback" not in err, err.decode()[-2000:]
     deadline = time.time() + 15
     while time.time() < deadline and (_workers_of(tmp) or list(tmp.glob(f"{FOLDER_PREFIX}*"))):
         time.sleep(0.2)
