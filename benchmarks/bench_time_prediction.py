@@ -5,8 +5,9 @@ Two targets:
 - ``demo``: the bundled Fashion-MNIST cache and its checkpoint; the configuration ``exits.pipeline`` ships (the
   cheapest certified within 0.5 points, dp on search, Pareto Testing on calibration) and four more dp front
   configurations nearest to 0.3, 0.5, 0.7 and 0.9 relative MACs; timed on the Fashion-MNIST test images.
-- ``resnet18-224``: timm ``resnet18`` at 224 px, random init, ``linear`` exits after every stage; its cache is a small dump of random images (``--resnet-samples`` search and as many holdout rows), and
-  thresholds are set on search so that about a third of the inputs leave at each of the first three stages' exits.
+- ``resnet18-224``: timm ``resnet18`` at 224 px, random init, ``linear`` exits after every stage; its cache is a
+  small dump of random images (``--resnet-samples`` search and as many holdout rows), and thresholds are set on
+  search so that about a third of the inputs leave at each of the first three stages' exits.
 
 For each runtime (eager ``ExitRuntime``; the ONNX bundle through ``bundle.BundleRouter``), thread count and batch
 size B: the target is profiled once at the largest B (``exits.profile``'s probes and ``profile_table``), each
@@ -168,17 +169,23 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                 n = grid.latency_samples if batch == 1 else grid.timing_samples
                 timed = np.arange(max(1, n // batch) * batch) % len(x)   # the rows timing_batches takes
                 inputs = [convert(b) for b in timing_batches(x, batch, n)]
-                for cid, (config, fn) in runs.items():
+                for config, fn in runs.values():
                     leave = holdout.assign(config)
-                    predicted = tm.estimate(config.exits, leave[timed]).speedup
+                    est = tm.estimate(config.exits, leave[timed])
+                    predicted = est.speedup
                     rel_macs = holdout.evaluate_one(config).relative_cost
                     with torch.inference_mode():
                         t = time_against_base(base_fn, fn, inputs, [], grid.rounds, cpu)["b64"]
                     row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch,
-                           "config": by_rule[(tuple(config.exits), tuple(config.thresholds))], "relative_macs": rel_macs, "mac_speedup": 1 / rel_macs,
+                           "config": by_rule[(tuple(config.exits), tuple(config.thresholds))],
+                           "relative_macs": rel_macs, "mac_speedup": 1 / rel_macs,
                            "predicted_speedup": predicted, "measured_speedup": t["speedup"],
                            "speedup_error": predicted / t["speedup"] - 1,
                            "mac_speedup_error": 1 / rel_macs / t["speedup"] - 1,
+                           "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
+                           "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
+                           "measured_ms_per_sample": 1e3 * t["config_s"] / t["n_samples"],
+                           "measured_base_ms_per_sample": 1e3 * t["base_s"] / t["n_samples"],
                            "speedup_per_round": t["speedup_per_round"], "loadavg_before": load,
                            "loadavg_after": _loadavg()}
                     rows.append(row)
@@ -190,7 +197,9 @@ def _print_row(r: dict) -> None:
     print(f"{r['target']:<13} {r['runtime']:<5} t{r['threads']} b{r['batch']:<4} {r['config']:<10} "
           f"MACs {r['relative_macs']:.3f}  measured x{r['measured_speedup']:.2f}  time model x"
           f"{r['predicted_speedup']:.2f} ({r['speedup_error']:+.1%})  MACs x{r['mac_speedup']:.2f} "
-          f"({r['mac_speedup_error']:+.1%})  load {' '.join(r['loadavg_after'])}", flush=True)
+          f"({r['mac_speedup_error']:+.1%})  ms/sample config {r['predicted_ms_per_sample']:.3f} pred "
+          f"{r['measured_ms_per_sample']:.3f} meas, base {r['predicted_base_ms_per_sample']:.3f} pred "
+          f"{r['measured_base_ms_per_sample']:.3f} meas  load {' '.join(r['loadavg_after'])}", flush=True)
 
 
 def summary(rows: list[dict]) -> dict[str, Any]:

@@ -6,6 +6,13 @@ size; each unit then gets the first ``n`` rows of what it really reads there (it
 head the stream), so every call does exactly the work of the runtime on an ``n``-row batch. A step is what the
 runtime does at an enabled exit besides the head: scores, the threshold test, the split into leaving and staying
 rows and the compaction of the state that goes on; its threshold is the median score, so half the rows leave.
+
+Probes come in execution order (each head and its step after the unit they read), which is the order
+``exits.profile.measure`` runs them in, one call each per sweep; each call reads what the call before it in the
+sweep wrote (a :class:`Slots` per row count, filled with the prepared inputs at first), so a unit's input is
+fresh in the caches as in a run, while its weights are not. Two are timed alone, in consecutive calls: the
+base model (as the validations time it), and the run without early exits, whose difference less the final
+scoring is the runtime's own per-batch cost (``collect``: input checks, the loop, the result).
 """
 from __future__ import annotations
 
@@ -30,54 +37,79 @@ class Probe:
     make: Callable[[int], Thunk]
     units: tuple[str, ...] = ()
     exit: str | None = None
+    alone: bool = False  # timed in consecutive calls of its own, not inside the sweep
+    # what the table keeps, from the round's times by name (same n): e.g. a whole run less the work inside it
+    derive: Callable[[dict[str, float]], float] | None = None
+
+
+class Slots(dict):
+    """Per row count ``n``: the latest output of every unit in the sweep, by unit name (None: the input rows),
+    filled at first with the first ``n`` rows of the prepared outputs."""
+
+    def __init__(self, fill: Callable[[int], dict]):
+        super().__init__()
+        self.fill = fill
+
+    def __missing__(self, n: int) -> dict:
+        self[n] = self.fill(n)
+        return self[n]
 
 
 # -- the eager runtime (exits.runtime.ExitRuntime) ---------------------------------------------
 def eager_probes(runtime: Any, batch_size: int, score: str, *, seed: int = 0) -> list[Probe]:
-    """Probes of an ``ExitRuntime``'s model on ``runtime.device``: units in execution order, steps, the base."""
+    """Probes of an ``ExitRuntime``'s model on ``runtime.device``: units in execution order with each head's
+    step after it, the final scoring, the run's per-batch cost, the base."""
     from .runtime import exit_scores
 
     model, device = runtime.model, runtime.device
     g = torch.Generator().manual_seed(seed)
     x = runtime._input(torch.randn(batch_size, *model.input_size, generator=g))
     outputs: dict[str | None, Any] = {None: x}
+    segments = {s.name: s for s in (*model.saver_segments, *model.segments)}
+    by_position = {s.position: s for s in segments.values()}
     with torch.inference_mode():
         for segs in (model.saver_segments, model.segments):
             h = x
             for seg in segs:
                 h = outputs[seg.name] = seg(h)
-    segments = {s.name: s for s in (*model.saver_segments, *model.segments)}
+        for spec in model.exits[:-1]:
+            if spec.key is not None:
+                seg = by_position[spec.position]
+                outputs[f"head:{spec.name}"] = model.heads[spec.key](seg.stream(outputs[seg.name]))
 
-    def rows(source: str | None, n: int) -> Any:
-        if source is None:
-            return x[:n]
-        return segments[source].select(outputs[source], torch.arange(n, device=device))
+    def fill(n: int) -> dict:
+        rows = torch.arange(n, device=device)
+        return {name: value[:n] if name is None or name.startswith("head:") else segments[name].select(value, rows)
+                for name, value in outputs.items()}
+    live = Slots(fill)
 
+    steps: dict[str, list[Probe]] = {}  # the unit each step follows: its head, or its segment
+    for spec in model.exits[:-1]:
+        seg = by_position[spec.position]
+        after = seg.name if spec.key is None else f"head:{spec.name}"
+        cut = float(exit_scores(outputs[after], score)[0].float().median())
+        steps.setdefault(after, []).append(Probe(f"step:{spec.name}", "step",
+                                                 _eager_step(live, seg, after, cut, score), exit=spec.name))
     probes = []
     for unit in model.units:
         def make(n: int, unit=unit) -> Thunk:
-            inp = rows(unit.source, n)
+            S, fn, source = live[n], runtime._fn(unit.module), unit.source
             if unit.kind == "head":
-                inp = segments[unit.source].stream(inp)
-            fn = runtime._fn(unit.module)
-            return lambda: fn(inp)
+                seg = segments[source]
+                return lambda: S.__setitem__(unit.name, fn(seg.stream(S[source])))
+            return lambda: S.__setitem__(unit.name, fn(S[source]))
         probes.append(Probe(unit.name, unit.kind, make, units=(unit.name,)))
-    by_position = {s.position: s for s in segments.values()}
-    for spec in model.exits[:-1]:
-        seg = by_position[spec.position]
-        with torch.inference_mode():
-            logits = outputs[seg.name] if spec.key is None else model.heads[spec.key](seg.stream(outputs[seg.name]))
-            cut = float(exit_scores(logits, score)[0].float().median())
-        probes.append(Probe(f"step:{spec.name}", "step", _eager_step(seg, outputs[seg.name], logits, cut, score),
-                            exit=spec.name))
-    final_logits = outputs[model.segments[-1].name]
-    probes.append(Probe("finish", "finish", lambda n: (lambda: exit_scores(final_logits[:n], score))))
-    probes.append(Probe("collect", "collect", lambda n: _eager_collect(runtime, final_logits, n)))
-    probes.append(Probe("base", "base", lambda n: (lambda: runtime.base_forward(x[:n]))))
+        probes += steps.get(unit.name, [])
+    final = model.segments[-1].name
+    probes.append(Probe("finish", "finish", lambda n: (lambda: exit_scores(live[n][final], score))))
+    # the run without early exits, less the base model and the final scoring: the runtime's per-batch cost
+    probes.append(Probe("collect", "collect", lambda n: (lambda: runtime.run(x[:n], runtime.base_config)),
+                        alone=True, derive=lambda t: t["collect"] - t["base"] - t["finish"]))
+    probes.append(Probe("base", "base", lambda n: (lambda: runtime.base_forward(x[:n])), alone=True))
     return probes
 
 
-def _eager_step(seg: Any, state: Any, logits: torch.Tensor, cut: float, score: str) -> Callable[[int], Thunk]:
+def _eager_step(live: Slots, seg: Any, logits: str, cut: float, score: str) -> Callable[[int], Thunk]:
     """What ``ExitRuntime.run`` does at an enabled exit after the head, on ``n`` rows (``contract.schedule``):
     scores on the host, the leave test, the leaving rows recorded, the compaction of the state that goes on."""
     from contract import get_rule
@@ -87,82 +119,73 @@ def _eager_step(seg: Any, state: Any, logits: torch.Tensor, cut: float, score: s
     rule = get_rule(score)
 
     def make(n: int) -> Thunk:
-        device = logits.device
-        h = seg.select(state, torch.arange(n, device=device))
-        z = logits[:n]
+        S, device = live[n], live[n][logits].device
         ids = np.arange(n)
         preds, scores = np.empty(n, np.int64), np.empty(n, np.float32)
 
         def step() -> Any:
-            s, p = scores_numpy(z, rule)
+            s, p = scores_numpy(S[logits], rule)
             leave = s > cut
             preds[ids[leave]], scores[ids[leave]] = p[leave], s[leave]
             keep = np.flatnonzero(~leave)
             t = torch.from_numpy(keep)
-            return ids[keep], seg.select(h, t if device.type == "cpu" else t.to(device))
+            return ids[keep], seg.select(S[seg.name], t if device.type == "cpu" else t.to(device))
         return step
     return make
 
 
-def _eager_collect(runtime: Any, logits: torch.Tensor, n: int) -> Thunk:
-    """What ``ExitRuntime.run`` does once per batch after the exits: the result built from the output arrays
-    (rows are written in input order as they leave)."""
-    from contract.schedule import Routed
-
-    return lambda: runtime._result(Routed.empty(n))
-
-
 # -- the bundle router (bundle.BundleRouter) -----------------------------------------------------
 def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> list[Probe]:
-    """Probes of a bundle router: every graph of its chains, its head graphs, steps at served exits, the base."""
-    from bundle.router import RouteResult, exit_scores
+    """Probes of a bundle router: every graph of its chains with each head graph and step after the graph it
+    reads, the final scoring, the run's per-batch cost, the base."""
+    from bundle.router import exit_scores
     from contract import float32_cut
 
     man = router.manifest
     x = np.random.default_rng(seed).standard_normal((batch_size, *man.input_shape), dtype=np.float32)
-    out: dict[str, np.ndarray] = {}
+    out: dict[str | None, np.ndarray] = {None: x}
     for chain in ("saver", "backbone"):
         h = x
         for name in man.chains[chain]:
             h = out[name] = router.graphs[name](h)
+    live = Slots(lambda n: {name: np.ascontiguousarray(v[:n]) for name, v in out.items()})
+    at_graph: dict[str, list[Probe]] = {}  # the head graphs and steps that follow each chain graph
+    for e in man.exits.values():
+        at = next(n for n in man.chains[e.chain] if router.graphs[n].info.position == e.position)
+        logits = at
+        if e.graph is not None:
+            out[e.graph] = router.graphs[e.graph](out[at])
+            at_graph.setdefault(at, []).append(_graph_probe(router, live, e.graph, at))
+            logits = e.graph
+        cut = float32_cut(float(np.median(exit_scores(out[logits], score)[0])))
+        at_graph.setdefault(at, []).append(Probe(f"step:{e.name}", "step",
+                                                 _onnx_step(live, at, logits, cut, score), exit=e.name))
     probes = []
     for chain in ("saver", "backbone"):
         prev = None
         for name in man.chains[chain]:
-            inp = x if prev is None else out[prev]
-            probes.append(_graph_probe(router, name, inp))
+            probes.append(_graph_probe(router, live, name, prev))
+            probes += at_graph.get(name, [])
             prev = name
-    for e in man.exits.values():
-        at = next(n for n in man.chains[e.chain] if router.graphs[n].info.position == e.position)
-        logits = out[at]
-        if e.graph is not None:
-            probes.append(_graph_probe(router, e.graph, out[at]))
-            logits = router.graphs[e.graph](out[at])
-        cut = float32_cut(float(np.median(exit_scores(logits, score)[0])))
-        probes.append(Probe(f"step:{e.name}", "step", _onnx_step(out[at], logits, cut, score), exit=e.name))
-    final = out[man.chains["backbone"][-1]]
-    probes.append(Probe("finish", "finish", lambda n: (lambda: exit_scores(final[:n], score))))
-
-    def collect(n: int) -> Thunk:
-        return lambda: RouteResult(np.empty(n, np.int64), np.empty(n, np.int64), np.empty(n, np.float32),
-                                   np.empty(n, np.float64), 1.0)
-    probes.append(Probe("collect", "collect", collect))
-    base = man.base
-    if base is not None:
-        probes.append(Probe("base", "base", lambda n: _run(router.graphs[base], x[:n])))
-    else:
-        chain = [router.graphs[n] for n in man.chains["backbone"]]
-        probes.append(Probe("base", "base", lambda n: _run_chain(chain, x[:n])))
+    final = man.chains["backbone"][-1]
+    probes.append(Probe("finish", "finish", lambda n: (lambda: exit_scores(live[n][final], score))))
+    # the base model as the validation times it (the router's run), and its graphs alone: the router's own
+    # per-batch cost is the difference, less the final scoring
+    graphs = [router.graphs[man.base]] if man.base is not None else [router.graphs[n] for n in man.chains["backbone"]]
+    probes.append(Probe("collect", "collect", lambda n: _run_chain(graphs, x[:n]), alone=True,
+                        derive=lambda t: t["base"] - t["collect"] - t["finish"]))
+    probes.append(Probe("base", "base", lambda n: (lambda: router.run(x[:n], router.base_config)), alone=True))
     return probes
 
 
-def _graph_probe(router: Any, name: str, inp: np.ndarray) -> Probe:
+def _graph_probe(router: Any, live: Slots, name: str, source: str | None) -> Probe:
+    """A graph run on what ``source`` (None: the input rows) last wrote, writing its own slot."""
     graph = router.graphs[name]
-    return Probe(name, "graph", lambda n: _run(graph, np.ascontiguousarray(inp[:n])), units=tuple(graph.info.units))
 
-
-def _run(graph: Any, x: np.ndarray) -> Thunk:
-    return lambda: graph(x)
+    def make(n: int) -> Thunk:
+        S = live[n]
+        return lambda: S.__setitem__(name, graph(S[source]))
+    return Probe(name, "graph", make, units=tuple(graph.info.units))
 
 
 def _run_chain(graphs: list[Any], x: np.ndarray) -> Thunk:
@@ -174,19 +197,19 @@ def _run_chain(graphs: list[Any], x: np.ndarray) -> Thunk:
     return run
 
 
-def _onnx_step(state: np.ndarray, logits: np.ndarray, cut: float, score: str) -> Callable[[int], Thunk]:
+def _onnx_step(live: Slots, state: str, logits: str, cut: float, score: str) -> Callable[[int], Thunk]:
     """What ``BundleRouter.run`` does at an enabled exit after the head, on ``n`` rows."""
     from bundle.router import exit_scores
 
     def make(n: int) -> Thunk:
-        h, z = np.ascontiguousarray(state[:n]), np.ascontiguousarray(logits[:n])
+        S = live[n]
         preds, scores = np.empty(n, np.int64), np.empty(n, np.float32)
 
         def step() -> Any:
-            s, p = exit_scores(z, score)
+            s, p = exit_scores(S[logits], score)
             leave = s > cut
             preds[leave], scores[leave] = p[leave], s[leave]
             keep = ~leave
-            return np.flatnonzero(keep), h[keep]
+            return np.flatnonzero(keep), S[state][keep]
         return step
     return make

@@ -3,10 +3,11 @@
 On the machine it runs on, for one target (device, threads, batch size B, runtime ``eager`` or ``onnx``), it
 measures each unit's time as a function of the rows it runs on, T_u(n) for n on the grid
 ``data_cache.cost_tables.profile_grid(B)`` (powers of two, and B): every segment, head and saver of the eager
-model, or every graph of a bundle; the base model; and the runtime's own per-step work (scores, threshold test,
-compaction, gathers; the final exit's scoring; results put back in order). Every (item, n) is warmed up and
-its number of calls per timing chosen to last at least ``--min-time``; then ``--rounds`` rounds each time every
-item at every n, the items' order reversed every other round so that a load change hits them alike. The table
+model, or every graph of a bundle; the base model; the runtime's own per-step work (scores, threshold test,
+compaction, gathers) and the final exit's scoring, all timed as a run meets them (in sweeps in execution order,
+each call timed alone: :func:`measure`); and the runtime's per-batch cost (a whole run less its units). Every
+batch size is warmed up and its number of calls chosen to last at least ``--min-time``; then ``--rounds`` rounds
+each time every item at every n, the order of batch sizes reversed every other round. The table
 keeps each median over rounds and the rounds' minimum and maximum, and records the target (device name,
 threads, library versions, date, load average before and after) and the cache's and backbone's fingerprints.
 It is written to ``CACHE/cost_tables/NAME.json`` (``docs/cost-model.md``, ``docs/cache-format.md``).
@@ -46,32 +47,70 @@ def _time_calls(thunk: Callable[[], Any], repeats: int, sync: Callable[[], None]
     return (time.perf_counter() - t0) / repeats
 
 
+def _sweep(thunks: Sequence[Callable[[], Any]], repeats: int, sync: Callable[[], None]) -> list[float]:
+    """Seconds per call of each thunk, run in order, one call each per sweep, ``repeats`` sweeps."""
+    total = [0.0] * len(thunks)
+    for _ in range(repeats):
+        for i, thunk in enumerate(thunks):
+            sync()
+            t0 = time.perf_counter()
+            thunk()
+            sync()
+            total[i] += time.perf_counter() - t0
+    return [t / repeats for t in total]
+
+
+def _repeats(seconds: float, min_time: float, max_repeats: int) -> int:
+    return int(min(max_repeats, max(1, round(min_time / max(seconds, 1e-7)))))
+
+
 def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time: float = 2e-3,
             max_repeats: int = 200, sync: Callable[[], None] = lambda: None,
             progress: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
     """Per probe ``{name, kind, units, exit, median_s, min_s, max_s}`` over ``grid`` (``Probe`` of
-    ``exits._profile_targets``): warm-up and call counts first, then ``rounds`` interleaved rounds."""
+    ``exits._profile_targets``).
+
+    Items are timed as the runtime runs them: in **sweeps**, every probe once in execution order, each call timed
+    alone, so each item pays the cold caches and the dispatch it pays between the others in a real run (timed in a
+    loop of its own, a unit at batch 1 ran 1.7x faster here than inside a run). A probe marked ``alone`` (the
+    base model, a whole run) is timed in consecutive calls after an untimed one, as a server calls it. After
+    warm-up and call counts (sweeps enough for an item of average length, or an alone probe, to be timed
+    ``min_time``; at most ``max_repeats``),
+    ``rounds`` rounds time every batch size (their order reversed every other round, so that a change of load hits
+    all alike); a probe with ``derive`` keeps, per round, what it computes from that round's times (at least 1 ns:
+    a difference of two timings)."""
+    swept = [i for i, p in enumerate(probes) if not p.alone]
+    alone = [i for i, p in enumerate(probes) if p.alone]
     thunks = [[p.make(n) for n in grid] for p in probes]
-    repeats = [[1] * len(grid) for _ in probes]
+    sweep_repeats, alone_repeats = [1] * len(grid), [[1] * len(grid) for _ in probes]
     t0 = time.perf_counter()
-    for i, row in enumerate(thunks):
-        for j, thunk in enumerate(row):
-            _time_calls(thunk, 2, sync)  # first calls: allocations, kernel selection
-            once = max(_time_calls(thunk, 1, sync), 1e-7)
-            repeats[i][j] = int(min(max_repeats, max(1, round(min_time / once))))
+    for j in range(len(grid)):
+        row = [thunks[i][j] for i in swept]
+        _sweep(row, 2, sync)  # first calls: allocations, kernel selection
+        sweep_repeats[j] = _repeats(sum(_sweep(row, 1, sync)) / max(1, len(row)), min_time, max_repeats)
+        for i in alone:
+            _time_calls(thunks[i][j], 2, sync)
+            alone_repeats[i][j] = _repeats(_time_calls(thunks[i][j], 1, sync), min_time, max_repeats)
     if progress:
         progress(f"warm-up: {len(probes)} items x {len(grid)} batch sizes in {time.perf_counter() - t0:.1f} s")
-    times = [[[] for _ in grid] for _ in probes]
+    times: list[list[list[float]]] = [[[] for _ in grid] for _ in probes]
     for r in range(rounds):
         t0 = time.perf_counter()
-        order = range(len(probes)) if r % 2 == 0 else range(len(probes) - 1, -1, -1)
-        for i in order:
-            for j, thunk in enumerate(thunks[i]):
-                times[i][j].append(_time_calls(thunk, repeats[i][j], sync))
+        for j in range(len(grid)) if r % 2 == 0 else range(len(grid) - 1, -1, -1):
+            for i, t in zip(swept, _sweep([thunks[i][j] for i in swept], sweep_repeats[j], sync), strict=True):
+                times[i][j].append(t)
+            for i in alone if r % 2 == 0 else alone[::-1]:
+                thunks[i][j]()  # untimed: the calls a server makes back to back are warm
+                times[i][j].append(_time_calls(thunks[i][j], alone_repeats[i][j], sync))
         if progress:
             progress(f"round {r + 1}/{rounds}: {time.perf_counter() - t0:.1f} s")
+    derived = [(i, p.derive) for i, p in enumerate(probes) if p.derive is not None]
+    for j in range(len(grid)):
+        rounds_of = [{p.name: times[i][j][r] for i, p in enumerate(probes)} for r in range(rounds)]
+        for i, derive in derived:
+            times[i][j] = [max(1e-9, derive(t)) for t in rounds_of]
     out = []
-    for p, per_n in zip(probes, times):
+    for p, per_n in zip(probes, times, strict=True):
         out.append({"name": p.name, "kind": p.kind, "units": list(p.units), "exit": p.exit,
                     "median_s": [statistics.median(t) for t in per_n], "min_s": [min(t) for t in per_n],
                     "max_s": [max(t) for t in per_n]})
@@ -118,7 +157,9 @@ def profile_table(name: str, probes: Sequence[Any], *, cache: Any, model_fingerp
               "loadavg_after": _loadavg(), **(extra or {})}
     doc = {"format": "costtable/1", "name": name, "cache": {"fingerprint": cache.fingerprint},
            "model": {"fingerprint": model_fingerprint}, "target": target,
-           "measurement": {"rounds": rounds, "min_time_s": min_time, "statistic": "median over rounds",
+           "measurement": {"rounds": rounds, "min_time_s": min_time, "order": "sweeps in execution order, "
+                           "each call timed alone; base and the whole run in consecutive calls",
+                           "statistic": "median over rounds",
                            "spread": "min and max over rounds", "grid": "powers of two below the batch size, and it"},
            "grid": list(grid), "items": items}
     table: TimeTable = parse_cost_table(doc, f"cost table {name!r}")
