@@ -58,13 +58,16 @@ class Grid:
     timing_samples: int = 2048
     latency_samples: int = 200
     resnet_samples: int = 256
+    resnet_timing_samples: int = 256   # a ResNet-18 at 224 px runs about 30 ms per image on one thread here
+    resnet_latency_samples: int = 64
     min_time: float = 2e-3
 
 
 FULL = Grid(batches=(1, 64, 256), threads=(1, 2), runtimes=("eager", "onnx"), resnet_batches=(1, 64, 256),
             resnet_runtimes=("eager", "onnx"))
 QUICK = Grid(batches=(1, 64), threads=(1,), runtimes=("eager", "onnx"), resnet_batches=(1, 16),
-             resnet_runtimes=("eager",), rounds=3, timing_samples=512, latency_samples=64, resnet_samples=64)
+             resnet_runtimes=("eager",), rounds=3, timing_samples=512, latency_samples=64, resnet_samples=64,
+             resnet_timing_samples=64, resnet_latency_samples=32)
 
 
 def _loadavg() -> list[str]:
@@ -141,7 +144,8 @@ def _runner(runtime: str, model: Any, doc: dict, cache: Any, threads: int, batch
 
 
 def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: list[tuple[str, Any]],
-               runtimes: tuple[str, ...], batches: tuple[int, ...], grid: Grid, tmp: Path) -> list[dict]:
+               runtimes: tuple[str, ...], batches: tuple[int, ...], grid: Grid, tmp: Path,
+               samples: tuple[int, int]) -> list[dict]:
     """Profile, predict and measure every configuration of one target; one row per (runtime, threads, B, config)."""
     from exits.measure import time_against_base, timing_batches
     from exits.profile import profile_table
@@ -166,7 +170,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
             for batch in batches:
                 tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
                                    batch_size=batch)
-                n = grid.latency_samples if batch == 1 else grid.timing_samples
+                n = samples[0] if batch == 1 else samples[1]
                 timed = np.arange(max(1, n // batch) * batch) % len(x)   # the rows timing_batches takes
                 inputs = [convert(b) for b in timing_batches(x, batch, n)]
                 for config, fn in runs.values():
@@ -227,11 +231,12 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         if "demo" in targets:
             model, cache, x, configs = demo_target(Path(args.fashion_mnist))
-            rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp))
+            rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp),
+                               (grid.latency_samples, grid.timing_samples))
         if "resnet18-224" in targets:
             model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp))
             rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
-                               grid, Path(tmp))
+                               grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples))
     figures = {"quick": args.quick, "grid": asdict(grid), "torch": torch.__version__, "loadavg_start": load,
                "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
     path = save_results("time_prediction_quick" if args.quick else "time_prediction", figures)
