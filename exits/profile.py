@@ -74,8 +74,8 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
     alone, so each item pays the cold caches and the dispatch it pays between the others in a real run (timed in a
     loop of its own, a unit at batch 1 ran 1.7x faster here than inside a run). A probe marked ``alone`` (the
     base model, a whole run) is timed in consecutive calls after an untimed one, as a server calls it. After
-    warm-up and call counts (sweeps enough for an item of average length, or an alone probe, to be timed
-    ``min_time``; at most ``max_repeats``),
+    warm-up and call counts (sweeps enough for an item of average length to be timed ``min_time``, an alone
+    probe ``10 * min_time``; at most ``max_repeats``),
     ``rounds`` rounds time every batch size (their order reversed every other round, so that a change of load hits
     all alike); a probe with ``derive`` keeps, per round, what it computes from that round's times (at least 1 ns:
     a difference of two timings)."""
@@ -90,7 +90,9 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
         sweep_repeats[j] = _repeats(sum(_sweep(row, 1, sync)) / max(1, len(row)), min_time, max_repeats)
         for i in alone:
             _time_calls(thunks[i][j], 2, sync)
-            alone_repeats[i][j] = _repeats(_time_calls(thunks[i][j], 1, sync), min_time, max_repeats)
+            # 10x longer: a whole model's timing at batch 1 is the denominator of every speed-up, and collect is
+            # the difference of two of them
+            alone_repeats[i][j] = _repeats(_time_calls(thunks[i][j], 1, sync), 10 * min_time, max_repeats)
     if progress:
         progress(f"warm-up: {len(probes)} items x {len(grid)} batch sizes in {time.perf_counter() - t0:.1f} s")
     times: list[list[list[float]]] = [[[] for _ in grid] for _ in probes]
