@@ -60,6 +60,15 @@ def _choose(cache: Path, out: Path, drop: float, batch: int) -> dict[str, Path]:
     return files
 
 
+def _by_kind(model: Any, items: dict[str, float]) -> dict[str, float]:
+    """Predicted ms per sample by item kind (segments, heads, steps, the final scoring, the per-batch cost)."""
+    kinds = {it.name: it.kind for it in model.table.items}
+    out: dict[str, float] = {}
+    for name, seconds in items.items():
+        out[kinds[name]] = out.get(kinds[name], 0.0) + 1e3 * seconds
+    return out
+
+
 def _time_rotating(fns: dict[str, Any], batches: list[torch.Tensor], rounds: int) -> dict[str, float]:
     """Median seconds per sample of each function over ``batches``, the functions in rotating order per round."""
     names, times = list(fns), {k: [] for k in fns}
@@ -132,7 +141,8 @@ def main(argv: list[str] | None = None) -> int:
                         "holdout_accuracy": holdout.evaluate_one(c).accuracy,
                         "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
                         "measured_ms_per_sample": 1e3 * measured[f"chosen on {k}"],
-                        "measured_speedup": measured["base"] / measured[f"chosen on {k}"]}
+                        "measured_speedup": measured["base"] / measured[f"chosen on {k}"],
+                        "predicted_ms_by_kind": _by_kind(tm, est.items)}
                 t, m = row["chosen on time"], row["chosen on macs"]
                 row["time_over_macs_measured"] = t["measured_ms_per_sample"] / m["measured_ms_per_sample"]
                 rows.append(row)
