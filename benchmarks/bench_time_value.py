@@ -128,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                             for k, f in files.items()}
                 configs = {k: rt.configs[0] for k, rt in runtimes.items()}
                 fns = {"base": runtimes["macs"].base_forward,
-                       **{f"chosen on {k}": (lambda b, rt=rt, c=configs[k]: rt.run(b, c)) for k, rt in runtimes.items()}}
+                       **{f"chosen on {k}": (lambda b, rt=rt, c=configs[k]: rt.run(b, c))
+                          for k, rt in runtimes.items()}}
                 measured = _time_rotating(fns, batches, args.rounds)
                 row: dict[str, Any] = {"batch": batch, "max_drop": drop, "loadavg": os.getloadavg(),
                                        "base_ms_per_sample": 1e3 * measured["base"]}
