@@ -113,7 +113,9 @@ class Certificate:
     tested: int  # configurations tested before the walk stopped
     sequence: int  # configurations in the sequence
     accuracy_lower_bound: float | None = None
-    level: float | None = None  # fallback walk: the level (<= delta) this configuration's test passed at
+    level: float | None = (
+        None  # fallback walk: the level (<= delta) this configuration's test passed at
+    )
 
     def to_json(self) -> dict:
         doc = {

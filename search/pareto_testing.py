@@ -173,7 +173,9 @@ def certify_drop(
             sequence,
             *_what_it_would_take(sequence, cal, max_drop, delta, b.name),
         )
-    i, level = passed[-1]  # the sequence runs from expensive to cheap: the last passed is the cheapest
+    i, level = passed[
+        -1
+    ]  # the sequence runs from expensive to cheap: the last passed is the cheapest
     chosen, L = sequence[i], losses[sequence[i]]
     cert = Certificate(
         "drop",

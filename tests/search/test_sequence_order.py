@@ -9,9 +9,9 @@ import pytest
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, SearchError
 from search.calibration import Roles
-from search.engines.dp import DPEngine
 from search.certificates import fallback_test, fixed_sequence_test
 from search.certify import paired_losses
+from search.engines.dp import DPEngine
 from search.pareto_testing import _tempered, certify_drop, fallback_weights, outcomes
 
 
@@ -53,7 +53,7 @@ def test_the_default_sequence_agrees_with_the_base_more_than_every_cheaper_candi
     ans = certify_drop(roles, 0.01)
     by_cost = certify_drop(roles, 0.01, order="cost")
     disc = [paired_losses(outcomes(fit, c)[0], fit.correct[fit.final_exit]).discordance for c in ans.sequence]
-    assert all(a <= b for a, b in zip(disc, disc[1:]))          # expensive to cheap: disagreement only grows
+    assert all(a <= b for a, b in zip(disc, disc[1:], strict=False))  # expensive to cheap: disagreement only grows
     assert set(ans.sequence) <= set(by_cost.sequence) and len(ans.sequence) < len(by_cost.sequence)
 
 
