@@ -263,7 +263,7 @@ def _rows_problem(
         costs=costs,
         samples=ordered,
         rules=rules,
-        params=params,
+        params=params or {},  # never fitted on these rows
     )
     return held.take(np.searchsorted(ordered, rows))
 

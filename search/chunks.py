@@ -17,7 +17,14 @@ from data_cache.integrity import check_read_range
 
 from .scores import compute_scores
 
-__all__ = ["RuleParams", "DEFAULT_CHUNK_SIZE", "read_block", "iter_blocks", "load_split", "load_scores"]
+__all__ = [
+    "RuleParams",
+    "DEFAULT_CHUNK_SIZE",
+    "read_block",
+    "iter_blocks",
+    "load_split",
+    "load_scores",
+]
 
 DEFAULT_CHUNK_SIZE = 1 << 16
 
@@ -93,7 +100,9 @@ def load_split(
     n_exits = len(cache.exits)
     scores, correct = np.empty((n_exits, n), dtype=np.float32), np.empty((n_exits, n), dtype=bool)
     if samples is None:
-        for start, stop, s, c in iter_blocks(cache, split, score, chunk_size=chunk_size, params=params):
+        for start, stop, s, c in iter_blocks(
+            cache, split, score, chunk_size=chunk_size, params=params
+        ):
             scores[:, start:stop], correct[:, start:stop] = s, c
         return scores, correct
     bounds = np.searchsorted(samples, np.arange(0, cache.n_samples(split) + chunk_size, chunk_size))

@@ -12,6 +12,7 @@ never replaced by another rule.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -24,7 +25,17 @@ from ._validation import SearchError
 from .config import ExitConfig
 from .scores import read_inputs, rule_for
 
-__all__ = ["Params", "learned", "fit_params", "config_params", "params_mismatch", "group_by_params"]
+__all__ = [
+    "Params",
+    "learned",
+    "fit_params",
+    "config_params",
+    "params_mismatch",
+    "group_by_params",
+    "params_to_json",
+    "params_from_json",
+    "params_key",
+]
 
 Params = dict[str, dict[int, dict[str, Any]]]
 """Learned params per rule name, per cache exit index."""
@@ -35,7 +46,9 @@ def learned(rules: Iterable[str]) -> tuple[str, ...]:
     return tuple(r for r in rules if rule_class(r).learned)
 
 
-def _gather(cache, split: str, rule, exit_index: int, rows: np.ndarray, chunk_size: int) -> RuleInputs:
+def _gather(
+    cache, split: str, rule, exit_index: int, rows: np.ndarray, chunk_size: int
+) -> RuleInputs:
     """What ``rule`` reads at one exit for ``rows`` (sorted indices into ``split``), read chunk by chunk."""
     total = cache.n_samples(split)
     probs, logits = [], []
@@ -119,3 +132,18 @@ def group_by_params(configs: list[ExitConfig]) -> list[tuple[Params, list[int]]]
         else:
             groups.append((mine, [i]))
     return groups
+
+
+def params_to_json(params: Params | None) -> dict[str, dict[str, Any]]:
+    """``params`` as plain JSON (exit indices as strings): what a worker process is handed."""
+    return {r: {str(e): dict(p) for e, p in sorted(at.items())} for r, at in (params or {}).items()}
+
+
+def params_from_json(doc: Mapping[str, Mapping[str, Any]] | None) -> Params:
+    """The inverse of :func:`params_to_json`."""
+    return {r: {int(e): dict(p) for e, p in at.items()} for r, at in (doc or {}).items()}
+
+
+def params_key(params: Params | None) -> str:
+    """``params`` as a hashable key: the same params, the same key."""
+    return json.dumps(params_to_json(params), sort_keys=True)

@@ -64,9 +64,10 @@ class ExitProblem:
     ``scores``; :meth:`scores_of` gives each rule's scores). Engines other than dp use ``score`` alone.
 
     ``params``: the learned params of rules that have them (``gate``; :mod:`search.learned`), per rule and exit
-    index; such a rule without them is fitted here at every early exit on ``fit_rows`` (sorted indices into
-    the held samples; all when None) and nowhere else: :meth:`on_split` and the evaluators score other splits
-    with ``self.params``, and :meth:`config` puts them into the configurations.
+    index, used as given (an exit without any scores 0 and never decides). With ``params`` None, such rules are
+    fitted here at every early exit on ``fit_rows`` (sorted indices into the held samples; all when None), and
+    nowhere else: :meth:`on_split`, the calibration problems and the evaluators score with ``self.params``, and
+    :meth:`config` puts them into the configurations.
     """
 
     def __init__(
@@ -92,7 +93,7 @@ class ExitProblem:
         self.split_size = cache.n_samples(split)
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
         self.params: Params = {r: dict(p) for r, p in (params or {}).items()}
-        self._load(chunk_size, fit_rows)
+        self._load(chunk_size, fit_rows if params is None else False)
         early = cache.exits[:-1]
         self.positions = sorted({e.position for e in early})
         self.position_exits = [
@@ -101,11 +102,12 @@ class ExitProblem:
         self.position_of_exit = {i: j for j, ex in enumerate(self.position_exits) for i in ex}
         self.n_evals = 0
 
-    def _load(self, chunk_size: int, fit_rows: np.ndarray | None) -> None:
+    def _load(self, chunk_size: int, fit_rows: np.ndarray | None | bool) -> None:
         """Scores ``(n_exits, n_samples)`` float32 of every rule and correctness (bool) of the held samples,
-        learned rules without params fitted first on ``fit_rows`` (correctness is read before their scores)."""
+        learned rules fitted first on ``fit_rows`` (correctness is read before their scores; False: never)."""
         cache, split, score = self.cache, self.split, self.score
-        fit_first = self.rule.learned and score not in self.params
+        fit = fit_rows is not False
+        fit_first = fit and self.rule.learned
         self.scores, self.correct = load_split(
             cache,
             split,
@@ -114,20 +116,36 @@ class ExitProblem:
             chunk_size=chunk_size,
             params=self.params.get(score),
         )
-        todo = [r for r in learned(self.rules) if r not in self.params]
+        todo = learned(self.rules) if fit else ()
         if todo:
-            held = np.arange(self.n_samples) if fit_rows is None else _check_fit_rows(fit_rows, self.n_samples)
+            held = (
+                np.arange(self.n_samples)
+                if fit_rows is None
+                else _check_fit_rows(fit_rows, self.n_samples)
+            )
             rows = held if self.samples is None else self.samples[held]
             for r in todo:
-                self.params[r] = fit_params(cache, split, r, rows, self.correct[:, held], chunk_size)
+                self.params[r] = fit_params(
+                    cache, split, r, rows, self.correct[:, held], chunk_size
+                )
         if fit_first:
             self.scores = load_scores(
-                cache, split, score, samples=self.samples, chunk_size=chunk_size, params=self.params[score]
+                cache,
+                split,
+                score,
+                samples=self.samples,
+                chunk_size=chunk_size,
+                params=self.params[score],
             )
         self.rule_scores = {score: self.scores}
         for name in self.rules[1:]:
             self.rule_scores[name] = load_scores(
-                cache, split, name, samples=self.samples, chunk_size=chunk_size, params=self.params.get(name)
+                cache,
+                split,
+                name,
+                samples=self.samples,
+                chunk_size=chunk_size,
+                params=self.params.get(name),
             )
 
     # -- sizes -------------------------------------------------------------------------------
@@ -244,7 +262,9 @@ class ExitProblem:
 
     def check_config(self, config: ExitConfig) -> ExitConfig:
         """Raise SearchError unless ``config`` fits this cache and uses this problem's rules."""
-        return check_scored(config, self.cache, self.rules, "the problem was built for", self.params)
+        return check_scored(
+            config, self.cache, self.rules, "the problem was built for", self.params
+        )
 
     def evaluate_one(self, config: ExitConfig) -> Evaluation:
         """Accuracy, cost and exit fractions of one configuration (counts as one evaluation)."""
@@ -340,7 +360,9 @@ def _check_fit_rows(rows, n: int) -> np.ndarray:
     """``rows`` as sorted, distinct int64 indices into ``n`` held samples (at least one), else SearchError."""
     idx = np.asarray(rows)
     if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
-        raise SearchError(f"fit_rows must be a non-empty 1-D array of row indices; got shape {idx.shape}")
+        raise SearchError(
+            f"fit_rows must be a non-empty 1-D array of row indices; got shape {idx.shape}"
+        )
     idx = idx.astype(np.int64)
     if idx[0] < 0 or idx[-1] >= n or (idx.size > 1 and not (np.diff(idx) > 0).all()):
         raise SearchError(f"fit_rows must be sorted, distinct indices in [0, {n})")

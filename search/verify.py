@@ -25,8 +25,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import json
-
 import numpy as np
 
 from data_cache._base import CacheReader
@@ -45,7 +43,7 @@ from .costs import CostTable, cost_table
 from .exact import SplitEvaluator
 from .export import check_export_cache, export_configs
 from .export_schema import export_problems
-from .learned import Params, config_params, group_by_params
+from .learned import Params, config_params, group_by_params, params_key
 from .overlap import Overlap, repeated_rows, row_hashes
 from .pareto_testing import retest
 from .problem import ExitProblem
@@ -124,7 +122,7 @@ class _Context:
     ) -> SplitEvaluator:
         """An evaluator of ``split`` scoring ``rules`` (the first one the configurations' ``score``), learned ones
         with the ``params`` the configurations carry."""
-        key = (split, rules, _params_key(params))
+        key = (split, rules, params_key(params))
         if key not in self.evaluators:
             self.evaluators[key] = SplitEvaluator(
                 self.cache,
@@ -154,7 +152,7 @@ class _Context:
     def calibration(
         self, cert: dict, rules: tuple[str, ...], params: Params
     ) -> tuple[ExitProblem, np.ndarray | None]:
-        key = (cert["split"], cert.get("fraction"), cert["seed"], rules, _params_key(params))
+        key = (cert["split"], cert.get("fraction"), cert["seed"], rules, params_key(params))
         if key not in self.calibrations:
             self.calibrations[key] = recorded_calibration(
                 self.cache,
@@ -168,12 +166,6 @@ class _Context:
                 fitted=self.fitted() if cert["split"] == "search" else None,
             )
         return self.calibrations[key]
-
-
-def _params_key(params: Params | None) -> str:
-    """Learned params as a hashable key (the same params, the same key)."""
-    plain = {r: {str(e): p for e, p in sorted(at.items())} for r, at in (params or {}).items()}
-    return json.dumps(plain, sort_keys=True)
 
 
 def _groups(todo: list[tuple[int, ExitConfig]]):

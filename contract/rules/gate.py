@@ -26,7 +26,9 @@ __all__ = ["Gate", "FEATURES", "MIN_FIT_SAMPLES", "gate_features"]
 FEATURES = ("p1", "margin", "log_p1", "tail", "entropy")
 """The features, in the order of ``w`` (recorded in the params so a reader can refuse another set)."""
 MIN_FIT_SAMPLES = 50
-_L2 = 1.0  # penalty on the standardised weights (not the bias): small against any sample that can fit
+_L2 = (
+    1.0  # penalty on the standardised weights (not the bias): small against any sample that can fit
+)
 _STEPS = 30
 _TINY = 1e-30
 
@@ -78,7 +80,9 @@ class Gate(ExitRule):
             raise ContractError("score 'gate' is not fitted: it needs its learned params (w, b)")
         f = gate_features(self._probs(inputs))
         z = np.full(f.shape[0], self.b)
-        for i, w in enumerate(self.w):  # a fixed order of float64 sums: the same number on every side
+        for i, w in enumerate(
+            self.w
+        ):  # a fixed order of float64 sums: the same number on every side
             z += w * f[:, i]
         return (1.0 / (1.0 + np.exp(-np.clip(z, -700.0, 700.0)))).astype(np.float32)
 
@@ -132,9 +136,7 @@ class Gate(ExitRule):
             raise ContractError(f"gate params.features: must be {list(FEATURES)}")
         w = params["w"]
         if not isinstance(w, list) or len(w) != len(FEATURES) or not all(_number(x) for x in w):
-            raise ContractError(
-                f"gate params.w: must be a list of {len(FEATURES)} finite numbers"
-            )
+            raise ContractError(f"gate params.w: must be a list of {len(FEATURES)} finite numbers")
         if not _number(params["b"]):
             raise ContractError("gate params.b: must be a finite number")
         return cls(tuple(w), params["b"])
