@@ -8,7 +8,8 @@ import json
 import numpy as np
 import pytest
 
-from contract import RuleInputs, get_rule
+from contract import RuleInputs, float32_cut, get_rule
+from contract.rules.gate import Gate
 from data_cache import format as fmt
 from data_cache import open_cache, save_cache
 from data_cache.memory import InMemoryCache
@@ -37,7 +38,7 @@ def test_gates_are_fitted_per_exit_on_the_fit_rows_and_scored_with_their_params(
     problem = ExitProblem(cache, rules=RULES, fit_rows=rows)
     assert sorted(problem.params["gate"]) == [0, 1, 2]                  # every early exit, not the final one
     for e in range(3):
-        want = get_rule("gate").fit(RuleInputs(topk_probs=_inputs(cache, "search", e).topk_probs[rows]),
+        want = Gate().fit(RuleInputs(topk_probs=_inputs(cache, "search", e).topk_probs[rows]),
                                     _right(cache, "search", e)[rows])
         assert problem.params["gate"][e] == want.to_json()
         np.testing.assert_array_equal(problem.scores_of("gate")[e], want.score(_inputs(cache, "search", e)))
@@ -95,8 +96,8 @@ def test_a_configuration_is_evaluated_with_the_params_it_carries_never_others():
     gate = get_rule("gate", config.params[0])
     s0 = gate.score(_inputs(cache, "holdout", 0))
     p1 = np.asarray(cache.topk_probs("holdout"))[1, 0]
-    leave0 = s0 > np.float32(0.8)
-    leave1 = ~leave0 & (p1 > np.float32(0.6))
+    leave0 = s0 > float32_cut(0.8)
+    leave1 = ~leave0 & (p1 > float32_cut(0.6))
     final = ~leave0 & ~leave1
     right = (leave0 & _right(cache, "holdout", 0)) | (leave1 & _right(cache, "holdout", 1)) \
         | (final & _right(cache, "holdout", 2))
