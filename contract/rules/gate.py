@@ -1,10 +1,11 @@
-"""``gate``: a logistic regression, learned on the fit split, predicting from an exit's top-3 probabilities
+"""``gate``: a logistic regression, learned on the fit split, predicting from an exit's top-2 probabilities
 whether its top-1 is right.
 
-Features of the top-3 probabilities ``p1 >= p2 >= p3`` (float32, as the cache stores them), computed in
-float64: ``p1``, ``p1 - p2``, ``log p1``, the tail mass ``1 - (p1 + p2 + p3)`` and the top-3 entropy
-``-sum p log p``. Score = ``sigmoid(b + w . f)`` as float32, the dot product summed feature by feature in a
-fixed order (no BLAS), so every side (search, runtime, bundle) gets the same number from the same inputs.
+Features of the top-2 probabilities ``p1 >= p2`` (float32, as the cache stores them; every cache with k >= 2,
+the bundled demo included), computed in float64: ``p1``, ``p1 - p2``, ``log p1``, the tail mass
+``1 - (p1 + p2)`` and the top-2 entropy ``-(p1 log p1 + p2 log p2)``. Score = ``sigmoid(b + w . f)`` as
+float32, the dot product summed feature by feature in a fixed order (no BLAS), so every side (search, runtime,
+bundle) gets the same number from the same inputs.
 :meth:`Gate.fit` learns ``w`` and ``b`` by a few Newton (IRLS) steps with a small L2 penalty on standardised
 features, folded back so the exported params are plain: ``{"features": [...], "w": [...], "b": ...}``.
 """
@@ -34,15 +35,15 @@ _TINY = 1e-30
 
 
 def gate_features(probs: np.ndarray) -> np.ndarray:
-    """The features ``(n, 5)`` float64 of top-k probabilities ``(n, k >= 3)`` (descending; first three used)."""
-    p = np.asarray(probs, dtype=np.float32)[:, :3].astype(np.float64)
+    """The features ``(n, 5)`` float64 of top-k probabilities ``(n, k >= 2)`` (descending; first two used)."""
+    p = np.asarray(probs, dtype=np.float32)[:, :2].astype(np.float64)
     logp = np.log(np.maximum(p, _TINY))
     out = np.empty((p.shape[0], len(FEATURES)))
     out[:, 0] = p[:, 0]
     out[:, 1] = p[:, 0] - p[:, 1]
     out[:, 2] = logp[:, 0]
-    out[:, 3] = 1.0 - (p[:, 0] + p[:, 1] + p[:, 2])
-    out[:, 4] = -(p[:, 0] * logp[:, 0] + p[:, 1] * logp[:, 1] + p[:, 2] * logp[:, 2])
+    out[:, 3] = 1.0 - (p[:, 0] + p[:, 1])
+    out[:, 4] = -(p[:, 0] * logp[:, 0] + p[:, 1] * logp[:, 1])
     return out
 
 
@@ -59,7 +60,7 @@ class Gate(ExitRule):
 
     name = "gate"
     reads = frozenset({"topk_probs"})
-    k = 3
+    k = 2
     learned = True
 
     def __init__(self, w: tuple[float, ...] | None = None, b: float = 0.0):

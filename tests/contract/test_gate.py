@@ -27,9 +27,9 @@ def _probs(n: int, seed: int = 0, k: int = 3, n_classes: int = 10) -> np.ndarray
 def _direct(gate: Gate, probs: np.ndarray) -> np.ndarray:
     out = []
     for row in probs.astype(np.float64):
-        p1, p2, p3 = row[:3]
-        logs = [math.log(max(p, 1e-30)) for p in (p1, p2, p3)]
-        f = [p1, p1 - p2, logs[0], 1 - (p1 + p2 + p3), -(p1 * logs[0] + p2 * logs[1] + p3 * logs[2])]
+        p1, p2 = row[:2]
+        logs = [math.log(max(p, 1e-30)) for p in (p1, p2)]
+        f = [p1, p1 - p2, logs[0], 1 - (p1 + p2), -(p1 * logs[0] + p2 * logs[1])]
         z = gate.b + sum(w * x for w, x in zip(gate.w, f))
         out.append(1 / (1 + math.exp(-z)))
     return np.array(out)
@@ -48,9 +48,9 @@ def test_the_score_is_the_logistic_of_the_features_computed_directly():
     s = gate.score(RuleInputs(topk_probs=probs))
     assert s.dtype == np.float32 and s.shape == (300,) and ((0 <= s) & (s <= 1)).all()
     np.testing.assert_allclose(s, _direct(gate, probs), rtol=1e-6, atol=1e-7)
-    wide = np.concatenate([probs, np.zeros((300, 2), np.float32)], axis=1)      # a cache with k = 5: first 3 read
+    wide = np.concatenate([probs, np.zeros((300, 2), np.float32)], axis=1)      # a cache with k = 5: first 2 read
     np.testing.assert_array_equal(gate.score(RuleInputs(topk_probs=wide)), s)
-    assert gate.threshold_range() == (0.0, 1.0) and gate.k == 3 and rule_class("gate").learned
+    assert gate.threshold_range() == (0.0, 1.0) and gate.k == 2 and rule_class("gate").learned
 
 
 def test_fit_finds_the_penalised_maximum_likelihood():
@@ -86,9 +86,9 @@ def test_fit_refuses_what_cannot_be_learned_in_one_line(n, right, words):
     assert "\n" not in str(info.value)
 
 
-def test_a_cache_with_fewer_than_three_probabilities_is_refused():
-    with pytest.raises(ContractError, match="top-3 probabilities; these inputs carry 2"):
-        Gate((0.0,) * 5, 0.0).score(RuleInputs(topk_probs=_probs(10, k=2)))
+def test_a_cache_with_fewer_than_two_probabilities_is_refused():
+    with pytest.raises(ContractError, match="top-2 probabilities; these inputs carry 1"):
+        Gate((0.0,) * 5, 0.0).score(RuleInputs(topk_probs=_probs(10, k=1)))
     with pytest.raises(ContractError, match="not fitted"):
         Gate().score(RuleInputs(topk_probs=_probs(10)))
 

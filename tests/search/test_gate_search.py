@@ -25,7 +25,7 @@ RULES = ("max_prob", "gate")
 
 
 def _inputs(cache, split: str, e: int) -> RuleInputs:
-    return RuleInputs(topk_probs=np.ascontiguousarray(np.asarray(cache.topk_probs(split))[e, :3].T))
+    return RuleInputs(topk_probs=np.ascontiguousarray(np.asarray(cache.topk_probs(split))[e, :2].T))
 
 
 def _right(cache, split: str, e: int) -> np.ndarray:
@@ -117,7 +117,7 @@ def test_a_certified_search_with_gates_fits_on_the_fit_part_exports_params_that_
     cache = make_synthetic_cache(6000, 3, seed=5)
     save_cache(tmp_path / "cache", cache)
     out = tmp_path / "front.json"
-    args = [str(tmp_path / "cache"), "--methods", "dp", "--rules", "max_prob,gate", "--max-drop", "1",
+    args = [str(tmp_path / "cache"), "--methods", "dp", "--score", "gate", "--max-drop", "1",
             "--export", str(out), "--no-progress"]
     assert main(args) == 0
     doc = json.loads(out.read_text())
@@ -159,3 +159,13 @@ def test_a_gate_that_cannot_fit_is_one_line_naming_the_exit_and_status_2(tmp_pat
     assert main([str(tmp_path / "small"), "--methods", "dp", "--rules", "max_prob,gate", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "too few samples" in err and "rule 'gate'" in err, err
+
+
+def test_auto_leaves_the_gate_out_and_a_cache_with_k_1_cannot_serve_it():
+    from search.scores import resolve_rules
+
+    cache = make_synthetic_cache(400, 2, seed=8)
+    assert "gate" not in resolve_rules("auto", "max_prob", cache)
+    assert resolve_rules("gate", "max_prob", cache) == ("max_prob", "gate")
+    with pytest.raises(SearchError, match="rule 'gate' .* top-2 probabilities and this cache stores k=1"):
+        resolve_rules("gate", "max_prob", make_synthetic_cache(400, 2, k=1, seed=8), "--rules")
