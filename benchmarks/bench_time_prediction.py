@@ -58,8 +58,9 @@ class Grid:
     timing_samples: int = 2048
     latency_samples: int = 200
     resnet_samples: int = 256
-    resnet_timing_samples: int = 256   # a ResNet-18 at 224 px runs about 30 ms per image on one thread here
+    resnet_timing_samples: int = 128   # a ResNet-18 at 224 px runs about 30 ms per image on one thread here
     resnet_latency_samples: int = 64
+    resnet_rounds: int = 3
     min_time: float = 2e-3
 
 
@@ -145,7 +146,7 @@ def _runner(runtime: str, model: Any, doc: dict, cache: Any, threads: int, batch
 
 def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: list[tuple[str, Any]],
                runtimes: tuple[str, ...], batches: tuple[int, ...], grid: Grid, tmp: Path,
-               samples: tuple[int, int]) -> list[dict]:
+               samples: tuple[int, int], rounds: int) -> list[dict]:
     """Profile, predict and measure every configuration of one target; one row per (runtime, threads, B, config)."""
     from exits.measure import time_against_base, timing_batches
     from exits.profile import profile_table
@@ -166,7 +167,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
             with torch.inference_mode():
                 table = profile_table(f"{runtime}-t{threads}", probes, cache=cache, model_fingerprint=None,
                                       device=cpu, threads=threads, batch_size=max(batches), runtime=runtime,
-                                      score="max_prob", rounds=grid.rounds, min_time=grid.min_time)
+                                      score="max_prob", rounds=rounds, min_time=grid.min_time)
             for batch in batches:
                 tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
                                    batch_size=batch)
@@ -179,7 +180,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                     predicted = est.speedup
                     rel_macs = holdout.evaluate_one(config).relative_cost
                     with torch.inference_mode():
-                        t = time_against_base(base_fn, fn, inputs, [], grid.rounds, cpu)["b64"]
+                        t = time_against_base(base_fn, fn, inputs, [], rounds, cpu)["b64"]
                     row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch,
                            "config": by_rule[(tuple(config.exits), tuple(config.thresholds))],
                            "relative_macs": rel_macs, "mac_speedup": 1 / rel_macs,
@@ -232,11 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         if "demo" in targets:
             model, cache, x, configs = demo_target(Path(args.fashion_mnist))
             rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp),
-                               (grid.latency_samples, grid.timing_samples))
+                               (grid.latency_samples, grid.timing_samples), grid.rounds)
         if "resnet18-224" in targets:
             model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp))
             rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
-                               grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples))
+                               grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples),
+                               grid.resnet_rounds)
     figures = {"quick": args.quick, "grid": asdict(grid), "torch": torch.__version__, "loadavg_start": load,
                "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
     path = save_results("time_prediction_quick" if args.quick else "time_prediction", figures)

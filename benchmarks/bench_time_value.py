@@ -60,6 +60,15 @@ def _choose(cache: Path, out: Path, drop: float, batch: int) -> dict[str, Path]:
     return files
 
 
+def _by_kind(model: Any, items: dict[str, float]) -> dict[str, float]:
+    """Predicted ms per sample by item kind (segments, heads, steps, the final scoring, the per-batch cost)."""
+    kinds = {it.name: it.kind for it in model.table.items}
+    out: dict[str, float] = {}
+    for name, seconds in items.items():
+        out[kinds[name]] = out.get(kinds[name], 0.0) + 1e3 * seconds
+    return out
+
+
 def _time_rotating(fns: dict[str, Any], batches: list[torch.Tensor], rounds: int) -> dict[str, float]:
     """Median seconds per sample of each function over ``batches``, the functions in rotating order per round."""
     names, times = list(fns), {k: [] for k in fns}
@@ -119,7 +128,8 @@ def main(argv: list[str] | None = None) -> int:
                             for k, f in files.items()}
                 configs = {k: rt.configs[0] for k, rt in runtimes.items()}
                 fns = {"base": runtimes["macs"].base_forward,
-                       **{f"chosen on {k}": (lambda b, rt=rt, c=configs[k]: rt.run(b, c)) for k, rt in runtimes.items()}}
+                       **{f"chosen on {k}": (lambda b, rt=rt, c=configs[k]: rt.run(b, c))
+                          for k, rt in runtimes.items()}}
                 measured = _time_rotating(fns, batches, args.rounds)
                 row: dict[str, Any] = {"batch": batch, "max_drop": drop, "loadavg": os.getloadavg(),
                                        "base_ms_per_sample": 1e3 * measured["base"]}
@@ -132,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
                         "holdout_accuracy": holdout.evaluate_one(c).accuracy,
                         "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
                         "measured_ms_per_sample": 1e3 * measured[f"chosen on {k}"],
-                        "measured_speedup": measured["base"] / measured[f"chosen on {k}"]}
+                        "measured_speedup": measured["base"] / measured[f"chosen on {k}"],
+                        "predicted_ms_by_kind": _by_kind(tm, est.items)}
                 t, m = row["chosen on time"], row["chosen on macs"]
                 row["time_over_macs_measured"] = t["measured_ms_per_sample"] / m["measured_ms_per_sample"]
                 rows.append(row)

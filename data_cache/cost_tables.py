@@ -67,8 +67,9 @@ class TimedItem:
 
     ``kind``: ``segment``/``head``/``saver``/``graph`` (runs ``units``), ``base`` (the whole base model),
     ``step`` (scoring, thresholding and compaction at enabled exit ``exit``), ``finish`` (scoring at the
-    final exit), ``collect`` (results put back in input order, once per batch). ``median_s[i]`` is the
-    median over rounds of one call's time on ``grid[i]`` rows; ``min_s``/``max_s`` the rounds' spread.
+    final exit), ``collect`` (the runtime's own per-batch cost: input checks, the loop, the result; once per
+    batch). ``median_s[i]`` is the median over rounds of one call's time on ``grid[i]`` rows; ``min_s``/``max_s``
+    the rounds' spread.
     """
 
     name: str

@@ -73,12 +73,12 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
     Items are timed as the runtime runs them: in **sweeps**, every probe once in execution order, each call timed
     alone, so each item pays the cold caches and the dispatch it pays between the others in a real run (timed in a
     loop of its own, a unit at batch 1 ran 1.7x faster here than inside a run). A probe marked ``alone`` (the
-    base model, a whole run) is timed in consecutive calls after an untimed one, as a server calls it. After
-    warm-up and call counts (sweeps enough for an item of average length to be timed ``min_time``, an alone
-    probe ``10 * min_time``; at most ``max_repeats``),
-    ``rounds`` rounds time every batch size (their order reversed every other round, so that a change of load hits
-    all alike); a probe with ``derive`` keeps, per round, what it computes from that round's times (at least 1 ns:
-    a difference of two timings)."""
+    base model, a whole run) is timed in consecutive calls (after an untimed one when a call is short), as a
+    server calls it. After warm-up and call counts (sweeps enough for an item of average length to be timed
+    ``min_time``, an alone probe ``10 * min_time``; at most ``max_repeats``), ``rounds`` rounds time every batch
+    size (their order reversed every other round, so that a change of load hits all alike); a probe with
+    ``derive`` keeps, per round, what it computes from that round's times (at least 1 ns: a difference of two
+    timings)."""
     swept = [i for i, p in enumerate(probes) if not p.alone]
     alone = [i for i, p in enumerate(probes) if p.alone]
     thunks = [[p.make(n) for n in grid] for p in probes]
@@ -102,7 +102,8 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
             for i, t in zip(swept, _sweep([thunks[i][j] for i in swept], sweep_repeats[j], sync), strict=True):
                 times[i][j].append(t)
             for i in alone if r % 2 == 0 else alone[::-1]:
-                thunks[i][j]()  # untimed: the calls a server makes back to back are warm
+                if alone_repeats[i][j] > 1:  # untimed: the calls a server makes back to back are warm
+                    thunks[i][j]()
                 times[i][j].append(_time_calls(thunks[i][j], alone_repeats[i][j], sync))
         if progress:
             progress(f"round {r + 1}/{rounds}: {time.perf_counter() - t0:.1f} s")

@@ -30,9 +30,16 @@ def test_swept_items_run_in_execution_order_one_call_each():
 def test_alone_probes_run_back_to_back_and_outside_the_sweep():
     log: list = []
     probes = [_probe(log, "a"), _probe(log, "b"), _probe(log, "base", kind="base", alone=True)]
-    measure(probes, [4], rounds=1, min_time=1e-9, max_repeats=1)
-    timed_round = log[-4:]  # the round: a sweep (a, b), then base twice (one untimed, one timed)
-    assert [name for name, _ in timed_round] == ["a", "b", "base", "base"]
+    measure(probes, [4], rounds=1, min_time=1e-3, max_repeats=2)
+    # the round: two sweeps (a, b), then base back to back: one untimed call (a short call), two timed
+    assert [name for name, _ in log[-7:]] == ["a", "b", "a", "b", "base", "base", "base"]
+
+
+def test_a_long_alone_call_is_timed_without_an_untimed_one():
+    log: list = []
+    probes = [_probe(log, "a"), _probe(log, "base", 5e-3, kind="base", alone=True)]
+    measure(probes, [4], rounds=1, min_time=1e-4, max_repeats=5)
+    assert [name for name, _ in log[-2:]] == ["a", "base"]
 
 
 def test_a_derived_item_keeps_what_it_computes_from_the_rounds_times():
