@@ -31,7 +31,8 @@ def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
     leave are kept (ties: the earlier), with their thresholds; the others are disabled."""
     if len(config.exits) <= max_exits:
         return config
-    rules = config.rule_names  # each exit keeps its own rule (and the params the problem learned for it)
+    # each exit keeps its own rule (and the params the problem learned for it)
+    rules = config.rule_names
     remaining = np.ones(problem.n_samples, dtype=bool)
     served = []
     for e, t, r in zip(config.exits, config.thresholds, rules, strict=True):
@@ -39,5 +40,8 @@ def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
         served.append(int(np.count_nonzero(leave)))
         remaining &= ~leave
     keep = sorted(sorted(range(len(served)), key=lambda i: -served[i])[:max_exits])
-    return problem.config((config.exits[i] for i in keep), (config.thresholds[i] for i in keep),
-                          rules=(rules[i] for i in keep))
+    return problem.config(
+        (config.exits[i] for i in keep),
+        (config.thresholds[i] for i in keep),
+        rules=(rules[i] for i in keep),
+    )
