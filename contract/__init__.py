@@ -15,6 +15,7 @@ from .rules import (
     get_rule,
     list_rules,
     register_rule,
+    rule_class,
     rule_inputs_from_logits,
 )
 
@@ -25,6 +26,7 @@ __all__ = [
     "float32_cut",
     "register_rule",
     "get_rule",
+    "rule_class",
     "list_rules",
     "rule_inputs_from_logits",
     "ExitConfig",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from .errors import ContractError
-from .rules import ExitRule, get_rule, list_rules
+from .rules import ExitRule, get_rule, list_rules, rule_class
 
 __all__ = ["ExitRef", "ExitTable", "ExitConfig", "entries_problems"]
 
@@ -237,8 +237,12 @@ class ExitConfig:
 
     @property
     def rule(self) -> ExitRule:
-        """The exit rule of a uniform configuration (per exit, with its learned parameters: :meth:`rule_at`)."""
-        return get_rule(self.score)
+        """The rule the final stage scores with (its score is never compared: every sample still present leaves
+        there): the first enabled exit's, with its params; with none enabled, ``score``'s rule, or ``max_prob`` in
+        place of a rule that needs learned params. Per exit: :meth:`rule_at`."""
+        if self.exits:
+            return self.rule_at(0)
+        return get_rule("max_prob" if rule_class(self.score).learned else self.score)
 
     def rule_at(self, j: int) -> ExitRule:
         """The rule, with its parameters, of the ``j``-th enabled exit."""

@@ -140,22 +140,26 @@ class CacheComparison:
         self.topk_ids = cache.topk_ids(split)
         self.positions = np.array([e.position for e in cache.exits])
         self.exit_names = [e.name for e in cache.exits]
-        self._problems: dict[str, Any] = {}
+        self._problems: dict[tuple, Any] = {}
 
     @property
     def n(self) -> int:
         return len(self.labels)
 
-    def _problem(self, rules: tuple[str, ...]) -> Any:
-        if rules not in self._problems:
-            from search.problem import ExitProblem
+    def _problem(self, config: Any) -> Any:
+        """The split's problem scoring ``config``'s rules, learned ones with the params it carries (never refitted)."""
+        from search.learned import config_params, params_key
+        from search.problem import ExitProblem
 
-            self._problems[rules] = ExitProblem(self.cache, self.split, score=rules[0], rules=rules)
-        return self._problems[rules]
+        rules, params = config.rule_set, config_params([config])
+        key = (rules, params_key(params))
+        if key not in self._problems:
+            self._problems[key] = ExitProblem(self.cache, self.split, score=rules[0], rules=rules, params=params)
+        return self._problems[key]
 
     def leave(self, config: Any) -> np.ndarray:
         """The exit (cache index) each sample of the split leaves at under ``config``, as the search assigns it."""
-        return self._problem(config.rule_set).assign(config)
+        return self._problem(config).assign(config)
 
     def compare(self, config: Any, got_exit: np.ndarray, got_pred: np.ndarray) -> tuple[dict[str, Any], dict[str, Any]]:
         """``(predicted, agreement)`` of ``config`` whose run left each sample at ``got_exit`` (the cache's exit
@@ -165,7 +169,7 @@ class CacheComparison:
         prediction as
         ``search.ExitProblem.assign`` gives, and the disagreements counted by kind, apart those where a cached
         score at an exit the sample reached lies within ``tolerance`` of that exit's threshold."""
-        problem = self._problem(config.rule_set)
+        problem = self._problem(config)
         want_exit = self.leave(config)
         want_pred = np.asarray(self.topk_ids[want_exit, 0, np.arange(self.n)])
         ev = problem.evaluate_one(config)

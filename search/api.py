@@ -29,6 +29,7 @@ from .budget import Budget
 from .calibration import (
     CALIBRATION_SPLIT,
     DEFAULT_FRACTION,
+    calibration_rows,
     check_calibration_split,
     check_certifiable,
     planned_calibration_size,
@@ -39,6 +40,7 @@ from .engines._cap import check_max_exits
 from .exact import SplitEvaluator
 from .front import Front
 from .indicators import HV, IGDPlus, saving_at_drop
+from .learned import learned
 from .params import PARAMS, Options, check_options
 from .problem import ExitProblem
 from .result import Indicators, SearchResult
@@ -74,6 +76,7 @@ def search(
     engines = {m: _engine(m, opts) for m in opts.methods}
     reader, rules, sample = _open_and_plan(cache, opts)
     costs = _costs(opts, reader)
+    fit_rows = _learned_fit_rows(opts, reader, sample, rules)
     fit = fit_problem(
         reader,
         "search",
@@ -83,6 +86,7 @@ def search(
         chunk_size=opts.chunk_size,
         costs=costs,
         rules=rules,
+        fit_rows=fit_rows,
     )
     for line in never_right(fit):  # legal, but a front there means nothing
         warnings.warn(line, SearchWarning, stacklevel=2)
@@ -145,6 +149,24 @@ def _open_and_plan(
         calibration_rows=certification_rows(reader, fraction, sample) if certified else 0,
     )
     return reader, rules, sample
+
+
+def _learned_fit_rows(
+    opts: Options, cache: CacheReader, sample: FitSample | None, rules: tuple[str, ...]
+) -> np.ndarray | None:
+    """The rows of the fit problem that learned rules (``gate``) are fitted on: all it holds, except in a certified
+    search cutting calibration rows out of the whole search split, where they are the fit part alone (the rows
+    ``make_roles`` keeps for fitting, by the same seeded cut): gates never see calibration or holdout rows."""
+    certified = not opts.uncertified and (opts.max_drop is not None or opts.budget is not None)
+    if (
+        not learned(rules)
+        or not certified
+        or sample is not None
+        or CALIBRATION_SPLIT in cache.splits()
+    ):
+        return None
+    fraction = DEFAULT_FRACTION if opts.calibration_fraction is None else opts.calibration_fraction
+    return calibration_rows(cache.n_samples("search"), fraction, opts.seed)[1]
 
 
 search.__doc__ = (

@@ -12,6 +12,7 @@ import numpy as np
 from ._validation import SearchError, as_generator, check_split
 from .certify import DEFAULT_BOUND, smallest_certifiable_drop
 from .costs import CostTable
+from .learned import Params
 from .overlap import Overlap, row_hashes, split_overlap
 from .problem import ExitProblem
 
@@ -249,8 +250,10 @@ def _rows_problem(
     score: str,
     costs: CostTable,
     rules: tuple[str, ...] | None = None,
+    params: Params | None = None,
 ) -> ExitProblem:
-    """An ExitProblem on ``rows`` of ``split`` in their given order (only those rows are read)."""
+    """An ExitProblem on ``rows`` of ``split`` in their given order (only those rows are read); learned rules
+    scored with ``params`` (never fitted on these rows)."""
     ordered = np.sort(rows)
     held = ExitProblem(
         cache,
@@ -260,6 +263,7 @@ def _rows_problem(
         costs=costs,
         samples=ordered,
         rules=rules,
+        params=params or {},  # never fitted on these rows
     )
     return held.take(np.searchsorted(ordered, rows))
 
@@ -292,7 +296,13 @@ def make_roles(search: ExitProblem, *, fraction: float = DEFAULT_FRACTION, seed:
     rows, fit_rows = calibration_rows(search.split_size, fraction, seed, search.samples)
     if search.samples is not None:
         cal = _rows_problem(
-            cache, search.split, rows, score=search.score, costs=search.costs, rules=search.rules
+            cache,
+            search.split,
+            rows,
+            score=search.score,
+            costs=search.costs,
+            rules=search.rules,
+            params=search.params,
         )
         return Roles(search, cal, "search", float(fraction), int(seed), True)
     return Roles(search.take(fit_rows), search.take(rows), "search", float(fraction), int(seed))
@@ -308,18 +318,22 @@ def recorded_calibration(
     costs: CostTable,
     fitted: np.ndarray | None = None,
     rules: tuple[str, ...] | None = None,
+    params: Params | None = None,
 ) -> tuple[ExitProblem, np.ndarray | None]:
     """The calibration rows a certificate records (``split``, ``fraction``, ``seed``; ``fitted``: the sorted
     rows of the subsample the search fitted on), in the order they were tested, as an ExitProblem holding
-    ``rules``; and the fit rows of the search split (None for a calibration split). Only the calibration rows
-    are read."""
+    ``rules`` (learned ones scored with ``params``); and the fit rows of the search split (None for a calibration
+    split). Only the calibration rows are read."""
     if split == CALIBRATION_SPLIT:
         check_split(cache, CALIBRATION_SPLIT)
         order = as_generator(seed).permutation(cache.n_samples(CALIBRATION_SPLIT))
         return _rows_problem(
-            cache, CALIBRATION_SPLIT, order, score=score, costs=costs, rules=rules
+            cache, CALIBRATION_SPLIT, order, score=score, costs=costs, rules=rules, params=params
         ), None
     rows, fit_rows = calibration_rows(
         cache.n_samples("search"), check_fraction(fraction), seed, fitted
     )
-    return _rows_problem(cache, "search", rows, score=score, costs=costs, rules=rules), fit_rows
+    held = _rows_problem(
+        cache, "search", rows, score=score, costs=costs, rules=rules, params=params
+    )
+    return held, fit_rows

@@ -6,7 +6,8 @@ one chunk (``n_exits x chunk_size`` scores and flags) whatever the size of the s
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -16,16 +17,35 @@ from data_cache.integrity import check_read_range
 
 from .scores import compute_scores
 
-__all__ = ["DEFAULT_CHUNK_SIZE", "read_block", "iter_blocks", "load_split", "load_scores"]
+__all__ = [
+    "RuleParams",
+    "DEFAULT_CHUNK_SIZE",
+    "read_block",
+    "iter_blocks",
+    "load_split",
+    "load_scores",
+]
 
 DEFAULT_CHUNK_SIZE = 1 << 16
 
+RuleParams = Mapping[int, Mapping[str, Any]]
+"""A learned rule's params per exit (by cache exit index), as a configuration carries them."""
+
 
 def read_block(
-    cache, split: str, score: str, start: int, stop: int, reader: BlockReader
+    cache,
+    split: str,
+    score: str,
+    start: int,
+    stop: int,
+    reader: BlockReader,
+    params: RuleParams | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Scores ``(n_exits, stop - start)`` float32 and whether each exit's top-1 is right (same shape, bool)."""
-    scores = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
+    """Scores ``(n_exits, stop - start)`` float32 and whether each exit's top-1 is right (same shape, bool);
+    ``params``: a learned rule's, per exit (:func:`~search.scores.compute_scores`)."""
+    scores = compute_scores(
+        cache, split, score, start=start, stop=stop, reader=reader, params=params
+    )
     labels = reader.read(cache.labels(split)[start:stop])
     top = (
         cache.n_classes - 1
@@ -50,14 +70,19 @@ def read_block(
 
 
 def iter_blocks(
-    cache, split: str, score: str, *, chunk_size: int = DEFAULT_CHUNK_SIZE
+    cache,
+    split: str,
+    score: str,
+    *,
+    chunk_size: int = DEFAULT_CHUNK_SIZE,
+    params: RuleParams | None = None,
 ) -> Iterator[tuple[int, int, np.ndarray, np.ndarray]]:
     """``(start, stop, scores, correct)`` for consecutive chunks of ``chunk_size`` samples."""
     n = cache.n_samples(split)
     with BlockReader() as reader:
         for start in range(0, n, chunk_size):
             stop = min(n, start + chunk_size)
-            yield (start, stop, *read_block(cache, split, score, start, stop, reader))
+            yield (start, stop, *read_block(cache, split, score, start, stop, reader, params))
 
 
 def load_split(
@@ -67,6 +92,7 @@ def load_split(
     *,
     samples: np.ndarray | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    params: RuleParams | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Scores ``(n_exits, n)`` and correctness of the ``samples`` (sorted indices; all when None),
     read chunk by chunk."""
@@ -74,12 +100,14 @@ def load_split(
     n_exits = len(cache.exits)
     scores, correct = np.empty((n_exits, n), dtype=np.float32), np.empty((n_exits, n), dtype=bool)
     if samples is None:
-        for start, stop, s, c in iter_blocks(cache, split, score, chunk_size=chunk_size):
+        for start, stop, s, c in iter_blocks(
+            cache, split, score, chunk_size=chunk_size, params=params
+        ):
             scores[:, start:stop], correct[:, start:stop] = s, c
         return scores, correct
     bounds = np.searchsorted(samples, np.arange(0, cache.n_samples(split) + chunk_size, chunk_size))
     for i, (start, _stop, s, c) in enumerate(
-        iter_blocks(cache, split, score, chunk_size=chunk_size)
+        iter_blocks(cache, split, score, chunk_size=chunk_size, params=params)
     ):
         lo, hi = bounds[i], bounds[i + 1]
         if hi > lo:
@@ -95,6 +123,7 @@ def load_scores(
     *,
     samples: np.ndarray | None = None,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
+    params: RuleParams | None = None,
 ) -> np.ndarray:
     """Scores ``(n_exits, n)`` float32 of rule ``score`` for the ``samples`` (sorted indices; all when None),
     read chunk by chunk (another rule's scores beside those :func:`load_split` read)."""
@@ -106,11 +135,13 @@ def load_scores(
             stop = min(total, start + chunk_size)
             if samples is None:
                 out[:, start:stop] = compute_scores(
-                    cache, split, score, start=start, stop=stop, reader=reader
+                    cache, split, score, start=start, stop=stop, reader=reader, params=params
                 )
                 continue
             lo, hi = np.searchsorted(samples, [start, stop])
             if hi > lo:
-                s = compute_scores(cache, split, score, start=start, stop=stop, reader=reader)
+                s = compute_scores(
+                    cache, split, score, start=start, stop=stop, reader=reader, params=params
+                )
                 out[:, lo:hi] = s[:, samples[lo:hi] - start]
     return out

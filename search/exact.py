@@ -20,6 +20,7 @@ from ._validation import check_split
 from .chunks import DEFAULT_CHUNK_SIZE, read_block
 from .config import ExitConfig
 from .costs import CostTable
+from .learned import Params
 from .problem import Evaluation, check_scored
 from .scores import compute_scores
 from .standalone import SplitStats
@@ -129,7 +130,8 @@ class SplitEvaluator:
     ``rules``, ``objective``, ``costs``, ``n_samples``, ``base``, ``evaluate``, ``evaluate_one``; plus ``stats``
     (per-exit accuracy, the oracle bound). Built from the cache (streamed, ``chunk_size`` samples at
     a time) or from a problem that holds the whole split (:meth:`of_problem`: nothing is read).
-    ``rules``: every rule the configurations may use at an exit (``score`` first).
+    ``rules``: every rule the configurations may use at an exit (``score`` first); ``params``: the learned rules'
+    params per exit (:mod:`search.learned`), which the configurations must carry.
     """
 
     def __init__(
@@ -143,8 +145,10 @@ class SplitEvaluator:
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         problem=None,
         rules: tuple[str, ...] | None = None,
+        params: Params | None = None,
     ):
         self.cache, self.split, self.costs = cache, check_split(cache, split), costs
+        self.params: Params = dict(params or {})
         self.score, self.objective, self.chunk_size = score, objective, chunk_size
         self.rules = tuple(dict.fromkeys((score, *(rules or ()))))
         self.n_samples = cache.n_samples(split)
@@ -167,6 +171,7 @@ class SplitEvaluator:
             chunk_size=chunk_size,
             problem=problem,
             rules=problem.rules,
+            params=problem.params,
         )
 
     @classmethod
@@ -180,6 +185,7 @@ class SplitEvaluator:
             objective=problem.objective,
             chunk_size=chunk_size,
             rules=problem.rules,
+            params=problem.params,
         )
 
     # -- reading -------------------------------------------------------------------------------
@@ -195,11 +201,23 @@ class SplitEvaluator:
                     correct = p.correct[:, start:stop]
                 else:
                     first, correct = read_block(
-                        self.cache, self.split, self.score, start, stop, reader
+                        self.cache,
+                        self.split,
+                        self.score,
+                        start,
+                        stop,
+                        reader,
+                        self.params.get(self.score),
                     )
                     scores = [first] + [
                         compute_scores(
-                            self.cache, self.split, r, start=start, stop=stop, reader=reader
+                            self.cache,
+                            self.split,
+                            r,
+                            start=start,
+                            stop=stop,
+                            reader=reader,
+                            params=self.params.get(r),
                         )
                         for r in self.rules[1:]
                     ]
@@ -274,7 +292,7 @@ class SplitEvaluator:
         return self.evaluations([config])[0]
 
     def _check(self, config: ExitConfig) -> ExitConfig:
-        return check_scored(config, self.cache, self.rules, "the evaluator scores")
+        return check_scored(config, self.cache, self.rules, "the evaluator scores", self.params)
 
     @property
     def stats(self) -> SplitStats:

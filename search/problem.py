@@ -11,18 +11,25 @@ from ._validation import SearchError, check_split, checked
 from .chunks import DEFAULT_CHUNK_SIZE, load_scores, load_split
 from .config import ExitConfig
 from .costs import CostTable, cost_table
+from .learned import Params, fit_params, learned, params_mismatch
 from .scores import rule_for
 
 __all__ = ["ExitProblem", "Evaluation"]
 
 
-def check_scored(config: ExitConfig, cache, rules: tuple[str, ...], scorer: str) -> ExitConfig:
-    """``config`` checked against ``cache``, its rules among the ``rules`` scored (``scorer`` says by what), else
-    a SearchError: what a problem and an exact evaluator both ask of a configuration."""
+def check_scored(
+    config: ExitConfig, cache, rules: tuple[str, ...], scorer: str, params: Params | None = None
+) -> ExitConfig:
+    """``config`` checked against ``cache``, its rules among the ``rules`` scored (``scorer`` says by what) and its
+    learned exits' params those scored (``params``), else a SearchError: what a problem and an exact evaluator
+    both ask of a configuration."""
     other = [r for r in dict.fromkeys(config.rule_names or (config.score,)) if r not in rules]
     if other:
         scored = " ".join(rules) if len(rules) > 1 else repr(rules[0])
         raise SearchError(f"configuration uses score {other[0]!r} but {scorer} {scored}")
+    why = params_mismatch(config, params) if params else None
+    if why:
+        raise SearchError(f"configuration: {why}")
     return checked(config, cache)
 
 
@@ -55,6 +62,12 @@ class ExitProblem:
 
     ``rules``: the exit rules a configuration may use at each exit (``score`` first, the default and the one of
     ``scores``; :meth:`scores_of` gives each rule's scores). Engines other than dp use ``score`` alone.
+
+    ``params``: the learned params of rules that have them (``gate``; :mod:`search.learned`), per rule and exit
+    index, used as given (an exit without any scores 0 and never decides). With ``params`` None, such rules are
+    fitted here at every early exit on ``fit_rows`` (sorted indices into the held samples; all when None), and
+    nowhere else: :meth:`on_split`, the calibration problems and the evaluators score with ``self.params``, and
+    :meth:`config` puts them into the configurations.
     """
 
     def __init__(
@@ -68,6 +81,8 @@ class ExitProblem:
         samples=None,
         chunk_size: int = DEFAULT_CHUNK_SIZE,
         rules: tuple[str, ...] | None = None,
+        params: Params | None = None,
+        fit_rows: np.ndarray | None = None,
     ):
         self.cache, self.split, self.score = cache, check_split(cache, split), score
         self.rules = tuple(dict.fromkeys((score, *(rules or ()))))
@@ -77,15 +92,8 @@ class ExitProblem:
         self.objective = self.costs.objective  # the cost model's name: what an export records
         self.split_size = cache.n_samples(split)
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
-        # (n_exits, n_samples) float32 scores and bool correctness
-        self.scores, self.correct = load_split(
-            cache, split, score, samples=self.samples, chunk_size=chunk_size
-        )
-        self.rule_scores = {score: self.scores}
-        for name in self.rules[1:]:
-            self.rule_scores[name] = load_scores(
-                cache, split, name, samples=self.samples, chunk_size=chunk_size
-            )
+        self.params: Params = {r: dict(p) for r, p in (params or {}).items()}
+        self._load(chunk_size, fit_rows if params is None else False)
         early = cache.exits[:-1]
         self.positions = sorted({e.position for e in early})
         self.position_exits = [
@@ -93,6 +101,52 @@ class ExitProblem:
         ]
         self.position_of_exit = {i: j for j, ex in enumerate(self.position_exits) for i in ex}
         self.n_evals = 0
+
+    def _load(self, chunk_size: int, fit_rows: np.ndarray | None | bool) -> None:
+        """Scores ``(n_exits, n_samples)`` float32 of every rule and correctness (bool) of the held samples,
+        learned rules fitted first on ``fit_rows`` (correctness is read before their scores; False: never)."""
+        cache, split, score = self.cache, self.split, self.score
+        fit = fit_rows is not False
+        fit_first = fit and self.rule.learned
+        self.scores, self.correct = load_split(
+            cache,
+            split,
+            "max_prob" if fit_first else score,
+            samples=self.samples,
+            chunk_size=chunk_size,
+            params=self.params.get(score),
+        )
+        todo = learned(self.rules) if fit else ()
+        if todo:
+            held = (
+                np.arange(self.n_samples)
+                if fit_rows is None
+                else _check_fit_rows(fit_rows, self.n_samples)
+            )
+            rows = held if self.samples is None else self.samples[held]
+            for r in todo:
+                self.params[r] = fit_params(
+                    cache, split, r, rows, self.correct[:, held], chunk_size
+                )
+        if fit_first:
+            self.scores = load_scores(
+                cache,
+                split,
+                score,
+                samples=self.samples,
+                chunk_size=chunk_size,
+                params=self.params[score],
+            )
+        self.rule_scores = {score: self.scores}
+        for name in self.rules[1:]:
+            self.rule_scores[name] = load_scores(
+                cache,
+                split,
+                name,
+                samples=self.samples,
+                chunk_size=chunk_size,
+                params=self.params.get(name),
+            )
 
     # -- sizes -------------------------------------------------------------------------------
     @property
@@ -121,7 +175,7 @@ class ExitProblem:
         return sub
 
     def on_split(self, split: str) -> ExitProblem:
-        """The same problem (cost model, rules) on another split of the cache."""
+        """The same problem (cost model, rules, learned params: never refitted) on another split of the cache."""
         return ExitProblem(
             self.cache,
             split,
@@ -129,6 +183,7 @@ class ExitProblem:
             costs=self.costs,
             objective=self.objective,
             rules=self.rules,
+            params=self.params,
         )
 
     def scores_of(self, rule: str) -> np.ndarray:
@@ -180,17 +235,36 @@ class ExitProblem:
         n_correct += np.count_nonzero(remaining & self.correct[self.final_exit])
         return counts, n_correct
 
-    def config(self, exits: Iterable[int], thresholds: Iterable[float]) -> ExitConfig:
-        """A configuration of this problem's score built from its own exits (in execution order, one per position)
-        and thresholds in the score's range: what the engines build, valid by construction
+    def config(
+        self,
+        exits: Iterable[int],
+        thresholds: Iterable[float],
+        rules: Iterable[str] | None = None,
+    ) -> ExitConfig:
+        """A configuration built from this problem's own exits (in execution order, one per position) and
+        thresholds in the rule's range, each exit deciding with ``rules`` (``score`` when None) and carrying the
+        params this problem learned for it: what the engines build, valid by construction
         (:meth:`ExitConfig.built_for`), so it is not checked again when evaluated."""
-        return ExitConfig(tuple(exits), tuple(float(t) for t in thresholds), self.score).built_for(
-            self.cache
+        exits = tuple(exits)
+        names = tuple(rules) if rules is not None else (self.score,) * len(exits)
+        params = tuple(
+            dict(self.params[r][e]) if r in self.params else {}
+            for e, r in zip(exits, names, strict=True)
         )
+        config = ExitConfig(
+            exits,
+            tuple(float(t) for t in thresholds),
+            self.score,
+            params if any(params) else (),
+            names,
+        )
+        return config.built_for(self.cache)
 
     def check_config(self, config: ExitConfig) -> ExitConfig:
         """Raise SearchError unless ``config`` fits this cache and uses this problem's rules."""
-        return check_scored(config, self.cache, self.rules, "the problem was built for")
+        return check_scored(
+            config, self.cache, self.rules, "the problem was built for", self.params
+        )
 
     def evaluate_one(self, config: ExitConfig) -> Evaluation:
         """Accuracy, cost and exit fractions of one configuration (counts as one evaluation)."""
@@ -279,4 +353,17 @@ def _check_samples(samples, n: int) -> np.ndarray:
     idx = idx.astype(np.int64)
     if idx[0] < 0 or idx[-1] >= n or (idx.size > 1 and not (np.diff(idx) > 0).all()):
         raise SearchError(f"samples must be sorted, distinct indices in [0, {n})")
+    return idx
+
+
+def _check_fit_rows(rows, n: int) -> np.ndarray:
+    """``rows`` as sorted, distinct int64 indices into ``n`` held samples (at least one), else SearchError."""
+    idx = np.asarray(rows)
+    if idx.ndim != 1 or idx.size == 0 or not np.issubdtype(idx.dtype, np.integer):
+        raise SearchError(
+            f"fit_rows must be a non-empty 1-D array of row indices; got shape {idx.shape}"
+        )
+    idx = idx.astype(np.int64)
+    if idx[0] < 0 or idx[-1] >= n or (idx.size > 1 and not (np.diff(idx) > 0).all()):
+        raise SearchError(f"fit_rows must be sorted, distinct indices in [0, {n})")
     return idx

@@ -7,16 +7,27 @@ rules alone, so the runtime and the bundle router compute the same float32 numbe
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 import numpy as np
 
-from contract import ContractError, ExitRule, RuleInputs, get_rule, list_rules
+from contract import ContractError, ExitRule, RuleInputs, get_rule, list_rules, rule_class
 from data_cache import format as fmt
 from data_cache.blocks import BlockReader
 from data_cache.integrity import PROB_MAX, check_read_range
 
 from ._validation import SearchError
 
-__all__ = ["score_kinds", "rule_for", "score_range", "compute_scores", "servable", "resolve_rules"]
+__all__ = [
+    "score_kinds",
+    "rule_for",
+    "score_range",
+    "read_inputs",
+    "compute_scores",
+    "servable",
+    "resolve_rules",
+]
 
 
 def score_kinds() -> list[str]:
@@ -25,9 +36,10 @@ def score_kinds() -> list[str]:
 
 
 def rule_for(kind: str) -> ExitRule:
-    """The registered rule ``kind``, or a SearchError naming it and the known ones."""
+    """The registered rule ``kind`` (unfitted when it learns params: what it reads and its range), or a SearchError
+    naming it and the known ones."""
     try:
-        return get_rule(kind)
+        return rule_class(kind)()
     except ContractError as exc:
         raise SearchError(str(exc)) from None
 
@@ -50,8 +62,9 @@ def servable(cache, rule: ExitRule, split: str = "search") -> str | None:
 
 def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, ...]:
     """The exit rules dp may choose per exit, ``score`` first: ``spec`` None (``score`` alone), ``"auto"`` (every
-    registered rule this cache can serve) or names (a comma list or a sequence). An unknown name, or one whose
-    inputs the cache lacks, is one SearchError line naming it and the reason."""
+    registered rule this cache can serve, but those with learned params: name ``gate`` to add it) or names (a
+    comma list or a sequence). An unknown name, or one whose inputs the cache lacks, is one SearchError line
+    naming it and the reason."""
     if spec is None:
         return (score,)
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
@@ -59,7 +72,12 @@ def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, .
     if names == ["auto"]:
         return tuple(
             dict.fromkeys(
-                [score] + [n for n in score_kinds() if servable(cache, rule_for(n)) is None]
+                [score]
+                + [
+                    n
+                    for n in score_kinds()
+                    if not rule_class(n).learned and servable(cache, rule_for(n)) is None
+                ]
             )
         )
     if not names:
@@ -118,6 +136,30 @@ def _check_cache(cache, split: str, rule: ExitRule):
     return logits, probs
 
 
+def read_inputs(
+    cache, split: str, rule: ExitRule, exit_index: int, start: int, stop: int, reader: BlockReader
+) -> RuleInputs:
+    """What ``rule`` reads at one exit for the samples ``start:stop`` of ``split``, as the cache stores it (each
+    probability read is range-checked: the integrity pass may be skipped)."""
+    logits, probs = _check_cache(cache, split, rule)
+    top = None
+    if probs is not None:
+        top = np.empty((rule.k, stop - start), dtype=np.float32)
+        for r in range(rule.k):
+            check_read_range(
+                cache,
+                split,
+                fmt.TOPK_PROBS,
+                "probabilities",
+                exit_index,
+                reader.read(probs[exit_index, r, start:stop], top[r]),
+                0.0,
+                PROB_MAX,
+            )
+    z = reader.read(logits[exit_index, start:stop]) if logits is not None else None
+    return RuleInputs(topk_probs=None if top is None else top.T, logits=z)
+
+
 def compute_scores(
     cache,
     split: str,
@@ -127,40 +169,41 @@ def compute_scores(
     start: int = 0,
     stop: int | None = None,
     reader: BlockReader | None = None,
+    params: Mapping[int, Mapping[str, Any]] | None = None,
 ) -> np.ndarray:
     """Scores ``(n_exits, stop - start)`` float32 of the chosen exits (all by default) for the
     samples ``start:stop`` of ``split`` (all by default).
 
+    ``params``: a rule with learned parameters (``gate``) scores each exit with that exit's params (by cache exit
+    index); an exit without any gets zeros (it never decides: no configuration uses the rule there).
     Memory-mapped caches are read block by block with ``reader`` (see :mod:`data_cache.blocks`), so
     the pages read never pile up in the process. A NaN or inf score is refused, naming the file.
     """
     rule = rule_for(kind)
-    logits, probs = _check_cache(cache, split, rule)
+    _check_cache(cache, split, rule)
     exits = range(len(cache.exits)) if exits is None else list(exits)
     stop = cache.n_samples(split) if stop is None else stop
     if reader is None:
         with BlockReader() as own:
             return compute_scores(
-                cache, split, kind, exits=exits, start=start, stop=stop, reader=own
+                cache, split, kind, exits=exits, start=start, stop=stop, reader=own, params=params
             )
     out = np.empty((len(exits), stop - start), dtype=np.float32)
-    top = np.empty((rule.k, stop - start), dtype=np.float32) if probs is not None else None
     for j, e in enumerate(exits):
-        if (
-            top is not None
-        ):  # each probability read is range-checked (the integrity pass may be skipped)
-            for r in range(rule.k):
-                check_read_range(
-                    cache,
-                    split,
-                    fmt.TOPK_PROBS,
-                    "probabilities",
-                    e,
-                    reader.read(probs[e, r, start:stop], top[r]),
-                    0.0,
-                    PROB_MAX,
-                )
-        z = reader.read(logits[e, start:stop]) if logits is not None else None
-        out[j] = rule.score(RuleInputs(topk_probs=None if top is None else top.T, logits=z))
+        at = rule
+        if rule.learned:
+            if not params or e not in params:
+                out[j] = 0.0
+                continue
+            at = _fitted(kind, params[e], cache, e)
+        out[j] = at.score(read_inputs(cache, split, rule, e, start, stop, reader))
         _check_finite(out[j], cache, split, rule, e)
     return out
+
+
+def _fitted(kind: str, params: Mapping[str, Any], cache, exit_index: int) -> ExitRule:
+    """The rule ``kind`` with one exit's learned ``params``, or a SearchError naming the exit."""
+    try:
+        return get_rule(kind, params)
+    except ContractError as exc:
+        raise SearchError(f"exit {cache.exits[exit_index].name}: {exc}") from None

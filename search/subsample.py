@@ -83,10 +83,12 @@ def fit_problem(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     costs=None,
     rules: tuple[str, ...] | None = None,
+    fit_rows: np.ndarray | None = None,
 ) -> ExitProblem:
     """The problem methods search: the whole split (``fit`` None) or the subsample ``fit``; ``costs``: a cost table
     built already (``search.costs.cost_table``), else one under ``objective``; ``rules``: the exit rules dp may
-    choose per exit (``score`` alone when None)."""
+    choose per exit (``score`` alone when None); ``fit_rows``: the held rows learned rules are fitted on (all when
+    None; :class:`~search.problem.ExitProblem`)."""
     return ExitProblem(
         cache,
         split,
@@ -96,6 +98,7 @@ def fit_problem(
         costs=costs,
         samples=None if fit is None else fit.indices(),
         rules=rules,
+        fit_rows=fit_rows,
     )
 
 

@@ -43,6 +43,7 @@ from .costs import CostTable, cost_table
 from .exact import SplitEvaluator
 from .export import check_export_cache, export_configs
 from .export_schema import export_problems
+from .learned import Params, config_params, group_by_params, params_key
 from .overlap import Overlap, repeated_rows, row_hashes
 from .pareto_testing import retest
 from .problem import ExitProblem
@@ -116,9 +117,12 @@ class _Context:
     evaluators: dict = field(default_factory=dict)
     calibrations: dict = field(default_factory=dict)
 
-    def evaluator(self, split: str, rules: tuple[str, ...]) -> SplitEvaluator:
-        """An evaluator of ``split`` scoring ``rules`` (the first one the configurations' ``score``)."""
-        key = (split, rules)
+    def evaluator(
+        self, split: str, rules: tuple[str, ...], params: Params | None = None
+    ) -> SplitEvaluator:
+        """An evaluator of ``split`` scoring ``rules`` (the first one the configurations' ``score``), learned ones
+        with the ``params`` the configurations carry."""
+        key = (split, rules, params_key(params))
         if key not in self.evaluators:
             self.evaluators[key] = SplitEvaluator(
                 self.cache,
@@ -128,6 +132,7 @@ class _Context:
                 rules=rules,
                 objective=self.costs.objective,
                 chunk_size=self.chunk_size,
+                params=params,
             )
         return self.evaluators[key]
 
@@ -145,9 +150,9 @@ class _Context:
         return FitSample(fit["subsample"], n, fit["seed"]).indices()
 
     def calibration(
-        self, cert: dict, rules: tuple[str, ...]
+        self, cert: dict, rules: tuple[str, ...], params: Params
     ) -> tuple[ExitProblem, np.ndarray | None]:
-        key = (cert["split"], cert.get("fraction"), cert["seed"], rules)
+        key = (cert["split"], cert.get("fraction"), cert["seed"], rules, params_key(params))
         if key not in self.calibrations:
             self.calibrations[key] = recorded_calibration(
                 self.cache,
@@ -157,9 +162,19 @@ class _Context:
                 score=rules[0],
                 costs=self.costs,
                 rules=rules,
+                params=params,
                 fitted=self.fitted() if cert["split"] == "search" else None,
             )
         return self.calibrations[key]
+
+
+def _groups(todo: list[tuple[int, ExitConfig]]):
+    """``(rules, params, [(i, config)])``: configurations evaluated together, one streamed pass per group (same
+    rules, learned params that agree at every exit: one group per rule set for a table of one search)."""
+    for rules in sorted({c.rule_set for _, c in todo}):
+        group = [(i, c) for i, c in todo if c.rule_set == rules]
+        for params, members in group_by_params([c for _, c in group]):
+            yield rules, params, [group[m] for m in members]
 
 
 def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None:
@@ -175,9 +190,8 @@ def _check_numbers(ctx: _Context, configs: list[tuple[str, ExitConfig]]) -> None
             raise SearchError(
                 f"{ctx.source}: {split}: the cache has no {split!r} split to recompute it on"
             )
-        for rules in sorted({c.rule_set for _, c in todo}):
-            group = [(i, c) for i, c in todo if c.rule_set == rules]
-            evaluations = ctx.evaluator(split, rules).evaluations([c for _, c in group])
+        for rules, params, group in _groups(todo):
+            evaluations = ctx.evaluator(split, rules, params).evaluations([c for _, c in group])
             for (i, _), ev in zip(group, evaluations, strict=True):
                 where = f"{ctx.source}: configs[{i}] (id {configs[i][0]!r}): {split}"
                 computed = {
@@ -232,7 +246,7 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
     cert = ctx.doc["configs"][i]["certificate"]
     where = f"{ctx.source}: configs[{i}] (id {cid!r}): certificate"
     try:
-        cal, fit_rows = ctx.calibration(cert, config.rule_set)
+        cal, fit_rows = ctx.calibration(cert, config.rule_set, config_params([config]))
         warnings = _independence(ctx, cert, fit_rows, cal)
     except SearchError as exc:
         raise SearchError(f"{where}.split: {exc}") from None

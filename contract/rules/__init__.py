@@ -23,6 +23,7 @@ __all__ = [
     "float32_cut",
     "register_rule",
     "get_rule",
+    "rule_class",
     "list_rules",
     "rule_inputs_from_logits",
 ]
@@ -47,12 +48,18 @@ def list_rules() -> list[str]:
     return list(_RULES)
 
 
-def get_rule(name: Any, params: Mapping[str, Any] | None = None) -> ExitRule:
-    """The rule registered as ``name`` (with its learned ``params``), or one line naming it and the known ones."""
+def rule_class(name: Any) -> type[ExitRule]:
+    """The class registered as ``name``, or one line naming it and the known ones (``rule_class(name)()`` is the
+    unfitted rule: what it reads and its range, for a rule with learned params)."""
     cls = _RULES.get(name) if isinstance(name, str) else None
     if cls is None:
         raise ContractError(f"unknown score kind {name!r}: must be one of {list_rules()}")
-    return cls.from_json(params or {})
+    return cls
+
+
+def get_rule(name: Any, params: Mapping[str, Any] | None = None) -> ExitRule:
+    """The rule registered as ``name`` (with its learned ``params``), or one line naming it and the known ones."""
+    return rule_class(name).from_json(params or {})
 
 
 def rule_inputs_from_logits(rule: ExitRule, logits: Any) -> tuple[RuleInputs, np.ndarray]:
@@ -78,3 +85,4 @@ from . import max_prob  # noqa: E402,F401,I001
 from . import margin  # noqa: E402,F401
 from . import neg_entropy  # noqa: E402,F401
 from . import energy  # noqa: E402,F401
+from . import gate  # noqa: E402,F401

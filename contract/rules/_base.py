@@ -70,13 +70,16 @@ class ExitRule(ABC):
 
     Subclasses set :attr:`name`, :attr:`reads` (a subset of :data:`READS`) and :attr:`k` (how many top-k
     probabilities they read, 0 when none), and implement :meth:`score` and :meth:`threshold_range`. A rule
-    with learned parameters overrides :meth:`fit`, :meth:`to_json` and :meth:`from_json`; today's rules
-    have none.
+    with learned parameters (``gate``) sets :attr:`learned` and overrides :meth:`fit`, :meth:`to_json` and
+    :meth:`from_json`.
     """
 
     name: ClassVar[str]
     reads: ClassVar[frozenset[str]]
     k: ClassVar[int] = 0
+    learned: ClassVar[bool] = False
+    """Whether the rule has parameters learned on the fit split (:meth:`fit`): such a rule scores only once fitted
+    (built from its params); ``cls()`` is the unfitted rule (what it reads, its range)."""
 
     @abstractmethod
     def score(self, inputs: RuleInputs) -> np.ndarray:
@@ -89,7 +92,7 @@ class ExitRule(ABC):
 
     def fit(self, inputs: RuleInputs, correct: np.ndarray) -> ExitRule:
         """Learn parameters on the fit split (``correct`` ``(n,)`` bool: whether the exit's top-1 is right);
-        today's rules learn nothing."""
+        a rule without parameters learns nothing."""
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -31,11 +31,17 @@ def cap_config(problem, config: ExitConfig, max_exits: int) -> ExitConfig:
     leave are kept (ties: the earlier), with their thresholds; the others are disabled."""
     if len(config.exits) <= max_exits:
         return config
+    # each exit keeps its own rule (and the params the problem learned for it)
+    rules = config.rule_names
     remaining = np.ones(problem.n_samples, dtype=bool)
     served = []
-    for e, t in zip(config.exits, config.thresholds, strict=True):
-        leave = remaining & (problem.scores[e] > float32_cut(t))
+    for e, t, r in zip(config.exits, config.thresholds, rules, strict=True):
+        leave = remaining & (problem.scores_of(r)[e] > float32_cut(t))
         served.append(int(np.count_nonzero(leave)))
         remaining &= ~leave
     keep = sorted(sorted(range(len(served)), key=lambda i: -served[i])[:max_exits])
-    return problem.config((config.exits[i] for i in keep), (config.thresholds[i] for i in keep))
+    return problem.config(
+        (config.exits[i] for i in keep),
+        (config.thresholds[i] for i in keep),
+        rules=(rules[i] for i in keep),
+    )

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ..budget import Budget
 from ..encoding import MixedEncoding
+from ..learned import params_from_json
 from ..storage import get_storage, open_study, problem_fingerprint, run_record
 from ._optuna_space import Space, make_sampler, optimize, quiet
 from ._population import import_optional
@@ -37,6 +38,7 @@ def run_worker(spec: dict) -> list[int]:
             score=spec["score"],
             costs=costs,
             samples=spec["samples"],
+            params=params_from_json(spec["params"]),
         )  # the data digest is checked below
         fp = problem_fingerprint(problem, spec["encoding"])
         sampler = make_sampler(optuna, spec["sampler"], spec["seed"], spec["pop_size"])

@@ -54,12 +54,6 @@ class RuleOptions:
     def config(self, options, thresholds) -> ExitConfig:
         """The configuration enabling ``options`` (execution order) at ``thresholds``."""
         E = self.base.n_exits
-        config = ExitConfig(
-            tuple(v % E for v in options),
-            tuple(float(t) for t in thresholds),
-            self.score,
-            rules=tuple(self.rules[v // E] for v in options),
+        return self.base.config(  # with the params the problem learned for its learned exits
+            [v % E for v in options], thresholds, [self.rules[v // E] for v in options]
         )
-        return config.built_for(
-            self.cache
-        )  # the problem's own exits and rules, thresholds in each rule's range

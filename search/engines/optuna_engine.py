@@ -23,6 +23,7 @@ from ..budget import Budget
 from ..encoding import MixedEncoding, check_constraints, constraint_values
 from ..front import non_dominated
 from ..indicators import hypervolume
+from ..learned import params_to_json
 from ..storage import (
     default_study_name,
     describe_storage,
@@ -223,6 +224,9 @@ class OptunaEngine(BaseEngine):
                 samples=samples,
                 objective=problem.objective,
                 score=problem.score,
+                params=params_to_json(
+                    problem.params
+                ),  # learned rules: the fit's params, never refitted
                 encoding=self.encoding,
                 cost_table=table_name(problem.costs),
                 cost_batch_size=getattr(problem.costs, "batch_size", None),

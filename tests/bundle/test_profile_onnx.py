@@ -11,6 +11,7 @@ from bundle import open_bundle
 from data_cache.cost_tables import read_cost_table
 from exits.profile import main
 from search.config import ExitConfig
+from search.learned import config_params
 from search.problem import ExitProblem
 from search.time_cost import TimeCostModel
 
@@ -38,12 +39,11 @@ def test_the_table_times_every_graph_and_every_served_exit(setup):
 
 def test_every_configuration_of_the_bundle_gets_a_time(setup):
     _, cache, doc, _, _ = setup
-    names = [e.name for e in cache.exits]
     for entry in doc["configs"]:
-        score = entry["exits"][0].get("score", "max_prob") if entry["exits"] else "max_prob"
-        cfg = ExitConfig(tuple(names.index(e["name"]) for e in entry["exits"]),
-                         tuple(e["threshold"] for e in entry["exits"]), score)
-        leave = ExitProblem(cache, "holdout", score=score).assign(cfg)
+        cfg = ExitConfig.from_json(entry["exits"], cache, doc.get("score", "max_prob"))
+        # a learned rule (gate) scores with the params the configuration carries, never refitted
+        leave = ExitProblem(cache, "holdout", score=cfg.score, rules=cfg.rule_set,
+                            params=config_params([cfg])).assign(cfg)
         est = TimeCostModel.from_cache(cache, "ort-t1").estimate(cfg.exits, leave)
         assert est.time_per_sample_s > 0 and est.base_time_per_sample_s > 0
 

@@ -20,6 +20,7 @@ from exits.checkpoints import save_checkpoint
 from exits.export_bundle import export_bundle
 from exits.runtime import ExitRuntime
 from exits.runtime import exit_scores as torch_exit_scores
+from search.learned import config_params
 from search.problem import ExitProblem
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -57,7 +58,7 @@ def test_resnet_router_agrees_with_exit_runtime_and_the_cache(resnet):
     used = _same_as_runtime(router, runtime, x, zip(router.configs, runtime.configs))
     assert len(used) >= 4  # samples really leave at several exits
     for c in router.configs:  # and as the search predicted, on the cache
-        problem = ExitProblem(cache, "holdout", score=c.score, rules=c.rule_set)
+        problem = ExitProblem(cache, "holdout", score=c.score, rules=c.rule_set, params=config_params([c]))
         result = router.run(x.numpy(), c)
         np.testing.assert_array_equal(result.exits, problem.assign(c))
         assert result.relative_cost == pytest.approx(c.relative_cost("holdout"), rel=1e-12)

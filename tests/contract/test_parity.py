@@ -1,7 +1,8 @@
 """Every registered exit rule through the three sides on the same inputs: the search (from a cache stored as the
 dump stores it), the runtime (torch) and the bundle router (numpy + onnxruntime); identical decisions required.
 
-A new rule registered in ``contract/rules`` is picked up here with no change to this file.
+A new rule registered in ``contract/rules`` is picked up here with no change to this file (a rule with learned params,
+``gate``, is fitted per exit on the cache first and travels in the configurations).
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from data_cache.memory import InMemoryCache
 from exits.dump import exit_topk
 from exits.runtime import ExitRuntime
 from exits.runtime import exit_scores as runtime_scores
+from search.learned import config_params
 from search.problem import ExitProblem
 
 N_EXITS, N, C, K = 3, 400, 10, 3
@@ -53,9 +55,9 @@ def test_every_rule_scores_and_decides_identically_on_every_side(name):
     """At every threshold equal to a score (the hardest ties), runtime decides exactly as the search; the
     router as well for rules read from logits, and for top-k rules away from float32 rounding of softmax."""
     z = _logits()
-    rule = get_rule(name)
-    problem = ExitProblem(_cache(z), "search", score=name)
+    problem = ExitProblem(_cache(z), "search", score=name)       # a learned rule (gate) fitted here, per exit
     for e in range(N_EXITS - 1):
+        rule = get_rule(name, problem.params[name][e]) if name in problem.params else get_rule(name)
         cached = problem.scores[e]
         torch_s, torch_p = runtime_scores(torch.from_numpy(z[e]), rule)
         np_s, np_p = router_scores(z[e], rule)
@@ -93,7 +95,7 @@ def test_every_rule_through_search_runtime_and_router_end_to_end(every_rule_bund
     runtime = ExitRuntime(model, doc, cache=cache)
     x = splits["holdout"].images
     for rc, tc in zip(router.configs, runtime.configs):
-        want = ExitProblem(cache, "holdout", score=tc.score, rules=tc.rule_set).assign(tc)
+        want = ExitProblem(cache, "holdout", score=tc.score, rules=tc.rule_set, params=config_params([tc])).assign(tc)
         got_runtime, got_router = runtime.run(x, tc), router.run(x.numpy(), rc)
         np.testing.assert_array_equal(got_runtime.exits.numpy(), want)
         np.testing.assert_array_equal(got_router.exits, want)

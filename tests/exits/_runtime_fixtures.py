@@ -9,11 +9,11 @@ import torch
 from exits import attach_exits
 from exits.data import TensorDataset
 from exits.dump import dump_cache
-from search.config import ExitConfig
+from contract import RuleInputs, rule_class
 from search.export import build_export
 from search.problem import ExitProblem
 
-__all__ = ["tiny_model", "tiny_splits", "dump", "safe_thresholds", "make_export", "certify"]
+__all__ = ["tiny_model", "tiny_splits", "dump", "safe_thresholds", "learned_params", "make_export", "certify"]
 
 
 def tiny_model(seed: int = 0, **kwargs):
@@ -46,11 +46,28 @@ def safe_thresholds(scores: np.ndarray, quantile: float) -> float:
     return float((s[j] + s[j + 1]) / 2)
 
 
+def learned_params(cache, rules) -> dict:
+    """Params of the learned rules among ``rules`` (``gate``) at every early exit, fitted on the search and holdout
+    rows together (the tiny splits are too small to fit on one; these tests check scoring, not fitting)."""
+    out = {}
+    for name in rules:
+        rule = rule_class(name)()
+        if not rule.learned:
+            continue
+        out[name] = {}
+        for e in range(len(cache.exits) - 1):
+            probs = np.concatenate([np.asarray(cache.topk_probs(s))[e, :rule.k].T for s in ("search", "holdout")])
+            right = np.concatenate([np.asarray(cache.topk_ids(s))[e, 0] == np.asarray(cache.labels(s))
+                                    for s in ("search", "holdout")])
+            out[name][e] = rule.fit(RuleInputs(topk_probs=np.ascontiguousarray(probs)), right).to_json()
+    return out
+
+
 def make_export(cache, score: str = "max_prob", split: str = "holdout", rules: tuple[str, ...] = ()) -> dict:
     """An export of several configurations (one, two and three early exits; the base) on ``cache``; with
     ``rules``, the j-th enabled exit of each uses ``rules[j % len(rules)]`` (configurations mixing rules)."""
     rules = tuple(rules) or (score,)
-    search = ExitProblem(cache, "search", score=rules[0], rules=rules)
+    search = ExitProblem(cache, "search", score=rules[0], rules=rules, params=learned_params(cache, rules))
     holdout = search.on_split("holdout")
     ref = holdout if split == "holdout" else search
     early = [i for i, e in enumerate(cache.exits[:-1])]
@@ -72,7 +89,7 @@ def make_export(cache, score: str = "max_prob", split: str = "holdout", rules: t
             exits.append(e)
             thr.append(t)
             remaining &= ~(s > t)
-        entries.append(("test", ExitConfig(tuple(exits), tuple(thr), rules[0], rules=names)))
+        entries.append(("test", search.config(exits, thr, names)))
     return build_export(entries, search=search, holdout=holdout, pareto=False)
 
 

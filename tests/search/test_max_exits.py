@@ -94,3 +94,18 @@ def test_command_line(capsys, tmp_path):
     assert main(["--methods", "dp", "--max-exits", "99"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1] == "error: --max-exits 99 is above the number of exit positions (8); choose 1 to 8"
+
+
+def test_repair_keeps_each_exits_own_rule():
+    """Regression: the repair rebuilt a capped configuration with the problem's default score, so a configuration
+    mixing rules lost its per-exit rules (and was scored with the wrong one)."""
+    problem = ExitProblem(make_synthetic_cache(2000, 4, n_head_types=1, seed=3), rules=("margin",))
+    base = run_search(problem, "global").configs[len(run_search(problem, "global")) // 2]
+    rules = ("margin", "max_prob", "margin", "max_prob")
+    lo = {r: problem.rule_objects[r].threshold_range()[0] for r in set(rules)}
+    config = problem.config(base.exits, [max(t, lo[r]) for t, r in zip(base.thresholds, rules)], rules=rules)
+    capped = cap_config(problem, config, 2)
+    served = problem.evaluate_one(config).exit_fractions
+    kept = sorted(sorted(config.exits, key=lambda e: -served[e])[:2])
+    assert capped.exits == tuple(kept)
+    assert capped.rule_names == tuple(r for e, r in zip(config.exits, rules) if e in kept)
