@@ -4,14 +4,17 @@ Each benchmark cache's rows (search and holdout; the demo also its calibration s
 A draw takes a search split of the usual size from it with replacement (the demo: a search and a
 calibration split of its sizes; synthetic caches: a search split cut into fit and calibration at the
 default fraction), answers "cheapest within X points, certified at delta = 0.1", and measures the answer on
-the whole population. Reported per cache, asked drop and sequence order:
+the whole population. Reported per cache, asked drop and procedure (sequence order, tempered candidates,
+fixed-sequence or fallback walk; every procedure sees the same draws):
 - validity: the share of draws whose population drop exceeds the asked drop (<= delta within MC error);
 - efficiency: mean population saving of the answer / the saving of the best configuration of the
   population's own dp front within the asked drop on the population;
 - nothing certified: the share of draws where nothing cheaper than the base model was certified.
 
-Usage: python benchmarks/bench_population.py [--draws 100] [--caches A,B,C,S,demo] [--orders fit_z,cost+temper]
-Figures go to benchmarks/results/population.json.
+Usage: python benchmarks/bench_population.py [--draws 100] [--caches A,B,C,S,demo]
+    [--orders cost+temper,agree+temper,agree+temper+fallback] [--out population_fallback]
+Figures go to benchmarks/results/<out>.json (population.json: the former orders; population_fallback.json:
+the agreement order and the fallback walk against the cost order).
 """
 from __future__ import annotations
 
@@ -69,6 +72,14 @@ class Population:
         return self.base_accuracy - ev.accuracy, 1.0 - ev.relative_cost
 
 
+def _procedure(spec: str) -> dict:
+    """certify_drop's keywords for ``order[+temper|+temper9][+fallback]``."""
+    order, *extras = spec.split("+")
+    temper = {"temper": True, "temper9": tuple(np.arange(1, 10) / 10)}
+    return {"order": order, "temper": next((temper[e] for e in extras if e in temper), False),
+            "procedure": "fallback" if "fallback" in extras else "fixed"}
+
+
 def run_cache(name: str, cache, draws: int, orders: list[str]) -> dict:
     pop = Population(cache)
     best = {a: saving_at_drop(pop.F, pop.base_accuracy, a) for a in ASKED}
@@ -80,9 +91,7 @@ def run_cache(name: str, cache, draws: int, orders: list[str]) -> dict:
         fit_front = DPEngine().run(roles.fit)
         for o in orders:
             for a in ASKED:
-                order, _, temper = o.partition("+")
-                shares = {"temper": True, "temper9": tuple(np.arange(1, 10) / 10), "": False}[temper]
-                ans = certify_drop(roles, a, delta=DEFAULT_DELTA, fit_front=fit_front, order=order, temper=shares)
+                ans = certify_drop(roles, a, delta=DEFAULT_DELTA, fit_front=fit_front, **_procedure(o))
                 drop, saving = pop.measure(ans.config)
                 rows[o][a].append((drop, saving, ans.certificate is not None and saving > 0))
         if d % 20 == 19:
@@ -110,9 +119,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--draws", type=positive_int, default=100)
     ap.add_argument("--caches", default="A,B,C,S,demo")
-    ap.add_argument("--orders", default="fit_z,cost+temper",
-                    help="sequence orders to compare (fit_z, cost, smoothed; '+temper' adds tempered candidates)")
-    ap.add_argument("--out", default="population")
+    ap.add_argument("--orders", default="cost+temper,agree+temper,agree+temper+fallback",
+                    help="procedures to compare: an order (agree, cost, smoothed, fit_z), '+temper' adds tempered "
+                         "candidates, '+fallback' walks with the fallback procedure")
+    ap.add_argument("--out", default="population_fallback")
     args = ap.parse_args()
     specs = {**{k.split(":")[0]: v for k, v in CACHES.items()}, **SMALL}
     figures = {"delta": DEFAULT_DELTA, "asked_drop_points": [100 * a for a in ASKED], "machine": describe_machine(),

@@ -1,5 +1,6 @@
 """Pareto Testing's candidate sequences, fixed on the fit part alone before calibration is looked at:
-tempered candidates, the drop query's orders (``cost``, ``smoothed``, ``fit_z``) and the budget query's."""
+tempered candidates, the drop query's orders (``agree``, ``cost``, ``smoothed``, ``fit_z``) and the budget
+query's."""
 
 from __future__ import annotations
 
@@ -16,10 +17,8 @@ from .problem import ExitProblem
 
 __all__ = ["DEFAULT_ORDER", "ORDERS", "budget_sequence", "dedupe", "drop_sequence", "tempered"]
 
-DEFAULT_ORDER = (
-    "cost"  # the drop sequence: most expensive first (benchmarks/bench_population.py compares)
-)
-ORDERS = ("cost", "smoothed", "fit_z")
+DEFAULT_ORDER = "agree"  # the drop sequence (benchmarks/bench_population.py compares the orders)
+ORDERS = ("agree", "cost", "smoothed", "fit_z")
 _SLACK = 1.0  # keep candidates whose predicted z on calibration is within this of passing
 
 
@@ -52,15 +51,17 @@ def dedupe(configs: list[ExitConfig]) -> list[ExitConfig]:
 
 def _fit_rows(
     fit: ExitProblem, candidates: list[ExitConfig], eps: float
-) -> list[tuple[float, float, float, ExitConfig]]:
-    """Per candidate on the fit part: observed drop, its per-sample variance, mean relative cost."""
+) -> list[tuple[float, float, float, ExitConfig, float]]:
+    """Per candidate on the fit part: observed drop, its per-sample variance, mean relative cost, the
+    candidate, and its discordance (share of samples where it and the base model disagree on being right)."""
     n_f = fit.n_samples
     base = fit.correct[fit.final_exit]
     rows = []
     for c in candidates:
         right, cost, _ = outcomes(fit, c)
         L = paired_losses(right, base)
-        rows.append((L.drop, max(L.discordance - L.drop**2, 1.0 / n_f), float(cost.mean()), c))
+        var = max(L.discordance - L.drop**2, 1.0 / n_f)
+        rows.append((L.drop, var, float(cost.mean()), c, L.discordance))
     return rows
 
 
@@ -96,7 +97,10 @@ def drop_sequence(
     only if cheaper than all safer ones, stopped where the predicted z on ``n_cal`` samples is out of
     reach. ``cost``: most expensive first, the candidates out of reach dropped. ``smoothed``: most
     expensive first, out of reach judged on the fit drop smoothed along the cost axis (non-increasing in
-    cost, so lucky or unlucky single candidates take their neighbours' level).
+    cost, so lucky or unlucky single candidates take their neighbours' level). ``agree`` (the default):
+    ``cost``, each candidate kept only if no cheaper one disagrees with the base on fewer fit samples;
+    a candidate that disagrees more than a cheaper one is one whose fit drop is most likely luck (the
+    fit front picked it for its gains on the fit rows), and its failure would end the walk.
     """
     from scipy import stats
 
@@ -107,7 +111,7 @@ def drop_sequence(
     if order == "fit_z":
         rows.sort(key=lambda r: (-(eps - r[0]) / math.sqrt(r[1]), -r[2]))
         sequence, cheapest = [], math.inf
-        for drop, var, cost, c in rows:
+        for drop, var, cost, c, _ in rows:
             if (eps - drop) / math.sqrt(var) * math.sqrt(n_cal) < z_pass:
                 break
             if cost < cheapest:
@@ -118,17 +122,24 @@ def drop_sequence(
     drops = np.array([r[0] for r in rows])
     if order == "smoothed" and rows:
         drops = _isotonic_decreasing(drops, np.ones(len(rows)))
-    sequence, last_cost = [], None
-    for (_, var, cost, c), d in reversed(list(zip(rows, drops, strict=True))):
+    kept, last_cost = [], None
+    for (_, var, cost, c, s), d in reversed(list(zip(rows, drops, strict=True))):
         if (
             cost >= 1.0
             or (eps - d) / math.sqrt(var) * math.sqrt(n_cal) < z_pass
             or cost == last_cost
         ):
             continue  # no cheaper than the base model, out of reach, or a tie
-        sequence.append(c)
+        kept.append((c, s))
         last_cost = cost
-    return sequence
+    if order != "agree":
+        return [c for c, _ in kept]
+    sequence, least = [], math.inf
+    for c, s in reversed(kept):  # cheapest first: keep those agreeing more than every cheaper one
+        if s <= least:
+            sequence.append(c)
+        least = min(least, s)
+    return sequence[::-1]
 
 
 def budget_sequence(

@@ -4,6 +4,7 @@ test re-run (``search.pareto_testing`` builds the sequences and runs the walk)."
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,7 @@ __all__ = [
     "Certificate",
     "CertifiedAnswer",
     "cost_p_value",
+    "fallback_test",
     "fixed_sequence_test",
     "losses_of",
     "outcomes",
@@ -72,11 +74,12 @@ def retest(cal: ExitProblem, config: ExitConfig, cert: dict) -> dict:
     right, cost, top = outcomes(cal, config)
     if cert["kind"] == "drop":
         b, eps = get_bound(cert["bound"]), cert["certified_drop"]
+        level = cert.get("level", delta)  # a fallback walk tests at a share of delta
         L = paired_losses(right, cal.correct[cal.final_exit])
         return {
-            "certified": b.certifies(L, eps, delta),
+            "certified": b.certifies(L, eps, level),
             "n_cal": cal.n_samples,
-            "p_value": b.p_value(L, eps, delta),
+            "p_value": b.p_value(L, eps, level),
             "observed_drop": L.drop,
         }
     p = cost_p_value(cost, top, cert["certified_relative_cost"], delta)
@@ -110,6 +113,9 @@ class Certificate:
     tested: int  # configurations tested before the walk stopped
     sequence: int  # configurations in the sequence
     accuracy_lower_bound: float | None = None
+    level: float | None = (
+        None  # fallback walk: the level (<= delta) this configuration's test passed at
+    )
 
     def to_json(self) -> dict:
         doc = {
@@ -129,6 +135,8 @@ class Certificate:
             doc["fraction"] = self.fraction
         if self.accuracy_lower_bound is not None:
             doc["accuracy_lower_bound"] = self.accuracy_lower_bound
+        if self.level is not None:
+            doc["level"] = self.level
         return doc
 
 
@@ -160,3 +168,31 @@ def fixed_sequence_test(sequence: list, passes: Callable[[Any], bool]) -> int:
             break
         n += 1
     return n
+
+
+def fallback_test(
+    sequence: list,
+    weights: list[float],
+    passes: Callable[[Any, float], bool],
+    cap: float | None = None,
+) -> list[tuple[int, float]]:
+    """Wiens' fallback procedure: item ``i`` is tested at level ``weights[i]`` plus the level of item
+    ``i - 1`` when that one passed (a failure passes nothing on, and the walk goes on); returns the
+    ``(index, level)`` of every item that passed. Items whose level is 0 are not tested.
+
+    The family-wise error is at most ``sum(weights)`` under any dependence: at the first true hypothesis
+    rejected, every earlier true one failed, so its level sums only weights after the previous true one;
+    these ranges are disjoint, and a union bound gives ``sum(weights)``. ``weights = (delta, 0, ...)`` is the
+    fixed-sequence test. ``cap`` (default: the weights' exact sum) keeps a carried level from rising above
+    the total through rounding.
+    """
+    passed: list[tuple[int, float]] = []
+    carry, total = 0.0, math.fsum(weights) if cap is None else cap
+    for i, (item, w) in enumerate(zip(sequence, weights, strict=True)):
+        level = min(carry + w, total)  # never above the total through rounding
+        if level > 0.0 and passes(item, level):
+            passed.append((i, level))
+            carry = level
+        else:
+            carry = 0.0
+    return passed

@@ -148,6 +148,7 @@ def certificate_problems(cert, field: str = "certificate") -> list[str]:
         "tested": _at_least(1),
         "sequence": _at_least(1),
         "accuracy_lower_bound": _in(0.0, 1.0),
+        "level": _in(0.0, 0.5, open_lo=True),
     }
     problems = [f"{field}.{key}: missing" for key in required if key not in cert]
     if cert.get("split") == "search" and "fraction" not in cert:
@@ -164,6 +165,11 @@ def certificate_problems(cert, field: str = "certificate") -> list[str]:
     ):
         problems.append(
             f"{field}.tested: {cert['tested']} configurations tested of a sequence of {cert['sequence']}"
+        )
+    if not problems and "level" in cert and (kind != "drop" or cert["level"] > cert["delta"]):
+        problems.append(
+            f"{field}.level: {cert['level']!r} must be a drop test's level, at most delta {cert['delta']!r} "
+            "(a fallback walk's share of it)"
         )
     if not problems and "accuracy_lower_bound" in cert and "sequence" not in cert:
         problems.append(f"{field}.sequence: missing (the accuracy bound holds at delta / sequence)")

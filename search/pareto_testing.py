@@ -10,11 +10,14 @@ answers at a ladder of drops below eps, and *tempered* copies of each (threshold
 the way to the exit's highest fit score: safer configurations between the fit front and the base model,
 which the fit front skips where cheaper configurations did better on the fit part by chance). Before
 calibration is looked at they are ordered most expensive first, those whose fit rates could not pass at
-this calibration size left out (``order="fit_z"``, the former default, orders by the fit part's z
-statistic instead). Fixed-sequence testing then walks the order on calibration, accepting while the
-bound (``search.certify``) rejects H: drop > eps at level delta, and stops at the first failure; the
+this calibration size left out, and each kept only if no cheaper one disagrees with the base model on
+fewer fit samples (``search.candidate_sequence``; ``order="fit_z"``, an older default, orders by the fit
+part's z statistic instead). Fixed-sequence testing then walks the order on calibration, accepting while
+the bound (``search.certify``) rejects H: drop > eps at level delta, and stops at the first failure; the
 cheapest accepted is returned. The walk is valid at level delta whatever its length and order, as long
-as the order is fixed without calibration data.
+as the order is fixed without calibration data. ``procedure="fallback"`` walks the same sequence with
+Wiens' fallback procedure instead (delta shared out, a failure no longer ends the walk;
+``search.certificates.fallback_test``); the population benchmark found no gain, so it is not the default.
 "Most accurate within relative cost B" is the mirror image: certifies mean relative cost <= B (betting
 test on per-sample cost / its maximum) and reports a lower confidence bound on the accuracy.
 """
@@ -33,6 +36,7 @@ from .certificates import (
     Certificate,
     CertifiedAnswer,
     cost_p_value,
+    fallback_test,
     fixed_sequence_test,
     losses_of,
     outcomes,
@@ -56,6 +60,7 @@ from .units import check_drop_points, points_to_fraction
 
 __all__ = [
     "DEFAULT_DELTA",
+    "PROCEDURES",
     "Certificate",
     "CertifiedAnswer",
     "certified_within_drop",
@@ -63,12 +68,16 @@ __all__ = [
     "fit_front",
     "certify_drop",
     "certify_budget",
+    "fallback_test",
+    "fallback_weights",
     "fixed_sequence_test",
     "outcomes",
     "retest",
 ]
 
 DEFAULT_DELTA = 0.1
+PROCEDURES = ("fixed", "fallback")  # how the drop query walks its sequence
+_FALLBACK_SPREAD = 0.2  # the fallback walk's share of delta spread over all but the first candidate
 _LADDER_STEPS = 8  # constrained answers at drops eps * k / 8, k = 0..7 (budgets likewise below B)
 _TEMPER = (
     0.25,
@@ -132,10 +141,13 @@ def certify_drop(
     max_exits: int | None = None,
     order: str = DEFAULT_ORDER,
     temper: bool | tuple[float, ...] = True,
+    procedure: str = "fixed",
 ) -> CertifiedAnswer:
     """Pareto Testing for a drop limit (``max_drop`` a fraction here) on given roles; ``fit_front`` must have
     been searched on ``roles.fit`` alone (default: dp on it). ``max_exits``: every candidate enables at most
-    that many exits."""
+    that many exits. ``procedure``: ``fixed`` (stop at the first failure) or ``fallback``."""
+    if procedure not in PROCEDURES:
+        raise SearchError(f"procedure {procedure!r}: choose one of {list(PROCEDURES)}")
     b = get_bound(bound)
     fit, cal = roles.fit, roles.calibration
     fit_front = _capped(
@@ -145,12 +157,15 @@ def certify_drop(
     sequence = drop_sequence(fit, candidates, max_drop, delta, cal.n_samples, order)
     losses = {}
 
-    def passes(c: ExitConfig) -> bool:
+    def passes(c: ExitConfig, level: float = delta) -> bool:
         losses[c] = losses_of(cal, c)
-        return b.certifies(losses[c], max_drop, delta)
+        return b.certifies(losses[c], max_drop, level)
 
-    n_pass = fixed_sequence_test(sequence, passes)
-    if n_pass == 0:
+    if procedure == "fixed":
+        passed = [(i, delta) for i in range(fixed_sequence_test(sequence, passes))]
+    else:
+        passed = fallback_test(sequence, fallback_weights(len(sequence), delta), passes, delta)
+    if not passed:
         return CertifiedAnswer(
             ExitConfig(score=fit.score),
             None,
@@ -158,8 +173,10 @@ def certify_drop(
             sequence,
             *_what_it_would_take(sequence, cal, max_drop, delta, b.name),
         )
-    chosen = sequence[n_pass - 1]
-    L = losses[chosen]
+    i, level = passed[
+        -1
+    ]  # the sequence runs from expensive to cheap: the last passed is the cheapest
+    chosen, L = sequence[i], losses[sequence[i]]
     cert = Certificate(
         "drop",
         b.name,
@@ -169,12 +186,23 @@ def certify_drop(
         roles.split,
         roles.fraction,
         roles.seed,
-        b.p_value(L, max_drop, delta),
+        b.p_value(L, max_drop, level),
         L.drop,
         len(losses),
         len(sequence),
+        level=None if procedure == "fixed" else float(level),
     )
     return CertifiedAnswer(chosen, cert, roles, sequence)
+
+
+def fallback_weights(m: int, delta: float) -> list[float]:
+    """The fallback walk's levels for a sequence of ``m``: most of ``delta`` on the first (safest) candidate,
+    so that a run of passes carries nearly all of it, and ``_FALLBACK_SPREAD`` of it spread evenly over the
+    others, so that a failure leaves the rest a level of their own. They sum to ``delta``."""
+    if m <= 1:
+        return [delta] * m
+    rest = delta * _FALLBACK_SPREAD / (m - 1)
+    return [delta - rest * (m - 1)] + [rest] * (m - 1)
 
 
 def _drop_candidates(

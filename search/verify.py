@@ -261,7 +261,7 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
         observed = got.get("observed_drop", got.get("observed_relative_cost"))
         raise SearchError(
             f"{where}.{limit}: {_text(cert[limit])} does not reproduce: the {cert['bound']} test on "
-            f"{rows} gives p = {got['p_value']:.4g} > delta {cert['delta']:g} (observed "
+            f"{rows} gives p = {got['p_value']:.4g} > {_level_text(cert)} (observed "
             f"{cert['kind']} {observed:.6g})"
         )
     _compare(cert, {k: v for k, v in got.items() if k.startswith("observed")}, where)
@@ -272,6 +272,13 @@ def _check_certificate(ctx: _Context, i: int, cid: str, config: ExitConfig) -> l
         _P_TOLERANCE,
     )
     return warnings
+
+
+def _level_text(cert: dict) -> str:
+    """The level a certificate's test must pass: delta, or a fallback walk's share of it."""
+    if "level" in cert:
+        return f"level {cert['level']:.4g} (fallback share of delta {cert['delta']:g})"
+    return f"delta {cert['delta']:g}"
 
 
 def _costs(doc: dict, cache) -> CostTable:

@@ -101,6 +101,8 @@ BAD += [
     ("fraction missing on a cut", _cert("fraction", _DELETE), f"{C0}.fraction: missing"),
     ("p-value 2", _cert("p_value", 2), f"{C0}.p_value: must be a number in [0, 1]"),
     ("tested beyond the sequence", _cert("tested", 9), f"{C0}.tested: 9 configurations tested of a sequence of 3"),
+    ("fallback level above delta", _cert("level", 0.2), f"{C0}.level: 0.2 must be a drop test's level, at most delta"),
+    ("fallback level 0", _cert("level", 0), f"{C0}.level: must be a number in (0, 0.5]"),
     ("cost certificate with a drop bound", lambda d: d["configs"][0].update(certificate={
         **{k: v for k, v in CERT.items() if k not in ("certified_drop", "observed_drop")},
         "kind": "cost", "certified_relative_cost": 0.7}), f"{C0}.bound: must be one of ['betting']"),

@@ -13,7 +13,7 @@ from data_cache import format as fmt
 from data_cache.memory import InMemoryCache
 from data_cache.synthetic import make_synthetic_cache
 from search import ExitConfig, ExitProblem, SearchError
-from search.calibration import Roles, check_calibration_split
+from search.calibration import Roles, calibration_roles, check_calibration_split
 from search.exact import SplitEvaluator
 from search.export import build_export
 from search.overlap import row_hashes, split_overlap
@@ -229,3 +229,21 @@ def test_a_holdout_repeating_the_calibration_rows_cut_from_search_is_flagged():
     (line,) = verify_export(_export(fit, answer), cache).warnings
     assert line.startswith(f"{answer.certificate.n_cal} of the {answer.certificate.n_cal} calibration (cut from "
                            "search) rows repeat rows of holdout by content")
+
+
+def test_a_fallback_certificate_verifies_at_its_level_and_an_edited_level_is_refused():
+    """A fallback walk records the level its answer passed at; verify re-runs the test at that level, an old
+    certificate (no level) at delta."""
+    cache = make_synthetic_cache(12_000, 3, n_head_types=2, seed=9)
+    fit = ExitProblem(cache)
+    roles = calibration_roles(fit, fraction=0.5, seed=3)
+    answer = certify_drop(roles, 0.02, procedure="fallback")
+    cert = answer.certificate.to_json()
+    assert 0 < cert["level"] <= cert["delta"]
+    doc = _export(fit, answer)
+    assert verify_export(doc, cache).n_certificates == 1
+    i, entry = next((i, e) for i, e in enumerate(doc["configs"]) if "certificate" in e)
+    edited = copy.deepcopy(doc)
+    edited["configs"][i]["certificate"]["level"] = 1e-9
+    _refused(edited, cache, f"configs[{i}] (id {entry['id']!r}): certificate.certified_drop: 0.02 does not "
+                            "reproduce")
