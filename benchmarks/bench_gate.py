@@ -14,7 +14,6 @@ Usage: python benchmarks/bench_gate.py [--draws N]; figures go to benchmarks/res
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
-from benchmarks.bench_rules import ASKED, SMALL, _population, _sizes  # noqa: E402
+from benchmarks.bench_rules import ASKED, SMALL, _population, _sizes, summarise  # noqa: E402
 from data_cache import open_cache  # noqa: E402
 from data_cache.bundled import bundled_cache_path  # noqa: E402
 from data_cache.cli_types import positive_int  # noqa: E402
@@ -43,7 +42,7 @@ def _draw(population, single: ExitProblem, d: int, n_fit: int, n_cal: int) -> di
     fit_idx, cal_idx = np.sort(perm[:n_fit]), perm[n_fit:]
     gated = ExitProblem(population, "pool", rules=("max_prob", "gate"), fit_rows=fit_idx)
     out = {}
-    for label, problem in zip(LABELS, (single, gated)):
+    for label, problem in zip(LABELS, (single, gated), strict=True):
         roles = Roles(problem.take(fit_idx), problem.take(cal_idx), "search", DEFAULT_FRACTION, d)
         front = DPEngine().run(roles.fit)
         for asked in ASKED:
@@ -72,15 +71,8 @@ def run_cache(name: str, cache, draws: int) -> dict:
            "seconds": time.perf_counter() - t0}
     for asked in ASKED:
         by = {label: rows[(label, asked)] for label in LABELS}
-        diff = 100 * (np.array([r["saving"] for r in by[LABELS[1]]]) - [r["saving"] for r in by[LABELS[0]]])
-        out[f"asked_{100 * asked:g}_points"] = {
-            label: {"mean_saving": float(np.mean([r["saving"] for r in r_])),
-                    "violation_share": float(np.mean([r["drop"] > asked for r in r_])),
-                    "nothing_certified_share": float(np.mean([not r["certified"] for r in r_])),
-                    "answer_uses_gate_share": float(np.mean([r["uses_gate"] for r in r_]))}
-            for label, r_ in by.items()} | {
-            "gain_points_mean": float(diff.mean()),
-            "gain_points_se": float(diff.std(ddof=1) / math.sqrt(draws)) if draws > 1 else None}
+        out[f"asked_{100 * asked:g}_points"] = summarise(by, LABELS[0], LABELS[1], asked,
+                                                          ("uses_gate", "answer_uses_gate_share"))
     return out
 
 

@@ -90,18 +90,24 @@ def run_cache(name: str, cache, draws: int) -> dict:
     out = {"population": pool.n_samples, "fit": n_fit, "calibration": n_cal, "rules_auto": list(pool.rules),
            "draws": draws, "seconds": time.perf_counter() - t0}
     for asked, by in rows.items():
-        s_mp = np.array([r["saving"] for r in by["max_prob"]])
-        s_au = np.array([r["saving"] for r in by["auto"]])
-        diff = 100 * (s_au - s_mp)
-        out[f"asked_{100 * float(asked):g}_points"] = {
-            label: {"mean_saving": float(np.mean([r["saving"] for r in r_])),
-                    "violation_share": float(np.mean([r["drop"] > float(asked) for r in r_])),
-                    "nothing_certified_share": float(np.mean([not r["certified"] for r in r_])),
-                    "mixed_rules_share": float(np.mean([r["mixed"] for r in r_]))}
-            for label, r_ in by.items()} | {
-            "gain_points_mean": float(diff.mean()),
-            "gain_points_se": float(diff.std(ddof=1) / math.sqrt(draws)) if draws > 1 else None}
+        out[f"asked_{100 * float(asked):g}_points"] = summarise(by, "max_prob", "auto", float(asked),
+                                                                 ("mixed", "mixed_rules_share"))
     return out
+
+
+def summarise(by: dict[str, list[dict]], reference: str, other: str, asked: float,
+              flag: tuple[str, str]) -> dict:
+    """Per label: mean saving, violation, nothing-certified and ``flag`` (row key, output key) shares of its
+    draws; and ``other`` minus ``reference`` in points of saving, paired over the draws (mean, standard error)."""
+    diff = 100 * (np.array([r["saving"] for r in by[other]]) - [r["saving"] for r in by[reference]])
+    n = len(diff)
+    return {label: {"mean_saving": float(np.mean([r["saving"] for r in r_])),
+                    "violation_share": float(np.mean([r["drop"] > asked for r in r_])),
+                    "nothing_certified_share": float(np.mean([not r["certified"] for r in r_])),
+                    flag[1]: float(np.mean([r[flag[0]] for r in r_]))}
+            for label, r_ in by.items()} | {
+        "gain_points_mean": float(diff.mean()),
+        "gain_points_se": float(diff.std(ddof=1) / math.sqrt(n)) if n > 1 else None}
 
 
 def main(argv=None) -> int:
