@@ -244,8 +244,9 @@ SPEED_COLUMNS = ("MAC est: 1 / measured relative MACs, what the MACs alone predi
                  "b1 mean / b1 med: batch-1 speedups by mean latency (what throughput at batch 1 follows) and by "
                  "median latency")
 
-REMEDY = ("fewer enabled exits (search with --max-exits K) or a time objective (search --objective latency on a "
-          "cache dumped with --latency 1)")
+REMEDY = ("search on time at batch 1 (python -m exits.profile ... --name T, then search.pareto --objective time "
+          "--cost-table T --batch-size 1: it enables fewer exits where they do not pay) or cap the exits "
+          "(--max-exits K)")
 
 
 def slower_at_batch1(entry: dict[str, Any], overhead: Callable[[dict[str, Any]], str] | None = None) -> str:

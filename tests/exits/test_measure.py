@@ -91,7 +91,7 @@ def test_batch1_mean_and_median_and_why_slower():
     why = [line for line in lines if line.startswith("slow:")]
     assert len(why) == 1 and not any(line.startswith("fast:") for line in lines)
     assert "mean speedup 0.81x, base 0.150 ms per image" in why[0] and "its 3 exits make 7 calls" in why[0]
-    assert "--max-exits" in why[0] and "--objective latency" in why[0]
+    assert "--max-exits" in why[0] and "--objective time" in why[0] and "--batch-size 1" in why[0]
     assert slower_at_batch1(_timed_row("x", 1.0, 0.5), None) == ""          # the median alone does not count
     assert "each of its 3 enabled exits adds a head and a step" in slower_at_batch1(_timed_row("x", 0.5, 0.5), None)
     untimed = {k: v for k, v in _timed_row("x", 0.5, 0.5).items() if k != "latency_b1"}
