@@ -51,3 +51,43 @@ def test_a_derived_item_keeps_what_it_computes_from_the_rounds_times():
     assert 2e-3 <= out["run"]["median_s"][0] < 5e-3   # about 3 ms: the run less the unit
     assert out["unit"]["median_s"][0] >= 2e-3
     assert out["never"]["median_s"] == [1e-9]          # a difference below zero is kept at 1 ns
+
+
+def test_eager_probes_chain_each_unit_to_what_the_one_before_it_wrote():
+    """In a sweep a segment reads the tensor its source segment's call just wrote (fresh input, as in a run), and
+    the probes come in execution order with each step after its head."""
+    import torch
+    from _runtime_fixtures import tiny_model
+
+    from exits._profile_targets import eager_probes
+    from exits.runtime import ExitRuntime
+
+    model = tiny_model().eval()
+    runtime = ExitRuntime(model, None, check_inputs=False)
+    probes = eager_probes(runtime, 4, "max_prob")
+    names = [p.name for p in probes]
+    for p in probes:
+        if p.kind == "step":
+            assert names[names.index(p.name) - 1] == f"head:{p.exit}"   # a step right after its head
+    seen: dict[str, tuple[int, int]] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            seen[name] = (inputs[0].data_ptr(), output.data_ptr())
+        return record
+
+    segments = [p for p in probes if p.kind == "segment"][:2]
+    handles = [u.module.register_forward_hook(hook(u.name)) for u in model.units if u.name in
+               {s.name for s in segments}]
+    try:
+        with torch.inference_mode():
+            first, second = (s.make(2) for s in segments)
+            first()
+            second()
+            assert seen[segments[1].name][0] == seen[segments[0].name][1]
+            first()   # a new call writes a new tensor, which the next call of the second unit reads
+            second()
+            assert seen[segments[1].name][0] == seen[segments[0].name][1]
+    finally:
+        for h in handles:
+            h.remove()
