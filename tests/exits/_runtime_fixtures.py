@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from contract import RuleInputs, rule_class
 from exits import attach_exits
 from exits.data import TensorDataset
 from exits.dump import dump_cache
-from contract import RuleInputs, rule_class
 from search.export import build_export
 from search.problem import ExitProblem
 
