@@ -50,9 +50,9 @@ def _time_calls(thunk: Callable[[], Any], repeats: int, sync: Callable[[], None]
 def _sweep(thunks: Sequence[Callable[[], Any]], repeats: int, sync: Callable[[], None]) -> list[float]:
     """Seconds per call of each thunk, run in order, one call each per sweep, ``repeats`` sweeps."""
     total = [0.0] * len(thunks)
+    sync()  # then each call ends synchronised, so the next one starts on an idle device
     for _ in range(repeats):
         for i, thunk in enumerate(thunks):
-            sync()
             t0 = time.perf_counter()
             thunk()
             sync()
