@@ -25,6 +25,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from benchmarks._machine import save_results  # noqa: E402
 from data_cache import open_cache  # noqa: E402
 from data_cache.bundled import bundled_cache_path  # noqa: E402
+from data_cache.cli_types import non_negative_int, positive_int  # noqa: E402
+from data_cache.errors import CacheError  # noqa: E402
 from search import Budget, ExitProblem, create_engine  # noqa: E402
 from search.front import non_dominated  # noqa: E402
 from search.indicators import HV  # noqa: E402
@@ -59,7 +61,8 @@ def gaps(F_run: np.ndarray, F_dp: np.ndarray) -> dict:
             out[f"cost {lo:.2f}-{min(hi, 1.0):.2f}"] = {
                 "dp_points": int(band.sum()), "below_run_cheapest": int((band & ~covered).sum()),
                 "missed": int((band & ~covered).sum() + (g > MISS_TOLERANCE).sum()),
-                "max_gap_points": 100 * float(g.max(initial=0.0)), "mean_gap_points": 100 * float(g.mean() if g.size else 0.0)}
+                "max_gap_points": 100 * float(g.max(initial=0.0)),
+                "mean_gap_points": 100 * float(g.mean() if g.size else 0.0)}
     return out
 
 
@@ -73,14 +76,13 @@ def runs(evals: int, nsga2_seeds: int, optuna_seeds: int) -> dict:
     return out
 
 
-def bench_cache(path: Path, evals: int, nsga2_seeds: int, optuna_seeds: int) -> dict:
+def bench_cache(cache, evals: int, nsga2_seeds: int, optuna_seeds: int) -> dict:
     """Every run on one cache: hypervolume on search and holdout, over dp's, misses, evaluations, seconds."""
-    cache = open_cache(path)
     search = ExitProblem(cache, "search")
     holdout = search.on_split("holdout")
     hv = HV()
     table, ref = {}, None
-    print(f"{path}: {describe(cache, search)['model']}, {search.n_positions} positions", flush=True)
+    print(f"{cache.path}: {describe(cache, search)['model']}, {search.n_positions} positions", flush=True)
     for name, (make, n, seed) in runs(evals, nsga2_seeds, optuna_seeds).items():
         front = make().run(search, budget=None if n is None else Budget(max_evals=n), seed=seed)
         Fh = holdout.evaluate(front.configs)
@@ -105,19 +107,28 @@ def bench_cache(path: Path, evals: int, nsga2_seeds: int, optuna_seeds: int) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("caches", nargs="*", type=Path, help="cache folders (default: the bundled demo cache)")
-    ap.add_argument("--evals", type=int, default=20_000, help="evaluations (trials) per engine run")
-    ap.add_argument("--nsga2-seeds", type=int, default=3)
-    ap.add_argument("--optuna-seeds", type=int, default=1)
+    ap.add_argument("--evals", type=positive_int, default=20_000, help="evaluations (trials) per engine run")
+    ap.add_argument("--nsga2-seeds", type=non_negative_int, default=3)
+    ap.add_argument("--optuna-seeds", type=non_negative_int, default=1)
     ap.add_argument("--name", default="engines_real", help="results file name under benchmarks/results/")
     args = ap.parse_args()
-    t0 = time.perf_counter()
-    caches = args.caches or [bundled_cache_path()]
-    results = {str(c): bench_cache(c, args.evals, args.nsga2_seeds, args.optuna_seeds) for c in caches}
+    t0, load0 = time.perf_counter(), Path("/proc/loadavg").read_text().split()[:3]
+    caches = {}
+    for path in args.caches or [bundled_cache_path()]:
+        try:  # every cache opened (and checked) before any run
+            caches[str(path)] = open_cache(path)
+        except CacheError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            sys.exit(2)
+        if not {"search", "holdout"} <= set(caches[str(path)].meta.splits):
+            print(f"error: {path}: needs a search and a holdout split", file=sys.stderr)
+            sys.exit(2)
+    results = {p: bench_cache(c, args.evals, args.nsga2_seeds, args.optuna_seeds) for p, c in caches.items()}
     import optuna
     import pymoo
     figures = {"versions": {"pymoo": pymoo.__version__, "optuna": optuna.__version__},
                "objective": "macs", "seeded_with_dp": False, "evaluations": args.evals, "caches": results,
-               "total_seconds": time.perf_counter() - t0,
+               "total_seconds": time.perf_counter() - t0, "loadavg_at_start": load0,
                "loadavg_at_end": Path("/proc/loadavg").read_text().split()[:3]}
     path = save_results(args.name, figures)
     print(f"-> {path} ({figures['total_seconds']:.0f} s)")
