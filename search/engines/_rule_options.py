@@ -44,11 +44,15 @@ class RuleOptions:
         self.costs = CostTable(c.unit_costs, np.concatenate(needs), c.unit_names, c.objective)
         # a rule reading the partner exit is an option only where the exit has one
         usable = [
-            [not reads_partner(r) or partner_exit(problem.cache.exits, e) is not None for e in range(E)]
+            [
+                not reads_partner(r) or partner_exit(problem.cache.exits, e) is not None
+                for e in range(E)
+            ]
             for r in self.rules
         ]
         self.position_exits = [
-            [r * E + e for r in range(m) for e in ex if usable[r][e]] for ex in problem.position_exits
+            [r * E + e for r in range(m) for e in ex if usable[r][e]]
+            for ex in problem.position_exits
         ]
         self.position_of_exit = {v: j for j, ex in enumerate(self.position_exits) for v in ex}
         n_classes = problem.cache.n_classes
