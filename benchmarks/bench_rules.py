@@ -9,7 +9,8 @@ and measures the answer on the whole population: its saving (1 - relative cost),
 whether that drop breaks the asked one.
 
 Caches: A, B, C of ``bench_search.py``, the small cache S of ``bench_certify.py`` and the bundled demo. Neither
-the synthetic caches nor the demo store logits, so ``auto`` there is ``max_prob`` and ``margin``.
+the synthetic caches nor the demo store logits, so ``auto`` there is ``max_prob``, ``margin`` and the two rules
+that read the partner exit, ``agree`` and ``ensemble`` (their partner's head paid where they decide).
 
 Usage: python benchmarks/bench_rules.py [--draws N] [--big-draws N] [--quick]; figures go to
 benchmarks/results/rules.json (machine and load recorded).

@@ -26,7 +26,6 @@ from .rules import ExitRule, get_rule, list_rules, partner_exit, reads_partner, 
 __all__ = ["ExitRef", "ExitTable", "ExitConfig", "entries_problems"]
 
 
-
 @dataclass(frozen=True)
 class ExitRef:
     """An exit a configuration may name: its index in the cache's exit list, name, position and head."""
