@@ -173,7 +173,7 @@ class _Loop:
         partner = (
             None
             if parts[0].partner is None
-            else tuple(np.concatenate(a) for a in zip(*(p.partner for p in parts)))
+            else tuple(np.concatenate(a) for a in zip(*(p.partner for p in parts), strict=True))
         )
         return _Waiting(
             self.backend.concat(src, [p.state for p in parts]),

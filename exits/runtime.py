@@ -16,8 +16,9 @@ enabled (kept for the rows that go on), else the partner's head runs in the deci
 
 MACs are accounted per sample from the unit table (the cache's, else ``exits.macs.unit_macs``): every unit that ran
 on a sample adds its MACs (a partner head run for a rule too, once), so the mean over samples is the relative cost
-the search predicted when the export's ``objective`` is ``macs``. Under another cost model (``contract/costs/``; ``objective``) the predicted costs and
-``select(budget=)`` are in that model's units, which the MAC accounting does not measure.
+the search predicted when the export's ``objective`` is ``macs``. Under another cost model (``contract/costs/``;
+``objective``) the predicted costs and ``select(budget=)`` are in that model's units, which the MAC accounting does
+not measure.
 
 A configuration comes from an ``exitconfig/1`` export (one entry, or a table to switch between with
 :meth:`ExitRuntime.set_config` / :meth:`ExitRuntime.select`). It is refused (``RuntimeConfigError``) when it was

@@ -90,7 +90,7 @@ def make_export(cache, score: str = "max_prob", split: str = "holdout", rules: t
         exits, thr = [], []
         remaining = np.ones(ref.n_samples, dtype=bool)
         names = [rules[j % len(rules)] for j in range(len(plan))]
-        for j, ((pos, slot, q), r) in enumerate(zip(plan, names)):
+        for j, ((pos, slot, q), r) in enumerate(zip(plan, names, strict=True)):
             e = by_pos[pos][slot % len(by_pos[pos])]
             if reads_partner(r) and partner_exit(cache.exits, e) is None:
                 r = names[j] = "max_prob"
