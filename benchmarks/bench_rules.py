@@ -9,10 +9,11 @@ and measures the answer on the whole population: its saving (1 - relative cost),
 whether that drop breaks the asked one.
 
 Caches: A, B, C of ``bench_search.py``, the small cache S of ``bench_certify.py`` and the bundled demo. Neither
-the synthetic caches nor the demo store logits, so ``auto`` there is ``max_prob`` and ``margin``.
+the synthetic caches nor the demo store logits, so ``auto`` there is ``max_prob``, ``margin`` and the two rules
+that read the partner exit, ``agree`` and ``ensemble`` (their partner's head paid where they decide).
 
-Usage: python benchmarks/bench_rules.py [--draws N] [--big-draws N] [--quick]; figures go to
-benchmarks/results/rules.json (machine and load recorded).
+Usage: python benchmarks/bench_rules.py [--draws N] [--big-draws N] [--quick] [--real CACHE,...] [--real-only]
+[--out NAME]; figures go to benchmarks/results/rules.json (machine and load recorded).
 """
 from __future__ import annotations
 
@@ -115,14 +116,24 @@ def main(argv=None) -> int:
     parser.add_argument("--draws", type=positive_int, default=20, help="draws per small cache (S, demo)")
     parser.add_argument("--big-draws", type=positive_int, default=5, help="draws per large cache (A, B, C)")
     parser.add_argument("--quick", action="store_true", help="2 draws of S and the demo only (a smoke run)")
+    parser.add_argument("--real", default="", help="comma-separated folders of further real caches (made with "
+                        "exits.train and data_cache.dump), run with --draws each")
+    parser.add_argument("--real-only", action="store_true", help="the demo and --real caches, no synthetic ones")
+    parser.add_argument("--out", default=None, help="results name (default rules, or rules_quick)")
     args = parser.parse_args(argv)
     caches = {}
     demo = bundled_cache_path()
     if demo is not None:
         caches["demo (bundled Fashion-MNIST)"] = (open_cache(demo), 2 if args.quick else args.draws)
-    for name, spec in SMALL.items():
-        caches[name] = (make_synthetic_cache(**spec), 2 if args.quick else args.draws)
-    if not args.quick:
+    for folder in filter(None, args.real.split(",")):
+        real = open_cache(folder)
+        made = real.manifest.get("provenance", {})
+        label = f"{made.get('model', {}).get('name', '?')} on {made.get('dataset', {}).get('name', '?')}"
+        caches[f"{Path(folder).name} ({label})"] = (real, args.draws)
+    if not args.real_only:
+        for name, spec in SMALL.items():
+            caches[name] = (make_synthetic_cache(**spec), 2 if args.quick else args.draws)
+    if not args.quick and not args.real_only:
         for name, spec in CACHES.items():
             caches[name] = (make_synthetic_cache(**spec), args.big_draws)
     figures = {"delta": DEFAULT_DELTA, "asked_points": [100 * a for a in ASKED], "caches": {}}
@@ -137,7 +148,7 @@ def main(argv=None) -> int:
     gains = [c[f"asked_{100 * a:g}_points"]["gain_points_mean"] for c in figures["caches"].values() for a in ASKED]
     figures["mean_gain_points"] = float(np.mean(gains))
     figures["worst_gain_points"] = float(np.min(gains))
-    path = save_results("rules_quick" if args.quick else "rules", figures)
+    path = save_results(args.out or ("rules_quick" if args.quick else "rules"), figures)
     print(f"mean gain {figures['mean_gain_points']:+.2f} points, worst {figures['worst_gain_points']:+.2f}; {path}")
     return 0
 

@@ -4,36 +4,50 @@ bundle's graphs, each run on a numpy batch and scored through the router's one r
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
-from contract import ExitConfig, get_rule, rule_inputs_from_logits
-from contract.schedule import Stage
+from contract import ExitConfig, get_rule, reads_partner, rule_inputs_from_logits, topk_of_logits
+from contract.schedule import Payload, Stage, final_rule, restarted
 
-from .manifest import Manifest
+from .errors import BundleError
+from .manifest import Manifest, ServedExit
 
 __all__ = ["exit_scores", "OnnxStages"]
 
 
-def exit_scores(logits: np.ndarray, rule: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)`` under ``rule``."""
+def exit_scores(logits: np.ndarray, rule: Any, *, partner: Payload | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)`` under ``rule``;
+    ``partner``: the partner exit's top-k ``(ids, probs)`` (:func:`contract.topk_of_logits`), for a rule reading it."""
     rule = get_rule(rule) if isinstance(rule, str) else rule
-    inputs, pred = rule_inputs_from_logits(rule, logits)
+    inputs, pred = rule_inputs_from_logits(rule, logits, partner)
     return rule.score(inputs), pred
 
 
 @dataclass(frozen=True)
+class _Partner:
+    """A partner head graph run inside a stage (its exit not enabled), on the state after the stage's first
+    ``after`` graphs (0: its input state); ``head`` None: that state is the partner's logits."""
+
+    after: int
+    head: Callable[[np.ndarray], np.ndarray] | None
+
+
+@dataclass(frozen=True)
 class _Run:
-    """A stage's graphs in order and its head graph (None: the last graph's output are the logits)."""
+    """A stage's graphs in order, its head graph (None: the last graph's output are the logits) and the partner
+    head run here (None: none)."""
 
     graphs: tuple[Callable[[np.ndarray], np.ndarray], ...]
     head: Callable[[np.ndarray], np.ndarray] | None
+    partner: _Partner | None = None
 
     @property
     def session_calls(self) -> int:
-        return len(self.graphs) + (self.head is not None)
+        theirs = self.partner is not None and self.partner.head is not None
+        return len(self.graphs) + (self.head is not None) + theirs
 
 
 class OnnxStages:
@@ -41,18 +55,20 @@ class OnnxStages:
 
     def __init__(self, manifest: Manifest, graphs: Mapping[str, Any]):
         self.manifest, self.graphs = manifest, graphs
+        self.by_index = {e.index: e for e in manifest.exits.values()}
 
     def stages(self, cfg: ExitConfig) -> list[Stage]:
         """The base graph for the base model when exported; else the saver chain up to its last enabled exit (if
-        one is enabled), then the backbone chain to its final graph; a stage ends at each enabled exit."""
+        one is enabled), then the backbone chain to its final graph; a stage ends at each enabled exit. A stage whose
+        rule reads its partner gets the partner's top-k from the stage before when that is the partner
+        (``hand_on``), else runs the partner's head graph itself."""
         man = self.manifest
         final = man.final_exit[1]
         if not cfg.exits and man.base is not None:
             g = self.graphs[man.base]
-            return [Stage(final, None, cfg.rule, g.info.macs, units=_Run((g,), None))]
-        by_index = {e.index: e for e in man.exits.values()}
+            return [Stage(final, None, final_rule(cfg.rule), g.info.macs, units=_Run((g,), None))]
         stops = [
-            (j, by_index[i], t)
+            (j, self.by_index[i], t)
             for j, (i, t) in enumerate(zip(cfg.exits, cfg.thresholds, strict=True))
         ]
         out: list[Stage] = []
@@ -67,20 +83,24 @@ class OnnxStages:
             final=final,
         )
         if first:
-            s = out[first]
-            out[first] = Stage(s.exit, s.threshold, s.rule, s.cost, True, s.units)
+            out[first] = restarted(out[first])
+        for k in range(1, len(out)):
+            rule = out[k].rule
+            if out[k].threshold is not None and reads_partner(rule) and out[k].units.partner is None:
+                out[k - 1] = replace(out[k - 1], hand_on=max(out[k - 1].hand_on, rule.k))
         return out
 
     def _chain(
         self, cfg: ExitConfig, names: Sequence[str], at: dict, *, final: int | None
     ) -> list[Stage]:
-        out, run, cost = [], [], 0.0
+        out, run, cost, enabled = [], [], 0.0, set(cfg.exits)
+        before = None  # the position a stage's input state stands at
         for name in names:
             g = self.graphs[name]
             run.append(g)
             cost += g.info.macs
             if g.info.final and final is not None:  # everyone still here leaves at the final exit
-                out.append(Stage(final, None, cfg.rule, cost, units=_Run(tuple(run), None)))
+                out.append(Stage(final, None, final_rule(cfg.rule), cost, units=_Run(tuple(run), None)))
                 break
             stop = at.get(g.info.position)
             if stop is None:
@@ -88,21 +108,54 @@ class OnnxStages:
             j, e, threshold = stop
             head = None if e.graph is None else self.graphs[e.graph]
             cost += 0.0 if head is None else head.info.macs
+            rule, partner = cfg.rule_at(j), None
+            if reads_partner(rule) and self._partner_of(e).index not in enabled:
+                partner = self._partner(e, run, before)
+                cost += 0.0 if partner.head is None else partner.head.info.macs
             out.append(
-                Stage(e.index, threshold, cfg.rule_at(j), cost, units=_Run(tuple(run), head))
+                Stage(e.index, threshold, rule, cost, units=_Run(tuple(run), head, partner))
             )
-            run, cost = [], 0.0
+            before, run, cost = g.info.position, [], 0.0
             if final is None and g.info.position >= max(at):
                 break
         return out
 
+    def _partner_of(self, e: ServedExit) -> ServedExit:
+        if e.partner is None:
+            raise BundleError(f"exit {e.name!r}: its rule reads a partner exit, and this bundle serves none")
+        return self.manifest.exits[e.partner]
+
+    def _partner(self, e: ServedExit, run: list, before: int | None) -> _Partner:
+        """The partner head of ``e`` run inside its stage (``run``: its graphs so far)."""
+        theirs = self._partner_of(e)
+        ends = [g.info.position for g in run]
+        if theirs.chain != e.chain or (theirs.position not in ends and theirs.position != before):
+            raise BundleError(
+                f"exit {e.name!r}: its partner {theirs.name!r} is not on this stage's path (another chain); "
+                f"enable {theirs.name!r} too, or choose a rule that does not read a partner"
+            )
+        after = ends.index(theirs.position) + 1 if theirs.position in ends else 0
+        return _Partner(after, None if theirs.graph is None else self.graphs[theirs.graph])
+
     # -- contract.schedule.Backend ----------------------------------------------------------
-    def advance(self, stage: Stage, state: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def advance(
+        self, stage: Stage, state: np.ndarray, partner: Payload | None
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Payload | None]:
         run: _Run = stage.units
-        for g in run.graphs:
-            state = g(state)
-        s, p = exit_scores(state if run.head is None else run.head(state), stage.rule)
-        return state, s, p
+        if run.partner is None:
+            for g in run.graphs:
+                state = g(state)
+        else:
+            at = run.partner
+            for g in run.graphs[: at.after]:
+                state = g(state)
+            partner = topk_of_logits(state if at.head is None else at.head(state), stage.rule.k)
+            for g in run.graphs[at.after :]:
+                state = g(state)
+        logits = state if run.head is None else run.head(state)
+        s, p = exit_scores(logits, stage.rule, partner=partner)
+        hand = topk_of_logits(logits, stage.hand_on) if stage.hand_on else None
+        return state, s, p, hand
 
     def take(self, stage: Stage | None, state: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return state[rows]

@@ -7,10 +7,11 @@ A bundle is a folder::
 
 The manifest lists every graph (file, kind, chain, the exit position its output stands at, the compute units
 it fuses and their MACs, input and output shapes without the batch axis, SHA-256 of the file), the exits the
-bundle serves (resolved to graphs), the ``exitconfig/1`` document whose configurations it runs, the input
-(size and normalisation), the exporter and opset, and the tolerance every graph was checked to against
-PyTorch. ``fingerprint`` is the SHA-256 of the rest of the manifest in canonical JSON, so an edited manifest is
-refused (:func:`read_manifest`); each graph's ``sha256`` catches an altered graph (checked when loading).
+bundle serves (resolved to graphs; each with its served partner, for rules that read one), the ``exitconfig/1``
+document whose configurations it runs, the input (size and normalisation), the exporter and opset, and the
+tolerance every graph was checked to against PyTorch. ``fingerprint`` is the SHA-256 of the rest of the manifest
+in canonical JSON, so an edited manifest is refused (:func:`read_manifest`); each graph's ``sha256`` catches an
+altered graph (checked when loading).
 """
 
 from __future__ import annotations
@@ -86,7 +87,9 @@ class GraphInfo:
 @dataclass(frozen=True)
 class ServedExit:
     """An early exit the bundle can enable: ``index`` in the cache's exit list, its ``chain`` and the head
-    ``graph`` that turns the chain's output at ``position`` into logits (None: the chain's output is logits)."""
+    ``graph`` that turns the chain's output at ``position`` into logits (None: the chain's output is logits);
+    ``partner``: the served exit a rule reading its partner compares it with (``contract.partner_exit``; None: none
+    served, and bundles older than partner rules)."""
 
     name: str
     index: int
@@ -94,6 +97,7 @@ class ServedExit:
     head: str
     chain: str
     graph: str | None
+    partner: str | None = None
 
 
 @dataclass(frozen=True)
@@ -223,6 +227,7 @@ def _exits(
             _field(d, "head", str, where),
             _field(d, "chain", str, where),
             d.get("graph"),
+            d.get("partner"),
         )
         if e.chain not in CHAINS or not chains[e.chain]:
             raise BundleError(
@@ -237,6 +242,15 @@ def _exits(
                 f"{where}: no segment of chain {e.chain!r} ends at position {e.position}"
             )
         exits[e.name] = e
+    for i, e in enumerate(exits.values()):
+        theirs = exits.get(e.partner) if isinstance(e.partner, str) else None
+        if e.partner is not None and (
+            theirs is None or theirs.head != e.head or theirs.chain != e.chain or theirs.position >= e.position
+        ):
+            raise BundleError(
+                f"{path}: exits[{i}]: exit {e.name!r} names partner {e.partner!r}, which is not a served exit of "
+                "its head and chain at an earlier position"
+            )
     return exits
 
 

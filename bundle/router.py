@@ -4,8 +4,10 @@ The router runs the bundle's graphs in order. After each segment that ends at an
 exit's head graph on the samples still in the batch and scores the logits with the configuration's exit rule
 (:mod:`contract.rules`) through one thin adapter, :func:`contract.rule_inputs_from_logits` (what the rule reads,
 as the cache stores it), deciding with the rule's one leave test (``score > threshold`` as float64 reads it);
-the samples that pass leave, the rest are index-selected (compaction) and go on. The loop is
-:mod:`contract.schedule`, ``ExitRuntime``'s too (``bundle/_stages.py`` runs the graphs for it); with
+the samples that pass leave, the rest are index-selected (compaction) and go on. A rule reading its partner exit
+(``agree``, ``ensemble``; the manifest names each served exit's partner) gets the partner's top-k from the stage
+before when the partner is enabled, else the partner's head graph runs in the deciding stage (charged there). The
+loop is :mod:`contract.schedule`, ``ExitRuntime``'s too (``bundle/_stages.py`` runs the graphs for it); with
 ``run_batches(..., rebatch=True)`` the survivors of several batches are gathered so that every graph runs full
 batches. With a saver exit enabled the saver chain runs first on the whole batch and the samples it keeps start
 the backbone from the input. Each sample is charged the MACs of every graph it went through (the manifest's,
@@ -128,9 +130,12 @@ class BundleRouter:
             for i, entry in enumerate(doc["configs"])
         ]
         self._backend = OnnxStages(self.manifest, self.graphs)
-        self._stages = {
-            id(c): (c, self._backend.stages(c)) for c in (self.base_config, *self.configs)
-        }
+        self._stages = {}
+        for c in (self.base_config, *self.configs):
+            try:
+                self._stages[id(c)] = (c, self._backend.stages(c))
+            except BundleError as exc:
+                raise BundleError(f"config {c.id}: {exc}") from None
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
 
     # -- loading --------------------------------------------------------------------------------
@@ -203,7 +208,7 @@ class BundleRouter:
         return name
 
     def _exit_table(self) -> ExitTable:
-        """The exits this bundle serves, as configurations are checked against them."""
+        """The exits this bundle serves, as configurations are checked against them, with the partners it serves."""
         served = self.manifest.exits
         final_name, final = self.manifest.final_exit
         refs = (
@@ -219,7 +224,8 @@ class BundleRouter:
             f"in this bundle (it serves {sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the "
             "bundle with this configuration"
         )
-        return ExitTable(refs, final, self.manifest.num_classes, where)
+        partners = {e.index: served[e.partner].index for e in served.values() if e.partner is not None}
+        return ExitTable(refs, final, self.manifest.num_classes, where, partners)
 
     def _resolve(self, entry: Any, i: int, default_score: str) -> ExitConfig:
         """One entry of the table, validated once (:meth:`contract.ExitConfig.from_json`) against the served exits."""

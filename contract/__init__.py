@@ -14,9 +14,12 @@ from .rules import (
     float32_cut,
     get_rule,
     list_rules,
+    partner_exit,
+    reads_partner,
     register_rule,
     rule_class,
     rule_inputs_from_logits,
+    topk_of_logits,
 )
 
 __all__ = [
@@ -29,6 +32,9 @@ __all__ = [
     "rule_class",
     "list_rules",
     "rule_inputs_from_logits",
+    "topk_of_logits",
+    "partner_exit",
+    "reads_partner",
     "ExitConfig",
     "ExitRef",
     "ExitTable",

@@ -21,11 +21,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from .errors import ContractError
-from .rules import ExitRule, get_rule, list_rules, rule_class
+from .rules import ExitRule, get_rule, list_rules, partner_exit, reads_partner, rule_class
 
 __all__ = ["ExitRef", "ExitTable", "ExitConfig", "entries_problems"]
-
-_SERVED_READS = frozenset({"topk_probs", "logits"})
 
 
 @dataclass(frozen=True)
@@ -42,12 +40,14 @@ class ExitRef:
 class ExitTable:
     """The exits configurations resolve against (all of the cache's exits, or the ones a bundle serves, each
     with its cache index), the final exit's index, the number of classes (threshold ranges) and how messages
-    name the owner (``where``: ``"in this cache"``, ...)."""
+    name the owner (``where``: ``"in this cache"``, ...) and each early exit's partner (``partners``: cache index
+    to cache index, :func:`contract.rules.partner_exit` of the cache's exits)."""
 
     refs: tuple[ExitRef, ...]
     final: int
     n_classes: int
     where: str = "in this cache"
+    partners: Mapping[int, int] = field(default_factory=dict)
     by_name: dict[str, ExitRef] = field(init=False, repr=False, compare=False)
     by_index: dict[int, ExitRef] = field(init=False, repr=False, compare=False)
 
@@ -63,7 +63,8 @@ class ExitTable:
             return owner
         exits = owner.exits
         refs = tuple(ExitRef(i, e.name, e.position, e.head) for i, e in enumerate(exits))
-        return cls(refs, len(exits) - 1, owner.n_classes, where)
+        partners = {i: p for i in range(len(exits)) if (p := partner_exit(exits, i)) is not None}
+        return cls(refs, len(exits) - 1, owner.n_classes, where, partners)
 
 
 def _got(x: Any) -> str:
@@ -89,11 +90,6 @@ def _rule_problem(score: Any, params: Any) -> tuple[ExitRule | None, str | None]
         rule = get_rule(score, params)
     except ContractError as exc:
         return None, f"params: {exc}"
-    if not rule.reads <= _SERVED_READS:
-        return (
-            None,
-            f"score: rule {score!r} reads earlier exits' outputs, which this version cannot serve",
-        )
     return rule, None
 
 
@@ -282,6 +278,11 @@ class ExitConfig:
                     f"exit {ref.name!r}: enabled exits must be in execution order, one per position"
                 )
             last_pos = ref.position
+            if reads_partner(rule) and e not in tab.partners:
+                raise ContractError(
+                    f"exit {ref.name!r}: rule {name!r} compares it with the exit of head {ref.head!r} one "
+                    f"position earlier, and there is none {tab.where}"
+                )
             if not lo <= t <= hi:
                 raise ContractError(
                     f"exit {ref.name!r}: threshold {t} outside [{lo:g}, {hi:g}] for score {name!r}"

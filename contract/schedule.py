@@ -7,6 +7,12 @@ exit's head and its rule; the last stage ends at the final exit, where every sam
 predictions (numpy, computed by the rule as the cache stores its inputs); this module decides who leaves with the
 rule's one leave test, records them, and index-selects the rest (compaction) for the next stage.
 
+**Partner rules** (``agree``, ``ensemble``: :func:`contract.rules.partner_exit`): a stage whose exit is the next
+stage's partner (``Stage.hand_on > 0``) hands its top-k ``(ids, probs)`` on, a per-row numpy payload that follows
+its rows through compaction and re-batching to the next stage's ``advance``; a partner that is not enabled runs
+inside the deciding stage (the backend's units, its MACs in ``Stage.cost``). Without partner rules nothing is
+carried.
+
 **Plain compaction** (:func:`route` with ``rebatch=False``): each input batch runs alone; later stages see the
 batch's survivors only (small batches). **Re-batching** (``rebatch=True``, the way the E3 and DREX servers serve):
 the survivors of several input batches wait before each stage until ``batch_size`` of them are there, so every stage
@@ -17,15 +23,18 @@ decisions either way (each row's scores do not depend on the rows beside it, up 
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any, Protocol
 
 import numpy as np
 
-from .rules import ExitRule
+from .rules import ExitRule, get_rule
 
-__all__ = ["Stage", "Backend", "Routed", "route"]
+__all__ = ["Stage", "Backend", "Routed", "route", "Payload", "restarted", "final_rule"]
+
+Payload = tuple[np.ndarray, np.ndarray]
+"""A partner's top-k ``(ids (n, k) int64, probs (n, k) float32)`` for the rows of a batch, as the cache stores them."""
 
 
 @dataclass(frozen=True)
@@ -35,7 +44,8 @@ class Stage:
     ``exit``: the cache exit index its leavers are recorded at; ``threshold`` None for the final exit (everyone
     leaves); ``cost``: what the stage charges each row it runs on (MACs); ``restart``: the stage starts from the
     input rows (the backbone after a saver chain) instead of the previous stage's state; ``units``: backend-specific
-    (the segments or graphs and the head)."""
+    (the segments or graphs, the head, a partner head run here); ``hand_on``: the width of the top-k this stage
+    hands the next one, whose partner its exit is (0: none)."""
 
     exit: int
     threshold: float | None
@@ -43,14 +53,29 @@ class Stage:
     cost: float
     restart: bool = False
     units: Any = None
+    hand_on: int = 0
+
+
+def restarted(stage: Stage) -> Stage:
+    """``stage`` starting from the input rows (the first backbone stage after a saver chain)."""
+    return replace(stage, restart=True)
+
+
+def final_rule(rule: ExitRule) -> ExitRule:
+    """The rule a final stage scores with: ``rule``, or ``max_prob`` in place of one reading a partner (the final
+    exit has none; its score is never compared)."""
+    return get_rule("max_prob") if "partner" in rule.reads else rule
 
 
 class Backend(Protocol):
     """What the loop needs from a runtime: states are opaque (a tensor, a tuple of tensors, an array)."""
 
-    def advance(self, stage: Stage, state: Any) -> tuple[Any, np.ndarray, np.ndarray]:
-        """Run ``stage`` on ``state`` (its input): the state after its units, scores ``(n,)`` float32 and top-1
-        predictions ``(n,)`` int64."""
+    def advance(
+        self, stage: Stage, state: Any, partner: Payload | None
+    ) -> tuple[Any, np.ndarray, np.ndarray, Payload | None]:
+        """Run ``stage`` on ``state`` (its input): the state after its units, scores ``(n,)`` float32, top-1
+        predictions ``(n,)`` int64 and, when ``stage.hand_on``, its exit's top-``hand_on`` for the next stage.
+        ``partner``: what the previous stage handed on for these rows (None: nothing)."""
 
     def take(self, stage: Stage | None, state: Any, rows: np.ndarray) -> Any:
         """The rows ``rows`` (int64) of ``state``, the output of ``stage`` (None: input rows)."""
@@ -95,11 +120,12 @@ class Routed:
 @dataclass
 class _Waiting:
     """Rows waiting before a stage: their state, their input rows (kept while a later stage restarts from the
-    input) and their input row ids."""
+    input), their input row ids and what the stage before handed on for them (None: nothing)."""
 
     state: Any
     inputs: Any
     ids: np.ndarray
+    partner: Payload | None = None
 
 
 class _Loop:
@@ -144,10 +170,16 @@ class _Loop:
             if parts[0].inputs is None
             else self.backend.concat(None, [p.inputs for p in parts])
         )
+        partner = (
+            None
+            if parts[0].partner is None
+            else tuple(np.concatenate(a) for a in zip(*(p.partner for p in parts), strict=True))
+        )
         return _Waiting(
             self.backend.concat(src, [p.state for p in parts]),
             inputs,
             np.concatenate([p.ids for p in parts]),
+            partner,
         )
 
     def _source(self, k: int) -> Stage | None:
@@ -156,12 +188,14 @@ class _Loop:
 
     def _rows(self, k: int, w: _Waiting, rows: np.ndarray) -> _Waiting:
         inputs = None if w.inputs is None else self.backend.take(None, w.inputs, rows)
-        return _Waiting(self.backend.take(self._source(k), w.state, rows), inputs, w.ids[rows])
+        return _Waiting(
+            self.backend.take(self._source(k), w.state, rows), inputs, w.ids[rows], _rows_of(w.partner, rows)
+        )
 
     def step(self, k: int, w: _Waiting) -> None:
         """Run stage ``k`` on ``w``: record the rows that leave, hand the others to stage ``k + 1``."""
         stage, out = self.stages[k], self.out
-        state, scores, preds = self.backend.advance(stage, w.state)
+        state, scores, preds, hand = self.backend.advance(stage, w.state, w.partner)
         if stage.threshold is None:
             leave = None
         else:
@@ -185,7 +219,16 @@ class _Loop:
             state = inputs
         elif len(keep) < len(w.ids):
             state = self.backend.take(stage, state, keep)
-        self.push(k + 1, _Waiting(state, inputs if self.keep_inputs[k + 1] else None, w.ids[keep]))
+        self.push(
+            k + 1,
+            _Waiting(
+                state, inputs if self.keep_inputs[k + 1] else None, w.ids[keep], _rows_of(hand, keep)
+            ),
+        )
+
+
+def _rows_of(payload: Payload | None, rows: np.ndarray) -> Payload | None:
+    return None if payload is None else (payload[0][rows], payload[1][rows])
 
 
 def route(

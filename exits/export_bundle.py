@@ -1,12 +1,13 @@
 """``python -m exits.export_bundle``: an exit configuration (or a switchable table) as ONNX graphs plus a manifest.
 
 The model is cut at the positions of the exits the configurations enable (for a table: the union of them, so
-every configuration can run). Each run of backbone segments between two cuts becomes one graph (segments
-that no enabled exit separates are fused), each enabled head one graph, the saver (when a configuration enables
-one of its exits) one graph per run of its segments up to its last enabled exit, and the whole backbone one
-more graph, ``base`` (the plain model: what the router runs for the base configuration and what validation
-times the bundle against). Disabled heads are not exported. Every graph takes and returns one float32 tensor
-with a dynamic batch axis.
+every configuration can run) and of their partners where a configuration decides with a rule reading one
+(``agree``, ``ensemble``). Each run of backbone segments between two cuts becomes one graph (segments that no
+enabled exit separates are fused), each served head one graph (enabled exits' and those partners'; the manifest
+names each served exit's served partner), the saver (when a configuration enables one of its exits) one graph per
+run of its segments up to its last enabled exit, and the whole backbone one more graph, ``base`` (the plain model:
+what the router runs for the base configuration and what validation times the bundle against). Other heads are not
+exported. Every graph takes and returns one float32 tensor with a dynamic batch axis.
 
 Each graph is checked against PyTorch at export: on random images (batch 1 and 3, other sizes than the
 example the exporter traced at batch 2) its onnxruntime output must match the PyTorch output of the same
@@ -36,7 +37,7 @@ from typing import Any
 import torch
 
 from bundle.manifest import BUNDLE_FORMAT, GRAPHS_DIR, MANIFEST, seal_manifest, sha256_bytes
-from contract import ExitConfig
+from contract import ExitConfig, partner_exit, reads_partner
 from data_cache.outputs import atomic_folder, check_output_folder, cli_entry, write_text_atomic
 
 from .errors import ExitsError
@@ -67,8 +68,12 @@ def _file_name(i: int, name: str) -> str:
 
 
 def _served(model: ExitModel, configs: Sequence[ExitConfig]) -> list[int]:
-    """The exits (indices into ``model.exits``) any of ``configs`` enables, in execution order."""
-    return sorted({i for c in configs for i in c.exits}, key=lambda i: model.exits[i].position)
+    """The exits (indices into ``model.exits``) any of ``configs`` enables, and the partner of each exit one of them
+    decides at with a rule reading it (its head graph, cut at its position), in execution order."""
+    served = {i for c in configs for i in c.exits}
+    served |= {p for c in configs for i, r in zip(c.exits, c.rule_names, strict=True)
+               if reads_partner(r) and (p := partner_exit(model.exits, i)) is not None}
+    return sorted(served, key=lambda i: model.exits[i].position)
 
 
 def _onnx_opset(data: bytes) -> int | None:
@@ -153,10 +158,12 @@ def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[ExitConfi
     entries = {str(entry.get("id", i)): entry for i, entry in enumerate(doc.get("configs", []))}
     doc["configs"] = [dict(entries[c.id], id=c.id) for c in chosen]  # ids kept as the router reads them
     graph_of = {p.name: p for p in parts}
-    served = [(i, model.exits[i]) for i in _served(model, chosen)]
+    indices = _served(model, chosen)
+    partner = {i: model.exits[p].name for i in indices if (p := partner_exit(model.exits, i)) in indices}
     exits = [{"name": e.name, "index": i, "position": e.position, "head": e.head,
               "chain": "saver" if on_saver(model, e) else "backbone",
-              "graph": f"head:{e.name}" if f"head:{e.name}" in graph_of else None} for i, e in served]
+              "graph": f"head:{e.name}" if f"head:{e.name}" in graph_of else None,
+              **({"partner": partner[i]} if i in partner else {})} for i, e in ((i, model.exits[i]) for i in indices)]
     cfg = dict(data_config if data_config is not None else model.data_config)
     final = model.exits[-1]
     return {

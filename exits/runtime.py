@@ -10,12 +10,15 @@ index-selected from every batch-carrying tensor of the segment's output state, `
 kept) and the rest go on. The loop is :mod:`contract.schedule`, the bundle router's too; with
 ``run_batches(..., rebatch=True)`` the survivors of several batches are gathered so that every segment runs full
 batches. Disabled heads never run. With a saver exit enabled the saver runs first on the whole batch; the samples it
-does not release start the backbone from the input.
+does not release start the backbone from the input. A rule reading its partner exit (``agree``, ``ensemble``:
+the exit of the same head one position earlier) gets the partner's top-k from the stage before when the partner is
+enabled (kept for the rows that go on), else the partner's head runs in the deciding stage on every row reaching it.
 
 MACs are accounted per sample from the unit table (the cache's, else ``exits.macs.unit_macs``): every unit that ran
-on a sample adds its MACs, so the mean over samples is the relative cost the search predicted when the export's
-``objective`` is ``macs``. Under another cost model (``contract/costs/``; ``objective``) the predicted costs and
-``select(budget=)`` are in that model's units, which the MAC accounting does not measure.
+on a sample adds its MACs (a partner head run for a rule too, once), so the mean over samples is the relative cost
+the search predicted when the export's ``objective`` is ``macs``. Under another cost model (``contract/costs/``;
+``objective``) the predicted costs and ``select(budget=)`` are in that model's units, which the MAC accounting does
+not measure.
 
 A configuration comes from an ``exitconfig/1`` export (one entry, or a table to switch between with
 :meth:`ExitRuntime.set_config` / :meth:`ExitRuntime.select`). It is refused (``RuntimeConfigError``) when it was
@@ -50,6 +53,7 @@ from ._runtime_table import (
     resolve_entry,
     unit_macs_of,
 )
+from .errors import ExitsError
 from .model import ExitModel
 from .preprocess import InputNormalisationError, Preprocess, check_normalised
 
@@ -133,6 +137,11 @@ class ExitRuntime:
 
             source = str(configs) if isinstance(configs, (str, Path)) else "configs"
             self.verification = verify_table(doc, cache, source=source)
+            for c in self.configs:   # refused here, not at the first batch (a partner the stages cannot reach)
+                try:
+                    self._stages_of(c)
+                except ExitsError as exc:
+                    raise RuntimeConfigError(f"config {c.id}: {exc}") from None
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
 
     @classmethod

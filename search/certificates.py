@@ -45,7 +45,8 @@ def outcomes(problem: ExitProblem, config: ExitConfig) -> tuple[np.ndarray, np.n
         assert isinstance(problem.costs, TimeCostTable)  # the one table that is not additive
         cost = problem.costs.sample_costs(config.exits, leave) / problem.costs.base_cost
         return problem.correct[leave, np.arange(problem.n_samples)], cost, float(cost.max())
-    exit_costs = problem.costs.exit_costs(config.exits) / problem.costs.base_cost
+    costs = problem.costs_of(config.exits, config.rule_names)
+    exit_costs = costs.exit_costs(config.exits) / costs.base_cost
     lookup = np.zeros(problem.n_exits)
     lookup[list(config.exits) + [problem.final_exit]] = exit_costs
     return (

@@ -8,12 +8,15 @@ one and makes the cache's own cost check on it.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from contract import partner_exit, reads_partner
 from contract.costs import CostModelError, CostTable, get_cost_model, list_cost_models
 from data_cache.schema import cost_problems
 
 from ._validation import SearchError
 
-__all__ = ["CostTable", "cost_table", "list_cost_models"]
+__all__ = ["CostTable", "cost_table", "list_cost_models", "partners_of", "paired_costs"]
 
 
 def cost_table(
@@ -41,3 +44,19 @@ def cost_table(
     if problems:
         raise SearchError(problems[0])
     return costs
+
+
+def partners_of(cache, exits: Sequence[int], rules: Sequence[str]) -> dict[int, int]:
+    """Each of ``exits`` (execution order) whose rule in ``rules`` reads its partner, mapped to that partner
+    (:func:`contract.rules.partner_exit` of the cache's exits); an exit without one is left out (it never decides)."""
+    out = {}
+    for e, r in zip(exits, rules, strict=True):
+        if reads_partner(r) and (p := partner_exit(cache.exits, e)) is not None:
+            out[int(e)] = p
+    return out
+
+
+def paired_costs(costs: CostTable, cache, exits: Sequence[int], rules: Sequence[str]) -> CostTable:
+    """``costs`` with each of ``exits`` whose rule reads its partner also paying the partner's head
+    (:meth:`contract.costs.CostTable.paired`): the table a configuration deciding with ``rules`` is charged by."""
+    return costs.paired(partners_of(cache, exits, rules))

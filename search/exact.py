@@ -19,7 +19,7 @@ from data_cache.blocks import BlockReader
 from ._validation import check_split
 from .chunks import DEFAULT_CHUNK_SIZE, read_block
 from .config import ExitConfig
-from .costs import CostTable
+from .costs import CostTable, paired_costs
 from .learned import Params
 from .problem import Evaluation, check_scored
 from .scores import compute_scores
@@ -165,7 +165,7 @@ class SplitEvaluator:
         return cls(
             problem.cache,
             problem.split,
-            costs=problem.costs,
+            costs=problem.unpaired,
             score=problem.score,
             objective=problem.objective,
             chunk_size=chunk_size,
@@ -180,7 +180,7 @@ class SplitEvaluator:
         return cls(
             problem.cache,
             split,
-            costs=problem.costs,
+            costs=problem.unpaired,
             score=problem.score,
             objective=problem.objective,
             chunk_size=chunk_size,
@@ -258,10 +258,11 @@ class SplitEvaluator:
                 )
 
     def _evaluation(self, config: ExitConfig, counts: np.ndarray, n_right: int) -> Evaluation:
-        cost = self.costs.mean_cost_of(config.exits, counts)
+        costs = paired_costs(self.costs, self.cache, config.exits, config.rule_names)
+        cost = costs.mean_cost_of(config.exits, counts)
         return Evaluation(
             n_right / self.n_samples,
-            cost / self.costs.base_cost,
+            cost / costs.base_cost,
             cost,
             tuple((counts / self.n_samples).tolist()),
         )

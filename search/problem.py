@@ -10,7 +10,7 @@ import numpy as np
 from ._validation import SearchError, check_split, checked
 from .chunks import DEFAULT_CHUNK_SIZE, load_scores, load_split
 from .config import ExitConfig
-from .costs import CostTable, cost_table
+from .costs import CostTable, cost_table, paired_costs
 from .learned import Params, fit_params, learned, params_mismatch
 from .scores import rule_for
 
@@ -55,7 +55,9 @@ class ExitProblem:
     ``position_exits[j]`` lists the exit indices (head types) standing at ``positions[j]``.
 
     ``objective``: a registered cost model (``contract/costs/``) the cost table is built under, unless ``costs``
-    (a ``CostTable``) is given; ``self.objective`` is the table's.
+    (a ``CostTable``) is given; ``self.objective`` is the table's. ``self.costs`` charges configurations deciding
+    with ``score`` (a rule reading the partner exit pays its head: ``CostTable.paired``), ``self.unpaired`` is the
+    table as built or given, and :meth:`costs_of` charges a configuration with one rule per exit.
 
     ``samples``: sorted indices of the split's samples to hold (all when None: ``self.samples`` is
     None); the split is read ``chunk_size`` samples at a time, so only what is held stays in memory.
@@ -88,7 +90,9 @@ class ExitProblem:
         self.rules = tuple(dict.fromkeys((score, *(rules or ()))))
         self.rule = rule_for(score)
         self.rule_objects = {name: rule_for(name) for name in self.rules}
-        self.costs = costs if costs is not None else cost_table(cache, objective)
+        self.unpaired = costs if costs is not None else cost_table(cache, objective)
+        early = range(len(cache.exits) - 1)
+        self.costs = paired_costs(self.unpaired, cache, early, [score] * len(early))
         self.objective = self.costs.objective  # the cost model's name: what an export records
         self.split_size = cache.n_samples(split)
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
@@ -180,11 +184,18 @@ class ExitProblem:
             self.cache,
             split,
             score=self.score,
-            costs=self.costs,
+            costs=self.unpaired,
             objective=self.objective,
             rules=self.rules,
             params=self.params,
         )
+
+    def costs_of(self, exits, rules=None) -> CostTable:
+        """The cost table a configuration enabling ``exits`` with ``rules`` (``score`` at each when None) is
+        charged by: each exit whose rule reads its partner pays the partner's head."""
+        if rules is None:
+            return self.costs
+        return paired_costs(self.unpaired, self.cache, exits, rules)
 
     def scores_of(self, rule: str) -> np.ndarray:
         """Scores ``(n_exits, n_samples)`` of one of the problem's rules."""
@@ -271,7 +282,7 @@ class ExitProblem:
         self.check_config(config)
         self.n_evals += 1
         counts, n_correct = self._counts(config.exits, config.thresholds, config.rule_names)
-        cost = self.costs.mean_cost_of(config.exits, counts)
+        cost = self.costs_of(config.exits, config.rule_names).mean_cost_of(config.exits, counts)
         return Evaluation(
             float(n_correct) / self.n_samples,
             cost / self.costs.base_cost,
@@ -330,9 +341,8 @@ class ExitProblem:
 
     def _objectives(self, exits, thresholds, rules=None) -> tuple[float, float]:
         counts, n_correct = self._counts(exits, thresholds, rules)
-        cost = self.costs.mean_cost_of(
-            exits, counts
-        )  # exact under any cost model (time: not additive)
+        # exact under any cost model (time: not additive)
+        cost = self.costs_of(exits, rules).mean_cost_of(exits, counts)
         return 1.0 - float(n_correct) / self.n_samples, cost / self.costs.base_cost
 
     @property

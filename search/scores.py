@@ -12,7 +12,15 @@ from typing import Any
 
 import numpy as np
 
-from contract import ContractError, ExitRule, RuleInputs, get_rule, list_rules, rule_class
+from contract import (
+    ContractError,
+    ExitRule,
+    RuleInputs,
+    get_rule,
+    list_rules,
+    partner_exit,
+    rule_class,
+)
 from data_cache import format as fmt
 from data_cache.blocks import BlockReader
 from data_cache.integrity import PROB_MAX, check_read_range
@@ -55,20 +63,40 @@ def servable(cache, rule: ExitRule, split: str = "search") -> str | None:
         return f"it reads logits and split {split!r} of this cache has none (dump with --logits)"
     if "topk_probs" in rule.reads and cache.k < rule.k:
         return f"it reads the top-{rule.k} probabilities and this cache stores k={cache.k}"
-    if "previous" in rule.reads:
-        return "it reads earlier exits' outputs, which the search cannot score yet"
+    if "partner" in rule.reads and all(
+        partner_exit(cache.exits, e) is None for e in range(len(cache.exits) - 1)
+    ):
+        return "it compares an exit with the one of its head type a position earlier, and no exit has one"
     return None
 
 
-def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, ...]:
+def _untimed(name: str, objective: str) -> bool:
+    """Whether ``objective`` cannot charge rule ``name`` (the time model does not time a partner's head yet)."""
+    return objective == "time" and "partner" in rule_for(name).reads
+
+
+def resolve_rules(
+    spec,
+    score: str,
+    cache,
+    label: str = "rules",
+    objective: str = "macs",
+    score_label: str = "score",
+) -> tuple[str, ...]:
     """The exit rules dp may choose per exit, ``score`` first: ``spec`` None (``score`` alone), ``"auto"`` (every
-    registered rule this cache can serve, but those with learned params: name ``gate`` to add it) or names (a
-    comma list or a sequence). An unknown name, or one whose inputs the cache lacks, is one SearchError line
-    naming it and the reason."""
+    registered rule this cache can serve and ``objective`` can charge, but those with learned params: name
+    ``gate`` to add it) or names (a comma list or a sequence). An unknown name, one whose inputs the cache lacks,
+    or one the objective cannot charge is one SearchError line naming it and the reason."""
+    named = [] if spec is None or spec == "auto" else _names(spec)
+    for where, n in [(score_label, score), *((label, n) for n in named)]:
+        if n in score_kinds() and _untimed(n, objective):
+            raise SearchError(
+                f"{where}: rule {n!r} reads a partner exit, whose head objective 'time' cannot time "
+                "yet; search it with --objective macs"
+            )
     if spec is None:
         return (score,)
-    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
-    names = [n for n in names if n]
+    names = _names(spec)
     if names == ["auto"]:
         return tuple(
             dict.fromkeys(
@@ -76,7 +104,9 @@ def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, .
                 + [
                     n
                     for n in score_kinds()
-                    if not rule_class(n).learned and servable(cache, rule_for(n)) is None
+                    if not rule_class(n).learned
+                    and servable(cache, rule_for(n)) is None
+                    and not _untimed(n, objective)
                 ]
             )
         )
@@ -93,6 +123,11 @@ def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, .
                 f"{label}: rule {n!r} cannot be scored at any exit of this cache: {why}"
             )
     return tuple(dict.fromkeys([score] + names))
+
+
+def _names(spec) -> list[str]:
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    return [n for n in names if n]
 
 
 def _check_finite(row: np.ndarray, cache, split: str, rule: ExitRule, exit_index: int) -> None:
@@ -129,10 +164,6 @@ def _check_cache(cache, split: str, rule: ExitRule):
                 f"this cache stores k={cache.k}"
             )
         probs = cache.topk_probs(split)
-    if "previous" in rule.reads:
-        raise SearchError(
-            f"score {rule.name!r} reads earlier exits' outputs, which the search cannot score yet"
-        )
     return logits, probs
 
 
@@ -157,7 +188,39 @@ def read_inputs(
                 PROB_MAX,
             )
     z = reader.read(logits[exit_index, start:stop]) if logits is not None else None
-    return RuleInputs(topk_probs=None if top is None else top.T, logits=z)
+    inputs = RuleInputs(topk_probs=None if top is None else top.T, logits=z)
+    if "partner" not in rule.reads:
+        return inputs
+    partner = partner_exit(cache.exits, exit_index)
+    if partner is None:
+        raise SearchError(
+            f"exit {cache.exits[exit_index].name}: rule {rule.name!r} compares it with the exit of its head "
+            "type one position earlier, and there is none"
+        )
+    ids = cache.topk_ids(split)
+    mine = np.empty((rule.k, stop - start), dtype=np.int32)
+    theirs = np.empty((rule.k, stop - start), dtype=np.int32)
+    theirs_p = np.empty((rule.k, stop - start), dtype=np.float32)
+    for r in range(rule.k):
+        reader.read(ids[exit_index, r, start:stop], mine[r])
+        reader.read(ids[partner, r, start:stop], theirs[r])
+        check_read_range(
+            cache,
+            split,
+            fmt.TOPK_PROBS,
+            "probabilities",
+            partner,
+            reader.read(probs[partner, r, start:stop], theirs_p[r]),
+            0.0,
+            PROB_MAX,
+        )
+    return RuleInputs(
+        inputs.topk_probs,
+        z,
+        mine.T.astype(np.int64),
+        theirs.T.astype(np.int64),
+        theirs_p.T,
+    )
 
 
 def compute_scores(
@@ -191,6 +254,9 @@ def compute_scores(
     out = np.empty((len(exits), stop - start), dtype=np.float32)
     for j, e in enumerate(exits):
         at = rule
+        if "partner" in rule.reads and partner_exit(cache.exits, e) is None:
+            out[j] = rule.threshold_range(cache.n_classes)[0]  # no partner: never leaves there
+            continue
         if rule.learned:
             if not params or e not in params:
                 out[j] = 0.0

@@ -14,7 +14,7 @@ base model's measured time (``base_cost``). numpy only.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,6 +48,16 @@ class TimeCostTable(CostTable):
     @property
     def batch_size(self) -> int:
         return int(self.model.batch_size)
+
+    def paired(self, partners: Mapping[int, int]) -> CostTable:
+        """Refused: the time model does not yet time a partner head run for an exit's rule (search such rules on
+        ``macs``)."""
+        if not partners:
+            return self
+        raise SearchError(
+            "objective 'time' cannot yet time rules that read a partner exit (agree, ensemble); "
+            "search them with --objective macs"
+        )
 
     def mean_cost_of(self, enabled: Sequence[int], counts: np.ndarray) -> float:
         """Predicted ms per sample (binomial expectation) of the configuration enabling ``enabled`` whose samples

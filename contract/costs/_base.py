@@ -7,8 +7,9 @@ name back through :func:`get_cost_model`, which refuses a name this version does
 
 from __future__ import annotations
 
+import dataclasses
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -72,6 +73,17 @@ class CostTable:
         path = list(enabled) + [self.final_exit]
         used = np.logical_or.accumulate(self.needs[path], axis=0)
         return used @ self.unit_costs
+
+    def paired(self, partners: Mapping[int, int]) -> CostTable:
+        """This table with each exit ``e`` of ``partners`` (exit -> its partner exit) also paying its partner's units:
+        the cost of deciding at ``e`` with a rule that reads the partner (``contract.rules.partner_exit``), whose
+        head runs for every row reaching ``e``. Each unit is still paid once."""
+        if not partners:
+            return self
+        needs = self.needs.copy()
+        for e, p in partners.items():
+            needs[e] |= self.needs[p]
+        return dataclasses.replace(self, needs=needs)
 
     def standalone_cost(self, exit_index: int) -> float:
         """Cost of leaving at ``exit_index`` when it is the only enabled early exit."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContractError
-from ._base import READS, ExitRule, RuleInputs, float32_cut
+from ._base import READS, ExitRule, RuleInputs, float32_cut, partner_exit
 
 __all__ = [
     "READS",
@@ -26,6 +26,9 @@ __all__ = [
     "rule_class",
     "list_rules",
     "rule_inputs_from_logits",
+    "partner_exit",
+    "reads_partner",
+    "topk_of_logits",
 ]
 
 _RULES: dict[str, type[ExitRule]] = {}
@@ -62,9 +65,17 @@ def get_rule(name: Any, params: Mapping[str, Any] | None = None) -> ExitRule:
     return rule_class(name).from_json(params or {})
 
 
-def rule_inputs_from_logits(rule: ExitRule, logits: Any) -> tuple[RuleInputs, np.ndarray]:
+def reads_partner(rule: ExitRule | str) -> bool:
+    """Whether a rule (or the rule registered as a name) reads its exit's partner (:func:`partner_exit`)."""
+    return "partner" in (rule_class(rule)() if isinstance(rule, str) else rule).reads
+
+
+def rule_inputs_from_logits(
+    rule: ExitRule, logits: Any, partner: tuple[np.ndarray, np.ndarray] | None = None
+) -> tuple[RuleInputs, np.ndarray]:
     """The numpy adapter (the bundle router's, and any side holding float32 logits ``(n, n_classes)`` as a numpy
-    array): what ``rule`` reads, as the cache stores it, and the top-1 prediction ``(n,)`` int64.
+    array): what ``rule`` reads, as the cache stores it, and the top-1 prediction ``(n,)`` int64; ``partner``: the
+    partner exit's ``(ids, probs)`` (:func:`topk_of_logits`), for a rule reading it.
 
     Softmax in float32; top-k sorted descending; logits rounded to float16.
     """
@@ -77,7 +88,23 @@ def rule_inputs_from_logits(rule: ExitRule, logits: Any) -> tuple[RuleInputs, np
         k = min(rule.k, p.shape[1])
         probs = -np.sort(-np.partition(p, p.shape[1] - k, axis=1)[:, p.shape[1] - k :], axis=1)
     logits16 = z.astype(np.float16) if "logits" in rule.reads else None
-    return RuleInputs(topk_probs=probs, logits=logits16), pred
+    if "partner" not in rule.reads:
+        return RuleInputs(topk_probs=probs, logits=logits16), pred
+    if partner is None:
+        raise ContractError(f"rule {rule.name!r} reads its partner exit's outputs; none were given")
+    ids, _ = topk_of_logits(z, rule.k)
+    return RuleInputs(probs, logits16, ids, partner[0], partner[1]), pred
+
+
+def topk_of_logits(logits: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-``k`` class ids ``(n, k)`` int64 and softmax probabilities ``(n, k)`` float32 (descending) of float32
+    logits, as the cache stores them: what a partner exit hands the rule of the exit after it."""
+    z = np.asarray(logits, dtype=np.float32)
+    e = np.exp(z - z.max(axis=1, keepdims=True))
+    p = e / e.sum(axis=1, keepdims=True)
+    k = min(k, p.shape[1])
+    ids = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    return ids.astype(np.int64), np.take_along_axis(p, ids, axis=1)
 
 
 # the registered rules, one module each (a new rule adds its module here)
@@ -86,3 +113,5 @@ from . import margin  # noqa: E402,F401
 from . import neg_entropy  # noqa: E402,F401
 from . import energy  # noqa: E402,F401
 from . import gate  # noqa: E402,F401
+from . import agree  # noqa: E402,F401
+from . import ensemble  # noqa: E402,F401

@@ -1,7 +1,7 @@
 """``ExitRule``: how confident an exit is in a sample, and the one leave test.
 
 A rule is a registered class (:func:`contract.rules.register_rule`). It declares what it reads
-(:attr:`ExitRule.reads`: this exit's top-k probabilities, its logits, earlier exits' outputs), computes its
+(:attr:`ExitRule.reads`: this exit's top-k probabilities, its logits, its partner exit's top-k), computes its
 score once, on numpy arrays (:meth:`ExitRule.score`), says which thresholds are meaningful
 (:meth:`ExitRule.threshold_range`) and may learn parameters on the fit split (:meth:`ExitRule.fit`,
 serialised with :meth:`ExitRule.to_json` into the export and read back with :meth:`ExitRule.from_json`).
@@ -13,7 +13,7 @@ score is the same float32 number on every side, and decides with :meth:`ExitRule
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -21,11 +21,12 @@ import numpy as np
 
 from ..errors import ContractError
 
-__all__ = ["READS", "RuleInputs", "ExitRule", "float32_cut"]
+__all__ = ["READS", "RuleInputs", "ExitRule", "float32_cut", "partner_exit"]
 
-READS = frozenset({"topk_probs", "logits", "previous"})
+READS = frozenset({"topk_probs", "logits", "partner"})
 """What a rule may read: ``topk_probs`` (this exit's top-k softmax probabilities), ``logits`` (this exit's
-logits as the cache stores them, float16), ``previous`` (earlier enabled exits' top-1 classes)."""
+logits as the cache stores them, float16), ``partner`` (this exit's top-k class ids, and the top-k class ids and
+probabilities of its partner: the exit of the same head type one position earlier, :func:`partner_exit`)."""
 
 
 def float32_cut(threshold: float) -> np.float32:
@@ -38,24 +39,52 @@ def float32_cut(threshold: float) -> np.float32:
     return np.nextafter(cut, np.float32(-np.inf)) if float(cut) > threshold else cut
 
 
+def partner_exit(exits: Sequence[Any], index: int) -> int | None:
+    """The partner of exit ``index`` among ``exits`` (records with ``position`` and ``head``, in execution order,
+    the last the final exit): the early exit of the same head type at the early position just before its own;
+    None for the final exit, an exit at the first position, or when no exit of its head type stands there.
+
+    A rule reading ``partner`` compares an exit with it; the partner's head runs for every row that reaches the
+    exit, enabled or not, and is paid once (``CostTable.paired``)."""
+    early = exits[:-1]
+    if not 0 <= index < len(early):
+        return None
+    positions = sorted({e.position for e in early})
+    at = positions.index(early[index].position)
+    if at == 0:
+        return None
+    before = positions[at - 1]
+    head = early[index].head
+    return next((i for i, e in enumerate(early) if e.position == before and e.head == head), None)
+
+
 @dataclass(frozen=True)
 class RuleInputs:
     """What a rule reads for ``n`` rows at one exit (only the fields its :attr:`~ExitRule.reads` names are set).
 
     ``topk_probs`` ``(n, k)`` float32: softmax probabilities of float32 logits, descending (the cache's
-    ``topk_probs``, transposed); ``logits`` ``(n, n_classes)`` float16 (the cache's ``logits``);
-    ``previous``: earlier enabled exits' top-1 class ids ``(n,)`` each, in execution order.
+    ``topk_probs``, transposed); ``logits`` ``(n, n_classes)`` float16 (the cache's ``logits``); for a rule reading
+    ``partner``: ``ids`` ``(n, k)`` int64, this exit's top-k class ids, and ``partner_ids`` / ``partner_probs``
+    ``(n, k)`` (int64 / float32, descending), its partner's.
     """
 
     topk_probs: np.ndarray | None = None
     logits: np.ndarray | None = None
-    previous: tuple[np.ndarray, ...] = ()
+    ids: np.ndarray | None = None
+    partner_ids: np.ndarray | None = None
+    partner_probs: np.ndarray | None = None
 
     def probs(self) -> np.ndarray:
         """``topk_probs``, which a rule reading them requires."""
         if self.topk_probs is None:
             raise ContractError("the rule reads topk_probs; these inputs carry none")
         return self.topk_probs
+
+    def partner(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(ids, partner_ids, partner_probs)``, which a rule reading ``partner`` requires."""
+        if self.ids is None or self.partner_ids is None or self.partner_probs is None:
+            raise ContractError("the rule reads its partner exit; these inputs carry none")
+        return self.ids, self.partner_ids, self.partner_probs
 
     def logits16(self) -> np.ndarray:
         """``logits``, which a rule reading them requires."""

@@ -4,7 +4,8 @@ dp already chooses among the head types standing at one position; with several r
 (exit, rule) pairs the same way. :class:`RuleOptions` presents an :class:`~search.problem.ExitProblem` with
 several ``rules`` as a problem whose "exits" are those pairs (option ``v = r * n_exits + e``: exit ``e`` deciding
 with rule ``r``): every option has its own scores and the correctness and units of its exit, so the solver's
-exact curves, costs and sweeps are those of the head types, unchanged. A state maps back to an
+exact curves, costs and sweeps are those of the head types, unchanged; an option whose rule reads the partner exit
+pays the partner's head (``CostTable.paired``) and exists only where the exit has a partner. A state maps back to an
 :class:`~search.config.ExitConfig` with one rule per enabled exit (:meth:`config`).
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from contract import partner_exit, reads_partner
 from contract.costs import CostTable
 
 from ..config import ExitConfig
@@ -37,10 +39,20 @@ class RuleOptions:
         self.n_exits, self.final_exit = m * E, problem.final_exit
         self.scores = np.concatenate([problem.scores_of(r) for r in self.rules])
         self.correct = np.tile(problem.correct, (m, 1))
-        c = problem.costs
-        self.costs = CostTable(c.unit_costs, np.tile(c.needs, (m, 1)), c.unit_names, c.objective)
+        c = problem.unpaired
+        needs = [problem.costs_of(range(E - 1), [r] * (E - 1)).needs for r in self.rules]
+        self.costs = CostTable(c.unit_costs, np.concatenate(needs), c.unit_names, c.objective)
+        # a rule reading the partner exit is an option only where the exit has one
+        usable = [
+            [
+                not reads_partner(r) or partner_exit(problem.cache.exits, e) is not None
+                for e in range(E)
+            ]
+            for r in self.rules
+        ]
         self.position_exits = [
-            [r * E + e for r in range(m) for e in ex] for ex in problem.position_exits
+            [r * E + e for r in range(m) for e in ex if usable[r][e]]
+            for ex in problem.position_exits
         ]
         self.position_of_exit = {v: j for j, ex in enumerate(self.position_exits) for v in ex}
         n_classes = problem.cache.n_classes

@@ -2,7 +2,8 @@
 dump stores it), the runtime (torch) and the bundle router (numpy + onnxruntime); identical decisions required.
 
 A new rule registered in ``contract/rules`` is picked up here with no change to this file (a rule with learned params,
-``gate``, is fitted per exit on the cache first and travels in the configurations).
+``gate``, is fitted per exit on the cache first and travels in the configurations; a rule reading its partner exit,
+``agree`` / ``ensemble``, is run at the exits that have one, with the partner enabled and not).
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from bundle import open_bundle
 from bundle.router import exit_scores as router_scores
-from contract import get_rule, list_rules
+from contract import get_rule, list_rules, partner_exit, topk_of_logits
 from data_cache import format as fmt
 from data_cache._base import CacheMeta, ExitInfo, UnitInfo
 from data_cache.memory import InMemoryCache
@@ -55,12 +56,21 @@ def test_every_rule_scores_and_decides_identically_on_every_side(name):
     """At every threshold equal to a score (the hardest ties), runtime decides exactly as the search; the
     router as well for rules read from logits, and for top-k rules away from float32 rounding of softmax."""
     z = _logits()
-    problem = ExitProblem(_cache(z), "search", score=name)       # a learned rule (gate) fitted here, per exit
+    cache = _cache(z)
+    problem = ExitProblem(cache, "search", score=name)       # a learned rule (gate) fitted here, per exit
+    tested = 0
     for e in range(N_EXITS - 1):
         rule = get_rule(name, problem.params[name][e]) if name in problem.params else get_rule(name)
+        partner = partner_exit(cache.exits, e)
+        if "partner" in rule.reads and partner is None:
+            continue   # refused by every side (tests/exits/test_runtime_partner.py, tests/bundle)
+        tested += 1
         cached = problem.scores[e]
-        torch_s, torch_p = runtime_scores(torch.from_numpy(z[e]), rule)
-        np_s, np_p = router_scores(z[e], rule)
+        theirs = z[partner] if "partner" in rule.reads else None   # the partner's logits (its head run here)
+        torch_s, torch_p = runtime_scores(torch.from_numpy(z[e]), rule,
+                                          partner_logits=None if theirs is None else torch.from_numpy(theirs))
+        np_s, np_p = router_scores(z[e], rule,
+                                   partner=None if theirs is None else topk_of_logits(theirs, rule.k))
         np.testing.assert_array_equal(torch_s.numpy(), cached)        # bit for bit: same inputs, same formula
         np.testing.assert_array_equal(torch_p.numpy(), np.asarray(problem.cache.topk_ids("search"))[e, 0])
         exact_router = "topk_probs" not in rule.reads
@@ -76,6 +86,7 @@ def test_every_rule_scores_and_decides_identically_on_every_side(name):
             np.testing.assert_array_equal(rule.leaves(torch_s.numpy(), t), want)
             if exact_router or t in safe:
                 np.testing.assert_array_equal(rule.leaves(np_s, t), want)
+    assert tested
 
 
 @pytest.fixture(scope="module")
@@ -96,10 +107,20 @@ def test_every_rule_through_search_runtime_and_router_end_to_end(every_rule_bund
     x = splits["holdout"].images
     for rc, tc in zip(router.configs, runtime.configs):
         want = ExitProblem(cache, "holdout", score=tc.score, rules=tc.rule_set, params=config_params([tc])).assign(tc)
-        got_runtime, got_router = runtime.run(x, tc), router.run(x.numpy(), rc)
-        np.testing.assert_array_equal(got_runtime.exits.numpy(), want)
-        np.testing.assert_array_equal(got_router.exits, want)
-        np.testing.assert_array_equal(got_router.predictions, got_runtime.predictions.numpy())
+        for rebatch in (False, True):   # re-batching: survivors (and what a partner handed on) gathered
+            batches = list(torch.split(x, 13))
+            got_runtime = runtime.run_batches(batches, tc, rebatch=rebatch, batch_size=16)
+            got_router = router.run_batches([b.numpy() for b in batches], rc, rebatch=rebatch, batch_size=16)
+            np.testing.assert_array_equal(got_runtime.exits.numpy(), want)
+            np.testing.assert_array_equal(got_router.exits, want)
+            np.testing.assert_array_equal(got_router.predictions, got_runtime.predictions.numpy())
+            # MACs as the search predicted them (a partner's head paid once, where it ran)
+            np.testing.assert_allclose(got_router.macs, got_runtime.macs.numpy(), rtol=1e-12)
+            assert got_runtime.relative_cost == pytest.approx(tc.relative_cost("holdout"), rel=1e-9)
+    # partner rules ran with the partner enabled (its top-k handed on) and not (its head run by the deciding stage)
+    for side in (runtime, router):
+        stages = [s for c in side.configs for s in side._stages_of(c)]
+        assert any(s.hand_on for s in stages) and any(s.units.partner is not None for s in stages)
 
 
 def test_a_table_naming_an_unknown_rule_is_refused_by_every_side(every_rule_bundle, tmp_path):

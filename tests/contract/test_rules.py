@@ -21,6 +21,7 @@ from contract import (
     register_rule,
     rule_class,
     rule_inputs_from_logits,
+    topk_of_logits,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,8 +69,9 @@ def test_float32_cut_and_the_leave_test_follow_the_float64_comparison():
 @pytest.mark.parametrize("name", list_rules())
 def test_scores_are_float32_within_the_rule_range(name):
     rule = rule_class(name)()
-    z = (np.random.default_rng(1).standard_normal((200, 7)) * 6).astype(np.float32)
-    inputs, pred = rule_inputs_from_logits(rule, z)
+    z, theirs = (np.random.default_rng(1).standard_normal((2, 200, 7)) * 6).astype(np.float32)
+    partner = topk_of_logits(theirs, rule.k) if "partner" in rule.reads else None   # agree, ensemble
+    inputs, pred = rule_inputs_from_logits(rule, z, partner)
     if rule.learned:                      # a rule with learned params (gate): fitted on these inputs first
         rule = rule.fit(inputs, pred == 0)
     s = rule.score(inputs)
@@ -129,4 +131,5 @@ def test_contract_and_bundle_import_no_torch_and_no_other_side():
 
 
 def test_rule_inputs_default_to_nothing():
-    assert RuleInputs().topk_probs is None and RuleInputs().previous == ()
+    empty = RuleInputs()
+    assert empty.topk_probs is None and empty.ids is None and empty.partner_ids is None and empty.partner_probs is None

@@ -21,14 +21,22 @@ class Sums:
 
     def __init__(self) -> None:
         self.sizes: dict[int, list[int]] = {}
+        self.handed: dict[int, list[np.ndarray]] = {}
 
-    def advance(self, stage, state):
+    def advance(self, stage, state, partner):
         k = stage.units
         self.sizes.setdefault(k, []).append(len(state))
+        if partner is not None:  # what the stage before handed on: its rows' input value and its stage number
+            self.handed.setdefault(k, []).append(np.stack([partner[0][:, 0], state[:, 0], partner[1][:, 0]], 1))
         out = state.copy()
         out[:, 1] += k + 1
         s = _score(out[:, 1], k).astype(np.float32)
-        return out, s, out[:, 0].astype(np.int64)
+        hand = None
+        if stage.hand_on:
+            n = len(out)
+            ids = np.repeat(out[:, :1].astype(np.int64), stage.hand_on, 1)
+            hand = (ids, np.full((n, stage.hand_on), k, np.float32))
+        return out, s, out[:, 0].astype(np.int64), hand
 
     def take(self, stage, state, rows):
         return state[rows]
@@ -100,3 +108,25 @@ def test_empty_input_and_empty_batches():
     assert len(route(_stages(), Sums(), []).exits) == 0
     got = route(_stages(), Sums(), [np.zeros((0, 2))] + _batches([4]), rebatch=True)
     assert len(got.exits) == 4
+
+
+@pytest.mark.parametrize("restart_at", [None, 2])
+@pytest.mark.parametrize("rebatch", [False, True])
+def test_what_a_stage_hands_on_follows_its_rows_to_the_next_stage_only(rebatch, restart_at):
+    """A partner's top-k handed on (``Stage.hand_on``) reaches the next stage's ``advance`` with the same rows as its
+    state, through compaction, re-batching and a restart; stages after one that hands nothing get nothing."""
+    from dataclasses import replace
+
+    stages = _stages(restart_at)
+    stages[0], stages[2] = replace(stages[0], hand_on=2), replace(stages[2], hand_on=1)
+    backend = Sums()
+    got = route(stages, backend, _batches([16, 5, 16, 16, 3, 16, 1]), rebatch=rebatch,
+                batch_size=16 if rebatch else None)
+    assert set(backend.handed) == {1, 3}
+    for k, parts in backend.handed.items():
+        rows = np.concatenate(parts)
+        np.testing.assert_array_equal(rows[:, 0], rows[:, 1])   # each row got its own payload
+        assert (rows[:, 2] == k - 1).all()
+        assert len(rows) == sum(backend.sizes[k]) > 0   # every row the stage ran on
+    exits, _ = _reference(stages, np.concatenate(_batches([16, 5, 16, 16, 3, 16, 1])))
+    np.testing.assert_array_equal(got.exits, exits)   # carrying changes no decision

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contract import RuleInputs, rule_class
+from contract import RuleInputs, partner_exit, reads_partner, rule_class
 from exits import attach_exits
 from exits.data import TensorDataset
 from exits.dump import dump_cache
@@ -65,9 +65,15 @@ def learned_params(cache, rules) -> dict:
 
 def make_export(cache, score: str = "max_prob", split: str = "holdout", rules: tuple[str, ...] = ()) -> dict:
     """An export of several configurations (one, two and three early exits; the base) on ``cache``; with
-    ``rules``, the j-th enabled exit of each uses ``rules[j % len(rules)]`` (configurations mixing rules)."""
+    ``rules``, the j-th enabled exit of each uses ``rules[j % len(rules)]`` (configurations mixing rules).
+
+    A rule reading its partner (``agree``, ``ensemble``) gives way to ``max_prob`` at an exit without one (the first
+    position), and such a table holds one more configuration, where each partner is enabled (its top-k handed on):
+    the others decide with the partner off (its head run by the deciding stage, on its path or its input)."""
     rules = tuple(rules) or (score,)
-    search = ExitProblem(cache, "search", score=rules[0], rules=rules, params=learned_params(cache, rules))
+    paired = any(reads_partner(r) for r in rules)
+    held = rules + ("max_prob",) if paired and "max_prob" not in rules else rules
+    search = ExitProblem(cache, "search", score=rules[0], rules=held, params=learned_params(cache, rules))
     holdout = search.on_split("holdout")
     ref = holdout if split == "holdout" else search
     early = [i for i, e in enumerate(cache.exits[:-1])]
@@ -77,19 +83,23 @@ def make_export(cache, score: str = "max_prob", split: str = "holdout", rules: t
     positions = sorted(by_pos)
     plans = [[(positions[0], 0, 0.5)], [(positions[1], 1, 0.3), (positions[-1], 0, 0.5)],
              [(positions[0], 1, 0.6), (positions[1], 0, 0.4), (positions[2], 1, 0.3)], []]
+    if paired:  # the same head at three positions in a row: each partner enabled
+        plans.insert(3, [(positions[0], 0, 0.6), (positions[1], 0, 0.4), (positions[2], 0, 0.3)])
     entries = []
     for plan in plans:
         exits, thr = [], []
         remaining = np.ones(ref.n_samples, dtype=bool)
-        names = tuple(rules[j % len(rules)] for j in range(len(plan)))
-        for (pos, slot, q), r in zip(plan, names):
+        names = [rules[j % len(rules)] for j in range(len(plan))]
+        for j, ((pos, slot, q), r) in enumerate(zip(plan, names, strict=True)):
             e = by_pos[pos][slot % len(by_pos[pos])]
+            if reads_partner(r) and partner_exit(cache.exits, e) is None:
+                r = names[j] = "max_prob"
             s = ref.scores_of(r)[e]
             t = safe_thresholds(s[remaining] if remaining.any() else s, q)
             exits.append(e)
             thr.append(t)
             remaining &= ~(s > t)
-        entries.append(("test", search.config(exits, thr, names)))
+        entries.append(("test", search.config(exits, thr, tuple(names))))
     return build_export(entries, search=search, holdout=holdout, pareto=False)
 
 

@@ -71,6 +71,23 @@ def test_report_agrees_with_the_cache(setup, capsys):
     assert (tmp / "r.png").stat().st_size > 0 and doc["configs"][0]["id"] in out
 
 
+def test_a_table_deciding_with_agree_measures_the_macs_predicted(setup, capsys):
+    """The partner's head, run for a rule reading it, is counted by FlopCounterMode, accounted by the runtime and
+    predicted by the search's paired costs: the three agree."""
+    tmp, base, _ = setup
+    doc = make_export(open_cache(tmp / "cache"), "agree")
+    (tmp / "agree.json").write_text(json.dumps(doc))
+    assert main(["--config", str(tmp / "agree.json"), "--all", "--report", str(tmp / "agree-r.json")] + base) == 0
+    capsys.readouterr()
+    report = json.loads((tmp / "agree-r.json").read_text())
+    assert any(d["score"] == "agree" for c in doc["configs"] for d in c["exits"])
+    for c, want in zip(report["configs"], doc["configs"], strict=True):
+        assert c["agreement"] == 1.0
+        assert c["predicted"]["relative_cost"] == pytest.approx(want["holdout"]["relative_cost"], rel=1e-12)
+        assert c["measured"]["relative_cost"] == pytest.approx(want["holdout"]["relative_cost"], rel=1e-9)
+        assert c["measured"]["relative_cost_accounted"] == pytest.approx(want["holdout"]["relative_cost"], rel=1e-12)
+
+
 def test_one_configuration_by_id(setup, capsys):
     tmp, base, doc = setup
     cid = doc["configs"][1]["id"]
