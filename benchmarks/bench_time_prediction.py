@@ -176,7 +176,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                 inputs = [convert(b) for b in timing_batches(x, batch, n)]
                 for config, fn in runs.values():
                     leave = holdout.assign(config)
-                    est = tm.estimate(config.exits, leave[timed])
+                    est = tm.estimate(config.exits, leave[timed], config.rule_names)
                     predicted = est.speedup
                     rel_macs = holdout.evaluate_one(config).relative_cost
                     with torch.inference_mode():

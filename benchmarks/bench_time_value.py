@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
                 row: dict[str, Any] = {"batch": batch, "max_drop": drop, "loadavg": os.getloadavg(),
                                        "base_ms_per_sample": 1e3 * measured["base"]}
                 for k, c in configs.items():
-                    est = tm.estimate(c.exits, holdout.assign(c)[timed])
+                    est = tm.estimate(c.exits, holdout.assign(c)[timed], c.rule_names)
                     row[f"chosen on {k}"] = {
                         "id": c.id, "exits": len(c.exits),
                         "certified": bool(c.predicted.get("certificate")),

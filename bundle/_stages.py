@@ -18,7 +18,9 @@ from .manifest import Manifest, ServedExit
 __all__ = ["exit_scores", "OnnxStages"]
 
 
-def exit_scores(logits: np.ndarray, rule: Any, *, partner: Payload | None = None) -> tuple[np.ndarray, np.ndarray]:
+def exit_scores(
+    logits: np.ndarray, rule: Any, *, partner: Payload | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """Score ``(b,)`` float32 and top-1 prediction ``(b,)`` int64 of logits ``(b, n_classes)`` under ``rule``;
     ``partner``: the partner exit's top-k ``(ids, probs)`` (:func:`contract.topk_of_logits`), for a rule reading it."""
     rule = get_rule(rule) if isinstance(rule, str) else rule
@@ -29,10 +31,12 @@ def exit_scores(logits: np.ndarray, rule: Any, *, partner: Payload | None = None
 @dataclass(frozen=True)
 class _Partner:
     """A partner head graph run inside a stage (its exit not enabled), on the state after the stage's first
-    ``after`` graphs (0: its input state); ``head`` None: that state is the partner's logits."""
+    ``after`` graphs (0: its input state); ``head`` None: that state is the partner's logits; ``macs``: the head's,
+    per row."""
 
     after: int
     head: Callable[[np.ndarray], np.ndarray] | None
+    macs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,11 @@ class OnnxStages:
             out[first] = restarted(out[first])
         for k in range(1, len(out)):
             rule = out[k].rule
-            if out[k].threshold is not None and reads_partner(rule) and out[k].units.partner is None:
+            if (
+                out[k].threshold is not None
+                and reads_partner(rule)
+                and out[k].units.partner is None
+            ):
                 out[k - 1] = replace(out[k - 1], hand_on=max(out[k - 1].hand_on, rule.k))
         return out
 
@@ -100,7 +108,9 @@ class OnnxStages:
             run.append(g)
             cost += g.info.macs
             if g.info.final and final is not None:  # everyone still here leaves at the final exit
-                out.append(Stage(final, None, final_rule(cfg.rule), cost, units=_Run(tuple(run), None)))
+                out.append(
+                    Stage(final, None, final_rule(cfg.rule), cost, units=_Run(tuple(run), None))
+                )
                 break
             stop = at.get(g.info.position)
             if stop is None:
@@ -111,10 +121,8 @@ class OnnxStages:
             rule, partner = cfg.rule_at(j), None
             if reads_partner(rule) and self._partner_of(e).index not in enabled:
                 partner = self._partner(e, run, before)
-                cost += 0.0 if partner.head is None else partner.head.info.macs
-            out.append(
-                Stage(e.index, threshold, rule, cost, units=_Run(tuple(run), head, partner))
-            )
+                cost += partner.macs
+            out.append(Stage(e.index, threshold, rule, cost, units=_Run(tuple(run), head, partner)))
             before, run, cost = g.info.position, [], 0.0
             if final is None and g.info.position >= max(at):
                 break
@@ -122,7 +130,9 @@ class OnnxStages:
 
     def _partner_of(self, e: ServedExit) -> ServedExit:
         if e.partner is None:
-            raise BundleError(f"exit {e.name!r}: its rule reads a partner exit, and this bundle serves none")
+            raise BundleError(
+                f"exit {e.name!r}: its rule reads a partner exit, and this bundle serves none"
+            )
         return self.manifest.exits[e.partner]
 
     def _partner(self, e: ServedExit, run: list, before: int | None) -> _Partner:
@@ -135,7 +145,10 @@ class OnnxStages:
                 f"enable {theirs.name!r} too, or choose a rule that does not read a partner"
             )
         after = ends.index(theirs.position) + 1 if theirs.position in ends else 0
-        return _Partner(after, None if theirs.graph is None else self.graphs[theirs.graph])
+        if theirs.graph is None:
+            return _Partner(after, None)
+        head = self.graphs[theirs.graph]
+        return _Partner(after, head, float(head.info.macs))
 
     # -- contract.schedule.Backend ----------------------------------------------------------
     def advance(

@@ -245,7 +245,10 @@ def _exits(
     for i, e in enumerate(exits.values()):
         theirs = exits.get(e.partner) if isinstance(e.partner, str) else None
         if e.partner is not None and (
-            theirs is None or theirs.head != e.head or theirs.chain != e.chain or theirs.position >= e.position
+            theirs is None
+            or theirs.head != e.head
+            or theirs.chain != e.chain
+            or theirs.position >= e.position
         ):
             raise BundleError(
                 f"{path}: exits[{i}]: exit {e.name!r} names partner {e.partner!r}, which is not a served exit of "

@@ -224,7 +224,9 @@ class BundleRouter:
             f"in this bundle (it serves {sorted(served)[:4]}{'...' if len(served) > 4 else ''}); export the "
             "bundle with this configuration"
         )
-        partners = {e.index: served[e.partner].index for e in served.values() if e.partner is not None}
+        partners = {
+            e.index: served[e.partner].index for e in served.values() if e.partner is not None
+        }
         return ExitTable(refs, final, self.manifest.num_classes, where, partners)
 
     def _resolve(self, entry: Any, i: int, default_score: str) -> ExitConfig:

@@ -170,11 +170,10 @@ class _Loop:
             if parts[0].inputs is None
             else self.backend.concat(None, [p.inputs for p in parts])
         )
-        partner = (
-            None
-            if parts[0].partner is None
-            else tuple(np.concatenate(a) for a in zip(*(p.partner for p in parts), strict=True))
-        )
+        partner: Payload | None = None
+        if parts[0].partner is not None:
+            given = [p.partner for p in parts if p.partner is not None]
+            partner = (np.concatenate([g[0] for g in given]), np.concatenate([g[1] for g in given]))
         return _Waiting(
             self.backend.concat(src, [p.state for p in parts]),
             inputs,
@@ -189,7 +188,10 @@ class _Loop:
     def _rows(self, k: int, w: _Waiting, rows: np.ndarray) -> _Waiting:
         inputs = None if w.inputs is None else self.backend.take(None, w.inputs, rows)
         return _Waiting(
-            self.backend.take(self._source(k), w.state, rows), inputs, w.ids[rows], _rows_of(w.partner, rows)
+            self.backend.take(self._source(k), w.state, rows),
+            inputs,
+            w.ids[rows],
+            _rows_of(w.partner, rows),
         )
 
     def step(self, k: int, w: _Waiting) -> None:
@@ -222,7 +224,10 @@ class _Loop:
         self.push(
             k + 1,
             _Waiting(
-                state, inputs if self.keep_inputs[k + 1] else None, w.ids[keep], _rows_of(hand, keep)
+                state,
+                inputs if self.keep_inputs[k + 1] else None,
+                w.ids[keep],
+                _rows_of(hand, keep),
             ),
         )
 

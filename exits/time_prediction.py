@@ -99,7 +99,7 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
     against the export and the runtime (None when there is none), and the warning lines (``machine_lines``
     adds this machine's, once the threads are set)."""
     from data_cache.cost_tables import read_cost_table
-    from search.time_cost import TimeCostModel
+    from search.time_cost import TimeCostModel, partners_of_exits
 
     recorded = _recorded(doc, source)
     lines = []
@@ -130,7 +130,7 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
         lines.append(f"cost table {name!r} was profiled on bundle {profiled_on[:19]}..., not this one "
                      f"({bundle_fingerprint[:19]}...)")
     model = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                          batch_size=table.batch_size, method=method)
+                          batch_size=table.batch_size, method=method, partners=partners_of_exits(cache.exits))
     return TimeTarget(table, model), tuple(lines)
 
 
@@ -139,7 +139,7 @@ def time_entry(model: Any, config: Any, leave: np.ndarray, timing: Mapping[str, 
     """The report's fields for one configuration: ``predicted_speedup`` (the time model on ``leave``, the cache's
     per-sample exits), and when ``timing`` (``time_against_base``'s batch block, at the model's batch size) was
     measured ``measured_speedup``, ``speedup_error`` = predicted / measured - 1 and the MAC prediction's error."""
-    est = model.estimate(list(config.exits), leave)
+    est = model.estimate(list(config.exits), leave, config.rule_names)
     time = {"batch_size": model.batch_size, "method": model.method,
             "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
             "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,

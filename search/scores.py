@@ -70,30 +70,11 @@ def servable(cache, rule: ExitRule, split: str = "search") -> str | None:
     return None
 
 
-def _untimed(name: str, objective: str) -> bool:
-    """Whether ``objective`` cannot charge rule ``name`` (the time model does not time a partner's head yet)."""
-    return objective == "time" and "partner" in rule_for(name).reads
-
-
-def resolve_rules(
-    spec,
-    score: str,
-    cache,
-    label: str = "rules",
-    objective: str = "macs",
-    score_label: str = "score",
-) -> tuple[str, ...]:
+def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, ...]:
     """The exit rules dp may choose per exit, ``score`` first: ``spec`` None (``score`` alone), ``"auto"`` (every
-    registered rule this cache can serve and ``objective`` can charge, but those with learned params: name
-    ``gate`` to add it) or names (a comma list or a sequence). An unknown name, one whose inputs the cache lacks,
-    or one the objective cannot charge is one SearchError line naming it and the reason."""
-    named = [] if spec is None or spec == "auto" else _names(spec)
-    for where, n in [(score_label, score), *((label, n) for n in named)]:
-        if n in score_kinds() and _untimed(n, objective):
-            raise SearchError(
-                f"{where}: rule {n!r} reads a partner exit, whose head objective 'time' cannot time "
-                "yet; search it with --objective macs"
-            )
+    registered rule this cache can serve, but those with learned params: name ``gate`` to add it) or names (a
+    comma list or a sequence). An unknown name, or one whose inputs the cache lacks, is one SearchError line
+    naming it and the reason."""
     if spec is None:
         return (score,)
     names = _names(spec)
@@ -104,9 +85,7 @@ def resolve_rules(
                 + [
                     n
                     for n in score_kinds()
-                    if not rule_class(n).learned
-                    and servable(cache, rule_for(n)) is None
-                    and not _untimed(n, objective)
+                    if not rule_class(n).learned and servable(cache, rule_for(n)) is None
                 ]
             )
         )

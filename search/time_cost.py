@@ -28,17 +28,25 @@ comes with ``search.pareto --objective time --cost-table NAME``.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from contract import partner_exit, reads_partner
 from data_cache.cost_tables import TimedItem, TimeTable, interpolate, read_cost_table
 
 from ._validation import SearchError, as_generator
 
-__all__ = ["METHODS", "TimeEstimate", "TimeCostModel", "binomial_pmf", "hypergeometric_pmf"]
+__all__ = [
+    "METHODS",
+    "TimeEstimate",
+    "TimeCostModel",
+    "binomial_pmf",
+    "hypergeometric_pmf",
+    "partners_of_exits",
+]
 
 METHODS = ("binomial", "hypergeometric", "replay")
 
@@ -103,6 +111,8 @@ class TimeCostModel:
     ``exit_units``: per cache exit (execution order, final last) the unit names it needs; ``exit_names`` the
     exits' names (steps are matched to enabled exits by name). ``batch_size`` defaults to the table's and
     must lie within its grid. ``method``: one of :data:`METHODS`; ``rounds`` and ``seed`` serve ``replay``.
+    ``partners``: each exit's partner (``contract.partner_exit`` of the cache's exits), whose head an exit deciding
+    with a rule that reads it runs for every row reaching it (``estimate(..., rules=)``).
     """
 
     name = "time"
@@ -119,8 +129,10 @@ class TimeCostModel:
         method: str = "binomial",
         rounds: int = 2000,
         seed: Any = 0,
+        partners: Mapping[int, int] | None = None,
     ):
         self.table, self.method, self.rounds, self.seed = table, method, rounds, seed
+        self.partners = dict(partners or {})
         self.batch_size = table.batch_size if batch_size is None else batch_size
         if method not in METHODS:
             raise SearchError(
@@ -153,6 +165,7 @@ class TimeCostModel:
             [e.units for e in cache.exits],
             [e.name for e in cache.exits],
             batch_size=batch_size,
+            partners=partners_of_exits(cache.exits),
             **kwargs,
         )
 
@@ -171,15 +184,21 @@ class TimeCostModel:
         base = self.table.of_kind("base")[0]
         return float(self._time(base, np.array([self.batch_size]))[0]) / self.batch_size
 
-    def time_per_sample(self, enabled: Sequence[int], leave: np.ndarray) -> float:
+    def time_per_sample(
+        self, enabled: Sequence[int], leave: np.ndarray, rules: Sequence[str] | None = None
+    ) -> float:
         """Expected seconds per sample; ``leave`` ``(n_samples,)``: the exit index each cached sample leaves at."""
-        return self.estimate(enabled, leave).time_per_sample_s
+        return self.estimate(enabled, leave, rules).time_per_sample_s
 
-    def estimate(self, enabled: Sequence[int], leave: np.ndarray) -> TimeEstimate:
+    def estimate(
+        self, enabled: Sequence[int], leave: np.ndarray, rules: Sequence[str] | None = None
+    ) -> TimeEstimate:
         """The :class:`TimeEstimate` of the configuration enabling ``enabled`` (exit indices, execution order)
-        whose samples leave at ``leave`` (``search.ExitProblem.assign``)."""
+        whose samples leave at ``leave`` (``search.ExitProblem.assign``), deciding with ``rules`` (one per enabled
+        exit; a rule reading the partner runs its head: None, none does)."""
         groups = self._groups(enabled, np.asarray(leave))
-        reach = self._reach(list(enabled))
+        paired = [e for e, r in zip(enabled, rules or (), strict=False) if reads_partner(r)]
+        reach = self._reach(list(enabled), paired)
         B = self.batch_size
         batches = self._replay_batches(len(groups)) if self.method == "replay" else None
         items = {it.name: float(self._expect(it, r, groups, batches)) / B for it, r in reach}
@@ -199,10 +218,21 @@ class TimeCostModel:
             raise SearchError("leave: every sample must leave at an enabled exit or the final one")
         return groups
 
-    def _reach(self, enabled: list[int]) -> list[tuple[TimedItem, np.ndarray]]:
-        """(item, reached) per item that runs: ``reached[k]`` whether samples of group k run it."""
+    def _reach(
+        self, enabled: list[int], paired: Sequence[int] = ()
+    ) -> list[tuple[TimedItem, np.ndarray]]:
+        """(item, reached) per item that runs: ``reached[k]`` whether samples of group k run it; each exit of
+        ``paired`` also runs its partner's units for the rows reaching it."""
         path = [*enabled, len(self.exit_names) - 1]
-        used = np.logical_or.accumulate(self.needs[path], axis=0)
+        rows = self.needs[path].copy()
+        for j, e in enumerate(enabled):
+            if e in paired:
+                if e not in self.partners:
+                    raise SearchError(
+                        f"exit {self.exit_names[e]!r} has no partner to run for its rule"
+                    )
+                rows[j] |= self.needs[self.partners[e]]
+        used = np.logical_or.accumulate(rows, axis=0)
         covered = np.zeros(len(self.unit_names), dtype=bool)
         out: list[tuple[TimedItem, np.ndarray]] = []
         for it in self.table.of_kind("segment", "head", "saver", "graph"):
@@ -270,3 +300,8 @@ class TimeCostModel:
                 "use 'binomial'"
             )
         return np.stack([rng.choice(n, self.batch_size, replace=False) for _ in range(self.rounds)])
+
+
+def partners_of_exits(exits: Sequence[Any]) -> dict[int, int]:
+    """Each exit's partner among a cache's ``exits`` (:func:`contract.partner_exit`), where it has one."""
+    return {i: p for i in range(len(exits)) if (p := partner_exit(exits, i)) is not None}

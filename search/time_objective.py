@@ -13,6 +13,7 @@ base model's measured time (``base_cost``). numpy only.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -31,10 +32,12 @@ __all__ = ["TimeCostTable", "time_cost_table", "time_table_record"]
 @dataclass(frozen=True)
 class TimeCostTable(CostTable):
     """The surrogate's per-item ms (``unit_costs``, columns ``unit_names``), the exact model (``model``, a
-    ``search.time_cost.TimeCostModel``) and the base model's ms per sample (``base_ms``)."""
+    ``search.time_cost.TimeCostModel``), the base model's ms per sample (``base_ms``) and the exits that run their
+    partner's head (``paired_exits``: :meth:`paired`)."""
 
     model: Any = None
     base_ms: float = 1.0
+    paired_exits: frozenset[int] = frozenset()
     _reach: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -50,14 +53,19 @@ class TimeCostTable(CostTable):
         return int(self.model.batch_size)
 
     def paired(self, partners: Mapping[int, int]) -> CostTable:
-        """Refused: the time model does not yet time a partner head run for an exit's rule (search such rules on
-        ``macs``)."""
+        """This table with each exit of ``partners`` also running its partner's head for the rows reaching it: in the
+        surrogate, the partner's unit items (not its step: the partner does not decide); in the exact model, its
+        reach (``TimeCostModel._reach``)."""
         if not partners:
             return self
-        raise SearchError(
-            "objective 'time' cannot yet time rules that read a partner exit (agree, ensemble); "
-            "search them with --objective macs"
-        )
+        units = {it.name for it in self.model.table.of_kind(*UNIT_ITEM_KINDS)}
+        unit_cols = np.array([name in units for name in self.unit_names])
+        needs = self.needs.copy()
+        for e, p in partners.items():
+            needs[e] |= self.needs[p] & unit_cols
+        return dataclasses.replace(
+            self, needs=needs, paired_exits=self.paired_exits | frozenset(partners)
+        )  # the reach cache is shared: its keys name the paired exits
 
     def mean_cost_of(self, enabled: Sequence[int], counts: np.ndarray) -> float:
         """Predicted ms per sample (binomial expectation) of the configuration enabling ``enabled`` whose samples
@@ -85,18 +93,19 @@ class TimeCostTable(CostTable):
     def _reach_of(self, enabled: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """``R`` (n_items, n_groups) float: which groups (enabled exits, then final) run each item, and ``T``
         (n_items, B + 1): each item's ms on 0..B rows; cached per set of enabled exits."""
-        got = self._reach.get(enabled)
+        paired = tuple(e for e in enabled if e in self.paired_exits)
+        got = self._reach.get((enabled, paired))
         if got is None:
             if len(self._reach) > 4096:
                 self._reach.clear()
             try:
-                pairs = self.model._reach(list(enabled))
+                pairs = self.model._reach(list(enabled), paired)
             except SearchError as exc:
                 raise SearchError(str(exc)) from None
             k = np.arange(self.batch_size + 1)
             R = np.array([r for _, r in pairs], dtype=np.float64).reshape(len(pairs), -1)
             T = np.array([1e3 * self.model._time(it, k) for it, _ in pairs]).reshape(len(pairs), -1)
-            got = self._reach[enabled] = (R, T)
+            got = self._reach[(enabled, paired)] = (R, T)
         return got
 
 

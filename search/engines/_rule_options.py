@@ -11,6 +11,8 @@ pays the partner's head (``CostTable.paired``) and exists only where the exit ha
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from contract import partner_exit, reads_partner
@@ -19,6 +21,18 @@ from contract.costs import CostTable
 from ..config import ExitConfig
 
 __all__ = ["RuleOptions"]
+
+
+@dataclass(frozen=True)
+class _OptionCosts(CostTable):
+    """The options' per-unit costs with the problem's own base cost (a time table's is the measured base model,
+    not its items' sum)."""
+
+    base: float = 1.0
+
+    @property
+    def base_cost(self) -> float:
+        return self.base
 
 
 class RuleOptions:
@@ -41,7 +55,9 @@ class RuleOptions:
         self.correct = np.tile(problem.correct, (m, 1))
         c = problem.unpaired
         needs = [problem.costs_of(range(E - 1), [r] * (E - 1)).needs for r in self.rules]
-        self.costs = CostTable(c.unit_costs, np.concatenate(needs), c.unit_names, c.objective)
+        self.costs = _OptionCosts(
+            c.unit_costs, np.concatenate(needs), c.unit_names, c.objective, base=c.base_cost
+        )
         # a rule reading the partner exit is an option only where the exit has one
         usable = [
             [

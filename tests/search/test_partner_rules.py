@@ -157,11 +157,3 @@ def test_partner_rules_export_and_verify_through_the_command_line(tmp_path):
     first["score"], first["threshold"] = "agree", 0.5         # no partner at the first position
     with pytest.raises(Exception, match="rule 'agree' compares it with the exit of head"):
         verify_export(doc, open_cache(tmp_path / "cache"))
-
-
-def test_the_time_objective_refuses_partner_rules_in_one_line(tmp_path, capsys):
-    save_cache(tmp_path / "cache", make_synthetic_cache(800, 2, seed=8))
-    code = main([str(tmp_path / "cache"), "--objective", "time", "--cost-table", "x", "--rules", "agree",
-                 "--no-progress"])
-    err = capsys.readouterr().err.strip().splitlines()
-    assert code == 2 and len(err) == 1 and "rule 'agree' reads a partner exit" in err[0]

@@ -119,11 +119,6 @@ def test_rule_lists_resolve_against_the_cache():
     cache = make_synthetic_cache(600, 2, seed=7)          # top-k probabilities only, no logits
     assert resolve_rules(None, "max_prob", cache) == ("max_prob",)
     assert resolve_rules("auto", "max_prob", cache) == ("max_prob", "margin", "agree", "ensemble")
-    assert resolve_rules("auto", "max_prob", cache, objective="time") == ("max_prob", "margin")
-    with pytest.raises(SearchError, match=r"^--rules: rule 'agree' reads a partner exit.*--objective macs$"):
-        resolve_rules("max_prob,agree", "max_prob", cache, "--rules", objective="time")
-    with pytest.raises(SearchError, match=r"^--score: rule 'ensemble' reads a partner exit"):
-        resolve_rules(None, "ensemble", cache, "--rules", objective="time", score_label="--score")
     assert resolve_rules("margin, max_prob", "max_prob", cache) == ("max_prob", "margin")
     with pytest.raises(SearchError, match=r"^--rules: unknown score kind 'bogus'"):
         resolve_rules("max_prob,bogus", "max_prob", cache, "--rules")

@@ -60,7 +60,7 @@ def _problem(cache, name: str) -> ExitProblem:
 def _estimated(problem: ExitProblem, name: str, configs) -> np.ndarray:
     """Relative time of ``configs`` straight from ``TimeCostModel.estimate``."""
     model = TimeCostModel.from_cache(problem.cache, name)
-    return np.array([model.estimate(c.exits, problem.assign(c)).relative_time for c in configs])
+    return np.array([model.estimate(c.exits, problem.assign(c), c.rule_names).relative_time for c in configs])
 
 
 def test_the_time_model_is_registered_beside_the_others():
@@ -94,6 +94,25 @@ def test_at_batch_64_every_front_is_scored_with_the_exact_model(cache):
     counts, _ = problem.exit_outcomes(c)
     surrogate = float(counts @ problem.costs.exit_costs(c.exits)) / problem.n_samples / problem.costs.base_cost
     assert abs(surrogate - _estimated(problem, "b64", [c])[0]) > 1e-3
+
+
+@pytest.mark.parametrize("name", ["b1", "b64"])
+def test_partner_rules_are_timed_with_their_partners_head(cache, name):
+    rules = ("max_prob", "agree", "ensemble")
+    problem = ExitProblem(cache, "search", costs=cost_table(cache, "time", table=name), rules=rules)
+    front = create_engine("dp").run(problem)
+    assert {r for c in front.configs for r in c.rule_names} & {"agree", "ensemble"}
+    np.testing.assert_allclose(front.F[:, 1], _estimated(problem, name, front.configs), rtol=1e-12)
+    model = TimeCostModel.from_cache(cache, name)
+    e = next(i for i in range(len(cache.exits) - 1) if i in model.partners)
+    partner = cache.exits[model.partners[e]].name
+    leave = np.full(problem.n_samples, len(cache.exits) - 1)
+    alone = model.estimate([e], leave, ["max_prob"]).items
+    paired = model.estimate([e], leave, ["agree"]).items
+    assert partner not in alone and paired[partner] > 0          # the partner's head runs, its step does not
+    assert f"step:{partner}" not in paired and set(paired) - set(alone) == {partner}
+    both = model.estimate([model.partners[e], e], leave, ["max_prob", "agree"]).items
+    assert set(both) == set(model.estimate([model.partners[e], e], leave, ["max_prob", "max_prob"]).items)
 
 
 @pytest.mark.parametrize("engine, kw", [("nsga2", {"pop_size": 40}), ("optuna", {"pop_size": 40})])
