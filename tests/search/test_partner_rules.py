@@ -157,3 +157,15 @@ def test_partner_rules_export_and_verify_through_the_command_line(tmp_path):
     first["score"], first["threshold"] = "agree", 0.5         # no partner at the first position
     with pytest.raises(Exception, match="rule 'agree' compares it with the exit of head"):
         verify_export(doc, open_cache(tmp_path / "cache"))
+
+
+@pytest.mark.parametrize("spec, n_positions, k, words", [
+    ("max_prob,ensemble", 3, 1, "rule 'ensemble' cannot be scored at any exit of this cache: it reads the top-2"),
+    ("max_prob,agree", 1, 3, "rule 'agree' cannot be scored at any exit of this cache: it compares an exit with"),
+])
+def test_partner_rules_the_cache_cannot_serve_are_one_line_and_status_2(tmp_path, capsys, spec, n_positions, k,
+                                                                          words):
+    save_cache(tmp_path / "cache", make_synthetic_cache(400, n_positions, k=k, seed=8))
+    code = main([str(tmp_path / "cache"), "--rules", spec, "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and words in err[0]
