@@ -3,8 +3,6 @@ the partner's head paid once on every evaluation path, exits without a partner n
 brute force, and the refusals."""
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -15,10 +13,10 @@ from data_cache.synthetic import make_synthetic_cache
 from search import ExitProblem, create_engine, run_search
 from search.certificates import outcomes
 from search.exact import SplitEvaluator
-from search.front import non_dominated
 from search.indicators import HV
 from search.pareto import main
 from search.scores import compute_scores
+from tests.search._brute_force import brute_force_front as _brute_force
 
 PAIR = ("max_prob", "agree", "ensemble")
 
@@ -58,7 +56,7 @@ def _direct(problem: ExitProblem, config: ExitConfig) -> tuple[float, float]:
     needs, right, cost = problem.unpaired.needs, 0, 0.0
     for i in range(problem.n_samples):
         used = np.zeros(needs.shape[1], bool)
-        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True):
             used |= needs[e]
             if r in ("agree", "ensemble"):
                 used |= needs[partner_exit(problem.cache.exits, e)]
@@ -109,32 +107,12 @@ def test_an_exit_without_partner_is_no_option_and_refuses_the_rule(problem):
         ExitConfig((0,), (0.5,), rules=("agree",)).check(problem.cache)
 
 
-def _brute_force(problem: ExitProblem) -> np.ndarray:
-    options = []
-    for j, ex in enumerate(problem.position_exits):
-        here = [None]
-        for e in ex:
-            for r in problem.rules:
-                if r != "max_prob" and partner_exit(problem.cache.exits, e) is None:
-                    continue
-                s = np.unique(problem.scores_of(r)[e].astype(np.float64))
-                cuts = np.concatenate([(s[:-1] + s[1:]) / 2, [s[0] - 1e-3]])
-                here += [(e, r, float(t)) for t in cuts]
-        options.append(here)
-    F = []
-    for combo in itertools.product(*options):
-        on = [o for o in combo if o is not None]
-        F.append(problem._objectives([o[0] for o in on], [o[2] for o in on], [o[1] for o in on]))
-    F = np.array(F)
-    return F[non_dominated(F)]
-
-
 @pytest.mark.parametrize("seed", [3, 4])
 def test_dp_over_partner_rules_reaches_the_brute_force_front(make_cache, chain, seed):
     exits, units = chain(2)
     problem = ExitProblem(make_cache(exits, units, n_samples=40, seed=seed), rules=PAIR)
     front = run_search(problem, create_engine("dp", max_configs=None, per_curve=1000))
-    for c, F in zip(front.configs, front.F):
+    for c, F in zip(front.configs, front.F, strict=True):
         np.testing.assert_allclose(F, _direct(problem, c), atol=1e-12)
     # coordinate-wise optimal, not global: a shared partner head couples two positions (docs/search.md: 0.965-1.0
     # of the brute-force hypervolume on twelve such problems, 0.989-1.03 for rules without a partner)

@@ -2,7 +2,6 @@
 brute force, rules chosen on the fit part alone, and bad rule lists refused in one line."""
 from __future__ import annotations
 
-import itertools
 
 import numpy as np
 import pytest
@@ -12,10 +11,10 @@ from data_cache.synthetic import make_synthetic_cache
 from search import ExitConfig, ExitProblem, SearchError, create_engine, run_search
 from search.calibration import Roles
 from search.exact import SplitEvaluator
-from search.front import non_dominated
 from search.pareto import main
 from search.pareto_testing import certify_drop
 from search.scores import resolve_rules
+from tests.search._brute_force import brute_force_front as _brute_force
 
 RULES = ("max_prob", "margin", "neg_entropy")
 
@@ -45,25 +44,6 @@ def _direct(problem: ExitProblem, config: ExitConfig) -> tuple[float, float]:
         right += bool(problem.correct[path[-1], i])
     n = problem.n_samples
     return 1 - right / n, cost / n / problem.costs.base_cost
-
-
-def _brute_force(problem: ExitProblem) -> np.ndarray:
-    """The Pareto front of every configuration: per position none, or any (rule, threshold between scores)."""
-    options = []
-    for j, ex in enumerate(problem.position_exits):
-        here = [None]
-        for e in ex:
-            for r in problem.rules:
-                s = np.unique(problem.scores_of(r)[e].astype(np.float64))
-                cuts = np.concatenate([(s[:-1] + s[1:]) / 2, [s[0] - 1e-3]])
-                here += [(e, r, float(t)) for t in cuts]
-        options.append(here)
-    F = []
-    for combo in itertools.product(*options):
-        on = [o for o in combo if o is not None]
-        F.append(problem._objectives([o[0] for o in on], [o[2] for o in on], [o[1] for o in on]))
-    F = np.array(F)
-    return F[non_dominated(F)]
 
 
 def test_a_mixed_configuration_evaluates_like_a_direct_loop_on_every_path(make_problem):
