@@ -108,11 +108,12 @@ def on_saver(model: ExitModel, spec: ExitSpec) -> bool:
 @dataclass(frozen=True)
 class _Partner:
     """A partner head run inside a stage (its exit not enabled): on the output of ``segment`` (its stream), reached
-    after the stage's first ``after`` segments (0: the stage's input state)."""
+    after the stage's first ``after`` segments (0: the stage's input state); ``macs``: the head's, per row."""
 
     after: int
     segment: Any
     head: Callable[[torch.Tensor], torch.Tensor] | None
+    macs: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -177,8 +178,7 @@ class TorchStages:
             rule, partner = cfg.rule_at(j), None
             if reads_partner(rule) and (p := partner_exit(self.model.exits, index)) not in enabled:
                 partner = self._partner(spec, p, segments, run, before)
-                key = self.model.exits[p].key
-                cost += 0.0 if key is None else self.macs[f"head:{self.model.exits[p].name}"]
+                cost += partner.macs
             out.append(Stage(index, threshold, rule, cost, units=self._run(run, head, partner)))
             before, run, cost = seg, [], 0.0
             if not final and seg.position >= max(at):
@@ -197,8 +197,9 @@ class TorchStages:
         after = run.index(seg) + 1 if seg in run else 0
         if after == 0 and seg is not before:
             raise ExitsError(f"exit {spec.name!r}: its partner {theirs.name!r} is not on this stage's path")
-        head = None if theirs.key is None else self.fn(self.model.heads[theirs.key])
-        return _Partner(after, seg, head)
+        if theirs.key is None:
+            return _Partner(after, seg, None)
+        return _Partner(after, seg, self.fn(self.model.heads[theirs.key]), self.macs[f"head:{theirs.name}"])
 
     def _run(self, segments: list, head: nn.Module | None, partner: _Partner | None = None) -> _Run:
         return _Run(tuple(self.fn(s) for s in segments), segments[-1], None if head is None else self.fn(head),
@@ -221,6 +222,7 @@ class TorchStages:
     def _with_partner(run: _Run, state: Any) -> tuple[Any, torch.Tensor]:
         """The stage's segments on ``state`` and the partner head's logits on the state at the partner's position."""
         at = run.partner
+        assert at is not None  # advance calls this only for a stage that runs a partner head
         for fn in run.fns[:at.after]:
             state = fn(state)
         theirs = at.segment.stream(state)
