@@ -158,6 +158,42 @@ def demo_config(cache) -> tuple[dict, str]:
     return build_export([("dp", config)], search=problem, holdout=problem.on_split("holdout"), pareto=False), how
 
 
+PARTNER_RULES = ("max_prob", "agree", "ensemble")
+
+
+def partner_config(cache) -> tuple[dict, str]:
+    """The export of a configuration deciding with a rule that reads the partner exit (``agree``, ``ensemble``):
+    on dp's front over ``PARTNER_RULES`` (search split), the cheapest using one within ``MAX_DROP`` points, else
+    the most accurate using one (uncertified: a check of the runtime's partner path on the device)."""
+    from search import ExitProblem, run_search
+    from search.export import build_export
+
+    problem = ExitProblem(cache, "search", rules=PARTNER_RULES)
+    front = run_search(problem, "dp")
+    base_error = 1.0 - problem.base.accuracy
+    using = [(F, c) for F, c in zip(front.F, front.configs, strict=True)
+             if set(c.rule_names) & {"agree", "ensemble"}]
+    if not using:
+        raise RuntimeError("dp's front over max_prob, agree and ensemble uses no partner rule on these rows")
+    within = [(F, c) for F, c in using if F[0] - base_error <= MAX_DROP / 100]
+    F, config = min(within, key=lambda r: r[0][1]) if within else min(using, key=lambda r: r[0][0])
+    how = (f"uncertified; rules {sorted(set(config.rule_names))}; search drop "
+           f"{100 * (F[0] - base_error):.2f} points, relative MACs {F[1]:.3f}")
+    return build_export([("dp", config)], search=problem, holdout=problem.on_split("holdout"), pareto=False), how
+
+
+def partner_section(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch.device, sizes: Sizes) -> dict:
+    """A configuration with partner rules on the device (fp32): its decisions against the cache, MACs, speed."""
+    from exits.runtime import ExitRuntime
+
+    cache, x, _, _, runtime = _demo(checkpoint, cache_dir, fashion, device, sizes)
+    doc, how = partner_config(cache)
+    runtime = ExitRuntime(runtime.model, doc, cache=cache, device=device, check_inputs=False)
+    entry = doc["configs"][0]
+    return {"config": {"chosen": how, "exits": entry["exits"], "predicted": entry["holdout"]},
+            "fp32": run_runtime(runtime, cache, x, sizes, precision="fp32", latency=False)}
+
+
 def _loader(x: torch.Tensor, labels: np.ndarray, sample_index: np.ndarray, batch: int) -> list:
     labels, sample_index = torch.tensor(np.asarray(labels)), torch.tensor(np.asarray(sample_index))
     return [(x[i:i + batch], labels[i:i + batch], sample_index[i:i + batch]) for i in range(0, len(x), batch)]
@@ -335,7 +371,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT), help="the demo's head checkpoint")
     p.add_argument("--cache", default=str(DEMO_CACHE), help="the cache that checkpoint was dumped into")
     p.add_argument("--fashion-mnist", default=str(FASHION_MNIST), help="folder of the Fashion-MNIST test files")
-    p.add_argument("--sections", default="demo,time,zoo", help="comma-separated: demo, time, zoo")
+    p.add_argument("--sections", default="demo,time,zoo,partner",
+                   help="comma-separated: demo, time, zoo, partner")
     p.add_argument("--zoo", default=None, help="comma-separated timm names instead of the zoo's three")
     p.add_argument("--budget-s", type=positive_float, default=420.0, help="skip what would start after this many seconds")
     p.add_argument("--threads", type=threads, default=None, help="torch CPU threads (default: torch's; 1 with --quick)")
@@ -363,9 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.threads or args.quick:  # a CPU shared with others: one thread unless told otherwise
         torch.set_num_threads(args.threads or 1)
     sections = [s for s in args.sections.split(",") if s]
-    unknown = sorted(set(sections) - {"demo", "time", "zoo"})
+    unknown = sorted(set(sections) - {"demo", "time", "partner", "zoo"})
     if unknown:
-        print(f"error: --sections: unknown {unknown}; choose from demo, time, zoo", file=sys.stderr)
+        print(f"error: --sections: unknown {unknown}; choose from demo, time, partner, zoo", file=sys.stderr)
         return 2
     started = time.perf_counter()
     report: dict[str, Any] = {"format": REPORT_FORMAT, "quick": args.quick, "sizes": asdict(sizes),
@@ -403,6 +440,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory() as tmp:
             for name in sizes.zoo:
                 run(f"zoo:{name}", lambda name=name: zoo_model(name, device, sizes, Path(tmp)))
+    if "partner" in sections:
+        run("partner", lambda: partner_section(Path(args.checkpoint), Path(args.cache), Path(args.fashion_mnist),
+                                               device, sizes))
     print(f"report written to {out_path} ({report['elapsed_s']:.0f} s)")
     failed = [n for n, s in report["sections"].items() if "error" in s or "skipped" in s]
     return 1 if failed or report["imported_optuna_or_pymoo"] else 0

@@ -69,6 +69,11 @@ def test_quick_mode_writes_the_report_without_optuna_or_pymoo(demo, tmp_path):
             assert r["speedup_error"] == pytest.approx(r["predicted_speedup"] / r["measured_speedup"] - 1)
             if precision == "fp32":  # the run leaves every sample where the cache says: measured MACs = predicted
                 assert r["mac_speedup_error"] == pytest.approx(r["mac_estimate_speedup"] / r["measured_speedup"] - 1)
+    partner = report["sections"]["partner"]
+    assert {"agree", "ensemble"} & {d["score"] for d in partner["config"]["exits"]}
+    for r in partner["fp32"].values():     # the partner path decides as the cache does, its heads paid as predicted
+        assert r["agreement"] == 1.0
+        assert r["relative_macs"] == pytest.approx(r["predicted_relative_macs"], rel=1e-6)
     zoo = report["sections"]["zoo:resnet10t"]
     assert zoo["segments_equal_forward_on_device"] and len(zoo["points"]) == 3
     assert zoo["dump"]["dump_img_s"] > 0 and zoo["dump"]["plain_forward_img_s"] > 0
