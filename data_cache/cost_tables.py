@@ -162,7 +162,9 @@ def write_cost_table(cache_dir: str | Path, table: TimeTable, *, overwrite: bool
     parse_cost_table(table.to_json(), str(path))  # never write what the reader would refuse
     path.parent.mkdir(exist_ok=True)
     check_output_file(path, overwrite=overwrite, option="--name")
-    write_text_atomic(path, json.dumps(table.to_json(), indent=1) + "\n", option="--name")
+    write_text_atomic(
+        path, json.dumps(table.to_json(), indent=1) + "\n", option="--name", overwrite=overwrite
+    )
     return path
 
 

@@ -117,3 +117,21 @@ def test_exitsearch_profile_is_python_m_exits_profile(capsys):
     with pytest.raises(SystemExit) as info:
         exitsearch(["profile", "--help"])
     assert info.value.code == 0 and "python -m exits.profile" in capsys.readouterr().out
+
+
+def test_overwrite_replaces_a_table_a_previous_process_wrote(setup):
+    """Each run of the command is its own process: the replacement must not rest on what this process remembers
+    (it once failed with "a file appeared there while this command ran" on a table of an earlier run)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    tmp, args, cache = setup
+    assert main(args + ["--name", "earlier"]) == 0
+    root = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), str(Path(__file__).parent)]))
+    proc = subprocess.run([sys.executable, "-m", "exits.profile", *args, "--name", "earlier", "--overwrite",
+                           "--rounds", "2"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert read_cost_table(open_cache(tmp / "cache"), "earlier").measurement["rounds"] == 2
