@@ -49,3 +49,20 @@ def test_an_eager_table_for_a_bundle_is_refused(setup, capsys):
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: ") and "\n" not in err and "profiled for the eager runtime" in err, err
     assert not (tmp / "x.json").exists()
+
+
+def test_the_routers_per_batch_cost_is_its_run_less_its_graphs_and_final_scoring_in_one_call(setup, monkeypatch):
+    import bundle.router as br
+    from bundle.router import open_bundle
+    from exits._profile_targets import onnx_probes
+
+    tmp, _, _ = setup
+    router = open_bundle(tmp / "bundle", threads=1)
+    scored = []
+    real = br.exit_scores
+    monkeypatch.setattr(br, "exit_scores", lambda logits, rule: scored.append(len(logits)) or real(logits, rule))
+    collect = next(p for p in onnx_probes(router, 4, "max_prob") if p.kind == "collect")
+    scored.clear()                            # building the probes scored every exit to place its cut
+    collect.make(3)()
+    assert scored == [3]                      # the base graph's output scored once, inside the timed call
+    assert collect.alone and collect.derive({"base": 5e-3, "collect": 3e-3, "finish": 1e-3}) == pytest.approx(2e-3)
