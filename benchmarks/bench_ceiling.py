@@ -35,8 +35,8 @@ from data_cache import open_cache  # noqa: E402
 from data_cache.bundled import bundled_cache_path  # noqa: E402
 from data_cache.synthetic import make_synthetic_cache  # noqa: E402
 from search.certificates import outcomes  # noqa: E402
-from search.engines.dp import DPEngine  # noqa: E402
 from search.certify import trinomial_p_value  # noqa: E402
+from search.engines.dp import DPEngine  # noqa: E402
 from search.pareto_testing import DEFAULT_DELTA  # noqa: E402
 
 Z = 1.2815515655446004  # the one-sided normal quantile at DEFAULT_DELTA = 0.1

@@ -2,7 +2,6 @@
 brute force, rules chosen on the fit part alone, and bad rule lists refused in one line."""
 from __future__ import annotations
 
-
 import numpy as np
 import pytest
 
