@@ -11,6 +11,7 @@ from .errors import ContractError
 from .rules import (
     ExitRule,
     RuleInputs,
+    exit_partners,
     float32_cut,
     get_rule,
     list_rules,
@@ -34,6 +35,7 @@ __all__ = [
     "rule_inputs_from_logits",
     "topk_of_logits",
     "partner_exit",
+    "exit_partners",
     "reads_partner",
     "ExitConfig",
     "ExitRef",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeGuard
 
 from .errors import ContractError
-from .rules import ExitRule, get_rule, list_rules, partner_exit, reads_partner, rule_class
+from .rules import ExitRule, exit_partners, get_rule, list_rules, reads_partner, rule_class
 
 __all__ = ["ExitRef", "ExitTable", "ExitConfig", "entries_problems"]
 
@@ -63,8 +63,7 @@ class ExitTable:
             return owner
         exits = owner.exits
         refs = tuple(ExitRef(i, e.name, e.position, e.head) for i, e in enumerate(exits))
-        partners = {i: p for i in range(len(exits)) if (p := partner_exit(exits, i)) is not None}
-        return cls(refs, len(exits) - 1, owner.n_classes, where, partners)
+        return cls(refs, len(exits) - 1, owner.n_classes, where, exit_partners(exits))
 
 
 def _got(x: Any) -> str:

@@ -98,8 +98,9 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
     """The cost table to predict time from (``name``, else the one a time export was searched on), checked
     against the export and the runtime (None when there is none), and the warning lines (``machine_lines``
     adds this machine's, once the threads are set)."""
+    from contract import exit_partners
     from data_cache.cost_tables import read_cost_table
-    from search.time_cost import TimeCostModel, partners_of_exits
+    from search.time_cost import TimeCostModel
 
     recorded = _recorded(doc, source)
     lines = []
@@ -130,7 +131,7 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
         lines.append(f"cost table {name!r} was profiled on bundle {profiled_on[:19]}..., not this one "
                      f"({bundle_fingerprint[:19]}...)")
     model = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                          batch_size=table.batch_size, method=method, partners=partners_of_exits(cache.exits))
+                          batch_size=table.batch_size, method=method, partners=exit_partners(cache.exits))
     return TimeTarget(table, model), tuple(lines)
 
 

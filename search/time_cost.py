@@ -34,7 +34,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import partner_exit, reads_partner
+from contract import exit_partners, reads_partner
 from data_cache.cost_tables import TimedItem, TimeTable, interpolate, read_cost_table
 
 from ._validation import SearchError, as_generator
@@ -45,7 +45,6 @@ __all__ = [
     "TimeCostModel",
     "binomial_pmf",
     "hypergeometric_pmf",
-    "partners_of_exits",
 ]
 
 METHODS = ("binomial", "hypergeometric", "replay")
@@ -165,7 +164,7 @@ class TimeCostModel:
             [e.units for e in cache.exits],
             [e.name for e in cache.exits],
             batch_size=batch_size,
-            partners=partners_of_exits(cache.exits),
+            partners=exit_partners(cache.exits),
             **kwargs,
         )
 
@@ -300,8 +299,3 @@ class TimeCostModel:
                 "use 'binomial'"
             )
         return np.stack([rng.choice(n, self.batch_size, replace=False) for _ in range(self.rounds)])
-
-
-def partners_of_exits(exits: Sequence[Any]) -> dict[int, int]:
-    """Each exit's partner among a cache's ``exits`` (:func:`contract.partner_exit`), where it has one."""
-    return {i: p for i in range(len(exits)) if (p := partner_exit(exits, i)) is not None}

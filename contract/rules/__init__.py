@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import ContractError
-from ._base import READS, ExitRule, RuleInputs, float32_cut, partner_exit
+from ._base import READS, ExitRule, RuleInputs, exit_partners, float32_cut, partner_exit
 
 __all__ = [
     "READS",
@@ -27,6 +27,7 @@ __all__ = [
     "list_rules",
     "rule_inputs_from_logits",
     "partner_exit",
+    "exit_partners",
     "reads_partner",
     "topk_of_logits",
 ]
@@ -67,7 +68,7 @@ def get_rule(name: Any, params: Mapping[str, Any] | None = None) -> ExitRule:
 
 def reads_partner(rule: ExitRule | str) -> bool:
     """Whether a rule (or the rule registered as a name) reads its exit's partner (:func:`partner_exit`)."""
-    return "partner" in (rule_class(rule)() if isinstance(rule, str) else rule).reads
+    return "partner" in (rule_class(rule) if isinstance(rule, str) else rule).reads
 
 
 def rule_inputs_from_logits(
@@ -80,8 +81,7 @@ def rule_inputs_from_logits(
     Softmax in float32; top-k sorted descending; logits rounded to float16.
     """
     z = np.asarray(logits, dtype=np.float32)
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
+    p = _softmax(z)
     pred = p.argmax(axis=1)
     probs = None
     if "topk_probs" in rule.reads:
@@ -92,18 +92,25 @@ def rule_inputs_from_logits(
         return RuleInputs(topk_probs=probs, logits=logits16), pred
     if partner is None:
         raise ContractError(f"rule {rule.name!r} reads its partner exit's outputs; none were given")
-    ids, _ = topk_of_logits(z, rule.k)
+    ids, _ = _topk(p, rule.k)
     return RuleInputs(probs, logits16, ids, partner[0], partner[1]), pred
 
 
 def topk_of_logits(logits: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The top-``k`` class ids ``(n, k)`` int64 and softmax probabilities ``(n, k)`` float32 (descending) of float32
     logits, as the cache stores them: what a partner exit hands the rule of the exit after it."""
-    z = np.asarray(logits, dtype=np.float32)
+    return _topk(_softmax(np.asarray(logits, dtype=np.float32)), k)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax of float32 logits ``(n, n_classes)`` along the classes, in float32."""
     e = np.exp(z - z.max(axis=1, keepdims=True))
-    p = e / e.sum(axis=1, keepdims=True)
-    k = min(k, p.shape[1])
-    ids = np.argsort(-p, axis=1, kind="stable")[:, :k]
+    return e / e.sum(axis=1, keepdims=True)
+
+
+def _topk(p: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The top-``k`` class ids (int64) and probabilities of ``p``, descending (ties to the lower id)."""
+    ids = np.argsort(-p, axis=1, kind="stable")[:, : min(k, p.shape[1])]
     return ids.astype(np.int64), np.take_along_axis(p, ids, axis=1)
 
 

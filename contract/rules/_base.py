@@ -21,7 +21,7 @@ import numpy as np
 
 from ..errors import ContractError
 
-__all__ = ["READS", "RuleInputs", "ExitRule", "float32_cut", "partner_exit"]
+__all__ = ["READS", "RuleInputs", "ExitRule", "float32_cut", "partner_exit", "exit_partners"]
 
 READS = frozenset({"topk_probs", "logits", "partner"})
 """What a rule may read: ``topk_probs`` (this exit's top-k softmax probabilities), ``logits`` (this exit's
@@ -56,6 +56,11 @@ def partner_exit(exits: Sequence[Any], index: int) -> int | None:
     before = positions[at - 1]
     head = early[index].head
     return next((i for i, e in enumerate(early) if e.position == before and e.head == head), None)
+
+
+def exit_partners(exits: Sequence[Any]) -> dict[int, int]:
+    """Every exit of ``exits`` that has a partner, mapped to it (:func:`partner_exit`)."""
+    return {i: p for i in range(len(exits)) if (p := partner_exit(exits, i)) is not None}
 
 
 @dataclass(frozen=True)
