@@ -186,9 +186,9 @@ def partner_section(checkpoint: Path, cache_dir: Path, fashion: Path, device: to
     """A configuration with partner rules on the device (fp32): its decisions against the cache, MACs, speed."""
     from exits.runtime import ExitRuntime
 
-    cache, x, _, _, runtime = _demo(checkpoint, cache_dir, fashion, device, sizes)
+    cache, model, x = _demo_inputs(checkpoint, cache_dir, fashion, sizes)
     doc, how = partner_config(cache)
-    runtime = ExitRuntime(runtime.model, doc, cache=cache, device=device, check_inputs=False)
+    runtime = ExitRuntime(model, doc, cache=cache, device=device, check_inputs=False)
     entry = doc["configs"][0]
     return {"config": {"chosen": how, "exits": entry["exits"], "predicted": entry["holdout"]},
             "fp32": run_runtime(runtime, cache, x, sizes, precision="fp32", latency=False)}
@@ -239,10 +239,9 @@ def run_runtime(runtime, cache, x: torch.Tensor, sizes: Sizes, *, precision: str
     return out
 
 
-def _demo(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch.device, sizes: Sizes) -> tuple:
-    """The demo's cache (its first rows in quick mode), holdout images, chosen export, how, and runtime."""
+def _demo_inputs(checkpoint: Path, cache_dir: Path, fashion: Path, sizes: Sizes) -> tuple:
+    """The demo's cache (its first rows in quick mode), its model and holdout images."""
     from exits.checkpoints import model_from_checkpoint, read_checkpoint
-    from exits.runtime import ExitRuntime
 
     cache = open_cache(cache_dir)
     if sizes.demo_samples is not None:
@@ -252,6 +251,14 @@ def _demo(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch.device
     x, labels = holdout_images(fashion, ckpt["data_config"], np.asarray(cache.sample_index("holdout")))
     if not np.array_equal(labels, cache.labels("holdout")):
         raise SystemExit(f"error: {fashion}: the test labels differ from the cache's; another Fashion-MNIST?")
+    return cache, model, x
+
+
+def _demo(checkpoint: Path, cache_dir: Path, fashion: Path, device: torch.device, sizes: Sizes) -> tuple:
+    """The demo's cache (its first rows in quick mode), holdout images, chosen export, how, and runtime."""
+    from exits.runtime import ExitRuntime
+
+    cache, model, x = _demo_inputs(checkpoint, cache_dir, fashion, sizes)
     doc, how = demo_config(cache)
     # the images come from eval_transform, as exits.validate's do: no input check (the runtime's timings alone)
     return cache, x, doc, how, ExitRuntime(model, doc, cache=cache, device=device, check_inputs=False)
