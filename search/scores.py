@@ -16,6 +16,7 @@ from contract import (
     ContractError,
     ExitRule,
     RuleInputs,
+    exit_partners,
     get_rule,
     list_rules,
     partner_exit,
@@ -63,9 +64,7 @@ def servable(cache, rule: ExitRule, split: str = "search") -> str | None:
         return f"it reads logits and split {split!r} of this cache has none (dump with --logits)"
     if "topk_probs" in rule.reads and cache.k < rule.k:
         return f"it reads the top-{rule.k} probabilities and this cache stores k={cache.k}"
-    if "partner" in rule.reads and all(
-        partner_exit(cache.exits, e) is None for e in range(len(cache.exits) - 1)
-    ):
+    if "partner" in rule.reads and not exit_partners(cache.exits):
         return "it compares an exit with the one of its head type a position earlier, and no exit has one"
     return None
 
@@ -77,7 +76,8 @@ def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, .
     naming it and the reason."""
     if spec is None:
         return (score,)
-    names = _names(spec)
+    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
+    names = [n for n in names if n]
     if names == ["auto"]:
         return tuple(
             dict.fromkeys(
@@ -102,11 +102,6 @@ def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, .
                 f"{label}: rule {n!r} cannot be scored at any exit of this cache: {why}"
             )
     return tuple(dict.fromkeys([score] + names))
-
-
-def _names(spec) -> list[str]:
-    names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)
-    return [n for n in names if n]
 
 
 def _check_finite(row: np.ndarray, cache, split: str, rule: ExitRule, exit_index: int) -> None:
