@@ -54,7 +54,7 @@ from .measure import (
     time_against_base,
     timing_batches,
 )
-from .time_prediction import time_summary
+from .time_prediction import check_timeable, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
@@ -348,6 +348,7 @@ def _main(argv: list[str] | None) -> int:
             warn(CALIBRATION_WARNING)
         runtime, cache, ckpt, target = _open_runtime(args)
         configs = _chosen_configs(args, runtime)
+        check_timeable(target, configs)
         rows = split_rows(args.split, cache, ckpt, dataset=args.dataset, data_root=args.data_root)
         say(f"loading {len(rows)} samples of {args.split}")
         loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))

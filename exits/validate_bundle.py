@@ -47,7 +47,7 @@ from .measure import (
     time_against_base,
     timing_batches,
 )
-from .time_prediction import time_summary
+from .time_prediction import check_timeable, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
@@ -246,6 +246,7 @@ def _main(argv: list[str] | None) -> int:
             warn(SEARCH_SPLIT_WARNING)
         router, cache, target, verification = _open_router(args)
         configs = [router.set_config(args.id)] if args.id is not None else router.configs
+        check_timeable(target, configs)
         say(f"loading {args.split}")
         batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
                              batch_size=args.batch_size)
