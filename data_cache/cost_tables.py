@@ -40,6 +40,7 @@ __all__ = [
     "write_cost_table",
     "read_cost_table",
     "check_table_name",
+    "table_name_option",
     "profile_grid",
     "interpolate",
     "parse_cost_table",
@@ -145,6 +146,16 @@ def check_table_name(name: Any) -> str:
             "not starting with '.', at most 250 characters"
         )
     return name
+
+
+def table_name_option(text: str) -> str:
+    """argparse type of a table name option (``--name``, ``--cost-table``): a usage error naming the option."""
+    import argparse
+
+    try:
+        return check_table_name(text)
+    except CostTableError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _plain_name(name: Any) -> bool:

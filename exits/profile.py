@@ -172,6 +172,7 @@ def profile_table(name: str, probes: Sequence[Any], *, cache: Any, model_fingerp
 # -- command line ---------------------------------------------------------------------------------
 def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, positive_float, positive_int, seed, threads
+    from data_cache.cost_tables import table_name_option
 
     from .devices import device_option
 
@@ -180,7 +181,7 @@ def _parser() -> argparse.ArgumentParser:
                                   "store the table beside the cache (CACHE/cost_tables/NAME.json).")
     p.add_argument("--checkpoint", default=None, help="head checkpoint the cache was dumped from (eager: required)")
     p.add_argument("--cache", required=True, help="the cache the table is for")
-    p.add_argument("--name", required=True, help="the table's name (one per target: e.g. cpu-t2-b64-eager)")
+    p.add_argument("--name", required=True, type=table_name_option, help="the table's name (one per target: e.g. cpu-t2-b64-eager)")
     p.add_argument("--device", type=device_option, default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=threads, default=None, help="CPU threads (torch, or onnxruntime per session)")
     p.add_argument("--batch-size", type=positive_int, default=64, help="largest batch profiled (default 64)")

@@ -184,6 +184,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, non_negative_int, positive_int, threads
+    from data_cache.cost_tables import table_name_option
 
     from .devices import device_option
 
@@ -213,7 +214,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch CPU threads (default: the cost table's, else torch's)")
-    p.add_argument("--cost-table", default=None, metavar="NAME",
+    p.add_argument("--cost-table", type=table_name_option, default=None, metavar="NAME",
                    help="predict each configuration's time from this cost table of the cache (python -m "
                         "exits.profile) and time it at the table's batch size (default: the one a time export "
                         "was searched on)")

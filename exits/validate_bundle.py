@@ -143,6 +143,7 @@ def _overhead(entry: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, threads
+    from data_cache.cost_tables import table_name_option
 
     p = CommandParser(prog="python -m exits.validate_bundle",
                       description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
@@ -157,7 +158,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default=None, help="only the configuration with this id (default: all)")
     p.add_argument("--threads", type=threads, default=None,
                    help="onnxruntime intra-op threads per graph (default: the cost table's, else 1)")
-    p.add_argument("--cost-table", default=None, metavar="NAME",
+    p.add_argument("--cost-table", type=table_name_option, default=None, metavar="NAME",
                    help="predict each configuration's time from this onnx cost table of the cache (python -m "
                         "exits.profile --runtime onnx) and time it at the table's batch size (default: the one a "
                         "time export was searched on)")

@@ -171,3 +171,15 @@ def test_a_table_that_cannot_time_a_configuration_is_one_line_before_any_work(se
     err = capsys.readouterr().err.strip()
     assert err.startswith("error: configuration ") and "\n" not in err and "has no step time for exit" in err, err
     assert not (tmp / "n.json").exists()
+
+
+@pytest.mark.parametrize("command, argv", [("validate", ["--config", "x", "--checkpoint", "k.pt"]),
+                                           ("validate_bundle", ["--bundle", "x"])])
+def test_a_table_name_that_is_a_path_is_a_usage_error(command, argv, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(f"exits.{command}").main(argv + ["--cache", "c", "--report", "r.json",
+                                                                 "--cost-table", "../other/t"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "argument --cost-table: '../other/t' is not a cost" in err
