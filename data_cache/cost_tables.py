@@ -30,6 +30,7 @@ from .schema import split_name_problem
 __all__ = [
     "COST_TABLE_FORMAT",
     "RUNTIMES",
+    "MAX_BATCH_SIZE",
     "ITEM_KINDS",
     "UNIT_ITEM_KINDS",
     "CostTableError",
@@ -53,6 +54,8 @@ ITEM_KINDS = (*UNIT_ITEM_KINDS, "base", "step", "finish", "collect")
 # what a timing may be: from the profile's floor (a difference of two timings is kept at >= 1 ns) to a day; beyond,
 # sums over items and ratios to the base overflow downstream
 MIN_TIME_S, MAX_TIME_S = 1e-9, 86400.0
+# the largest batch a table may reach: the time model holds arrays over 0..B rows per item
+MAX_BATCH_SIZE = 1 << 16
 
 
 class CostTableError(CacheError):
@@ -279,10 +282,10 @@ def parse_cost_table(doc: Any, where: str) -> TimeTable:
     if (
         not isinstance(grid, list)
         or not grid
-        or not all(_is_int(n) and n >= 1 for n in grid)
+        or not all(_is_int(n) and 1 <= n <= MAX_BATCH_SIZE for n in grid)
         or any(b <= a for a, b in pairwise(grid))
     ):
-        raise bad("grid", "must be increasing row counts >= 1")
+        raise bad("grid", f"must be increasing row counts from 1 to {MAX_BATCH_SIZE}")
     _check_target(target, grid[-1], bad)
     items = doc.get("items")
     if not isinstance(items, list) or not items:

@@ -154,6 +154,9 @@ def test_non_positive_or_non_finite_timings_are_refused(disk_cache, bad):
     (lambda d: d.update(format="costtable/9"), "format: 'costtable/9' is not 'costtable/1'"),
     (lambda d: d["cache"].pop("fingerprint"), "cache.fingerprint: missing"),
     (lambda d: d.update(grid=[1, 4, 2, 8]), "grid: must be increasing"),
+    # a batch size no profile reaches: the model's arrays over 0..B rows would not fit (a search hung on 10**9)
+    (lambda d: d.update(grid=[1, 2, 4, 10 ** 9]) or d["target"].update(batch_size=10 ** 9),
+     "grid: must be increasing row counts from 1 to 65536"),
     (lambda d: d["target"].update(batch_size=16), "target.batch_size: 16, but the grid ends at 8"),
     (lambda d: d["target"].update(runtime="tensorrt"), "target.runtime: 'tensorrt' is not one of"),
     (lambda d: d["items"][0]["median_s"].pop(), r"median_s: must hold one time per grid point \(4\)"),

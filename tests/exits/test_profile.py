@@ -99,7 +99,8 @@ def test_overwrite_replaces_the_table(setup, capsys):
 
 
 @pytest.mark.parametrize("extra, culprit", [
-    (["--batch-size", "0"], "argument --batch-size"), (["--threads", "0"], "argument --threads"),
+    (["--batch-size", "0"], "argument --batch-size"), (["--batch-size", "65537"], "argument --batch-size"),
+    (["--threads", "0"], "argument --threads"),
     (["--rounds", "0"], "argument --rounds"), (["--min-time", "nan"], "argument --min-time"),
     (["--runtime", "tensorrt"], "argument --runtime"), (["--device", "bogus"], "argument --device"),
     (["--name", "../x"], "argument --name: '../x' is not a cost table name"),
