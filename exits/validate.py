@@ -217,7 +217,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-table", type=table_name_option, default=None, metavar="NAME",
                    help="predict each configuration's time from this cost table of the cache (python -m "
                         "exits.profile) and time it at the table's batch size (default: the one a time export "
-                        "was searched on)")
+                        "was searched on, at its batch size)")
     p.add_argument("--compile", action="store_true", help="torch.compile every segment and head")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last weights and inputs, for the base model too (often faster on CPU)")

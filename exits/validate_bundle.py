@@ -161,7 +161,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--cost-table", type=table_name_option, default=None, metavar="NAME",
                    help="predict each configuration's time from this onnx cost table of the cache (python -m "
                         "exits.profile --runtime onnx) and time it at the table's batch size (default: the one a "
-                        "time export was searched on)")
+                        "time export was searched on, at its batch size)")
     add_timing_options(p, tolerance=1e-5)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--quiet", action="store_true")
