@@ -17,7 +17,8 @@ carried.
 batch's survivors only (small batches). **Re-batching** (``rebatch=True``, the way the E3 and DREX servers serve):
 the survivors of several input batches wait before each stage until ``batch_size`` of them are there, so every stage
 runs full batches; what is left runs when the input ends. Results come back per input row, in input order, the same
-decisions either way (each row's scores do not depend on the rows beside it, up to a kernel's last bits).
+decisions either way (each row's scores do not depend on the rows beside it, up to a kernel's last bits). A batch of
+one row under plain compaction runs the stages straight through until it leaves (nothing to compact).
 """
 
 from __future__ import annotations
@@ -194,6 +195,20 @@ class _Loop:
             _rows_of(w.partner, rows),
         )
 
+    def one(self, x: Any, row: int) -> None:
+        """A one-row batch under plain compaction: nothing to compact, so the stages run straight through until the
+        row leaves; the decisions of :meth:`step` without its bookkeeping (batch-1 serving pays it at every exit)."""
+        state, partner, out = x, None, self.out
+        for k, stage in enumerate(self.stages):
+            if stage.restart:
+                state = x
+            state, scores, preds, hand = self.backend.advance(stage, state, partner)
+            if stage.threshold is None or stage.rule.leaves(scores, stage.threshold)[0]:
+                out.predictions[row], out.scores[row] = preds[0], scores[0]
+                out.exits[row], out.costs[row] = stage.exit, self.spent[k]
+                return
+            partner = hand
+
     def step(self, k: int, w: _Waiting) -> None:
         """Run stage ``k`` on ``w``: record the rows that leave, hand the others to stage ``k + 1``."""
         stage, out = self.stages[k], self.out
@@ -261,6 +276,10 @@ def route(
         if rebatch and batch_size is None:
             batch_size = n
         out.grow(offset + n)
+        if n == 1 and not rebatch:
+            loop.one(x, offset)
+            offset += 1
+            continue
         loop.push(0, _Waiting(x, x if keep_first else None, np.arange(offset, offset + n)))
         offset += n
         loop.drain(batch_size if rebatch else None, flush=not rebatch)

@@ -111,7 +111,8 @@ def eager_probes(runtime: Any, batch_size: int, score: str, *, seed: int = 0) ->
 
 def _eager_step(live: Slots, seg: Any, logits: str, cut: float, score: str) -> Callable[[int], Thunk]:
     """What ``ExitRuntime.run`` does at an enabled exit after the head, on ``n`` rows (``contract.schedule``):
-    scores on the host, the leave test, the leaving rows recorded, the compaction of the state that goes on."""
+    scores on the host, the leave test, the leaving rows recorded, the compaction of the state that goes on (none
+    for one row: the loop runs a one-row batch straight through)."""
     from contract import get_rule
 
     from ._runtime_stages import scores_numpy
@@ -130,7 +131,13 @@ def _eager_step(live: Slots, seg: Any, logits: str, cut: float, score: str) -> C
             keep = np.flatnonzero(~leave)
             t = torch.from_numpy(keep)
             return ids[keep], seg.select(S[seg.name], t if device.type == "cpu" else t.to(device))
-        return step
+
+        def one() -> Any:
+            s, p = scores_numpy(S[logits], rule)
+            if s[0] > cut:
+                preds[0], scores[0] = p[0], s[0]
+            return S[seg.name]
+        return one if n == 1 else step
     return make
 
 
@@ -207,7 +214,8 @@ def _run_chain(graphs: list[Any], x: np.ndarray) -> Thunk:
 
 
 def _onnx_step(live: Slots, state: str, logits: str, cut: float, score: str) -> Callable[[int], Thunk]:
-    """What ``BundleRouter.run`` does at an enabled exit after the head, on ``n`` rows."""
+    """What ``BundleRouter.run`` does at an enabled exit after the head, on ``n`` rows (for one row: no
+    compaction)."""
     from bundle.router import exit_scores
 
     def make(n: int) -> Thunk:
@@ -220,5 +228,11 @@ def _onnx_step(live: Slots, state: str, logits: str, cut: float, score: str) -> 
             preds[leave], scores[leave] = p[leave], s[leave]
             keep = ~leave
             return np.flatnonzero(keep), S[state][keep]
-        return step
+
+        def one() -> Any:
+            s, p = exit_scores(S[logits], score)
+            if s[0] > cut:
+                preds[0], scores[0] = p[0], s[0]
+            return S[state]
+        return one if n == 1 else step
     return make

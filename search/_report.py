@@ -57,6 +57,7 @@ def report(result, *, standalone: bool = False) -> str:
     lines = [
         f"cache {cache.fingerprint[:19]}  exits {len(cache.exits)}  search {search.n_samples}  "
         f"holdout {holdout.n_samples}  objective {result.options.objective}  score {result.options.score}"
+        + (f"  rules {','.join(search.rules)}" if len(search.rules) > 1 else "")
     ]
     if search.costs.objective == "time":
         rec = search.costs.model.table.target

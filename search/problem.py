@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from contract import partner_exit, reads_partner
+
 from ._validation import SearchError, check_split, checked
 from .chunks import DEFAULT_CHUNK_SIZE, load_scores, load_split
 from .config import ExitConfig
@@ -14,7 +16,16 @@ from .costs import CostTable, cost_table, paired_costs
 from .learned import Params, fit_params, learned, params_mismatch
 from .scores import rule_for
 
-__all__ = ["ExitProblem", "Evaluation"]
+__all__ = ["ExitProblem", "Evaluation", "decisive_exits"]
+
+
+def decisive_exits(cache, rule) -> list[int]:
+    """The early exits of ``cache`` at which ``rule`` (a rule or its name) can decide: all of them, or for a rule
+    reading its partner exit only those that have one (elsewhere it scores its minimum and never leaves)."""
+    early = range(len(cache.exits) - 1)
+    if not reads_partner(rule):
+        return list(early)
+    return [i for i in early if partner_exit(cache.exits, i) is not None]
 
 
 def check_scored(
@@ -52,7 +63,8 @@ class ExitProblem:
 
     ``evaluate(configs)`` gives ``F`` ``(n_configs, 2)`` = ``[error, relative_cost]``, both minimised,
     and counts evaluations in ``n_evals``. ``positions`` are the early positions in execution order;
-    ``position_exits[j]`` lists the exit indices (head types) standing at ``positions[j]``.
+    ``position_exits[j]`` lists the exit indices (head types) standing at ``positions[j]``: those ``score`` can
+    decide at (:func:`decisive_exits`; the engines choose among them, dp's other rules see every exit).
 
     ``objective``: a registered cost model (``contract/costs/``) the cost table is built under, unless ``costs``
     (a ``CostTable``) is given; ``self.objective`` is the table's. ``self.costs`` charges configurations deciding
@@ -98,10 +110,11 @@ class ExitProblem:
         self.samples = None if samples is None else _check_samples(samples, self.split_size)
         self.params: Params = {r: dict(p) for r, p in (params or {}).items()}
         self._load(chunk_size, fit_rows if params is None else False)
-        early = cache.exits[:-1]
-        self.positions = sorted({e.position for e in early})
+        # the exits ``score`` can decide at (a rule reading the partner exit: only those with one)
+        early = decisive_exits(cache, self.rule)
+        self.positions = sorted({cache.exits[i].position for i in early})
         self.position_exits = [
-            [i for i, e in enumerate(early) if e.position == p] for p in self.positions
+            [i for i in early if cache.exits[i].position == p] for p in self.positions
         ]
         self.position_of_exit = {i: j for j, ex in enumerate(self.position_exits) for i in ex}
         self.n_evals = 0

@@ -15,7 +15,7 @@ import numpy as np
 
 from ._validation import SearchError, check_scalar
 from .config import ExitConfig
-from .engines._cap import check_max_exits
+from .engines._cap import check_max_exits, n_exit_positions
 from .engines.dp import DPEngine, DPSolver
 from .front import Front
 from .problem import Evaluation, ExitProblem
@@ -122,7 +122,7 @@ def _bisect_then_polish(
     they (and the base model) are the only ones, and no weighted problem is solved. ``max_exits`` caps the
     exits every candidate and step enables (front configurations above it are left out).
     """
-    check_max_exits(max_exits, problem.n_positions)
+    check_max_exits(max_exits, n_exit_positions(problem))
     solver = DPSolver(problem, max_exits=max_exits)
     if front is None:
         front = DPEngine(max_exits=max_exits).run(problem)

@@ -69,11 +69,18 @@ def servable(cache, rule: ExitRule, split: str = "search") -> str | None:
     return None
 
 
-def resolve_rules(spec, score: str, cache, label: str = "rules") -> tuple[str, ...]:
+def resolve_rules(
+    spec, score: str, cache, label: str = "rules", score_label: str = "score"
+) -> tuple[str, ...]:
     """The exit rules dp may choose per exit, ``score`` first: ``spec`` None (``score`` alone), ``"auto"`` (every
     registered rule this cache can serve, but those with learned params: name ``gate`` to add it) or names (a
-    comma list or a sequence). An unknown name, or one whose inputs the cache lacks, is one SearchError line
-    naming it and the reason."""
+    comma list or a sequence). An unknown name, or one whose inputs the cache lacks (``score`` too), is one
+    SearchError line naming it and the reason."""
+    why = servable(cache, rule_for(score))
+    if why:
+        raise SearchError(
+            f"{score_label}: rule {score!r} cannot be scored at any exit of this cache: {why}"
+        )
     if spec is None:
         return (score,)
     names = [n.strip() for n in spec.split(",")] if isinstance(spec, str) else list(spec)

@@ -14,7 +14,7 @@ from .._validation import as_generator
 from ..budget import Budget
 from ..config import ExitConfig
 from ..front import Front
-from ._cap import cap_config, check_max_exits
+from ._cap import cap_config, check_max_exits, n_exit_positions
 
 __all__ = ["BaseEngine", "Candidates", "NO_EARLY_EXITS"]
 
@@ -66,7 +66,7 @@ class BaseEngine(ABC):
         ``max_exits`` option searches under the cap (a copy of this engine with it set), the others' results are
         repaired (:func:`~search.engines._cap.cap_config`) and re-scored."""
         if max_exits is not None:
-            check_max_exits(max_exits, problem.n_positions)
+            check_max_exits(max_exits, n_exit_positions(problem))
             params = self.get_params()
             if "max_exits" in params and params["max_exits"] != max_exits:
                 return type(self)(**{**params, "max_exits": max_exits}).run(

@@ -10,7 +10,13 @@ from contract import float32_cut
 from .._validation import SearchError
 from ..config import ExitConfig
 
-__all__ = ["check_max_exits", "cap_config"]
+__all__ = ["check_max_exits", "cap_config", "n_exit_positions"]
+
+
+def n_exit_positions(problem) -> int:
+    """The early positions of ``problem``'s cache: a cap up to their number is valid, whichever positions the
+    problem's score can decide at (a rule reading its partner exit: not the first)."""
+    return len({e.position for e in problem.cache.exits[:-1]})
 
 
 def check_max_exits(max_exits: int | None, n_positions: int, *, name: str = "max_exits") -> None:

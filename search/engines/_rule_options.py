@@ -45,11 +45,7 @@ class RuleOptions:
         self.rules = problem.rules
         E, m = problem.n_exits, len(problem.rules)
         self.cache, self.score, self.rule = problem.cache, problem.score, problem.rule
-        self.n_samples, self.n_positions, self.positions = (
-            problem.n_samples,
-            problem.n_positions,
-            problem.positions,
-        )
+        self.n_samples = problem.n_samples
         self.n_exits, self.final_exit = m * E, problem.final_exit
         self.scores = np.concatenate([problem.scores_of(r) for r in self.rules])
         self.correct = np.tile(problem.correct, (m, 1))
@@ -66,10 +62,15 @@ class RuleOptions:
             ]
             for r in self.rules
         ]
-        self.position_exits = [
-            [r * E + e for r in range(m) for e in ex if usable[r][e]]
-            for ex in problem.position_exits
-        ]
+        # every early position, whatever ``score`` decides at (the problem's own lists are the exits it can)
+        early = problem.cache.exits[:-1]
+        at = {
+            p: [r * E + e for r in range(m) for e, x in enumerate(early) if x.position == p and usable[r][e]]
+            for p in sorted({x.position for x in early})
+        }
+        self.positions = [p for p, options in at.items() if options]
+        self.n_positions = len(self.positions)
+        self.position_exits = [at[p] for p in self.positions]
         self.position_of_exit = {v: j for j, ex in enumerate(self.position_exits) for v in ex}
         n_classes = problem.cache.n_classes
         ranges = [problem.rule_objects[r].threshold_range(n_classes) for r in self.rules]

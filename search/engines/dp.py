@@ -16,7 +16,7 @@ import numpy as np
 from .._validation import SearchError, check_scalar
 from . import register_engine
 from ._base import BaseEngine, Candidates
-from ._cap import check_max_exits
+from ._cap import check_max_exits, n_exit_positions
 from ._dp_archive import Archive
 from ._dp_curve import Curve, descending_order
 from ._dp_solver import DPSolver
@@ -79,7 +79,7 @@ class DPEngine(BaseEngine):
 
     def _run(self, problem, budget, rng, callback):
         lams = self._lams()
-        check_max_exits(self.max_exits, problem.n_positions)
+        check_max_exits(self.max_exits, n_exit_positions(problem))
         solver = DPSolver(problem, max_exits=self.max_exits)
         archive = Archive(self.per_curve)
         slots, taus = solver.empty_state()

@@ -22,7 +22,7 @@ from ..scores import score_range
 from . import register_engine
 from ._base import BaseEngine
 from ._baseline_common import snap_threshold
-from ._cap import check_max_exits
+from ._cap import check_max_exits, n_exit_positions
 
 __all__ = ["Exhaustive", "threshold_levels"]
 
@@ -165,7 +165,7 @@ class Exhaustive(BaseEngine):
         if self.levels is not None:
             check_scalar(self.levels, "levels", min_val=1, integer=True)
         check_scalar(self.max_configs, "max_configs", min_val=1, integer=True)
-        check_max_exits(self.max_exits, problem.n_positions)
+        check_max_exits(self.max_exits, n_exit_positions(problem))
         lo, hi = score_range(problem.score, problem.cache.n_classes)
         grids = [
             threshold_levels(problem.scores[e], self.levels, lo, hi)

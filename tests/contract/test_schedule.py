@@ -130,3 +130,24 @@ def test_what_a_stage_hands_on_follows_its_rows_to_the_next_stage_only(rebatch, 
         assert len(rows) == sum(backend.sizes[k]) > 0   # every row the stage ran on
     exits, _ = _reference(stages, np.concatenate(_batches([16, 5, 16, 16, 3, 16, 1])))
     np.testing.assert_array_equal(got.exits, exits)   # carrying changes no decision
+
+
+@pytest.mark.parametrize("restart_at", [None, 2])
+def test_one_row_batches_run_straight_through_with_the_same_decisions(restart_at):
+    """Batch-1 serving (plain compaction, one row a batch) skips the loop's bookkeeping: the same exits, costs,
+    predictions and scores as the rows batched together, and what a stage hands on still reaches the next one."""
+    from dataclasses import replace
+
+    stages = _stages(restart_at)
+    stages[0] = replace(stages[0], hand_on=2)
+    x = np.concatenate(_batches([40]))
+    one, together = Sums(), Sums()
+    got = route(stages, one, [x[i:i + 1] for i in range(len(x))])
+    ref = route(stages, together, [x])
+    for f in ("exits", "costs", "predictions", "scores"):
+        np.testing.assert_array_equal(getattr(got, f), getattr(ref, f))
+    assert all(n == 1 for sizes in one.sizes.values() for n in sizes)
+    assert sum(one.sizes[1]) == sum(together.sizes[1]) > 0
+    rows = np.concatenate(one.handed[1])
+    np.testing.assert_array_equal(rows[:, 0], rows[:, 1])
+    assert len(set(got.exits.tolist())) >= 3

@@ -75,7 +75,8 @@ def _error(capsys, argv) -> str:
 def test_bad_inputs_give_one_line_and_status_2(cache_dir, tmp_path, capsys):
     assert "unknown method 'nope'" in _error(capsys, [str(cache_dir), "--methods", "dp,nope"])
     assert "manifest.json" in _error(capsys, [str(tmp_path), "--methods", "dp"])
-    assert "needs logits" in _error(capsys, [str(cache_dir), "--methods", "dp", "--score", "neg_entropy"])
+    assert "--score: rule 'neg_entropy' cannot be scored at any exit of this cache: it reads logits" in _error(
+        capsys, [str(cache_dir), "--methods", "dp", "--score", "neg_entropy"])
     assert "latency" in _error(capsys, [str(cache_dir), "--methods", "dp", "--objective", "latency"])
     assert "cheapest reachable" in _error(capsys, [str(cache_dir), "--methods", "dp", "--budget", "0.001",
                                                    "--uncertified"])

@@ -147,3 +147,53 @@ def test_partner_rules_the_cache_cannot_serve_are_one_line_and_status_2(tmp_path
     code = main([str(tmp_path / "cache"), "--rules", spec, "--no-progress"])
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and words in err[0]
+
+
+@pytest.mark.parametrize("score", ["agree", "ensemble"])
+def test_engines_deciding_with_a_partner_rule_never_enable_an_exit_without_partner(tmp_path, score):
+    """Every method's export verifies: an exit that cannot decide with ``--score`` (no partner) is no choice."""
+    import json
+
+    from search.verify import verify_export
+    save_cache(tmp_path / "cache", make_synthetic_cache(1200, 3, seed=9))
+    cache = open_cache(tmp_path / "cache")
+    problem = ExitProblem(cache, score=score)
+    assert problem.position_exits == [[1], [2]] and problem.positions == [1, 2]
+    out = tmp_path / "front.json"
+    assert main([str(tmp_path / "cache"), "--score", score, "--methods", "dp,global,geometric,greedy,nsga2",
+                 "--evaluations", "600", "--export", str(out), "--no-progress"]) == 0
+    doc = json.loads(out.read_text())
+    assert all(d["position"] > 0 for c in doc["configs"] for d in c["exits"])
+    verify_export(doc, cache)
+    # a cap up to the cache's positions stays valid though the score decides at fewer of them
+    assert main([str(tmp_path / "cache"), "--score", score, "--methods", "dp,greedy", "--max-exits", "3",
+                 "--no-progress"]) == 0
+
+
+def test_dp_with_a_partner_score_still_offers_other_rules_at_every_position(make_cache, chain):
+    from search.engines._rule_options import RuleOptions
+    exits, units = chain(3)
+    problem = ExitProblem(make_cache(exits, units, n_samples=60, seed=2), score="agree", rules=("max_prob",))
+    opts = RuleOptions(problem)
+    assert opts.n_positions == 3 and opts.option(0, "max_prob") in opts.position_exits[0]
+    assert opts.option(0, "agree") not in opts.position_exits[0]
+
+
+@pytest.mark.parametrize("flags", [["--score", "agree"], ["--score", "ensemble", "--rules", "max_prob"]])
+def test_a_partner_score_the_cache_cannot_serve_is_one_line_and_status_2(tmp_path, capsys, flags):
+    save_cache(tmp_path / "cache", make_synthetic_cache(400, 1, n_head_types=2, seed=8))
+    code = main([str(tmp_path / "cache"), *flags, "--no-progress"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert f"--score: rule {flags[1]!r} cannot be scored at any exit of this cache: it compares" in err[0]
+
+
+@pytest.mark.parametrize("k, rules", [(3, "max_prob,margin,agree,ensemble"), (1, "max_prob,agree")])
+def test_the_report_names_the_rules_auto_chose(tmp_path, capsys, k, rules):
+    """``--rules auto`` leaves out what the cache cannot serve (``margin`` and ``ensemble`` at k = 1); the header says what it kept."""
+    save_cache(tmp_path / "cache", make_synthetic_cache(600, 3, k=k, seed=8))
+    assert main([str(tmp_path / "cache"), "--methods", "dp", "--rules", "auto", "--no-progress"]) == 0
+    header = capsys.readouterr().out.splitlines()[0]
+    assert header.endswith(f"score max_prob  rules {rules}")
+    assert main([str(tmp_path / "cache"), "--methods", "dp", "--no-progress"]) == 0
+    assert "rules" not in capsys.readouterr().out.splitlines()[0]
