@@ -292,9 +292,7 @@ def parse_cost_table(doc: Any, where: str) -> TimeTable:
         raise bad("items", "must be a non-empty list")
     parsed = tuple(_item(d, i, len(grid), bad) for i, d in enumerate(items))
     _check_items(parsed, bad)
-    return TimeTable(
-        name, cache_fp, model_fp, dict(target), dict(measurement), tuple(grid), parsed
-    )
+    return TimeTable(name, cache_fp, model_fp, dict(target), dict(measurement), tuple(grid), parsed)
 
 
 def _record(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
