@@ -30,6 +30,7 @@ from .schema import split_name_problem
 __all__ = [
     "COST_TABLE_FORMAT",
     "RUNTIMES",
+    "MAX_BATCH_SIZE",
     "ITEM_KINDS",
     "UNIT_ITEM_KINDS",
     "CostTableError",
@@ -40,6 +41,7 @@ __all__ = [
     "write_cost_table",
     "read_cost_table",
     "check_table_name",
+    "table_name_option",
     "profile_grid",
     "interpolate",
     "parse_cost_table",
@@ -49,6 +51,11 @@ COST_TABLE_FORMAT = "costtable/1"
 RUNTIMES = ("eager", "onnx")
 UNIT_ITEM_KINDS = ("segment", "head", "saver", "graph")  # items that run cache units
 ITEM_KINDS = (*UNIT_ITEM_KINDS, "base", "step", "finish", "collect")
+# what a timing may be: from the profile's floor (a difference of two timings is kept at >= 1 ns) to a day; beyond,
+# sums over items and ratios to the base overflow downstream
+MIN_TIME_S, MAX_TIME_S = 1e-9, 86400.0
+# the largest batch a table may reach: the time model holds arrays over 0..B rows per item
+MAX_BATCH_SIZE = 1 << 16
 
 
 class CostTableError(CacheError):
@@ -136,12 +143,27 @@ class TimeTable:
 
 def check_table_name(name: Any) -> str:
     """``name`` if it can name a table (a file name: letters, digits, ``_ - .``), else CostTableError."""
-    if name not in fmt.RESERVED_NAMES and split_name_problem(name):
+    if not _plain_name(name):
         raise CostTableError(
             f"{str(name)[:60]!r} is not a cost table name: letters, digits, '_', '-', '.', "
             "not starting with '.', at most 250 characters"
         )
     return name
+
+
+def table_name_option(text: str) -> str:
+    """argparse type of a table name option (``--name``, ``--cost-table``): a usage error naming the option."""
+    import argparse
+
+    try:
+        return check_table_name(text)
+    except CostTableError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _plain_name(name: Any) -> bool:
+    """A file name a table can take: a split's name rule (``cost_tables`` itself is fine here)."""
+    return name in fmt.RESERVED_NAMES or not split_name_problem(name)
 
 
 def cost_table_path(cache_dir: str | Path, name: str) -> Path:
@@ -194,6 +216,11 @@ def read_cost_table(cache: Any, name: str, *, batch_size: int | None = None) -> 
     except (OSError, UnicodeDecodeError, ValueError, RecursionError) as exc:
         raise CostTableError(f"{where}: not readable JSON ({type(exc).__name__})") from None
     table = parse_cost_table(doc, where)
+    if table.name != name:  # an export records the name: it must lead back to this file
+        raise CostTableError(
+            f"{where}: name: {doc.get('name')!r}, but the file is {where}: a table is named after its "
+            f"file (set name to {name!r}, or copy it to {table.name}.json)"
+        )
     _check_against(table, cache, where, batch_size)
     return table
 
@@ -217,6 +244,12 @@ def _check_against(table: TimeTable, cache: Any, where: str, batch_size: int | N
             raise CostTableError(
                 f"{where}: items.{it.name}.units: {unknown[0]!r} is not a unit of this cache"
             )
+    early = {e.name for e in cache.exits[:-1]}
+    for it in table.of_kind("step"):
+        if it.exit not in early:
+            raise CostTableError(
+                f"{where}: items.{it.name}.exit: {it.exit!r} is not an early exit of this cache"
+            )
     if batch_size is not None and table.grid[-1] < batch_size:
         raise CostTableError(
             f"{where}: grid: reaches {table.grid[-1]} rows, batch size {batch_size} asked; "
@@ -233,53 +266,81 @@ def parse_cost_table(doc: Any, where: str) -> TimeTable:
     if not isinstance(doc, Mapping) or doc.get("format") != COST_TABLE_FORMAT:
         got = doc.get("format") if isinstance(doc, Mapping) else type(doc).__name__
         raise bad("format", f"{got!r} is not {COST_TABLE_FORMAT!r}")
-    cache_fp = (
-        (doc.get("cache") or {}).get("fingerprint")
-        if isinstance(doc.get("cache"), Mapping)
-        else None
-    )
+    name = doc.get("name")
+    if not _plain_name(name):
+        raise bad("name", f"{repr(name)[:60]} is not a cost table name (a plain file name)")
+    cache_fp = _record(doc, "cache").get("fingerprint")
     if not isinstance(cache_fp, str) or not cache_fp.startswith("sha256:"):
         raise bad("cache.fingerprint", "missing; a table must say which cache it was profiled for")
-    model_fp = (
-        (doc.get("model") or {}).get("fingerprint")
-        if isinstance(doc.get("model"), Mapping)
-        else None
-    )
+    model_fp = _record(doc, "model").get("fingerprint")
+    if model_fp is not None and not (isinstance(model_fp, str) and model_fp.startswith("sha256:")):
+        raise bad("model.fingerprint", f"must be 'sha256:...' or null (got {str(model_fp)[:40]!r})")
     target, measurement = doc.get("target"), doc.get("measurement", {})
-    if not isinstance(target, Mapping) or not isinstance(measurement, Mapping):
-        raise bad("target", "must be an object (device, threads, batch_size, runtime, ...)")
-    if target.get("runtime") not in RUNTIMES:
-        raise bad("target.runtime", f"{target.get('runtime')!r} is not one of {list(RUNTIMES)}")
+    if not isinstance(measurement, Mapping):
+        raise bad("measurement", "must be an object (rounds, min_time_s, ...)")
     grid = doc.get("grid")
     if (
         not isinstance(grid, list)
         or not grid
-        or not all(_is_int(n) and n >= 1 for n in grid)
+        or not all(_is_int(n) and 1 <= n <= MAX_BATCH_SIZE for n in grid)
         or any(b <= a for a, b in pairwise(grid))
     ):
-        raise bad("grid", "must be increasing row counts >= 1")
-    if target.get("batch_size") != grid[-1]:
-        raise bad(
-            "target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {grid[-1]}"
-        )
+        raise bad("grid", f"must be increasing row counts from 1 to {MAX_BATCH_SIZE}")
+    _check_target(target, grid[-1], bad)
     items = doc.get("items")
     if not isinstance(items, list) or not items:
         raise bad("items", "must be a non-empty list")
     parsed = tuple(_item(d, i, len(grid), bad) for i, d in enumerate(items))
-    names = [it.name for it in parsed]
+    _check_items(parsed, bad)
+    return TimeTable(name, cache_fp, model_fp, dict(target), dict(measurement), tuple(grid), parsed)
+
+
+def _record(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = doc.get(key)
+    return value if isinstance(value, Mapping) else {}
+
+
+def _check_target(target: Any, batch_size: int, bad: Any) -> None:
+    """The target's fields every reader relies on: device, threads, runtime, batch size (= the grid's end)."""
+    if not isinstance(target, Mapping):
+        raise bad("target", "must be an object (device, threads, batch_size, runtime, ...)")
+    if not isinstance(target.get("device"), str) or not target["device"]:
+        raise bad("target.device", f"must be a non-empty string (got {target.get('device')!r})")
+    threads = target.get("threads")
+    if threads is not None and not (_is_int(threads) and threads >= 1):
+        raise bad("target.threads", f"must be an integer >= 1 or null (got {threads!r})")
+    if target.get("runtime") not in RUNTIMES:
+        raise bad("target.runtime", f"{target.get('runtime')!r} is not one of {list(RUNTIMES)}")
+    if not _is_int(target.get("batch_size")) or target["batch_size"] != batch_size:
+        raise bad(
+            "target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {batch_size}"
+        )
+
+
+def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:
+    """One time per thing: unique names, one base (required), finish and collect, one step per exit, each unit
+    timed by one item (a second would be counted twice, or ignored)."""
+    names = [it.name for it in items]
     if len(set(names)) != len(names):
         raise bad("items", "names must be unique")
-    if not any(it.kind == "base" for it in parsed):
+    if not any(it.kind == "base" for it in items):
         raise bad("items", "no item of kind 'base' (the base model's time)")
-    return TimeTable(
-        str(doc.get("name", "")),
-        cache_fp,
-        model_fp if isinstance(model_fp, str) else None,
-        dict(target),
-        dict(measurement),
-        tuple(grid),
-        parsed,
-    )
+    once: dict[str, str] = {}  # kind (base, finish, collect) -> item
+    steps: dict[str, str] = {}  # exit -> its step item
+    timed: dict[str, str] = {}  # unit -> the item timing it
+    for it in items:
+        if it.kind in ("base", "finish", "collect"):
+            if it.kind in once:
+                raise bad(f"items.{it.name}", f"a second item of kind {it.kind!r} ({once[it.kind]!r})")
+            once[it.kind] = it.name
+        if it.exit is not None:
+            if it.exit in steps:
+                raise bad(f"items.{it.name}.exit", f"exit {it.exit!r} has a step already")
+            steps[it.exit] = it.name
+        for u in it.units:
+            if u in timed:
+                raise bad(f"items.{it.name}.units", f"unit {u!r} is timed by item {timed[u]!r} already")
+            timed[u] = it.name
 
 
 def _is_int(x: Any) -> bool:
@@ -309,11 +370,19 @@ def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
         if not isinstance(v, list) or len(v) != n_grid:
             raise bad(f"items.{name}.{key}", f"must hold one time per grid point ({n_grid})")
         if not all(
-            isinstance(t, (int, float)) and not isinstance(t, bool) and math.isfinite(t) and t > 0
+            isinstance(t, (int, float))
+            and not isinstance(t, bool)
+            and math.isfinite(t)
+            and MIN_TIME_S <= t <= MAX_TIME_S
             for t in v
         ):
-            raise bad(f"items.{name}.{key}", "timings must be positive and finite")
+            raise bad(
+                f"items.{name}.{key}",
+                "timings must be positive and finite, from 1 ns to a day (seconds per call)",
+            )
         values.append(tuple(float(t) for t in v))
+    if not all(lo <= m <= hi for m, lo, hi in zip(*values, strict=True)):
+        raise bad(f"items.{name}", "min_s <= median_s <= max_s at every grid point")
     exit_name = d.get("exit")
     if (d["kind"] == "step") != isinstance(exit_name, str):
         raise bad(f"items.{name}.exit", "a step names its exit; nothing else does")

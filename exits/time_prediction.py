@@ -10,9 +10,11 @@ the relative error. The table is the one an export searched on time records (``"
 
 Refused in one line (``TimeTargetError``): a table profiled for the other runtime (an eager table for a bundle
 and vice versa), a time export whose table's fingerprint no longer matches (profiled again since the search), a
-time export without its ``cost_table`` record. Flagged in one ``warning:`` line each: this machine's device, its
-name or the thread count differing from the table's target, a table of another bundle, an export searched on
-another table, an export whose objective is ``latency`` (the cache's one-batch table, additive).
+time export without its ``cost_table`` record, a configuration the table cannot time (``check_timeable``).
+Flagged in one ``warning:`` line each: this machine's device, its name or the thread count differing from the
+table's target, a table of another bundle, an export searched on another table, an export whose objective is
+``latency`` (the cache's one-batch table, additive). A time export is predicted and timed at the batch size it was
+searched at (its ``cost_table.batch_size``, within the table's grid); any other at the table's.
 """
 from __future__ import annotations
 
@@ -24,8 +26,8 @@ import numpy as np
 
 from .errors import ExitsError
 
-__all__ = ["TimeTargetError", "Machine", "TimeTarget", "resolve_time_target", "machine_lines", "time_entry", "time_summary",
-           "plot_time_prediction"]
+__all__ = ["TimeTargetError", "Machine", "TimeTarget", "resolve_time_target", "check_timeable", "machine_lines",
+           "time_entry", "time_summary", "plot_time_prediction"]
 
 
 class TimeTargetError(ExitsError):
@@ -50,7 +52,8 @@ class TimeTarget:
 
     @property
     def batch_size(self) -> int:
-        return self.table.batch_size
+        """The batch size predicted and timed at: the export's when it was searched on this table, else the table's."""
+        return int(self.model.batch_size)
 
     @property
     def threads(self) -> int | None:
@@ -100,6 +103,7 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
     adds this machine's, once the threads are set)."""
     from contract import exit_partners
     from data_cache.cost_tables import read_cost_table
+    from search import SearchError
     from search.time_cost import TimeCostModel
 
     recorded = _recorded(doc, source)
@@ -116,13 +120,14 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
         what = "a bundle (onnxruntime)" if runtime == "onnx" else "the eager runtime"
         raise TimeTargetError(f"cost table {name!r}: profiled for the {table.runtime} runtime, this validation runs "
                               f"{what}; profile with python -m exits.profile --runtime {runtime}")
-    method = "binomial"
+    method, batch_size = "binomial", table.batch_size
     if recorded is not None and recorded["name"] == name:
         if recorded.get("fingerprint") != table.fingerprint:
             raise TimeTargetError(f"{source}: cost_table.fingerprint: searched on cost table {name!r} "
                                   f"{str(recorded.get('fingerprint'))[:19]}..., which now reads "
                                   f"{table.fingerprint[:19]}... (profiled again since); search again on it")
         method = recorded.get("method") or method
+        batch_size = recorded.get("batch_size") or batch_size  # its numbers are at the batch size it searched at
     elif recorded is not None:
         lines.append(f"{source}: searched on cost table {recorded['name']!r} ({recorded.get('device')}, "
                      f"batch {recorded.get('batch_size')}); predicting with {name!r} instead")
@@ -130,9 +135,28 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
     if bundle_fingerprint is not None and profiled_on not in (None, bundle_fingerprint):
         lines.append(f"cost table {name!r} was profiled on bundle {profiled_on[:19]}..., not this one "
                      f"({bundle_fingerprint[:19]}...)")
-    model = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                          batch_size=table.batch_size, method=method, partners=exit_partners(cache.exits))
+    try:
+        model = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
+                              batch_size=batch_size, method=method, partners=exit_partners(cache.exits))
+    except SearchError as exc:
+        raise TimeTargetError(f"{source}: cost_table: {exc}") from None
     return TimeTarget(table, model), tuple(lines)
+
+
+def check_timeable(target: TimeTarget | None, configs: Sequence[Any]) -> None:
+    """Before any work: TimeTargetError in one line naming the first configuration the table cannot time (a unit or
+    an exit's step it lacks, an exit inside one of its fused bundle graphs). What is checked does not depend on
+    where samples leave, so every sample is sent to the final exit."""
+    from search import SearchError
+
+    if target is None:
+        return
+    final = np.full(1, len(target.model.exit_names) - 1)
+    for c in configs:
+        try:
+            target.model.estimate(list(c.exits), final, c.rule_names)
+        except SearchError as exc:
+            raise TimeTargetError(f"configuration {c.id}: {exc}") from None
 
 
 def time_entry(model: Any, config: Any, leave: np.ndarray, timing: Mapping[str, Any] | None,

@@ -54,7 +54,7 @@ from .measure import (
     time_against_base,
     timing_batches,
 )
-from .time_prediction import time_summary
+from .time_prediction import check_timeable, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
@@ -184,6 +184,7 @@ def format_table(report: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, non_negative_int, positive_int, threads
+    from data_cache.cost_tables import table_name_option
 
     from .devices import device_option
 
@@ -213,10 +214,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--threads", type=threads, default=None,
                    help="torch CPU threads (default: the cost table's, else torch's)")
-    p.add_argument("--cost-table", default=None, metavar="NAME",
+    p.add_argument("--cost-table", type=table_name_option, default=None, metavar="NAME",
                    help="predict each configuration's time from this cost table of the cache (python -m "
                         "exits.profile) and time it at the table's batch size (default: the one a time export "
-                        "was searched on)")
+                        "was searched on, at its batch size)")
     p.add_argument("--compile", action="store_true", help="torch.compile every segment and head")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last weights and inputs, for the base model too (often faster on CPU)")
@@ -348,6 +349,7 @@ def _main(argv: list[str] | None) -> int:
             warn(CALIBRATION_WARNING)
         runtime, cache, ckpt, target = _open_runtime(args)
         configs = _chosen_configs(args, runtime)
+        check_timeable(target, configs)
         rows = split_rows(args.split, cache, ckpt, dataset=args.dataset, data_root=args.data_root)
         say(f"loading {len(rows)} samples of {args.split}")
         loader = list(DataLoader(rows, batch_size=args.batch_size, shuffle=False, num_workers=args.num_workers))

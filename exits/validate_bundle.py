@@ -47,7 +47,7 @@ from .measure import (
     time_against_base,
     timing_batches,
 )
-from .time_prediction import time_summary
+from .time_prediction import check_timeable, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
@@ -143,6 +143,7 @@ def _overhead(entry: dict[str, Any]) -> str:
 
 def _parser() -> argparse.ArgumentParser:
     from data_cache.cli_types import CommandParser, threads
+    from data_cache.cost_tables import table_name_option
 
     p = CommandParser(prog="python -m exits.validate_bundle",
                       description="Run an exported bundle (onnxruntime) on a split of the dataset: agreement "
@@ -157,10 +158,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--id", default=None, help="only the configuration with this id (default: all)")
     p.add_argument("--threads", type=threads, default=None,
                    help="onnxruntime intra-op threads per graph (default: the cost table's, else 1)")
-    p.add_argument("--cost-table", default=None, metavar="NAME",
+    p.add_argument("--cost-table", type=table_name_option, default=None, metavar="NAME",
                    help="predict each configuration's time from this onnx cost table of the cache (python -m "
                         "exits.profile --runtime onnx) and time it at the table's batch size (default: the one a "
-                        "time export was searched on)")
+                        "time export was searched on, at its batch size)")
     add_timing_options(p, tolerance=1e-5)
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--quiet", action="store_true")
@@ -246,6 +247,7 @@ def _main(argv: list[str] | None) -> int:
             warn(SEARCH_SPLIT_WARNING)
         router, cache, target, verification = _open_router(args)
         configs = [router.set_config(args.id)] if args.id is not None else router.configs
+        check_timeable(target, configs)
         say(f"loading {args.split}")
         batches = load_split(router, cache, args.split, dataset=args.dataset, data_root=args.data_root,
                              batch_size=args.batch_size)

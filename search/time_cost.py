@@ -20,9 +20,9 @@ correlated the samples' reach is across items. Three ways to evaluate it (``meth
   batch), a Monte Carlo estimate of the hypergeometric answer; kept to check the other two on real caches.
 
 numpy only. The class follows the ``contract.costs.CostModel`` conventions (``name``, ``quantity``, ``additive =
-False``: its cost needs every sample's exit, not exit fractions) but is not registered there yet: the registry
-holds argument-free instances, and a time model is bound to a measured table and a batch size; registering it
-comes with ``search.pareto --objective time --cost-table NAME``.
+False``: its cost needs every sample's exit, not exit fractions); it is the estimator the registered cost model
+``time`` (``contract/costs/time.py``) is bound to (``get_cost_model("time", estimator=model)``), and its search
+cost table is ``search.time_objective.TimeCostTable``.
 """
 
 from __future__ import annotations

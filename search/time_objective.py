@@ -39,6 +39,7 @@ class TimeCostTable(CostTable):
     base_ms: float = 1.0
     paired_exits: frozenset[int] = frozenset()
     _reach: dict = field(default_factory=dict, compare=False, repr=False)
+    _times: dict = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def additive(self) -> bool:
@@ -92,7 +93,8 @@ class TimeCostTable(CostTable):
 
     def _reach_of(self, enabled: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
         """``R`` (n_items, n_groups) float: which groups (enabled exits, then final) run each item, and ``T``
-        (n_items, B + 1): each item's ms on 0..B rows; cached per set of enabled exits."""
+        (n_items, B + 1): each item's ms on 0..B rows; ``R`` and the items cached per set of enabled exits, every
+        item's times once (the same whatever the set)."""
         paired = tuple(e for e in enabled if e in self.paired_exits)
         got = self._reach.get((enabled, paired))
         if got is None:
@@ -102,11 +104,18 @@ class TimeCostTable(CostTable):
                 pairs = self.model._reach(list(enabled), paired)
             except SearchError as exc:
                 raise SearchError(str(exc)) from None
-            k = np.arange(self.batch_size + 1)
             R = np.array([r for _, r in pairs], dtype=np.float64).reshape(len(pairs), -1)
-            T = np.array([1e3 * self.model._time(it, k) for it, _ in pairs]).reshape(len(pairs), -1)
-            got = self._reach[(enabled, paired)] = (R, T)
-        return got
+            got = self._reach[(enabled, paired)] = (R, tuple(it.name for it, _ in pairs))
+        R, names = got
+        return R, self._item_ms(names)
+
+    def _item_ms(self, names: tuple[str, ...]) -> np.ndarray:
+        """``(len(names), B + 1)``: the named items' ms on 0..B rows, each computed once."""
+        k = np.arange(self.batch_size + 1)
+        for name in names:
+            if name not in self._times:
+                self._times[name] = 1e3 * self.model._time(self.model.table.item(name), k)
+        return np.array([self._times[name] for name in names]).reshape(len(names), -1)
 
 
 def T_collect(table: TimeCostTable) -> float:

@@ -154,12 +154,36 @@ def test_non_positive_or_non_finite_timings_are_refused(disk_cache, bad):
     (lambda d: d.update(format="costtable/9"), "format: 'costtable/9' is not 'costtable/1'"),
     (lambda d: d["cache"].pop("fingerprint"), "cache.fingerprint: missing"),
     (lambda d: d.update(grid=[1, 4, 2, 8]), "grid: must be increasing"),
+    # a batch size no profile reaches: the model's arrays over 0..B rows would not fit (a search hung on 10**9)
+    (lambda d: d.update(grid=[1, 2, 4, 10 ** 9]) or d["target"].update(batch_size=10 ** 9),
+     "grid: must be increasing row counts from 1 to 65536"),
     (lambda d: d["target"].update(batch_size=16), "target.batch_size: 16, but the grid ends at 8"),
     (lambda d: d["target"].update(runtime="tensorrt"), "target.runtime: 'tensorrt' is not one of"),
     (lambda d: d["items"][0]["median_s"].pop(), r"median_s: must hold one time per grid point \(4\)"),
     (lambda d: d["items"][0].update(units=["nope"]), r"units: 'nope' is not a unit of this cache"),
     (lambda d: d.update(items=[i for i in d["items"] if i["kind"] != "base"]), "no item of kind 'base'"),
     (lambda d: d["items"].append(dict(d["items"][0])), "names must be unique"),
+    # a copy under another file name, or a hand-edited name: an export would record the wrong table
+    (lambda d: d.update(name="other"), r"name: 'other', but the file is cost_tables/cpu-t1.json"),
+    (lambda d: d.pop("name"), "name: None is not a cost table name"),
+    (lambda d: d["model"].update(fingerprint=5), "model.fingerprint: must be 'sha256:...' or null"),
+    (lambda d: d.update(measurement=None), "measurement: must be an object"),
+    (lambda d: d["target"].update(threads="two"), r"target.threads: must be an integer >= 1 or null \(got 'two'\)"),
+    (lambda d: d["target"].update(threads=0), r"target.threads: must be an integer >= 1 or null \(got 0\)"),
+    (lambda d: d["target"].pop("device"), "target.device: must be a non-empty string"),
+    # finite but absurd: sums and ratios overflow downstream (a search printed a 3-line numpy error)
+    (lambda d: d["items"][0]["median_s"].__setitem__(0, 1e308), "timings must be positive and finite, from 1 ns"),
+    (lambda d: d["items"][0]["min_s"].__setitem__(0, 1e-320), "timings must be positive and finite, from 1 ns"),
+    (lambda d: d["items"][0].update(min_s=[2 * t for t in d["items"][0]["median_s"]]),
+     r"items.\S+: min_s <= median_s <= max_s at every grid point"),
+    # one time per thing: a second base, finish or collect was silently ignored, a unit timed twice counted twice
+    (lambda d: d["items"].append(dict(d["items"][-1], name="base2")), "items.base2: a second item of kind 'base'"),
+    (lambda d: d["items"].append(dict(d["items"][0], name="again")), r"items.again.units: unit '\S+' is timed by "
+                                                                     r"item '\S+' already"),
+    (lambda d: d["items"].append(dict(next(i for i in d["items"] if i["kind"] == "step"), name="step2")),
+     r"items.step2.exit: exit '\S+' has a step already"),
+    (lambda d: next(i for i in d["items"] if i["kind"] == "step").update(exit="nope"),
+     r"items.\S+.exit: 'nope' is not an early exit of this cache"),
 ])
 def test_malformed_tables_are_refused_in_one_line(disk_cache, edit, match):
     write_cost_table(disk_cache.path, make_table(disk_cache))

@@ -73,7 +73,6 @@ def test_refusals_exit_2_with_one_line(setup, capsys, tmp_path):
     _refused(capsys, no_ckpt + ["--name", "x"], "--runtime eager needs --checkpoint")
     _refused(capsys, args + ["--name", "x", "--bundle", str(tmp)], "--bundle is for --runtime onnx")
     _refused(capsys, args + ["--name", "x", "--runtime", "onnx"], "--runtime onnx needs --bundle")
-    _refused(capsys, args + ["--name", "../x"], "is not a cost table name")
     other = save_checkpoint(tmp_path / "other.pt", tiny_model(seed=1), include_backbone=True)
     _refused(capsys, ["--checkpoint", str(other)] + args[2:] + ["--name", "x"], "but the cache was dumped from")
     assert sorted(p.name for p in (tmp / "cache" / "cost_tables").iterdir()) == ["cpu-t1.json"]
@@ -100,9 +99,11 @@ def test_overwrite_replaces_the_table(setup, capsys):
 
 
 @pytest.mark.parametrize("extra, culprit", [
-    (["--batch-size", "0"], "argument --batch-size"), (["--threads", "0"], "argument --threads"),
+    (["--batch-size", "0"], "argument --batch-size"), (["--batch-size", "65537"], "argument --batch-size"),
+    (["--threads", "0"], "argument --threads"),
     (["--rounds", "0"], "argument --rounds"), (["--min-time", "nan"], "argument --min-time"),
     (["--runtime", "tensorrt"], "argument --runtime"), (["--device", "bogus"], "argument --device"),
+    (["--name", "../x"], "argument --name: '../x' is not a cost table name"),
 ])
 def test_bad_options_are_one_line_before_any_work(capsys, extra, culprit):
     with pytest.raises(SystemExit) as info:

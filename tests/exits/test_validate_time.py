@@ -140,3 +140,46 @@ def test_latency_exports_are_flagged(setup):
     target, lines = resolve_time_target(dict(doc, objective="latency"), cache, "cpu-t1", runtime="eager", source="f")
     assert target is not None and len(lines) == 1 and "one-batch latency table" in lines[0]
     assert resolve_time_target(doc, cache, None, runtime="eager", source="f") == (None, ())
+
+
+def test_a_time_export_is_validated_at_the_batch_size_it_was_searched_at(setup, capsys):
+    # searched with --batch-size 2 on a table profiled up to 4: its numbers are at batch 2, so is the validation
+    from search.pareto import main as pareto_main
+
+    tmp, base, _, cache = setup
+    assert pareto_main([str(tmp / "cache"), "--methods", "dp", "--objective", "time", "--cost-table", "cpu-t1",
+                        "--batch-size", "2", "--export", str(tmp / "b2.json"), "--no-progress"]) == 0
+    capsys.readouterr()
+    doc = json.loads((tmp / "b2.json").read_text())
+    target, lines = resolve_time_target(doc, cache, None, runtime="eager", source="b2.json")
+    assert (target.batch_size, target.model.batch_size, target.record()["batch_size"]) == (2, 2, 2) and lines == ()
+    assert main(["--config", str(tmp / "b2.json"), "--max-configs", "1", "--report", str(tmp / "b2r.json")]
+                + base) == 0
+    report = json.loads((tmp / "b2r.json").read_text())
+    assert report["cost_table"]["batch_size"] == 2
+    assert all(c["time"]["batch_size"] == 2 and c["throughput_b64"]["batch_size"] == 2 for c in report["configs"])
+
+
+def test_a_table_that_cannot_time_a_configuration_is_one_line_before_any_work(setup, capsys):
+    tmp, base, _, _ = setup
+    folder = tmp / "cache" / COST_TABLES_DIR
+    doc = json.loads((folder / "cpu-t1.json").read_text())
+    doc["name"], doc["items"] = "nostep", [i for i in doc["items"] if i["kind"] != "step"]
+    (folder / "nostep.json").write_text(json.dumps(doc))
+    assert main(["--config", str(tmp / "front.json"), "--cost-table", "nostep", "--report", str(tmp / "n.json")]
+                + base) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: configuration ") and "\n" not in err and "has no step time for exit" in err, err
+    assert not (tmp / "n.json").exists()
+
+
+@pytest.mark.parametrize("command, argv", [("validate", ["--config", "x", "--checkpoint", "k.pt"]),
+                                           ("validate_bundle", ["--bundle", "x"])])
+def test_a_table_name_that_is_a_path_is_a_usage_error(command, argv, capsys):
+    import importlib
+
+    with pytest.raises(SystemExit) as info:
+        importlib.import_module(f"exits.{command}").main(argv + ["--cache", "c", "--report", "r.json",
+                                                                 "--cost-table", "../other/t"])
+    err = capsys.readouterr().err.strip()
+    assert info.value.code == 2 and "\n" not in err and "argument --cost-table: '../other/t' is not a cost" in err

@@ -179,3 +179,39 @@ def test_the_time_model_and_the_table_reader_load_no_torch():
     assert proc.returncode == 0, proc.stderr
     loaded = {m.split(".")[0] for m in json.loads(proc.stdout)}
     assert "numpy" in loaded and not loaded & {"torch", "timm", "onnxruntime", "exits"}
+
+
+# Written out by hand: what a sample leaving at each exit runs when exit 1 decides with a rule reading its partner
+# (exit 0: the same head type one position earlier), per configuration (enabled exits, rules).
+PARTNER_RUNS = {
+    ((1,), ("agree",)): {1: ["s0", "s1", "h1", "h0", "step:e1"],             # h0 runs for exit 1's rule, no step
+                         2: ["s0", "s1", "h1", "h0", "step:e1", "s2", "finish"]},
+    ((1,), ("max_prob",)): {1: ["s0", "s1", "h1", "step:e1"],
+                            2: ["s0", "s1", "h1", "step:e1", "s2", "finish"]},
+    ((0, 1), ("max_prob", "ensemble")): {0: ["s0", "h0", "step:e0"],          # h0 already ran: paid once
+                                         1: ["s0", "h0", "step:e0", "s1", "h1", "step:e1"],
+                                         2: ["s0", "h0", "step:e0", "s1", "h1", "step:e1", "s2", "finish"]},
+}
+
+
+@pytest.mark.parametrize("B", [1, 2, 3])
+@pytest.mark.parametrize("config", list(PARTNER_RUNS))
+def test_partner_rules_against_every_batch_drawn_with_replacement(B, config):
+    enabled, rules = config
+    runs = PARTNER_RUNS[config]
+    leave = LEAVE if 0 in enabled else np.where(LEAVE == 0, 1, LEAVE)
+    table = _table()
+
+    def batch_time(rows) -> float:
+        counts: dict[str, int] = {}
+        for r in rows:
+            for item in runs[int(leave[r])]:
+                counts[item] = counts.get(item, 0) + 1
+        total = sum(float(interpolate(table.grid, table.item(i).median_s, [n])[0]) for i, n in counts.items())
+        return (total + float(interpolate(table.grid, table.item("collect").median_s, [len(rows)])[0])) / len(rows)
+
+    brute = np.mean([batch_time(rows) for rows in itertools.product(range(len(leave)), repeat=B)])
+    model = TimeCostModel(table, EXIT_UNITS, EXIT_NAMES, batch_size=B, partners={1: 0})
+    est = model.estimate(list(enabled), leave, list(rules))
+    assert est.time_per_sample_s == pytest.approx(brute, rel=1e-12)
+    assert set(est.items) == {i for items in runs.values() for i in items} | {"collect"}

@@ -203,3 +203,27 @@ def test_the_schema_checks_the_time_fields(cache, edit, words):
     assert export_problems(doc) == []
     edit(doc)
     assert any(words in p for p in export_problems(doc))
+
+
+def test_the_exact_models_cache_does_not_keep_a_time_matrix_per_set_of_exits(tmp_path):
+    """Each item's times on 0..B rows are the same whatever the enabled exits: held once, not once per set of enabled
+    exits (at B = 1024 a population engine's few thousand distinct sets held gigabytes)."""
+    import itertools
+    import tracemalloc
+
+    c = save_cache(tmp_path / "cache", make_synthetic_cache(200, 4, n_head_types=2, seed=1))
+    write_cost_table(c.path, time_table(c, "b1024", 1024))
+    costs = cost_table(c, "time", table="b1024")
+    early = range(len(c.exits) - 1)
+    sets = [s for r in range(len(early) + 1) for s in itertools.combinations(early, r)]
+    assert len(sets) == 256
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for s in sets:
+            costs.mean_cost_of(s, np.ones(len(s) + 1))
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    per_set_matrix = 8 * 1025 * len(c.units)   # bytes of one set's (items x B + 1) matrix, its units alone
+    assert held < 16 * per_set_matrix, held
