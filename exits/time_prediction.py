@@ -8,11 +8,12 @@ the relative error. The table is the one an export searched on time records (``"
 ``"cost_table": {"name", "fingerprint", ...}``), or any table named with ``--cost-table NAME`` (a MAC export too:
 "what speed-up will this deliver here?").
 
-Refused in one line (``TimeTargetError``): a table profiled for the other runtime (an eager table for a bundle
-and vice versa), a time export whose table's fingerprint no longer matches (profiled again since the search), a
+Refused in one line (``TimeTargetError``): a table named for the other runtime (an eager table for a bundle and
+vice versa), a time export whose table's fingerprint no longer matches (profiled again since the search), a
 time export without its ``cost_table`` record, a configuration the table cannot time (``check_timeable``).
-Flagged in one ``warning:`` line each: this machine's device, its name or the thread count differing from the
-table's target, a table of another bundle, an export searched on another table, an export whose objective is
+Flagged in one ``warning:`` line each: a time export searched on a table of the other runtime (validated without a
+time prediction: its accuracy and MACs are still checked), this machine's device, its name or the thread count
+differing from the table's target, a table of another bundle, an export searched on another table, an export whose objective is
 ``latency`` (the cache's one-batch table, additive). A time export is predicted and timed at the batch size it was
 searched at (its ``cost_table.batch_size``, within the table's grid); any other at the table's.
 """
@@ -112,14 +113,19 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
         lines.append(f"{source}: objective 'latency': searched on the cache's one-batch latency table (additive, "
                      "one batch size), not on a profile of this target"
                      + ("" if name else "; profile one (python -m exits.profile) and pass --cost-table NAME"))
+    named = name is not None
     name = name or (recorded or {}).get("name")
     if name is None:
         return None, tuple(lines)
     table = read_cost_table(cache, name)
     if table.runtime != runtime:
         what = "a bundle (onnxruntime)" if runtime == "onnx" else "the eager runtime"
-        raise TimeTargetError(f"cost table {name!r}: profiled for the {table.runtime} runtime, this validation runs "
-                              f"{what}; profile with python -m exits.profile --runtime {runtime}")
+        other = f"cost table {name!r}: profiled for the {table.runtime} runtime, this validation runs {what}"
+        if named:
+            raise TimeTargetError(f"{other}; profile with python -m exits.profile --runtime {runtime}")
+        lines.append(f"{source}: searched on {other}: no time prediction (profile with python -m exits.profile "
+                     f"--runtime {runtime} and pass --cost-table NAME)")
+        return None, tuple(lines)
     method, batch_size = "binomial", table.batch_size
     if recorded is not None and recorded["name"] == name:
         if recorded.get("fingerprint") != table.fingerprint:

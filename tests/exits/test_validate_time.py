@@ -125,7 +125,12 @@ def test_time_exports_bound_to_their_table(setup):
         resolve_time_target(_time_doc(doc, table, fingerprint="sha256:" + "0" * 64), cache, None, runtime="eager",
                             source="f.json")
     with pytest.raises(TimeTargetError, match="profiled for the eager runtime, this validation runs a bundle"):
-        resolve_time_target(_time_doc(doc, table), cache, None, runtime="onnx", source="f.json")
+        resolve_time_target(_time_doc(doc, table), cache, "cpu-t1", runtime="onnx", source="f.json")
+    # the table the export was searched on is of the other runtime: flagged, validated without a time prediction
+    target, lines = resolve_time_target(_time_doc(doc, table), cache, None, runtime="onnx", source="f.json")
+    assert target is None and len(lines) == 1
+    assert lines[0].startswith("f.json: searched on cost table 'cpu-t1': profiled for the eager runtime")
+    assert "no time prediction" in lines[0]
     with pytest.raises(TimeTargetError, match="f.json: cost_table: objective 'time' but no record"):
         resolve_time_target(dict(doc, objective="time"), cache, None, runtime="eager", source="f.json")
     other = _time_doc(doc, table, name="gone", device="cuda")
