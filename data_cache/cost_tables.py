@@ -331,7 +331,9 @@ def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:
     for it in items:
         if it.kind in ("base", "finish", "collect"):
             if it.kind in once:
-                raise bad(f"items.{it.name}", f"a second item of kind {it.kind!r} ({once[it.kind]!r})")
+                raise bad(
+                    f"items.{it.name}", f"a second item of kind {it.kind!r} ({once[it.kind]!r})"
+                )
             once[it.kind] = it.name
         if it.exit is not None:
             if it.exit in steps:
@@ -339,7 +341,9 @@ def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:
             steps[it.exit] = it.name
         for u in it.units:
             if u in timed:
-                raise bad(f"items.{it.name}.units", f"unit {u!r} is timed by item {timed[u]!r} already")
+                raise bad(
+                    f"items.{it.name}.units", f"unit {u!r} is timed by item {timed[u]!r} already"
+                )
             timed[u] = it.name
 
 

@@ -134,9 +134,7 @@ def _open_and_plan(
     check_max_exits(
         opts.max_exits, len({e.position for e in reader.exits[:-1]}), name=opts.label("max_exits")
     )
-    rules = resolve_rules(
-        opts.rules, opts.score, reader, opts.label("rules"), opts.label("score")
-    )
+    rules = resolve_rules(opts.rules, opts.score, reader, opts.label("rules"), opts.label("score"))
     sample = plan_fit(
         reader, "search", subsample=opts.subsample, above=opts.subsample_above, seed=opts.seed
     )

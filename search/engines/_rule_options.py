@@ -65,7 +65,12 @@ class RuleOptions:
         # every early position, whatever ``score`` decides at (the problem's own lists are the exits it can)
         early = problem.cache.exits[:-1]
         at = {
-            p: [r * E + e for r in range(m) for e, x in enumerate(early) if x.position == p and usable[r][e]]
+            p: [
+                r * E + e
+                for r in range(m)
+                for e, x in enumerate(early)
+                if x.position == p and usable[r][e]
+            ]
             for p in sorted({x.position for x in early})
         }
         self.positions = [p for p, options in at.items() if options]
