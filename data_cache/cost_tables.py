@@ -286,13 +286,15 @@ def parse_cost_table(doc: Any, where: str) -> TimeTable:
         or any(b <= a for a, b in pairwise(grid))
     ):
         raise bad("grid", f"must be increasing row counts from 1 to {MAX_BATCH_SIZE}")
-    _check_target(target, grid[-1], bad)
+    target = _check_target(target, grid[-1], bad)
     items = doc.get("items")
     if not isinstance(items, list) or not items:
         raise bad("items", "must be a non-empty list")
     parsed = tuple(_item(d, i, len(grid), bad) for i, d in enumerate(items))
     _check_items(parsed, bad)
-    return TimeTable(name, cache_fp, model_fp, dict(target), dict(measurement), tuple(grid), parsed)
+    return TimeTable(
+        str(name), cache_fp, model_fp, dict(target), dict(measurement), tuple(grid), parsed
+    )
 
 
 def _record(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
@@ -300,8 +302,9 @@ def _record(doc: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _check_target(target: Any, batch_size: int, bad: Any) -> None:
-    """The target's fields every reader relies on: device, threads, runtime, batch size (= the grid's end)."""
+def _check_target(target: Any, batch_size: int, bad: Any) -> Mapping[str, Any]:
+    """``target`` when it has the fields every reader relies on: device, threads, runtime, batch size (= the grid's
+    end)."""
     if not isinstance(target, Mapping):
         raise bad("target", "must be an object (device, threads, batch_size, runtime, ...)")
     if not isinstance(target.get("device"), str) or not target["device"]:
@@ -315,6 +318,7 @@ def _check_target(target: Any, batch_size: int, bad: Any) -> None:
         raise bad(
             "target.batch_size", f"{target.get('batch_size')!r}, but the grid ends at {batch_size}"
         )
+    return target
 
 
 def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:

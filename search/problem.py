@@ -111,10 +111,10 @@ class ExitProblem:
         self.params: Params = {r: dict(p) for r, p in (params or {}).items()}
         self._load(chunk_size, fit_rows if params is None else False)
         # the exits ``score`` can decide at (a rule reading the partner exit: only those with one)
-        early = decisive_exits(cache, self.rule)
-        self.positions = sorted({cache.exits[i].position for i in early})
+        deciding = decisive_exits(cache, self.rule)
+        self.positions = sorted({cache.exits[i].position for i in deciding})
         self.position_exits = [
-            [i for i in early if cache.exits[i].position == p] for p in self.positions
+            [i for i in deciding if cache.exits[i].position == p] for p in self.positions
         ]
         self.position_of_exit = {i: j for j, ex in enumerate(self.position_exits) for i in ex}
         self.n_evals = 0
