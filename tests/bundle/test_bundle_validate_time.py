@@ -66,3 +66,27 @@ def test_the_routers_per_batch_cost_is_its_run_less_its_graphs_and_final_scoring
     collect.make(3)()
     assert scored == [3]                      # the base graph's output scored once, inside the timed call
     assert collect.alone and collect.derive({"base": 5e-3, "collect": 3e-3, "finish": 1e-3}) == pytest.approx(2e-3)
+
+
+def test_a_bundle_of_an_export_searched_on_an_eager_table_is_validated_without_a_time_prediction(setup, capsys):
+    """The table the export records is of the other runtime: one warning line, accuracy and MACs still checked, no
+    predicted speed-up; naming that table explicitly stays refused."""
+    from search.pareto import main as pareto_main
+
+    tmp, _, argv = setup
+    export, bundle = tmp / "front_time.json", tmp / "bundle_time"
+    assert pareto_main([str(tmp / "cache"), "--methods", "dp", "--objective", "time", "--cost-table", "cpu-t1",
+                        "--export", str(export), "--no-progress"]) == 0
+    assert json.loads(export.read_text())["cost_table"]["name"] == "cpu-t1"
+    assert export_main(["--checkpoint", str(tmp / "ckpt.pt"), "--config", str(export), "--cache", str(tmp / "cache"),
+                        "--exporter", "torchscript", "--quiet", "--out", str(bundle)]) == 0
+    capsys.readouterr()
+    own = ["--bundle", str(bundle)] + argv[2:]
+    assert validate_main(own + ["--report", str(tmp / "t.json")]) == 0
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    flagged = [ln for ln in err if "no time prediction" in ln]
+    assert len(flagged) == 1 and flagged[0].startswith("warning: ") and "profiled for the eager runtime" in flagged[0]
+    report = json.loads((tmp / "t.json").read_text())
+    assert report["configs"] and all("predicted_speedup" not in c for c in report["configs"])
+    assert validate_main(own + ["--cost-table", "cpu-t1", "--report", str(tmp / "u.json")]) == 2
+    assert "profiled for the eager runtime" in capsys.readouterr().err
