@@ -461,7 +461,7 @@ def targets(sections: dict) -> dict[str, Any]:
              for r in (s.get("fp32") or {}).values()]
     vit = (sections.get("zoo:vit_small_patch16_224") or {}).get("fp32") or {}
     ratio = (vit.get("batch_256") or {}).get("speedup_vs_mac_estimate")
-    values = dict(zip(TARGETS, (min(agree) if agree else None, ratio)))
+    values = dict(zip(TARGETS, (min(agree) if agree else None, ratio), strict=True))
     return {k: {"target": TARGETS[k], "measured": v, "met": None if v is None else v >= TARGETS[k]}
             for k, v in values.items()}
 

@@ -188,7 +188,8 @@ def _parser() -> argparse.ArgumentParser:
                                   "store the table beside the cache (CACHE/cost_tables/NAME.json).")
     p.add_argument("--checkpoint", default=None, help="head checkpoint the cache was dumped from (eager: required)")
     p.add_argument("--cache", required=True, help="the cache the table is for")
-    p.add_argument("--name", required=True, type=table_name_option, help="the table's name (one per target: e.g. cpu-t2-b64-eager)")
+    p.add_argument("--name", required=True, type=table_name_option,
+                   help="the table's name (one per target: e.g. cpu-t2-b64-eager)")
     p.add_argument("--device", type=device_option, default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--threads", type=threads, default=None, help="CPU threads (torch, or onnxruntime per session)")
     p.add_argument("--batch-size", type=int_at_least(1, maximum=MAX_BATCH_SIZE), default=64,

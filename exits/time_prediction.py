@@ -13,9 +13,9 @@ vice versa), a time export whose table's fingerprint no longer matches (profiled
 time export without its ``cost_table`` record, a configuration the table cannot time (``check_timeable``).
 Flagged in one ``warning:`` line each: a time export searched on a table of the other runtime (validated without a
 time prediction: its accuracy and MACs are still checked), this machine's device, its name or the thread count
-differing from the table's target, a table of another bundle, an export searched on another table, an export whose objective is
-``latency`` (the cache's one-batch table, additive). A time export is predicted and timed at the batch size it was
-searched at (its ``cost_table.batch_size``, within the table's grid); any other at the table's.
+differing from the table's target, a table of another bundle, an export searched on another table, an export whose
+objective is ``latency`` (the cache's one-batch table, additive). A time export is predicted and timed at the batch
+size it was searched at (its ``cost_table.batch_size``, within the table's grid); any other at the table's.
 """
 from __future__ import annotations
 

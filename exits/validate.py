@@ -324,7 +324,7 @@ def _write(args: argparse.Namespace, outputs: dict[str, Path], kinds: dict[str, 
     from data_cache.outputs import atomic_outputs
 
     with atomic_outputs(list(outputs.items()), overwrite=args.overwrite, kinds=kinds) as tmps:
-        files = dict(zip(outputs, tmps))
+        files = dict(zip(outputs, tmps, strict=True))
         files["--report"].write_text(json.dumps(report, indent=1) + "\n")
         if args.plot:
             plot_report(report, files["--plot"], fmt=outputs["--plot"].suffix.lstrip(".").lower())

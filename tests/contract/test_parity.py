@@ -105,7 +105,7 @@ def test_every_rule_through_search_runtime_and_router_end_to_end(every_rule_bund
     router = open_bundle(path)
     runtime = ExitRuntime(model, doc, cache=cache)
     x = splits["holdout"].images
-    for rc, tc in zip(router.configs, runtime.configs):
+    for rc, tc in zip(router.configs, runtime.configs, strict=True):
         want = ExitProblem(cache, "holdout", score=tc.score, rules=tc.rule_set, params=config_params([tc])).assign(tc)
         for rebatch in (False, True):   # re-batching: survivors (and what a partner handed on) gathered
             batches = list(torch.split(x, 13))

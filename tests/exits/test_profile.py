@@ -38,7 +38,7 @@ def test_the_table_times_every_unit_step_and_the_base(setup, capsys):
     assert [it.units for it in table.of_kind("segment", "head")] == [(u.name,) for u in cache.units]
     assert [it.exit for it in table.of_kind("step")] == [e.name for e in cache.exits[:-1]]
     assert [it.name for it in table.of_kind("base", "finish", "collect")] == ["finish", "collect", "base"]
-    assert all(min(it.min_s) > 0 and all(a <= m <= b for a, m, b in zip(it.min_s, it.median_s, it.max_s))
+    assert all(min(it.min_s) > 0 and all(a <= m <= b for a, m, b in zip(it.min_s, it.median_s, it.max_s, strict=True))
                for it in table.items)
     t = table.target
     assert (t["device"], t["threads"], t["batch_size"], t["runtime"], t["score"]) == ("cpu", 1, 4, "eager", "max_prob")

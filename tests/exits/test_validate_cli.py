@@ -60,7 +60,7 @@ def test_report_agrees_with_the_cache(setup, capsys):
     report = json.loads((tmp / "r.json").read_text())
     assert report["format"] == "exitvalidation/1" and report["n_samples"] == 30
     assert [c["id"] for c in report["configs"]] == [c["id"] for c in doc["configs"]]
-    for c, want in zip(report["configs"], doc["configs"]):
+    for c, want in zip(report["configs"], doc["configs"], strict=True):
         assert c["agreement"] == 1.0 and c["n_disagree"] == 0
         assert c["predicted"]["accuracy"] == want["holdout"]["accuracy"]
         assert c["measured"]["accuracy"] == pytest.approx(want["holdout"]["accuracy"], abs=1e-12)

@@ -51,7 +51,7 @@ def test_predicted_against_measured_speedup_in_report_table_and_figure(setup, ca
     assert report["cost_table"]["name"] == "cpu-t1" and report["cost_table"]["fingerprint"] == table.fingerprint
     assert report["cost_table"]["batch_size"] == 4 and report["cost_table"]["runtime"] == "eager"
     model = TimeCostModel.from_cache(cache, "cpu-t1")
-    for c, entry in zip(report["configs"], doc["configs"]):
+    for c, entry in zip(report["configs"], doc["configs"], strict=True):
         cfg = _config(cache, entry)
         want = model.estimate(cfg.exits, ExitProblem(cache, "holdout").assign(cfg))
         assert c["predicted_speedup"] == pytest.approx(want.speedup, rel=1e-12)   # recomputed from the cache

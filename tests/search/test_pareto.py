@@ -255,7 +255,7 @@ def test_certified_answer_on_a_subsample_calibrates_outside_it(cache_dir, tmp_pa
     probs = np.asarray(cache.topk_probs("search"))[:, 0, rows]
     config = ExitConfig.from_json(entry["exits"], cache)
     leave = np.full(rows.size, len(cache.exits) - 1)
-    for e, t in zip(reversed(config.exits), reversed(config.thresholds)):
+    for e, t in zip(reversed(config.exits), reversed(config.thresholds), strict=True):
         leave = np.where(probs[e] > t, e, leave)
     right = top1[leave, np.arange(rows.size)] == labels
     base = top1[-1] == labels

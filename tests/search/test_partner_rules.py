@@ -190,7 +190,8 @@ def test_a_partner_score_the_cache_cannot_serve_is_one_line_and_status_2(tmp_pat
 
 @pytest.mark.parametrize("k, rules", [(3, "max_prob,margin,agree,ensemble"), (1, "max_prob,agree")])
 def test_the_report_names_the_rules_auto_chose(tmp_path, capsys, k, rules):
-    """``--rules auto`` leaves out what the cache cannot serve (``margin`` and ``ensemble`` at k = 1); the header says what it kept."""
+    """``--rules auto`` leaves out what the cache cannot serve (``margin`` and ``ensemble`` at k = 1); the header
+    says what it kept."""
     save_cache(tmp_path / "cache", make_synthetic_cache(600, 3, k=k, seed=8))
     assert main([str(tmp_path / "cache"), "--methods", "dp", "--rules", "auto", "--no-progress"]) == 0
     header = capsys.readouterr().out.splitlines()[0]

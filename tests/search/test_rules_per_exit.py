@@ -32,7 +32,7 @@ def _direct(problem: ExitProblem, config: ExitConfig) -> tuple[float, float]:
     right, cost = 0, 0.0
     for i in range(problem.n_samples):
         path = []
-        for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+        for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True):
             path.append(e)
             if float(problem.scores_of(r)[e, i]) > t:
                 break
@@ -75,7 +75,7 @@ def test_dp_over_rules_reaches_the_brute_force_hypervolume_on_two_positions(make
     problem = make_problem(2, 40, seed=seed)
     front = run_search(problem, create_engine("dp", max_configs=None, per_curve=1000))
     np.testing.assert_allclose(problem.evaluate(front.configs), front.F, atol=1e-12)
-    for c, F in zip(front.configs, front.F):
+    for c, F in zip(front.configs, front.F, strict=True):
         np.testing.assert_allclose(F, _direct(problem, c), atol=1e-12)
     assert HV()(front.F) >= 0.995 * HV()(_brute_force(problem))
 
