@@ -189,6 +189,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                            "mac_speedup_error": 1 / rel_macs / t["speedup"] - 1,
                            "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
                            "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
+                           "predicted_ms_by_kind": _by_kind(table, est.items),
                            "measured_ms_per_sample": 1e3 * t["config_s"] / t["n_samples"],
                            "measured_base_ms_per_sample": 1e3 * t["base_s"] / t["n_samples"],
                            "speedup_per_round": t["speedup_per_round"], "loadavg_before": load,
@@ -196,6 +197,16 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                     rows.append(row)
                     _print_row(row)
     return rows
+
+
+def _by_kind(table: Any, items: dict[str, float]) -> dict[str, float]:
+    """Predicted ms per sample per kind of item (segment or graph, head, step, finish, collect): where the time goes,
+    and what the configuration would take with free heads and steps."""
+    kind = {it.name: it.kind for it in table.items}
+    out: dict[str, float] = {}
+    for name, s in items.items():
+        out[kind[name]] = out.get(kind[name], 0.0) + 1e3 * s
+    return out
 
 
 def _print_row(r: dict) -> None:

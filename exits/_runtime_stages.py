@@ -28,6 +28,9 @@ def _host(parts: list[torch.Tensor]) -> list[np.ndarray]:
     return np.split(host, np.cumsum([t.shape[1] for t in parts])[:-1], axis=1)
 
 
+_TOP1_READS = frozenset({"topk_probs"})
+
+
 def _topk(z: torch.Tensor, k: int) -> Any:
     """The top-``k`` of torch's softmax of float32 logits, descending: what the dump writes (``exits.dump``)."""
     return torch.softmax(z.float(), dim=1).topk(max(1, min(k, z.shape[1])), dim=1, largest=True, sorted=True)
@@ -45,6 +48,9 @@ def scored(logits: torch.Tensor, rule: ExitRule, *, partner: Payload | None = No
     before) or computed here from ``partner_logits``."""
     z = logits.float()
     reads = rule.reads
+    if reads == _TOP1_READS and rule.k == 1 and not hand_on and z.device.type == "cpu":
+        top1, ids = _topk(z, 1)   # max_prob: nothing to pack or split (at batch 1 every step counts)
+        return rule.score(RuleInputs(topk_probs=top1.numpy())), ids.numpy()[:, 0], None
     top = _topk(z, max(rule.k, hand_on))
     k = min(rule.k, top.values.shape[1])
     parts = [top.values[:, :k]] if "topk_probs" in reads else []

@@ -15,10 +15,11 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from ._registry import register_head
 from .errors import ExitsError
-from .layers import GlobalPool, get_act_layer, to_nchw
+from .layers import GlobalPool, check_pool, get_act_layer, pool_features, to_nchw
 
 __all__ = ["ExitHead", "LinearHead", "MLPHead", "ConvHead", "TokenHead"]
 
@@ -43,7 +44,18 @@ class ExitHead(nn.Module):
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         x = self.forward_pre_logits(x)
-        return x if pre_logits else self.fc(x)
+        return x if pre_logits else _linear(self.fc, x)
+
+
+# At batch 1 a head's work is a few tiny kernels, and each module call costs about as much as one of them: the
+# heads below run their own layers through these functions (the modules stay, for the state dict).
+def _linear(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``layer(x)``, without the module call when ``layer`` is a plain ``nn.Linear``."""
+    return F.linear(x, layer.weight, layer.bias) if type(layer) is nn.Linear else layer(x)
+
+
+def _dropout(x: torch.Tensor, p: float, training: bool) -> torch.Tensor:
+    return F.dropout(x, p, True) if training and p > 0 else x
 
 
 def _default_pool(layout: str, num_prefix_tokens: int) -> str:
@@ -59,12 +71,12 @@ class LinearHead(ExitHead):
         super().__init__()
         self.in_chs, self.num_classes, self.layout = in_chs, num_classes, layout
         self.num_prefix_tokens, self.pool, self.drop = num_prefix_tokens, pool, drop
-        self.global_pool = GlobalPool(pool, layout, num_prefix_tokens)
-        self.head_drop = nn.Dropout(drop)
+        check_pool(pool, layout, num_prefix_tokens)
         self.fc = nn.Linear(in_chs, num_classes)
 
     def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_drop(self.global_pool(x))
+        x = pool_features(x, self.pool, self.layout, self.num_prefix_tokens)
+        return _dropout(x, self.drop, self.training)
 
 
 @register_head("mlp")
@@ -84,7 +96,7 @@ class MLPHead(ExitHead):
         self.num_prefix_tokens, self.hidden, self.act, self.pool, self.drop = (
             num_prefix_tokens, widths, act, pool, drop)
         act_layer = get_act_layer(act)
-        self.global_pool = GlobalPool(pool, layout, num_prefix_tokens)
+        check_pool(pool, layout, num_prefix_tokens)
         layers: list[nn.Module] = []
         width = in_chs
         for w in widths:
@@ -94,7 +106,11 @@ class MLPHead(ExitHead):
         self.fc = nn.Linear(width, num_classes)
 
     def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.hidden_layers(self.global_pool(x))
+        x = pool_features(x, self.pool, self.layout, self.num_prefix_tokens)
+        layers = iter(self.hidden_layers)
+        for linear, act, _ in zip(layers, layers, layers, strict=True):  # (linear, activation, dropout) per width
+            x = _dropout(act(_linear(linear, x)), self.drop, self.training)
+        return x
 
 
 @register_head("conv")
@@ -138,13 +154,14 @@ class TokenHead(ExitHead):
         self.in_chs, self.num_classes, self.layout = in_chs, num_classes, layout
         self.num_prefix_tokens, self.drop = num_prefix_tokens, drop
         self.pool = pool or _default_pool(layout, num_prefix_tokens)
-        self.global_pool = GlobalPool(self.pool, layout, num_prefix_tokens)
+        check_pool(self.pool, layout, num_prefix_tokens)
         self.norm = nn.LayerNorm(in_chs)
-        self.head_drop = nn.Dropout(drop)
         self.fc = nn.Linear(in_chs, num_classes)
 
     def forward_pre_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head_drop(self.norm(self.global_pool(x)))
+        x = pool_features(x, self.pool, self.layout, self.num_prefix_tokens)
+        x = F.layer_norm(x, self.norm.normalized_shape, self.norm.weight, self.norm.bias, self.norm.eps)
+        return _dropout(x, self.drop, self.training)
 
 
 def _register_mlp_variant(name: str, hidden: tuple[int, ...]) -> None:

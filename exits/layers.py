@@ -8,7 +8,7 @@ from torch import nn
 
 from .errors import ExitsError
 
-__all__ = ["ACT_LAYERS", "POOL_TYPES", "get_act_layer", "GlobalPool", "to_nchw"]
+__all__ = ["ACT_LAYERS", "POOL_TYPES", "get_act_layer", "GlobalPool", "check_pool", "pool_features", "to_nchw"]
 
 ACT_LAYERS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "swish": nn.SiLU, "hardswish": nn.Hardswish,
@@ -36,36 +36,47 @@ class GlobalPool(nn.Module):
 
     def __init__(self, pool_type: str = "avg", layout: str = "nchw", num_prefix_tokens: int = 0):
         super().__init__()
-        if pool_type not in POOL_TYPES:
-            raise ExitsError(f"unknown pool type {pool_type!r}; choose from {', '.join(POOL_TYPES)}")
-        if pool_type == "token" and (layout != "nlc" or num_prefix_tokens < 1):
-            raise ExitsError(f"pool='token' needs token features with a class token (layout {layout!r}, "
-                             f"{num_prefix_tokens} prefix tokens)")
+        check_pool(pool_type, layout, num_prefix_tokens)
         self.pool_type = pool_type
         self.layout = layout
         self.num_prefix_tokens = num_prefix_tokens
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.layout == "nc":
-            return x
-        if self.pool_type == "token":
-            return x[:, 0]
-        if self.layout == "nchw":
-            dims = (2, 3)
-        elif self.layout == "nhwc":
-            dims = (1, 2)
-        else:
-            if x.shape[1] > self.num_prefix_tokens:
-                x = x[:, self.num_prefix_tokens:]
-            dims = (1,)
-        if self.pool_type == "avg":
-            return x.mean(dims)
-        if self.pool_type == "max":
-            return x.amax(dims)
-        return 0.5 * (x.mean(dims) + x.amax(dims))
+        return pool_features(x, self.pool_type, self.layout, self.num_prefix_tokens)
 
     def extra_repr(self) -> str:
         return f"pool_type={self.pool_type!r}, layout={self.layout!r}"
+
+
+def check_pool(pool_type: str, layout: str, num_prefix_tokens: int = 0) -> None:
+    """ExitsError unless ``pool_type`` can pool features of ``layout``."""
+    if pool_type not in POOL_TYPES:
+        raise ExitsError(f"unknown pool type {pool_type!r}; choose from {', '.join(POOL_TYPES)}")
+    if pool_type == "token" and (layout != "nlc" or num_prefix_tokens < 1):
+        raise ExitsError(f"pool='token' needs token features with a class token (layout {layout!r}, "
+                         f"{num_prefix_tokens} prefix tokens)")
+
+
+def pool_features(x: torch.Tensor, pool_type: str, layout: str, num_prefix_tokens: int = 0) -> torch.Tensor:
+    """What :class:`GlobalPool` computes, as a plain function (heads call it without a module call: at batch 1 a
+    module call costs as much as the pooling)."""
+    if layout == "nc":
+        return x
+    if pool_type == "token":
+        return x[:, 0]
+    if layout == "nchw":
+        dims: tuple[int, ...] = (2, 3)
+    elif layout == "nhwc":
+        dims = (1, 2)
+    else:
+        if x.shape[1] > num_prefix_tokens:
+            x = x[:, num_prefix_tokens:]
+        dims = (1,)
+    if pool_type == "avg":
+        return x.mean(dims)
+    if pool_type == "max":
+        return x.amax(dims)
+    return 0.5 * (x.mean(dims) + x.amax(dims))
 
 
 def to_nchw(x: torch.Tensor, layout: str, num_prefix_tokens: int = 0) -> torch.Tensor:

@@ -86,7 +86,10 @@ def rule_inputs_from_logits(
     probs = None
     if "topk_probs" in rule.reads:
         k = min(rule.k, p.shape[1])
-        probs = -np.sort(-np.partition(p, p.shape[1] - k, axis=1)[:, p.shape[1] - k :], axis=1)
+        if k == 1:  # max_prob: no partition and sort (at batch 1 every step counts)
+            probs = p.max(axis=1, keepdims=True)
+        else:
+            probs = -np.sort(-np.partition(p, p.shape[1] - k, axis=1)[:, p.shape[1] - k :], axis=1)
     logits16 = z.astype(np.float16) if "logits" in rule.reads else None
     if "partner" not in rule.reads:
         return RuleInputs(topk_probs=probs, logits=logits16), pred

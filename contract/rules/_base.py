@@ -12,6 +12,7 @@ score is the same float32 number on every side, and decides with :meth:`ExitRule
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -29,6 +30,8 @@ logits as the cache stores them, float16), ``partner`` (this exit's top-k class 
 probabilities of its partner: the exit of the same head type one position earlier, :func:`partner_exit`)."""
 
 
+# called at every exit of every batch, with a configuration's few thresholds
+@functools.lru_cache(maxsize=4096)
 def float32_cut(threshold: float) -> np.float32:
     """The largest float32 <= ``threshold``: for a float32 score s, ``s > cut`` iff ``float64(s) > threshold``.
 

@@ -101,3 +101,24 @@ def test_register_a_new_head_type():
     assert torch.allclose(head(FEATURES["nchw"]), head.fc.bias.expand(2, 3))
     assert head.get_params() == {"in_chs": 16, "num_classes": 3, "layout": "nchw", "num_prefix_tokens": 0,
                                  "scale": 0.0}
+
+
+@pytest.mark.parametrize("name", ["linear", "mlp", "mlp3_h500", "token"])
+@pytest.mark.parametrize("layout", ["nchw", "nhwc", "nlc"])
+def test_heads_compute_what_their_modules_compose(name, layout):
+    """The heads run their layers without module calls (batch 1 pays each call); the result is what the modules
+    in order give, bit for bit, and dropout still acts in training."""
+    x = FEATURES[layout]
+    prefix = 1 if layout == "nlc" else 0
+    torch.manual_seed(0)
+    head = create_head(name, 16, 10, layout=layout, num_prefix_tokens=prefix, drop=0.5).eval()
+    pooled = GlobalPool(head.pool, layout, prefix)(x)
+    if isinstance(head, MLPHead):
+        pooled = head.hidden_layers(pooled)
+    elif hasattr(head, "norm"):
+        pooled = head.norm(pooled)
+    with torch.no_grad():
+        assert torch.equal(head(x), head.fc(pooled))
+        assert torch.equal(head(x, pre_logits=True), pooled)
+        head.train()
+        assert not torch.equal(head(x), head(x))   # dropout p=0.5 draws a new mask each call
