@@ -22,6 +22,7 @@ segments in a row), run through the same code.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,15 @@ def _onnxruntime() -> Any:
     except ImportError:
         raise BundleError("running a bundle needs onnxruntime: pip install onnxruntime") from None
     return onnxruntime
+
+
+@functools.cache  # once per process
+def _register_shared_cpu_arena(ort: Any) -> None:
+    """Register the CPU arena that sessions created with ``session.use_env_allocators`` share."""
+    info = ort.OrtMemoryInfo(
+        "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
+    )
+    ort.create_and_register_allocator(info, None)
 
 
 class _Graph:
@@ -151,6 +161,11 @@ class BundleRouter:
         # The router holds one session per graph, each with its own intra-op pool; spinning workers of idle
         # sessions would starve the one running (on 2 cores the bundle ran 1.3-7x slower than its base graph).
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        # One CPU arena for every session: a stage's graph then works in the memory the graph before it just
+        # freed, warm in cache, as the layers of one graph do (each session's own arena left the bundle's chain
+        # of graphs 10-20% slower than its base graph on the same rows).
+        _register_shared_cpu_arena(ort)
+        options.add_session_config_entry("session.use_env_allocators", "1")
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         return options

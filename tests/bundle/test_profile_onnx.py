@@ -1,8 +1,9 @@
-"""``python -m exits.profile --runtime onnx``: a bundle's graphs timed; the router's sessions never spin."""
+"""``python -m exits.profile --runtime onnx``: a bundle's graphs timed; the router's sessions never spin and share one arena."""
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from _bundles import resnet_setup
 from _runtime_fixtures import dump, tiny_model, tiny_splits
@@ -58,7 +59,13 @@ def test_a_bundle_of_another_cache_is_refused(setup, capsys, tmp_path):
 
 
 @pytest.mark.parametrize("threads", [1, 2, None])
-def test_router_sessions_never_spin(setup, threads):
-    router = open_bundle(setup[3], threads=threads)
-    for g in router.graphs.values():
-        assert g.session.get_session_options().get_session_config_entry("session.intra_op.allow_spinning") == "0"
+def test_router_sessions_never_spin_and_share_one_arena(setup, threads):
+    """Idle sessions do not spin; every session draws from the process's one CPU arena (a second router in the
+    same process too), so a stage's graph runs in the memory the graph before it freed."""
+    for router in (open_bundle(setup[3], threads=threads), open_bundle(setup[3], threads=threads)):
+        for g in router.graphs.values():
+            options = g.session.get_session_options()
+            assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+            assert options.get_session_config_entry("session.use_env_allocators") == "1"
+        x = np.random.default_rng(0).standard_normal((3, *router.manifest.input_shape)).astype(np.float32)
+        assert len(router.run(x).predictions) == 3
