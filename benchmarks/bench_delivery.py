@@ -12,7 +12,7 @@ round); per cell the script prints the median delivery of each tree and the medi
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_delivery.py [--baseline-rev REV] [--rounds 5]
 
-Writes ``benchmarks/results/delivery.json`` (machine, load average per round).
+Writes ``benchmarks/results/delivery.json`` (``--out``; machine, load average per round).
 """
 from __future__ import annotations
 
@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--images", type=int, default=2048, help="images per timing pass (batch 1: an eighth)")
+    ap.add_argument("--out", default="delivery", help="results file name under benchmarks/results/ (no suffix)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
@@ -142,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'cell':<16}" + "".join(f"{k:>16}" for k in table[cells[0]]))
     for cell, row in table.items():
         print(f"{cell:<16}" + "".join(f"{v:>16.3f}" for v in row.values()))
-    path = save_results("delivery", {"baseline_rev": args.baseline_rev, "rounds": args.rounds, "inner": args.inner,
+    path = save_results(args.out, {"baseline_rev": args.baseline_rev, "rounds": args.rounds, "inner": args.inner,
                                      "table": table, "runs": runs})
     print(f"saved {path}")
     return 0
