@@ -1,4 +1,5 @@
-"""``python -m exits.profile --runtime onnx``: a bundle's graphs timed; the router's sessions never spin and share one arena."""
+"""``python -m exits.profile --runtime onnx``: a bundle's graphs timed; the router's sessions never spin and share
+one arena."""
 from __future__ import annotations
 
 import json
