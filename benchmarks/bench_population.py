@@ -12,7 +12,8 @@ fixed-sequence or fallback walk; every procedure sees the same draws):
 - nothing certified: the share of draws where nothing cheaper than the base model was certified.
 
 Usage: python benchmarks/bench_population.py [--draws 100] [--caches A,B,C,S,demo]
-    [--orders cost+temper,agree+temper,agree+temper+fallback] [--out population_fallback]
+    [--orders cost+temper,agree+temper,agree+temper+fallback] [--fraction 0.5] [--out population_fallback]
+(``--fraction``: the calibration share of a synthetic cache's search split; the demo has its own calibration split.)
 Figures go to benchmarks/results/<out>.json (population.json: the former orders; population_fallback.json:
 the agreement order and the fallback walk against the cost order).
 """
@@ -47,13 +48,14 @@ ASKED = (0.005, 0.01)
 class Population:
     """A cache's rows pooled into one problem, and draws of fit / calibration parts from it."""
 
-    def __init__(self, cache):
+    def __init__(self, cache, fraction: float = DEFAULT_FRACTION):
         self.has_calibration = "calibration" in cache.splits()
+        self.fraction = fraction
         splits = ("search", "calibration", "holdout") if self.has_calibration else ("search", "holdout")
         self.problem = ExitProblem(_pooled(cache, splits), "pool")
         self.n_search = cache.n_samples("search")
         self.n_cal = cache.n_samples("calibration") if self.has_calibration else int(
-            round(self.n_search * DEFAULT_FRACTION))
+            round(self.n_search * fraction))
         self.n_fit = self.n_search if self.has_calibration else self.n_search - self.n_cal
         front = DPEngine().run(self.problem)
         self.F = front.F
@@ -65,7 +67,7 @@ class Population:
         fit = self.problem.take(rng.integers(0, n, self.n_fit))
         cal = self.problem.take(rng.integers(0, n, self.n_cal))
         return Roles(fit, cal, "calibration" if self.has_calibration else "search",
-                     None if self.has_calibration else DEFAULT_FRACTION, seed)
+                     None if self.has_calibration else self.fraction, seed)
 
     def measure(self, config) -> tuple[float, float]:
         ev = self.problem.evaluate_one(config)
@@ -80,8 +82,8 @@ def _procedure(spec: str) -> dict:
             "procedure": "fallback" if "fallback" in extras else "fixed"}
 
 
-def run_cache(name: str, cache, draws: int, orders: list[str]) -> dict:
-    pop = Population(cache)
+def run_cache(name: str, cache, draws: int, orders: list[str], fraction: float = DEFAULT_FRACTION) -> dict:
+    pop = Population(cache, fraction)
     best = {a: saving_at_drop(pop.F, pop.base_accuracy, a) for a in ASKED}
     half = {a: saving_at_drop(pop.F, pop.base_accuracy, a / 2) for a in ASKED}
     rows = {o: {a: [] for a in ASKED} for o in orders}
@@ -122,15 +124,17 @@ def main() -> None:
     ap.add_argument("--orders", default="cost+temper,agree+temper,agree+temper+fallback",
                     help="procedures to compare: an order (agree, cost, smoothed, fit_z), '+temper' adds tempered "
                          "candidates, '+fallback' walks with the fallback procedure")
+    ap.add_argument("--fraction", type=float, default=DEFAULT_FRACTION,
+                    help="calibration share of the search split, for caches without a calibration split")
     ap.add_argument("--out", default="population_fallback")
     args = ap.parse_args()
     specs = {**{k.split(":")[0]: v for k, v in CACHES.items()}, **SMALL}
     figures = {"delta": DEFAULT_DELTA, "asked_drop_points": [100 * a for a in ASKED], "machine": describe_machine(),
-               "caches": {}}
+               "calibration_fraction": args.fraction, "caches": {}}
     for name in filter(None, args.caches.split(",")):
         cache = open_cache(bundled_cache_path()) if name == "demo" else make_synthetic_cache(**specs[name])
         print(f"population protocol on {name}", flush=True)
-        figures["caches"][name] = run_cache(name, cache, args.draws, args.orders.split(","))
+        figures["caches"][name] = run_cache(name, cache, args.draws, args.orders.split(","), args.fraction)
         path = save_results(args.out, figures)   # after each cache: a long run keeps what it measured
     print("saved", path)
 
