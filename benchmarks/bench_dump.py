@@ -100,7 +100,7 @@ def throughput(res: int, batch: int, rounds: int) -> dict:
             plain_s.append(p)
             loop_s.append(loop)
             total_s.append(total)
-    paired = [p / q for p, q in zip(plain_s, loop_s)]
+    paired = [p / q for p, q in zip(plain_s, loop_s, strict=True)]
     return {
         "model": "resnet50 (random init, 1000 classes), linear heads after every block",
         "n_exits": len(model.exits), "resolution": res, "batch_size": batch, "samples_per_round": n,
@@ -108,7 +108,7 @@ def throughput(res: int, batch: int, rounds: int) -> dict:
         "plain_s": plain_s, "dump_loop_s": loop_s, "dump_total_s": total_s,
         "plain_img_per_s_best": n / min(plain_s), "dump_img_per_s_best": n / min(loop_s),
         "ratio_paired_median": statistics.median(paired), "ratio_best": min(plain_s) / min(loop_s),
-        "ratio_end_to_end_median": statistics.median(p / t for p, t in zip(plain_s, total_s)),
+        "ratio_end_to_end_median": statistics.median(p / t for p, t in zip(plain_s, total_s, strict=True)),
         "target_ratio": TARGET, "meets_target": statistics.median(paired) >= TARGET,
     }
 

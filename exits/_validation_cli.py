@@ -33,7 +33,7 @@ def config_entry(c: Any, exit_names: list[str], predicted: dict[str, Any], measu
     """The report entry of configuration ``c``: its exits, predicted and measured figures, agreement with the
     cache and the MAC estimate of its speed-up (from the accounted ``relative_cost``)."""
     return {"id": c.id,
-            "exits": [{"name": exit_names[e], "threshold": t} for e, t in zip(c.exits, c.thresholds)],
+            "exits": [{"name": exit_names[e], "threshold": t} for e, t in zip(c.exits, c.thresholds, strict=True)],
             "score": c.score,
             "predicted": predicted,
             "measured": measured,

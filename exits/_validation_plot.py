@@ -25,7 +25,7 @@ def _accuracy_limits(values: list[float]) -> tuple[float, float]:
 
 def _label_points(ax: Any, xs: list[float], ys: list[float], ids: list[str]) -> None:
     """Write each configuration's id beside its (finite) point."""
-    for x, y, cid in zip(xs, ys, ids):
+    for x, y, cid in zip(xs, ys, ids, strict=True):
         if np.isfinite(x) and np.isfinite(y):
             ax.annotate(cid, (x, y), textcoords="offset points", xytext=(4, 4), fontsize="x-small", color="0.3")
 

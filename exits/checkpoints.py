@@ -67,7 +67,7 @@ def load_paired_state_dict(module: nn.Module, state: dict[str, torch.Tensor]) ->
     if len(state) != len(target):
         raise CheckpointError(f"weights hold {len(state)} tensors, the model {len(target)}; they do not pair")
     mapped = {}
-    for (src, t), (dst, ref) in zip(state.items(), target.items()):
+    for (src, t), (dst, ref) in zip(state.items(), target.items(), strict=True):
         src_leaf, dst_leaf = src.rsplit(".", 1)[-1], dst.rsplit(".", 1)[-1]
         if tuple(t.shape) != tuple(ref.shape) or src_leaf != dst_leaf:
             raise CheckpointError(f"weights {src} {tuple(t.shape)} do not pair with model {dst} {tuple(ref.shape)}")

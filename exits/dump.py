@@ -132,7 +132,7 @@ def _open_writer(out: Path, meta: CacheMeta, *, with_logits: bool, overwrite: bo
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """Maximal runs ``[a, b)`` of True in ``mask``."""
     edges = np.flatnonzero(np.diff(np.concatenate([[0], mask.view(np.int8), [0]])))
-    return list(zip(edges[::2].tolist(), edges[1::2].tolist()))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
 
 
 def _dump_split(model: ExitModel, writer: Any, split: str, ds: Dataset, *, k: int, batch_size: int, rank: int,
@@ -148,7 +148,7 @@ def _dump_split(model: ExitModel, writer: Any, split: str, ds: Dataset, *, k: in
     if progress is not None:
         progress(split, count, total)
     loader = DataLoader(ds, batch_sampler=todo, num_workers=num_workers)
-    for rows, (x, labels, sample_index) in zip(todo, loader):
+    for rows, (x, labels, sample_index) in zip(todo, loader, strict=True):
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = model.forward_exits(x.to(device, non_blocking=True))
         ids, probs, z = exit_topk(logits, k)

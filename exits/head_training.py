@@ -53,7 +53,7 @@ def _average_grads(params: list[nn.Parameter]) -> None:
     flat = torch.cat([g.reshape(-1) for g in grads])
     _all_reduce_(flat).div_(world)
     offset = 0
-    for p, g in zip(params, grads):
+    for p, g in zip(params, grads, strict=True):
         n = g.numel()
         p.grad = flat[offset:offset + n].view_as(p).to(g.dtype)
         offset += n
@@ -129,7 +129,7 @@ def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: 
         record = {"epoch": epoch + 1, "lr": opt.param_groups[0]["lr"], "loss": float(sums[0] / sums[1]),
                   "loss_terms": loss_terms, "loss_per_term": float(sums[0] / sums[1]) / loss_terms,
                   "n_samples": int(sums[1]), "seconds": time.perf_counter() - t0,
-                  "acc": dict(zip(names, (sums[2:] / sums[1]).tolist()))}
+                  "acc": dict(zip(names, (sums[2:] / sums[1]).tolist(), strict=True))}
         history.append(record)
         if callback is not None:
             state = {"phase": phase, "epoch": epoch + 1, "optimizer": opt.state_dict(),
@@ -183,7 +183,7 @@ def held_out_accuracy(forward: Callable[[torch.Tensor], list[torch.Tensor]], loa
         sums[0] += y.shape[0]
         sums[1:] += torch.stack([(z.argmax(1) == y).sum() for z in forward(x)]).double()
     sums = _all_reduce_(sums).cpu()
-    return dict(zip(names, (sums[1:] / max(float(sums[0]), 1.0)).tolist()))
+    return dict(zip(names, (sums[1:] / max(float(sums[0]), 1.0)).tolist(), strict=True))
 
 
 def train_backbone(backbone: nn.Module, loader: Iterable, *, epochs: int, lr: float = 2e-3,
@@ -218,6 +218,6 @@ def train_backbone(backbone: nn.Module, loader: Iterable, *, epochs: int, lr: fl
                     loader=loader, epochs=epochs, lr=lr, weight_decay=weight_decay, warmup_epochs=warmup_epochs,
                     amp=amp, device=device, resume=resume, callback=sync_buffers)
     finally:
-        for p, f in zip(backbone.parameters(), flags):
+        for p, f in zip(backbone.parameters(), flags, strict=True):
             p.requires_grad_(f)
         backbone.eval()

@@ -108,7 +108,7 @@ def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timi
         mb, mc = statistics.median(tb), statistics.median(tc)
         res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
                       "base_throughput": n / mb, "throughput": n / mc, "speedup": mb / mc,
-                      "speedup_per_round": [b / c for b, c in zip(tb, tc)]}
+                      "speedup_per_round": [b / c for b, c in zip(tb, tc, strict=True)]}
     if latency_samples:
         for f in (base, fn):
             for x in latency_samples[:5]:
@@ -178,7 +178,7 @@ class CacheComparison:
         near = np.zeros(self.n, dtype=bool)
         if differ.any():
             reached = self.positions[want_exit]
-            for e, t, r in zip(config.exits, config.thresholds, config.rule_names):
+            for e, t, r in zip(config.exits, config.thresholds, config.rule_names, strict=True):
                 close = np.abs(problem.scores_of(r)[e].astype(np.float64) - t) <= self.tolerance
                 near |= close & (reached >= self.positions[e])
         predicted = {"accuracy": ev.accuracy, "relative_cost": ev.relative_cost,

@@ -176,7 +176,7 @@ class ExitModel(nn.Module):
         exit_points = discover_points(plan, names, self.input_size, probe.streams(), first_position=first_position,
                                       model_name=name)
         segments = cut_segments(plan, names, prefix=seg_prefix, tail_name=tail_name, first_position=first_position,
-                                specs={s.name: spec for s, spec in zip(plan.steps, probe.specs)})
+                                specs={s.name: spec for s, spec in zip(plan.steps, probe.specs, strict=True)})
         chain = _Chain(model, plan, exit_points, segments, exit_prefix, final_exit, final_head, unit_kind, classes,
                        head_configs)
         for p in exit_points:

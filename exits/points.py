@@ -122,7 +122,7 @@ def discover_points(plan: BackbonePlan, names: Sequence[tuple[str, str]], input_
                     ) -> list[ExitPoint]:
     """Checked ``ExitPoint`` records for ``(step name, point name)`` pairs from ``resolve_point_names``;
     ``streams[i]`` is what heads read after ``plan.steps[i]`` (``Probe.streams()``)."""
-    by_name = {s.name: out for s, out in zip(plan.steps, streams)}
+    by_name = {s.name: out for s, out in zip(plan.steps, streams, strict=False)}
     points = []
     for i, (step, name) in enumerate(names):
         feat = by_name[step]

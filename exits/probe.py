@@ -41,7 +41,7 @@ class Probe:
 
     def streams(self) -> list[torch.Tensor]:
         """What heads read after every step but the tail."""
-        return [spec.stream(state) for spec, state in zip(self.specs[:-1], self.states[:-1])]
+        return [spec.stream(state) for spec, state in zip(self.specs[:-1], self.states[:-1], strict=True)]
 
 
 def probe_input(plan: BackbonePlan, input_size: Sequence[int], batch_size: int, seed: int = PROBE_SEED) -> torch.Tensor:
@@ -126,7 +126,7 @@ def _spec(step: str, sa: State, sb: State, na: int, nb: int, name: str) -> State
         raise UnsupportedModelError(f"{name}: what crosses the boundary after {step!r} changes structure with the "
                                     "batch size")
     leaves = []
-    for a, b in zip(la, lb):
+    for a, b in zip(la, lb, strict=True):
         how, problem = _batch_leaf(a, b, na, nb)
         if problem is not None:
             what = f"a tensor of shape {tuple(a.shape)}" if isinstance(a, torch.Tensor) else f"the value {a!r}"
@@ -157,7 +157,7 @@ def probe_plan(model: nn.Module, plan: BackbonePlan, input_size: Sequence[int], 
             return Probe(states, [TENSOR_STATE] * len(states))
         x2 = torch.cat([x, probe_input(plan, input_size, 1, seed=PROBE_SEED + 1)])
         other = _run(plan, x2, name)
-        specs = [_spec(step.name, a, b, 1, 2, name) for step, a, b in zip(plan.steps[:-1], states, other)]
+        specs = [_spec(step.name, a, b, 1, 2, name) for step, a, b in zip(plan.steps[:-1], states, other, strict=False)]
         return Probe(states, [*specs, TENSOR_STATE])
     finally:
         model.train(was_training)

@@ -70,7 +70,7 @@ class StateSpec:
         if self.leaves is None:
             return state.index_select(0, rows)
         values, tree = pytree.tree_flatten(state)
-        out = [v if how is None else how.select(v, rows) for v, how in zip(values, self.leaves)]
+        out = [v if how is None else how.select(v, rows) for v, how in zip(values, self.leaves, strict=True)]
         return pytree.tree_unflatten(out, tree)
 
     def concat(self, states: list[State]) -> State:

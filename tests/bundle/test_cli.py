@@ -56,7 +56,7 @@ def test_export_then_validate_agrees_with_the_cache(setup, capsys):
     report = json.loads((tmp / "report.json").read_text())
     assert report["format"] == "bundlevalidation/1" and report["n_samples"] == 30 and doc["configs"][0]["id"] in out
     assert report["base"]["measured"]["agreement_with_cache"] == 1.0
-    for c, want in zip(report["configs"], doc["configs"]):
+    for c, want in zip(report["configs"], doc["configs"], strict=True):
         assert c["id"] == want["id"] and c["agreement"] == 1.0 and c["n_disagree"] == 0
         assert c["measured"]["accuracy"] == pytest.approx(want["holdout"]["accuracy"], abs=1e-12)
         assert c["measured"]["relative_cost"] == pytest.approx(want["holdout"]["relative_cost"], rel=1e-12)

@@ -55,7 +55,7 @@ def test_resnet_router_agrees_with_exit_runtime_and_the_cache(resnet):
     runtime = ExitRuntime(model, doc, cache=cache)
     assert router.ids == runtime.ids and router.config.id == "base"
     x = splits["holdout"].images
-    used = _same_as_runtime(router, runtime, x, zip(router.configs, runtime.configs))
+    used = _same_as_runtime(router, runtime, x, zip(router.configs, runtime.configs, strict=True))
     assert len(used) >= 4  # samples really leave at several exits
     for c in router.configs:  # and as the search predicted, on the cache
         problem = ExitProblem(cache, "holdout", score=c.score, rules=c.rule_set, params=config_params([c]))

@@ -72,7 +72,8 @@ def test_macs_keeps_todays_numbers_on_the_bundled_cache(bundled):
     t = table(bundled, "macs")
     assert (t.objective, t.base_cost, t.standalone_cost(3)) == ("macs", 15354496.0, 3895040.0)
     assert t.exit_costs([0, 5, 9]).tolist() == [1963776.0, 5808640.0, 9653504.0, 15393024.0]
-    cost = (lambda u: u.macs)
+    def cost(u):
+        return u.macs
     for enabled in ([], [0], [1, 3], [0, 4, 8, 15]):
         np.testing.assert_allclose(t.exit_costs(enabled), naive_exit_costs(bundled, enabled, cost), rtol=1e-12)
 

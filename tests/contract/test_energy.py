@@ -45,6 +45,6 @@ def test_search_pareto_score_energy_and_the_runtime_run_its_export(tmp_path):
         got = runtime.run(x, config).exits.numpy()
         want = problem.assign(config)
         near = np.zeros(len(want), dtype=bool)  # a batch of another size may round a score's last bits
-        for e, t in zip(config.exits, config.thresholds):
+        for e, t in zip(config.exits, config.thresholds, strict=True):
             near |= np.abs(problem.scores[e].astype(np.float64) - t) <= 1e-3
         assert np.array_equal(got[~near], want[~near])

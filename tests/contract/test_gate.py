@@ -30,7 +30,7 @@ def _direct(gate: Gate, probs: np.ndarray) -> np.ndarray:
         p1, p2 = row[:2]
         logs = [math.log(max(p, 1e-30)) for p in (p1, p2)]
         f = [p1, p1 - p2, logs[0], 1 - (p1 + p2), -(p1 * logs[0] + p2 * logs[1])]
-        z = gate.b + sum(w * x for w, x in zip(gate.w, f))
+        z = gate.b + sum(w * x for w, x in zip(gate.w, f, strict=True))
         out.append(1 / (1 + math.exp(-z)))
     return np.array(out)
 

@@ -55,7 +55,7 @@ def test_errors_are_one_line_each_and_exit_2(argv, capsys, edit, lines):
     captured = capsys.readouterr()
     got = captured.err.strip().splitlines()
     assert len(got) == len(lines) and captured.out == "" and "Traceback" not in captured.err
-    for line, part in zip(got, lines):
+    for line, part in zip(got, lines, strict=True):
         assert part in line
 
 

@@ -87,7 +87,7 @@ def test_costs_equal_dyce_accounting(tmp_path, files, shared):
     for choice in itertools.product(range(T + 1), repeat=P - 1):  # per position: no exit or head type t
         enabled = [(p, t - 1) for p, t in enumerate(choice) if t]
         rows = [p * T + t for p, t in enabled]
-        for (p, _), row in zip(enabled, rows):
+        for (p, _), row in zip(enabled, rows, strict=True):
             assert _cache_cost(cache, rows, row) == pytest.approx(_dyce_cost(macs, enabled, p))
         final = len(cache.exits) - 1
         assert _cache_cost(cache, rows, final) == pytest.approx(_dyce_cost(macs, enabled, P - 1))

@@ -146,7 +146,7 @@ def _with_shape(shape: str):
     def make(p):
         raw = p.read_bytes()
         end = raw.index(b"\n") + 1
-        header = "{'descr': '<i8', 'fortran_order': False, 'shape': %s, }" % shape
+        header = f"{{'descr': '<i8', 'fortran_order': False, 'shape': {shape}, }}"
         p.write_bytes(raw[:10] + (header.ljust(end - 11) + "\n").encode() + raw[end:])
     return make
 

@@ -38,7 +38,7 @@ def test_round_trip_with_backbone(tmp_path):
     assert [e.name for e in again.exits] == [e.name for e in model.exits]
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        assert all(torch.equal(a, b) for a, b in zip(model.eval()(x), again.eval()(x)))
+        assert all(torch.equal(a, b) for a, b in zip(model.eval()(x), again.eval()(x), strict=True))
 
 
 def test_round_trip_with_saver(tmp_path):

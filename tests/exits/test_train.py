@@ -37,7 +37,7 @@ def loader(ds, **kw):
 def test_lr_schedule():
     lrs = [lr_at(s, 100, base_lr=1.0, warmup_steps=10) for s in range(100)]
     assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
-    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:])) and lrs[-1] < 0.01
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False)) and lrs[-1] < 0.01
 
 
 def test_heads_loss_distillation():

@@ -52,7 +52,8 @@ def test_global_shares_one_threshold_over_the_cheapest_heads(small_problem):
 
 
 def test_global_head_and_position_options(small_problem):
-    heads = lambda f: {small_problem.cache.exits[e].head for c in f.configs for e in c.exits}
+    def heads(f):
+        return {small_problem.cache.exits[e].head for c in f.configs for e in c.exits}
     assert heads(create_engine("global", head="mlp1").run(small_problem)) == {"mlp1"}
     assert heads(create_engine("global", head=0).run(small_problem)) == {"linear"}
     assert heads(create_engine("global", head="each", n_thresholds=30).run(small_problem)) == {"linear", "mlp1"}
@@ -126,7 +127,8 @@ def test_budgeted_grid_baselines_still_span(small_problem):
 
 def test_circular_never_worse_than_onepass(small_problem):
     for lam in (0.6, 0.9):
-        J = lambda F: lam * F[:, 0] + (1 - lam) * F[:, 1]
+        def J(F):
+            return lam * F[:, 0] + (1 - lam) * F[:, 1]
         one = create_engine("greedy", lam_min=lam, lam_max=lam).run(small_problem)
         circ = create_engine("circular", lam_min=lam, lam_max=lam, max_rounds=5).run(small_problem)
         assert J(circ.F).min() <= J(one.F).min() + 1e-12

@@ -125,7 +125,8 @@ def test_what_a_calibration_size_can_certify():
     assert 0 < large < small
     n = samples_to_certify(0.005, DELTA, 0.02, 0.018)
     assert n is not None
-    ok = lambda m: get_bound("trinomial").certifies(PairedLosses(m, round(m * 0.02), round(m * 0.018)), 0.005, DELTA)
+    def ok(m):
+        return get_bound("trinomial").certifies(PairedLosses(m, round(m * 0.02), round(m * 0.018)), 0.005, DELTA)
     assert ok(int(n * 1.05)) and not ok(int(n * 0.8))
     assert samples_to_certify(0.005, DELTA, 0.03, 0.02) is None  # drops 1 point: never
 

@@ -61,7 +61,7 @@ def test_ties_at_thresholds_are_kept_together():
     front = run_search(problem, create_engine("dp", max_configs=None))
     np.testing.assert_allclose(problem.evaluate(front.configs), front.F, atol=1e-12)
     for config in front.configs:
-        for e, t in zip(config.exits, config.thresholds):
+        for e, t in zip(config.exits, config.thresholds, strict=True):
             assert not np.any(problem.scores[e] == t)  # thresholds sit strictly between observed scores
 
 

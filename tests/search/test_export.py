@@ -49,7 +49,7 @@ def test_exported_numbers_match_an_independent_evaluation(tmp_path):
     assert back["format"] == "exitconfig/1" and back["cache"]["fingerprint"] == cache.fingerprint
     costs = [d["search"]["relative_cost"] for d in back["configs"]]
     assert costs == sorted(costs)
-    for (cid, config), entry in list(zip(export_configs(back, cache), back["configs"]))[::7]:
+    for (cid, config), entry in list(zip(export_configs(back, cache), back["configs"], strict=True))[::7]:
         assert cid == entry["id"] and entry["method"] == "dp"
         for split in ("search", "holdout"):
             acc, rel, fractions = _naive(cache, split, config)

@@ -83,7 +83,7 @@ def test_dp_with_a_gate_finds_the_brute_force_front_on_one_position(make_cache, 
     np.testing.assert_allclose(got, truth[np.lexsort((truth[:, 0], truth[:, 1]))], atol=1e-12)
     gated = [c for c in front.configs if "gate" in c.rule_names]
     assert gated and all(c.params[0] == problem.params["gate"][c.exits[0]] for c in gated)
-    for c, F in zip(front.configs, front.F):
+    for c, F in zip(front.configs, front.F, strict=True):
         np.testing.assert_allclose(F, _direct(problem, c), atol=1e-12)
 
 

@@ -59,7 +59,7 @@ def test_repair_keeps_the_exits_serving_most_samples():
     served = problem.evaluate_one(config).exit_fractions
     kept = sorted(sorted(config.exits, key=lambda e: -served[e])[:2])
     assert capped.exits == tuple(kept)
-    assert capped.thresholds == tuple(t for e, t in zip(config.exits, config.thresholds) if e in kept)
+    assert capped.thresholds == tuple(t for e, t in zip(config.exits, config.thresholds, strict=True) if e in kept)
 
 
 def test_queries_respect_the_cap():
@@ -103,9 +103,10 @@ def test_repair_keeps_each_exits_own_rule():
     base = run_search(problem, "global").configs[len(run_search(problem, "global")) // 2]
     rules = ("margin", "max_prob", "margin", "max_prob")
     lo = {r: problem.rule_objects[r].threshold_range()[0] for r in set(rules)}
-    config = problem.config(base.exits, [max(t, lo[r]) for t, r in zip(base.thresholds, rules)], rules=rules)
+    thresholds = [max(t, lo[r]) for t, r in zip(base.thresholds, rules, strict=True)]
+    config = problem.config(base.exits, thresholds, rules=rules)
     capped = cap_config(problem, config, 2)
     served = problem.evaluate_one(config).exit_fractions
     kept = sorted(sorted(config.exits, key=lambda e: -served[e])[:2])
     assert capped.exits == tuple(kept)
-    assert capped.rule_names == tuple(r for e, r in zip(config.exits, rules) if e in kept)
+    assert capped.rule_names == tuple(r for e, r in zip(config.exits, rules, strict=True) if e in kept)

@@ -32,7 +32,7 @@ def test_budget_generations_and_history(small_problem):
     engine = create_engine("nsga2", pop_size=40)
     front = engine.run(small_problem, budget=Budget(max_evals=250), seed=1)  # the last generation is cut short
     assert front.n_evals == 250
-    evals, hv = zip(*engine.history_)
+    evals, hv = zip(*engine.history_, strict=True)
     assert evals[-1] == 250 and list(evals) == sorted(evals)
     assert np.all(np.diff(hv) >= 0) and hv[-1] == pytest.approx(hypervolume(front.F))
     front = create_engine("nsga2", pop_size=20, n_gen=3).run(small_problem, seed=1)

@@ -87,7 +87,7 @@ def test_sampler_object_and_params(small_problem):
     front = engine.run(small_problem, budget=Budget(max_evals=20))
     assert front.params["sampler"] == "RandomSampler"
     json.dumps(front.params)
-    evals, hv = zip(*engine.history_)
+    evals, hv = zip(*engine.history_, strict=True)
     assert evals[-1] == 20 and np.all(np.diff(hv) >= 0)
 
 

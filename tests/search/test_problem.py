@@ -23,7 +23,7 @@ def naive(cache, split: str, config: ExitConfig):
     where, correct, total = [], 0, 0.0
     for i in range(labels.shape[0]):
         used, leave = set(), final
-        for e, t in zip(config.exits, config.thresholds):
+        for e, t in zip(config.exits, config.thresholds, strict=True):
             used |= set(cache.exits[e].units)
             if float(probs[e, 0, i]) > t:
                 leave = e
@@ -55,7 +55,7 @@ def case(draw):
         cache = quantized(cache)
     problem = ExitProblem(cache)
     exits, thr = [], []
-    for j, ex in enumerate(problem.position_exits):
+    for _j, ex in enumerate(problem.position_exits):
         c = draw(st.integers(-1, len(ex) - 1))
         if c < 0:
             continue
@@ -87,7 +87,7 @@ def test_every_entry_point_matches_the_naive_reference(c):
     np.testing.assert_allclose(F, [[1 - acc, rel]] * 2, rtol=1e-12, atol=1e-12)
     choice = np.full((1, problem.n_positions), -1)
     thr = np.zeros((1, problem.n_positions))
-    for e, t in zip(config.exits, config.thresholds):
+    for e, t in zip(config.exits, config.thresholds, strict=True):
         j = problem.position_of_exit[e]
         choice[0, j], thr[0, j] = problem.position_exits[j].index(e), t
     np.testing.assert_allclose(problem.evaluate_arrays(choice, thr), F[:1], rtol=1e-12, atol=1e-12)

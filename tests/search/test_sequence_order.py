@@ -35,15 +35,15 @@ def test_tempered_candidates_move_thresholds_toward_the_fit_top_and_keep_the_exi
         assert any(t.exits == c.exits for c in configs)
         src = next(c for c in configs if c.exits == t.exits and all(
             abs(b - (a + 0.5 * max(float(top[e]) - a, 0.0))) < 1e-12 for e, a, b in zip(c.exits, c.thresholds,
-                                                                                        t.thresholds)))
-        assert all(b >= a for a, b in zip(src.thresholds, t.thresholds))
+                                                                                        t.thresholds, strict=True)))
+        assert all(b >= a for a, b in zip(src.thresholds, t.thresholds, strict=True))
 
 
 def test_the_default_sequence_runs_from_the_most_expensive_down(population):
     roles = _draw(population, 1, 3_000, 3_000)
     ans = certify_drop(roles, 0.01)
     costs = [float(outcomes(roles.fit, c)[1].mean()) for c in ans.sequence]
-    assert len(costs) > 3 and all(a > b for a, b in zip(costs, costs[1:]))
+    assert len(costs) > 3 and all(a > b for a, b in zip(costs, costs[1:], strict=False))
     assert ans.certificate is not None
 
 
