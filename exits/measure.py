@@ -79,6 +79,14 @@ def _time_batches(fn: Callable[[Any], Any], batches: Sequence[Any], device: torc
     return time.perf_counter() - t0
 
 
+def _time_stream(fn: Callable[[Sequence[Any]], Any], batches: Sequence[Any], device: torch.device) -> float:
+    sync(device)
+    t0 = time.perf_counter()
+    fn(batches)
+    sync(device)
+    return time.perf_counter() - t0
+
+
 def _latencies(fn: Callable[[Any], Any], samples: Sequence[Any], device: torch.device) -> list[float]:
     out = []
     for x in samples:
@@ -91,24 +99,29 @@ def _latencies(fn: Callable[[Any], Any], samples: Sequence[Any], device: torch.d
 
 
 def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timing_batches: Sequence[Any],
-                      latency_samples: Sequence[Any], rounds: int, device: torch.device) -> dict[str, Any]:
+                      latency_samples: Sequence[Any], rounds: int, device: torch.device, *,
+                      stream: Callable[[Sequence[Any]], Any] | None = None) -> dict[str, Any]:
     """Alternate ``rounds`` of ``base`` and ``fn`` after a warm-up: ``b64`` (median times over
     ``timing_batches``, throughputs, speedup, per round) and ``b1`` (per-sample latencies over
-    ``latency_samples``: medians, means, speedups); each only when given inputs."""
+    ``latency_samples``: medians, means, speedups); each only when given inputs. ``stream``: the configuration
+    takes the timing batches as one stream (``stream(batches)``, re-batched serving) instead of ``fn`` per batch;
+    ``b64`` then says ``"rebatch": true``."""
     res: dict[str, Any] = {}
     if timing_batches:
-        for f in (base, fn):
-            for b in timing_batches[:2]:
-                f(b)
+        whole = (lambda bs: [fn(b) for b in bs]) if stream is None else stream
+        for b in timing_batches[:2]:
+            base(b)
+        whole(timing_batches[:2])
         tb, tc = [], []
         for _ in range(rounds):
             tb.append(_time_batches(base, timing_batches, device))
-            tc.append(_time_batches(fn, timing_batches, device))
+            tc.append(_time_stream(whole, timing_batches, device))
         n = sum(len(b) for b in timing_batches)
         mb, mc = statistics.median(tb), statistics.median(tc)
         res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
                       "base_throughput": n / mb, "throughput": n / mc, "speedup": mb / mc,
-                      "speedup_per_round": [b / c for b, c in zip(tb, tc, strict=True)]}
+                      "speedup_per_round": [b / c for b, c in zip(tb, tc, strict=True)],
+                      "rebatch": stream is not None}
     if latency_samples:
         for f in (base, fn):
             for x in latency_samples[:5]:
@@ -224,6 +237,9 @@ def format_rows(report: dict[str, Any], base: str, footnote: str, *,
                      f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
                      f"{c['n_disagree_near_threshold']:>4} {c['mac_estimate_speedup']:>7.2f} {' '.join(speeds)}")
     lines.append(footnote)
+    if report.get("rebatch"):
+        lines.append("b64 x: the configuration served re-batched (its batches as one stream, every segment on full "
+                     "batches: run_batches(..., rebatch=True)); the base model batch by batch")
     table = report.get("cost_table")
     if timed and table:
         lines.append(f"with a cost table, b64 x is timed at the cost table's batch size {table['batch_size']}; t pred / t meas: speed-up "
@@ -271,6 +287,11 @@ def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:
     p.add_argument("--latency-samples", type=positive_int, default=200, help="samples timed at batch 1 (default 200)")
     p.add_argument("--rounds", type=positive_int, default=3, help="timing rounds, base and configuration alternating")
     p.add_argument("--no-timing", action="store_true", help="skip every speed measurement")
+    p.add_argument("--rebatch", action="store_true",
+                   help="time throughput as re-batched serving: the timing batches run as one stream whose survivors "
+                        "wait before each segment until a full batch is there (run_batches(..., rebatch=True)); the "
+                        "time prediction is the re-batched one (an export searched with search.pareto --rebatch "
+                        "is validated this way without the flag)")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--tolerance", type=non_negative_float, default=tolerance,
                    help="a disagreement whose cached score is this close to a threshold counts as float rounding")

@@ -16,6 +16,9 @@ time prediction: its accuracy and MACs are still checked), this machine's device
 differing from the table's target, a table of another bundle, an export searched on another table, an export whose
 objective is ``latency`` (the cache's one-batch table, additive). A time export is predicted and timed at the batch
 size it was searched at (its ``cost_table.batch_size``, within the table's grid); any other at the table's.
+Re-batched serving (``--rebatch``, or an export searched with ``search.pareto --rebatch``, whose record says
+``"rebatch": true``) is predicted with the re-batched time model and timed as one stream through
+``run_batches(..., rebatch=True)``; validating an export searched for compaction re-batched is flagged in one line.
 """
 from __future__ import annotations
 
@@ -27,7 +30,8 @@ import numpy as np
 
 from .errors import ExitsError
 
-__all__ = ["TimeTargetError", "Machine", "TimeTarget", "resolve_time_target", "check_timeable", "machine_lines",
+__all__ = ["TimeTargetError", "Machine", "TimeTarget", "resolve_time_target", "serves_rebatched", "check_timeable",
+           "machine_lines",
            "time_entry", "time_summary", "plot_time_prediction"]
 
 
@@ -57,6 +61,11 @@ class TimeTarget:
         return int(self.model.batch_size)
 
     @property
+    def rebatch(self) -> bool:
+        """Whether re-batched serving is predicted (and timed)."""
+        return bool(self.model.rebatch)
+
+    @property
     def threads(self) -> int | None:
         t = self.table.target.get("threads")
         return t if isinstance(t, int) else None
@@ -66,7 +75,8 @@ class TimeTarget:
         t = self.table.target
         return {"name": self.table.name, "fingerprint": self.table.fingerprint, "device": t.get("device"),
                 "device_name": t.get("device_name"), "threads": t.get("threads"), "batch_size": self.batch_size,
-                "runtime": self.table.runtime, "method": self.model.method, "date": t.get("date"),
+                "runtime": self.table.runtime, "method": self.model.method, "rebatch": self.rebatch,
+                "date": t.get("date"),
                 "loadavg": t.get("loadavg_before")}
 
 
@@ -96,12 +106,19 @@ def machine_lines(target: TimeTarget, machine: Machine) -> list[str]:
     return lines
 
 
+def serves_rebatched(doc: Mapping[str, Any], asked: bool) -> bool:
+    """Whether a validation serves re-batched: ``asked`` (``--rebatch``) or the export was searched so."""
+    rec = doc.get("cost_table") if doc.get("objective") == "time" else None
+    return asked or (isinstance(rec, Mapping) and rec.get("rebatch") is True)
+
+
 def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *, runtime: str,
-                        source: str, bundle_fingerprint: str | None = None
+                        source: str, bundle_fingerprint: str | None = None, rebatch: bool = False
                         ) -> tuple[TimeTarget | None, tuple[str, ...]]:
     """The cost table to predict time from (``name``, else the one a time export was searched on), checked
     against the export and the runtime (None when there is none), and the warning lines (``machine_lines``
-    adds this machine's, once the threads are set)."""
+    adds this machine's, once the threads are set). ``rebatch``: re-batched serving asked (``--rebatch``); an
+    export searched re-batched is predicted re-batched without it (:func:`serves_rebatched`)."""
     from contract import exit_partners
     from data_cache.cost_tables import read_cost_table
     from search import SearchError
@@ -134,6 +151,9 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
                                   f"{table.fingerprint[:19]}... (profiled again since); search again on it")
         method = recorded.get("method") or method
         batch_size = recorded.get("batch_size") or batch_size  # its numbers are at the batch size it searched at
+        if rebatch and recorded.get("rebatch") is not True:
+            lines.append(f"{source}: searched for plain compaction at batch {batch_size}; --rebatch predicts and times "
+                         "re-batched serving instead (search.pareto --rebatch searches for it)")
     elif recorded is not None:
         lines.append(f"{source}: searched on cost table {recorded['name']!r} ({recorded.get('device')}, "
                      f"batch {recorded.get('batch_size')}); predicting with {name!r} instead")
@@ -143,7 +163,8 @@ def resolve_time_target(doc: Mapping[str, Any], cache: Any, name: str | None, *,
                      f"({bundle_fingerprint[:19]}...)")
     try:
         model = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                              batch_size=batch_size, method=method, partners=exit_partners(cache.exits))
+                              batch_size=batch_size, method=method, partners=exit_partners(cache.exits),
+                              rebatch=serves_rebatched(doc, rebatch))
     except SearchError as exc:
         raise TimeTargetError(f"{source}: cost_table: {exc}") from None
     return TimeTarget(table, model), tuple(lines)
@@ -171,7 +192,7 @@ def time_entry(model: Any, config: Any, leave: np.ndarray, timing: Mapping[str, 
     per-sample exits), and when ``timing`` (``time_against_base``'s batch block, at the model's batch size) was
     measured ``measured_speedup``, ``speedup_error`` = predicted / measured - 1 and the MAC prediction's error."""
     est = model.estimate(list(config.exits), leave, config.rule_names)
-    time = {"batch_size": model.batch_size, "method": model.method,
+    time = {"batch_size": model.batch_size, "method": model.method, "rebatch": model.rebatch,
             "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
             "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
             "predicted_items_ms_per_sample": {k: 1e3 * v for k, v in est.items.items()}}

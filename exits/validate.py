@@ -9,7 +9,8 @@ samples, joined on ``sample_index``):
   gives; disagreements where a cached score lies within ``--tolerance`` of a threshold it was compared
   with are counted apart (float rounding: batch composition changes the last bits of a convolution);
 - throughput at batch 64 and latency at batch 1 by mean and median (after warm-up), measured in rounds that alternate
-  the plain base model (the backbone's forward alone) and the configuration in the same process;
+  the plain base model (the backbone's forward alone) and the configuration in the same process; with ``--rebatch``
+  the configuration serves re-batched (its throughput batches as one stream, every segment on full batches);
 - for a configuration exported with a certificate: the measured accuracy drop against the base model next
   to the certified one (or the measured relative cost next to the certified budget).
 
@@ -54,7 +55,7 @@ from .measure import (
     time_against_base,
     timing_batches,
 )
-from .time_prediction import check_timeable, time_summary
+from .time_prediction import check_timeable, serves_rebatched, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
 
 if TYPE_CHECKING:
@@ -91,13 +92,14 @@ def _base_accuracy(runtime: ExitRuntime, loader: Any, labels: np.ndarray) -> flo
 
 def _config_entry(runtime: ExitRuntime, c: ExitConfig, loader: Any, comparison: CacheComparison,
                   base_counted: float, base_acc: float, timing: tuple[list[torch.Tensor], list[torch.Tensor], int],
-                  time_model: Any) -> dict[str, Any]:
+                  time_model: Any, rebatch: bool) -> dict[str, Any]:
     """Run ``c`` over ``loader`` with its MACs counted, compare it with the cache, time it against the base model
-    (``timing``: throughput batches, latency samples, rounds); its report entry."""
-    counted, result = _counted_macs(lambda: runtime.run_batches(loader, c))
+    (``timing``: throughput batches, latency samples, rounds; ``rebatch``: served re-batched); its report entry."""
+    counted, result = _counted_macs(lambda: runtime.run_batches(loader, c, rebatch=rebatch))
     got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
     predicted, agreement = comparison.compare(c, got_exit, got_pred)
-    t = time_against_base(runtime.base_forward, lambda x: runtime.run(x, c), *timing, runtime.device)
+    stream = (lambda bs: runtime.run_batches(bs, c, rebatch=True)) if rebatch else None
+    t = time_against_base(runtime.base_forward, lambda x: runtime.run(x, c), *timing, runtime.device, stream=stream)
     n = comparison.n
     measured = {"accuracy": float(np.mean(got_pred == comparison.labels)),
                 "relative_cost": counted / n / base_counted,
@@ -118,12 +120,13 @@ def _config_entry(runtime: ExitRuntime, c: ExitConfig, loader: Any, comparison: 
 def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, split: str, cache: Any,
              timing_batches: list[torch.Tensor], latency_samples: list[torch.Tensor], rounds: int = 3,
              tolerance: float = 1e-6, progress: Callable[[str], None] | None = None,
-             time_model: Any = None) -> dict[str, Any]:
+             time_model: Any = None, rebatch: bool = False) -> dict[str, Any]:
     """Run ``configs`` (``contract.ExitConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
     in the cache's row order) and time them against the base model; return the report dictionary.
 
     With ``time_model`` (``search.time_cost.TimeCostModel``; ``timing_batches`` then at its batch size) each
-    configuration also gets its predicted speed-up against the measured one (``exits.time_prediction``)."""
+    configuration also gets its predicted speed-up against the measured one (``exits.time_prediction``).
+    ``rebatch``: the configurations run and are timed re-batched (``ExitRuntime.run_batches(..., rebatch=True)``)."""
     say = progress or (lambda msg: None)
     comparison = CacheComparison(cache, split, tolerance, runtime.objective)
     labels = comparison.labels
@@ -135,8 +138,9 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
     for c in configs:
         say(f"config {c.id}")
         reports.append(_config_entry(runtime, c, loader, comparison, base_counted, base_acc,
-                                     (timing_batches, latency_samples, rounds), time_model))
+                                     (timing_batches, latency_samples, rounds), time_model, rebatch))
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
+            "rebatch": rebatch,
             "objective": runtime.objective, "cache": {"fingerprint": cache.fingerprint},
             "model": {"name": runtime.model.model_name, "fingerprint": runtime.model.fingerprint()},
             "machine": describe_machine(runtime.device), "rounds": rounds,
@@ -237,7 +241,8 @@ def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.
     from .measure import describe_machine
     from .time_prediction import Machine, machine_lines, resolve_time_target
 
-    target, lines = resolve_time_target(doc, cache, args.cost_table, runtime="eager", source=args.config)
+    target, lines = resolve_time_target(doc, cache, args.cost_table, runtime="eager", source=args.config,
+                                        rebatch=args.rebatch)
     threads = args.threads or (target.threads if target is not None else None)
     if threads:
         torch.set_num_threads(threads)
@@ -356,7 +361,8 @@ def _main(argv: list[str] | None) -> int:
         timing, latency = _timing_inputs(args, loader, target, runtime.device)
         report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
                           latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
-                          time_model=target.model if target else None)
+                          time_model=target.model if target else None,
+                          rebatch=serves_rebatched(runtime.doc or {}, args.rebatch))
         if target is not None:
             report["cost_table"] = target.record()
         report.update(config_file=str(args.config), verified=runtime.verification.describe(), compile=args.compile,

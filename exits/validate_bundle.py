@@ -10,7 +10,9 @@ dataset). For every configuration of the bundle, on one split of the cache (the 
 - measured accuracy and MACs (the router's per-sample accounting from the manifest's per-graph MACs) against the
   cache's prediction;
 - throughput at batch 64 and latency at batch 1 (mean and median), in rounds that alternate the bundle's base graph
-  (the whole model as one ONNX graph, run through the same router) and the configuration, in the same process.
+  (the whole model as one ONNX graph, run through the same router) and the configuration, in the same process; with
+  ``--rebatch`` the configuration serves re-batched (its throughput batches as one stream, every graph on full
+  batches).
 
 Writes a JSON report (``bundlevalidation/1``) and prints a table. Bad input (a bundle with a missing or altered
 manifest or graph, a cache other than the bundle's, an unknown configuration id) prints one line, exit status 2.
@@ -47,7 +49,7 @@ from .measure import (
     time_against_base,
     timing_batches,
 )
-from .time_prediction import check_timeable, time_summary
+from .time_prediction import check_timeable, serves_rebatched, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
 
 __all__ = ["REPORT_FORMAT", "validate_bundle", "format_table", "main"]
@@ -57,17 +59,20 @@ _CPU = torch.device("cpu")
 
 
 def _timings(router: Any, config: Any, timing_batches: Sequence[np.ndarray], latency_samples: Sequence[np.ndarray],
-             rounds: int) -> dict[str, Any]:
-    """Alternate rounds of the base graph and ``config``: batch-64 throughput, batch-1 median latency."""
+             rounds: int, rebatch: bool) -> dict[str, Any]:
+    """Alternate rounds of the base graph and ``config``: batch-64 throughput (re-batched: one stream), batch-1
+    median latency."""
+    stream = (lambda bs: router.run_batches(bs, config, rebatch=True)) if rebatch else None
     return time_against_base(lambda x: router.run(x, router.base_config), lambda x: router.run(x, config),
-                             timing_batches, latency_samples, rounds, _CPU)
+                             timing_batches, latency_samples, rounds, _CPU, stream=stream)
 
 
 def _config_entry(router: Any, c: Any, images: list[np.ndarray], comparison: CacheComparison,
-                  timing: tuple[Sequence[np.ndarray], Sequence[np.ndarray], int], time_model: Any) -> dict[str, Any]:
+                  timing: tuple[Sequence[np.ndarray], Sequence[np.ndarray], int], time_model: Any,
+                  rebatch: bool) -> dict[str, Any]:
     """Run ``c`` over ``images``, compare it with the cache, time it against the base graph (``timing``:
-    throughput batches, latency samples, rounds); its report entry."""
-    result = router.run_batches(images, c)
+    throughput batches, latency samples, rounds; ``rebatch``: served re-batched); its report entry."""
+    result = router.run_batches(images, c, rebatch=rebatch)
     predicted, agreement = comparison.compare(c, result.exits, result.predictions)
     measured = {"accuracy": float(np.mean(result.predictions == comparison.labels)),
                 "relative_cost": result.relative_cost,
@@ -75,7 +80,7 @@ def _config_entry(router: Any, c: Any, images: list[np.ndarray], comparison: Cac
                 "exit_fractions": exit_fractions(result.exits, list(c.exits), router.final_exit)}
     entry = config_entry(c, comparison.exit_names, predicted, measured, agreement, result.relative_cost)
     entry["session_calls"] = router.session_calls(c)
-    t = _timings(router, c, *timing)
+    t = _timings(router, c, *timing, rebatch)
     entry.update(speed_fields(t, entry["mac_estimate_speedup"]))
     entry.update(time_fields(time_model, c, comparison, t, predicted))
     return entry
@@ -97,10 +102,12 @@ def _bundle_fields(router: Any) -> dict[str, Any]:
 def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple[np.ndarray, np.ndarray]], *,
                     split: str, cache: Any, timing_batches: Sequence[np.ndarray] = (),
                     latency_samples: Sequence[np.ndarray] = (), rounds: int = 3, tolerance: float = 1e-5,
-                    progress: Callable[[str], None] | None = None, time_model: Any = None) -> dict[str, Any]:
+                    progress: Callable[[str], None] | None = None, time_model: Any = None,
+                    rebatch: bool = False) -> dict[str, Any]:
     """Run ``configs`` (``contract.ExitConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
     row order of ``split``), time them against the base graph; return the report dictionary. With ``time_model``
-    (``timing_batches`` then at its batch size) also the predicted against the measured speed-up."""
+    (``timing_batches`` then at its batch size) also the predicted against the measured speed-up; ``rebatch``:
+    the configurations run and are timed re-batched."""
     say = progress or (lambda msg: None)
     comparison = CacheComparison(cache, split, tolerance, router.objective)
     labels = comparison.labels
@@ -113,10 +120,10 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     for c in configs:
         say(f"config {c.id}")
         reports.append(_config_entry(router, c, images, comparison, (timing_batches, latency_samples, rounds),
-                                     time_model))
+                                     time_model, rebatch))
     described = _bundle_fields(router)
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
-            "objective": router.objective, "bundle": described["bundle"],
+            "rebatch": rebatch, "objective": router.objective, "bundle": described["bundle"],
             "cache": {"fingerprint": cache.fingerprint}, "model": described["model"],
             "machine": described["machine"], "rounds": rounds,
             "base": {"predicted": {"accuracy": float(np.mean(cached_final == labels)), "relative_cost": 1.0},
@@ -199,7 +206,7 @@ def _open_router(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                           f"{args.cache} ({cache.fingerprint[:19]}...)")
     target, lines = resolve_time_target(manifest.exitconfig, cache, args.cost_table, runtime="onnx",
                                         source=f"{args.bundle}: exitconfig",
-                                        bundle_fingerprint=manifest.doc["fingerprint"])
+                                        bundle_fingerprint=manifest.doc["fingerprint"], rebatch=args.rebatch)
     threads = args.threads or (target.threads if target is not None else None) or 1
     router = open_bundle(args.bundle, threads=threads)
     if target is not None:
@@ -254,7 +261,8 @@ def _main(argv: list[str] | None) -> int:
         timing, latency = _timing_inputs(args, batches, target)
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
-                                 time_model=target.model if target else None)
+                                 time_model=target.model if target else None,
+                                 rebatch=serves_rebatched(router.manifest.exitconfig, args.rebatch))
         report["batch_size"] = args.batch_size
         if target is not None:
             report["cost_table"] = target.record()

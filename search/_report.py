@@ -64,7 +64,14 @@ def report(result, *, standalone: bool = False) -> str:
         lines.append(
             f"time: predicted from cost table {search.costs.model.table.name!r} ({rec.get('device', '?')}, "
             f"{rec.get('threads', '?')} thread(s), {search.costs.model.table.runtime}) at batch size "
-            f"{search.costs.batch_size}; base model {search.base.cost:.4g} ms per sample; relative cost = "
+            f"{search.costs.batch_size}"
+            + (
+                ", re-batched (every segment runs full batches)"
+                if search.costs.model.rebatch
+                else ""
+            )
+            + "; base model"
+            f" {search.base.cost:.4g} ms per sample; relative cost = "
             "predicted time / the base model's"
         )
     if sample is not None:

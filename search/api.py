@@ -201,7 +201,13 @@ def _costs(opts: Options, cache):
     """The cost table the search runs on, built once; a time table read and checked here (one line if it cannot
     serve), and a certified budget refused where the time is not additive (B > 1: no per-sample cost to test)."""
     try:
-        costs = cost_table(cache, opts.objective, table=opts.cost_table, batch_size=opts.batch_size)
+        costs = cost_table(
+            cache,
+            opts.objective,
+            table=opts.cost_table,
+            batch_size=opts.batch_size,
+            rebatch=opts.rebatch,
+        )
     except SearchError as exc:
         raise SearchError(
             f"{opts.label('cost_table')}: {exc}" if opts.objective == "time" else str(exc)
@@ -215,7 +221,8 @@ def _costs(opts: Options, cache):
         raise SearchError(
             f"{opts.label('budget')} on {opts.label('objective')} time at batch size "
             f"{costs.batch_size} cannot be certified: a batch's time is not a sum of per-sample costs; "
-            f"add {opts.label('uncertified')}, or profile at --batch-size 1"
+            f"add {opts.label('uncertified')}, search for re-batched serving ({opts.label('rebatch')}), "
+            "or profile at --batch-size 1"
         )
     return costs
 

@@ -20,15 +20,21 @@ __all__ = ["CostTable", "cost_table", "list_cost_models", "partners_of", "paired
 
 
 def cost_table(
-    cache, objective: str = "macs", *, table: str | None = None, batch_size: int | None = None
+    cache,
+    objective: str = "macs",
+    *,
+    table: str | None = None,
+    batch_size: int | None = None,
+    rebatch: bool = False,
 ) -> CostTable:
     """The cost table of ``cache`` under the cost model ``objective``; SearchError in one line when the model
     is unknown or the cache's unit table cannot be charged. ``objective="time"`` reads the measured table
-    ``table`` beside the cache, at ``batch_size`` (the table's own when None): ``search.time_objective``."""
+    ``table`` beside the cache, at ``batch_size`` (the table's own when None), for compaction or, ``rebatch``,
+    re-batched serving: ``search.time_objective``."""
     if objective == "time":
         from .time_objective import load_time_costs
 
-        return load_time_costs(cache, table, batch_size)
+        return load_time_costs(cache, table, batch_size, rebatch=rebatch)
     try:
         model = get_cost_model(objective)
         costs = model.table(cache.units, cache.exits)

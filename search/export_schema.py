@@ -250,6 +250,8 @@ def cost_table_problems(doc: dict) -> list[str]:
         "method": _one_of(METHODS),
     }
     problems = [f"cost_table.{key}: missing" for key in checks if key not in rec]
+    if not isinstance(rec.get("rebatch", False), bool):  # optional (older exports): compaction
+        problems.append(f"cost_table.rebatch: must be true or false ({_got(rec['rebatch'])})")
     return problems + [f"cost_table.{p}" for p in _problems(rec, checks)]
 
 

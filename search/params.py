@@ -81,6 +81,15 @@ _TABLE = [
         metavar="B",
     ),
     Param(
+        "rebatch",
+        "flag",
+        "with --objective time: predict re-batched serving (survivors of several batches gathered so that "
+        "every segment runs full batches: ExitRuntime.run_batches(..., rebatch=True), exits.validate "
+        "--rebatch); the time is then additive at any batch size, so dp is exact and a budget can be "
+        "certified",
+        False,
+    ),
+    Param(
         "score",
         "choice",
         "confidence score compared with thresholds (default max_prob)",
@@ -316,8 +325,8 @@ def _combined(values: dict[str, Any], *, cli: bool) -> Options:
             f"{label('objective')} time needs {label('cost_table')} NAME: a table measured by python -m "
             "exits.profile (CACHE/cost_tables/NAME.json)"
         )
-    for name in ("cost_table", "batch_size"):
-        if values["objective"] != "time" and values[name] is not None:
+    for name in ("cost_table", "batch_size", "rebatch"):
+        if values["objective"] != "time" and values[name] not in (None, False):
             raise SearchError(f"{label(name)} serves {label('objective')} time only")
     values["risk"] = DEFAULT_DELTA if values["risk"] is None else values["risk"]
     return opts

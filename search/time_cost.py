@@ -7,6 +7,7 @@ batch that reach it, so the batch costs ``sum_i T_i(N_i) + T_collect(B)`` and a 
 
 with ``T_i`` the measured time of item i on n rows (``data_cache.cost_tables``: piecewise linear between the
 grid's row counts, 0 rows cost nothing). At B = 1 this is additive: ``sum_i P(i reached) T_i(1) + T_collect(1)``.
+
 The expectation of a sum is the sum of the expectations, so only each N_i's marginal law matters, however
 correlated the samples' reach is across items. Three ways to evaluate it (``method``):
 
@@ -19,10 +20,15 @@ correlated the samples' reach is across items. Three ways to evaluate it (``meth
 - ``replay``: the mean over ``rounds`` random batches of the cache's samples (without replacement within a
   batch), a Monte Carlo estimate of the hypergeometric answer; kept to check the other two on real caches.
 
-numpy only. The class follows the ``contract.costs.CostModel`` conventions (``name``, ``quantity``, ``additive =
-False``: its cost needs every sample's exit, not exit fractions); it is the estimator the registered cost model
-``time`` (``contract/costs/time.py``) is bound to (``get_cost_model("time", estimator=model)``), and its search
-cost table is ``search.time_objective.TimeCostTable``.
+**Re-batching** (``rebatch=True``: ``ExitRuntime.run_batches(..., rebatch=True)``, ``exits.validate --rebatch``):
+the survivors of several input batches wait before each stage until B of them are there, so every item runs full
+batches of B rows and a sample that reaches item i pays ``T_i(B) / B`` of it: the cost is additive again at any
+B, ``t(config) = sum_i p_i T_i(B) / B + T_collect(B) / B`` (the last, partial batch of a stream is ignored).
+
+numpy only. The class follows the ``contract.costs.CostModel`` conventions (``name``, ``quantity``, ``additive``:
+false under compaction at B > 1, where its cost needs every sample's exit, not exit fractions); it is the estimator
+the registered cost model ``time`` (``contract/costs/time.py``) is bound to (``get_cost_model("time",
+estimator=model)``), and its search cost table is ``search.time_objective.TimeCostTable``.
 """
 
 from __future__ import annotations
@@ -111,12 +117,12 @@ class TimeCostModel:
     exits' names (steps are matched to enabled exits by name). ``batch_size`` defaults to the table's and
     must lie within its grid. ``method``: one of :data:`METHODS`; ``rounds`` and ``seed`` serve ``replay``.
     ``partners``: each exit's partner (``contract.partner_exit`` of the cache's exits), whose head an exit deciding
-    with a rule that reads it runs for every row reaching it (``estimate(..., rules=)``).
+    with a rule that reads it runs for every row reaching it (``estimate(..., rules=)``). ``rebatch``: predict
+    re-batched serving (every item on full batches; additive, see the module docstring) instead of compaction.
     """
 
     name = "time"
     quantity = "seconds per sample"
-    additive = False
 
     def __init__(
         self,
@@ -129,8 +135,10 @@ class TimeCostModel:
         rounds: int = 2000,
         seed: Any = 0,
         partners: Mapping[int, int] | None = None,
+        rebatch: bool = False,
     ):
         self.table, self.method, self.rounds, self.seed = table, method, rounds, seed
+        self.rebatch = bool(rebatch)
         self.partners = dict(partners or {})
         self.batch_size = table.batch_size if batch_size is None else batch_size
         if method not in METHODS:
@@ -174,8 +182,18 @@ class TimeCostModel:
 
         return time_cost_table(self, units, exits)
 
+    @property
+    def additive(self) -> bool:
+        """Whether a sample's cost depends on its own path alone: at B = 1, or re-batched."""
+        return self.batch_size == 1 or self.rebatch
+
     def get_params(self) -> dict[str, Any]:
-        return {"table": self.table.name, "batch_size": self.batch_size, "method": self.method}
+        return {
+            "table": self.table.name,
+            "batch_size": self.batch_size,
+            "method": self.method,
+            "rebatch": self.rebatch,
+        }
 
     # -- the model ----------------------------------------------------------------------------
     def base_time_per_sample(self) -> float:
@@ -199,7 +217,11 @@ class TimeCostModel:
         paired = [e for e, r in zip(enabled, rules or (), strict=False) if reads_partner(r)]
         reach = self._reach(list(enabled), paired)
         B = self.batch_size
-        batches = self._replay_batches(len(groups)) if self.method == "replay" else None
+        batches = (
+            self._replay_batches(len(groups))
+            if self.method == "replay" and not self.rebatch
+            else None
+        )
         items = {it.name: float(self._expect(it, r, groups, batches)) / B for it, r in reach}
         collect = self.table.of_kind("collect")
         if collect:
@@ -276,6 +298,8 @@ class TimeCostModel:
         sample rows of the replayed batches)."""
         B = self.batch_size
         hits = reached[groups]
+        if self.rebatch:  # full batches of B: each reaching row pays T(B) / B
+            return float(hits.mean() * self._time(item, np.array([B]))[0])
         if batches is not None:
             return float(self._time(item, hits[batches].sum(axis=1)).mean())
         k = np.arange(B + 1)

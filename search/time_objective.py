@@ -2,13 +2,13 @@
 
 :class:`TimeCostTable` is a ``contract.costs.CostTable`` in **milliseconds per sample** whose columns are the
 table's timed items (units or bundle graphs, a step per early exit, the final exit's scoring, the collection of
-results, which every sample pays) and whose ``exit_costs`` are the additive surrogate: each item costs
-``T_i(B) / B``, what it costs per row in a full batch. At B = 1 that is the time model itself (``additive``); at
-B > 1 it ignores that compacted batches run fewer rows less efficiently, so :meth:`TimeCostTable.mean_cost_of`
-gives the exact prediction (the binomial expectation of ``search.time_cost``, from the counts of samples leaving
-at each enabled exit) and every evaluation path calls it: ``ExitProblem``, ``SplitEvaluator``, the engines'
-results (``BaseEngine.run`` re-scores a front an engine scored on the surrogate). Relative costs are against the
-base model's measured time (``base_cost``). numpy only.
+results, which every sample pays) and whose ``exit_costs`` are the additive surrogate: each item costs ``T_i(B) /
+B``, what it costs per row in a full batch. At B = 1, and re-batched at any B (every item runs full batches), that
+is the time model itself (``additive``); at B > 1 under compaction it ignores that compacted batches run fewer rows
+less efficiently, so :meth:`TimeCostTable.mean_cost_of` gives the exact prediction (the binomial expectation of
+``search.time_cost``, from the counts of samples leaving at each enabled exit) and every evaluation path calls it:
+``ExitProblem``, ``SplitEvaluator``, the engines' results (``BaseEngine.run`` re-scores a front an engine scored on
+the surrogate). Relative costs are against the base model's measured time (``base_cost``). numpy only.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class TimeCostTable(CostTable):
 
     @property
     def additive(self) -> bool:
-        return self.model.batch_size == 1
+        return bool(self.model.additive)
 
     @property
     def base_cost(self) -> float:
@@ -74,7 +74,14 @@ class TimeCostTable(CostTable):
         counts = np.asarray(counts, dtype=np.float64)
         R, T = self._reach_of(tuple(int(e) for e in enabled))
         p = (R @ counts) / max(counts.sum(), 1.0)
-        return float(_expected_sum(p, T, self.batch_size) + T_collect(self)) / self.batch_size
+        return float(self._expected(p, T).sum() + T_collect(self)) / self.batch_size
+
+    def _expected(self, p: np.ndarray, T: np.ndarray) -> np.ndarray:
+        """Each item's expected ms per batch: ``T`` (n_items, B + 1) on ``N_i ~ Binomial(B, p_i)`` rows, or, re-batched,
+        ``p_i`` of a full batch's."""
+        if self.model.rebatch:
+            return p * T[:, self.batch_size]
+        return _expected_each(p, T, self.batch_size)
 
     def sample_costs(self, enabled: Sequence[int], leave: np.ndarray) -> np.ndarray:
         """Per-sample ms whose mean is :meth:`mean_cost_of` on these samples: each item's expected time spread
@@ -86,7 +93,7 @@ class TimeCostTable(CostTable):
         counts = np.bincount(groups, minlength=len(path)).astype(np.float64)
         R, T = self._reach_of(tuple(int(e) for e in enabled))
         reached = R @ counts
-        expected = _expected_each(reached / max(counts.sum(), 1.0), T, self.batch_size)
+        expected = self._expected(reached / max(counts.sum(), 1.0), T)
         per_row = np.divide(expected, reached, out=np.zeros_like(expected), where=reached > 0)
         per_group = (per_row @ R) * len(leave) / self.batch_size
         return per_group[groups] + T_collect(self) / self.batch_size
@@ -149,10 +156,6 @@ def _expected_each(p: np.ndarray, T: np.ndarray, B: int) -> np.ndarray:
     pmf[p >= 1, B] = 1.0
     pmf[p <= 0, 0] = 1.0
     return (pmf * T).sum(axis=1)
-
-
-def _expected_sum(p: np.ndarray, T: np.ndarray, B: int) -> float:
-    return float(_expected_each(p, T, B).sum())
 
 
 def time_cost_table(model: Any, units: Sequence[Any], exits: Sequence[Any]) -> TimeCostTable:
@@ -221,11 +224,15 @@ def time_table_record(costs: TimeCostTable) -> dict[str, Any]:
         "batch_size": costs.batch_size,
         "runtime": table.runtime,
         "method": costs.model.method,
+        "rebatch": costs.model.rebatch,
     }
 
 
-def load_time_costs(cache: Any, name: str | None, batch_size: int | None = None) -> TimeCostTable:
-    """The time objective of ``cache`` from its table ``name`` at ``batch_size`` (the table's when None):
+def load_time_costs(
+    cache: Any, name: str | None, batch_size: int | None = None, *, rebatch: bool = False
+) -> TimeCostTable:
+    """The time objective of ``cache`` from its table ``name`` at ``batch_size`` (the table's when None), for
+    compaction or, ``rebatch``, re-batched serving (``search.time_cost``):
     SearchError in one line without a name, for a missing table, one of another cache or model, a grid short
     of the batch size, or a table that cannot time this cache's exits."""
     from .time_cost import TimeCostModel
@@ -236,7 +243,7 @@ def load_time_costs(cache: Any, name: str | None, batch_size: int | None = None)
             "writes CACHE/cost_tables/NAME.json)"
         )
     try:
-        model = TimeCostModel.from_cache(cache, name, batch_size=batch_size)
+        model = TimeCostModel.from_cache(cache, name, batch_size=batch_size, rebatch=rebatch)
         costs = get_cost_model("time", estimator=model).table(cache.units, cache.exits)
     except (CostTableError, CostModelError) as exc:
         raise SearchError(str(exc)) from None

@@ -294,7 +294,9 @@ def _costs(doc: dict, cache) -> CostTable:
             "'binomial'"
         )
     try:
-        costs = load_time_costs(cache, rec["name"], rec["batch_size"])
+        costs = load_time_costs(
+            cache, rec["name"], rec["batch_size"], rebatch=bool(rec.get("rebatch", False))
+        )
     except SearchError as exc:
         raise SearchError(f"cost_table.name: {exc}") from None
     if costs.model.table.fingerprint != rec["fingerprint"]:

@@ -90,3 +90,18 @@ def test_a_bundle_of_an_export_searched_on_an_eager_table_is_validated_without_a
     assert report["configs"] and all("predicted_speedup" not in c for c in report["configs"])
     assert validate_main(own + ["--cost-table", "cpu-t1", "--report", str(tmp / "u.json")]) == 2
     assert "profiled for the eager runtime" in capsys.readouterr().err
+
+
+def test_rebatch_serves_the_bundle_re_batched_and_predicts_it(setup, capsys):
+    from search.time_cost import TimeCostModel
+
+    tmp, cache, argv = setup
+    assert validate_main(argv + ["--cost-table", "ort-t1", "--rebatch", "--report", str(tmp / "rb.json")]) == 0
+    assert "served re-batched" in capsys.readouterr().out
+    report = json.loads((tmp / "rb.json").read_text())
+    assert report["rebatch"] is True and report["cost_table"]["rebatch"] is True
+    model = TimeCostModel.from_cache(cache, "ort-t1", rebatch=True)
+    assert model.additive
+    for c in report["configs"]:
+        assert c["time"]["rebatch"] is True and c["throughput_b64"]["rebatch"] is True
+        assert c["agreement"] >= 0.99 and c["measured_speedup"] > 0   # results back per row, in input order

@@ -188,3 +188,51 @@ def test_a_table_name_that_is_a_path_is_a_usage_error(command, argv, capsys):
                                                                  "--cost-table", "../other/t"])
     err = capsys.readouterr().err.strip()
     assert info.value.code == 2 and "\n" not in err and "argument --cost-table: '../other/t' is not a cost" in err
+
+
+def test_rebatch_serves_and_predicts_re_batched(setup, capsys):
+    # --rebatch: the configuration runs re-batched (same decisions, in input order) and is timed as one stream; the
+    # prediction is the re-batched model's (every item on full batches), and the export's compaction is flagged
+    from search.pareto import main as pareto_main
+
+    tmp, base, _, cache = setup
+    for name, extra in (("t4.json", []), ("t4r.json", ["--rebatch"])):
+        assert pareto_main([str(tmp / "cache"), "--methods", "dp", "--objective", "time", "--cost-table", "cpu-t1",
+                            "--export", str(tmp / name), "--no-progress", *extra]) == 0
+    capsys.readouterr()
+    doc = json.loads((tmp / "t4.json").read_text())
+    assert main(["--config", str(tmp / "t4.json"), "--rebatch", "--max-configs", "2", "--report",
+                 str(tmp / "rb.json")] + base) == 0
+    captured = capsys.readouterr()
+    assert any("searched for plain compaction at batch 4; --rebatch predicts" in line
+               for line in captured.err.splitlines() if line.startswith("warning:")), captured.err
+    assert "served re-batched" in captured.out
+    report = json.loads((tmp / "rb.json").read_text())
+    assert report["rebatch"] is True and report["cost_table"]["rebatch"] is True
+    model = TimeCostModel.from_cache(cache, "cpu-t1", rebatch=True)
+    for c in report["configs"]:
+        entry = next(e for e in doc["configs"] if e["id"] == c["id"])
+        cfg = _config(cache, entry)
+        leave = ExitProblem(cache, "holdout").assign(cfg)
+        assert c["predicted_speedup"] == pytest.approx(model.estimate(cfg.exits, leave).speedup, rel=1e-12)
+        assert c["time"]["rebatch"] is True and c["throughput_b64"]["rebatch"] is True
+        assert c["agreement"] == 1.0   # re-batched serving returns every row's answer in input order
+    # an export searched re-batched is validated re-batched without the flag, and nothing is flagged
+    searched = json.loads((tmp / "t4r.json").read_text())
+    assert searched["cost_table"]["rebatch"] is True
+    target, lines = resolve_time_target(searched, cache, None, runtime="eager", source="f.json")
+    assert target.rebatch and target.model.additive and lines == ()
+    target, _ = resolve_time_target(doc, cache, None, runtime="eager", source="f.json")
+    assert not target.rebatch
+    assert main(["--config", str(tmp / "t4r.json"), "--max-configs", "1", "--report", str(tmp / "rb2.json")]
+                + base) == 0
+    assert json.loads((tmp / "rb2.json").read_text())["rebatch"] is True
+
+
+def test_rebatch_without_a_table_still_times_re_batched(setup):
+    tmp, base, _, _ = setup
+    assert main(["--config", str(tmp / "front.json"), "--rebatch", "--max-configs", "1", "--report",
+                 str(tmp / "rb0.json")] + base) == 0
+    report = json.loads((tmp / "rb0.json").read_text())
+    assert report["rebatch"] is True and "cost_table" not in report
+    assert all(c["throughput_b64"]["rebatch"] is True for c in report["configs"])

@@ -215,3 +215,61 @@ def test_partner_rules_against_every_batch_drawn_with_replacement(B, config):
     est = model.estimate(list(enabled), leave, list(rules))
     assert est.time_per_sample_s == pytest.approx(brute, rel=1e-12)
     assert set(est.items) == {i for items in runs.values() for i in items} | {"collect"}
+
+
+# What each stage of the configuration enabling exits 0 and 1 runs (``_runs``, cut at the exits).
+STAGE_ITEMS = [["s0", "h0", "step:e0"], ["s1", "h1", "step:e1"], ["s2", "finish"]]
+
+
+class _TimedStages:
+    """A ``contract.schedule.Backend`` whose states are cache rows: a row leaves at the exit ``LEAVE`` gives it,
+    and every stage run adds its items' table time on the rows it ran on."""
+
+    def __init__(self, table: TimeTable):
+        self.table, self.seconds, self.batches = table, 0.0, []
+
+    def advance(self, stage, state, partner):
+        self.batches.append(len(state))
+        self.seconds += sum(float(interpolate(self.table.grid, self.table.item(i).median_s, [len(state)])[0])
+                            for i in STAGE_ITEMS[stage.exit])
+        leaves = (LEAVE[state] == stage.exit).astype(np.float32)
+        return state, leaves, np.zeros(len(state), np.int64), None
+
+    def take(self, stage, state, rows):
+        return state[rows]
+
+    def concat(self, stage, states):
+        return np.concatenate(states)
+
+
+@pytest.mark.parametrize("rebatch", [False, True])
+def test_rebatched_and_compacted_predictions_against_the_loop_itself(rebatch):
+    # contract.schedule.route serving a long stream of batches of 4 rows drawn with replacement: re-batched, every
+    # stage runs full batches and a sample pays p_i T_i(B) / B of each item; compacted, the binomial expectation.
+    from contract import get_rule
+    from contract.schedule import Stage, route
+
+    table, B = _table(), 4
+    rule = get_rule("max_prob")
+    stages = [Stage(0, 0.5, rule, 1.0), Stage(1, 0.5, rule, 1.0), Stage(2, None, rule, 1.0)]
+    rng = np.random.default_rng(0)
+    stream = [rng.integers(0, len(LEAVE), B) for _ in range(6000)]
+    backend = _TimedStages(table)
+    out = route(stages, backend, stream, rebatch=rebatch)
+    assert np.array_equal(out.exits, LEAVE[np.concatenate(stream)])
+    collect = float(interpolate(table.grid, table.item("collect").median_s, [B])[0])
+    measured = (backend.seconds + collect * len(stream)) / (B * len(stream))
+    predicted = _model(B, rebatch=rebatch).time_per_sample([0, 1], LEAVE)
+    assert measured == pytest.approx(predicted, rel=0.01)
+    if rebatch:   # full batches but for the stream's last few
+        assert sum(n < B for n in backend.batches) <= len(stages)
+        assert predicted < _model(B).time_per_sample([0, 1], LEAVE)  # concave times: full batches cost less per row
+
+
+def test_rebatched_time_is_additive_at_any_batch_size():
+    table, est = _table(), _model(4, rebatch=True).estimate([0, 1], LEAVE)
+    for item, t in est.items.items():
+        share = 1.0 if item == "collect" else np.mean([item in _runs(int(e)) for e in LEAVE])
+        assert t == pytest.approx(share * table.item(item).median_s[-1] / 4, rel=1e-12)
+    assert _model(4, rebatch=True).additive and not _model(4).additive and _model(1).additive
+    assert _model(4, rebatch=True).get_params()["rebatch"] is True

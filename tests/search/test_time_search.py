@@ -53,13 +53,13 @@ def tiny(tmp_path_factory):
     return c
 
 
-def _problem(cache, name: str) -> ExitProblem:
-    return ExitProblem(cache, "search", costs=cost_table(cache, "time", table=name))
+def _problem(cache, name: str, rebatch: bool = False) -> ExitProblem:
+    return ExitProblem(cache, "search", costs=cost_table(cache, "time", table=name, rebatch=rebatch))
 
 
-def _estimated(problem: ExitProblem, name: str, configs) -> np.ndarray:
+def _estimated(problem: ExitProblem, name: str, configs, rebatch: bool = False) -> np.ndarray:
     """Relative time of ``configs`` straight from ``TimeCostModel.estimate``."""
-    model = TimeCostModel.from_cache(problem.cache, name)
+    model = TimeCostModel.from_cache(problem.cache, name, rebatch=rebatch)
     return np.array([model.estimate(c.exits, problem.assign(c), c.rule_names).relative_time for c in configs])
 
 
@@ -80,6 +80,24 @@ def test_dp_is_exact_at_batch_1_against_brute_force(tiny):
     for front in (dp, brute):   # additive at B = 1: the engines' own per-unit sums are the time model
         np.testing.assert_allclose(front.F[:, 1], _estimated(problem, "b1", front.configs), rtol=1e-12)
     assert hypervolume(dp.F) >= 0.997 * hypervolume(brute.F)
+
+
+def test_rebatched_at_batch_64_dp_is_exact_against_brute_force(tmp_path):
+    c = save_cache(tmp_path / "cache", make_synthetic_cache(120, 2, seed=5))
+    write_cost_table(c.path, time_table(c, "b64", 64))
+    problem = _problem(c, "b64", rebatch=True)
+    assert problem.costs.additive   # every segment runs full batches: a sample's cost is its own path's
+    dp = create_engine("dp").run(problem)
+    brute = create_engine("exhaustive", levels=None).run(problem)
+    for front in (dp, brute):
+        np.testing.assert_allclose(front.F[:, 1], _estimated(problem, "b64", front.configs, True), rtol=1e-12)
+        counts = [problem.exit_outcomes(cf)[0] for cf in front.configs]  # the surrogate is the model itself
+        surrogate = [float(n @ problem.costs.exit_costs(cf.exits)) / problem.n_samples / problem.costs.base_cost
+                     for n, cf in zip(counts, front.configs, strict=True)]
+        np.testing.assert_allclose(front.F[:, 1], surrogate, rtol=1e-9)
+    assert hypervolume(dp.F) >= 0.997 * hypervolume(brute.F)
+    compacted = _estimated(problem, "b64", dp.configs[1:], False)
+    assert (np.asarray(_estimated(problem, "b64", dp.configs[1:], True)) < compacted).all()
 
 
 def test_at_batch_64_every_front_is_scored_with_the_exact_model(cache):
@@ -139,6 +157,7 @@ def _run(capsys, cache, *args) -> tuple[int, str]:
     (["--objective", "time", "--cost-table", "b64", "--batch-size", "128"], "batch size 128 asked"),
     (["--objective", "time", "--cost-table", "b64", "--budget", "0.6"], "cannot be certified"),
     (["--objective", "time", "--cost-table", "other"], "profiled for cache"),
+    (["--rebatch"], "--rebatch serves --objective time only"),
 ])
 def test_refusals_are_one_line_exit_2(cache, capsys, args, words):
     if "other" in args:
@@ -179,6 +198,27 @@ def test_the_export_records_the_table_and_verifies(cache, tmp_path, capsys):
     refused(lambda d: d["cost_table"].update(fingerprint="sha256:" + "2" * 64), "cost_table.fingerprint")
     refused(lambda d: d["cost_table"].update(batch_size=32), "does not reproduce")
     refused(lambda d: d["cost_table"].update(name="nope"), "no cost table 'nope'")
+
+
+def test_a_rebatched_search_records_it_certifies_a_budget_and_verifies(cache, tmp_path, capsys):
+    out = tmp_path / "front.json"
+    code = main([str(cache.path), "--methods", "dp", "--objective", "time", "--cost-table", "b64", "--rebatch",
+                 "--budget", "0.7", "--export", str(out)])
+    assert code == 0 and "at batch size 64, re-batched" in capsys.readouterr().out
+    doc = json.loads(out.read_text())
+    assert doc["cost_table"]["rebatch"] is True and doc["cost_table"]["batch_size"] == 64
+    model = TimeCostModel.from_cache(cache, "b64", rebatch=True)
+    problem = _problem(cache, "b64", rebatch=True)
+    entry = doc["configs"][len(doc["configs"]) // 2]
+    config = problem.check_config(_config(entry, cache))
+    est = model.estimate(config.exits, problem.assign(config))
+    assert entry["search"]["time_per_sample_ms"] == pytest.approx(1e3 * est.time_per_sample_s, rel=1e-12)
+    assert any("certificate" in c for c in doc["configs"])   # additive: the budget was certified
+    assert verify_export(doc, cache).n_configs == len(doc["configs"])
+    with pytest.raises(SearchError, match="does not reproduce"):   # recomputed under compaction it differs
+        verify_export({**doc, "cost_table": {**doc["cost_table"], "rebatch": False}}, cache)
+    bad = {**doc, "cost_table": {**doc["cost_table"], "rebatch": "yes"}}
+    assert any("cost_table.rebatch" in p for p in export_problems(bad))
 
 
 def _config(entry, cache):
