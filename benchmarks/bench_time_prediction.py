@@ -21,7 +21,10 @@ machine and the load average before and after each target::
 
 ``--quick`` (a loaded machine): the demo at batch 1 and 64 on 1 thread, eager and bundle; the ResNet at batch 1
 and 16, eager, 1 thread. The full grid (batch 1, 64, 256; threads 1 and 2; eager and bundle; both targets) is
-for a quiet machine.
+for a quiet machine. ``--rebatch``: re-batched serving instead (``exits.validate --rebatch``: the configuration's
+batches run as one stream through ``run_batches(..., rebatch=True)``, predicted by the re-batched time model), at
+the grid's batch sizes above 1; saved as ``time_prediction_rebatch[_quick].json``. Each row also gives the
+delivery, the measured speed-up times the relative MACs (1.0: the MAC estimate delivered).
 """
 from __future__ import annotations
 
@@ -124,14 +127,16 @@ def resnet_target(n: int, tmp: Path) -> tuple[Any, Any, torch.Tensor, list[tuple
 
 # -- one target on one runtime -------------------------------------------------------------------
 def _runner(runtime: str, model: Any, doc: dict, cache: Any, threads: int, batch: int, folder: Path) -> tuple:
-    """(probes, base fn, {id: (config, fn)}, input conversion) of the eager runtime or the bundle router."""
+    """(probes, base fn, {id: (config, fn, re-batched stream fn)}, input conversion) of the eager runtime or the
+    bundle router."""
     from exits._profile_targets import eager_probes, onnx_probes
 
     if runtime == "eager":
         from exits.runtime import ExitRuntime
 
         rt = ExitRuntime(model, doc, cache=cache, check_inputs=False)
-        runs = {c.id: (c, lambda x, c=c: rt.run(x, c)) for c in rt.configs}
+        runs = {c.id: (c, lambda x, c=c: rt.run(x, c), lambda bs, c=c: rt.run_batches(bs, c, rebatch=True))
+                for c in rt.configs}
         return eager_probes(rt, batch, "max_prob"), rt.base_forward, runs, lambda x: x
     from bundle import open_bundle
     from exits.export_bundle import export_bundle
@@ -139,15 +144,17 @@ def _runner(runtime: str, model: Any, doc: dict, cache: Any, threads: int, batch
     if not (folder / "manifest.json").is_file():
         export_bundle(model, doc, folder, cache=cache, exporter="torchscript", announce=False)
     router = open_bundle(folder, threads=threads)
-    runs = {c.id: (c, lambda x, c=c: router.run(x, c)) for c in router.configs}
+    runs = {c.id: (c, lambda x, c=c: router.run(x, c), lambda bs, c=c: router.run_batches(bs, c, rebatch=True))
+            for c in router.configs}
     return (onnx_probes(router, batch, "max_prob"), lambda x: router.run(x, router.base_config), runs,
             lambda x: x.numpy())
 
 
 def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: list[tuple[str, Any]],
                runtimes: tuple[str, ...], batches: tuple[int, ...], grid: Grid, tmp: Path,
-               samples: tuple[int, int], rounds: int) -> list[dict]:
-    """Profile, predict and measure every configuration of one target; one row per (runtime, threads, B, config)."""
+               samples: tuple[int, int], rounds: int, rebatch: bool = False) -> list[dict]:
+    """Profile, predict and measure every configuration of one target; one row per (runtime, threads, B, config);
+    ``rebatch``: served re-batched (batch sizes above 1 only)."""
     from exits.measure import time_against_base, timing_batches
     from exits.profile import profile_table
     from search import ExitProblem
@@ -168,25 +175,27 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                 table = profile_table(f"{runtime}-t{threads}", probes, cache=cache, model_fingerprint=None,
                                       device=cpu, threads=threads, batch_size=max(batches), runtime=runtime,
                                       score="max_prob", rounds=rounds, min_time=grid.min_time)
-            for batch in batches:
+            for batch in [b for b in batches if b > 1 or not rebatch]:
                 tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                                   batch_size=batch)
+                                   batch_size=batch, rebatch=rebatch)
                 n = samples[0] if batch == 1 else samples[1]
                 timed = np.arange(max(1, n // batch) * batch) % len(x)   # the rows timing_batches takes
                 inputs = [convert(b) for b in timing_batches(x, batch, n)]
-                for config, fn in runs.values():
+                for config, fn, stream in runs.values():
                     leave = holdout.assign(config)
                     est = tm.estimate(config.exits, leave[timed], config.rule_names)
                     predicted = est.speedup
                     rel_macs = holdout.evaluate_one(config).relative_cost
                     with torch.inference_mode():
-                        t = time_against_base(base_fn, fn, inputs, [], rounds, cpu)["b64"]
-                    row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch,
+                        t = time_against_base(base_fn, fn, inputs, [], rounds, cpu,
+                                              stream=stream if rebatch else None)["b64"]
+                    row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch, "rebatch": rebatch,
                            "config": by_rule[(tuple(config.exits), tuple(config.thresholds))],
                            "relative_macs": rel_macs, "mac_speedup": 1 / rel_macs,
                            "predicted_speedup": predicted, "measured_speedup": t["speedup"],
                            "speedup_error": predicted / t["speedup"] - 1,
                            "mac_speedup_error": 1 / rel_macs / t["speedup"] - 1,
+                           "delivery": t["speedup"] * rel_macs,
                            "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
                            "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
                            "predicted_ms_by_kind": _by_kind(table, est.items),
@@ -210,7 +219,8 @@ def _by_kind(table: Any, items: dict[str, float]) -> dict[str, float]:
 
 
 def _print_row(r: dict) -> None:
-    print(f"{r['target']:<13} {r['runtime']:<5} t{r['threads']} b{r['batch']:<4} {r['config']:<10} "
+    print(f"{r['target']:<13} {r['runtime']:<5} t{r['threads']} b{r['batch']:<4}{'r' if r['rebatch'] else ' '} "
+          f"{r['config']:<10} delivery {r['delivery']:.2f} "
           f"MACs {r['relative_macs']:.3f}  measured x{r['measured_speedup']:.2f}  time model x"
           f"{r['predicted_speedup']:.2f} ({r['speedup_error']:+.1%})  MACs x{r['mac_speedup']:.2f} "
           f"({r['mac_speedup_error']:+.1%})  ms/sample config {r['predicted_ms_per_sample']:.3f} pred "
@@ -235,6 +245,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="the reduced grid for a loaded machine")
     p.add_argument("--fashion-mnist", default=str(FASHION), help="folder of the Fashion-MNIST test files")
     p.add_argument("--targets", default="demo,resnet18-224", help="comma-separated: demo, resnet18-224")
+    p.add_argument("--rebatch", action="store_true", help="re-batched serving (batch sizes above 1)")
     args = p.parse_args(argv)
     grid = QUICK if args.quick else FULL
     targets = [t for t in args.targets.split(",") if t]
@@ -244,15 +255,16 @@ def main(argv: list[str] | None = None) -> int:
         if "demo" in targets:
             model, cache, x, configs = demo_target(Path(args.fashion_mnist))
             rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp),
-                               (grid.latency_samples, grid.timing_samples), grid.rounds)
+                               (grid.latency_samples, grid.timing_samples), grid.rounds, args.rebatch)
         if "resnet18-224" in targets:
             model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp))
             rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
                                grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples),
-                               grid.resnet_rounds)
-    figures = {"quick": args.quick, "grid": asdict(grid), "torch": torch.__version__, "loadavg_start": load,
+                               grid.resnet_rounds, args.rebatch)
+    figures = {"quick": args.quick, "rebatch": args.rebatch, "grid": asdict(grid), "torch": torch.__version__, "loadavg_start": load,
                "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
-    path = save_results("time_prediction_quick" if args.quick else "time_prediction", figures)
+    name = "time_prediction" + ("_rebatch" if args.rebatch else "") + ("_quick" if args.quick else "")
+    path = save_results(name, figures)
     for k, v in figures["summary"].items():
         print(f"{k}: time model max |error| {v['max_abs_time_error']:.1%} ({v['within_10pct']}/{v['n']} within 10%), "
               f"MACs max |error| {v['max_abs_mac_error']:.1%}")
