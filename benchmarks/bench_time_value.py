@@ -12,9 +12,12 @@ As a user runs it, on a copy of the bundled demo cache:
    batch B on one thread, the three in rotating order in each of ``--rounds`` rounds over the same batches;
    medians of ms per sample. The predicted time of each answer (the table at B) is listed beside it.
 
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_time_value.py [--rounds 7]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_time_value.py [--rounds 7] [--rebatch]
 
 Writes ``benchmarks/results/time_value.json`` with the machine and the load average before and after.
+``--rebatch``: re-batched serving at batch 64 instead (``search.pareto ... --rebatch`` for the time answer; both
+answers served through ``run_batches(..., rebatch=True)``, the base model batch by batch), written to
+``time_value_rebatch.json``.
 """
 from __future__ import annotations
 
@@ -49,11 +52,13 @@ def _cli(*args: str) -> None:
                    env={**os.environ, "PYTHONPATH": str(ROOT)})
 
 
-def _choose(cache: Path, out: Path, drop: float, batch: int) -> dict[str, Path]:
-    """The certified answers chosen on time (the table at ``batch``) and on MACs, as exported by the command."""
+def _choose(cache: Path, out: Path, drop: float, batch: int, rebatch: bool) -> dict[str, Path]:
+    """The certified answers chosen on time (the table at ``batch``, re-batched or not) and on MACs, as exported by
+    the command."""
     files = {"time": out / f"time_{drop:g}_b{batch}.json", "macs": out / f"macs_{drop:g}.json"}
     _cli("search.pareto", str(cache), "--objective", "time", "--cost-table", TABLE, "--batch-size", str(batch),
-         "--max-drop", str(drop), "--export-choice", str(files["time"]), "--no-progress", "--overwrite")
+         "--max-drop", str(drop), "--export-choice", str(files["time"]), "--no-progress", "--overwrite",
+         *(["--rebatch"] if rebatch else []))
     if not files["macs"].exists():
         _cli("search.pareto", str(cache), "--max-drop", str(drop), "--export-choice", str(files["macs"]),
              "--no-progress")
@@ -70,18 +75,17 @@ def _by_kind(model: Any, items: dict[str, float]) -> dict[str, float]:
 
 
 def _time_rotating(fns: dict[str, Any], batches: list[torch.Tensor], rounds: int) -> dict[str, float]:
-    """Median seconds per sample of each function over ``batches``, the functions in rotating order per round."""
+    """Median seconds per sample of each function over ``batches`` (each takes the whole list), the functions in
+    rotating order per round."""
     names, times = list(fns), {k: [] for k in fns}
     n = sum(len(b) for b in batches)
     with torch.inference_mode():
         for name in names:  # warm-up
-            for b in batches[:4]:
-                fns[name](b)
+            fns[name](batches[:4])
         for r in range(rounds):
             for name in names[r % len(names):] + names[:r % len(names)]:
                 t0 = time.perf_counter()
-                for b in batches:
-                    fns[name](b)
+                fns[name](batches)
                 times[name].append((time.perf_counter() - t0) / n)
     return {k: statistics.median(v) for k, v in times.items()}
 
@@ -91,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=7)
     p.add_argument("--fashion-mnist", default=str(FASHION))
     p.add_argument("--samples", type=int, default=2048, help="rows timed at batch 64 (batch 1: a tenth)")
+    p.add_argument("--rebatch", action="store_true", help="re-batched serving at batch 64 (time_value_rebatch.json)")
     args = p.parse_args(argv)
     from benchmarks.device_check import DEMO_CHECKPOINT, holdout_images
     from data_cache import open_cache
@@ -117,21 +122,24 @@ def main(argv: list[str] | None = None) -> int:
         holdout = ExitProblem(cache, "holdout")
         x, _ = holdout_images(Path(args.fashion_mnist), ckpt["data_config"],
                               np.asarray(cache.sample_index("holdout")))
-        for batch in (1, 64):
+        for batch in (64,) if args.rebatch else (1, 64):
             n = args.samples // 10 if batch == 1 else args.samples
             batches = timing_batches(x, batch, n)
             timed = np.arange(len(batches) * batch) % len(x)
-            tm = TimeCostModel.from_cache(cache, TABLE, batch_size=batch)
+            tm = TimeCostModel.from_cache(cache, TABLE, batch_size=batch, rebatch=args.rebatch)
             for drop in (0.5, 1.0):
-                files = _choose(cache_dir, Path(tmp), drop, batch)
+                files = _choose(cache_dir, Path(tmp), drop, batch, args.rebatch)
                 runtimes = {k: ExitRuntime(model, json.loads(f.read_text()), cache=cache, check_inputs=False)
                             for k, f in files.items()}
                 configs = {k: rt.configs[0] for k, rt in runtimes.items()}
-                fns = {"base": runtimes["macs"].base_forward,
-                       **{f"chosen on {k}": (lambda b, rt=rt, c=configs[k]: rt.run(b, c))
+                base = runtimes["macs"].base_forward
+                fns = {"base": lambda bs, base=base: [base(b) for b in bs],
+                       **{f"chosen on {k}": (lambda bs, rt=rt, c=configs[k]: rt.run_batches(bs, c, rebatch=True))
+                          if args.rebatch else (lambda bs, rt=rt, c=configs[k]: [rt.run(b, c) for b in bs])
                           for k, rt in runtimes.items()}}
                 measured = _time_rotating(fns, batches, args.rounds)
-                row: dict[str, Any] = {"batch": batch, "max_drop": drop, "loadavg": os.getloadavg(),
+                row: dict[str, Any] = {"batch": batch, "rebatch": args.rebatch, "max_drop": drop,
+                                       "loadavg": os.getloadavg(),
                                        "base_ms_per_sample": 1e3 * measured["base"]}
                 for k, c in configs.items():
                     est = tm.estimate(c.exits, holdout.assign(c)[timed], c.rule_names)
@@ -153,7 +161,7 @@ def main(argv: list[str] | None = None) -> int:
                       f"MACs {m['relative_macs']:.3f}): time/MACs {row['time_over_macs_measured']:.3f}  "
                       f"load {row['loadavg'][0]:.2f}", flush=True)
     load["after"] = os.getloadavg()
-    path = save_results("time_value", {"table": TABLE, "profile_seconds": profile_s, "rounds": args.rounds,
+    path = save_results("time_value_rebatch" if args.rebatch else "time_value", {"table": TABLE, "profile_seconds": profile_s, "rounds": args.rounds,
                                        "threads": 1, "loadavg": load, "rows": rows})
     print(f"written to {path}")
     return 0
