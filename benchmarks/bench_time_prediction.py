@@ -261,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
                                grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples),
                                grid.resnet_rounds, args.rebatch)
-    figures = {"quick": args.quick, "rebatch": args.rebatch, "grid": asdict(grid), "torch": torch.__version__, "loadavg_start": load,
+    figures = {"quick": args.quick, "rebatch": args.rebatch, "grid": asdict(grid), "torch": torch.__version__,
+               "loadavg_start": load,
                "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
     name = "time_prediction" + ("_rebatch" if args.rebatch else "") + ("_quick" if args.quick else "")
     path = save_results(name, figures)

@@ -161,7 +161,8 @@ def main(argv: list[str] | None = None) -> int:
                       f"MACs {m['relative_macs']:.3f}): time/MACs {row['time_over_macs_measured']:.3f}  "
                       f"load {row['loadavg'][0]:.2f}", flush=True)
     load["after"] = os.getloadavg()
-    path = save_results("time_value_rebatch" if args.rebatch else "time_value", {"table": TABLE, "profile_seconds": profile_s, "rounds": args.rounds,
+    path = save_results("time_value_rebatch" if args.rebatch else "time_value",
+                        {"table": TABLE, "profile_seconds": profile_s, "rounds": args.rounds,
                                        "threads": 1, "loadavg": load, "rows": rows})
     print(f"written to {path}")
     return 0
