@@ -163,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     load["after"] = os.getloadavg()
     path = save_results("time_value_rebatch" if args.rebatch else "time_value",
                         {"table": TABLE, "profile_seconds": profile_s, "rounds": args.rounds,
-                                       "threads": 1, "loadavg": load, "rows": rows})
+                         "threads": 1, "loadavg": load, "rows": rows})
     print(f"written to {path}")
     return 0
 
