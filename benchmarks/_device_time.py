@@ -1,7 +1,7 @@
 """The GPU check's ``time`` section (``benchmarks/device_check.py``, docs/device-check.md): the demo model profiled
 on the device (``exits.profile``'s eager probes, fp32 and bf16 autocast) and the demo configuration's predicted
-speed-up (``search.time_cost.TimeCostModel``) against the measured one at batch 1, 64 and 256. Imports neither
-optuna nor pymoo."""
+speed-up (``search.time_cost.TimeCostModel``) against the measured one at batch 1, 64 and 256, and re-batched at 64
+and 256 (``exits.validate --rebatch``). Imports neither optuna nor pymoo."""
 from __future__ import annotations
 
 import time
@@ -41,19 +41,20 @@ def time_section(cache: Any, x: torch.Tensor, doc: dict, how: str, runtime: Any,
                                   rounds=sizes.rounds, min_time=sizes.profile_min_time,
                                   extra={"precision": precision})
         res: dict[str, Any] = {"profile_s": time.perf_counter() - t0, "loadavg": table.target.get("loadavg_before")}
-        for batch in sizes.time_batch_sizes:
+        cells = [(b, False) for b in sizes.time_batch_sizes] + [(b, True) for b in sizes.time_batch_sizes if b > 1]
+        for batch, rebatch in cells:   # compacted at every batch size, then re-batched (exits.validate --rebatch)
             model = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                                  batch_size=batch)
+                                  batch_size=batch, rebatch=rebatch)
             n = sizes.latency_samples if batch == 1 else sizes.timing_samples
             timing = [b.to(device) for b in timing_batches(x, batch, n)]
             with deterministic(), autocast:
                 report = validate(runtime, [runtime.configs[0]], loader(x, labels, index, max(batch, 64)),
                                   split="holdout", cache=cache, timing_batches=timing, latency_samples=[],
-                                  rounds=sizes.rounds, time_model=model)
+                                  rounds=sizes.rounds, time_model=model, rebatch=rebatch)
             c = report["configs"][0]
-            res[f"batch_{batch}"] = {"agreement": c["agreement"], "mac_estimate_speedup": c["mac_estimate_speedup"],
-                                     **{k: c[k] for k in ("predicted_speedup", "measured_speedup", "speedup_error",
-                                                          "mac_speedup_error")},
-                                     **{k: v for k, v in c["time"].items() if k.endswith("ms_per_sample")}}
+            res[f"batch_{batch}" + ("_rebatch" if rebatch else "")] = {
+                "agreement": c["agreement"], "mac_estimate_speedup": c["mac_estimate_speedup"],
+                **{k: c[k] for k in ("predicted_speedup", "measured_speedup", "speedup_error", "mac_speedup_error")},
+                **{k: v for k, v in c["time"].items() if k.endswith("ms_per_sample")}}
         out[precision] = res
     return out
