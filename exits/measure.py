@@ -108,14 +108,16 @@ def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timi
     ``b64`` then says ``"rebatch": true``."""
     res: dict[str, Any] = {}
     if timing_batches:
-        whole = (lambda bs: [fn(b) for b in bs]) if stream is None else stream
-        for b in timing_batches[:2]:
-            base(b)
-        whole(timing_batches[:2])
+        for f in (base, fn):
+            for b in timing_batches[:2]:
+                f(b)
+        if stream is not None:
+            stream(timing_batches[:2])
         tb, tc = [], []
         for _ in range(rounds):
             tb.append(_time_batches(base, timing_batches, device))
-            tc.append(_time_stream(whole, timing_batches, device))
+            tc.append(_time_batches(fn, timing_batches, device) if stream is None
+                      else _time_stream(stream, timing_batches, device))
         n = sum(len(b) for b in timing_batches)
         mb, mc = statistics.median(tb), statistics.median(tc)
         res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
