@@ -4,7 +4,8 @@ model and against the eager ``ExitRuntime``, all on one CPU thread in one proces
 Inputs (first found): ``--pipeline-dir`` (default ``out/pipeline``: ``checkpoint.pt``, ``cache/``, ``choice.json``,
 ``front.json`` from ``make pipeline``), else the bundled demo (``data_cache/bundled/fashion_mnist.checkpoint.pt``
 with the bundled cache; the choice is then searched as the pipeline does, ``search.pareto --max-drop 0.5``); each path
-can also be given (``--checkpoint``, ``--cache``, ``--config``, ``--front``). Writes ``benchmarks/results/bundle.json``::
+can also be given (``--checkpoint``, ``--cache``, ``--config``, ``--front``).
+Writes ``benchmarks/results/bundle.json``::
 
     .venv/bin/python benchmarks/bench_bundle.py [--pipeline-dir out/pipeline]
 
@@ -85,7 +86,8 @@ def _eager_vs_bundle(router, runtime, timing: list, rounds: int) -> dict:
     n = sum(len(b) for b in timing)
     tp = {k: n / statistics.median(v) for k, v in times.items()}
     return {"n_samples": n, "rounds": rounds, "throughput": tp,
-            "bundle_over_eager": tp["bundle"] / tp["eager"], "base_graph_over_eager_base": tp["bundle_base"] / tp["eager_base"],
+            "bundle_over_eager": tp["bundle"] / tp["eager"],
+            "base_graph_over_eager_base": tp["bundle_base"] / tp["eager_base"],
             "eager_speedup_over_eager_base": tp["eager"] / tp["eager_base"]}
 
 
@@ -98,7 +100,8 @@ def _summary(report: dict) -> list[dict]:
                "measured": {"accuracy": m["accuracy"], "relative_cost": m["relative_cost"]},
                "macs_error_vs_predicted": m["relative_cost"] / p["relative_cost"] - 1,
                "agreement": c["agreement"], "n_disagree": c["n_disagree"],
-               "n_disagree_near_threshold": c["n_disagree_near_threshold"], "mac_estimate_speedup": c["mac_estimate_speedup"]}
+               "n_disagree_near_threshold": c["n_disagree_near_threshold"],
+               "mac_estimate_speedup": c["mac_estimate_speedup"]}
         if "throughput_b64" in c:
             t = c["throughput_b64"]
             row.update(throughput_speedup_b64=c["throughput_speedup_b64"], speedup_b64_rounds=t["speedup_per_round"],
@@ -123,10 +126,12 @@ def main() -> int:
     p.add_argument("--exporter", default=None, help="dynamo or torchscript (default: dynamo where available)")
     p.add_argument("--rounds", type=positive_int, default=5)
     p.add_argument("--threads", type=positive_int, default=1,
-                   help="onnxruntime threads per session and torch threads (default 1; other counts save results/bundle_threads<N>.json)")
+                   help="onnxruntime threads per session and torch threads "
+                        "(default 1; other counts save results/bundle_threads<N>.json)")
     p.add_argument("--timing-samples", type=positive_int, default=4096)
     p.add_argument("--latency-samples", type=positive_int, default=300)
-    p.add_argument("--front-configs", type=non_negative_int, default=6, help="configurations of the table bundle (0: none)")
+    p.add_argument("--front-configs", type=non_negative_int, default=6,
+                   help="configurations of the table bundle (0: none)")
     args = p.parse_args()
 
     import numpy as np
@@ -165,9 +170,11 @@ def main() -> int:
             "inputs": {k: None if v is None else str(v) for k, v in paths.items()},
             "cache_fingerprint": cache.fingerprint, "model": manifest["model"],
             "threads": {"onnxruntime": args.threads, "torch": torch.get_num_threads()},
-            "export": {"seconds": export_s, "exporter": manifest["onnx"]["exporter"], "opset": manifest["onnx"]["opset"],
+            "export": {"seconds": export_s, "exporter": manifest["onnx"]["exporter"],
+                       "opset": manifest["onnx"]["opset"],
                        "n_graphs": len(manifest["graphs"]), "check": manifest["onnx"]["check"],
-                       "graphs": [{k: g[k] for k in ("name", "units", "macs", "max_abs_diff")} for g in manifest["graphs"]]},
+                       "graphs": [{k: g[k] for k in ("name", "units", "macs", "max_abs_diff")}
+                                  for g in manifest["graphs"]]},
             "base": report["base"], "machine_report": report["machine"],
             "chosen": _summary(report), "eager": eager,
         }
@@ -185,18 +192,26 @@ def main() -> int:
     path = save_results("bundle" if args.threads == 1 else f"bundle_threads{args.threads}", figures)
     b = figures["base"]
     print(f"export: {figures['export']['n_graphs']} graphs in {export_s:.1f} s ({figures['export']['exporter']}, "
-          f"opset {figures['export']['opset']}); largest difference from PyTorch {figures['export']['check']['max_abs_diff']:.2g}")
+          f"opset {figures['export']['opset']}); largest difference from PyTorch "
+          f"{figures['export']['check']['max_abs_diff']:.2g}")
     print(f"holdout base graph: accuracy {b['measured']['accuracy']:.4%} (cache {b['predicted']['accuracy']:.4%}), "
           f"same prediction as the cache for {b['measured']['agreement_with_cache']:.4%}")
-    for title, rows in (("chosen", figures["chosen"]), ("front table", figures.get("front_table", {}).get("configs", []))):
+    for title, rows in (("chosen", figures["chosen"]),
+                        ("front table", figures.get("front_table", {}).get("configs", []))):
         for r in rows:
-            print(f"  {title:<11} {r['id']:<14} acc {r['measured']['accuracy']:.4%} (pred {r['predicted']['accuracy']:.4%})"
-                  f"  rel MACs {r['measured']['relative_cost']:.4f} (pred {r['predicted']['relative_cost']:.4f})  agree "
-                  f"{r['agreement']:.4%} (near-threshold {r['n_disagree_near_threshold']}/{r['n_disagree']})  b64 x"
-                  f"{r.get('throughput_speedup_b64', float('nan')):.2f} (MAC estimate {r['mac_estimate_speedup']:.2f}, target "
-                  f"{0.8 * r['mac_estimate_speedup']:.2f})" + (f"  b1 x{r['latency_speedup_b1']:.2f}" if "latency_speedup_b1" in r else ""))
+            print(f"  {title:<11} {r['id']:<14} acc {r['measured']['accuracy']:.4%} "
+                  f"(pred {r['predicted']['accuracy']:.4%})"
+                  f"  rel MACs {r['measured']['relative_cost']:.4f} "
+                  f"(pred {r['predicted']['relative_cost']:.4f})  agree "
+                  f"{r['agreement']:.4%} (near-threshold {r['n_disagree_near_threshold']}/{r['n_disagree']})  "
+                  f"b64 x"
+                  f"{r.get('throughput_speedup_b64', float('nan')):.2f} "
+                  f"(MAC estimate {r['mac_estimate_speedup']:.2f}, target "
+                  f"{0.8 * r['mac_estimate_speedup']:.2f})"
+                  + (f"  b1 x{r['latency_speedup_b1']:.2f}" if "latency_speedup_b1" in r else ""))
     tp = eager["throughput"]
-    print(f"batch 64, {args.threads} thread(s), images/s: bundle {tp['bundle']:.0f}, eager ExitRuntime {tp['eager']:.0f} "
+    print(f"batch 64, {args.threads} thread(s), images/s: bundle {tp['bundle']:.0f}, "
+          f"eager ExitRuntime {tp['eager']:.0f} "
           f"(bundle / eager {eager['bundle_over_eager']:.2f}); base graph {tp['bundle_base']:.0f}, eager base "
           f"{tp['eager_base']:.0f} ({eager['base_graph_over_eager_base']:.2f})")
     print(f"load average {figures['loadavg_start']} -> {figures['loadavg_end']}; written to {path}")

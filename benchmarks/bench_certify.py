@@ -179,7 +179,8 @@ def end_to_end(name: str, cache, resamples: int, hindsight: int, fraction_resamp
                     front = DPEngine().run(search)
                     Fh = holdout.evaluate(front.configs)
                     res["hindsight_saving"] = saving_at_drop(Fh, holdout.base.accuracy, max(res["holdout_drop"], 0.0))
-                    loose = holdout.evaluate_one(cheapest_within_drop(search, 100 * asked, front=front, n_bisect=0).config)
+                    loose = holdout.evaluate_one(
+                        cheapest_within_drop(search, 100 * asked, front=front, n_bisect=0).config)
                     res["uncertified_holdout_drop"] = holdout.base.accuracy - loose.accuracy
                     res["uncertified_saving"] = 1.0 - loose.relative_cost
                     if r == 0:

@@ -143,8 +143,10 @@ def main() -> None:
     if args.side_by_side:
         f = side_by_side(args.side_by_side, args.rounds)
         print(f"--max-drop 0.5 on the bundled cache: median old ({f['old_ref']}) {f['median_s']['old']:.3f} s, new "
-              f"{f['median_s']['new']:.3f} s, new/old {f['ratio_new_over_old']:.3f} (CPU: old {f['median_cpu_s']['old']:.3f} s, "
-              f"new {f['median_cpu_s']['new']:.3f} s, new/old {f['cpu_ratio_new_over_old']:.3f}) over {f['rounds']} interleaved "
+              f"{f['median_s']['new']:.3f} s, new/old {f['ratio_new_over_old']:.3f} "
+              f"(CPU: old {f['median_cpu_s']['old']:.3f} s, "
+              f"new {f['median_cpu_s']['new']:.3f} s, new/old {f['cpu_ratio_new_over_old']:.3f}) "
+              f"over {f['rounds']} interleaved "
               f"rounds; load {f['loadavg']['before']} -> {f['loadavg']['after']}; same table: "
               f"{f['same_table_apart_from_seconds']}")
         print("saved", save_results("cli_side_by_side", f))

@@ -83,7 +83,8 @@ def throughput(res: int, batch: int, rounds: int) -> dict:
     def dump(out: Path) -> tuple[float, float]:
         marks: list[float] = []
         t0 = time.perf_counter()
-        dump_cache(model, splits, out, k=5, batch_size=batch, progress=lambda s, d, t: marks.append(time.perf_counter()))
+        dump_cache(model, splits, out, k=5, batch_size=batch,
+                   progress=lambda s, d, t: marks.append(time.perf_counter()))
         total = time.perf_counter() - t0
         # marks: search start, after its batch, holdout start, after its batch
         return (marks[1] - marks[0]) + (marks[3] - marks[2]), total
@@ -172,9 +173,11 @@ def main(argv: list[str] | None = None) -> int:
           f"throughput ratio dump/plain: median of paired rounds {tp['ratio_paired_median']:.3f}, best-of "
           f"{tp['ratio_best']:.3f}, end to end {tp['ratio_end_to_end_median']:.3f}; target >= {TARGET:.3f}")
     for row in mem:
-        print(f"{row['n_samples']} samples: cache {row['cache_mb']:.1f} MB, peak RSS {row['peak_rss_mb_streaming']:.0f} MB "
+        print(f"{row['n_samples']} samples: cache {row['cache_mb']:.1f} MB, "
+              f"peak RSS {row['peak_rss_mb_streaming']:.0f} MB "
               f"streaming / {row['peak_rss_mb_total']:.0f} MB total; tracemalloc peak "
-              f"{row['tracemalloc_peak_mb_streaming']:.1f} MB streaming / {row['tracemalloc_peak_mb_total']:.1f} MB total")
+              f"{row['tracemalloc_peak_mb_streaming']:.1f} MB streaming / "
+              f"{row['tracemalloc_peak_mb_total']:.1f} MB total")
     print(f"written to {path}")
     return 0
 

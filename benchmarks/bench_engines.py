@@ -7,7 +7,8 @@
    25k in the search split): dp, nsga2 (20,000 evaluations, 3 seeds), optuna with its NSGA-II sampler
    (10,000; 20,000 with --full) and with TPE (2,000; 5,000 with --full): optuna's samplers scan every
    earlier trial on each ask, so their runs grow with the square of the trials (docs/engines.md).
-   All in this process; dp's front is taken unthinned (max_configs=None) as the reference. Hypervolume (reference point (1, 1)) on search and holdout, IGD+ against the union of
+   All in this process; dp's front is taken unthinned (max_configs=None) as the reference. Hypervolume
+   (reference point (1, 1)) on search and holdout, IGD+ against the union of
    every front, evaluations, wall time; hypervolume against evaluations in engines.png.
 3. Worker processes: one SQLite study (and a journal file) filled by 1 and by 2 workers; every trial
    of both must land in the study; the speed ratio is reported.
@@ -80,7 +81,8 @@ def throughput(pop: int, batches: int) -> dict:
 
     problem.evaluate_arrays = timed
     front = create_engine("nsga2", pop_size=pop).run(problem, budget=Budget(max_evals=pop * 30), seed=0)
-    out["nsga2_populations"] = {"configs_per_s": front.n_evals / spent[0], "configs_per_cpu_s": front.n_evals / spent[1]}
+    out["nsga2_populations"] = {"configs_per_s": front.n_evals / spent[0],
+                                "configs_per_cpu_s": front.n_evals / spent[1]}
     out["nsga2_end_to_end_configs_per_s"] = front.n_evals / front.exec_time
     return out
 

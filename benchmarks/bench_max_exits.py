@@ -57,7 +57,8 @@ def main() -> None:
         figures["caches"][name] = measure(heads, caps, args.repeats)
         for k, row in figures["caches"][name].items():
             print(f"{name}  {k:9s} wall {row['wall_s']:.3f} s ({row['wall_ratio']:.2f}x)  cpu {row['cpu_s']:.3f} s "
-                  f"({row['cpu_ratio']:.2f}x)  {row['points']} points  HV {row['hv']:.4f}  <= {row['most_exits']} exits")
+                  f"({row['cpu_ratio']:.2f}x)  {row['points']} points  HV {row['hv']:.4f}  "
+                  f"<= {row['most_exits']} exits")
     print(save_results("max_exits", figures))
 
 

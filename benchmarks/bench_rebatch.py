@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT))
 
 from benchmarks._machine import save_results  # noqa: E402
 from data_cache.cli_types import positive_int  # noqa: E402
-from data_cache.cli_types import threads as thread_count
+from data_cache.cli_types import threads as thread_count  # noqa: E402
 
 CACHE = ROOT / "data_cache/bundled/fashion_mnist"
 CHECKPOINT = ROOT / "data_cache/bundled/fashion_mnist.checkpoint.pt"
@@ -92,7 +92,7 @@ def _paired(before: Callable[[Any], Any], after: Callable[[Any], Any], xs: list[
     t = [0.0, 0.0]
     for i, x in enumerate(xs):
         for j in ((0, 1) if i % 2 else (1, 0)):
-            t[j] += _timed(lambda: (before, after)[j](x))
+            t[j] += _timed(lambda fn=(before, after)[j], x=x: fn(x))
     return t[0] / t[1]
 
 
@@ -172,9 +172,11 @@ def main() -> int:
         router.set_config(0)
         nb, no = [b.numpy() for b in big], [o.numpy() for o in ones]
         base = router.base_config  # config=None would mean the current configuration
-        onnx = {"base": lambda: router.run_batches(nb, base), "plain": lambda: router.run_batches(nb),
-                "rebatch": lambda: router.run_batches(nb, rebatch=True)}
-        single = {"base": lambda: _latency(lambda x: router.run(x, base), no), "plain": lambda: _latency(router.run, no)}
+        onnx = {"base": lambda r=router, nb=nb, base=base: r.run_batches(nb, base),
+                "plain": lambda r=router, nb=nb: r.run_batches(nb),
+                "rebatch": lambda r=router, nb=nb: r.run_batches(nb, rebatch=True)}
+        single = {"base": lambda r=router, no=no, base=base: _latency(lambda x: r.run(x, base), no),
+                  "plain": lambda r=router, no=no: _latency(r.run, no)}
         results["bundle"][f"threads_{t}"] = dict(_section(onnx, single, args.images, args.rounds, "base", "plain"),
                                                  load=_load())
         print(f"bundle, {t} thread(s): {results['bundle'][f'threads_{t}']}", file=sys.stderr)

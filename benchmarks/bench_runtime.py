@@ -140,7 +140,8 @@ def main() -> int:
                   f"drop {r['accuracy_drop_vs_base_points']:+.2f} pt)  rel MACs {r['measured']['relative_cost']:.4f} "
                   f"(pred {r['predicted']['relative_cost']:.4f})  agree {r['agreement']:.4%} "
                   f"(near-threshold {r['n_disagree_near_threshold']}/{r['n_disagree']})  b64 x"
-                  f"{r.get('throughput_speedup_b64', float('nan')):.2f} (MAC estimate {r['mac_estimate_speedup']:.2f}, target "
+                  f"{r.get('throughput_speedup_b64', float('nan')):.2f} "
+                  f"(MAC estimate {r['mac_estimate_speedup']:.2f}, target "
                   f"{0.8 * r['mac_estimate_speedup']:.2f})  b1 x{r.get('latency_speedup_b1', float('nan')):.2f}")
     tm = figures["time_model"]
     print("\nshare of MACs / of measured time per backbone segment (batch 64): " +

@@ -43,7 +43,8 @@ TABLE = "cpu-b64"
 
 def profile(cache_dir: Path, rounds: int) -> float:
     """Run the profile as a user does; its wall seconds."""
-    cmd = [sys.executable, "-m", "exits.profile", "--checkpoint", str(ROOT / "data_cache/bundled/fashion_mnist.checkpoint.pt"),
+    cmd = [sys.executable, "-m", "exits.profile",
+           "--checkpoint", str(ROOT / "data_cache/bundled/fashion_mnist.checkpoint.pt"),
            "--cache", str(cache_dir), "--name", TABLE, "--device", "cpu", "--threads", "1", "--batch-size", "64",
            "--runtime", "eager", "--rounds", str(rounds), "--quiet"]
     t0 = time.perf_counter()

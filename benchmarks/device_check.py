@@ -5,7 +5,8 @@ optuna or pymoo, needs no network. Sections:
 
 1. ``demo``: the Fashion-MNIST demo (head checkpoint + the bundled cache it was dumped into + the
    Fashion-MNIST test files). The demo's configuration is searched on the cache as ``exits.pipeline``
-   chooses it (``dp``; the cheapest without an accuracy drop on the search split), then run by ``ExitRuntime`` on the holdout split on the
+   chooses it (``dp``; the cheapest without an accuracy drop on the search split), then run by
+   ``ExitRuntime`` on the holdout split on the
    device, in fp32 and under bf16 autocast: agreement with the cache (sample by sample: same exit, same
    prediction), measured MACs and accuracy against the base model, throughput at each batch size and
    latency at batch 1 against the base model's.
@@ -86,7 +87,8 @@ class Sizes:
 
 
 FULL = Sizes()
-QUICK = Sizes(batch_sizes=(8, 16), time_batch_sizes=(1, 8, 16), profile_min_time=1e-4, timing_samples=32, latency_samples=3, rounds=1, demo_samples=48,
+QUICK = Sizes(batch_sizes=(8, 16), time_batch_sizes=(1, 8, 16), profile_min_time=1e-4, timing_samples=32,
+              latency_samples=3, rounds=1, demo_samples=48,
               zoo=("resnet10t", "convnext_atto", "vit_tiny_patch16_224"),
               zoo_kwargs={"vit_tiny_patch16_224": {"img_size": 32, "depth": 4}},
               zoo_size=32, zoo_search=24, zoo_holdout=32, dump_batch=8)
@@ -112,7 +114,8 @@ def first_rows(cache, n: int) -> InMemoryCache:
     """The first ``n`` rows of every split of ``cache``, as a cache of its own (same exits, units, provenance)."""
     splits = {s: min(n, cache.n_samples(s)) for s in cache.splits()}
     arrays = {s: {cache_format.LABELS: cache.labels(s)[:m], cache_format.SAMPLE_INDEX: cache.sample_index(s)[:m],
-                  cache_format.TOPK_IDS: cache.topk_ids(s)[..., :m], cache_format.TOPK_PROBS: cache.topk_probs(s)[..., :m]}
+                  cache_format.TOPK_IDS: cache.topk_ids(s)[..., :m],
+                  cache_format.TOPK_PROBS: cache.topk_probs(s)[..., :m]}
               for s, m in splits.items()}
     return InMemoryCache(replace(cache.meta, splits=splits), arrays)
 
@@ -206,7 +209,8 @@ def _summary(report: dict) -> dict:
            "n_disagree_near_threshold": c["n_disagree_near_threshold"],
            "accuracy": c["measured"]["accuracy"], "predicted_accuracy": c["predicted"]["accuracy"],
            "base_accuracy": base["measured"]["accuracy"], "relative_macs": c["measured"]["relative_cost"],
-           "predicted_relative_macs": c["predicted"]["relative_cost"], "exit_fractions": c["measured"]["exit_fractions"],
+           "predicted_relative_macs": c["predicted"]["relative_cost"],
+           "exit_fractions": c["measured"]["exit_fractions"],
            "mac_estimate_speedup": c["mac_estimate_speedup"]}
     if "throughput_b64" in c:
         t = c["throughput_b64"]
@@ -374,14 +378,16 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="JSON report to write")
     p.add_argument("--overwrite", action="store_true", help="replace an existing report")
     p.add_argument("--quick", action="store_true", help="tiny sizes on the CPU (seconds): the check of the check")
-    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda; cpu with --quick)")
+    p.add_argument("--device", type=device_option, default=None,
+                   help="cpu, cuda or cuda:N (default: cuda; cpu with --quick)")
     p.add_argument("--checkpoint", default=str(DEMO_CHECKPOINT), help="the demo's head checkpoint")
     p.add_argument("--cache", default=str(DEMO_CACHE), help="the cache that checkpoint was dumped into")
     p.add_argument("--fashion-mnist", default=str(FASHION_MNIST), help="folder of the Fashion-MNIST test files")
     p.add_argument("--sections", default="demo,time,zoo,partner",
                    help="comma-separated: demo, time, zoo, partner")
     p.add_argument("--zoo", default=None, help="comma-separated timm names instead of the zoo's three")
-    p.add_argument("--budget-s", type=positive_float, default=420.0, help="skip what would start after this many seconds")
+    p.add_argument("--budget-s", type=positive_float, default=420.0,
+                   help="skip what would start after this many seconds")
     p.add_argument("--threads", type=threads, default=None, help="torch CPU threads (default: torch's; 1 with --quick)")
     return p
 

@@ -37,7 +37,8 @@ def check_input_size(input_size: Sequence[int], *, batch: int = 2) -> None:
     avail = available_memory()
     if avail is not None and need > avail:
         raise ExitsError(f"input size {' x '.join(map(str, dims[1:]))}: a batch of {batch} needs at least "
-                         f"{need / 1e9:,.1f} GB (its input and a first activation), more than the {avail / 1e9:,.1f} GB "
+                         f"{need / 1e9:,.1f} GB (its input and a first activation), more than the "
+                         f"{avail / 1e9:,.1f} GB "
                          "of memory available; choose a smaller input size")
 
 

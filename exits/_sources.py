@@ -78,7 +78,8 @@ def read_idx(path: str | Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     count = int(np.prod(dims)) if dims else 0
     if len(raw) - offset < count * dtype.itemsize:
-        raise DataError(f"{path}: truncated IDX file ({len(raw) - offset} data bytes, expected {count * dtype.itemsize})")
+        raise DataError(f"{path}: truncated IDX file ({len(raw) - offset} data bytes, "
+                        f"expected {count * dtype.itemsize})")
     return np.frombuffer(raw, dtype=dtype, count=count, offset=offset).reshape(dims).astype(dtype.newbyteorder("="))
 
 

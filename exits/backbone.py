@@ -17,7 +17,8 @@ def create_backbone(name: str, *, num_classes: int | None = None, **kwargs: Any)
     import timm
 
     if not timm.is_model(name):
-        raise UnknownModelError(f"unknown model name {name!r} (not in timm's registry; try timm.list_models('{name}*'))")
+        raise UnknownModelError(f"unknown model name {name!r} "
+                                f"(not in timm's registry; try timm.list_models('{name}*'))")
     kwargs = {k: v for k, v in dict(kwargs, num_classes=num_classes).items() if v is not None}
     kwargs.setdefault("pretrained", False)
     if not kwargs["pretrained"]:

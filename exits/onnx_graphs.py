@@ -149,7 +149,8 @@ def _export_graph(part: _Part, example: torch.Tensor, path: Path, *, opset: int,
 
 def _check_graph(part: _Part, data: bytes, cases: Sequence[tuple[torch.Tensor, torch.Tensor]], *, rtol: float,
                  atol: float) -> float:
-    """Largest ``|ort - torch|`` of the graph over ``cases`` (input, PyTorch output); refuses a graph out of tolerance."""
+    """Largest ``|ort - torch|`` of the graph over ``cases`` (input, PyTorch output); refuses a graph out of
+    tolerance."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()

@@ -73,7 +73,8 @@ class BackbonePlan:
         """Stage module name -> name of its last block (the step whose output leaves the stage)."""
         ends = {}
         for stage in self.stages:
-            inside = [s.name for s in self.steps if s.kind == "block" and (s.name == stage or s.name.startswith(stage + "."))]
+            inside = [s.name for s in self.steps
+                      if s.kind == "block" and (s.name == stage or s.name.startswith(stage + "."))]
             if inside:
                 ends[stage] = inside[-1]
         return ends

@@ -219,7 +219,8 @@ def plot_time_prediction(ax: Any, configs: Sequence[Mapping[str, Any]], title: s
     """Predicted (time model; MACs) against measured speed-up, with the y = x line."""
     rows = [c for c in configs if "measured_speedup" in c]
     measured = [c["measured_speedup"] for c in rows]
-    top = max([*measured, *(c["predicted_speedup"] for c in rows), *(c["mac_estimate_speedup"] for c in rows), 1.0]) * 1.05
+    top = max([*measured, *(c["predicted_speedup"] for c in rows), *(c["mac_estimate_speedup"] for c in rows),
+               1.0]) * 1.05
     ax.plot([0, top], [0, top], "k-", lw=1, label="y = x (prediction exact)")
     ax.plot(measured, [c["predicted_speedup"] for c in rows], "o", label="time model (cost table)")
     ax.plot(measured, [c["mac_estimate_speedup"] for c in rows], "x", ms=8, label="MAC estimate: 1 / relative MACs")

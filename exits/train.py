@@ -70,17 +70,20 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--backbone-lr", type=positive_float, default=2e-3)
     p.add_argument("--weight-decay", type=non_negative_float, default=0.05)
     p.add_argument("--warmup-epochs", type=non_negative_float, default=1.0)
-    p.add_argument("--distill", type=probability, default=0.0, help="weight of distillation from the final exit, in [0, 1]")
+    p.add_argument("--distill", type=probability, default=0.0,
+                   help="weight of distillation from the final exit, in [0, 1]")
     p.add_argument("--temperature", type=positive_float, default=2.0)
     p.add_argument("--search-fraction", type=fraction, default=0.1, help="slice of train kept out for the search split")
     p.add_argument("--calibration-size", type=non_negative_int, default=0,
                    help="rows of train kept out for a calibration split as well (certificates; default 0)")
-    p.add_argument("--max-samples", type=positive_int, default=None, help="use only the first N training rows (quick runs)")
+    p.add_argument("--max-samples", type=positive_int, default=None,
+                   help="use only the first N training rows (quick runs)")
     p.add_argument("--eval-samples", type=non_negative_int, default=10000,
                    help="held-out rows (the search split's first N, never trained on) that score the backbone and "
                         "every exit after training (default 10000; 0: none)")
     p.add_argument("--seed", type=seed, default=0)
-    p.add_argument("--device", type=device_option, default=None, help="cpu, cuda or cuda:N (default: cuda if available)")
+    p.add_argument("--device", type=device_option, default=None,
+                   help="cpu, cuda or cuda:N (default: cuda if available)")
     p.add_argument("--no-amp", action="store_true", help="fp32 on GPU too")
     p.add_argument("--num-workers", type=non_negative_int, default=0)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -162,7 +165,8 @@ def _check_same_split(args: argparse.Namespace) -> None:
     recorded = ckpt.get("data") or {}
     wanted = _data_record(args)
     if recorded and {k: recorded.get(k, 0 if k == "calibration_size" else None) for k in wanted} != wanted:
-        raise ExitsError(f"{args.out}: was trained on {recorded}; resuming with {wanted} would change the training rows")
+        raise ExitsError(f"{args.out}: was trained on {recorded}; resuming with {wanted} "
+                         "would change the training rows")
 
 
 def _held_out(search: Any, args: argparse.Namespace, rank: int, world: int) -> tuple[Any, int]:

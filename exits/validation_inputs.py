@@ -20,8 +20,8 @@ CALIBRATION_WARNING = ("--split calibration: the certificates were computed on t
 def verify_table(doc: Mapping[str, Any], cache: Any, *, source: str, warn: bool = True) -> Any:
     """``search.verify.verify_export`` of ``doc`` on ``cache``: the ``Verification``; without a cache (None) only
     the schema is checked (``search.export_schema``) and None returned. A field of the wrong type, or a number or
-    certificate that does not reproduce, is a ``RuntimeConfigError`` in one line. Its warning lines (and, without a cache, that the numbers are
-    unverified) are issued as ``search.SearchWarning`` when ``warn``."""
+    certificate that does not reproduce, is a ``RuntimeConfigError`` in one line. Its warning lines (and, without a
+    cache, that the numbers are unverified) are issued as ``search.SearchWarning`` when ``warn``."""
     from search import SearchError, SearchWarning
     from search.export_schema import export_problems
     from search.verify import UNVERIFIED, verify_export

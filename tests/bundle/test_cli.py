@@ -145,7 +145,8 @@ def test_the_report_never_replaces_a_manifest_it_reads(setup, capsys, target):
     capsys.readouterr()
     assert validate_main(["--bundle", str(bundle), "--cache", str(cache), "--data-root", str(root), "--report",
                           str(manifest), "--overwrite", "--no-timing"]) == 2
-    _one_line_error(capsys, f"lies inside --{target} {bundle if target == 'bundle' else cache}, which this command reads")
+    _one_line_error(capsys,
+                    f"lies inside --{target} {bundle if target == 'bundle' else cache}, which this command reads")
     assert manifest.read_bytes() == before
 
 

@@ -210,7 +210,8 @@ def test_importing_and_running_the_router_loads_neither_torch_nor_exits(resnet, 
         f"r = bundle.open_bundle({str(path)!r})\n"
         f"out = r.run(np.load({str(tmp_path / 'x.npy')!r}), r.ids[1])\n"
         "assert len(out.exits) == 5\n"
-        "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'exits', 'search', 'data_cache', 'timm'))\n"
+        "bad = sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('torch', 'exits', 'search', 'data_cache', 'timm'))\n"
         "print(bad)\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, env=_env())
     assert proc.returncode == 0, proc.stderr
@@ -235,7 +236,8 @@ def test_session_calls_count_what_a_batch_reaching_the_final_exit_makes(resnet):
     made = [0]
     for g in set(router.graphs.values()):
         run = g.session.run
-        g.session = type("Counted", (), {"run": lambda self, *a, run=run: (made.__setitem__(0, made[0] + 1), run(*a))[1]})()
+        g.session = type("Counted", (), {
+            "run": lambda self, *a, run=run: (made.__setitem__(0, made[0] + 1), run(*a))[1]})()
     x = splits["holdout"].images.numpy()
     checked = 0
     for c in [router.base_config, *router.configs]:

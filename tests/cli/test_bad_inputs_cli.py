@@ -157,8 +157,8 @@ def test_pareto_writes_every_output_or_none(search_env, tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise OSError(28, "No space left on device")
     monkeypatch.setattr(pareto, "_plots", broken)
-    argv = _pareto(search_env, "--export", str(tmp_path / "f.json"), "--max-drop", "1", "--uncertified", "--export-choice",
-                   str(tmp_path / "c.json"), "--plot", str(tmp_path / "f.png"))
+    argv = _pareto(search_env, "--export", str(tmp_path / "f.json"), "--max-drop", "1", "--uncertified",
+                   "--export-choice", str(tmp_path / "c.json"), "--plot", str(tmp_path / "f.png"))
     status, _, err = _run(pareto_main, argv)
     assert status == 2 and err.strip().splitlines()[-1].endswith("could not write (No space left on device)")
     assert list(tmp_path.iterdir()) == []

@@ -46,8 +46,9 @@ def _cache(z: np.ndarray) -> InMemoryCache:
                   for p in range(N_EXITS - 1))
     exits += (ExitInfo("head", N_EXITS - 1, "final", tuple(f"seg{q}" for q in range(N_EXITS)), final=True),)
     meta = CacheMeta(exits=exits, units=units, n_classes=C, k=K, splits={"search": N})
-    arrays = {fmt.LABELS: np.zeros(N, np.int64), fmt.SAMPLE_INDEX: np.arange(N), fmt.TOPK_IDS: np.transpose(ids, (1, 2, 0)),
-              fmt.TOPK_PROBS: np.transpose(probs, (1, 2, 0)), fmt.LOGITS: np.transpose(np.asarray(z16), (1, 0, 2))}
+    arrays = {fmt.LABELS: np.zeros(N, np.int64), fmt.SAMPLE_INDEX: np.arange(N),
+              fmt.TOPK_IDS: np.transpose(ids, (1, 2, 0)), fmt.TOPK_PROBS: np.transpose(probs, (1, 2, 0)),
+              fmt.LOGITS: np.transpose(np.asarray(z16), (1, 0, 2))}
     return InMemoryCache(meta, {"search": arrays})
 
 

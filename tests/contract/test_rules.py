@@ -99,7 +99,8 @@ def test_one_validator_resolves_and_refuses_in_one_line():
     assert config.to_json(type("C", (), {"exits": [type("E", (), {"name": r.name, "position": r.position,
                                                                      "head": r.head}) for r in _table().refs]})) \
         == [dict(d, head="linear", score="margin") for d in entries]
-    cases = [({"score": "confidence"}, r"exits\[0\].score: must be one of \['max_prob'.*unknown score kind 'confidence'"),
+    cases = [({"score": "confidence"},
+              r"exits\[0\].score: must be one of \['max_prob'.*unknown score kind 'confidence'"),
              ({"threshold": 1.5}, r"exits\[0\].threshold: 1.5 outside \[0, 1\]"),
              ({"name": "c/linear"}, r"exits\[0\]: exit 'c/linear' is not in this cache"),
              ({"name": "head", "position": 2, "head": "final"}, "is the final exit"),

@@ -25,7 +25,8 @@ def tiny_model(seed: int = 0, **kwargs):
 def tiny_splits(n_search: int = 40, n_holdout: int = 48, seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     return {s: TensorDataset(torch.randn(n, 3, 16, 16, generator=g), torch.randint(0, 10, (n,), generator=g),
-                             sample_index=np.arange(n) * 2 + 5) for s, n in (("search", n_search), ("holdout", n_holdout))}
+                             sample_index=np.arange(n) * 2 + 5)
+            for s, n in (("search", n_search), ("holdout", n_holdout))}
 
 
 def dump(model, splits, out: Path, **kwargs):
@@ -121,7 +122,8 @@ def certify(cache, doc: dict, index: int, *, split: str = "search", seed: int = 
     losses = paired_losses(outcomes(cal, config)[0], cal.correct[cal.final_exit])
     drop = math.ceil(100 * get_bound("trinomial").upper_bound(losses, 0.1) + 1e-9) / 100
     cert = {"kind": "drop", "bound": "trinomial", "delta": 0.1, "n_cal": cal.n_samples, "certified_drop": drop,
-            "split": split, "seed": seed, "tested": 1, "sequence": 1, **({"fraction": 0.5} if split == "search" else {})}
+            "split": split, "seed": seed, "tested": 1, "sequence": 1,
+            **({"fraction": 0.5} if split == "search" else {})}
     got = retest(cal, config, cert)
     assert got["certified"]
     doc["configs"][index]["certificate"] = {**cert, "p_value": got["p_value"], "observed_drop": got["observed_drop"]}

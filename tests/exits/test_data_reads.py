@@ -84,7 +84,8 @@ def test_labels_beyond_the_class_count_are_refused(tmp_path):
 
 def test_error_line_of_a_dataloader_worker_error():
     wrapped = DataError("Caught DataError in DataLoader worker process 0.\nOriginal Traceback (most recent call "
-                        "last):\n  File \"x.py\", line 1\nexits._sources.DataError: /d/a.png: not a readable image (x)\n")
+                        "last):\n  File \"x.py\", line 1\n"
+                        "exits._sources.DataError: /d/a.png: not a readable image (x)\n")
     assert error_line(wrapped) == "/d/a.png: not a readable image (x)"
     assert error_line(DataError("plain")) == "plain"
 

@@ -19,7 +19,8 @@ from exits.pipeline import DATA_CONFIG, TIMM_KWARGS, build_model
 ROOT = Path(__file__).resolve().parents[2]
 # optuna and pymoo are not on the GPU machine: importing either fails in the check's process
 BLOCKED = "import sys; sys.modules['optuna'] = None; sys.modules['pymoo'] = None; import runpy; " \
-          "sys.argv = ['device_check.py'] + sys.argv[1:]; runpy.run_path('benchmarks/device_check.py', run_name='__main__')"
+          "sys.argv = ['device_check.py'] + sys.argv[1:]; " \
+          "runpy.run_path('benchmarks/device_check.py', run_name='__main__')"
 
 
 @pytest.fixture(scope="module")

@@ -193,7 +193,8 @@ def test_refusals_are_one_line_naming_the_model(module, match):
 def test_a_module_that_is_not_a_block_boundary_and_a_refused_input_size():
     with pytest.raises(UnknownModuleError, match="module 'blocks.0.conv' of timmlike is not a block boundary"):
         attach_exits(_named(_TimmLike(), "timmlike"), points=["blocks.0.conv"], input_size=(3, 16, 16))
-    with pytest.raises(UnsupportedModelError, match=r"^timmlike: step 'blocks.0' fails on an input of size \(1, 16, 16\)"):
+    with pytest.raises(UnsupportedModelError,
+                       match=r"^timmlike: step 'blocks.0' fails on an input of size \(1, 16, 16\)"):
         attach_exits(_named(_TimmLike(), "timmlike"), points="blocks", input_size=(1, 16, 16))
 
 

@@ -13,7 +13,8 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 def test_vit_attention_is_counted():
     torch.manual_seed(0)
     depth, dim, n_cls = 3, 192, 10
-    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=depth, num_classes=n_cls).eval()
+    vit = timm.create_model("vit_tiny_patch16_224", pretrained=False, img_size=64, depth=depth,
+                            num_classes=n_cls).eval()
     x = torch.zeros(1, 3, 64, 64)
     with torch.no_grad(), FlopCounterMode(display=False) as plain:
         vit(x)

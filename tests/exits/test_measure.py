@@ -82,7 +82,8 @@ def test_batch1_mean_and_median_and_why_slower():
     why (what its exits add per call) and the remedy; the MAC estimate is never called an ideal."""
     from exits.measure import format_rows, slower_at_batch1
 
-    report = {"split": "holdout", "n_samples": 10, "configs": [_timed_row("fast", 1.4, 1.5), _timed_row("slow", 0.81, 1.02)],
+    report = {"split": "holdout", "n_samples": 10,
+              "configs": [_timed_row("fast", 1.4, 1.5), _timed_row("slow", 0.81, 1.02)],
               "base": {"measured": {"accuracy": 0.9, "macs_per_sample": 1e6}, "predicted": {"accuracy": 0.9}}}
     lines = format_rows(report, "base", "footnote", overhead=lambda e: f"its {len(e['exits'])} exits make 7 calls")
     assert lines[1].endswith("MAC est  b64 x b1 mean b1 med")

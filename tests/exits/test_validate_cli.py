@@ -118,7 +118,8 @@ def test_measured_drop_next_to_the_certified_one(setup, capsys):
     report = json.loads((tmp / "cert.json").read_text())
     entry = report["configs"][0]
     assert entry["certificate"] == cert
-    assert entry["measured_drop"] == pytest.approx(report["base"]["measured"]["accuracy"] - entry["measured"]["accuracy"])
+    assert entry["measured_drop"] == pytest.approx(
+        report["base"]["measured"]["accuracy"] - entry["measured"]["accuracy"])
     assert f"{cid}: certified drop <= {100 * cert['certified_drop']:.3f} points (delta 0.1, 12 calibration samples, " \
            "trinomial); measured drop on holdout:" in out
     assert "verified: the numbers of 4 configuration(s) and 1 certificate(s) recomputed from the cache" in out
@@ -130,8 +131,8 @@ def test_an_edited_or_wrong_typed_certificate_is_refused_before_any_report(setup
     certificate field of the wrong type ended in a traceback after the report was written."""
     tmp, base, _ = setup
     for name, edit, match in [
-            ("forged.json", lambda c: c.update(certified_drop=0.001), "certificate.certified_drop: 0.001 does not "
-                                                                      "reproduce: the trinomial test on the 12 recorded"),
+            ("forged.json", lambda c: c.update(certified_drop=0.001),
+             "certificate.certified_drop: 0.001 does not reproduce: the trinomial test on the 12 recorded"),
             ("typed.json", lambda c: c.update(certified_drop="0.1"), "certificate.certified_drop: must be a number"),
             ("observed.json", lambda c: c.update(observed_drop=-0.5), "certificate.observed_drop: -0.5 does not")]:
         _, cid = _certified(setup, name, edit)

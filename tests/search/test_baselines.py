@@ -127,7 +127,7 @@ def test_budgeted_grid_baselines_still_span(small_problem):
 
 def test_circular_never_worse_than_onepass(small_problem):
     for lam in (0.6, 0.9):
-        def J(F):
+        def J(F, lam=lam):
             return lam * F[:, 0] + (1 - lam) * F[:, 1]
         one = create_engine("greedy", lam_min=lam, lam_max=lam).run(small_problem)
         circ = create_engine("circular", lam_min=lam, lam_max=lam, max_rounds=5).run(small_problem)
@@ -140,7 +140,8 @@ def test_circular_never_worse_than_onepass(small_problem):
 def test_other_score_kinds(make_cache, chain, score):
     cache = make_cache(*chain(3), n_samples=200, n_classes=6, seed=1, logits=True)
     problem = ExitProblem(cache, score=score)
-    for method, opts in [("global", {}), ("geometric", {}), ("greedy", {"lam_step": 0.1}), ("exhaustive", {"levels": 5})]:
+    for method, opts in [("global", {}), ("geometric", {}), ("greedy", {"lam_step": 0.1}),
+                         ("exhaustive", {"levels": 5})]:
         front = create_engine(method, **opts).run(problem)
         assert len(front) >= 1 and front.n_evals >= 1, method
         for c in front.configs:

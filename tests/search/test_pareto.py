@@ -270,7 +270,8 @@ def test_plots_mark_what_the_queries_chose(cache_dir, tmp_path, monkeypatch, cap
     calls = {"fronts": [], "exits": []}
     fronts, exits = plot.plot_fronts, plot.plot_exit_distribution
     monkeypatch.setattr(plot, "plot_fronts", lambda *a, **kw: (calls["fronts"].append(kw), fronts(*a, **kw))[1])
-    monkeypatch.setattr(plot, "plot_exit_distribution", lambda *a, **kw: (calls["exits"].append(kw), exits(*a, **kw))[1])
+    monkeypatch.setattr(plot, "plot_exit_distribution",
+                        lambda *a, **kw: (calls["exits"].append(kw), exits(*a, **kw))[1])
     rc = main([str(cache_dir), "--methods", "dp", "--max-drop", "0.5", "--uncertified", "--budget", "0.6",
                "--plot", str(tmp_path / "front.png"), "--no-progress"])
     assert rc == 0

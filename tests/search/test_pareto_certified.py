@@ -103,7 +103,8 @@ def test_risk_sets_delta_and_uncertified_is_labelled(cache_dir, tmp_path, capsys
     chosen = json.loads((tmp_path / "c.json").read_text())["configs"][0]
     assert chosen["certificate"]["delta"] == 0.05
     _recheck(cache_dir, chosen)
-    out = _run(capsys, [str(cache_dir), "--max-drop", "1", "--uncertified", "--export-choice", str(tmp_path / "u.json")])
+    out = _run(capsys, [str(cache_dir), "--max-drop", "1", "--uncertified",
+                        "--export-choice", str(tmp_path / "u.json")])
     assert "uncertified: cheapest within 1.0 points" in out and "certified at delta" not in out
     assert "certificate" not in json.loads((tmp_path / "u.json").read_text())["configs"][0]
 

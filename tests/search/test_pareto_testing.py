@@ -75,8 +75,10 @@ def test_a_calibration_split_is_used_and_checked():
         check_calibration_split(_with_arrays(cache, overlap))
 
     def other_part(arrays, prov):  # holdout counts rows of another part: the same numbers are other samples
-        arrays["calibration"][fmt.SAMPLE_INDEX][:] = arrays["holdout"][fmt.SAMPLE_INDEX][:cache.n_samples("calibration")]
-        prov["dataset"] = {"parameters": {"split_parts": {"search": "train", "calibration": "train", "holdout": "test"}}}
+        arrays["calibration"][fmt.SAMPLE_INDEX][:] = \
+            arrays["holdout"][fmt.SAMPLE_INDEX][:cache.n_samples("calibration")]
+        prov["dataset"] = {"parameters": {"split_parts": {"search": "train", "calibration": "train",
+                                                          "holdout": "test"}}}
     check_calibration_split(_with_arrays(cache, other_part))
 
     def other_exits(arrays, prov):  # an exit's predictions from elsewhere: mostly wrong on calibration

@@ -1,4 +1,5 @@
-"""ExitProblem against a naive per-sample reference written straight from the exit semantics (``contract/config.py``)."""
+"""ExitProblem against a naive per-sample reference written straight from the exit semantics
+(``contract/config.py``)."""
 from __future__ import annotations
 
 import numpy as np
@@ -62,7 +63,7 @@ def case(draw):
         e = ex[c]
         scores = problem.scores[e]
         kind = draw(st.sampled_from(["tie", "zero", "one", "random"]))
-        t = {"tie": lambda: float(scores[draw(st.integers(0, scores.size - 1))]),
+        t = {"tie": lambda scores=scores: float(scores[draw(st.integers(0, scores.size - 1))]),
              "zero": lambda: 0.0, "one": lambda: 1.0,
              "random": lambda: float(np.float32(draw(st.floats(0.0, 1.0))))}[kind]()
         exits.append(e)
@@ -130,7 +131,7 @@ def test_threshold_below_every_score_sends_everyone_out_first(small_problem):
 def test_evaluations_are_counted(small_cache):
     problem = ExitProblem(small_cache)
     assert problem.n_evals == 0
-    problem.base
+    _ = problem.base   # the base model's evaluation is not counted
     problem.evaluate([ExitConfig()] * 3)
     problem.evaluate_one(ExitConfig())
     problem.evaluate_arrays(np.full((2, problem.n_positions), -1), np.zeros((2, problem.n_positions)))

@@ -31,7 +31,8 @@ def time_table(cache, name: str, batch_size: int, *, fingerprint: str | None = N
 
     items = [TimedItem(u.name, u.kind, *[t(2e-5, 1e-9 * u.macs)] * 3, units=(u.name,)) for u in cache.units]
     items += [TimedItem(f"step:{e.name}", "step", *[t(1e-5, 1e-6)] * 3, exit=e.name) for e in cache.exits[:-1]]
-    items += [TimedItem("finish", "finish", *[t(5e-6, 5e-7)] * 3), TimedItem("collect", "collect", *[t(5e-6, 5e-7)] * 3)]
+    items += [TimedItem("finish", "finish", *[t(5e-6, 5e-7)] * 3),
+              TimedItem("collect", "collect", *[t(5e-6, 5e-7)] * 3)]
     full = sum(1e-9 * u.macs for u in cache.units if u.name in cache.exits[-1].units)
     items.append(TimedItem("base", "base", *[t(5e-5, full)] * 3))
     target = {"device": "cpu", "device_name": "test", "threads": 1, "batch_size": batch_size, "runtime": "eager"}

@@ -130,7 +130,8 @@ def _with_calibration(cache, source: str, rows: np.ndarray, provenance: dict | N
     return InMemoryCache(meta, arrays)
 
 
-OTHER_PART = {"dataset": {"parameters": {"split_parts": {"search": "train", "calibration": "extra", "holdout": "test"}}}}
+OTHER_PART = {"dataset": {"parameters": {"split_parts": {"search": "train", "calibration": "extra",
+                                                         "holdout": "test"}}}}
 
 
 def test_calibration_holding_search_rows_shuffled_and_renumbered_is_refused(cal_cache):
