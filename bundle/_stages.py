@@ -1,5 +1,10 @@
 """The onnxruntime side of the compaction loop (:mod:`contract.schedule`): a configuration cut into stages of the
-bundle's graphs, each run on a numpy batch and scored through the router's one rule adapter."""
+bundle's graphs, each run on a numpy batch and scored through the router's one rule adapter.
+
+A graph that outputs its logits' top-k scores (``GraphInfo.scored``) is scored from them
+(:func:`contract.rule_inputs_from_topk`); a fused exit's head runs inside the stage's last graph. Older bundles'
+logits are scored in numpy (:func:`contract.rule_inputs_from_logits`), as is a rule reading more classes than the
+graph gives."""
 
 from __future__ import annotations
 
@@ -9,13 +14,21 @@ from typing import Any
 
 import numpy as np
 
-from contract import ExitConfig, get_rule, reads_partner, rule_inputs_from_logits, topk_of_logits
+from contract import (
+    ExitConfig,
+    ExitRule,
+    get_rule,
+    reads_partner,
+    rule_inputs_from_logits,
+    rule_inputs_from_topk,
+    topk_of_logits,
+)
 from contract.schedule import Payload, Stage, final_rule, restarted
 
 from .errors import BundleError
 from .manifest import Manifest, ServedExit
 
-__all__ = ["exit_scores", "OnnxStages"]
+__all__ = ["exit_scores", "scores_of", "OnnxStages"]
 
 
 def exit_scores(
@@ -39,14 +52,28 @@ class _Partner:
     macs: float = 0.0
 
 
+def scores_of(
+    rule: ExitRule, out: Sequence[np.ndarray], partner: Payload | None, hand_on: int
+) -> tuple[np.ndarray, np.ndarray, Payload | None]:
+    """Scores, top-1 predictions and the top-``hand_on`` handed on, from a graph's ``(logits,)`` or ``(logits,
+    probs, ids)``: from the graph's top-k when it holds enough classes, else in numpy from the logits."""
+    if len(out) == 3 and max(rule.k, hand_on) <= out[1].shape[1]:
+        logits, probs, ids = out
+        inputs, pred = rule_inputs_from_topk(rule, probs, ids, logits, partner)
+        return rule.score(inputs), pred, (ids[:, :hand_on], probs[:, :hand_on]) if hand_on else None
+    s, p = exit_scores(out[0], rule, partner=partner)
+    return s, p, topk_of_logits(out[0], hand_on) if hand_on else None
+
+
 @dataclass(frozen=True)
 class _Run:
-    """A stage's graphs in order, its head graph (None: the last graph's output are the logits) and the partner
-    head run here (None: none)."""
+    """A stage's graphs in order, its head graph (None: the last graph's output are the logits, or with ``fused``
+    the last graph runs the head too) and the partner head run here (None: none)."""
 
-    graphs: tuple[Callable[[np.ndarray], np.ndarray], ...]
-    head: Callable[[np.ndarray], np.ndarray] | None
+    graphs: tuple[Any, ...]
+    head: Any | None
     partner: _Partner | None = None
+    fused: bool = False
 
     @property
     def session_calls(self) -> int:
@@ -71,6 +98,12 @@ class OnnxStages:
         if not cfg.exits and man.base is not None:
             g = self.graphs[man.base]
             return [Stage(final, None, final_rule(cfg.rule), g.info.macs, units=_Run((g,), None))]
+        off = [e.name for e in man.exits.values() if e.fused and e.index not in cfg.exits]
+        if off:
+            raise BundleError(
+                f"exit {off[0]!r} runs inside its segment graph in this bundle (every configuration it was "
+                "exported for enables it); this configuration does not enable it: export a bundle for its table"
+            )
         stops = [
             (j, self.by_index[i], t)
             for j, (i, t) in enumerate(zip(cfg.exits, cfg.thresholds, strict=True))
@@ -116,13 +149,13 @@ class OnnxStages:
             if stop is None:
                 continue
             j, e, threshold = stop
-            head = None if e.graph is None else self.graphs[e.graph]
+            head = None if e.graph is None or e.fused else self.graphs[e.graph]
             cost += 0.0 if head is None else head.info.macs
             rule, partner = cfg.rule_at(j), None
             if reads_partner(rule) and self._partner_of(e).index not in enabled:
                 partner = self._partner(e, run, before)
                 cost += partner.macs
-            out.append(Stage(e.index, threshold, rule, cost, units=_Run(tuple(run), head, partner)))
+            out.append(Stage(e.index, threshold, rule, cost, units=_Run(tuple(run), head, partner, e.fused)))
             before, run, cost = g.info.position, [], 0.0
             if final is None and g.info.position >= max(at):
                 break
@@ -155,19 +188,28 @@ class OnnxStages:
         self, stage: Stage, state: np.ndarray, partner: Payload | None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, Payload | None]:
         run: _Run = stage.units
-        if run.partner is None:
-            for g in run.graphs:
-                state = g(state)
-        else:
+        graphs = run.graphs
+        if run.partner is not None:
             at = run.partner
-            for g in run.graphs[: at.after]:
+            for g in graphs[: at.after]:
                 state = g(state)
             partner = topk_of_logits(state if at.head is None else at.head(state), stage.rule.k)
-            for g in run.graphs[at.after :]:
-                state = g(state)
-        logits = state if run.head is None else run.head(state)
-        s, p = exit_scores(logits, stage.rule, partner=partner)
-        hand = topk_of_logits(logits, stage.hand_on) if stage.hand_on else None
+            graphs = graphs[at.after :]
+        for g in graphs[:-1]:
+            state = g(state)
+        out: Sequence[np.ndarray]
+        if run.fused:  # the last graph runs the exit's head: (state, logits, probs, ids)
+            state, *out = graphs[-1].outputs(state)
+        else:
+            if graphs:
+                last = graphs[-1]
+                out = last.outputs(state) if run.head is None and last.info.scored else [last(state)]
+                state = out[0]
+            if run.head is not None:
+                out = run.head.outputs(state) if run.head.info.scored else [run.head(state)]
+            elif not graphs:
+                out = [state]
+        s, p, hand = scores_of(stage.rule, out, partner, stage.hand_on)
         return state, s, p, hand
 
     def take(self, stage: Stage | None, state: np.ndarray, rows: np.ndarray) -> np.ndarray:

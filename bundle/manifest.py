@@ -12,6 +12,11 @@ document whose configurations it runs, the input (size and normalisation), the e
 tolerance every graph was checked to against PyTorch. ``fingerprint`` is the SHA-256 of the rest of the manifest
 in canonical JSON, so an edited manifest is refused (:func:`read_manifest`); each graph's ``sha256`` catches an
 altered graph (checked when loading).
+
+A graph's ``outputs`` (absent: ``["output"]``) name what it gives: ``output`` first (what the next graph reads),
+then for a graph ending at an exit's logits ``probs`` and ``ids`` (the top-k of their softmax), and for a segment
+graph that runs an exit's head inside it ``logits`` before them; such an exit names that segment graph as its
+``graph`` (a *fused* exit).
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +48,9 @@ MANIFEST = "manifest.json"
 GRAPHS_DIR = "graphs"
 GRAPH_KINDS = ("segment", "head", "base")
 CHAINS = ("saver", "backbone")
+PLAIN_OUTPUTS = ("output",)
+SCORED_OUTPUTS = ("output", "probs", "ids")
+FUSED_OUTPUTS = ("output", "logits", "probs", "ids")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -82,14 +90,21 @@ class GraphInfo:
     input_shape: tuple[int, ...]
     output_shape: tuple[int, ...]
     sha256: str
+    outputs: tuple[str, ...] = PLAIN_OUTPUTS
+
+    @property
+    def scored(self) -> bool:
+        """Whether the graph outputs the top-k scores of the logits it gives."""
+        return "probs" in self.outputs
 
 
 @dataclass(frozen=True)
 class ServedExit:
     """An early exit the bundle can enable: ``index`` in the cache's exit list, its ``chain`` and the head
-    ``graph`` that turns the chain's output at ``position`` into logits (None: the chain's output is logits);
-    ``partner``: the served exit a rule reading its partner compares it with (``contract.partner_exit``; None: none
-    served, and bundles older than partner rules)."""
+    ``graph`` that turns the chain's output at ``position`` into logits (None: the chain's output is logits), or
+    the chain's segment graph ending there when the head runs inside it (``fused``); ``partner``: the served exit a
+    rule reading its partner compares it with (``contract.partner_exit``; None: none served, and bundles older than
+    partner rules)."""
 
     name: str
     index: int
@@ -98,6 +113,7 @@ class ServedExit:
     chain: str
     graph: str | None
     partner: str | None = None
+    fused: bool = False
 
 
 @dataclass(frozen=True)
@@ -151,6 +167,14 @@ def _graph(d: Any, i: int, path: Path) -> GraphInfo:
     file = _field(d, "file", str, where)
     if Path(file).is_absolute() or ".." in Path(file).parts:
         raise BundleError(f"{where}: file {file!r} must be a path inside the bundle")
+    outputs = tuple(d.get("outputs", PLAIN_OUTPUTS)) if isinstance(d.get("outputs", []), list) else ()
+    if outputs not in (PLAIN_OUTPUTS, SCORED_OUTPUTS, FUSED_OUTPUTS) or (
+        outputs == FUSED_OUTPUTS and kind != "segment"
+    ):
+        raise BundleError(
+            f"{where}: outputs {d.get('outputs')!r} are not {list(PLAIN_OUTPUTS)}, {list(SCORED_OUTPUTS)} or (a "
+            f"segment's) {list(FUSED_OUTPUTS)}"
+        )
     return GraphInfo(
         name,
         file,
@@ -163,6 +187,7 @@ def _graph(d: Any, i: int, path: Path) -> GraphInfo:
         _shape(_field(d, "input_shape", list, where), where),
         _shape(_field(d, "output_shape", list, where), where),
         _field(d, "sha256", str, where),
+        outputs,
     )
 
 
@@ -233,7 +258,15 @@ def _exits(
             raise BundleError(
                 f"{where}: exit {e.name!r} is on chain {e.chain!r}, which the bundle does not hold"
             )
-        if e.graph is not None and (e.graph not in graphs or graphs[e.graph].kind != "head"):
+        g = graphs.get(e.graph) if isinstance(e.graph, str) else None
+        if g is not None and g.kind == "segment":
+            if g.chain != e.chain or g.position != e.position or g.outputs != FUSED_OUTPUTS:
+                raise BundleError(
+                    f"{where}: exit {e.name!r} names graph {e.graph!r}, which is no segment graph of its chain "
+                    f"ending at position {e.position} with its head inside"
+                )
+            e = replace(e, fused=True)
+        elif e.graph is not None and (g is None or g.kind != "head"):
             raise BundleError(
                 f"{where}: exit {e.name!r} names head graph {e.graph!r}, which the bundle does not hold"
             )

@@ -33,7 +33,7 @@ import numpy as np
 
 from contract import ContractError, ExitConfig, ExitRef, ExitTable
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
-from contract.schedule import Routed, Stage, route
+from contract.schedule import Routed, Stage, route, route_one
 from contract.select import select_config
 
 from ._stages import OnnxStages, exit_scores
@@ -96,10 +96,21 @@ class _Graph:
                 f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})"
             ) from None
         self.input = self.session.get_inputs()[0].name
-        self.output = [self.session.get_outputs()[0].name]
+        names = tuple(o.name for o in self.session.get_outputs())
+        if len(info.outputs) > 1 and names != info.outputs:
+            raise BundleError(
+                f"graph {info.name!r} ({info.file}): outputs {list(names)}, the manifest says "
+                f"{list(info.outputs)}"
+            )
+        self.output = [names[0]]
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The first output: what the next graph reads (or the logits)."""
         return self.session.run(self.output, {self.input: x})[0]
+
+    def outputs(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every output, in the manifest's order (``GraphInfo.outputs``)."""
+        return self.session.run(None, {self.input: x})
 
 
 class BundleRouter:
@@ -314,8 +325,13 @@ class BundleRouter:
     # -- running --------------------------------------------------------------------------------
     def check_input(self, x: Any) -> np.ndarray:
         """``x`` as a C-contiguous float32 array ``(n, *input_shape)``, or :class:`BundleError` saying what is wrong."""
-        x = np.asarray(x)
         want = self.manifest.input_shape
+        if (  # the common case in few steps (batch-1 serving checks every request)
+            type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1:] == want and x.flags.c_contiguous
+            and np.isfinite(x.sum())
+        ):
+            return x
+        x = np.asarray(x)
         if not np.issubdtype(x.dtype, np.floating):
             raise BundleError(
                 f"input dtype {x.dtype}: the bundle takes float images, normalised with the "
@@ -354,6 +370,8 @@ class BundleRouter:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
         x = self.check_input(x)
+        if len(x) == 1:
+            return self._result(route_one(self._stages_of(cfg), self._backend, x))
         return self._result(route(self._stages_of(cfg), self._backend, [x], n_rows=len(x)))
 
     def run_batches(

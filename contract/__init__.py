@@ -20,6 +20,7 @@ from .rules import (
     register_rule,
     rule_class,
     rule_inputs_from_logits,
+    rule_inputs_from_topk,
     topk_of_logits,
 )
 
@@ -33,6 +34,7 @@ __all__ = [
     "rule_class",
     "list_rules",
     "rule_inputs_from_logits",
+    "rule_inputs_from_topk",
     "topk_of_logits",
     "partner_exit",
     "exit_partners",

@@ -32,7 +32,7 @@ import numpy as np
 
 from .rules import ExitRule, get_rule
 
-__all__ = ["Stage", "Backend", "Routed", "route", "Payload", "restarted", "final_rule"]
+__all__ = ["Stage", "Backend", "Routed", "route", "route_one", "Payload", "restarted", "final_rule"]
 
 Payload = tuple[np.ndarray, np.ndarray]
 """A partner's top-k ``(ids (n, k) int64, probs (n, k) float32)`` for the rows of a batch, as the cache stores them."""
@@ -196,18 +196,8 @@ class _Loop:
         )
 
     def one(self, x: Any, row: int) -> None:
-        """A one-row batch under plain compaction: nothing to compact, so the stages run straight through until the
-        row leaves; the decisions of :meth:`step` without its bookkeeping (batch-1 serving pays it at every exit)."""
-        state, partner, out = x, None, self.out
-        for k, stage in enumerate(self.stages):
-            if stage.restart:
-                state = x
-            state, scores, preds, hand = self.backend.advance(stage, state, partner)
-            if stage.threshold is None or stage.rule.leaves(scores, stage.threshold)[0]:
-                out.predictions[row], out.scores[row] = preds[0], scores[0]
-                out.exits[row], out.costs[row] = stage.exit, self.spent[k]
-                return
-            partner = hand
+        """A one-row batch under plain compaction (:func:`_one_row`)."""
+        _one_row(self.stages, self.backend, x, self.out, row)
 
     def step(self, k: int, w: _Waiting) -> None:
         """Run stage ``k`` on ``w``: record the rows that leave, hand the others to stage ``k + 1``."""
@@ -245,6 +235,31 @@ class _Loop:
                 _rows_of(hand, keep),
             ),
         )
+
+
+def _one_row(stages: list[Stage], backend: Backend, x: Any, out: Routed, row: int) -> None:
+    """Row ``row`` of ``out`` from a one-row batch ``x`` under plain compaction: nothing to compact, so the stages
+    run straight through until the row leaves; the decisions of :meth:`_Loop.step` without its bookkeeping
+    (batch-1 serving pays it at every exit)."""
+    state, partner, spent = x, None, 0.0
+    for stage in stages:
+        spent += stage.cost
+        if stage.restart:
+            state = x
+        state, scores, preds, hand = backend.advance(stage, state, partner)
+        if stage.threshold is None or stage.rule.leaves(scores, stage.threshold)[0]:
+            out.predictions[row], out.scores[row] = preds[0], scores[0]
+            out.exits[row], out.costs[row] = stage.exit, spent
+            return
+        partner = hand
+
+
+def route_one(stages: list[Stage], backend: Backend, x: Any) -> Routed:
+    """:func:`route` of the one batch ``x`` of one row under plain compaction, without the loop's set-up (online
+    serving at batch 1 calls this for every request)."""
+    out = Routed.empty(1)
+    _one_row(stages, backend, x, out, 0)
+    return out
 
 
 def _rows_of(payload: Payload | None, rows: np.ndarray) -> Payload | None:

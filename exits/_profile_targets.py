@@ -17,7 +17,7 @@ scoring is the runtime's own per-batch cost (``collect``: input checks, the loop
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -144,93 +144,120 @@ def _eager_step(live: Slots, seg: Any, logits: str, cut: float, score: str) -> C
 # -- the bundle router (bundle.BundleRouter) -----------------------------------------------------
 def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> list[Probe]:
     """Probes of a bundle router: every graph of its chains with each head graph and step after the graph it
-    reads, the final scoring, the run's per-batch cost, the base."""
-    from bundle.router import exit_scores
-    from contract import float32_cut
+    reads, the final scoring, the run's per-batch cost, the base. A fused exit's head runs inside its segment
+    graph (timed with it); a graph that outputs scores writes them beside its state (slot ``name + "#exit"``), and
+    the step reads them there, as the router does."""
+    from contract import float32_cut, get_rule
 
     man = router.manifest
+    rule = get_rule(score)
     x = np.random.default_rng(seed).standard_normal((batch_size, *man.input_shape), dtype=np.float32)
-    out: dict[str | None, np.ndarray] = {None: x}
+    out: dict[str | None, Any] = {None: x}
     for chain in ("saver", "backbone"):
         h = x
         for name in man.chains[chain]:
-            h = out[name] = router.graphs[name](h)
-    live = Slots(lambda n: {name: np.ascontiguousarray(v[:n]) for name, v in out.items()})
+            h = _write(out, name, router.graphs[name], h)
     at_graph: dict[str, list[Probe]] = {}  # the head graphs and steps that follow each chain graph
     for e in man.exits.values():
         at = next(n for n in man.chains[e.chain] if router.graphs[n].info.position == e.position)
-        logits = at
-        if e.graph is not None:
-            out[e.graph] = router.graphs[e.graph](out[at])
-            at_graph.setdefault(at, []).append(_graph_probe(router, live, e.graph, at))
-            logits = e.graph
-        cut = float32_cut(float(np.median(exit_scores(out[logits], score)[0])))
+        logits = f"{at}#exit" if e.fused else at
+        if e.graph is not None and not e.fused:
+            _write(out, e.graph, router.graphs[e.graph], out[at])
+            at_graph.setdefault(at, []).append(_graph_probe(router, e.graph, at))
+            logits = f"{e.graph}#exit"
+        cut = float32_cut(float(np.median(_scored(out[logits], rule)[0])))
         at_graph.setdefault(at, []).append(Probe(f"step:{e.name}", "step",
-                                                 _onnx_step(live, at, logits, cut, score), exit=e.name))
+                                                 _onnx_step(at, logits, cut, rule), exit=e.name))
+    live = Slots(lambda n: {name: _rows(v, n) for name, v in out.items()})
     probes = []
     for chain in ("saver", "backbone"):
         prev = None
         for name in man.chains[chain]:
-            probes.append(_graph_probe(router, live, name, prev))
+            probes.append(_graph_probe(router, name, prev))
             probes += at_graph.get(name, [])
             prev = name
-    final = man.chains["backbone"][-1]
-    probes.append(Probe("finish", "finish", lambda n: (lambda: exit_scores(live[n][final], score))))
+    probes = [replace(p, make=_bound(p.make, live)) for p in probes]
+    final = f"{man.chains['backbone'][-1]}#exit"
+    probes.append(Probe("finish", "finish", lambda n: (lambda: _scored(live[n][final], rule))))
     # the base model as the validation times it (the router's run), and its graphs then the final scoring in one
     # call: the router's own per-batch cost is the difference (the final scoring timed where a run meets it, after
     # the base graph: at batch 1 it took twice its time in the sweep, which a difference would have charged to
     # every batch)
     graphs = [router.graphs[man.base]] if man.base is not None else [router.graphs[n] for n in man.chains["backbone"]]
-    probes.append(Probe("collect", "collect", lambda n: _then_scored(_run_chain(graphs, x[:n]), score), alone=True,
+    probes.append(Probe("collect", "collect", lambda n: _run_chain(graphs, x[:n], rule), alone=True,
                         derive=lambda t: t["base"] - t["collect"]))
     probes.append(Probe("base", "base", lambda n: (lambda: router.run(x[:n], router.base_config)), alone=True))
     return probes
 
 
-def _graph_probe(router: Any, live: Slots, name: str, source: str | None) -> Probe:
-    """A graph run on what ``source`` (None: the input rows) last wrote, writing its own slot."""
+def _outputs(graph: Any, h: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
+    """A graph's state (what the next graph reads) and what an exit reads from it: ``[logits]``, or ``[logits,
+    probs, ids]`` from a graph that scores (after the state, for a fused exit's segment graph)."""
+    if not graph.info.scored:
+        state = graph(h)
+        return state, [state]
+    outs = graph.outputs(h)
+    return outs[0], outs[1:] if len(outs) == 4 else outs
+
+
+def _write(slots: dict, name: str, graph: Any, h: np.ndarray) -> np.ndarray:
+    state, slots[f"{name}#exit"] = _outputs(graph, h)
+    slots[name] = state
+    return state
+
+
+def _rows(value: Any, n: int) -> Any:
+    if isinstance(value, list):
+        return [np.ascontiguousarray(v[:n]) for v in value]
+    return np.ascontiguousarray(value[:n])
+
+
+def _bound(make: Callable[..., Thunk], live: Slots) -> Callable[[int], Thunk]:
+    return lambda n: make(live[n])
+
+
+def _graph_probe(router: Any, name: str, source: str | None) -> Probe:
+    """A graph run on what ``source`` (None: the input rows) last wrote, writing its own slots; ``make`` takes the
+    row count's slots (bound to them by :func:`onnx_probes`)."""
     graph = router.graphs[name]
 
-    def make(n: int) -> Thunk:
-        S = live[n]
-        return lambda: S.__setitem__(name, graph(S[source]))
+    def make(S: dict) -> Thunk:
+        return lambda: _write(S, name, graph, S[source])
     return Probe(name, "graph", make, units=tuple(graph.info.units))
 
 
-def _then_scored(run: Thunk, score: str) -> Thunk:
-    """``run`` then the final exit's scoring of its output, as one call."""
-    from bundle.router import exit_scores
+def _scored(out: list[np.ndarray], rule: Any) -> Any:
+    from bundle._stages import scores_of
 
-    return lambda: exit_scores(run(), score)
+    return scores_of(rule, out, None, 0)
 
 
-def _run_chain(graphs: list[Any], x: np.ndarray) -> Thunk:
+def _run_chain(graphs: list[Any], x: np.ndarray, rule: Any) -> Thunk:
+    """The graphs in order on ``x``, then the final exit's scoring of the last one's outputs, as one call."""
     def run() -> Any:
         h = x
-        for g in graphs:
+        for g in graphs[:-1]:
             h = g(h)
-        return h
+        return _scored(_outputs(graphs[-1], h)[1], rule)
     return run
 
 
-def _onnx_step(live: Slots, state: str, logits: str, cut: float, score: str) -> Callable[[int], Thunk]:
-    """What ``BundleRouter.run`` does at an enabled exit after the head, on ``n`` rows (for one row: no
+def _onnx_step(state: str, logits: str, cut: float, rule: Any) -> Callable[[dict], Thunk]:
+    """What ``BundleRouter.run`` does at an enabled exit after its head, on the slots' rows (for one row: no
     compaction)."""
-    from bundle.router import exit_scores
-
-    def make(n: int) -> Thunk:
-        S = live[n]
+    def make(S: dict) -> Thunk:
+        n = len(S[state])
         preds, scores = np.empty(n, np.int64), np.empty(n, np.float32)
 
         def step() -> Any:
-            s, p = exit_scores(S[logits], score)
+            s, p, _ = _scored(S[logits], rule)
             leave = s > cut
             preds[leave], scores[leave] = p[leave], s[leave]
             keep = ~leave
             return np.flatnonzero(keep), S[state][keep]
 
         def one() -> Any:
-            s, p = exit_scores(S[logits], score)
+            s, p, _ = _scored(S[logits], rule)
             if s[0] > cut:
                 preds[0], scores[0] = p[0], s[0]
             return S[state]

@@ -7,7 +7,13 @@ enabled exit separates are fused), each served head one graph (enabled exits' an
 names each served exit's served partner), the saver (when a configuration enables one of its exits) one graph per
 run of its segments up to its last enabled exit, and the whole backbone one more graph, ``base`` (the plain model:
 what the router runs for the base configuration and what validation times the bundle against). Other heads are not
-exported. Every graph takes and returns one float32 tensor with a dynamic batch axis.
+exported. Every graph takes one float32 tensor with a dynamic batch axis.
+
+The head of an exit that every configuration of the table enables is not a graph of its own: it runs inside the
+segment graph ending at its position (with the base graph exported; the manifest's exit names that graph), which
+then outputs the state that goes on, the logits and their scores. Every graph ending at an exit's logits also
+outputs the top-k of their softmax (``probs``, ``ids``; k = the largest any rule of the table reads, at least 2):
+the router reads the scores from the session (``exits/onnx_graphs.py``).
 
 Each graph is checked against PyTorch at export: on random images (batch 1 and 3, other sizes than the
 example the exporter traced at batch 2) its onnxruntime output must match the PyTorch output of the same
@@ -37,7 +43,7 @@ from typing import Any
 import torch
 
 from bundle.manifest import BUNDLE_FORMAT, GRAPHS_DIR, MANIFEST, seal_manifest, sha256_bytes
-from contract import ExitConfig, partner_exit, reads_partner
+from contract import ExitConfig, partner_exit, reads_partner, rule_class
 from data_cache.outputs import atomic_folder, check_output_folder, cli_entry, write_text_atomic
 
 from .errors import ExitsError
@@ -74,6 +80,30 @@ def _served(model: ExitModel, configs: Sequence[ExitConfig]) -> list[int]:
     served |= {p for c in configs for i, r in zip(c.exits, c.rule_names, strict=True)
                if reads_partner(r) and (p := partner_exit(model.exits, i)) is not None}
     return sorted(served, key=lambda i: model.exits[i].position)
+
+
+def _fused(model: ExitModel, configs: Sequence[ExitConfig], base: bool) -> list[int]:
+    """The exits whose head runs inside their segment graph: those every configuration enables (with a head of
+    their own), when the base graph is exported (the base configuration then never runs the chain's graphs); one per
+    position, the first served."""
+    if not base:
+        return []
+    always = set.intersection(*(set(c.exits) for c in configs)) if configs else set()
+    out, taken = [], set()
+    for i in sorted(always, key=lambda i: model.exits[i].position):
+        spec = model.exits[i]
+        where = (on_saver(model, spec), spec.position)
+        if spec.key is not None and where not in taken:
+            out.append(i)
+            taken.add(where)
+    return out
+
+
+def _score_k(model: ExitModel, configs: Sequence[ExitConfig]) -> int:
+    """How many top classes the graphs' scores carry: the most any rule of the table reads, at least 2, at most the
+    number of classes."""
+    ks = [rule_class(r).k for c in configs for r in (c.score, *c.rule_names)]
+    return max(1, min(model.num_classes, max([2, *ks])))
 
 
 def _onnx_opset(data: bytes) -> int | None:
@@ -119,7 +149,8 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
     chosen = runtime.configs if ids is None else list({i: runtime.set_config(i) for i in ids}.values())
     if not chosen:
         raise BundleExportError("the configuration file holds no configuration to export")
-    parts = plan_parts(model, _served(model, chosen), base=base)
+    parts = plan_parts(model, _served(model, chosen), base=base, fuse=_fused(model, chosen, base),
+                       k=_score_k(model, chosen))
     g = torch.Generator().manual_seed(seed)
     example = _probe(parts, torch.randn(2, *model.input_size, generator=g))
     checks = [_probe(parts, torch.randn(b, *model.input_size, generator=g)) for b in CHECK_BATCHES]
@@ -136,9 +167,10 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
             graphs.append({"name": part.name, "file": file, "kind": part.kind, "chain": part.chain,
                            "position": part.position, "final": part.final, "units": list(part.units),
                            "macs": float(sum(runtime.unit_macs[u] for u in part.units)),
-                           "input_shape": list(inp.shape[1:]), "output_shape": list(outp.shape[1:]),
+                           "input_shape": list(inp.shape[1:]), "output_shape": list(outp[0].shape[1:]),
                            "sha256": sha256_bytes(data_bytes), "opset": _onnx_opset(data_bytes),
-                           "max_abs_diff": worst})
+                           "max_abs_diff": worst,
+                           **({"outputs": list(part.outputs)} if len(part.outputs) > 1 else {})})
         manifest = seal_manifest(_manifest(model, runtime, chosen, parts, graphs, cache, exporter, rtol, atol,
                                            data_config, data))
         write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n", option="--out")
@@ -158,11 +190,12 @@ def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[ExitConfi
     entries = {str(entry.get("id", i)): entry for i, entry in enumerate(doc.get("configs", []))}
     doc["configs"] = [dict(entries[c.id], id=c.id) for c in chosen]  # ids kept as the router reads them
     graph_of = {p.name: p for p in parts}
+    fused = {p.fused: p.name for p in parts if p.fused is not None}
     indices = _served(model, chosen)
     partner = {i: model.exits[p].name for i in indices if (p := partner_exit(model.exits, i)) in indices}
     exits = [{"name": e.name, "index": i, "position": e.position, "head": e.head,
               "chain": "saver" if on_saver(model, e) else "backbone",
-              "graph": f"head:{e.name}" if f"head:{e.name}" in graph_of else None,
+              "graph": fused.get(e.name, f"head:{e.name}" if f"head:{e.name}" in graph_of else None),
               **({"partner": partner[i]} if i in partner else {})} for i, e in ((i, model.exits[i]) for i in indices)]
     cfg = dict(data_config if data_config is not None else model.data_config)
     final = model.exits[-1]

@@ -40,7 +40,7 @@ from torch import nn
 
 from contract import ContractError, ExitConfig
 from contract.costs import DEFAULT_COST_MODEL
-from contract.schedule import Routed, Stage, route
+from contract.schedule import Routed, Stage, route, route_one
 from contract.select import select_config
 from search.export import EXPORT_FORMAT
 
@@ -228,6 +228,8 @@ class ExitRuntime:
         cfg = self.config if config is None else self._lookup(config)
         x = self._input(x)
         with torch.inference_mode():
+            if len(x) == 1:
+                return self._result(route_one(self._stages_of(cfg), self._backend, x))
             return self._result(route(self._stages_of(cfg), self._backend, [x], n_rows=len(x)))
 
     def run_batches(self, batches: Iterable[Any], config: str | int | ExitConfig | None = None, *,

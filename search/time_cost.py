@@ -264,7 +264,8 @@ class TimeCostModel:
             if (any_ != all_).any():
                 raise SearchError(
                     f"cost table {self.table.name!r}: item {it.name!r} runs units of which this "
-                    "configuration's samples reach only some; profile a bundle cut at its exits"
+                    "configuration's samples reach only some; profile a bundle cut at its exits (the bundle "
+                    "exported for this configuration)"
                 )
             covered[cols] = True
             if any_.any():

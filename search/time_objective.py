@@ -188,7 +188,8 @@ def time_cost_table(model: Any, units: Sequence[Any], exits: Sequence[Any]) -> T
             if any(hit) and not all(hit) and i < len(exits) - 1:
                 raise SearchError(
                     f"cost table {table.name!r}: item {it.name!r} fuses units around exit {e.name!r}; "
-                    "search on a table of the eager runtime or of a bundle cut at every exit"
+                    "search on a table of the eager runtime, or of a bundle cut at every exit whose heads are "
+                    "graphs of their own (an exit every configuration of a bundle's table enables runs fused)"
                 )
             needs[i, j] = any(hit)
         if i < len(exits) - 1:

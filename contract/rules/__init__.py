@@ -26,6 +26,7 @@ __all__ = [
     "rule_class",
     "list_rules",
     "rule_inputs_from_logits",
+    "rule_inputs_from_topk",
     "partner_exit",
     "exit_partners",
     "reads_partner",
@@ -97,6 +98,27 @@ def rule_inputs_from_logits(
         raise ContractError(f"rule {rule.name!r} reads its partner exit's outputs; none were given")
     ids, _ = _topk(p, rule.k)
     return RuleInputs(probs, logits16, ids, partner[0], partner[1]), pred
+
+
+def rule_inputs_from_topk(
+    rule: ExitRule,
+    probs: np.ndarray,
+    ids: np.ndarray,
+    logits: Any = None,
+    partner: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[RuleInputs, np.ndarray]:
+    """:func:`rule_inputs_from_logits` from a top-k computed elsewhere (a bundle graph's scores): ``probs`` ``(n,
+    K)`` float32 softmax probabilities, descending, and their class ids ``ids`` ``(n, K)`` int64, ``K >= rule.k``;
+    ``logits`` float32 ``(n, n_classes)`` for a rule reading them."""
+    if probs.shape[1] < rule.k:
+        raise ContractError(f"rule {rule.name!r} reads the top {rule.k} classes; {probs.shape[1]} were given")
+    top = probs[:, : rule.k] if "topk_probs" in rule.reads else None
+    logits16 = np.asarray(logits, dtype=np.float32).astype(np.float16) if "logits" in rule.reads else None
+    if "partner" not in rule.reads:
+        return RuleInputs(topk_probs=top, logits=logits16), ids[:, 0]
+    if partner is None:
+        raise ContractError(f"rule {rule.name!r} reads its partner exit's outputs; none were given")
+    return RuleInputs(top, logits16, ids[:, : rule.k], partner[0], partner[1]), ids[:, 0]
 
 
 def topk_of_logits(logits: Any, k: int) -> tuple[np.ndarray, np.ndarray]:

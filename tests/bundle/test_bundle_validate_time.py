@@ -52,15 +52,15 @@ def test_an_eager_table_for_a_bundle_is_refused(setup, capsys):
 
 
 def test_the_routers_per_batch_cost_is_its_run_less_its_graphs_and_final_scoring_in_one_call(setup, monkeypatch):
-    import bundle.router as br
+    import bundle._stages as bs
     from bundle.router import open_bundle
     from exits._profile_targets import onnx_probes
 
     tmp, _, _ = setup
     router = open_bundle(tmp / "bundle", threads=1)
     scored = []
-    real = br.exit_scores
-    monkeypatch.setattr(br, "exit_scores", lambda logits, rule: scored.append(len(logits)) or real(logits, rule))
+    real = bs.scores_of
+    monkeypatch.setattr(bs, "scores_of", lambda rule, out, *a: scored.append(len(out[0])) or real(rule, out, *a))
     collect = next(p for p in onnx_probes(router, 4, "max_prob") if p.kind == "collect")
     scored.clear()                            # building the probes scored every exit to place its cut
     collect.make(3)()

@@ -11,7 +11,9 @@ from _runtime_fixtures import dump, tiny_model, tiny_splits
 
 from bundle import open_bundle
 from data_cache.cost_tables import read_cost_table
+from exits.export_bundle import export_bundle
 from exits.profile import main
+from search._validation import SearchError
 from search.config import ExitConfig
 from search.learned import config_params
 from search.problem import ExitProblem
@@ -70,3 +72,28 @@ def test_router_sessions_never_spin_and_share_one_arena(setup, threads):
             assert options.get_session_config_entry("session.use_env_allocators") == "1"
         x = np.random.default_rng(0).standard_normal((3, *router.manifest.input_shape)).astype(np.float32)
         assert len(router.run(x).predictions) == 3
+
+
+def test_a_fused_exit_is_timed_inside_its_segment_graph(setup, tmp_path):
+    """A bundle of one configuration runs each enabled head inside its segment graph: the table times those graphs
+    (their units include the head), has no head graph of its own, and predicts that configuration; a configuration
+    that does not enable a fused exit cannot be predicted from it."""
+    tmp, cache, doc, _, args = setup
+    model = tiny_model()  # the fixture's model: tiny_model is seeded
+    entry = next(c for c in doc["configs"] if len(c["exits"]) == 2 and c["id"].startswith("max_prob"))
+    export_bundle(model, doc, tmp_path / "fused", cache=cache, ids=[entry["id"]], exporter="torchscript")
+    argv = [a if a != args[5] else str(tmp_path / "fused") for a in args] + ["--name", "fused-t1"]
+    assert main(argv) == 0
+    table = read_cost_table(cache, "fused-t1", batch_size=4)
+    manifest = json.loads((tmp_path / "fused" / "manifest.json").read_text())
+    assert not [g for g in manifest["graphs"] if g["kind"] == "head"]
+    fused = {e["name"]: e["graph"] for e in manifest["exits"]}
+    units = {it.name: it.units for it in table.of_kind("graph")}
+    assert all(f"head:{name}" in units[graph] for name, graph in fused.items())
+    model_t = TimeCostModel.from_cache(cache, "fused-t1")
+    cfg = ExitConfig.from_json(entry["exits"], cache, "max_prob")
+    leave = ExitProblem(cache, "holdout").assign(cfg)
+    assert model_t.estimate(cfg.exits, leave).time_per_sample_s > 0
+    one = ExitConfig(cfg.exits[1:], cfg.thresholds[1:])
+    with pytest.raises(SearchError, match="profile a bundle cut at its exits"):
+        model_t.estimate(one.exits, ExitProblem(cache, "holdout").assign(one))

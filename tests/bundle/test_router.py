@@ -15,6 +15,7 @@ from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
 
 from bundle import BundleError, open_bundle
 from bundle.router import exit_scores
+from contract import ExitConfig
 from exits import attach_exits
 from exits.checkpoints import save_checkpoint
 from exits.export_bundle import export_bundle
@@ -119,22 +120,43 @@ def test_switching_without_reloading(resnet):
         router.select(0.0)
 
 
-def test_one_configuration_fuses_segments_and_skips_disabled_heads(resnet, tmp_path):
+def test_one_configuration_fuses_segments_and_its_head_and_skips_disabled_heads(resnet, tmp_path):
     model, splits, cache, doc, _ = resnet
     entry = next(c for c in doc["configs"] if len(c["exits"]) == 1)
     manifest = export_bundle(model, doc, tmp_path / "one", cache=cache, ids=[entry["id"]], exporter="torchscript")
     graphs = {g["name"]: g for g in manifest["graphs"]}
-    position = entry["exits"][0]["position"]
-    assert sorted(graphs) == sorted(["backbone.0", "backbone.1", f"head:{entry['exits'][0]['name']}", "base"])
+    position, name = entry["exits"][0]["position"], entry["exits"][0]["name"]
+    assert sorted(graphs) == sorted(["backbone.0", "backbone.1", "base"])  # the head runs inside backbone.0
     assert graphs["backbone.0"]["position"] == position and graphs["backbone.1"]["final"]
-    assert graphs["backbone.0"]["units"] + graphs["backbone.1"]["units"] == [s.name for s in model.segments]
-    assert graphs["backbone.0"]["macs"] + graphs["backbone.1"]["macs"] == pytest.approx(manifest["base_macs"])
+    assert graphs["backbone.0"]["units"] + graphs["backbone.1"]["units"] == [
+        *[s.name for s in model.segments if s.position <= position], f"head:{name}",
+        *[s.name for s in model.segments if s.position > position]]
+    assert graphs["backbone.0"]["outputs"] == ["output", "logits", "probs", "ids"]
+    assert graphs["backbone.1"]["outputs"] == graphs["base"]["outputs"] == ["output", "probs", "ids"]
+    assert [e["graph"] for e in manifest["exits"]] == ["backbone.0"]
+    runtime = ExitRuntime(model, doc, cache=cache)
+    head_macs = runtime.unit_macs[f"head:{name}"]
+    assert graphs["backbone.0"]["macs"] + graphs["backbone.1"]["macs"] == pytest.approx(
+        manifest["base_macs"] + head_macs)
     assert graphs["base"]["macs"] == pytest.approx(manifest["base_macs"])
     assert [c["id"] for c in manifest["exitconfig"]["configs"]] == [entry["id"]]
     router = open_bundle(tmp_path / "one")
     assert router.config.id == entry["id"]  # a single configuration is active at once
-    runtime = ExitRuntime(model, doc, cache=cache)
+    assert router.session_calls() == 2  # segment and head in one call, then the final graph
     _same_as_runtime(router, runtime, splits["holdout"].images, [(router.config, runtime.set_config(entry["id"]))])
+
+
+def test_a_configuration_disabling_a_fused_exit_is_refused_in_one_line(resnet, tmp_path):
+    model, splits, cache, doc, _ = resnet
+    entry = next(c for c in doc["configs"] if len(c["exits"]) == 2)
+    export_bundle(model, doc, tmp_path / "two", cache=cache, ids=[entry["id"]], exporter="torchscript")
+    router = open_bundle(tmp_path / "two")
+    both = router.config
+    assert [e.fused for e in router.manifest.exits.values()] == [True, True]
+    one = ExitConfig(exits=both.exits[1:], thresholds=both.thresholds[1:], score=both.score, id="second only")
+    first = model.exits[both.exits[0]].name
+    with pytest.raises(BundleError, match=f"exit '{first}' runs inside its segment graph in this bundle"):
+        router.run(splits["holdout"].images[:2].numpy(), one)
 
 
 @pytest.mark.slow
@@ -248,3 +270,58 @@ def test_session_calls_count_what_a_batch_reaching_the_final_exit_makes(resnet):
             checked += 1
     assert router.session_calls(router.base_config) == 1 and checked >= 3
     assert max(router.session_calls(c) for c in router.configs) > 2
+
+
+def _resealed(src: Path, dst: Path, edit) -> Path:
+    """A copy of the bundle ``src`` at ``dst`` whose manifest ``edit`` changed (sealed again)."""
+    import shutil
+
+    from bundle.manifest import MANIFEST, seal_manifest
+
+    shutil.copytree(src, dst)
+    doc = json.loads((dst / MANIFEST).read_text())
+    edit(doc)
+    (dst / MANIFEST).write_text(json.dumps(seal_manifest({k: v for k, v in doc.items() if k != "fingerprint"})))
+    return dst
+
+
+def test_graphs_without_scores_in_the_manifest_are_scored_in_numpy_alike(resnet, tmp_path):
+    """A bundle whose manifest names no graph outputs (bundles written before scores moved into the graphs) is
+    scored in numpy from the logits: every configuration makes the same decisions."""
+    _, splits, _, _, bundle = resnet
+
+    def plain(doc):
+        for g in doc["graphs"]:
+            g.pop("outputs", None)
+    old = open_bundle(_resealed(bundle, tmp_path / "old", plain))
+    new = open_bundle(bundle)
+    assert not any(g.info.scored for g in old.graphs.values()) and any(g.info.scored for g in new.graphs.values())
+    x = splits["holdout"].images.numpy()
+    for a, b in zip(old.configs, new.configs, strict=True):
+        got, want = old.run(x, a), new.run(x, b)
+        np.testing.assert_array_equal(got.exits, want.exits)
+        np.testing.assert_array_equal(got.predictions, want.predictions)
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-5)  # the softmax of numpy vs onnxruntime
+
+
+def test_a_manifest_misdescribing_graph_outputs_or_a_fused_exit_is_refused(resnet, tmp_path):
+    _, _, _, _, bundle = resnet
+
+    def odd_outputs(doc):
+        doc["graphs"][0]["outputs"] = ["output", "scores"]
+
+    def fused_on_a_plain_segment(doc):
+        e = doc["exits"][0]
+        e["graph"] = next(g["name"] for g in doc["graphs"]
+                          if g["kind"] == "segment" and g["position"] == e["position"])
+
+    def outputs_the_graph_lacks(doc):
+        g = next(g for g in doc["graphs"] if g["kind"] == "segment" and not g["final"])
+        g["outputs"] = ["output", "probs", "ids"]
+
+    for edit, match in ((odd_outputs, "outputs \\['output', 'scores'\\] are not"),
+                        (fused_on_a_plain_segment, "which is no segment graph of its chain ending at position"),
+                        (outputs_the_graph_lacks, "the manifest says \\['output', 'probs', 'ids'\\]")):
+        with pytest.raises(BundleError, match=match) as info:
+            open_bundle(_resealed(bundle, tmp_path / edit.__name__, edit))
+        assert "\n" not in str(info.value)

@@ -142,3 +142,26 @@ def test_a_table_naming_an_unknown_rule_is_refused_by_every_side(every_rule_bund
             call()
         msg = str(info.value)
         assert "'learned_gate'" in msg and known in msg and "\n" not in msg
+
+
+@pytest.mark.parametrize("name", list_rules())
+def test_every_rule_scores_from_a_graphs_topk_as_from_the_cache(name):
+    """A bundle graph that outputs its logits' softmax top-k (``exits/onnx_graphs.py``) is scored from them: given
+    the top-k the dump wrote, every rule scores bit for bit as the search does, and predicts the cache's top-1."""
+    from contract import ContractError, rule_inputs_from_topk
+
+    z = _logits(1)
+    cache = _cache(z)
+    problem = ExitProblem(cache, "search", score=name)
+    ids, probs = np.asarray(cache.topk_ids("search")), np.asarray(cache.topk_probs("search"))
+    for e in range(N_EXITS - 1):
+        rule = get_rule(name, problem.params[name][e]) if name in problem.params else get_rule(name)
+        partner = partner_exit(cache.exits, e)
+        if "partner" in rule.reads and partner is None:
+            continue
+        theirs = None if partner is None else (ids[partner].T[:, :rule.k], probs[partner].T[:, :rule.k])
+        inputs, pred = rule_inputs_from_topk(rule, probs[e].T, ids[e].T.astype(np.int64), z[e], theirs)
+        np.testing.assert_array_equal(rule.score(inputs), problem.scores[e])
+        np.testing.assert_array_equal(pred, ids[e, 0])
+    with pytest.raises(ContractError, match="reads the top 2 classes; 1 were given"):
+        rule_inputs_from_topk(get_rule("margin"), probs[0].T[:, :1], ids[0].T[:, :1])

@@ -151,3 +151,17 @@ def test_one_row_batches_run_straight_through_with_the_same_decisions(restart_at
     rows = np.concatenate(one.handed[1])
     np.testing.assert_array_equal(rows[:, 0], rows[:, 1])
     assert len(set(got.exits.tolist())) >= 3
+
+
+@pytest.mark.parametrize("restart_at", [None, 2])
+def test_route_one_decides_as_the_loop(restart_at):
+    """``route_one`` (batch-1 serving without the loop's set-up) gives each row what ``route`` gives it."""
+    from contract.schedule import route_one
+
+    stages = _stages(restart_at)
+    x = np.concatenate(_batches([30]))
+    ref = route(stages, Sums(), [x])
+    for i in range(len(x)):
+        got = route_one(stages, Sums(), x[i:i + 1])
+        for f in ("exits", "costs", "predictions", "scores"):
+            assert getattr(got, f)[0] == getattr(ref, f)[i]
