@@ -155,7 +155,11 @@ class OnnxStages:
             if reads_partner(rule) and self._partner_of(e).index not in enabled:
                 partner = self._partner(e, run, before)
                 cost += partner.macs
-            out.append(Stage(e.index, threshold, rule, cost, units=_Run(tuple(run), head, partner, e.fused)))
+            out.append(
+                Stage(
+                    e.index, threshold, rule, cost, units=_Run(tuple(run), head, partner, e.fused)
+                )
+            )
             before, run, cost = g.info.position, [], 0.0
             if final is None and g.info.position >= max(at):
                 break
@@ -203,7 +207,9 @@ class OnnxStages:
         else:
             if graphs:
                 last = graphs[-1]
-                out = last.outputs(state) if run.head is None and last.info.scored else [last(state)]
+                out = (
+                    last.outputs(state) if run.head is None and last.info.scored else [last(state)]
+                )
                 state = out[0]
             if run.head is not None:
                 out = run.head.outputs(state) if run.head.info.scored else [run.head(state)]

@@ -167,7 +167,9 @@ def _graph(d: Any, i: int, path: Path) -> GraphInfo:
     file = _field(d, "file", str, where)
     if Path(file).is_absolute() or ".." in Path(file).parts:
         raise BundleError(f"{where}: file {file!r} must be a path inside the bundle")
-    outputs = tuple(d.get("outputs", PLAIN_OUTPUTS)) if isinstance(d.get("outputs", []), list) else ()
+    outputs = (
+        tuple(d.get("outputs", PLAIN_OUTPUTS)) if isinstance(d.get("outputs", []), list) else ()
+    )
     if outputs not in (PLAIN_OUTPUTS, SCORED_OUTPUTS, FUSED_OUTPUTS) or (
         outputs == FUSED_OUTPUTS and kind != "segment"
     ):

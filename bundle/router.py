@@ -327,7 +327,10 @@ class BundleRouter:
         """``x`` as a C-contiguous float32 array ``(n, *input_shape)``, or :class:`BundleError` saying what is wrong."""
         want = self.manifest.input_shape
         if (  # the common case in few steps (batch-1 serving checks every request)
-            type(x) is np.ndarray and x.dtype == np.float32 and x.shape[1:] == want and x.flags.c_contiguous
+            type(x) is np.ndarray
+            and x.dtype == np.float32
+            and x.shape[1:] == want
+            and x.flags.c_contiguous
             and np.isfinite(x.sum())
         ):
             return x

@@ -17,7 +17,7 @@ scoring is the runtime's own per-batch cost (``collect``: input checks, the loop
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -157,26 +157,25 @@ def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> l
         h = x
         for name in man.chains[chain]:
             h = _write(out, name, router.graphs[name], h)
+    live = Slots(lambda n: {name: _rows(v, n) for name, v in out.items()})  # filled at first use: every slot
     at_graph: dict[str, list[Probe]] = {}  # the head graphs and steps that follow each chain graph
     for e in man.exits.values():
         at = next(n for n in man.chains[e.chain] if router.graphs[n].info.position == e.position)
         logits = f"{at}#exit" if e.fused else at
         if e.graph is not None and not e.fused:
             _write(out, e.graph, router.graphs[e.graph], out[at])
-            at_graph.setdefault(at, []).append(_graph_probe(router, e.graph, at))
+            at_graph.setdefault(at, []).append(_graph_probe(router, live, e.graph, at))
             logits = f"{e.graph}#exit"
         cut = float32_cut(float(np.median(_scored(out[logits], rule)[0])))
         at_graph.setdefault(at, []).append(Probe(f"step:{e.name}", "step",
-                                                 _onnx_step(at, logits, cut, rule), exit=e.name))
-    live = Slots(lambda n: {name: _rows(v, n) for name, v in out.items()})
+                                                 _onnx_step(live, at, logits, cut, rule), exit=e.name))
     probes = []
     for chain in ("saver", "backbone"):
         prev = None
         for name in man.chains[chain]:
-            probes.append(_graph_probe(router, name, prev))
+            probes.append(_graph_probe(router, live, name, prev))
             probes += at_graph.get(name, [])
             prev = name
-    probes = [replace(p, make=_bound(p.make, live)) for p in probes]
     final = f"{man.chains['backbone'][-1]}#exit"
     probes.append(Probe("finish", "finish", lambda n: (lambda: _scored(live[n][final], rule))))
     # the base model as the validation times it (the router's run), and its graphs then the final scoring in one
@@ -212,16 +211,12 @@ def _rows(value: Any, n: int) -> Any:
     return np.ascontiguousarray(value[:n])
 
 
-def _bound(make: Callable[..., Thunk], live: Slots) -> Callable[[int], Thunk]:
-    return lambda n: make(live[n])
-
-
-def _graph_probe(router: Any, name: str, source: str | None) -> Probe:
-    """A graph run on what ``source`` (None: the input rows) last wrote, writing its own slots; ``make`` takes the
-    row count's slots (bound to them by :func:`onnx_probes`)."""
+def _graph_probe(router: Any, live: Slots, name: str, source: str | None) -> Probe:
+    """A graph run on what ``source`` (None: the input rows) last wrote, writing its own slots."""
     graph = router.graphs[name]
 
-    def make(S: dict) -> Thunk:
+    def make(n: int) -> Thunk:
+        S = live[n]
         return lambda: _write(S, name, graph, S[source])
     return Probe(name, "graph", make, units=tuple(graph.info.units))
 
@@ -242,11 +237,11 @@ def _run_chain(graphs: list[Any], x: np.ndarray, rule: Any) -> Thunk:
     return run
 
 
-def _onnx_step(state: str, logits: str, cut: float, rule: Any) -> Callable[[dict], Thunk]:
-    """What ``BundleRouter.run`` does at an enabled exit after its head, on the slots' rows (for one row: no
+def _onnx_step(live: Slots, state: str, logits: str, cut: float, rule: Any) -> Callable[[int], Thunk]:
+    """What ``BundleRouter.run`` does at an enabled exit after its head, on ``n`` rows (for one row: no
     compaction)."""
-    def make(S: dict) -> Thunk:
-        n = len(S[state])
+    def make(n: int) -> Thunk:
+        S = live[n]
         preds, scores = np.empty(n, np.int64), np.empty(n, np.float32)
 
         def step() -> Any:

@@ -134,7 +134,8 @@ def plan_parts(model: ExitModel, served: Sequence[int], *, base: bool = True, fu
     their position (at most one per position); ``k`` > 0: graphs ending at an exit's logits (heads, fused segments,
     the final segment, the base) also output the top-``k`` of their softmax."""
     specs = [model.exits[i] for i in served]
-    fused = {(_chain(model, model.exits[i]), model.exits[i].position): model.exits[i] for i in fuse}
+    fused: dict[tuple[str | None, int], Any] = {(_chain(model, model.exits[i]), model.exits[i].position):
+                                                   model.exits[i] for i in fuse}
     if len(fused) < len(set(fuse)):
         raise BundleExportError("two fused exits stand at one position; fuse at most one head per segment graph")
     saver = [e for e in specs if on_saver(model, e)]

@@ -111,9 +111,13 @@ def rule_inputs_from_topk(
     K)`` float32 softmax probabilities, descending, and their class ids ``ids`` ``(n, K)`` int64, ``K >= rule.k``;
     ``logits`` float32 ``(n, n_classes)`` for a rule reading them."""
     if probs.shape[1] < rule.k:
-        raise ContractError(f"rule {rule.name!r} reads the top {rule.k} classes; {probs.shape[1]} were given")
+        raise ContractError(
+            f"rule {rule.name!r} reads the top {rule.k} classes; {probs.shape[1]} were given"
+        )
     top = probs[:, : rule.k] if "topk_probs" in rule.reads else None
-    logits16 = np.asarray(logits, dtype=np.float32).astype(np.float16) if "logits" in rule.reads else None
+    logits16 = (
+        np.asarray(logits, dtype=np.float32).astype(np.float16) if "logits" in rule.reads else None
+    )
     if "partner" not in rule.reads:
         return RuleInputs(topk_probs=top, logits=logits16), ids[:, 0]
     if partner is None:
