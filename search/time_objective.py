@@ -169,8 +169,13 @@ def time_cost_table(model: Any, units: Sequence[Any], exits: Sequence[Any]) -> T
     missing = [u.name for u in units if u.name not in timed]
     if missing:
         raise SearchError(
-            f"cost table {table.name!r} has no time for unit {missing[0]!r}; profile this cache's "
-            "model with python -m exits.profile"
+            f"cost table {table.name!r} has no time for unit {missing[0]!r}; "
+            + (
+                "a bundle's table times the exits that bundle serves: search on a table of the eager runtime, "
+                "or of a bundle of a table enabling every exit, its heads graphs of their own"
+                if table.target.get("runtime") == "onnx"
+                else "profile this cache's model with python -m exits.profile"
+            )
         )
     steps = {it.exit: it for it in table.of_kind("step")}
     finish, collect = table.of_kind("finish"), table.of_kind("collect")

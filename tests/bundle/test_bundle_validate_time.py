@@ -105,3 +105,32 @@ def test_rebatch_serves_the_bundle_re_batched_and_predicts_it(setup, capsys):
     for c in report["configs"]:
         assert c["time"]["rebatch"] is True and c["throughput_b64"]["rebatch"] is True
         assert c["agreement"] >= 0.99 and c["measured_speedup"] > 0   # results back per row, in input order
+
+
+def test_a_chosen_configurations_bundle_runs_fused_is_profiled_and_validated_and_never_searched_on(setup, capsys):
+    """The bundle of one configuration runs every enabled head inside its segment graph; its own profile predicts
+    it in the validation, and a search on that profile is refused in one line (it cannot time other
+    configurations)."""
+    from search.pareto import main as pareto_main
+
+    tmp, cache, argv = setup
+    doc = json.loads((tmp / "front.json").read_text())
+    (tmp / "one.json").write_text(json.dumps({**doc, "configs": [next(c for c in doc["configs"]
+                                                                      if len(c["exits"]) >= 2)]}))
+    bundle = tmp / "bundle_one"
+    assert export_main(["--checkpoint", str(tmp / "ckpt.pt"), "--config", str(tmp / "one.json"), "--cache",
+                        str(tmp / "cache"), "--exporter", "torchscript", "--quiet", "--out", str(bundle)]) == 0
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert {e["graph"] for e in manifest["exits"]} <= {g["name"] for g in manifest["graphs"] if g["kind"] == "segment"}
+    assert profile_main(["--cache", str(tmp / "cache"), "--batch-size", "4", "--rounds", "1", "--min-time", "1e-4",
+                         "--threads", "1", "--quiet", "--runtime", "onnx", "--bundle", str(bundle),
+                         "--name", "ort-one"]) == 0
+    own = ["--bundle", str(bundle)] + argv[2:]
+    assert validate_main(own + ["--cost-table", "ort-one", "--report", str(tmp / "one_report.json")]) == 0
+    report = json.loads((tmp / "one_report.json").read_text())
+    assert [c["predicted_speedup"] > 0 and c["measured_speedup"] > 0 for c in report["configs"]] == [True]
+    capsys.readouterr()
+    assert pareto_main([str(tmp / "cache"), "--methods", "dp", "--objective", "time", "--cost-table", "ort-one",
+                        "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "times the exits that bundle serves" in err and "graphs of their own" in err, err
