@@ -102,7 +102,7 @@ class _Graph:
                 f"graph {info.name!r} ({info.file}): outputs {list(names)}, the manifest says "
                 f"{list(info.outputs)}"
             )
-        self.output = [names[0]]
+        self.output, self.names = [names[0]], list(names)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The first output: what the next graph reads (or the logits)."""
@@ -110,7 +110,7 @@ class _Graph:
 
     def outputs(self, x: np.ndarray) -> list[np.ndarray]:
         """Every output, in the manifest's order (``GraphInfo.outputs``)."""
-        return self.session.run(None, {self.input: x})
+        return self.session.run(self.names, {self.input: x})
 
 
 class BundleRouter:
