@@ -16,7 +16,9 @@ altered graph (checked when loading).
 A graph's ``outputs`` (absent: ``["output"]``) name what it gives: ``output`` first (what the next graph reads),
 then for a graph ending at an exit's logits ``probs`` and ``ids`` (the top-k of their softmax), and for a segment
 graph that runs an exit's head inside it ``logits`` before them; such an exit names that segment graph as its
-``graph`` (a *fused* exit).
+``graph`` (a *fused* exit). A bundle whose backbone graphs all end at fused exits may hold one graph of kind
+``chain``: those graphs chained into one for a single row (``exits/onnx_chain.py``), inputs ``input`` and ``cuts``,
+outputs ``probs``, ``ids``, ``stage`` and ``finite``.
 """
 
 from __future__ import annotations
@@ -46,11 +48,12 @@ __all__ = [
 BUNDLE_FORMAT = "exitbundle/1"
 MANIFEST = "manifest.json"
 GRAPHS_DIR = "graphs"
-GRAPH_KINDS = ("segment", "head", "base")
+GRAPH_KINDS = ("segment", "head", "base", "chain")
 CHAINS = ("saver", "backbone")
 PLAIN_OUTPUTS = ("output",)
 SCORED_OUTPUTS = ("output", "probs", "ids")
 FUSED_OUTPUTS = ("output", "logits", "probs", "ids")
+CHAIN_OUTPUTS = ("probs", "ids", "stage", "finite")
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -74,9 +77,10 @@ def seal_manifest(doc: Mapping[str, Any]) -> dict[str, Any]:
 class GraphInfo:
     """One ONNX graph: ``input (b, *input_shape) -> output (b, *output_shape)`` float32.
 
-    ``kind``: ``segment`` (consecutive units of the saver or backbone ``chain``), ``head`` or ``base`` (the
-    whole backbone). ``position`` is the exit position its output stands at; ``final`` marks a graph whose
-    output is the final exit's logits. ``units`` are the compute units it runs; ``macs`` their sum per sample.
+    ``kind``: ``segment`` (consecutive units of the saver or backbone ``chain``), ``head``, ``base`` (the
+    whole backbone) or ``chain`` (the backbone's graphs, every exit fused, chained for one row). ``position`` is
+    the exit position its output stands at; ``final`` marks a graph whose output is the final exit's logits.
+    ``units`` are the compute units it runs; ``macs`` their sum per sample.
     """
 
     name: str
@@ -119,7 +123,8 @@ class ServedExit:
 @dataclass(frozen=True)
 class Manifest:
     """A checked manifest. ``chains`` maps ``saver``/``backbone`` to segment graph names in execution order;
-    ``base`` is the base model's graph name (None when not exported)."""
+    ``base`` is the base model's graph name (None when not exported), ``chained`` the batch-1 graph's (None:
+    none)."""
 
     doc: dict[str, Any]
     graphs: dict[str, GraphInfo]
@@ -130,6 +135,7 @@ class Manifest:
     input_shape: tuple[int, ...]
     num_classes: int
     base_macs: float
+    chained: str | None = None
 
     @property
     def exitconfig(self) -> dict[str, Any]:
@@ -170,12 +176,16 @@ def _graph(d: Any, i: int, path: Path) -> GraphInfo:
     outputs = (
         tuple(d.get("outputs", PLAIN_OUTPUTS)) if isinstance(d.get("outputs", []), list) else ()
     )
-    if outputs not in (PLAIN_OUTPUTS, SCORED_OUTPUTS, FUSED_OUTPUTS) or (
-        outputs == FUSED_OUTPUTS and kind != "segment"
+    if (kind == "chain") != (outputs == CHAIN_OUTPUTS) or (
+        kind != "chain"
+        and (
+            outputs not in (PLAIN_OUTPUTS, SCORED_OUTPUTS, FUSED_OUTPUTS)
+            or (outputs == FUSED_OUTPUTS and kind != "segment")
+        )
     ):
         raise BundleError(
             f"{where}: outputs {d.get('outputs')!r} are not {list(PLAIN_OUTPUTS)}, {list(SCORED_OUTPUTS)} or (a "
-            f"segment's) {list(FUSED_OUTPUTS)}"
+            f"segment's) {list(FUSED_OUTPUTS)}, or (a chain's, only) {list(CHAIN_OUTPUTS)}"
         )
     return GraphInfo(
         name,
@@ -298,6 +308,18 @@ def read_manifest(folder: str | Path) -> Manifest:
     graphs, chains = _graphs(doc, path)
     exits = _exits(doc, path, graphs, chains)
     base = [n for n, g in graphs.items() if g.kind == "base"]
+    chained = [n for n, g in graphs.items() if g.kind == "chain"]
+    backbone = [graphs[n] for n in chains["backbone"]]
+    if chained and (
+        len(chained) > 1
+        or chains["saver"]
+        or any(g.outputs != FUSED_OUTPUTS for g in backbone[:-1])
+        or graphs[chained[0]].input_shape != backbone[0].input_shape
+    ):
+        raise BundleError(
+            f"{path}: graph {chained[0]!r}: a chain graph needs a backbone of segment graphs that all end at fused "
+            "exits, no saver, one chain graph, and the backbone's input shape"
+        )
     final = _field(doc, "final_exit", dict, str(path))
     exitconfig = _field(doc, "exitconfig", dict, str(path))
     _field(exitconfig, "configs", list, f"{path}: exitconfig")
@@ -322,4 +344,5 @@ def read_manifest(folder: str | Path) -> Manifest:
         shape,
         _field(doc, "num_classes", int, str(path)),
         float(_field(doc, "base_macs", (int, float), str(path))),
+        chained[0] if chained else None,
     )

@@ -31,7 +31,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import ContractError, ExitConfig, ExitRef, ExitTable
+from contract import ContractError, ExitConfig, ExitRef, ExitTable, float32_cut
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
 from contract.schedule import Routed, Stage, route, route_one
 from contract.select import select_config
@@ -78,6 +78,13 @@ def _register_shared_cpu_arena(ort: Any) -> None:
         "Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT
     )
     ort.create_and_register_allocator(info, None)
+
+
+def _finite_sum(x: np.ndarray) -> bool:
+    """Whether the sum of ``x`` is finite (then every value is; an overflowing sum sends the caller to the full
+    test, without a warning)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        return bool(np.isfinite(x.sum()))
 
 
 class _Graph:
@@ -158,6 +165,12 @@ class BundleRouter:
             except BundleError as exc:
                 raise BundleError(f"config {c.id}: {exc}") from None
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
+        man = self.manifest
+        self._chain = None if man.chained is None else self.graphs[man.chained]
+        fused = sorted((e for e in man.exits.values() if e.fused), key=lambda e: e.position)
+        self._chain_exits = tuple(e.index for e in fused)
+        self._chain_shape = (1, *man.input_shape)
+        self._one_call: dict[int, tuple[ExitConfig, Any]] = {}
 
     # -- loading --------------------------------------------------------------------------------
     @staticmethod
@@ -331,7 +344,7 @@ class BundleRouter:
             and x.dtype == np.float32
             and x.shape[1:] == want
             and x.flags.c_contiguous
-            and np.isfinite(x.sum())
+            and _finite_sum(x)
         ):
             return x
         x = np.asarray(x)
@@ -372,6 +385,24 @@ class BundleRouter:
     def run(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
+        plan = None if self._chain is None else self._chained(cfg)
+        if (
+            plan is not None
+            and type(x) is np.ndarray
+            and x.shape == self._chain_shape
+            and x.dtype == np.float32
+            and x.flags.c_contiguous
+        ):  # one image, as the batch-1 graph takes it: one session call (it tests the values' sum itself)
+            cuts, exits, costs = plan
+            probs, ids, stage, finite = self._chain.session.run(
+                self._chain.names, {"input": x, "cuts": cuts}
+            )
+            if not finite:
+                self.check_input(
+                    x
+                )  # NaN or infinite values: refused as in any batch (else a sum overflowed)
+            k = int(stage)
+            return self._result(Routed(ids[:, 0], exits[k : k + 1], probs[:, 0], costs[k : k + 1]))
         x = self.check_input(x)
         if len(x) == 1:
             return self._result(route_one(self._stages_of(cfg), self._backend, x))
@@ -408,6 +439,24 @@ class BundleRouter:
             s.units.session_calls
             for s in self._stages_of(self.config if config is None else self._lookup(config))
         )
+
+    def _chained(self, cfg: ExitConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """``(cuts, exit per stage, MACs spent per stage)`` when a one-row batch of ``cfg`` runs as the bundle's
+        batch-1 graph (it enables exactly the exits chained there, all with ``max_prob``); else None."""
+        known = self._one_call.get(id(cfg))
+        if known is None or known[0] is not cfg:
+            plan = None
+            if (
+                self._chain is not None
+                and cfg.exits == self._chain_exits
+                and all(r == "max_prob" for r in cfg.rule_names)
+            ):
+                stages = self._stages_of(cfg)
+                cuts = np.array([float32_cut(t) for t in cfg.thresholds], np.float32)
+                spent = np.cumsum([s.cost for s in stages])
+                plan = (cuts, np.array([s.exit for s in stages], np.int64), spent)
+            known = self._one_call[id(cfg)] = (cfg, plan)
+        return known[1]
 
     def _stages_of(self, cfg: ExitConfig) -> list[Stage]:
         known = self._stages.get(id(cfg))

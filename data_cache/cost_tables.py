@@ -50,7 +50,7 @@ __all__ = [
 COST_TABLE_FORMAT = "costtable/1"
 RUNTIMES = ("eager", "onnx")
 UNIT_ITEM_KINDS = ("segment", "head", "saver", "graph")  # items that run cache units
-ITEM_KINDS = (*UNIT_ITEM_KINDS, "base", "step", "finish", "collect")
+ITEM_KINDS = (*UNIT_ITEM_KINDS, "base", "step", "finish", "collect", "path")
 # what a timing may be: from the profile's floor (a difference of two timings is kept at >= 1 ns) to a day; beyond,
 # sums over items and ratios to the base overflow downstream
 MIN_TIME_S, MAX_TIME_S = 1e-9, 86400.0
@@ -75,8 +75,9 @@ class TimedItem:
     ``kind``: ``segment``/``head``/``saver``/``graph`` (runs ``units``), ``base`` (the whole base model),
     ``step`` (scoring, thresholding and compaction at enabled exit ``exit``), ``finish`` (scoring at the
     final exit), ``collect`` (the runtime's own per-batch cost: input checks, the loop, the result; once per
-    batch). ``median_s[i]`` is the median over rounds of one call's time on ``grid[i]`` rows; ``min_s``/``max_s``
-    the rounds' spread.
+    batch), ``path`` (a bundle's batch-1 graph run by one row that leaves at ``exit``, an early exit or the final
+    one; it serves one row, so every grid point holds that time). ``median_s[i]`` is the median over rounds of one
+    call's time on ``grid[i]`` rows; ``min_s``/``max_s`` the rounds' spread.
     """
 
     name: str
@@ -250,6 +251,12 @@ def _check_against(table: TimeTable, cache: Any, where: str, batch_size: int | N
             raise CostTableError(
                 f"{where}: items.{it.name}.exit: {it.exit!r} is not an early exit of this cache"
             )
+    every = {e.name for e in cache.exits}
+    for it in table.of_kind("path"):
+        if it.exit not in every:
+            raise CostTableError(
+                f"{where}: items.{it.name}.exit: {it.exit!r} is not an exit of this cache"
+            )
     if batch_size is not None and table.grid[-1] < batch_size:
         raise CostTableError(
             f"{where}: grid: reaches {table.grid[-1]} rows, batch size {batch_size} asked; "
@@ -322,8 +329,8 @@ def _check_target(target: Any, batch_size: int, bad: Any) -> Mapping[str, Any]:
 
 
 def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:
-    """One time per thing: unique names, one base (required), finish and collect, one step per exit, each unit
-    timed by one item (a second would be counted twice, or ignored)."""
+    """One time per thing: unique names, one base (required), finish and collect, one step and one path per exit,
+    each unit timed by one item (a second would be counted twice, or ignored)."""
     names = [it.name for it in items]
     if len(set(names)) != len(names):
         raise bad("items", "names must be unique")
@@ -331,6 +338,7 @@ def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:
         raise bad("items", "no item of kind 'base' (the base model's time)")
     once: dict[str, str] = {}  # kind (base, finish, collect) -> item
     steps: dict[str, str] = {}  # exit -> its step item
+    paths: dict[str, str] = {}  # exit -> its path item
     timed: dict[str, str] = {}  # unit -> the item timing it
     for it in items:
         if it.kind in ("base", "finish", "collect"):
@@ -340,9 +348,10 @@ def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:
                 )
             once[it.kind] = it.name
         if it.exit is not None:
-            if it.exit in steps:
-                raise bad(f"items.{it.name}.exit", f"exit {it.exit!r} has a step already")
-            steps[it.exit] = it.name
+            seen = steps if it.kind == "step" else paths
+            if it.exit in seen:
+                raise bad(f"items.{it.name}.exit", f"exit {it.exit!r} has a {it.kind} already")
+            seen[it.exit] = it.name
         for u in it.units:
             if u in timed:
                 raise bad(
@@ -392,8 +401,8 @@ def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
     if not all(lo <= m <= hi for m, lo, hi in zip(*values, strict=True)):
         raise bad(f"items.{name}", "min_s <= median_s <= max_s at every grid point")
     exit_name = d.get("exit")
-    if (d["kind"] == "step") != isinstance(exit_name, str):
-        raise bad(f"items.{name}.exit", "a step names its exit; nothing else does")
+    if (d["kind"] in ("step", "path")) != isinstance(exit_name, str):
+        raise bad(f"items.{name}.exit", "a step or a path names its exit; nothing else does")
     median_s, min_s, max_s = values
     return TimedItem(name, d["kind"], median_s, min_s, max_s, units=tuple(units), exit=exit_name)
 

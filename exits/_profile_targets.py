@@ -186,6 +186,24 @@ def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> l
     probes.append(Probe("collect", "collect", lambda n: _run_chain(graphs, x[:n], rule), alone=True,
                         derive=lambda t: t["base"] - t["collect"]))
     probes.append(Probe("base", "base", lambda n: (lambda: router.run(x[:n], router.base_config)), alone=True))
+    return probes + _path_probes(router, x[:1])
+
+
+def _path_probes(router: Any, x: np.ndarray) -> list[Probe]:
+    """With a batch-1 graph (``exits/onnx_chain.py``): the router's whole call on one row that leaves at each of its
+    stages in turn (thresholds 1 before the stage, 0 there, under ``max_prob``), in the sweep after the other items;
+    it serves one row, so every row count times that call."""
+    from contract import ExitConfig
+
+    man = router.manifest
+    if man.chained is None:
+        return []
+    fused = sorted((e for e in man.exits.values() if e.fused), key=lambda e: e.position)
+    names = [*(e.name for e in fused), man.final_exit[0]]
+    probes = []
+    for k, name in enumerate(names):
+        cfg = ExitConfig(tuple(e.index for e in fused), (1.0,) * k + (0.0,) * (len(fused) - k), "max_prob")
+        probes.append(Probe(f"path:{name}", "path", lambda n, c=cfg: (lambda: router.run(x, c)), exit=name))
     return probes
 
 

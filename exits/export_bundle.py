@@ -171,6 +171,11 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
                            "sha256": sha256_bytes(data_bytes), "opset": _onnx_opset(data_bytes),
                            "max_abs_diff": worst,
                            **({"outputs": list(part.outputs)} if len(part.outputs) > 1 else {})})
+        chained = _chained(parts, chosen)
+        if chained:
+            say(f"graph chain: {len(chained)} stages in one batch-1 graph")
+            graphs.append(_write_chain(tmp, len(graphs), chained, graphs, model, runtime,
+                                       torch.randn(4, *model.input_size, generator=g).numpy()))
         manifest = seal_manifest(_manifest(model, runtime, chosen, parts, graphs, cache, exporter, rtol, atol,
                                            data_config, data))
         write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n", option="--out")
@@ -179,6 +184,40 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
         BundleRouter(tmp, threads=1)  # the bundle loads as written: fingerprints, graphs, configurations
     say(f"bundle written to {out}: {len(graphs)} graphs")
     return manifest
+
+
+def _chained(parts: Sequence[_Part], chosen: Sequence[ExitConfig]) -> list[_Part]:
+    """The backbone's segment parts when they can form a batch-1 graph (``exits/onnx_chain.py``): every one but the
+    last ends at a fused exit, no saver, and every configuration decides with ``max_prob`` alone; else none."""
+    backbone = [p for p in parts if p.kind == "segment" and p.chain == "backbone"]
+    if (any(p.chain == "saver" for p in parts) or len(backbone) < 2 or any(p.fused is None for p in backbone[:-1])
+            or any(r != "max_prob" for c in chosen for r in (c.score, *c.rule_names))):
+        return []
+    return backbone
+
+
+def _write_chain(tmp: Path, i: int, chained: Sequence[_Part], graphs: list[dict[str, Any]], model: ExitModel,
+                 runtime: ExitRuntime, images: Any) -> dict[str, Any]:
+    """The batch-1 graph of the segment graphs ``chained`` (already in ``graphs``), written, checked against them
+    and described for the manifest."""
+    import onnx
+
+    from .onnx_chain import CHAIN_OUTPUTS, chain_model, check_chain
+
+    entries = {g["name"]: g for g in graphs}
+    stages = [(tmp / entries[p.name]["file"]).read_bytes() for p in chained]
+    data = chain_model([onnx.load_from_string(b) for b in stages], model.input_size).SerializeToString()
+    worst = check_chain(data, stages, images)
+    file = _file_name(i, "chain")
+    (tmp / file).write_bytes(data)
+    units = [u for p in chained for u in p.units]
+    return {"name": "chain", "file": file, "kind": "chain", "chain": None, "position": chained[-1].position,
+            "final": True, "units": units, "macs": float(sum(runtime.unit_macs[u] for u in units)),
+            "input_shape": list(model.input_size), "output_shape": entries[chained[-1].name]["output_shape"],
+            "sha256": sha256_bytes(data), "opset": _onnx_opset(data),
+            # its stages' largest difference from PyTorch, plus its own from them
+            "max_abs_diff": max(entries[p.name]["max_abs_diff"] for p in chained) + worst,
+            "outputs": list(CHAIN_OUTPUTS)}
 
 
 def _manifest(model: ExitModel, runtime: ExitRuntime, chosen: Sequence[ExitConfig], parts: Sequence[_Part],

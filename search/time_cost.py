@@ -20,6 +20,11 @@ correlated the samples' reach is across items. Three ways to evaluate it (``meth
 - ``replay``: the mean over ``rounds`` random batches of the cache's samples (without replacement within a
   batch), a Monte Carlo estimate of the hypergeometric answer; kept to check the other two on real caches.
 
+**A bundle's batch-1 graph** (``exits/onnx_chain.py``): a bundle whose exits are all fused runs a one-row batch of
+a configuration enabling exactly those exits with ``max_prob`` as one session call, timed by the profile as ``path``
+items (the router's whole call for a row leaving at each exit); at B = 1 such a configuration costs
+``sum_k P(leave at k) T_path_k(1)``, the call's own overhead included.
+
 **Re-batching** (``rebatch=True``: ``ExitRuntime.run_batches(..., rebatch=True)``, ``exits.validate --rebatch``):
 the survivors of several input batches wait before each stage until B of them are there, so every item runs full
 batches of B rows and a sample that reaches item i pays ``T_i(B) / B`` of it: the cost is additive again at any
@@ -214,6 +219,15 @@ class TimeCostModel:
         whose samples leave at ``leave`` (``search.ExitProblem.assign``), deciding with ``rules`` (one per enabled
         exit; a rule reading the partner runs its head: None, none does)."""
         groups = self._groups(enabled, np.asarray(leave))
+        paths = self._paths(enabled, rules)
+        if (
+            paths is not None
+        ):  # one row through the bundle's batch-1 graph: one timed call per exit it leaves at
+            items = {
+                it.name: float(np.mean(groups == k)) * float(self._time(it, np.array([1]))[0])
+                for k, it in enumerate(paths)
+            }
+            return TimeEstimate(sum(items.values()), self.base_time_per_sample(), 1, items)
         paired = [e for e, r in zip(enabled, rules or (), strict=False) if reads_partner(r)]
         reach = self._reach(list(enabled), paired)
         B = self.batch_size
@@ -229,6 +243,20 @@ class TimeCostModel:
         return TimeEstimate(sum(items.values()), self.base_time_per_sample(), B, items)
 
     # -- pieces -------------------------------------------------------------------------------
+    def _paths(self, enabled: Sequence[int], rules: Sequence[str] | None) -> list[TimedItem] | None:
+        """At batch 1, the table's ``path`` items (a bundle's batch-1 graph, ``exits/onnx_chain.py``) in the order of
+        ``enabled`` and the final exit, when it has them for exactly these exits and every rule is ``max_prob`` (the
+        router then runs the one graph); else None."""
+        if self.batch_size != 1 or self.rebatch:
+            return None
+        paths = {it.exit: it for it in self.table.of_kind("path")}
+        names = [self.exit_names[e] for e in (*enabled, len(self.exit_names) - 1)]
+        if len(paths) != len(names) or any(n not in paths for n in names):
+            return None
+        if any(r != "max_prob" for r in rules or ("max_prob",) * len(enabled)):
+            return None
+        return [paths[n] for n in names]
+
     def _groups(self, enabled: Sequence[int], leave: np.ndarray) -> np.ndarray:
         """Per sample, the position in ``enabled + [final]`` of the exit it leaves at."""
         path = np.array([*enabled, len(self.exit_names) - 1])

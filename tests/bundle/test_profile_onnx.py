@@ -94,6 +94,11 @@ def test_a_fused_exit_is_timed_inside_its_segment_graph(setup, tmp_path):
     cfg = ExitConfig.from_json(entry["exits"], cache, "max_prob")
     leave = ExitProblem(cache, "holdout").assign(cfg)
     assert model_t.estimate(cfg.exits, leave).time_per_sample_s > 0
+    # its batch-1 graph: one path per exit a row can leave at, what the model charges at batch 1
+    finals = [e.name for e in cache.exits if e.final]
+    assert [it.exit for it in table.of_kind("path")] == [*fused, *finals]
+    at_one = TimeCostModel.from_cache(cache, "fused-t1", batch_size=1).estimate(cfg.exits, leave, cfg.rule_names)
+    assert sorted(at_one.items) == sorted(it.name for it in table.of_kind("path"))
     one = ExitConfig(cfg.exits[1:], cfg.thresholds[1:])
     with pytest.raises(SearchError, match="profile a bundle cut at its exits"):
         model_t.estimate(one.exits, ExitProblem(cache, "holdout").assign(one))

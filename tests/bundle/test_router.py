@@ -122,11 +122,14 @@ def test_switching_without_reloading(resnet):
 
 def test_one_configuration_fuses_segments_and_its_head_and_skips_disabled_heads(resnet, tmp_path):
     model, splits, cache, doc, _ = resnet
-    entry = next(c for c in doc["configs"] if len(c["exits"]) == 1)
+    entry = next(c for c in doc["configs"] if len(c["exits"]) == 1 and c["id"].startswith("max_prob"))
     manifest = export_bundle(model, doc, tmp_path / "one", cache=cache, ids=[entry["id"]], exporter="torchscript")
     graphs = {g["name"]: g for g in manifest["graphs"]}
     position, name = entry["exits"][0]["position"], entry["exits"][0]["name"]
-    assert sorted(graphs) == sorted(["backbone.0", "backbone.1", "base"])  # the head runs inside backbone.0
+    # the head runs inside backbone.0; with max_prob the two graphs are chained again into one for a single image
+    assert sorted(graphs) == sorted(["backbone.0", "backbone.1", "base", "chain"])
+    assert graphs["chain"]["kind"] == "chain" and graphs["chain"]["outputs"] == ["probs", "ids", "stage", "finite"]
+    assert graphs["chain"]["units"] == graphs["backbone.0"]["units"] + graphs["backbone.1"]["units"]
     assert graphs["backbone.0"]["position"] == position and graphs["backbone.1"]["final"]
     assert graphs["backbone.0"]["units"] + graphs["backbone.1"]["units"] == [
         *[s.name for s in model.segments if s.position <= position], f"head:{name}",
@@ -144,6 +147,11 @@ def test_one_configuration_fuses_segments_and_its_head_and_skips_disabled_heads(
     assert router.config.id == entry["id"]  # a single configuration is active at once
     assert router.session_calls() == 2  # segment and head in one call, then the final graph
     _same_as_runtime(router, runtime, splits["holdout"].images, [(router.config, runtime.set_config(entry["id"]))])
+    for i in range(8):  # one image: the batch-1 graph, the same decisions and MACs as the runtime
+        x = splits["holdout"].images[i:i + 1]
+        got, want = router.run(x.numpy()), runtime.run(x)
+        assert (got.exits[0], got.predictions[0]) == (int(want.exits[0]), int(want.predictions[0]))
+        assert got.macs[0] == pytest.approx(float(want.macs[0]))
 
 
 def test_a_configuration_disabling_a_fused_exit_is_refused_in_one_line(resnet, tmp_path):
@@ -325,3 +333,44 @@ def test_a_manifest_misdescribing_graph_outputs_or_a_fused_exit_is_refused(resne
         with pytest.raises(BundleError, match=match) as info:
             open_bundle(_resealed(bundle, tmp_path / edit.__name__, edit))
         assert "\n" not in str(info.value)
+
+
+def test_one_image_through_the_batch_1_graph_is_decided_as_stage_by_stage(resnet, tmp_path):
+    """A bundle of one max_prob configuration answers a one-row batch with its chained graph: the same predictions,
+    exits, scores and MACs as the same bundle without it (stage by stage), NaN refused in the same words; a
+    configuration with another rule gets no chained graph."""
+    model, splits, cache, doc, _ = resnet
+    entry = next(c for c in doc["configs"] if len(c["exits"]) == 2 and c["id"].startswith("max_prob"))
+    export_bundle(model, doc, tmp_path / "two", cache=cache, ids=[entry["id"]], exporter="torchscript")
+
+    def unchained(manifest):
+        manifest["graphs"] = [g for g in manifest["graphs"] if g["kind"] != "chain"]
+    chained, staged = open_bundle(tmp_path / "two"), open_bundle(_resealed(tmp_path / "two", tmp_path / "s", unchained))
+    assert chained.manifest.chained == "chain" and staged.manifest.chained is None
+    x = splits["holdout"].images.numpy()
+    for i in range(len(x)):
+        got, want = chained.run(x[i:i + 1]), staged.run(x[i:i + 1])
+        for f in ("predictions", "exits", "macs"):
+            assert getattr(got, f).dtype == getattr(want, f).dtype
+            np.testing.assert_array_equal(getattr(got, f), getattr(want, f))
+        np.testing.assert_allclose(got.scores, want.scores, atol=1e-6)
+    bad = x[:1].copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(BundleError, match="1 of .* values are NaN or infinite"):
+        chained.run(bad)
+    margin = next(c for c in doc["configs"] if c["exits"] and c["id"].startswith("margin"))
+    manifest = export_bundle(model, doc, tmp_path / "margin", cache=cache, ids=[margin["id"]],
+                             exporter="torchscript")
+    assert not [g for g in manifest["graphs"] if g["kind"] == "chain"]
+
+
+def test_a_chain_graph_over_unfused_graphs_is_refused(resnet, tmp_path):
+    """A manifest naming a chain graph in a bundle whose exits are not all fused is refused in one line."""
+    _, _, _, _, bundle = resnet
+
+    def chain_entry(doc):
+        base = next(g for g in doc["graphs"] if g["kind"] == "base")
+        doc["graphs"].append({**base, "name": "chain", "kind": "chain", "outputs": ["probs", "ids", "stage", "finite"]})
+    with pytest.raises(BundleError, match="a chain graph needs a backbone of segment graphs that all end") as e:
+        open_bundle(_resealed(bundle, tmp_path / "chain", chain_entry))
+    assert "\n" not in str(e.value)

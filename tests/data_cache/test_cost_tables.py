@@ -150,6 +150,12 @@ def test_non_positive_or_non_finite_timings_are_refused(disk_cache, bad):
         read_cost_table(disk_cache, "cpu-t1")
 
 
+def _path(d: dict, name: str) -> dict:
+    """A ``path`` item (a bundle's batch-1 graph, one row leaving at the first step's exit) like the table's steps."""
+    step = next(i for i in d["items"] if i["kind"] == "step")
+    return dict(step, name=name, kind="path")
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda d: d.update(format="costtable/9"), "format: 'costtable/9' is not 'costtable/1'"),
     (lambda d: d["cache"].pop("fingerprint"), "cache.fingerprint: missing"),
@@ -184,6 +190,10 @@ def test_non_positive_or_non_finite_timings_are_refused(disk_cache, bad):
      r"items.step2.exit: exit '\S+' has a step already"),
     (lambda d: next(i for i in d["items"] if i["kind"] == "step").update(exit="nope"),
      r"items.\S+.exit: 'nope' is not an early exit of this cache"),
+    # a bundle's batch-1 graph: one path per exit, each naming an exit of the cache, no units
+    (lambda d: d["items"].extend([_path(d, "p1"), _path(d, "p2")]), r"items.p2.exit: exit '\S+' has a path already"),
+    (lambda d: d["items"].append(dict(_path(d, "p1"), exit="nope")), r"items.p1.exit: 'nope' is not an exit of this"),
+    (lambda d: d["items"].append(dict(_path(d, "p1"), exit=None)), "a step or a path names its exit"),
 ])
 def test_malformed_tables_are_refused_in_one_line(disk_cache, edit, match):
     write_cost_table(disk_cache.path, make_table(disk_cache))
@@ -198,3 +208,12 @@ def test_unreadable_json_is_one_line(disk_cache):
     cost_table_path(disk_cache.path, "cpu-t1").write_text("{not json")
     with pytest.raises(CostTableError, match="cost_tables/cpu-t1.json: not readable JSON"):
         read_cost_table(disk_cache, "cpu-t1")
+
+
+def test_a_path_item_beside_its_exits_step_is_read(disk_cache):
+    """A bundle profiled with its batch-1 graph times a path per exit besides the steps: both are read."""
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    _edit(disk_cache, "cpu-t1", lambda d: d["items"].append(_path(d, "path:x")))
+    table = read_cost_table(disk_cache, "cpu-t1")
+    (path,) = table.of_kind("path")
+    assert path.exit == next(i for i in table.items if i.kind == "step").exit and path.units == ()

@@ -273,3 +273,23 @@ def test_rebatched_time_is_additive_at_any_batch_size():
         assert t == pytest.approx(share * table.item(item).median_s[-1] / 4, rel=1e-12)
     assert _model(4, rebatch=True).additive and not _model(4).additive and _model(1).additive
     assert _model(4, rebatch=True).get_params()["rebatch"] is True
+
+
+def test_a_batch_1_graph_is_charged_per_exit_a_row_leaves_at():
+    """With ``path`` items (a bundle's batch-1 graph) for exactly the enabled exits and the final one, at B = 1 a
+    max_prob configuration costs the share leaving at each exit times that path's whole call, and nothing else; at
+    B > 1, with another rule or other exits, the graphs and steps as before."""
+    paths = [TimedItem(f"path:{e}", "path", (t,) * len(GRID), (t,) * len(GRID), (t,) * len(GRID), exit=e)
+             for e, t in zip(EXIT_NAMES, (2.0, 5.0, 9.0), strict=True)]
+    plain = _table()
+    table = _table([*plain.items[:-1], *paths])
+    est = TimeCostModel(table, EXIT_UNITS, EXIT_NAMES, batch_size=1).estimate([0, 1], LEAVE, ["max_prob"] * 2)
+    want = np.mean(LEAVE == 0) * 2.0 + np.mean(LEAVE == 1) * 5.0 + np.mean(LEAVE == 2) * 9.0
+    assert est.time_per_sample_s == pytest.approx(want) and sorted(est.items) == sorted(p.name for p in paths)
+    staged = TimeCostModel(plain, EXIT_UNITS, EXIT_NAMES, batch_size=1).estimate([0, 1], LEAVE)
+    for args, B in ((([0, 1], LEAVE, ["margin"] * 2), 1), (([0, 1], LEAVE), 2)):
+        est = TimeCostModel(table, EXIT_UNITS, EXIT_NAMES, batch_size=B).estimate(*args)
+        assert not any(k.startswith("path:") for k in est.items)
+    one = np.where(LEAVE == 1, 2, LEAVE)   # exit 1 disabled: its samples go on to the final exit
+    est = TimeCostModel(table, EXIT_UNITS, EXIT_NAMES, batch_size=1).estimate([0], one)
+    assert not any(k.startswith("path:") for k in est.items) and staged.time_per_sample_s > 0
