@@ -385,18 +385,18 @@ class BundleRouter:
     def run(self, x: Any, config: str | int | ExitConfig | None = None) -> RouteResult:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
-        plan = None if self._chain is None else self._chained(cfg)
+        chain = self._chain
+        plan = None if chain is None else self._chained(cfg)
         if (
-            plan is not None
+            chain is not None
+            and plan is not None
             and type(x) is np.ndarray
             and x.shape == self._chain_shape
             and x.dtype == np.float32
             and x.flags.c_contiguous
         ):  # one image, as the batch-1 graph takes it: one session call (it tests the values' sum itself)
             cuts, exits, costs = plan
-            probs, ids, stage, finite = self._chain.session.run(
-                self._chain.names, {"input": x, "cuts": cuts}
-            )
+            probs, ids, stage, finite = chain.session.run(chain.names, {"input": x, "cuts": cuts})
             if not finite:
                 self.check_input(
                     x

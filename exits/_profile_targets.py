@@ -200,11 +200,10 @@ def _path_probes(router: Any, x: np.ndarray) -> list[Probe]:
         return []
     fused = sorted((e for e in man.exits.values() if e.fused), key=lambda e: e.position)
     names = [*(e.name for e in fused), man.final_exit[0]]
-    probes = []
-    for k, name in enumerate(names):
+    def leaving_at(k: int) -> Callable[[int], Thunk]:
         cfg = ExitConfig(tuple(e.index for e in fused), (1.0,) * k + (0.0,) * (len(fused) - k), "max_prob")
-        probes.append(Probe(f"path:{name}", "path", lambda n, c=cfg: (lambda: router.run(x, c)), exit=name))
-    return probes
+        return lambda n: (lambda: router.run(x, cfg))
+    return [Probe(f"path:{name}", "path", leaving_at(k), exit=name) for k, name in enumerate(names)]
 
 
 def _outputs(graph: Any, h: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:
