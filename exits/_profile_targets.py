@@ -190,13 +190,13 @@ def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> l
 
 
 def _path_probes(router: Any, x: np.ndarray) -> list[Probe]:
-    """With a batch-1 graph (``exits/onnx_chain.py``): the router's whole call on one row that leaves at each of its
-    stages in turn (thresholds 1 before the stage, 0 there, under ``max_prob``), in the sweep after the other items;
-    it serves one row, so every row count times that call."""
+    """When the router answers one-image calls with the bundle's batch-1 graph (``exits/onnx_chain.py``): its whole
+    call on one row that leaves at each of its stages in turn (thresholds 1 before the stage, 0 there, under
+    ``max_prob``), in the sweep after the other items; it serves one row, so every row count times that call."""
     from contract import ExitConfig
 
     man = router.manifest
-    if man.chained is None:
+    if not router.one_graph:  # no batch-1 graph, or this router found the graphs one by one faster
         return []
     fused = sorted((e for e in man.exits.values() if e.fused), key=lambda e: e.position)
     names = [*(e.name for e in fused), man.final_exit[0]]

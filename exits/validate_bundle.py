@@ -80,6 +80,11 @@ def _config_entry(router: Any, c: Any, images: list[np.ndarray], comparison: Cac
                 "exit_fractions": exit_fractions(result.exits, list(c.exits), router.final_exit)}
     entry = config_entry(c, comparison.exit_names, predicted, measured, agreement, result.relative_cost)
     entry["session_calls"] = router.session_calls(c)
+    if router.runs_as_one_graph(c):  # one-image calls take the batch-1 graph: every image through it too
+        ones = [router.run(x[i : i + 1], c) for x in images for i in range(len(x))]
+        same = sum(int(o.exits[0] == e and o.predictions[0] == p)
+                   for o, e, p in zip(ones, result.exits, result.predictions, strict=True))
+        entry["batch1_graph"] = {"images": len(ones), "same_exit_and_prediction_as_batches": same}
     t = _timings(router, c, *timing, rebatch)
     entry.update(speed_fields(t, entry["mac_estimate_speedup"]))
     entry.update(time_fields(time_model, c, comparison, t, predicted))
@@ -208,7 +213,9 @@ def _open_router(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                                         source=f"{args.bundle}: exitconfig",
                                         bundle_fingerprint=manifest.doc["fingerprint"], rebatch=args.rebatch)
     threads = args.threads or (target.threads if target is not None else None) or 1
-    router = open_bundle(args.bundle, threads=threads)
+    # one-image calls as the table's profile ran them: through the batch-1 graph if it timed its paths
+    one_graph = None if target is None else bool(target.table.of_kind("path"))
+    router = open_bundle(args.bundle, threads=threads, one_graph=one_graph)
     if target is not None:
         lines += tuple(machine_lines(target, Machine("cpu", describe_machine(_CPU)["cpu"], threads)))
     for line in lines:
@@ -275,6 +282,11 @@ def _main(argv: list[str] | None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(format_table(report))
+    for c in report["configs"]:
+        one = c.get("batch1_graph")
+        if one is not None:
+            print(f"{c['id']}: one image at a time (the batch-1 graph): the same exit and prediction as in batches "
+                  f"for {one['same_exit_and_prediction_as_batches']} of {one['images']} images")
     print(report["verified"])
     print(f"report written to {args.report}")
     return 0

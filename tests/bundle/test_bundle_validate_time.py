@@ -134,3 +134,31 @@ def test_a_chosen_configurations_bundle_runs_fused_is_profiled_and_validated_and
                         "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "times the exits that bundle serves" in err and "graphs of their own" in err, err
+
+
+def test_validation_runs_every_image_through_the_batch_1_graph_too(setup, capsys, monkeypatch):
+    """A bundle with a batch-1 graph: the report says how many images the one-image calls answered as the batches
+    did (every one), and the table at batch 1 predicts it from its path items."""
+    tmp, cache, argv = setup
+    doc = json.loads((tmp / "front.json").read_text())
+    entry = next(c for c in doc["configs"] if len(c["exits"]) >= 2)
+    (tmp / "b1.json").write_text(json.dumps({**doc, "configs": [entry]}))
+    bundle = tmp / "bundle_b1"
+    assert export_main(["--checkpoint", str(tmp / "ckpt.pt"), "--config", str(tmp / "b1.json"), "--cache",
+                        str(tmp / "cache"), "--exporter", "torchscript", "--quiet", "--out", str(bundle)]) == 0
+    assert json.loads((bundle / "manifest.json").read_text())["graphs"][-1]["kind"] == "chain"
+    from bundle.router import BundleRouter
+
+    monkeypatch.setattr(BundleRouter, "_chain_is_faster", lambda self: True)  # the profile's router takes it
+    assert profile_main(["--cache", str(tmp / "cache"), "--batch-size", "1", "--rounds", "1", "--min-time", "1e-4",
+                         "--threads", "1", "--quiet", "--runtime", "onnx", "--bundle", str(bundle),
+                         "--name", "ort-b1"]) == 0
+    assert read_cost_table(cache, "ort-b1").of_kind("path")
+    own = ["--bundle", str(bundle)] + argv[2:]
+    capsys.readouterr()
+    assert validate_main(own + ["--cost-table", "ort-b1", "--report", str(tmp / "b1_report.json")]) == 0
+    out = capsys.readouterr().out
+    (c,) = json.loads((tmp / "b1_report.json").read_text())["configs"]
+    one = c["batch1_graph"]
+    assert one["images"] > 0 and one["same_exit_and_prediction_as_batches"] == one["images"]
+    assert c["predicted_speedup"] > 0 and "one image at a time (the batch-1 graph)" in out
