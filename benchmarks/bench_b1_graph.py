@@ -54,23 +54,12 @@ def main() -> None:
 
     import torch
 
-    from benchmarks.device_check import DEMO_CACHE, DEMO_CHECKPOINT, FASHION_MNIST, holdout_images
+    from benchmarks.bench_delivery import certified_demo
     from bundle import open_bundle
     from contract import float32_cut
-    from data_cache import open_cache
-    from exits.checkpoints import model_from_checkpoint, read_checkpoint
     from exits.export_bundle import export_bundle
-    from search import ExitProblem, run_search
-    from search.export import build_export
-    from search.pareto_testing import certified_within_drop
 
-    cache, ckpt = open_cache(DEMO_CACHE), read_checkpoint(DEMO_CHECKPOINT)
-    model = model_from_checkpoint(ckpt).eval()
-    x, _ = holdout_images(FASHION_MNIST, ckpt["data_config"], np.asarray(cache.sample_index("holdout")))
-    search, holdout = ExitProblem(cache, "search"), ExitProblem(cache, "holdout")
-    config = certified_within_drop(search, 0.5, front=run_search(search, "dp").pareto()).config
-    relative_macs = holdout.evaluate_one(config).relative_cost
-    doc = build_export([("dp", config)], search=search, holdout=holdout, pareto=False)
+    cache, model, x, config, relative_macs, doc = certified_demo()
     images = [np.ascontiguousarray(x[i:i + 1].numpy()) for i in range(args.images)]
     cells: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -31,19 +31,15 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- worker: runs inside one tree -----------------------------------------------------------------
-def worker(tree: Path, threads: list[int], batches: list[int], inner: int, images: int) -> dict[str, Any]:
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-    sys.path.insert(0, str(tree))
+def certified_demo() -> tuple[Any, Any, Any, Any, float, dict[str, Any]]:
+    """The demo as ``exits.pipeline`` ships it: (cache, model, holdout images, the configuration certified within 0.5
+    points by dp on search, its relative MACs on holdout, its ``exitconfig/1`` document), from the modules of the
+    tree on ``sys.path``."""
     import numpy as np
-    import torch
 
     from benchmarks.device_check import DEMO_CACHE, DEMO_CHECKPOINT, FASHION_MNIST, holdout_images
-    from bundle import open_bundle
     from data_cache import open_cache
     from exits.checkpoints import model_from_checkpoint, read_checkpoint
-    from exits.export_bundle import export_bundle
-    from exits.measure import time_against_base, timing_batches
-    from exits.runtime import ExitRuntime
     from search import ExitProblem, run_search
     from search.export import build_export
     from search.pareto_testing import certified_within_drop
@@ -56,6 +52,20 @@ def worker(tree: Path, threads: list[int], batches: list[int], inner: int, image
     config = certified_within_drop(search, 0.5, front=run_search(search, "dp").pareto()).config
     relative_macs = holdout.evaluate_one(config).relative_cost
     doc = build_export([("dp", config)], search=search, holdout=holdout, pareto=False)
+    return cache, model, x, config, relative_macs, doc
+
+
+def worker(tree: Path, threads: list[int], batches: list[int], inner: int, images: int) -> dict[str, Any]:
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    sys.path.insert(0, str(tree))
+    import torch
+
+    from bundle import open_bundle
+    from exits.export_bundle import export_bundle
+    from exits.measure import time_against_base, timing_batches
+    from exits.runtime import ExitRuntime
+
+    cache, model, x, config, relative_macs, doc = certified_demo()
     cells: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
         export_bundle(model, doc, Path(tmp) / "bundle", cache=cache, exporter="torchscript", announce=False)

@@ -8,9 +8,9 @@ gives the final logits' top-k. Inputs ``input`` (1, ...) and ``cuts`` (one float
 finite, so the router need not test the input's values before the call; a false one it tests after, and refuses
 NaN and infinite values as for any batch). The router runs a one-row batch of a
 configuration that enables exactly these exits with ``max_prob`` as one session call instead of one per stage and a
-leave test in Python between them (``bundle/router.py``); on the demo that took its time per image from 330.9 to
-297.9 microseconds (``benchmarks/bench_b1_graph.py``). Built from the exported graphs with the ``onnx`` package, and
-checked at export against them, stage by stage (:func:`check_chain`).
+leave test in Python between them (``bundle/router.py``, where that is faster: timed at load); on the demo that took
+its time per image from 344.0 to 324.6 microseconds on one thread (``benchmarks/bench_b1_graph.py``). Built from the
+exported graphs with the ``onnx`` package, and checked at export against them, stage by stage (:func:`check_chain`).
 """
 from __future__ import annotations
 
