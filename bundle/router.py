@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import functools
 import json
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -406,10 +407,10 @@ class BundleRouter:
         ):  # one image, as the batch-1 graph takes it: one session call (it tests the values' sum itself)
             cuts, exits, costs = plan
             probs, ids, stage, finite = chain.session.run(chain.names, {"input": x, "cuts": cuts})
-            if not finite:
-                self.check_input(
-                    x
-                )  # NaN or infinite values: refused as in any batch (else a sum overflowed)
+            if (
+                not finite
+            ):  # NaN or infinite values: refused as in any batch (else a sum overflowed)
+                self.check_input(x)
             k = int(stage)
             return self._result(Routed(ids[:, 0], exits[k : k + 1], probs[:, 0], costs[k : k + 1]))
         x = self.check_input(x)
@@ -452,13 +453,10 @@ class BundleRouter:
     def _chain_is_faster(self, rounds: int = 5, min_time: float = 2e-3) -> bool:
         """Whether the batch-1 graph runs one image through every stage faster than the stages one by one (the
         router's own path), timed in alternating rounds on a random image (medians)."""
-        import time
-
         assert self._chain is not None
         chain = self._chain
-        deep = ExitConfig(
-            self._chain_exits, (1.0,) * len(self._chain_exits), "max_prob"
-        )  # never leaves early
+        # thresholds of 1: a row never leaves early, so both paths run every stage
+        deep = ExitConfig(self._chain_exits, (1.0,) * len(self._chain_exits), "max_prob")
         stages = self._backend.stages(deep)
         cuts = np.full(len(self._chain_exits), 2.0, np.float32)
         x = np.random.default_rng(0).standard_normal(self._chain_shape, dtype=np.float32)
