@@ -142,6 +142,12 @@ class Manifest:
         """The ``exitconfig/1`` document whose configurations the bundle runs."""
         return self.doc["exitconfig"]
 
+    @property
+    def fused_exits(self) -> list[ServedExit]:
+        """The exits whose head runs inside their segment graph, in execution order (the stages of the batch-1
+        graph, before the final exit, when the bundle has one)."""
+        return sorted((e for e in self.exits.values() if e.fused), key=lambda e: e.position)
+
 
 def _field(obj: Mapping[str, Any], key: str, kind: type | tuple[type, ...], where: str) -> Any:
     if not isinstance(obj, Mapping) or key not in obj:

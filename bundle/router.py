@@ -171,8 +171,7 @@ class BundleRouter:
         self.config = self.configs[0] if len(self.configs) == 1 else self.base_config
         man = self.manifest
         self._chain = None if man.chained is None else self.graphs[man.chained]
-        fused = sorted((e for e in man.exits.values() if e.fused), key=lambda e: e.position)
-        self._chain_exits = tuple(e.index for e in fused)
+        self._chain_exits = tuple(e.index for e in man.fused_exits)
         self._chain_shape = (1, *man.input_shape)
         self._one_call: dict[int, tuple[ExitConfig, Any]] = {}
         if self._chain is not None and not (
@@ -396,20 +395,21 @@ class BundleRouter:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
         chain = self._chain
-        plan = None if chain is None else self._chained(cfg)
-        if (
-            chain is not None
-            and plan is not None
+        plan = (
+            self._chained(cfg)
+            if chain is not None
             and type(x) is np.ndarray
             and x.shape == self._chain_shape
             and x.dtype == np.float32
             and x.flags.c_contiguous
-        ):  # one image, as the batch-1 graph takes it: one session call (it tests the values' sum itself)
+            else None
+        )
+        if chain is not None and plan is not None:
+            # one image, as the batch-1 graph takes it: one session call (it tests the values' sum itself)
             cuts, exits, costs = plan
             probs, ids, stage, finite = chain.session.run(chain.names, {"input": x, "cuts": cuts})
-            if (
-                not finite
-            ):  # NaN or infinite values: refused as in any batch (else a sum overflowed)
+            # NaN or infinite values: refused as in any batch (else the sum overflowed)
+            if not finite:
                 self.check_input(x)
             k = int(stage)
             return self._result(Routed(ids[:, 0], exits[k : k + 1], probs[:, 0], costs[k : k + 1]))

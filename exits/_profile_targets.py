@@ -147,10 +147,14 @@ def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> l
     reads, the final scoring, the run's per-batch cost, the base. A fused exit's head runs inside its segment
     graph (timed with it); a graph that outputs scores writes them beside its state (slot ``name + "#exit"``), and
     the step reads them there, as the router does."""
+    from bundle._stages import scores_of
     from contract import float32_cut, get_rule
 
     man = router.manifest
     rule = get_rule(score)
+
+    def scored(out: list[np.ndarray]) -> Any:  # as the router scores a graph's outputs (imported once: timed calls)
+        return scores_of(rule, out, None, 0)
     x = np.random.default_rng(seed).standard_normal((batch_size, *man.input_shape), dtype=np.float32)
     out: dict[str | None, Any] = {None: x}
     for chain in ("saver", "backbone"):
@@ -166,9 +170,9 @@ def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> l
             _write(out, e.graph, router.graphs[e.graph], out[at])
             at_graph.setdefault(at, []).append(_graph_probe(router, live, e.graph, at))
             logits = f"{e.graph}#exit"
-        cut = float32_cut(float(np.median(_scored(out[logits], rule)[0])))
+        cut = float32_cut(float(np.median(scored(out[logits])[0])))
         at_graph.setdefault(at, []).append(Probe(f"step:{e.name}", "step",
-                                                 _onnx_step(live, at, logits, cut, rule), exit=e.name))
+                                                 _onnx_step(live, at, logits, cut, scored), exit=e.name))
     probes = []
     for chain in ("saver", "backbone"):
         prev = None
@@ -177,13 +181,13 @@ def onnx_probes(router: Any, batch_size: int, score: str, *, seed: int = 0) -> l
             probes += at_graph.get(name, [])
             prev = name
     final = f"{man.chains['backbone'][-1]}#exit"
-    probes.append(Probe("finish", "finish", lambda n: (lambda: _scored(live[n][final], rule))))
+    probes.append(Probe("finish", "finish", lambda n: (lambda: scored(live[n][final]))))
     # the base model as the validation times it (the router's run), and its graphs then the final scoring in one
     # call: the router's own per-batch cost is the difference (the final scoring timed where a run meets it, after
     # the base graph: at batch 1 it took twice its time in the sweep, which a difference would have charged to
     # every batch)
     graphs = [router.graphs[man.base]] if man.base is not None else [router.graphs[n] for n in man.chains["backbone"]]
-    probes.append(Probe("collect", "collect", lambda n: _run_chain(graphs, x[:n], rule), alone=True,
+    probes.append(Probe("collect", "collect", lambda n: _run_chain(graphs, x[:n], scored), alone=True,
                         derive=lambda t: t["base"] - t["collect"]))
     probes.append(Probe("base", "base", lambda n: (lambda: router.run(x[:n], router.base_config)), alone=True))
     return probes + _path_probes(router, x[:1])
@@ -198,7 +202,7 @@ def _path_probes(router: Any, x: np.ndarray) -> list[Probe]:
     man = router.manifest
     if not router.one_graph:  # no batch-1 graph, or this router found the graphs one by one faster
         return []
-    fused = sorted((e for e in man.exits.values() if e.fused), key=lambda e: e.position)
+    fused = man.fused_exits
     names = [*(e.name for e in fused), man.final_exit[0]]
     def leaving_at(k: int) -> Callable[[int], Thunk]:
         cfg = ExitConfig(tuple(e.index for e in fused), (1.0,) * k + (0.0,) * (len(fused) - k), "max_prob")
@@ -238,23 +242,18 @@ def _graph_probe(router: Any, live: Slots, name: str, source: str | None) -> Pro
     return Probe(name, "graph", make, units=tuple(graph.info.units))
 
 
-def _scored(out: list[np.ndarray], rule: Any) -> Any:
-    from bundle._stages import scores_of
-
-    return scores_of(rule, out, None, 0)
-
-
-def _run_chain(graphs: list[Any], x: np.ndarray, rule: Any) -> Thunk:
+def _run_chain(graphs: list[Any], x: np.ndarray, scored: Callable[[list[np.ndarray]], Any]) -> Thunk:
     """The graphs in order on ``x``, then the final exit's scoring of the last one's outputs, as one call."""
     def run() -> Any:
         h = x
         for g in graphs[:-1]:
             h = g(h)
-        return _scored(_outputs(graphs[-1], h)[1], rule)
+        return scored(_outputs(graphs[-1], h)[1])
     return run
 
 
-def _onnx_step(live: Slots, state: str, logits: str, cut: float, rule: Any) -> Callable[[int], Thunk]:
+def _onnx_step(live: Slots, state: str, logits: str, cut: float,
+               scored: Callable[[list[np.ndarray]], Any]) -> Callable[[int], Thunk]:
     """What ``BundleRouter.run`` does at an enabled exit after its head, on ``n`` rows (for one row: no
     compaction)."""
     def make(n: int) -> Thunk:
@@ -262,14 +261,14 @@ def _onnx_step(live: Slots, state: str, logits: str, cut: float, rule: Any) -> C
         preds, scores = np.empty(n, np.int64), np.empty(n, np.float32)
 
         def step() -> Any:
-            s, p, _ = _scored(S[logits], rule)
+            s, p, _ = scored(S[logits])
             leave = s > cut
             preds[leave], scores[leave] = p[leave], s[leave]
             keep = ~leave
             return np.flatnonzero(keep), S[state][keep]
 
         def one() -> Any:
-            s, p, _ = _scored(S[logits], rule)
+            s, p, _ = scored(S[logits])
             if s[0] > cut:
                 preds[0], scores[0] = p[0], s[0]
             return S[state]

@@ -181,7 +181,8 @@ def export_bundle(model: ExitModel, configs: Mapping[str, Any] | str | Path, out
         write_text_atomic(tmp / MANIFEST, json.dumps(manifest, indent=1) + "\n", option="--out")
         from bundle.router import BundleRouter
 
-        BundleRouter(tmp, threads=1)  # the bundle loads as written: fingerprints, graphs, configurations
+        # the bundle loads as written: fingerprints, graphs, configurations (no timing of the batch-1 graph here)
+        BundleRouter(tmp, threads=1, one_graph=True)
     say(f"bundle written to {out}: {len(graphs)} graphs")
     return manifest
 

@@ -79,7 +79,10 @@ class _Scored(nn.Module):
         self.body, self.head, self.k = body, head, k
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        h = self.body(x)
+        return self.outputs(self.body(x))
+
+    def outputs(self, h: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The graph's outputs from the body's output ``h``."""
         z = h if self.head is None else self.head(h)
         top = torch.softmax(z.float(), dim=-1).topk(self.k, dim=-1, largest=True, sorted=True)
         return (z, top.values, top.indices) if self.head is None else (h, z, top.values, top.indices)
@@ -179,7 +182,7 @@ def _probe(parts: Sequence[_Part], x: torch.Tensor) -> dict[str, tuple[torch.Ten
                     what = f"{len(h)} tensors" if isinstance(h, (tuple, list, dict)) else type(h).__name__
                     raise BundleExportError(f"{getattr(seg, 'name', part.name)}: passes on {what}, not one tensor; "
                                             "the bundle exporter handles single-tensor segments only")
-            seen[part.name] = (inp, tuple(part.module(inp)) if isinstance(part.module, _Scored) else (h,))
+            seen[part.name] = (inp, part.module.outputs(h) if isinstance(part.module, _Scored) else (h,))
     return seen
 
 
