@@ -12,6 +12,7 @@ from _runtime_fixtures import dump, tiny_model, tiny_splits
 from bundle import open_bundle
 from bundle.router import BundleRouter
 from data_cache.cost_tables import read_cost_table
+from exits._profile_targets import onnx_probes
 from exits.export_bundle import export_bundle
 from exits.profile import main
 from search._validation import SearchError
@@ -101,6 +102,9 @@ def test_a_fused_exit_is_timed_inside_its_segment_graph(setup, tmp_path, monkeyp
     assert [it.exit for it in table.of_kind("path")] == [*fused, *finals]
     at_one = TimeCostModel.from_cache(cache, "fused-t1", batch_size=1).estimate(cfg.exits, leave, cfg.rule_names)
     assert sorted(at_one.items) == sorted(it.name for it in table.of_kind("path"))
+    router = open_bundle(tmp_path / "fused", threads=1, one_graph=True)
+    paths = [p for p in onnx_probes(router, 4, "max_prob") if p.kind == "path"]
+    assert len(paths) == len(fused) + 1 and all(p.alone for p in paths)  # timed as a server calls it, not swept
     one = ExitConfig(cfg.exits[1:], cfg.thresholds[1:])
     with pytest.raises(SearchError, match="profile a bundle cut at its exits"):
         model_t.estimate(one.exits, ExitProblem(cache, "holdout").assign(one))
