@@ -72,11 +72,11 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
 
     Items are timed as the runtime runs them: in **sweeps**, every probe once in execution order, each call timed
     alone, so each item pays the cold caches and the dispatch it pays between the others in a real run (timed in a
-    loop of its own, a unit at batch 1 ran 1.7x faster here than inside a run). A probe marked ``alone`` (the
-    base model, a whole run, a bundle's batch-1 call) is timed in consecutive calls (after an untimed one when a call is short), as a
-    server calls it. After warm-up and call counts (sweeps enough for an item of average length to be timed
-    ``min_time``, an alone probe ``10 * min_time``; at most ``max_repeats``), ``rounds`` rounds time every batch
-    size (their order reversed every other round, so that a change of load hits all alike); a probe with
+    loop of its own, a unit at batch 1 ran 1.7x faster here than inside a run). A probe marked ``alone`` (the base
+    model, a whole run, a bundle's batch-1 call) is timed in consecutive calls (after an untimed one when a call is
+    short), as a server calls it. After warm-up and call counts (sweeps enough for an item of average length to be
+    timed ``min_time``, an alone probe ``10 * min_time``; at most ``max_repeats``), ``rounds`` rounds time every
+    batch size (their order reversed every other round, so that a change of load hits all alike); a probe with
     ``derive`` keeps, per round, what it computes from that round's times (at least 1 ns: a difference of two
     timings)."""
     swept = [i for i, p in enumerate(probes) if not p.alone]
