@@ -97,6 +97,9 @@ def eager_probes(runtime: Any, batch_size: int, score: str, *, seed: int = 0) ->
             if unit.kind == "head":
                 seg = segments[source]
                 return lambda: S.__setitem__(unit.name, fn(seg.stream(S[source])))
+            if unit.name in segments:  # handed on dense, as the runtime's stages hand it on
+                dense = segments[unit.name].out_spec.dense
+                return lambda: S.__setitem__(unit.name, dense(fn(S[source])))
             return lambda: S.__setitem__(unit.name, fn(S[source]))
         probes.append(Probe(unit.name, unit.kind, make, units=(unit.name,)))
         probes += steps.get(unit.name, [])

@@ -222,7 +222,8 @@ class TorchStages:
         else:
             state, theirs = self._with_partner(run, state)
         logits = state if run.head is None else run.head(run.last.stream(state))
-        return (state, *scored(logits, stage.rule, partner=partner, partner_logits=theirs, hand_on=stage.hand_on))
+        return (run.last.out_spec.dense(state),
+                *scored(logits, stage.rule, partner=partner, partner_logits=theirs, hand_on=stage.hand_on))
 
     @staticmethod
     def _with_partner(run: _Run, state: Any) -> tuple[Any, torch.Tensor]:

@@ -291,3 +291,38 @@ def test_the_exports_objective_is_read_and_an_unknown_one_refused(setup):
     _refused(model, relabelled, "objective 'latency' needs measured latency for every unit", cache=cache)
     _refused(model, {**doc, "objective": "flops"}, r"configs: objective: unknown objective 'flops': this version "
                                                    r"knows the cost models \['macs', 'latency'", cache=cache)
+
+
+def test_every_stage_hands_on_a_dense_state_and_the_profile_times_segments_on_it():
+    """A ViT's patch embedding hands on a transposed view (``flatten(2).transpose(1, 2)``) that every residual add
+    keeps. The runtime's stages hand on dense rows at batch 1 and when no row left, as a compaction writes them, so
+    a segment runs on one layout either way, and the profile times it on that layout."""
+    import timm
+
+    from contract import ExitConfig
+    from exits import attach_exits
+    from exits._profile_targets import eager_probes
+
+    torch.manual_seed(0)
+    backbone = timm.create_model("vit_tiny_patch16_224", num_classes=10, img_size=32, depth=3,
+                                 class_token=False, global_pool="avg")
+    model = attach_exits(backbone, points="blocks", heads="linear", input_size=(3, 32, 32)).eval()
+    with torch.inference_mode():
+        assert not model.segments[0](torch.randn(2, 3, 32, 32)).is_contiguous()   # the view timm's forward keeps
+    rt = ExitRuntime(model, check_inputs=False)
+    dense: list[bool] = []
+    hooks = [s.register_forward_pre_hook(lambda m, args: dense.append(args[0].is_contiguous()))
+             for s in model.segments[1:]]
+    nobody_leaves = ExitConfig((0, 1), (1.0, 1.0), "max_prob")
+    for n in (1, 3):
+        dense.clear()
+        rt.run(torch.randn(n, 3, 32, 32), nobody_leaves)
+        assert dense == [True] * (len(model.segments) - 1), n
+    first, second = [p for p in eager_probes(rt, 4, "max_prob") if p.kind == "segment"][:2]
+    dense.clear()
+    with torch.inference_mode():
+        first.make(4)()
+        second.make(4)()
+    assert dense == [True]
+    for h in hooks:
+        h.remove()

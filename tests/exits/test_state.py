@@ -36,3 +36,16 @@ def test_the_stream_may_be_a_later_leaf():
     assert spec.stream((pixels, tokens)) is tokens
     out = spec.select((pixels, tokens), torch.tensor([1]))
     assert torch.equal(out[0], pixels[3:]) and torch.equal(out[1], tokens[1:])
+
+
+def test_dense_copies_a_view_into_rows_once_and_keeps_dense_tensors_and_constants():
+    view = torch.randn(2, 8, 5).transpose(1, 2)            # (B, tokens, dim) laid out dim-major, as a patch embedding
+    out = TENSOR_STATE.dense(view)
+    assert out.is_contiguous() and torch.equal(out, view)
+    assert TENSOR_STATE.dense(out) is out
+    cl = torch.randn(2, 3, 4, 4).contiguous(memory_format=torch.channels_last)
+    assert TENSOR_STATE.dense(cl) is cl                      # channels-last is dense: a CNN runtime's choice, kept
+    constant = torch.randn(5, 3).t()
+    spec = StateSpec((BatchLeaf(0), None), 0)
+    stream, kept = spec.dense((view, constant))
+    assert stream.is_contiguous() and torch.equal(stream, view) and kept is constant
