@@ -9,8 +9,10 @@ Two targets:
   small dump of random images (``--resnet-samples`` search and as many holdout rows), and thresholds are set on
   search so that about a third of the inputs leave at each of the first three stages' exits.
 
-For each runtime (eager ``ExitRuntime``; the ONNX bundle through ``bundle.BundleRouter``), thread count and batch
-size B: the target is profiled once at the largest B (``exits.profile``'s probes and ``profile_table``), each
+For each runtime (eager ``ExitRuntime``, holding the table of configurations; the ONNX bundle through
+``bundle.BundleRouter``, one bundle per configuration as a user ships the one they chose, or with
+``--table-bundle`` one bundle of all of them), thread count and batch size B: each runtime or bundle is profiled
+once at the largest B (``exits.profile``'s probes and ``profile_table``), each
 configuration's speed-up is predicted by ``search.time_cost.TimeCostModel`` at B on the exits the cache gives the
 timed rows, and measured as ``exits.validate`` does (``time_against_base``: base and configuration alternating
 in ``--rounds`` rounds over the same full batches of B, medians). Today's MAC prediction (1 / relative MACs) is
@@ -23,7 +25,8 @@ machine and the load average before and after each target::
 and 16, eager, 1 thread. The full grid (batch 1, 64, 256; threads 1 and 2; eager and bundle; both targets) is
 for a quiet machine. ``--rebatch``: re-batched serving instead (``exits.validate --rebatch``: the configuration's
 batches run as one stream through ``run_batches(..., rebatch=True)``, predicted by the re-batched time model), at
-the grid's batch sizes above 1; saved as ``time_prediction_rebatch[_quick].json``. Each row also gives the
+the grid's batch sizes above 1; saved as ``time_prediction_rebatch[_quick].json`` (``_table_bundle`` inserted
+with that option). Each row also gives the
 delivery, the measured speed-up times the relative MACs (1.0: the MAC estimate delivered).
 """
 from __future__ import annotations
@@ -142,6 +145,7 @@ def _runner(runtime: str, model: Any, doc: dict, cache: Any, threads: int, batch
     from exits.export_bundle import export_bundle
 
     if not (folder / "manifest.json").is_file():
+        folder.parent.mkdir(parents=True, exist_ok=True)
         export_bundle(model, doc, folder, cache=cache, exporter="torchscript", announce=False)
     router = open_bundle(folder, threads=threads)
     runs = {c.id: (c, lambda x, c=c: router.run(x, c), lambda bs, c=c: router.run_batches(bs, c, rebatch=True))
@@ -150,61 +154,72 @@ def _runner(runtime: str, model: Any, doc: dict, cache: Any, threads: int, batch
             lambda x: x.numpy())
 
 
+def _deployments(runtime: str, labelled: list[tuple[str, Any]], table_bundle: bool) -> list[tuple[str, list]]:
+    """What is deployed and profiled together: the eager runtime holds the whole table; a bundle is exported for
+    each configuration, as a user ships the one they chose (``table_bundle``: one bundle of the whole table)."""
+    if runtime == "eager" or table_bundle:
+        return [("table", labelled)]
+    return [(label, [(label, c)]) for label, c in labelled]
+
+
 def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: list[tuple[str, Any]],
                runtimes: tuple[str, ...], batches: tuple[int, ...], grid: Grid, tmp: Path,
-               samples: tuple[int, int], rounds: int, rebatch: bool = False) -> list[dict]:
+               samples: tuple[int, int], rounds: int, rebatch: bool = False, table_bundle: bool = False) -> list[dict]:
     """Profile, predict and measure every configuration of one target; one row per (runtime, threads, B, config);
-    ``rebatch``: served re-batched (batch sizes above 1 only)."""
+    ``rebatch``: served re-batched (batch sizes above 1 only); ``table_bundle``: one bundle for all the
+    configurations (their shared exits fused, switched per call) instead of one per configuration."""
     from exits.measure import time_against_base, timing_batches
     from exits.profile import profile_table
     from search import ExitProblem
     from search.export import build_export
     from search.time_cost import TimeCostModel
 
-    doc = build_export([("dp", c) for _, c in labelled], search=ExitProblem(cache, "search"),
-                       holdout=ExitProblem(cache, "holdout"), pareto=False)
     holdout = ExitProblem(cache, "holdout")
-    by_rule = {(tuple(c.exits), tuple(c.thresholds)): label for label, c in labelled}   # the export sorts by cost
     rows, cpu = [], torch.device("cpu")
     for runtime in runtimes:
         for threads in grid.threads:
             torch.set_num_threads(threads)
-            probes, base_fn, runs, convert = _runner(runtime, model, doc, cache, threads, max(batches), tmp / name)
-            load = _loadavg()
-            with torch.inference_mode():
-                table = profile_table(f"{runtime}-t{threads}", probes, cache=cache, model_fingerprint=None,
-                                      device=cpu, threads=threads, batch_size=max(batches), runtime=runtime,
-                                      score="max_prob", rounds=rounds, min_time=grid.min_time)
-            for batch in [b for b in batches if b > 1 or not rebatch]:
-                tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                                   batch_size=batch, rebatch=rebatch)
-                n = samples[0] if batch == 1 else samples[1]
-                timed = np.arange(max(1, n // batch) * batch) % len(x)   # the rows timing_batches takes
-                inputs = [convert(b) for b in timing_batches(x, batch, n)]
-                for config, fn, stream in runs.values():
-                    leave = holdout.assign(config)
-                    est = tm.estimate(config.exits, leave[timed], config.rule_names)
-                    predicted = est.speedup
-                    rel_macs = holdout.evaluate_one(config).relative_cost
-                    with torch.inference_mode():
-                        t = time_against_base(base_fn, fn, inputs, [], rounds, cpu,
-                                              stream=stream if rebatch else None)["b64"]
-                    row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch, "rebatch": rebatch,
-                           "config": by_rule[(tuple(config.exits), tuple(config.thresholds))],
-                           "relative_macs": rel_macs, "mac_speedup": 1 / rel_macs,
-                           "predicted_speedup": predicted, "measured_speedup": t["speedup"],
-                           "speedup_error": predicted / t["speedup"] - 1,
-                           "mac_speedup_error": 1 / rel_macs / t["speedup"] - 1,
-                           "delivery": t["speedup"] * rel_macs,
-                           "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
-                           "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
-                           "predicted_ms_by_kind": _by_kind(table, est.items),
-                           "measured_ms_per_sample": 1e3 * t["config_s"] / t["n_samples"],
-                           "measured_base_ms_per_sample": 1e3 * t["base_s"] / t["n_samples"],
-                           "speedup_per_round": t["speedup_per_round"], "loadavg_before": load,
-                           "loadavg_after": _loadavg()}
-                    rows.append(row)
-                    _print_row(row)
+            for deployed, group in _deployments(runtime, labelled, table_bundle):
+                doc = build_export([("dp", c) for _, c in group], search=ExitProblem(cache, "search"),
+                                   holdout=holdout, pareto=False)
+                by_rule = {(tuple(c.exits), tuple(c.thresholds)): label for label, c in group}  # the export sorts
+                probes, base_fn, runs, convert = _runner(runtime, model, doc, cache, threads, max(batches),
+                                                         tmp / name / deployed)
+                load = _loadavg()
+                with torch.inference_mode():
+                    table = profile_table(f"{runtime}-t{threads}", probes, cache=cache, model_fingerprint=None,
+                                          device=cpu, threads=threads, batch_size=max(batches), runtime=runtime,
+                                          score="max_prob", rounds=rounds, min_time=grid.min_time)
+                for batch in [b for b in batches if b > 1 or not rebatch]:
+                    tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
+                                       batch_size=batch, rebatch=rebatch)
+                    n = samples[0] if batch == 1 else samples[1]
+                    timed = np.arange(max(1, n // batch) * batch) % len(x)   # the rows timing_batches takes
+                    inputs = [convert(b) for b in timing_batches(x, batch, n)]
+                    for config, fn, stream in runs.values():
+                        leave = holdout.assign(config)
+                        est = tm.estimate(config.exits, leave[timed], config.rule_names)
+                        rel_macs = holdout.evaluate_one(config).relative_cost
+                        with torch.inference_mode():
+                            t = time_against_base(base_fn, fn, inputs, [], rounds, cpu,
+                                                  stream=stream if rebatch else None)["b64"]
+                        row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch,
+                               "rebatch": rebatch, "bundle": None if runtime == "eager" else deployed,
+                               "config": by_rule[(tuple(config.exits), tuple(config.thresholds))],
+                               "relative_macs": rel_macs, "mac_speedup": 1 / rel_macs,
+                               "predicted_speedup": est.speedup, "measured_speedup": t["speedup"],
+                               "speedup_error": est.speedup / t["speedup"] - 1,
+                               "mac_speedup_error": 1 / rel_macs / t["speedup"] - 1,
+                               "delivery": t["speedup"] * rel_macs,
+                               "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
+                               "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
+                               "predicted_ms_by_kind": _by_kind(table, est.items),
+                               "measured_ms_per_sample": 1e3 * t["config_s"] / t["n_samples"],
+                               "measured_base_ms_per_sample": 1e3 * t["base_s"] / t["n_samples"],
+                               "speedup_per_round": t["speedup_per_round"], "loadavg_before": load,
+                               "loadavg_after": _loadavg()}
+                        rows.append(row)
+                        _print_row(row)
     return rows
 
 
@@ -246,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--fashion-mnist", default=str(FASHION), help="folder of the Fashion-MNIST test files")
     p.add_argument("--targets", default="demo,resnet18-224", help="comma-separated: demo, resnet18-224")
     p.add_argument("--rebatch", action="store_true", help="re-batched serving (batch sizes above 1)")
+    p.add_argument("--table-bundle", action="store_true",
+                   help="one bundle of all the configurations instead of one per configuration")
     args = p.parse_args(argv)
     grid = QUICK if args.quick else FULL
     targets = [t for t in args.targets.split(",") if t]
@@ -255,16 +272,19 @@ def main(argv: list[str] | None = None) -> int:
         if "demo" in targets:
             model, cache, x, configs = demo_target(Path(args.fashion_mnist))
             rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp),
-                               (grid.latency_samples, grid.timing_samples), grid.rounds, args.rebatch)
+                               (grid.latency_samples, grid.timing_samples), grid.rounds, args.rebatch,
+                               args.table_bundle)
         if "resnet18-224" in targets:
             model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp))
             rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
                                grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples),
-                               grid.resnet_rounds, args.rebatch)
-    figures = {"quick": args.quick, "rebatch": args.rebatch, "grid": asdict(grid), "torch": torch.__version__,
+                               grid.resnet_rounds, args.rebatch, args.table_bundle)
+    figures = {"quick": args.quick, "rebatch": args.rebatch, "table_bundle": args.table_bundle, "grid": asdict(grid),
+               "torch": torch.__version__,
                "loadavg_start": load,
                "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
-    name = "time_prediction" + ("_rebatch" if args.rebatch else "") + ("_quick" if args.quick else "")
+    name = ("time_prediction" + ("_rebatch" if args.rebatch else "") + ("_table_bundle" if args.table_bundle else "")
+            + ("_quick" if args.quick else ""))
     path = save_results(name, figures)
     for k, v in figures["summary"].items():
         print(f"{k}: time model max |error| {v['max_abs_time_error']:.1%} ({v['within_10pct']}/{v['n']} within 10%), "
