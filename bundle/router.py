@@ -395,24 +395,27 @@ class BundleRouter:
         """Run a batch ``(n, C, H, W)`` under the current configuration (or ``config``, without switching)."""
         cfg = self.config if config is None else self._lookup(config)
         chain = self._chain
-        plan = (
-            self._chained(cfg)
-            if chain is not None
+        if (
+            chain is not None
             and type(x) is np.ndarray
             and x.shape == self._chain_shape
             and x.dtype == np.float32
             and x.flags.c_contiguous
-            else None
-        )
-        if chain is not None and plan is not None:
-            # one image, as the batch-1 graph takes it: one session call (it tests the values' sum itself)
-            cuts, exits, costs = plan
-            probs, ids, stage, finite = chain.session.run(chain.names, {"input": x, "cuts": cuts})
-            # NaN or infinite values: refused as in any batch (else the sum overflowed)
-            if not finite:
-                self.check_input(x)
-            k = int(stage)
-            return self._result(Routed(ids[:, 0], exits[k : k + 1], probs[:, 0], costs[k : k + 1]))
+        ):
+            plan = self._chained(cfg)
+            if plan is not None:
+                # one image, as the batch-1 graph takes it: one session call (it tests the values' sum itself)
+                cuts, exits, costs = plan
+                probs, ids, stage, finite = chain.session.run(
+                    chain.names, {"input": x, "cuts": cuts}
+                )
+                # NaN or infinite values: refused as in any batch (else the sum overflowed)
+                if not finite:
+                    self.check_input(x)
+                k = int(stage)
+                return self._result(
+                    Routed(ids[:, 0], exits[k : k + 1], probs[:, 0], costs[k : k + 1])
+                )
         x = self.check_input(x)
         if len(x) == 1:
             return self._result(route_one(self._stages_of(cfg), self._backend, x))

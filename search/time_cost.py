@@ -220,9 +220,8 @@ class TimeCostModel:
         exit; a rule reading the partner runs its head: None, none does)."""
         groups = self._groups(enabled, np.asarray(leave))
         paths = self._paths(enabled, rules)
-        if (
-            paths is not None
-        ):  # one row through the bundle's batch-1 graph: one timed call per exit it leaves at
+        # one row through the bundle's batch-1 graph: one timed call per exit it leaves at
+        if paths is not None:
             items = {
                 it.name: float(np.mean(groups == k)) * float(self._time(it, np.array([1]))[0])
                 for k, it in enumerate(paths)
