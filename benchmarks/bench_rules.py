@@ -12,8 +12,10 @@ Caches: A, B, C of ``bench_search.py``, the small cache S of ``bench_certify.py`
 the synthetic caches nor the demo store logits, so ``auto`` there is ``max_prob``, ``margin`` and the two rules
 that read the partner exit, ``agree`` and ``ensemble`` (their partner's head paid where they decide).
 
+``--add partner_gate`` adds learned rules to ``auto``'s, fitted on each draw's fit part only.
+
 Usage: python benchmarks/bench_rules.py [--draws N] [--big-draws N] [--quick] [--real CACHE,...] [--real-only]
-[--out NAME]; figures go to benchmarks/results/rules.json (machine and load recorded).
+[--add RULES] [--out NAME]; figures go to benchmarks/results/rules.json (machine and load recorded).
 """
 from __future__ import annotations
 
@@ -56,6 +58,13 @@ def _population(cache) -> InMemoryCache:
     return InMemoryCache(meta, {"pool": arrays})
 
 
+def real_label(folder: str) -> str:
+    """A real cache's name in the results: its folder, model and dataset (from its provenance)."""
+    made = open_cache(folder).manifest.get("provenance", {})
+    model, data = made.get("model", {}).get("name", "?"), made.get("dataset", {}).get("name", "?")
+    return f"{Path(folder).name} ({model} on {data})"
+
+
 def _sizes(cache) -> tuple[int, int]:
     """(fit, calibration) sizes of a search of this cache: its calibration split, or the default cut."""
     n = cache.n_samples("search")
@@ -65,8 +74,10 @@ def _sizes(cache) -> tuple[int, int]:
     return n - n_cal, n_cal
 
 
-def run_cache(name: str, cache, draws: int) -> dict:
-    pool = ExitProblem(_population(cache), "pool", rules=resolve_rules("auto", "max_prob", cache))
+def run_cache(name: str, cache, draws: int, add: tuple[str, ...] = ()) -> dict:
+    population = _population(cache)
+    rules = resolve_rules("auto", "max_prob", cache) + add
+    pool = ExitProblem(population, "pool", rules=rules[: len(rules) - len(add)])
     single = ExitProblem.__new__(ExitProblem)
     single.__dict__.update(pool.__dict__)
     single.rules, single.rule_scores = ("max_prob",), {"max_prob": pool.scores}
@@ -77,18 +88,20 @@ def run_cache(name: str, cache, draws: int) -> dict:
     for d in range(draws):
         perm = np.random.default_rng([d, 23]).permutation(pool.n_samples)[:n_fit + n_cal]
         fit_idx, cal_idx = np.sort(perm[:n_fit]), perm[n_fit:]
-        for label, problem in (("max_prob", single), ("auto", pool)):
+        # learned rules (``add``) are fitted on this draw's fit part only
+        auto = ExitProblem(population, "pool", rules=rules, fit_rows=fit_idx) if add else pool
+        for label, problem in (("max_prob", single), ("auto", auto)):
             roles = Roles(problem.take(fit_idx), problem.take(cal_idx), "search", DEFAULT_FRACTION, d)
             front = DPEngine().run(roles.fit)
             for asked in ASKED:
                 ans = certify_drop(roles, asked, delta=DEFAULT_DELTA, fit_front=front)
-                ev = pool.evaluate_one(ans.config)
+                ev = problem.evaluate_one(ans.config)
                 rows[str(asked)][label].append({
                     "certified": ans.certificate is not None, "saving": 1.0 - ev.relative_cost,
                     "drop": base - ev.accuracy, "mixed": len(set(ans.config.rule_names)) > 1,
                     "rules": sorted(set(ans.config.rule_names))})
         print(f"  {name}: draw {d + 1}/{draws}, {time.perf_counter() - t0:.0f} s", flush=True)
-    out = {"population": pool.n_samples, "fit": n_fit, "calibration": n_cal, "rules_auto": list(pool.rules),
+    out = {"population": pool.n_samples, "fit": n_fit, "calibration": n_cal, "rules_auto": list(rules),
            "draws": draws, "seconds": time.perf_counter() - t0}
     for asked, by in rows.items():
         out[f"asked_{100 * float(asked):g}_points"] = summarise(by, "max_prob", "auto", float(asked),
@@ -119,6 +132,8 @@ def main(argv=None) -> int:
     parser.add_argument("--real", default="", help="comma-separated folders of further real caches (made with "
                         "exits.train and data_cache.dump), run with --draws each")
     parser.add_argument("--real-only", action="store_true", help="the demo and --real caches, no synthetic ones")
+    parser.add_argument("--add", default="", help="comma-separated learned rules (gate, partner_gate) added to "
+                        "auto's, fitted on each draw's fit part")
     parser.add_argument("--out", default=None, help="results name (default rules, or rules_quick)")
     args = parser.parse_args(argv)
     caches = {}
@@ -126,20 +141,18 @@ def main(argv=None) -> int:
     if demo is not None:
         caches["demo (bundled Fashion-MNIST)"] = (open_cache(demo), 2 if args.quick else args.draws)
     for folder in filter(None, args.real.split(",")):
-        real = open_cache(folder)
-        made = real.manifest.get("provenance", {})
-        label = f"{made.get('model', {}).get('name', '?')} on {made.get('dataset', {}).get('name', '?')}"
-        caches[f"{Path(folder).name} ({label})"] = (real, args.draws)
+        caches[real_label(folder)] = (open_cache(folder), args.draws)
     if not args.real_only:
         for name, spec in SMALL.items():
             caches[name] = (make_synthetic_cache(**spec), 2 if args.quick else args.draws)
     if not args.quick and not args.real_only:
         for name, spec in CACHES.items():
             caches[name] = (make_synthetic_cache(**spec), args.big_draws)
-    figures = {"delta": DEFAULT_DELTA, "asked_points": [100 * a for a in ASKED], "caches": {}}
+    add = tuple(r for r in args.add.split(",") if r)
+    figures = {"delta": DEFAULT_DELTA, "asked_points": [100 * a for a in ASKED], "added": list(add), "caches": {}}
     for name, (cache, draws) in caches.items():
         print(name, flush=True)
-        figures["caches"][name] = run_cache(name, cache, draws)
+        figures["caches"][name] = run_cache(name, cache, draws, add)
         for asked in ASKED:
             f = figures["caches"][name][f"asked_{100 * asked:g}_points"]
             print(f"  {100 * asked:g} point: saving max_prob {100 * f['max_prob']['mean_saving']:.2f}  auto "

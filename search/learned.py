@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import ContractError, RuleInputs, rule_class
+from contract import ContractError, RuleInputs, harmless, partner_exit, rule_class
 from data_cache.blocks import BlockReader
 
 from ._validation import SearchError
@@ -51,7 +51,8 @@ def _gather(
 ) -> RuleInputs:
     """What ``rule`` reads at one exit for ``rows`` (sorted indices into ``split``), read chunk by chunk."""
     total = cache.n_samples(split)
-    probs, logits = [], []
+    fields = ("topk_probs", "logits", "ids", "partner_ids", "partner_probs")
+    parts: dict[str, list[np.ndarray]] = {f: [] for f in fields}
     with BlockReader() as reader:
         for start in range(0, total, chunk_size):
             stop = min(total, start + chunk_size)
@@ -60,28 +61,29 @@ def _gather(
                 continue
             got = read_inputs(cache, split, rule, exit_index, start, stop, reader)
             picked = rows[lo:hi] - start
-            if got.topk_probs is not None:
-                probs.append(got.topk_probs[picked])
-            if got.logits is not None:
-                logits.append(got.logits[picked])
-    return RuleInputs(
-        topk_probs=np.concatenate(probs) if probs else None,
-        logits=np.concatenate(logits) if logits else None,
-    )
+            for f in fields:
+                value = getattr(got, f)
+                if value is not None:
+                    parts[f].append(value[picked])
+    return RuleInputs(**{f: np.concatenate(parts[f]) if parts[f] else None for f in fields})
 
 
 def fit_params(
     cache, split: str, name: str, rows: np.ndarray, correct: np.ndarray, chunk_size: int
 ) -> dict[int, dict[str, Any]]:
-    """Rule ``name`` fitted at every early exit of ``cache`` on ``rows`` (sorted indices into ``split``);
-    ``correct`` ``(n_exits, rows.size)``: whether each exit's top-1 is right on those rows. A fit that fails
-    is a SearchError naming the exit and the reason."""
+    """Rule ``name`` fitted at every early exit of ``cache`` on ``rows`` (sorted indices into ``split``) to predict
+    that leaving there is harmless (:func:`contract.harmless`); ``correct`` ``(n_exits,
+    rows.size)``: whether each exit's top-1 is right on those rows (the last row: the final exit). An exit a rule
+    reading its partner cannot use (no partner) gets no params. A fit that fails is a SearchError naming the exit
+    and the reason."""
     rule = rule_for(name)
     out = {}
     for e in range(len(cache.exits) - 1):
+        if "partner" in rule.reads and partner_exit(cache.exits, e) is None:
+            continue
         inputs = _gather(cache, split, rule, e, rows, chunk_size)
         try:
-            out[e] = rule.fit(inputs, correct[e]).to_json()
+            out[e] = rule.fit(inputs, harmless(correct[e], correct[-1])).to_json()
         except ContractError as exc:
             raise SearchError(
                 f"rule {name!r} cannot be fitted at exit {cache.exits[e].name} on {rows.size} fit rows of "

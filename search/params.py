@@ -100,8 +100,9 @@ _TABLE = [
         "rules",
         "names",
         "exit rules dp may choose per exit, each with its threshold: a comma list of rule "
-        "names, or 'auto' for every rule this cache can serve but the learned 'gate' (name it to add it: "
-        "fitted per exit on the fit rows only) (default: --score alone; the other methods use --score)",
+        "names, or 'auto' for every rule this cache can serve but the learned 'gate' and 'partner_gate' "
+        "(name them to add them: fitted per exit on the fit rows only) (default: --score alone; the other "
+        "methods use --score)",
         None,
         metavar="RULES",
     ),

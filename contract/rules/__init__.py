@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import ContractError
 from ._base import READS, ExitRule, RuleInputs, exit_partners, float32_cut, partner_exit
+from ._logistic import harmless
 
 __all__ = [
     "READS",
@@ -31,6 +32,7 @@ __all__ = [
     "exit_partners",
     "reads_partner",
     "topk_of_logits",
+    "harmless",
 ]
 
 _RULES: dict[str, type[ExitRule]] = {}
@@ -151,3 +153,4 @@ from . import energy  # noqa: E402,F401
 from . import gate  # noqa: E402,F401
 from . import agree  # noqa: E402,F401
 from . import ensemble  # noqa: E402,F401
+from . import partner_gate  # noqa: E402,F401

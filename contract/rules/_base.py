@@ -127,9 +127,9 @@ class ExitRule(ABC):
         """The closed interval every score lies in (thresholds are checked against it); with ``n_classes``
         None, the bounds that hold for any number of classes."""
 
-    def fit(self, inputs: RuleInputs, correct: np.ndarray) -> ExitRule:
-        """Learn parameters on the fit split (``correct`` ``(n,)`` bool: whether the exit's top-1 is right);
-        a rule without parameters learns nothing."""
+    def fit(self, inputs: RuleInputs, target: np.ndarray) -> ExitRule:
+        """Learn parameters on the fit split (``target`` ``(n,)`` bool: whether leaving at the exit is harmless,
+        :func:`contract.harmless`); a rule without parameters learns nothing."""
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -2,8 +2,9 @@
 dump stores it), the runtime (torch) and the bundle router (numpy + onnxruntime); identical decisions required.
 
 A new rule registered in ``contract/rules`` is picked up here with no change to this file (a rule with learned params,
-``gate``, is fitted per exit on the cache first and travels in the configurations; a rule reading its partner exit,
-``agree`` / ``ensemble``, is run at the exits that have one, with the partner enabled and not).
+``gate``, ``partner_gate``, is fitted per exit on the cache first and travels in the configurations; a rule reading
+its partner exit, ``agree`` / ``ensemble`` / ``partner_gate``, is run at the exits that have one, with the partner
+enabled and not).
 """
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ import torch
 
 from bundle import open_bundle
 from bundle.router import exit_scores as router_scores
-from contract import get_rule, list_rules, partner_exit, topk_of_logits
+from contract import get_rule, list_rules, partner_exit, reads_partner, topk_of_logits
 from data_cache import format as fmt
 from data_cache._base import CacheMeta, ExitInfo, UnitInfo
 from data_cache.memory import InMemoryCache
@@ -61,10 +62,10 @@ def test_every_rule_scores_and_decides_identically_on_every_side(name):
     problem = ExitProblem(cache, "search", score=name)       # a learned rule (gate) fitted here, per exit
     tested = 0
     for e in range(N_EXITS - 1):
-        rule = get_rule(name, problem.params[name][e]) if name in problem.params else get_rule(name)
         partner = partner_exit(cache.exits, e)
-        if "partner" in rule.reads and partner is None:
+        if reads_partner(name) and partner is None:
             continue   # refused by every side (tests/exits/test_runtime_partner.py, tests/bundle)
+        rule = get_rule(name, problem.params[name][e]) if name in problem.params else get_rule(name)
         tested += 1
         cached = problem.scores[e]
         theirs = z[partner] if "partner" in rule.reads else None   # the partner's logits (its head run here)
@@ -155,10 +156,10 @@ def test_every_rule_scores_from_a_graphs_topk_as_from_the_cache(name):
     problem = ExitProblem(cache, "search", score=name)
     ids, probs = np.asarray(cache.topk_ids("search")), np.asarray(cache.topk_probs("search"))
     for e in range(N_EXITS - 1):
-        rule = get_rule(name, problem.params[name][e]) if name in problem.params else get_rule(name)
         partner = partner_exit(cache.exits, e)
-        if "partner" in rule.reads and partner is None:
+        if reads_partner(name) and partner is None:
             continue
+        rule = get_rule(name, problem.params[name][e]) if name in problem.params else get_rule(name)
         theirs = None if partner is None else (ids[partner].T[:, :rule.k], probs[partner].T[:, :rule.k])
         inputs, pred = rule_inputs_from_topk(rule, probs[e].T, ids[e].T.astype(np.int64), z[e], theirs)
         np.testing.assert_array_equal(rule.score(inputs), problem.scores[e])

@@ -6,12 +6,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from contract import RuleInputs, partner_exit, reads_partner, rule_class
+from contract import RuleInputs, harmless, partner_exit, reads_partner, rule_class
+from data_cache.blocks import BlockReader
 from exits import attach_exits
 from exits.data import TensorDataset
 from exits.dump import dump_cache
 from search.export import build_export
 from search.problem import ExitProblem
+from search.scores import read_inputs
 
 __all__ = ["tiny_model", "tiny_splits", "dump", "safe_thresholds", "learned_params", "make_export", "certify"]
 
@@ -48,19 +50,27 @@ def safe_thresholds(scores: np.ndarray, quantile: float) -> float:
 
 
 def learned_params(cache, rules) -> dict:
-    """Params of the learned rules among ``rules`` (``gate``) at every early exit, fitted on the search and holdout
-    rows together (the tiny splits are too small to fit on one; these tests check scoring, not fitting)."""
+    """Params of the learned rules among ``rules`` (``gate``, ``partner_gate``) at every early exit (that has a partner,
+    for a rule reading it), fitted on the search and holdout rows together (the tiny splits are too small to fit on
+    one; these tests check scoring, not fitting)."""
     out = {}
+    splits = ("search", "holdout")
+    fields = ("topk_probs", "ids", "partner_ids", "partner_probs")
     for name in rules:
         rule = rule_class(name)()
         if not rule.learned:
             continue
         out[name] = {}
+        right = {s: np.asarray(cache.topk_ids(s))[:, 0] == np.asarray(cache.labels(s)) for s in splits}
         for e in range(len(cache.exits) - 1):
-            probs = np.concatenate([np.asarray(cache.topk_probs(s))[e, :rule.k].T for s in ("search", "holdout")])
-            right = np.concatenate([np.asarray(cache.topk_ids(s))[e, 0] == np.asarray(cache.labels(s))
-                                    for s in ("search", "holdout")])
-            out[name][e] = rule.fit(RuleInputs(topk_probs=np.ascontiguousarray(probs)), right).to_json()
+            if reads_partner(rule) and partner_exit(cache.exits, e) is None:
+                continue
+            with BlockReader() as reader:
+                got = [read_inputs(cache, s, rule, e, 0, cache.n_samples(s), reader) for s in splits]
+            inputs = RuleInputs(**{f: None if getattr(got[0], f) is None
+                                   else np.concatenate([getattr(g, f) for g in got]) for f in fields})
+            target = np.concatenate([harmless(right[s][e], right[s][-1]) for s in splits])
+            out[name][e] = rule.fit(inputs, target).to_json()
     return out
 
 

@@ -1,5 +1,6 @@
-"""The learned gate in the search: fitted per exit on the fit rows only, chosen per exit by dp, carried by the
-configurations and scored with their params everywhere else (never refitted); a gate that cannot fit is one line."""
+"""The learned gates in the search: fitted per exit on the fit rows only (to predict that leaving is harmless),
+chosen per exit by dp, carried by the configurations and scored with their params everywhere else (never refitted);
+a gate that cannot fit is one line."""
 from __future__ import annotations
 
 import copy
@@ -8,8 +9,9 @@ import json
 import numpy as np
 import pytest
 
-from contract import RuleInputs, float32_cut, get_rule
+from contract import RuleInputs, float32_cut, get_rule, harmless, partner_exit
 from contract.rules.gate import Gate
+from contract.rules.partner_gate import PartnerGate
 from data_cache import format as fmt
 from data_cache import open_cache, save_cache
 from data_cache.memory import InMemoryCache
@@ -32,6 +34,10 @@ def _right(cache, split: str, e: int) -> np.ndarray:
     return np.asarray(cache.topk_ids(split))[e, 0] == np.asarray(cache.labels(split))
 
 
+def _harmless(cache, split: str, e: int) -> np.ndarray:
+    return harmless(_right(cache, split, e), _right(cache, split, len(cache.exits) - 1))
+
+
 def test_gates_are_fitted_per_exit_on_the_fit_rows_and_scored_with_their_params():
     cache = make_synthetic_cache(1600, 3, seed=1)
     rows = np.arange(0, 800, 3)
@@ -39,7 +45,7 @@ def test_gates_are_fitted_per_exit_on_the_fit_rows_and_scored_with_their_params(
     assert sorted(problem.params["gate"]) == [0, 1, 2]                  # every early exit, not the final one
     for e in range(3):
         want = Gate().fit(RuleInputs(topk_probs=_inputs(cache, "search", e).topk_probs[rows]),
-                                    _right(cache, "search", e)[rows])
+                          _harmless(cache, "search", e)[rows])
         assert problem.params["gate"][e] == want.to_json()
         np.testing.assert_array_equal(problem.scores_of("gate")[e], want.score(_inputs(cache, "search", e)))
     holdout = problem.on_split("holdout")                               # never refitted on another split
@@ -48,13 +54,44 @@ def test_gates_are_fitted_per_exit_on_the_fit_rows_and_scored_with_their_params(
     np.testing.assert_array_equal(holdout.scores_of("gate")[1], gate.score(_inputs(cache, "holdout", 1)))
 
 
-def test_labels_outside_the_fit_rows_do_not_change_a_gate():
+def _partner_inputs(cache, split: str, e: int) -> RuleInputs:
+    """What ``partner_gate`` reads at exit ``e``: its top-2 and its partner's, with class ids."""
+    p = partner_exit(cache.exits, e)
+    ids, probs = np.asarray(cache.topk_ids(split)).astype(np.int64), np.asarray(cache.topk_probs(split))
+    return RuleInputs(np.ascontiguousarray(probs[e, :2].T), None, np.ascontiguousarray(ids[e, :2].T),
+                      np.ascontiguousarray(ids[p, :2].T), np.ascontiguousarray(probs[p, :2].T))
+
+
+def test_a_partner_gate_is_fitted_where_an_exit_has_a_partner_on_its_inputs_and_scored_with_its_params():
+    cache = make_synthetic_cache(1600, 3, seed=6)                        # one head type: exits 1 and 2 have partners
+    rows = np.arange(1, 800, 3)
+    problem = ExitProblem(cache, rules=("max_prob", "partner_gate"), fit_rows=rows)
+    assert sorted(problem.params["partner_gate"]) == [1, 2]
+    for e in (1, 2):
+        x = _partner_inputs(cache, "search", e)
+        fitted = RuleInputs(*(getattr(x, f)[rows] if getattr(x, f) is not None else None
+                              for f in ("topk_probs", "logits", "ids", "partner_ids", "partner_probs")))
+        want = PartnerGate().fit(fitted, _harmless(cache, "search", e)[rows])
+        assert problem.params["partner_gate"][e] == want.to_json()
+        np.testing.assert_array_equal(problem.scores_of("partner_gate")[e], want.score(x))
+    lowest = PartnerGate().threshold_range()[0]
+    assert (problem.scores_of("partner_gate")[0] == lowest).all()      # no partner: never leaves there
+    holdout = problem.on_split("holdout")
+    gate = get_rule("partner_gate", problem.params["partner_gate"][2])
+    want = gate.score(_partner_inputs(cache, "holdout", 2))
+    np.testing.assert_array_equal(holdout.scores_of("partner_gate")[2], want)
+
+
+@pytest.mark.parametrize("gate", ["gate", "partner_gate"])
+def test_labels_outside_the_fit_rows_do_not_change_a_gate(gate):
     cache = make_synthetic_cache(1600, 2, seed=2)
     rows = np.arange(0, 800, 2)
-    a = ExitProblem(cache, rules=RULES, fit_rows=rows).params
+    rules = ("max_prob", gate)
+    a = ExitProblem(cache, rules=rules, fit_rows=rows).params
+    assert a[gate]
     other = _relabelled(cache, np.arange(1, 800, 2))
-    assert ExitProblem(other, rules=RULES, fit_rows=rows).params == a
-    assert ExitProblem(other, rules=RULES).params != a                   # all rows: the labels matter
+    assert ExitProblem(other, rules=rules, fit_rows=rows).params == a
+    assert ExitProblem(other, rules=rules).params != a                   # all rows: the labels matter
 
 
 def _with_labels(cache: InMemoryCache, labels: np.ndarray) -> InMemoryCache:
@@ -149,11 +186,11 @@ def config_params_of(doc: dict) -> dict:
 def test_a_gate_that_cannot_fit_is_one_line_naming_the_exit_and_status_2(tmp_path, capsys):
     cache = make_synthetic_cache(1200, 2, seed=6)
     ids = np.asarray(cache.topk_ids("search"))
-    cache = _with_labels(cache, (ids[1, 0] + 1) % cache.n_classes)   # exit 1 wrong on every search row
+    cache = _with_labels(cache, ids[1, 0])                          # exit 1 right on every search row: harmless
     save_cache(tmp_path / "cache", cache)
     assert main([str(tmp_path / "cache"), "--methods", "dp", "--rules", "gate", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
-    assert "\n" not in err and err.startswith("error: ") and "exit blocks.1" in err and "wrong on all" in err, err
+    assert "\n" not in err and err.startswith("error: ") and "exit blocks.1" in err and "harmless on all" in err, err
     small = make_synthetic_cache(80, 2, seed=7)                        # 40 search rows: too few to fit
     save_cache(tmp_path / "small", small)
     assert main([str(tmp_path / "small"), "--methods", "dp", "--rules", "max_prob,gate", "--no-progress"]) == 2
@@ -165,7 +202,7 @@ def test_auto_leaves_the_gate_out_and_a_cache_with_k_1_cannot_serve_it():
     from search.scores import resolve_rules
 
     cache = make_synthetic_cache(400, 2, seed=8)
-    assert "gate" not in resolve_rules("auto", "max_prob", cache)
+    assert not {"gate", "partner_gate"} & set(resolve_rules("auto", "max_prob", cache))
     assert resolve_rules("gate", "max_prob", cache) == ("max_prob", "gate")
     with pytest.raises(SearchError, match="rule 'gate' .* top-2 probabilities and this cache stores k=1"):
         resolve_rules("gate", "max_prob", make_synthetic_cache(400, 2, k=1, seed=8), "--rules")
