@@ -1,4 +1,4 @@
-"""Rules that read the partner exit (``agree``, ``ensemble``): scores from the cache against a direct computation,
+"""Rules that read the partner exit (``agree``, ``ensemble``, ``partner_gate``): scores from the cache against a direct computation,
 the partner's head paid once on every evaluation path, exits without a partner never deciding, dp's choice against
 brute force, and the refusals."""
 from __future__ import annotations
@@ -107,10 +107,10 @@ def test_an_exit_without_partner_is_no_option_and_refuses_the_rule(problem):
         ExitConfig((0,), (0.5,), rules=("agree",)).check(problem.cache)
 
 
-@pytest.mark.parametrize("seed", [3, 4])
-def test_dp_over_partner_rules_reaches_the_brute_force_front(make_cache, chain, seed):
+@pytest.mark.parametrize("seed, rules, n", [(3, PAIR, 40), (4, PAIR, 40), (5, ("max_prob", "partner_gate"), 80)])
+def test_dp_over_partner_rules_reaches_the_brute_force_front(make_cache, chain, seed, rules, n):
     exits, units = chain(2)
-    problem = ExitProblem(make_cache(exits, units, n_samples=40, seed=seed), rules=PAIR)
+    problem = ExitProblem(make_cache(exits, units, n_samples=n, seed=seed), rules=rules)
     front = run_search(problem, create_engine("dp", max_configs=None, per_curve=1000))
     for c, F in zip(front.configs, front.F, strict=True):
         np.testing.assert_allclose(F, _direct(problem, c), atol=1e-12)
