@@ -12,6 +12,7 @@ never replaced by another rule.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterable, Mapping
 from typing import Any
@@ -51,7 +52,7 @@ def _gather(
 ) -> RuleInputs:
     """What ``rule`` reads at one exit for ``rows`` (sorted indices into ``split``), read chunk by chunk."""
     total = cache.n_samples(split)
-    fields = ("topk_probs", "logits", "ids", "partner_ids", "partner_probs")
+    fields = [f.name for f in dataclasses.fields(RuleInputs)]
     parts: dict[str, list[np.ndarray]] = {f: [] for f in fields}
     with BlockReader() as reader:
         for start in range(0, total, chunk_size):
