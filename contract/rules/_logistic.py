@@ -27,9 +27,8 @@ from ._base import ExitRule, RuleInputs
 __all__ = ["LogisticGate", "MIN_FIT_SAMPLES", "harmless"]
 
 MIN_FIT_SAMPLES = 50
-_L2 = (
-    1.0  # penalty on the standardised weights (not the bias): small against any sample that can fit
-)
+# penalty on the standardised weights (not the bias): small against any sample that can fit
+_L2 = 1.0
 _STEPS = 30
 
 
@@ -77,9 +76,8 @@ class LogisticGate(ExitRule):
             )
         f = self.feature_values(inputs)
         z = np.full(f.shape[0], self.b)
-        for i, w in enumerate(
-            self.w
-        ):  # a fixed order of float64 sums: the same number on every side
+        # a fixed order of float64 sums: the same number on every side
+        for i, w in enumerate(self.w):
             z += w * f[:, i]
         return (1.0 / (1.0 + np.exp(-np.clip(z, -700.0, 700.0)))).astype(np.float32)
 
