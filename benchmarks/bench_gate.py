@@ -7,7 +7,9 @@ fits each gate at every exit on the fit part alone (``ExitProblem(fit_rows=...)`
 (``max_prob`` alone, then ``max_prob`` and one gate chosen per exit, for each gate of ``--gates``, on the same
 draw), certifies the cheapest
 configuration within 0.5 and 1 point (Pareto Testing, the default bound and delta) and measures the answer on
-the whole population (the gate scored there with the params fitted on the draw's fit part).
+the whole population (the gate scored there with the params fitted on the draw's fit part). A draw whose fit part
+cannot fit a gate at some exit (one class only there: the search refuses it in one line) counts as ``max_prob``
+alone for that gate, what its user would run instead; ``unfitted_share`` says how often.
 
 Caches: the bundled demo, further real caches (``--real``) and the small synthetic cache S of ``bench_rules.py``.
 
@@ -31,7 +33,7 @@ from data_cache import open_cache  # noqa: E402
 from data_cache.bundled import bundled_cache_path  # noqa: E402
 from data_cache.cli_types import positive_int  # noqa: E402
 from data_cache.synthetic import make_synthetic_cache  # noqa: E402
-from search import ExitProblem  # noqa: E402
+from search import ExitProblem, SearchError  # noqa: E402
 from search.calibration import DEFAULT_FRACTION, Roles  # noqa: E402
 from search.engines.dp import DPEngine  # noqa: E402
 from search.pareto_testing import DEFAULT_DELTA, certify_drop  # noqa: E402
@@ -43,8 +45,13 @@ def _draw(population, single: ExitProblem, d: int, n_fit: int, n_cal: int, gates
     """One draw: every setting certified at every asked drop, measured on the population."""
     perm = np.random.default_rng([d, 23]).permutation(single.n_samples)[: n_fit + n_cal]
     fit_idx, cal_idx = np.sort(perm[:n_fit]), perm[n_fit:]
-    problems = {"max_prob": single} | {f"max_prob+{g}": ExitProblem(population, "pool", rules=("max_prob", g),
-                                                                      fit_rows=fit_idx) for g in gates}
+    problems, unfitted = {"max_prob": single}, set()
+    for g in gates:
+        try:
+            problems[f"max_prob+{g}"] = ExitProblem(population, "pool", rules=("max_prob", g), fit_rows=fit_idx)
+        except SearchError:  # the search refuses it (one class at an exit): the user runs max_prob alone
+            problems[f"max_prob+{g}"] = single
+            unfitted.add(f"max_prob+{g}")
     out = {}
     for label, problem in problems.items():
         roles = Roles(problem.take(fit_idx), problem.take(cal_idx), "search", DEFAULT_FRACTION, d)
@@ -57,6 +64,7 @@ def _draw(population, single: ExitProblem, d: int, n_fit: int, n_cal: int, gates
                 "saving": 1.0 - ev.relative_cost,
                 "drop": single.base.accuracy - ev.accuracy,
                 "uses_gate": any(r in GATES for r in ans.config.rule_names),
+                "unfitted": label in unfitted,
             }
     return out
 
@@ -77,8 +85,9 @@ def run_cache(name: str, cache, draws: int, gates: tuple[str, ...]) -> dict:
         for g in gates:
             label = f"max_prob+{g}"
             by = {lab: rows[(lab, asked)] for lab in ("max_prob", label)}
-            out.setdefault(f"asked_{100 * asked:g}_points", {})[g] = summarise(
+            out.setdefault(f"asked_{100 * asked:g}_points", {})[g] = summary = summarise(
                 by, "max_prob", label, asked, ("uses_gate", "answer_uses_gate_share"))
+            summary[label]["unfitted_share"] = float(np.mean([r["unfitted"] for r in by[label]]))
     return out
 
 
@@ -113,8 +122,8 @@ def main(argv=None) -> int:
                 print(f"  {100 * asked:g} point, {g}: saving max_prob {100 * a['max_prob']['mean_saving']:.2f}  "
                       f"with {g} {100 * mine['mean_saving']:.2f}  gain {a['gain_points_mean']:+.2f} "
                       f"+- {a['gain_points_se'] or 0:.2f} points; violations {a['max_prob']['violation_share']:.2f}"
-                      f" / {mine['violation_share']:.2f}; answers using it {mine['answer_uses_gate_share']:.2f}",
-                      flush=True)
+                      f" / {mine['violation_share']:.2f}; answers using it {mine['answer_uses_gate_share']:.2f}; "
+                      f"not fitted {mine['unfitted_share']:.2f}", flush=True)
     for g in gates:
         gains = [c[f"asked_{100 * a:g}_points"][g]["gain_points_mean"] for c in figures["caches"].values()
                  for a in ASKED]

@@ -88,7 +88,7 @@ def fit_params(
         except ContractError as exc:
             raise SearchError(
                 f"rule {name!r} cannot be fitted at exit {cache.exits[e].name} on {rows.size} fit rows of "
-                f"split {split!r}: {exc}"
+                f"split {split!r}: {exc} (leave {name!r} out of the rules)"
             ) from None
     return out
 

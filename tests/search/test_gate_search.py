@@ -191,6 +191,7 @@ def test_a_gate_that_cannot_fit_is_one_line_naming_the_exit_and_status_2(tmp_pat
     assert main([str(tmp_path / "cache"), "--methods", "dp", "--rules", "gate", "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and err.startswith("error: ") and "exit blocks.1" in err and "harmless on all" in err, err
+    assert "leave 'gate' out of the rules" in err
     small = make_synthetic_cache(80, 2, seed=7)                        # 40 search rows: too few to fit
     save_cache(tmp_path / "small", small)
     assert main([str(tmp_path / "small"), "--methods", "dp", "--rules", "max_prob,gate", "--no-progress"]) == 2
