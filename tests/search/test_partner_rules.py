@@ -1,6 +1,6 @@
-"""Rules that read the partner exit (``agree``, ``ensemble``, ``partner_gate``): scores from the cache against a direct computation,
-the partner's head paid once on every evaluation path, exits without a partner never deciding, dp's choice against
-brute force, and the refusals."""
+"""Rules that read the partner exit (``agree``, ``ensemble``, ``partner_gate``): scores from the cache against a
+direct computation, the partner's head paid once on every evaluation path, exits without a partner never deciding,
+dp's choice against brute force, and the refusals."""
 from __future__ import annotations
 
 import numpy as np
