@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._machine import save_results  # noqa: E402
 from benchmarks.bench_search import CACHES  # noqa: E402
+from contract import list_rules, rule_class  # noqa: E402
 from data_cache import format as fmt  # noqa: E402
 from data_cache import open_cache
 from data_cache.bundled import bundled_cache_path  # noqa: E402
@@ -156,6 +157,9 @@ def main(argv=None) -> int:
         for name, spec in CACHES.items():
             caches[name] = (make_synthetic_cache(**spec), args.big_draws)
     add = tuple(r for r in args.add.split(",") if r)
+    learned = [n for n in list_rules() if rule_class(n).learned]
+    if set(add) - set(learned):
+        parser.error(f"--add: {sorted(set(add) - set(learned))} are not learned rules; choose from {learned}")
     figures = {"delta": DEFAULT_DELTA, "asked_points": [100 * a for a in ASKED], "added": list(add), "caches": {}}
     for name, (cache, draws) in caches.items():
         print(name, flush=True)
