@@ -34,7 +34,7 @@ import numpy as np
 
 from contract import ContractError, ExitConfig, ExitRef, ExitTable, float32_cut
 from contract.costs import DEFAULT_COST_MODEL, CostModelError, get_cost_model
-from contract.schedule import Routed, Stage, route, route_one
+from contract.schedule import Routed, Stage, check_batching, route, route_one, route_parallel
 from contract.select import select_config
 
 from ._stages import OnnxStages, exit_scores
@@ -428,17 +428,28 @@ class BundleRouter:
         *,
         rebatch: bool = False,
         batch_size: int | None = None,
+        workers: int = 1,
     ) -> RouteResult:
         """Run an iterable of input batches (or ``(x, ...)`` tuples) and return the results of all their rows, in
         input order. ``rebatch=True`` (throughput serving): the samples still going on wait before each graph until
         ``batch_size`` of them (default: the first batch's size) are there, gathered from several input batches, so
-        every graph runs full batches; the rest runs when the input ends. The decisions are the same either way."""
-        if batch_size is not None and (
-            isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
-        ):
-            raise BundleError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+        every graph runs full batches; the rest runs when the input ends. ``workers=N`` (throughput serving on N
+        cores): N threads each run every N-th batch (re-batched among themselves with ``rebatch``); open the bundle
+        with ``threads=1`` so that each runs one. The decisions are the same either way."""
+        check_batching(batch_size, workers, BundleError)
         cfg = self.config if config is None else self._lookup(config)
         inputs = (self.check_input(b[0] if isinstance(b, tuple) else b) for b in batches)
+        if workers > 1:
+            return self._result(
+                route_parallel(
+                    self._stages_of(cfg),
+                    self._backend,
+                    list(inputs),
+                    workers,
+                    rebatch=rebatch,
+                    batch_size=batch_size,
+                )
+            )
         return self._result(
             route(
                 self._stages_of(cfg), self._backend, inputs, rebatch=rebatch, batch_size=batch_size

@@ -19,11 +19,14 @@ the survivors of several input batches wait before each stage until ``batch_size
 runs full batches; what is left runs when the input ends. Results come back per input row, in input order, the same
 decisions either way (each row's scores do not depend on the rows beside it, up to a kernel's last bits). A batch of
 one row under plain compaction runs the stages straight through until it leaves (nothing to compact).
+**Data-parallel** (:func:`route_parallel`): several workers, each running its share of the input batches as above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from itertools import accumulate
 from typing import Any, Protocol
@@ -32,7 +35,18 @@ import numpy as np
 
 from .rules import ExitRule, get_rule
 
-__all__ = ["Stage", "Backend", "Routed", "route", "route_one", "Payload", "restarted", "final_rule"]
+__all__ = [
+    "Stage",
+    "Backend",
+    "Routed",
+    "route",
+    "route_one",
+    "route_parallel",
+    "check_batching",
+    "Payload",
+    "restarted",
+    "final_rule",
+]
 
 Payload = tuple[np.ndarray, np.ndarray]
 """A partner's top-k ``(ids (n, k) int64, probs (n, k) float32)`` for the rows of a batch, as the cache stores them."""
@@ -259,6 +273,54 @@ def route_one(stages: list[Stage], backend: Backend, x: Any) -> Routed:
     serving at batch 1 calls this for every request)."""
     out = Routed.empty(1)
     _one_row(stages, backend, x, out, 0)
+    return out
+
+
+def check_batching(batch_size: Any, workers: Any, error: type[Exception]) -> None:
+    """``error`` (one line) unless ``batch_size`` is None or an integer >= 1 and ``workers`` an integer >= 1: the
+    runtime's and the router's ``run_batches`` check their options with it."""
+    for name, value, optional in (("batch_size", batch_size, True), ("workers", workers, False)):
+        if optional and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise error(f"{name} must be an integer >= 1 (got {value!r})")
+
+
+def route_parallel(
+    stages: list[Stage],
+    backend: Backend,
+    batches: list[Any],
+    workers: int,
+    *,
+    rebatch: bool = False,
+    batch_size: int | None = None,
+    context: Callable[[], AbstractContextManager[Any]] = nullcontext,
+) -> Routed:
+    """:func:`route` of ``batches`` on ``workers`` threads, each taking every ``workers``-th batch (its own stream,
+    re-batched within it when ``rebatch``); results in input order, the same decisions. Data-parallel throughput
+    serving: each worker should run one intra-op thread (the kernels release the GIL; the loop's steps take it).
+    ``context``: entered by each worker around its run (a thread-local mode the caller's thread is in)."""
+    sizes = [len(b) for b in batches]
+    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+    out = Routed.empty(int(starts[-1]))
+    shares = [list(range(w, len(batches), workers)) for w in range(min(workers, len(batches)))]
+
+    def run(share: list[int]) -> tuple[list[int], Routed]:
+        with context():
+            return share, route(
+                stages,
+                backend,
+                [batches[i] for i in share],
+                rebatch=rebatch,
+                batch_size=batch_size,
+                n_rows=sum(sizes[i] for i in share),
+            )
+
+    with ThreadPoolExecutor(len(shares) or 1) as pool:
+        for share, got in pool.map(run, shares):
+            rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in share])
+            for f in ("predictions", "exits", "scores", "costs"):
+                getattr(out, f)[rows] = getattr(got, f)
     return out
 
 

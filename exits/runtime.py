@@ -40,7 +40,7 @@ from torch import nn
 
 from contract import ContractError, ExitConfig
 from contract.costs import DEFAULT_COST_MODEL
-from contract.schedule import Routed, Stage, route, route_one
+from contract.schedule import Routed, Stage, check_batching, route, route_one, route_parallel
 from contract.select import select_config
 from search.export import EXPORT_FORMAT
 
@@ -233,20 +233,23 @@ class ExitRuntime:
             return self._result(route(self._stages_of(cfg), self._backend, [x], n_rows=len(x)))
 
     def run_batches(self, batches: Iterable[Any], config: str | int | ExitConfig | None = None, *,
-                    rebatch: bool = False, batch_size: int | None = None) -> RunResult:
+                    rebatch: bool = False, batch_size: int | None = None, workers: int = 1) -> RunResult:
         """Run an iterable of input batches (or ``(x, ...)`` tuples, as a ``DataLoader`` yields) and return the
         results of all their rows, in input order.
 
         ``rebatch=False``: each batch runs alone, as :meth:`run` does. ``rebatch=True`` (throughput serving): the
         samples still going on wait before each segment until ``batch_size`` of them (default: the first batch's
         size) are there, gathered from several input batches, so every segment runs full batches; the rest runs
-        when the input ends. The decisions are the same either way.
+        when the input ends. ``workers=N`` (throughput serving on N cores): N threads each run every N-th batch
+        (re-batched among themselves with ``rebatch``); give each one intra-op thread (``torch.set_num_threads(1)``).
+        The decisions are the same either way.
         """
-        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
-                                       or batch_size < 1):
-            raise RuntimeConfigError(f"batch_size must be an integer >= 1 (got {batch_size!r})")
+        check_batching(batch_size, workers, RuntimeConfigError)
         cfg = self.config if config is None else self._lookup(config)
         inputs = (self._input(b[0] if isinstance(b, (tuple, list)) else b) for b in batches)
+        if workers > 1:
+            return self._result(route_parallel(self._stages_of(cfg), self._backend, list(inputs), workers,
+                                               rebatch=rebatch, batch_size=batch_size, context=torch.inference_mode))
         with torch.inference_mode():
             return self._result(route(self._stages_of(cfg), self._backend, inputs, rebatch=rebatch,
                                       batch_size=batch_size))

@@ -1,5 +1,5 @@
 """Issue 18: ``ExitRuntime`` and ``BundleRouter`` answer the same calls with the same meaning: ``run``,
-``run_batches`` (plain and re-batching), ``select`` (budget and certified drop), ``set_config``, ``configs``,
+``run_batches`` (plain, re-batching, on several workers), ``select`` (budget and certified drop), ``set_config``, ``configs``,
 ``config``; the same refusals in the same words."""
 from __future__ import annotations
 
@@ -61,7 +61,9 @@ def test_the_same_choices(sides):
                                         (lambda s: s.select(budget=-1.0), "no configuration within relative cost"),
                                         (lambda s: s.set_config(99), "config index 99 out of range"),
                                         (lambda s: s.set_config("nope"), "no configuration with id 'nope'"),
-                                        (lambda s: s.run_batches([], batch_size=0), "batch_size must be")])
+                                        (lambda s: s.run_batches([], batch_size=0), "batch_size must be"),
+                                        (lambda s: s.run_batches([], workers=0), "workers must be an integer >= 1"),
+                                        (lambda s: s.run_batches([], workers=2.0), "workers must be an integer")])
 def test_the_same_refusals(sides, call, match):
     runtime, router, _ = sides
     for side in (runtime, router):
@@ -81,6 +83,24 @@ def test_the_same_runs_plain_and_rebatched(sides, rebatch):
         _same(got_t, whole)
         _same(got_r, whole)
         np.testing.assert_allclose(_np(got_t.scores), _np(whole.scores), atol=1e-6)
+
+
+@pytest.mark.parametrize("rebatch", [False, True])
+def test_several_workers_give_every_row_its_single_worker_result_in_input_order(sides, rebatch):
+    runtime, router, x = sides
+    sizes = [7, 8, 1, 8, 0, 8, 5]                                   # uneven, a one-row and an empty batch
+    cuts = np.cumsum([0] + sizes)
+    batches = [x[a:b] for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    for c in runtime.ids:
+        whole = runtime.run(x[:cuts[-1]], c)
+        for workers in (2, 3, 16):                                   # more workers than batches too
+            got_t = runtime.run_batches(batches, c, rebatch=rebatch, batch_size=8, workers=workers)
+            got_r = router.run_batches([b.numpy() for b in batches], c, rebatch=rebatch, batch_size=8,
+                                       workers=workers)
+            _same(got_t, whole)
+            _same(got_r, whole)
+            np.testing.assert_allclose(_np(got_t.scores), _np(whole.scores), atol=1e-6)
+    assert len(runtime.run_batches([], workers=2).exits) == len(router.run_batches([], workers=2).exits) == 0
 
 
 def test_run_loader_is_a_deprecated_name_of_run_batches(sides):

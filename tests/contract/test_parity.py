@@ -109,10 +109,12 @@ def test_every_rule_through_search_runtime_and_router_end_to_end(every_rule_bund
     x = splits["holdout"].images
     for rc, tc in zip(router.configs, runtime.configs, strict=True):
         want = ExitProblem(cache, "holdout", score=tc.score, rules=tc.rule_set, params=config_params([tc])).assign(tc)
-        for rebatch in (False, True):   # re-batching: survivors (and what a partner handed on) gathered
+        # re-batching: survivors (and what a partner handed on) gathered; on two workers, each its own stream
+        for rebatch, workers in ((False, 1), (True, 1), (True, 2)):
             batches = list(torch.split(x, 13))
-            got_runtime = runtime.run_batches(batches, tc, rebatch=rebatch, batch_size=16)
-            got_router = router.run_batches([b.numpy() for b in batches], rc, rebatch=rebatch, batch_size=16)
+            got_runtime = runtime.run_batches(batches, tc, rebatch=rebatch, batch_size=16, workers=workers)
+            got_router = router.run_batches([b.numpy() for b in batches], rc, rebatch=rebatch, batch_size=16,
+                                            workers=workers)
             np.testing.assert_array_equal(got_runtime.exits.numpy(), want)
             np.testing.assert_array_equal(got_router.exits, want)
             np.testing.assert_array_equal(got_router.predictions, got_runtime.predictions.numpy())
