@@ -22,7 +22,8 @@ import torch
 from contract.costs import MEASURED_COST_MODEL, get_cost_model
 
 __all__ = ["sync", "describe_machine", "spread", "timing_batches", "time_against_base", "CacheComparison",
-           "exit_fractions", "format_rows", "slower_at_batch1", "SPEED_COLUMNS", "add_timing_options"]
+           "exit_fractions", "format_rows", "slower_at_batch1", "SPEED_COLUMNS", "add_timing_options",
+           "workers_threads", "parallel_stream"]
 
 
 def sync(device: torch.device) -> None:
@@ -100,11 +101,13 @@ def _latencies(fn: Callable[[Any], Any], samples: Sequence[Any], device: torch.d
 
 def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timing_batches: Sequence[Any],
                       latency_samples: Sequence[Any], rounds: int, device: torch.device, *,
-                      stream: Callable[[Sequence[Any]], Any] | None = None) -> dict[str, Any]:
+                      stream: Callable[[Sequence[Any]], Any] | None = None,
+                      base_stream: Callable[[Sequence[Any]], Any] | None = None, workers: int = 1) -> dict[str, Any]:
     """Alternate ``rounds`` of ``base`` and ``fn`` after a warm-up: ``b64`` (median times over
     ``timing_batches``, throughputs, speedup, per round) and ``b1`` (per-sample latencies over
     ``latency_samples``: medians, means, speedups); each only when given inputs. ``stream``: the configuration
-    takes the timing batches as one stream (``stream(batches)``, re-batched serving) instead of ``fn`` per batch;
+    takes the timing batches as one stream (``stream(batches)``, re-batched or data-parallel serving) instead of
+    ``fn`` per batch, and ``base_stream`` the base model's (data-parallel: ``workers`` threads, recorded in ``b64``);
     ``b64`` then says ``"rebatch": true``."""
     res: dict[str, Any] = {}
     if timing_batches:
@@ -114,9 +117,12 @@ def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timi
                 fn(b)
         if stream is not None:
             stream(timing_batches[:2])
+        if base_stream is not None:
+            base_stream(timing_batches[:2])
         tb, tc = [], []
         for _ in range(rounds):
-            tb.append(_time_batches(base, timing_batches, device))
+            tb.append(_time_batches(base, timing_batches, device) if base_stream is None
+                      else _time_stream(base_stream, timing_batches, device))
             tc.append(_time_batches(fn, timing_batches, device) if stream is None
                       else _time_stream(stream, timing_batches, device))
         n = sum(len(b) for b in timing_batches)
@@ -124,7 +130,7 @@ def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timi
         res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
                       "base_throughput": n / mb, "throughput": n / mc, "speedup": mb / mc,
                       "speedup_per_round": [b / c for b, c in zip(tb, tc, strict=True)],
-                      "rebatch": stream is not None}
+                      "rebatch": stream is not None, "workers": workers}
     if latency_samples:
         for f in (base, fn):
             for x in latency_samples[:5]:
@@ -240,7 +246,12 @@ def format_rows(report: dict[str, Any], base: str, footnote: str, *,
                      f"{p['relative_cost']:>9.4f} {m['relative_cost']:>9.4f} {c['agreement']:>8.4%} "
                      f"{c['n_disagree_near_threshold']:>4} {c['mac_estimate_speedup']:>7.2f} {' '.join(speeds)}")
     lines.append(footnote)
-    if report.get("rebatch"):
+    workers = report.get("workers", 1)
+    if workers > 1:
+        lines.append(f"b64 x: served on {workers} workers of one thread each, every {workers}-th batch per worker "
+                     f"(run_batches(..., workers={workers}){', re-batched' if report.get('rebatch') else ''}); the "
+                     "base model the same way")
+    elif report.get("rebatch"):
         lines.append("b64 x: the configuration served re-batched (its batches as one stream, every segment on full "
                      "batches: run_batches(..., rebatch=True)); the base model batch by batch")
     table = report.get("cost_table")
@@ -283,6 +294,28 @@ def slower_at_batch1(entry: dict[str, Any], overhead: Callable[[dict[str, Any]],
             f"amortise against its {100 * (1 - entry['measured']['relative_cost']):.0f}% MAC saving; remedy: {REMEDY}")
 
 
+def workers_threads(workers: int, threads: int | None, error: type[Exception]) -> int | None:
+    """The intra-op threads of a run: one per worker with ``--workers`` above 1 (``error`` in one line when
+    ``--threads`` asks for more), else ``threads``."""
+    if workers == 1:
+        return threads
+    if threads not in (None, 1):
+        raise error(f"--workers {workers} runs one intra-op thread per worker; --threads {threads} asks for more "
+                    "(leave it out or give 1)")
+    return 1
+
+
+def parallel_stream(fn: Callable[[Any], Any], workers: int) -> Callable[[Sequence[Any]], Any]:
+    """``fn`` over a stream of batches on ``workers`` threads (the base model served data-parallel)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    def run(batches: Sequence[Any]) -> list[Any]:
+        with ThreadPoolExecutor(workers) as pool:
+            return list(pool.map(fn, batches))
+
+    return run
+
+
 def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:
     """The options both validation command lines share: batch size, what is timed and how, the tolerance."""
     from data_cache.cli_types import non_negative_float, positive_int
@@ -298,6 +331,10 @@ def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:
                         "wait before each segment until a full batch is there (run_batches(..., rebatch=True)); the "
                         "time prediction is the re-batched one (an export searched with search.pareto --rebatch "
                         "is validated this way without the flag)")
+    p.add_argument("--workers", type=positive_int, default=1,
+                   help="time throughput as data-parallel serving: N worker threads of one intra-op thread each, "
+                        "every N-th batch per worker (run_batches(..., workers=N)), the base model the same way "
+                        "(default 1: batch after batch on --threads threads)")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--tolerance", type=non_negative_float, default=tolerance,
                    help="a disagreement whose cached score is this close to a threshold counts as float rounding")

@@ -44,6 +44,7 @@ from ._validation_cli import (
     time_fields,
 )
 from ._validation_plot import MIN_ACCURACY_SPAN, plot_report
+from .errors import ExitsError
 from .measure import (
     SPEED_COLUMNS,
     CacheComparison,
@@ -51,9 +52,11 @@ from .measure import (
     describe_machine,
     exit_fractions,
     format_rows,
+    parallel_stream,
     spread,
     time_against_base,
     timing_batches,
+    workers_threads,
 )
 from .time_prediction import check_timeable, serves_rebatched, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, warning_lines
@@ -92,14 +95,18 @@ def _base_accuracy(runtime: ExitRuntime, loader: Any, labels: np.ndarray) -> flo
 
 def _config_entry(runtime: ExitRuntime, c: ExitConfig, loader: Any, comparison: CacheComparison,
                   base_counted: float, base_acc: float, timing: tuple[list[torch.Tensor], list[torch.Tensor], int],
-                  time_model: Any, rebatch: bool) -> dict[str, Any]:
+                  time_model: Any, rebatch: bool, workers: int = 1) -> dict[str, Any]:
     """Run ``c`` over ``loader`` with its MACs counted, compare it with the cache, time it against the base model
-    (``timing``: throughput batches, latency samples, rounds; ``rebatch``: served re-batched); its report entry."""
+    (``timing``: throughput batches, latency samples, rounds; ``rebatch``: served re-batched; ``workers``: served
+    data-parallel, the base model too); its report entry."""
     counted, result = _counted_macs(lambda: runtime.run_batches(loader, c, rebatch=rebatch))
     got_exit, got_pred = result.exits.numpy(), result.predictions.numpy()
     predicted, agreement = comparison.compare(c, got_exit, got_pred)
-    stream = (lambda bs: runtime.run_batches(bs, c, rebatch=True)) if rebatch else None
-    t = time_against_base(runtime.base_forward, lambda x: runtime.run(x, c), *timing, runtime.device, stream=stream)
+    stream = (lambda bs: runtime.run_batches(bs, c, rebatch=rebatch, workers=workers)) \
+        if rebatch or workers > 1 else None
+    t = time_against_base(runtime.base_forward, lambda x: runtime.run(x, c), *timing, runtime.device, stream=stream,
+                          base_stream=parallel_stream(runtime.base_forward, workers) if workers > 1 else None,
+                          workers=workers)
     n = comparison.n
     measured = {"accuracy": float(np.mean(got_pred == comparison.labels)),
                 "relative_cost": counted / n / base_counted,
@@ -120,13 +127,14 @@ def _config_entry(runtime: ExitRuntime, c: ExitConfig, loader: Any, comparison: 
 def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, split: str, cache: Any,
              timing_batches: list[torch.Tensor], latency_samples: list[torch.Tensor], rounds: int = 3,
              tolerance: float = 1e-6, progress: Callable[[str], None] | None = None,
-             time_model: Any = None, rebatch: bool = False) -> dict[str, Any]:
+             time_model: Any = None, rebatch: bool = False, workers: int = 1) -> dict[str, Any]:
     """Run ``configs`` (``contract.ExitConfig``) of ``runtime`` over ``loader`` (batches ``(x, labels, sample_index)``
     in the cache's row order) and time them against the base model; return the report dictionary.
 
     With ``time_model`` (``search.time_cost.TimeCostModel``; ``timing_batches`` then at its batch size) each
     configuration also gets its predicted speed-up against the measured one (``exits.time_prediction``).
-    ``rebatch``: the configurations run and are timed re-batched (``ExitRuntime.run_batches(..., rebatch=True)``)."""
+    ``rebatch``: the configurations run and are timed re-batched (``ExitRuntime.run_batches(..., rebatch=True)``);
+    ``workers``: their throughput is timed on that many worker threads, the base model's too (``workers=``)."""
     say = progress or (lambda msg: None)
     comparison = CacheComparison(cache, split, tolerance, runtime.objective)
     labels = comparison.labels
@@ -138,9 +146,9 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
     for c in configs:
         say(f"config {c.id}")
         reports.append(_config_entry(runtime, c, loader, comparison, base_counted, base_acc,
-                                     (timing_batches, latency_samples, rounds), time_model, rebatch))
+                                     (timing_batches, latency_samples, rounds), time_model, rebatch, workers))
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
-            "rebatch": rebatch,
+            "rebatch": rebatch, "workers": workers,
             "objective": runtime.objective, "cache": {"fingerprint": cache.fingerprint},
             "model": {"name": runtime.model.model_name, "fingerprint": runtime.model.fingerprint()},
             "machine": describe_machine(runtime.device), "rounds": rounds,
@@ -244,6 +252,7 @@ def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.
     target, lines = resolve_time_target(doc, cache, args.cost_table, runtime="eager", source=args.config,
                                         rebatch=args.rebatch)
     threads = args.threads or (target.threads if target is not None else None)
+    threads = workers_threads(args.workers, threads if args.workers == 1 else args.threads, ExitsError)
     if threads:
         torch.set_num_threads(threads)
     if target is not None:
@@ -343,8 +352,6 @@ def _main(argv: list[str] | None) -> int:
     from data_cache.cli_types import warn
     from data_cache.outputs import OutputError
 
-    from .errors import ExitsError
-
     say = progress_printer(args.quiet)
     try:
         outputs, kinds = _check_files(args)
@@ -362,7 +369,7 @@ def _main(argv: list[str] | None) -> int:
         report = validate(runtime, configs, loader, split=args.split, cache=cache, timing_batches=timing,
                           latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
                           time_model=target.model if target else None,
-                          rebatch=serves_rebatched(runtime.doc or {}, args.rebatch))
+                          rebatch=serves_rebatched(runtime.doc or {}, args.rebatch), workers=args.workers)
         if target is not None:
             report["cost_table"] = target.record()
         report.update(config_file=str(args.config), verified=runtime.verification.describe(), compile=args.compile,

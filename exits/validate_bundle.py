@@ -39,6 +39,7 @@ from ._validation_cli import (
     speed_fields,
     time_fields,
 )
+from .errors import ExitsError
 from .measure import (
     SPEED_COLUMNS,
     CacheComparison,
@@ -48,6 +49,7 @@ from .measure import (
     format_rows,
     time_against_base,
     timing_batches,
+    workers_threads,
 )
 from .time_prediction import check_timeable, serves_rebatched, time_summary
 from .validation_inputs import CALIBRATION_WARNING, open_searched_cache, split_rows, verify_table
@@ -59,19 +61,23 @@ _CPU = torch.device("cpu")
 
 
 def _timings(router: Any, config: Any, timing_batches: Sequence[np.ndarray], latency_samples: Sequence[np.ndarray],
-             rounds: int, rebatch: bool) -> dict[str, Any]:
-    """Alternate rounds of the base graph and ``config``: batch-64 throughput (re-batched: one stream), batch-1
-    median latency."""
-    stream = (lambda bs: router.run_batches(bs, config, rebatch=True)) if rebatch else None
+             rounds: int, rebatch: bool, workers: int = 1) -> dict[str, Any]:
+    """Alternate rounds of the base graph and ``config``: batch-64 throughput (re-batched or on ``workers`` threads:
+    one stream, the base graph's too on workers), batch-1 median latency."""
+    stream = (lambda bs: router.run_batches(bs, config, rebatch=rebatch, workers=workers)) \
+        if rebatch or workers > 1 else None
+    base_stream = (lambda bs: router.run_batches(bs, router.base_config, workers=workers)) if workers > 1 else None
     return time_against_base(lambda x: router.run(x, router.base_config), lambda x: router.run(x, config),
-                             timing_batches, latency_samples, rounds, _CPU, stream=stream)
+                             timing_batches, latency_samples, rounds, _CPU, stream=stream, base_stream=base_stream,
+                             workers=workers)
 
 
 def _config_entry(router: Any, c: Any, images: list[np.ndarray], comparison: CacheComparison,
                   timing: tuple[Sequence[np.ndarray], Sequence[np.ndarray], int], time_model: Any,
-                  rebatch: bool) -> dict[str, Any]:
+                  rebatch: bool, workers: int = 1) -> dict[str, Any]:
     """Run ``c`` over ``images``, compare it with the cache, time it against the base graph (``timing``:
-    throughput batches, latency samples, rounds; ``rebatch``: served re-batched); its report entry."""
+    throughput batches, latency samples, rounds; ``rebatch``: served re-batched; ``workers``: served on that many
+    threads, the base graph too); its report entry."""
     result = router.run_batches(images, c, rebatch=rebatch)
     predicted, agreement = comparison.compare(c, result.exits, result.predictions)
     measured = {"accuracy": float(np.mean(result.predictions == comparison.labels)),
@@ -85,7 +91,7 @@ def _config_entry(router: Any, c: Any, images: list[np.ndarray], comparison: Cac
         same = sum(int(o.exits[0] == e and o.predictions[0] == p)
                    for o, e, p in zip(ones, result.exits, result.predictions, strict=True))
         entry["batch1_graph"] = {"images": len(ones), "same_exit_and_prediction_as_batches": same}
-    t = _timings(router, c, *timing, rebatch)
+    t = _timings(router, c, *timing, rebatch, workers)
     entry.update(speed_fields(t, entry["mac_estimate_speedup"]))
     entry.update(time_fields(time_model, c, comparison, t, predicted))
     return entry
@@ -108,11 +114,12 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
                     split: str, cache: Any, timing_batches: Sequence[np.ndarray] = (),
                     latency_samples: Sequence[np.ndarray] = (), rounds: int = 3, tolerance: float = 1e-5,
                     progress: Callable[[str], None] | None = None, time_model: Any = None,
-                    rebatch: bool = False) -> dict[str, Any]:
+                    rebatch: bool = False, workers: int = 1) -> dict[str, Any]:
     """Run ``configs`` (``contract.ExitConfig``) of ``router`` over ``batches`` (``(images, labels)`` in the cache's
     row order of ``split``), time them against the base graph; return the report dictionary. With ``time_model``
     (``timing_batches`` then at its batch size) also the predicted against the measured speed-up; ``rebatch``:
-    the configurations run and are timed re-batched."""
+    the configurations run and are timed re-batched; ``workers``: their throughput (and the base graph's) is timed
+    on that many threads (``run_batches(..., workers=)``)."""
     say = progress or (lambda msg: None)
     comparison = CacheComparison(cache, split, tolerance, router.objective)
     labels = comparison.labels
@@ -125,10 +132,10 @@ def validate_bundle(router: Any, configs: Sequence[Any], batches: Sequence[tuple
     for c in configs:
         say(f"config {c.id}")
         reports.append(_config_entry(router, c, images, comparison, (timing_batches, latency_samples, rounds),
-                                     time_model, rebatch))
+                                     time_model, rebatch, workers))
     described = _bundle_fields(router)
     return {"format": REPORT_FORMAT, "split": split, "n_samples": comparison.n, "tolerance": tolerance,
-            "rebatch": rebatch, "objective": router.objective, "bundle": described["bundle"],
+            "rebatch": rebatch, "workers": workers, "objective": router.objective, "bundle": described["bundle"],
             "cache": {"fingerprint": cache.fingerprint}, "model": described["model"],
             "machine": described["machine"], "rounds": rounds,
             "base": {"predicted": {"accuracy": float(np.mean(cached_final == labels)), "relative_cost": 1.0},
@@ -213,6 +220,7 @@ def _open_router(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
                                         source=f"{args.bundle}: exitconfig",
                                         bundle_fingerprint=manifest.doc["fingerprint"], rebatch=args.rebatch)
     threads = args.threads or (target.threads if target is not None else None) or 1
+    threads = workers_threads(args.workers, threads if args.workers == 1 else args.threads, ExitsError) or 1
     # one-image calls as the table's profile ran them: through the batch-1 graph if it timed its paths
     one_graph = None if target is None else bool(target.table.of_kind("path"))
     router = open_bundle(args.bundle, threads=threads, one_graph=one_graph)
@@ -248,8 +256,6 @@ def _main(argv: list[str] | None) -> int:
     from data_cache.outputs import OutputError
     from data_cache.ownership import json_kind
 
-    from .errors import ExitsError
-
     kind = json_kind(REPORT_FORMAT)
     say = progress_printer(args.quiet)
     try:
@@ -269,7 +275,8 @@ def _main(argv: list[str] | None) -> int:
         report = validate_bundle(router, configs, batches, split=args.split, cache=cache, timing_batches=timing,
                                  latency_samples=latency, rounds=args.rounds, tolerance=args.tolerance, progress=say,
                                  time_model=target.model if target else None,
-                                 rebatch=serves_rebatched(router.manifest.exitconfig, args.rebatch))
+                                 rebatch=serves_rebatched(router.manifest.exitconfig, args.rebatch),
+                                 workers=args.workers)
         report["batch_size"] = args.batch_size
         if target is not None:
             report["cost_table"] = target.record()

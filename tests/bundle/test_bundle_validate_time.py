@@ -107,6 +107,19 @@ def test_rebatch_serves_the_bundle_re_batched_and_predicts_it(setup, capsys):
         assert c["agreement"] >= 0.99 and c["measured_speedup"] > 0   # results back per row, in input order
 
 
+def test_workers_time_the_bundle_and_its_base_graph_data_parallel(setup, capsys):
+    tmp, _, argv = setup
+    assert validate_main(argv + ["--workers", "3", "--report", str(tmp / "w.json")]) == 0
+    assert "served on 3 workers of one thread each" in capsys.readouterr().out
+    report = json.loads((tmp / "w.json").read_text())
+    assert report["workers"] == 3 and report["rebatch"] is False
+    for c in report["configs"]:
+        assert c["throughput_b64"]["workers"] == 3 and c["agreement"] >= 0.99 and c["throughput_b64"]["speedup"] > 0
+    assert validate_main(argv + ["--workers", "2", "--threads", "2", "--report", str(tmp / "w2.json")]) == 2
+    assert "--workers 2 runs one intra-op thread per worker" in capsys.readouterr().err
+    assert not (tmp / "w2.json").exists()
+
+
 def test_a_chosen_configurations_bundle_runs_fused_is_profiled_and_validated_and_never_searched_on(setup, capsys):
     """The bundle of one configuration runs every enabled head inside its segment graph; its own profile predicts
     it in the validation, and a search on that profile is refused in one line (it cannot time other

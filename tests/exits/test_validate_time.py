@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from _runtime_fixtures import fashion_dump, make_export
 
 from data_cache.cost_tables import read_cost_table
@@ -236,3 +237,21 @@ def test_rebatch_without_a_table_still_times_re_batched(setup):
     report = json.loads((tmp / "rb0.json").read_text())
     assert report["rebatch"] is True and "cost_table" not in report
     assert all(c["throughput_b64"]["rebatch"] is True for c in report["configs"])
+
+
+def test_workers_time_the_configuration_and_the_base_data_parallel_on_one_thread_each(setup, capsys):
+    tmp, base, _, _ = setup
+    torch.set_num_threads(2)                                         # the fixture restores it
+    assert main(["--config", str(tmp / "front.json"), "--workers", "2", "--rebatch", "--max-configs", "1",
+                 "--report", str(tmp / "w.json")] + base) == 0
+    assert torch.get_num_threads() == 1                              # one intra-op thread per worker
+    assert "served on 2 workers of one thread each" in capsys.readouterr().out
+    report = json.loads((tmp / "w.json").read_text())
+    assert report["workers"] == 2 and report["rebatch"] is True
+    for c in report["configs"]:
+        assert c["throughput_b64"]["workers"] == 2 and c["agreement"] == 1.0   # rows back in input order
+    assert main(["--config", str(tmp / "front.json"), "--workers", "2", "--threads", "2", "--max-configs", "1",
+                 "--report", str(tmp / "w2.json")] + base) == 2
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err and "--workers 2 runs one intra-op thread per worker; --threads 2" in err
+    assert not (tmp / "w2.json").exists()
