@@ -1,6 +1,6 @@
 """Issue 18: ``ExitRuntime`` and ``BundleRouter`` answer the same calls with the same meaning: ``run``,
-``run_batches`` (plain, re-batching, on several workers), ``select`` (budget and certified drop), ``set_config``, ``configs``,
-``config``; the same refusals in the same words."""
+``run_batches`` (plain, re-batching, on several workers), ``select`` (budget and certified drop), ``set_config``,
+``configs``, ``config``; the same refusals in the same words."""
 from __future__ import annotations
 
 import numpy as np
