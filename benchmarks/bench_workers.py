@@ -6,7 +6,8 @@ Each mode's base model runs the same way (intra-op: batch after batch on two thr
 running every other batch on one thread), so a configuration's speed-up is over the base model served alike. All
 cases of a runtime run in the same rounds, their order reversed every other round; medians over rounds of the time
 per image, speed-ups per round, then their median. The delivery of a case is its speed-up times the relative MACs
-(1.0: the MAC estimate delivered)::
+(1.0: the MAC estimate delivered). The base model and the plain configuration on one thread, batch after batch, give
+how each scales to the workers::
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_workers.py [--rounds 5] [--images 2048]
 
@@ -46,6 +47,8 @@ def _cases_eager(rt: Any, batches: list[Any], pool: ThreadPoolExecutor) -> dict[
         "intra-op: base": (WORKERS, lambda: [rt.base_forward(b) for b in batches]),
         "intra-op: plain": (WORKERS, lambda: rt.run_batches(batches, cfg)),
         "intra-op: re-batched": (WORKERS, lambda: rt.run_batches(batches, cfg, rebatch=True)),
+        "one thread: base": (1, lambda: [rt.base_forward(b) for b in batches]),
+        "one thread: plain": (1, lambda: rt.run_batches(batches, cfg)),
         "workers: base": (1, base_workers),
         "workers: plain": (1, lambda: rt.run_batches(batches, cfg, workers=WORKERS)),
         "workers: re-batched": (1, lambda: rt.run_batches(batches, cfg, rebatch=True, workers=WORKERS)),
@@ -59,6 +62,8 @@ def _cases_bundle(two: Any, one: Any, batches: list[Any]) -> dict[str, tuple[int
         "intra-op: base": (WORKERS, lambda: two.run_batches(batches, two.base_config)),
         "intra-op: plain": (WORKERS, lambda: two.run_batches(batches, c2)),
         "intra-op: re-batched": (WORKERS, lambda: two.run_batches(batches, c2, rebatch=True)),
+        "one thread: base": (1, lambda: one.run_batches(batches, one.base_config)),
+        "one thread: plain": (1, lambda: one.run_batches(batches, c1)),
         "workers: base": (1, lambda: one.run_batches(batches, one.base_config, workers=WORKERS)),
         "workers: plain": (1, lambda: one.run_batches(batches, c1, workers=WORKERS)),
         "workers: re-batched": (1, lambda: one.run_batches(batches, c1, rebatch=True, workers=WORKERS)),
@@ -94,6 +99,10 @@ def _summary(times: dict[str, list[float]], relative_macs: float) -> dict[str, A
             over_intra = statistics.median(b / c for b, c in zip(times["intra-op: base"], case, strict=True))
             out[f"{mode}: {kind}"] = {"speedup": speedup, "delivery": speedup * relative_macs,
                                       "speedup_over_intra_op_base": over_intra}
+    # how each scales from one thread to the workers (a one-thread time table assumes both alike)
+    out["workers_scaling"] = {kind: statistics.median(a / b for a, b in zip(times[f"one thread: {kind}"],
+                                                                            times[f"workers: {kind}"], strict=True))
+                              for kind in ("base", "plain")}
     return out
 
 
@@ -134,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
             c = r[case]
             print(f"  {case:22s} x{c['speedup']:.3f} over its base, delivery {c['delivery']:.3f} "
                   f"(x{c['speedup_over_intra_op_base']:.3f} over the intra-op base)")
+        s = r["workers_scaling"]
+        print(f"  2 workers over one thread: base x{s['base']:.3f}, configuration (plain) x{s['plain']:.3f}")
     print(f"load average {load_before[0]:.2f} -> {os.getloadavg()[0]:.2f}; relative MACs {relative_macs:.4f}")
     print(save_results("workers", results))
     return 0
