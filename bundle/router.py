@@ -434,8 +434,8 @@ class BundleRouter:
         input order. ``rebatch=True`` (throughput serving): the samples still going on wait before each graph until
         ``batch_size`` of them (default: the first batch's size) are there, gathered from several input batches, so
         every graph runs full batches; the rest runs when the input ends. ``workers=N`` (throughput serving on N
-        cores): N threads each run every N-th batch (re-batched among themselves with ``rebatch``); open the bundle
-        with ``threads=1`` so that each runs one. The decisions are the same either way."""
+        cores): N threads, each taking the next batch when free (re-batched among its own with ``rebatch``); open
+        the bundle with ``threads=1`` so that each runs one. The decisions are the same either way."""
         check_batching(batch_size, workers, BundleError)
         cfg = self.config if config is None else self._lookup(config)
         inputs = (self.check_input(b[0] if isinstance(b, tuple) else b) for b in batches)
@@ -444,7 +444,7 @@ class BundleRouter:
                 route_parallel(
                     self._stages_of(cfg),
                     self._backend,
-                    list(inputs),
+                    inputs,
                     workers,
                     rebatch=rebatch,
                     batch_size=batch_size,

@@ -19,16 +19,18 @@ the survivors of several input batches wait before each stage until ``batch_size
 runs full batches; what is left runs when the input ends. Results come back per input row, in input order, the same
 decisions either way (each row's scores do not depend on the rows beside it, up to a kernel's last bits). A batch of
 one row under plain compaction runs the stages straight through until it leaves (nothing to compact).
-**Data-parallel** (:func:`route_parallel`): several workers, each running its share of the input batches as above.
+**Data-parallel** (:func:`route_parallel`): several worker threads, each taking the next input batch when it is free
+and running its batches as above.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
-from itertools import accumulate
+from itertools import accumulate, chain
+from threading import Lock
 from typing import Any, Protocol
 
 import numpy as np
@@ -289,36 +291,49 @@ def check_batching(batch_size: Any, workers: Any, error: type[Exception]) -> Non
 def route_parallel(
     stages: list[Stage],
     backend: Backend,
-    batches: list[Any],
+    batches: Iterable[Any],
     workers: int,
     *,
     rebatch: bool = False,
     batch_size: int | None = None,
     context: Callable[[], AbstractContextManager[Any]] = nullcontext,
 ) -> Routed:
-    """:func:`route` of ``batches`` on ``workers`` threads, each taking every ``workers``-th batch (its own stream,
-    re-batched within it when ``rebatch``); results in input order, the same decisions. Data-parallel throughput
-    serving: each worker should run one intra-op thread (the kernels release the GIL; the loop's steps take it).
-    ``context``: entered by each worker around its run (a thread-local mode the caller's thread is in)."""
-    sizes = [len(b) for b in batches]
-    starts = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
-    out = Routed.empty(int(starts[-1]))
-    shares = [list(range(w, len(batches), workers)) for w in range(min(workers, len(batches)))]
+    """:func:`route` of ``batches`` on ``workers`` threads, each taking the next batch of the stream whenever it is
+    free (its own stream, re-batched within it when ``rebatch``, ``batch_size`` defaulting to the first batch's
+    size); results in input order, the same decisions. Data-parallel throughput serving: each worker should run one
+    intra-op thread (the kernels release the GIL; the loop's steps take it). ``context``: entered by each worker
+    around its run (a thread-local mode the caller's thread is in)."""
+    source = iter(batches)
+    if rebatch and batch_size is None:
+        first = next(source, None)
+        if first is None:
+            return Routed.empty(0)
+        batch_size, source = len(first), chain([first], source)
+    lock = Lock()
+    spans: list[tuple[int, int]] = []  # (first row, rows) of every batch taken, in input order
 
-    def run(share: list[int]) -> tuple[list[int], Routed]:
+    def pull(mine: list[int]) -> Iterator[Any]:
+        while True:
+            with lock:
+                b = next(source, None)
+                if b is None:
+                    return
+                mine.append(len(spans))
+                spans.append((spans[-1][0] + spans[-1][1] if spans else 0, len(b)))
+            yield b
+
+    def run(_: int) -> tuple[list[int], Routed]:
+        mine: list[int] = []
         with context():
-            return share, route(
-                stages,
-                backend,
-                [batches[i] for i in share],
-                rebatch=rebatch,
-                batch_size=batch_size,
-                n_rows=sum(sizes[i] for i in share),
-            )
+            got = route(stages, backend, pull(mine), rebatch=rebatch, batch_size=batch_size)
+        return mine, got
 
-    with ThreadPoolExecutor(len(shares) or 1) as pool:
-        for share, got in pool.map(run, shares):
-            rows = np.concatenate([np.arange(starts[i], starts[i + 1]) for i in share])
+    with ThreadPoolExecutor(workers) as pool:
+        done = list(pool.map(run, range(workers)))
+    out = Routed.empty(spans[-1][0] + spans[-1][1] if spans else 0)
+    for mine, got in done:
+        if mine:
+            rows = np.concatenate([np.arange(spans[i][0], spans[i][0] + spans[i][1]) for i in mine])
             for f in ("predictions", "exits", "scores", "costs"):
                 getattr(out, f)[rows] = getattr(got, f)
     return out

@@ -248,7 +248,7 @@ def format_rows(report: dict[str, Any], base: str, footnote: str, *,
     lines.append(footnote)
     workers = report.get("workers", 1)
     if workers > 1:
-        lines.append(f"b64 x: served on {workers} workers of one thread each, every {workers}-th batch per worker "
+        lines.append(f"b64 x: served on {workers} workers of one thread each, each taking the next batch when free "
                      f"(run_batches(..., workers={workers}){', re-batched' if report.get('rebatch') else ''}); the "
                      "base model the same way")
     elif report.get("rebatch"):
@@ -333,8 +333,8 @@ def add_timing_options(p: argparse.ArgumentParser, *, tolerance: float) -> None:
                         "is validated this way without the flag)")
     p.add_argument("--workers", type=positive_int, default=1,
                    help="time throughput as data-parallel serving: N worker threads of one intra-op thread each, "
-                        "every N-th batch per worker (run_batches(..., workers=N)), the base model the same way "
-                        "(default 1: batch after batch on --threads threads)")
+                        "each taking the next batch when free (run_batches(..., workers=N)), the base model the same "
+                        "way (default 1: batch after batch on --threads threads)")
     p.add_argument("--no-latency", action="store_true", help="skip the batch-1 latency measurement")
     p.add_argument("--tolerance", type=non_negative_float, default=tolerance,
                    help="a disagreement whose cached score is this close to a threshold counts as float rounding")

@@ -240,15 +240,16 @@ class ExitRuntime:
         ``rebatch=False``: each batch runs alone, as :meth:`run` does. ``rebatch=True`` (throughput serving): the
         samples still going on wait before each segment until ``batch_size`` of them (default: the first batch's
         size) are there, gathered from several input batches, so every segment runs full batches; the rest runs
-        when the input ends. ``workers=N`` (throughput serving on N cores): N threads each run every N-th batch
-        (re-batched among themselves with ``rebatch``); give each one intra-op thread (``torch.set_num_threads(1)``).
+        when the input ends. ``workers=N`` (throughput serving on N cores): N threads, each taking the next batch
+        when free (re-batched among its own with ``rebatch``); give each one intra-op thread
+        (``torch.set_num_threads(1)``).
         The decisions are the same either way.
         """
         check_batching(batch_size, workers, RuntimeConfigError)
         cfg = self.config if config is None else self._lookup(config)
         inputs = (self._input(b[0] if isinstance(b, (tuple, list)) else b) for b in batches)
         if workers > 1:
-            return self._result(route_parallel(self._stages_of(cfg), self._backend, list(inputs), workers,
+            return self._result(route_parallel(self._stages_of(cfg), self._backend, inputs, workers,
                                                rebatch=rebatch, batch_size=batch_size, context=torch.inference_mode))
         with torch.inference_mode():
             return self._result(route(self._stages_of(cfg), self._backend, inputs, rebatch=rebatch,

@@ -94,9 +94,9 @@ def test_several_workers_give_every_row_its_single_worker_result_in_input_order(
     for c in runtime.ids:
         whole = runtime.run(x[:cuts[-1]], c)
         for workers in (2, 3, 16):                                   # more workers than batches too
-            got_t = runtime.run_batches(batches, c, rebatch=rebatch, batch_size=8, workers=workers)
-            got_r = router.run_batches([b.numpy() for b in batches], c, rebatch=rebatch, batch_size=8,
-                                       workers=workers)
+            got_t = runtime.run_batches(iter(batches), c, rebatch=rebatch, batch_size=8, workers=workers)
+            got_r = router.run_batches((b.numpy() for b in batches), c, rebatch=rebatch,   # a stream, read as it goes
+                                       batch_size=None if workers == 2 else 8, workers=workers)
             _same(got_t, whole)
             _same(got_r, whole)
             np.testing.assert_allclose(_np(got_t.scores), _np(whole.scores), atol=1e-6)
