@@ -23,7 +23,7 @@ from contract.costs import MEASURED_COST_MODEL, get_cost_model
 
 __all__ = ["sync", "describe_machine", "spread", "timing_batches", "time_against_base", "CacheComparison",
            "exit_fractions", "format_rows", "slower_at_batch1", "SPEED_COLUMNS", "add_timing_options",
-           "workers_threads", "parallel_stream"]
+           "workers_threads", "workers_line", "parallel_stream"]
 
 
 def sync(device: torch.device) -> None:
@@ -303,6 +303,13 @@ def workers_threads(workers: int, threads: int | None, error: type[Exception]) -
         raise error(f"--workers {workers} runs one intra-op thread per worker; --threads {threads} asks for more "
                     "(leave it out or give 1)")
     return 1
+
+
+def workers_line(workers: int, threads: int) -> str:
+    """The warning a time prediction on ``workers`` gets: it is the one-thread table's."""
+    return (f"--workers {workers}: the predicted speed-up is the {threads}-thread cost table's, which assumes the "
+            "base model and the configuration gain alike from the workers (the eager configuration gains less: "
+            "docs/runtime.md, 'Data-parallel workers')")
 
 
 def parallel_stream(fn: Callable[[Any], Any], workers: int) -> Callable[[Sequence[Any]], Any]:

@@ -56,6 +56,7 @@ from .measure import (
     spread,
     time_against_base,
     timing_batches,
+    workers_line,
     workers_threads,
 )
 from .time_prediction import check_timeable, serves_rebatched, time_summary
@@ -259,6 +260,8 @@ def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.
         info = describe_machine(device)
         lines += tuple(machine_lines(target, Machine(str(device), info.get("gpu", info["cpu"]),
                                                      torch.get_num_threads())))
+        if args.workers > 1:
+            lines += (workers_line(args.workers, target.threads),)
     for line in lines:
         warn(line)
     return target

@@ -49,6 +49,7 @@ from .measure import (
     format_rows,
     time_against_base,
     timing_batches,
+    workers_line,
     workers_threads,
 )
 from .time_prediction import check_timeable, serves_rebatched, time_summary
@@ -226,6 +227,8 @@ def _open_router(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     router = open_bundle(args.bundle, threads=threads, one_graph=one_graph)
     if target is not None:
         lines += tuple(machine_lines(target, Machine("cpu", describe_machine(_CPU)["cpu"], threads)))
+        if args.workers > 1:
+            lines += (workers_line(args.workers, target.threads),)
     for line in lines:
         warn(line)
     verification = verify_table(router.manifest.doc["exitconfig"], cache, source=f"{args.bundle}: exitconfig",

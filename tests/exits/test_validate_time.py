@@ -250,6 +250,12 @@ def test_workers_time_the_configuration_and_the_base_data_parallel_on_one_thread
     assert report["workers"] == 2 and report["rebatch"] is True
     for c in report["configs"]:
         assert c["throughput_b64"]["workers"] == 2 and c["agreement"] == 1.0   # rows back in input order
+    # with a cost table: the one-thread table's prediction, flagged in one warning line
+    assert main(["--config", str(tmp / "front.json"), "--workers", "2", "--cost-table", "cpu-t1", "--max-configs",
+                 "1", "--report", str(tmp / "wt.json")] + base) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "--workers 2: the predicted speed-up" in ln]
+    assert len(warned) == 1 and warned[0].startswith("warning: ") and "1-thread cost table" in warned[0]
+    assert all("predicted_speedup" in c for c in json.loads((tmp / "wt.json").read_text())["configs"])
     assert main(["--config", str(tmp / "front.json"), "--workers", "2", "--threads", "2", "--max-configs", "1",
                  "--report", str(tmp / "w2.json")] + base) == 2
     err = capsys.readouterr().err.strip()
