@@ -305,11 +305,11 @@ def workers_threads(workers: int, threads: int | None, error: type[Exception]) -
     return 1
 
 
-def workers_line(workers: int, threads: int) -> str:
+def workers_line(workers: int, threads: int | None) -> str:
     """The warning a time prediction on ``workers`` gets: it is the one-thread table's."""
-    return (f"--workers {workers}: the predicted speed-up is the {threads}-thread cost table's, which assumes the "
-            "base model and the configuration gain alike from the workers (the eager configuration gains less: "
-            "docs/runtime.md, 'Data-parallel workers')")
+    return (f"--workers {workers}: the predicted speed-up is the {threads or 'default'}-thread cost table's, which "
+            "assumes the base model and the configuration gain alike from the workers (the eager configuration "
+            "gains less: docs/runtime.md, 'Data-parallel workers')")
 
 
 def parallel_stream(fn: Callable[[Any], Any], workers: int) -> Callable[[Sequence[Any]], Any]:
