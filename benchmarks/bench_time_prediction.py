@@ -202,7 +202,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                         rel_macs = holdout.evaluate_one(config).relative_cost
                         with torch.inference_mode():
                             t = time_against_base(base_fn, fn, inputs, [], rounds, cpu,
-                                                  stream=stream if rebatch else None)["b64"]
+                                                  stream=stream if rebatch else None, rebatch=rebatch)["b64"]
                         row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch,
                                "rebatch": rebatch, "bundle": None if runtime == "eager" else deployed,
                                "config": by_rule[(tuple(config.exits), tuple(config.thresholds))],

@@ -22,7 +22,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -36,20 +35,19 @@ BATCH = 64
 WORKERS = 2
 
 
-def _cases_eager(rt: Any, batches: list[Any], pool: ThreadPoolExecutor) -> dict[str, tuple[int, Callable[[], Any]]]:
+def _cases_eager(rt: Any, batches: list[Any]) -> dict[str, tuple[int, Callable[[], Any]]]:
     """Case name -> (intra-op threads, run over every batch)."""
+    from exits.measure import parallel_stream
+
     cfg = rt.configs[0]
-
-    def base_workers() -> None:  # base_forward enters inference mode in its own thread
-        list(pool.map(rt.base_forward, batches))
-
+    base_workers = parallel_stream(rt.base_forward, WORKERS)  # as exits.validate --workers times the base model
     return {
         "intra-op: base": (WORKERS, lambda: [rt.base_forward(b) for b in batches]),
         "intra-op: plain": (WORKERS, lambda: rt.run_batches(batches, cfg)),
         "intra-op: re-batched": (WORKERS, lambda: rt.run_batches(batches, cfg, rebatch=True)),
         "one thread: base": (1, lambda: [rt.base_forward(b) for b in batches]),
         "one thread: plain": (1, lambda: rt.run_batches(batches, cfg)),
-        "workers: base": (1, base_workers),
+        "workers: base": (1, lambda: base_workers(batches)),
         "workers: plain": (1, lambda: rt.run_batches(batches, cfg, workers=WORKERS)),
         "workers: re-batched": (1, lambda: rt.run_batches(batches, cfg, rebatch=True, workers=WORKERS)),
     }
@@ -126,8 +124,7 @@ def main(argv: list[str] | None = None) -> int:
                                "batch": BATCH, "workers": WORKERS, "images": len(x), "rounds": args.rounds,
                                "torch": torch.__version__}
     rt = ExitRuntime(model, doc, cache=cache, check_inputs=False)
-    with ThreadPoolExecutor(WORKERS) as pool:
-        results["eager"] = _summary(_measure(_cases_eager(rt, batches, pool), args.rounds, len(x)), relative_macs)
+    results["eager"] = _summary(_measure(_cases_eager(rt, batches), args.rounds, len(x)), relative_macs)
     with tempfile.TemporaryDirectory() as tmp:
         export_bundle(model, doc, Path(tmp) / "bundle", cache=cache, exporter="torchscript", announce=False)
         two, one = open_bundle(Path(tmp) / "bundle", threads=WORKERS), open_bundle(Path(tmp) / "bundle", threads=1)

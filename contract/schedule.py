@@ -124,7 +124,7 @@ class Routed:
         """Room for at least ``n`` rows (doubling)."""
         if n > len(self.exits):
             size = max(n, 2 * len(self.exits))
-            for f in ("predictions", "exits", "scores", "costs"):
+            for f in _ROUTED_FIELDS:
                 old = getattr(self, f)
                 new = np.empty(size, old.dtype)
                 new[: len(old)] = old
@@ -132,6 +132,14 @@ class Routed:
 
     def cut(self, n: int) -> Routed:
         return Routed(self.predictions[:n], self.exits[:n], self.scores[:n], self.costs[:n])
+
+    def put(self, rows: np.ndarray, other: Routed) -> None:
+        """``other``'s rows, in order, at rows ``rows`` of this one."""
+        for f in _ROUTED_FIELDS:
+            getattr(self, f)[rows] = getattr(other, f)
+
+
+_ROUTED_FIELDS = ("predictions", "exits", "scores", "costs")
 
 
 @dataclass
@@ -281,9 +289,12 @@ def route_one(stages: list[Stage], backend: Backend, x: Any) -> Routed:
 def check_batching(batch_size: Any, workers: Any, error: type[Exception]) -> None:
     """``error`` (one line) unless ``batch_size`` is None or an integer >= 1 and ``workers`` an integer >= 1: the
     runtime's and the router's ``run_batches`` check their options with it."""
-    for name, value, optional in (("batch_size", batch_size, True), ("workers", workers, False)):
-        if optional and value is None:
-            continue
+    checked = (
+        [("workers", workers)]
+        if batch_size is None
+        else [("batch_size", batch_size), ("workers", workers)]
+    )
+    for name, value in checked:
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise error(f"{name} must be an integer >= 1 (got {value!r})")
 
@@ -333,9 +344,10 @@ def route_parallel(
     out = Routed.empty(spans[-1][0] + spans[-1][1] if spans else 0)
     for mine, got in done:
         if mine:
-            rows = np.concatenate([np.arange(spans[i][0], spans[i][0] + spans[i][1]) for i in mine])
-            for f in ("predictions", "exits", "scores", "costs"):
-                getattr(out, f)[rows] = getattr(got, f)
+            out.put(
+                np.concatenate([np.arange(spans[i][0], spans[i][0] + spans[i][1]) for i in mine]),
+                got,
+            )
     return out
 
 

@@ -102,13 +102,14 @@ def _latencies(fn: Callable[[Any], Any], samples: Sequence[Any], device: torch.d
 def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timing_batches: Sequence[Any],
                       latency_samples: Sequence[Any], rounds: int, device: torch.device, *,
                       stream: Callable[[Sequence[Any]], Any] | None = None,
-                      base_stream: Callable[[Sequence[Any]], Any] | None = None, workers: int = 1) -> dict[str, Any]:
+                      base_stream: Callable[[Sequence[Any]], Any] | None = None, rebatch: bool = False,
+                      workers: int = 1) -> dict[str, Any]:
     """Alternate ``rounds`` of ``base`` and ``fn`` after a warm-up: ``b64`` (median times over
     ``timing_batches``, throughputs, speedup, per round) and ``b1`` (per-sample latencies over
     ``latency_samples``: medians, means, speedups); each only when given inputs. ``stream``: the configuration
     takes the timing batches as one stream (``stream(batches)``, re-batched or data-parallel serving) instead of
-    ``fn`` per batch, and ``base_stream`` the base model's (data-parallel: ``workers`` threads, recorded in ``b64``);
-    ``b64`` then says ``"rebatch": true``."""
+    ``fn`` per batch, and ``base_stream`` the base model's; ``b64`` records how the stream is served (``rebatch``,
+    ``workers``)."""
     res: dict[str, Any] = {}
     if timing_batches:
         for b in timing_batches[:2]:
@@ -130,7 +131,7 @@ def time_against_base(base: Callable[[Any], Any], fn: Callable[[Any], Any], timi
         res["b64"] = {"n_samples": n, "batch_size": len(timing_batches[0]), "base_s": mb, "config_s": mc,
                       "base_throughput": n / mb, "throughput": n / mc, "speedup": mb / mc,
                       "speedup_per_round": [b / c for b, c in zip(tb, tc, strict=True)],
-                      "rebatch": stream is not None, "workers": workers}
+                      "rebatch": rebatch, "workers": workers}
     if latency_samples:
         for f in (base, fn):
             for x in latency_samples[:5]:

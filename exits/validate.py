@@ -107,7 +107,7 @@ def _config_entry(runtime: ExitRuntime, c: ExitConfig, loader: Any, comparison: 
         if rebatch or workers > 1 else None
     t = time_against_base(runtime.base_forward, lambda x: runtime.run(x, c), *timing, runtime.device, stream=stream,
                           base_stream=parallel_stream(runtime.base_forward, workers) if workers > 1 else None,
-                          workers=workers)
+                          rebatch=rebatch, workers=workers)
     n = comparison.n
     measured = {"accuracy": float(np.mean(got_pred == comparison.labels)),
                 "relative_cost": counted / n / base_counted,

@@ -70,7 +70,7 @@ def _timings(router: Any, config: Any, timing_batches: Sequence[np.ndarray], lat
     base_stream = (lambda bs: router.run_batches(bs, router.base_config, workers=workers)) if workers > 1 else None
     return time_against_base(lambda x: router.run(x, router.base_config), lambda x: router.run(x, config),
                              timing_batches, latency_samples, rounds, _CPU, stream=stream, base_stream=base_stream,
-                             workers=workers)
+                             rebatch=rebatch, workers=workers)
 
 
 def _config_entry(router: Any, c: Any, images: list[np.ndarray], comparison: CacheComparison,

@@ -115,6 +115,7 @@ def test_workers_time_the_bundle_and_its_base_graph_data_parallel(setup, capsys)
     assert report["workers"] == 3 and report["rebatch"] is False
     for c in report["configs"]:
         assert c["throughput_b64"]["workers"] == 3 and c["agreement"] >= 0.99 and c["throughput_b64"]["speedup"] > 0
+        assert c["throughput_b64"]["rebatch"] is False              # data-parallel, not re-batched
     assert validate_main(argv + ["--workers", "2", "--cost-table", "ort-t1", "--report", str(tmp / "wt.json")]) == 0
     assert "warning: --workers 2: the predicted speed-up is the 1-thread cost table's" in capsys.readouterr().err
     assert all("predicted_speedup" in c for c in json.loads((tmp / "wt.json").read_text())["configs"])
