@@ -12,6 +12,9 @@ round); per cell the script prints the median delivery of each tree and the medi
 
     OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_delivery.py [--baseline-rev REV] [--rounds 5]
 
+``--compile`` times ``ExitRuntime(..., compile=True)`` (its base model compiled too; every timing shape compiled in
+a pass before the timing) instead of the eager runtime and the bundle.
+
 Writes ``benchmarks/results/delivery.json`` (``--out``; machine, load average per round).
 """
 from __future__ import annotations
@@ -55,7 +58,8 @@ def certified_demo() -> tuple[Any, Any, Any, Any, float, dict[str, Any]]:
     return cache, model, x, config, relative_macs, doc
 
 
-def worker(tree: Path, threads: list[int], batches: list[int], inner: int, images: int) -> dict[str, Any]:
+def worker(tree: Path, threads: list[int], batches: list[int], inner: int, images: int,
+           compile: bool = False) -> dict[str, Any]:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     sys.path.insert(0, str(tree))
     import torch
@@ -68,21 +72,26 @@ def worker(tree: Path, threads: list[int], batches: list[int], inner: int, image
     cache, model, x, config, relative_macs, doc = certified_demo()
     cells: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        export_bundle(model, doc, Path(tmp) / "bundle", cache=cache, exporter="torchscript", announce=False)
+        if not compile:
+            export_bundle(model, doc, Path(tmp) / "bundle", cache=cache, exporter="torchscript",
+                          announce=False)
         for t in threads:
             torch.set_num_threads(t)
-            rt = ExitRuntime(model, doc, cache=cache, check_inputs=False)
-            router = open_bundle(Path(tmp) / "bundle", threads=t)
+            rt = ExitRuntime(model, doc, cache=cache, check_inputs=False, compile=compile)
             runners = {  # (base, configuration, input conversion), the loop's objects bound
-                "eager": (rt.base_forward, lambda b, rt=rt: rt.run(b, rt.configs[0]), lambda b: b),
-                "bundle": (lambda b, r=router: r.run(b, r.base_config),
-                           lambda b, r=router: r.run(b, r.configs[0]), lambda b: b.numpy()),
-            }
+                "compiled" if compile else "eager": (rt.base_forward, lambda b, rt=rt: rt.run(b, rt.configs[0]),
+                                                     lambda b: b)}
+            if not compile:
+                router = open_bundle(Path(tmp) / "bundle", threads=t)
+                runners["bundle"] = (lambda b, r=router: r.run(b, r.base_config),
+                                     lambda b, r=router: r.run(b, r.configs[0]), lambda b: b.numpy())
             for name, (base, run, convert) in runners.items():
                 for batch in batches:
                     n = images if batch > 1 else max(64, images // 8)
                     inputs = [convert(b) for b in timing_batches(x, batch, n)]
                     with torch.inference_mode():
+                        for b in inputs if compile else ():   # every shape compiled before the timing
+                            base(b), run(b)
                         r = time_against_base(base, run, inputs, [], inner, torch.device("cpu"))["b64"]
                     cells[f"{name} t{t} b{batch}"] = {
                         "speedup": r["speedup"], "delivery": r["speedup"] * relative_macs,
@@ -106,7 +115,7 @@ def _baseline_tree(rev: str, into: Path) -> Path:
 def _run_worker(tree: Path, args: argparse.Namespace) -> dict[str, Any]:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", str(tree), "--threads",
            *map(str, args.threads), "--batches", *map(str, args.batches), "--inner", str(args.inner),
-           "--images", str(args.images)]
+           "--images", str(args.images)] + (["--compile"] if args.compile else [])
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PYTHONPATH": str(tree)}
     out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env, cwd=tree).stdout
     return json.loads(out.strip().splitlines()[-1])
@@ -120,11 +129,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--batches", type=int, nargs="+", default=[1, 64])
     ap.add_argument("--images", type=int, default=2048, help="images per timing pass (batch 1: an eighth)")
+    ap.add_argument("--compile", action="store_true",
+                    help="the eager runtime with compile=True (base and configuration compiled; no bundle)")
     ap.add_argument("--out", default="delivery", help="results file name under benchmarks/results/ (no suffix)")
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.threads, args.batches, args.inner, args.images)))
+        print(json.dumps(worker(args.worker, args.threads, args.batches, args.inner, args.images,
+                                           args.compile)))
         return 0
 
     sys.path.insert(0, str(ROOT))
@@ -153,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'cell':<16}" + "".join(f"{k:>16}" for k in table[cells[0]]))
     for cell, row in table.items():
         print(f"{cell:<16}" + "".join(f"{v:>16.3f}" for v in row.values()))
-    path = save_results(args.out, {"baseline_rev": args.baseline_rev, "rounds": args.rounds, "inner": args.inner,
+    path = save_results(args.out, {"baseline_rev": args.baseline_rev, "compile": args.compile,
+                                     "rounds": args.rounds, "inner": args.inner,
                                      "table": table, "runs": runs})
     print(f"saved {path}")
     return 0

@@ -93,7 +93,7 @@ def eager_probes(runtime: Any, batch_size: int, score: str, *, seed: int = 0) ->
     probes = []
     for unit in model.units:
         def make(n: int, unit=unit) -> Thunk:
-            S, fn, source = live[n], runtime._fn(unit.module), unit.source
+            S, fn, source = live[n], unit.module, unit.source
             if unit.kind == "head":
                 seg = segments[source]
                 return lambda: S.__setitem__(unit.name, fn(seg.stream(S[source])))

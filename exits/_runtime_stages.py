@@ -2,6 +2,7 @@
 ``ExitModel``, each stage run on a batch, scored through the runtime's one rule adapter, and the input check."""
 from __future__ import annotations
 
+import types
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -124,22 +125,48 @@ class _Partner:
 
 @dataclass(frozen=True)
 class _Run:
-    """A stage's units: segment functions in order, the last segment (its output's layout), the head's function
-    (None: the segment's output are the logits), the partner head run here (None: none)."""
+    """A stage's units: segments in order, the last segment (its output's layout), the head (None: the segment's
+    output are the logits), the partner head run here (None: none), and :meth:`forward` compiled (None: eager)."""
 
     fns: tuple[Callable[[Any], Any], ...]
     last: Any
     head: Callable[[torch.Tensor], torch.Tensor] | None
     partner: _Partner | None = None
+    compiled: Callable[[Any], tuple[Any, torch.Tensor, torch.Tensor | None]] | None = None  # forward, compiled
+
+    def forward(self, state: Any) -> tuple[Any, torch.Tensor, torch.Tensor | None]:
+        """The stage on ``state``: its output state (dense), this exit's logits and, with a partner head run here,
+        the partner's logits on the state at the partner's position."""
+        fns, theirs = self.fns, None
+        if self.partner is not None:
+            at = self.partner
+            for fn in fns[:at.after]:
+                state = fn(state)
+            theirs = at.segment.stream(state)
+            theirs = theirs if at.head is None else at.head(theirs)
+            fns = fns[at.after:]
+        for fn in fns:
+            state = fn(state)
+        logits = state if self.head is None else self.head(self.last.stream(state))
+        return self.last.out_spec.dense(state), logits, theirs
+
+
+def compiled_stage(run: _Run) -> Callable[[Any], tuple[Any, torch.Tensor, torch.Tensor | None]]:
+    """``run.forward`` as one ``torch.compile`` graph (its segments, head and partner head together: at batch 1 each
+    compiled call costs its guards, so one call a stage instead of one a module). The function gets a code object of
+    its own: dynamo keeps its graphs per code object, at most ``recompile_limit`` of them, and every stage of every
+    configuration would otherwise share ``_Run.forward``'s."""
+    f = _Run.forward
+    own = types.FunctionType(f.__code__.replace(), f.__globals__, f.__name__, f.__defaults__, f.__closure__)
+    return torch.compile(types.MethodType(own, run), dynamic=True)
 
 
 class TorchStages:
-    """:class:`contract.schedule.Backend` of an ``ExitModel`` on ``device``; ``fn(module)`` gives the callable a
-    module runs as (compiled or not)."""
+    """:class:`contract.schedule.Backend` of an ``ExitModel`` on ``device``; ``compile``: each stage runs as one
+    ``torch.compile`` graph (:func:`compiled_stage`)."""
 
-    def __init__(self, model: ExitModel, unit_macs: dict[str, float], device: torch.device,
-                 fn: Callable[[nn.Module], Callable]):
-        self.model, self.macs, self.device, self.fn = model, unit_macs, device, fn
+    def __init__(self, model: ExitModel, unit_macs: dict[str, float], device: torch.device, *, compile: bool = False):
+        self.model, self.macs, self.device, self.compile = model, unit_macs, device, compile
 
     def stages(self, cfg: ExitConfig) -> list[Stage]:
         """The saver up to its last enabled exit (if one is enabled), then the backbone to its final exit; a stage
@@ -205,38 +232,18 @@ class TorchStages:
             raise ExitsError(f"exit {spec.name!r}: its partner {theirs.name!r} is not on this stage's path")
         if theirs.key is None:
             return _Partner(after, seg, None)
-        return _Partner(after, seg, self.fn(self.model.heads[theirs.key]), self.macs[f"head:{theirs.name}"])
+        return _Partner(after, seg, self.model.heads[theirs.key], self.macs[f"head:{theirs.name}"])
 
     def _run(self, segments: list, head: nn.Module | None, partner: _Partner | None = None) -> _Run:
-        return _Run(tuple(self.fn(s) for s in segments), segments[-1], None if head is None else self.fn(head),
-                    partner)
+        run = _Run(tuple(segments), segments[-1], head, partner)
+        return replace(run, compiled=compiled_stage(run)) if self.compile else run
 
     # -- contract.schedule.Backend ----------------------------------------------------------
     def advance(self, stage: Stage, state: Any, partner: Payload | None) -> tuple[Any, np.ndarray, np.ndarray,
                                                                                    Payload | None]:
         run: _Run = stage.units
-        theirs = None
-        if run.partner is None:
-            for fn in run.fns:
-                state = fn(state)
-        else:
-            state, theirs = self._with_partner(run, state)
-        logits = state if run.head is None else run.head(run.last.stream(state))
-        return (run.last.out_spec.dense(state),
-                *scored(logits, stage.rule, partner=partner, partner_logits=theirs, hand_on=stage.hand_on))
-
-    @staticmethod
-    def _with_partner(run: _Run, state: Any) -> tuple[Any, torch.Tensor]:
-        """The stage's segments on ``state`` and the partner head's logits on the state at the partner's position."""
-        at = run.partner
-        assert at is not None  # advance calls this only for a stage that runs a partner head
-        for fn in run.fns[:at.after]:
-            state = fn(state)
-        theirs = at.segment.stream(state)
-        theirs = theirs if at.head is None else at.head(theirs)
-        for fn in run.fns[at.after:]:
-            state = fn(state)
-        return state, theirs
+        state, logits, theirs = (run.compiled or run.forward)(state)
+        return state, *scored(logits, stage.rule, partner=partner, partner_logits=theirs, hand_on=stage.hand_on)
 
     def _index(self, rows: np.ndarray) -> torch.Tensor:
         t = torch.from_numpy(rows)

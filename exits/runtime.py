@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from contract import ContractError, ExitConfig
 from contract.costs import DEFAULT_COST_MODEL
@@ -87,7 +86,8 @@ class ExitRuntime:
     cache is checked against ``cache`` (a reader or a folder: same fingerprint, dumped from this
     backbone, heads and saver) or, without one, against ``cache_fingerprint``; one of the two is needed
     when ``configs`` is given. ``unit_macs`` defaults to the cache's unit table, else is counted on the
-    model. ``compile`` wraps every segment and head in ``torch.compile(dynamic=True)``; ``channels_last``
+    model. ``compile`` runs each stage (its segments, head and any partner head) as one
+    ``torch.compile(dynamic=True)`` graph, and the base model as another; ``channels_last``
     stores convolution weights and image batches channels-last (the base model too: often much faster on
     CPU, e.g. for a max-pool stem; the last bits of a convolution may differ from a contiguous dump).
 
@@ -117,9 +117,9 @@ class ExitRuntime:
         self.unit_macs = unit_macs_of(model, cache, unit_macs)
         final = model.exits[-1]
         self.base_macs = float(sum(self.unit_macs[u] for u in final.units))
-        self._modules: dict[int, Callable[[torch.Tensor], torch.Tensor]] = {}
-        self._compile = compile
-        self._backend = TorchStages(model, self.unit_macs, self.device, self._fn)
+        self._base: Callable[[torch.Tensor], torch.Tensor] = (
+            torch.compile(model.backbone, dynamic=True) if compile else model.backbone)
+        self._backend = TorchStages(model, self.unit_macs, self.device, compile=compile)
         self._stages: dict[int, tuple[ExitConfig, list[Stage]]] = {}
         self.base_config = ExitConfig(id="base")
         self.configs: list[ExitConfig] = []
@@ -201,13 +201,6 @@ class ExitRuntime:
             raise RuntimeConfigError(str(exc)) from None
 
     # -- running --------------------------------------------------------------------------------
-    def _fn(self, module: nn.Module) -> Callable[[torch.Tensor], torch.Tensor]:
-        fn = self._modules.get(id(module))
-        if fn is None:
-            fn = torch.compile(module, dynamic=True) if self._compile else module
-            self._modules[id(module)] = fn
-        return fn
-
     def _input(self, x: torch.Tensor) -> torch.Tensor:
         check_finite(x)
         if self.check_inputs and x.ndim == 4:
@@ -218,7 +211,7 @@ class ExitRuntime:
     def base_forward(self, x: torch.Tensor) -> torch.Tensor:
         """The plain base model (the backbone's own forward, no heads): logits ``(b, n_classes)``."""
         with torch.inference_mode():
-            return self._fn(self.model.backbone)(self._input(x))
+            return self._base(self._input(x))
 
     def __call__(self, x: torch.Tensor, config: str | int | ExitConfig | None = None) -> RunResult:
         return self.run(x, config)

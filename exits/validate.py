@@ -26,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -79,7 +80,9 @@ def _counted_macs(fn: Callable[[], Any]) -> tuple[float, Any]:
 
     from .macs import ATTENTION_FORMULAS
 
-    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS) as counter:
+    with FlopCounterMode(display=False, custom_mapping=ATTENTION_FORMULAS) as counter, warnings.catch_warnings():
+        # --compile: the counter's module hooks are global; torch warns they fire once more for a compiled module
+        warnings.filterwarnings("ignore", message="Using `torch.compile\\(module\\)` when there are global hooks")
         out = fn()
     return counter.get_total_flops() / 2, out
 
@@ -231,7 +234,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="predict each configuration's time from this cost table of the cache (python -m "
                         "exits.profile) and time it at the table's batch size (default: the one a time export "
                         "was searched on, at its batch size)")
-    p.add_argument("--compile", action="store_true", help="torch.compile every segment and head")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile each stage (segments and head) as one graph, and the base model")
     p.add_argument("--channels-last", action="store_true",
                    help="channels-last weights and inputs, for the base model too (often faster on CPU)")
     p.add_argument("--num-workers", type=non_negative_int, default=0, help="data loader worker processes")
@@ -262,6 +266,9 @@ def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.
                                                      torch.get_num_threads())))
         if args.workers > 1:
             lines += (workers_line(args.workers, target.threads),)
+        if args.compile:
+            lines += ("--compile: the cost table timed the eager runtime's units, so its prediction is not the "
+                      "compiled run's (docs/runtime.md, 'Compiled stages')",)
     for line in lines:
         warn(line)
     return target

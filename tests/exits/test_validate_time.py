@@ -261,3 +261,16 @@ def test_workers_time_the_configuration_and_the_base_data_parallel_on_one_thread
     err = capsys.readouterr().err.strip()
     assert "\n" not in err and "--workers 2 runs one intra-op thread per worker; --threads 2" in err
     assert not (tmp / "w2.json").exists()
+
+
+def test_compile_validates_compiled_stages_and_flags_the_eager_table(setup, capsys, monkeypatch):
+    tmp, base, _, _ = setup
+    compile_ = torch.compile   # dynamo's tracing as compiled, no code generated (minutes here)
+    monkeypatch.setattr(torch, "compile", lambda fn, **kw: compile_(fn, backend="eager", **kw))
+    assert main(["--config", str(tmp / "front.json"), "--compile", "--cost-table", "cpu-t1", "--max-configs", "1",
+                 "--report", str(tmp / "c.json")] + base) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning: --compile")]
+    assert len(warned) == 1 and "timed the eager runtime's units" in warned[0]
+    report = json.loads((tmp / "c.json").read_text())
+    assert report["compile"] is True
+    assert all(c["agreement"] == 1.0 and "measured_speedup" in c for c in report["configs"])
