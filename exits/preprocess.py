@@ -54,15 +54,15 @@ def check_normalised(x: torch.Tensor, data_config: Mapping[str, Any]) -> None:
                                           "the pictures through rt.transform")
         return
     flat = x.detach().float().transpose(0, 1).reshape(chans, -1)
-    if not bool(torch.isfinite(flat).all()):
+    std, mean = torch.std_mean(flat, dim=1, correction=0)
+    mean, std = mean.cpu().numpy(), std.cpu().numpy()
+    if not np.isfinite(mean).all() and not bool(torch.isfinite(flat).all()):   # finite means: every value finite
         raise InputNormalisationError("input batch holds NaN or infinite values")
     ranges = normalised_range(data_config)
     if ranges is None:
         return
     lo, hi = ranges
-    std, mean = torch.std_mean(flat, dim=1, correction=0)
     width = hi - lo
-    mean, std = mean.cpu().numpy(), std.cpu().numpy()
     bad = np.flatnonzero((mean < lo - width / 2) | (mean > hi + width / 2) | (std > width))
     if bad.size:
         c = int(bad[0])

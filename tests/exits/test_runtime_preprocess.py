@@ -14,6 +14,7 @@ from exits import ExitRuntime
 from exits.checkpoints import read_checkpoint
 from exits.data import FASHION_MNIST_DEB_DIR, eval_transform
 from exits.errors import ExitsError
+from exits._runtime_stages import check_finite
 from exits.preprocess import InputNormalisationError, check_normalised
 
 FASHION = {"input_size": (1, 28, 28), "interpolation": "bilinear", "mean": (0.286,), "std": (0.353,),
@@ -106,3 +107,16 @@ def test_a_config_whose_mean_does_not_fit_the_channels_is_not_judged():
     check_normalised(torch.rand(4, 1, 28, 28) * 255, config)
     with pytest.raises(InputNormalisationError, match="channel 0 has mean"):
         check_normalised(torch.rand(4, 1, 28, 28) * 255, dict(config, mean=(0.5,), std=(0.5,)))
+
+
+def test_finite_checks_refuse_nan_and_pass_finite_values_whose_sum_overflows():
+    big = torch.full((2, 1, 4, 4), 3e38)
+    check_finite(big)                                        # the sum is inf, every value finite
+    with pytest.raises(InputNormalisationError, match="channel 0 has mean"):
+        check_normalised(big, FASHION)                       # finite, but not normalised
+    x = torch.zeros(2, 1, 4, 4)
+    x[1, 0, 2, 2] = float("nan")
+    with pytest.raises(ExitsError, match=r"input: 1 of 32 values are NaN or infinite \(first in row 1 of 2\)"):
+        check_finite(x)
+    with pytest.raises(InputNormalisationError, match="holds NaN or infinite values"):
+        check_normalised(x, FASHION)
