@@ -15,7 +15,8 @@ from search.export import build_export
 from search.problem import ExitProblem
 from search.scores import read_inputs
 
-__all__ = ["tiny_model", "tiny_splits", "dump", "safe_thresholds", "learned_params", "make_export", "certify"]
+__all__ = ["tiny_model", "tiny_splits", "dump", "tiny_dumped", "safe_thresholds", "learned_params", "make_export",
+           "certify"]
 
 
 def tiny_model(seed: int = 0, **kwargs):
@@ -33,6 +34,12 @@ def tiny_splits(n_search: int = 40, n_holdout: int = 48, seed: int = 0):
 
 def dump(model, splits, out: Path, **kwargs):
     return dump_cache(model, splits, out, k=3, with_logits=True, batch_size=16, **kwargs)
+
+
+def tiny_dumped(folder: Path, n_holdout: int = 48):
+    """``(model, splits, cache)``: the tiny model, its splits and their cache dumped into ``folder``."""
+    model, splits = tiny_model(), tiny_splits(n_holdout=n_holdout)
+    return model, splits, dump(model, splits, folder / "cache")
 
 
 def safe_thresholds(scores: np.ndarray, quantile: float) -> float:

@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from _runtime_fixtures import certify, dump, make_export, tiny_model, tiny_splits
+from _runtime_fixtures import certify, dump, make_export, tiny_dumped, tiny_model, tiny_splits
 from torch.utils.flop_counter import FlopCounterMode
 
 from contract import float32_cut
@@ -20,10 +20,7 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    model = tiny_model()
-    splits = tiny_splits()
-    cache = dump(model, splits, tmp_path_factory.mktemp("rt") / "cache")
-    return model, splits, cache
+    return tiny_dumped(tmp_path_factory.mktemp("rt"))
 
 
 def _expected(cache, config, split="holdout"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
+from _runtime_fixtures import make_export, tiny_dumped
 from torch._dynamo.utils import counters
 
 from exits.runtime import ExitRuntime
@@ -15,10 +15,7 @@ pytestmark = pytest.mark.usefixtures("one_intra_op_thread")
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    model = tiny_model()
-    splits = tiny_splits(n_holdout=32)
-    cache = dump(model, splits, tmp_path_factory.mktemp("compiled") / "cache")
-    return model, splits, cache
+    return tiny_dumped(tmp_path_factory.mktemp("compiled"), n_holdout=32)
 
 
 def test_compiled_stages_decide_as_the_eager_runtime(setup, monkeypatch):

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from _runtime_fixtures import dump, safe_thresholds, tiny_model, tiny_splits
+from _runtime_fixtures import safe_thresholds, tiny_dumped
 
 from contract import ExitConfig, RuleInputs, get_rule, partner_exit
 from contract.costs import get_cost_model
@@ -23,10 +23,7 @@ PLANS = {
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    model = tiny_model()
-    splits = tiny_splits(n_holdout=96)
-    cache = dump(model, splits, tmp_path_factory.mktemp("partner") / "cache")
-    return model, splits, cache
+    return tiny_dumped(tmp_path_factory.mktemp("partner"), n_holdout=96)
 
 
 def _scores(cache, split: str, rule_name: str, e: int) -> np.ndarray:

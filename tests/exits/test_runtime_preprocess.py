@@ -11,10 +11,10 @@ import torch
 from data_cache import open_cache
 from data_cache.bundled import bundled_cache_path, bundled_checkpoint_path
 from exits import ExitRuntime
+from exits._runtime_stages import check_finite
 from exits.checkpoints import read_checkpoint
 from exits.data import FASHION_MNIST_DEB_DIR, eval_transform
 from exits.errors import ExitsError
-from exits._runtime_stages import check_finite
 from exits.preprocess import InputNormalisationError, check_normalised
 
 FASHION = {"input_size": (1, 28, 28), "interpolation": "bilinear", "mean": (0.286,), "std": (0.353,),
