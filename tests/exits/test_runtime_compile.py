@@ -37,6 +37,8 @@ def test_compiled_stages_decide_as_the_eager_runtime(setup, monkeypatch):
         np.testing.assert_array_equal(got.predictions.numpy(), want.predictions.numpy())
         np.testing.assert_allclose(got.scores.numpy(), want.scores.numpy(), rtol=1e-5, atol=1e-6)
         assert got.relative_cost == pytest.approx(want.relative_cost, rel=1e-12)
+        again = compiled.run_batches(x.split(8), config, rebatch=True)   # stages on rows gathered from batches
+        np.testing.assert_array_equal(again.exits.numpy(), want.exits.numpy())
         for i in (0, 5):   # one row at a time: the one-row path calls the same compiled stages
             one = compiled.run(x[i:i + 1], config)
             assert int(one.exits[0]) == int(want.exits[i])
