@@ -90,8 +90,10 @@ def worker(tree: Path, threads: list[int], batches: list[int], inner: int, image
                     n = images if batch > 1 else max(64, images // 8)
                     inputs = [convert(b) for b in timing_batches(x, batch, n)]
                     with torch.inference_mode():
-                        for b in inputs if compile else ():   # every shape compiled before the timing
-                            base(b), run(b)
+                        if compile:   # every shape compiled before the timing
+                            for b in inputs:
+                                base(b)
+                                run(b)
                         r = time_against_base(base, run, inputs, [], inner, torch.device("cpu"))["b64"]
                     cells[f"{name} t{t} b{batch}"] = {
                         "speedup": r["speedup"], "delivery": r["speedup"] * relative_macs,
@@ -135,8 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--worker", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.worker is not None:
-        print(json.dumps(worker(args.worker, args.threads, args.batches, args.inner, args.images,
-                                           args.compile)))
+        print(json.dumps(worker(args.worker, args.threads, args.batches, args.inner, args.images, args.compile)))
         return 0
 
     sys.path.insert(0, str(ROOT))
