@@ -131,7 +131,7 @@ class Routed:
                 setattr(self, f, new)
 
     def cut(self, n: int) -> Routed:
-        return Routed(self.predictions[:n], self.exits[:n], self.scores[:n], self.costs[:n])
+        return Routed(*(getattr(self, f)[:n] for f in _ROUTED_FIELDS))
 
     def put(self, rows: np.ndarray, other: Routed) -> None:
         """``other``'s rows, in order, at rows ``rows`` of this one."""

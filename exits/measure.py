@@ -295,13 +295,13 @@ def slower_at_batch1(entry: dict[str, Any], overhead: Callable[[dict[str, Any]],
             f"amortise against its {100 * (1 - entry['measured']['relative_cost']):.0f}% MAC saving; remedy: {REMEDY}")
 
 
-def workers_threads(workers: int, threads: int | None, error: type[Exception]) -> int | None:
-    """The intra-op threads of a run: one per worker with ``--workers`` above 1 (``error`` in one line when
-    ``--threads`` asks for more), else ``threads``."""
+def workers_threads(workers: int, asked: int | None, default: int | None, error: type[Exception]) -> int | None:
+    """The intra-op threads of a run: ``asked`` (``--threads``), else ``default`` (the cost table's); one per worker
+    with ``--workers`` above 1 (``error`` in one line when ``--threads`` asks for more)."""
     if workers == 1:
-        return threads
-    if threads not in (None, 1):
-        raise error(f"--workers {workers} runs one intra-op thread per worker; --threads {threads} asks for more "
+        return asked or default
+    if asked not in (None, 1):
+        raise error(f"--workers {workers} runs one intra-op thread per worker; --threads {asked} asks for more "
                     "(leave it out or give 1)")
     return 1
 

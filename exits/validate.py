@@ -256,8 +256,7 @@ def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.
 
     target, lines = resolve_time_target(doc, cache, args.cost_table, runtime="eager", source=args.config,
                                         rebatch=args.rebatch)
-    threads = args.threads or (target.threads if target is not None else None)
-    threads = workers_threads(args.workers, threads if args.workers == 1 else args.threads, ExitsError)
+    threads = workers_threads(args.workers, args.threads, target.threads if target is not None else None, ExitsError)
     if threads:
         torch.set_num_threads(threads)
     if target is not None:

@@ -220,8 +220,8 @@ def _open_router(args: argparse.Namespace) -> tuple[Any, Any, Any, Any]:
     target, lines = resolve_time_target(manifest.exitconfig, cache, args.cost_table, runtime="onnx",
                                         source=f"{args.bundle}: exitconfig",
                                         bundle_fingerprint=manifest.doc["fingerprint"], rebatch=args.rebatch)
-    threads = args.threads or (target.threads if target is not None else None) or 1
-    threads = workers_threads(args.workers, threads if args.workers == 1 else args.threads, ExitsError) or 1
+    threads = workers_threads(args.workers, args.threads, target.threads if target is not None else None,
+                              ExitsError) or 1
     # one-image calls as the table's profile ran them: through the batch-1 graph if it timed its paths
     one_graph = None if target is None else bool(target.table.of_kind("path"))
     router = open_bundle(args.bundle, threads=threads, one_graph=one_graph)

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from contract import ContractError, RuleInputs, harmless, partner_exit, rule_class
+from contract import ContractError, RuleInputs, harmless, partner_exit, reads_partner, rule_class
 from data_cache.blocks import BlockReader
 
 from ._validation import SearchError
@@ -80,7 +80,7 @@ def fit_params(
     rule = rule_for(name)
     out = {}
     for e in range(len(cache.exits) - 1):
-        if "partner" in rule.reads and partner_exit(cache.exits, e) is None:
+        if reads_partner(rule) and partner_exit(cache.exits, e) is None:
             continue
         inputs = _gather(cache, split, rule, e, rows, chunk_size)
         try:
