@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -94,11 +95,15 @@ def worker(tree: Path, threads: list[int], batches: list[int], inner: int, image
                             for b in inputs:
                                 base(b)
                                 run(b)
+                        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
                         r = time_against_base(base, run, inputs, [], inner, torch.device("cpu"))["b64"]
+                        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
                     cells[f"{name} t{t} b{batch}"] = {
                         "speedup": r["speedup"], "delivery": r["speedup"] * relative_macs,
                         "base_ms_per_sample": 1e3 * r["base_s"] / r["n_samples"],
-                        "config_ms_per_sample": 1e3 * r["config_s"] / r["n_samples"]}
+                        "config_ms_per_sample": 1e3 * r["config_s"] / r["n_samples"],
+                        # page faults per batch call, base and configuration (warm-up calls included)
+                        "minor_faults_per_call": faults / (2 * (2 + inner * len(inputs)))}
     return {"relative_macs": relative_macs, "exits": [cache.exits[i].name for i in config.exits],
             "cells": cells, "load": os.getloadavg()[0]}
 
@@ -157,15 +162,18 @@ def main(argv: list[str] | None = None) -> int:
     table = {}
     for cell in cells:
         row = {name: statistics.median(x["cells"][cell]["delivery"] for x in rs) for name, rs in runs.items()}
+        for name, rs in runs.items():
+            row[f"{name} base ms"] = statistics.median(x["cells"][cell]["base_ms_per_sample"] for x in rs)
+            row[f"{name} faults"] = statistics.median(x["cells"][cell]["minor_faults_per_call"] for x in rs)
         if "baseline" in runs:
             row["speedup_ratio"] = statistics.median(
                 c["cells"][cell]["speedup"] / b["cells"][cell]["speedup"]
                 for c, b in zip(runs["current"], runs["baseline"], strict=True))
         table[cell] = row
     print(f"relative MACs {runs['current'][0]['relative_macs']:.4f}; delivery = speed-up x relative MACs")
-    print(f"{'cell':<16}" + "".join(f"{k:>16}" for k in table[cells[0]]))
+    print(f"{'cell':<16}" + "".join(f"{k:>18}" for k in table[cells[0]]))
     for cell, row in table.items():
-        print(f"{cell:<16}" + "".join(f"{v:>16.3f}" for v in row.values()))
+        print(f"{cell:<16}" + "".join(f"{v:>18.3f}" for v in row.values()))
     path = save_results(args.out, {"baseline_rev": args.baseline_rev, "compile": args.compile,
                                      "rounds": args.rounds, "inner": args.inner,
                                      "table": table, "runs": runs})

@@ -148,6 +148,7 @@ def profile_table(name: str, probes: Sequence[Any], *, cache: Any, model_fingerp
     from data_cache.cost_tables import TimeTable, parse_cost_table, profile_grid
 
     from .measure import describe_machine
+    from .memory import memory_policy
 
     grid = profile_grid(batch_size)
     load_before = _loadavg()
@@ -157,7 +158,8 @@ def profile_table(name: str, probes: Sequence[Any], *, cache: Any, model_fingerp
               "threads": threads, "batch_size": batch_size, "runtime": runtime, "score": score,
               "versions": _versions(), "platform": machine["platform"],
               "date": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "loadavg_before": load_before,
-              "loadavg_after": _loadavg(), **(extra or {})}
+              "loadavg_after": _loadavg(), **({"memory": memory_policy()} if runtime == "eager" else {}),
+              **(extra or {})}
     doc = {"format": "costtable/1", "name": name, "cache": {"fingerprint": cache.fingerprint},
            "model": {"fingerprint": model_fingerprint}, "target": target,
            "measurement": {"rounds": rounds, "min_time_s": min_time, "order": "sweeps in execution order, "

@@ -53,6 +53,7 @@ from ._runtime_table import (
     unit_macs_of,
 )
 from .errors import ExitsError
+from .memory import hold_freed_memory, memory_policy
 from .model import ExitModel
 from .preprocess import InputNormalisationError, Preprocess, check_normalised
 
@@ -94,14 +95,18 @@ class ExitRuntime:
     ``data_config``: the preprocessing the heads were trained with (``from_checkpoint`` takes the checkpoint's;
     default the model's timm config, which may differ); ``rt.transform(pictures)`` applies it
     (``exits.preprocess``). ``check_inputs``: refuse a batch whose statistics do not fit that normalisation
-    (``InputNormalisationError``, :func:`exits.preprocess.check_normalised`).
+    (``InputNormalisationError``, :func:`exits.preprocess.check_normalised`). ``hold_memory``: keep freed memory
+    in the process (:func:`exits.memory.hold_freed_memory`, process-wide), so that large batches do not fault their
+    pages in again call after call; ``self.memory`` says which policy is in force.
     """
 
     def __init__(self, model: ExitModel, configs: Mapping[str, Any] | str | Path | None = None, *,
                  cache: Any = None, cache_fingerprint: str | None = None,
                  unit_macs: Mapping[str, float] | None = None, device: torch.device | str | None = None,
                  compile: bool = False, channels_last: bool = False,
-                 data_config: Mapping[str, Any] | None = None, check_inputs: bool = True):
+                 data_config: Mapping[str, Any] | None = None, check_inputs: bool = True,
+                 hold_memory: bool = True):
+        self.memory = hold_freed_memory() if hold_memory else memory_policy()
         self.model = model
         self.data_config = dict(data_config if data_config is not None else model.data_config)
         self.check_inputs = check_inputs

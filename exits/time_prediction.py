@@ -41,11 +41,13 @@ class TimeTargetError(ExitsError):
 
 @dataclass(frozen=True)
 class Machine:
-    """What runs the validation: the device (``cpu``, ``cuda:0``), its name (CPU model or GPU), the threads."""
+    """What runs the validation: the device (``cpu``, ``cuda:0``), its name (CPU model or GPU), the threads, and
+    for the eager runtime what the process does with freed memory (``exits.memory.memory_policy``'s ``policy``)."""
 
     device: str
     device_name: str
     threads: int | None
+    memory: str | None = None
 
 
 @dataclass(frozen=True)
@@ -103,6 +105,10 @@ def machine_lines(target: TimeTarget, machine: Machine) -> list[str]:
     if isinstance(t.get("threads"), int) and t.get("threads") != machine.threads:
         lines.append(f"cost table {table.name!r} was profiled with {t['threads']} thread(s); this run uses "
                      f"{machine.threads or 'the default'}: pass --threads {t['threads']} or profile this target")
+    profiled = t.get("memory", {}).get("policy") if isinstance(t.get("memory"), Mapping) else None
+    if machine.memory is not None and profiled is not None and profiled != machine.memory:
+        lines.append(f"cost table {table.name!r} was profiled with freed memory {profiled!r}; this run's is "
+                     f"{machine.memory!r} (exits.memory): large batches may fault their pages in at other rates")
     return lines
 
 

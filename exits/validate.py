@@ -155,7 +155,7 @@ def validate(runtime: ExitRuntime, configs: list[ExitConfig], loader: Any, *, sp
             "rebatch": rebatch, "workers": workers,
             "objective": runtime.objective, "cache": {"fingerprint": cache.fingerprint},
             "model": {"name": runtime.model.model_name, "fingerprint": runtime.model.fingerprint()},
-            "machine": describe_machine(runtime.device), "rounds": rounds,
+            "machine": describe_machine(runtime.device), "memory": runtime.memory, "rounds": rounds,
             "base": {"predicted": {"accuracy": float(np.mean(np.asarray(comparison.topk_ids[-1, 0]) == labels)),
                                    "relative_cost": 1.0},
                      "measured": {"accuracy": base_acc, "macs_per_sample": base_counted,
@@ -246,9 +246,9 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.device) -> Any:
+def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.device, memory: str) -> Any:
     """The cost table to predict time from (``exits.time_prediction``) with its warnings given; the torch
-    threads set (``--threads``, else the table's)."""
+    threads set (``--threads``, else the table's). ``memory``: the freed-memory policy the run holds."""
     from data_cache.cli_types import warn
 
     from .measure import describe_machine
@@ -262,7 +262,7 @@ def _time_target(args: argparse.Namespace, doc: dict, cache: Any, device: torch.
     if target is not None:
         info = describe_machine(device)
         lines += tuple(machine_lines(target, Machine(str(device), info.get("gpu", info["cpu"]),
-                                                     torch.get_num_threads())))
+                                                     torch.get_num_threads(), memory)))
         if args.workers > 1:
             lines += (workers_line(args.workers, target.threads),)
         if args.compile:
@@ -301,6 +301,7 @@ def _open_runtime(args: argparse.Namespace) -> tuple[ExitRuntime, Any, dict[str,
     """The runtime of ``--config`` on the checkpoint's model (its table verified against the cache), the cache,
     the checkpoint and the time target (``_time_target``)."""
     from .checkpoints import model_from_checkpoint, read_checkpoint
+    from .memory import hold_freed_memory
     from .runtime import ExitRuntime, read_config_file
 
     doc = read_config_file(args.config)
@@ -309,7 +310,8 @@ def _open_runtime(args: argparse.Namespace) -> tuple[ExitRuntime, Any, dict[str,
     model = model_from_checkpoint(ckpt, model_name=args.model, backbone_weights=args.backbone_weights)
     cache = open_searched_cache(args.cache, (doc.get("cache") or {}).get("fingerprint"),
                                 skip_integrity_check=args.skip_integrity_check)
-    target = _time_target(args, doc, cache, device)
+    # the runtime keeps freed memory (exits.memory); held before the table is compared with this run
+    target = _time_target(args, doc, cache, device, hold_freed_memory()["policy"])
     with warning_lines():   # what the verification of the table against the cache has to say
         runtime = ExitRuntime(model, args.config, cache=cache, device=device, compile=args.compile,
                               channels_last=args.channels_last, check_inputs=False)  # eval_transform's batches

@@ -11,6 +11,7 @@ from _runtime_fixtures import dump, make_export, tiny_model, tiny_splits
 from data_cache import open_cache
 from data_cache.cost_tables import read_cost_table
 from exits.checkpoints import save_checkpoint
+from exits.memory import memory_policy
 from exits.profile import main
 from search.config import ExitConfig
 from search.problem import ExitProblem
@@ -43,6 +44,8 @@ def test_the_table_times_every_unit_step_and_the_base(setup, capsys):
     t = table.target
     assert (t["device"], t["threads"], t["batch_size"], t["runtime"], t["score"]) == ("cpu", 1, 4, "eager", "max_prob")
     assert {"torch", "numpy", "timm"} <= set(t["versions"]) and "loadavg_before" in t and t["date"]
+    # the profile's runtime held freed memory (exits.memory), as the validations' and a server's runtime do
+    assert t["memory"] == memory_policy() and t["memory"]["policy"] != "default"
     assert table.model_fingerprint == cache.meta.provenance["model"]["fingerprint"]
     assert table.cache_fingerprint == cache.fingerprint
 

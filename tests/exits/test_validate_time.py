@@ -10,6 +10,7 @@ from _runtime_fixtures import fashion_dump, make_export
 
 from data_cache.cost_tables import read_cost_table
 from data_cache.format import COST_TABLES_DIR
+from exits.memory import memory_policy
 from exits.profile import main as profile_main
 from exits.time_prediction import TimeTargetError, resolve_time_target
 from exits.validate import main
@@ -68,6 +69,7 @@ def test_predicted_against_measured_speedup_in_report_table_and_figure(setup, ca
     assert summary["n_timed"] == len(doc["configs"])
     assert summary["max_abs_speedup_error"] == max(abs(c["speedup_error"]) for c in report["configs"])
     assert "t pred" in out and "t err" in out and "cost table 'cpu-t1'" in out
+    assert report["memory"] == memory_policy() == table.target["memory"]   # run as profiled (exits.memory)
     assert (tmp / "r.png").stat().st_size > 0
 
 
@@ -108,6 +110,22 @@ def test_another_target_is_flagged_in_one_line(setup, capsys):
     assert any("profiled with 3 thread(s); this run uses 1" in line for line in warnings), warnings
     report = json.loads((tmp / "e.json").read_text())
     assert all("predicted_speedup" in c and "measured_speedup" not in c for c in report["configs"])
+
+
+def test_a_table_profiled_under_another_memory_policy_is_flagged(setup, capsys):
+    tmp, base, _, _ = setup
+    folder = tmp / "cache" / COST_TABLES_DIR
+    doc = json.loads((folder / "cpu-t1.json").read_text())
+    for name, memory in (("same", doc["target"]["memory"]), ("returned", {"policy": "default"}), ("older", None)):
+        doc["name"], doc["target"]["memory"] = name, memory
+        (folder / f"{name}.json").write_text(json.dumps(doc))
+        assert main(["--config", str(tmp / "front.json"), "--cost-table", name, "--report", str(tmp / f"{name}.json"),
+                     "--no-timing"] + base) == 0
+        warned = [ln for ln in capsys.readouterr().err.splitlines() if "freed memory" in ln]
+        if name == "returned":
+            assert len(warned) == 1 and warned[0].startswith("warning: ") and "'default'" in warned[0], warned
+        else:   # the same policy, or a table written before the policy was recorded
+            assert warned == [], warned
 
 
 def _time_doc(doc, table, **changes):
