@@ -1,18 +1,20 @@
-"""Keep freed memory in the process, so a large batch does not fault its pages in again on every call.
+"""Keep freed memory in the process, so that large batches do not fault their pages in again call after call.
 
-glibc's malloc serves a large tensor from the heap or from a fresh ``mmap`` and, by default, adapts both its
-mmap threshold and the size of free heap it keeps (twice that threshold) to the blocks freed so far. A run of large
-batches then hands memory back to the system every few calls and pays page faults to take it again: on the
-demo's ViT at batch 256 a base-model call that faulted about 14,000 pages took 0.27 ms per image against 0.20 for
-one that faulted none, and whether a call faults depends on what ran before it (``docs/runtime.md``, "Freed
-memory is kept"). :func:`hold_freed_memory` fixes the two thresholds (``mallopt``): blocks up to 32 MiB come from
-the heap, and up to 1 GiB of free heap stays in the process. ``ExitRuntime`` calls it (``hold_memory=False`` does
-not), so the profile, the validations and a server built on the runtime run under the same policy, and
-:func:`memory_policy` says which one is in force (cost tables and reports record it).
+glibc's malloc serves a block above its mmap threshold (128 KiB, then adapted to the blocks freed, up to 32 MiB)
+with a fresh ``mmap`` and returns it on free, and hands the top of its heap back to the system once enough of it
+lies free. Every such block is faulted in again, page by page, the next time: a timm model at batch 64-256 on
+this CPU spent a quarter of its time in page faults (ResNet-18 at 224 px, batch 64, 2 threads: 16.8 ms per image,
+11.5 with freed memory kept; the demo's ViT at batch 256: some calls 35% slower than others, after what ran
+before them; ``docs/runtime.md``, "Freed memory is kept"). :func:`hold_freed_memory` turns both off (``mallopt``:
+no ``mmap`` for blocks, no trimming of the heap), so freed blocks are reused where they lie. ``ExitRuntime`` calls
+it (``hold_memory=False`` does not), so the profile, the validations and a server built on the runtime run under
+the same policy, and :func:`memory_policy` says which one is in force (cost tables and reports record it).
 
-Process-wide and not undone. Not glibc (macOS, musl): nothing is changed. ``MALLOC_MMAP_THRESHOLD_`` or
-``MALLOC_TRIM_THRESHOLD_`` set in the environment: the user's choice, left alone.
+Process-wide and not undone: the process keeps its peak heap. Not glibc (macOS, musl): nothing is changed.
+A malloc setting in the environment (``MALLOC_*_`` variables, ``glibc.malloc`` tunables): the user's choice, left
+alone.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -20,13 +22,10 @@ import os
 import platform
 from typing import Any
 
-__all__ = ["hold_freed_memory", "memory_policy", "MMAP_THRESHOLD", "TRIM_THRESHOLD"]
+__all__ = ["hold_freed_memory", "memory_policy", "HELD"]
 
-MMAP_THRESHOLD = 32 << 20   # glibc's largest allowed mmap threshold on 64-bit systems
-TRIM_THRESHOLD = 1 << 30
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3   # mallopt parameters (malloc.h)
-_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_")
-
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters (malloc.h)
+HELD = {"M_MMAP_MAX": 0, "M_TRIM_THRESHOLD": -1}  # no mmap for blocks; never trim the heap
 _held = False
 
 
@@ -39,25 +38,32 @@ def _glibc() -> Any:
         return None
 
 
+def _environment() -> dict[str, str]:
+    """The malloc settings the environment makes: ``MALLOC_*_`` variables, ``glibc.malloc`` tunables."""
+    out = {k: v for k, v in os.environ.items() if k.startswith("MALLOC_") and k.endswith("_")}
+    if "glibc.malloc." in os.environ.get("GLIBC_TUNABLES", ""):
+        out["GLIBC_TUNABLES"] = os.environ["GLIBC_TUNABLES"]
+    return out
+
+
 def memory_policy() -> dict[str, Any]:
     """What this process does with freed memory: ``{"policy": "held" | "environment" | "default" | "unknown",
-    "mmap_threshold", "trim_threshold"}`` (the thresholds when this module set them)."""
+    "settings"}`` (``held``: this module's ``mallopt`` settings; ``environment``: the variables that set it)."""
     if _held:
-        return {"policy": "held", "mmap_threshold": MMAP_THRESHOLD, "trim_threshold": TRIM_THRESHOLD}
-    if any(k in os.environ for k in _ENV):
-        return {"policy": "environment", "mmap_threshold": os.environ.get(_ENV[0]),
-                "trim_threshold": os.environ.get(_ENV[1])}
-    return {"policy": "default" if _glibc() is not None else "unknown", "mmap_threshold": None,
-            "trim_threshold": None}
+        return {"policy": "held", "settings": dict(HELD)}
+    env = _environment()
+    if env:
+        return {"policy": "environment", "settings": env}
+    return {"policy": "default" if _glibc() is not None else "unknown", "settings": {}}
 
 
 def hold_freed_memory() -> dict[str, Any]:
-    """Keep freed memory in this process (glibc; once; the environment's thresholds win), and return
+    """Keep freed memory in this process (glibc; once; the environment's settings win), and return
     :func:`memory_policy`."""
     global _held
-    libc = None if _held or any(k in os.environ for k in _ENV) else _glibc()
+    libc = None if _held or _environment() else _glibc()
     if libc is not None:
-        # the mmap threshold first: setting either parameter turns glibc's adaptation of both off
-        _held = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) \
-            and bool(libc.mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        _held = bool(libc.mallopt(_M_MMAP_MAX, HELD["M_MMAP_MAX"])) and bool(
+            libc.mallopt(_M_TRIM_THRESHOLD, HELD["M_TRIM_THRESHOLD"])
+        )
     return memory_policy()
