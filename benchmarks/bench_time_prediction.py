@@ -279,8 +279,10 @@ def main(argv: list[str] | None = None) -> int:
             rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
                                grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples),
                                grid.resnet_rounds, args.rebatch, args.table_bundle)
+    from exits.memory import memory_policy
+
     figures = {"quick": args.quick, "rebatch": args.rebatch, "table_bundle": args.table_bundle, "grid": asdict(grid),
-               "torch": torch.__version__,
+               "torch": torch.__version__, "memory": memory_policy(),
                "loadavg_start": load,
                "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
     name = ("time_prediction" + ("_rebatch" if args.rebatch else "") + ("_table_bundle" if args.table_bundle else "")
