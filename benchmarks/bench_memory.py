@@ -4,7 +4,9 @@ glibc's default malloc policy against the one ``ExitRuntime`` holds, in the same
 One worker process per policy and round (glibc's policy is process-wide and cannot be undone), rounds alternating
 and the order reversed every other round. A worker times each model (random init, 224 px: ``resnet18``,
 ``vit_tiny_patch16_224``) at each thread count and batch size: one untimed call, then ``--calls`` calls, their
-median time per image and page faults per call (``getrusage``); it reports its peak resident memory. Per cell the
+median time per image and page faults per call (``getrusage``); then the dump pass (``exits.dump.dump_cache``, as
+``data_cache.dump`` runs it) of a ResNet-18 with exits after every stage on 256 random images at batch 64, per image;
+it reports its peak resident memory. Per cell the
 script prints the medians over rounds of each policy and the median of the per-round ratios (default time over held
 time: the speed-up from keeping freed memory)::
 
@@ -58,8 +60,40 @@ def worker(policy: str, threads: list[int], calls: int) -> dict[str, Any]:
                     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
                 cells[f"{name} t{t} b{batch}"] = {"ms_per_image": statistics.median(per_image),
                                                   "faults_per_call": statistics.median(faults)}
+    cells.update(_dump_cells(threads))
     return {"policy": record, "cells": cells, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "load": os.getloadavg()[0]}
+
+
+def _dump_cells(threads: list[int], n: int = 128) -> dict[str, Any]:
+    """``exits.dump.dump_cache`` (what ``data_cache.dump`` runs) of a ResNet-18 with exits after every stage, random
+    init, on ``n`` + ``n`` random images at 224 px, batch 64: ms per image and page faults per image."""
+    import tempfile
+
+    import torch
+
+    from exits import attach_exits
+    from exits.data import TensorDataset
+    from exits.dump import dump_cache
+    from exits.model import create_backbone
+
+    torch.manual_seed(0)
+    model = attach_exits(create_backbone("resnet18", num_classes=1000), points="stages", heads="linear",
+                         input_size=(3, 224, 224)).eval()
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2 * n, 3, 224, 224, generator=g), torch.randint(0, 1000, (2 * n,), generator=g)
+    splits = {"search": TensorDataset(x[:n], y[:n]), "holdout": TensorDataset(x[n:], y[n:])}
+    cells = {}
+    for t in threads:
+        torch.set_num_threads(t)
+        with tempfile.TemporaryDirectory() as tmp:
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0 = time.perf_counter()
+            dump_cache(model, splits, Path(tmp) / "cache", k=2, batch_size=64)
+            cells[f"dump resnet18 t{t} b64"] = {
+                "ms_per_image": 1e3 * (time.perf_counter() - t0) / (2 * n),
+                "faults_per_call": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / (2 * n)}
+    return cells
 
 
 def _run_worker(policy: str, args: argparse.Namespace) -> dict[str, Any]:

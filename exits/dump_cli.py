@@ -22,6 +22,8 @@ from typing import Any
 
 from data_cache.cli_types import CommandParser, fraction, non_negative_int, positive_int, seed, warn
 
+from .memory import hold_freed_memory
+
 __all__ = ["split_bar", "main"]
 
 
@@ -174,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         if int(os.environ.get("RANK", "0")) == 0:  # other torchrun ranks would see rank 0's new .parts/
             _check_out(args)
         rank, world, device = init_distributed(args.device)
+        hold_freed_memory()  # a pass of large batches: no page faults for memory freed by the last (exits.memory)
         if args.amp and device.type != "cuda":
             warn(f"--amp: autocast is used on CUDA only; on {device.type} the dump runs in fp32")
         model, data_config, ckpt = _build(args)

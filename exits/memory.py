@@ -3,13 +3,13 @@
 glibc's malloc serves a block above its mmap threshold (128 KiB, then adapted to the blocks freed, up to 32 MiB)
 with a fresh ``mmap`` and returns it on free, and hands the top of its heap back to the system once enough of it
 lies free. Every such block is faulted in again, page by page, the next time: at batch 64-256 plain timm models
-spent a sixth to a third of their time in page faults on this CPU (ResNet-18 at 224 px, batch 64, 2 threads:
-17.1 ms per image, 11.9 with freed memory kept), and the demo's ViT at batch 256 ran some calls 35% slower than
+ran 1.2-1.7x faster on this CPU with freed memory kept (ResNet-18 at 224 px, batch 64, 2 threads: 17.1-22.5 ms
+per image by default over two runs, 11.9 kept), and the demo's ViT at batch 256 ran some calls 35% slower than
 others, after what ran before them (``docs/runtime.md``, "Freed memory is kept"). :func:`hold_freed_memory`
 turns both off (``mallopt``: no ``mmap`` for blocks, no trimming of the heap), so freed blocks are reused where they
-lie. ``ExitRuntime`` calls
-it (``hold_memory=False`` does not), so the profile, the validations and a server built on the runtime run under
-the same policy, and :func:`memory_policy` says which one is in force (cost tables and reports record it).
+lie. ``ExitRuntime`` calls it (``hold_memory=False`` does not), so the profile, the validations and a server built
+on the runtime run under the same policy, and :func:`memory_policy` says which one is in force (cost tables and
+reports record it); the dump (``data_cache.dump``) and the training command (``exits.train``) call it too.
 
 Process-wide and not undone: the process keeps its peak heap. Not glibc (macOS, musl): nothing is changed.
 A malloc setting in the environment (``MALLOC_*_`` variables, ``glibc.malloc`` tunables): the user's choice, left

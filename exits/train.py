@@ -20,6 +20,7 @@ import torch
 
 from .distributed import close_distributed, init_distributed
 from .head_training import heads_loss, held_out_accuracy, lr_at, train_backbone, train_heads
+from .memory import hold_freed_memory
 from .model import ExitModel
 
 __all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "held_out_accuracy", "main"]
@@ -303,6 +304,7 @@ def _train(run: _Run, held: Any, n_held: int) -> tuple[list[dict], dict[str, flo
     """The backbone (when asked, scored on the held-out rows), then the heads; their history and held-out
     accuracy per exit (None without held-out rows)."""
     args, model, device = run.args, run.model, run.device
+    hold_freed_memory()  # epochs of large batches: no page faults for memory freed by the last (exits.memory)
     common = dict(amp=False if args.no_amp else None, device=device, callback=_on_event(run),
                   weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs)
     loader = _train_loader(run)

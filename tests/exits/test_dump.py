@@ -161,10 +161,13 @@ def _run(argv, capsys):
     return code, captured.out, captured.err
 
 
-def test_cli_dump_and_validate(cli_setup, capsys):
+def test_cli_dump_and_validate(cli_setup, capsys, monkeypatch):
     tmp_path, base = cli_setup
+    held = []
+    monkeypatch.setattr("exits.dump_cli.hold_freed_memory", lambda: held.append(1))
     code, out, err = _run(base + ["--out", str(tmp_path / "c"), "--logits"], capsys)
     assert code == 0, err
+    assert held == [1]   # the pass keeps freed memory (exits.memory)
     cache = open_cache(tmp_path / "c")
     assert cache.n_samples("search") == 6 and cache.n_samples("holdout") == 10 and cache.has_logits("search")
     prov = cache.manifest["provenance"]

@@ -114,13 +114,16 @@ def test_two_ranks_hold_the_same_heads(tmp_path):
     assert results[0][2] == 48  # metrics summed over ranks
 
 
-def test_cli_train_then_resume(tmp_path, capsys):
+def test_cli_train_then_resume(tmp_path, capsys, monkeypatch):
+    held = []
+    monkeypatch.setattr("exits.train.hold_freed_memory", lambda: held.append(1))
     root = fashion_files(tmp_path / "fm")
     out = tmp_path / "ckpt.pt"
     base = ["--model", "resnet10t", "--points", "stages", "--heads", "linear,mlp", "--dataset", "fashion_mnist",
             "--data-root", str(root), "--input-size", "32", "--crop-pct", "1.0", "--batch-size", "16",
             "--out", str(out), "--quiet"]
     assert main(base + ["--train-backbone-epochs", "1", "--epochs", "1"]) == 0
+    assert held == [1]   # the epochs keep freed memory (exits.memory)
     printed = capsys.readouterr().out
     assert "layer4/mlp" in printed and str(out) in printed
     n_held = min(10000, len(load_splits("fashion_mnist", root, data_config=None).search))
