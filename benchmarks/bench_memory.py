@@ -72,17 +72,10 @@ def _dump_cells(threads: list[int], n: int = 128) -> dict[str, Any]:
 
     import torch
 
-    from exits import attach_exits
-    from exits.data import TensorDataset
+    from benchmarks._random_resnet import random_resnet18
     from exits.dump import dump_cache
-    from exits.model import create_backbone
 
-    torch.manual_seed(0)
-    model = attach_exits(create_backbone("resnet18", num_classes=1000), points="stages", heads="linear",
-                         input_size=(3, 224, 224)).eval()
-    g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(2 * n, 3, 224, 224, generator=g), torch.randint(0, 1000, (2 * n,), generator=g)
-    splits = {"search": TensorDataset(x[:n], y[:n]), "holdout": TensorDataset(x[n:], y[n:])}
+    model, splits, _ = random_resnet18(n)
     cells = {}
     for t in threads:
         torch.set_num_threads(t)

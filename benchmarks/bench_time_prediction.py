@@ -108,24 +108,17 @@ def demo_target(fashion: Path) -> tuple[Any, Any, torch.Tensor, list[tuple[str, 
 
 def resnet_target(n: int, tmp: Path) -> tuple[Any, Any, torch.Tensor, list[tuple[str, Any]]]:
     """ResNet-18 at 224 px, random init, exits after every stage; a dump of ``n`` + ``n`` random images."""
+    from benchmarks._random_resnet import random_resnet18
     from benchmarks.device_check import profile_thresholds
-    from exits import attach_exits
-    from exits.data import TensorDataset
     from exits.dump import dump_cache
-    from exits.model import create_backbone
     from search.config import ExitConfig
 
-    torch.manual_seed(0)
-    model = attach_exits(create_backbone("resnet18", num_classes=1000), points="stages", heads="linear",
-                         input_size=(3, 224, 224)).eval()
-    g = torch.Generator().manual_seed(0)
-    images, labels = torch.randn(2 * n, 3, 224, 224, generator=g), torch.randint(0, 1000, (2 * n,), generator=g)
-    splits = {"search": TensorDataset(images[:n], labels[:n]), "holdout": TensorDataset(images[n:], labels[n:])}
+    model, splits, holdout_images = random_resnet18(n)
     cache = dump_cache(model, splits, tmp / "resnet18", k=2, batch_size=32)
     early = list(range(3))   # after the first three stages; the fourth stage's exit stays disabled
     scores = np.asarray(cache.topk_probs("search"))[early, 0, :]
     config = ExitConfig(tuple(early), tuple(profile_thresholds(scores, (1 / 3, 1 / 3, 1 / 3))), "max_prob")
-    return model, cache, images[n:], [("thirds", config)]
+    return model, cache, holdout_images, [("thirds", config)]
 
 
 # -- one target on one runtime -------------------------------------------------------------------
