@@ -105,7 +105,7 @@ def machine_lines(target: TimeTarget, machine: Machine) -> list[str]:
     if isinstance(t.get("threads"), int) and t.get("threads") != machine.threads:
         lines.append(f"cost table {table.name!r} was profiled with {t['threads']} thread(s); this run uses "
                      f"{machine.threads or 'the default'}: pass --threads {t['threads']} or profile this target")
-    profiled = t.get("memory", {}).get("policy") if isinstance(t.get("memory"), Mapping) else None
+    profiled = t["memory"].get("policy") if isinstance(t.get("memory"), Mapping) else None   # None: an older table
     if machine.memory is not None and profiled is not None and profiled != machine.memory:
         lines.append(f"cost table {table.name!r} was profiled with freed memory {profiled!r}; this run's is "
                      f"{machine.memory!r} (exits.memory): large batches may fault their pages in at other rates")
