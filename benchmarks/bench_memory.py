@@ -26,12 +26,20 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CELLS = (("resnet18", 64), ("vit_tiny_patch16_224", 64), ("vit_tiny_patch16_224", 256))
 POLICIES = ("default", "held")
+
+
+def _timed(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[float, int]:
+    """Seconds and minor page faults (``getrusage``) of one call ``fn(*args, **kwargs)``."""
+    f0, t0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt, time.perf_counter()
+    fn(*args, **kwargs)
+    return time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
 
 
 def worker(policy: str, threads: list[int], calls: int) -> dict[str, Any]:
@@ -51,15 +59,9 @@ def worker(policy: str, threads: list[int], calls: int) -> dict[str, Any]:
             for t in threads:
                 torch.set_num_threads(t)
                 model(x)
-                per_image, faults = [], []
-                for _ in range(calls):
-                    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-                    t0 = time.perf_counter()
-                    model(x)
-                    per_image.append(1e3 * (time.perf_counter() - t0) / batch)
-                    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-                cells[f"{name} t{t} b{batch}"] = {"ms_per_image": statistics.median(per_image),
-                                                  "faults_per_call": statistics.median(faults)}
+                timed = [_timed(model, x) for _ in range(calls)]
+                cells[f"{name} t{t} b{batch}"] = {"ms_per_image": 1e3 * statistics.median(s for s, _ in timed) / batch,
+                                                  "faults_per_call": statistics.median(f for _, f in timed)}
     cells.update(_dump_cells(threads))
     return {"policy": record, "cells": cells, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "load": os.getloadavg()[0]}
@@ -80,12 +82,9 @@ def _dump_cells(threads: list[int], n: int = 128) -> dict[str, Any]:
     for t in threads:
         torch.set_num_threads(t)
         with tempfile.TemporaryDirectory() as tmp:
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0 = time.perf_counter()
-            dump_cache(model, splits, Path(tmp) / "cache", k=2, batch_size=64)
-            cells[f"dump resnet18 t{t} b64"] = {
-                "ms_per_image": 1e3 * (time.perf_counter() - t0) / (2 * n),
-                "faults_per_call": (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0) / (2 * n)}
+            seconds, faults = _timed(dump_cache, model, splits, Path(tmp) / "cache", k=2, batch_size=64)
+        cells[f"dump resnet18 t{t} b64"] = {"ms_per_image": 1e3 * seconds / (2 * n),
+                                            "faults_per_call": faults / (2 * n)}
     return cells
 
 
