@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from benchmarks._machine import save_results  # noqa: E402
+from exits.profile import DEFAULT_ROUNDS  # noqa: E402
 
 TARGET_MACS = (0.3, 0.5, 0.7, 0.9)
 FASHION = Path("/usr/share/datasets/fashion-mnist")
@@ -68,6 +69,8 @@ class Grid:
     resnet_latency_samples: int = 64
     resnet_rounds: int = 3
     min_time: float = 2e-3
+    profile_rounds: int = DEFAULT_ROUNDS   # exits.profile's default
+    resnet_profile_rounds: int = 3         # a ResNet-18 profile round up to batch 256: about 30 s on 1 thread
 
 
 FULL = Grid(batches=(1, 64, 256), threads=(1, 2), runtimes=("eager", "onnx"), resnet_batches=(1, 64, 256),
@@ -157,10 +160,12 @@ def _deployments(runtime: str, labelled: list[tuple[str, Any]], table_bundle: bo
 
 def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: list[tuple[str, Any]],
                runtimes: tuple[str, ...], batches: tuple[int, ...], grid: Grid, tmp: Path,
-               samples: tuple[int, int], rounds: int, rebatch: bool = False, table_bundle: bool = False) -> list[dict]:
+               samples: tuple[int, int], rounds: tuple[int, int], rebatch: bool = False,
+               table_bundle: bool = False) -> list[dict]:
     """Profile, predict and measure every configuration of one target; one row per (runtime, threads, B, config);
     ``rebatch``: served re-batched (batch sizes above 1 only); ``table_bundle``: one bundle for all the
-    configurations (their shared exits fused, switched per call) instead of one per configuration."""
+    configurations (their shared exits fused, switched per call) instead of one per configuration; ``rounds``:
+    (the profile's, the timing's)."""
     from exits.measure import time_against_base, timing_batches
     from exits.profile import profile_table
     from search import ExitProblem
@@ -182,7 +187,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                 with torch.inference_mode():
                     table = profile_table(f"{runtime}-t{threads}", probes, cache=cache, model_fingerprint=None,
                                           device=cpu, threads=threads, batch_size=max(batches), runtime=runtime,
-                                          score="max_prob", rounds=rounds, min_time=grid.min_time)
+                                          score="max_prob", rounds=rounds[0], min_time=grid.min_time)
                 for batch in [b for b in batches if b > 1 or not rebatch]:
                     tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
                                        batch_size=batch, rebatch=rebatch)
@@ -194,7 +199,7 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                         est = tm.estimate(config.exits, leave[timed], config.rule_names)
                         rel_macs = holdout.evaluate_one(config).relative_cost
                         with torch.inference_mode():
-                            t = time_against_base(base_fn, fn, inputs, [], rounds, cpu,
+                            t = time_against_base(base_fn, fn, inputs, [], rounds[1], cpu,
                                                   stream=stream if rebatch else None, rebatch=rebatch)["b64"]
                         row = {"target": name, "runtime": runtime, "threads": threads, "batch": batch,
                                "rebatch": rebatch, "bundle": None if runtime == "eager" else deployed,
@@ -265,13 +270,13 @@ def main(argv: list[str] | None = None) -> int:
         if "demo" in targets:
             model, cache, x, configs = demo_target(Path(args.fashion_mnist))
             rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp),
-                               (grid.latency_samples, grid.timing_samples), grid.rounds, args.rebatch,
-                               args.table_bundle)
+                               (grid.latency_samples, grid.timing_samples), (grid.profile_rounds, grid.rounds),
+                               args.rebatch, args.table_bundle)
         if "resnet18-224" in targets:
             model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp))
             rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
                                grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples),
-                               grid.resnet_rounds, args.rebatch, args.table_bundle)
+                               (grid.resnet_profile_rounds, grid.resnet_rounds), args.rebatch, args.table_bundle)
     from exits.memory import memory_policy
 
     figures = {"quick": args.quick, "rebatch": args.rebatch, "table_bundle": args.table_bundle, "grid": asdict(grid),

@@ -26,7 +26,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["measure", "profile_table", "main"]
+__all__ = ["DEFAULT_ROUNDS", "measure", "profile_table", "main"]
+
+# Medians over this many rounds: on a shared 2-core VM whose speed came in bursts, 5 rounds left the demo's
+# predicted speed-up at batch 64 spread over 1.68-2.00 across four profiles (a base call timed slow in two of five
+# rounds moves a median), 15 rounds over 1.68-1.76 (docs/cost-model.md, "How many rounds").
+DEFAULT_ROUNDS = 15
 
 
 def _sync(device: Any) -> Callable[[], None]:
@@ -200,7 +205,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--bundle", default=None, help="bundle folder (python -m exits.export_bundle); --runtime onnx")
     p.add_argument("--score", choices=("max_prob", "margin", "neg_entropy"), default="max_prob",
                    help="score kind the steps compute (default max_prob)")
-    p.add_argument("--rounds", type=positive_int, default=5, help="interleaved timing rounds (default 5)")
+    p.add_argument("--rounds", type=positive_int, default=DEFAULT_ROUNDS,
+                   help=f"interleaved timing rounds (default {DEFAULT_ROUNDS})")
     p.add_argument("--min-time", type=positive_float, default=2e-3, help="seconds each timing lasts at least")
     p.add_argument("--seed", type=seed, default=0, help="seed of the random input images")
     p.add_argument("--overwrite", action="store_true", help="replace a table of this name (announced)")
@@ -294,9 +300,10 @@ def _main(argv: list[str] | None) -> int:
             raise
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    base = table.of_kind("base")[0]
-    print(f"base model: {1e3 * base.median_s[-1] / args.batch_size:.4f} ms per sample at batch {args.batch_size}, "
-          f"{1e3 * base.median_s[0]:.4f} ms at batch 1")
+    base, b = table.of_kind("base")[0], args.batch_size
+    print(f"base model: {1e3 * base.median_s[-1] / b:.4f} ms per sample at batch {b} (rounds "
+          f"{1e3 * base.min_s[-1] / b:.4f}-{1e3 * base.max_s[-1] / b:.4f}), {1e3 * base.median_s[0]:.4f} ms at batch 1 "
+          f"({1e3 * base.min_s[0]:.4f}-{1e3 * base.max_s[0]:.4f})")
     print(f"cost table {args.name!r} written to {path}")
     return 0
 

@@ -96,9 +96,20 @@ def test_overwrite_replaces_the_table(setup, capsys):
     assert main(args + ["--name", "again"]) == 0
     first = json.loads((tmp / "cache" / "cost_tables" / "again.json").read_text())
     assert main(args + ["--name", "again", "--overwrite", "--rounds", "2"]) == 0
-    assert "replacing the existing file" in capsys.readouterr().err
+    out = capsys.readouterr()
+    assert "replacing the existing file" in out.err
     second = read_cost_table(open_cache(tmp / "cache"), "again")
     assert first["measurement"]["rounds"] == 1 and second.measurement["rounds"] == 2
+    # the base model's line gives the rounds' spread beside the median: a machine whose speed came in bursts shows
+    base = second.of_kind("base")[0]
+    assert (f"{1e3 * base.median_s[-1] / 4:.4f} ms per sample at batch 4 (rounds {1e3 * base.min_s[-1] / 4:.4f}-"
+            f"{1e3 * base.max_s[-1] / 4:.4f})") in out.out
+
+
+def test_the_default_is_fifteen_rounds():
+    from exits.profile import DEFAULT_ROUNDS, _parser
+
+    assert DEFAULT_ROUNDS == 15 and _parser().parse_args(["--cache", "c", "--name", "n"]).rounds == DEFAULT_ROUNDS
 
 
 @pytest.mark.parametrize("extra, culprit", [
