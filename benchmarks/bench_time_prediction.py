@@ -12,9 +12,9 @@ Two targets:
 For each runtime (eager ``ExitRuntime``, holding the table of configurations; the ONNX bundle through
 ``bundle.BundleRouter``, one bundle per configuration as a user ships the one they chose, or with
 ``--table-bundle`` one bundle of all of them), thread count and batch size B: each runtime or bundle is profiled
-once at the largest B (``exits.profile``'s probes and ``profile_table``), each
-configuration's speed-up is predicted by ``search.time_cost.TimeCostModel`` at B on the exits the cache gives the
-timed rows, and measured as ``exits.validate`` does (``time_against_base``: base and configuration alternating
+once at the largest B (``exits.profile``'s probes and ``profile_table``; the demo at its default rounds, the ResNet
+at 3), each configuration's speed-up is predicted by ``search.time_cost.TimeCostModel`` at B on the exits the cache
+gives the timed rows, and measured as ``exits.validate`` does (``time_against_base``: base and configuration alternating
 in ``--rounds`` rounds over the same full batches of B, medians). Today's MAC prediction (1 / relative MACs) is
 listed alongside. Prints the table and saves ``benchmarks/results/time_prediction[_quick].json`` with the
 machine and the load average before and after each target::
