@@ -29,8 +29,9 @@ from typing import Any
 __all__ = ["DEFAULT_ROUNDS", "measure", "profile_table", "main"]
 
 # Medians over this many rounds: on a shared 2-core VM whose speed came in bursts, 5 rounds left the demo's
-# predicted speed-up at batch 64 spread over 1.68-2.00 across four profiles (a base call timed slow in two of five
-# rounds moves a median), 15 rounds over 1.68-1.76 (docs/cost-model.md, "How many rounds").
+# predicted speed-up at batch 64 spread over 1.62-2.02 across five profiles (a base call timed slow in two of five
+# rounds moves a median), 15 rounds over 1.60-1.80 (benchmarks/bench_profile_rounds.py; docs/cost-model.md,
+# "How many rounds").
 DEFAULT_ROUNDS = 15
 
 
