@@ -56,6 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     settings = [_setting(s) for s in args.settings.split(",")]
 
+    import numpy as np
     import torch
 
     from data_cache import open_cache
@@ -74,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         rt = ExitRuntime(model, doc, cache=cache, check_inputs=False)
         inputs = timing_batches(x, BATCH, 4096)
         leave = ExitProblem(cache, "holdout").assign(config)
-        timed = (torch.arange(len(inputs) * BATCH) % len(x)).numpy()
+        timed = np.arange(len(inputs) * BATCH) % len(x)   # the rows timing_batches took
         for r in range(args.repeats):
             order = settings if r % 2 == 0 else settings[::-1]
             load = os.getloadavg()[0]
