@@ -26,12 +26,16 @@ and 16, eager, 1 thread. The full grid (batch 1, 64, 256; threads 1 and 2; eager
 for a quiet machine. ``--rebatch``: re-batched serving instead (``exits.validate --rebatch``: the configuration's
 batches run as one stream through ``run_batches(..., rebatch=True)``, predicted by the re-batched time model), at
 the grid's batch sizes above 1; saved as ``time_prediction_rebatch[_quick].json`` (``_table_bundle`` inserted
-with that option). Each row also gives the
-delivery, the measured speed-up times the relative MACs (1.0: the MAC estimate delivered).
+with that option). ``--runtimes``, ``--batches`` and ``--threads`` cut the grid (comma-separated; the file name
+says so); ``--repeats N`` runs it N times in a row (each repeat profiles and times anew; rows carry ``repeat``).
+Each row also gives the delivery, the measured speed-up times the relative MACs (1.0: the MAC estimate delivered),
+and, where the bundle's batch-1 graph serves it (``paths``), the prediction from each path's
+consecutive calls alone (without the paths' times after one another) beside the default.
 """
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 import tempfile
@@ -188,15 +192,21 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                     table = profile_table(f"{runtime}-t{threads}", probes, cache=cache, model_fingerprint=None,
                                           device=cpu, threads=threads, batch_size=max(batches), runtime=runtime,
                                           score="max_prob", rounds=rounds[0], min_time=grid.min_time)
+                # the same table without the paths' times after one another: what each path's consecutive calls
+                # predict (a bundle's batch-1 graph), beside the default
+                alone = dataclasses.replace(table, items=tuple(dataclasses.replace(it, after=None)
+                                                               for it in table.items))
                 for batch in [b for b in batches if b > 1 or not rebatch]:
-                    tm = TimeCostModel(table, [e.units for e in cache.exits], [e.name for e in cache.exits],
-                                       batch_size=batch, rebatch=rebatch)
+                    tm, tm_alone = (TimeCostModel(t, [e.units for e in cache.exits], [e.name for e in cache.exits],
+                                                  batch_size=batch, rebatch=rebatch) for t in (table, alone))
                     n = samples[0] if batch == 1 else samples[1]
                     timed = np.arange(max(1, n // batch) * batch) % len(x)   # the rows timing_batches takes
                     inputs = [convert(b) for b in timing_batches(x, batch, n)]
                     for config, fn, stream in runs.values():
                         leave = holdout.assign(config)
                         est = tm.estimate(config.exits, leave[timed], config.rule_names)
+                        paths = any(it.startswith("path:") for it in est.items)
+                        est_alone = tm_alone.estimate(config.exits, leave[timed], config.rule_names)
                         rel_macs = holdout.evaluate_one(config).relative_cost
                         with torch.inference_mode():
                             t = time_against_base(base_fn, fn, inputs, [], rounds[1], cpu,
@@ -208,6 +218,9 @@ def run_target(name: str, model: Any, cache: Any, x: torch.Tensor, labelled: lis
                                "predicted_speedup": est.speedup, "measured_speedup": t["speedup"],
                                "speedup_error": est.speedup / t["speedup"] - 1,
                                "mac_speedup_error": 1 / rel_macs / t["speedup"] - 1,
+                               "paths": paths,
+                               "predicted_speedup_paths_alone": est_alone.speedup if paths else None,
+                               "speedup_error_paths_alone": est_alone.speedup / t["speedup"] - 1 if paths else None,
                                "delivery": t["speedup"] * rel_macs,
                                "predicted_ms_per_sample": 1e3 * est.time_per_sample_s,
                                "predicted_base_ms_per_sample": 1e3 * est.base_time_per_sample_s,
@@ -238,7 +251,9 @@ def _print_row(r: dict) -> None:
           f"{r['predicted_speedup']:.2f} ({r['speedup_error']:+.1%})  MACs x{r['mac_speedup']:.2f} "
           f"({r['mac_speedup_error']:+.1%})  ms/sample config {r['predicted_ms_per_sample']:.3f} pred "
           f"{r['measured_ms_per_sample']:.3f} meas, base {r['predicted_base_ms_per_sample']:.3f} pred "
-          f"{r['measured_base_ms_per_sample']:.3f} meas  load {' '.join(r['loadavg_after'])}", flush=True)
+          f"{r['measured_base_ms_per_sample']:.3f} meas  load {' '.join(r['loadavg_after'])}"
+          + (f"  paths alone x{r['predicted_speedup_paths_alone']:.2f} ({r['speedup_error_paths_alone']:+.1%})"
+             if r["paths"] else ""), flush=True)
 
 
 def summary(rows: list[dict]) -> dict[str, Any]:
@@ -250,7 +265,32 @@ def summary(rows: list[dict]) -> dict[str, Any]:
                                      "max_abs_time_error": max(abs(r["speedup_error"]) for r in sel),
                                      "max_abs_mac_error": max(abs(r["mac_speedup_error"]) for r in sel),
                                      "within_10pct": sum(abs(r["speedup_error"]) <= 0.10 for r in sel)}
+        paths = [r for r in sel if r["paths"]]
+        if paths:  # the batch-1 graph's rows, also predicted from each path's consecutive calls alone
+            out[f"{key[0]} {key[1]}"]["batch_1_graph"] = {
+                "n": len(paths), "within_10pct": sum(abs(r["speedup_error"]) <= 0.10 for r in paths),
+                "within_10pct_paths_alone": sum(abs(r["speedup_error_paths_alone"]) <= 0.10 for r in paths),
+                "max_abs_time_error": max(abs(r["speedup_error"]) for r in paths),
+                "max_abs_time_error_paths_alone": max(abs(r["speedup_error_paths_alone"]) for r in paths)}
     return out
+
+
+def _subset(grid: Grid, args: argparse.Namespace) -> tuple[Grid, str]:
+    """The grid cut to ``--runtimes``, ``--batches`` and ``--threads``, and the results file's suffix naming the cut
+    (``""`` for the whole grid)."""
+    cut, suffix = {}, ""
+    for option, fields in (("runtimes", ("runtimes", "resnet_runtimes")), ("batches", ("batches", "resnet_batches")),
+                           ("threads", ("threads",))):
+        text = getattr(args, option)
+        if text is None:
+            continue
+        asked = [v if option == "runtimes" else int(v) for v in text.split(",") if v]
+        for f in fields:
+            cut[f] = tuple(v for v in getattr(grid, f) if v in asked)
+        if not cut[fields[0]]:
+            raise SystemExit(f"--{option} {text}: none of the grid's {list(getattr(grid, fields[0]))}")
+        suffix += f"_{option}-" + "-".join(map(str, cut[fields[0]]))
+    return dataclasses.replace(grid, **cut), suffix
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -261,30 +301,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rebatch", action="store_true", help="re-batched serving (batch sizes above 1)")
     p.add_argument("--table-bundle", action="store_true",
                    help="one bundle of all the configurations instead of one per configuration")
+    p.add_argument("--runtimes", default=None, help="comma-separated subset of the grid's: eager, onnx")
+    p.add_argument("--batches", default=None, help="comma-separated subset of the grid's batch sizes")
+    p.add_argument("--threads", default=None, help="comma-separated subset of the grid's thread counts")
+    p.add_argument("--repeats", type=int, default=1, help="run the (cut) grid this many times, one after another")
     args = p.parse_args(argv)
-    grid = QUICK if args.quick else FULL
+    grid, subset = _subset(QUICK if args.quick else FULL, args)
     targets = [t for t in args.targets.split(",") if t]
     rows: list[dict] = []
     started, load = time.time(), _loadavg()
     with tempfile.TemporaryDirectory() as tmp:
-        if "demo" in targets:
-            model, cache, x, configs = demo_target(Path(args.fashion_mnist))
-            rows += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp),
-                               (grid.latency_samples, grid.timing_samples), (grid.profile_rounds, grid.rounds),
-                               args.rebatch, args.table_bundle)
-        if "resnet18-224" in targets:
-            model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp))
-            rows += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes, grid.resnet_batches,
-                               grid, Path(tmp), (grid.resnet_latency_samples, grid.resnet_timing_samples),
-                               (grid.resnet_profile_rounds, grid.resnet_rounds), args.rebatch, args.table_bundle)
+        for repeat in range(args.repeats):   # each repeat profiles and times anew (bundles exported once)
+            got: list[dict] = []
+            if "demo" in targets:
+                model, cache, x, configs = demo_target(Path(args.fashion_mnist))
+                got += run_target("demo", model, cache, x, configs, grid.runtimes, grid.batches, grid, Path(tmp),
+                                  (grid.latency_samples, grid.timing_samples), (grid.profile_rounds, grid.rounds),
+                                  args.rebatch, args.table_bundle)
+            if "resnet18-224" in targets:
+                model, cache, x, configs = resnet_target(grid.resnet_samples, Path(tmp) / f"r{repeat}")
+                got += run_target("resnet18-224", model, cache, x, configs, grid.resnet_runtimes,
+                                  grid.resnet_batches, grid, Path(tmp) / f"r{repeat}", (grid.resnet_latency_samples,
+                                                                         grid.resnet_timing_samples),
+                                  (grid.resnet_profile_rounds, grid.resnet_rounds), args.rebatch, args.table_bundle)
+            rows += [dict(r, repeat=repeat) for r in got]
     from exits.memory import memory_policy
 
-    figures = {"quick": args.quick, "rebatch": args.rebatch, "table_bundle": args.table_bundle, "grid": asdict(grid),
+    figures = {"quick": args.quick, "repeats": args.repeats, "rebatch": args.rebatch,
+               "table_bundle": args.table_bundle, "grid": asdict(grid),
                "torch": torch.__version__, "memory": memory_policy(),
                "loadavg_start": load,
                "loadavg_end": _loadavg(), "elapsed_s": time.time() - started, "summary": summary(rows), "rows": rows}
     name = ("time_prediction" + ("_rebatch" if args.rebatch else "") + ("_table_bundle" if args.table_bundle else "")
-            + ("_quick" if args.quick else ""))
+            + ("_quick" if args.quick else "") + subset + (f"_x{args.repeats}" if args.repeats > 1 else ""))
     path = save_results(name, figures)
     for k, v in figures["summary"].items():
         print(f"{k}: time model max |error| {v['max_abs_time_error']:.1%} ({v['within_10pct']}/{v['n']} within 10%), "

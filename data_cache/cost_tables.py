@@ -16,7 +16,7 @@ import hashlib
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from itertools import pairwise
 from pathlib import Path
 from typing import Any
@@ -77,7 +77,9 @@ class TimedItem:
     final exit), ``collect`` (the runtime's own per-batch cost: input checks, the loop, the result; once per
     batch), ``path`` (a bundle's batch-1 graph run by one row that leaves at ``exit``, an early exit or the final
     one; it serves one row, so every grid point holds that time). ``median_s[i]`` is the median over rounds of one
-    call's time on ``grid[i]`` rows; ``min_s``/``max_s`` the rounds' spread.
+    call's time on ``grid[i]`` rows; ``min_s``/``max_s`` the rounds' spread. ``after`` (path items, optional): the
+    median time of this path's call made right after a call that left at each exit named (every path's exit), as a
+    stream of rows that leave at different exits meets it; ``median_s`` is its time after a call of its own.
     """
 
     name: str
@@ -87,6 +89,7 @@ class TimedItem:
     max_s: tuple[float, ...]
     units: tuple[str, ...] = ()
     exit: str | None = None
+    after: dict[str, float] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -136,7 +139,11 @@ class TimeTable:
             "measurement": self.measurement,
             "grid": list(self.grid),
             "items": [
-                {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(it).items()}
+                {
+                    k: (list(v) if isinstance(v, tuple) else v)
+                    for k, v in asdict(it).items()
+                    if k != "after" or v is not None
+                }
                 for it in self.items
             ],
         }
@@ -358,6 +365,30 @@ def _check_items(items: tuple[TimedItem, ...], bad: Any) -> None:
                     f"items.{it.name}.units", f"unit {u!r} is timed by item {timed[u]!r} already"
                 )
             timed[u] = it.name
+    _check_after(items, bad)
+
+
+def _check_after(items: tuple[TimedItem, ...], bad: Any) -> None:
+    """Paths timed after one another: every path, or none, after every path (the model needs the whole matrix)."""
+    paths = [it for it in items if it.kind == "path"]
+    with_after = [it for it in paths if it.after is not None]
+    if not with_after:
+        return
+    exits = {str(it.exit) for it in paths}  # a path names its exit (_item)
+    for it in paths:
+        if it.after is None:
+            raise bad(
+                f"items.{it.name}.after",
+                f"missing, but item {with_after[0].name!r} has one: "
+                "every path is timed after every path, or none is",
+            )
+        unknown, missing = sorted(set(it.after) - exits), sorted(exits - set(it.after))
+        if unknown or missing:
+            odd = f"{unknown[0]!r} is not one" if unknown else f"{missing[0]!r} is missing"
+            raise bad(
+                f"items.{it.name}.after",
+                f"must name exactly the paths' exits {sorted(exits)} ({odd})",
+            )
 
 
 def _is_int(x: Any) -> bool:
@@ -404,7 +435,39 @@ def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
     if (d["kind"] in ("step", "path")) != isinstance(exit_name, str):
         raise bad(f"items.{name}.exit", "a step or a path names its exit; nothing else does")
     median_s, min_s, max_s = values
-    return TimedItem(name, d["kind"], median_s, min_s, max_s, units=tuple(units), exit=exit_name)
+    return TimedItem(
+        name,
+        d["kind"],
+        median_s,
+        min_s,
+        max_s,
+        units=tuple(units),
+        exit=exit_name,
+        after=_after(d, name, bad),
+    )
+
+
+def _after(d: Mapping[str, Any], name: str, bad: Any) -> dict[str, float] | None:
+    """A path's ``after`` map (previous call's exit -> seconds), checked; None when absent."""
+    after = d.get("after")
+    if after is None:
+        return None
+    if d["kind"] != "path":
+        raise bad(f"items.{name}.after", "only a path is timed after other paths")
+    if not isinstance(after, Mapping) or not after:
+        raise bad(f"items.{name}.after", "must map each path's exit to seconds")
+    for prev, t in after.items():
+        if not (
+            isinstance(t, (int, float))
+            and not isinstance(t, bool)
+            and math.isfinite(t)
+            and MIN_TIME_S <= t <= MAX_TIME_S
+        ):
+            raise bad(
+                f"items.{name}.after.{prev}",
+                "timings must be positive and finite, from 1 ns to a day (seconds per call)",
+            )
+    return {str(k): float(v) for k, v in after.items()}
 
 
 def interpolate(

@@ -38,6 +38,8 @@ class Probe:
     units: tuple[str, ...] = ()
     exit: str | None = None
     alone: bool = False  # timed in consecutive calls of its own, not inside the sweep
+    # also timed right after a call of each paired probe (its ``after``, by that probe's exit): a mixed stream
+    paired: bool = False
     # what the table keeps, from the round's times by name (same n): e.g. a whole run less the work inside it
     derive: Callable[[dict[str, float]], float] | None = None
 
@@ -201,8 +203,9 @@ def _path_probes(router: Any, x: np.ndarray) -> list[Probe]:
     call on one row that leaves at each of its stages in turn (thresholds 1 before the stage, 0 there, under
     ``max_prob``), each timed in calls of its own as a server answers image after image (inside the sweep, the
     other items' graphs would evict the weights a run of early leavers keeps warm: a configuration whose rows nearly
-    all left at the first exit ran 9% faster than that predicted); it serves one row, so every row count times that
-    call."""
+    all left at the first exit ran 9% faster than that predicted), and right after a call of each path (``paired``:
+    a stream whose rows leave at different exits alternates paths, and a path after another ran slower than after
+    itself); it serves one row, so every row count times that call."""
     from contract import ExitConfig
 
     man = router.manifest
@@ -213,7 +216,8 @@ def _path_probes(router: Any, x: np.ndarray) -> list[Probe]:
     def leaving_at(k: int) -> Callable[[int], Thunk]:
         cfg = ExitConfig(tuple(e.index for e in fused), (1.0,) * k + (0.0,) * (len(fused) - k), "max_prob")
         return lambda n: (lambda: router.run(x, cfg))
-    return [Probe(f"path:{name}", "path", leaving_at(k), exit=name, alone=True) for k, name in enumerate(names)]
+    return [Probe(f"path:{name}", "path", leaving_at(k), exit=name, alone=True, paired=True)
+            for k, name in enumerate(names)]
 
 
 def _outputs(graph: Any, h: np.ndarray) -> tuple[np.ndarray, list[np.ndarray]]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import random
 import statistics
 import sys
 import time
@@ -84,7 +85,9 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
     timed ``min_time``, an alone probe ``10 * min_time``; at most ``max_repeats``), ``rounds`` rounds time every
     batch size (their order reversed every other round, so that a change of load hits all alike); a probe with
     ``derive`` keeps, per round, what it computes from that round's times (at least 1 ns: a difference of two
-    timings)."""
+    timings). Probes marked ``paired`` are also timed, at the grid's first row count in every round, right after
+    an untimed call of each paired probe (itself included; the ordered pairs shuffled per round, each pair's calls
+    lasting ``min_time``): their ``after``, by the previous probe's exit."""
     swept = [i for i, p in enumerate(probes) if not p.alone]
     alone = [i for i, p in enumerate(probes) if p.alone]
     thunks = [[p.make(n) for n in grid] for p in probes]
@@ -99,6 +102,9 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
             # 10x longer: a whole model's timing at batch 1 is the denominator of every speed-up, and collect is
             # the difference of two of them
             alone_repeats[i][j] = _repeats(_time_calls(thunks[i][j], 1, sync), 10 * min_time, max_repeats)
+    paired = [i for i in alone if probes[i].paired]
+    pair_repeats = {i: _repeats(_time_calls(thunks[i][0], 1, sync), min_time, max_repeats) for i in paired}
+    after: dict[tuple[int, int], list[float]] = {(a, b): [] for a in paired for b in paired}
     if progress:
         progress(f"warm-up: {len(probes)} items x {len(grid)} batch sizes in {time.perf_counter() - t0:.1f} s")
     times: list[list[list[float]]] = [[[] for _ in grid] for _ in probes]
@@ -111,6 +117,10 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
                 if alone_repeats[i][j] > 1:  # untimed: the calls a server makes back to back are warm
                     thunks[i][j]()
                 times[i][j].append(_time_calls(thunks[i][j], alone_repeats[i][j], sync))
+            if j == 0:
+                for pair in random.Random(r).sample(list(after), len(after)):
+                    after[pair].append(_time_after(thunks[pair[0]][0], thunks[pair[1]][0], pair_repeats[pair[1]],
+                                                   sync))
         if progress:
             progress(f"round {r + 1}/{rounds}: {time.perf_counter() - t0:.1f} s")
     derived = [(i, p.derive) for i, p in enumerate(probes) if p.derive is not None]
@@ -119,11 +129,26 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
         for i, derive in derived:
             times[i][j] = [max(1e-9, derive(t)) for t in rounds_of]
     out = []
-    for p, per_n in zip(probes, times, strict=True):
+    for i, (p, per_n) in enumerate(zip(probes, times, strict=True)):
         out.append({"name": p.name, "kind": p.kind, "units": list(p.units), "exit": p.exit,
                     "median_s": [statistics.median(t) for t in per_n], "min_s": [min(t) for t in per_n],
                     "max_s": [max(t) for t in per_n]})
+        if i in paired:
+            out[-1]["after"] = {probes[a].exit: statistics.median(after[a, i]) for a in paired}
     return out
+
+
+def _time_after(before: Callable[[], Any], thunk: Callable[[], Any], repeats: int, sync: Callable[[], None]) -> float:
+    """Seconds per call of ``thunk``, each call made right after an untimed call of ``before``."""
+    total = 0.0
+    for _ in range(repeats):
+        before()
+        sync()
+        t0 = time.perf_counter()
+        thunk()
+        sync()
+        total += time.perf_counter() - t0
+    return total / repeats
 
 
 def _loadavg() -> list[float] | None:
@@ -169,7 +194,8 @@ def profile_table(name: str, probes: Sequence[Any], *, cache: Any, model_fingerp
     doc = {"format": "costtable/1", "name": name, "cache": {"fingerprint": cache.fingerprint},
            "model": {"fingerprint": model_fingerprint}, "target": target,
            "measurement": {"rounds": rounds, "min_time_s": min_time, "order": "sweeps in execution order, "
-                           "each call timed alone; base and the whole run in consecutive calls",
+                           "each call timed alone; base and the whole run in consecutive calls; a bundle's "
+                           "batch-1 paths in consecutive calls and after each path",
                            "statistic": "median over rounds",
                            "spread": "min and max over rounds", "grid": "powers of two below the batch size, and it"},
            "grid": list(grid), "items": items}

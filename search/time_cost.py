@@ -23,7 +23,10 @@ correlated the samples' reach is across items. Three ways to evaluate it (``meth
 **A bundle's batch-1 graph** (``exits/onnx_chain.py``): a bundle whose exits are all fused runs a one-row batch of
 a configuration enabling exactly those exits with ``max_prob`` as one session call, timed by the profile as ``path``
 items (the router's whole call for a row leaving at each exit); at B = 1 such a configuration costs
-``sum_k P(leave at k) T_path_k(1)``, the call's own overhead included.
+``sum_k P(leave at k) T_path_k(1)``, the call's own overhead included. When the table also times each path right
+after each path (``TimedItem.after``: ``A[j, k]``, path k's call after a call leaving at j), the rows of a stream
+being independent draws, a row leaving at k follows one leaving at j with probability ``p_j`` and the cost is
+``sum_jk p_j p_k A[j, k]`` (``p' A p``): a path after another costs more than after itself.
 
 **Re-batching** (``rebatch=True``: ``ExitRuntime.run_batches(..., rebatch=True)``, ``exits.validate --rebatch``):
 the survivors of several input batches wait before each stage until B of them are there, so every item runs full
@@ -222,9 +225,10 @@ class TimeCostModel:
         paths = self._paths(enabled, rules)
         # one row through the bundle's batch-1 graph: one timed call per exit it leaves at
         if paths is not None:
+            share = np.bincount(groups, minlength=len(paths)) / len(groups)
+            per_call = _path_times(paths, [float(self._time(it, np.array([1]))[0]) for it in paths])
             items = {
-                it.name: float(np.mean(groups == k)) * float(self._time(it, np.array([1]))[0])
-                for k, it in enumerate(paths)
+                it.name: float(share[k] * (share @ per_call[:, k])) for k, it in enumerate(paths)
             }
             return TimeEstimate(sum(items.values()), self.base_time_per_sample(), 1, items)
         paired = [e for e, r in zip(enabled, rules or (), strict=False) if reads_partner(r)]
@@ -351,3 +355,11 @@ class TimeCostModel:
                 "use 'binomial'"
             )
         return np.stack([rng.choice(n, self.batch_size, replace=False) for _ in range(self.rounds)])
+
+
+def _path_times(paths: Sequence[TimedItem], alone: Sequence[float]) -> np.ndarray:
+    """``A[j, k]``: seconds of path k's call after a call leaving at path j's exit (``after``), or, for a table that
+    has none, ``alone[k]`` (its calls after one another) whatever came before."""
+    if all(it.after is not None for it in paths):
+        return np.array([[float(it.after[prev.exit]) for it in paths] for prev in paths])  # type: ignore[index]
+    return np.tile(np.asarray(alone, dtype=np.float64), (len(paths), 1))

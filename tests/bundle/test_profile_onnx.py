@@ -105,6 +105,8 @@ def test_a_fused_exit_is_timed_inside_its_segment_graph(setup, tmp_path, monkeyp
     router = open_bundle(tmp_path / "fused", threads=1, one_graph=True)
     paths = [p for p in onnx_probes(router, 4, "max_prob") if p.kind == "path"]
     assert len(paths) == len(fused) + 1 and all(p.alone for p in paths)  # timed as a server calls it, not swept
+    exits_ = {it.exit for it in table.of_kind("path")}
+    assert all(p.paired for p in paths) and all(set(it.after) == exits_ for it in table.of_kind("path"))
     one = ExitConfig(cfg.exits[1:], cfg.thresholds[1:])
     with pytest.raises(SearchError, match="profile a bundle cut at its exits"):
         model_t.estimate(one.exits, ExitProblem(cache, "holdout").assign(one))

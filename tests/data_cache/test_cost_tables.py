@@ -156,6 +156,18 @@ def _path(d: dict, name: str) -> dict:
     return dict(step, name=name, kind="path")
 
 
+def _paths(d: dict, edits: dict) -> list[dict]:
+    """Paths ``p1`` (at the first step's exit) and ``p2`` (at the second's), each timed after both; ``edits``: a
+    path's ``after`` map instead, or a function of the two exits' names giving it."""
+    steps = [i for i in d["items"] if i["kind"] == "step"][:2]
+    exits = [s["exit"] for s in steps]
+    out = []
+    for name, step in zip(("p1", "p2"), steps, strict=True):
+        after = edits.get(name, {e: 1e-3 for e in exits})
+        out.append(dict(step, name=name, kind="path", after=after(*exits) if callable(after) else after))
+    return out
+
+
 @pytest.mark.parametrize("edit, match", [
     (lambda d: d.update(format="costtable/9"), "format: 'costtable/9' is not 'costtable/1'"),
     (lambda d: d["cache"].pop("fingerprint"), "cache.fingerprint: missing"),
@@ -194,6 +206,16 @@ def _path(d: dict, name: str) -> dict:
     (lambda d: d["items"].extend([_path(d, "p1"), _path(d, "p2")]), r"items.p2.exit: exit '\S+' has a path already"),
     (lambda d: d["items"].append(dict(_path(d, "p1"), exit="nope")), r"items.p1.exit: 'nope' is not an exit of this"),
     (lambda d: d["items"].append(dict(_path(d, "p1"), exit=None)), "a step or a path names its exit"),
+    # a path timed after the other paths: only a path, every path after every path, positive finite seconds
+    (lambda d: d["items"][0].update(after={"x": 1e-3}), r"items.\S+.after: only a path is timed after other paths"),
+    (lambda d: d["items"].extend(_paths(d, {"p2": None})), r"items.p2.after: missing, but item 'p1' has one"),
+    (lambda d: d["items"].extend(_paths(d, {"p2": {"nope": 1e-3}})), r"items.p2.after: must name exactly the "
+                                                                      r"paths' exits .* \('nope' is not one\)"),
+    (lambda d: d["items"].extend(_paths(d, {"p2": lambda a, b: {a: 1e-3}})),
+     r"items.p2.after: must name exactly the paths' exits .* \('\S+' is missing\)"),
+    (lambda d: d["items"].extend(_paths(d, {"p1": "fast"})), "items.p1.after: must map each path's exit to seconds"),
+    (lambda d: d["items"].extend(_paths(d, {"p1": lambda a, b: {a: 1e-3, b: -1.0}})),
+     r"items.p1.after.\S+: timings must be positive"),
 ])
 def test_malformed_tables_are_refused_in_one_line(disk_cache, edit, match):
     write_cost_table(disk_cache.path, make_table(disk_cache))
@@ -217,3 +239,21 @@ def test_a_path_item_beside_its_exits_step_is_read(disk_cache):
     table = read_cost_table(disk_cache, "cpu-t1")
     (path,) = table.of_kind("path")
     assert path.exit == next(i for i in table.items if i.kind == "step").exit and path.units == ()
+
+
+def test_paths_timed_after_each_other_round_trip(disk_cache):
+    """A bundle's batch-1 paths with their times after every path are read back as written, and the fingerprint
+    covers them; a table without them writes no ``after`` field."""
+    write_cost_table(disk_cache.path, make_table(disk_cache))
+    plain_doc = json.loads(cost_table_path(disk_cache.path, "cpu-t1").read_text())
+    assert all("after" not in i for i in plain_doc["items"])
+    _edit(disk_cache, "cpu-t1", lambda d: d["items"].extend(_paths(d, {})))
+    table = read_cost_table(disk_cache, "cpu-t1")
+    p1, p2 = table.of_kind("path")
+    assert p1.after == {p1.exit: 1e-3, p2.exit: 1e-3} and p2.after == p1.after
+    faster = TimeTable(**{**table.__dict__, "items": tuple(
+        TimedItem(**{**it.__dict__, "after": {k: v / 2 for k, v in it.after.items()}}) if it.after else it
+        for it in table.items)})
+    assert faster.fingerprint != table.fingerprint
+    write_cost_table(disk_cache.path, faster, overwrite=True)
+    assert read_cost_table(disk_cache, "cpu-t1").of_kind("path")[0].after[p1.exit] == 5e-4

@@ -91,3 +91,26 @@ def test_eager_probes_chain_each_unit_to_what_the_one_before_it_wrote():
     finally:
         for h in handles:
             h.remove()
+
+
+def test_paired_probes_are_timed_after_each_paired_probe():
+    """A paired probe's ``after`` holds its time right after a call of each paired probe, by that probe's exit: a
+    call after another probe's (sleeping 20 ms here) is told apart from one after its own (1 ms)."""
+    last: list = [None]
+
+    def path(name: str):
+        def make(n: int):
+            def call():
+                time.sleep(1e-3 if last[0] in (None, name) else 20e-3)
+                last[0] = name
+            return call
+        return Probe(f"path:{name}", "path", make, exit=name, alone=True, paired=True)
+
+    log: list = []
+    out = {it["name"]: it for it in measure([_probe(log, "a"), path("x"), path("y")], [1, 2], rounds=3,
+                                            min_time=1e-9, max_repeats=1)}
+    assert "after" not in out["a"]
+    for this, other in (("x", "y"), ("y", "x")):
+        after = out[f"path:{this}"]["after"]
+        assert set(after) == {"x", "y"}
+        assert 1e-3 <= after[this] < 20e-3 <= after[other]

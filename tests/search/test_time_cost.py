@@ -293,3 +293,27 @@ def test_a_batch_1_graph_is_charged_per_exit_a_row_leaves_at():
     one = np.where(LEAVE == 1, 2, LEAVE)   # exit 1 disabled: its samples go on to the final exit
     est = TimeCostModel(table, EXIT_UNITS, EXIT_NAMES, batch_size=1).estimate([0], one)
     assert not any(k.startswith("path:") for k in est.items) and staged.time_per_sample_s > 0
+
+
+def test_paths_timed_after_each_other_cost_the_mean_over_consecutive_pairs():
+    """With each path's time after each path (``after``), a batch-1 stream of independent rows costs, per row, the
+    mean over every ordered pair of rows (previous, this) of this row's path after the previous row's: brute force
+    over all pairs of cache rows against the model; each path's item is its rows' share of it."""
+    A = {"e0": {"e0": 2.0, "e1": 2.6, "final": 3.1},   # A[prev][this]
+         "e1": {"e0": 5.7, "e1": 5.0, "final": 6.2},
+         "final": {"e0": 9.8, "e1": 9.4, "final": 9.0}}
+    paths = [TimedItem(f"path:{e}", "path", (A[e][e],) * len(GRID), (1.0,) * len(GRID), (20.0,) * len(GRID), exit=e,
+                       after={prev: A[prev][e] for prev in EXIT_NAMES}) for e in EXIT_NAMES]
+    table = _table([*_table().items[:-1], *paths])
+    est = TimeCostModel(table, EXIT_UNITS, EXIT_NAMES, batch_size=1).estimate([0, 1], LEAVE, ["max_prob"] * 2)
+    name = {0: "e0", 1: "e1", 2: "final"}
+    pairs = [(name[int(a)], name[int(b)]) for a, b in itertools.product(LEAVE, LEAVE)]
+    assert est.time_per_sample_s == pytest.approx(np.mean([A[prev][this] for prev, this in pairs]), rel=1e-12)
+    for e in EXIT_NAMES:
+        mine = [A[prev][this] if this == e else 0.0 for prev, this in pairs]
+        assert est.items[f"path:{e}"] == pytest.approx(np.mean(mine), rel=1e-12)
+    # the same paths timed only after themselves: each row pays its own path's time, whatever came before
+    alone = [TimedItem(p.name, "path", p.median_s, p.min_s, p.max_s, exit=p.exit) for p in paths]
+    plain = TimeCostModel(_table([*_table().items[:-1], *alone]), EXIT_UNITS, EXIT_NAMES, batch_size=1)
+    want = np.mean([A[name[int(e)]][name[int(e)]] for e in LEAVE])
+    assert plain.estimate([0, 1], LEAVE, ["max_prob"] * 2).time_per_sample_s == pytest.approx(want, rel=1e-12)
