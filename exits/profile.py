@@ -87,7 +87,7 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
     ``derive`` keeps, per round, what it computes from that round's times (at least 1 ns: a difference of two
     timings). Probes marked ``paired`` are also timed, at the grid's first row count in every round, right after
     an untimed call of each paired probe (itself included; the ordered pairs shuffled per round, each pair's calls
-    lasting ``min_time``): their ``after``, by the previous probe's exit."""
+    lasting ``10 * min_time`` as an alone probe's): their ``after``, by the previous probe's exit."""
     swept = [i for i, p in enumerate(probes) if not p.alone]
     alone = [i for i, p in enumerate(probes) if p.alone]
     thunks = [[p.make(n) for n in grid] for p in probes]
@@ -103,7 +103,7 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
             # the difference of two of them
             alone_repeats[i][j] = _repeats(_time_calls(thunks[i][j], 1, sync), 10 * min_time, max_repeats)
     paired = [i for i in alone if probes[i].paired]
-    pair_repeats = {i: _repeats(_time_calls(thunks[i][0], 1, sync), min_time, max_repeats) for i in paired}
+    pair_repeats = {i: _repeats(_time_calls(thunks[i][0], 1, sync), 10 * min_time, max_repeats) for i in paired}
     after: dict[tuple[int, int], list[float]] = {(a, b): [] for a in paired for b in paired}
     if progress:
         progress(f"warm-up: {len(probes)} items x {len(grid)} batch sizes in {time.perf_counter() - t0:.1f} s")
