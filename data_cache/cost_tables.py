@@ -391,6 +391,19 @@ def _check_after(items: tuple[TimedItem, ...], bad: Any) -> None:
             )
 
 
+TIMING_RANGE = "timings must be positive and finite, from 1 ns to a day (seconds per call)"
+
+
+def _is_timing(t: Any) -> bool:
+    """A number of seconds a table may hold (``MIN_TIME_S`` to ``MAX_TIME_S``; not a bool)."""
+    return (
+        isinstance(t, (int, float))
+        and not isinstance(t, bool)
+        and math.isfinite(t)
+        and MIN_TIME_S <= t <= MAX_TIME_S
+    )
+
+
 def _is_int(x: Any) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
@@ -417,17 +430,8 @@ def _item(d: Any, i: int, n_grid: int, bad: Any) -> TimedItem:
         v = d.get(key)
         if not isinstance(v, list) or len(v) != n_grid:
             raise bad(f"items.{name}.{key}", f"must hold one time per grid point ({n_grid})")
-        if not all(
-            isinstance(t, (int, float))
-            and not isinstance(t, bool)
-            and math.isfinite(t)
-            and MIN_TIME_S <= t <= MAX_TIME_S
-            for t in v
-        ):
-            raise bad(
-                f"items.{name}.{key}",
-                "timings must be positive and finite, from 1 ns to a day (seconds per call)",
-            )
+        if not all(_is_timing(t) for t in v):
+            raise bad(f"items.{name}.{key}", TIMING_RANGE)
         values.append(tuple(float(t) for t in v))
     if not all(lo <= m <= hi for m, lo, hi in zip(*values, strict=True)):
         raise bad(f"items.{name}", "min_s <= median_s <= max_s at every grid point")
@@ -457,16 +461,8 @@ def _after(d: Mapping[str, Any], name: str, bad: Any) -> dict[str, float] | None
     if not isinstance(after, Mapping) or not after:
         raise bad(f"items.{name}.after", "must map each path's exit to seconds")
     for prev, t in after.items():
-        if not (
-            isinstance(t, (int, float))
-            and not isinstance(t, bool)
-            and math.isfinite(t)
-            and MIN_TIME_S <= t <= MAX_TIME_S
-        ):
-            raise bad(
-                f"items.{name}.after.{prev}",
-                "timings must be positive and finite, from 1 ns to a day (seconds per call)",
-            )
+        if not _is_timing(t):
+            raise bad(f"items.{name}.after.{prev}", TIMING_RANGE)
     return {str(k): float(v) for k, v in after.items()}
 
 

@@ -102,8 +102,7 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
             # 10x longer: a whole model's timing at batch 1 is the denominator of every speed-up, and collect is
             # the difference of two of them
             alone_repeats[i][j] = _repeats(_time_calls(thunks[i][j], 1, sync), 10 * min_time, max_repeats)
-    paired = [i for i in alone if probes[i].paired]
-    pair_repeats = {i: _repeats(_time_calls(thunks[i][0], 1, sync), 10 * min_time, max_repeats) for i in paired}
+    paired = [i for i in alone if probes[i].paired]  # each pair's calls as many as the alone timing's at grid[0]
     after: dict[tuple[int, int], list[float]] = {(a, b): [] for a in paired for b in paired}
     if progress:
         progress(f"warm-up: {len(probes)} items x {len(grid)} batch sizes in {time.perf_counter() - t0:.1f} s")
@@ -119,8 +118,8 @@ def measure(probes: Sequence[Any], grid: Sequence[int], *, rounds: int, min_time
                 times[i][j].append(_time_calls(thunks[i][j], alone_repeats[i][j], sync))
             if j == 0:
                 for pair in random.Random(r).sample(list(after), len(after)):
-                    after[pair].append(_time_after(thunks[pair[0]][0], thunks[pair[1]][0], pair_repeats[pair[1]],
-                                                   sync))
+                    after[pair].append(_time_after(thunks[pair[0]][0], thunks[pair[1]][0],
+                                                   alone_repeats[pair[1]][0], sync))
         if progress:
             progress(f"round {r + 1}/{rounds}: {time.perf_counter() - t0:.1f} s")
     derived = [(i, p.derive) for i, p in enumerate(probes) if p.derive is not None]
