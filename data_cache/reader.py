@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
+from typing import TypeVar, overload
 
 import numpy as np
 
@@ -13,6 +14,8 @@ from ._validation import check_cache_files
 from .errors import CacheFormatError
 
 __all__ = ["MemmapCache", "open_cache"]
+
+_Reader = TypeVar("_Reader", bound=CacheReader)
 
 _OLD_LEVELS = {
     "auto": False,
@@ -49,6 +52,18 @@ class MemmapCache(CacheReader):
         return sum(
             (self.path / s / f).stat().st_size for s in self.meta.splits for f in self._files(s)
         )
+
+
+@overload
+def open_cache(
+    path: str | Path, *, skip_integrity_check: bool = ..., validate: str | None = ...
+) -> MemmapCache: ...
+
+
+@overload
+def open_cache(
+    path: _Reader, *, skip_integrity_check: bool = ..., validate: str | None = ...
+) -> _Reader: ...
 
 
 def open_cache(

@@ -262,7 +262,7 @@ def _run_chain(graphs: list[Any], x: np.ndarray, scored: Callable[[list[np.ndarr
     return run
 
 
-def _onnx_step(live: Slots, state: str, logits: str, cut: float,
+def _onnx_step(live: Slots, state: str, logits: str, cut: np.float32,
                scored: Callable[[list[np.ndarray]], Any]) -> Callable[[int], Thunk]:
     """What ``BundleRouter.run`` does at an enabled exit after its head, on ``n`` rows (for one row: no
     compaction)."""

@@ -11,8 +11,10 @@ import zlib
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import cast
 
 import numpy as np
+from numpy.typing import DTypeLike
 from PIL import Image
 
 from .errors import ExitsError
@@ -25,8 +27,8 @@ _IDX_FILES = {
     "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
     "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
 }
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"), 0x0C: np.dtype(">i4"),
-               0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
+_IDX_DTYPES: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: np.dtype(">i2"),
+                                     0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 
 
 class DataError(ExitsError):
@@ -40,8 +42,9 @@ _READ_ERRORS = (OSError, EOFError, ValueError, SyntaxError, zlib.error, Image.De
 
 def _reason(exc: BaseException) -> str:
     """What went wrong, in a few words: the OS's reason, or the first line of the message."""
-    if getattr(exc, "strerror", None):
-        return exc.strerror
+    strerror = getattr(exc, "strerror", None)
+    if strerror:
+        return strerror
     lines = str(exc).strip().splitlines()
     return lines[0] if lines else type(exc).__name__
 
@@ -163,14 +166,14 @@ def _idx_dataset(name: str, root: Path | None, default_roots: list[Path], downlo
     for r in roots:
         pairs = {p: _idx_pair(r, p) for p in _IDX_FILES}
         if all(pairs.values()):
-            return {p: _read_idx_part(*pairs[p]) for p in _IDX_FILES}
+            return {p: _read_idx_part(*cast("tuple[Path, Path]", pairs[p])) for p in _IDX_FILES}
     if download:
         import torchvision.datasets as tvd
 
         if root is None:
             raise DataError(f"{name}: download needs a root folder (--data-root)")
         cls = getattr(tvd, tv_class)
-        parts = {}
+        parts: dict[str, _Source] = {}
         for p in _IDX_FILES:
             ds = cls(str(root), train=p == "train", download=True)
             parts[p] = _ArraySource(ds.data.numpy(), ds.targets.numpy(), origin=f"{root} ({tv_class})")
@@ -209,7 +212,7 @@ def _cifar(n_classes: int) -> Callable[[Path | None, bool], dict[str, _Source]]:
         if not root.exists() and not download:
             raise DataError(f"{root}: dataset path does not exist")
         cls = tvd.CIFAR10 if n_classes == 10 else tvd.CIFAR100
-        parts = {}
+        parts: dict[str, _Source] = {}
         for p in _IDX_FILES:
             try:
                 ds = cls(str(root), train=p == "train", download=download)

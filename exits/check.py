@@ -54,6 +54,7 @@ def _run_segments(model: ExitModel, x: torch.Tensor, drop_at: int | None = None,
     for i, seg in enumerate(model.segments):
         h = seg(h)
         if i == drop_at:
+            assert rows is not None  # the callers pass rows with drop_at
             h = seg.select(h, rows)
     return h
 

@@ -248,8 +248,9 @@ def load_splits(name: str, root: str | Path | None = None, *, data_config: dict 
     search_idx, cal_idx, holdout_idx, train_idx = cut(search_idx), cut(cal_idx), cut(holdout_idx), cut(train_idx)
     definitions = _definitions(name, single, len(pool), len(holdout_src), n_search, n_cal, search_fraction, seed,
                                max_samples)
-    parameters = {"dataset": name, "root": None if root is None else str(root), "search_fraction": search_fraction,
-                  "seed": seed, "max_samples": max_samples, "parts": {p: len(s) for p, s in parts.items()}}
+    parameters: dict = {"dataset": name, "root": None if root is None else str(root),
+                        "search_fraction": search_fraction, "seed": seed, "max_samples": max_samples,
+                        "parts": {p: len(s) for p, s in parts.items()}}
     if n_cal:
         parameters["calibration_size"] = n_cal
         parameters["split_parts"] = {"search": pool_part, "calibration": pool_part, "holdout": "test"}

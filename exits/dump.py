@@ -19,7 +19,7 @@ import platform
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sized
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -139,7 +139,7 @@ def _dump_split(model: ExitModel, writer: Any, split: str, ds: Dataset, *, k: in
                 world: int, num_workers: int, device: torch.device, use_amp: bool, with_logits: bool,
                 progress: Progress | None) -> None:
     """This rank's batches of one split (rows already written skipped) through the model into ``writer``."""
-    n = len(ds)
+    n = len(cast(Sized, ds))  # a map-style dataset (torch's Dataset declares no __len__)
     done = writer.done_rows(split)
     mine = [range(a, min(n, a + batch_size)) for a in range(rank * batch_size, n, world * batch_size)]
     total = sum(len(b) for b in mine)
@@ -147,7 +147,8 @@ def _dump_split(model: ExitModel, writer: Any, split: str, ds: Dataset, *, k: in
     count = total - sum(len(b) for b in todo)
     if progress is not None:
         progress(split, count, total)
-    loader = DataLoader(ds, batch_sampler=todo, num_workers=num_workers)
+    # torch's stubs want batches as lists; the loader reads any sequence of indices (ranges here)
+    loader = DataLoader(ds, batch_sampler=todo, num_workers=num_workers)  # type: ignore[arg-type]
     for rows, (x, labels, sample_index) in zip(todo, loader, strict=True):
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             logits = model.forward_exits(x.to(device, non_blocking=True))
@@ -195,8 +196,8 @@ def dump_cache(model: ExitModel, splits: Mapping[str, Dataset], out: str | Path,
                 precision="autocast float16" if use_amp else "float32",
                 deterministic=deterministic_fp32 and not use_amp,
                 created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
-    meta = cache_meta(model, splits, k=k, split_definitions=split_definitions or {}, macs=unit_macs(model),
-                      latency_s=latency, costs=costs, provenance=prov)
+    meta = cache_meta(model, cast(Mapping[str, Sized], splits), k=k, split_definitions=split_definitions or {},
+                      macs=unit_macs(model), latency_s=latency, costs=costs, provenance=prov)
     writer = _open_writer(Path(out), meta, with_logits=with_logits, overwrite=overwrite, resume=resume,
                           rank=rank, world=world)
     with deterministic(deterministic_fp32 and not use_amp), torch.inference_mode():

@@ -81,6 +81,7 @@ def _split_params(args: argparse.Namespace, ckpt: dict | None) -> tuple[float, i
     kept = int(recorded.get("calibration_size", 0))
     n_cal = args.calibration_size if args.calibration_size is not None else kept
     if recorded.get("dataset") == args.dataset:
+        assert ckpt is not None  # --dataset is required: a recorded one comes from a checkpoint
         if (fraction, seed) != (recorded["search_fraction"], recorded["seed"]):
             raise ExitsError(f"{ckpt['path']}: heads were trained with search_fraction={recorded['search_fraction']}, "
                              f"seed={recorded['seed']}; another split would put training rows into the search split")

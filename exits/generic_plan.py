@@ -22,7 +22,7 @@ import copy
 import inspect
 import operator
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, TypeGuard, cast
 
 from torch import fx, nn
 
@@ -58,7 +58,7 @@ def _stage_of(name: str, named: dict[str, nn.Module]) -> list[str]:
     return [name]
 
 
-def _holds_blocks(module: nn.Module | None) -> bool:
+def _holds_blocks(module: nn.Module | None) -> TypeGuard[nn.Module]:
     """A container of blocks (a stage), as opposed to one block written as a sequence of plain layers."""
     return isinstance(module, _CONTAINERS) and len(module) > 0 and not any(_is_builtin(c) for c in module.children())
 
@@ -68,17 +68,22 @@ def _blocks_of(stage: str, named: dict[str, nn.Module]) -> list[str]:
     module = named[stage]
     if _holds_blocks(module):
         return [f"{stage}.{c}" for c, _ in module.named_children()]
-    if _holds_blocks(module._modules.get("blocks")):
-        return [f"{stage}.blocks.{c}" for c, _ in module._modules["blocks"].named_children()]
+    blocks = module._modules.get("blocks")
+    if _holds_blocks(blocks):
+        return [f"{stage}.blocks.{c}" for c, _ in blocks.named_children()]
     return [stage]
 
 
 def _feature_modules(model: nn.Module, named: dict[str, nn.Module]) -> list[dict[str, Any]]:
     """``feature_info`` entries that name a module of the model (a name that is a unique suffix of one is
     completed), leaving out the classifier."""
-    info = getattr(model, "feature_info", None)
+    info: Any = getattr(model, "feature_info", None)
     entries = (info.info if hasattr(info, "info") else info) or []
-    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
+    classifier = (
+        cast(Callable[[], nn.Module], model.get_classifier)()
+        if hasattr(model, "get_classifier")
+        else None
+    )
     out = []
     for e in entries:
         if not isinstance(e, dict) or not e.get("module"):

@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sized
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,10 @@ from .model import ExitModel
 __all__ = ["lr_at", "train_heads", "train_backbone", "heads_loss", "held_out_accuracy"]
 
 Callback = Callable[[str, dict], None]
+
+
+class Loader(Sized, Iterable[Any], Protocol):
+    """What the training loops read: batches, with their count per epoch (``len``); a DataLoader, a list."""
 
 
 def lr_at(step: int, total_steps: int, *, base_lr: float, warmup_steps: int, min_lr: float = 0.0) -> float:
@@ -78,7 +82,7 @@ def heads_loss(logits: list[torch.Tensor], labels: torch.Tensor, trainable: list
 
 
 def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: Callable, names: list[str],
-         loader: Iterable, epochs: int, lr: float, weight_decay: float, warmup_epochs: float, amp: bool | None,
+         loader: Loader, epochs: int, lr: float, weight_decay: float, warmup_epochs: float, amp: bool | None,
          device: torch.device | str | None, resume: Mapping[str, Any] | None, callback: Callback | None,
          loss_terms: int = 1) -> list[dict]:
     """The shared loop: AdamW, per-step cosine schedule, AMP, gradient averaging, metrics, events. The loss is a
@@ -98,7 +102,7 @@ def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: 
             scaler.load_state_dict(resume["scaler"])
         history, start = list(resume["history"]), int(resume["epoch"])
     for epoch in range(start, epochs):
-        sampler = getattr(loader, "sampler", None)
+        sampler: Any = getattr(loader, "sampler", None)
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch)
         module.train()
@@ -139,7 +143,7 @@ def _fit(*, phase: str, module: nn.Module, params: list[nn.Parameter], step_fn: 
     return history
 
 
-def train_heads(model: ExitModel, loader: Iterable, *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.05,
+def train_heads(model: ExitModel, loader: Loader, *, epochs: int, lr: float = 1e-3, weight_decay: float = 0.05,
                 warmup_epochs: float = 1.0, distill: float = 0.0, temperature: float = 2.0, amp: bool | None = None,
                 device: torch.device | str | None = None, resume: Mapping[str, Any] | None = None,
                 callback: Callback | None = None) -> list[dict]:
@@ -186,7 +190,7 @@ def held_out_accuracy(forward: Callable[[torch.Tensor], list[torch.Tensor]], loa
     return dict(zip(names, (sums[1:] / max(float(sums[0]), 1.0)).tolist(), strict=True))
 
 
-def train_backbone(backbone: nn.Module, loader: Iterable, *, epochs: int, lr: float = 2e-3,
+def train_backbone(backbone: nn.Module, loader: Loader, *, epochs: int, lr: float = 2e-3,
                    weight_decay: float = 0.05, warmup_epochs: float = 1.0, amp: bool | None = None,
                    device: torch.device | str | None = None, resume: Mapping[str, Any] | None = None,
                    callback: Callback | None = None) -> list[dict]:

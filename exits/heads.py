@@ -33,6 +33,7 @@ class ExitHead(nn.Module):
     in_chs: int
     num_classes: int
     layout: str
+    fc: nn.Module
 
     def get_params(self) -> dict[str, Any]:
         """Constructor arguments as JSON values (lists for tuples)."""

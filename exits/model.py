@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -141,6 +141,7 @@ class ExitModel(nn.Module):
         self._chains: list[_Chain] = []
         position, expected = 0, f"num_classes={num_classes}"
         if saver is not None:
+            assert self.saver_name is not None  # set from the saver above
             chain = self._build_chain(saver, self.saver_name, saver_points or [], self.saver_head_configs, position,
                                       exit_prefix="saver:", seg_prefix="saver:", tail_name="saver",
                                       final_exit="saver", final_head="saver", unit_kind="saver",
@@ -260,6 +261,7 @@ class ExitModel(nn.Module):
         """Trainable parameters: every head's, and the saver's when ``train_saver``."""
         params = list(self.heads.parameters())
         if self.train_saver:
+            assert self.saver is not None  # train_saver implies a saver (__init__)
             params += list(self.saver.parameters())
         return params
 
@@ -289,7 +291,7 @@ class ExitModel(nn.Module):
         a segment the whole state of its source, a head the stream."""
         state = outputs[unit.source]
         if unit.kind == "head":
-            return self._units_by_name[unit.source].module.stream(state)
+            return cast(Segment, self._units_by_name[cast(str, unit.source)].module).stream(state)
         return state
 
     def forward_heads(self, features: Sequence[torch.Tensor]) -> list[torch.Tensor]:

@@ -16,7 +16,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -117,7 +117,8 @@ class _Part:
 
 def _runs(segments: Sequence[Any], cuts: set[int], chain: str, last: int | None) -> list[_Part]:
     """Segments grouped into runs that end at each cut position (and at ``last`` / the chain's end)."""
-    parts, run = [], []
+    parts: list[_Part] = []
+    run = []
     for i, seg in enumerate(segments):
         run.append(seg)
         end = seg.position == last or (last is None and i == len(segments) - 1)
@@ -195,9 +196,10 @@ def _export_graph(part: _Part, example: torch.Tensor, path: Path, *, opset: int,
                 program = torch.onnx.export(module, (example,), dynamo=True, input_names=["input"],
                                             output_names=list(part.outputs), opset_version=opset, verbose=False,
                                             dynamic_shapes=({0: torch.export.Dim("batch")},))
-                program.save(str(path))
+                cast("torch.onnx.ONNXProgram", program).save(str(path))  # dynamo=True: never None
             else:
-                legacy = {"dynamo": False} if _has_dynamo_argument() else {}  # torch 2.4 has no such argument
+                # torch 2.4 has no such argument
+                legacy: dict[str, Any] = {"dynamo": False} if _has_dynamo_argument() else {}
                 torch.onnx.export(module, (example,), str(path), input_names=["input"],
                                   output_names=list(part.outputs), opset_version=opset,
                                   dynamic_axes={"input": {0: "batch"}, **{o: {0: "batch"} for o in part.outputs}},

@@ -54,8 +54,7 @@ def check_normalised(x: torch.Tensor, data_config: Mapping[str, Any]) -> None:
                                           "the pictures through rt.transform")
         return
     flat = x.detach().float().transpose(0, 1).reshape(chans, -1)
-    std, mean = torch.std_mean(flat, dim=1, correction=0)
-    mean, std = mean.cpu().numpy(), std.cpu().numpy()
+    std, mean = (t.cpu().numpy() for t in torch.std_mean(flat, dim=1, correction=0))
     if not np.isfinite(mean).all() and not bool(torch.isfinite(flat).all()):   # finite means: every value finite
         raise InputNormalisationError("input batch holds NaN or infinite values")
     ranges = normalised_range(data_config)

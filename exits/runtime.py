@@ -113,7 +113,8 @@ class ExitRuntime:
         self._transform: Preprocess | None = None
         self.device = torch.device(device) if device is not None else next(model.parameters()).device
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
-        model.to(self.device, memory_format=self.memory_format).eval()
+        # Module.to takes device and memory_format together; torch's overloads list them apart
+        model.to(self.device, memory_format=self.memory_format).eval()  # type: ignore[call-overload]
         if cache is not None and not hasattr(cache, "fingerprint"):
             from data_cache import open_cache
 

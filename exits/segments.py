@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import partial
+from typing import cast
 
 import torch
 from torch import nn
@@ -190,7 +191,7 @@ def _call_chain(*mods: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torc
     return partial(_run_sequence, mods)
 
 
-def _stage_blocks(prefix: str, stages: Iterable[tuple[str, nn.Module]]) -> list[Step]:
+def _stage_blocks(prefix: str, stages: Iterable[tuple[int, Iterable[nn.Module]]]) -> list[Step]:
     return [Step(f"{prefix}{si}.{bi}", "block", blk, (blk,))
             for si, stage in stages for bi, blk in enumerate(stage)]
 
@@ -207,8 +208,8 @@ def _sequential_plan(model: nn.Sequential) -> BackbonePlan:
 
 def _register_nchw_plans() -> None:
     """Plans of the timm CNN-like families (ResNet, ConvNeXt, DaVit, EfficientNet, MobileNetV3)."""
-    from timm.models.convnext import ConvNeXt
-    from timm.models.davit import DaVit
+    from timm.models.convnext import ConvNeXt, ConvNeXtStage
+    from timm.models.davit import DaVit, DaVitStage
     from timm.models.efficientnet import EfficientNet
     from timm.models.mobilenetv3 import MobileNetV3
     from timm.models.resnet import ResNet
@@ -223,10 +224,10 @@ def _register_nchw_plans() -> None:
         steps.append(Step("head", "tail", m.forward_head, (m.global_pool, m.fc)))
         return BackbonePlan("resnet", tuple(steps), tuple(layers), "nchw")
 
-    def _stem_stages_norm_head(m: nn.Module, family: str) -> BackbonePlan:
+    def _stem_stages_norm_head(m: ConvNeXt | DaVit, family: str) -> BackbonePlan:
         """stem -> stages (each: downsample, blocks) -> norm_pre -> forward_head."""
         steps = [Step("stem", "stem", m.stem, (m.stem,))]
-        for si, stage in enumerate(m.stages):
+        for si, stage in enumerate(cast("Iterable[ConvNeXtStage | DaVitStage]", m.stages)):
             steps.append(Step(f"stages.{si}.downsample", "glue", stage.downsample, (stage.downsample,)))
             steps += [Step(f"stages.{si}.blocks.{bi}", "block", blk, (blk,)) for bi, blk in enumerate(stage.blocks)]
         steps.append(Step("head", "tail", _call_chain(m.norm_pre, m.forward_head), (m.norm_pre, m.head)))
@@ -235,9 +236,9 @@ def _register_nchw_plans() -> None:
     register_plan(ConvNeXt)(partial(_stem_stages_norm_head, family="convnext"))
     register_plan(DaVit)(partial(_stem_stages_norm_head, family="davit"))
 
-    def _effnet_like(m: nn.Module, family: str, tail: Step) -> BackbonePlan:
+    def _effnet_like(m: EfficientNet | MobileNetV3, family: str, tail: Step) -> BackbonePlan:
         steps = [Step("bn1", "stem", _call_chain(m.conv_stem, m.bn1), (m.conv_stem, m.bn1))]
-        steps += _stage_blocks("blocks.", enumerate(m.blocks))
+        steps += _stage_blocks("blocks.", enumerate(cast("Iterable[nn.Sequential]", m.blocks)))
         steps.append(tail)
         return BackbonePlan(family, tuple(steps), tuple(f"blocks.{i}" for i in range(len(m.blocks))), "nchw")
 
@@ -256,7 +257,7 @@ def _register_nchw_plans() -> None:
 
 def _register_token_plans() -> None:
     """Plans of the timm ViT and Swin families (tokens, nlc / nhwc)."""
-    from timm.models.swin_transformer import SwinTransformer
+    from timm.models.swin_transformer import SwinTransformer, SwinTransformerStage
     from timm.models.vision_transformer import VisionTransformer
 
     @register_plan(VisionTransformer)
@@ -273,7 +274,7 @@ def _register_token_plans() -> None:
     @register_plan(SwinTransformer)
     def _swin(m: SwinTransformer) -> BackbonePlan:
         steps = [Step("patch_embed", "stem", m.patch_embed, (m.patch_embed,))]
-        for si, stage in enumerate(m.layers):
+        for si, stage in enumerate(cast("Iterable[SwinTransformerStage]", m.layers)):
             steps.append(Step(f"layers.{si}.downsample", "glue", stage.downsample, (stage.downsample,)))
             steps += [Step(f"layers.{si}.blocks.{bi}", "block", blk, (blk,)) for bi, blk in enumerate(stage.blocks)]
         steps.append(Step("head", "tail", _call_chain(m.norm, m.forward_head), (m.norm, m.head)))

@@ -264,7 +264,8 @@ def _train_loader(run: _Run) -> Any:
     from torch.utils.data import DataLoader, DistributedSampler
 
     args, train, world = run.args, run.splits.train, run.world
-    sampler = DistributedSampler(train, num_replicas=world, rank=run.rank, seed=args.seed) if world > 1 else None
+    sampler: DistributedSampler | None = (
+        DistributedSampler(train, num_replicas=world, rank=run.rank, seed=args.seed) if world > 1 else None)
     return DataLoader(train, batch_size=args.batch_size, shuffle=sampler is None, sampler=sampler,
                       num_workers=args.num_workers, drop_last=len(train) >= args.batch_size * world,
                       generator=torch.Generator().manual_seed(args.seed))

@@ -383,6 +383,8 @@ def _main(argv: list[str] | None) -> int:
                           rebatch=serves_rebatched(runtime.doc or {}, args.rebatch), workers=args.workers)
         if target is not None:
             report["cost_table"] = target.record()
+        # a runtime of a --config on a cache verifies its table
+        assert runtime.verification is not None
         report.update(config_file=str(args.config), verified=runtime.verification.describe(), compile=args.compile,
                       channels_last=args.channels_last)
         _write(args, outputs, kinds, report)
