@@ -1,10 +1,12 @@
-"""Describe the machine a benchmark ran on, and save its figures under benchmarks/results/."""
+"""Describe the machine a benchmark ran on, time cases in interleaved rounds, and save figures under
+benchmarks/results/."""
 from __future__ import annotations
 
 import json
 import os
 import platform
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 RESULTS = Path(__file__).parent / "results"
@@ -36,3 +38,18 @@ def save_results(name: str, figures: dict) -> Path:
     path = RESULTS / f"{name}.json"
     path.write_text(json.dumps({"machine": describe_machine(), **figures}, indent=1, default=float) + "\n")
     return path
+
+
+def interleaved_rounds(runs: Mapping[str, Callable[[], object]], rounds: int, per: int = 1
+                       ) -> tuple[dict[str, list[float]], list[float]]:
+    """Seconds per item (``per`` items a call) of each case over ``rounds`` rounds, the cases in one order in even
+    rounds and reversed in odd ones; and the one-minute load average before and after."""
+    times: dict[str, list[float]] = {k: [] for k in runs}
+    load = [os.getloadavg()[0]]
+    for r in range(rounds):
+        for k in (list(runs) if r % 2 == 0 else list(reversed(list(runs)))):
+            t0 = time.perf_counter()
+            runs[k]()
+            times[k].append((time.perf_counter() - t0) / per)
+    load.append(os.getloadavg()[0])
+    return times, load

@@ -22,7 +22,6 @@ import shutil
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._machine import save_results  # noqa: E402
+from benchmarks._machine import interleaved_rounds, save_results  # noqa: E402
 
 
 def _unchained(bundle: Path, out: Path) -> Path:
@@ -80,14 +79,7 @@ def main() -> None:
                     "batch-1 graph": lambda r=chained, c=c: [r.run(im, c) for im in images],
                     "its session alone": lambda g=chain, cuts=cuts: [g.session.run(g.names, {"input": im, "cuts": cuts})
                                                                      for im in images]}
-            times: dict[str, list[float]] = {k: [] for k in runs}
-            load = [os.getloadavg()[0]]
-            for r in range(args.rounds):
-                for k in (runs if r % 2 == 0 else reversed(list(runs))):
-                    t0 = time.perf_counter()
-                    runs[k]()
-                    times[k].append((time.perf_counter() - t0) / len(images))
-            load.append(os.getloadavg()[0])
+            times, load = interleaved_rounds(runs, args.rounds, len(images))
             med = {k: statistics.median(v) for k, v in times.items()}
             delivery = {k: relative_macs * med["base graph"] / med[k] for k in runs if k != "base graph"}
             cells[f"t{t}"] = {"agreement": same / len(images), "us_per_image": {k: 1e6 * v for k, v in med.items()},

@@ -12,18 +12,16 @@ No ``OMP_WAIT_POLICY`` is set (as shipped). Writes ``benchmarks/results/b1_threa
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from benchmarks._machine import save_results  # noqa: E402
+from benchmarks._machine import interleaved_rounds, save_results  # noqa: E402
 
 
 def main() -> None:
@@ -46,14 +44,7 @@ def main() -> None:
                 for t, r in routers.items() for kind in ("base", "config")}
         for run in runs.values():  # first calls: allocations, kernel selection
             run()
-        times: dict[str, list[float]] = {k: [] for k in runs}
-        load = [os.getloadavg()[0]]
-        for r in range(args.rounds):
-            for k in (runs if r % 2 == 0 else reversed(list(runs))):
-                t0 = time.perf_counter()
-                runs[k]()
-                times[k].append((time.perf_counter() - t0) / len(images))
-        load.append(os.getloadavg()[0])
+        times, load = interleaved_rounds(runs, args.rounds, len(images))
     ms = {k: 1e3 * statistics.median(v) for k, v in times.items()}
     figures = {
         "ms_per_image": ms,
