@@ -47,7 +47,7 @@ def interleaved_rounds(runs: Mapping[str, Callable[[], object]], rounds: int, pe
     times: dict[str, list[float]] = {k: [] for k in runs}
     load = [os.getloadavg()[0]]
     for r in range(rounds):
-        for k in (list(runs) if r % 2 == 0 else list(reversed(list(runs)))):
+        for k in list(runs)[:: 1 if r % 2 == 0 else -1]:
             t0 = time.perf_counter()
             runs[k]()
             times[k].append((time.perf_counter() - t0) / per)

@@ -22,7 +22,7 @@ import copy
 import inspect
 import operator
 from collections.abc import Callable, Iterable
-from typing import Any, TypeGuard, cast
+from typing import Any, TypeGuard
 
 from torch import fx, nn
 
@@ -79,11 +79,8 @@ def _feature_modules(model: nn.Module, named: dict[str, nn.Module]) -> list[dict
     completed), leaving out the classifier."""
     info: Any = getattr(model, "feature_info", None)
     entries = (info.info if hasattr(info, "info") else info) or []
-    classifier = (
-        cast(Callable[[], nn.Module], model.get_classifier)()
-        if hasattr(model, "get_classifier")
-        else None
-    )
+    get_classifier: Any = getattr(model, "get_classifier", None)
+    classifier = get_classifier() if get_classifier is not None else None
     out = []
     for e in entries:
         if not isinstance(e, dict) or not e.get("module"):
