@@ -12,9 +12,9 @@ Two targets:
 For each runtime (eager ``ExitRuntime``, holding the table of configurations; the ONNX bundle through
 ``bundle.BundleRouter``, one bundle per configuration as a user ships the one they chose, or with
 ``--table-bundle`` one bundle of all of them), thread count and batch size B: each runtime or bundle is profiled
-once at the largest B (``exits.profile``'s probes and ``profile_table``; the demo at its default rounds, the ResNet
-at 3), each configuration's speed-up is predicted by ``search.time_cost.TimeCostModel`` at B on the exits the cache
-gives the timed rows, and measured as ``exits.validate`` does (``time_against_base``: base and configuration alternating
+once at the largest B (``exits.profile``'s probes and ``profile_table``, at its default rounds), each
+configuration's speed-up is predicted by ``search.time_cost.TimeCostModel`` at B on the exits the cache gives the
+timed rows, and measured as ``exits.validate`` does (``time_against_base``: base and configuration alternating
 in ``--rounds`` rounds over the same full batches of B, medians). Today's MAC prediction (1 / relative MACs) is
 listed alongside. Prints the table and saves ``benchmarks/results/time_prediction[_quick].json`` with the
 machine and the load average before and after each target::
@@ -26,8 +26,9 @@ and 16, eager, 1 thread. The full grid (batch 1, 64, 256; threads 1 and 2; eager
 for a quiet machine. ``--rebatch``: re-batched serving instead (``exits.validate --rebatch``: the configuration's
 batches run as one stream through ``run_batches(..., rebatch=True)``, predicted by the re-batched time model), at
 the grid's batch sizes above 1; saved as ``time_prediction_rebatch[_quick].json`` (``_table_bundle`` inserted
-with that option). ``--runtimes``, ``--batches`` and ``--threads`` cut the grid (comma-separated; the file name
-says so); ``--repeats N`` runs it N times in a row (each repeat profiles and times anew; rows carry ``repeat``).
+with that option). ``--targets``, ``--runtimes``, ``--batches`` and ``--threads`` cut the grid (comma-separated;
+the file name says so); ``--repeats N`` runs it N times in a row (each repeat profiles and times anew; rows carry
+``repeat``).
 Each row also gives the delivery, the measured speed-up times the relative MACs (1.0: the MAC estimate delivered),
 and, where the bundle's batch-1 graph serves it (``paths``), the prediction from each path's
 consecutive calls alone (without the paths' times after one another) beside the default.
@@ -74,7 +75,7 @@ class Grid:
     resnet_rounds: int = 3
     min_time: float = 2e-3
     profile_rounds: int = DEFAULT_ROUNDS   # exits.profile's default
-    resnet_profile_rounds: int = 3         # a ResNet-18 profile round up to batch 256: about 30 s on 1 thread
+    resnet_profile_rounds: int = DEFAULT_ROUNDS   # as a user profiles it (a round up to batch 256: ~30 s, 1 thread)
 
 
 FULL = Grid(batches=(1, 64, 256), threads=(1, 2), runtimes=("eager", "onnx"), resnet_batches=(1, 64, 256),
@@ -308,6 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     grid, subset = _subset(QUICK if args.quick else FULL, args)
     targets = [t for t in args.targets.split(",") if t]
+    if set(targets) != {"demo", "resnet18-224"}:
+        subset = "_targets-" + "-".join(targets) + subset
     rows: list[dict] = []
     started, load = time.time(), _loadavg()
     with tempfile.TemporaryDirectory() as tmp:
